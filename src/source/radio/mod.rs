@@ -1,0 +1,1 @@
+//! LoRa radio sources. (Skeleton.)
