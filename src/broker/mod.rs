@@ -1,1 +1,342 @@
-//! The embedded broker. (Skeleton.)
+//! The embedded MQTT broker: rmqtt, configured in code from sensorgate's settings and run on the daemon's
+//! own tokio runtime. This module is the only place that names rmqtt types; the rest of the daemon sees a
+//! [`Broker`] handle that publishes [`Message`]s in-process, a tap of everything published, and the
+//! retained store. It never decodes frames or decides topics.
+//!
+//! Engine settings that the gateway depends on, and why (rmqtt 0.24 defaults in brackets):
+//! - retained messages live in a host store ([`retained`]) without time-to-live [the stock retainer plugin
+//!   expires them unless told otherwise], persisted to `state_dir`;
+//! - `max_mqueue_len` = `max_queued_messages` [1000]: a late `#` subscriber receives every retained message
+//!   through this queue, so it must exceed the retained count or the rest is silently dropped;
+//! - the CPU "busy" check that refuses connections under load is off [on];
+//! - the TLS handshake timeout is `handshake_timeout` [30 s]; handshakes run per connection, concurrently;
+//! - messages queued for an offline persistent session are kept for [`OFFLINE_MESSAGE_EXPIRY`] [5 min].
+//! Serving uses `MqttServer::run` on a task of ours, never `start()` (which exits the process on error).
+
+pub mod gate;
+pub mod retained;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmqtt::context::ServerContext;
+use rmqtt::hook::Type;
+use rmqtt::net::Builder;
+use rmqtt::server::MqttServer;
+use rmqtt::session::SessionState;
+use rmqtt::types::{ClientId, CodecPublish, From, Id, Publish, QoS, TopicName, UserName};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::model::Message;
+use gate::{PublishGate, Tap};
+use retained::{EngineRetainStorage, RetainedStore};
+
+/// How long a message queued for an offline persistent session (clean session = false) is kept, and how
+/// long such a session is kept after its client went away.
+pub const OFFLINE_MESSAGE_EXPIRY: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// TLS files of one listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerSettings {
+    pub bind: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+/// Everything the broker needs to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerSettings {
+    pub listeners: Vec<ListenerSettings>,
+    pub allow_anonymous: bool,
+    pub max_connections: usize,
+    pub max_packet_size: u32,
+    pub max_inflight: u16,
+    pub max_queued_messages: usize,
+    pub handshake_timeout: Duration,
+    /// Where the retained snapshot lives; `None` keeps retained messages in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// How often a changed retained store is written to disk (it is also written on shutdown).
+    pub snapshot_interval: Duration,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            listeners: vec![ListenerSettings {
+                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                tls: None,
+            }],
+            allow_anonymous: true,
+            max_connections: 1024,
+            max_packet_size: 256 * 1024,
+            max_inflight: 32,
+            max_queued_messages: 10_000,
+            handshake_timeout: Duration::from_secs(5),
+            state_dir: None,
+            snapshot_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the broker could not start or publish.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot listen on {bind}: {reason} (is another MQTT broker running there? change [[broker.listener]] bind)")]
+    Bind { bind: SocketAddr, reason: String },
+    #[error("TLS listener {bind}: {reason} (check cert_file, key_file and client_ca_file)")]
+    Tls { bind: SocketAddr, reason: String },
+    #[error("retained snapshot: {0}")]
+    Snapshot(#[from] retained::SnapshotError),
+    #[error("publish to {topic}: {reason}")]
+    Publish { topic: String, reason: String },
+}
+
+/// A running embedded broker.
+pub struct Broker {
+    scx: ServerContext,
+    retained: Arc<RetainedStore>,
+    tap: Tap,
+    system_from: From,
+    local_addrs: Vec<SocketAddr>,
+    server_task: JoinHandle<()>,
+    snapshot_task: Option<JoinHandle<()>>,
+    state_dir: Option<PathBuf>,
+}
+
+impl Broker {
+    /// Builds the engine, restores the retained snapshot, binds every listener and starts serving.
+    /// Everything published (by clients and in-process) is copied to `tap` when given.
+    pub async fn start(
+        settings: &BrokerSettings,
+        tap: Option<mpsc::UnboundedSender<Message>>,
+    ) -> Result<Broker, BrokerError> {
+        let scx = ServerContext::new()
+            .busy_check_enable(false)
+            .mqtt_max_sessions(settings.max_connections as isize)
+            .build()
+            .await;
+
+        let retained = RetainedStore::new();
+        *scx.extends.retain_mut().await = Box::new(EngineRetainStorage(retained.clone()));
+        let system_from = From::from_system(Id::new(
+            scx.node.id(),
+            0,
+            None,
+            None,
+            ClientId::from("sensorgate"),
+            Some(UserName::from("sensorgate")),
+        ));
+        if let Some(dir) = &settings.state_dir {
+            let dir = dir.clone();
+            let (messages, error) =
+                tokio::task::spawn_blocking(move || retained::read_snapshot(&dir))
+                    .await
+                    .unwrap_or_else(|_| (Vec::new(), None));
+            if let Some(error) = error {
+                log::warn!(
+                    "retained snapshot damaged, kept {} messages and set the file aside: {error}",
+                    messages.len()
+                );
+            }
+            for message in &messages {
+                retained.restore(&system_from, to_publish(message)).await;
+            }
+            log::info!("restored {} retained messages", messages.len());
+        }
+
+        let tap = Tap::new(tap);
+        let register = scx.extends.hook_mgr().register();
+        register
+            .add(
+                Type::MessagePublishCheckAcl,
+                Box::new(PublishGate::new(tap.clone())),
+            )
+            .await;
+        register
+            .add(
+                Type::MessagePublish,
+                Box::new(PublishGate::new(tap.clone())),
+            )
+            .await;
+        register.start().await;
+
+        let mut server = MqttServer::new(scx.clone());
+        let mut local_addrs = Vec::new();
+        for (index, listener) in settings.listeners.iter().enumerate() {
+            let bound = bind_listener(settings, listener)?;
+            let addr = bound.local_addr().unwrap_or(listener.bind);
+            local_addrs.push(addr);
+            server = server.listener_by_id(bound, (index + 1) as u16);
+        }
+        let server = server.build();
+        let server_task = tokio::spawn(async move {
+            if let Err(error) = server.run().await {
+                log::error!("embedded broker stopped: {error}");
+            }
+        });
+
+        let snapshot_task = settings.state_dir.clone().map(|dir| {
+            let retained = retained.clone();
+            let interval = settings.snapshot_interval;
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    if retained.take_dirty() {
+                        if let Err(error) = save_snapshot(&retained, dir.clone()).await {
+                            log::error!("retained state not saved: {error}");
+                        }
+                    }
+                }
+            })
+        });
+
+        Ok(Broker {
+            scx,
+            retained,
+            tap,
+            system_from,
+            local_addrs,
+            server_task,
+            snapshot_task,
+            state_dir: settings.state_dir.clone(),
+        })
+    }
+
+    /// The addresses the listeners are bound to (useful when a bind port was 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Publishes a message in-process, as the gateway itself: retained messages are stored, subscribers get
+    /// it at the lower of its QoS and theirs, and the tap sees it.
+    pub async fn publish(&self, message: &Message) -> Result<(), BrokerError> {
+        self.tap.offer_message(message);
+        SessionState::forwards(
+            &self.scx,
+            self.system_from.clone(),
+            to_publish(message),
+            false,
+            None,
+        )
+        .await
+        .map_err(|e| BrokerError::Publish {
+            topic: message.topic.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every retained message, sorted by topic.
+    pub async fn retained_messages(&self) -> Vec<Message> {
+        self.retained.all().await
+    }
+
+    /// Number of client sessions and connections, for stats.
+    pub fn connections(&self) -> isize {
+        self.scx.connections.count()
+    }
+
+    /// Stops listening and serving, and writes the retained snapshot a last time.
+    pub async fn shutdown(self) -> Result<(), BrokerError> {
+        self.server_task.abort();
+        if let Some(task) = &self.snapshot_task {
+            task.abort();
+        }
+        if let Some(dir) = self.state_dir.clone() {
+            save_snapshot(&self.retained, dir).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.server_task.abort();
+        if let Some(task) = &self.snapshot_task {
+            task.abort();
+        }
+    }
+}
+
+async fn save_snapshot(retained: &RetainedStore, dir: PathBuf) -> Result<(), BrokerError> {
+    let messages = retained.all().await;
+    tokio::task::spawn_blocking(move || retained::write_snapshot(&dir, &messages))
+        .await
+        .map_err(|e| BrokerError::Publish {
+            topic: "(snapshot)".into(),
+            reason: e.to_string(),
+        })??;
+    Ok(())
+}
+
+fn bind_listener(
+    settings: &BrokerSettings,
+    listener: &ListenerSettings,
+) -> Result<rmqtt::net::Listener, BrokerError> {
+    let kind = if listener.tls.is_some() { "tls" } else { "tcp" };
+    let mut builder = Builder::new()
+        .name(format!("{kind}/{}", listener.bind))
+        .laddr(listener.bind)
+        .reuseaddr(Some(true))
+        .nodelay(true)
+        .allow_anonymous(settings.allow_anonymous)
+        .max_connections(settings.max_connections)
+        .max_packet_size(settings.max_packet_size)
+        .max_inflight(NonZeroU16::new(settings.max_inflight.max(1)).unwrap_or(NonZeroU16::MIN))
+        .max_mqueue_len(settings.max_queued_messages)
+        .handshake_timeout(settings.handshake_timeout)
+        .session_expiry_interval(OFFLINE_MESSAGE_EXPIRY)
+        .message_expiry_interval(OFFLINE_MESSAGE_EXPIRY);
+    if let Some(tls) = &listener.tls {
+        builder = builder
+            .tls_cert(Some(tls.cert_file.display().to_string()))
+            .tls_key(Some(tls.key_file.display().to_string()))
+            .tls_client_ca_certs(tls.client_ca_file.as_ref().map(|p| p.display().to_string()));
+    }
+    let bound = builder.bind().map_err(|e| BrokerError::Bind {
+        bind: listener.bind,
+        reason: e.to_string(),
+    })?;
+    if listener.tls.is_some() {
+        bound.tls().map_err(|e| BrokerError::Tls {
+            bind: listener.bind,
+            reason: format!("{e:#}"),
+        })
+    } else {
+        bound.tcp().map_err(|e| BrokerError::Bind {
+            bind: listener.bind,
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn to_publish(message: &Message) -> Publish {
+    let qos = match message.qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
+    let codec = CodecPublish {
+        dup: false,
+        retain: message.retain,
+        qos,
+        topic: TopicName::from(message.topic.clone()),
+        packet_id: None,
+        payload: bytes::Bytes::from(message.payload.clone()),
+        properties: Some(Default::default()),
+    };
+    <CodecPublish as Into<Publish>>::into(codec).create_time(rmqtt::utils::timestamp_millis())
+}

@@ -1,0 +1,137 @@
+//! The embedded broker's core promises, with a real MQTT client: a late subscriber gets every retained
+//! message at once (at QoS 0 and 1), empty retained publishes clear, and retained state survives a restart.
+
+#[path = "support/mqtt.rs"]
+mod mqtt;
+
+use std::time::Duration;
+
+use sensorgate::broker::{Broker, BrokerSettings, ListenerSettings};
+use sensorgate::model::Message;
+
+fn settings(state_dir: Option<std::path::PathBuf>) -> BrokerSettings {
+    BrokerSettings {
+        listeners: vec![ListenerSettings {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+        }],
+        state_dir,
+        ..BrokerSettings::default()
+    }
+}
+
+fn retained(topic: String, payload: &str) -> Message {
+    Message {
+        topic,
+        payload: payload.as_bytes().to_vec(),
+        qos: 1,
+        retain: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_subscriber_gets_all_5000_retained_at_qos_0_and_1() {
+    let broker = Broker::start(&settings(None), None).await.unwrap();
+    let addr = broker.local_addrs()[0];
+    for i in 0..5000 {
+        broker
+            .publish(&retained(
+                format!("sensorgate/dev-{i}/temperature"),
+                &i.to_string(),
+            ))
+            .await
+            .unwrap();
+    }
+    for level in [0u8, 1] {
+        let mut late = mqtt::subscribe(addr, &format!("late-{level}"), "sensorgate/#", level).await;
+        let got = late
+            .collect_until(Duration::from_secs(30), |m| m.len() == 5000)
+            .await;
+        assert_eq!(got.len(), 5000, "QoS {level}: every retained topic arrives");
+        assert!(got.values().all(|m| m.retain));
+        assert_eq!(got["sensorgate/dev-4321/temperature"].text(), "4321");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_retained_publish_clears_and_plain_empty_publish_does_not() {
+    let broker = Broker::start(&settings(None), None).await.unwrap();
+    broker
+        .publish(&retained("a/kept".into(), "1"))
+        .await
+        .unwrap();
+    broker
+        .publish(&retained("a/cleared".into(), "1"))
+        .await
+        .unwrap();
+    broker
+        .publish(&Message {
+            topic: "a/kept".into(),
+            payload: vec![],
+            qos: 1,
+            retain: false,
+        })
+        .await
+        .unwrap();
+    broker
+        .publish(&retained("a/cleared".into(), ""))
+        .await
+        .unwrap();
+    let topics: Vec<String> = broker
+        .retained_messages()
+        .await
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
+    assert_eq!(topics, vec!["a/kept".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&settings(Some(dir.path().to_path_buf())), None)
+        .await
+        .unwrap();
+    broker
+        .publish(&retained("sensorgate/kitchen".into(), "{\"t\":21.5}"))
+        .await
+        .unwrap();
+    broker.shutdown().await.unwrap();
+
+    let broker = Broker::start(&settings(Some(dir.path().to_path_buf())), None)
+        .await
+        .unwrap();
+    let mut sub =
+        mqtt::subscribe(broker.local_addrs()[0], "after-restart", "sensorgate/#", 1).await;
+    let got = sub
+        .collect_until(Duration::from_secs(10), |m| !m.is_empty())
+        .await;
+    assert_eq!(got["sensorgate/kitchen"].text(), "{\"t\":21.5}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_sees_in_process_and_client_publishes() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let broker = Broker::start(&settings(None), Some(tx)).await.unwrap();
+    broker
+        .publish(&retained("from/gateway".into(), "1"))
+        .await
+        .unwrap();
+    let sub = mqtt::subscribe(broker.local_addrs()[0], "publisher", "unused/x", 0).await;
+    sub.client
+        .publish("from/client", rumqttc::QoS::AtLeastOnce, false, "2")
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.topic.as_str(), second.topic.as_str()),
+        ("from/gateway", "from/client")
+    );
+}
