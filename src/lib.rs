@@ -7,6 +7,7 @@ pub mod config;
 pub mod decode;
 pub mod devices;
 pub mod frame;
+pub mod logging;
 pub mod model;
 pub mod source;
 pub mod systemd;
