@@ -9,6 +9,8 @@ pub mod devices;
 pub mod frame;
 pub mod logging;
 pub mod model;
+pub mod publish;
 pub mod source;
+pub mod stats;
 pub mod systemd;
 pub mod uplink;

@@ -1,0 +1,430 @@
+//! The publisher: every topic name the gateway publishes on, and the messages one reading of a named device
+//! becomes (its merged JSON state, its field topics). Other modules take topic strings from the helpers here
+//! instead of formatting them again. It is pure: it never names devices, never tracks liveness (that is the
+//! registry in `devices.rs`), and never talks to the broker.
+//!
+//! Topic levels made from outside data (device names, field names) go through [`sanitize_level`]: `+`, `#`,
+//! `/`, NUL and other control characters become `_`, an empty level becomes `_`, and a level is cut to
+//! [`MAX_LEVEL_BYTES`]. A field named `availability` is published on `{base}/{device}/availability_` so that
+//! it can never overwrite the device's availability.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value as Json};
+
+use crate::model::{Message, Reading};
+
+/// The topic level reserved for the gateway itself (`{base}/gateway/...`); no device is given this name.
+pub const GATEWAY_NAME: &str = "gateway";
+/// The availability payload of a device or the gateway that is up.
+pub const ONLINE: &str = "online";
+/// The availability payload (and default will) of a device or the gateway that is gone.
+pub const OFFLINE: &str = "offline";
+/// The last level of an availability topic.
+pub const AVAILABILITY_LEVEL: &str = "availability";
+/// The longest topic level made from outside data, in bytes; longer ones are cut (on a character boundary).
+pub const MAX_LEVEL_BYTES: usize = 128;
+
+/// The JSON keys the gateway adds to a device's state. A field of the same name is shadowed in the JSON
+/// state (the field topic still carries it).
+pub const STATE_KEY_LAST_SEEN: &str = "last_seen";
+/// Received signal strength in dBm, when a radio heard the reading.
+pub const STATE_KEY_RSSI: &str = "rssi";
+/// Signal-to-noise ratio in dB, when a radio heard the reading.
+pub const STATE_KEY_SNR: &str = "snr";
+/// The sender's sequence number, when the reading carries one.
+pub const STATE_KEY_SEQ: &str = "seq";
+/// The `[[source]]` the reading arrived on.
+pub const STATE_KEY_SOURCE: &str = "source";
+
+/// The most keys a device's merged state keeps; beyond it the state starts again from the current reading,
+/// so a sender inventing field names cannot grow memory without bound.
+pub const MAX_STATE_KEYS: usize = 256;
+
+/// How the gateway publishes device data (the `[publish]` section plus the base topic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishSettings {
+    /// The first topic level(s), e.g. `sensorgate`. Checked by [`is_valid_base_topic`].
+    pub base_topic: String,
+    /// QoS of the gateway's own messages (0-2).
+    pub qos: u8,
+    /// Whether device state and field topics are retained.
+    pub retain: bool,
+    /// Whether `{base}/{device}/{field}` topics are published besides the JSON state.
+    pub field_topics: bool,
+}
+
+/// Makes `raw` safe as one topic level: wildcards (`+`, `#`), `/`, NUL and other control characters become
+/// `_`, an empty string becomes `_`, and anything beyond [`MAX_LEVEL_BYTES`] is cut.
+pub fn sanitize_level(raw: &str) -> String {
+    let mut level = String::with_capacity(raw.len().min(MAX_LEVEL_BYTES));
+    for c in raw.chars() {
+        let c = if matches!(c, '+' | '#' | '/') || c.is_control() {
+            '_'
+        } else {
+            c
+        };
+        if level.len() + c.len_utf8() > MAX_LEVEL_BYTES {
+            break;
+        }
+        level.push(c);
+    }
+    if level.is_empty() {
+        level.push('_');
+    }
+    level
+}
+
+/// Whether `base` can start every gateway topic: not empty, no empty level, no wildcard, NUL or control
+/// character, and not a `$` system topic.
+pub fn is_valid_base_topic(base: &str) -> bool {
+    !base.is_empty()
+        && !base.starts_with('$')
+        && base.split('/').all(|level| !level.is_empty())
+        && !base
+            .chars()
+            .any(|c| matches!(c, '+' | '#') || c.is_control())
+}
+
+/// `{base}/{device}`: the device's JSON state.
+pub fn device_topic(base: &str, device: &str) -> String {
+    format!("{base}/{device}")
+}
+
+/// `{base}/{device}/{field}`: one field as plain text. The field name is sanitised; a field named
+/// `availability` goes to `availability_`.
+pub fn field_topic(base: &str, device: &str, field: &str) -> String {
+    let mut level = sanitize_level(field);
+    if level == AVAILABILITY_LEVEL {
+        level.push('_');
+    }
+    format!("{base}/{device}/{level}")
+}
+
+/// `{base}/{device}/availability`: `online` / `offline`.
+pub fn availability_topic(base: &str, device: &str) -> String {
+    format!("{base}/{device}/{AVAILABILITY_LEVEL}")
+}
+
+/// `{base}/gateway/availability`: the gateway's own `online` / `offline`.
+pub fn gateway_availability_topic(base: &str) -> String {
+    availability_topic(base, GATEWAY_NAME)
+}
+
+/// `{base}/gateway/stats`: the gateway's counters (not retained).
+pub fn gateway_stats_topic(base: &str) -> String {
+    format!("{base}/{GATEWAY_NAME}/stats")
+}
+
+/// The device name of `{base}/{device}/availability`, or `None` for any other topic (the gateway's included).
+pub fn device_of_availability_topic<'t>(base: &str, topic: &'t str) -> Option<&'t str> {
+    let device = topic
+        .strip_prefix(base)?
+        .strip_prefix('/')?
+        .strip_suffix(AVAILABILITY_LEVEL)?
+        .strip_suffix('/')?;
+    let is_device_level = !device.is_empty() && !device.contains('/') && device != GATEWAY_NAME;
+    is_device_level.then_some(device)
+}
+
+/// The device name of a `{base}/{device}` state topic, or `None` for any other topic.
+pub fn device_of_state_topic<'t>(base: &str, topic: &'t str) -> Option<&'t str> {
+    let device = topic.strip_prefix(base)?.strip_prefix('/')?;
+    let is_device_level = !device.is_empty() && !device.contains('/') && device != GATEWAY_NAME;
+    is_device_level.then_some(device)
+}
+
+/// `time` as RFC 3339 UTC with milliseconds, clamped to what RFC 3339 can say (1970 to year 9999), so a
+/// wrong system clock cannot make formatting fail.
+pub fn format_last_seen(time: SystemTime) -> String {
+    // 9999-12-31T23:59:59.999Z, the last instant humantime formats.
+    const LATEST: Duration = Duration::from_millis(253_402_300_799_999);
+    let since_epoch = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .min(LATEST);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
+}
+
+/// A radio measurement as JSON with the digits the radio gave (`-97.3`, not `-97.30000305175781`);
+/// `None` when it is not finite.
+fn radio_number(value: f32) -> Option<Json> {
+    let shortest: f64 = value.to_string().parse().ok()?;
+    serde_json::Number::from_f64(shortest).map(Json::Number)
+}
+
+/// Merges `reading` into a device's JSON `state` (Zigbee2MQTT style): the reading's fields replace those
+/// of the same name, fields only earlier readings had are kept, `last_seen` and `source` are set, and
+/// `rssi`, `snr` and `seq` describe this reading only (removed when it has none). The gateway's keys win
+/// over fields of the same name. Past [`MAX_STATE_KEYS`] the state starts again from this reading.
+pub fn merge_state(state: &mut Map<String, Json>, reading: &Reading) {
+    for (name, value) in &reading.fields {
+        state.insert(name.clone(), value.to_json());
+    }
+    if state.len() > MAX_STATE_KEYS {
+        state.clear();
+        for (name, value) in &reading.fields {
+            state.insert(name.clone(), value.to_json());
+        }
+    }
+    let radio = reading.radio.as_ref();
+    let meta = [
+        (STATE_KEY_RSSI, radio.and_then(|r| radio_number(r.rssi_dbm))),
+        (STATE_KEY_SNR, radio.and_then(|r| radio_number(r.snr_db))),
+        (STATE_KEY_SEQ, reading.seq.map(Json::from)),
+    ];
+    for (key, value) in meta {
+        match value {
+            Some(value) => state.insert(key.to_string(), value),
+            None => state.remove(key),
+        };
+    }
+    state.insert(
+        STATE_KEY_SOURCE.to_string(),
+        Json::String(reading.source.clone()),
+    );
+    state.insert(
+        STATE_KEY_LAST_SEEN.to_string(),
+        Json::String(format_last_seen(reading.received_at)),
+    );
+}
+
+/// The messages one reading of `device` becomes: the JSON `state` (already merged with the reading by
+/// [`merge_state`]) on `{base}/{device}`, then, with `field_topics`, each of the reading's fields as plain
+/// text on `{base}/{device}/{field}`, in the reading's order. All at the configured QoS and retain flag.
+pub fn reading_messages(
+    settings: &PublishSettings,
+    device: &str,
+    state: &Map<String, Json>,
+    reading: &Reading,
+) -> Vec<Message> {
+    let base = settings.base_topic.as_str();
+    let field_count = if settings.field_topics {
+        reading.fields.len()
+    } else {
+        0
+    };
+    let mut messages = Vec::with_capacity(1 + field_count);
+    messages.push(Message {
+        topic: device_topic(base, device),
+        payload: Json::Object(state.clone()).to_string().into_bytes(),
+        qos: settings.qos,
+        retain: settings.retain,
+    });
+    if settings.field_topics {
+        for (name, value) in &reading.fields {
+            messages.push(Message {
+                topic: field_topic(base, device, name),
+                payload: value.to_plain_text().into_bytes(),
+                qos: settings.qos,
+                retain: settings.retain,
+            });
+        }
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{RadioMeta, Value};
+
+    fn settings(retain: bool, field_topics: bool) -> PublishSettings {
+        PublishSettings {
+            base_topic: "sg".into(),
+            qos: 1,
+            retain,
+            field_topics,
+        }
+    }
+
+    fn reading(fields: Vec<(&str, Value)>) -> Reading {
+        Reading {
+            source: "uart0".into(),
+            address: "17".into(),
+            seq: Some(5),
+            fields: fields
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
+            received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            radio: Some(RadioMeta {
+                rssi_dbm: -97.3,
+                snr_db: 7.25,
+                frequency_hz: 868_100_000,
+                spreading_factor: 7,
+            }),
+        }
+    }
+
+    fn json(message: &Message) -> Json {
+        serde_json::from_slice(&message.payload).unwrap()
+    }
+
+    #[test]
+    fn sanitising_keeps_one_level_without_wildcards() {
+        assert_eq!(sanitize_level("kitchen"), "kitchen");
+        assert_eq!(sanitize_level("a/b+c#d\0e\nf"), "a_b_c_d_e_f");
+        assert_eq!(sanitize_level(""), "_");
+        assert_eq!(sanitize_level("/"), "_");
+        assert_eq!(sanitize_level("température"), "température");
+        let long = "é".repeat(100);
+        let cut = sanitize_level(&long);
+        assert_eq!(cut.len(), MAX_LEVEL_BYTES);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn base_topic_validation() {
+        assert!(is_valid_base_topic("sensorgate"));
+        assert!(is_valid_base_topic("home/sensorgate"));
+        for bad in ["", "a//b", "/a", "a/", "a/+", "#", "$SYS/x", "a\0b"] {
+            assert!(!is_valid_base_topic(bad), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn topic_helpers() {
+        assert_eq!(device_topic("sg", "kitchen"), "sg/kitchen");
+        assert_eq!(field_topic("sg", "kitchen", "temp/1"), "sg/kitchen/temp_1");
+        assert_eq!(
+            field_topic("sg", "kitchen", "availability"),
+            "sg/kitchen/availability_"
+        );
+        assert_eq!(
+            availability_topic("sg", "kitchen"),
+            "sg/kitchen/availability"
+        );
+        assert_eq!(
+            gateway_availability_topic("a/b"),
+            "a/b/gateway/availability"
+        );
+        assert_eq!(gateway_stats_topic("sg"), "sg/gateway/stats");
+        assert_eq!(
+            device_of_availability_topic("a/b", "a/b/kitchen/availability"),
+            Some("kitchen")
+        );
+        assert_eq!(
+            device_of_availability_topic("a/b", "a/b/gateway/availability"),
+            None
+        );
+        assert_eq!(
+            device_of_availability_topic("a/b", "a/b/x/y/availability"),
+            None
+        );
+        assert_eq!(
+            device_of_availability_topic("a/b", "a/bc/availability"),
+            None
+        );
+        assert_eq!(device_of_availability_topic("a/b", "a/b/kitchen"), None);
+        assert_eq!(device_of_state_topic("sg", "sg/kitchen"), Some("kitchen"));
+        assert_eq!(device_of_state_topic("sg", "sg/kitchen/temp"), None);
+        assert_eq!(device_of_state_topic("sg", "sg/gateway"), None);
+    }
+
+    #[test]
+    fn last_seen_is_rfc3339_and_never_fails() {
+        assert_eq!(
+            format_last_seen(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(
+            format_last_seen(UNIX_EPOCH - Duration::from_secs(10)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(format_last_seen(far), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn state_has_fields_and_metadata() {
+        let r = reading(vec![
+            ("temperature_3", Value::Float(21.5)),
+            ("ok", Value::Bool(true)),
+        ]);
+        let mut state = Map::new();
+        merge_state(&mut state, &r);
+        let messages = reading_messages(&settings(true, false), "kitchen", &state, &r);
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].topic, "sg/kitchen");
+        assert!(messages[0].retain);
+        assert_eq!(messages[0].qos, 1);
+        assert_eq!(
+            json(&messages[0]),
+            serde_json::json!({
+                "temperature_3": 21.5, "ok": true, "rssi": -97.3, "snr": 7.25, "seq": 5,
+                "source": "uart0", "last_seen": "2023-11-14T22:13:20.123Z"
+            })
+        );
+    }
+
+    #[test]
+    fn state_merges_earlier_fields_and_drops_stale_metadata() {
+        let mut state = Map::new();
+        merge_state(
+            &mut state,
+            &reading(vec![
+                ("temp", Value::Float(20.0)),
+                ("battery", Value::Int(90)),
+            ]),
+        );
+        let mut second = reading(vec![
+            ("temp", Value::Float(21.0)),
+            ("door", Value::Text("open".into())),
+        ]);
+        second.radio = None;
+        second.seq = None;
+        merge_state(&mut state, &second);
+        let state = Json::Object(state);
+        assert_eq!(state["temp"], 21.0);
+        assert_eq!(state["battery"], 90);
+        assert_eq!(state["door"], "open");
+        assert!(
+            state.get("rssi").is_none() && state.get("snr").is_none() && state.get("seq").is_none()
+        );
+    }
+
+    #[test]
+    fn state_is_bounded_when_field_names_keep_changing() {
+        let mut state = Map::new();
+        for i in 0..(MAX_STATE_KEYS * 2) {
+            merge_state(
+                &mut state,
+                &reading(vec![(&format!("f{i}"), Value::Int(i as i64))]),
+            );
+            assert!(state.len() <= MAX_STATE_KEYS + 5);
+        }
+        assert!(state.contains_key(&format!("f{}", MAX_STATE_KEYS * 2 - 1)));
+    }
+
+    #[test]
+    fn gateway_keys_win_over_fields_of_the_same_name() {
+        let mut state = Map::new();
+        merge_state(
+            &mut state,
+            &reading(vec![("source", Value::Text("spoofed".into()))]),
+        );
+        assert_eq!(state["source"], "uart0");
+    }
+
+    #[test]
+    fn field_topics_on_and_off_with_retain_flag() {
+        let r = reading(vec![
+            ("temp", Value::Float(0.1 * 272.0)),
+            ("door", Value::Text("open".into())),
+        ]);
+        let mut state = Map::new();
+        merge_state(&mut state, &r);
+
+        let with_fields = reading_messages(&settings(false, true), "kitchen", &state, &r);
+        let topics: Vec<_> = with_fields.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(topics, ["sg/kitchen", "sg/kitchen/temp", "sg/kitchen/door"]);
+        assert_eq!(with_fields[1].payload, b"27.2");
+        assert_eq!(with_fields[2].payload, b"open");
+        assert!(with_fields.iter().all(|m| !m.retain && m.qos == 1));
+
+        let without = reading_messages(&settings(true, false), "kitchen", &state, &r);
+        assert_eq!(without.len(), 1);
+        assert!(without[0].retain);
+    }
+}

@@ -1,0 +1,236 @@
+//! The gateway's counters: what the pipeline counts per source, the JSON published on `{base}/gateway/stats`,
+//! and [`WarnLimiter`], which keeps a noisy source from flooding the log. Pure: time is passed in; it never
+//! publishes, never logs and never reads a clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value as Json};
+
+/// What happened on one source since the gateway started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceCounters {
+    /// Frames (packets) the source delivered.
+    pub frames: u64,
+    /// Readings decoded from them.
+    pub readings: u64,
+    /// Frames that could not be framed (too long, bad escape, CRC error...).
+    pub frame_errors: u64,
+    /// Frames that could not be decoded into a reading.
+    pub decode_errors: u64,
+    /// Readings dropped as duplicates.
+    pub duplicates: u64,
+    /// Times the link was lost (port vanished, radio stopped answering).
+    pub link_losses: u64,
+    /// Whether the link is up now.
+    pub up: bool,
+}
+
+/// The pipeline's counters: per source, plus readings of new devices dropped by the registry's device cap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    sources: BTreeMap<String, SourceCounters>,
+    /// Readings dropped because the registry tracks as many devices as it may.
+    pub dropped_over_device_cap: u64,
+}
+
+impl Stats {
+    /// No counters yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters of the source `name`, created at zero (and down) the first time. Call it with
+    /// configured source names only, so the map stays as small as the configuration.
+    pub fn source(&mut self, name: &str) -> &mut SourceCounters {
+        self.sources.entry(name.to_string()).or_default()
+    }
+
+    /// Every source's counters, by name.
+    pub fn sources(&self) -> impl Iterator<Item = (&str, &SourceCounters)> {
+        self.sources
+            .iter()
+            .map(|(name, counters)| (name.as_str(), counters))
+    }
+}
+
+/// The JSON of `{base}/gateway/stats`:
+/// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap"}, "sources": {name: counters},
+/// "totals": {frames, readings, frame_errors, decode_errors, duplicates, link_losses}, "uplink"}`;
+/// `uplink` (the uplink's own counters: spool depth and age...) is left out when there is no upstream.
+pub fn stats_json(
+    stats: &Stats,
+    devices_online: usize,
+    devices_known: usize,
+    uplink: Option<Json>,
+    uptime: Duration,
+) -> Json {
+    let mut totals = SourceCounters::default();
+    for counters in stats.sources.values() {
+        totals.frames += counters.frames;
+        totals.readings += counters.readings;
+        totals.frame_errors += counters.frame_errors;
+        totals.decode_errors += counters.decode_errors;
+        totals.duplicates += counters.duplicates;
+        totals.link_losses += counters.link_losses;
+    }
+    let sources: serde_json::Map<String, Json> = stats
+        .sources
+        .iter()
+        .map(|(name, counters)| (name.clone(), json!(counters)))
+        .collect();
+    let mut report = json!({
+        "uptime_s": uptime.as_secs(),
+        "devices": {
+            "online": devices_online,
+            "known": devices_known,
+            "dropped_over_cap": stats.dropped_over_device_cap,
+        },
+        "sources": sources,
+        "totals": {
+            "frames": totals.frames,
+            "readings": totals.readings,
+            "frame_errors": totals.frame_errors,
+            "decode_errors": totals.decode_errors,
+            "duplicates": totals.duplicates,
+            "link_losses": totals.link_losses,
+        },
+    });
+    if let (Some(uplink), Json::Object(fields)) = (uplink, &mut report) {
+        fields.insert("uplink".to_string(), uplink);
+    }
+    report
+}
+
+/// Logs at most one warning per key (a source name) per interval and counts the rest, so the next warning
+/// can say how many were suppressed. Keys should come from a bounded set (configured source names): the
+/// limiter remembers each key it has seen.
+#[derive(Debug, Clone)]
+pub struct WarnLimiter {
+    interval: Duration,
+    keys: HashMap<String, KeyState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct KeyState {
+    last_logged: Instant,
+    suppressed: u64,
+}
+
+impl WarnLimiter {
+    /// At most one warning per key every `interval`.
+    pub fn new(interval: Duration) -> Self {
+        WarnLimiter {
+            interval,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Whether to log a warning about `key` now: `Some(n)` to log it (mentioning the `n` warnings suppressed
+    /// since the last one, when `n > 0`), `None` to stay quiet (it is counted).
+    pub fn check(&mut self, key: &str, now: Instant) -> Option<u64> {
+        match self.keys.get_mut(key) {
+            None => {
+                self.keys.insert(
+                    key.to_string(),
+                    KeyState {
+                        last_logged: now,
+                        suppressed: 0,
+                    },
+                );
+                Some(0)
+            }
+            Some(state) if now.saturating_duration_since(state.last_logged) >= self.interval => {
+                let suppressed = state.suppressed;
+                *state = KeyState {
+                    last_logged: now,
+                    suppressed: 0,
+                };
+                Some(suppressed)
+            }
+            Some(state) => {
+                state.suppressed += 1;
+                None
+            }
+        }
+    }
+
+    /// How many warnings about `key` were suppressed since the last one logged.
+    pub fn suppressed(&self, key: &str) -> u64 {
+        self.keys.get(key).map_or(0, |state| state.suppressed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_json_shape() {
+        let mut stats = Stats::new();
+        let uart = stats.source("uart0");
+        uart.frames = 10;
+        uart.readings = 8;
+        uart.decode_errors = 2;
+        uart.up = true;
+        stats.source("lora").frames = 5;
+        stats.source("lora").duplicates = 1;
+        stats.source("lora").link_losses = 1;
+        stats.dropped_over_device_cap = 3;
+
+        let report = stats_json(
+            &stats,
+            2,
+            4,
+            Some(json!({"spool_messages": 7})),
+            Duration::from_millis(61_900),
+        );
+        assert_eq!(
+            report,
+            json!({
+                "uptime_s": 61,
+                "devices": {"online": 2, "known": 4, "dropped_over_cap": 3},
+                "sources": {
+                    "lora": {"frames": 5, "readings": 0, "frame_errors": 0, "decode_errors": 0,
+                             "duplicates": 1, "link_losses": 1, "up": false},
+                    "uart0": {"frames": 10, "readings": 8, "frame_errors": 0, "decode_errors": 2,
+                              "duplicates": 0, "link_losses": 0, "up": true},
+                },
+                "totals": {"frames": 15, "readings": 8, "frame_errors": 0, "decode_errors": 2,
+                           "duplicates": 1, "link_losses": 1},
+                "uplink": {"spool_messages": 7},
+            })
+        );
+        let without_uplink = stats_json(&stats, 0, 0, None, Duration::ZERO);
+        assert!(without_uplink.get("uplink").is_none());
+        let names: Vec<_> = stats.sources().map(|(name, _)| name).collect();
+        assert_eq!(names, ["lora", "uart0"]);
+    }
+
+    #[test]
+    fn warn_limiter_logs_once_per_interval_per_key_and_counts_the_rest() {
+        let mut limiter = WarnLimiter::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(limiter.check("uart0", t0), Some(0));
+        assert_eq!(limiter.check("uart0", t0 + Duration::from_secs(1)), None);
+        assert_eq!(limiter.check("uart0", t0 + Duration::from_secs(59)), None);
+        assert_eq!(
+            limiter.check("lora", t0 + Duration::from_secs(2)),
+            Some(0),
+            "keys are independent"
+        );
+        assert_eq!(limiter.suppressed("uart0"), 2);
+        assert_eq!(
+            limiter.check("uart0", t0 + Duration::from_secs(60)),
+            Some(2)
+        );
+        assert_eq!(limiter.suppressed("uart0"), 0);
+        assert_eq!(limiter.check("uart0", t0 + Duration::from_secs(61)), None);
+        assert_eq!(
+            limiter.check("uart0", t0 + Duration::from_secs(120)),
+            Some(1)
+        );
+        assert_eq!(limiter.suppressed("never-seen"), 0);
+    }
+}
