@@ -19,6 +19,10 @@
 //! `max_devices` devices are tracked (configured devices always are). At the cap, a new device replaces the
 //! unconfigured offline device silent the longest; when every tracked device is online or configured, the
 //! new device's readings are dropped ([`ReadingOutcome::OverDeviceCap`]).
+//!
+//! After a restart: [`Registry::offline_after_restart`] turns the restored retained `online`s into
+//! `offline`s, and [`Registry::adopt_restored_states`] lets each device's merged state continue from its
+//! restored `{base}/{device}` JSON.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
