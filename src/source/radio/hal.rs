@@ -1,0 +1,82 @@
+//! The seams between the radio drivers and a board: the embedded-hal 1.0 traits the drivers use for SPI
+//! and the reset pin, plus two small waits of our own ("until the interrupt line is high", "until BUSY is
+//! low") that a backend implements with an edge interrupt, a poll or a condition variable, and the [`Radio`]
+//! trait the run loop drives. It also holds what a driver reports per interrupt ([`RxEvent`]). Nothing here
+//! touches hardware or the async runtime: every wait blocks the driver's own thread, never a tokio worker.
+
+use std::time::Duration;
+
+use super::RadioError;
+
+/// The chip's interrupt output (SX1276 DIO0, SX1262 DIO1), active high.
+pub trait IrqLine {
+    /// Whether the line is high now.
+    fn is_high(&mut self) -> Result<bool, RadioError>;
+
+    /// Blocks the calling thread until the line is high or `timeout` has passed; returns whether it is
+    /// high. Returns at once when the line is already high (the line is level, not edge: it stays high
+    /// until the driver clears the chip's interrupt flags).
+    fn wait_high(&mut self, timeout: Duration) -> Result<bool, RadioError>;
+}
+
+/// The SX126x BUSY output: high while the chip cannot take a command.
+pub trait BusyLine {
+    /// Blocks the calling thread until BUSY is low or `timeout` has passed; returns whether it went low.
+    fn wait_low(&mut self, timeout: Duration) -> Result<bool, RadioError>;
+}
+
+/// A blocking delay for reset timing, backed by `std::thread::sleep` (used on the driver's own thread).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadDelay;
+
+impl embedded_hal::delay::DelayNs for ThreadDelay {
+    fn delay_ns(&mut self, ns: u32) {
+        std::thread::sleep(Duration::from_nanos(u64::from(ns)));
+    }
+}
+
+/// A packet the chip received with a good CRC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    /// The payload as the chip's FIFO or buffer holds it (RadioHead header included).
+    pub bytes: Vec<u8>,
+    /// Packet RSSI, dBm.
+    pub rssi_dbm: f32,
+    /// Packet SNR, dB.
+    pub snr_db: f32,
+}
+
+/// What one serviced interrupt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RxEvent {
+    /// A packet with a good payload CRC.
+    Packet(Received),
+    /// The chip flagged a payload CRC error; the bytes were dropped.
+    CrcError,
+    /// The chip flagged a header error, or the packet carried no CRC; the bytes were dropped.
+    HeaderError(String),
+}
+
+/// A configured radio as the run loop sees it: the drivers implement it over any backend.
+pub trait Radio: Send {
+    /// Resets the chip, checks it answers (version register or status), writes the whole configuration
+    /// and starts continuous receive. Called at start and after every loss.
+    fn init(&mut self) -> Result<(), RadioError>;
+
+    /// Waits up to `timeout` for the interrupt line; services it when it rises. `Ok(None)` when nothing
+    /// happened (or the interrupt was not a receive). An error means the chip must be re-initialised.
+    fn wait_event(&mut self, timeout: Duration) -> Result<Option<RxEvent>, RadioError>;
+
+    /// Reads back the chip's key configuration and state; an error means the chip must be re-initialised.
+    fn check_health(&mut self) -> Result<(), RadioError>;
+}
+
+/// Turns any `Debug` error of an embedded-hal implementation into our SPI error.
+pub(crate) fn spi_err<E: core::fmt::Debug>(error: E) -> RadioError {
+    RadioError::Spi(format!("{error:?}"))
+}
+
+/// Turns any `Debug` error of an embedded-hal pin into our pin error.
+pub(crate) fn pin_err<E: core::fmt::Debug>(error: E) -> RadioError {
+    RadioError::Pin(format!("{error:?}"))
+}

@@ -1,0 +1,588 @@
+//! A simulated SX1262 behind the same traits as the hardware: it IS the `SpiDevice`, the reset
+//! `OutputPin`, the DIO1 [`IrqLine`] and the [`BusyLine`]. It models the command set a receiver uses
+//! (opcode, parameter counts, the status byte on the NOP, the reads' response layout), BUSY high after
+//! reset and after every command until the driver waits for it, the chip modes, the order the datasheet
+//! requires (packet type set in standby before modulation and packet parameters), the 256-byte buffer,
+//! registers (sync word, IQ polarity), the IRQ status with ClearIrqStatus and the DIO1 mask, packets heard
+//! only in LoRa RX, a chip that stops answering or loses its configuration, a stuck DIO1 and a stuck BUSY,
+//! and a log of every SPI transaction. It never models transmit, timing, GFSK or the air.
+//!
+//! Bug classes it catches: a command sent without waiting for BUSY (the real chip ignores it), wrong
+//! parameter counts or encodings (golden traces), setup steps out of order, a wrong response offset
+//! (reading the status byte as data), IRQ flags never cleared (DIO1 stays high), CRC and header errors
+//! passed on as packets, RSSI/SNR scaling mistakes, and the recovery path.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use embedded_hal::spi::Operation;
+
+use super::hal::{BusyLine, IrqLine};
+use super::sim_sx1276::{mosi_of, scatter_miso, Trace};
+use super::sx1262::*;
+use super::RadioError;
+
+/// Register reset values the simulator knows. 0x0736's is the simulator's own choice (bit 2 clear),
+/// so that the errata read-modify-write shows in traces; the datasheet does not list it.
+fn reset_registers() -> BTreeMap<u16, u8> {
+    BTreeMap::from([
+        (REG_SYNC_WORD, 0x14),
+        (REG_SYNC_WORD + 1, 0x24),
+        (REG_IQ_POLARITY, 0x09),
+    ])
+}
+
+#[derive(Debug)]
+struct State {
+    mode: u8,
+    command_status: u8,
+    packet_type: u8,
+    busy: bool,
+    busy_stuck: bool,
+    irq: u16,
+    dio1_mask: u16,
+    buffer: [u8; 256],
+    rx_base: u8,
+    rx_start: u8,
+    rx_len: u8,
+    rssi_pkt: u8,
+    snr_pkt: u8,
+    registers: BTreeMap<u16, u8>,
+    log: Vec<Trace>,
+    violations: Vec<String>,
+    silent: Option<u8>,
+    irq_stuck: bool,
+    in_reset: bool,
+    missed: u32,
+}
+
+impl State {
+    fn powered_on() -> State {
+        State {
+            mode: MODE_STBY_RC,
+            command_status: 0,
+            packet_type: 0,
+            busy: true,
+            busy_stuck: false,
+            irq: 0,
+            dio1_mask: 0,
+            buffer: [0; 256],
+            rx_base: 0,
+            rx_start: 0,
+            rx_len: 0,
+            rssi_pkt: 0,
+            snr_pkt: 0,
+            registers: reset_registers(),
+            log: Vec::new(),
+            violations: Vec::new(),
+            silent: None,
+            irq_stuck: false,
+            in_reset: false,
+            missed: 0,
+        }
+    }
+
+    /// Back to the reset state, keeping the log, the faults and the counters.
+    fn reset(&mut self) {
+        let fresh = State {
+            log: std::mem::take(&mut self.log),
+            violations: std::mem::take(&mut self.violations),
+            silent: self.silent,
+            irq_stuck: self.irq_stuck,
+            busy_stuck: self.busy_stuck,
+            in_reset: self.in_reset,
+            missed: self.missed,
+            ..State::powered_on()
+        };
+        *self = fresh;
+    }
+
+    fn status(&self) -> u8 {
+        (self.mode << 4) | (self.command_status << 1)
+    }
+
+    fn dio1(&self) -> bool {
+        self.irq_stuck
+            || (self.silent.is_none() && !self.in_reset && self.irq & self.dio1_mask != 0)
+    }
+
+    fn receiving(&self) -> bool {
+        self.silent.is_none()
+            && !self.in_reset
+            && self.mode == MODE_RX
+            && self.packet_type == PACKET_TYPE_LORA
+    }
+
+    fn violation(&mut self, what: String) {
+        self.violations.push(what);
+    }
+
+    /// The answer to one chip-select window, computed before the command takes effect.
+    fn respond(&mut self, mosi: &[u8]) -> Vec<u8> {
+        let status = self.status();
+        let mut miso = vec![status; mosi.len()];
+        if let Some(first) = miso.first_mut() {
+            *first = 0x00; // RFU while the opcode is clocked in
+        }
+        let data_from = |header: usize, data: &[u8], miso: &mut Vec<u8>| {
+            for (i, slot) in miso.iter_mut().enumerate().skip(header) {
+                *slot = data.get(i - header).copied().unwrap_or(0);
+            }
+        };
+        match mosi.first().copied() {
+            Some(OP_GET_IRQ_STATUS) => data_from(2, &self.irq.to_be_bytes(), &mut miso),
+            Some(OP_GET_RX_BUFFER_STATUS) => data_from(2, &[self.rx_len, self.rx_start], &mut miso),
+            Some(OP_GET_PACKET_STATUS) => {
+                data_from(2, &[self.rssi_pkt, self.snr_pkt, self.rssi_pkt], &mut miso)
+            }
+            Some(OP_GET_PACKET_TYPE) => data_from(2, &[self.packet_type], &mut miso),
+            Some(OP_READ_REGISTER) if mosi.len() >= 4 => {
+                let addr = u16::from_be_bytes([mosi[1], mosi[2]]);
+                let values: Vec<u8> = (0..mosi.len() - 4)
+                    .map(|i| {
+                        let a = addr.wrapping_add(i as u16);
+                        self.registers.get(&a).copied().unwrap_or(0)
+                    })
+                    .collect();
+                data_from(4, &values, &mut miso);
+            }
+            Some(OP_READ_BUFFER) if mosi.len() >= 3 => {
+                let offset = mosi[1];
+                let values: Vec<u8> = (0..mosi.len() - 3)
+                    .map(|i| self.buffer[usize::from(offset.wrapping_add(i as u8))])
+                    .collect();
+                data_from(3, &values, &mut miso);
+            }
+            _ => {}
+        }
+        miso
+    }
+
+    /// Carries out a command once chip select rises.
+    fn execute(&mut self, mosi: &[u8]) {
+        let Some((&opcode, params)) = mosi.split_first() else {
+            return;
+        };
+        let expected = match opcode {
+            OP_SET_STANDBY
+            | OP_CALIBRATE
+            | OP_SET_REGULATOR_MODE
+            | OP_SET_DIO2_AS_RF_SWITCH_CTRL
+            | OP_SET_PACKET_TYPE => Some(1..=1),
+            OP_SET_DIO3_AS_TCXO_CTRL | OP_SET_RF_FREQUENCY => Some(4..=4),
+            OP_CALIBRATE_IMAGE | OP_SET_BUFFER_BASE_ADDRESS | OP_CLEAR_IRQ_STATUS => Some(2..=2),
+            OP_SET_MODULATION_PARAMS => Some(4..=8),
+            OP_SET_PACKET_PARAMS => Some(6..=9),
+            OP_SET_DIO_IRQ_PARAMS => Some(8..=8),
+            OP_SET_RX => Some(3..=3),
+            OP_WRITE_REGISTER => Some(3..=255),
+            OP_WRITE_BUFFER => Some(2..=256),
+            OP_GET_STATUS
+            | OP_GET_IRQ_STATUS
+            | OP_GET_RX_BUFFER_STATUS
+            | OP_GET_PACKET_STATUS
+            | OP_GET_PACKET_TYPE
+            | OP_READ_REGISTER
+            | OP_READ_BUFFER => None,
+            other => {
+                self.violation(format!("unknown opcode {other:#04x}"));
+                self.command_status = 0x5;
+                return;
+            }
+        };
+        if let Some(range) = expected {
+            if !range.contains(&params.len()) {
+                self.violation(format!(
+                    "opcode {opcode:#04x} with {} parameter bytes, expected {range:?}",
+                    params.len()
+                ));
+                self.command_status = 0x4;
+                return;
+            }
+        }
+        let standby = matches!(self.mode, MODE_STBY_RC | MODE_STBY_XOSC);
+        match opcode {
+            OP_SET_STANDBY => {
+                self.mode = if params[0] == 0 {
+                    MODE_STBY_RC
+                } else {
+                    MODE_STBY_XOSC
+                }
+            }
+            OP_SET_DIO3_AS_TCXO_CTRL | OP_CALIBRATE | OP_SET_PACKET_TYPE if !standby => {
+                self.violation(format!("opcode {opcode:#04x} outside standby"));
+            }
+            OP_SET_PACKET_TYPE => self.packet_type = params[0],
+            OP_SET_MODULATION_PARAMS | OP_SET_PACKET_PARAMS | OP_SET_RX
+                if self.packet_type != PACKET_TYPE_LORA =>
+            {
+                self.violation(format!("opcode {opcode:#04x} before SetPacketType(LoRa)"));
+            }
+            OP_SET_BUFFER_BASE_ADDRESS => self.rx_base = params[1],
+            OP_WRITE_REGISTER => {
+                let addr = u16::from_be_bytes([params[0], params[1]]);
+                for (i, &value) in params[2..].iter().enumerate() {
+                    self.registers.insert(addr.wrapping_add(i as u16), value);
+                }
+            }
+            OP_WRITE_BUFFER => {
+                for (i, &value) in params[1..].iter().enumerate() {
+                    self.buffer[usize::from(params[0].wrapping_add(i as u8))] = value;
+                }
+            }
+            OP_SET_DIO_IRQ_PARAMS => self.dio1_mask = u16::from_be_bytes([params[2], params[3]]),
+            OP_SET_RX => self.mode = MODE_RX,
+            OP_CLEAR_IRQ_STATUS => self.irq &= !u16::from_be_bytes([params[0], params[1]]),
+            OP_GET_STATUS => self.command_status = 0,
+            _ => {}
+        }
+    }
+
+    fn exchange(&mut self, mosi: &[u8]) -> Vec<u8> {
+        if let Some(byte) = self.silent {
+            return vec![byte; mosi.len()];
+        }
+        if self.in_reset {
+            return vec![0; mosi.len()];
+        }
+        if self.busy {
+            let opcode = mosi.first().copied().unwrap_or(0);
+            self.violation(format!(
+                "opcode {opcode:#04x} sent while BUSY was high (ignored)"
+            ));
+            return vec![0; mosi.len()];
+        }
+        let miso = self.respond(mosi);
+        self.execute(mosi);
+        self.busy = true;
+        miso
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// The simulated chip. Clones share one chip; hand [`spi`](Self::spi), [`reset_pin`](Self::reset_pin),
+/// [`dio1`](Self::dio1) and [`busy`](Self::busy) to the driver, keep a clone to inject packets and faults.
+#[derive(Debug, Clone)]
+pub struct Sx1262Sim {
+    shared: Arc<Shared>,
+}
+
+impl Default for Sx1262Sim {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sx1262Sim {
+    /// A chip just powered on (BUSY high until first waited for).
+    pub fn new() -> Self {
+        Sx1262Sim {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::powered_on()),
+                changed: Condvar::new(),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn update<T>(&self, change: impl FnOnce(&mut State) -> T) -> T {
+        let result = change(&mut self.state());
+        self.shared.changed.notify_all();
+        result
+    }
+
+    pub fn spi(&self) -> SimSpi {
+        SimSpi { chip: self.clone() }
+    }
+
+    pub fn reset_pin(&self) -> SimResetPin {
+        SimResetPin { chip: self.clone() }
+    }
+
+    pub fn dio1(&self) -> SimDio1 {
+        SimDio1 { chip: self.clone() }
+    }
+
+    pub fn busy(&self) -> SimBusy {
+        SimBusy { chip: self.clone() }
+    }
+
+    /// A packet arrives: heard only in LoRa RX. Sets RxDone (and CrcErr when `crc_ok` is false).
+    pub fn inject(&self, packet: &[u8], rssi_dbm: f32, snr_db: f32, crc_ok: bool) -> bool {
+        self.update(|s| {
+            if !s.receiving() || packet.len() > 255 {
+                s.missed += 1;
+                return false;
+            }
+            for (i, &byte) in packet.iter().enumerate() {
+                s.buffer[usize::from(s.rx_base.wrapping_add(i as u8))] = byte;
+            }
+            s.rx_start = s.rx_base;
+            s.rx_len = packet.len() as u8;
+            s.rssi_pkt = (-rssi_dbm * 2.0).round().clamp(0.0, 255.0) as u8;
+            s.snr_pkt = (snr_db * 4.0).round().clamp(-128.0, 127.0) as i8 as u8;
+            s.irq |= IRQ_RX_DONE | IRQ_HEADER_VALID | if crc_ok { 0 } else { IRQ_CRC_ERROR };
+            s.command_status = 0x2;
+            true
+        })
+    }
+
+    /// A corrupted LoRa header: HeaderErr, no RxDone.
+    pub fn inject_header_error(&self) -> bool {
+        self.update(|s| {
+            if !s.receiving() {
+                s.missed += 1;
+                return false;
+            }
+            s.irq |= IRQ_HEADER_ERROR;
+            true
+        })
+    }
+
+    /// The chip stops answering: MISO reads `miso`, commands are lost.
+    pub fn stop_answering(&self, miso: u8) {
+        self.update(|s| s.silent = Some(miso));
+    }
+
+    /// The chip answers again, as after a power cycle.
+    pub fn recover(&self) {
+        self.update(|s| {
+            s.silent = None;
+            s.reset();
+        });
+    }
+
+    /// A brown-out: the chip answers but is back in its reset state.
+    pub fn power_cycle(&self) {
+        self.update(State::reset);
+    }
+
+    /// Holds DIO1 high regardless of the IRQ status.
+    pub fn stick_irq(&self, stuck: bool) {
+        self.update(|s| s.irq_stuck = stuck);
+    }
+
+    /// Holds BUSY high.
+    pub fn stick_busy(&self, stuck: bool) {
+        self.update(|s| s.busy_stuck = stuck);
+    }
+
+    /// The current IRQ status bits.
+    pub fn irq_status(&self) -> u16 {
+        self.state().irq
+    }
+
+    /// A register's current value.
+    pub fn register(&self, addr: u16) -> u8 {
+        self.state().registers.get(&addr).copied().unwrap_or(0)
+    }
+
+    /// Protocol violations seen: commands while BUSY, wrong parameter counts, steps out of order.
+    pub fn violations(&self) -> Vec<String> {
+        self.state().violations.clone()
+    }
+
+    pub fn trace(&self) -> Vec<Trace> {
+        self.state().log.clone()
+    }
+
+    pub fn clear_trace(&self) {
+        self.state().log.clear();
+    }
+
+    /// Injections the chip did not hear.
+    pub fn missed(&self) -> u32 {
+        self.state().missed
+    }
+}
+
+/// The simulated chip's SPI device.
+#[derive(Debug, Clone)]
+pub struct SimSpi {
+    chip: Sx1262Sim,
+}
+
+impl embedded_hal::spi::ErrorType for SimSpi {
+    type Error = Infallible;
+}
+
+impl embedded_hal::spi::SpiDevice for SimSpi {
+    fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
+        let mosi = mosi_of(operations);
+        self.chip.update(|s| {
+            let miso = s.exchange(&mosi);
+            scatter_miso(operations, &miso);
+            s.log.push(Trace::Spi { mosi, miso });
+        });
+        Ok(())
+    }
+}
+
+/// The simulated NRESET pin; the rising edge restarts the chip with BUSY high.
+#[derive(Debug, Clone)]
+pub struct SimResetPin {
+    chip: Sx1262Sim,
+}
+
+impl embedded_hal::digital::ErrorType for SimResetPin {
+    type Error = Infallible;
+}
+
+impl embedded_hal::digital::OutputPin for SimResetPin {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        self.chip.update(|s| {
+            if !s.in_reset {
+                s.in_reset = true;
+                s.log.push(Trace::Reset);
+            }
+        });
+        Ok(())
+    }
+
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        self.chip.update(|s| {
+            if s.in_reset {
+                s.in_reset = false;
+                if s.silent.is_none() {
+                    s.reset();
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+fn wait_until(chip: &Sx1262Sim, timeout: Duration, ready: impl Fn(&State) -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut state = chip.state();
+    loop {
+        if ready(&state) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        state = match chip.shared.changed.wait_timeout(state, deadline - now) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+    }
+}
+
+/// The simulated DIO1 line.
+#[derive(Debug, Clone)]
+pub struct SimDio1 {
+    chip: Sx1262Sim,
+}
+
+impl IrqLine for SimDio1 {
+    fn is_high(&mut self) -> Result<bool, RadioError> {
+        Ok(self.chip.state().dio1())
+    }
+
+    fn wait_high(&mut self, timeout: Duration) -> Result<bool, RadioError> {
+        Ok(wait_until(&self.chip, timeout, State::dio1))
+    }
+}
+
+/// The simulated BUSY line: the chip finishes its work when the driver waits for it, unless stuck.
+#[derive(Debug, Clone)]
+pub struct SimBusy {
+    chip: Sx1262Sim,
+}
+
+impl BusyLine for SimBusy {
+    fn wait_low(&mut self, timeout: Duration) -> Result<bool, RadioError> {
+        let low = wait_until(&self.chip, timeout, |s| !s.busy_stuck);
+        if low {
+            self.chip.update(|s| s.busy = false);
+        }
+        Ok(low)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedded_hal::spi::SpiDevice;
+
+    #[test]
+    fn commands_without_waiting_for_busy_are_ignored_and_recorded() {
+        let chip = Sx1262Sim::new();
+        let mut spi = chip.spi();
+        spi.write(&[OP_SET_PACKET_TYPE, PACKET_TYPE_LORA]).unwrap();
+        assert_eq!(chip.violations().len(), 1, "{:?}", chip.violations());
+        let mut busy = chip.busy();
+        assert!(busy.wait_low(Duration::from_millis(10)).unwrap());
+        spi.write(&[OP_SET_PACKET_TYPE, PACKET_TYPE_LORA]).unwrap();
+        assert!(busy.wait_low(Duration::from_millis(10)).unwrap());
+        let mut response = [0u8; 2];
+        spi.transaction(&mut [
+            Operation::Write(&[OP_GET_PACKET_TYPE]),
+            Operation::Read(&mut response),
+        ])
+        .unwrap();
+        assert_eq!(response, [MODE_STBY_RC << 4, PACKET_TYPE_LORA]);
+        assert_eq!(chip.violations().len(), 1);
+    }
+
+    #[test]
+    fn out_of_order_setup_and_wrong_lengths_are_violations() {
+        let chip = Sx1262Sim::new();
+        let mut spi = chip.spi();
+        let mut busy = chip.busy();
+        busy.wait_low(Duration::ZERO).unwrap();
+        spi.write(&[OP_SET_MODULATION_PARAMS, 7, 4, 1, 0]).unwrap();
+        busy.wait_low(Duration::ZERO).unwrap();
+        spi.write(&[OP_SET_RX, 0xFF, 0xFF]).unwrap();
+        let violations = chip.violations();
+        assert!(
+            violations[0].contains("before SetPacketType"),
+            "{violations:?}"
+        );
+        assert!(violations[1].contains("parameter bytes"), "{violations:?}");
+    }
+
+    #[test]
+    fn irq_status_clears_by_mask_and_drives_dio1() {
+        let chip = Sx1262Sim::new();
+        let mut spi = chip.spi();
+        let mut busy = chip.busy();
+        for command in [
+            vec![OP_SET_PACKET_TYPE, 1],
+            vec![OP_SET_DIO_IRQ_PARAMS, 0x02, 0x62, 0x02, 0x62, 0, 0, 0, 0],
+            vec![OP_SET_RX, 0xFF, 0xFF, 0xFF],
+        ] {
+            busy.wait_low(Duration::ZERO).unwrap();
+            spi.write(&command).unwrap();
+        }
+        assert!(chip.inject(&[1, 2, 3], -90.0, -5.0, false));
+        assert_eq!(
+            chip.irq_status(),
+            IRQ_RX_DONE | IRQ_HEADER_VALID | IRQ_CRC_ERROR
+        );
+        assert!(chip.dio1().is_high().unwrap());
+        busy.wait_low(Duration::ZERO).unwrap();
+        spi.write(&[OP_CLEAR_IRQ_STATUS, 0x00, 0x42]).unwrap();
+        assert_eq!(chip.irq_status(), IRQ_HEADER_VALID);
+        assert!(
+            !chip.dio1().is_high().unwrap(),
+            "HeaderValid is not routed to DIO1"
+        );
+        assert!(chip.violations().is_empty(), "{:?}", chip.violations());
+    }
+}

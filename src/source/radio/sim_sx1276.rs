@@ -1,0 +1,556 @@
+//! A simulated SX1276 behind the same traits as the hardware: it IS the `SpiDevice`, the reset
+//! `OutputPin` and the DIO0 [`IrqLine`]. It models the LoRa register page with its reset values, the
+//! 256-byte FIFO walked by `RegFifoAddrPtr`, burst auto-increment, the LoRa bit writable only in sleep,
+//! `RegIrqFlags` write-1-to-clear, DIO0 from RxDone (through the mask and `RegDioMapping1`), packets
+//! heard only in RX mode, a chip that stops answering (MISO stuck at 0x00 or 0xFF) or loses its
+//! configuration (brown-out), a stuck interrupt line, and a log of every SPI transaction. It never models
+//! the FSK modem, transmit, timing or the air.
+//!
+//! Bug classes it catches: a wrong or reordered register write (golden traces), the LoRa bit written
+//! outside sleep (the chip silently stays in FSK), forgetting RX continuous or the DIO0 mapping (packets
+//! never arrive), read flags not cleared (DIO0 stays high), reading the FIFO from the wrong address,
+//! RSSI/SNR sign and offset mistakes, CRC errors passed on as packets, and the recovery path (stop
+//! answering, brown-out, stuck line) which real hardware produces rarely and never on demand.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use embedded_hal::spi::Operation;
+
+use super::hal::IrqLine;
+use super::sx1276::{
+    is_low_frequency, HOP_CRC_ON_PAYLOAD, IRQ_PAYLOAD_CRC_ERROR, IRQ_RX_DONE, IRQ_VALID_HEADER,
+    REG_DIO_MAPPING1, REG_FIFO, REG_FIFO_ADDR_PTR, REG_FIFO_RX_BASE_ADDR, REG_FIFO_RX_CURRENT_ADDR,
+    REG_FRF_MSB, REG_HOP_CHANNEL, REG_IRQ_FLAGS, REG_IRQ_FLAGS_MASK, REG_OP_MODE, REG_PKT_RSSI,
+    REG_PKT_SNR, REG_RX_NB_BYTES, REG_VERSION,
+};
+use super::RadioError;
+
+/// One entry of the simulator's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trace {
+    /// NRESET was pulled low.
+    Reset,
+    /// One chip-select window: the bytes sent and the bytes answered.
+    Spi { mosi: Vec<u8>, miso: Vec<u8> },
+}
+
+/// A packet as the simulated air delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    pub bytes: Vec<u8>,
+    pub rssi_dbm: f32,
+    pub snr_db: f32,
+    /// False: the chip flags PayloadCrcError.
+    pub crc_ok: bool,
+    /// False: the sender sent no payload CRC (the header's CRC bit is clear).
+    pub crc_present: bool,
+}
+
+/// The register page's reset values (datasheet, LoRa view; 0x01 reads 0x09: FSK standby, LF bank).
+fn reset_registers() -> [u8; 128] {
+    let mut regs = [0u8; 128];
+    for (addr, value) in [
+        (0x01, 0x09),
+        (0x06, 0x6C),
+        (0x07, 0x80),
+        (0x08, 0x00),
+        (0x09, 0x4F),
+        (0x0B, 0x2B),
+        (0x0C, 0x20),
+        (0x0E, 0x80),
+        (0x1D, 0x72),
+        (0x1E, 0x70),
+        (0x1F, 0x64),
+        (0x21, 0x08),
+        (0x22, 0x01),
+        (0x23, 0xFF),
+        (0x31, 0xC3),
+        (0x33, 0x27),
+        (0x36, 0x03),
+        (0x37, 0x0A),
+        (0x39, 0x12),
+        (0x3A, 0x52),
+        (0x42, 0x12),
+    ] {
+        regs[addr] = value;
+    }
+    regs
+}
+
+#[derive(Debug)]
+struct State {
+    regs: [u8; 128],
+    fifo: [u8; 256],
+    log: Vec<Trace>,
+    /// Some(byte): the chip does not answer; MISO reads this byte and writes are lost.
+    silent: Option<u8>,
+    irq_stuck: bool,
+    in_reset: bool,
+    missed: u32,
+}
+
+impl State {
+    fn dio0(&self) -> bool {
+        if self.irq_stuck {
+            return true;
+        }
+        if self.silent.is_some() || self.in_reset || self.regs[REG_OP_MODE as usize] & 0x80 == 0 {
+            return false;
+        }
+        let mapped_to_rx_done = self.regs[REG_DIO_MAPPING1 as usize] >> 6 == 0;
+        let unmasked = self.regs[REG_IRQ_FLAGS as usize] & !self.regs[REG_IRQ_FLAGS_MASK as usize];
+        mapped_to_rx_done && unmasked & IRQ_RX_DONE != 0
+    }
+
+    fn receiving(&self) -> bool {
+        let op_mode = self.regs[REG_OP_MODE as usize];
+        self.silent.is_none()
+            && !self.in_reset
+            && op_mode & 0x80 != 0
+            && matches!(op_mode & 0x07, 5 | 6)
+    }
+
+    fn read_register(&mut self, addr: u8) -> u8 {
+        if addr == REG_FIFO {
+            let ptr = self.regs[REG_FIFO_ADDR_PTR as usize];
+            self.regs[REG_FIFO_ADDR_PTR as usize] = ptr.wrapping_add(1);
+            self.fifo[usize::from(ptr)]
+        } else {
+            self.regs[usize::from(addr & 0x7F)]
+        }
+    }
+
+    fn write_register(&mut self, addr: u8, value: u8) {
+        let index = usize::from(addr & 0x7F);
+        match addr {
+            REG_FIFO => {
+                let ptr = self.regs[REG_FIFO_ADDR_PTR as usize];
+                self.fifo[usize::from(ptr)] = value;
+                self.regs[REG_FIFO_ADDR_PTR as usize] = ptr.wrapping_add(1);
+            }
+            REG_OP_MODE => {
+                let old = self.regs[index];
+                // LongRangeMode (bit 7) changes only while the chip sleeps.
+                let lora = if old & 0x07 == 0 {
+                    value & 0x80
+                } else {
+                    old & 0x80
+                };
+                self.regs[index] = lora | (value & 0x7F);
+            }
+            REG_IRQ_FLAGS => self.regs[index] &= !value,
+            REG_FIFO_RX_CURRENT_ADDR
+            | REG_RX_NB_BYTES
+            | REG_PKT_SNR
+            | REG_PKT_RSSI
+            | REG_HOP_CHANNEL
+            | REG_VERSION => {}
+            _ => self.regs[index] = value,
+        }
+    }
+
+    /// One chip-select window, byte by byte: the first byte is `W<<7 | address`, the rest auto-increment
+    /// (the FIFO address walks the FIFO pointer instead).
+    fn exchange(&mut self, mosi: &[u8]) -> Vec<u8> {
+        if let Some(byte) = self.silent {
+            return vec![byte; mosi.len()];
+        }
+        if self.in_reset {
+            return vec![0; mosi.len()];
+        }
+        let mut miso = Vec::with_capacity(mosi.len());
+        let Some((&first, data)) = mosi.split_first() else {
+            return miso;
+        };
+        miso.push(0x00);
+        let write = first & 0x80 != 0;
+        let mut addr = first & 0x7F;
+        for &byte in data {
+            if write {
+                self.write_register(addr, byte);
+                miso.push(0x00);
+            } else {
+                miso.push(self.read_register(addr));
+            }
+            if addr != REG_FIFO {
+                addr = (addr + 1) & 0x7F;
+            }
+        }
+        miso
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// The simulated chip. Clones share one chip; hand [`spi`](Self::spi), [`reset_pin`](Self::reset_pin) and
+/// [`dio0`](Self::dio0) to the driver and keep a clone to inject packets and faults.
+#[derive(Debug, Clone)]
+pub struct Sx1276Sim {
+    shared: Arc<Shared>,
+}
+
+impl Default for Sx1276Sim {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sx1276Sim {
+    /// A chip just powered on.
+    pub fn new() -> Self {
+        Sx1276Sim {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    regs: reset_registers(),
+                    fifo: [0; 256],
+                    log: Vec::new(),
+                    silent: None,
+                    irq_stuck: false,
+                    in_reset: false,
+                    missed: 0,
+                }),
+                changed: Condvar::new(),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the register file half-written in a way that
+        // matters to a simulator; keep going with what is there.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn update<T>(&self, change: impl FnOnce(&mut State) -> T) -> T {
+        let result = change(&mut self.state());
+        self.shared.changed.notify_all();
+        result
+    }
+
+    /// The SPI device of this chip.
+    pub fn spi(&self) -> SimSpi {
+        SimSpi { chip: self.clone() }
+    }
+
+    /// The NRESET pin of this chip.
+    pub fn reset_pin(&self) -> SimResetPin {
+        SimResetPin { chip: self.clone() }
+    }
+
+    /// The DIO0 line of this chip.
+    pub fn dio0(&self) -> SimDio0 {
+        SimDio0 { chip: self.clone() }
+    }
+
+    /// A packet arrives: heard only while the chip is in LoRa RX, as the chip would store it. Returns
+    /// whether it was heard.
+    pub fn inject(&self, packet: &[u8], rssi_dbm: f32, snr_db: f32, crc_ok: bool) -> bool {
+        self.inject_with(Injection {
+            bytes: packet.to_vec(),
+            rssi_dbm,
+            snr_db,
+            crc_ok,
+            crc_present: true,
+        })
+    }
+
+    /// [`inject`](Self::inject) with every detail chosen.
+    pub fn inject_with(&self, packet: Injection) -> bool {
+        self.update(|s| {
+            if !s.receiving() || packet.bytes.len() > 255 {
+                s.missed += 1;
+                return false;
+            }
+            let base = s.regs[REG_FIFO_RX_BASE_ADDR as usize];
+            for (i, &byte) in packet.bytes.iter().enumerate() {
+                s.fifo[usize::from(base.wrapping_add(i as u8))] = byte;
+            }
+            let frf = u32::from_be_bytes([
+                0,
+                s.regs[REG_FRF_MSB as usize],
+                s.regs[REG_FRF_MSB as usize + 1],
+                s.regs[REG_FRF_MSB as usize + 2],
+            ]);
+            let frequency_hz = ((u64::from(frf) * 32_000_000) >> 19) as u32;
+            let offset = if is_low_frequency(frequency_hz) {
+                -164.0
+            } else {
+                -157.0
+            };
+            let snr_raw = (packet.snr_db * 4.0).round().clamp(-128.0, 127.0) as i8;
+            let snr_used = f32::from(snr_raw) / 4.0;
+            let below_noise = if snr_used < 0.0 { snr_used } else { 0.0 };
+            let rssi_raw = ((packet.rssi_dbm - below_noise - offset) * 15.0 / 16.0)
+                .round()
+                .clamp(0.0, 255.0) as u8;
+            s.regs[REG_FIFO_RX_CURRENT_ADDR as usize] = base;
+            s.regs[REG_RX_NB_BYTES as usize] = packet.bytes.len() as u8;
+            s.regs[REG_PKT_SNR as usize] = snr_raw as u8;
+            s.regs[REG_PKT_RSSI as usize] = rssi_raw;
+            let hop = s.regs[REG_HOP_CHANNEL as usize] & !HOP_CRC_ON_PAYLOAD;
+            s.regs[REG_HOP_CHANNEL as usize] = hop
+                | if packet.crc_present {
+                    HOP_CRC_ON_PAYLOAD
+                } else {
+                    0
+                };
+            let crc_error = if packet.crc_ok {
+                0
+            } else {
+                IRQ_PAYLOAD_CRC_ERROR
+            };
+            s.regs[REG_IRQ_FLAGS as usize] |= IRQ_RX_DONE | IRQ_VALID_HEADER | crc_error;
+            true
+        })
+    }
+
+    /// The chip stops answering: every MISO byte reads `miso` (0x00: unplugged with a pull-down or no
+    /// power; 0xFF: floating high) and writes are lost.
+    pub fn stop_answering(&self, miso: u8) {
+        self.update(|s| s.silent = Some(miso));
+    }
+
+    /// The chip answers again, as after a power cycle (reset values).
+    pub fn recover(&self) {
+        self.update(|s| {
+            s.silent = None;
+            s.regs = reset_registers();
+        });
+    }
+
+    /// A brown-out: the chip keeps answering but has lost its configuration.
+    pub fn power_cycle(&self) {
+        self.update(|s| s.regs = reset_registers());
+    }
+
+    /// Holds DIO0 high regardless of the flags (a shorted or floating line).
+    pub fn stick_irq(&self, stuck: bool) {
+        self.update(|s| s.irq_stuck = stuck);
+    }
+
+    /// A register's current value.
+    pub fn register(&self, addr: u8) -> u8 {
+        self.state().regs[usize::from(addr & 0x7F)]
+    }
+
+    /// Every reset and SPI window since the start or the last [`clear_trace`](Self::clear_trace).
+    pub fn trace(&self) -> Vec<Trace> {
+        self.state().log.clone()
+    }
+
+    /// Empties the log.
+    pub fn clear_trace(&self) {
+        self.state().log.clear();
+    }
+
+    /// Injections the chip did not hear (not in RX, not answering, too long).
+    pub fn missed(&self) -> u32 {
+        self.state().missed
+    }
+}
+
+/// The simulated chip's SPI device.
+#[derive(Debug, Clone)]
+pub struct SimSpi {
+    chip: Sx1276Sim,
+}
+
+impl embedded_hal::spi::ErrorType for SimSpi {
+    type Error = Infallible;
+}
+
+impl embedded_hal::spi::SpiDevice for SimSpi {
+    fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
+        let mosi = mosi_of(operations);
+        self.chip.update(|s| {
+            let miso = s.exchange(&mosi);
+            scatter_miso(operations, &miso);
+            s.log.push(Trace::Spi { mosi, miso });
+        });
+        Ok(())
+    }
+}
+
+/// The bytes a transaction clocks out, reads sending zeros.
+pub(crate) fn mosi_of(operations: &[Operation<'_, u8>]) -> Vec<u8> {
+    let mut mosi = Vec::new();
+    for op in operations.iter() {
+        match op {
+            Operation::Read(buf) => mosi.extend(std::iter::repeat_n(0u8, buf.len())),
+            Operation::Write(data) => mosi.extend_from_slice(data),
+            Operation::Transfer(read, write) => {
+                mosi.extend_from_slice(write);
+                mosi.extend(std::iter::repeat_n(
+                    0u8,
+                    read.len().saturating_sub(write.len()),
+                ));
+            }
+            Operation::TransferInPlace(buf) => mosi.extend_from_slice(buf),
+            Operation::DelayNs(_) => {}
+        }
+    }
+    mosi
+}
+
+/// Hands the answered bytes back to the transaction's read buffers, in order.
+pub(crate) fn scatter_miso(operations: &mut [Operation<'_, u8>], miso: &[u8]) {
+    let mut at = 0usize;
+    let mut take = |n: usize| {
+        let start = at.min(miso.len());
+        at += n;
+        &miso[start..at.min(miso.len())]
+    };
+    for op in operations.iter_mut() {
+        match op {
+            Operation::Read(buf) => {
+                let bytes = take(buf.len());
+                buf[..bytes.len()].copy_from_slice(bytes);
+            }
+            Operation::Write(data) => {
+                take(data.len());
+            }
+            Operation::Transfer(read, write) => {
+                let n = read.len().max(write.len());
+                let bytes = take(n);
+                let copy = bytes.len().min(read.len());
+                read[..copy].copy_from_slice(&bytes[..copy]);
+            }
+            Operation::TransferInPlace(buf) => {
+                let bytes = take(buf.len());
+                buf[..bytes.len()].copy_from_slice(bytes);
+            }
+            Operation::DelayNs(_) => {}
+        }
+    }
+}
+
+/// The simulated NRESET pin: low holds the chip in reset, the rising edge restores the reset values.
+#[derive(Debug, Clone)]
+pub struct SimResetPin {
+    chip: Sx1276Sim,
+}
+
+impl embedded_hal::digital::ErrorType for SimResetPin {
+    type Error = Infallible;
+}
+
+impl embedded_hal::digital::OutputPin for SimResetPin {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        self.chip.update(|s| {
+            if !s.in_reset {
+                s.in_reset = true;
+                s.log.push(Trace::Reset);
+            }
+        });
+        Ok(())
+    }
+
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        self.chip.update(|s| {
+            if s.in_reset {
+                s.in_reset = false;
+                if s.silent.is_none() {
+                    s.regs = reset_registers();
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The simulated DIO0 line; waits on a condition variable, so it blocks only the driver's thread.
+#[derive(Debug, Clone)]
+pub struct SimDio0 {
+    chip: Sx1276Sim,
+}
+
+impl IrqLine for SimDio0 {
+    fn is_high(&mut self) -> Result<bool, RadioError> {
+        Ok(self.chip.state().dio0())
+    }
+
+    fn wait_high(&mut self, timeout: Duration) -> Result<bool, RadioError> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.chip.state();
+        loop {
+            if state.dio0() {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            state = match self.chip.shared.changed.wait_timeout(state, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedded_hal::digital::OutputPin;
+    use embedded_hal::spi::SpiDevice;
+
+    #[test]
+    fn registers_auto_increment_and_the_fifo_walks_its_pointer() {
+        let chip = Sx1276Sim::new();
+        let mut spi = chip.spi();
+        let mut frf = [0u8; 3];
+        spi.transaction(&mut [Operation::Write(&[0x06]), Operation::Read(&mut frf)])
+            .unwrap();
+        assert_eq!(frf, [0x6C, 0x80, 0x00]);
+        spi.write(&[0x80 | REG_FIFO_ADDR_PTR, 0x10]).unwrap();
+        spi.write(&[0x80, 1, 2, 3]).unwrap();
+        spi.write(&[0x80 | REG_FIFO_ADDR_PTR, 0x10]).unwrap();
+        let mut back = [0u8; 3];
+        spi.transaction(&mut [Operation::Write(&[0x00]), Operation::Read(&mut back)])
+            .unwrap();
+        assert_eq!(back, [1, 2, 3]);
+    }
+
+    #[test]
+    fn the_lora_bit_changes_only_in_sleep() {
+        let chip = Sx1276Sim::new();
+        let mut spi = chip.spi();
+        spi.write(&[0x81, 0x81]).unwrap(); // standby, not sleep: the LoRa bit is ignored
+        assert_eq!(chip.register(REG_OP_MODE), 0x01);
+        spi.write(&[0x81, 0x80]).unwrap(); // into (FSK) sleep: still ignored, the chip was in standby
+        spi.write(&[0x81, 0x80]).unwrap();
+        assert_eq!(chip.register(REG_OP_MODE), 0x80);
+    }
+
+    #[test]
+    fn flags_clear_on_write_one_and_reset_restores_values() {
+        let chip = Sx1276Sim::new();
+        let mut spi = chip.spi();
+        spi.write(&[0x81, 0x80]).unwrap();
+        spi.write(&[0x81, 0x85]).unwrap();
+        assert!(chip.inject(&[1, 2], -80.0, 7.0, false));
+        assert_eq!(chip.register(REG_IRQ_FLAGS), 0x70);
+        spi.write(&[0x80 | REG_IRQ_FLAGS, 0x20]).unwrap();
+        assert_eq!(chip.register(REG_IRQ_FLAGS), 0x50);
+        assert!(chip.dio0().is_high().unwrap());
+        spi.write(&[0x80 | REG_IRQ_FLAGS, 0xFF]).unwrap();
+        assert!(!chip.dio0().is_high().unwrap());
+        let mut reset = chip.reset_pin();
+        reset.set_low().unwrap();
+        reset.set_high().unwrap();
+        assert_eq!(chip.register(REG_OP_MODE), 0x09);
+        assert!(
+            !chip.inject(&[1], -80.0, 7.0, true),
+            "not in RX after reset"
+        );
+        assert_eq!(chip.missed(), 1);
+    }
+}

@@ -1,0 +1,365 @@
+//! The radio source's run loop: it opens the backend, initialises the chip, and services its interrupts
+//! on a thread of its own (SPI and GPIO waits block), sending [`SourceEvent`]s straight into the
+//! pipeline's channel. It reads the configuration back every `health_interval`; a chip that is absent,
+//! stops answering, loses its configuration or sticks its interrupt line is reported `Lost` and
+//! re-initialised with backoff, then reported `Up` again. It never blocks the async runtime, never stops
+//! the daemon or another source, and never decodes payloads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::hal::{Radio, RxEvent, ThreadDelay};
+use super::sim_sx1262::Sx1262Sim;
+use super::sim_sx1276::Sx1276Sim;
+use super::sx1262::Sx1262;
+use super::sx1276::Sx1276;
+use super::traffic::{self, SimChip, Traffic};
+use super::{validate, validate_backend, Chip, RadioBackend, RadioError, RadioSettings};
+use crate::backoff::Backoff;
+use crate::frame::FrameError;
+use crate::model::{Packet, RadioMeta};
+use crate::source::{SourceContext, SourceEvent};
+
+/// How long one wait for the interrupt line lasts before the thread looks at shutdown and the clock.
+const POLL: Duration = Duration::from_millis(50);
+/// How long shutdown waits for the radio thread to finish its current SPI exchange.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Opens the backend and builds a driver; called again before every re-initialisation.
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn Radio>, RadioError> + Send>;
+
+/// Runs a radio source until `ctx.shutdown`: emits `Up`, `Packet` (with [`RadioMeta`]), `FrameError`
+/// (`RadioCrc`, `RadioHeader`) and `Lost`, and retries with [`Backoff`]. Settings the driver refuses are
+/// logged and the source stays idle (config.rs refuses them earlier); absent hardware is retried.
+pub async fn run(ctx: SourceContext, settings: RadioSettings, backend: RadioBackend) {
+    if let Err(err) = validate(&settings).and_then(|()| validate_backend(&settings, &backend)) {
+        log::error!("radio source {}: {err}; the source stays idle", ctx.name);
+        ctx.shutdown.cancelled().await;
+        return;
+    }
+    match backend {
+        RadioBackend::Simulator { devices, interval } => {
+            let (chip, opener) = simulated(&settings);
+            let traffic_stop = ctx.shutdown.child_token();
+            let seed = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            let feeder = tokio::spawn(traffic::drive(
+                chip,
+                Traffic::new(devices, seed),
+                interval,
+                traffic_stop.clone(),
+            ));
+            let wiring = format!("simulated {} with {devices} nodes", settings.chip.name());
+            run_with(ctx, settings, opener, wiring).await;
+            traffic_stop.cancel();
+            let _ = feeder.await;
+        }
+        RadioBackend::Pi {
+            spi_path,
+            reset_pin,
+            irq_pin,
+            busy_pin,
+            cs_pin,
+        } => {
+            let wiring =
+                describe_wiring(&settings, &spi_path, reset_pin, irq_pin, busy_pin, cs_pin);
+            #[cfg(feature = "pi")]
+            {
+                let pins = super::pi::PiPins {
+                    spi_path,
+                    reset_pin,
+                    irq_pin,
+                    busy_pin,
+                    cs_pin,
+                };
+                let opener = super::pi::opener(settings.clone(), pins);
+                run_with(ctx, settings, opener, wiring).await;
+            }
+            #[cfg(not(feature = "pi"))]
+            {
+                log::error!(
+                    "radio source {}: built without the `pi` feature, cannot drive {wiring}; the source stays idle",
+                    ctx.name
+                );
+                ctx.shutdown.cancelled().await;
+            }
+        }
+    }
+}
+
+/// A simulated chip of the settings' kind and the opener that drives it.
+pub fn simulated(settings: &RadioSettings) -> (SimChip, Opener) {
+    match settings.chip {
+        Chip::Sx1276 => {
+            let chip = Sx1276Sim::new();
+            (
+                SimChip::Sx1276(chip.clone()),
+                sx1276_sim_opener(&chip, settings),
+            )
+        }
+        Chip::Sx1262 => {
+            let chip = Sx1262Sim::new();
+            (
+                SimChip::Sx1262(chip.clone()),
+                sx1262_sim_opener(&chip, settings),
+            )
+        }
+    }
+}
+
+/// An opener driving a simulated SX1276 (tests inject into `chip`).
+pub fn sx1276_sim_opener(chip: &Sx1276Sim, settings: &RadioSettings) -> Opener {
+    let chip = chip.clone();
+    let settings = settings.clone();
+    Box::new(move || {
+        Ok(Box::new(Sx1276::new(
+            chip.spi(),
+            chip.reset_pin(),
+            chip.dio0(),
+            ThreadDelay,
+            settings.clone(),
+        )) as Box<dyn Radio>)
+    })
+}
+
+/// An opener driving a simulated SX1262 (tests inject into `chip`).
+pub fn sx1262_sim_opener(chip: &Sx1262Sim, settings: &RadioSettings) -> Opener {
+    let chip = chip.clone();
+    let settings = settings.clone();
+    Box::new(move || {
+        Ok(Box::new(Sx1262::new(
+            chip.spi(),
+            chip.reset_pin(),
+            chip.dio1(),
+            chip.busy(),
+            ThreadDelay,
+            settings.clone(),
+        )) as Box<dyn Radio>)
+    })
+}
+
+/// What an operator should check when the chip does not answer.
+fn describe_wiring(
+    settings: &RadioSettings,
+    spi_path: &std::path::Path,
+    reset_pin: u8,
+    irq_pin: u8,
+    busy_pin: Option<u8>,
+    cs_pin: Option<u8>,
+) -> String {
+    let irq = match settings.chip {
+        Chip::Sx1276 => "DIO0",
+        Chip::Sx1262 => "DIO1",
+    };
+    let cs = match cs_pin {
+        Some(pin) => format!("NSS on GPIO{pin}"),
+        None => "NSS on the SPI device's CE line".to_string(),
+    };
+    let busy = busy_pin
+        .map(|p| format!(", BUSY on GPIO{p}"))
+        .unwrap_or_default();
+    format!(
+        "{} on {} ({cs}, RESET on GPIO{reset_pin}, {irq} on GPIO{irq_pin}{busy}; SPI enabled with \
+         dtparam=spi=on, 3.3 V and GND connected)",
+        settings.chip.name(),
+        spi_path.display()
+    )
+}
+
+/// [`run`] with the backend already chosen: `open` builds the driver (again after each loss) and
+/// `wiring` is what error messages tell the operator to check.
+pub async fn run_with(ctx: SourceContext, settings: RadioSettings, open: Opener, wiring: String) {
+    let stop = ctx.shutdown.child_token();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let worker = Worker {
+        ctx: ctx.clone(),
+        stop: stop.clone(),
+        settings,
+        open,
+        wiring: Arc::from(wiring),
+    };
+    let spawned = std::thread::Builder::new()
+        .name(format!("radio-{}", ctx.name))
+        .spawn(move || {
+            // Dropped when the thread ends, however it ends: tells the async side.
+            let _done = done_tx;
+            worker.run();
+        });
+    if let Err(err) = spawned {
+        log::error!("radio source {}: cannot start its thread: {err}", ctx.name);
+        ctx.shutdown.cancelled().await;
+        return;
+    }
+    let mut done_rx = done_rx;
+    tokio::select! {
+        _ = ctx.shutdown.cancelled() => {
+            stop.cancel();
+            if tokio::time::timeout(JOIN_TIMEOUT, &mut done_rx).await.is_err() {
+                log::warn!("radio source {}: its thread did not stop within {JOIN_TIMEOUT:?}", ctx.name);
+            }
+        }
+        _ = &mut done_rx => {
+            // The pipeline is gone (the daemon is stopping).
+            stop.cancel();
+        }
+    }
+}
+
+/// The state of the radio thread.
+struct Worker {
+    ctx: SourceContext,
+    stop: CancellationToken,
+    settings: RadioSettings,
+    open: Opener,
+    wiring: Arc<str>,
+}
+
+/// Why a session ended.
+enum Ended {
+    /// Shutdown, or the pipeline is gone.
+    Stopped,
+    /// The chip failed; `was_up` tells whether `Up` had been sent.
+    Failed { error: RadioError, was_up: bool },
+}
+
+impl Worker {
+    fn frame_error(&self, error: FrameError) -> SourceEvent {
+        SourceEvent::FrameError {
+            source: self.ctx.name.clone(),
+            error,
+        }
+    }
+
+    fn emit(&self, event: SourceEvent) -> bool {
+        self.ctx.out.blocking_send(event).is_ok()
+    }
+
+    fn run(mut self) {
+        let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
+        // Whether the link is reported lost (so a failing retry does not report it again).
+        let mut reported_lost = false;
+        while !self.stop.is_cancelled() {
+            match self.session(&mut backoff) {
+                Ended::Stopped => return,
+                Ended::Failed { error, was_up } => {
+                    if was_up {
+                        reported_lost = false;
+                    }
+                    let reason = if was_up {
+                        format!(
+                            "{} stopped working: {error}; re-initialising",
+                            self.settings.chip.name()
+                        )
+                    } else {
+                        format!("{error}; check {}", self.wiring)
+                    };
+                    if reported_lost {
+                        log::warn!("radio source {}: still failing: {reason}", self.ctx.name);
+                    } else {
+                        log::error!("radio source {}: {reason}", self.ctx.name);
+                        reported_lost = true;
+                        let lost = SourceEvent::Lost {
+                            source: self.ctx.name.clone(),
+                            reason,
+                        };
+                        if !self.emit(lost) {
+                            return;
+                        }
+                    }
+                    if !self.pause(backoff.next_delay()) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps on this thread in short steps; false when shutdown came first.
+    fn pause(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        while !self.stop.is_cancelled() {
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            std::thread::sleep((deadline - now).min(POLL));
+        }
+        false
+    }
+
+    /// One life of the chip: open, init, Up, then interrupts and health checks until something fails.
+    fn session(&mut self, backoff: &mut Backoff) -> Ended {
+        let failed = |error| Ended::Failed {
+            error,
+            was_up: false,
+        };
+        let mut radio = match (self.open)() {
+            Ok(radio) => radio,
+            Err(error) => return failed(error),
+        };
+        if let Err(error) = radio.init() {
+            return failed(error);
+        }
+        log::info!("radio source {}: {} receiving", self.ctx.name, self.wiring);
+        if !self.emit(SourceEvent::Up {
+            source: self.ctx.name.clone(),
+        }) {
+            return Ended::Stopped;
+        }
+        let meta = |rssi_dbm, snr_db| RadioMeta {
+            rssi_dbm,
+            snr_db,
+            frequency_hz: self.settings.frequency_hz,
+            spreading_factor: self.settings.spreading_factor,
+        };
+        let mut next_health = Instant::now() + self.settings.health_interval;
+        loop {
+            if self.stop.is_cancelled() {
+                return Ended::Stopped;
+            }
+            let wait = next_health
+                .saturating_duration_since(Instant::now())
+                .min(POLL);
+            let event = match radio.wait_event(wait) {
+                Ok(Some(RxEvent::Packet(received))) => Some(SourceEvent::Packet(Packet {
+                    source: self.ctx.name.clone(),
+                    bytes: received.bytes,
+                    received_at: SystemTime::now(),
+                    radio: Some(meta(received.rssi_dbm, received.snr_db)),
+                })),
+                Ok(Some(RxEvent::CrcError)) => Some(self.frame_error(FrameError::RadioCrc)),
+                Ok(Some(RxEvent::HeaderError(why))) => {
+                    Some(self.frame_error(FrameError::RadioHeader(why)))
+                }
+                Ok(None) => None,
+                Err(error) => {
+                    return Ended::Failed {
+                        error,
+                        was_up: true,
+                    }
+                }
+            };
+            if let Some(event) = event {
+                if !self.emit(event) {
+                    return Ended::Stopped;
+                }
+            }
+            if Instant::now() >= next_health {
+                if let Err(error) = radio.check_health() {
+                    return Ended::Failed {
+                        error,
+                        was_up: true,
+                    };
+                }
+                // The chip stayed up for a whole interval: retries start from the beginning again.
+                backoff.reset();
+                next_health = Instant::now() + self.settings.health_interval;
+            }
+        }
+    }
+}
