@@ -1,13 +1,18 @@
 //! The publish gate: the one hook through which every message that clients publish passes on its way into
-//! the broker, after the engine has decided it may be published. It copies what it lets through to the
-//! tap (the uplink's input). It never changes a message and never blocks: the tap is an unbounded channel
-//! drained by the spool writer.
+//! the broker, after the policy hook has decided it may be published. It copies what is let through to the
+//! tap (the uplink's input): client publishes the policy allowed, and wills whose client may write their
+//! topic (the same rule the delivery check applies). It never changes a message and never blocks: the tap
+//! is an unbounded channel drained by the spool writer.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::types::{FromType, Publish};
 use tokio::sync::mpsc;
 
+use super::acl::Client;
+use super::policy::Policy;
 use crate::model::Message;
 
 /// Where published messages are copied to.
@@ -43,15 +48,16 @@ pub fn to_message(publish: &Publish) -> Message {
     }
 }
 
-/// The engine hook: registered for `MessagePublishCheckAcl` (client publishes) and `MessagePublish` (to see
-/// client wills, which the engine publishes without an ACL check).
+/// The engine hook: registered for `MessagePublishCheckAcl` (client publishes, after the policy) and
+/// `MessagePublish` (to see client wills, which the engine publishes without an ACL check).
 pub struct PublishGate {
     tap: Tap,
+    policy: Arc<Policy>,
 }
 
 impl PublishGate {
-    pub fn new(tap: Tap) -> Self {
-        PublishGate { tap }
+    pub fn new(tap: Tap, policy: Arc<Policy>) -> Self {
+        PublishGate { tap, policy }
     }
 }
 
@@ -72,7 +78,13 @@ impl Handler for PublishGate {
             Parameter::MessagePublish(_session, from, publish)
                 if matches!(from.typ(), FromType::LastWill) =>
             {
-                self.tap.offer(publish);
+                let writer = Client {
+                    user: from.id.username.as_deref(),
+                    client_id: &from.id.client_id,
+                };
+                if self.policy.access.may_write(writer, &publish.topic) {
+                    self.tap.offer(publish);
+                }
                 (true, acc)
             }
             _ => (true, acc),

@@ -13,7 +13,12 @@
 //! - messages queued for an offline persistent session are kept for [`OFFLINE_MESSAGE_EXPIRY`] [5 min].
 //! Serving uses `MqttServer::run` on a task of ours, never `start()` (which exits the process on error).
 
+pub mod acl;
+pub mod auth;
+pub mod exactly_once;
 pub mod gate;
+pub mod password;
+pub mod policy;
 pub mod retained;
 
 use std::net::SocketAddr;
@@ -32,7 +37,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::model::Message;
+use acl::{AccessPolicy, Rights};
+use auth::{Logins, Throttle};
 use gate::{PublishGate, Tap};
+pub use password::{hash_password, verify_password, PasswordError};
+use policy::{Policy, PolicyHook};
 use retained::{EngineRetainStorage, RetainedStore};
 
 /// How long a message queued for an offline persistent session (clean session = false) is kept, and how
@@ -55,11 +64,33 @@ pub struct ListenerSettings {
     pub tls: Option<TlsFiles>,
 }
 
+/// One `[[broker.user]]`: a login and its rights.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserSettings {
+    pub name: String,
+    /// argon2id PHC string from `sensorgate hash-password` ([`hash_password`]).
+    pub password_hash: String,
+    /// Topic filters this user may subscribe to and receive (`%u` = user name, `%c` = client id).
+    pub read: Vec<String>,
+    /// Topic filters this user may publish to (and name as its will topic).
+    pub write: Vec<String>,
+}
+
 /// Everything the broker needs to start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerSettings {
     pub listeners: Vec<ListenerSettings>,
+    pub users: Vec<UserSettings>,
+    /// Whether clients without a user name may connect.
     pub allow_anonymous: bool,
+    /// Rights of anonymous clients. Default: read everything.
+    pub anonymous_read: Vec<String>,
+    /// Default: write everything, which (like any rule that does not name them) excludes `gateway_topics`.
+    pub anonymous_write: Vec<String>,
+    /// Topics only the gateway may write, unless a user's write filter lies inside them
+    /// (e.g. `sensorgate/cmd/#`). The daemon passes `{base_topic}/#`.
+    pub gateway_topics: Vec<String>,
+    /// Connected clients plus persistent sessions kept for absent ones; beyond it CONNACK 3.
     pub max_connections: usize,
     pub max_packet_size: u32,
     pub max_inflight: u16,
@@ -78,7 +109,11 @@ impl Default for BrokerSettings {
                 bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
                 tls: None,
             }],
+            users: Vec::new(),
             allow_anonymous: true,
+            anonymous_read: vec!["#".to_string()],
+            anonymous_write: vec!["#".to_string()],
+            gateway_topics: vec!["sensorgate/#".to_string()],
             max_connections: 1024,
             max_packet_size: 256 * 1024,
             max_inflight: 32,
@@ -101,6 +136,8 @@ pub enum BrokerError {
     Snapshot(#[from] retained::SnapshotError),
     #[error("publish to {topic}: {reason}")]
     Publish { topic: String, reason: String },
+    #[error("[[broker.user]] {user:?}: password_hash is not an argon2 PHC string (make one with `sensorgate hash-password`)")]
+    PasswordHash { user: String },
 }
 
 /// A running embedded broker.
@@ -122,9 +159,17 @@ impl Broker {
         settings: &BrokerSettings,
         tap: Option<mpsc::UnboundedSender<Message>>,
     ) -> Result<Broker, BrokerError> {
+        for user in &settings.users {
+            if !password::is_valid_hash(&user.password_hash) {
+                return Err(BrokerError::PasswordHash {
+                    user: user.name.clone(),
+                });
+            }
+        }
+        warn_about_open_listeners(settings);
         let scx = ServerContext::new()
             .busy_check_enable(false)
-            .mqtt_max_sessions(settings.max_connections as isize)
+            .mqtt_max_sessions(settings.max_connections.max(1) as isize)
             .build()
             .await;
 
@@ -156,20 +201,34 @@ impl Broker {
             log::info!("restored {} retained messages", messages.len());
         }
 
+        let policy = Arc::new(Policy::new(
+            scx.clone(),
+            access_policy(settings),
+            Logins::new(
+                settings
+                    .users
+                    .iter()
+                    .map(|u| (u.name.clone(), u.password_hash.clone())),
+                settings.allow_anonymous,
+                Throttle::default(),
+            ),
+            settings.max_connections.max(1),
+            settings.max_packet_size,
+            settings.max_queued_messages,
+        ));
         let tap = Tap::new(tap);
         let register = scx.extends.hook_mgr().register();
-        register
-            .add(
-                Type::MessagePublishCheckAcl,
-                Box::new(PublishGate::new(tap.clone())),
-            )
-            .await;
-        register
-            .add(
-                Type::MessagePublish,
-                Box::new(PublishGate::new(tap.clone())),
-            )
-            .await;
+        // The policy runs first (higher priority); the gate then sees its publish decision.
+        for typ in PolicyHook::TYPES {
+            register
+                .add_priority(typ, POLICY_PRIORITY, Box::new(PolicyHook(policy.clone())))
+                .await;
+        }
+        for typ in [Type::MessagePublishCheckAcl, Type::MessagePublish] {
+            register
+                .add(typ, Box::new(PublishGate::new(tap.clone(), policy.clone())))
+                .await;
+        }
         register.start().await;
 
         let mut server = MqttServer::new(scx.clone());
@@ -292,7 +351,8 @@ fn bind_listener(
         .laddr(listener.bind)
         .reuseaddr(Some(true))
         .nodelay(true)
-        .allow_anonymous(settings.allow_anonymous)
+        // Every CONNECT goes through the policy hook, which applies `allow_anonymous` itself.
+        .allow_anonymous(false)
         .max_connections(settings.max_connections)
         .max_packet_size(settings.max_packet_size)
         .max_inflight(NonZeroU16::new(settings.max_inflight.max(1)).unwrap_or(NonZeroU16::MIN))
@@ -304,7 +364,9 @@ fn bind_listener(
         builder = builder
             .tls_cert(Some(tls.cert_file.display().to_string()))
             .tls_key(Some(tls.key_file.display().to_string()))
-            .tls_client_ca_certs(tls.client_ca_file.as_ref().map(|p| p.display().to_string()));
+            .tls_client_ca_certs(tls.client_ca_file.as_ref().map(|p| p.display().to_string()))
+            // Without this the engine ignores the client CA and never asks for a certificate.
+            .tls_cross_certificate(tls.client_ca_file.is_some());
     }
     let bound = builder.bind().map_err(|e| BrokerError::Bind {
         bind: listener.bind,
@@ -320,6 +382,44 @@ fn bind_listener(
             bind: listener.bind,
             reason: e.to_string(),
         })
+    }
+}
+
+/// Hook priority of the policy (the engine runs higher priorities first; the tap gate runs at 0).
+const POLICY_PRIORITY: u32 = 100;
+
+fn access_policy(settings: &BrokerSettings) -> AccessPolicy {
+    AccessPolicy::new(
+        settings.users.iter().map(|u| {
+            (
+                u.name.clone(),
+                Rights {
+                    read: u.read.clone(),
+                    write: u.write.clone(),
+                },
+            )
+        }),
+        Rights {
+            read: settings.anonymous_read.clone(),
+            write: settings.anonymous_write.clone(),
+        },
+        settings.gateway_topics.clone(),
+    )
+}
+
+/// Warns about listeners reachable from the network while anyone may connect in clear text.
+fn warn_about_open_listeners(settings: &BrokerSettings) {
+    for listener in &settings.listeners {
+        if !listener.bind.ip().is_loopback()
+            && listener.tls.is_none()
+            && (settings.users.is_empty() || settings.allow_anonymous)
+        {
+            log::warn!(
+                "broker: listener {} is reachable from the network without TLS and {}: anyone on the network can read and publish (within the anonymous rights) and passwords travel in clear text; add [[broker.user]] entries and allow_anonymous = false, or TLS, or bind 127.0.0.1",
+                listener.bind,
+                if settings.users.is_empty() { "without users" } else { "with anonymous access" }
+            );
+        }
     }
 }
 

@@ -167,36 +167,34 @@ pub fn encode_snapshot(messages: &[Message]) -> Vec<u8> {
     out
 }
 
-/// Parses a snapshot. On damage, returns what could be read before it, with the error.
+/// Parses a snapshot. On damage, returns what could be read before it, with the error. Messages are read
+/// front to back and the checksum is recognised as the 8 bytes that follow the last message, so a file cut
+/// short still yields every message before the cut.
 pub fn decode_snapshot(bytes: &[u8]) -> (Vec<Message>, Option<SnapshotError>) {
-    if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         return (Vec::new(), Some(SnapshotError::BadHeader));
     }
-    let (body, trailer) = bytes.split_at(bytes.len() - 8);
-    let checksum_ok = trailer == fnv1a64(body).to_be_bytes();
     let mut messages = Vec::new();
-    let mut rest = &body[MAGIC.len()..];
-    while !rest.is_empty() {
+    let mut at = MAGIC.len();
+    loop {
+        let rest = &bytes[at..];
+        if rest.len() == 8 {
+            let error =
+                (rest != fnv1a64(&bytes[..at]).to_be_bytes()).then_some(SnapshotError::Damaged {
+                    read: messages.len(),
+                });
+            return (messages, error);
+        }
         match read_message(rest) {
             Some((message, tail)) => {
                 messages.push(message);
-                rest = tail;
+                at = bytes.len() - tail.len();
             }
             None => {
-                return (
-                    messages.clone(),
-                    Some(SnapshotError::Damaged {
-                        read: messages.len(),
-                    }),
-                )
+                let read = messages.len();
+                return (messages, Some(SnapshotError::Damaged { read }));
             }
         }
-    }
-    if checksum_ok {
-        (messages, None)
-    } else {
-        let read = messages.len();
-        (messages, Some(SnapshotError::Damaged { read }))
     }
 }
 

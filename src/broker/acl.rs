@@ -1,0 +1,304 @@
+//! Per-topic rights of the embedded broker's clients, mosquitto-like: each user (and the anonymous client)
+//! has `read` and `write` topic filters, in which `%u` stands for the user name and `%c` for the client id.
+//! This module answers "may this client write/read/subscribe to this?" from the configuration alone; it
+//! never sees the engine, a socket or a password.
+//!
+//! Rules:
+//! - write: the topic matches one of the client's `write` filters. Topics under the gateway's own filters
+//!   (`gateway_topics`, e.g. `sensorgate/#`) additionally need a write filter that lies entirely inside a
+//!   gateway filter: `write = ["sensorgate/cmd/#"]` grants `sensorgate/cmd/x`, `write = ["#"]` does not.
+//! - read: a message is delivered only if its topic matches one of the client's `read` filters.
+//! - subscribe: granted when the filter can match at least one topic the client may read (so `#` is
+//!   granted to a reader of `sensorgate/#`, who then receives only `sensorgate/...`); refused otherwise.
+//! - `%u`/`%c` never widen a rule: a rule naming `%u` does not apply to anonymous clients, and a rule does
+//!   not apply when the substituted name contains `+`, `#` or `/`.
+//! - As in MQTT, filters starting with a wildcard do not match topics starting with `$`.
+
+use std::collections::HashMap;
+
+/// Who is asking: the login name (None when anonymous) and the MQTT client id.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub user: Option<&'a str>,
+    pub client_id: &'a str,
+}
+
+/// The read and write filters of one user (or of anonymous clients), as configured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rights {
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+}
+
+/// Everyone's rights, built once from the broker settings.
+#[derive(Debug, Clone, Default)]
+pub struct AccessPolicy {
+    users: HashMap<String, Rights>,
+    anonymous: Rights,
+    gateway_topics: Vec<String>,
+}
+
+impl AccessPolicy {
+    pub fn new(
+        users: impl IntoIterator<Item = (String, Rights)>,
+        anonymous: Rights,
+        gateway_topics: Vec<String>,
+    ) -> Self {
+        AccessPolicy {
+            users: users.into_iter().collect(),
+            anonymous,
+            gateway_topics,
+        }
+    }
+
+    fn rights(&self, client: Client<'_>) -> Option<&Rights> {
+        match client.user {
+            None => Some(&self.anonymous),
+            Some(name) => self.users.get(name),
+        }
+    }
+
+    /// May `client` publish to `topic` (also: may its will be published there)?
+    pub fn may_write(&self, client: Client<'_>, topic: &str) -> bool {
+        let Some(rights) = self.rights(client) else {
+            return false;
+        };
+        let gateway_owned = self
+            .gateway_topics
+            .iter()
+            .any(|gateway| topic_matches(gateway, topic));
+        expanded(&rights.write, client).any(|rule| {
+            topic_matches(&rule, topic)
+                && (!gateway_owned
+                    || self
+                        .gateway_topics
+                        .iter()
+                        .any(|gateway| filter_within(&rule, gateway)))
+        })
+    }
+
+    /// May a message on `topic` be delivered to `client`?
+    pub fn may_read(&self, client: Client<'_>, topic: &str) -> bool {
+        self.rights(client).is_some_and(|rights| {
+            expanded(&rights.read, client).any(|rule| topic_matches(&rule, topic))
+        })
+    }
+
+    /// May `client` subscribe to `filter` (it can match at least one topic the client may read)?
+    pub fn may_subscribe(&self, client: Client<'_>, filter: &str) -> bool {
+        self.rights(client).is_some_and(|rights| {
+            expanded(&rights.read, client).any(|rule| filters_overlap(&rule, filter))
+        })
+    }
+}
+
+/// The client's rules with `%u` and `%c` substituted; rules that cannot apply to this client are left out.
+fn expanded<'a>(rules: &'a [String], client: Client<'a>) -> impl Iterator<Item = String> + 'a {
+    rules
+        .iter()
+        .filter_map(move |rule| substitute(rule, client))
+}
+
+fn substitute(rule: &str, client: Client<'_>) -> Option<String> {
+    let safe = |name: &str| !name.is_empty() && !name.contains(['+', '#', '/']);
+    let mut out = rule.to_string();
+    if out.contains("%u") {
+        let user = client.user.filter(|u| safe(u))?;
+        out = out.replace("%u", user);
+    }
+    if out.contains("%c") {
+        if !safe(client.client_id) {
+            return None;
+        }
+        out = out.replace("%c", client.client_id);
+    }
+    Some(out)
+}
+
+fn starts_with_wildcard(levels: &[&str]) -> bool {
+    matches!(levels.first(), Some(&"+") | Some(&"#"))
+}
+
+fn is_dollar(levels: &[&str]) -> bool {
+    levels.first().is_some_and(|l| l.starts_with('$'))
+}
+
+/// Does the topic filter `filter` match the topic name `topic`?
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let f: Vec<&str> = filter.split('/').collect();
+    let t: Vec<&str> = topic.split('/').collect();
+    if is_dollar(&t) && starts_with_wildcard(&f) {
+        return false;
+    }
+    let mut i = 0;
+    loop {
+        match (f.get(i), t.get(i)) {
+            (Some(&"#"), _) => return true,
+            (Some(&"+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+        i += 1;
+    }
+}
+
+/// Is there a topic that both filters match?
+pub fn filters_overlap(a: &str, b: &str) -> bool {
+    let a: Vec<&str> = a.split('/').collect();
+    let b: Vec<&str> = b.split('/').collect();
+    if (is_dollar(&a) && starts_with_wildcard(&b)) || (is_dollar(&b) && starts_with_wildcard(&a)) {
+        return false;
+    }
+    let mut i = 0;
+    loop {
+        match (a.get(i), b.get(i)) {
+            (Some(&"#"), _) | (_, Some(&"#")) => return true,
+            (Some(&"+"), Some(_)) | (Some(_), Some(&"+")) => {}
+            (Some(x), Some(y)) if x == y => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+        i += 1;
+    }
+}
+
+/// Does `outer` match every topic that `inner` matches?
+pub fn filter_within(inner: &str, outer: &str) -> bool {
+    let inner: Vec<&str> = inner.split('/').collect();
+    let outer: Vec<&str> = outer.split('/').collect();
+    if starts_with_wildcard(&outer) && is_dollar(&inner) {
+        return false;
+    }
+    let mut i = 0;
+    loop {
+        match (inner.get(i), outer.get(i)) {
+            (_, Some(&"#")) => return true,
+            (Some(&"#"), _) => return false,
+            (Some(_), Some(&"+")) => {}
+            (Some(x), Some(y)) if x == y => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> AccessPolicy {
+        AccessPolicy::new(
+            [
+                (
+                    "ha".to_string(),
+                    Rights {
+                        read: vec!["sensorgate/#".into()],
+                        write: vec!["#".into()],
+                    },
+                ),
+                (
+                    "node".to_string(),
+                    Rights {
+                        read: vec!["users/%u/#".into(), "clients/%c".into()],
+                        write: vec!["sensorgate/cmd/+".into(), "users/%u/out".into()],
+                    },
+                ),
+            ],
+            Rights {
+                read: vec!["#".into()],
+                write: vec!["#".into()],
+            },
+            vec!["sensorgate/#".into()],
+        )
+    }
+
+    fn user<'a>(name: &'a str, client_id: &'a str) -> Client<'a> {
+        Client {
+            user: Some(name),
+            client_id,
+        }
+    }
+
+    const ANON: Client<'static> = Client {
+        user: None,
+        client_id: "anon",
+    };
+
+    #[test]
+    fn topic_matching_follows_mqtt() {
+        assert!(topic_matches("a/+/c", "a/b/c"));
+        assert!(topic_matches("a/#", "a"));
+        assert!(topic_matches("a/#", "a/b/c"));
+        assert!(topic_matches("#", "a"));
+        assert!(!topic_matches("a/+", "a/b/c"));
+        assert!(!topic_matches("a/b", "a/b/c"));
+        assert!(topic_matches("+/+", "/x"));
+        assert!(!topic_matches("#", "$SYS/x"));
+        assert!(!topic_matches("+/x", "$SYS/x"));
+        assert!(topic_matches("$SYS/#", "$SYS/x"));
+    }
+
+    #[test]
+    fn overlap_and_containment() {
+        assert!(filters_overlap("#", "sensorgate/#"));
+        assert!(filters_overlap("sensorgate/+/t", "+/kitchen/#"));
+        assert!(!filters_overlap("secret/#", "sensorgate/#"));
+        assert!(!filters_overlap("#", "$SYS/#"));
+        assert!(filter_within("sensorgate/cmd/+", "sensorgate/#"));
+        assert!(filter_within("sensorgate", "sensorgate/#"));
+        assert!(!filter_within("#", "sensorgate/#"));
+        assert!(!filter_within("sensorgate/+", "sensorgate/x"));
+        assert!(filter_within("a/+/c", "a/+/#"));
+        assert!(!filter_within("a/#", "a/+"));
+    }
+
+    #[test]
+    fn gateway_topics_need_an_explicit_rule() {
+        let p = policy();
+        assert!(
+            !p.may_write(ANON, "sensorgate/kitchen"),
+            "anonymous '#' does not name the gateway's topics"
+        );
+        assert!(p.may_write(ANON, "home/light"));
+        assert!(!p.may_write(user("ha", "c"), "sensorgate/kitchen/temperature"));
+        assert!(p.may_write(user("ha", "c"), "zigbee/set"));
+        assert!(p.may_write(user("node", "c"), "sensorgate/cmd/reboot"));
+        assert!(!p.may_write(user("node", "c"), "sensorgate/kitchen"));
+    }
+
+    #[test]
+    fn placeholders_expand_and_never_widen() {
+        let p = policy();
+        assert!(p.may_read(user("node", "n1"), "users/node/a/b"));
+        assert!(!p.may_read(user("node", "n1"), "users/other/a"));
+        assert!(p.may_read(user("node", "n1"), "clients/n1"));
+        assert!(!p.may_read(user("node", "n+"), "clients/n+"));
+        assert!(!p.may_read(user("node", "a/b"), "clients/a/b"));
+        assert!(p.may_write(user("node", "n1"), "users/node/out"));
+        let anonymous_with_user_rule = AccessPolicy::new(
+            [],
+            Rights {
+                read: vec!["users/%u/#".into()],
+                write: vec![],
+            },
+            vec![],
+        );
+        assert!(!anonymous_with_user_rule.may_read(ANON, "users//x"));
+        assert!(!anonymous_with_user_rule.may_subscribe(ANON, "#"));
+    }
+
+    #[test]
+    fn subscribe_is_granted_when_something_readable_can_match() {
+        let p = policy();
+        assert!(p.may_subscribe(user("ha", "c"), "#"));
+        assert!(p.may_subscribe(user("ha", "c"), "sensorgate/+/temperature"));
+        assert!(!p.may_subscribe(user("ha", "c"), "secret/#"));
+        assert!(!p.may_read(user("ha", "c"), "secret/x"));
+        assert!(
+            !p.may_subscribe(user("unknown", "c"), "#"),
+            "an unknown user has no rights"
+        );
+    }
+}
