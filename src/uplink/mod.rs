@@ -1,1 +1,547 @@
-//! The uplink. (Skeleton.)
+//! The uplink: takes every message the local broker saw, keeps those the forward rules select, writes
+//! them to the disk spool and sends them to the cloud broker in order, deleting each only once the broker
+//! acknowledged it (PUBACK at QoS 1, PUBCOMP at QoS 2, written at QoS 0). It owns the spool, the
+//! in-flight window and the connection task; it never decodes, never talks to the local broker, and never
+//! blocks the runtime (spool IO and fsync run on blocking threads, one job at a time).
+//!
+//! # Order, replay and live data
+//! Everything goes through the one ordered log: a message that arrives during a replay is appended behind
+//! the backlog and waits its turn, so the cloud sees exactly the local order. The replay is paced only by
+//! the in-flight window (`max_inflight` unacknowledged messages): no rate limit, because the fastest way
+//! to get live data through is to drain the backlog at the speed the broker acknowledges. Appends are
+//! never held up by sending (the input is read while a spool job runs), so an outage or a slow broker
+//! never stalls the local side; the disk budget is what bounds it.
+//!
+//! # Duplicates
+//! After a reconnect the messages of the window that reached the wire without an acknowledgement are sent
+//! again (counted as `resent`): QoS 1 may deliver those twice, never more than one window. After a crash,
+//! messages acknowledged since the last commit are sent again too (the ack cursor is persisted once per
+//! commit interval, to spare the SD card).
+//!
+//! # Availability
+//! The MQTT will is `{prefix}{base}/gateway/availability` = `offline`, retained, QoS 1, where `{prefix}`
+//! is the first forward rule's prefix (empty without rules), so the availability sits beside the
+//! forwarded topics. On every CONNACK `online` is published there, retained; on a clean stop `offline`.
+
+pub mod client;
+pub mod forward;
+pub mod spool;
+pub mod stats;
+pub mod tls;
+pub mod window;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::AsyncClient;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::model::Message;
+
+pub use forward::{ForwardError, ForwardRule};
+pub use spool::{SpoolError, SpoolSettings, SyncPolicy};
+pub use stats::UplinkStatsHandle;
+
+use client::{ConnectOptions, Endpoint, LinkEvent, Reconnect};
+use forward::Forwarder;
+use spool::{Outbound, Record, Spool, SpoolStats};
+use stats::LinkState;
+use window::Window;
+
+/// The `[upstream]` settings, resolved by the configuration.
+#[derive(Debug, Clone)]
+pub struct UplinkSettings {
+    /// `mqtts://host:port`, or `mqtt://host:port` with `allow_plaintext`.
+    pub url: String,
+    pub allow_plaintext: bool,
+    /// MQTT client id; must not be empty (the session is persistent).
+    pub client_id: String,
+    /// CA certificates (PEM) the broker's certificate must chain to; the system store when `None`.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), for mutual TLS, with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub username: Option<String>,
+    /// A file holding the password (one line; a trailing newline is ignored).
+    pub password_file: Option<PathBuf>,
+    /// MQTT keep-alive; 0 disables, otherwise at least one second.
+    pub keep_alive: Duration,
+    /// Messages sent and not yet acknowledged, at most.
+    pub max_inflight: u16,
+    /// The gateway's base topic (`sensorgate`).
+    pub base_topic: String,
+    pub forwards: Vec<ForwardRule>,
+    pub spool: SpoolSettings,
+    /// The spool lives in `{state_dir}/spool/`.
+    pub state_dir: PathBuf,
+}
+
+/// Why the uplink could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// A setting is wrong; the message names the key.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error(
+        "upstream password_file {path}: {source} (check the path and that sensorgate may read it)"
+    )]
+    PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("uplink: a spool job failed: {0}")]
+    Job(String),
+}
+
+/// How long a clean stop waits for outstanding acknowledgements (and the `offline` message).
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often the ack cursor is persisted when every append is already fsync'ed.
+const ALWAYS_COMMIT_PERIOD: Duration = Duration::from_secs(1);
+/// Most input messages taken into one append batch.
+const MAX_BATCH: usize = 4096;
+
+/// The uplink, opened and ready to run.
+pub struct Uplink {
+    spool: Spool,
+    forwarder: Forwarder,
+    connect: ConnectOptions,
+    reconnect: Reconnect,
+    commit_period: Duration,
+    max_inflight: usize,
+    stats: UplinkStatsHandle,
+}
+
+impl std::fmt::Debug for Uplink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uplink")
+            .field("peer", &self.connect.endpoint.peer())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Uplink {
+    /// Checks the settings, loads the TLS files and the password, and opens (and repairs) the spool.
+    /// Errors name the setting or file at fault and what to do.
+    pub fn open(settings: UplinkSettings) -> Result<Uplink, UplinkError> {
+        if settings.client_id.is_empty() {
+            return Err(UplinkError::Config(
+                "upstream.client_id: must not be empty (the session is persistent)".into(),
+            ));
+        }
+        if settings.max_inflight == 0 || settings.max_inflight > 60_000 {
+            return Err(UplinkError::Config(
+                "upstream.max_inflight: must be between 1 and 60000".into(),
+            ));
+        }
+        let endpoint = Endpoint::parse(&settings.url, settings.allow_plaintext)
+            .map_err(UplinkError::Config)?;
+        let tls = if endpoint.tls {
+            Some(tls::client_config(
+                settings.ca_file.as_deref(),
+                settings.cert_file.as_deref(),
+                settings.key_file.as_deref(),
+            )?)
+        } else {
+            None
+        };
+        let password = match &settings.password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map(|text| text.trim_end_matches(['\r', '\n']).to_string())
+                    .map_err(|source| UplinkError::PasswordFile {
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let credentials = match (&settings.username, password) {
+            (Some(user), password) => Some((user.clone(), password.unwrap_or_default())),
+            (None, Some(_)) => {
+                return Err(UplinkError::Config(
+                    "upstream.password_file is set but upstream.username is not".into(),
+                ))
+            }
+            (None, None) => None,
+        };
+        let forwarder = Forwarder::new(settings.forwards.clone(), &settings.base_topic)?;
+        let window = Window::new(settings.max_inflight as usize);
+        let connect = ConnectOptions {
+            endpoint,
+            tls,
+            client_id: settings.client_id.clone(),
+            credentials,
+            keep_alive: settings.keep_alive,
+            client_inflight: window.client_inflight(),
+            availability_topic: format!(
+                "{}{}/gateway/availability",
+                forwarder.first_prefix(),
+                settings.base_topic
+            ),
+        };
+        let spool = Spool::open(&settings.state_dir.join("spool"), settings.spool.clone())?;
+        let stats = UplinkStatsHandle::default();
+        stats.lock().spool = spool.stats().clone();
+        let commit_period = match settings.spool.sync {
+            SyncPolicy::Always => ALWAYS_COMMIT_PERIOD,
+            SyncPolicy::Every(period) => period.max(Duration::from_millis(10)),
+        };
+        Ok(Uplink {
+            spool,
+            forwarder,
+            connect,
+            reconnect: Reconnect {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+                stable_after: Duration::from_secs(30),
+            },
+            commit_period,
+            max_inflight: settings.max_inflight as usize,
+            stats,
+        })
+    }
+
+    /// Replaces the reconnect schedule (default: 1 s doubling to 60 s, reset after 30 s up).
+    pub fn with_reconnect_delays(mut self, initial: Duration, max: Duration) -> Uplink {
+        self.reconnect.initial = initial;
+        self.reconnect.max = max;
+        self
+    }
+
+    /// A cheap handle the app uses to read counters for `{base}/gateway/stats`.
+    pub fn stats(&self) -> UplinkStatsHandle {
+        self.stats.clone()
+    }
+
+    /// The remote topic of the gateway's availability (the MQTT will).
+    pub fn availability_topic(&self) -> &str {
+        &self.connect.availability_topic
+    }
+
+    /// Runs until `shutdown` or until `input` closes: forwards, spools, sends in order, deletes after
+    /// acknowledgement. On the way out it appends what is left in `input`, publishes `offline` if
+    /// connected, waits briefly for outstanding acknowledgements, fsyncs and persists the ack cursor, and
+    /// disconnects. A spool IO error ends it with that error (after logging it).
+    pub async fn run(
+        self,
+        mut input: mpsc::UnboundedReceiver<Message>,
+        shutdown: CancellationToken,
+    ) -> Result<(), UplinkError> {
+        let (link_tx, link_rx) = mpsc::channel(1024);
+        let link_stop = CancellationToken::new();
+        let driver = tokio::spawn(client::drive(
+            self.connect.clone(),
+            self.reconnect,
+            link_tx,
+            link_stop.clone(),
+            self.stats.clone(),
+        ));
+        let mut pump = Pump {
+            spool: Arc::new(Mutex::new(self.spool)),
+            spool_stats: SpoolStats::default(),
+            job: None,
+            appends: Vec::new(),
+            ack_through: None,
+            commit_due: false,
+            window: Window::new(self.max_inflight),
+            link: None,
+            link_rx,
+            availability_topic: self.connect.availability_topic.clone(),
+            stats: self.stats.clone(),
+            reconnect_requested: false,
+        };
+        pump.spool_stats = self.stats.lock().spool.clone();
+        let result = pump
+            .run(&mut input, &shutdown, &self.forwarder, self.commit_period)
+            .await;
+        let result = match result {
+            Ok(()) => pump.finish(&mut input, &self.forwarder).await,
+            Err(error) => Err(error),
+        };
+        if let Some(client) = pump.link.take() {
+            let _ = client.try_disconnect();
+            // Give the DISCONNECT a moment to leave; the will must not fire on a clean stop.
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Some(event) = pump.link_rx.recv().await {
+                    if matches!(event, LinkEvent::Down(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        link_stop.cancel();
+        // The task may be waiting to hand over an event: closing its channel ends that too.
+        drop(pump);
+        let _ = driver.await;
+        self.stats.lock().state = LinkState::Stopped;
+        if let Err(error) = &result {
+            log::error!("uplink stopped: {error}");
+        }
+        result
+    }
+}
+
+/// What one blocking spool job did.
+struct JobOutcome {
+    read: Vec<Record>,
+    stats: SpoolStats,
+}
+
+/// The running uplink's state, between the input, the spool jobs and the connection task.
+struct Pump {
+    spool: Arc<Mutex<Spool>>,
+    spool_stats: SpoolStats,
+    job: Option<JoinHandle<Result<JobOutcome, SpoolError>>>,
+    appends: Vec<Outbound>,
+    ack_through: Option<u64>,
+    commit_due: bool,
+    window: Window,
+    link: Option<AsyncClient>,
+    link_rx: mpsc::Receiver<LinkEvent>,
+    availability_topic: String,
+    stats: UplinkStatsHandle,
+    reconnect_requested: bool,
+}
+
+impl Pump {
+    async fn run(
+        &mut self,
+        input: &mut mpsc::UnboundedReceiver<Message>,
+        shutdown: &CancellationToken,
+        forwarder: &Forwarder,
+        commit_period: Duration,
+    ) -> Result<(), UplinkError> {
+        let mut ticker = tokio::time::interval_at(Instant::now() + commit_period, commit_period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            self.submit();
+            self.start_job(true);
+            self.publish_stats();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                outcome = join(&mut self.job), if self.job.is_some() => self.job_done(outcome)?,
+                _ = ticker.tick() => self.commit_due = true,
+                event = self.link_rx.recv() => match event {
+                    Some(event) => self.on_link_event(event),
+                    None => return Err(UplinkError::Job("the connection task ended".into())),
+                },
+                message = input.recv() => match message {
+                    Some(message) => {
+                        self.take_input(&message, forwarder);
+                        while self.appends.len() < MAX_BATCH {
+                            match input.try_recv() {
+                                Ok(message) => self.take_input(&message, forwarder),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// The way out: takes what is left in the input, says `offline`, waits briefly for acknowledgements,
+    /// and commits.
+    async fn finish(
+        &mut self,
+        input: &mut mpsc::UnboundedReceiver<Message>,
+        forwarder: &Forwarder,
+    ) -> Result<(), UplinkError> {
+        while let Ok(message) = input.try_recv() {
+            self.take_input(&message, forwarder);
+        }
+        if let Some(client) = &self.link {
+            if self.window.submit_control(1) {
+                let _ = client.try_publish(
+                    &self.availability_topic,
+                    rumqttc::QoS::AtLeastOnce,
+                    true,
+                    "offline",
+                );
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while self.link.is_some() && self.window.outstanding() > 0 {
+            self.start_job(false);
+            tokio::select! {
+                outcome = join(&mut self.job), if self.job.is_some() => self.job_done(outcome)?,
+                event = self.link_rx.recv() => match event {
+                    Some(LinkEvent::Connected { .. }) | None => break,
+                    Some(event) => self.on_link_event(event),
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        if let Some(job) = self.job.take() {
+            let outcome = job.await;
+            self.job_done(outcome)?;
+        }
+        self.commit_due = true;
+        self.start_job(false);
+        if let Some(job) = self.job.take() {
+            let outcome = job.await;
+            self.job_done(outcome)?;
+        }
+        self.publish_stats();
+        Ok(())
+    }
+
+    fn take_input(&mut self, message: &Message, forwarder: &Forwarder) {
+        match forwarder.route(message) {
+            Some(outbound) => self.appends.push(outbound),
+            None => self.stats.lock().not_forwarded += 1,
+        }
+    }
+
+    /// Hands the client whatever the window allows.
+    fn submit(&mut self) {
+        let Some(client) = &self.link else { return };
+        while let Some(record) = self.window.next_to_submit() {
+            if client
+                .try_publish(
+                    record.topic,
+                    client::qos(record.qos),
+                    record.retain,
+                    record.payload,
+                )
+                .is_err()
+            {
+                // The connection is going down; the window hands it out again on the next one.
+                break;
+            }
+        }
+    }
+
+    /// Starts a spool job when none runs and there is something to do: append, acknowledge, commit, or
+    /// (when connected and `read` is allowed) read more for the window.
+    fn start_job(&mut self, read: bool) {
+        if self.job.is_some() {
+            return;
+        }
+        let unread = self.spool_stats.unread > 0 || !self.appends.is_empty();
+        let want = if read && self.link.is_some() && unread {
+            self.window.room()
+        } else {
+            0
+        };
+        if self.appends.is_empty() && self.ack_through.is_none() && !self.commit_due && want == 0 {
+            return;
+        }
+        let appends = std::mem::take(&mut self.appends);
+        let ack = self.ack_through.take();
+        let commit = std::mem::take(&mut self.commit_due);
+        let spool = self.spool.clone();
+        self.job = Some(tokio::task::spawn_blocking(move || {
+            let mut spool = spool.lock().unwrap_or_else(|e| e.into_inner());
+            let now = spool::now_ms();
+            if !appends.is_empty() {
+                spool.append(&appends, now)?;
+            }
+            if let Some(seq) = ack {
+                spool.ack_through(seq)?;
+            }
+            if commit {
+                spool.commit(now)?;
+            }
+            let read = if want > 0 {
+                spool.read(want, now)?
+            } else {
+                Vec::new()
+            };
+            Ok(JobOutcome {
+                read,
+                stats: spool.stats().clone(),
+            })
+        }));
+    }
+
+    fn job_done(
+        &mut self,
+        outcome: Result<Result<JobOutcome, SpoolError>, tokio::task::JoinError>,
+    ) -> Result<(), UplinkError> {
+        self.job = None;
+        let outcome = outcome.map_err(|e| UplinkError::Job(e.to_string()))??;
+        self.window.push(outcome.read);
+        self.spool_stats = outcome.stats;
+        Ok(())
+    }
+
+    fn on_link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connected { client } => {
+                self.window
+                    .on_connected(self.spool_stats.next_seq.saturating_sub(1));
+                if self.window.submit_control(1) {
+                    let _ = client.try_publish(
+                        &self.availability_topic,
+                        rumqttc::QoS::AtLeastOnce,
+                        true,
+                        "online",
+                    );
+                }
+                self.link = Some(client);
+                self.reconnect_requested = false;
+            }
+            LinkEvent::Sent(pkid) => match self.window.on_sent(pkid) {
+                Ok(through) => self.note_ack(through),
+                Err(error) => self.drop_connection(&error.to_string()),
+            },
+            LinkEvent::Acked(pkid) => {
+                let through = self.window.on_acked(pkid);
+                self.note_ack(through);
+            }
+            LinkEvent::Down(_) => {
+                self.link = None;
+                self.window.on_disconnected();
+            }
+        }
+    }
+
+    fn note_ack(&mut self, through: Option<u64>) {
+        if let Some(seq) = through {
+            self.ack_through = Some(self.ack_through.map_or(seq, |s| s.max(seq)));
+        }
+    }
+
+    /// The client's events no longer fit the window (should not happen): start the connection over.
+    fn drop_connection(&mut self, why: &str) {
+        if self.reconnect_requested {
+            return;
+        }
+        log::error!("uplink: {why}; reconnecting");
+        if let Some(client) = &self.link {
+            let _ = client.try_disconnect();
+        }
+        self.reconnect_requested = true;
+    }
+
+    fn publish_stats(&self) {
+        let mut c = self.stats.lock();
+        c.spool = self.spool_stats.clone();
+        c.window = self.window.counters();
+        c.in_flight = self.window.outstanding() as u64;
+        c.window_oldest_ms = self.window.oldest_ms();
+    }
+}
+
+/// Awaits the running job (the branch is disabled when there is none).
+async fn join<T>(job: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match job.as_mut() {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
