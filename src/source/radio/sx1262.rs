@@ -317,6 +317,10 @@ where
                 }
             }
         }
+        // Nothing has been received since the reset, so DIO1 must be low.
+        if self.dio1.is_high()? {
+            return Err(RadioError::StuckIrq);
+        }
         Ok(())
     }
 

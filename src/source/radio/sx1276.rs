@@ -344,6 +344,10 @@ where
         for (addr, bytes) in configuration_writes(&self.settings) {
             self.write(addr, &bytes)?;
         }
+        // The flags are clear now, so DIO0 must be low.
+        if self.dio0.is_high()? {
+            return Err(RadioError::StuckIrq);
+        }
         Ok(())
     }
 
