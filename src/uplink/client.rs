@@ -202,6 +202,8 @@ pub async fn drive(
         let reason = loop {
             let polled = tokio::select! {
                 _ = stop.cancelled() => return,
+                // The uplink is gone (dropped without a clean stop): drop the connection with it.
+                _ = events.closed() => return,
                 polled = eventloop.poll() => polled,
             };
             let event = match polled {
@@ -253,6 +255,7 @@ pub async fn drive(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
+            _ = events.closed() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }

@@ -240,6 +240,8 @@ impl Uplink {
     ) -> Result<(), UplinkError> {
         let (link_tx, link_rx) = mpsc::channel(1024);
         let link_stop = CancellationToken::new();
+        // Dropping this future (a crash, or an abort in a test) takes the connection down with it.
+        let _stop_link_on_drop = link_stop.clone().drop_guard();
         let driver = tokio::spawn(client::drive(
             self.connect.clone(),
             self.reconnect,
