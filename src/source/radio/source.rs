@@ -82,11 +82,14 @@ pub async fn run(ctx: SourceContext, settings: RadioSettings, backend: RadioBack
             }
             #[cfg(not(feature = "pi"))]
             {
-                log::error!(
-                    "radio source {}: built without the `pi` feature, cannot drive {wiring}; the source stays idle",
-                    ctx.name
+                let reason = format!(
+                    "this build has no `pi` feature, so it cannot drive the {wiring}; the source stays idle"
                 );
-                ctx.shutdown.cancelled().await;
+                log::error!("radio source {}: {reason}", ctx.name);
+                let source = ctx.name.clone();
+                if ctx.emit(SourceEvent::Lost { source, reason }).await {
+                    ctx.shutdown.cancelled().await;
+                }
             }
         }
     }
