@@ -169,7 +169,7 @@ fn sx1262_expected(lines: &[&str]) -> Vec<Vec<u8>> {
     lines.iter().map(|l| hex(l)).collect()
 }
 
-const SX1262_HEALTH: [&str; 3] = ["C0 00", "11 00 00", "1D 07 40 00 00 00"];
+const SX1262_HEALTH: [&str; 4] = ["C0 00", "11 00 00", "12 00 00 00", "1D 07 40 00 00 00"];
 
 #[test]
 fn sx1262_868_1_mhz_sf7() {

@@ -409,3 +409,45 @@ async fn refused_settings_leave_the_source_idle_until_shutdown() {
         .is_err());
     source.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_interrupt_line_is_found_by_the_health_check() {
+    for chip_kind in [Chip::Sx1276, Chip::Sx1262] {
+        let settings = fast(chip_kind, 868_100_000);
+        let (mut source, inject, cut): (Running, Box<dyn Fn() -> bool>, Box<dyn Fn(bool)>) =
+            match chip_kind {
+                Chip::Sx1276 => {
+                    let chip = Sx1276Sim::new();
+                    let source =
+                        Running::start_with(settings.clone(), sx1276_sim_opener(&chip, &settings));
+                    let c = chip.clone();
+                    (
+                        source,
+                        Box::new(move || c.inject(&PACKET, -80.0, 5.0, true)),
+                        Box::new(move |on| chip.cut_irq(on)),
+                    )
+                }
+                Chip::Sx1262 => {
+                    let chip = Sx1262Sim::new();
+                    let source =
+                        Running::start_with(settings.clone(), sx1262_sim_opener(&chip, &settings));
+                    let c = chip.clone();
+                    (
+                        source,
+                        Box::new(move || c.inject(&PACKET, -80.0, 5.0, true)),
+                        Box::new(move |on| chip.cut_irq(on)),
+                    )
+                }
+            };
+        source.expect_up().await;
+        cut(true);
+        assert!(inject());
+        let reason = source.expect_lost().await;
+        assert!(reason.contains("reads low"), "{chip_kind:?}: {reason}");
+        cut(false);
+        source.expect_up().await;
+        assert!(inject());
+        assert_eq!(source.expect_packet().await.0, PACKET);
+        source.stop().await;
+    }
+}

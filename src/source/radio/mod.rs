@@ -150,6 +150,9 @@ pub enum RadioError {
     /// The interrupt line stays high although the chip has nothing pending.
     #[error("interrupt line stuck high with no interrupt pending")]
     StuckIrq,
+    /// The chip has an interrupt pending but its line reads low (a broken or miswired DIO line).
+    #[error("the chip has an interrupt pending but {line} reads low: check its wiring")]
+    IrqNotRaised { line: &'static str },
     /// The backend cannot run in this build or on this machine.
     #[error("{0}")]
     Unsupported(String),

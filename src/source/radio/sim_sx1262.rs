@@ -54,6 +54,7 @@ struct State {
     violations: Vec<String>,
     silent: Option<u8>,
     irq_stuck: bool,
+    irq_cut: bool,
     in_reset: bool,
     missed: u32,
 }
@@ -79,6 +80,7 @@ impl State {
             violations: Vec::new(),
             silent: None,
             irq_stuck: false,
+            irq_cut: false,
             in_reset: false,
             missed: 0,
         }
@@ -91,6 +93,7 @@ impl State {
             violations: std::mem::take(&mut self.violations),
             silent: self.silent,
             irq_stuck: self.irq_stuck,
+            irq_cut: self.irq_cut,
             busy_stuck: self.busy_stuck,
             in_reset: self.in_reset,
             missed: self.missed,
@@ -105,7 +108,10 @@ impl State {
 
     fn dio1(&self) -> bool {
         self.irq_stuck
-            || (self.silent.is_none() && !self.in_reset && self.irq & self.dio1_mask != 0)
+            || (!self.irq_cut
+                && self.silent.is_none()
+                && !self.in_reset
+                && self.irq & self.dio1_mask != 0)
     }
 
     fn receiving(&self) -> bool {
@@ -368,6 +374,11 @@ impl Sx1262Sim {
     /// A brown-out: the chip answers but is back in its reset state.
     pub fn power_cycle(&self) {
         self.update(State::reset);
+    }
+
+    /// Cuts DIO1: it reads low whatever the chip does (a broken wire), or mends it.
+    pub fn cut_irq(&self, cut: bool) {
+        self.update(|s| s.irq_cut = cut);
     }
 
     /// Holds DIO1 high regardless of the IRQ status.

@@ -87,6 +87,7 @@ struct State {
     /// Some(byte): the chip does not answer; MISO reads this byte and writes are lost.
     silent: Option<u8>,
     irq_stuck: bool,
+    irq_cut: bool,
     in_reset: bool,
     missed: u32,
 }
@@ -95,6 +96,9 @@ impl State {
     fn dio0(&self) -> bool {
         if self.irq_stuck {
             return true;
+        }
+        if self.irq_cut {
+            return false;
         }
         if self.silent.is_some() || self.in_reset || self.regs[REG_OP_MODE as usize] & 0x80 == 0 {
             return false;
@@ -212,6 +216,7 @@ impl Sx1276Sim {
                     log: Vec::new(),
                     silent: None,
                     irq_stuck: false,
+                    irq_cut: false,
                     in_reset: false,
                     missed: 0,
                 }),
@@ -329,6 +334,11 @@ impl Sx1276Sim {
     /// A brown-out: the chip keeps answering but has lost its configuration.
     pub fn power_cycle(&self) {
         self.update(|s| s.regs = reset_registers());
+    }
+
+    /// Cuts DIO0: it reads low whatever the chip does (a broken wire), or mends it.
+    pub fn cut_irq(&self, cut: bool) {
+        self.update(|s| s.irq_cut = cut);
     }
 
     /// Holds DIO0 high regardless of the flags (a shorted or floating line).

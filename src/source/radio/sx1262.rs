@@ -374,6 +374,13 @@ where
                 found: u32::from(packet_type[1]),
             });
         }
+        // An interrupt routed to DIO1 raises it at once; a line that stays low has lost its wire.
+        let mut irq_status = [0u8; 3];
+        self.query(&[OP_GET_IRQ_STATUS], &mut irq_status)?;
+        let irq = u16::from_be_bytes([irq_status[1], irq_status[2]]);
+        if irq & (IRQ_RX_DONE | IRQ_CRC_ERROR | IRQ_HEADER_ERROR) != 0 && !self.dio1.is_high()? {
+            return Err(RadioError::IrqNotRaised { line: "DIO1" });
+        }
         let mut sync = [0u8; 2];
         self.read_registers(REG_SYNC_WORD, &mut sync)?;
         let expected = sync_word_registers(self.settings.sync_word);

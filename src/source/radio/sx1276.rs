@@ -385,6 +385,10 @@ where
 
     fn check_health(&mut self) -> Result<(), RadioError> {
         self.check_version()?;
+        // A packet waiting in the chip raises DIO0 at once; a line that stays low has lost its wire.
+        if self.read(REG_IRQ_FLAGS)? & IRQ_RX_DONE != 0 && !self.dio0.is_high()? {
+            return Err(RadioError::IrqNotRaised { line: "DIO0" });
+        }
         for (what, addr, expected) in readback(&self.settings) {
             let found = self.read(addr)?;
             if found != expected {
