@@ -9,6 +9,7 @@ pub mod devices;
 pub mod frame;
 pub mod logging;
 pub mod model;
+pub mod pipeline;
 pub mod publish;
 pub mod source;
 pub mod stats;

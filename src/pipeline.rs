@@ -1,0 +1,185 @@
+//! The pipeline stage: takes every [`SourceEvent`], decodes packets with their source's decoder, passes
+//! readings through the device registry, and publishes what the registry asks for on the embedded broker;
+//! it also fires the registry's liveness deadlines and publishes `{base}/gateway/stats`. It owns the
+//! counters and never touches a device or a socket. It ends when every source has dropped its sender
+//! (the sources stop first on shutdown, so whatever they sent is still decoded and published), then
+//! publishes every device's will and hands the registry back.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::broker::Broker;
+use crate::decode::PacketDecoder;
+use crate::devices::{ReadingOutcome, Registry};
+use crate::model::Message;
+use crate::publish;
+use crate::source::SourceEvent;
+use crate::stats::{stats_json, Stats, WarnLimiter};
+
+/// A cheap probe the stats line calls for the uplink's part (spool depth, link state).
+pub type UplinkStatsProbe = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// The stage's parts, built by `app`.
+pub struct Pipeline {
+    pub decoders: HashMap<String, PacketDecoder>,
+    pub registry: Registry,
+    pub base_topic: String,
+    pub stats_interval: Duration,
+    pub uplink_stats: Option<UplinkStatsProbe>,
+    pub heartbeat: Option<crate::systemd::Heartbeat>,
+}
+
+impl Pipeline {
+    /// Runs until `events` closes. Returns the registry (for the next configuration after a reload).
+    pub async fn run(
+        mut self,
+        broker: &Broker,
+        mut events: mpsc::Receiver<SourceEvent>,
+    ) -> Registry {
+        let started = Instant::now();
+        let mut stats = Stats::new();
+        for source in self.decoders.keys() {
+            stats.source(source);
+        }
+        let mut warnings = WarnLimiter::new(Duration::from_secs(60));
+        let mut stats_ticker = tokio::time::interval(self.stats_interval);
+        stats_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat_ticker = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let deadline = self
+                .registry
+                .next_deadline()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => {
+                        let messages = self.handle(event, &mut stats, &mut warnings);
+                        publish_all(broker, &messages).await;
+                    }
+                    None => break,
+                },
+                _ = sleep_until_or_forever(deadline) => {
+                    let messages = self.registry.expire(Instant::now());
+                    publish_all(broker, &messages).await;
+                }
+                _ = stats_ticker.tick() => {
+                    let message = self.stats_message(&stats, started);
+                    publish_all(broker, &[message]).await;
+                }
+                _ = heartbeat_ticker.tick() => {
+                    if let Some(heartbeat) = &self.heartbeat {
+                        heartbeat.beat();
+                    }
+                }
+            }
+        }
+        let wills = self.registry.shutdown();
+        publish_all(broker, &wills).await;
+        let message = self.stats_message(&stats, started);
+        publish_all(broker, &[message]).await;
+        self.registry
+    }
+
+    fn stats_message(&self, stats: &Stats, started: Instant) -> Message {
+        let uplink = self.uplink_stats.as_ref().map(|probe| probe());
+        let json = stats_json(
+            stats,
+            self.registry.devices_online(),
+            self.registry.devices_known(),
+            uplink,
+            started.elapsed(),
+        );
+        Message {
+            topic: publish::gateway_stats_topic(&self.base_topic),
+            payload: json.to_string().into_bytes(),
+            qos: 0,
+            retain: false,
+        }
+    }
+
+    /// One event in, the messages to publish out.
+    fn handle(
+        &mut self,
+        event: SourceEvent,
+        stats: &mut Stats,
+        warnings: &mut WarnLimiter,
+    ) -> Vec<Message> {
+        match event {
+            SourceEvent::Up { source } => {
+                stats.source(&source).up = true;
+                Vec::new()
+            }
+            SourceEvent::Lost { source, .. } => {
+                let counters = stats.source(&source);
+                counters.up = false;
+                counters.link_losses += 1;
+                self.registry.on_source_lost(&source)
+            }
+            SourceEvent::FrameError { source, error } => {
+                stats.source(&source).frame_errors += 1;
+                log::debug!(source = source.as_str(); "frame refused: {error}");
+                if let Some(suppressed) = warnings.check(&source, Instant::now()) {
+                    log::warn!(source = source.as_str(); "frame refused: {error}{}", suppressed_note(suppressed));
+                }
+                Vec::new()
+            }
+            SourceEvent::Packet(packet) => {
+                let source = packet.source.clone();
+                stats.source(&source).frames += 1;
+                let Some(decoder) = self.decoders.get(&source) else {
+                    return Vec::new();
+                };
+                match decoder.decode(&packet) {
+                    Ok(readings) => {
+                        let mut messages = Vec::new();
+                        for reading in &readings {
+                            match self.registry.on_reading(reading, Instant::now()) {
+                                ReadingOutcome::Publish(mut out) => {
+                                    stats.source(&source).readings += 1;
+                                    messages.append(&mut out);
+                                }
+                                ReadingOutcome::Duplicate => stats.source(&source).duplicates += 1,
+                                ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
+                            }
+                        }
+                        messages
+                    }
+                    Err(error) => {
+                        stats.source(&source).decode_errors += 1;
+                        log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", packet.bytes);
+                        if let Some(suppressed) = warnings.check(&source, Instant::now()) {
+                            log::warn!(source = source.as_str(); "undecodable frame: {error}{}", suppressed_note(suppressed));
+                        }
+                        Vec::new()
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn suppressed_note(suppressed: u64) -> String {
+    if suppressed == 0 {
+        String::new()
+    } else {
+        format!(" ({suppressed} similar messages suppressed)")
+    }
+}
+
+async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes in order; a refused publish is logged and the rest still go out.
+pub async fn publish_all(broker: &Broker, messages: &[Message]) {
+    for message in messages {
+        if let Err(error) = broker.publish(message).await {
+            log::error!("not published: {error}");
+        }
+    }
+}
