@@ -119,9 +119,10 @@ impl Handler for PolicyHook {
         let policy = &self.0;
         match param {
             Parameter::ClientConnect(connect) => {
+                let id = connect.id();
+                wait_for_ending_session(policy, id).await;
                 // The engine refuses a new session beyond `mqtt_max_sessions` with CONNACK 3 right after
                 // this hook, logging only at info; say it where operators look.
-                let id = connect.id();
                 let sessions = policy.scx.sessions.count().max(0) as usize;
                 if sessions >= policy.max_sessions
                     && !policy.scx.extends.shared().await.exist(&id.client_id)
@@ -277,6 +278,45 @@ impl Handler for PolicyHook {
             }
             _ => (true, acc),
         }
+    }
+}
+
+/// How long a CONNECT waits for an ending session of the same client id to be gone.
+const ENDING_SESSION_WAIT: Duration = Duration::from_millis(200);
+
+/// The engine takes a client id over by sending the old session a kick and waiting for its answer; a
+/// clean session that is just tearing down (its client reconnected at once) never answers, and the engine
+/// refused the new connection with CONNACK 3 (seen 2 in 200 immediate same-id reconnects). So when the
+/// session registered under this client id belongs to an earlier connection and ends at disconnect, wait
+/// (bounded) until the engine has removed it; then there is nothing to kick.
+async fn wait_for_ending_session(policy: &Policy, id: &Id) {
+    let deadline = Instant::now() + ENDING_SESSION_WAIT;
+    loop {
+        let old = policy
+            .scx
+            .extends
+            .shared()
+            .await
+            .entry(id.clone())
+            .session();
+        let Some(old) = old else {
+            return;
+        };
+        if old.id == *id || !ends_at_disconnect(&old).await || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// True when the session is discarded once its connection ends (3.1.1 clean session, 5.0 expiry 0).
+async fn ends_at_disconnect(session: &Session) -> bool {
+    match session.connect_info().await {
+        Ok(info) => match info.as_ref() {
+            ConnectInfo::V3(_, connect) => connect.clean_session,
+            ConnectInfo::V5(..) => session.fitter.session_expiry_interval(None).is_zero(),
+        },
+        Err(_) => true,
     }
 }
 
