@@ -22,6 +22,21 @@
 //! The MQTT will is `{prefix}{base}/gateway/availability` = `offline`, retained, QoS 1, where `{prefix}`
 //! is the first forward rule's prefix (empty without rules), so the availability sits beside the
 //! forwarded topics. On every CONNACK `online` is published there, retained; on a clean stop `offline`.
+//!
+//! # Measured
+//! `cargo bench --bench spool` (add `-- --quick` for a run under 30 s), on the 2-core x86-64 build machine,
+//! temporary directory on ext4, 42-byte JSON payloads on a 35-byte topic (record: 105 bytes on disk):
+//!
+//! | | messages/s | bytes written per message |
+//! |---|---:|---:|
+//! | append, `sync = "1s"`, one message per append | 232,000 | 105 |
+//! | append, `sync = "1s"`, 100 per append | 926,000 | 105 |
+//! | append, `sync = "always"`, one per append | 280 | 4,201 (a 4 KiB page per fsync) |
+//! | append, `sync = "always"`, 100 per append | 19,700 | 145 |
+//! | drain of a 100,000-message backlog to a local mosquitto, QoS 1, `max_inflight` 100 | 24,000 | |
+//!
+//! Bytes per message are the kernel's count (`/proc/self/io`); the spool's own count agrees within 1 %.
+//! `"always"` costs a page write per fsync: on an SD card prefer the default group commit.
 
 pub mod client;
 pub mod forward;
