@@ -303,9 +303,14 @@ impl Broker {
         self.retained.all().await
     }
 
-    /// Number of client sessions and connections, for stats.
+    /// Number of connected clients, for stats.
     pub fn connections(&self) -> isize {
         self.scx.connections.count()
+    }
+
+    /// Number of sessions: connected clients plus persistent sessions kept for absent ones.
+    pub fn sessions(&self) -> isize {
+        self.scx.sessions.count()
     }
 
     /// Stops listening and serving, and writes the retained snapshot a last time.
