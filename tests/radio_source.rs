@@ -451,3 +451,31 @@ async fn a_dead_interrupt_line_is_found_by_the_health_check() {
         source.stop().await;
     }
 }
+
+/// The loop is interrupt-driven (the simulated line wakes the radio thread), not polled: 200 packets one
+/// after another take far less than 200 poll periods. Prints the mean inject-to-event latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_are_delivered_as_soon_as_the_line_rises() {
+    let settings = fast(Chip::Sx1276, 868_100_000);
+    let chip = Sx1276Sim::new();
+    let mut source = Running::start_with(settings.clone(), sx1276_sim_opener(&chip, &settings));
+    source.expect_up().await;
+    let started = std::time::Instant::now();
+    let mut received = 0;
+    for i in 0..200u8 {
+        assert!(chip.inject(&[0xFF, 1, i, 0], -80.0, 5.0, true));
+        let (bytes, _) = source.expect_packet().await;
+        assert_eq!(bytes[2], i);
+        received += 1;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{received} packets, mean inject-to-event {:?}",
+        elapsed / received
+    );
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "{elapsed:?} for 200 packets: polling, not interrupts?"
+    );
+    source.stop().await;
+}
