@@ -1,0 +1,211 @@
+//! The configuration: one serde tree read from a TOML file, with every default written out by hand, checked
+//! as a whole before any task starts, and every mistake reported as `PATH:LINE:COL: message` pointing at the
+//! key or value at fault and saying what to write instead. This module owns [`Config`], [`ConfigError`]
+//! and the load -> parse -> build sources -> fill defaults -> validate pipeline; it never starts anything,
+//! never reads the environment on its own (`$STATE_DIRECTORY` goes through [`Config::state_dir`]) and
+//! never logs.
+//!
+//! Files: `sections.rs` (every section but `[[source]]`, with the defaults), `source.rs` (`[[source]]`
+//! and its per-kind keys), `units.rs` (durations and sizes), `locate.rs` (key paths <-> line:column),
+//! `diagnose.rs` (parser and serde messages reworded), `validate.rs` (cross-field checks, topic rules).
+//! `config/sensorgate.toml` in the repository is the reference users read; its tests keep it complete.
+
+mod diagnose;
+mod locate;
+mod sections;
+mod source;
+mod units;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use sections::{
+    defaults, BrokerConfig, DeviceConfig, DevicesConfig, ForwardRule, GatewayConfig,
+    ListenerConfig, LogConfig, LogLevel, PublishConfig, SpoolConfig, TlsConfig, UpstreamConfig,
+    UpstreamUrl, UserConfig, WillConfig,
+};
+pub use source::{
+    keys_for_kind, Parity, RadioBackendConfig, RadioChip, RadioConfig, RadioPins, SerialConfig,
+    SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
+};
+pub use units::{format_duration, format_size, parse_duration, parse_size, SyncMode};
+pub use validate::{check_topic_filter, check_topic_name};
+
+use locate::{line_col, KeyPath, Locator};
+use validate::Problem;
+
+/// The text of `config/demo.toml`, which [`Config::default_demo`] parses.
+pub const DEMO_TOML: &str = include_str!("../../config/demo.toml");
+
+/// The whole configuration, checked, with defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub log: LogConfig,
+    pub broker: BrokerConfig,
+    pub publish: PublishConfig,
+    /// `[[source]]`, in file order.
+    pub sources: Vec<SourceConfig>,
+    pub devices: DevicesConfig,
+    /// `[[device]]`, in file order.
+    pub device: Vec<DeviceConfig>,
+    /// `[upstream]`; `None`: nothing leaves the gateway.
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// The file as written, before the sources are checked per kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigToml {
+    #[serde(default)]
+    gateway: GatewayConfig,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default)]
+    broker: BrokerConfig,
+    #[serde(default)]
+    publish: PublishConfig,
+    #[serde(default)]
+    source: Vec<source::SourceToml>,
+    #[serde(default)]
+    devices: DevicesConfig,
+    #[serde(default)]
+    device: Vec<DeviceConfig>,
+    upstream: Option<UpstreamConfig>,
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the configuration file: {error}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks configuration text; `path_for_messages` is the file name errors carry.
+    pub fn parse(text: &str, path_for_messages: &Path) -> Result<Config, ConfigError> {
+        let at = |line: usize, column: usize, message: String| ConfigError {
+            path: path_for_messages.to_path_buf(),
+            line,
+            column,
+            message,
+        };
+        let locator = Locator::new(text).map_err(|error| {
+            let (line, column) = line_col(text, error.span().map_or(0, |s| s.start));
+            at(line, column, diagnose::syntax(error.message()))
+        })?;
+        let problem = |problem: Problem| {
+            let (line, column) = locator.position(&problem.path, problem.part);
+            at(
+                line,
+                column,
+                locator.message(&problem.path, &problem.message),
+            )
+        };
+        let raw: ConfigToml = toml::from_str(text).map_err(|error| {
+            let start = error.span().map_or(0, |s| s.start);
+            let (line, column) = line_col(text, start);
+            let path = locator.path_at(start);
+            at(
+                line,
+                column,
+                diagnose::rewrite(error.message(), &path, &locator),
+            )
+        })?;
+        let mut sources = Vec::with_capacity(raw.source.len());
+        for (i, source) in raw.source.into_iter().enumerate() {
+            let path = KeyPath::root().key("source").index(i);
+            sources.push(source.build(&path, &locator).map_err(problem)?);
+        }
+        let mut config = Config {
+            gateway: raw.gateway,
+            log: raw.log,
+            broker: raw.broker,
+            publish: raw.publish,
+            sources,
+            devices: raw.devices,
+            device: raw.device,
+            upstream: raw.upstream,
+        };
+        config.fill_derived_defaults();
+        validate::validate(&config, &locator).map_err(problem)?;
+        Ok(config)
+    }
+
+    /// The demo configuration (`config/demo.toml`): a simulator and a simulated radio, the broker on
+    /// 127.0.0.1:1883, state under `./state`, no upstream. For tests, benches and the README's demo.
+    ///
+    /// # Panics
+    /// Never at run time: `config/demo.toml` is compiled in and a test parses it.
+    pub fn default_demo() -> Config {
+        match Config::parse(DEMO_TOML, Path::new("config/demo.toml")) {
+            Ok(config) => config,
+            Err(error) => panic!("the built-in demo configuration is invalid: {error}"),
+        }
+    }
+
+    /// The state directory: `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`) when set, else
+    /// `gateway.state_dir`. See [`GatewayConfig::state_dir_with`] to pass the value explicitly.
+    pub fn state_dir(&self) -> PathBuf {
+        self.gateway
+            .state_dir_with(std::env::var_os("STATE_DIRECTORY").as_deref())
+    }
+
+    /// Defaults that depend on other keys: the upstream client id and forward rule.
+    fn fill_derived_defaults(&mut self) {
+        let base = self.gateway.base_topic.clone();
+        let id = self.gateway.id.clone();
+        if let Some(upstream) = &mut self.upstream {
+            if upstream.client_id.is_empty() {
+                upstream.client_id = format!("{}{id}", defaults::CLIENT_ID_PREFIX);
+            }
+            if upstream.forward.is_empty() {
+                upstream.forward.push(ForwardRule {
+                    filter: format!("{base}/#"),
+                    prefix: String::new(),
+                    qos: defaults::FORWARD_QOS,
+                });
+            }
+        }
+    }
+}
+
+/// A configuration mistake, located: `Display` is `PATH:LINE:COL: message` (or `PATH: message` when
+/// the file could not be read, with `line` and `column` 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as given to [`Config::load`] or [`Config::parse`].
+    pub path: PathBuf,
+    /// 1-based; 0 when the error is not about a place in the text.
+    pub line: usize,
+    /// 1-based, in characters; 0 when `line` is 0.
+    pub column: usize,
+    /// What is wrong and what to write instead, naming the key.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.path.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,533 @@
+//! The configuration's sections other than `[[source]]`: `[gateway]`, `[log]`, `[broker]` with its
+//! listeners and users, `[publish]`, `[devices]`, `[[device]]` and `[upstream]` with its forward rules and
+//! spool. This module owns their serde shape and their defaults, all written out in [`defaults`] below; it
+//! never checks how values relate to each other (that is `validate.rs`) and never reads the environment.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::units::{self, SyncMode};
+
+/// Every default of these sections, in one place. `config/sensorgate.toml` documents the same values.
+pub mod defaults {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use crate::config::units::SyncMode;
+
+    /// The gateway id when none is configured and the host name cannot be read.
+    pub const GATEWAY_ID: &str = "sensorgate";
+    pub const BASE_TOPIC: &str = "sensorgate";
+    pub const STATE_DIR: &str = "/var/lib/sensorgate";
+    /// The one listener when no `[[broker.listener]]` is configured.
+    pub const LISTENER: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1883);
+    pub const MAX_CONNECTIONS: usize = 1024;
+    pub const MAX_PACKET_SIZE: u64 = 256 * 1024;
+    pub const MAX_INFLIGHT: u16 = 32;
+    /// Must stay above the number of retained topics a late `#` subscriber receives.
+    pub const MAX_QUEUED_MESSAGES: usize = 10_000;
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const PERSIST_RETAINED: bool = true;
+    pub const PUBLISH_QOS: u8 = 1;
+    pub const PUBLISH_RETAIN: bool = true;
+    pub const FIELD_TOPICS: bool = true;
+    pub const STATS_INTERVAL: Duration = Duration::from_secs(60);
+    pub const OFFLINE_AFTER: Duration = Duration::from_secs(15 * 60);
+    pub const DEDUP_WINDOW: Duration = Duration::from_secs(10);
+    pub const WILL_PAYLOAD: &str = "offline";
+    pub const WILL_QOS: u8 = 1;
+    pub const WILL_RETAIN: bool = true;
+    /// `client_id` is `"{CLIENT_ID_PREFIX}{gateway.id}"` when not configured.
+    pub const CLIENT_ID_PREFIX: &str = "sensorgate-";
+    pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+    pub const UPSTREAM_MAX_INFLIGHT: u16 = 100;
+    pub const FORWARD_QOS: u8 = 1;
+    pub const SPOOL_MAX_BYTES: u64 = 64 << 20;
+    pub const SPOOL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+    pub const SPOOL_SYNC: SyncMode = SyncMode::Every(Duration::from_secs(1));
+    pub const SPOOL_SEGMENT_BYTES: u64 = 4 << 20;
+
+    pub(super) fn will_payload() -> String {
+        WILL_PAYLOAD.to_string()
+    }
+    pub(super) fn will_qos() -> u8 {
+        WILL_QOS
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+    pub(super) fn forward_qos() -> u8 {
+        FORWARD_QOS
+    }
+    pub(super) fn keep_alive() -> Duration {
+        KEEP_ALIVE
+    }
+    pub(super) fn upstream_max_inflight() -> u16 {
+        UPSTREAM_MAX_INFLIGHT
+    }
+}
+
+/// `[gateway]`: who this gateway is and where it keeps its state.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Used in the upstream client id; default: the host name, else `"sensorgate"`.
+    pub id: String,
+    /// The first level(s) of every topic the gateway publishes.
+    pub base_topic: String,
+    /// Where retained state and the spool live. Use [`GatewayConfig::state_dir_with`] (or
+    /// [`Config::state_dir`](super::Config::state_dir)) to apply systemd's `$STATE_DIRECTORY`.
+    pub state_dir: PathBuf,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            id: host_name().unwrap_or_else(|| defaults::GATEWAY_ID.to_string()),
+            base_topic: defaults::BASE_TOPIC.to_string(),
+            state_dir: PathBuf::from(defaults::STATE_DIR),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The state directory, given the value of `$STATE_DIRECTORY` (`None` when unset). systemd sets it
+    /// for `StateDirectory=`; it wins over `state_dir`. With several directories (colon-separated), the
+    /// first is used; an empty value is ignored.
+    pub fn state_dir_with(&self, state_directory: Option<&OsStr>) -> PathBuf {
+        let first = state_directory
+            .and_then(|value| value.to_str())
+            .and_then(|value| value.split(':').next())
+            .filter(|first| !first.is_empty());
+        match first {
+            Some(dir) => PathBuf::from(dir),
+            None => self.state_dir.clone(),
+        }
+    }
+}
+
+/// The host name from `/proc/sys/kernel/hostname`, if it is usable as a topic level.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    let usable = !name.is_empty() && !name.contains(['/', '+', '#', '\0']);
+    usable.then(|| name.to_string())
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// The level of the gateway's own logging; `RUST_LOG` overrides it.
+    pub level: LogLevel,
+}
+
+/// A log level as the configuration spells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The `log` crate's filter for this level.
+    pub fn to_level_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// `[broker]`, `[[broker.listener]]` and `[[broker.user]]`: the embedded MQTT broker.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `[[broker.listener]]`; default: one plain listener on 127.0.0.1:1883.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// `[[broker.user]]`.
+    #[serde(rename = "user")]
+    pub users: Vec<UserConfig>,
+    /// As written; `None` means "true only when there is no `[[broker.user]]`": read it through
+    /// [`BrokerConfig::anonymous_allowed`].
+    pub allow_anonymous: Option<bool>,
+    pub max_connections: usize,
+    /// Largest MQTT packet accepted, bytes.
+    #[serde(deserialize_with = "units::size")]
+    pub max_packet_size: u64,
+    /// Unacknowledged QoS 1/2 messages in flight per client.
+    pub max_inflight: u16,
+    /// Messages queued per client; must exceed the retained topics a late `#` subscriber receives.
+    pub max_queued_messages: usize,
+    #[serde(deserialize_with = "units::duration")]
+    pub handshake_timeout: Duration,
+    /// Save retained messages under the state directory and restore them at start.
+    pub persist_retained: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listeners: vec![ListenerConfig {
+                bind: defaults::LISTENER,
+                tls: None,
+            }],
+            users: Vec::new(),
+            allow_anonymous: None,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_packet_size: defaults::MAX_PACKET_SIZE,
+            max_inflight: defaults::MAX_INFLIGHT,
+            max_queued_messages: defaults::MAX_QUEUED_MESSAGES,
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            persist_retained: defaults::PERSIST_RETAINED,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Whether clients may connect without a user name: as configured, else only when no user exists.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.users.is_empty())
+    }
+}
+
+/// One `[[broker.listener]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    /// When set, the listener speaks MQTT over TLS.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `tls = { cert_file, key_file, client_ca_file }` of a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// One `[[broker.user]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// An argon2id PHC string from `sensorgate hash-password`.
+    pub password_hash: String,
+    /// Topic filters the user may subscribe to; `%u` is the user name, `%c` the client id.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Topic filters the user may publish to; `%u` and `%c` as for `read`.
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+/// `[publish]`: how the gateway publishes readings on the embedded broker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishConfig {
+    pub qos: u8,
+    pub retain: bool,
+    /// Also publish `{base}/{device}/{field}`.
+    pub field_topics: bool,
+    #[serde(deserialize_with = "units::duration")]
+    pub stats_interval: Duration,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            qos: defaults::PUBLISH_QOS,
+            retain: defaults::PUBLISH_RETAIN,
+            field_topics: defaults::FIELD_TOPICS,
+            stats_interval: defaults::STATS_INTERVAL,
+        }
+    }
+}
+
+/// `[devices]`: defaults for every device.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// Silence after which a device's will is published.
+    #[serde(deserialize_with = "units::duration")]
+    pub offline_after: Duration,
+    /// A frame with the same device and sequence number within this window is a duplicate.
+    #[serde(deserialize_with = "units::duration")]
+    pub dedup_window: Duration,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            offline_after: defaults::OFFLINE_AFTER,
+            dedup_window: defaults::DEDUP_WINDOW,
+        }
+    }
+}
+
+/// One `[[device]]`: a name for an address heard on a source.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// The topic level: `{base}/{name}`.
+    pub name: String,
+    /// The `[[source]]` it is heard on.
+    pub source: String,
+    /// The address its header or payload carries, as text.
+    pub address: String,
+    /// Overrides `[devices] offline_after`.
+    #[serde(default, deserialize_with = "units::option_duration")]
+    pub offline_after: Option<Duration>,
+    /// Replaces the default will (`offline` on `{base}/{name}/availability`).
+    pub will: Option<WillConfig>,
+}
+
+/// `will = { topic, payload, qos, retain }` of a device.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WillConfig {
+    pub topic: String,
+    #[serde(default = "defaults::will_payload")]
+    pub payload: String,
+    #[serde(default = "defaults::will_qos")]
+    pub qos: u8,
+    #[serde(default = "defaults::yes")]
+    pub retain: bool,
+}
+
+/// `[upstream]`: the cloud broker the uplink forwards to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: UpstreamUrl,
+    /// Default (and when empty): `sensorgate-{gateway.id}`; filled in by `Config::parse`.
+    #[serde(default)]
+    pub client_id: String,
+    /// CA bundle for the server certificate; `None`: the system trust store.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub username: Option<String>,
+    /// A file holding the password (trailing newline ignored), so it stays out of this file.
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "defaults::keep_alive", deserialize_with = "units::duration")]
+    pub keep_alive: Duration,
+    /// Allow `mqtt://` (no TLS).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    #[serde(default = "defaults::upstream_max_inflight")]
+    pub max_inflight: u16,
+    /// `[[upstream.forward]]`; `Config::parse` fills in `{base}/#` with an empty prefix when none is given.
+    #[serde(default)]
+    pub forward: Vec<ForwardRule>,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+}
+
+/// One `[[upstream.forward]]`: local messages matching `filter` go upstream as `prefix + topic`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    pub filter: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "defaults::forward_qos")]
+    pub qos: u8,
+}
+
+/// `[upstream.spool]`: the disk queue between the embedded broker and the cloud broker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Disk budget; the oldest messages are dropped (and counted) beyond it.
+    #[serde(deserialize_with = "units::size")]
+    pub max_bytes: u64,
+    /// Messages older than this are dropped instead of sent.
+    #[serde(deserialize_with = "units::duration")]
+    pub max_age: Duration,
+    pub sync: SyncMode,
+    /// Size of one spool file.
+    #[serde(deserialize_with = "units::size")]
+    pub segment_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            max_bytes: defaults::SPOOL_MAX_BYTES,
+            max_age: defaults::SPOOL_MAX_AGE,
+            sync: defaults::SPOOL_SYNC,
+            segment_bytes: defaults::SPOOL_SEGMENT_BYTES,
+        }
+    }
+}
+
+/// The upstream broker's address: `mqtts://host:port` (port default 8883) or, when allowed,
+/// `mqtt://host:port` (default 1883). IPv6 hosts are written in brackets: `mqtts://[::1]:8883`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// `true` for `mqtts://`.
+    pub tls: bool,
+    /// Host name or IP address, without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for UpstreamUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let example = "write e.g. \"mqtts://mqtt.example.com:8883\"";
+        let (tls, rest) = if let Some(rest) = text.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(format!("\"{text}\" is not an MQTT URL; {example}"));
+        };
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| format!("\"{text}\": unclosed '[' around the IPv6 address"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match rest.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+            return Err(format!(
+                "\"{text}\": no usable host (only scheme://host:port, without path or user); {example}"
+            ));
+        }
+        let port = match port {
+            None => default_port,
+            Some(port) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => return Err(format!("\"{text}\": \"{port}\" is not a port (1-65535)")),
+            },
+        };
+        Ok(UpstreamUrl {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_directory_wins_over_state_dir() {
+        let gateway = GatewayConfig {
+            state_dir: PathBuf::from("/srv/gw"),
+            ..GatewayConfig::default()
+        };
+        assert_eq!(gateway.state_dir_with(None), PathBuf::from("/srv/gw"));
+        assert_eq!(
+            gateway.state_dir_with(Some(OsStr::new("/var/lib/sensorgate"))),
+            PathBuf::from("/var/lib/sensorgate")
+        );
+        assert_eq!(
+            gateway.state_dir_with(Some(OsStr::new("/a:/b"))),
+            PathBuf::from("/a")
+        );
+        assert_eq!(
+            gateway.state_dir_with(Some(OsStr::new(""))),
+            PathBuf::from("/srv/gw")
+        );
+    }
+
+    #[test]
+    fn upstream_urls_parse_with_default_ports() {
+        let url: UpstreamUrl = "mqtts://mqtt.example.com".parse().unwrap();
+        assert_eq!(
+            (url.tls, url.host.as_str(), url.port),
+            (true, "mqtt.example.com", 8883)
+        );
+        let url: UpstreamUrl = "mqtt://10.0.0.1:1884".parse().unwrap();
+        assert_eq!(
+            (url.tls, url.host.as_str(), url.port),
+            (false, "10.0.0.1", 1884)
+        );
+        let url: UpstreamUrl = "mqtts://[::1]:9000".parse().unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("::1", 9000));
+        assert_eq!(url.to_string(), "mqtts://[::1]:9000");
+    }
+
+    #[test]
+    fn bad_upstream_urls_say_what_to_write() {
+        for bad in [
+            "https://x",
+            "mqtts://",
+            "mqtts://host:0",
+            "mqtts://host:99999",
+            "mqtts://host/path",
+            "mqtts://[::1",
+        ] {
+            assert!(bad.parse::<UpstreamUrl>().is_err(), "{bad}");
+        }
+        let message = "tcp://x:1".parse::<UpstreamUrl>().unwrap_err();
+        assert!(
+            message.contains("mqtts://mqtt.example.com:8883"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn anonymous_default_depends_on_users() {
+        let mut broker = BrokerConfig::default();
+        assert!(broker.anonymous_allowed());
+        broker.users.push(UserConfig {
+            name: "ha".into(),
+            password_hash: "$argon2id$x".into(),
+            read: vec![],
+            write: vec![],
+        });
+        assert!(!broker.anonymous_allowed());
+        broker.allow_anonymous = Some(true);
+        assert!(broker.anonymous_allowed());
+    }
+}

@@ -1,0 +1,662 @@
+//! `[[source]]`: where frames come from. The TOML side is one flat table with a `kind` (serde's internally
+//! tagged enums lose the spans of their errors, so the per-kind shape is checked here instead); the Rust
+//! side is [`SourceConfig`] with a [`SourceKind`] per kind. This module owns the keys each kind takes, the
+//! per-kind defaults (written out in the `Default` impls below) and the checks that concern one source
+//! alone; it never checks one source against another (that is `validate.rs`) and never opens a device.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::locate::{KeyPath, Locator};
+use super::units;
+use super::validate::Problem;
+use crate::decode::{HeaderFormat, PayloadFormat};
+use crate::frame::crc::CrcMode;
+use crate::frame::Framing;
+
+/// One `[[source]]`, checked and with its defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceConfig {
+    /// `[A-Za-z0-9_-]+`, unique among sources.
+    pub name: String,
+    /// The link header in front of each payload.
+    pub header: HeaderFormat,
+    /// How payloads are encoded.
+    pub payload: PayloadFormat,
+    /// What the source reads from, with its kind's settings.
+    pub kind: SourceKind,
+}
+
+/// The kind of a source and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    /// `kind = "serial"`.
+    Serial(SerialConfig),
+    /// `kind = "simulator"`.
+    Simulator(SimulatorConfig),
+    /// `kind = "sx1276"` or `kind = "sx1262"`.
+    Radio(RadioConfig),
+}
+
+/// A serial port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialConfig {
+    pub path: PathBuf,
+    pub baud: u32,
+    /// 5..=8.
+    pub data_bits: u8,
+    pub parity: Parity,
+    /// 1 or 2.
+    pub stop_bits: u8,
+    pub framing: Framing,
+    pub crc: CrcMode,
+    /// Longest frame accepted, bytes (after unstuffing); longer ones are counted and dropped.
+    pub max_frame_len: usize,
+}
+
+impl Default for SerialConfig {
+    /// 115200 8N1, lines, no CRC, frames up to 512 bytes; `path` has no default (it is required).
+    fn default() -> Self {
+        SerialConfig {
+            path: PathBuf::new(),
+            baud: 115_200,
+            data_bits: 8,
+            parity: Parity::None,
+            stop_bits: 1,
+            framing: Framing::Lines,
+            crc: CrcMode::None,
+            max_frame_len: 512,
+        }
+    }
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    Odd,
+    Even,
+}
+
+/// Simulated devices producing frames through the same framing and decoders as a serial port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatorConfig {
+    /// 1..=100000.
+    pub devices: u32,
+    /// How often each device sends.
+    pub interval: Duration,
+    pub framing: Framing,
+    pub crc: CrcMode,
+}
+
+impl SimulatorConfig {
+    /// Three devices every 2 s; framing `cobs` for binary payloads (LPP), `lines` for text (JSON,
+    /// MySensors); no CRC.
+    pub fn default_for(payload: PayloadFormat) -> Self {
+        SimulatorConfig {
+            devices: 3,
+            interval: Duration::from_secs(2),
+            framing: match payload {
+                PayloadFormat::Lpp => Framing::Cobs,
+                PayloadFormat::Json | PayloadFormat::MySensors => Framing::Lines,
+            },
+            crc: CrcMode::None,
+        }
+    }
+}
+
+/// A LoRa radio (single channel, receive only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RadioConfig {
+    pub chip: RadioChip,
+    pub backend: RadioBackendConfig,
+    /// Hz: 137-1020 MHz (SX1276), 150-960 MHz (SX1262).
+    pub frequency: u32,
+    /// 7..=12 (SX1276), 5..=12 (SX1262).
+    pub spreading_factor: u8,
+    /// Hz, one of [`BANDWIDTHS_HZ`].
+    pub bandwidth: u32,
+    /// The denominator of the coding rate: 5..=8 for 4/5..4/8.
+    pub coding_rate: u8,
+    pub sync_word: u8,
+    /// Preamble length, symbols.
+    pub preamble: u16,
+    /// SX1262 modules with a TCXO on DIO3: its supply voltage.
+    pub tcxo_voltage: Option<f32>,
+    /// SX1262 modules whose RF switch is driven by DIO2.
+    pub dio2_rf_switch: bool,
+}
+
+impl RadioConfig {
+    /// SF7, 125 kHz, 4/5, private sync word 0x12, preamble 8; the frequency is always configured.
+    pub fn default_for(chip: RadioChip, backend: RadioBackendConfig, frequency: u32) -> Self {
+        RadioConfig {
+            chip,
+            backend,
+            frequency,
+            spreading_factor: 7,
+            bandwidth: 125_000,
+            coding_rate: 5,
+            sync_word: 0x12,
+            preamble: 8,
+            tcxo_voltage: None,
+            dio2_rf_switch: false,
+        }
+    }
+}
+
+/// The radio chip family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RadioChip {
+    Sx1276,
+    Sx1262,
+}
+
+/// Where the radio is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RadioBackendConfig {
+    /// `backend = "pi"`: a chip on the Pi's SPI bus and GPIO pins.
+    Pi(RadioPins),
+    /// `backend = "simulator"`: a simulated chip with simulated RadioHead + LPP nodes.
+    Simulator { devices: u32, interval: Duration },
+}
+
+/// SPI device and BCM GPIO pins of a radio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RadioPins {
+    /// Default `/dev/spidev0.0`.
+    pub spi: PathBuf,
+    pub reset_pin: u8,
+    /// DIO0 (SX1276) or DIO1 (SX1262).
+    pub irq_pin: u8,
+    /// SX1262 only.
+    pub busy_pin: Option<u8>,
+    /// Chip select on a plain GPIO (the Dragino HAT's NSS is GPIO25).
+    pub cs_pin: Option<u8>,
+}
+
+/// The LoRa bandwidths both chips support, Hz.
+pub const BANDWIDTHS_HZ: [u32; 10] = [
+    7_800, 10_400, 15_600, 20_800, 31_250, 41_700, 62_500, 125_000, 250_000, 500_000,
+];
+
+/// TCXO voltages the SX1262 can supply on DIO3.
+const TCXO_VOLTAGES: [f32; 8] = [1.6, 1.7, 1.8, 2.2, 2.4, 2.7, 3.0, 3.3];
+
+const COMMON_KEYS: [&str; 4] = ["name", "kind", "header", "payload"];
+const SERIAL_KEYS: &[&str] = &[
+    "path",
+    "baud",
+    "data_bits",
+    "parity",
+    "stop_bits",
+    "framing",
+    "crc",
+    "max_frame_len",
+];
+const SIMULATOR_KEYS: &[&str] = &["devices", "interval", "framing", "crc"];
+const SX1276_KEYS: &[&str] = &[
+    "backend",
+    "spi",
+    "reset_pin",
+    "dio0_pin",
+    "cs_pin",
+    "frequency",
+    "spreading_factor",
+    "bandwidth",
+    "coding_rate",
+    "sync_word",
+    "preamble",
+    "devices",
+    "interval",
+];
+const SX1262_KEYS: &[&str] = &[
+    "backend",
+    "spi",
+    "reset_pin",
+    "dio1_pin",
+    "busy_pin",
+    "cs_pin",
+    "frequency",
+    "spreading_factor",
+    "bandwidth",
+    "coding_rate",
+    "sync_word",
+    "preamble",
+    "tcxo_voltage",
+    "dio2_rf_switch",
+    "devices",
+    "interval",
+];
+
+/// The keys a `[[source]]` of this `kind` takes, or `None` for an unknown kind.
+pub fn keys_for_kind(kind: &str) -> Option<Vec<&'static str>> {
+    let specific = match kind {
+        "serial" => SERIAL_KEYS,
+        "simulator" => SIMULATOR_KEYS,
+        "sx1276" => SX1276_KEYS,
+        "sx1262" => SX1262_KEYS,
+        _ => return None,
+    };
+    Some(COMMON_KEYS.iter().chain(specific).copied().collect())
+}
+
+/// The `kind` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum KindName {
+    Serial,
+    Simulator,
+    Sx1276,
+    Sx1262,
+}
+
+/// The `backend` key of a radio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BackendName {
+    Pi,
+    Simulator,
+}
+
+/// A `[[source]]` as written: every key of every kind, checked per kind by [`SourceToml::build`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SourceToml {
+    name: String,
+    kind: KindName,
+    header: Option<HeaderFormat>,
+    payload: Option<PayloadFormat>,
+    path: Option<PathBuf>,
+    baud: Option<u32>,
+    data_bits: Option<u8>,
+    parity: Option<Parity>,
+    stop_bits: Option<u8>,
+    framing: Option<Framing>,
+    crc: Option<CrcMode>,
+    max_frame_len: Option<usize>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    interval: Option<Duration>,
+    devices: Option<u32>,
+    backend: Option<BackendName>,
+    spi: Option<PathBuf>,
+    reset_pin: Option<u8>,
+    dio0_pin: Option<u8>,
+    dio1_pin: Option<u8>,
+    busy_pin: Option<u8>,
+    cs_pin: Option<u8>,
+    frequency: Option<u32>,
+    spreading_factor: Option<u8>,
+    bandwidth: Option<u32>,
+    coding_rate: Option<String>,
+    sync_word: Option<u8>,
+    preamble: Option<u16>,
+    tcxo_voltage: Option<f32>,
+    dio2_rf_switch: Option<bool>,
+}
+
+impl SourceToml {
+    /// Checks this source on its own and fills in its kind's defaults. `at` is its path
+    /// (`source[i]`); the locator supplies the keys actually written, for the per-kind key check.
+    pub(crate) fn build(
+        self,
+        at: &KeyPath,
+        locator: &Locator<'_>,
+    ) -> Result<SourceConfig, Problem> {
+        let kind_name = match self.kind {
+            KindName::Serial => "serial",
+            KindName::Simulator => "simulator",
+            KindName::Sx1276 => "sx1276",
+            KindName::Sx1262 => "sx1262",
+        };
+        let allowed = keys_for_kind(kind_name).unwrap_or_default();
+        for (key, _) in locator.keys(at) {
+            if !allowed.contains(&key.as_str()) {
+                return Err(Problem::key(
+                    at.key(&key),
+                    format!(
+                        "`{key}` is not a key of a {kind_name} source; its keys are: {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        check_name(&self.name, at)?;
+        match self.kind {
+            KindName::Serial => self.build_serial(at),
+            KindName::Simulator => self.build_simulator(at),
+            KindName::Sx1276 => self.build_radio(RadioChip::Sx1276, at),
+            KindName::Sx1262 => self.build_radio(RadioChip::Sx1262, at),
+        }
+    }
+
+    fn build_serial(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
+        let defaults = SerialConfig::default();
+        let path = self.path.ok_or_else(|| {
+            Problem::value(
+                at.clone(),
+                "missing key `path`: the serial device, e.g. path = \"/dev/ttyUSB0\" (better: a /dev/serial/by-id/ path)",
+            )
+        })?;
+        if path.as_os_str().is_empty() {
+            return Err(Problem::value(
+                at.key("path"),
+                "is empty; write the serial device, e.g. \"/dev/ttyUSB0\"",
+            ));
+        }
+        let serial = SerialConfig {
+            path,
+            baud: self.baud.unwrap_or(defaults.baud),
+            data_bits: self.data_bits.unwrap_or(defaults.data_bits),
+            parity: self.parity.unwrap_or(defaults.parity),
+            stop_bits: self.stop_bits.unwrap_or(defaults.stop_bits),
+            framing: self.framing.unwrap_or(defaults.framing),
+            crc: self.crc.unwrap_or(defaults.crc),
+            max_frame_len: self.max_frame_len.unwrap_or(defaults.max_frame_len),
+        };
+        if serial.baud == 0 {
+            return Err(Problem::value(
+                at.key("baud"),
+                "must be a positive integer, e.g. 115200",
+            ));
+        }
+        if !(5..=8).contains(&serial.data_bits) {
+            return Err(Problem::value(
+                at.key("data_bits"),
+                format!("{} is not 5, 6, 7 or 8", serial.data_bits),
+            ));
+        }
+        if !matches!(serial.stop_bits, 1 | 2) {
+            return Err(Problem::value(
+                at.key("stop_bits"),
+                format!("{} is not 1 or 2", serial.stop_bits),
+            ));
+        }
+        if !(1..=65_536).contains(&serial.max_frame_len) {
+            return Err(Problem::value(
+                at.key("max_frame_len"),
+                format!("{} is outside 1..=65536 bytes", serial.max_frame_len),
+            ));
+        }
+        let header = self.header.unwrap_or(HeaderFormat::None);
+        let payload = self.payload.unwrap_or(PayloadFormat::Json);
+        check_text_framing(serial.framing, serial.crc, header, payload, at)?;
+        Ok(SourceConfig {
+            name: self.name,
+            header,
+            payload,
+            kind: SourceKind::Serial(serial),
+        })
+    }
+
+    fn build_simulator(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
+        let payload = self.payload.unwrap_or(PayloadFormat::Lpp);
+        let header = self.header.unwrap_or(match payload {
+            PayloadFormat::Lpp => HeaderFormat::Node16,
+            PayloadFormat::Json | PayloadFormat::MySensors => HeaderFormat::None,
+        });
+        let defaults = SimulatorConfig::default_for(payload);
+        let simulator = SimulatorConfig {
+            devices: self.devices.unwrap_or(defaults.devices),
+            interval: self.interval.unwrap_or(defaults.interval),
+            framing: self.framing.unwrap_or(defaults.framing),
+            crc: self.crc.unwrap_or(defaults.crc),
+        };
+        if !(1..=100_000).contains(&simulator.devices) {
+            return Err(Problem::value(
+                at.key("devices"),
+                format!("{} is outside 1..=100000", simulator.devices),
+            ));
+        }
+        if simulator.interval.is_zero() {
+            return Err(Problem::value(
+                at.key("interval"),
+                "must be longer than zero, e.g. \"2s\"",
+            ));
+        }
+        check_text_framing(simulator.framing, simulator.crc, header, payload, at)?;
+        Ok(SourceConfig {
+            name: self.name,
+            header,
+            payload,
+            kind: SourceKind::Simulator(simulator),
+        })
+    }
+
+    fn build_radio(self, chip: RadioChip, at: &KeyPath) -> Result<SourceConfig, Problem> {
+        let (chip_name, irq_key, sf_range, mhz_range) = match chip {
+            RadioChip::Sx1276 => ("sx1276", "dio0_pin", 7..=12, 137..=1020),
+            RadioChip::Sx1262 => ("sx1262", "dio1_pin", 5..=12, 150..=960),
+        };
+        let backend = self.radio_backend(chip, irq_key, at)?;
+        let frequency = self.frequency.ok_or_else(|| {
+            Problem::value(
+                at.clone(),
+                "missing key `frequency` (Hz, allowed in your region), e.g. frequency = 868_100_000",
+            )
+        })?;
+        let mut radio = RadioConfig::default_for(chip, backend, frequency);
+        if !mhz_range.contains(&(frequency / 1_000_000)) {
+            return Err(Problem::value(
+                at.key("frequency"),
+                format!(
+                    "{frequency} Hz is outside the {chip_name}'s {}-{} MHz; the value is in Hz, e.g. 868_100_000",
+                    mhz_range.start(),
+                    mhz_range.end()
+                ),
+            ));
+        }
+        if let Some(sf) = self.spreading_factor {
+            if !sf_range.contains(&sf) {
+                return Err(Problem::value(
+                    at.key("spreading_factor"),
+                    format!(
+                        "{sf} is outside {}..={} for the {chip_name}",
+                        sf_range.start(),
+                        sf_range.end()
+                    ),
+                ));
+            }
+            radio.spreading_factor = sf;
+        }
+        if let Some(bandwidth) = self.bandwidth {
+            if !BANDWIDTHS_HZ.contains(&bandwidth) {
+                return Err(Problem::value(
+                    at.key("bandwidth"),
+                    format!(
+                        "{bandwidth} Hz is not a LoRa bandwidth; write one of {}",
+                        BANDWIDTHS_HZ.map(|b| b.to_string()).join(", ")
+                    ),
+                ));
+            }
+            radio.bandwidth = bandwidth;
+        }
+        if let Some(rate) = &self.coding_rate {
+            radio.coding_rate = match rate.as_str() {
+                "4/5" => 5,
+                "4/6" => 6,
+                "4/7" => 7,
+                "4/8" => 8,
+                _ => {
+                    return Err(Problem::value(
+                        at.key("coding_rate"),
+                        format!("\"{rate}\" is not a LoRa coding rate; write one of \"4/5\", \"4/6\", \"4/7\", \"4/8\""),
+                    ))
+                }
+            };
+        }
+        radio.sync_word = self.sync_word.unwrap_or(radio.sync_word);
+        if let Some(preamble) = self.preamble {
+            if preamble < 6 {
+                return Err(Problem::value(
+                    at.key("preamble"),
+                    format!("{preamble} symbols is too short; write 6 or more (8 is usual)"),
+                ));
+            }
+            radio.preamble = preamble;
+        }
+        if let Some(volts) = self.tcxo_voltage {
+            if !TCXO_VOLTAGES.iter().any(|v| (v - volts).abs() < 0.01) {
+                return Err(Problem::value(
+                    at.key("tcxo_voltage"),
+                    format!("{volts} V is not one the SX1262 supplies; write one of 1.6, 1.7, 1.8, 2.2, 2.4, 2.7, 3.0, 3.3"),
+                ));
+            }
+            radio.tcxo_voltage = Some(volts);
+        }
+        radio.dio2_rf_switch = self.dio2_rf_switch.unwrap_or(false);
+        Ok(SourceConfig {
+            name: self.name,
+            header: self.header.unwrap_or(HeaderFormat::RadioHead),
+            payload: self.payload.unwrap_or(PayloadFormat::Lpp),
+            kind: SourceKind::Radio(radio),
+        })
+    }
+
+    /// The backend with its pins: BCM 0..=27, all distinct; a simulator's pins are optional (so a config
+    /// can switch backends by one line) but still checked.
+    fn radio_backend(
+        &self,
+        chip: RadioChip,
+        irq_key: &'static str,
+        at: &KeyPath,
+    ) -> Result<RadioBackendConfig, Problem> {
+        let irq = match chip {
+            RadioChip::Sx1276 => self.dio0_pin,
+            RadioChip::Sx1262 => self.dio1_pin,
+        };
+        let mut pins: Vec<(&str, u8)> = Vec::new();
+        for (key, pin) in [
+            ("reset_pin", self.reset_pin),
+            (irq_key, irq),
+            ("busy_pin", self.busy_pin),
+            ("cs_pin", self.cs_pin),
+        ] {
+            let Some(pin) = pin else { continue };
+            if pin > 27 {
+                return Err(Problem::value(
+                    at.key(key),
+                    format!("GPIO{pin} is not on the 40-pin header; BCM pins are 0..=27"),
+                ));
+            }
+            if let Some((other, _)) = pins.iter().find(|(_, p)| *p == pin) {
+                return Err(Problem::value(
+                    at.key(key),
+                    format!("GPIO{pin} is already used by {other}; every pin of a radio must be different"),
+                ));
+            }
+            pins.push((key, pin));
+        }
+        match self.backend.unwrap_or(BackendName::Pi) {
+            BackendName::Simulator => {
+                let devices = self.devices.unwrap_or(3);
+                if !(1..=254).contains(&devices) {
+                    return Err(Problem::value(
+                        at.key("devices"),
+                        format!(
+                            "{devices} is outside 1..=254 (RadioHead node addresses are one byte)"
+                        ),
+                    ));
+                }
+                let interval = self.interval.unwrap_or(Duration::from_secs(2));
+                if interval.is_zero() {
+                    return Err(Problem::value(
+                        at.key("interval"),
+                        "must be longer than zero, e.g. \"2s\"",
+                    ));
+                }
+                Ok(RadioBackendConfig::Simulator { devices, interval })
+            }
+            BackendName::Pi => {
+                for key in ["devices", "interval"] {
+                    let present = match key {
+                        "devices" => self.devices.is_some(),
+                        _ => self.interval.is_some(),
+                    };
+                    if present {
+                        return Err(Problem::key(
+                            at.key(key),
+                            format!("`{key}` applies to backend = \"simulator\" only"),
+                        ));
+                    }
+                }
+                let missing = |key: &str, example: &str| {
+                    Problem::value(
+                        at.clone(),
+                        format!("missing key `{key}` (BCM GPIO number), e.g. {key} = {example}"),
+                    )
+                };
+                let reset_pin = self.reset_pin.ok_or_else(|| missing("reset_pin", "17"))?;
+                let irq_pin = irq.ok_or_else(|| missing(irq_key, "4"))?;
+                if chip == RadioChip::Sx1262 && self.busy_pin.is_none() {
+                    return Err(missing("busy_pin", "20"));
+                }
+                let spi = self
+                    .spi
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/dev/spidev0.0"));
+                if spi.as_os_str().is_empty() {
+                    return Err(Problem::value(
+                        at.key("spi"),
+                        "is empty; e.g. \"/dev/spidev0.0\"",
+                    ));
+                }
+                Ok(RadioBackendConfig::Pi(RadioPins {
+                    spi,
+                    reset_pin,
+                    irq_pin,
+                    busy_pin: self.busy_pin,
+                    cs_pin: self.cs_pin,
+                }))
+            }
+        }
+    }
+}
+
+/// `[A-Za-z0-9_-]+`.
+fn check_name(name: &str, at: &KeyPath) -> Result<(), Problem> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Problem::value(
+            at.key("name"),
+            format!("\"{name}\" is not a source name; use letters, digits, '_' and '-' only, e.g. \"uart0\""),
+        ))
+    }
+}
+
+/// Line framing carries text only: a binary payload, header or CRC trailer needs COBS or SLIP.
+fn check_text_framing(
+    framing: Framing,
+    crc: CrcMode,
+    header: HeaderFormat,
+    payload: PayloadFormat,
+    at: &KeyPath,
+) -> Result<(), Problem> {
+    if framing != Framing::Lines {
+        return Ok(());
+    }
+    let binary = if payload == PayloadFormat::Lpp {
+        Some("payload = \"lpp\" is binary".to_string())
+    } else if header != HeaderFormat::None {
+        Some(format!("header = \"{}\" is binary", header.name()))
+    } else if crc != CrcMode::None {
+        Some("a CRC trailer is binary".to_string())
+    } else {
+        None
+    };
+    match binary {
+        Some(why) => Err(Problem::value(
+            at.key("framing"),
+            format!("\"lines\" carries text only and {why}; write framing = \"cobs\" or \"slip\""),
+        )),
+        None => Ok(()),
+    }
+}
