@@ -1,1 +1,165 @@
-fn main() {}
+//! The `sensorgate` command line: parses arguments, sets up logging and the runtime, and hands over to the
+//! library. Nothing here knows how the daemon works.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sensorgate::app::{self, RunError};
+use sensorgate::config::Config;
+
+/// The default configuration file of an installed gateway.
+const DEFAULT_CONFIG: &str = "/etc/sensorgate/sensorgate.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "sensorgate",
+    version,
+    about = "Sensor frames in, MQTT out: serial and LoRa gateway with an embedded broker"
+)]
+struct Cli {
+    /// Configuration file (for `run`, the default command).
+    #[arg(short, long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Check a configuration file: exit 0 if valid, else print PATH:LINE:COL: message and exit 2.
+    CheckConfig {
+        /// The file to check (default: --config, then /etc/sensorgate/sensorgate.toml).
+        path: Option<PathBuf>,
+    },
+    /// Read a password on standard input and print its hash for [[broker.user]] password_hash.
+    HashPassword,
+    /// Decode one packet as a source would and print the readings as JSON.
+    Decode {
+        /// Payload format: json, lpp or mysensors.
+        #[arg(long)]
+        payload: String,
+        /// Header before the payload: none, node16 or radiohead.
+        #[arg(long, default_value = "none")]
+        header: String,
+        /// CRC trailer: none or crc16-ccitt-false.
+        #[arg(long, default_value = "none")]
+        crc: String,
+        /// The packet as hexadecimal (spaces allowed), or text for json and mysensors with --text.
+        packet: String,
+        /// Take the packet as text rather than hexadecimal.
+        #[arg(long)]
+        text: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))),
+        Command::CheckConfig { path } => {
+            let path = path
+                .or(cli.config)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            match Config::load(&path) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::HashPassword => hash_password(),
+        Command::Decode {
+            payload,
+            header,
+            crc,
+            packet,
+            text,
+        } => decode(&payload, &header, &crc, &packet, text),
+    }
+}
+
+fn run(config_path: PathBuf) -> ExitCode {
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    if let Err(error) = sensorgate::logging::init(config.log.level.to_level_filter(), env("RUST_LOG"), env("JOURNAL_STREAM")) {
+        eprintln!("sensorgate: logging not set up: {error}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(2),
+        )
+        .thread_name("sensorgate")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sensorgate: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(app::run(config, Some(config_path))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Config(error)) => {
+            eprintln!("{error}");
+            ExitCode::from(2)
+        }
+        Err(RunError::Fatal(error)) => {
+            log::error!("{error:#}");
+            eprintln!("sensorgate: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut input = String::new();
+    if let Err(error) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("sensorgate: cannot read the password from standard input: {error}");
+        return ExitCode::from(1);
+    }
+    let password = input.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("sensorgate: empty password; type it on standard input, e.g. `echo -n secret | sensorgate hash-password`");
+        return ExitCode::from(2);
+    }
+    match sensorgate::broker::password::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sensorgate: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn decode(payload: &str, header: &str, crc: &str, packet: &str, text: bool) -> ExitCode {
+    match app::decode_one(payload, header, crc, packet, text) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sensorgate: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

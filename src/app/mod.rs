@@ -1,0 +1,406 @@
+//! The wiring: builds every part from the configuration, starts them in order, and owns the shutdown and
+//! reload sequences. This is the only module that names the concrete types of every stage; each stage gets
+//! its own settings, handles and a cancellation token, never the whole configuration.
+//!
+//! Start: state directory, broker (restoring retained state; devices restored `online` are set `offline`),
+//! gateway `online`, uplink, pipeline, sources, then READY. Stop (SIGTERM/SIGINT): sources first; the
+//! pipeline drains what they sent and publishes every device's will; the gateway goes `offline`; the
+//! broker writes its retained snapshot and stops; the uplink gets the last messages through its input,
+//! fsyncs and ends. Reload (SIGHUP): the new file is validated first; sources whose settings changed
+//! restart, the others keep running; the broker's clients and the spool are never dropped.
+
+mod settings;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::config::{Config, ConfigError, SourceConfig, SourceKind};
+use crate::decode::{HeaderFormat, PacketDecoder, PayloadFormat};
+use crate::devices::Registry;
+use crate::frame::crc::CrcMode;
+use crate::model::Message;
+use crate::pipeline::{publish_all, Pipeline};
+use crate::publish;
+use crate::source::{self, SourceContext, SourceEvent};
+use crate::systemd::{Health, Notifier};
+use crate::uplink::Uplink;
+
+/// Why `run` ended with an error: the exit status differs (2 for configuration, 1 for the rest).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0:#}")]
+    Fatal(#[from] anyhow::Error),
+}
+
+/// Queue between the sources and the pipeline: deep enough to absorb a burst from every port while the
+/// pipeline publishes, small enough to bound memory (a full queue slows the sources down, it loses nothing).
+const EVENT_QUEUE: usize = 4096;
+/// How long the broker gets to flush the last wills to connected clients before the process exits.
+const FLUSH_GRACE: Duration = Duration::from_millis(200);
+
+/// Runs the gateway until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), RunError> {
+    let notifier = Notifier::from_env();
+    let shutdown = CancellationToken::new();
+    let (reload_tx, mut reload_rx) = mpsc::channel(1);
+    spawn_signal_handler(shutdown.clone(), reload_tx)?;
+
+    let health = Health::new();
+    let mut gateway = Gateway::start(config, health.clone()).await?;
+    notifier.ready();
+    notifier.status(&gateway.status_line());
+    let watchdog = crate::systemd::watchdog_interval_from_env().map(|interval| {
+        let status = gateway.status_probe();
+        tokio::spawn(crate::systemd::run_watchdog(
+            notifier.clone(),
+            interval,
+            health.clone(),
+            status,
+            shutdown.clone(),
+        ))
+    });
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = reload_rx.recv() => {
+                let Some(path) = &config_path else { continue };
+                notifier.reloading();
+                match Config::load(path) {
+                    Ok(new_config) => {
+                        gateway.reload(new_config).await;
+                        log::info!("configuration reloaded from {}", path.display());
+                    }
+                    Err(error) => log::error!("configuration not reloaded, the running one is kept: {error}"),
+                }
+                notifier.ready();
+            }
+        }
+    }
+    notifier.stopping();
+    gateway.stop().await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    Ok(())
+}
+
+fn spawn_signal_handler(
+    shutdown: CancellationToken,
+    reload: mpsc::Sender<()>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { log::info!("SIGTERM: stopping"); shutdown.cancel(); return; }
+                _ = interrupt.recv() => { log::info!("SIGINT: stopping"); shutdown.cancel(); return; }
+                _ = hangup.recv() => { let _ = reload.try_send(()); }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One running source task.
+struct RunningSource {
+    config: SourceConfig,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Everything that runs, in the order it must stop.
+struct Gateway {
+    config: Config,
+    health: Health,
+    broker: Arc<Broker>,
+    events: mpsc::Sender<SourceEvent>,
+    sources: HashMap<String, RunningSource>,
+    pipeline: JoinHandle<Registry>,
+    uplink: Option<JoinHandle<()>>,
+    uplink_stop: CancellationToken,
+}
+
+impl Gateway {
+    async fn start(config: Config, health: Health) -> Result<Gateway, RunError> {
+        let state_dir = config.state_dir();
+        std::fs::create_dir_all(&state_dir).with_context(|| {
+            format!(
+                "cannot create the state directory {} (set [gateway] state_dir)",
+                state_dir.display()
+            )
+        })?;
+
+        let (tap, uplink_input) = match &config.upstream {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let broker = Arc::new(
+            Broker::start(&settings::broker(&config, &state_dir), tap)
+                .await
+                .context("embedded broker")?,
+        );
+        for addr in broker.local_addrs() {
+            log::info!("MQTT broker listening on {addr}");
+        }
+
+        let base = config.gateway.base_topic.clone();
+        let mut registry = Registry::new(settings::registry(&config));
+        let restored = broker.retained_messages().await;
+        registry.adopt_restored_states(&restored);
+        let mut announcements = registry.offline_after_restart(&restored);
+        announcements.push(availability(&base, "online", config.publish.qos));
+        publish_all(&broker, &announcements).await;
+
+        let uplink_stop = CancellationToken::new();
+        let mut uplink_stats = None;
+        let uplink = match (config.upstream.as_ref(), uplink_input) {
+            (Some(upstream), Some(input)) => {
+                let uplink = Uplink::open(settings::uplink(&config, upstream, &state_dir))
+                    .context("upstream")?;
+                log::info!("forwarding upstream to {}", upstream.url);
+                let stats = uplink.stats();
+                uplink_stats = Some(stats);
+                let stop = uplink_stop.clone();
+                Some(tokio::spawn(async move {
+                    if let Err(error) = uplink.run(input, stop).await {
+                        log::error!("uplink stopped: {error}; messages stay in the spool until the next start");
+                    }
+                }))
+            }
+            _ => None,
+        };
+
+        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let pipeline = Pipeline {
+            decoders: config
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), settings::decoder(s)))
+                .collect(),
+            registry,
+            base_topic: base,
+            stats_interval: config.publish.stats_interval,
+            uplink_stats: uplink_stats.map(|stats| {
+                Box::new(move || stats.snapshot()) as crate::pipeline::UplinkStatsProbe
+            }),
+            heartbeat: Some(health.register("pipeline", Duration::from_secs(30))),
+        };
+        let pipeline_broker = broker.clone();
+        let pipeline = tokio::spawn(async move { pipeline.run(&pipeline_broker, events_rx).await });
+
+        let mut gateway = Gateway {
+            config,
+            health,
+            broker,
+            events,
+            sources: HashMap::new(),
+            pipeline,
+            uplink,
+            uplink_stop,
+        };
+        for source in gateway.config.sources.clone() {
+            gateway.start_source(source);
+        }
+        Ok(gateway)
+    }
+
+    fn start_source(&mut self, config: SourceConfig) {
+        let stop = CancellationToken::new();
+        let ctx = SourceContext {
+            name: config.name.clone(),
+            out: self.events.clone(),
+            shutdown: stop.clone(),
+        };
+        let task = tokio::spawn(run_source(ctx, config.clone()));
+        self.sources
+            .insert(config.name.clone(), RunningSource { config, stop, task });
+    }
+
+    fn status_line(&self) -> String {
+        format!(
+            "{} sources, broker on {:?}",
+            self.sources.len(),
+            self.broker.local_addrs()
+        )
+    }
+
+    fn status_probe(&self) -> impl Fn() -> String + Send + 'static {
+        let sources = self.sources.len();
+        let addrs = self.broker.local_addrs().to_vec();
+        move || format!("{sources} sources, broker on {addrs:?}")
+    }
+
+    /// Applies a new, already validated configuration: sources that changed (or vanished) stop, new or
+    /// changed ones start; the rest keep running.
+    async fn reload(&mut self, new: Config) {
+        let changed: Vec<String> = self
+            .sources
+            .iter()
+            .filter(|(name, running)| {
+                new.sources.iter().find(|s| &s.name == *name) != Some(&running.config)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &changed {
+            if let Some(running) = self.sources.remove(name) {
+                running.stop.cancel();
+                let _ = running.task.await;
+                log::info!(source = name.as_str(); "source stopped for the new configuration");
+            }
+        }
+        for source in &new.sources {
+            if !self.sources.contains_key(&source.name) {
+                self.start_source(source.clone());
+            }
+        }
+        if new.broker != self.config.broker || new.upstream != self.config.upstream {
+            log::warn!("changes to [broker] and [upstream] take effect at the next restart");
+        }
+        self.config = new;
+    }
+
+    async fn stop(self) {
+        for running in self.sources.values() {
+            running.stop.cancel();
+        }
+        for (_, running) in self.sources {
+            let _ = running.task.await;
+        }
+        drop(self.events);
+        // The pipeline ends once every source's sender is gone, after publishing the devices' wills.
+        let _ = self.pipeline.await;
+        let offline = availability(
+            &self.config.gateway.base_topic,
+            "offline",
+            self.config.publish.qos,
+        );
+        publish_all(&self.broker, &[offline]).await;
+        tokio::time::sleep(FLUSH_GRACE).await;
+        match Arc::try_unwrap(self.broker) {
+            Ok(broker) => {
+                if let Err(error) = broker.shutdown().await {
+                    log::error!("retained state not saved at stop: {error}");
+                }
+            }
+            Err(_) => log::error!("broker still in use at stop; retained state not saved"),
+        }
+        self.uplink_stop.cancel();
+        if let Some(uplink) = self.uplink {
+            if tokio::time::timeout(Duration::from_secs(1), uplink)
+                .await
+                .is_err()
+            {
+                log::warn!("uplink did not finish within 1 s; unsent messages stay in the spool");
+            }
+        }
+        drop(self.health);
+    }
+}
+
+fn availability(base: &str, payload: &str, qos: u8) -> Message {
+    Message {
+        topic: publish::gateway_availability_topic(base),
+        payload: payload.as_bytes().to_vec(),
+        qos,
+        retain: true,
+    }
+}
+
+async fn run_source(ctx: SourceContext, config: SourceConfig) {
+    match &config.kind {
+        SourceKind::Serial(serial) => source::serial::run(ctx, settings::serial(serial)).await,
+        SourceKind::Simulator(simulator) => {
+            source::simulator::run(ctx, settings::simulator(&config, simulator)).await
+        }
+        SourceKind::Radio(radio) => {
+            let (radio_settings, backend) = settings::radio(radio);
+            source::radio::run(ctx, radio_settings, backend).await
+        }
+    }
+}
+
+/// Decodes one packet given on the command line, as a source configured with these formats would.
+pub fn decode_one(
+    payload: &str,
+    header: &str,
+    crc: &str,
+    packet: &str,
+    text: bool,
+) -> anyhow::Result<String> {
+    let payload: PayloadFormat = parse_name(payload, "payload", "json, lpp or mysensors")?;
+    let header: HeaderFormat = parse_name(header, "header", "none, node16 or radiohead")?;
+    let crc: CrcMode = parse_name(crc, "crc", "none or crc16-ccitt-false")?;
+    let bytes = if text {
+        packet.as_bytes().to_vec()
+    } else {
+        parse_hex(packet)?
+    };
+    let decoder = PacketDecoder {
+        crc,
+        header,
+        payload,
+    };
+    let packet = crate::model::Packet {
+        source: "cli".into(),
+        bytes,
+        received_at: std::time::SystemTime::now(),
+        radio: None,
+    };
+    let readings = decoder.decode(&packet)?;
+    let json: Vec<serde_json::Value> = readings
+        .iter()
+        .map(|reading| {
+            let fields: serde_json::Map<String, serde_json::Value> = reading
+                .fields
+                .iter()
+                .map(|(name, value)| (name.clone(), value.to_json()))
+                .collect();
+            serde_json::json!({ "address": reading.address, "seq": reading.seq, "fields": fields })
+        })
+        .collect();
+    Ok(serde_json::to_string_pretty(&json)?)
+}
+
+fn parse_name<T: serde::de::DeserializeOwned>(
+    value: &str,
+    what: &str,
+    valid: &str,
+) -> anyhow::Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|_| anyhow::anyhow!("unknown {what} {value:?}: write {valid}"))
+}
+
+fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
+    let digits: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
+    if digits.len() % 2 != 0 {
+        anyhow::bail!("odd number of hex digits in {text:?}");
+    }
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&digits[i..i + 2], 16)
+                .map_err(|_| anyhow::anyhow!("not hexadecimal: {:?}", &digits[i..i + 2]))
+        })
+        .collect()
+}

@@ -1,0 +1,48 @@
+//! Test harness: a pseudo-terminal standing in for a USB serial dongle. The daemon opens a stable path (a
+//! symlink, like `/dev/serial/by-id/...`); the test writes frames into the master side. "Unplugging" closes
+//! the master (the daemon's reads fail); "plugging in" makes a new pty and points the link at it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+use tokio_serial::{SerialPort, SerialStream};
+
+pub struct FakeDongle {
+    pub link: PathBuf,
+    master: Option<SerialStream>,
+}
+
+impl FakeDongle {
+    /// A new pty reachable at `link`.
+    pub fn plug(link: &Path) -> FakeDongle {
+        let mut dongle = FakeDongle {
+            link: link.to_path_buf(),
+            master: None,
+        };
+        dongle.replug();
+        dongle
+    }
+
+    /// Closes the master side: the daemon sees the device vanish.
+    pub fn unplug(&mut self) {
+        self.master = None;
+        let _ = std::fs::remove_file(&self.link);
+    }
+
+    /// A fresh pty behind the same link.
+    pub fn replug(&mut self) {
+        let (master, slave) = SerialStream::pair().expect("pty pair");
+        let slave_path = slave.name().expect("pty slave has a path");
+        drop(slave); // the daemon opens it exclusively
+        let _ = std::fs::remove_file(&self.link);
+        std::os::unix::fs::symlink(&slave_path, &self.link).expect("symlink to pty");
+        self.master = Some(master);
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        let master = self.master.as_mut().expect("dongle plugged in");
+        master.write_all(bytes).await.expect("write to pty");
+        master.flush().await.expect("flush pty");
+    }
+}
