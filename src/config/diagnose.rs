@@ -42,14 +42,20 @@ pub fn rewrite(message: &str, path: &KeyPath, locator: &Locator<'_>) -> String {
             }
         }
     }
-    // The project's own deserialisers (durations, sizes, URLs) and the parser's syntax errors already
-    // say what to write; join the parser's continuation lines.
-    let joined: Vec<&str> = message
+    // The project's own deserialisers (durations, sizes, URLs) already say what to write; others (a
+    // socket address) get the key's example.
+    let mut joined = message
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .collect();
-    locator.message(path, &joined.join("; "))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !joined.contains("write") && !joined.contains("e.g.") {
+        if let Some((key, example)) = path.last_key().and_then(|k| Some((k, example(k)?))) {
+            joined.push_str(&format!("; write e.g. {key} = {example}"));
+        }
+    }
+    locator.message(path, &joined)
 }
 
 /// A TOML syntax error's message on one line.
@@ -127,7 +133,14 @@ fn wrong_value(found: &str, expected: &str, is_type: bool, path: &KeyPath) -> St
         .strip_prefix("string \"")
         .and_then(|s| s.strip_suffix('"'))
         .filter(|s| s.replace('_', "").parse::<f64>().is_ok() && wanted.contains("integer"));
-    if let Some(number) = quoted_number {
+    let unquoted = found
+        .strip_prefix("integer `")
+        .or_else(|| found.strip_prefix("floating point `"))
+        .and_then(|s| s.strip_suffix('`'))
+        .filter(|_| expected == "a string");
+    if let Some(number) = unquoted {
+        message.push_str(&format!("; write it in quotes: {key} = \"{number}\""));
+    } else if let Some(number) = quoted_number {
         message.push_str(&format!("; write it without quotes: {key} = {number}"));
     } else if let Some(example) = example(key) {
         message.push_str(&format!("; write e.g. {key} = {example}"));

@@ -660,3 +660,46 @@ fn check_text_framing(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Why `[[source]]` is a flat table checked per kind: with serde's internally tagged enum, toml 0.8
+    /// reports an unknown key with the span of the whole table, not of the key. If this starts to fail,
+    /// a tagged enum would locate errors as well and could replace the per-kind key lists.
+    #[test]
+    fn internally_tagged_enums_lose_the_key_span() {
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+        #[allow(dead_code)]
+        enum Tagged {
+            Serial { name: String, baud: Option<u32> },
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Doc {
+            source: Vec<Tagged>,
+        }
+        let text = "[[source]]\nname = \"a\"\nkind = \"serial\"\nbuad = 5\n";
+        let error = toml::from_str::<Doc>(text).unwrap_err();
+        let key_at = text.find("buad").unwrap();
+        assert!(error.message().contains("unknown field `buad`"));
+        assert_ne!(error.span().map(|s| s.start), Some(key_at));
+    }
+
+    #[test]
+    fn every_kind_has_the_common_keys_and_no_duplicates() {
+        for kind in ["serial", "simulator", "sx1276", "sx1262"] {
+            let keys = keys_for_kind(kind).unwrap();
+            for common in COMMON_KEYS {
+                assert!(keys.contains(&common), "{kind}: {common}");
+            }
+            let mut sorted = keys.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), keys.len(), "{kind}");
+        }
+        assert!(keys_for_kind("sx1272").is_none());
+    }
+}

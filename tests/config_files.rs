@@ -1,0 +1,722 @@
+//! The configuration as users meet it: the shipped reference and demo files parse, defaults are what the
+//! reference says, and every common mistake is reported as `PATH:LINE:COL: message` pointing at the key or
+//! value at fault, naming the key and saying what to write instead.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sensorgate::config::{
+    defaults, BrokerConfig, Config, ConfigError, DevicesConfig, PublishConfig, RadioBackendConfig,
+    RadioChip, SourceKind, SpoolConfig, SyncMode,
+};
+use sensorgate::decode::{HeaderFormat, PayloadFormat};
+use sensorgate::frame::crc::CrcMode;
+use sensorgate::frame::Framing;
+
+const REFERENCE: &str = include_str!("../config/sensorgate.toml");
+const DEMO: &str = include_str!("../config/demo.toml");
+const HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$3sQb/oS76o0ntavCgRHTkA$+1c2Qovu3erxCEPu6yQ6S2w/+XtsmKapSGA31X+Gxc0";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("t.toml"))
+}
+
+fn parse_error(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(config) => panic!("expected an error, parsed {config:#?}"),
+        Err(error) => error,
+    }
+}
+
+/// 1-based line and column of the `nth` (0-based) occurrence of `needle`.
+fn position(text: &str, needle: &str, nth: usize) -> (usize, usize) {
+    let offset = text
+        .match_indices(needle)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("{needle:?} #{nth} not in text"))
+        .0;
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Asserts the error's position and that its message contains every fragment.
+fn assert_error(text: &str, needle: &str, nth: usize, fragments: &[&str]) -> ConfigError {
+    let error = parse_error(text);
+    assert_eq!(
+        (error.line, error.column),
+        position(text, needle, nth),
+        "position of {error}"
+    );
+    for fragment in fragments {
+        assert!(
+            error.message.contains(fragment),
+            "{fragment:?} missing in: {error}"
+        );
+    }
+    assert!(error
+        .to_string()
+        .starts_with(&format!("t.toml:{}:{}: ", error.line, error.column)));
+    error
+}
+
+const SERIAL: &str = "[[source]]\nname = \"uart0\"\nkind = \"serial\"\npath = \"/dev/ttyUSB0\"\n";
+
+#[test]
+fn unknown_key_points_at_the_key_and_suggests_the_closest() {
+    let text = format!("{SERIAL}buad = 9600\n");
+    let error = assert_error(
+        &text,
+        "buad",
+        0,
+        &[
+            "[[source]] \"uart0\"",
+            "unknown key `buad`",
+            "did you mean `baud`?",
+        ],
+    );
+    // The valid keys listed are the serial kind's, not every kind's.
+    assert!(error.message.contains("max_frame_len"), "{error}");
+    assert!(!error.message.contains("dio0_pin"), "{error}");
+
+    let text = "[publish]\nqos = 1\nfield_topic = false\n";
+    assert_error(
+        text,
+        "field_topic",
+        0,
+        &["publish", "did you mean `field_topics`?"],
+    );
+
+    let text = "[gatway]\nid = \"x\"\n";
+    assert_error(
+        text,
+        "gatway",
+        0,
+        &["unknown key `gatway`", "did you mean `gateway`?"],
+    );
+}
+
+#[test]
+fn a_key_of_another_kind_is_refused_at_the_key() {
+    let text = format!("{SERIAL}dio0_pin = 4\n");
+    assert_error(
+        &text,
+        "dio0_pin",
+        0,
+        &["`dio0_pin` is not a key of a serial source", "baud"],
+    );
+}
+
+#[test]
+fn wrong_type_points_at_the_value() {
+    let text = "[publish]\nqos = \"high\"\n";
+    assert_error(
+        text,
+        "\"high\"",
+        0,
+        &[
+            "publish.qos",
+            "expected an integer from 0 to 255",
+            "\"high\"",
+        ],
+    );
+    let text = "[publish]\nretain = \"yes\"\n";
+    assert_error(text, "\"yes\"", 0, &["publish.retain", "true or false"]);
+    let text = "[[broker.listener]]\nbind = \"localhost\"\n";
+    assert_error(text, "\"localhost\"", 0, &["broker.listener[0].bind"]);
+}
+
+#[test]
+fn a_baud_rate_that_is_not_a_number() {
+    let text = format!("{SERIAL}baud = \"fast\"\n");
+    assert_error(
+        &text,
+        "\"fast\"",
+        0,
+        &[
+            "[[source]] \"uart0\": baud",
+            "positive integer",
+            "baud = 115200",
+        ],
+    );
+    let text = format!("{SERIAL}baud = \"9600\"\n");
+    assert_error(&text, "\"9600\"", 0, &["without quotes: baud = 9600"]);
+    let text = format!("{SERIAL}baud = 0\n");
+    assert_error(&text, "0\n", 0, &["baud", "positive integer"]);
+}
+
+#[test]
+fn duplicate_source_name_points_at_the_second() {
+    let text = format!("{SERIAL}{SERIAL}");
+    assert_error(
+        &text,
+        "\"uart0\"",
+        1,
+        &[
+            "[[source]] \"uart0\": name",
+            "already the name of the [[source]] on line 2",
+            "unique",
+        ],
+    );
+}
+
+#[test]
+fn invalid_topic_levels() {
+    let text = "[gateway]\nbase_topic = \"home//sensors\"\n";
+    assert_error(
+        text,
+        "\"home//sensors\"",
+        0,
+        &["gateway.base_topic", "empty level"],
+    );
+    let text = "[gateway]\nbase_topic = \"home/#\"\n";
+    assert_error(text, "\"home/#\"", 0, &["gateway.base_topic", "'#'"]);
+    let text = "[gateway]\nbase_topic = \"/home\"\n";
+    assert_error(text, "\"/home\"", 0, &["empty level"]);
+    let text = format!(
+        "{SERIAL}[[device]]\nname = \"kitchen/fridge\"\nsource = \"uart0\"\naddress = \"1\"\n"
+    );
+    assert_error(
+        &text,
+        "\"kitchen/fridge\"",
+        0,
+        &["[[device]] \"kitchen/fridge\": name", "'/'"],
+    );
+    let text = format!("{SERIAL}[[device]]\nname = \"a+b\"\nsource = \"uart0\"\naddress = \"1\"\n");
+    assert_error(&text, "\"a+b\"", 0, &["'+'"]);
+}
+
+#[test]
+fn unknown_payload_lists_the_valid_ones() {
+    let text = format!("{SERIAL}payload = \"xml\"\n");
+    assert_error(
+        &text,
+        "\"xml\"",
+        0,
+        &[
+            "[[source]] \"uart0\": payload",
+            "unknown value \"xml\"",
+            "\"json\", \"lpp\", \"mysensors\"",
+        ],
+    );
+    let text = "[[source]]\nname = \"x\"\nkind = \"serail\"\npath = \"/dev/ttyS0\"\n";
+    assert_error(
+        text,
+        "\"serail\"",
+        0,
+        &["did you mean \"serial\"?", "\"sx1262\""],
+    );
+}
+
+#[test]
+fn device_naming_an_unknown_source() {
+    let text =
+        format!("{SERIAL}[[device]]\nname = \"kitchen\"\nsource = \"uart9\"\naddress = \"17\"\n");
+    assert_error(
+        &text,
+        "\"uart9\"",
+        0,
+        &[
+            "[[device]] \"kitchen\": source",
+            "no [[source]] is named \"uart9\"",
+            "the sources are \"uart0\"",
+        ],
+    );
+}
+
+const RADIO: &str = "[[source]]\nname = \"lora\"\nkind = \"sx1276\"\nreset_pin = 17\ndio0_pin = 4\nfrequency = 868_100_000\n";
+
+#[test]
+fn spreading_factor_13() {
+    let text = format!("{RADIO}spreading_factor = 13\n");
+    assert_error(
+        &text,
+        "13",
+        0,
+        &["[[source]] \"lora\": spreading_factor", "7..=12", "sx1276"],
+    );
+    // The SX1262 goes down to SF5; the SX1276 does not.
+    let sx1262 = "[[source]]\nname = \"l\"\nkind = \"sx1262\"\nreset_pin = 18\ndio1_pin = 16\nbusy_pin = 20\nfrequency = 868_100_000\nspreading_factor = 5\n";
+    assert!(parse(sx1262).is_ok());
+    let text = format!("{RADIO}spreading_factor = 5\n");
+    assert_error(&text, "5\n", 0, &["7..=12"]);
+}
+
+#[test]
+fn bandwidth_100000_lists_the_allowed_ones() {
+    let text = format!("{RADIO}bandwidth = 100000\n");
+    assert_error(
+        &text,
+        "100000",
+        0,
+        &[
+            "bandwidth",
+            "100000 Hz is not a LoRa bandwidth",
+            "7800, 10400, 15600, 20800, 31250, 41700, 62500, 125000, 250000, 500000",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_pins() {
+    let text = "[[source]]\nname = \"lora\"\nkind = \"sx1276\"\nreset_pin = 17\ndio0_pin = 17\nfrequency = 868_100_000\n";
+    assert_error(
+        text,
+        "17",
+        1,
+        &["dio0_pin", "GPIO17 is already used by reset_pin"],
+    );
+    let text = format!("{RADIO}cs_pin = 28\n");
+    assert_error(&text, "28", 0, &["cs_pin", "0..=27"]);
+}
+
+#[test]
+fn plaintext_upstream_needs_allow_plaintext() {
+    let text = "[upstream]\nurl = \"mqtt://broker.lan:1883\"\n";
+    assert_error(
+        text,
+        "\"mqtt://",
+        0,
+        &["upstream.url", "mqtts://", "allow_plaintext = true"],
+    );
+    let allowed =
+        parse("[upstream]\nurl = \"mqtt://broker.lan\"\nallow_plaintext = true\n").unwrap();
+    let upstream = allowed.upstream.unwrap();
+    assert_eq!((upstream.url.tls, upstream.url.port), (false, 1883));
+    let text = "[upstream]\nurl = \"https://broker.lan\"\n";
+    assert_error(
+        text,
+        "\"https",
+        0,
+        &["upstream.url", "mqtts://mqtt.example.com:8883"],
+    );
+}
+
+#[test]
+fn bad_duration_says_what_to_write() {
+    let text = "[devices]\noffline_after = \"15 minutes\"\n";
+    assert_error(
+        text,
+        "\"15 minutes\"",
+        0,
+        &["devices.offline_after", "write \"15m\""],
+    );
+    let text = "[devices]\ndedup_window = 10\n";
+    assert_error(text, "10", 0, &["devices.dedup_window", "\"10s\""]);
+    let text = format!("{SERIAL}[[device]]\nname = \"k\"\nsource = \"uart0\"\naddress = \"1\"\noffline_after = \"5 min\"\n");
+    assert_error(
+        &text,
+        "\"5 min\"",
+        0,
+        &["[[device]] \"k\": offline_after", "write \"5m\""],
+    );
+    let text = "[upstream]\nurl = \"mqtts://x\"\n[upstream.spool]\nsync = \"sometimes\"\n";
+    assert_error(
+        text,
+        "\"sometimes\"",
+        0,
+        &["upstream.spool.sync", "\"always\""],
+    );
+}
+
+#[test]
+fn password_hash_must_be_argon2id() {
+    let text = "[[broker.user]]\nname = \"ha\"\npassword_hash = \"secret\"\n";
+    assert_error(
+        text,
+        "\"secret\"",
+        0,
+        &[
+            "[[broker.user]] \"ha\": password_hash",
+            "argon2id",
+            "sensorgate hash-password",
+        ],
+    );
+    let text =
+        format!("[[broker.user]]\nname = \"ha\"\npassword_hash = \"{HASH}\"\nread = [\"a/#/b\"]\n");
+    assert_error(
+        &text,
+        "\"a/#/b\"",
+        0,
+        &["[[broker.user]] \"ha\": read[0]", "'#'"],
+    );
+}
+
+#[test]
+fn missing_required_keys_point_at_their_table() {
+    let text = "[publish]\nqos = 1\n\n[[source]]\nname = \"uart0\"\nkind = \"serial\"\n";
+    assert_error(
+        text,
+        "[[source]]",
+        0,
+        &["[[source]] \"uart0\"", "missing key `path`"],
+    );
+    let text = "[[source]]\nkind = \"serial\"\npath = \"/dev/ttyS0\"\n";
+    assert_error(text, "[[source]]", 0, &["missing key `name`"]);
+    let text = "[[source]]\nname = \"l\"\nkind = \"sx1262\"\nreset_pin = 1\ndio1_pin = 2\nfrequency = 868_100_000\n";
+    assert_error(text, "[[source]]", 0, &["missing key `busy_pin`"]);
+}
+
+#[test]
+fn binary_content_needs_cobs_or_slip() {
+    let text = format!("{SERIAL}payload = \"lpp\"\n");
+    assert_error(&text, "[[source]]", 0, &["framing", "\"cobs\" or \"slip\""]);
+    let text = format!("{SERIAL}payload = \"lpp\"\nframing = \"lines\"\n");
+    assert_error(&text, "\"lines\"", 0, &["framing", "lpp"]);
+    assert!(parse(&format!("{SERIAL}payload = \"lpp\"\nframing = \"slip\"\n")).is_ok());
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let text = "[gateway]\nid = \"unterminated\n";
+    let error = parse_error(text);
+    assert_eq!(error.line, 2, "{error}");
+    assert!(error.message.starts_with("TOML syntax"), "{error}");
+    let text = "[publish]\nqos = 1\nqos = 2\n";
+    let error = parse_error(text);
+    assert_eq!(error.line, 3, "{error}");
+}
+
+#[test]
+fn an_unreadable_file_names_the_path() {
+    let missing = PathBuf::from("/nonexistent/sensorgate.toml");
+    let error = Config::load(&missing).unwrap_err();
+    assert_eq!((error.line, error.column), (0, 0));
+    assert!(
+        error
+            .to_string()
+            .starts_with("/nonexistent/sensorgate.toml: cannot read"),
+        "{error}"
+    );
+}
+
+#[test]
+fn load_reads_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, "[publish]\nqos = 7\n").unwrap();
+    let error = Config::load(&path).unwrap_err();
+    assert_eq!(error.path, path);
+    assert_eq!((error.line, error.column), (2, 7));
+    assert!(
+        error.message.contains("publish.qos: 7 is not an MQTT QoS"),
+        "{error}"
+    );
+    std::fs::write(&path, DEMO).unwrap();
+    assert_eq!(Config::load(&path).unwrap(), Config::default_demo());
+}
+
+#[test]
+fn an_empty_file_is_all_defaults() {
+    let config = parse("").unwrap();
+    assert!(!config.gateway.id.is_empty());
+    assert_eq!(config.gateway.base_topic, "sensorgate");
+    assert_eq!(
+        config.gateway.state_dir,
+        PathBuf::from("/var/lib/sensorgate")
+    );
+    assert_eq!(config.log.level.to_level_filter(), log::LevelFilter::Info);
+    assert_eq!(config.broker, BrokerConfig::default());
+    assert_eq!(config.broker.listeners.len(), 1);
+    assert_eq!(
+        config.broker.listeners[0].bind.to_string(),
+        "127.0.0.1:1883"
+    );
+    assert!(config.broker.anonymous_allowed());
+    assert_eq!(config.broker.max_packet_size, 256 * 1024);
+    assert_eq!(config.broker.max_queued_messages, 10_000);
+    assert_eq!(config.broker.handshake_timeout, Duration::from_secs(5));
+    assert!(config.broker.persist_retained);
+    assert_eq!(config.publish, PublishConfig::default());
+    assert_eq!((config.publish.qos, config.publish.retain), (1, true));
+    assert_eq!(config.publish.stats_interval, Duration::from_secs(60));
+    assert_eq!(config.devices, DevicesConfig::default());
+    assert_eq!(config.devices.offline_after, Duration::from_secs(900));
+    assert_eq!(config.devices.dedup_window, Duration::from_secs(10));
+    assert!(config.sources.is_empty() && config.device.is_empty() && config.upstream.is_none());
+}
+
+#[test]
+fn a_user_turns_anonymous_access_off_unless_allowed() {
+    let text = format!("[[broker.user]]\nname = \"ha\"\npassword_hash = \"{HASH}\"\n");
+    assert!(!parse(&text).unwrap().broker.anonymous_allowed());
+    let text = format!("[broker]\nallow_anonymous = true\n{text}");
+    assert!(parse(&text).unwrap().broker.anonymous_allowed());
+}
+
+#[test]
+fn source_defaults_per_kind() {
+    let config = parse(SERIAL).unwrap();
+    let source = &config.sources[0];
+    assert_eq!(
+        (source.header, source.payload),
+        (HeaderFormat::None, PayloadFormat::Json)
+    );
+    let SourceKind::Serial(serial) = &source.kind else {
+        panic!("{source:?}")
+    };
+    assert_eq!(
+        (serial.baud, serial.data_bits, serial.stop_bits),
+        (115_200, 8, 1)
+    );
+    assert_eq!(
+        (serial.framing, serial.crc, serial.max_frame_len),
+        (Framing::Lines, CrcMode::None, 512)
+    );
+
+    let config = parse("[[source]]\nname = \"s\"\nkind = \"simulator\"\n").unwrap();
+    let source = &config.sources[0];
+    assert_eq!(
+        (source.header, source.payload),
+        (HeaderFormat::Node16, PayloadFormat::Lpp)
+    );
+    let SourceKind::Simulator(sim) = &source.kind else {
+        panic!("{source:?}")
+    };
+    assert_eq!(
+        (sim.devices, sim.interval, sim.framing),
+        (3, Duration::from_secs(2), Framing::Cobs)
+    );
+
+    let config =
+        parse("[[source]]\nname = \"s\"\nkind = \"simulator\"\npayload = \"mysensors\"\n").unwrap();
+    let source = &config.sources[0];
+    assert_eq!(source.header, HeaderFormat::None);
+    let SourceKind::Simulator(sim) = &source.kind else {
+        panic!("{source:?}")
+    };
+    assert_eq!(sim.framing, Framing::Lines);
+
+    let config = parse(RADIO).unwrap();
+    let source = &config.sources[0];
+    assert_eq!(
+        (source.header, source.payload),
+        (HeaderFormat::RadioHead, PayloadFormat::Lpp)
+    );
+    let SourceKind::Radio(radio) = &source.kind else {
+        panic!("{source:?}")
+    };
+    assert_eq!(radio.chip, RadioChip::Sx1276);
+    assert_eq!(
+        (radio.spreading_factor, radio.bandwidth, radio.coding_rate),
+        (7, 125_000, 5)
+    );
+    assert_eq!((radio.sync_word, radio.preamble), (0x12, 8));
+    let RadioBackendConfig::Pi(pins) = &radio.backend else {
+        panic!("{radio:?}")
+    };
+    assert_eq!(pins.spi, PathBuf::from("/dev/spidev0.0"));
+    assert_eq!((pins.reset_pin, pins.irq_pin, pins.cs_pin), (17, 4, None));
+}
+
+#[test]
+fn upstream_defaults_fill_client_id_and_forward_rule() {
+    let config = parse(
+        "[gateway]\nid = \"gw1\"\nbase_topic = \"home\"\n[upstream]\nurl = \"mqtts://cloud\"\n",
+    )
+    .unwrap();
+    let upstream = config.upstream.unwrap();
+    assert_eq!(upstream.client_id, "sensorgate-gw1");
+    assert_eq!(upstream.forward.len(), 1);
+    assert_eq!(
+        (
+            upstream.forward[0].filter.as_str(),
+            upstream.forward[0].prefix.as_str()
+        ),
+        ("home/#", "")
+    );
+    assert_eq!(upstream.forward[0].qos, 1);
+    assert_eq!(
+        (upstream.url.host.as_str(), upstream.url.port),
+        ("cloud", 8883)
+    );
+    assert_eq!(upstream.keep_alive, Duration::from_secs(30));
+    assert_eq!(upstream.max_inflight, 100);
+    assert_eq!(upstream.spool, SpoolConfig::default());
+    assert_eq!(upstream.spool.sync, SyncMode::Every(Duration::from_secs(1)));
+    assert_eq!(upstream.spool.max_bytes, 64 << 20);
+}
+
+#[test]
+fn state_directory_overrides_state_dir() {
+    let config = parse("[gateway]\nstate_dir = \"/srv/gw\"\n").unwrap();
+    assert_eq!(
+        config.gateway.state_dir_with(None),
+        PathBuf::from("/srv/gw")
+    );
+    assert_eq!(
+        config
+            .gateway
+            .state_dir_with(Some(OsStr::new("/var/lib/sensorgate"))),
+        PathBuf::from("/var/lib/sensorgate")
+    );
+}
+
+#[test]
+fn the_demo_runs_without_hardware_or_root() {
+    let config = Config::default_demo();
+    assert_eq!(parse(DEMO).unwrap(), config);
+    assert!(config.gateway.state_dir.is_relative());
+    assert!(config.upstream.is_none());
+    assert_eq!(config.broker.listeners.len(), 1);
+    assert_eq!(
+        config.broker.listeners[0].bind.to_string(),
+        "127.0.0.1:1883"
+    );
+    assert!(config.broker.anonymous_allowed());
+    assert!(config
+        .sources
+        .iter()
+        .any(|s| matches!(s.kind, SourceKind::Simulator(_))));
+    assert!(config.sources.iter().any(|s| matches!(
+        &s.kind,
+        SourceKind::Radio(radio) if matches!(radio.backend, RadioBackendConfig::Simulator { .. })
+    )));
+    for source in &config.sources {
+        assert!(!matches!(source.kind, SourceKind::Serial(_)), "{source:?}");
+        if let SourceKind::Radio(radio) = &source.kind {
+            assert!(
+                matches!(radio.backend, RadioBackendConfig::Simulator { .. }),
+                "{source:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_reference_is_valid() {
+    let config = Config::parse(REFERENCE, Path::new("config/sensorgate.toml"))
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.sources.len(), 5);
+    assert_eq!(config.broker.users.len(), 1);
+    assert!(config.upstream.is_some());
+}
+
+#[test]
+fn the_reference_shows_the_defaults() {
+    let config = Config::parse(REFERENCE, Path::new("config/sensorgate.toml")).unwrap();
+    let defaults_broker = BrokerConfig::default();
+    let broker = &config.broker;
+    assert_eq!(
+        (
+            broker.max_connections,
+            broker.max_packet_size,
+            broker.max_inflight
+        ),
+        (
+            defaults_broker.max_connections,
+            defaults_broker.max_packet_size,
+            defaults_broker.max_inflight
+        )
+    );
+    assert_eq!(
+        (
+            broker.max_queued_messages,
+            broker.handshake_timeout,
+            broker.persist_retained
+        ),
+        (
+            defaults_broker.max_queued_messages,
+            defaults_broker.handshake_timeout,
+            defaults_broker.persist_retained
+        )
+    );
+    assert_eq!(config.publish, PublishConfig::default());
+    assert_eq!(config.devices, DevicesConfig::default());
+    assert_eq!(config.gateway.base_topic, defaults::BASE_TOPIC);
+    let upstream = config.upstream.unwrap();
+    assert_eq!(upstream.spool, SpoolConfig::default());
+    assert_eq!(upstream.keep_alive, defaults::KEEP_ALIVE);
+    assert_eq!(upstream.max_inflight, defaults::UPSTREAM_MAX_INFLIGHT);
+    // The serial source and the simulator are written with their kind's defaults.
+    let serial_path = "/dev/serial/by-id/usb-FTDI_FT232R_A50285BI-if00-port0";
+    let serial =
+        format!("[[source]]\nname = \"uart0\"\nkind = \"serial\"\npath = \"{serial_path}\"\n");
+    assert_eq!(config.sources[0], parse(&serial).unwrap().sources[0]);
+    assert_eq!(
+        config.sources[1],
+        parse("[[source]]\nname = \"demo\"\nkind = \"simulator\"\n")
+            .unwrap()
+            .sources[0]
+    );
+}
+
+/// The keys serde accepts in a table, read from the "valid keys here: ..." of an unknown-key error, so the
+/// list comes from the structs themselves rather than from this test.
+fn valid_keys(table_text: &str) -> Vec<String> {
+    let error = parse_error(table_text);
+    let listing = error
+        .message
+        .split("valid keys here: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no key listing in: {error}"));
+    listing.split(", ").map(str::to_string).collect()
+}
+
+/// Every key the reference writes in the tables found at `path` (dotted; arrays of tables merged).
+fn reference_keys(path: &[&str]) -> Vec<String> {
+    let doc: toml::Table = REFERENCE.parse().unwrap();
+    let mut tables: Vec<&toml::Table> = vec![&doc];
+    for step in path {
+        tables = tables
+            .iter()
+            .filter_map(|t| t.get(*step))
+            .flat_map(|value| match value {
+                toml::Value::Table(table) => vec![table],
+                toml::Value::Array(array) => array.iter().filter_map(|v| v.as_table()).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+    }
+    tables.iter().flat_map(|t| t.keys().cloned()).collect()
+}
+
+#[test]
+fn the_reference_mentions_every_key() {
+    let user = format!("name = \"x\"\npassword_hash = \"{HASH}\"\n");
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec![], "zz_unknown = 1\n".to_string()),
+        (vec!["gateway"], "[gateway]\nzz_unknown = 1\n".to_string()),
+        (vec!["log"], "[log]\nzz_unknown = 1\n".to_string()),
+        (vec!["broker"], "[broker]\nzz_unknown = 1\n".to_string()),
+        (vec!["broker", "listener"], "[[broker.listener]]\nbind = \"127.0.0.1:1\"\nzz_unknown = 1\n".to_string()),
+        (
+            vec!["broker", "listener", "tls"],
+            "[[broker.listener]]\nbind = \"127.0.0.1:1\"\ntls = { cert_file = \"c\", key_file = \"k\", zz_unknown = 1 }\n".to_string(),
+        ),
+        (vec!["broker", "user"], format!("[[broker.user]]\n{user}zz_unknown = 1\n")),
+        (vec!["publish"], "[publish]\nzz_unknown = 1\n".to_string()),
+        (vec!["devices"], "[devices]\nzz_unknown = 1\n".to_string()),
+        (vec!["device"], "[[device]]\nname = \"d\"\nsource = \"s\"\naddress = \"1\"\nzz_unknown = 1\n".to_string()),
+        (
+            vec!["device", "will"],
+            "[[device]]\nname = \"d\"\nsource = \"s\"\naddress = \"1\"\nwill = { topic = \"t\", zz_unknown = 1 }\n".to_string(),
+        ),
+        (vec!["upstream"], "[upstream]\nurl = \"mqtts://x\"\nzz_unknown = 1\n".to_string()),
+        (vec!["upstream", "forward"], "[[upstream.forward]]\nfilter = \"#\"\nzz_unknown = 1\n".to_string()),
+        (vec!["upstream", "spool"], "[upstream.spool]\nzz_unknown = 1\n".to_string()),
+    ];
+    for (path, text) in cases {
+        let written = reference_keys(&path);
+        for key in valid_keys(&text) {
+            assert!(
+                written.contains(&key),
+                "config/sensorgate.toml lacks {}.{key}",
+                path.join(".")
+            );
+        }
+    }
+    let written = reference_keys(&["source"]);
+    for kind in ["serial", "simulator", "sx1276", "sx1262"] {
+        let text = format!("[[source]]\nname = \"x\"\nkind = \"{kind}\"\nzz_unknown = 1\n");
+        for key in valid_keys(&text) {
+            assert!(
+                written.contains(&key),
+                "config/sensorgate.toml lacks {kind} source key {key}"
+            );
+        }
+    }
+}
