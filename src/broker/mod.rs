@@ -1,17 +1,43 @@
 //! The embedded MQTT broker: rmqtt, configured in code from sensorgate's settings and run on the daemon's
 //! own tokio runtime. This module is the only place that names rmqtt types; the rest of the daemon sees a
 //! [`Broker`] handle that publishes [`Message`]s in-process, a tap of everything published, and the
-//! retained store. It never decodes frames or decides topics.
+//! retained store. It never decodes frames or decides topics. Logins are in [`auth`], rights in [`acl`],
+//! and [`policy`] applies both at the engine's hook points.
 //!
-//! Engine settings that the gateway depends on, and why (rmqtt 0.24 defaults in brackets):
-//! - retained messages live in a host store ([`retained`]) without time-to-live [the stock retainer plugin
-//!   expires them unless told otherwise], persisted to `state_dir`;
-//! - `max_mqueue_len` = `max_queued_messages` [1000]: a late `#` subscriber receives every retained message
-//!   through this queue, so it must exceed the retained count or the rest is silently dropped;
-//! - the CPU "busy" check that refuses connections under load is off [on];
-//! - the TLS handshake timeout is `handshake_timeout` [30 s]; handshakes run per connection, concurrently;
-//! - messages queued for an offline persistent session are kept for [`OFFLINE_MESSAGE_EXPIRY`] [5 min].
-//! Serving uses `MqttServer::run` on a task of ours, never `start()` (which exits the process on error).
+//! Engine behaviours (rmqtt 0.24.0) configured or contained here, and how; the upgrade gate is
+//! `tests/broker_*.rs`:
+//!
+//! - Retained messages expire in the stock store: a host store ([`retained`]) without time-to-live
+//!   (only an MQTT 5 Message Expiry Interval limits a retained message), snapshotted to `state_dir`.
+//! - `max_mqueue_len` defaults to 1000, which silently cut a late `#` subscriber's retained messages: set
+//!   to `max_queued_messages` (10,000).
+//! - A CPU "busy" check refuses connections under load: turned off.
+//! - TLS handshake timeout defaults to 30 s: `handshake_timeout` (5 s); handshakes run on a task per
+//!   connection (50 idle TCP connections do not delay a TLS client).
+//! - A listener's client CA is ignored unless `tls_cross_certificate` is set: set when `client_ca_file` is
+//!   given, so that listener requires client certificates (two listeners serve both kinds of client).
+//! - Anonymous clients bypass the authentication hook when the listener allows anonymous: listeners never
+//!   allow anonymous; the policy hook applies `allow_anonymous` itself, so every CONNECT is checked.
+//! - CONNACK 4/5 (3.1.1) and 0x86/0x87 (5.0) come from the hook's `BadUsernameOrPassword`/`NotAuthorized`;
+//!   sessions are never marked superuser (the engine skips every ACL hook for superusers).
+//! - Wills are published without any ACL check (`process_last_will`) and a hook cannot drop them: a
+//!   CONNECT whose will topic its client may not write is refused with "not authorized" (as mosquitto
+//!   does); the delivery check also drops wills whose client may not write the topic, and the tap gate
+//!   copies only wills the client may write.
+//! - No delivery ACL: the `MessageExpiryCheck` hook (run before every delivery, retained included) drops
+//!   messages the receiver may not read.
+//! - A QoS 2 PUBLISH re-sent with DUP after a reconnect (PUBREC lost) was delivered twice: the engine's
+//!   duplicate check lives only as long as one connection. [`exactly_once`] remembers accepted QoS 2
+//!   packet ids per client id; a re-send is acknowledged (PUBREC; 5.0 reason 0x91) and not delivered.
+//! - An immediate same-id reconnect was refused with CONNACK 3 (2 of 200: the kick of a clean session
+//!   being torn down is never answered): the CONNECT waits up to 200 ms for such a session to be gone.
+//! - `max_connections` counts sessions (connected clients plus persistent sessions of absent clients,
+//!   kept [`OFFLINE_MESSAGE_EXPIRY`]); the engine refuses beyond it with CONNACK 3 and logs only at info:
+//!   the policy logs it at warn. Oversized packets (`max_packet_size`) close the connection, a full
+//!   offline queue drops messages: both logged at warn, rate-limited.
+//! - Messages queued for an offline persistent session: at most `max_queued_messages` (plus the inflight
+//!   window), kept [`OFFLINE_MESSAGE_EXPIRY`] [engine default 5 min].
+//! - `MqttServer::start()` exits the process on error: serving uses `MqttServer::run` on a task of ours.
 
 pub mod acl;
 pub mod auth;
