@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Held while a test creates file descriptors that a child must not inherit (a pty master) and while it
+/// spawns a daemon, so that no fork happens between the creation and the FD_CLOEXEC flag.
+pub static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A free port on 127.0.0.1 (bound, then released for the daemon).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -39,6 +43,9 @@ impl Daemon {
         std::fs::write(&config_path, text).expect("write config");
         let log_path = dir.join(format!("daemon-{port}-{}.log", std::process::id()));
         let log = std::fs::File::create(&log_path).expect("log file");
+        let spawn_guard = SPAWN_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let child = Command::new(env!("CARGO_BIN_EXE_sensorgate"))
             .arg("run")
             .arg("-c")
@@ -52,6 +59,7 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("spawn sensorgate");
+        drop(spawn_guard);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut daemon = Daemon {
             child,

@@ -32,7 +32,17 @@ impl FakeDongle {
 
     /// A fresh pty behind the same link.
     pub fn replug(&mut self) {
+        let guard = super::daemon::SPAWN_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (master, slave) = SerialStream::pair().expect("pty pair");
+        // serialport opens the master without O_CLOEXEC: a daemon spawned later would inherit it and keep
+        // the "dongle" plugged in after the test closes its side.
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor this struct owns; F_SETFD only changes its close-on-exec flag.
+        let flagged = unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        assert_eq!(flagged, 0, "FD_CLOEXEC on the pty master");
+        drop(guard);
         let slave_path = slave.name().expect("pty slave has a path");
         drop(slave); // the daemon opens it exclusively
         let _ = std::fs::remove_file(&self.link);
