@@ -393,7 +393,7 @@ fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ':')
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         anyhow::bail!("odd number of hex digits in {text:?}");
     }
     (0..digits.len())
