@@ -319,6 +319,49 @@ impl Registry {
         }
     }
 
+    /// Applies a new configuration without forgetting what is known. Every tracked device is carried over,
+    /// in the order it was last heard, under the name and will the new settings give it, with its merged
+    /// state and recent sequence numbers. An online device whose name, will and `online` message are
+    /// unchanged stays online (its deadline recomputed from the new `offline_after`); one whose identity
+    /// changed gets its old will published and is announced under the new one with its next reading.
+    /// Returns the wills to publish.
+    pub fn reconfigure(&mut self, settings: RegistrySettings) -> Vec<Message> {
+        let fresh = Registry::with_device_cap(settings, self.max_devices);
+        let mut old = std::mem::replace(self, fresh);
+        self.restored_states = std::mem::take(&mut old.restored_states);
+        let mut devices: Vec<Device> = old.devices.into_values().collect();
+        devices.sort_by_key(|device| device.last_heard);
+        let mut wills = Vec::new();
+        for device in devices {
+            let Some(id) = self.admit(&device.source, &device.address, device.last_heard) else {
+                continue;
+            };
+            let Some(carried) = self.devices.get_mut(&id) else {
+                continue;
+            };
+            carried.state = device.state;
+            carried.recent_seqs = device.recent_seqs;
+            let same_identity = carried.name == device.name
+                && carried.will == device.will
+                && carried.online_message == device.online_message;
+            if device.online && same_identity {
+                carried.online = true;
+                carried.deadline = device.last_heard.checked_add(carried.offline_after);
+                if let Some(deadline) = carried.deadline {
+                    self.deadlines.insert((deadline, id));
+                }
+                continue;
+            }
+            if device.online {
+                wills.push(device.will);
+            }
+            if !carried.configured {
+                self.evictable.insert((carried.last_heard, id));
+            }
+        }
+        wills
+    }
+
     /// How many tracked devices are online.
     pub fn devices_online(&self) -> usize {
         self.devices.values().filter(|device| device.online).count()
@@ -887,6 +930,35 @@ mod tests {
         assert_eq!(state["battery"], 90);
         assert_eq!(state["door"], "open");
         assert_eq!(state["last_seen"], "2023-11-14T22:14:20.000Z");
+    }
+
+    #[test]
+    fn reconfigure_keeps_unchanged_devices_online_and_renames_changed_ones() {
+        let now = Instant::now();
+        let mut registry = Registry::new(settings(vec![]));
+        let _ = messages(registry.on_reading(&reading("uart0", "17", Some(1)), now));
+        let _ = messages(registry.on_reading(&reading("uart0", "18", Some(1)), now));
+        assert_eq!(registry.devices_online(), 2);
+
+        let wills = registry.reconfigure(settings(vec![kitchen()]));
+        assert_eq!(
+            topics(&wills),
+            vec!["sg/uart0-17/availability"],
+            "only the renamed device's will"
+        );
+        assert_eq!(registry.devices_online(), 1, "uart0-18 stays online");
+        assert!(registry.next_deadline().is_some());
+        // The duplicate memory survives: the same seq is still a duplicate under the new name.
+        assert_eq!(
+            registry.on_reading(&reading("uart0", "17", Some(1)), now),
+            ReadingOutcome::Duplicate
+        );
+        let announced = messages(registry.on_reading(&reading("uart0", "17", Some(2)), now));
+        assert!(
+            topics(&announced).contains(&"sg/kitchen/availability"),
+            "{announced:?}"
+        );
+        assert!(registry.on_source_lost("uart0").len() == 2);
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! publishes every device's will and hands the registry back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 use crate::decode::PacketDecoder;
-use crate::devices::{ReadingOutcome, Registry};
+use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
 use crate::model::Message;
 use crate::publish;
 use crate::source::SourceEvent;
@@ -29,14 +31,24 @@ pub struct Pipeline {
     pub stats_interval: Duration,
     pub uplink_stats: Option<UplinkStatsProbe>,
     pub heartbeat: Option<crate::systemd::Heartbeat>,
+    /// Devices online, kept current for the systemd status line.
+    pub devices_online: Arc<AtomicUsize>,
+}
+
+/// A new configuration for the running stage (a reload): decoders per source and the registry's settings.
+#[derive(Debug)]
+pub struct PipelineUpdate {
+    pub decoders: HashMap<String, PacketDecoder>,
+    pub registry: RegistrySettings,
 }
 
 impl Pipeline {
-    /// Runs until `events` closes. Returns the registry (for the next configuration after a reload).
+    /// Runs until `events` closes, applying configuration updates as they come. Returns the registry.
     pub async fn run(
         mut self,
         broker: &Broker,
         mut events: mpsc::Receiver<SourceEvent>,
+        mut updates: mpsc::Receiver<PipelineUpdate>,
     ) -> Registry {
         let started = Instant::now();
         let mut stats = Stats::new();
@@ -60,6 +72,14 @@ impl Pipeline {
                     }
                     None => break,
                 },
+                Some(update) = updates.recv() => {
+                    for source in update.decoders.keys() {
+                        stats.source(source);
+                    }
+                    self.decoders = update.decoders;
+                    let wills = self.registry.reconfigure(update.registry);
+                    publish_all(broker, &wills).await;
+                }
                 _ = sleep_until_or_forever(deadline) => {
                     let messages = self.registry.expire(Instant::now());
                     publish_all(broker, &messages).await;
@@ -69,6 +89,7 @@ impl Pipeline {
                     publish_all(broker, &[message]).await;
                 }
                 _ = heartbeat_ticker.tick() => {
+                    self.devices_online.store(self.registry.devices_online(), Ordering::Relaxed);
                     if let Some(heartbeat) = &self.heartbeat {
                         heartbeat.beat();
                     }
@@ -76,6 +97,7 @@ impl Pipeline {
             }
         }
         let wills = self.registry.shutdown();
+        self.devices_online.store(0, Ordering::Relaxed);
         publish_all(broker, &wills).await;
         let message = self.stats_message(&stats, started);
         publish_all(broker, &[message]).await;

@@ -13,6 +13,7 @@ mod settings;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +28,11 @@ use crate::decode::{HeaderFormat, PacketDecoder, PayloadFormat};
 use crate::devices::Registry;
 use crate::frame::crc::CrcMode;
 use crate::model::Message;
-use crate::pipeline::{publish_all, Pipeline};
+use crate::pipeline::{publish_all, Pipeline, PipelineUpdate};
 use crate::publish;
 use crate::source::{self, SourceContext, SourceEvent};
 use crate::systemd::{Health, Notifier};
-use crate::uplink::Uplink;
+use crate::uplink::{Uplink, UplinkStatsHandle};
 
 /// Why `run` ended with an error: the exit status differs (2 for configuration, 1 for the rest).
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +132,9 @@ struct Gateway {
     events: mpsc::Sender<SourceEvent>,
     sources: HashMap<String, RunningSource>,
     pipeline: JoinHandle<Registry>,
+    pipeline_updates: mpsc::Sender<PipelineUpdate>,
+    devices_online: Arc<AtomicUsize>,
+    uplink_stats: Option<UplinkStatsHandle>,
     uplink: Option<JoinHandle<()>>,
     uplink_stop: CancellationToken,
 }
@@ -189,6 +193,7 @@ impl Gateway {
         };
 
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let devices_online = Arc::new(AtomicUsize::new(0));
         let pipeline = Pipeline {
             decoders: config
                 .sources
@@ -198,13 +203,18 @@ impl Gateway {
             registry,
             base_topic: base,
             stats_interval: config.publish.stats_interval,
-            uplink_stats: uplink_stats.map(|stats| {
+            uplink_stats: uplink_stats.clone().map(|stats| {
                 Box::new(move || stats.snapshot()) as crate::pipeline::UplinkStatsProbe
             }),
             heartbeat: Some(health.register("pipeline", Duration::from_secs(30))),
+            devices_online: devices_online.clone(),
         };
+        let (pipeline_updates, updates_rx) = mpsc::channel(4);
         let pipeline_broker = broker.clone();
-        let pipeline = tokio::spawn(async move { pipeline.run(&pipeline_broker, events_rx).await });
+        let pipeline =
+            tokio::spawn(
+                async move { pipeline.run(&pipeline_broker, events_rx, updates_rx).await },
+            );
 
         let mut gateway = Gateway {
             config,
@@ -213,6 +223,9 @@ impl Gateway {
             events,
             sources: HashMap::new(),
             pipeline,
+            pipeline_updates,
+            devices_online,
+            uplink_stats,
             uplink,
             uplink_stop,
         };
@@ -235,17 +248,28 @@ impl Gateway {
     }
 
     fn status_line(&self) -> String {
-        format!(
-            "{} sources, broker on {:?}",
-            self.sources.len(),
-            self.broker.local_addrs()
-        )
+        (self.status_probe())()
     }
 
+    /// The one-line summary systemd shows (`systemctl status`): devices online, sources, uplink state.
     fn status_probe(&self) -> impl Fn() -> String + Send + 'static {
         let sources = self.sources.len();
-        let addrs = self.broker.local_addrs().to_vec();
-        move || format!("{sources} sources, broker on {addrs:?}")
+        let devices_online = self.devices_online.clone();
+        let uplink = self.uplink_stats.clone();
+        move || {
+            let uplink = match &uplink {
+                Some(stats) => {
+                    let snapshot = stats.snapshot();
+                    let state = snapshot["state"].as_str().unwrap_or("unknown").to_string();
+                    format!("uplink {state}, {} spooled", snapshot["spool_messages"])
+                }
+                None => "no uplink".to_string(),
+            };
+            format!(
+                "{} devices online, {sources} sources, {uplink}",
+                devices_online.load(Ordering::Relaxed)
+            )
+        }
     }
 
     /// Applies a new, already validated configuration: sources that changed (or vanished) stop, new or
@@ -259,11 +283,35 @@ impl Gateway {
             })
             .map(|(name, _)| name.clone())
             .collect();
+        let update = PipelineUpdate {
+            decoders: new
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), settings::decoder(s)))
+                .collect(),
+            registry: settings::registry(&new),
+        };
+        if self.pipeline_updates.send(update).await.is_err() {
+            log::error!("pipeline gone; configuration not applied");
+            return;
+        }
         for name in &changed {
             if let Some(running) = self.sources.remove(name) {
                 running.stop.cancel();
                 let _ = running.task.await;
-                log::info!(source = name.as_str(); "source stopped for the new configuration");
+                let removed = !new.sources.iter().any(|s| &s.name == name);
+                if removed {
+                    // Its devices will not be heard again: publish their wills now.
+                    let reason = "removed from the configuration".to_string();
+                    let _ = self
+                        .events
+                        .send(SourceEvent::Lost {
+                            source: name.clone(),
+                            reason,
+                        })
+                        .await;
+                }
+                log::info!(source = name.as_str(); "source {} for the new configuration", if removed { "removed" } else { "restarted" });
             }
         }
         for source in &new.sources {

@@ -34,6 +34,11 @@ impl Daemon {
     }
 
     pub fn start_on(dir: &Path, config: &str, port: u16) -> Daemon {
+        Daemon::start_with_env(dir, config, port, &[])
+    }
+
+    /// Like [`Daemon::start_on`], with extra environment variables (e.g. a `NOTIFY_SOCKET`).
+    pub fn start_with_env(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Daemon {
         let state_dir = dir.join("state");
         std::fs::create_dir_all(&state_dir).expect("state dir");
         let text = config
@@ -54,6 +59,7 @@ impl Daemon {
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("STATE_DIRECTORY")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
