@@ -1,4 +1,48 @@
-//! sensorgate: sensor frames in, MQTT out. (The architecture tour is written once the modules exist.)
+//! sensorgate: sensor frames in, MQTT out.
+//!
+//! A gateway daemon for a Raspberry Pi: battery-powered sensor nodes send short frames over serial links
+//! and LoRa radios; sensorgate decodes them, keeps each device's last state and availability retained on
+//! an MQTT broker that runs inside the daemon, and forwards what the rules select to a cloud broker without
+//! losing it when the uplink or the power fails.
+//!
+//! # The path of a reading
+//!
+//! ```text
+//!  serial ports --+  framing          decoding           device registry        embedded broker (rmqtt)
+//!  SX1276/SX1262 -+-> lines/COBS/ --> JSON/LPP/       --> names, dedup,      --> retained state,
+//!  simulator -----+   SLIP (+CRC)     MySensors,           liveness, wills        availability, stats
+//!                                     node16/RadioHead                              |           |
+//!                                                              uplink: forward rules, disk spool,
+//!                                                              MQTT over TLS to the cloud broker
+//! ```
+//!
+//! # Layout, module by module
+//!
+//! - [`model`]: the types that cross stages: [`model::Packet`] (bytes plus receive metadata),
+//!   [`model::Reading`] (one device's fields), [`model::Message`] (what is published). Data only.
+//! - [`source`]: tasks that own a device and emit [`source::SourceEvent`]s: [`source::serial`] (tokio-serial,
+//!   reopened with backoff when a dongle vanishes), [`source::simulator`] (virtual nodes through the real
+//!   framing and decoders), [`source::radio`] (register-level SX1276/SX1262 drivers behind embedded-hal
+//!   traits, their chip simulators, the Raspberry Pi backend).
+//! - [`frame`]: bytes -> frames (`lines`, COBS, SLIP, CRC-16/CCITT-FALSE). Pure functions.
+//! - [`decode`]: frames -> readings (headers `node16`/`radiohead`; payloads JSON, Cayenne LPP, MySensors).
+//!   Pure functions, tested with byte fixtures.
+//! - [`devices`]: the registry: device names, duplicate drops, liveness, per-device wills. A pure state
+//!   machine with time passed in. [`publish`] turns its readings into topics and payloads; [`stats`] holds
+//!   the counters of `{base}/gateway/stats`.
+//! - [`pipeline`]: the stage that connects the three above to the broker: decode, register, publish, fire
+//!   liveness deadlines, publish stats.
+//! - [`broker`]: the embedded MQTT broker (rmqtt) behind our own API: listeners and TLS, logins and per-topic
+//!   rights, the retained store persisted to the state directory, in-process publishing, and the tap that
+//!   feeds the uplink. No other module names an rmqtt type.
+//! - [`uplink`]: forward rules, the crash-safe disk spool, and the MQTT-over-TLS client to the cloud.
+//! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
+//! - [`app`]: the wiring: builds each stage from the configuration, owns the start, stop and reload order.
+//! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`backoff`] (retry delays).
+//!
+//! Sources get a cancellation token; downstream stages end when their input channel closes, so a stop
+//! drains instead of dropping. Blocking work (serial opens, SPI transfers, fsync) runs off the async
+//! runtime's workers.
 
 pub mod app;
 pub mod backoff;
