@@ -10,13 +10,13 @@
 #                   `release` for the binaries users get)
 #   CROSS_TARGETS   space-separated targets (default: aarch64 and armv7)
 #   CROSS_NO_SETUP  set to 1 to skip rustup/apt (toolchains already present)
-#   CROSS_OUT       directory for the built binaries (default target/cross-out)
+#   CROSS_OUT       directory for the built binaries (default $CARGO_TARGET_DIR/cross-out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile="${CROSS_PROFILE:-ci-cross}"
 read -r -a targets <<<"${CROSS_TARGETS:-aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf}"
-out="${CROSS_OUT:-target/cross-out}"
+out="${CROSS_OUT:-${CARGO_TARGET_DIR:-target}/cross-out}"
 demo_config="config/demo.toml"
 
 say() { printf '== %s\n' "$*"; }
@@ -60,7 +60,7 @@ build() {
     started=$(date +%s)
     cargo build --locked --profile "$profile" --target "$target" --bin sensorgate
     elapsed=$(($(date +%s) - started))
-    binary="target/$target/$profile/sensorgate"
+    binary="${CARGO_TARGET_DIR:-target}/$target/$profile/sensorgate"
     [[ -x "$binary" ]] || fail "$binary missing"
     mkdir -p "$out"
     cp "$binary" "$out/sensorgate-$target"

@@ -3,20 +3,20 @@
 # package holds: the binary, the unit, the example config as a conffile, and maintainer scripts that create
 # the service account and enable the unit.
 #
-# Run after .ci/cross.sh, which leaves target/aarch64-unknown-linux-gnu/$DEB_PROFILE/sensorgate behind;
+# Run after .ci/cross.sh, which leaves $CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/$DEB_PROFILE/sensorgate;
 # builds it otherwise.
 #
 # Environment:
 #   DEB_PROFILE   cargo profile of the packaged binary (default ci-cross; `release` for what users get)
-#   DEB_OUT       output directory for the .deb (default target/debian)
+#   DEB_OUT       output directory for the .deb (default $CARGO_TARGET_DIR/debian)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target=aarch64-unknown-linux-gnu
 profile="${DEB_PROFILE:-ci-cross}"
-out="${DEB_OUT:-target/debian}"
+out="${DEB_OUT:-${CARGO_TARGET_DIR:-target}/debian}"
 unit=systemd/sensorgate.service
-binary="target/$target/$profile/sensorgate"
+binary="${CARGO_TARGET_DIR:-target}/$target/$profile/sensorgate"
 
 say() { printf '== %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
