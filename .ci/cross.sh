@@ -6,7 +6,7 @@
 # daemon with SIGTERM and requires a clean exit.
 #
 # Environment:
-#   CROSS_PROFILE   cargo profile (default ci-cross: release without LTO, to fit CI's time; use
+#   CROSS_PROFILE   cargo profile (default ci-cross: unoptimised and stripped, to fit CI's time; use
 #                   `release` for the binaries users get)
 #   CROSS_TARGETS   space-separated targets (default: aarch64 and armv7)
 #   CROSS_NO_SETUP  set to 1 to skip rustup/apt (toolchains already present)
