@@ -96,6 +96,9 @@ impl Pipeline {
                 }
             }
         }
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.retire(); // a clean end, not a wedged stage
+        }
         let wills = self.registry.shutdown();
         self.devices_online.store(0, Ordering::Relaxed);
         publish_all(broker, &wills).await;
