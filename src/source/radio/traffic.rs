@@ -1,9 +1,10 @@
-//! Simulated LoRa sensor nodes for the radio demo: each node sends a RadioHead packet (TO 0xFF, FROM its
-//! address, ID its sequence number, FLAGS 0) carrying a Cayenne LPP payload (temperature on channel 1,
+//! Simulated LoRa sensor nodes for the radio demo: each node sends a RadioHead packet (TO broadcast, FROM
+//! its address, ID its sequence number, FLAGS 0) carrying a Cayenne LPP payload (temperature on channel 1,
 //! relative humidity on channel 2, battery voltage on channel 3), heard with a plausible RSSI and SNR;
 //! now and then a packet arrives with a bad CRC, and now and then one is retransmitted with the same ID.
-//! [`Traffic`] is pure and seeded (tests replay it); [`drive`] paces it into a simulated chip. It never
-//! touches the drivers or the pipeline.
+//! Packets are written with the decoders' own encoders ([`encode_header`], [`LppWriter`]), so the demo
+//! sends exactly what the pipeline reads. [`Traffic`] is pure and seeded (tests replay it); [`drive`] paces
+//! it into a simulated chip. It never touches the drivers or the pipeline.
 
 use std::time::Duration;
 
@@ -13,9 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::sim_sx1262::Sx1262Sim;
 use super::sim_sx1276::Sx1276Sim;
+use crate::decode::{encode_header, HeaderFormat, LppWriter};
 
-/// RadioHead broadcast address.
-pub const BROADCAST: u8 = 0xFF;
 /// One packet in ten is followed by a retransmission.
 const RETRANSMIT_ONE_IN: u32 = 10;
 /// One packet in twenty arrives corrupted.
@@ -35,9 +35,9 @@ struct Node {
     address: u8,
     seq: u8,
     rssi_dbm: f32,
-    temperature_c: f32,
-    humidity_pct: f32,
-    battery_v: f32,
+    temperature_c: f64,
+    humidity_pct: f64,
+    battery_v: f64,
 }
 
 /// The simulated nodes and their random walk.
@@ -47,24 +47,14 @@ pub struct Traffic {
     rng: StdRng,
 }
 
-/// The Cayenne LPP payload of one reading: temperature (0.1 C), humidity (0.5 %), voltage (0.01 V).
-pub fn lpp_payload(temperature_c: f32, humidity_pct: f32, battery_v: f32) -> Vec<u8> {
-    let temperature = ((temperature_c * 10.0).round() as i16).to_be_bytes();
-    let humidity = (humidity_pct * 2.0).round().clamp(0.0, 255.0) as u8;
-    let voltage = ((battery_v * 100.0).round().clamp(0.0, 65535.0) as u16).to_be_bytes();
-    vec![
-        1,
-        103,
-        temperature[0],
-        temperature[1],
-        2,
-        104,
-        humidity,
-        3,
-        116,
-        voltage[0],
-        voltage[1],
-    ]
+/// The Cayenne LPP payload of one reading: temperature on channel 1 (0.1 C), relative humidity on
+/// channel 2 (0.5 %), battery voltage on channel 3 (0.01 V). Out-of-range values saturate.
+pub fn lpp_payload(temperature_c: f64, humidity_pct: f64, battery_v: f64) -> Vec<u8> {
+    LppWriter::new()
+        .temperature(1, temperature_c)
+        .relative_humidity(2, humidity_pct)
+        .voltage(3, battery_v)
+        .into_bytes()
 }
 
 impl Traffic {
@@ -94,7 +84,8 @@ impl Traffic {
             node.humidity_pct =
                 (node.humidity_pct + self.rng.random_range(-1.0..1.0)).clamp(5.0, 100.0);
             node.battery_v = (node.battery_v - self.rng.random_range(0.0..0.002)).max(3.0);
-            let mut bytes = vec![BROADCAST, node.address, node.seq, 0x00];
+            let mut bytes =
+                encode_header(HeaderFormat::RadioHead, u16::from(node.address), node.seq);
             bytes.extend(lpp_payload(
                 node.temperature_c,
                 node.humidity_pct,
@@ -163,6 +154,7 @@ pub async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::header::RADIOHEAD_BROADCAST;
 
     #[test]
     fn lpp_payload_encodes_the_three_fields() {
@@ -189,7 +181,7 @@ mod tests {
             }
             for t in round {
                 packets += 1;
-                assert_eq!(t.bytes[0], BROADCAST);
+                assert_eq!(t.bytes[0], RADIOHEAD_BROADCAST);
                 assert!((1..=3).contains(&t.bytes[1]));
                 assert_eq!(t.bytes[3], 0);
                 assert_eq!(t.bytes.len(), 15);
@@ -208,5 +200,38 @@ mod tests {
         assert!(packets > 600);
         assert!((10..=60).contains(&bad), "{bad} bad CRCs");
         assert!((20..=100).contains(&repeats), "{repeats} retransmissions");
+    }
+
+    #[test]
+    fn packets_decode_with_the_radio_decoder_into_the_nodes_readings() {
+        use crate::decode::{PacketDecoder, PayloadFormat};
+        use crate::frame::CrcMode;
+        use crate::model::{Packet, Value};
+
+        let decoder = PacketDecoder {
+            crc: CrcMode::None,
+            header: HeaderFormat::RadioHead,
+            payload: PayloadFormat::Lpp,
+        };
+        let mut traffic = Traffic::new(2, 11);
+        for t in traffic.next_round() {
+            let packet = Packet {
+                source: "lora".to_string(),
+                bytes: t.bytes.clone(),
+                received_at: std::time::SystemTime::UNIX_EPOCH,
+                radio: None,
+            };
+            let readings = decoder.decode(&packet).unwrap();
+            assert_eq!(readings.len(), 1);
+            let reading = &readings[0];
+            assert_eq!(reading.address, t.bytes[1].to_string());
+            assert_eq!(reading.seq, Some(u32::from(t.bytes[2])));
+            let names: Vec<&str> = reading.fields.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["temperature_1", "relative_humidity_2", "voltage_3"]);
+            let Value::Float(celsius) = reading.fields[0].1 else {
+                panic!("temperature is not a float: {:?}", reading.fields[0]);
+            };
+            assert!((14.0..26.0).contains(&celsius), "{celsius}");
+        }
     }
 }
