@@ -410,35 +410,39 @@ async fn refused_settings_leave_the_source_idle_until_shutdown() {
     source.stop().await;
 }
 
+/// Puts a packet on the air of whichever simulated chip a test drives.
+type Inject = Box<dyn Fn() -> bool>;
+/// Cuts (true) or mends (false) that chip's interrupt line.
+type CutIrq = Box<dyn Fn(bool)>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_interrupt_line_is_found_by_the_health_check() {
     for chip_kind in [Chip::Sx1276, Chip::Sx1262] {
         let settings = fast(chip_kind, 868_100_000);
-        let (mut source, inject, cut): (Running, Box<dyn Fn() -> bool>, Box<dyn Fn(bool)>) =
-            match chip_kind {
-                Chip::Sx1276 => {
-                    let chip = Sx1276Sim::new();
-                    let source =
-                        Running::start_with(settings.clone(), sx1276_sim_opener(&chip, &settings));
-                    let c = chip.clone();
-                    (
-                        source,
-                        Box::new(move || c.inject(&PACKET, -80.0, 5.0, true)),
-                        Box::new(move |on| chip.cut_irq(on)),
-                    )
-                }
-                Chip::Sx1262 => {
-                    let chip = Sx1262Sim::new();
-                    let source =
-                        Running::start_with(settings.clone(), sx1262_sim_opener(&chip, &settings));
-                    let c = chip.clone();
-                    (
-                        source,
-                        Box::new(move || c.inject(&PACKET, -80.0, 5.0, true)),
-                        Box::new(move |on| chip.cut_irq(on)),
-                    )
-                }
-            };
+        let (mut source, inject, cut): (Running, Inject, CutIrq) = match chip_kind {
+            Chip::Sx1276 => {
+                let chip = Sx1276Sim::new();
+                let source =
+                    Running::start_with(settings.clone(), sx1276_sim_opener(&chip, &settings));
+                let c = chip.clone();
+                (
+                    source,
+                    Box::new(move || c.inject(&PACKET, -80.0, 5.0, true)),
+                    Box::new(move |on| chip.cut_irq(on)),
+                )
+            }
+            Chip::Sx1262 => {
+                let chip = Sx1262Sim::new();
+                let source =
+                    Running::start_with(settings.clone(), sx1262_sim_opener(&chip, &settings));
+                let c = chip.clone();
+                (
+                    source,
+                    Box::new(move || c.inject(&PACKET, -80.0, 5.0, true)),
+                    Box::new(move |on| chip.cut_irq(on)),
+                )
+            }
+        };
         source.expect_up().await;
         cut(true);
         assert!(inject());
