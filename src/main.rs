@@ -95,7 +95,11 @@ fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
-    if let Err(error) = sensorgate::logging::init(config.log.level.to_level_filter(), env("RUST_LOG"), env("JOURNAL_STREAM")) {
+    if let Err(error) = sensorgate::logging::init(
+        config.log.level.to_level_filter(),
+        env("RUST_LOG"),
+        env("JOURNAL_STREAM"),
+    ) {
         eprintln!("sensorgate: logging not set up: {error}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
