@@ -86,7 +86,8 @@ cleanup() {
     if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then
         kill -KILL "$daemon_pid" 2>/dev/null || true
     fi
-    [[ -n "${work:-}" ]] && rm -rf "$work"
+    if [[ -n "${work:-}" ]]; then rm -rf "$work"; fi
+    return 0 # an EXIT trap's last status becomes the script's: never turn success into failure here
 }
 trap cleanup EXIT
 
