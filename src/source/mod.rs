@@ -9,7 +9,9 @@ pub mod simulator;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::frame::FrameError;
+use std::time::SystemTime;
+
+use crate::frame::{Deframer, FrameError};
 use crate::model::Packet;
 
 /// What a source reports to the pipeline.
@@ -38,5 +40,28 @@ impl SourceContext {
     /// Sends an event; returns false when the pipeline is gone (the daemon is stopping).
     pub async fn emit(&self, event: SourceEvent) -> bool {
         self.out.send(event).await.is_ok()
+    }
+
+    /// Emits every complete frame the deframer holds (a packet, or a frame error), stamped `received_at`.
+    /// Returns false when the pipeline is gone.
+    pub async fn emit_frames(&self, deframer: &mut Deframer, received_at: SystemTime) -> bool {
+        while let Some(frame) = deframer.next_frame() {
+            let event = match frame {
+                Ok(bytes) => SourceEvent::Packet(Packet {
+                    source: self.name.clone(),
+                    bytes,
+                    received_at,
+                    radio: None,
+                }),
+                Err(error) => SourceEvent::FrameError {
+                    source: self.name.clone(),
+                    error,
+                },
+            };
+            if !self.emit(event).await {
+                return false;
+            }
+        }
+        true
     }
 }

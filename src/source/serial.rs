@@ -14,7 +14,6 @@ use tokio_serial::{DataBits, Parity, SerialPortBuilderExt, SerialStream, StopBit
 
 use crate::backoff::Backoff;
 use crate::frame::{Deframer, Framing};
-use crate::model::Packet;
 use crate::source::{SourceContext, SourceEvent};
 
 /// How long a port must have stayed open before the backoff starts over.
@@ -154,22 +153,8 @@ async fn read_until_lost(
         };
         deframer.push(&buffer[..count]);
         let received_at = SystemTime::now();
-        while let Some(frame) = deframer.next_frame() {
-            let event = match frame {
-                Ok(bytes) => SourceEvent::Packet(Packet {
-                    source: ctx.name.clone(),
-                    bytes,
-                    received_at,
-                    radio: None,
-                }),
-                Err(error) => SourceEvent::FrameError {
-                    source: ctx.name.clone(),
-                    error,
-                },
-            };
-            if !ctx.emit(event).await {
-                return None;
-            }
+        if !ctx.emit_frames(&mut deframer, received_at).await {
+            return None;
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::decode::lpp::LppWriter;
 use crate::decode::{HeaderFormat, PayloadFormat};
 use crate::frame::crc::{append_crc, CrcMode};
 use crate::frame::{encode_frame, Deframer, Framing};
-use crate::model::{format_float, Packet};
+use crate::model::format_float;
 use crate::source::{SourceContext, SourceEvent};
 
 /// Everything the simulator needs.
@@ -174,22 +174,8 @@ pub async fn run(ctx: SourceContext, settings: SimulatorSettings) {
         for frame in encode_reading(&settings, node, values) {
             deframer.push(&encode_frame(settings.framing, &frame));
         }
-        while let Some(frame) = deframer.next_frame() {
-            let event = match frame {
-                Ok(bytes) => SourceEvent::Packet(Packet {
-                    source: ctx.name.clone(),
-                    bytes,
-                    received_at: now,
-                    radio: None,
-                }),
-                Err(error) => SourceEvent::FrameError {
-                    source: ctx.name.clone(),
-                    error,
-                },
-            };
-            if !ctx.emit(event).await {
-                return;
-            }
+        if !ctx.emit_frames(&mut deframer, now).await {
+            return;
         }
     }
 }
