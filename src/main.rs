@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sensorgate::app::{self, RunError};
-use sensorgate::config::Config;
+use sensorgate::config::{Config, ConfigError};
+use sensorgate::logging::LogBackend;
 
 /// The default configuration file of an installed gateway.
 const DEFAULT_CONFIG: &str = "/etc/sensorgate/sensorgate.toml";
@@ -70,7 +71,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
-                    eprintln!("{error}");
+                    report_config_error(&error, "sensorgate check-config PATH");
                     ExitCode::from(2)
                 }
             }
@@ -90,18 +91,22 @@ fn run(config_path: PathBuf) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{error}");
+            report_config_error(&error, "sensorgate run -c PATH");
             return ExitCode::from(2);
         }
     };
     let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
-    if let Err(error) = sensorgate::logging::init(
+    let log_backend = match sensorgate::logging::init(
         config.log.level.to_level_filter(),
         env("RUST_LOG"),
         env("JOURNAL_STREAM"),
     ) {
-        eprintln!("sensorgate: logging not set up: {error}");
-    }
+        Ok(backend) => Some(backend),
+        Err(error) => {
+            eprintln!("sensorgate: logging not set up: {error}");
+            None
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
             std::thread::available_parallelism()
@@ -121,12 +126,17 @@ fn run(config_path: PathBuf) -> ExitCode {
     match runtime.block_on(app::run(config, Some(config_path))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config(error)) => {
-            eprintln!("{error}");
+            report_config_error(&error, "sensorgate run -c PATH");
             ExitCode::from(2)
         }
         Err(RunError::Fatal(error)) => {
-            log::error!("{error:#}");
-            eprintln!("sensorgate: {error:#}");
+            // One line saying what to fix: the journal gets it with error priority (stderr goes there
+            // too under systemd, so it is not repeated); a terminal gets it plain, without a log prefix.
+            if log_backend == Some(LogBackend::Journal) {
+                log::error!("{error:#}");
+            } else {
+                eprintln!("sensorgate: {error:#}");
+            }
             ExitCode::from(1)
         }
     }
@@ -156,14 +166,42 @@ fn hash_password() -> ExitCode {
 }
 
 fn decode(payload: &str, header: &str, crc: &str, packet: &str, text: bool) -> ExitCode {
+    if packet.trim().is_empty() {
+        eprintln!(
+            "sensorgate: no packet given; pass its bytes as hexadecimal (e.g. '03 67 01 10'), \
+             or its text with --text"
+        );
+        return ExitCode::from(2);
+    }
     match app::decode_one(payload, header, crc, packet, text) {
         Ok(json) => {
             println!("{json}");
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("sensorgate: {error}");
+            let looks_like_text = !text
+                && packet
+                    .chars()
+                    .any(|c| !c.is_ascii_hexdigit() && !c.is_whitespace());
+            if looks_like_text {
+                eprintln!(
+                    "sensorgate: {error}; write the bytes as hexadecimal (e.g. '03 67 01 10'), \
+                     or add --text to decode it as text"
+                );
+            } else {
+                eprintln!("sensorgate: {error}");
+            }
             ExitCode::from(2)
         }
+    }
+}
+
+/// Prints a configuration error as its one `PATH:LINE:COL: message` line; when the file does not exist,
+/// adds how to name another one (`usage`).
+fn report_config_error(error: &ConfigError, usage: &str) {
+    if error.line == 0 && !error.path.exists() {
+        eprintln!("{error}; name the configuration file with `{usage}`");
+    } else {
+        eprintln!("{error}");
     }
 }
