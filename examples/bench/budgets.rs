@@ -1,0 +1,220 @@
+//! The issue's budgets, checked against one run's figures: each is met, missed, or not measured in
+//! this run (a section left out with `--only`). They are benchmark targets on the 2-core build machine,
+//! printed in `BENCHMARKS.md`, never test assertions.
+
+use rumqttc::QoS;
+
+use crate::e2e::Row;
+use crate::{resources, spool};
+
+/// One budget and how the run did.
+#[derive(Debug, PartialEq)]
+pub struct Budget {
+    pub what: &'static str,
+    pub figure: String,
+    /// `None`: not measured in this run.
+    pub met: Option<bool>,
+}
+
+/// What the budgets are checked against.
+pub struct Figures<'a> {
+    pub sensorgate: &'a [Row],
+    pub baseline: &'a [Row],
+    pub spool: Option<&'a spool::Report>,
+    pub resources: Option<&'a resources::Report>,
+}
+
+fn saturation_one_port(rows: &[Row]) -> Option<&Row> {
+    rows.iter()
+        .find(|r| r.case.ports == 1 && r.case.qos == QoS::AtMostOnce && r.case.rate.is_none())
+}
+
+fn at_rate(rows: &[Row], rate: u64) -> Option<&Row> {
+    rows.iter().find(|r| r.case.rate == Some(rate))
+}
+
+fn budget(what: &'static str, measured: Option<(String, bool)>) -> Budget {
+    match measured {
+        Some((figure, met)) => Budget {
+            what,
+            figure,
+            met: Some(met),
+        },
+        None => Budget {
+            what,
+            figure: "not measured in this run".into(),
+            met: None,
+        },
+    }
+}
+
+/// Every budget of the issue, in its order.
+pub fn check(f: &Figures) -> Vec<Budget> {
+    let ours = saturation_one_port(f.sensorgate);
+    let theirs = saturation_one_port(f.baseline);
+    let both = ours.zip(theirs);
+    vec![
+        budget(
+            "≥ 20,000 readings/s end to end on one port at QoS 0",
+            ours.map(|r| (crate::thousands(r.per_second), r.per_second >= 20_000.0)),
+        ),
+        budget(
+            "p99 latency ≤ 2 ms at 1,000 readings/s",
+            at_rate(f.sensorgate, 1_000).and_then(|r| {
+                let p99 = r.p99_ns? as f64 / 1e6;
+                Some((format!("{p99:.2} ms"), p99 <= 2.0))
+            }),
+        ),
+        budget(
+            "≥ 10× the Python + mosquitto baseline's throughput (one port, QoS 0)",
+            both.map(|(o, t)| {
+                let ratio = o.per_second / t.per_second.max(1e-9);
+                (format!("{ratio:.1}×"), ratio >= 10.0)
+            }),
+        ),
+        budget(
+            "≤ 1/4 of the baseline's CPU per reading (one port, QoS 0, saturation)",
+            both.map(|(o, t)| {
+                let ratio = o.cpu_us_per_reading / t.cpu_us_per_reading.max(1e-9);
+                (
+                    format!(
+                        "{ratio:.3} ({:.1} vs {:.1} µs)",
+                        o.cpu_us_per_reading, t.cpu_us_per_reading
+                    ),
+                    ratio <= 0.25,
+                )
+            }),
+        ),
+        budget(
+            "RSS ≤ 16 MiB at 1,000 readings/s with 1,000 devices",
+            at_rate(f.sensorgate, 1_000).map(|r| {
+                let mib = r.peak_rss_kib as f64 / 1024.0;
+                (format!("{mib:.1} MiB peak"), mib <= 16.0)
+            }),
+        ),
+        budget(
+            "idle CPU ≤ 0.1 %",
+            f.resources.map(|r| {
+                (
+                    format!("{:.3} % over {:.0} s", r.idle_cpu_percent, r.idle_seconds),
+                    r.idle_cpu_percent <= 0.1,
+                )
+            }),
+        ),
+        budget(
+            "READY ≤ 100 ms after start",
+            f.resources.map(|r| {
+                (
+                    format!("{:.1} ms (slowest of {} starts)", r.ready_ms_max, r.starts),
+                    r.ready_ms_max <= 100.0,
+                )
+            }),
+        ),
+        budget(
+            "spool drain ≥ 10,000 messages/s",
+            f.spool.map(|s| {
+                (
+                    format!("{}/s", crate::thousands(s.drain_per_second)),
+                    s.drain_per_second >= 10_000.0,
+                )
+            }),
+        ),
+        budget(
+            "≤ 1.5 bytes written per byte of forwarded topic + payload",
+            f.spool.map(|s| {
+                (
+                    format!("{:.2} (`sync = \"1s\"`)", s.bytes_per_payload_byte),
+                    s.bytes_per_payload_byte <= 1.5,
+                )
+            }),
+        ),
+    ]
+}
+
+/// The markdown table.
+pub fn markdown(budgets: &[Budget]) -> String {
+    let mut out = String::from("| budget | this run | met |\n|---|---|---|\n");
+    for b in budgets {
+        let met = match b.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        out.push_str(&format!("| {} | {} | {met} |\n", b.what, b.figure));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::e2e::Case;
+
+    fn row(rate: Option<u64>, per_second: f64, p99_ms: f64, cpu: f64, rss_kib: u64) -> Row {
+        Row {
+            case: Case {
+                ports: 1,
+                qos: QoS::AtMostOnce,
+                rate,
+                readings: 1_000,
+            },
+            received: 1_000,
+            per_second,
+            p50_ns: Some(100_000),
+            p99_ns: Some((p99_ms * 1e6) as u64),
+            max_ns: Some(5_000_000),
+            cpu_us_per_reading: cpu,
+            peak_rss_kib: rss_kib,
+        }
+    }
+
+    #[test]
+    fn budgets_are_met_missed_or_unmeasured() {
+        let ours = [
+            row(None, 40_000.0, 100.0, 20.0, 15_000),
+            row(Some(1_000), 1_000.0, 0.3, 70.0, 17_000),
+        ];
+        let theirs = [row(None, 3_000.0, 500.0, 100.0, 30_000)];
+        let budgets = check(&Figures {
+            sensorgate: &ours,
+            baseline: &theirs,
+            spool: None,
+            resources: None,
+        });
+        let met: Vec<Option<bool>> = budgets.iter().map(|b| b.met).collect();
+        assert_eq!(
+            met,
+            [
+                Some(true),  // 40,000 ≥ 20,000
+                Some(true),  // 0.3 ms ≤ 2 ms
+                Some(true),  // 13.3× ≥ 10×
+                Some(true),  // 0.2 ≤ 0.25
+                Some(false), // 16.6 MiB > 16 MiB
+                None,
+                None,
+                None,
+                None
+            ]
+        );
+        assert_eq!(budgets[2].figure, "13.3×");
+        assert_eq!(budgets[4].figure, "16.6 MiB peak");
+        assert!(markdown(&budgets).contains(
+            "| RSS ≤ 16 MiB at 1,000 readings/s with 1,000 devices | 16.6 MiB peak | **no** |"
+        ));
+    }
+
+    #[test]
+    fn a_slow_baseline_ratio_below_ten_is_a_miss() {
+        let ours = [row(None, 40_000.0, 100.0, 20.0, 15_000)];
+        let theirs = [row(None, 5_000.0, 500.0, 60.0, 30_000)];
+        let budgets = check(&Figures {
+            sensorgate: &ours,
+            baseline: &theirs,
+            spool: None,
+            resources: None,
+        });
+        assert_eq!(budgets[2].met, Some(false), "8× is not 10×");
+        assert_eq!(budgets[3].met, Some(false), "20/60 is over a quarter");
+        assert_eq!(budgets[1].met, None, "no 1,000/s case");
+    }
+}

@@ -1,0 +1,106 @@
+//! The daemon under test: the real `sensorgate` binary of the same build as this benchmark (or
+//! `$SENSORGATE_BIN`), started on a generated configuration with its own state directory and a free
+//! 127.0.0.1 broker port, and killed by PID when dropped.
+
+use std::ffi::OsString;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::mosquitto::free_port;
+
+/// A running daemon.
+pub struct Daemon {
+    pub child: Child,
+    /// Port of its embedded broker's plain listener on 127.0.0.1.
+    pub port: u16,
+    /// Holds the configuration file and the state directory.
+    pub dir: tempfile::TempDir,
+    /// When it was spawned.
+    pub spawned_at: Instant,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The daemon binary: `$SENSORGATE_BIN`, or `sensorgate` of the profile this benchmark was built with
+/// (`target/<profile>/examples/bench` -> `target/<profile>/sensorgate`).
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SENSORGATE_BIN") {
+        return path.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("sensorgate")))
+        .unwrap_or_else(|| "target/release/sensorgate".into())
+}
+
+impl Daemon {
+    /// Writes a configuration of `[gateway] state_dir`, `[log] level = "warn"`, one broker listener and
+    /// then `body` (sources, `[publish]`, `[broker]` limits...), and spawns the daemon on it with `env`
+    /// added to the environment. Does not wait: see [`Daemon::wait_listening`].
+    pub fn spawn(body: &str, env: &[(&str, OsString)]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = format!(
+            "[gateway]\nstate_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[[broker.listener]]\nbind = \"127.0.0.1:{port}\"\n{body}",
+            dir.path().join("state").display()
+        );
+        let config_path = dir.path().join("bench.toml");
+        std::fs::write(&config_path, config).expect("write the bench configuration");
+        let binary = binary();
+        let mut command = Command::new(&binary);
+        command
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let spawned_at = Instant::now();
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "start {}: {e} (build it first: bench/run.sh does)",
+                binary.display()
+            )
+        });
+        Daemon {
+            child,
+            port,
+            dir,
+            spawned_at,
+        }
+    }
+
+    /// [`Daemon::spawn`], then waits (up to 20 s) until the broker accepts connections and gives the
+    /// sources half a second to open their ports.
+    pub async fn start(body: &str) -> Daemon {
+        let daemon = Daemon::spawn(body, &[]);
+        daemon.wait_listening().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        daemon
+    }
+
+    /// Waits (up to 20 s) until the embedded broker accepts a TCP connection.
+    pub async fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not listen within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}

@@ -1,0 +1,258 @@
+//! The benchmark suite, one command: `bench/run.sh [--quick]` builds the release daemon and this
+//! program and runs every benchmark on this machine: the decoders, the embedded broker beside Debian's
+//! mosquitto, the uplink spool, the daemon end to end from pseudo-terminal serial ports to an MQTT
+//! client, the same workload through the baseline users run today (a Python pyserial + paho-mqtt
+//! bridge into mosquitto), the daemon's idle cost and start-up time, and the physical limits of the
+//! links. It prints the markdown report and writes it to `BENCHMARKS.md` with the machine and the date,
+//! then checks the issue's budgets. Every comparison is a ratio measured in the same run.
+//!
+//! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
+//! repository; `-` prints only), `--only a,b` (sections: decoders, broker, spool, e2e, baseline,
+//! resources, physical; printed only unless `--out` is given). Every run is bounded in count and time
+//! and uses 127.0.0.1 only; the processes it starts are killed by PID.
+
+#[path = "../../tests/support/mosquitto.rs"]
+mod mosquitto;
+
+mod baseline;
+mod broker;
+mod budgets;
+mod daemon;
+mod decoders;
+mod e2e;
+mod machine;
+mod measure;
+mod physical;
+mod resources;
+mod spool;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The sections, in the order they run and are written.
+const SECTIONS: [&str; 7] = [
+    "physical",
+    "decoders",
+    "broker",
+    "spool",
+    "e2e",
+    "baseline",
+    "resources",
+];
+
+/// The command line.
+#[derive(Debug, PartialEq)]
+struct Options {
+    quick: bool,
+    out: Option<PathBuf>,
+    only: Vec<String>,
+}
+
+fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    let mut options = Options {
+        quick: false,
+        out: None,
+        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut out = None;
+    let mut only_given = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--out" => {
+                out = Some(
+                    args.next()
+                        .ok_or("--out needs a path (or - to print only)")?,
+                )
+            }
+            "--only" => {
+                let list = args
+                    .next()
+                    .ok_or("--only needs a list, e.g. --only e2e,baseline")?;
+                options.only = list.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = options
+                    .only
+                    .iter()
+                    .find(|s| !SECTIONS.contains(&s.as_str()))
+                {
+                    return Err(format!(
+                        "--only: no section `{bad}`; write some of {}",
+                        SECTIONS.join(",")
+                    ));
+                }
+                only_given = true;
+            }
+            // `cargo bench`/libtest pass this; there is nothing to filter.
+            "--bench" => {}
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}`; write --quick, --out PATH or --only SECTIONS"
+                ))
+            }
+        }
+    }
+    options.out = match out.as_deref() {
+        Some("-") => None,
+        Some(path) => Some(PathBuf::from(path)),
+        None if only_given => None,
+        None => Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md")),
+    };
+    Ok(options)
+}
+
+/// A count or rate with thousands separators, rounded to a whole number.
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if value < -0.5 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    let options = match parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("bench: {message}");
+            std::process::exit(2);
+        }
+    };
+    let wanted = |s: &str| options.only.iter().any(|o| o == s);
+    let started = Instant::now();
+    let mut sections = Vec::new();
+    if wanted("physical") {
+        sections.push(physical::markdown());
+    }
+    if wanted("decoders") {
+        eprintln!("decoders...");
+        sections.push(decoders::markdown(&decoders::run(options.quick).await));
+    }
+    if wanted("broker") {
+        eprintln!("broker vs mosquitto...");
+        sections.push(broker::markdown(&broker::run(options.quick).await));
+    }
+    let spool = if wanted("spool") {
+        eprintln!("spool...");
+        let report = spool::run(options.quick).await;
+        sections.push(spool::markdown(&report));
+        Some(report)
+    } else {
+        None
+    };
+    let ours = if wanted("e2e") {
+        eprintln!("end to end...");
+        let rows = e2e::run(options.quick).await;
+        sections.push(e2e::markdown(&rows));
+        rows
+    } else {
+        Vec::new()
+    };
+    let theirs = if wanted("baseline") {
+        eprintln!("baseline (Python + mosquitto)...");
+        let rows = baseline::run(options.quick).await;
+        sections.push(baseline::markdown(&ours, &rows));
+        rows
+    } else {
+        Vec::new()
+    };
+    let resources = if wanted("resources") {
+        eprintln!("resources...");
+        let report = resources::run(options.quick).await;
+        sections.push(resources::markdown(&report));
+        Some(report)
+    } else {
+        None
+    };
+    let budgets = budgets::check(&budgets::Figures {
+        sensorgate: &ours,
+        baseline: &theirs,
+        spool: spool.as_ref(),
+        resources: resources.as_ref(),
+    });
+    let mut report = format!(
+        "# Benchmarks\n\n\
+         Measured on {} on {}.\n\
+         The machine is shared with other work, so absolute figures are noisy; ratios within one run are\n\
+         what count. Everything runs on 127.0.0.1. Rerun with `bench/run.sh` (this file; {} in all) or\n\
+         `bench/run.sh --quick` (smaller counts).\n\n## Budgets\n\n{}",
+        machine::today(),
+        machine::describe(),
+        if options.quick { "a quick run" } else { "a full run" },
+        budgets::markdown(&budgets),
+    );
+    for section in &sections {
+        report.push('\n');
+        report.push_str(section);
+    }
+    report.push_str(&format!(
+        "\nThis run took {:.0} s{}.\n",
+        started.elapsed().as_secs_f64(),
+        if options.quick { " (`--quick`)" } else { "" }
+    ));
+    println!("{report}");
+    if let Some(path) = &options.out {
+        if let Err(e) = std::fs::write(path, &report) {
+            eprintln!("bench: cannot write {}: {e}", path.display());
+            std::process::exit(1);
+        }
+        eprintln!("written to {}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Options, String> {
+        parse(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn the_default_run_writes_benchmarks_md() {
+        let options = args(&[]).expect("parses");
+        assert!(!options.quick);
+        assert_eq!(options.only.len(), SECTIONS.len());
+        assert!(options.out.expect("a path").ends_with("BENCHMARKS.md"));
+    }
+
+    #[test]
+    fn only_prints_unless_told_where_to_write() {
+        let options = args(&["--quick", "--only", "e2e,baseline"]).expect("parses");
+        assert!(options.quick);
+        assert_eq!(options.only, ["e2e", "baseline"]);
+        assert_eq!(options.out, None);
+        let options = args(&["--only", "spool", "--out", "/tmp/b.md"]).expect("parses");
+        assert_eq!(options.out, Some(PathBuf::from("/tmp/b.md")));
+        assert_eq!(args(&["--out", "-"]).expect("parses").out, None);
+    }
+
+    #[test]
+    fn bad_arguments_say_what_to_write() {
+        let error = args(&["--only", "e2e,gpu"]).expect_err("no gpu section");
+        assert!(
+            error.contains("`gpu`") && error.contains("decoders,broker"),
+            "{error}"
+        );
+        assert!(args(&["--fast"]).expect_err("unknown").contains("--quick"));
+        assert!(args(&["--out"]).is_err());
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1_000.0), "1,000");
+        assert_eq!(thousands(37_858.2), "37,858");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+        assert_eq!(thousands(-1_500.0), "-1,500");
+    }
+}
