@@ -158,9 +158,9 @@ async fn main() {
     };
     let theirs = if wanted("baseline") {
         eprintln!("baseline (Python + mosquitto)...");
-        let rows = baseline::run(options.quick).await;
-        sections.push(baseline::markdown(&ours, &rows));
-        rows
+        let report = baseline::run(options.quick).await;
+        sections.push(baseline::markdown(&ours, &report));
+        report.rows
     } else {
         Vec::new()
     };
