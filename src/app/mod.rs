@@ -352,11 +352,13 @@ impl Gateway {
         }
         self.uplink_stop.cancel();
         if let Some(uplink) = self.uplink {
-            if tokio::time::timeout(Duration::from_secs(1), uplink)
-                .await
-                .is_err()
-            {
-                log::warn!("uplink did not finish within 1 s; unsent messages stay in the spool");
+            // Its own grace for outstanding acknowledgements, plus the final commit of the spool.
+            let grace = crate::uplink::STOP_GRACE + Duration::from_millis(500);
+            if tokio::time::timeout(grace, uplink).await.is_err() {
+                log::warn!(
+                    "uplink did not finish within {} ms; unsent messages stay in the spool",
+                    grace.as_millis()
+                );
             }
         }
         drop(self.health);

@@ -120,7 +120,7 @@ pub enum UplinkError {
 }
 
 /// How long a clean stop waits for outstanding acknowledgements (and the `offline` message).
-const STOP_GRACE: Duration = Duration::from_secs(2);
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often the ack cursor is persisted when every append is already fsync'ed.
 const ALWAYS_COMMIT_PERIOD: Duration = Duration::from_secs(1);
 /// Most input messages taken into one append batch.
