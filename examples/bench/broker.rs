@@ -275,8 +275,9 @@ pub fn markdown(report: &Report) -> String {
          no sources and its default `[broker]` limits (`max_inflight = 32`, `max_queued_messages = 10000`);\n\
          mosquitto 2 runs with `max_inflight_messages 100`, `max_queued_messages 0` (unlimited), no\n\
          persistence, logging to a file at info level. CPU is each broker process's user + system time over\n\
-         the case per message received; RSS is its peak during the case. The clients run in the benchmark\n\
-         process and share the cores with the broker.\n\n\
+         the case per message received; RSS is its peak during the case (the cases run in turn on the same\n\
+         two broker processes, so memory a broker kept from the QoS 0 case counts in the QoS 1 case). The\n\
+         clients run in the benchmark process and share the cores with the broker.\n\n\
          | case | messages | sensorgate msg/s | received | mosquitto msg/s | received | sensorgate / mosquitto | sensorgate CPU µs/msg | mosquitto CPU µs/msg | sensorgate peak RSS KiB | mosquitto peak RSS KiB |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
