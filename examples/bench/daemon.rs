@@ -16,7 +16,7 @@ pub struct Daemon {
     /// Port of its embedded broker's plain listener on 127.0.0.1.
     pub port: u16,
     /// Holds the configuration file and the state directory.
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     /// When it was spawned.
     pub spawned_at: Instant,
 }
@@ -74,7 +74,7 @@ impl Daemon {
         Daemon {
             child,
             port,
-            dir,
+            _dir: dir,
             spawned_at,
         }
     }

@@ -83,8 +83,6 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
                 }
                 only_given = true;
             }
-            // `cargo bench`/libtest pass this; there is nothing to filter.
-            "--bench" => {}
             other => {
                 return Err(format!(
                     "unknown argument `{other}`; write --quick, --out PATH or --only SECTIONS"

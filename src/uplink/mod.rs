@@ -24,8 +24,9 @@
 //! forwarded topics. On every CONNACK `online` is published there, retained; on a clean stop `offline`.
 //!
 //! # Measured
-//! `cargo bench --bench spool` (add `-- --quick` for a run under 30 s), on the 2-core x86-64 build machine,
-//! temporary directory on ext4, 42-byte JSON payloads on a 35-byte topic (record: 105 bytes on disk):
+//! `bench/run.sh --only spool` (the whole suite is in BENCHMARKS.md), on the 2-core x86-64 build
+//! machine, temporary directory on ext4, 42-byte JSON payloads on a 35-byte topic (record: 105 bytes on
+//! disk):
 //!
 //! | | messages/s | bytes written per message |
 //! |---|---:|---:|
