@@ -119,8 +119,10 @@ pub fn ratio(ours: Option<f64>, theirs: Option<f64>) -> String {
             let r = o / t;
             if r >= 10.0 {
                 format!("{r:.1}")
-            } else {
+            } else if r >= 0.1 {
                 format!("{r:.2}")
+            } else {
+                format!("{r:.3}")
             }
         }
         _ => "-".into(),
@@ -176,6 +178,7 @@ mod tests {
     fn ratios_are_ours_over_theirs() {
         assert_eq!(ratio(Some(40_000.0), Some(4_000.0)), "10.0");
         assert_eq!(ratio(Some(1.0), Some(4.0)), "0.25");
+        assert_eq!(ratio(Some(1.53), Some(764.55)), "0.002", "small ratios keep a digit");
         assert_eq!(ratio(Some(1.0), Some(0.0)), "-");
         assert_eq!(ratio(None, Some(3.0)), "-");
     }

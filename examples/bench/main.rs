@@ -180,8 +180,8 @@ async fn main() {
         "# Benchmarks\n\n\
          Measured on {} on {}.\n\
          The machine is shared with other work, so absolute figures are noisy; ratios within one run are\n\
-         what count. Everything runs on 127.0.0.1. Rerun with `bench/run.sh` (this file; {} in all) or\n\
-         `bench/run.sh --quick` (smaller counts).\n\n## Budgets\n\n{}",
+         what count. Everything runs on 127.0.0.1. This is {}: `bench/run.sh` reruns the full suite and\n\
+         rewrites this file, `bench/run.sh --quick` runs it with smaller counts.\n\n## Budgets\n\n{}",
         machine::today(),
         machine::describe(),
         if options.quick { "a quick run" } else { "a full run" },
