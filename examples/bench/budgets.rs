@@ -95,9 +95,15 @@ pub fn check(f: &Figures) -> Vec<Budget> {
         budget(
             "idle CPU ≤ 0.1 %",
             f.resources.map(|r| {
+                // The threads' on-CPU time (schedstat, nanoseconds) where the kernel gives it: over a
+                // 10 s quick window /proc/PID/stat's 10 ms steps are the whole budget.
+                let (percent, source) = match r.idle_oncpu_seconds {
+                    Some(seconds) => (100.0 * seconds / r.idle_seconds.max(1e-9), "schedstat"),
+                    None => (r.idle_cpu_percent, "stat"),
+                };
                 (
-                    format!("{:.3} % over {:.0} s", r.idle_cpu_percent, r.idle_seconds),
-                    r.idle_cpu_percent <= 0.1,
+                    format!("{percent:.3} % over {:.0} s ({source})", r.idle_seconds),
+                    percent <= 0.1,
                 )
             }),
         ),
@@ -216,5 +222,41 @@ mod tests {
         assert_eq!(budgets[2].met, Some(false), "8× is not 10×");
         assert_eq!(budgets[3].met, Some(false), "20/60 is over a quarter");
         assert_eq!(budgets[1].met, None, "no 1,000/s case");
+    }
+
+    #[test]
+    fn idle_cpu_uses_the_precise_figure_when_there_is_one() {
+        let coarse = resources::Report {
+            idle_cpu_percent: 0.1,
+            idle_seconds: 10.0,
+            idle_oncpu_seconds: Some(0.0046),
+            ready_ms_max: 150.0,
+            starts: 5,
+            ..resources::Report::default()
+        };
+        let check_idle = |r: &resources::Report| {
+            check(&Figures {
+                sensorgate: &[],
+                baseline: &[],
+                spool: None,
+                resources: Some(r),
+            })
+        };
+        let budgets = check_idle(&coarse);
+        assert_eq!(budgets[5].figure, "0.046 % over 10 s (schedstat)");
+        assert_eq!(budgets[5].met, Some(true));
+        assert_eq!(
+            budgets[6].met,
+            Some(false),
+            "150 ms is over the READY budget"
+        );
+        let without = resources::Report {
+            idle_oncpu_seconds: None,
+            idle_cpu_percent: 0.2,
+            ..coarse
+        };
+        let budgets = check_idle(&without);
+        assert_eq!(budgets[5].figure, "0.200 % over 10 s (stat)");
+        assert_eq!(budgets[5].met, Some(false));
     }
 }
