@@ -178,7 +178,11 @@ mod tests {
     fn ratios_are_ours_over_theirs() {
         assert_eq!(ratio(Some(40_000.0), Some(4_000.0)), "10.0");
         assert_eq!(ratio(Some(1.0), Some(4.0)), "0.25");
-        assert_eq!(ratio(Some(1.53), Some(764.55)), "0.002", "small ratios keep a digit");
+        assert_eq!(
+            ratio(Some(1.53), Some(764.55)),
+            "0.002",
+            "small ratios keep a digit"
+        );
         assert_eq!(ratio(Some(1.0), Some(0.0)), "-");
         assert_eq!(ratio(None, Some(3.0)), "-");
     }
