@@ -35,12 +35,18 @@
 //!   kept [`OFFLINE_MESSAGE_EXPIRY`]); the engine refuses beyond it with CONNACK 3 and logs only at info:
 //!   the policy logs it at warn. Oversized packets (`max_packet_size`) close the connection, a full
 //!   offline queue drops messages: both logged at warn, rate-limited.
+//! - Routing hands messages to a subscriber's session over an unbounded channel and never throttles the
+//!   publisher, so a publisher faster than a subscriber grew the daemon without bound (300,000 QoS 0
+//!   messages: 7.8 to 84 MiB): [`backlog`] bounds the messages waiting for one connected subscriber at
+//!   `max_queued_messages`; beyond it QoS 0 is dropped, QoS 1/2 holds its publisher up to 500 ms and is
+//!   then dropped; drops are logged at warn (rate-limited) and counted ([`Broker::backlog_drops`]).
 //! - Messages queued for an offline persistent session: at most `max_queued_messages` (plus the inflight
 //!   window), kept [`OFFLINE_MESSAGE_EXPIRY`] [engine default 5 min].
 //! - `MqttServer::start()` exits the process on error: serving uses `MqttServer::run` on a task of ours.
 
 pub mod acl;
 pub mod auth;
+pub mod backlog;
 pub mod exactly_once;
 pub mod gate;
 pub mod password;
@@ -65,6 +71,7 @@ use tokio::task::JoinHandle;
 use crate::model::Message;
 use acl::{AccessPolicy, Rights};
 use auth::{Logins, Throttle};
+use backlog::{Backlog, BacklogHook, BoundedShared};
 use gate::{PublishGate, Tap};
 pub use password::{hash_password, verify_password, PasswordError};
 use policy::{Policy, PolicyHook};
@@ -170,6 +177,7 @@ pub enum BrokerError {
 pub struct Broker {
     scx: ServerContext,
     retained: Arc<RetainedStore>,
+    backlog: Arc<Backlog>,
     tap: Tap,
     system_from: From,
     local_addrs: Vec<SocketAddr>,
@@ -201,6 +209,8 @@ impl Broker {
 
         let retained = RetainedStore::new();
         *scx.extends.retain_mut().await = Box::new(EngineRetainStorage(retained.clone()));
+        let backlog = Arc::new(Backlog::new(settings.max_queued_messages));
+        BoundedShared::install(&scx, backlog.clone()).await;
         let system_from = From::from_system(Id::new(
             scx.node.id(),
             0,
@@ -244,6 +254,15 @@ impl Broker {
         ));
         let tap = Tap::new(tap);
         let register = scx.extends.hook_mgr().register();
+        for typ in BacklogHook::TYPES {
+            register
+                .add_priority(
+                    typ,
+                    BACKLOG_PRIORITY,
+                    Box::new(BacklogHook(backlog.clone())),
+                )
+                .await;
+        }
         // The policy runs first (higher priority); the gate then sees its publish decision.
         for typ in PolicyHook::TYPES {
             register
@@ -292,6 +311,7 @@ impl Broker {
         Ok(Broker {
             scx,
             retained,
+            backlog,
             tap,
             system_from,
             local_addrs,
@@ -332,6 +352,16 @@ impl Broker {
     /// Number of connected clients, for stats.
     pub fn connections(&self) -> isize {
         self.scx.connections.count()
+    }
+
+    /// Messages dropped because a connected subscriber had `max_queued_messages` waiting already.
+    pub fn backlog_drops(&self) -> u64 {
+        self.backlog.dropped()
+    }
+
+    /// Messages routed to `client_id` and not yet delivered to it (nor dropped).
+    pub fn backlog(&self, client_id: &str) -> usize {
+        self.backlog.pending(client_id)
     }
 
     /// Number of sessions: connected clients plus persistent sessions kept for absent ones.
@@ -418,6 +448,8 @@ fn bind_listener(
 
 /// Hook priority of the policy (the engine runs higher priorities first; the tap gate runs at 0).
 const POLICY_PRIORITY: u32 = 100;
+/// Hook priority of the backlog count: before the policy, which may end a delivery check.
+const BACKLOG_PRIORITY: u32 = 200;
 
 fn access_policy(settings: &BrokerSettings) -> AccessPolicy {
     AccessPolicy::new(

@@ -1,0 +1,387 @@
+//! A bound on the messages waiting for one subscriber between the engine's routing and its socket.
+//!
+//! The engine hands every routed message to the subscriber's session over an unbounded channel
+//! (rmqtt 0.24.0 `session.rs:158`, sent in `shared.rs:930`); the subscriber's task moves it to its
+//! deliver queue (bounded by `max_mqueue_len`, dropping when full) in the same `select!` loop that writes
+//! to its socket one packet and one flush at a time. A publisher is read as fast as it sends and is never
+//! throttled, so when it outpaces a subscriber the messages pile up in that channel, which nothing
+//! bounds: a 300,000-message QoS 0 burst grew the daemon by ~76 MiB.
+//!
+//! [`BoundedShared`] wraps the engine's `Shared` (the routing to local sessions) and counts, per
+//! subscriber client id, the messages routed to it and not yet taken up for delivery (channel plus
+//! deliver queue). At `max_queued_messages` a QoS 0 message for that subscriber is dropped (as mosquitto
+//! drops for a full queue); a QoS 1/2 one first holds up its publisher's task for up to [`BACKLOG_WAIT`]
+//! (the publisher is not read meanwhile, and its own inflight window slows it), and is dropped if no room
+//! came; after such a timeout that subscriber is marked stalled and its messages are dropped without
+//! waiting until its backlog is half empty, so a subscriber that stopped reading cannot hold publishers
+//! up. A drop is reported through the engine's `message_dropped` hook with `MessageQueueFull`, so the
+//! policy logs it (rate-limited) like a full offline queue, and [`Backlog::dropped`] counts it.
+//! [`BacklogHook`] takes messages off the count when they are delivered (`MessageExpiryCheck`, run
+//! before every delivery) or dropped by the engine, and forgets a client id when its session starts or
+//! ends (messages left in a closed channel are never reported).
+//!
+//! Messages delivered with the retain flag (retained messages sent on subscribe, and MQTT 5
+//! retain-as-published forwards) and re-sends (DUP) are neither counted nor limited here: the count is of
+//! fresh forwards only.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
+use rmqtt::shared::{Entry, Shared};
+use rmqtt::types::{
+    ClientId, DashMap, ForwardedCount, ForwardedRecipients, From, HealthInfo, Id, MsgID,
+    NodeHealthStatus, NodeId, Publish, QoS, Reason, Retain, SessionStatus, SubRelations,
+    SubRelationsMap, SubsSearchParams, SubsSearchResult, To, TopicFilter, TopicName,
+};
+
+/// How long routing a QoS 1/2 message waits for room in a subscriber's full backlog before dropping it.
+pub const BACKLOG_WAIT: Duration = Duration::from_millis(500);
+
+/// Messages waiting for one subscriber, and whether a wait for room in its backlog timed out.
+#[derive(Default)]
+struct Slot {
+    pending: AtomicUsize,
+    /// Set when a wait timed out: no more waits (drop at once) until the backlog is half empty.
+    stalled: AtomicBool,
+}
+
+/// Per-subscriber counts of messages routed and not yet delivered or dropped.
+pub struct Backlog {
+    limit: usize,
+    slots: DashMap<ClientId, Arc<Slot>>,
+    dropped: AtomicU64,
+}
+
+impl Backlog {
+    /// `limit`: messages that may wait for one subscriber (at least 1).
+    pub fn new(limit: usize) -> Self {
+        Backlog {
+            limit: limit.max(1),
+            slots: DashMap::default(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Messages dropped so far because a subscriber's backlog was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Messages waiting for `client_id`.
+    pub fn pending(&self, client_id: &str) -> usize {
+        self.slots
+            .get(client_id)
+            .map_or(0, |slot| slot.pending.load(Ordering::Relaxed))
+    }
+
+    fn slot(&self, client_id: &ClientId) -> Arc<Slot> {
+        self.slots.entry(client_id.clone()).or_default().clone()
+    }
+
+    /// Counts one message for the subscriber if its backlog has room.
+    fn try_admit(&self, slot: &Slot) -> bool {
+        slot.pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Counts one message for `client_id`, waiting up to `wait` for room (not at all while the
+    /// subscriber is marked stalled); false means the message is to be dropped. A dropped message is
+    /// counted all the same: the engine reports the drop to [`BacklogHook`], which releases it.
+    async fn admit(&self, client_id: &ClientId, wait: Duration) -> bool {
+        let slot = self.slot(client_id);
+        if self.try_admit(&slot) {
+            return true;
+        }
+        if !wait.is_zero() && !slot.stalled.load(Ordering::Relaxed) {
+            let deadline = tokio::time::Instant::now() + wait;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if self.try_admit(&slot) {
+                    return true;
+                }
+            }
+            slot.stalled.store(true, Ordering::Relaxed);
+        }
+        slot.pending.fetch_add(1, Ordering::Relaxed);
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Takes one message off `client_id`'s count.
+    fn release(&self, client_id: &str) {
+        if let Some(slot) = self.slots.get(client_id) {
+            let before = slot
+                .pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                })
+                .unwrap_or(0);
+            if before <= self.limit / 2 {
+                slot.stalled.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn forget(&self, client_id: &str) {
+        self.slots.remove(client_id);
+    }
+}
+
+/// Whether a message delivered or dropped for a subscriber was counted by [`BoundedShared::forwards`].
+fn counted(publish: &Publish) -> bool {
+    !publish.retain && !publish.dup
+}
+
+/// The engine's `Shared` with [`Backlog`] applied to routing; every other call goes to the engine's.
+pub struct BoundedShared {
+    inner: Box<dyn Shared>,
+    backlog: Arc<Backlog>,
+    scx: ServerContext,
+}
+
+impl BoundedShared {
+    /// Replaces the engine's `Shared` with one that applies `backlog`. Call before serving.
+    pub async fn install(scx: &ServerContext, backlog: Arc<Backlog>) {
+        let mut shared = scx.extends.shared_mut().await;
+        let placeholder: Box<dyn Shared> =
+            Box::new(rmqtt::shared::DefaultShared::new(Some(scx.clone())));
+        let inner = std::mem::replace(&mut *shared, placeholder);
+        *shared = Box::new(BoundedShared {
+            inner,
+            backlog,
+            scx: scx.clone(),
+        });
+    }
+}
+
+#[async_trait]
+impl Shared for BoundedShared {
+    fn entry(&self, id: Id) -> Box<dyn Entry> {
+        self.inner.entry(id)
+    }
+
+    fn exist(&self, client_id: &str) -> bool {
+        self.inner.exist(client_id)
+    }
+
+    /// The engine's routing (`DefaultShared::forwards`, single node), with the backlog check between
+    /// matching the subscriptions and sending to the sessions.
+    async fn forwards(
+        &self,
+        msg_id: Option<MsgID>,
+        from: From,
+        publish: Publish,
+    ) -> Result<ForwardedCount, (ForwardedCount, Vec<(To, From, Publish, Reason)>)> {
+        if publish.target_clientid.is_some() {
+            return self.inner.forwards(msg_id, from, publish).await;
+        }
+        let mut relations_map = match self
+            .scx
+            .extends
+            .router()
+            .await
+            .matches(from.id.clone(), &publish.topic)
+            .await
+        {
+            Ok(relations_map) => relations_map,
+            Err(error) => {
+                log::warn!("broker: routing {:?}: {error}", &publish.topic as &str);
+                SubRelationsMap::default()
+            }
+        };
+        let Some(relations) = relations_map.remove(&self.scx.node.id()) else {
+            return Ok(0);
+        };
+        let mut admitted = SubRelations::with_capacity(relations.len());
+        let mut full = Vec::new();
+        for relation in relations {
+            let (_, client_id, opts, _, _) = &relation;
+            let keeps_retain = publish.retain && opts.retain_as_published() == Some(true);
+            // QoS 0 is dropped at once; QoS 1/2 first holds up this publisher (bounded).
+            let wait = match publish.qos.less_value(opts.qos()) {
+                QoS::AtMostOnce => Duration::ZERO,
+                _ => BACKLOG_WAIT,
+            };
+            if keeps_retain || self.backlog.admit(client_id, wait).await {
+                admitted.push(relation);
+            } else {
+                full.push(relation);
+            }
+        }
+        let (recipients, mut errs) = if admitted.is_empty() {
+            (0, Vec::new())
+        } else {
+            match self
+                .inner
+                .forwards_to(from.clone(), &publish, admitted, None)
+                .await
+            {
+                Ok(recipients) => (recipients.len(), Vec::new()),
+                Err((recipients, errs)) => {
+                    // Not sent (the session is gone or its channel closed): off the count again.
+                    for (to, _, p, _) in &errs {
+                        if counted(p) {
+                            self.backlog.release(&to.client_id);
+                        }
+                    }
+                    (recipients.len(), errs)
+                }
+            }
+        };
+        for (_, client_id, opts, _, _) in full {
+            let mut p = publish.clone();
+            p.dup = false;
+            p.retain = false;
+            p.qos = p.qos.less_value(opts.qos());
+            p.packet_id = None;
+            let to = self
+                .inner
+                .entry(Id::from(self.scx.node.id(), client_id.clone()))
+                .session()
+                .map(|session| session.id.clone())
+                .unwrap_or_else(|| Id::from(self.scx.node.id(), client_id.clone()));
+            // Reported as MessageQueueFull: the policy logs it, BacklogHook releases its count.
+            errs.push((to, from.clone(), p, Reason::MessageQueueFull));
+        }
+        if errs.is_empty() {
+            Ok(recipients)
+        } else {
+            Err((recipients, errs))
+        }
+    }
+
+    async fn forwards_and_get_shareds(
+        &self,
+        from: From,
+        publish: Publish,
+    ) -> Result<
+        (SubRelationsMap, ForwardedRecipients),
+        (ForwardedRecipients, Vec<(To, From, Publish, Reason)>),
+    > {
+        self.inner.forwards_and_get_shareds(from, publish).await
+    }
+
+    async fn forwards_to(
+        &self,
+        from: From,
+        publish: &Publish,
+        relations: SubRelations,
+        msg_id: Option<MsgID>,
+    ) -> Result<ForwardedRecipients, (ForwardedRecipients, Vec<(To, From, Publish, Reason)>)> {
+        self.inner
+            .forwards_to(from, publish, relations, msg_id)
+            .await
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = Box<dyn Entry>> + Sync + Send + '_> {
+        self.inner.iter()
+    }
+
+    fn random_session(&self) -> Option<rmqtt::session::Session> {
+        self.inner.random_session()
+    }
+
+    async fn session_status(&self, client_id: &str) -> Option<SessionStatus> {
+        self.inner.session_status(client_id).await
+    }
+
+    async fn client_states_count(&self) -> usize {
+        self.inner.client_states_count().await
+    }
+
+    fn sessions_count(&self) -> usize {
+        self.inner.sessions_count()
+    }
+
+    async fn query_subscriptions(&self, q: &SubsSearchParams) -> Vec<SubsSearchResult> {
+        self.inner.query_subscriptions(q).await
+    }
+
+    async fn subscriptions_count(&self) -> usize {
+        self.inner.subscriptions_count().await
+    }
+
+    fn grpc_enable(&self) -> bool {
+        self.inner.grpc_enable()
+    }
+
+    fn node_name(&self, id: NodeId) -> String {
+        self.inner.node_name(id)
+    }
+
+    async fn check_health(&self) -> rmqtt::Result<HealthInfo> {
+        self.inner.check_health().await
+    }
+
+    async fn health_status(&self) -> rmqtt::Result<NodeHealthStatus> {
+        self.inner.health_status().await
+    }
+
+    fn operation_is_busy(&self) -> bool {
+        self.inner.operation_is_busy()
+    }
+
+    async fn retain_load_with(
+        &self,
+        topic_filter: &TopicFilter,
+        cb: Arc<dyn rmqtt::shared::RetainLoadCallback>,
+    ) -> rmqtt::Result<Vec<(NodeId, MsgID)>> {
+        self.inner.retain_load_with(topic_filter, cb).await
+    }
+
+    async fn retain_set_broadcast(
+        &self,
+        topic: &TopicName,
+        retain: &Retain,
+        expiry_interval: Option<Duration>,
+    ) -> rmqtt::Result<()> {
+        self.inner
+            .retain_set_broadcast(topic, retain, expiry_interval)
+            .await
+    }
+}
+
+/// Takes delivered and engine-dropped messages off the [`Backlog`]; registered above the policy for
+/// `MessageExpiryCheck` so that it sees every delivery, also those the policy then refuses.
+pub struct BacklogHook(pub Arc<Backlog>);
+
+impl BacklogHook {
+    /// The engine hook points this handler must be registered for.
+    pub const TYPES: [rmqtt::hook::Type; 4] = [
+        rmqtt::hook::Type::MessageExpiryCheck,
+        rmqtt::hook::Type::MessageDropped,
+        rmqtt::hook::Type::SessionCreated,
+        rmqtt::hook::Type::SessionTerminated,
+    ];
+}
+
+#[async_trait]
+impl Handler for BacklogHook {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::MessageExpiryCheck(session, _from, publish) if counted(publish) => {
+                self.0.release(&session.id.client_id);
+            }
+            // Expired (or refused by the policy) messages were released at the expiry check; a full
+            // deliver queue drops a message that was counted (QoS 1/2: the oldest one), and so does
+            // the backlog check itself (see `Backlog::admit`).
+            Parameter::MessageDropped(Some(to), _from, publish, Reason::MessageQueueFull)
+                if counted(publish) =>
+            {
+                self.0.release(&to.client_id);
+            }
+            Parameter::SessionCreated(session) | Parameter::SessionTerminated(session, _) => {
+                self.0.forget(&session.id.client_id);
+            }
+            _ => {}
+        }
+        (true, acc)
+    }
+}

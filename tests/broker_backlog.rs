@@ -1,0 +1,160 @@
+//! A publisher faster than a subscriber cannot grow the broker without bound: the messages waiting for one
+//! subscriber stay at `max_queued_messages`, the rest are dropped and counted, and every message is
+//! either delivered or counted as dropped.
+
+#[path = "support/raw.rs"]
+mod raw;
+#[path = "support/broker.rs"]
+mod support;
+
+use std::time::Duration;
+
+use raw::{Connect, RawClient, PUBLISH};
+use sensorgate::broker::{Broker, BrokerSettings};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+const LIMIT: usize = 200;
+const MESSAGES: usize = 30_000;
+
+fn publish_frame(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let len = 2 + topic.len() + payload.len();
+    let mut out = vec![0x30];
+    let mut rest = len;
+    loop {
+        let mut byte = (rest % 128) as u8;
+        rest /= 128;
+        if rest > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_slower_than_its_publisher_gets_a_bounded_backlog() {
+    let settings = BrokerSettings {
+        max_queued_messages: LIMIT,
+        ..support::local_settings()
+    };
+    let broker = Broker::start(&settings, None).await.unwrap();
+    let addr = broker.local_addrs()[0];
+
+    let (mut subscriber, code, _) = RawClient::connect(addr, &Connect::new("slow-sub")).await;
+    assert_eq!(code, 0);
+    assert_eq!(subscriber.subscribe("burst/#", 0, 1).await, vec![0]);
+    let (mut publisher, code, _) = RawClient::connect(addr, &Connect::new("fast-pub")).await;
+    assert_eq!(code, 0);
+
+    // The subscriber reads nothing while the whole burst is written at once.
+    let payload = [0x5Au8; 256];
+    let mut burst = Vec::with_capacity(MESSAGES * 270);
+    for _ in 0..MESSAGES {
+        burst.extend_from_slice(&publish_frame("burst/x", &payload));
+    }
+    let writing = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(20), publisher.stream.write_all(&burst))
+            .await
+            .expect("burst written within 20 s")
+            .expect("burst written");
+        publisher
+    });
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !writing.is_finished() && Instant::now() < deadline {
+        peak = peak.max(broker.backlog("slow-sub"));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let _publisher = writing.await.unwrap();
+    // Wait (bounded) until the broker has routed the last of the burst: the drop count stands still.
+    let mut drops = broker.backlog_drops();
+    let settle_deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        peak = peak.max(broker.backlog("slow-sub"));
+        let now = broker.backlog_drops();
+        if now == drops || Instant::now() > settle_deadline {
+            drops = now;
+            break;
+        }
+        drops = now;
+    }
+    // A dropped message is counted until the engine has reported its drop: one over, per publisher.
+    assert!(
+        peak <= LIMIT + 1,
+        "backlog of the slow subscriber reached {peak} (limit {LIMIT})"
+    );
+    assert!(
+        drops > 0,
+        "a {MESSAGES}-message burst to a stalled subscriber dropped nothing"
+    );
+
+    // Now the subscriber reads everything there is.
+    let mut received = 0usize;
+    let read_deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < read_deadline {
+        match subscriber.read_within(Duration::from_secs(1)).await {
+            Some(packet) if packet.kind == PUBLISH => received += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(received > 0);
+    assert_eq!(
+        received as u64 + broker.backlog_drops(),
+        MESSAGES as u64,
+        "every message is delivered or counted as dropped ({received} received, {} dropped)",
+        broker.backlog_drops()
+    );
+    assert_eq!(broker.backlog("slow-sub"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_qos1_subscriber_holds_its_publisher_up_only_briefly() {
+    const QOS1_MESSAGES: u16 = 3_000;
+    let settings = BrokerSettings {
+        max_queued_messages: LIMIT,
+        ..support::local_settings()
+    };
+    let broker = Broker::start(&settings, None).await.unwrap();
+    let addr = broker.local_addrs()[0];
+
+    // Subscribes at QoS 1 and then neither reads nor acknowledges anything.
+    let (mut subscriber, code, _) = RawClient::connect(addr, &Connect::new("stalled-sub")).await;
+    assert_eq!(code, 0);
+    assert_eq!(subscriber.subscribe("q1/#", 1, 1).await, vec![1]);
+    let (mut publisher, code, _) = RawClient::connect(addr, &Connect::new("q1-pub")).await;
+    assert_eq!(code, 0);
+
+    let started = Instant::now();
+    for id in 1..=QOS1_MESSAGES {
+        publisher
+            .publish("q1/x", b"reading", 1, false, id, false)
+            .await;
+    }
+    let mut acked = 0u16;
+    let deadline = started + Duration::from_secs(10);
+    while acked < QOS1_MESSAGES && Instant::now() < deadline {
+        match publisher.read_within(Duration::from_secs(2)).await {
+            Some(packet) if packet.kind == raw::PUBACK => acked += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let took = started.elapsed();
+    assert_eq!(acked, QOS1_MESSAGES, "PUBACKs within 10 s");
+    assert!(
+        took < Duration::from_secs(5),
+        "the publisher was held up {took:?} by a stalled subscriber"
+    );
+    assert!(broker.backlog("stalled-sub") <= LIMIT + 1);
+    assert!(broker.backlog_drops() > 0);
+    drop(subscriber);
+}
