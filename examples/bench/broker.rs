@@ -277,7 +277,11 @@ pub fn markdown(report: &Report) -> String {
          persistence, logging to a file at info level. CPU is each broker process's user + system time over\n\
          the case per message received; RSS is its peak during the case (the cases run in turn on the same\n\
          two broker processes, so memory a broker kept from the QoS 0 case counts in the QoS 1 case). The\n\
-         clients run in the benchmark process and share the cores with the broker.\n\n\
+         clients run in the benchmark process and share the cores with the broker. sensorgate holds at\n\
+         most `max_queued_messages` waiting for one subscriber: beyond it a QoS 0 message is dropped (as\n\
+         mosquitto does with its default `max_queued_messages 1000`; here its queue is unlimited) and a\n\
+         QoS 1/2 publisher is held up to 500 ms first, so memory stays bounded when a publisher outruns a\n\
+         subscriber.\n\n\
          | case | messages | sensorgate msg/s | received | mosquitto msg/s | received | sensorgate / mosquitto | sensorgate CPU µs/msg | mosquitto CPU µs/msg | sensorgate peak RSS KiB | mosquitto peak RSS KiB |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
