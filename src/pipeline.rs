@@ -85,6 +85,7 @@ impl Pipeline {
                     publish_all(broker, &messages).await;
                 }
                 _ = stats_ticker.tick() => {
+                    stats.broker_dropped_for_slow_subscribers = broker.backlog_drops();
                     let message = self.stats_message(&stats, started);
                     publish_all(broker, &[message]).await;
                 }
@@ -102,6 +103,7 @@ impl Pipeline {
         let wills = self.registry.shutdown();
         self.devices_online.store(0, Ordering::Relaxed);
         publish_all(broker, &wills).await;
+        stats.broker_dropped_for_slow_subscribers = broker.backlog_drops();
         let message = self.stats_message(&stats, started);
         publish_all(broker, &[message]).await;
         self.registry

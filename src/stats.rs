@@ -27,12 +27,16 @@ pub struct SourceCounters {
     pub up: bool,
 }
 
-/// The pipeline's counters: per source, plus readings of new devices dropped by the registry's device cap.
+/// The pipeline's counters: per source, plus readings of new devices dropped by the registry's device cap
+/// and messages the embedded broker dropped for subscribers too slow to take them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     sources: BTreeMap<String, SourceCounters>,
     /// Readings dropped because the registry tracks as many devices as it may.
     pub dropped_over_device_cap: u64,
+    /// Messages the broker dropped because `max_queued_messages` were already waiting for a subscriber
+    /// (copied from the broker before each report).
+    pub broker_dropped_for_slow_subscribers: u64,
 }
 
 impl Stats {
@@ -57,7 +61,8 @@ impl Stats {
 
 /// The JSON of `{base}/gateway/stats`:
 /// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap"}, "sources": {name: counters},
-/// "totals": {frames, readings, frame_errors, decode_errors, duplicates, link_losses}, "uplink"}`;
+/// "totals": {frames, readings, frame_errors, decode_errors, duplicates, link_losses},
+/// "broker": {"dropped_for_slow_subscribers"}, "uplink"}`;
 /// `uplink` (the uplink's own counters: spool depth and age...) is left out when there is no upstream.
 pub fn stats_json(
     stats: &Stats,
@@ -95,6 +100,9 @@ pub fn stats_json(
             "decode_errors": totals.decode_errors,
             "duplicates": totals.duplicates,
             "link_losses": totals.link_losses,
+        },
+        "broker": {
+            "dropped_for_slow_subscribers": stats.broker_dropped_for_slow_subscribers,
         },
     });
     if let (Some(uplink), Json::Object(fields)) = (uplink, &mut report) {
@@ -178,6 +186,7 @@ mod tests {
         stats.source("lora").duplicates = 1;
         stats.source("lora").link_losses = 1;
         stats.dropped_over_device_cap = 3;
+        stats.broker_dropped_for_slow_subscribers = 12;
 
         let report = stats_json(
             &stats,
@@ -199,6 +208,7 @@ mod tests {
                 },
                 "totals": {"frames": 15, "readings": 8, "frame_errors": 0, "decode_errors": 2,
                            "duplicates": 1, "link_losses": 1},
+                "broker": {"dropped_for_slow_subscribers": 12},
                 "uplink": {"spool_messages": 7},
             })
         );
