@@ -38,12 +38,14 @@
 //! - [`uplink`]: forward rules, the crash-safe disk spool, and the MQTT-over-TLS client to the cloud.
 //! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
 //! - [`app`]: the wiring: builds each stage from the configuration, owns the start, stop and reload order.
-//! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`backoff`] (retry delays).
+//! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`backoff`] (retry delays),
+//!   [`allocator`] (one glibc malloc arena, for a steady memory footprint).
 //!
 //! Sources get a cancellation token; downstream stages end when their input channel closes, so a stop
 //! drains instead of dropping. Blocking work (serial opens, SPI transfers, fsync) runs off the async
 //! runtime's workers.
 
+pub mod allocator;
 pub mod app;
 pub mod backoff;
 pub mod broker;

@@ -58,6 +58,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    sensorgate::allocator::use_one_malloc_arena();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))),
