@@ -5,9 +5,13 @@
 //! itself holds about 4 MiB: valgrind's massif); the end-to-end throughput did not drop measurably
 //! (`bench/run.sh --only e2e`). Other C libraries (musl) are left alone.
 
-/// Limits glibc to one malloc arena; call it first in `main`, before any thread starts. Returns whether
-/// the C library took the setting (always `false` where there is no glibc).
+/// Limits glibc to one malloc arena; call it first in `main`, before any thread starts. A
+/// `MALLOC_ARENA_MAX` in the environment is the operator's choice and wins. Returns whether the C
+/// library took the setting (always `false` where there is no glibc).
 pub fn use_one_malloc_arena() -> bool {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return false;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallopt only changes the allocator's tuning; M_ARENA_MAX takes any positive count.
@@ -24,6 +28,8 @@ mod tests {
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn glibc_takes_the_arena_limit() {
-        assert!(super::use_one_malloc_arena());
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            assert!(super::use_one_malloc_arena());
+        }
     }
 }
