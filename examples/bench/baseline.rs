@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::e2e::{self, Case, Row, Target};
+use crate::measure;
 use crate::mosquitto::{BrokerConfig, Mosquitto};
 
 /// What the baseline run gave: its rows, or why it could not run.
@@ -114,9 +115,12 @@ pub async fn run(quick: bool) -> Report {
 
 /// `ours / theirs` with two significant decimals, or `-` when either is missing or zero.
 pub fn ratio(ours: Option<f64>, theirs: Option<f64>) -> String {
-    match (ours, theirs) {
-        (Some(o), Some(t)) if o > 0.0 && t > 0.0 => {
-            let r = o / t;
+    let divided = ours
+        .filter(|&o| o > 0.0)
+        .zip(theirs)
+        .and_then(|(o, t)| measure::ratio(o, t));
+    match divided {
+        Some(r) => {
             if r >= 10.0 {
                 format!("{r:.1}")
             } else if r >= 0.1 {
@@ -125,7 +129,7 @@ pub fn ratio(ours: Option<f64>, theirs: Option<f64>) -> String {
                 format!("{r:.3}")
             }
         }
-        _ => "-".into(),
+        None => "-".into(),
     }
 }
 

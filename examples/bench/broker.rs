@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::daemon::Daemon;
-use crate::measure::{PeakRss, Usage};
+use crate::measure::{ratio, PeakRss, Usage};
 use crate::mosquitto::{BrokerConfig, Mosquitto, MOSQUITTO};
 
 /// Payload size of every message.
@@ -85,11 +85,6 @@ pub struct Report {
     pub sensorgate_hwm_kib: u64,
     pub mosquitto_idle_rss_kib: Option<u64>,
     pub mosquitto_hwm_kib: Option<u64>,
-}
-
-/// sensorgate's rate over mosquitto's; `None` when there is nothing to divide by.
-pub fn ratio(ours: f64, theirs: f64) -> Option<f64> {
-    (theirs > 0.0).then(|| ours / theirs)
 }
 
 fn options(id: String, port: u16) -> MqttOptions {
@@ -330,12 +325,6 @@ pub fn markdown(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_ratio_needs_a_rate_to_divide_by() {
-        assert_eq!(ratio(30_000.0, 60_000.0), Some(0.5));
-        assert_eq!(ratio(30_000.0, 0.0), None);
-    }
 
     #[test]
     fn quick_cases_are_smaller() {

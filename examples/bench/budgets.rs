@@ -96,12 +96,7 @@ pub fn check(f: &Figures) -> Vec<Budget> {
         budget(
             "idle CPU ≤ 0.1 %",
             f.resources.map(|r| {
-                // The threads' on-CPU time (schedstat, nanoseconds) where the kernel gives it: over a
-                // 10 s quick window /proc/PID/stat's 10 ms steps are the whole budget.
-                let (percent, source) = match r.idle_oncpu_seconds {
-                    Some(seconds) => (100.0 * seconds / r.idle_seconds.max(1e-9), "schedstat"),
-                    None => (r.idle_cpu_percent, "stat"),
-                };
+                let (percent, source) = r.idle_percent();
                 (
                     format!("{percent:.3} % over {:.0} s ({source})", r.idle_seconds),
                     percent <= 0.1,

@@ -18,7 +18,7 @@ pub fn describe() -> String {
         .unwrap_or(1);
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let memory_gib =
-        crate::measure::status_kib(&meminfo, "MemTotal:").unwrap_or(0) as f64 / (1024.0 * 1024.0);
+        crate::measure::status_value(&meminfo, "MemTotal:").unwrap_or(0) as f64 / (1024.0 * 1024.0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());

@@ -29,6 +29,11 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// sensorgate's figure over its peer's; `None` when there is nothing to divide by.
+pub fn ratio(ours: f64, theirs: f64) -> Option<f64> {
+    (theirs > 0.0).then(|| ours / theirs)
+}
+
 /// What `/proc` reports for a set of processes, summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Usage {
@@ -49,8 +54,8 @@ impl Usage {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             total.cpu_seconds += cpu_seconds_from_stat(&stat, clock_ticks_per_second());
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            total.rss_kib += status_kib(&status, "VmRSS:").unwrap_or(0);
-            total.peak_rss_kib += status_kib(&status, "VmHWM:").unwrap_or(0);
+            total.rss_kib += status_value(&status, "VmRSS:").unwrap_or(0);
+            total.peak_rss_kib += status_value(&status, "VmHWM:").unwrap_or(0);
         }
         total
     }
@@ -77,8 +82,8 @@ pub fn cpu_seconds_from_stat(stat: &str, ticks_per_second: f64) -> f64 {
         / ticks_per_second
 }
 
-/// A `Key:   1234 kB` line of `/proc/PID/status`.
-pub fn status_kib(status: &str, key: &str) -> Option<u64> {
+/// The number of a `Key:   1234 kB` or `Key:   1234` line of `/proc/PID/status` (or `/proc/meminfo`).
+pub fn status_value(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix(key))
@@ -162,6 +167,12 @@ mod tests {
     }
 
     #[test]
+    fn ratios_need_a_peer_figure() {
+        assert_eq!(ratio(30_000.0, 60_000.0), Some(0.5));
+        assert_eq!(ratio(30_000.0, 0.0), None);
+    }
+
+    #[test]
     fn cpu_time_is_read_after_the_command_name() {
         let stat =
             "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 1 2 3";
@@ -170,11 +181,16 @@ mod tests {
     }
 
     #[test]
-    fn status_lines_give_kib() {
+    fn status_lines_give_numbers() {
         let status = "Name:\tsensorgate\nVmHWM:\t   13312 kB\nVmRSS:\t   12000 kB\n";
-        assert_eq!(status_kib(status, "VmHWM:"), Some(13312));
-        assert_eq!(status_kib(status, "VmRSS:"), Some(12000));
-        assert_eq!(status_kib(status, "VmSwap:"), None);
+        assert_eq!(status_value(status, "VmHWM:"), Some(13312));
+        assert_eq!(status_value(status, "VmRSS:"), Some(12000));
+        assert_eq!(status_value(status, "VmSwap:"), None);
+        assert_eq!(
+            status_value("voluntary_ctxt_switches:\t42\n", "voluntary_ctxt_switches:"),
+            Some(42),
+            "counts without a unit"
+        );
     }
 
     #[test]
