@@ -37,6 +37,7 @@ use rmqtt::types::{
     NodeHealthStatus, NodeId, Publish, QoS, Reason, Retain, SessionStatus, SubRelations,
     SubRelationsMap, SubsSearchParams, SubsSearchResult, To, TopicFilter, TopicName,
 };
+use tokio::sync::Notify;
 
 /// How long routing a QoS 1/2 message waits for room in a subscriber's full backlog before dropping it.
 pub const BACKLOG_WAIT: Duration = Duration::from_millis(500);
@@ -47,6 +48,8 @@ struct Slot {
     pending: AtomicUsize,
     /// Set when a wait timed out: no more waits (drop at once) until the backlog is half empty.
     stalled: AtomicBool,
+    /// Wakes publishers waiting for room when a full backlog loses a message.
+    room: Notify,
 }
 
 /// Per-subscriber counts of messages routed and not yet delivered or dropped.
@@ -101,10 +104,16 @@ impl Backlog {
         }
         if !wait.is_zero() && !slot.stalled.load(Ordering::Relaxed) {
             let deadline = tokio::time::Instant::now() + wait;
-            while tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            loop {
+                // Registered before the check, so a release between the two is not missed.
+                let room = slot.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
                 if self.try_admit(&slot) {
                     return true;
+                }
+                if tokio::time::timeout_at(deadline, room).await.is_err() {
+                    break;
                 }
             }
             slot.stalled.store(true, Ordering::Relaxed);
@@ -123,6 +132,9 @@ impl Backlog {
                     Some(n.saturating_sub(1))
                 })
                 .unwrap_or(0);
+            if before >= self.limit {
+                slot.room.notify_waiters();
+            }
             if before <= self.limit / 2 {
                 slot.stalled.store(false, Ordering::Relaxed);
             }
