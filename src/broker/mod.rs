@@ -52,6 +52,7 @@ pub mod gate;
 pub mod password;
 pub mod policy;
 pub mod retained;
+pub mod snapshotter;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -76,6 +77,7 @@ use gate::{PublishGate, Tap};
 pub use password::{hash_password, verify_password, PasswordError};
 use policy::{Policy, PolicyHook};
 use retained::{EngineRetainStorage, RetainedStore};
+use snapshotter::Snapshotter;
 
 /// How long a message queued for an offline persistent session (clean session = false) is kept, and how
 /// long such a session is kept after its client went away.
@@ -182,8 +184,7 @@ pub struct Broker {
     system_from: From,
     local_addrs: Vec<SocketAddr>,
     server_task: JoinHandle<()>,
-    snapshot_task: Option<JoinHandle<()>>,
-    state_dir: Option<PathBuf>,
+    snapshotter: Option<Snapshotter>,
 }
 
 impl Broker {
@@ -291,22 +292,10 @@ impl Broker {
             }
         });
 
-        let snapshot_task = settings.state_dir.clone().map(|dir| {
-            let retained = retained.clone();
-            let interval = settings.snapshot_interval;
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticker.tick().await;
-                    if retained.take_dirty() {
-                        if let Err(error) = save_snapshot(&retained, dir.clone()).await {
-                            log::error!("retained state not saved: {error}");
-                        }
-                    }
-                }
-            })
-        });
+        let snapshotter = settings
+            .state_dir
+            .clone()
+            .map(|dir| Snapshotter::start(retained.clone(), dir, settings.snapshot_interval));
 
         Ok(Broker {
             scx,
@@ -316,8 +305,7 @@ impl Broker {
             system_from,
             local_addrs,
             server_task,
-            snapshot_task,
-            state_dir: settings.state_dir.clone(),
+            snapshotter,
         })
     }
 
@@ -370,36 +358,22 @@ impl Broker {
     }
 
     /// Stops listening and serving, and writes the retained snapshot a last time.
-    pub async fn shutdown(self) -> Result<(), BrokerError> {
+    pub async fn shutdown(mut self) -> Result<(), BrokerError> {
         self.server_task.abort();
-        if let Some(task) = &self.snapshot_task {
-            task.abort();
+        match self.snapshotter.take() {
+            Some(snapshotter) => snapshotter.stop().await,
+            None => Ok(()),
         }
-        if let Some(dir) = self.state_dir.clone() {
-            save_snapshot(&self.retained, dir).await?;
-        }
-        Ok(())
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         self.server_task.abort();
-        if let Some(task) = &self.snapshot_task {
-            task.abort();
+        if let Some(snapshotter) = &self.snapshotter {
+            snapshotter.abort();
         }
     }
-}
-
-async fn save_snapshot(retained: &RetainedStore, dir: PathBuf) -> Result<(), BrokerError> {
-    let messages = retained.all().await;
-    tokio::task::spawn_blocking(move || retained::write_snapshot(&dir, &messages))
-        .await
-        .map_err(|e| BrokerError::Publish {
-            topic: "(snapshot)".into(),
-            reason: e.to_string(),
-        })??;
-    Ok(())
 }
 
 fn bind_listener(
