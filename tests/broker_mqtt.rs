@@ -98,7 +98,9 @@ impl Drop for ChildGuard {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_clients_exchange_qos_2_messages() {
-    let (_broker, addr) = start(&support::local_settings()).await;
+    use tokio::io::AsyncBufReadExt;
+
+    let (broker, addr) = start(&support::local_settings()).await;
     let port = addr.port().to_string();
     let mut sub = ChildGuard(
         tokio::process::Command::new("mosquitto_sub")
@@ -111,8 +113,6 @@ async fn mosquitto_clients_exchange_qos_2_messages() {
                 "mosq/#",
                 "-q",
                 "2",
-                "-C",
-                "3",
                 "-v",
                 "-i",
                 "msub",
@@ -122,16 +122,38 @@ async fn mosquitto_clients_exchange_qos_2_messages() {
             .spawn()
             .expect("mosquitto_sub installed (Debian package mosquitto-clients)"),
     );
-    let mut pub_sub = mqtt::subscribe(addr, "check-sub-ready", "unused", 0).await;
-    // Wait until mosquitto_sub is subscribed: a retained probe would be delivered to it too, so poll the
-    // broker's connection count instead (bounded).
-    for _ in 0..50 {
-        if _broker.connections() >= 2 {
-            break;
+    let stdout = sub
+        .0
+        .stdout
+        .take()
+        .expect("mosquitto_sub's stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    // mosquitto_sub is subscribed once it prints a probe published after it connected: probe every 100 ms
+    // until one arrives (bounded), so no real message is published before the subscription exists.
+    let subscribed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut probe = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = probe.tick() => {
+                    let ready = Message {
+                        topic: "mosq/probe".into(),
+                        payload: b"ready".to_vec(),
+                        qos: 0,
+                        retain: false,
+                    };
+                    broker.publish(&ready).await.unwrap();
+                }
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) if line.starts_with("mosq/probe ") => return true,
+                    Ok(Some(_)) => {}
+                    _ => return false,
+                },
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    })
+    .await;
+    assert_eq!(subscribed, Ok(true), "mosquitto_sub subscribed within 10 s");
+
     for (topic, text) in [("mosq/a", "one"), ("mosq/b", "two"), ("mosq/a", "three")] {
         let status = tokio::process::Command::new("mosquitto_pub")
             .args([
@@ -148,21 +170,24 @@ async fn mosquitto_clients_exchange_qos_2_messages() {
             ])
             .status()
             .await
-            .unwrap();
+            .expect("mosquitto_pub installed (Debian package mosquitto-clients)");
         assert!(status.success());
     }
-    let stdout = sub.0.stdout.take().unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(10), async move {
-        use tokio::io::AsyncReadExt;
-        let mut text = String::new();
-        let mut stdout = stdout;
-        stdout.read_to_string(&mut text).await.unwrap();
-        text
+    // A probe still in flight may come before them; everything else is what mosquitto_pub sent, in order.
+    let received = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut received = Vec::new();
+        while received.len() < 3 {
+            match lines.next_line().await {
+                Ok(Some(line)) if line.starts_with("mosq/probe ") => {}
+                Ok(Some(line)) => received.push(line),
+                _ => break,
+            }
+        }
+        received
     })
     .await
     .expect("mosquitto_sub got 3 messages within 10 s");
-    assert_eq!(output, "mosq/a one\nmosq/b two\nmosq/a three\n");
-    pub_sub.rx.close();
+    assert_eq!(received, ["mosq/a one", "mosq/b two", "mosq/a three"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
