@@ -1,10 +1,11 @@
 //! The issue's budgets, checked against one run's figures: each is met, missed, or not measured in
-//! this run (a section left out with `--only`). They are benchmark targets on the 2-core build machine,
+//! this run (a section left out with `--only`, or a baseline that delivered nothing). They are benchmark targets on the 2-core build machine,
 //! printed in `BENCHMARKS.md`, never test assertions.
 
 use rumqttc::QoS;
 
 use crate::e2e::Row;
+use crate::measure::ratio;
 use crate::{resources, spool};
 
 /// One budget and how the run did.
@@ -48,6 +49,23 @@ fn budget(what: &'static str, measured: Option<(String, bool)>) -> Budget {
     }
 }
 
+/// A budget that compares with the baseline. A baseline that delivered no reading (it could not run, or
+/// it stalled) leaves nothing to compare with: not measured, never met by dividing by nothing.
+fn against_baseline(
+    what: &'static str,
+    both: Option<(&Row, &Row)>,
+    compare: impl FnOnce(&Row, &Row) -> Option<(String, bool)>,
+) -> Budget {
+    match both {
+        Some((_, theirs)) if theirs.received == 0 => Budget {
+            what,
+            figure: "not measured: the baseline delivered no reading".into(),
+            met: None,
+        },
+        _ => budget(what, both.and_then(|(ours, theirs)| compare(ours, theirs))),
+    }
+}
+
 /// Every budget of the issue, in its order.
 pub fn check(f: &Figures) -> Vec<Budget> {
     let ours = saturation_one_port(f.sensorgate);
@@ -65,25 +83,25 @@ pub fn check(f: &Figures) -> Vec<Budget> {
                 Some((format!("{p99:.2} ms"), p99 <= 2.0))
             }),
         ),
-        budget(
+        against_baseline(
             "≥ 10× the Python + mosquitto baseline's throughput (one port, QoS 0)",
-            both.map(|(o, t)| {
-                let ratio = o.per_second / t.per_second.max(1e-9);
-                (format!("{ratio:.1}×"), ratio >= 10.0)
-            }),
+            both,
+            |o, t| {
+                let ratio = ratio(o.per_second, t.per_second)?;
+                Some((format!("{ratio:.1}×"), ratio >= 10.0))
+            },
         ),
-        budget(
+        against_baseline(
             "≤ 1/4 of the baseline's CPU per reading (one port, QoS 0, saturation)",
-            both.map(|(o, t)| {
-                let ratio = o.cpu_us_per_reading / t.cpu_us_per_reading.max(1e-9);
-                (
-                    format!(
-                        "{ratio:.3} ({:.1} vs {:.1} µs)",
-                        o.cpu_us_per_reading, t.cpu_us_per_reading
-                    ),
-                    ratio <= 0.25,
-                )
-            }),
+            both,
+            |o, t| {
+                let ratio = ratio(o.cpu_us_per_reading, t.cpu_us_per_reading)?;
+                let figure = format!(
+                    "{ratio:.3} ({:.1} vs {:.1} µs)",
+                    o.cpu_us_per_reading, t.cpu_us_per_reading
+                );
+                Some((figure, ratio <= 0.25))
+            },
         ),
         budget(
             "RSS ≤ 16 MiB at 1,000 readings/s with 1,000 devices",
@@ -218,6 +236,28 @@ mod tests {
         assert_eq!(budgets[2].met, Some(false), "8× is not 10×");
         assert_eq!(budgets[3].met, Some(false), "20/60 is over a quarter");
         assert_eq!(budgets[1].met, None, "no 1,000/s case");
+    }
+
+    #[test]
+    fn a_baseline_that_delivered_nothing_leaves_its_ratios_unmeasured() {
+        let ours = [row(None, 40_000.0, 100.0, 20.0, 15_000)];
+        let stalled = Row {
+            received: 0,
+            per_second: 0.0,
+            ..row(None, 0.0, 0.0, 0.0, 30_000)
+        };
+        let budgets = check(&Figures {
+            sensorgate: &ours,
+            baseline: &[stalled],
+            spool: None,
+            resources: None,
+        });
+        assert_eq!((budgets[2].met, budgets[3].met), (None, None));
+        assert_eq!(
+            budgets[2].figure,
+            "not measured: the baseline delivered no reading"
+        );
+        assert_eq!(budgets[0].met, Some(true), "the other budgets still count");
     }
 
     #[test]
