@@ -85,8 +85,7 @@ impl Pipeline {
                     publish_all(broker, &messages).await;
                 }
                 _ = stats_ticker.tick() => {
-                    stats.broker_dropped_for_slow_subscribers = broker.backlog_drops();
-                    let message = self.stats_message(&stats, started);
+                    let message = self.stats_message(&stats, broker, started);
                     publish_all(broker, &[message]).await;
                 }
                 _ = heartbeat_ticker.tick() => {
@@ -103,18 +102,18 @@ impl Pipeline {
         let wills = self.registry.shutdown();
         self.devices_online.store(0, Ordering::Relaxed);
         publish_all(broker, &wills).await;
-        stats.broker_dropped_for_slow_subscribers = broker.backlog_drops();
-        let message = self.stats_message(&stats, started);
+        let message = self.stats_message(&stats, broker, started);
         publish_all(broker, &[message]).await;
         self.registry
     }
 
-    fn stats_message(&self, stats: &Stats, started: Instant) -> Message {
+    fn stats_message(&self, stats: &Stats, broker: &Broker, started: Instant) -> Message {
         let uplink = self.uplink_stats.as_ref().map(|probe| probe());
         let json = stats_json(
             stats,
             self.registry.devices_online(),
             self.registry.devices_known(),
+            broker.backlog_drops(),
             uplink,
             started.elapsed(),
         );

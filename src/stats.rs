@@ -27,16 +27,12 @@ pub struct SourceCounters {
     pub up: bool,
 }
 
-/// The pipeline's counters: per source, plus readings of new devices dropped by the registry's device cap
-/// and messages the embedded broker dropped for subscribers too slow to take them.
+/// The pipeline's counters: per source, plus readings of new devices dropped by the registry's device cap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     sources: BTreeMap<String, SourceCounters>,
     /// Readings dropped because the registry tracks as many devices as it may.
     pub dropped_over_device_cap: u64,
-    /// Messages the broker dropped because `max_queued_messages` were already waiting for a subscriber
-    /// (copied from the broker before each report).
-    pub broker_dropped_for_slow_subscribers: u64,
 }
 
 impl Stats {
@@ -63,11 +59,14 @@ impl Stats {
 /// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap"}, "sources": {name: counters},
 /// "totals": {frames, readings, frame_errors, decode_errors, duplicates, link_losses},
 /// "broker": {"dropped_for_slow_subscribers"}, "uplink"}`;
-/// `uplink` (the uplink's own counters: spool depth and age...) is left out when there is no upstream.
+/// `broker_drops` is the broker's count of messages dropped for subscribers that already had
+/// `max_queued_messages` waiting. `uplink` (the uplink's own counters: spool depth and age...) is left
+/// out when there is no upstream.
 pub fn stats_json(
     stats: &Stats,
     devices_online: usize,
     devices_known: usize,
+    broker_drops: u64,
     uplink: Option<Json>,
     uptime: Duration,
 ) -> Json {
@@ -102,7 +101,7 @@ pub fn stats_json(
             "link_losses": totals.link_losses,
         },
         "broker": {
-            "dropped_for_slow_subscribers": stats.broker_dropped_for_slow_subscribers,
+            "dropped_for_slow_subscribers": broker_drops,
         },
     });
     if let (Some(uplink), Json::Object(fields)) = (uplink, &mut report) {
@@ -186,12 +185,12 @@ mod tests {
         stats.source("lora").duplicates = 1;
         stats.source("lora").link_losses = 1;
         stats.dropped_over_device_cap = 3;
-        stats.broker_dropped_for_slow_subscribers = 12;
 
         let report = stats_json(
             &stats,
             2,
             4,
+            12,
             Some(json!({"spool_messages": 7})),
             Duration::from_millis(61_900),
         );
@@ -212,7 +211,7 @@ mod tests {
                 "uplink": {"spool_messages": 7},
             })
         );
-        let without_uplink = stats_json(&stats, 0, 0, None, Duration::ZERO);
+        let without_uplink = stats_json(&stats, 0, 0, 0, None, Duration::ZERO);
         assert!(without_uplink.get("uplink").is_none());
         let names: Vec<_> = stats.sources().map(|(name, _)| name).collect();
         assert_eq!(names, ["lora", "uart0"]);
