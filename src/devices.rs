@@ -17,12 +17,19 @@
 //!
 //! Memory is bounded: each device remembers its last [`SEQ_MEMORY`] sequence numbers, and at most
 //! `max_devices` devices are tracked (configured devices always are). At the cap, a new device replaces the
-//! unconfigured offline device silent the longest; when every tracked device is online or configured, the
-//! new device's readings are dropped ([`ReadingOutcome::OverDeviceCap`]).
+//! unconfigured offline device silent the longest, whose retained topics (state, field topics,
+//! availability) are cleared with empty retained messages ahead of the new device's; when every tracked
+//! device is online or configured, the new device's readings are dropped ([`ReadingOutcome::OverDeviceCap`]).
+//!
+//! Fields are bounded too: a device keeps at most `max_fields` fields, the first names it sent
+//! ([`publish::merge_state`]); a reading's fields beyond them are dropped, reported in
+//! [`ReadingOutcome::Publish`] (with the device's name the first time, so the caller logs it once), and get
+//! no field topic. Retained device topics in total are thus at most the tracked devices times
+//! `max_fields + 7` (state, availability, the fields, and one per gateway key a field may be named like).
 //!
 //! After a restart: [`Registry::offline_after_restart`] turns the restored retained `online`s into
 //! `offline`s, and [`Registry::adopt_restored_states`] lets each device's merged state continue from its
-//! restored `{base}/{device}` JSON.
+//! restored `{base}/{device}` JSON, cut to its first `max_fields` fields.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -75,6 +82,8 @@ pub struct RegistrySettings {
     pub offline_after: Duration,
     /// A reading with the same device and sequence number within this window is a duplicate.
     pub dedup_window: Duration,
+    /// The most fields a device keeps (`[devices] max_fields`); new names beyond them are dropped.
+    pub max_fields: usize,
     pub devices: Vec<DeviceSettings>,
 }
 
@@ -82,7 +91,13 @@ pub struct RegistrySettings {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadingOutcome {
     /// The messages to publish: the device's state, its field topics, then `online` if it just came online.
-    Publish(Vec<Message>),
+    Publish {
+        messages: Vec<Message>,
+        /// The reading's fields dropped because the device already has `max_fields` fields.
+        fields_dropped: usize,
+        /// The device's name, the first time it drops a field (the caller logs it once per device).
+        newly_capped: Option<String>,
+    },
     /// Same device and sequence number as a reading within the dedup window: dropped.
     Duplicate,
     /// A new device while the registry is full of online or configured devices: dropped.
@@ -115,6 +130,10 @@ struct Device {
     deadline: Option<Instant>,
     recent_seqs: VecDeque<(u32, Instant)>,
     state: Map<String, Json>,
+    /// Whether it has dropped a field for want of room (reported once).
+    capped: bool,
+    /// Which of [`publish::STATE_KEYS`] (by bit) it has sent as a field, so had a field topic published.
+    shadowing: u8,
 }
 
 /// The device registry. See the module documentation.
@@ -124,6 +143,7 @@ pub struct Registry {
     default_offline_after: Duration,
     dedup_window: Duration,
     max_devices: usize,
+    max_fields: usize,
     /// How many tracked devices have no `[[device]]` (the ones the cap counts).
     unconfigured_tracked: usize,
     /// source -> address -> configuration.
@@ -176,6 +196,7 @@ impl Registry {
             default_offline_after: settings.offline_after,
             dedup_window: settings.dedup_window,
             max_devices,
+            max_fields: settings.max_fields,
             unconfigured_tracked: 0,
             configured,
             ids: HashMap::new(),
@@ -196,10 +217,10 @@ impl Registry {
             .ids
             .get(&reading.source)
             .and_then(|by_address| by_address.get(&reading.address));
-        let id = match known {
-            Some(&id) => id,
+        let (id, mut messages) = match known {
+            Some(&id) => (id, Vec::new()),
             None => match self.admit(&reading.source, &reading.address, now) {
-                Some(id) => id,
+                Some(admitted) => admitted,
                 None => return ReadingOutcome::OverDeviceCap,
             },
         };
@@ -223,14 +244,27 @@ impl Registry {
         if let Some(deadline) = device.deadline {
             self.deadlines.insert((deadline, id));
         }
-        publish::merge_state(&mut device.state, reading);
-        let mut messages =
-            publish::reading_messages(&self.publish, &device.name, &device.state, reading);
+        let fields_dropped = publish::merge_state(&mut device.state, reading, self.max_fields);
+        let newly_capped = (fields_dropped > 0 && !device.capped).then(|| device.name.clone());
+        device.capped |= fields_dropped > 0;
+        if self.publish.field_topics {
+            device.shadowing |= shadowing_bits(reading);
+        }
+        messages.extend(publish::reading_messages(
+            &self.publish,
+            &device.name,
+            &device.state,
+            reading,
+        ));
         if !device.online {
             device.online = true;
             messages.push(device.online_message.clone());
         }
-        ReadingOutcome::Publish(messages)
+        ReadingOutcome::Publish {
+            messages,
+            fields_dropped,
+            newly_capped,
+        }
     }
 
     /// The wills of every online device heard on `source` (its port vanished, its radio stopped), in name
@@ -303,7 +337,8 @@ impl Registry {
 
     /// Takes device states restored from the broker's retained store (`{base}/{device}` JSON objects) as
     /// the starting point of each device's merged state, so the first reading after a restart does not
-    /// drop fields that only other kinds of reading carry. Keeps at most `max_devices` of them.
+    /// drop fields that only other kinds of reading carry. Keeps at most `max_devices` of them, each with
+    /// its first `max_fields` fields (in key order) besides the gateway's keys.
     pub fn adopt_restored_states(&mut self, restored: &[Message]) {
         let base = self.publish.base_topic.as_str();
         for message in restored {
@@ -313,7 +348,8 @@ impl Registry {
             let Some(name) = publish::device_of_state_topic(base, &message.topic) else {
                 continue;
             };
-            if let Ok(Json::Object(state)) = serde_json::from_slice::<Json>(&message.payload) {
+            if let Ok(Json::Object(mut state)) = serde_json::from_slice::<Json>(&message.payload) {
+                publish::truncate_fields(&mut state, self.max_fields);
                 self.restored_states.insert(name.to_string(), state);
             }
         }
@@ -321,7 +357,7 @@ impl Registry {
 
     /// Applies a new configuration without forgetting what is known. Every tracked device is carried over,
     /// in the order it was last heard, under the name and will the new settings give it, with its merged
-    /// state and recent sequence numbers. An online device whose name, will and `online` message are
+    /// state (cut to the new `max_fields`) and recent sequence numbers. An online device whose name, will and `online` message are
     /// unchanged stays online (its deadline recomputed from the new `offline_after`); one whose identity
     /// changed gets its old will published and is announced under the new one with its next reading.
     /// Returns the wills to publish.
@@ -329,17 +365,26 @@ impl Registry {
         let fresh = Registry::with_device_cap(settings, self.max_devices);
         let mut old = std::mem::replace(self, fresh);
         self.restored_states = std::mem::take(&mut old.restored_states);
+        for state in self.restored_states.values_mut() {
+            publish::truncate_fields(state, self.max_fields);
+        }
         let mut devices: Vec<Device> = old.devices.into_values().collect();
         devices.sort_by_key(|device| device.last_heard);
         let mut wills = Vec::new();
         for device in devices {
-            let Some(id) = self.admit(&device.source, &device.address, device.last_heard) else {
+            let Some((id, cleared)) =
+                self.admit(&device.source, &device.address, device.last_heard)
+            else {
                 continue;
             };
+            wills.extend(cleared);
             let Some(carried) = self.devices.get_mut(&id) else {
                 continue;
             };
             carried.state = device.state;
+            publish::truncate_fields(&mut carried.state, self.max_fields);
+            carried.capped = device.capped;
+            carried.shadowing = device.shadowing;
             carried.recent_seqs = device.recent_seqs;
             let same_identity = carried.name == device.name
                 && carried.will == device.will
@@ -367,14 +412,25 @@ impl Registry {
         self.devices.values().filter(|device| device.online).count()
     }
 
+    /// The most fields a device keeps.
+    pub fn max_fields(&self) -> usize {
+        self.max_fields
+    }
+
     /// How many devices are tracked (heard since start and not evicted by the cap).
     pub fn devices_known(&self) -> usize {
         self.devices.len()
     }
 
     /// Starts tracking the device (source, address), first evicting an offline device when at the cap.
-    /// `None` when the cap leaves no room.
-    fn admit(&mut self, source: &str, address: &str, now: Instant) -> Option<DeviceId> {
+    /// Returns its id and the messages clearing the evicted device's retained topics; `None` when the cap
+    /// leaves no room.
+    fn admit(
+        &mut self,
+        source: &str,
+        address: &str,
+        now: Instant,
+    ) -> Option<(DeviceId, Vec<Message>)> {
         let configured = self
             .configured
             .get(source)
@@ -387,11 +443,9 @@ impl Registry {
                 )
             });
         let is_configured = configured.is_some();
-        if !is_configured
-            && self.unconfigured_tracked >= self.max_devices
-            && !self.evict_longest_silent()
-        {
-            return None;
+        let mut cleared = Vec::new();
+        if !is_configured && self.unconfigured_tracked >= self.max_devices {
+            cleared = self.evict_longest_silent()?;
         }
         let (name, offline_after, will) = match configured {
             Some(configured) => configured,
@@ -442,28 +496,64 @@ impl Registry {
             deadline: None,
             recent_seqs: VecDeque::with_capacity(SEQ_MEMORY),
             state,
+            capped: false,
+            shadowing: 0,
         };
         self.devices.insert(id, device);
         self.ids
             .entry(source.to_string())
             .or_default()
             .insert(address.to_string(), id);
-        Some(id)
+        Some((id, cleared))
     }
 
-    /// Forgets the unconfigured offline device silent the longest; false when there is none.
-    fn evict_longest_silent(&mut self) -> bool {
-        let Some((_, id)) = self.evictable.pop_first() else {
-            return false;
+    /// Forgets the unconfigured offline device silent the longest and returns the messages that clear its
+    /// retained topics; `None` when there is no such device.
+    fn evict_longest_silent(&mut self) -> Option<Vec<Message>> {
+        let (_, id) = self.evictable.pop_first()?;
+        let Some(device) = self.devices.remove(&id) else {
+            return Some(Vec::new()); // Unreachable: every evictable id is in `devices`.
         };
-        if let Some(device) = self.devices.remove(&id) {
-            self.names_taken.remove(&device.name);
-            self.unconfigured_tracked = self.unconfigured_tracked.saturating_sub(1);
-            if let Some(by_address) = self.ids.get_mut(&device.source) {
-                by_address.remove(&device.address);
+        self.names_taken.remove(&device.name);
+        self.unconfigured_tracked = self.unconfigured_tracked.saturating_sub(1);
+        if let Some(by_address) = self.ids.get_mut(&device.source) {
+            by_address.remove(&device.address);
+        }
+        Some(self.clearing_messages(&device))
+    }
+
+    /// Empty retained messages on every retained topic `device` was published on: its availability (an
+    /// unconfigured device's default will is retained), and with `retain` its state and field topics.
+    fn clearing_messages(&self, device: &Device) -> Vec<Message> {
+        let base = self.publish.base_topic.as_str();
+        let clear = |topic: String| Message {
+            topic,
+            payload: Vec::new(),
+            qos: self.publish.qos,
+            retain: true,
+        };
+        let mut cleared = vec![clear(device.will.topic.clone())];
+        if self.publish.retain {
+            cleared.push(clear(publish::device_topic(base, &device.name)));
+            let fields = device
+                .state
+                .keys()
+                .filter(|key| !publish::is_state_key(key))
+                .map(String::as_str);
+            let shadowed = publish::STATE_KEYS
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| device.shadowing & (1 << bit) != 0)
+                .map(|(_, key)| *key);
+            if self.publish.field_topics {
+                cleared.extend(
+                    fields
+                        .chain(shadowed)
+                        .map(|field| clear(publish::field_topic(base, &device.name, field))),
+                );
             }
         }
-        true
+        cleared
     }
 
     /// Takes the given devices offline; their wills in name order.
@@ -494,6 +584,15 @@ impl Registry {
         }
         Some(device.will.clone())
     }
+}
+
+/// The bits of [`publish::STATE_KEYS`] the reading has fields named like.
+fn shadowing_bits(reading: &Reading) -> u8 {
+    publish::STATE_KEYS
+        .iter()
+        .enumerate()
+        .filter(|(_, key)| reading.fields.iter().any(|(name, _)| name == *key))
+        .fold(0, |bits, (bit, _)| bits | (1 << bit))
 }
 
 /// The will message a `will` setting describes.
@@ -557,6 +656,7 @@ mod tests {
             field_topics: false,
             offline_after: 15 * MINUTE,
             dedup_window: Duration::from_secs(10),
+            max_fields: 64,
             devices,
         }
     }
@@ -584,7 +684,7 @@ mod tests {
 
     fn messages(outcome: ReadingOutcome) -> Vec<Message> {
         match outcome {
-            ReadingOutcome::Publish(messages) => messages,
+            ReadingOutcome::Publish { messages, .. } => messages,
             other => panic!("expected messages, got {other:?}"),
         }
     }
@@ -667,7 +767,7 @@ mod tests {
         let t0 = Instant::now();
         assert!(matches!(
             registry.on_reading(&reading("lora", "1", Some(7)), t0),
-            ReadingOutcome::Publish(_)
+            ReadingOutcome::Publish { .. }
         ));
         let inside = t0 + Duration::from_secs(9);
         assert_eq!(
@@ -677,25 +777,25 @@ mod tests {
         // Another seq, another device with the same seq, and a reading without seq are not duplicates.
         assert!(matches!(
             registry.on_reading(&reading("lora", "1", Some(8)), inside),
-            ReadingOutcome::Publish(_)
+            ReadingOutcome::Publish { .. }
         ));
         assert!(matches!(
             registry.on_reading(&reading("lora", "2", Some(7)), inside),
-            ReadingOutcome::Publish(_)
+            ReadingOutcome::Publish { .. }
         ));
         assert!(matches!(
             registry.on_reading(&reading("lora", "1", None), inside),
-            ReadingOutcome::Publish(_)
+            ReadingOutcome::Publish { .. }
         ));
         assert!(matches!(
             registry.on_reading(&reading("lora", "1", None), inside),
-            ReadingOutcome::Publish(_)
+            ReadingOutcome::Publish { .. }
         ));
         // After the window (counted from the first copy) the same seq is kept.
         let after = t0 + Duration::from_secs(10);
         assert!(matches!(
             registry.on_reading(&reading("lora", "1", Some(7)), after),
-            ReadingOutcome::Publish(_)
+            ReadingOutcome::Publish { .. }
         ));
     }
 
@@ -974,7 +1074,7 @@ mod tests {
         // Configured devices are always tracked.
         assert!(matches!(
             registry.on_reading(&reading("uart0", "17", None), t0),
-            ReadingOutcome::Publish(_)
+            ReadingOutcome::Publish { .. }
         ));
         assert_eq!(registry.devices_known(), 3);
 
@@ -983,7 +1083,7 @@ mod tests {
         let t1 = t0 + 2 * MINUTE;
         assert!(matches!(
             registry.on_reading(&reading("lora", "3", None), t1),
-            ReadingOutcome::Publish(_)
+            ReadingOutcome::Publish { .. }
         ));
         assert_eq!(registry.devices_known(), 3);
         let again = messages(registry.on_reading(&reading("lora", "1", None), t1));
@@ -1002,5 +1102,149 @@ mod tests {
             topics(&wills),
             ["sg/lora-1/availability", "sg/lora-3/availability"]
         );
+    }
+
+    fn with_fields(source: &str, address: &str, names: &[&str]) -> Reading {
+        Reading {
+            fields: names
+                .iter()
+                .map(|name| (name.to_string(), Value::Int(1)))
+                .collect(),
+            ..reading(source, address, None)
+        }
+    }
+
+    fn outcome_parts(outcome: ReadingOutcome) -> (Vec<Message>, usize, Option<String>) {
+        match outcome {
+            ReadingOutcome::Publish {
+                messages,
+                fields_dropped,
+                newly_capped,
+            } => (messages, fields_dropped, newly_capped),
+            other => panic!("expected messages, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_device_keeps_max_fields_and_reports_the_first_drop_once() {
+        let mut s = settings(vec![]);
+        s.max_fields = 3;
+        s.field_topics = true;
+        let mut registry = Registry::new(s);
+        let now = Instant::now();
+        let (first, dropped, capped) = outcome_parts(
+            registry.on_reading(&with_fields("lora", "1", &["a", "b", "c", "d", "e"]), now),
+        );
+        assert_eq!((dropped, capped.as_deref()), (2, Some("lora-1")));
+        assert_eq!(
+            topics(&first),
+            [
+                "sg/lora-1",
+                "sg/lora-1/a",
+                "sg/lora-1/b",
+                "sg/lora-1/c",
+                "sg/lora-1/availability"
+            ]
+        );
+        // Later drops are counted but not reported again; kept names still update.
+        let (later, dropped, capped) =
+            outcome_parts(registry.on_reading(&with_fields("lora", "1", &["x", "y", "b"]), now));
+        assert_eq!((dropped, capped), (2, None));
+        assert_eq!(topics(&later), ["sg/lora-1", "sg/lora-1/b"]);
+        let state: Json = serde_json::from_slice(&later[0].payload).unwrap();
+        assert_eq!(publish::field_count(state.as_object().unwrap()), 3);
+        // Another device has its own bound and its own report.
+        let (_, dropped, capped) = outcome_parts(
+            registry.on_reading(&with_fields("lora", "2", &["p", "q", "r", "s"]), now),
+        );
+        assert_eq!((dropped, capped.as_deref()), (1, Some("lora-2")));
+    }
+
+    #[test]
+    fn a_restored_state_keeps_its_first_max_fields_fields() {
+        let mut s = settings(vec![kitchen()]);
+        s.max_fields = 2;
+        let mut registry = Registry::new(s);
+        let restored = [Message {
+            topic: "sg/kitchen".into(),
+            payload: br#"{"a":1,"b":2,"c":3,"d":4,"last_seen":"x","source":"uart0"}"#.to_vec(),
+            qos: 1,
+            retain: true,
+        }];
+        registry.adopt_restored_states(&restored);
+        let (messages, dropped, capped) = outcome_parts(
+            registry.on_reading(&with_fields("uart0", "17", &["a", "new"]), Instant::now()),
+        );
+        assert_eq!((dropped, capped.as_deref()), (1, Some("kitchen")));
+        let state: Json = serde_json::from_slice(&messages[0].payload).unwrap();
+        let fields: Vec<&String> = state
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|key| !publish::is_state_key(key))
+            .collect();
+        assert_eq!(fields, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_reload_lowering_max_fields_cuts_the_carried_states() {
+        let mut registry = Registry::new(settings(vec![]));
+        let now = Instant::now();
+        registry.on_reading(&with_fields("lora", "1", &["a", "b", "c"]), now);
+        let mut lower = settings(vec![]);
+        lower.max_fields = 1;
+        registry.reconfigure(lower);
+        assert_eq!(registry.max_fields(), 1);
+        let (messages, dropped, _) =
+            outcome_parts(registry.on_reading(&with_fields("lora", "1", &["b"]), now));
+        assert_eq!(dropped, 1, "b was cut by the reload");
+        let state: Json = serde_json::from_slice(&messages[0].payload).unwrap();
+        assert_eq!(state["a"], 1);
+        assert!(state.get("b").is_none() && state.get("c").is_none());
+    }
+
+    #[test]
+    fn an_evicted_device_has_its_retained_topics_cleared() {
+        let mut s = settings(vec![]);
+        s.field_topics = true;
+        let mut registry = Registry::with_device_cap(s, 1);
+        let t0 = Instant::now();
+        registry.on_reading(&with_fields("lora", "1", &["temp", "source"]), t0);
+        registry.shutdown();
+        let (messages, _, _) =
+            outcome_parts(registry.on_reading(&with_fields("lora", "2", &["hum"]), t0 + MINUTE));
+        let cleared: Vec<&str> = messages
+            .iter()
+            .filter(|m| m.payload.is_empty())
+            .map(|m| m.topic.as_str())
+            .collect();
+        assert_eq!(
+            cleared,
+            [
+                "sg/lora-1/availability",
+                "sg/lora-1",
+                "sg/lora-1/temp",
+                "sg/lora-1/source"
+            ]
+        );
+        assert!(messages
+            .iter()
+            .filter(|m| m.payload.is_empty())
+            .all(|m| m.retain));
+        assert_eq!(
+            topics(&messages[cleared.len()..]),
+            ["sg/lora-2", "sg/lora-2/hum", "sg/lora-2/availability"],
+            "the new device's messages come after"
+        );
+        // Without retain only the (retained) availability is cleared.
+        let mut s = settings(vec![]);
+        s.retain = false;
+        let mut registry = Registry::with_device_cap(s, 1);
+        registry.on_reading(&reading("lora", "1", None), t0);
+        registry.shutdown();
+        let (messages, _, _) = outcome_parts(registry.on_reading(&reading("lora", "2", None), t0));
+        assert_eq!(messages[0].topic, "sg/lora-1/availability");
+        assert!(messages[0].payload.is_empty());
+        assert_eq!(messages.iter().filter(|m| m.payload.is_empty()).count(), 1);
     }
 }

@@ -4,6 +4,10 @@
 //! counters and never touches a device or a socket. It ends when every source has dropped its sender
 //! (the sources stop first on shutdown, so whatever they sent is still decoded and published), then
 //! publishes every device's will and hands the registry back.
+//!
+//! Logs stay bounded whatever a node sends: frame and decode warnings at most one per source a minute, a
+//! device over `max_fields` one WARN per device, a publish the broker refuses at most one ERROR a minute
+//! (each with the count suppressed since); every one of them is counted in `{base}/gateway/stats`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +60,7 @@ impl Pipeline {
             stats.source(source);
         }
         let mut warnings = WarnLimiter::new(Duration::from_secs(60));
+        let mut refusals = Refusals::default();
         let mut stats_ticker = tokio::time::interval(self.stats_interval);
         stats_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat_ticker = tokio::time::interval(Duration::from_secs(1));
@@ -68,7 +73,7 @@ impl Pipeline {
                 event = events.recv() => match event {
                     Some(event) => {
                         let messages = self.handle(event, &mut stats, &mut warnings);
-                        publish_all(broker, &messages).await;
+                        refusals.publish(broker, &messages).await;
                     }
                     None => break,
                 },
@@ -78,15 +83,16 @@ impl Pipeline {
                     }
                     self.decoders = update.decoders;
                     let wills = self.registry.reconfigure(update.registry);
-                    publish_all(broker, &wills).await;
+                    refusals.publish(broker, &wills).await;
                 }
                 _ = sleep_until_or_forever(deadline) => {
                     let messages = self.registry.expire(Instant::now());
-                    publish_all(broker, &messages).await;
+                    refusals.publish(broker, &messages).await;
                 }
                 _ = stats_ticker.tick() => {
+                    stats.refused_publishes = refusals.count;
                     let message = self.stats_message(&stats, broker, started);
-                    publish_all(broker, &[message]).await;
+                    refusals.publish(broker, &[message]).await;
                 }
                 _ = heartbeat_ticker.tick() => {
                     self.devices_online.store(self.registry.devices_online(), Ordering::Relaxed);
@@ -101,9 +107,10 @@ impl Pipeline {
         }
         let wills = self.registry.shutdown();
         self.devices_online.store(0, Ordering::Relaxed);
-        publish_all(broker, &wills).await;
+        refusals.publish(broker, &wills).await;
+        stats.refused_publishes = refusals.count;
         let message = self.stats_message(&stats, broker, started);
-        publish_all(broker, &[message]).await;
+        refusals.publish(broker, &[message]).await;
         self.registry
     }
 
@@ -162,8 +169,22 @@ impl Pipeline {
                         let mut messages = Vec::new();
                         for reading in &readings {
                             match self.registry.on_reading(reading, Instant::now()) {
-                                ReadingOutcome::Publish(mut out) => {
+                                ReadingOutcome::Publish {
+                                    messages: mut out,
+                                    fields_dropped,
+                                    newly_capped,
+                                } => {
                                     stats.source(&source).readings += 1;
+                                    stats.fields_dropped += fields_dropped as u64;
+                                    if let Some(device) = newly_capped {
+                                        let max = self.registry.max_fields();
+                                        log::warn!(
+                                            source = source.as_str(), device = device.as_str();
+                                            "device {device} sent more field names than [devices] max_fields = {max}: \
+                                             it keeps its first {max}, new names are dropped and counted in \
+                                             devices.fields_dropped (logged once per device)"
+                                        );
+                                    }
                                     messages.append(&mut out);
                                 }
                                 ReadingOutcome::Duplicate => stats.source(&source).duplicates += 1,
@@ -201,7 +222,38 @@ async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Publishes in order; a refused publish is logged and the rest still go out.
+/// The pipeline's publishes the broker refused: counted, and logged at most once a minute.
+struct Refusals {
+    count: u64,
+    limiter: WarnLimiter,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals {
+            count: 0,
+            limiter: WarnLimiter::new(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl Refusals {
+    /// Publishes in order; a refused publish is counted (logged at most once a minute with the number
+    /// suppressed since) and the rest still go out.
+    async fn publish(&mut self, broker: &Broker, messages: &[Message]) {
+        for message in messages {
+            if let Err(error) = broker.publish(message).await {
+                self.count += 1;
+                if let Some(suppressed) = self.limiter.check("publish", Instant::now()) {
+                    log::error!("not published: {error}{}", suppressed_note(suppressed));
+                }
+            }
+        }
+    }
+}
+
+/// Publishes in order; a refused publish is logged and the rest still go out. For the few messages the
+/// daemon publishes outside the pipeline (the gateway's availability at start and stop).
 pub async fn publish_all(broker: &Broker, messages: &[Message]) {
     for message in messages {
         if let Err(error) = broker.publish(message).await {

@@ -4,9 +4,14 @@
 //! registry in `devices.rs`), and never talks to the broker.
 //!
 //! Topic levels made from outside data (device names, field names) go through [`sanitize_level`]: `+`, `#`,
-//! `/`, NUL and other control characters become `_`, an empty level becomes `_`, and a level is cut to
-//! [`MAX_LEVEL_BYTES`]. A field named `availability` is published on `{base}/{device}/availability_` so that
-//! it can never overwrite the device's availability.
+//! `/`, NUL and other control characters become `_`, so does a leading `$` (the broker refuses a `$` level
+//! anywhere but first), an empty level becomes `_`, and a level is cut to [`MAX_LEVEL_BYTES`]. A field named
+//! `availability` is published on `{base}/{device}/availability_` so that it can never overwrite the
+//! device's availability.
+//!
+//! A device keeps at most `max_fields` fields ([`merge_state`]): the first names it sends are kept, a new
+//! name beyond them is dropped (not in the state, no field topic) and counted, so a sender inventing names
+//! cannot grow the state or the broker's retained topics.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,9 +42,14 @@ pub const STATE_KEY_SEQ: &str = "seq";
 /// The `[[source]]` the reading arrived on.
 pub const STATE_KEY_SOURCE: &str = "source";
 
-/// The most keys a device's merged state keeps; beyond it the state starts again from the current reading,
-/// so a sender inventing field names cannot grow memory without bound.
-pub const MAX_STATE_KEYS: usize = 256;
+/// Every key the gateway adds to a device's state: not fields, and not counted against `max_fields`.
+pub const STATE_KEYS: [&str; 5] = [
+    STATE_KEY_LAST_SEEN,
+    STATE_KEY_RSSI,
+    STATE_KEY_SNR,
+    STATE_KEY_SEQ,
+    STATE_KEY_SOURCE,
+];
 
 /// How the gateway publishes device data (the `[publish]` section plus the base topic).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,11 +65,12 @@ pub struct PublishSettings {
 }
 
 /// Makes `raw` safe as one topic level: wildcards (`+`, `#`), `/`, NUL and other control characters become
-/// `_`, an empty string becomes `_`, and anything beyond [`MAX_LEVEL_BYTES`] is cut.
+/// `_`, so does a leading `$`, an empty string becomes `_`, and anything beyond [`MAX_LEVEL_BYTES`] is cut.
 pub fn sanitize_level(raw: &str) -> String {
     let mut level = String::with_capacity(raw.len().min(MAX_LEVEL_BYTES));
     for c in raw.chars() {
-        let c = if matches!(c, '+' | '#' | '/') || c.is_control() {
+        let c = if matches!(c, '+' | '#' | '/') || c.is_control() || (level.is_empty() && c == '$')
+        {
             '_'
         } else {
             c
@@ -153,18 +164,53 @@ fn radio_number(value: f32) -> Option<Json> {
     serde_json::Number::from_f64(shortest).map(Json::Number)
 }
 
+/// Whether `key` is one the gateway adds to a device's state ([`STATE_KEYS`]).
+pub fn is_state_key(key: &str) -> bool {
+    STATE_KEYS.contains(&key)
+}
+
+/// How many fields `state` holds: its keys besides the gateway's own.
+pub fn field_count(state: &Map<String, Json>) -> usize {
+    let gateway_keys = STATE_KEYS
+        .iter()
+        .filter(|key| state.contains_key(**key))
+        .count();
+    state.len() - gateway_keys
+}
+
+/// Keeps the first `max_fields` fields of `state` (in its key order) and its gateway keys; returns how
+/// many fields were removed. For a state restored from disk or carried over a reload that lowered the bound.
+pub fn truncate_fields(state: &mut Map<String, Json>, max_fields: usize) -> usize {
+    let excess: Vec<String> = state
+        .keys()
+        .filter(|key| !is_state_key(key))
+        .skip(max_fields)
+        .cloned()
+        .collect();
+    for key in &excess {
+        state.remove(key);
+    }
+    excess.len()
+}
+
 /// Merges `reading` into a device's JSON `state` (Zigbee2MQTT style): the reading's fields replace those
 /// of the same name, fields only earlier readings had are kept, `last_seen` and `source` are set, and
 /// `rssi`, `snr` and `seq` describe this reading only (removed when it has none). The gateway's keys win
-/// over fields of the same name. Past [`MAX_STATE_KEYS`] the state starts again from this reading.
-pub fn merge_state(state: &mut Map<String, Json>, reading: &Reading) {
+/// over fields of the same name. A field whose name the state does not hold yet is added only while the
+/// state has fewer than `max_fields` fields; otherwise it is dropped. Returns how many fields were dropped.
+pub fn merge_state(state: &mut Map<String, Json>, reading: &Reading, max_fields: usize) -> usize {
+    let mut fields = field_count(state);
+    let mut dropped = 0;
     for (name, value) in &reading.fields {
-        state.insert(name.clone(), value.to_json());
-    }
-    if state.len() > MAX_STATE_KEYS {
-        state.clear();
-        for (name, value) in &reading.fields {
+        if let Some(known) = state.get_mut(name) {
+            *known = value.to_json();
+        } else if is_state_key(name) {
+            state.insert(name.clone(), value.to_json()); // overwritten below; never a new field
+        } else if fields < max_fields {
             state.insert(name.clone(), value.to_json());
+            fields += 1;
+        } else {
+            dropped += 1;
         }
     }
     let radio = reading.radio.as_ref();
@@ -187,11 +233,13 @@ pub fn merge_state(state: &mut Map<String, Json>, reading: &Reading) {
         STATE_KEY_LAST_SEEN.to_string(),
         Json::String(format_last_seen(reading.received_at)),
     );
+    dropped
 }
 
 /// The messages one reading of `device` becomes: the JSON `state` (already merged with the reading by
-/// [`merge_state`]) on `{base}/{device}`, then, with `field_topics`, each of the reading's fields as plain
-/// text on `{base}/{device}/{field}`, in the reading's order. All at the configured QoS and retain flag.
+/// [`merge_state`]) on `{base}/{device}`, then, with `field_topics`, each of the reading's fields the state
+/// kept (and those named like a gateway key) as plain text on `{base}/{device}/{field}`, in the reading's
+/// order. All at the configured QoS and retain flag.
 pub fn reading_messages(
     settings: &PublishSettings,
     device: &str,
@@ -212,7 +260,11 @@ pub fn reading_messages(
         retain: settings.retain,
     });
     if settings.field_topics {
-        for (name, value) in &reading.fields {
+        let kept = reading
+            .fields
+            .iter()
+            .filter(|(name, _)| state.contains_key(name) || is_state_key(name));
+        for (name, value) in kept {
             messages.push(Message {
                 topic: field_topic(base, device, name),
                 payload: value.to_plain_text().into_bytes(),
@@ -267,6 +319,13 @@ mod tests {
         assert_eq!(sanitize_level("a/b+c#d\0e\nf"), "a_b_c_d_e_f");
         assert_eq!(sanitize_level(""), "_");
         assert_eq!(sanitize_level("/"), "_");
+        assert_eq!(sanitize_level("$x"), "_x");
+        assert_eq!(sanitize_level("$"), "_");
+        assert_eq!(
+            sanitize_level("a$b$"),
+            "a$b$",
+            "only a leading $ is special"
+        );
         assert_eq!(sanitize_level("température"), "température");
         let long = "é".repeat(100);
         let cut = sanitize_level(&long);
@@ -343,7 +402,7 @@ mod tests {
             ("ok", Value::Bool(true)),
         ]);
         let mut state = Map::new();
-        merge_state(&mut state, &r);
+        merge_state(&mut state, &r, 64);
         let messages = reading_messages(&settings(true, false), "kitchen", &state, &r);
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].topic, "sg/kitchen");
@@ -367,6 +426,7 @@ mod tests {
                 ("temp", Value::Float(20.0)),
                 ("battery", Value::Int(90)),
             ]),
+            64,
         );
         let mut second = reading(vec![
             ("temp", Value::Float(21.0)),
@@ -374,7 +434,7 @@ mod tests {
         ]);
         second.radio = None;
         second.seq = None;
-        merge_state(&mut state, &second);
+        merge_state(&mut state, &second, 64);
         let state = Json::Object(state);
         assert_eq!(state["temp"], 21.0);
         assert_eq!(state["battery"], 90);
@@ -385,16 +445,57 @@ mod tests {
     }
 
     #[test]
-    fn state_is_bounded_when_field_names_keep_changing() {
+    fn state_keeps_the_first_max_fields_names_and_drops_new_ones() {
         let mut state = Map::new();
-        for i in 0..(MAX_STATE_KEYS * 2) {
-            merge_state(
+        let mut dropped = 0;
+        for i in 0..1_000 {
+            dropped += merge_state(
                 &mut state,
-                &reading(vec![(&format!("f{i}"), Value::Int(i as i64))]),
+                &reading(vec![(&format!("f{i:04}"), Value::Int(i))]),
+                3,
             );
-            assert!(state.len() <= MAX_STATE_KEYS + 5);
         }
-        assert!(state.contains_key(&format!("f{}", MAX_STATE_KEYS * 2 - 1)));
+        assert_eq!(dropped, 997);
+        assert_eq!(field_count(&state), 3);
+        assert_eq!(state.len(), 3 + STATE_KEYS.len());
+        // A kept name is still updated; a reading mixing kept and new names keeps the known ones only.
+        let mixed = reading(vec![("f0001", Value::Int(-1)), ("new", Value::Int(1))]);
+        assert_eq!(merge_state(&mut state, &mixed, 3), 1);
+        assert_eq!(state["f0001"], -1);
+        assert!(!state.contains_key("new"));
+        // Names like the gateway's keys are not counted against the bound (and the gateway's value wins).
+        let meta = reading(vec![
+            ("source", Value::Int(1)),
+            ("last_seen", Value::Int(2)),
+        ]);
+        assert_eq!(merge_state(&mut state, &meta, 3), 0);
+        assert_eq!(state["source"], "uart0");
+        // Only the kept fields get a field topic.
+        let messages = reading_messages(&settings(true, true), "kitchen", &state, &mixed);
+        let topics: Vec<_> = messages.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(topics, ["sg/kitchen", "sg/kitchen/f0001"]);
+        // No fields at all with a bound of 0.
+        let mut empty = Map::new();
+        assert_eq!(merge_state(&mut empty, &mixed, 0), 2);
+        assert_eq!(field_count(&empty), 0);
+    }
+
+    #[test]
+    fn truncating_keeps_the_first_fields_and_the_gateway_keys() {
+        let mut state = Map::new();
+        let fields: Vec<(String, Value)> =
+            (0..10).map(|i| (format!("f{i}"), Value::Int(i))).collect();
+        let r = Reading {
+            fields,
+            ..reading(vec![])
+        };
+        merge_state(&mut state, &r, 64);
+        assert_eq!(field_count(&state), 10);
+        assert_eq!(truncate_fields(&mut state, 4), 6);
+        let kept: Vec<_> = state.keys().filter(|k| !is_state_key(k)).cloned().collect();
+        assert_eq!(kept, ["f0", "f1", "f2", "f3"]);
+        assert!(STATE_KEYS.iter().all(|key| state.contains_key(*key)));
+        assert_eq!(truncate_fields(&mut state, 4), 0);
     }
 
     #[test]
@@ -403,6 +504,7 @@ mod tests {
         merge_state(
             &mut state,
             &reading(vec![("source", Value::Text("spoofed".into()))]),
+            64,
         );
         assert_eq!(state["source"], "uart0");
     }
@@ -414,7 +516,7 @@ mod tests {
             ("door", Value::Text("open".into())),
         ]);
         let mut state = Map::new();
-        merge_state(&mut state, &r);
+        merge_state(&mut state, &r, 64);
 
         let with_fields = reading_messages(&settings(false, true), "kitchen", &state, &r);
         let topics: Vec<_> = with_fields.iter().map(|m| m.topic.as_str()).collect();

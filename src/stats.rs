@@ -27,12 +27,17 @@ pub struct SourceCounters {
     pub up: bool,
 }
 
-/// The pipeline's counters: per source, plus readings of new devices dropped by the registry's device cap.
+/// The pipeline's counters: per source, plus what the registry's bounds dropped and the publishes the broker
+/// refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     sources: BTreeMap<String, SourceCounters>,
     /// Readings dropped because the registry tracks as many devices as it may.
     pub dropped_over_device_cap: u64,
+    /// Fields dropped because their device already had `max_fields` fields.
+    pub fields_dropped: u64,
+    /// The pipeline's own publishes the broker refused.
+    pub refused_publishes: u64,
 }
 
 impl Stats {
@@ -56,9 +61,9 @@ impl Stats {
 }
 
 /// The JSON of `{base}/gateway/stats`:
-/// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap"}, "sources": {name: counters},
-/// "totals": {frames, readings, frame_errors, decode_errors, duplicates, link_losses},
-/// "broker": {"dropped_for_slow_subscribers"}, "uplink"}`;
+/// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap", "fields_dropped"},
+/// "sources": {name: counters}, "totals": {frames, readings, frame_errors, decode_errors, duplicates,
+/// link_losses}, "broker": {"dropped_for_slow_subscribers", "refused_gateway_publishes"}, "uplink"}`;
 /// `broker_drops` is the broker's count of messages dropped for subscribers that already had
 /// `max_queued_messages` waiting. `uplink` (the uplink's own counters: spool depth and age...) is left
 /// out when there is no upstream.
@@ -90,6 +95,7 @@ pub fn stats_json(
             "online": devices_online,
             "known": devices_known,
             "dropped_over_cap": stats.dropped_over_device_cap,
+            "fields_dropped": stats.fields_dropped,
         },
         "sources": sources,
         "totals": {
@@ -102,6 +108,7 @@ pub fn stats_json(
         },
         "broker": {
             "dropped_for_slow_subscribers": broker_drops,
+            "refused_gateway_publishes": stats.refused_publishes,
         },
     });
     if let (Some(uplink), Json::Object(fields)) = (uplink, &mut report) {
@@ -185,6 +192,8 @@ mod tests {
         stats.source("lora").duplicates = 1;
         stats.source("lora").link_losses = 1;
         stats.dropped_over_device_cap = 3;
+        stats.fields_dropped = 9;
+        stats.refused_publishes = 1;
 
         let report = stats_json(
             &stats,
@@ -198,7 +207,7 @@ mod tests {
             report,
             json!({
                 "uptime_s": 61,
-                "devices": {"online": 2, "known": 4, "dropped_over_cap": 3},
+                "devices": {"online": 2, "known": 4, "dropped_over_cap": 3, "fields_dropped": 9},
                 "sources": {
                     "lora": {"frames": 5, "readings": 0, "frame_errors": 0, "decode_errors": 0,
                              "duplicates": 1, "link_losses": 1, "up": false},
@@ -207,7 +216,7 @@ mod tests {
                 },
                 "totals": {"frames": 15, "readings": 8, "frame_errors": 0, "decode_errors": 2,
                            "duplicates": 1, "link_losses": 1},
-                "broker": {"dropped_for_slow_subscribers": 12},
+                "broker": {"dropped_for_slow_subscribers": 12, "refused_gateway_publishes": 1},
                 "uplink": {"spool_messages": 7},
             })
         );

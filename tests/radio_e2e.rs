@@ -177,6 +177,7 @@ impl Rig {
             field_topics: false,
             offline_after: Duration::from_secs(600),
             dedup_window: Duration::from_secs(600),
+            max_fields: 64,
             devices: Vec::new(),
         });
         let decoder = PacketDecoder {

@@ -67,6 +67,7 @@ pub fn registry(config: &Config) -> RegistrySettings {
         field_topics: config.publish.field_topics,
         offline_after: config.devices.offline_after,
         dedup_window: config.devices.dedup_window,
+        max_fields: config.devices.max_fields,
         devices: config
             .device
             .iter()

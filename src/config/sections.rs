@@ -40,6 +40,8 @@ pub mod defaults {
     pub const STATS_INTERVAL: Duration = Duration::from_secs(60);
     pub const OFFLINE_AFTER: Duration = Duration::from_secs(15 * 60);
     pub const DEDUP_WINDOW: Duration = Duration::from_secs(10);
+    /// Fields a device keeps; new names beyond them are dropped and counted.
+    pub const MAX_FIELDS: usize = 64;
     pub const WILL_PAYLOAD: &str = "offline";
     pub const WILL_QOS: u8 = 1;
     pub const WILL_RETAIN: bool = true;
@@ -273,6 +275,8 @@ pub struct DevicesConfig {
     /// A frame with the same device and sequence number within this window is a duplicate.
     #[serde(deserialize_with = "units::duration")]
     pub dedup_window: Duration,
+    /// The most fields a device keeps (the first names it sends); new names beyond them are dropped.
+    pub max_fields: usize,
 }
 
 impl Default for DevicesConfig {
@@ -280,6 +284,7 @@ impl Default for DevicesConfig {
         DevicesConfig {
             offline_after: defaults::OFFLINE_AFTER,
             dedup_window: defaults::DEDUP_WINDOW,
+            max_fields: defaults::MAX_FIELDS,
         }
     }
 }

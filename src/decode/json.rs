@@ -12,9 +12,11 @@
 //!   (`{"v":[1,2]}` gives `v_0`, `v_1`), also when they hold objects or arrays (`a_0_b`).
 //! - Booleans, integers, floats and strings become [`Value`]s (an integer above `i64::MAX` becomes a
 //!   float); `null` fields are skipped; empty objects and arrays give no field.
-//! - Field names must be usable as MQTT topic levels: `+`, `#`, `/`, NUL and other control characters
-//!   are replaced by `_`; an empty key (at any depth) refuses the frame. Repeated names are kept in
-//!   order; whoever keeps the latest state sees the last one.
+//! - Field names are sanitised into one MQTT topic level exactly as device names are
+//!   ([`crate::publish::sanitize_level`]): `+`, `#`, `/`, NUL and other control characters become `_`, so
+//!   does a leading `$` (`$x` gives `_x`), and a name is cut to 128 bytes. An empty key (at any depth)
+//!   refuses the frame. Repeated names (also those that became equal by sanitising) are kept in order;
+//!   whoever keeps the latest state sees the last one.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -58,14 +60,6 @@ fn is_topic_unsafe(c: char) -> bool {
     matches!(c, '+' | '#' | '/') || c.is_control()
 }
 
-/// Appends `key` to a field name, with topic-unsafe characters replaced by `_`.
-fn push_sanitised(name: &mut String, key: &str) {
-    name.extend(
-        key.chars()
-            .map(|c| if is_topic_unsafe(c) { '_' } else { c }),
-    );
-}
-
 /// Records why the frame is refused (the parser's own error only says "custom") and stops the parse.
 fn refuse<E: serde::de::Error>(problem: &mut Option<DecodeError>, why: DecodeError) -> E {
     let message = why.to_string();
@@ -106,7 +100,7 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
                 "" => return Err(refuse(self.problem, DecodeError::JsonEmptyKey)),
                 key => {
                     name.clear();
-                    push_sanitised(&mut name, key);
+                    name.push_str(key);
                     map.next_value_seed(Flatten {
                         name: &mut name,
                         fields: &mut self.out.fields,
@@ -178,8 +172,10 @@ struct Flatten<'a> {
 }
 
 impl Flatten<'_> {
+    /// The field at the path built so far, its name sanitised into one topic level.
     fn push(self, value: Value) {
-        self.fields.push((self.name.clone(), value));
+        self.fields
+            .push((crate::publish::sanitize_level(self.name), value));
     }
 }
 
@@ -247,7 +243,7 @@ impl<'de> Visitor<'de> for Flatten<'_> {
             }
             self.name.truncate(base);
             self.name.push('_');
-            push_sanitised(self.name, &key);
+            self.name.push_str(&key);
             map.next_value_seed(Flatten {
                 name: &mut *self.name,
                 fields: &mut *self.fields,
@@ -353,6 +349,19 @@ mod tests {
                 field("g_h_i", Value::Int(4)),
             ]
         );
+        // A leading `$` (the broker refuses `$` levels below the first), also one nested names start with.
+        assert_eq!(
+            fields(r#"{"$x":1,"+":2,"$":{"$y":3},"a$":4}"#),
+            vec![
+                field("_x", Value::Int(1)),
+                field("_", Value::Int(2)),
+                field("__$y", Value::Int(3)),
+                field("a$", Value::Int(4)),
+            ]
+        );
+        // Long names are cut like device names.
+        let long = format!(r#"{{"{}":1}}"#, "n".repeat(1_000));
+        assert_eq!(fields(&long)[0].0.len(), crate::publish::MAX_LEVEL_BYTES);
         assert_eq!(decode(br#"{"":1}"#), Err(DecodeError::JsonEmptyKey));
         assert_eq!(decode(br#"{"a":{"":1}}"#), Err(DecodeError::JsonEmptyKey));
     }
