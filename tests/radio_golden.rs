@@ -27,7 +27,7 @@ fn hex(line: &str) -> Vec<u8> {
 
 /// Initialises an SX1276 simulator and returns its whole log.
 fn sx1276_trace(settings: &RadioSettings) -> Vec<Trace> {
-    let chip = Sx1276Sim::new();
+    let chip = Sx1276Sim::with_trace();
     let mut radio = Sx1276::new(
         chip.spi(),
         chip.reset_pin(),
@@ -117,7 +117,7 @@ fn sx1276_433_175_mhz_sf7_uses_the_low_frequency_bank() {
 
 #[test]
 fn sx1276_health_check_only_reads() {
-    let chip = Sx1276Sim::new();
+    let chip = Sx1276Sim::with_trace();
     let mut radio = Sx1276::new(
         chip.spi(),
         chip.reset_pin(),
@@ -142,7 +142,7 @@ fn sx1276_health_check_only_reads() {
 
 /// Initialises an SX1262 simulator and returns every transaction's MOSI after the reset.
 fn sx1262_commands(settings: &RadioSettings) -> Vec<Vec<u8>> {
-    let chip = Sx1262Sim::new();
+    let chip = Sx1262Sim::with_trace();
     let mut radio = Sx1262::new(
         chip.spi(),
         chip.reset_pin(),

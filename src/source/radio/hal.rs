@@ -1,9 +1,13 @@
 //! The seams between the radio drivers and a board: the embedded-hal 1.0 traits the drivers use for SPI
 //! and the reset pin, plus two small waits of our own ("until the interrupt line is high", "until BUSY is
-//! low") that a backend implements with an edge interrupt, a poll or a condition variable, and the [`Radio`]
-//! trait the run loop drives. It also holds what a driver reports per interrupt ([`RxEvent`]). Nothing here
-//! touches hardware or the async runtime: every wait blocks the driver's own thread, never a tokio worker.
+//! low") that a backend implements with an edge interrupt, a poll or a condition variable, the [`Wakeup`]
+//! another thread uses to end the interrupt wait (shutdown), and the [`Radio`] trait the run loop drives.
+//! It also holds what a driver reports per interrupt ([`RxEvent`]). Nothing here touches hardware or the
+//! async runtime: every wait blocks the driver's own thread, never a tokio worker.
 
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::RadioError;
@@ -13,10 +17,55 @@ pub trait IrqLine {
     /// Whether the line is high now.
     fn is_high(&mut self) -> Result<bool, RadioError>;
 
-    /// Blocks the calling thread until the line is high or `timeout` has passed; returns whether it is
-    /// high. Returns at once when the line is already high (the line is level, not edge: it stays high
-    /// until the driver clears the chip's interrupt flags).
+    /// Blocks the calling thread until the line is high, `timeout` has passed or the line's [`Wakeup`]
+    /// was woken; returns whether it is high. Returns at once when the line is already high (the line is
+    /// level, not edge: it stays high until the driver clears the chip's interrupt flags), and at once
+    /// every time after the wakeup.
     fn wait_high(&mut self, timeout: Duration) -> Result<bool, RadioError>;
+
+    /// The handle that ends this line's waits from another thread, so that the radio thread can park on
+    /// the line for as long as it likes and still stop promptly.
+    fn wakeup(&self) -> Wakeup;
+}
+
+/// Ends the waits of one interrupt line, for good: [`wake`](Self::wake) sets a flag the line's
+/// [`IrqLine::wait_high`] checks and calls the line's own notification (a condition variable's
+/// `notify_all`, taken under the lock the waiter checks the flag under, so no wakeup is lost). Cheap to
+/// clone; waking twice is harmless.
+#[derive(Clone)]
+pub struct Wakeup {
+    woken: Arc<AtomicBool>,
+    notify: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Wakeup {
+    /// A wakeup that sets its flag and then runs `notify` (which must wake a thread blocked in the
+    /// line's wait).
+    pub fn new(notify: impl Fn() + Send + Sync + 'static) -> Self {
+        Wakeup {
+            woken: Arc::new(AtomicBool::new(false)),
+            notify: Arc::new(notify),
+        }
+    }
+
+    /// Makes the line's current and every later wait return at once.
+    pub fn wake(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        (self.notify)();
+    }
+
+    /// Whether [`wake`](Self::wake) was called (checked by the line under its wait's lock).
+    pub fn is_woken(&self) -> bool {
+        self.woken.load(Ordering::SeqCst)
+    }
+}
+
+impl fmt::Debug for Wakeup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wakeup")
+            .field("woken", &self.is_woken())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The SX126x BUSY output: high while the chip cannot take a command.
@@ -64,8 +113,12 @@ pub trait Radio: Send {
     fn init(&mut self) -> Result<(), RadioError>;
 
     /// Waits up to `timeout` for the interrupt line; services it when it rises. `Ok(None)` when nothing
-    /// happened (or the interrupt was not a receive). An error means the chip must be re-initialised.
+    /// happened (or the interrupt was not a receive, or the line's [`Wakeup`] was woken). An error means
+    /// the chip must be re-initialised.
     fn wait_event(&mut self, timeout: Duration) -> Result<Option<RxEvent>, RadioError>;
+
+    /// The [`Wakeup`] of the interrupt line [`wait_event`](Self::wait_event) parks on.
+    fn wakeup(&self) -> Wakeup;
 
     /// Reads back the chip's key configuration and state; an error means the chip must be re-initialised.
     fn check_health(&mut self) -> Result<(), RadioError>;

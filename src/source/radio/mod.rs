@@ -25,7 +25,7 @@ pub mod traffic;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use hal::{BusyLine, IrqLine, Radio, Received, RxEvent};
+pub use hal::{BusyLine, IrqLine, Radio, Received, RxEvent, Wakeup};
 pub use source::{run, run_with};
 
 /// The radio chip family.

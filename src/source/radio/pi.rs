@@ -4,21 +4,27 @@
 //! blocks, and runs on the radio source's own thread, never on the async runtime.
 //!
 //! Library: `rpi-pal` 0.22, not `rppal`. rppal's repository was archived in 2025; rpi-pal is its
-//! maintained continuation with the same API (`Spi`, `Gpio`, `InputPin::set_interrupt` +
-//! `poll_interrupt`, embedded-hal 1.0 impls behind its `embedded-hal` feature), it builds on x86_64 (off a
+//! maintained continuation with the same API (`Spi`, `Gpio`, `InputPin::set_async_interrupt`,
+//! embedded-hal 1.0 impls behind its `embedded-hal` feature), it builds on x86_64 (off a
 //! Pi, `Gpio::new` and `Spi::new` return errors, which is what the tests rely on), and it reads the Pi 5's
 //! RP1 GPIO block as well as the BCM ones. One caveat found in its source: `SimpleHalSpiDevice` maps
 //! `Operation::TransferInPlace` to a read-only segment (it clocks out zeros), so the drivers only use
 //! `Write` and `Read` operations.
+//!
+//! The interrupt line is watched by rpi-pal's async interrupt: its thread blocks in `epoll` on the GPIO
+//! line's edge events (no timeout, no polling) and counts each rising edge under a mutex; the radio
+//! thread parks on that mutex's condition variable, which the line's [`Wakeup`] also signals at shutdown.
+//! So an idle radio costs no wakeups but its health check's.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use embedded_hal::spi::{Operation, SpiBus, SpiDevice};
 use rpi_pal::gpio::{Gpio, InputPin, OutputPin, Trigger};
 use rpi_pal::spi::{Bus, Mode, SimpleHalSpiDevice, SlaveSelect, Spi};
 
-use super::hal::{BusyLine, IrqLine, Radio, ThreadDelay};
+use super::hal::{BusyLine, IrqLine, Radio, ThreadDelay, Wakeup};
 use super::source::Opener;
 use super::sx1262::Sx1262;
 use super::sx1276::Sx1276;
@@ -97,13 +103,12 @@ fn open(settings: &RadioSettings, pins: &PiPins) -> Result<Box<dyn Radio>, Radio
         })
     };
     let reset = line(pins.reset_pin, "RESET")?.into_output_high();
-    let mut irq = line(pins.irq_pin, "interrupt")?.into_input_pulldown();
-    irq.set_interrupt(Trigger::RisingEdge, None)
-        .map_err(|e| RadioError::Open {
+    let irq = PiIrq::new(line(pins.irq_pin, "interrupt")?.into_input_pulldown()).map_err(|e| {
+        RadioError::Open {
             what: format!("GPIO{} edge interrupt", pins.irq_pin),
             reason: e.to_string(),
-        })?;
-    let irq = PiIrq { pin: irq };
+        }
+    })?;
     let busy = match pins.busy_pin {
         Some(pin) => Some(PiBusy {
             pin: line(pin, "BUSY")?.into_input(),
@@ -188,9 +193,50 @@ impl SpiDevice for GpioCsDevice {
     }
 }
 
-/// DIO0/DIO1 on a GPIO with a rising-edge interrupt: the wait blocks in the kernel, not in a spin.
+/// The rising edges seen on the interrupt line, counted by rpi-pal's interrupt thread.
+#[derive(Default)]
+struct Edges {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Edges {
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        self.count
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes the radio thread, under the lock it checks its conditions under (no wakeup is lost).
+    fn notify(&self) {
+        let _count = self.lock();
+        self.changed.notify_all();
+    }
+}
+
+/// DIO0/DIO1 on a GPIO with a rising-edge interrupt: the wait parks on a condition variable that the
+/// edge (through rpi-pal's interrupt thread, blocked in the kernel) or the [`Wakeup`] signals.
 pub struct PiIrq {
     pin: InputPin,
+    edges: Arc<Edges>,
+    wakeup: Wakeup,
+}
+
+impl PiIrq {
+    fn new(mut pin: InputPin) -> Result<PiIrq, rpi_pal::gpio::Error> {
+        let edges = Arc::new(Edges::default());
+        let counter = edges.clone();
+        pin.set_async_interrupt(Trigger::RisingEdge, None, move |_event| {
+            *counter.lock() += 1;
+            counter.changed.notify_all();
+        })?;
+        let notify = edges.clone();
+        Ok(PiIrq {
+            pin,
+            edges,
+            wakeup: Wakeup::new(move || notify.notify()),
+        })
+    }
 }
 
 impl IrqLine for PiIrq {
@@ -199,15 +245,30 @@ impl IrqLine for PiIrq {
     }
 
     fn wait_high(&mut self, timeout: Duration) -> Result<bool, RadioError> {
+        let deadline = Instant::now() + timeout;
+        // The level is read under the edge lock: an edge after the read is counted only once the wait
+        // below has released the lock, so it is not lost.
+        let mut count = self.edges.lock();
+        let seen = *count;
         if self.pin.is_high() {
             return Ok(true);
         }
-        // Edges since set_interrupt are queued by the kernel, so one between the level check and the
-        // poll is not lost.
-        self.pin
-            .poll_interrupt(false, Some(timeout))
-            .map_err(|e| RadioError::Pin(e.to_string()))?;
+        loop {
+            let now = Instant::now();
+            if *count != seen || self.wakeup.is_woken() || now >= deadline {
+                break;
+            }
+            count = match self.edges.changed.wait_timeout(count, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        drop(count);
         Ok(self.pin.is_high())
+    }
+
+    fn wakeup(&self) -> Wakeup {
+        self.wakeup.clone()
     }
 }
 

@@ -5,7 +5,9 @@
 //! requires (packet type set in standby before modulation and packet parameters), the 256-byte buffer,
 //! registers (sync word, IQ polarity), the IRQ status with ClearIrqStatus and the DIO1 mask, packets heard
 //! only in LoRa RX, a chip that stops answering or loses its configuration, a stuck DIO1 and a stuck BUSY,
-//! and a log of every SPI transaction. It never models transmit, timing, GFSK or the air.
+//! and, when a test asks for it ([`Sx1262Sim::with_trace`]), a capped log of the SPI transactions. The
+//! protocol violations it records are capped too ([`MAX_VIOLATIONS`]). It never models transmit, timing,
+//! GFSK or the air.
 //!
 //! Bug classes it catches: a command sent without waiting for BUSY (the real chip ignores it), wrong
 //! parameter counts or encodings (golden traces), setup steps out of order, a wrong response offset
@@ -19,10 +21,13 @@ use std::time::{Duration, Instant};
 
 use embedded_hal::spi::Operation;
 
-use super::hal::{BusyLine, IrqLine};
-use super::sim_sx1276::{mosi_of, scatter_miso, Trace};
+use super::hal::{BusyLine, IrqLine, Wakeup};
+use super::sim_sx1276::{mosi_of, scatter_miso, Trace, TraceLog, TRACE_CAPACITY};
 use super::sx1262::*;
 use super::RadioError;
+
+/// Protocol violations kept (the first ones: they say what went wrong first); later ones are only counted.
+pub const MAX_VIOLATIONS: usize = 256;
 
 /// Register reset values the simulator knows. 0x0736's is the simulator's own choice (bit 2 clear),
 /// so that the errata read-modify-write shows in traces; the datasheet does not list it.
@@ -50,8 +55,9 @@ struct State {
     rssi_pkt: u8,
     snr_pkt: u8,
     registers: BTreeMap<u16, u8>,
-    log: Vec<Trace>,
+    log: TraceLog,
     violations: Vec<String>,
+    violations_dropped: u64,
     silent: Option<u8>,
     irq_stuck: bool,
     irq_cut: bool,
@@ -76,8 +82,9 @@ impl State {
             rssi_pkt: 0,
             snr_pkt: 0,
             registers: reset_registers(),
-            log: Vec::new(),
+            log: TraceLog::off(),
             violations: Vec::new(),
+            violations_dropped: 0,
             silent: None,
             irq_stuck: false,
             irq_cut: false,
@@ -91,6 +98,7 @@ impl State {
         let fresh = State {
             log: std::mem::take(&mut self.log),
             violations: std::mem::take(&mut self.violations),
+            violations_dropped: self.violations_dropped,
             silent: self.silent,
             irq_stuck: self.irq_stuck,
             irq_cut: self.irq_cut,
@@ -122,7 +130,11 @@ impl State {
     }
 
     fn violation(&mut self, what: String) {
-        self.violations.push(what);
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(what);
+        } else {
+            self.violations_dropped += 1;
+        }
     }
 
     /// The answer to one chip-select window, computed before the command takes effect.
@@ -287,11 +299,24 @@ impl Default for Sx1262Sim {
 }
 
 impl Sx1262Sim {
-    /// A chip just powered on (BUSY high until first waited for).
+    /// A chip just powered on (BUSY high until first waited for), keeping no trace (what the demo runs).
     pub fn new() -> Self {
+        Self::with_log(TraceLog::off())
+    }
+
+    /// A chip just powered on that logs its last [`TRACE_CAPACITY`] resets and SPI windows, for tests
+    /// that compare [`trace`](Self::trace) against golden bytes.
+    pub fn with_trace() -> Self {
+        Self::with_log(TraceLog::keeping(TRACE_CAPACITY))
+    }
+
+    fn with_log(log: TraceLog) -> Self {
         Sx1262Sim {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::powered_on()),
+                state: Mutex::new(State {
+                    log,
+                    ..State::powered_on()
+                }),
                 changed: Condvar::new(),
             }),
         }
@@ -318,8 +343,20 @@ impl Sx1262Sim {
         SimResetPin { chip: self.clone() }
     }
 
+    /// The DIO1 line of this chip (each call a line with its own [`Wakeup`]).
     pub fn dio1(&self) -> SimDio1 {
-        SimDio1 { chip: self.clone() }
+        let shared = self.shared.clone();
+        SimDio1 {
+            chip: self.clone(),
+            wakeup: Wakeup::new(move || {
+                // Under the lock the waiter checks its wakeup under: no notification is lost.
+                let _state = shared
+                    .state
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                shared.changed.notify_all();
+            }),
+        }
     }
 
     pub fn busy(&self) -> SimBusy {
@@ -401,15 +438,29 @@ impl Sx1262Sim {
         self.state().registers.get(&addr).copied().unwrap_or(0)
     }
 
-    /// Protocol violations seen: commands while BUSY, wrong parameter counts, steps out of order.
+    /// Protocol violations seen: commands while BUSY, wrong parameter counts, steps out of order (the
+    /// first [`MAX_VIOLATIONS`]).
     pub fn violations(&self) -> Vec<String> {
         self.state().violations.clone()
     }
 
-    pub fn trace(&self) -> Vec<Trace> {
-        self.state().log.clone()
+    /// Violations seen beyond the first [`MAX_VIOLATIONS`].
+    pub fn violations_dropped(&self) -> u64 {
+        self.state().violations_dropped
     }
 
+    /// The resets and SPI windows since the start or the last [`clear_trace`](Self::clear_trace), at most
+    /// the last [`TRACE_CAPACITY`]; empty unless the chip was made [`with_trace`](Self::with_trace).
+    pub fn trace(&self) -> Vec<Trace> {
+        self.state().log.entries()
+    }
+
+    /// Entries the trace had to drop because it was full.
+    pub fn trace_dropped(&self) -> u64 {
+        self.state().log.dropped()
+    }
+
+    /// Empties the log.
     pub fn clear_trace(&self) {
         self.state().log.clear();
     }
@@ -436,7 +487,9 @@ impl embedded_hal::spi::SpiDevice for SimSpi {
         self.chip.update(|s| {
             let miso = s.exchange(&mosi);
             scatter_miso(operations, &miso);
-            s.log.push(Trace::Spi { mosi, miso });
+            if s.log.is_on() {
+                s.log.push(Trace::Spi { mosi, miso });
+            }
         });
         Ok(())
     }
@@ -476,7 +529,13 @@ impl embedded_hal::digital::OutputPin for SimResetPin {
     }
 }
 
-fn wait_until(chip: &Sx1262Sim, timeout: Duration, ready: impl Fn(&State) -> bool) -> bool {
+/// Waits on the chip's condition variable until `ready`, the timeout, or `wakeup` (when given) was woken.
+fn wait_until(
+    chip: &Sx1262Sim,
+    timeout: Duration,
+    wakeup: Option<&Wakeup>,
+    ready: impl Fn(&State) -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     let mut state = chip.state();
     loop {
@@ -484,7 +543,7 @@ fn wait_until(chip: &Sx1262Sim, timeout: Duration, ready: impl Fn(&State) -> boo
             return true;
         }
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline || wakeup.is_some_and(Wakeup::is_woken) {
             return false;
         }
         state = match chip.shared.changed.wait_timeout(state, deadline - now) {
@@ -494,10 +553,12 @@ fn wait_until(chip: &Sx1262Sim, timeout: Duration, ready: impl Fn(&State) -> boo
     }
 }
 
-/// The simulated DIO1 line.
+/// The simulated DIO1 line: wakes for a packet injected, any other change of the chip, or its
+/// [`Wakeup`].
 #[derive(Debug, Clone)]
 pub struct SimDio1 {
     chip: Sx1262Sim,
+    wakeup: Wakeup,
 }
 
 impl IrqLine for SimDio1 {
@@ -506,7 +567,16 @@ impl IrqLine for SimDio1 {
     }
 
     fn wait_high(&mut self, timeout: Duration) -> Result<bool, RadioError> {
-        Ok(wait_until(&self.chip, timeout, State::dio1))
+        Ok(wait_until(
+            &self.chip,
+            timeout,
+            Some(&self.wakeup),
+            State::dio1,
+        ))
+    }
+
+    fn wakeup(&self) -> Wakeup {
+        self.wakeup.clone()
     }
 }
 
@@ -518,7 +588,7 @@ pub struct SimBusy {
 
 impl BusyLine for SimBusy {
     fn wait_low(&mut self, timeout: Duration) -> Result<bool, RadioError> {
-        let low = wait_until(&self.chip, timeout, |s| !s.busy_stuck);
+        let low = wait_until(&self.chip, timeout, None, |s| !s.busy_stuck);
         if low {
             self.chip.update(|s| s.busy = false);
         }
@@ -549,6 +619,24 @@ mod tests {
         .unwrap();
         assert_eq!(response, [MODE_STBY_RC << 4, PACKET_TYPE_LORA]);
         assert_eq!(chip.violations().len(), 1);
+    }
+
+    #[test]
+    fn violations_are_capped_and_counted_and_the_trace_is_opt_in() {
+        let chip = Sx1262Sim::new();
+        let mut spi = chip.spi();
+        for _ in 0..MAX_VIOLATIONS + 3 {
+            spi.write(&[OP_SET_PACKET_TYPE, PACKET_TYPE_LORA]).unwrap(); // BUSY is high: a violation
+        }
+        assert_eq!(chip.violations().len(), MAX_VIOLATIONS);
+        assert_eq!(chip.violations_dropped(), 3);
+        assert!(chip.trace().is_empty());
+
+        let traced = Sx1262Sim::with_trace();
+        traced.busy().wait_low(Duration::ZERO).unwrap();
+        traced.spi().write(&[OP_GET_STATUS, 0]).unwrap();
+        assert_eq!(traced.trace().len(), 1);
+        assert_eq!(traced.trace_dropped(), 0);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! 256-byte FIFO walked by `RegFifoAddrPtr`, burst auto-increment, the LoRa bit writable only in sleep,
 //! `RegIrqFlags` write-1-to-clear, DIO0 from RxDone (through the mask and `RegDioMapping1`), packets
 //! heard only in RX mode, a chip that stops answering (MISO stuck at 0x00 or 0xFF) or loses its
-//! configuration (brown-out), a stuck interrupt line, and a log of every SPI transaction. It never models
-//! the FSK modem, transmit, timing or the air.
+//! configuration (brown-out), a stuck interrupt line, and, when a test asks for it
+//! ([`Sx1276Sim::with_trace`]), a log of the SPI transactions ([`TraceLog`], capped). It never models the
+//! FSK modem, transmit, timing or the air.
 //!
 //! Bug classes it catches: a wrong or reordered register write (golden traces), the LoRa bit written
 //! outside sleep (the chip silently stays in FSK), forgetting RX continuous or the DIO0 mapping (packets
@@ -12,13 +13,14 @@
 //! RSSI/SNR sign and offset mistakes, CRC errors passed on as packets, and the recovery path (stop
 //! answering, brown-out, stuck line) which real hardware produces rarely and never on demand.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use embedded_hal::spi::Operation;
 
-use super::hal::IrqLine;
+use super::hal::{IrqLine, Wakeup};
 use super::sx1276::{
     is_low_frequency, HOP_CRC_ON_PAYLOAD, IRQ_PAYLOAD_CRC_ERROR, IRQ_RX_DONE, IRQ_VALID_HEADER,
     REG_DIO_MAPPING1, REG_FIFO, REG_FIFO_ADDR_PTR, REG_FIFO_RX_BASE_ADDR, REG_FIFO_RX_CURRENT_ADDR,
@@ -34,6 +36,69 @@ pub enum Trace {
     Reset,
     /// One chip-select window: the bytes sent and the bytes answered.
     Spi { mosi: Vec<u8>, miso: Vec<u8> },
+}
+
+/// How many entries a trace keeps when a test switches it on ([`Sx1276Sim::with_trace`]): a golden
+/// initialisation is 30-60 entries, so this holds dozens of them; beyond it the oldest entries go.
+pub const TRACE_CAPACITY: usize = 4096;
+
+/// The simulators' transaction log: off (nothing kept, the demo's case: it runs for months) or a ring of
+/// at most `capacity` entries that counts what it had to drop. Shared by both chip simulators.
+#[derive(Debug, Default)]
+pub struct TraceLog {
+    entries: VecDeque<Trace>,
+    /// 0: off.
+    capacity: usize,
+    dropped: u64,
+}
+
+impl TraceLog {
+    /// A log that keeps nothing.
+    pub fn off() -> Self {
+        TraceLog::default()
+    }
+
+    /// A log that keeps the last `capacity` entries.
+    pub fn keeping(capacity: usize) -> Self {
+        TraceLog {
+            entries: VecDeque::new(),
+            capacity,
+            dropped: 0,
+        }
+    }
+
+    /// Whether entries are kept at all (when not, callers skip building them).
+    pub fn is_on(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// Appends an entry; when the log is full the oldest goes and is counted.
+    pub fn push(&mut self, entry: Trace) {
+        if !self.is_on() {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.entries.pop_front();
+            self.dropped += 1;
+        }
+        self.entries.push_back(entry);
+    }
+
+    /// The entries kept, oldest first.
+    pub fn entries(&self) -> Vec<Trace> {
+        self.entries.iter().cloned().collect()
+    }
+
+    /// Entries dropped because the log was full, since the start or the last [`clear`](Self::clear).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Empties the log and its dropped count (it stays on or off).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.dropped = 0;
+    }
 }
 
 /// A packet as the simulated air delivers it.
@@ -83,7 +148,7 @@ fn reset_registers() -> [u8; 128] {
 struct State {
     regs: [u8; 128],
     fifo: [u8; 256],
-    log: Vec<Trace>,
+    log: TraceLog,
     /// Some(byte): the chip does not answer; MISO reads this byte and writes are lost.
     silent: Option<u8>,
     irq_stuck: bool,
@@ -206,14 +271,24 @@ impl Default for Sx1276Sim {
 }
 
 impl Sx1276Sim {
-    /// A chip just powered on.
+    /// A chip just powered on, keeping no trace (what the demo runs).
     pub fn new() -> Self {
+        Self::with_log(TraceLog::off())
+    }
+
+    /// A chip just powered on that logs its last [`TRACE_CAPACITY`] resets and SPI windows, for tests
+    /// that compare [`trace`](Self::trace) against golden bytes.
+    pub fn with_trace() -> Self {
+        Self::with_log(TraceLog::keeping(TRACE_CAPACITY))
+    }
+
+    fn with_log(log: TraceLog) -> Self {
         Sx1276Sim {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     regs: reset_registers(),
                     fifo: [0; 256],
-                    log: Vec::new(),
+                    log,
                     silent: None,
                     irq_stuck: false,
                     irq_cut: false,
@@ -250,9 +325,13 @@ impl Sx1276Sim {
         SimResetPin { chip: self.clone() }
     }
 
-    /// The DIO0 line of this chip.
+    /// The DIO0 line of this chip (each call a line with its own [`Wakeup`]).
     pub fn dio0(&self) -> SimDio0 {
-        SimDio0 { chip: self.clone() }
+        let shared = self.shared.clone();
+        SimDio0 {
+            chip: self.clone(),
+            wakeup: Wakeup::new(move || notify_under_lock(&shared)),
+        }
     }
 
     /// A packet arrives: heard only while the chip is in LoRa RX, as the chip would store it. Returns
@@ -351,9 +430,15 @@ impl Sx1276Sim {
         self.state().regs[usize::from(addr & 0x7F)]
     }
 
-    /// Every reset and SPI window since the start or the last [`clear_trace`](Self::clear_trace).
+    /// The resets and SPI windows since the start or the last [`clear_trace`](Self::clear_trace), at most
+    /// the last [`TRACE_CAPACITY`]; empty unless the chip was made [`with_trace`](Self::with_trace).
     pub fn trace(&self) -> Vec<Trace> {
-        self.state().log.clone()
+        self.state().log.entries()
+    }
+
+    /// Entries the trace had to drop because it was full.
+    pub fn trace_dropped(&self) -> u64 {
+        self.state().log.dropped()
     }
 
     /// Empties the log.
@@ -383,7 +468,9 @@ impl embedded_hal::spi::SpiDevice for SimSpi {
         self.chip.update(|s| {
             let miso = s.exchange(&mosi);
             scatter_miso(operations, &miso);
-            s.log.push(Trace::Spi { mosi, miso });
+            if s.log.is_on() {
+                s.log.push(Trace::Spi { mosi, miso });
+            }
         });
         Ok(())
     }
@@ -476,10 +563,22 @@ impl embedded_hal::digital::OutputPin for SimResetPin {
     }
 }
 
-/// The simulated DIO0 line; waits on a condition variable, so it blocks only the driver's thread.
+/// Wakes every thread waiting on the chip, taking the lock first: a waiter checks its [`Wakeup`] under
+/// that lock, so it either sees the flag or is already waiting when the notification comes.
+fn notify_under_lock(shared: &Shared) {
+    let _state = shared
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    shared.changed.notify_all();
+}
+
+/// The simulated DIO0 line; waits on a condition variable, so it blocks only the driver's thread, and
+/// wakes for a packet injected, any other change of the chip, or its [`Wakeup`].
 #[derive(Debug, Clone)]
 pub struct SimDio0 {
     chip: Sx1276Sim,
+    wakeup: Wakeup,
 }
 
 impl IrqLine for SimDio0 {
@@ -495,7 +594,7 @@ impl IrqLine for SimDio0 {
                 return Ok(true);
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || self.wakeup.is_woken() {
                 return Ok(false);
             }
             state = match self.chip.shared.changed.wait_timeout(state, deadline - now) {
@@ -504,6 +603,10 @@ impl IrqLine for SimDio0 {
             };
         }
     }
+
+    fn wakeup(&self) -> Wakeup {
+        self.wakeup.clone()
+    }
 }
 
 #[cfg(test)]
@@ -511,6 +614,78 @@ mod tests {
     use super::*;
     use embedded_hal::digital::OutputPin;
     use embedded_hal::spi::SpiDevice;
+
+    #[test]
+    fn the_trace_is_off_by_default_and_a_capped_ring_when_on() {
+        let quiet = Sx1276Sim::new();
+        let mut spi = quiet.spi();
+        for _ in 0..10 {
+            spi.write(&[0x42, 0x00]).unwrap();
+        }
+        quiet.reset_pin().set_low().unwrap();
+        assert!(quiet.trace().is_empty());
+        assert_eq!(quiet.trace_dropped(), 0);
+
+        let traced = Sx1276Sim::with_trace();
+        let mut spi = traced.spi();
+        for i in 0..TRACE_CAPACITY + 5 {
+            spi.write(&[0x80 | REG_FIFO_ADDR_PTR, i as u8]).unwrap();
+        }
+        let trace = traced.trace();
+        assert_eq!(trace.len(), TRACE_CAPACITY);
+        assert_eq!(traced.trace_dropped(), 5);
+        assert_eq!(
+            trace[0],
+            Trace::Spi {
+                mosi: vec![0x80 | REG_FIFO_ADDR_PTR, 5],
+                miso: vec![0, 0]
+            },
+            "the oldest entries go first"
+        );
+        traced.clear_trace();
+        assert!(traced.trace().is_empty());
+        assert_eq!(traced.trace_dropped(), 0);
+        spi.write(&[0x42, 0x00]).unwrap();
+        assert_eq!(traced.trace().len(), 1, "still on after a clear");
+    }
+
+    #[test]
+    fn a_wait_on_dio0_ends_on_an_injection_or_the_wakeup_not_a_timeout() {
+        let chip = Sx1276Sim::new();
+        let mut spi = chip.spi();
+        spi.write(&[0x81, 0x80]).unwrap();
+        spi.write(&[0x81, 0x85]).unwrap(); // LoRa RX continuous, DIO0 mapped to RxDone
+        let mut dio0 = chip.dio0();
+        let sender = chip.clone();
+        let started = Instant::now();
+        let injector = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            sender.inject(&[1, 2, 3], -80.0, 7.0, true)
+        });
+        assert!(dio0.wait_high(Duration::from_secs(30)).unwrap());
+        assert!(injector.join().unwrap());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        spi.write(&[0x80 | REG_IRQ_FLAGS, 0xFF]).unwrap();
+
+        let wakeup = dio0.wakeup();
+        let started = Instant::now();
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            wakeup.wake();
+        });
+        assert!(!dio0.wait_high(Duration::from_secs(30)).unwrap());
+        waker.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            !dio0.wait_high(Duration::from_secs(30)).unwrap(),
+            "woken for good: returns at once"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            !chip.dio0().wakeup().is_woken(),
+            "a new line has its own wakeup"
+        );
+    }
 
     #[test]
     fn registers_auto_increment_and_the_fifo_walks_its_pointer() {

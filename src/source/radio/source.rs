@@ -4,14 +4,17 @@
 //! stops answering, loses its configuration or sticks its interrupt line is reported `Lost` and
 //! re-initialised with backoff, then reported `Up` again. It never blocks the async runtime, never stops
 //! the daemon or another source, and never decodes payloads.
+//!
+//! The thread never polls: it parks on the interrupt line until a packet, the next health check or the
+//! [`StopBell`], which rings the line's [`Wakeup`] at shutdown (and, between attempts, it parks on the
+//! bell itself). An idle radio wakes once per `health_interval`, not 20 times a second.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
-use super::hal::{Radio, RxEvent, ThreadDelay};
+use super::hal::{Radio, RxEvent, ThreadDelay, Wakeup};
 use super::sim_sx1262::Sx1262Sim;
 use super::sim_sx1276::Sx1276Sim;
 use super::sx1262::Sx1262;
@@ -23,8 +26,6 @@ use crate::frame::FrameError;
 use crate::model::{Packet, RadioMeta};
 use crate::source::{SourceContext, SourceEvent};
 
-/// How long one wait for the interrupt line lasts before the thread looks at shutdown and the clock.
-const POLL: Duration = Duration::from_millis(50);
 /// How long shutdown waits for the radio thread to finish its current SPI exchange.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -177,11 +178,13 @@ fn describe_wiring(
 /// [`run`] with the backend already chosen: `open` builds the driver (again after each loss) and
 /// `wiring` is what error messages tell the operator to check.
 pub async fn run_with(ctx: SourceContext, settings: RadioSettings, open: Opener, wiring: String) {
-    let stop = ctx.shutdown.child_token();
+    let bell = StopBell::default();
+    // However this future ends (or is dropped), the thread is told to stop.
+    let stop = RingOnDrop(bell.clone());
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let worker = Worker {
         ctx: ctx.clone(),
-        stop: stop.clone(),
+        bell,
         settings,
         open,
         wiring: Arc::from(wiring),
@@ -201,22 +204,107 @@ pub async fn run_with(ctx: SourceContext, settings: RadioSettings, open: Opener,
     let mut done_rx = done_rx;
     tokio::select! {
         _ = ctx.shutdown.cancelled() => {
-            stop.cancel();
+            stop.0.ring();
             if tokio::time::timeout(JOIN_TIMEOUT, &mut done_rx).await.is_err() {
                 log::warn!("radio source {}: its thread did not stop within {JOIN_TIMEOUT:?}", ctx.name);
             }
         }
         _ = &mut done_rx => {
-            // The pipeline is gone (the daemon is stopping).
-            stop.cancel();
+            // The pipeline is gone (the daemon is stopping); the guard rings for good measure.
         }
+    }
+}
+
+/// How the async side stops the radio thread wherever it is parked: between attempts on the bell's own
+/// condition variable, in a session on the interrupt line (through the line's [`Wakeup`], which the
+/// session hands to [`watch`](Self::watch)). Once rung it stays rung.
+#[derive(Clone, Default)]
+struct StopBell {
+    inner: Arc<BellInner>,
+}
+
+#[derive(Default)]
+struct BellInner {
+    state: Mutex<BellState>,
+    rung: Condvar,
+}
+
+#[derive(Default)]
+struct BellState {
+    stopped: bool,
+    /// The interrupt line the current session parks on.
+    line: Option<Wakeup>,
+}
+
+impl StopBell {
+    fn lock(&self) -> MutexGuard<'_, BellState> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stops the thread: wakes its pause and its interrupt wait.
+    fn ring(&self) {
+        let line = {
+            let mut state = self.lock();
+            state.stopped = true;
+            self.inner.rung.notify_all();
+            state.line.take()
+        };
+        if let Some(line) = line {
+            line.wake();
+        }
+    }
+
+    fn is_rung(&self) -> bool {
+        self.lock().stopped
+    }
+
+    /// The line the session parks on from now; woken at once when the bell already rang.
+    fn watch(&self, line: Wakeup) {
+        let mut state = self.lock();
+        if state.stopped {
+            drop(state);
+            line.wake();
+        } else {
+            state.line = Some(line);
+        }
+    }
+
+    /// Parks the calling thread for `delay`; false when the bell rang first.
+    fn sleep(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        let mut state = self.lock();
+        loop {
+            if state.stopped {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            state = match self.inner.rung.wait_timeout(state, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+/// Rings the bell when dropped.
+struct RingOnDrop(StopBell);
+
+impl Drop for RingOnDrop {
+    fn drop(&mut self) {
+        self.0.ring();
     }
 }
 
 /// The state of the radio thread.
 struct Worker {
     ctx: SourceContext,
-    stop: CancellationToken,
+    bell: StopBell,
     settings: RadioSettings,
     open: Opener,
     wiring: Arc<str>,
@@ -246,7 +334,7 @@ impl Worker {
         let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
         // Whether the link is reported lost (so a failing retry does not report it again).
         let mut reported_lost = false;
-        while !self.stop.is_cancelled() {
+        while !self.bell.is_rung() {
             match self.session(&mut backoff) {
                 Ended::Stopped => return,
                 Ended::Failed { error, was_up } => {
@@ -274,25 +362,12 @@ impl Worker {
                             return;
                         }
                     }
-                    if !self.pause(backoff.next_delay()) {
+                    if !self.bell.sleep(backoff.next_delay()) {
                         return;
                     }
                 }
             }
         }
-    }
-
-    /// Sleeps on this thread in short steps; false when shutdown came first.
-    fn pause(&self, delay: Duration) -> bool {
-        let deadline = Instant::now() + delay;
-        while !self.stop.is_cancelled() {
-            let now = Instant::now();
-            if now >= deadline {
-                return true;
-            }
-            std::thread::sleep((deadline - now).min(POLL));
-        }
-        false
     }
 
     /// One life of the chip: open, init, Up, then interrupts and health checks until something fails.
@@ -308,6 +383,7 @@ impl Worker {
         if let Err(error) = radio.init() {
             return failed(error);
         }
+        self.bell.watch(radio.wakeup());
         log::info!("radio source {}: {} receiving", self.ctx.name, self.wiring);
         if !self.emit(SourceEvent::Up {
             source: self.ctx.name.clone(),
@@ -322,12 +398,11 @@ impl Worker {
         };
         let mut next_health = Instant::now() + self.settings.health_interval;
         loop {
-            if self.stop.is_cancelled() {
+            if self.bell.is_rung() {
                 return Ended::Stopped;
             }
-            let wait = next_health
-                .saturating_duration_since(Instant::now())
-                .min(POLL);
+            // Parked until a packet, the health check, or the bell (through the line's wakeup).
+            let wait = next_health.saturating_duration_since(Instant::now());
             let event = match radio.wait_event(wait) {
                 Ok(Some(RxEvent::Packet(received))) => Some(SourceEvent::Packet(Packet {
                     source: self.ctx.name.clone(),

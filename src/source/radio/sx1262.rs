@@ -13,7 +13,7 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use embedded_hal::spi::{Operation, SpiDevice};
 
-use super::hal::{pin_err, spi_err, BusyLine, IrqLine, Radio, Received, RxEvent};
+use super::hal::{pin_err, spi_err, BusyLine, IrqLine, Radio, Received, RxEvent, Wakeup};
 use super::{low_data_rate_optimize, tcxo_code, RadioError, RadioSettings, BANDWIDTHS_HZ};
 
 pub const OP_CLEAR_IRQ_STATUS: u8 = 0x02;
@@ -352,6 +352,10 @@ where
             )));
         }
         self.read_packet().map(|p| Some(RxEvent::Packet(p)))
+    }
+
+    fn wakeup(&self) -> Wakeup {
+        self.dio1.wakeup()
     }
 
     fn check_health(&mut self) -> Result<(), RadioError> {

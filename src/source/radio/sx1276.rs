@@ -14,7 +14,7 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use embedded_hal::spi::{Operation, SpiDevice};
 
-use super::hal::{pin_err, spi_err, IrqLine, Radio, Received, RxEvent};
+use super::hal::{pin_err, spi_err, IrqLine, Radio, Received, RxEvent, Wakeup};
 use super::{low_data_rate_optimize, RadioError, RadioSettings, BANDWIDTHS_HZ};
 
 pub const REG_FIFO: u8 = 0x00;
@@ -381,6 +381,10 @@ where
             )));
         }
         self.read_packet().map(|p| Some(RxEvent::Packet(p)))
+    }
+
+    fn wakeup(&self) -> Wakeup {
+        self.dio0.wakeup()
     }
 
     fn check_health(&mut self) -> Result<(), RadioError> {
