@@ -12,6 +12,14 @@
 //! never held up by sending (the input is read while a spool job runs), so an outage or a slow broker
 //! never stalls the local side; the disk budget is what bounds it.
 //!
+//! # Memory
+//! What waits for the next append job is one batch, capped at [`MAX_BATCH`] messages and
+//! [`MAX_BATCH_BYTES`] of topics and payloads: while a job runs and the batch is full, the input is not
+//! read, so a burst waits in the input channel (whose owner bounds it) instead of growing the batch. A
+//! disk that keeps up empties a full batch in a few milliseconds (926,000 messages/s at 100 per
+//! append, below). [`Uplink::open_async`] opens the spool (a scan, truncation and fsync of up to
+//! `max_bytes`) on a blocking thread, for callers on the runtime.
+//!
 //! # Duplicates
 //! After a reconnect the messages of the window that reached the wire without an acknowledgement are sent
 //! again (counted as `resent`): QoS 1 may deliver those twice, never more than one window. After a crash,
@@ -120,12 +128,18 @@ pub enum UplinkError {
     Job(String),
 }
 
+/// Most messages in flight to the cloud broker (`[upstream] max_inflight`): the window's packet-id cycle
+/// (capacity + 2) must stay below rumqttc's u16 ids. The configuration refuses more, naming the key.
+pub const MAX_INFLIGHT_LIMIT: u16 = 60_000;
 /// How long a clean stop waits for outstanding acknowledgements (and the `offline` message).
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often the ack cursor is persisted when every append is already fsync'ed.
 const ALWAYS_COMMIT_PERIOD: Duration = Duration::from_secs(1);
-/// Most input messages taken into one append batch.
-const MAX_BATCH: usize = 4096;
+/// Most messages in one append batch (the input is not read while a job runs and the batch is full).
+pub const MAX_BATCH: usize = 4096;
+/// Most bytes of topics and payloads in one append batch: with large payloads this binds before
+/// [`MAX_BATCH`] does.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// The uplink, opened and ready to run.
 pub struct Uplink {
@@ -155,10 +169,10 @@ impl Uplink {
                 "upstream.client_id: must not be empty (the session is persistent)".into(),
             ));
         }
-        if settings.max_inflight == 0 || settings.max_inflight > 60_000 {
-            return Err(UplinkError::Config(
-                "upstream.max_inflight: must be between 1 and 60000".into(),
-            ));
+        if settings.max_inflight == 0 || settings.max_inflight > MAX_INFLIGHT_LIMIT {
+            return Err(UplinkError::Config(format!(
+                "upstream.max_inflight: must be between 1 and {MAX_INFLIGHT_LIMIT}"
+            )));
         }
         let endpoint = Endpoint::parse(&settings.url, settings.allow_plaintext)
             .map_err(UplinkError::Config)?;
@@ -228,6 +242,15 @@ impl Uplink {
         })
     }
 
+    /// [`open`](Self::open) on a blocking thread (`spawn_blocking`): reading the TLS files and the
+    /// password and opening the spool block, so async callers (the gateway's start, while the broker
+    /// already serves) use this one.
+    pub async fn open_async(settings: UplinkSettings) -> Result<Uplink, UplinkError> {
+        tokio::task::spawn_blocking(move || Uplink::open(settings))
+            .await
+            .map_err(|e| UplinkError::Job(format!("opening the uplink: {e}")))?
+    }
+
     /// Replaces the reconnect schedule (default: 1 s doubling to 60 s, reset after 30 s up).
     pub fn with_reconnect_delays(mut self, initial: Duration, max: Duration) -> Uplink {
         self.reconnect.initial = initial;
@@ -270,6 +293,7 @@ impl Uplink {
             spool_stats: SpoolStats::default(),
             job: None,
             appends: Vec::new(),
+            append_bytes: 0,
             ack_through: None,
             commit_due: false,
             window: Window::new(self.max_inflight),
@@ -322,7 +346,10 @@ struct Pump {
     spool: Arc<Mutex<Spool>>,
     spool_stats: SpoolStats,
     job: Option<JoinHandle<Result<JobOutcome, SpoolError>>>,
+    /// The next append batch (at most [`MAX_BATCH`] messages, [`MAX_BATCH_BYTES`] bytes).
     appends: Vec<Outbound>,
+    /// Bytes of topics and payloads in `appends`.
+    append_bytes: usize,
     ack_through: Option<u64>,
     commit_due: bool,
     window: Window,
@@ -356,10 +383,11 @@ impl Pump {
                     Some(event) => self.on_link_event(event),
                     None => return Err(UplinkError::Job("the connection task ended".into())),
                 },
-                message = input.recv() => match message {
+                // A full batch waits for the running job: the burst stays in the input channel.
+                message = input.recv(), if !self.batch_full() => match message {
                     Some(message) => {
                         self.take_input(&message, forwarder);
-                        while self.appends.len() < MAX_BATCH {
+                        while !self.batch_full() {
                             match input.try_recv() {
                                 Ok(message) => self.take_input(&message, forwarder),
                                 Err(_) => break,
@@ -379,8 +407,22 @@ impl Pump {
         input: &mut mpsc::UnboundedReceiver<Message>,
         forwarder: &Forwarder,
     ) -> Result<(), UplinkError> {
-        while let Ok(message) = input.try_recv() {
-            self.take_input(&message, forwarder);
+        // What is left in the input goes to the spool in capped batches.
+        loop {
+            while !self.batch_full() {
+                match input.try_recv() {
+                    Ok(message) => self.take_input(&message, forwarder),
+                    Err(_) => break,
+                }
+            }
+            if !self.batch_full() {
+                break;
+            }
+            if let Some(job) = self.job.take() {
+                let outcome = job.await;
+                self.job_done(outcome)?;
+            }
+            self.start_job(false);
         }
         if let Some(client) = &self.link {
             if self.window.submit_control(1) {
@@ -420,9 +462,17 @@ impl Pump {
 
     fn take_input(&mut self, message: &Message, forwarder: &Forwarder) {
         match forwarder.route(message) {
-            Some(outbound) => self.appends.push(outbound),
+            Some(outbound) => {
+                self.append_bytes += outbound.topic.len() + outbound.payload.len();
+                self.appends.push(outbound);
+            }
             None => self.stats.lock().not_forwarded += 1,
         }
+    }
+
+    /// Whether the next append batch is at its cap.
+    fn batch_full(&self) -> bool {
+        self.appends.len() >= MAX_BATCH || self.append_bytes >= MAX_BATCH_BYTES
     }
 
     /// Hands the client whatever the window allows.
@@ -460,6 +510,7 @@ impl Pump {
             return;
         }
         let appends = std::mem::take(&mut self.appends);
+        self.append_bytes = 0;
         let ack = self.ack_through.take();
         let commit = std::mem::take(&mut self.commit_due);
         let spool = self.spool.clone();
@@ -561,5 +612,88 @@ async fn join<T>(job: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::Join
     match job.as_mut() {
         Some(handle) => handle.await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pump(dir: &std::path::Path) -> (Pump, mpsc::Sender<LinkEvent>) {
+        let settings = SpoolSettings {
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(3600),
+            sync: SyncPolicy::Every(Duration::from_secs(1)),
+            segment_bytes: 1 << 18,
+        };
+        let spool = Spool::open(dir, settings).unwrap();
+        let (link_tx, link_rx) = mpsc::channel(1);
+        let pump = Pump {
+            spool: Arc::new(Mutex::new(spool)),
+            spool_stats: SpoolStats::default(),
+            job: None,
+            appends: Vec::new(),
+            append_bytes: 0,
+            ack_through: None,
+            commit_due: false,
+            window: Window::new(10),
+            link: None,
+            link_rx,
+            availability_topic: "sensorgate/gateway/availability".into(),
+            stats: UplinkStatsHandle::default(),
+            reconnect_requested: false,
+        };
+        (pump, link_tx)
+    }
+
+    fn forwarder() -> Forwarder {
+        let rules = vec![ForwardRule {
+            filter: "sensorgate/#".into(),
+            prefix: String::new(),
+            qos: 1,
+        }];
+        Forwarder::new(rules, "sensorgate").unwrap()
+    }
+
+    /// While a spool job runs (here: one that never ends), a burst fills one batch to its cap and the
+    /// rest stays in the input channel. Paused time: the timeout fires only once the pump is idle.
+    async fn burst_against_a_stuck_job(count: usize, payload: usize) -> (Pump, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pump, _link_tx) = pump(dir.path());
+        pump.job = Some(tokio::spawn(std::future::pending()));
+        let (tx, mut input) = mpsc::unbounded_channel();
+        for i in 0..count {
+            tx.send(Message {
+                topic: format!("sensorgate/dev{}", i % 10),
+                payload: vec![b'x'; payload],
+                qos: 0,
+                retain: false,
+            })
+            .unwrap();
+        }
+        let shutdown = CancellationToken::new();
+        let forwarder = forwarder();
+        let run = pump.run(&mut input, &shutdown, &forwarder, Duration::from_secs(1));
+        assert!(tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .is_err());
+        let left = input.len();
+        (pump, left)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_fills_one_batch_up_to_its_count_cap_and_waits_in_the_input() {
+        let (pump, left) = burst_against_a_stuck_job(3 * MAX_BATCH, 10).await;
+        assert_eq!(pump.appends.len(), MAX_BATCH);
+        assert_eq!(left, 2 * MAX_BATCH);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn large_payloads_are_capped_by_bytes() {
+        let (pump, left) = burst_against_a_stuck_job(100, 256 * 1024).await;
+        let taken = MAX_BATCH_BYTES.div_ceil(256 * 1024 + "sensorgate/devN".len());
+        assert_eq!(pump.appends.len(), taken);
+        assert_eq!(left, 100 - taken);
+        assert!(pump.append_bytes < MAX_BATCH_BYTES + 256 * 1024 + 64);
     }
 }
