@@ -36,9 +36,11 @@
 //!   rights, the retained store persisted to the state directory, in-process publishing, and the tap that
 //!   feeds the uplink. No other module names an rmqtt type.
 //! - [`uplink`]: forward rules, the crash-safe disk spool, and the MQTT-over-TLS client to the cloud.
+//! - [`topic`]: MQTT topic names and filters: grammar, depth, matching; the one owner of those rules.
 //! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
 //! - [`app`]: the wiring: builds each stage from the configuration, owns the start, stop and reload order.
-//! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`backoff`] (retry delays),
+//! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`ratelimit`] (log lines
+//!   at most once per key and interval, with a suppressed count), [`backoff`] (retry delays),
 //!   [`allocator`] (one glibc malloc arena, for a steady memory footprint).
 //!
 //! Sources get a cancellation token; downstream stages end when their input channel closes, so a stop
@@ -57,7 +59,9 @@ pub mod logging;
 pub mod model;
 pub mod pipeline;
 pub mod publish;
+pub mod ratelimit;
 pub mod source;
 pub mod stats;
 pub mod systemd;
+pub mod topic;
 pub mod uplink;

@@ -12,9 +12,12 @@
 //!   granted to a reader of `sensorgate/#`, who then receives only `sensorgate/...`); refused otherwise.
 //! - `%u`/`%c` never widen a rule: a rule naming `%u` does not apply to anonymous clients, and a rule does
 //!   not apply when the substituted name contains `+`, `#` or `/`.
-//! - As in MQTT, filters starting with a wildcard do not match topics starting with `$`.
+//! - As in MQTT, filters starting with a wildcard do not match topics starting with `$`; matching itself is
+//!   [`crate::topic`]'s.
 
 use std::collections::HashMap;
+
+pub use crate::topic::{filter_within, filters_overlap, matches as topic_matches};
 
 /// Who is asking: the login name (None when anonymous) and the MQTT client id.
 #[derive(Debug, Clone, Copy)]
@@ -115,75 +118,6 @@ fn substitute(rule: &str, client: Client<'_>) -> Option<String> {
     Some(out)
 }
 
-fn starts_with_wildcard(levels: &[&str]) -> bool {
-    matches!(levels.first(), Some(&"+") | Some(&"#"))
-}
-
-fn is_dollar(levels: &[&str]) -> bool {
-    levels.first().is_some_and(|l| l.starts_with('$'))
-}
-
-/// Does the topic filter `filter` match the topic name `topic`?
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    let f: Vec<&str> = filter.split('/').collect();
-    let t: Vec<&str> = topic.split('/').collect();
-    if is_dollar(&t) && starts_with_wildcard(&f) {
-        return false;
-    }
-    let mut i = 0;
-    loop {
-        match (f.get(i), t.get(i)) {
-            (Some(&"#"), _) => return true,
-            (Some(&"+"), Some(_)) => {}
-            (Some(fl), Some(tl)) if fl == tl => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-        i += 1;
-    }
-}
-
-/// Is there a topic that both filters match?
-pub fn filters_overlap(a: &str, b: &str) -> bool {
-    let a: Vec<&str> = a.split('/').collect();
-    let b: Vec<&str> = b.split('/').collect();
-    if (is_dollar(&a) && starts_with_wildcard(&b)) || (is_dollar(&b) && starts_with_wildcard(&a)) {
-        return false;
-    }
-    let mut i = 0;
-    loop {
-        match (a.get(i), b.get(i)) {
-            (Some(&"#"), _) | (_, Some(&"#")) => return true,
-            (Some(&"+"), Some(_)) | (Some(_), Some(&"+")) => {}
-            (Some(x), Some(y)) if x == y => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-        i += 1;
-    }
-}
-
-/// Does `outer` match every topic that `inner` matches?
-pub fn filter_within(inner: &str, outer: &str) -> bool {
-    let inner: Vec<&str> = inner.split('/').collect();
-    let outer: Vec<&str> = outer.split('/').collect();
-    if starts_with_wildcard(&outer) && is_dollar(&inner) {
-        return false;
-    }
-    let mut i = 0;
-    loop {
-        match (inner.get(i), outer.get(i)) {
-            (_, Some(&"#")) => return true,
-            (Some(&"#"), _) => return false,
-            (Some(_), Some(&"+")) => {}
-            (Some(x), Some(y)) if x == y => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-        i += 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,34 +159,6 @@ mod tests {
         user: None,
         client_id: "anon",
     };
-
-    #[test]
-    fn topic_matching_follows_mqtt() {
-        assert!(topic_matches("a/+/c", "a/b/c"));
-        assert!(topic_matches("a/#", "a"));
-        assert!(topic_matches("a/#", "a/b/c"));
-        assert!(topic_matches("#", "a"));
-        assert!(!topic_matches("a/+", "a/b/c"));
-        assert!(!topic_matches("a/b", "a/b/c"));
-        assert!(topic_matches("+/+", "/x"));
-        assert!(!topic_matches("#", "$SYS/x"));
-        assert!(!topic_matches("+/x", "$SYS/x"));
-        assert!(topic_matches("$SYS/#", "$SYS/x"));
-    }
-
-    #[test]
-    fn overlap_and_containment() {
-        assert!(filters_overlap("#", "sensorgate/#"));
-        assert!(filters_overlap("sensorgate/+/t", "+/kitchen/#"));
-        assert!(!filters_overlap("secret/#", "sensorgate/#"));
-        assert!(!filters_overlap("#", "$SYS/#"));
-        assert!(filter_within("sensorgate/cmd/+", "sensorgate/#"));
-        assert!(filter_within("sensorgate", "sensorgate/#"));
-        assert!(!filter_within("#", "sensorgate/#"));
-        assert!(!filter_within("sensorgate/+", "sensorgate/x"));
-        assert!(filter_within("a/+/c", "a/+/#"));
-        assert!(!filter_within("a/#", "a/+"));
-    }
 
     #[test]
     fn gateway_topics_need_an_explicit_rule() {

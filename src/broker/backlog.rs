@@ -10,9 +10,11 @@
 //! [`BoundedShared`] wraps the engine's `Shared` (the routing to local sessions) and counts, per
 //! subscriber client id, the messages routed to it and not yet taken up for delivery (channel plus
 //! deliver queue). At `max_queued_messages` a QoS 0 message for that subscriber is dropped (as mosquitto
-//! drops for a full queue); a QoS 1/2 one first holds up its publisher's task for up to [`BACKLOG_WAIT`]
-//! (the publisher is not read meanwhile, and its own inflight window slows it), and is dropped if no room
-//! came; after such a timeout that subscriber is marked stalled and its messages are dropped without
+//! drops for a full queue); a QoS 1/2 one first holds up its publisher's task, for up to [`BACKLOG_WAIT`]
+//! per publish however many subscribers are full (the publisher is not read meanwhile, and its own
+//! inflight window slows it), and is dropped if no room came; the gateway's own publishes (readings,
+//! wills, stats) are never held: for them a full backlog drops at once, so no subscriber can delay the
+//! pipeline or the serial ports behind it; after such a timeout that subscriber is marked stalled and its messages are dropped without
 //! waiting until its backlog is half empty, so a subscriber that stopped reading cannot hold publishers
 //! up. A drop is reported through the engine's `message_dropped` hook with `MessageQueueFull`, so the
 //! policy logs it (rate-limited) like a full offline queue, and [`Backlog::dropped`] counts it.
@@ -33,7 +35,7 @@ use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::shared::{Entry, Shared};
 use rmqtt::types::{
-    ClientId, DashMap, ForwardedCount, ForwardedRecipients, From, HealthInfo, Id, MsgID,
+    ClientId, DashMap, ForwardedCount, ForwardedRecipients, From, FromType, HealthInfo, Id, MsgID,
     NodeHealthStatus, NodeId, Publish, QoS, Reason, Retain, SessionStatus, SubRelations,
     SubRelationsMap, SubsSearchParams, SubsSearchResult, To, TopicFilter, TopicName,
 };
@@ -213,13 +215,19 @@ impl Shared for BoundedShared {
         };
         let mut admitted = SubRelations::with_capacity(relations.len());
         let mut full = Vec::new();
+        // One wait budget for the whole publish, however many subscribers are full; none for the
+        // gateway's own publishes (pipeline, wills, stats), which a subscriber must never hold up.
+        let deadline = (!matches!(from.typ(), FromType::System))
+            .then(|| tokio::time::Instant::now() + BACKLOG_WAIT);
         for relation in relations {
             let (_, client_id, opts, _, _) = &relation;
             let keeps_retain = publish.retain && opts.retain_as_published() == Some(true);
             // QoS 0 is dropped at once; QoS 1/2 first holds up this publisher (bounded).
-            let wait = match publish.qos.less_value(opts.qos()) {
-                QoS::AtMostOnce => Duration::ZERO,
-                _ => BACKLOG_WAIT,
+            let wait = match (publish.qos.less_value(opts.qos()), deadline) {
+                (QoS::AtMostOnce, _) | (_, None) => Duration::ZERO,
+                (_, Some(deadline)) => {
+                    deadline.saturating_duration_since(tokio::time::Instant::now())
+                }
             };
             if keeps_retain || self.backlog.admit(client_id, wait).await {
                 admitted.push(relation);

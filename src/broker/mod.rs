@@ -31,15 +31,30 @@
 //!   packet ids per client id; a re-send is acknowledged (PUBREC; 5.0 reason 0x91) and not delivered.
 //! - An immediate same-id reconnect was refused with CONNACK 3 (2 of 200: the kick of a clean session
 //!   being torn down is never answered): the CONNECT waits up to 200 ms for such a session to be gone.
-//! - `max_connections` counts sessions (connected clients plus persistent sessions of absent clients,
-//!   kept [`OFFLINE_MESSAGE_EXPIRY`]); the engine refuses beyond it with CONNACK 3 and logs only at info:
-//!   the policy logs it at warn. Oversized packets (`max_packet_size`) close the connection, a full
-//!   offline queue drops messages: both logged at warn, rate-limited.
+//! - `max_connections` counts sessions (connected clients plus persistent sessions of absent clients); the
+//!   engine refuses beyond it with CONNACK 3 and logs only at info: the policy logs it at warn. Absent
+//!   sessions never lock a client out: [`sessions`] caps their life (`session_expiry`,
+//!   `anonymous_session_expiry`, through a fitter of ours), keeps at most `max_offline_sessions` of them,
+//!   and ends the one absent the longest when a new client needs its place. Each keeps the socket of its
+//!   last connection until it ends (the engine holds it in the session task); [`descriptors`] checks at
+//!   start that `max_connections` plus half-open connections fit under `RLIMIT_NOFILE`.
+//! - The first packet of a connection is read without a timeout (`probe_version`; `handshake_timeout`
+//!   covers only TLS and the rest of CONNECT), and silent sockets were kept forever: [`janitor`] shuts
+//!   down accepted sockets that sent no CONNECT within `handshake_timeout`, and the oldest beyond
+//!   [`descriptors::MAX_HALF_OPEN`].
+//! - The topic tree recurses per level on insert, match and remove (a 6,000-level filter overflowed the
+//!   stack): the policy refuses topics and filters deeper than `max_topic_levels` before the engine sees
+//!   them (SUBACK 0x80 / 5.0 0x8F; a publish closes a 3.1.1 connection, 5.0 gets reason 0x90), wildcard and
+//!   NUL topic names likewise (the engine accepted and delivered them verbatim), and the snapshot restore
+//!   skips such topics. The retained store holds at most `max_retained_messages` topics.
+//! - Oversized packets (`max_packet_size`) close the connection, a full offline queue drops messages:
+//!   both logged at warn, rate-limited per client.
 //! - Routing hands messages to a subscriber's session over an unbounded channel and never throttles the
 //!   publisher, so a publisher faster than a subscriber grew the daemon without bound (300,000 QoS 0
 //!   messages: 7.8 to 84 MiB): [`backlog`] bounds the messages waiting for one connected subscriber at
-//!   `max_queued_messages`; beyond it QoS 0 is dropped, QoS 1/2 holds its publisher up to 500 ms and is
-//!   then dropped; drops are logged at warn (rate-limited) and counted ([`Broker::backlog_drops`]).
+//!   `max_queued_messages`; beyond it QoS 0 is dropped, QoS 1/2 holds a client publisher up to 500 ms per
+//!   publish and is then dropped, and the gateway's own publishes are never held; drops are logged at warn
+//!   naming the subscriber (rate-limited) and counted ([`Broker::backlog_drops`]).
 //! - Messages queued for an offline persistent session: at most `max_queued_messages` (plus the inflight
 //!   window), kept [`OFFLINE_MESSAGE_EXPIRY`] [engine default 5 min].
 //! - `MqttServer::start()` exits the process on error: serving uses `MqttServer::run` on a task of ours.
@@ -47,11 +62,14 @@
 pub mod acl;
 pub mod auth;
 pub mod backlog;
+pub mod descriptors;
 pub mod exactly_once;
 pub mod gate;
+pub mod janitor;
 pub mod password;
 pub mod policy;
 pub mod retained;
+pub mod sessions;
 pub mod snapshotter;
 
 use std::net::SocketAddr;
@@ -75,8 +93,10 @@ use auth::{Logins, Throttle};
 use backlog::{Backlog, BacklogHook, BoundedShared};
 use gate::{PublishGate, Tap};
 pub use password::{hash_password, verify_password, PasswordError};
-use policy::{Policy, PolicyHook};
-use retained::{EngineRetainStorage, RetainedStore};
+use janitor::{Janitor, JanitorSettings, SpokenPeers};
+use policy::{Policy, PolicyHook, PolicyLimits};
+use retained::{EngineRetainStorage, RetainLimits, RetainedStore};
+use sessions::{CappedFitterManager, OfflineSessions, OfflineSessionsHook, SessionLifetimes};
 use snapshotter::Snapshotter;
 
 /// How long a message queued for an offline persistent session (clean session = false) is kept, and how
@@ -131,6 +151,16 @@ pub struct BrokerSettings {
     pub max_inflight: u16,
     pub max_queued_messages: usize,
     pub handshake_timeout: Duration,
+    /// Topics and filters with more levels are refused (subscribe: reason 0x8F; publish and will: refused).
+    pub max_topic_levels: usize,
+    /// Retained topics the store holds; a retained publish to a new topic beyond it is not stored (counted).
+    pub max_retained_messages: usize,
+    /// Persistent sessions of absent clients kept; beyond it the one absent the longest is ended (counted).
+    pub max_offline_sessions: usize,
+    /// Longest time a persistent session of an absent client is kept (MQTT 5 clients may ask for less).
+    pub session_expiry: Duration,
+    /// The same for clients that logged in without a user name.
+    pub anonymous_session_expiry: Duration,
     /// Where the retained snapshot lives; `None` keeps retained messages in memory only.
     pub state_dir: Option<PathBuf>,
     /// How often a changed retained store is written to disk (it is also written on shutdown).
@@ -154,6 +184,11 @@ impl Default for BrokerSettings {
             max_inflight: 32,
             max_queued_messages: 10_000,
             handshake_timeout: Duration::from_secs(5),
+            max_topic_levels: 128,
+            max_retained_messages: 100_000,
+            max_offline_sessions: 256,
+            session_expiry: Duration::from_secs(2 * 60 * 60),
+            anonymous_session_expiry: Duration::from_secs(5 * 60),
             state_dir: None,
             snapshot_interval: Duration::from_secs(10),
         }
@@ -173,6 +208,8 @@ pub enum BrokerError {
     Publish { topic: String, reason: String },
     #[error("[[broker.user]] {user:?}: password_hash is not an argon2 PHC string (make one with `sensorgate hash-password`)")]
     PasswordHash { user: String },
+    #[error("{0}")]
+    Descriptors(#[from] descriptors::DescriptorError),
 }
 
 /// A running embedded broker.
@@ -185,6 +222,8 @@ pub struct Broker {
     local_addrs: Vec<SocketAddr>,
     server_task: JoinHandle<()>,
     snapshotter: Option<Snapshotter>,
+    offline: Arc<OfflineSessions>,
+    janitor: Janitor,
 }
 
 impl Broker {
@@ -194,21 +233,22 @@ impl Broker {
         settings: &BrokerSettings,
         tap: Option<mpsc::UnboundedSender<Message>>,
     ) -> Result<Broker, BrokerError> {
-        for user in &settings.users {
-            if !password::is_valid_hash(&user.password_hash) {
-                return Err(BrokerError::PasswordHash {
-                    user: user.name.clone(),
-                });
-            }
-        }
+        check_password_hashes(settings)?;
+        descriptors::ensure_budget(&descriptors::Budget::of(settings))?;
         warn_about_open_listeners(settings);
         let scx = ServerContext::new()
             .busy_check_enable(false)
             .mqtt_max_sessions(settings.max_connections.max(1) as isize)
             .build()
             .await;
-
-        let retained = RetainedStore::new();
+        *scx.extends.fitter_mgr_mut().await = Box::new(CappedFitterManager(SessionLifetimes {
+            expiry: settings.session_expiry,
+            anonymous_expiry: settings.anonymous_session_expiry,
+        }));
+        let retained = RetainedStore::new(RetainLimits {
+            max_messages: settings.max_retained_messages.max(1),
+            max_topic_levels: settings.max_topic_levels,
+        });
         *scx.extends.retain_mut().await = Box::new(EngineRetainStorage(retained.clone()));
         let backlog = Arc::new(Backlog::new(settings.max_queued_messages));
         BoundedShared::install(&scx, backlog.clone()).await;
@@ -221,23 +261,14 @@ impl Broker {
             Some(UserName::from("sensorgate")),
         ));
         if let Some(dir) = &settings.state_dir {
-            let dir = dir.clone();
-            let (messages, error) =
-                tokio::task::spawn_blocking(move || retained::read_snapshot(&dir))
-                    .await
-                    .unwrap_or_else(|_| (Vec::new(), None));
-            if let Some(error) = error {
-                log::warn!(
-                    "retained snapshot damaged, kept {} messages and set the file aside: {error}",
-                    messages.len()
-                );
-            }
-            for message in &messages {
-                retained.restore(&system_from, to_publish(message)).await;
-            }
-            log::info!("restored {} retained messages", messages.len());
+            restore_retained(&retained, &system_from, dir).await;
         }
 
+        let spoken = Arc::new(SpokenPeers::default());
+        let offline = Arc::new(OfflineSessions::new(
+            scx.clone(),
+            settings.max_offline_sessions.min(settings.max_connections),
+        ));
         let policy = Arc::new(Policy::new(
             scx.clone(),
             access_policy(settings),
@@ -249,49 +280,27 @@ impl Broker {
                 settings.allow_anonymous,
                 Throttle::default(),
             ),
-            settings.max_connections.max(1),
-            settings.max_packet_size,
-            settings.max_queued_messages,
+            PolicyLimits {
+                max_connections: settings.max_connections.max(1),
+                max_packet_size: settings.max_packet_size,
+                max_queued_messages: settings.max_queued_messages,
+                max_topic_levels: settings.max_topic_levels,
+            },
+            spoken.clone(),
+            offline.clone(),
         ));
         let tap = Tap::new(tap);
-        let register = scx.extends.hook_mgr().register();
-        for typ in BacklogHook::TYPES {
-            register
-                .add_priority(
-                    typ,
-                    BACKLOG_PRIORITY,
-                    Box::new(BacklogHook(backlog.clone())),
-                )
-                .await;
-        }
-        // The policy runs first (higher priority); the gate then sees its publish decision.
-        for typ in PolicyHook::TYPES {
-            register
-                .add_priority(typ, POLICY_PRIORITY, Box::new(PolicyHook(policy.clone())))
-                .await;
-        }
-        for typ in [Type::MessagePublishCheckAcl, Type::MessagePublish] {
-            register
-                .add(typ, Box::new(PublishGate::new(tap.clone(), policy.clone())))
-                .await;
-        }
-        register.start().await;
+        register_hooks(&scx, &backlog, &policy, &offline, &tap).await;
 
-        let mut server = MqttServer::new(scx.clone());
-        let mut local_addrs = Vec::new();
-        for (index, listener) in settings.listeners.iter().enumerate() {
-            let bound = bind_listener(settings, listener)?;
-            let addr = bound.local_addr().unwrap_or(listener.bind);
-            local_addrs.push(addr);
-            server = server.listener_by_id(bound, (index + 1) as u16);
-        }
-        let server = server.build();
-        let server_task = tokio::spawn(async move {
-            if let Err(error) = server.run().await {
-                log::error!("embedded broker stopped: {error}");
-            }
-        });
-
+        let (server_task, local_addrs) = serve(&scx, settings)?;
+        let janitor = Janitor::start(
+            JanitorSettings {
+                listeners: local_addrs.clone(),
+                handshake_timeout: settings.handshake_timeout,
+                max_half_open: descriptors::max_half_open(settings),
+            },
+            spoken,
+        );
         let snapshotter = settings
             .state_dir
             .clone()
@@ -301,6 +310,8 @@ impl Broker {
             scx,
             retained,
             backlog,
+            offline,
+            janitor,
             tap,
             system_from,
             local_addrs,
@@ -352,6 +363,27 @@ impl Broker {
         self.backlog.pending(client_id)
     }
 
+    /// Absent persistent sessions ended early because `max_offline_sessions` were kept.
+    pub fn sessions_evicted(&self) -> u64 {
+        self.offline.evicted()
+    }
+
+    /// Absent persistent sessions kept now.
+    pub fn offline_sessions(&self) -> usize {
+        self.offline.count()
+    }
+
+    /// Connections closed because they sent no CONNECT within `handshake_timeout`, or were beyond the
+    /// half-open bound.
+    pub fn silent_connections_closed(&self) -> u64 {
+        self.janitor.closed()
+    }
+
+    /// Retained publishes to new topics not stored because `max_retained_messages` were held.
+    pub fn retained_refused(&self) -> u64 {
+        self.retained.refused_full()
+    }
+
     /// Number of sessions: connected clients plus persistent sessions kept for absent ones.
     pub fn sessions(&self) -> isize {
         self.scx.sessions.count()
@@ -376,6 +408,105 @@ impl Drop for Broker {
     }
 }
 
+fn check_password_hashes(settings: &BrokerSettings) -> Result<(), BrokerError> {
+    match settings
+        .users
+        .iter()
+        .find(|user| !password::is_valid_hash(&user.password_hash))
+    {
+        Some(user) => Err(BrokerError::PasswordHash {
+            user: user.name.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Puts the snapshot's messages back, skipping topics the broker would refuse today (too deep, invalid).
+async fn restore_retained(retained: &RetainedStore, system_from: &From, dir: &std::path::Path) {
+    let dir = dir.to_path_buf();
+    let (messages, error) = tokio::task::spawn_blocking(move || retained::read_snapshot(&dir))
+        .await
+        .unwrap_or_else(|_| (Vec::new(), None));
+    if let Some(error) = error {
+        log::warn!(
+            "retained snapshot damaged, kept {} messages and set the file aside: {error}",
+            messages.len()
+        );
+    }
+    let mut skipped = 0usize;
+    for message in &messages {
+        if retained.restorable(&message.topic) {
+            retained.restore(system_from, to_publish(message)).await;
+        } else {
+            skipped += 1;
+        }
+    }
+    if skipped > 0 {
+        log::warn!(
+            "retained snapshot: {skipped} messages skipped, their topics are invalid or deeper than max_topic_levels"
+        );
+    }
+    log::info!("restored {} retained messages", messages.len() - skipped);
+}
+
+async fn register_hooks(
+    scx: &ServerContext,
+    backlog: &Arc<Backlog>,
+    policy: &Arc<Policy>,
+    offline: &Arc<OfflineSessions>,
+    tap: &Tap,
+) {
+    let register = scx.extends.hook_mgr().register();
+    for typ in BacklogHook::TYPES {
+        register
+            .add_priority(
+                typ,
+                BACKLOG_PRIORITY,
+                Box::new(BacklogHook(backlog.clone())),
+            )
+            .await;
+    }
+    // The policy runs first (higher priority); the gate then sees its publish decision.
+    for typ in PolicyHook::TYPES {
+        register
+            .add_priority(typ, POLICY_PRIORITY, Box::new(PolicyHook(policy.clone())))
+            .await;
+    }
+    for typ in OfflineSessionsHook::TYPES {
+        register
+            .add(typ, Box::new(OfflineSessionsHook(offline.clone())))
+            .await;
+    }
+    for typ in [Type::MessagePublishCheckAcl, Type::MessagePublish] {
+        register
+            .add(typ, Box::new(PublishGate::new(tap.clone(), policy.clone())))
+            .await;
+    }
+    register.start().await;
+}
+
+/// Binds every listener and starts the engine's accept loops on a task of ours.
+fn serve(
+    scx: &ServerContext,
+    settings: &BrokerSettings,
+) -> Result<(JoinHandle<()>, Vec<SocketAddr>), BrokerError> {
+    let mut server = MqttServer::new(scx.clone());
+    let mut local_addrs = Vec::new();
+    for (index, listener) in settings.listeners.iter().enumerate() {
+        let bound = bind_listener(settings, listener)?;
+        let addr = bound.local_addr().unwrap_or(listener.bind);
+        local_addrs.push(addr);
+        server = server.listener_by_id(bound, (index + 1) as u16);
+    }
+    let server = server.build();
+    let server_task = tokio::spawn(async move {
+        if let Err(error) = server.run().await {
+            log::error!("embedded broker stopped: {error}");
+        }
+    });
+    Ok((server_task, local_addrs))
+}
+
 fn bind_listener(
     settings: &BrokerSettings,
     listener: &ListenerSettings,
@@ -393,8 +524,8 @@ fn bind_listener(
         .max_inflight(NonZeroU16::new(settings.max_inflight.max(1)).unwrap_or(NonZeroU16::MIN))
         .max_mqueue_len(settings.max_queued_messages)
         .handshake_timeout(settings.handshake_timeout)
-        .session_expiry_interval(OFFLINE_MESSAGE_EXPIRY)
-        .message_expiry_interval(OFFLINE_MESSAGE_EXPIRY);
+        .session_expiry_interval(settings.session_expiry)
+        .message_expiry_interval(OFFLINE_MESSAGE_EXPIRY.min(settings.session_expiry));
     if let Some(tls) = &listener.tls {
         builder = builder
             .tls_cert(Some(tls.cert_file.display().to_string()))

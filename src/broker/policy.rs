@@ -19,24 +19,44 @@ use rmqtt::types::{
 };
 
 use super::acl::{AccessPolicy, Client};
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
+use crate::topic;
 use super::auth::{LoginOutcome, Logins};
 use super::exactly_once::{fingerprint, Qos2Memory, Verdict};
+use super::janitor::SpokenPeers;
+use super::sessions::{ends_at_disconnect, OfflineSessions};
 
 /// Reason string of the PUBREC/PUBACK sent for a re-sent QoS 2 publish that is not delivered again.
 pub const RESENT_QOS2: &str = "duplicate QoS 2 publish, already delivered";
+
+/// The bounds the policy enforces or reports.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyLimits {
+    /// Sessions the engine admits (`max_connections`): connected clients plus absent persistent ones.
+    pub max_connections: usize,
+    pub max_packet_size: u32,
+    pub max_queued_messages: usize,
+    pub max_topic_levels: usize,
+}
 
 /// What the hook needs, shared by every hook point.
 pub struct Policy {
     pub access: AccessPolicy,
     pub logins: Logins,
-    /// Sessions (connected clients plus persistent sessions of absent ones) the engine admits.
+    /// Sessions the engine admits.
     pub max_sessions: usize,
     pub max_packet_size: u32,
     pub max_queued_messages: usize,
+    max_topic_levels: usize,
     qos2: Mutex<Qos2Memory>,
     scx: ServerContext,
-    limit_log: RateLimitedLog,
-    acl_log: RateLimitedLog,
+    limit_log: LogLimit,
+    acl_log: LogLimit,
+    protocol_log: LogLimit,
+    /// Peers whose CONNECT arrived: the janitor leaves their sockets alone.
+    spoken: Arc<SpokenPeers>,
+    /// Absent persistent sessions, one of which is ended when a new client needs its place.
+    offline: Arc<OfflineSessions>,
 }
 
 impl Policy {
@@ -44,20 +64,24 @@ impl Policy {
         scx: ServerContext,
         access: AccessPolicy,
         logins: Logins,
-        max_sessions: usize,
-        max_packet_size: u32,
-        max_queued_messages: usize,
+        limits: PolicyLimits,
+        spoken: Arc<SpokenPeers>,
+        offline: Arc<OfflineSessions>,
     ) -> Self {
         Policy {
             access,
             logins,
-            max_sessions,
-            max_packet_size,
-            max_queued_messages,
-            qos2: Mutex::new(Qos2Memory::new(max_sessions)),
+            max_sessions: limits.max_connections,
+            max_packet_size: limits.max_packet_size,
+            max_queued_messages: limits.max_queued_messages,
+            max_topic_levels: limits.max_topic_levels,
+            qos2: Mutex::new(Qos2Memory::new(limits.max_connections)),
             scx,
-            limit_log: RateLimitedLog::new(Duration::from_secs(10)),
-            acl_log: RateLimitedLog::new(Duration::from_secs(10)),
+            limit_log: LogLimit::new(),
+            acl_log: LogLimit::new(),
+            protocol_log: LogLimit::new(),
+            spoken,
+            offline,
         }
     }
 
@@ -119,153 +143,21 @@ impl Handler for PolicyHook {
         let policy = &self.0;
         match param {
             Parameter::ClientConnect(connect) => {
-                let id = connect.id();
-                wait_for_ending_session(policy, id).await;
-                // The engine refuses a new session beyond `mqtt_max_sessions` with CONNACK 3 right after
-                // this hook, logging only at info; say it where operators look.
-                let sessions = policy.scx.sessions.count().max(0) as usize;
-                if sessions >= policy.max_sessions
-                    && !policy.scx.extends.shared().await.exist(&id.client_id)
-                {
-                    policy.limit_log.warn("max_connections", || {
-                        format!(
-                            "broker: connection of {:?} from {} refused (server unavailable): max_connections = {} reached (connected clients plus persistent sessions)",
-                            id.client_id.as_ref() as &str,
-                            peer_of(id),
-                            policy.max_sessions
-                        )
-                    });
-                }
+                policy.on_connect(connect.id()).await;
                 (true, acc)
             }
-            Parameter::ClientAuthenticate(connect) => {
-                let id = connect.id();
-                let outcome = policy
-                    .logins
-                    .check(
-                        id.remote_addr,
-                        connect.username().map(|u| u.as_ref()),
-                        connect.password().map(|p| p.as_ref()),
-                    )
-                    .await;
-                let result = match outcome {
-                    LoginOutcome::BadCredentials => AuthResult::BadUsernameOrPassword,
-                    LoginOutcome::NotAuthorized => AuthResult::NotAuthorized,
-                    LoginOutcome::Accepted => match will_topic(connect) {
-                        Some(topic) if !policy.access.may_write(client_of(id), &topic) => {
-                            log::warn!(peer = peer_of(id).as_str();
-                                "broker: connection of {:?} from {} refused (not authorized): its will topic {topic:?} is not writable for {}",
-                                id.client_id.as_ref() as &str, peer_of(id), user_label(id));
-                            AuthResult::NotAuthorized
-                        }
-                        _ => AuthResult::Allow(false, None),
-                    },
-                };
-                (false, Some(HookResult::AuthResult(result)))
-            }
+            Parameter::ClientAuthenticate(connect) => policy.on_authenticate(connect).await,
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
-                if policy
-                    .access
-                    .may_subscribe(client_of(&session.id), &subscribe.topic_filter)
-                {
-                    return (true, acc);
-                }
-                policy.acl_log.info(&session.id.client_id, || {
-                    format!(
-                        "broker: subscription of {:?} ({}, {}) to {:?} refused: no read right matches",
-                        session.id.client_id.as_ref() as &str,
-                        user_label(&session.id),
-                        peer_of(&session.id),
-                        subscribe.topic_filter.as_ref() as &str
-                    )
-                });
-                (
-                    false,
-                    Some(HookResult::SubscribeAclResult(
-                        SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized),
-                    )),
-                )
+                policy.on_subscribe(session, &subscribe.topic_filter, acc)
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
-                if let Some(HookResult::PublishAclResult(earlier)) = &acc {
-                    if earlier.is_rejected() {
-                        return (false, acc);
-                    }
-                }
-                if !policy
-                    .access
-                    .may_write(client_of(&session.id), &publish.topic)
-                {
-                    policy.acl_log.info(&session.id.client_id, || {
-                        format!(
-                            "broker: publish of {:?} ({}, {}) to {:?} dropped: not writable",
-                            session.id.client_id.as_ref() as &str,
-                            user_label(&session.id),
-                            peer_of(&session.id),
-                            publish.topic.as_ref() as &str
-                        )
-                    });
-                    return (
-                        false,
-                        Some(HookResult::PublishAclResult(PublishAclResult::rejected(
-                            false,
-                            Some("not authorized".into()),
-                        ))),
-                    );
-                }
-                if publish.qos == QoS::ExactlyOnce {
-                    if let Some(verdict) = qos2_verdict(policy, session, publish) {
-                        if verdict == Verdict::Resent {
-                            log::info!(
-                                "broker: re-sent QoS 2 publish of {:?} to {:?} acknowledged, not delivered again",
-                                session.id.client_id.as_ref() as &str,
-                                publish.topic.as_ref() as &str
-                            );
-                            let mut result =
-                                PublishAclResult::rejected(false, Some(RESENT_QOS2.into()));
-                            result.0.reason_code =
-                                rmqtt::codec::v5::PublishAckReason::PacketIdentifierInUse;
-                            return (false, Some(HookResult::PublishAclResult(result)));
-                        }
-                    }
-                }
-                (true, acc)
+                policy.on_publish(session, publish, acc).await
             }
             Parameter::MessageExpiryCheck(session, from, publish) => {
-                let readable = policy
-                    .access
-                    .may_read(client_of(&session.id), &publish.topic);
-                let will_allowed = !matches!(from.typ(), FromType::LastWill)
-                    || policy.access.may_write(client_of(&from.id), &publish.topic);
-                if readable && will_allowed {
-                    (true, acc)
-                } else {
-                    log::debug!(
-                        "broker: message on {:?} not delivered to {:?}: {}",
-                        publish.topic.as_ref() as &str,
-                        session.id.client_id.as_ref() as &str,
-                        if readable {
-                            "will of a client without write right"
-                        } else {
-                            "not readable"
-                        }
-                    );
-                    (false, Some(HookResult::MessageExpiry))
-                }
+                policy.on_delivery(session, from, publish, acc)
             }
             Parameter::MessageDropped(to, _from, publish, reason) => {
-                if matches!(reason, Reason::MessageQueueFull) {
-                    let client = to.as_ref().map_or_else(String::new, |id| {
-                        format!("{:?} ({})", id.client_id.as_ref() as &str, peer_of(id))
-                    });
-                    policy.limit_log.warn("queue", || {
-                        format!(
-                            "broker: message on {:?} dropped for {client}: its queue is full (max_queued_messages = {}); the client reads too slowly or is away",
-                            publish.topic.as_ref() as &str,
-                            policy.max_queued_messages
-                        )
-                    });
-                }
+                policy.on_dropped(to.as_ref(), publish, reason);
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, reason) => {
@@ -279,6 +171,238 @@ impl Handler for PolicyHook {
             _ => (true, acc),
         }
     }
+}
+
+impl Policy {
+    /// CONNECT: mark the peer as speaking, wait for an ending session of the same client id, make room
+    /// by ending the session absent the longest when the session table is full (a new client is never
+    /// refused for absent ones), and say where operators look when the engine is about to refuse.
+    async fn on_connect(&self, id: &Id) {
+        if let Some(peer) = id.remote_addr {
+            self.spoken.spoke(peer);
+        }
+        wait_for_ending_session(self, id).await;
+        if self.sessions_full() && !self.scx.extends.shared().await.exist(&id.client_id) {
+            self.offline.make_room(|| self.sessions_full()).await;
+        }
+        // The engine refuses a new session beyond its session limit with CONNACK 3 right after this hook,
+        // logging only at info.
+        if self.sessions_full() && !self.scx.extends.shared().await.exist(&id.client_id) {
+            self.limit_log.warn("max_connections", || {
+                format!(
+                    "broker: connection of {:?} from {} refused (server unavailable): max_connections = {} clients are connected",
+                    id.client_id.as_ref() as &str,
+                    peer_of(id),
+                    self.max_sessions
+                )
+            });
+        }
+    }
+
+    fn sessions_full(&self) -> bool {
+        self.scx.sessions.count().max(0) as usize >= self.max_sessions
+    }
+
+    /// Credentials and the will topic (its grammar and the client's right to it).
+    async fn on_authenticate(&self, connect: &ConnectInfo) -> ReturnType {
+        let id = connect.id();
+        let outcome = self
+            .logins
+            .check(
+                id.remote_addr,
+                connect.username().map(|u| u.as_ref()),
+                connect.password().map(|p| p.as_ref()),
+            )
+            .await;
+        let result = match outcome {
+            LoginOutcome::BadCredentials => AuthResult::BadUsernameOrPassword,
+            LoginOutcome::NotAuthorized => AuthResult::NotAuthorized,
+            LoginOutcome::Accepted => self.admit_accepted(id, connect),
+        };
+        (false, Some(HookResult::AuthResult(result)))
+    }
+
+    fn admit_accepted(&self, id: &Id, connect: &ConnectInfo) -> AuthResult {
+        let Some(topic) = will_topic(connect) else {
+            return AuthResult::Allow(false, None);
+        };
+        if let Err(error) = topic::check_name(&topic, self.max_topic_levels) {
+            self.protocol_log.warn(&peer_of(id), || {
+                format!(
+                    "broker: connection of {:?} from {} refused: its will topic {} {error}",
+                    id.client_id.as_ref() as &str,
+                    peer_of(id),
+                    shown_topic(&topic)
+                )
+            });
+            return AuthResult::NotAuthorized;
+        }
+        if !self.access.may_write(client_of(id), &topic) {
+            self.acl_log.warn(&peer_of(id), || {
+                format!(
+                    "broker: connection of {:?} from {} refused (not authorized): its will topic {} is not writable for {}",
+                    id.client_id.as_ref() as &str,
+                    peer_of(id),
+                    shown_topic(&topic),
+                    user_label(id)
+                )
+            });
+            return AuthResult::NotAuthorized;
+        }
+        AuthResult::Allow(false, None)
+    }
+
+    /// SUBSCRIBE: a valid filter no deeper than `max_topic_levels` (reason 0x8F otherwise), which can
+    /// match something the client may read (0x87 otherwise).
+    fn on_subscribe(&self, session: &Session, filter: &str, acc: Option<HookResult>) -> ReturnType {
+        let refusal = if let Err(error) = topic::check_filter(filter, self.max_topic_levels) {
+            self.protocol_log.info(&session.id.client_id, || {
+                format!(
+                    "broker: subscription of {:?} ({}, {}) to {} refused: the filter {error}",
+                    session.id.client_id.as_ref() as &str,
+                    user_label(&session.id),
+                    peer_of(&session.id),
+                    shown_topic(filter)
+                )
+            });
+            SubscribeAckReason::TopicFilterInvalid
+        } else if self.access.may_subscribe(client_of(&session.id), filter) {
+            return (true, acc);
+        } else {
+            self.acl_log.info(&session.id.client_id, || {
+                format!(
+                    "broker: subscription of {:?} ({}, {}) to {:?} refused: no read right matches",
+                    session.id.client_id.as_ref() as &str,
+                    user_label(&session.id),
+                    peer_of(&session.id),
+                    filter
+                )
+            });
+            SubscribeAckReason::NotAuthorized
+        };
+        (
+            false,
+            Some(HookResult::SubscribeAclResult(
+                SubscribeAclResult::new_failure(refusal),
+            )),
+        )
+    }
+
+    /// PUBLISH: a valid topic name (MQTT 3.1.1: the connection is closed; 5: reason 0x90), the write
+    /// right (dropped, "not authorized" on MQTT 5), and exactly-once for re-sent QoS 2.
+    async fn on_publish(
+        &self,
+        session: &Session,
+        publish: &rmqtt::types::Publish,
+        acc: Option<HookResult>,
+    ) -> ReturnType {
+        if let Some(HookResult::PublishAclResult(earlier)) = &acc {
+            if earlier.is_rejected() {
+                return (false, acc);
+            }
+        }
+        if let Err(error) = topic::check_name(&publish.topic, self.max_topic_levels) {
+            self.protocol_log.warn(&session.id.client_id, || {
+                format!(
+                    "broker: publish of {:?} ({}, {}) refused: the topic {} {error}",
+                    session.id.client_id.as_ref() as &str,
+                    user_label(&session.id),
+                    peer_of(&session.id),
+                    shown_topic(&publish.topic)
+                )
+            });
+            let v3 = matches!(
+                session.connect_info().await.as_deref(),
+                Ok(ConnectInfo::V3(..)) | Err(_)
+            );
+            let mut result = PublishAclResult::rejected(v3, Some("topic name invalid".into()));
+            result.0.reason_code = rmqtt::codec::v5::PublishAckReason::TopicNameInvalid;
+            return (false, Some(HookResult::PublishAclResult(result)));
+        }
+        if !self.access.may_write(client_of(&session.id), &publish.topic) {
+            self.acl_log.info(&session.id.client_id, || {
+                format!(
+                    "broker: publish of {:?} ({}, {}) to {:?} dropped: not writable",
+                    session.id.client_id.as_ref() as &str,
+                    user_label(&session.id),
+                    peer_of(&session.id),
+                    publish.topic.as_ref() as &str
+                )
+            });
+            return (
+                false,
+                Some(HookResult::PublishAclResult(PublishAclResult::rejected(
+                    false,
+                    Some("not authorized".into()),
+                ))),
+            );
+        }
+        if publish.qos == QoS::ExactlyOnce && qos2_verdict(self, session, publish) == Some(Verdict::Resent) {
+            log::info!(
+                "broker: re-sent QoS 2 publish of {:?} to {:?} acknowledged, not delivered again",
+                session.id.client_id.as_ref() as &str,
+                publish.topic.as_ref() as &str
+            );
+            let mut result = PublishAclResult::rejected(false, Some(RESENT_QOS2.into()));
+            result.0.reason_code = rmqtt::codec::v5::PublishAckReason::PacketIdentifierInUse;
+            return (false, Some(HookResult::PublishAclResult(result)));
+        }
+        (true, acc)
+    }
+
+    /// Before every delivery (retained and wills included): the receiver's read right, and for a will,
+    /// its client's write right.
+    fn on_delivery(
+        &self,
+        session: &Session,
+        from: &rmqtt::types::From,
+        publish: &rmqtt::types::Publish,
+        acc: Option<HookResult>,
+    ) -> ReturnType {
+        let readable = self.access.may_read(client_of(&session.id), &publish.topic);
+        let will_allowed = !matches!(from.typ(), FromType::LastWill)
+            || self.access.may_write(client_of(&from.id), &publish.topic);
+        if readable && will_allowed {
+            return (true, acc);
+        }
+        log::debug!(
+            "broker: message on {:?} not delivered to {:?}: {}",
+            publish.topic.as_ref() as &str,
+            session.id.client_id.as_ref() as &str,
+            if readable {
+                "will of a client without write right"
+            } else {
+                "not readable"
+            }
+        );
+        (false, Some(HookResult::MessageExpiry))
+    }
+
+    /// A message the engine dropped for a full queue: say so, rate-limited.
+    fn on_dropped(&self, to: Option<&Id>, publish: &rmqtt::types::Publish, reason: &Reason) {
+        if !matches!(reason, Reason::MessageQueueFull) {
+            return;
+        }
+        let client = to.map_or_else(String::new, |id| {
+            format!("{:?} ({})", id.client_id.as_ref() as &str, peer_of(id))
+        });
+        self.limit_log.warn(&format!("queue {client}"), || {
+            format!(
+                "broker: message on {:?} dropped for {client}: its queue is full (max_queued_messages = {}); the client reads too slowly or is away",
+                publish.topic.as_ref() as &str,
+                self.max_queued_messages
+            )
+        });
+    }
+}
+
+/// A topic as it goes into a log line: at most 80 characters, escaped.
+fn shown_topic(topic: &str) -> String {
+    let mut shown: String = topic.chars().take(80).collect();
+    if shown.len() < topic.len() {
+        shown.push_str("...");
+    }
+    format!("\"{}\"", shown.escape_debug())
 }
 
 /// How long a CONNECT waits for an ending session of the same client id to be gone.
@@ -309,17 +433,6 @@ async fn wait_for_ending_session(policy: &Policy, id: &Id) {
     }
 }
 
-/// True when the session is discarded once its connection ends (3.1.1 clean session, 5.0 expiry 0).
-async fn ends_at_disconnect(session: &Session) -> bool {
-    match session.connect_info().await {
-        Ok(info) => match info.as_ref() {
-            ConnectInfo::V3(_, connect) => connect.clean_session,
-            ConnectInfo::V5(..) => session.fitter.session_expiry_interval(None).is_zero(),
-        },
-        Err(_) => true,
-    }
-}
-
 fn user_label(id: &Id) -> String {
     id.username.as_ref().map_or_else(
         || "anonymous".to_string(),
@@ -345,7 +458,10 @@ fn qos2_verdict(
 
 fn log_limit_disconnect(policy: &Policy, session: &Session, reason: &Reason) {
     let text = reason.to_string();
-    let limit = if text.contains("MaxSizeExceeded") || text.contains("max-size") {
+    let limit = if text.contains("Max size exceeded")
+        || text.contains("MaxSizeExceeded")
+        || text.contains("max-size")
+    {
         format!(
             "a packet exceeded max_packet_size = {} bytes",
             policy.max_packet_size
@@ -360,73 +476,33 @@ fn log_limit_disconnect(policy: &Policy, session: &Session, reason: &Reason) {
         );
         return;
     };
-    log::warn!(peer = peer_of(&session.id).as_str();
-        "broker: {:?} ({}, {}) disconnected: {limit}",
-        session.id.client_id.as_ref() as &str, user_label(&session.id), peer_of(&session.id));
+    policy.limit_log.warn(&peer_of(&session.id), || {
+        format!(
+            "broker: {:?} ({}, {}) disconnected: {limit}",
+            session.id.client_id.as_ref() as &str,
+            user_label(&session.id),
+            peer_of(&session.id)
+        )
+    });
 }
 
-/// At most one line per key per interval, so a misbehaving client cannot flood the journal.
-struct RateLimitedLog {
-    interval: Duration,
-    last: Mutex<std::collections::HashMap<String, (Instant, u64)>>,
-}
+/// At most one line per key every 10 s, so a misbehaving client cannot flood the journal.
+struct LogLimit(RateLimiter);
 
-impl RateLimitedLog {
-    const MAX_KEYS: usize = 1024;
-
-    fn new(interval: Duration) -> Self {
-        RateLimitedLog {
-            interval,
-            last: Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    /// Returns how many lines were suppressed since the last one, or None to suppress this one.
-    fn admit(&self, key: &str) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if last.len() >= Self::MAX_KEYS && !last.contains_key(key) {
-            let interval = self.interval;
-            last.retain(|_, (at, _)| now.duration_since(*at) < interval);
-            if last.len() >= Self::MAX_KEYS {
-                return None;
-            }
-        }
-        match last.get_mut(key) {
-            Some((at, suppressed)) if now.duration_since(*at) < self.interval => {
-                *suppressed += 1;
-                None
-            }
-            Some((at, suppressed)) => {
-                let n = *suppressed;
-                *at = now;
-                *suppressed = 0;
-                Some(n)
-            }
-            None => {
-                last.insert(key.to_string(), (now, 0));
-                Some(0)
-            }
-        }
+impl LogLimit {
+    fn new() -> Self {
+        LogLimit(RateLimiter::new(Duration::from_secs(10)))
     }
 
     fn warn(&self, key: &str, line: impl FnOnce() -> String) {
-        if let Some(suppressed) = self.admit(key) {
-            log::warn!("{}{}", line(), suffix(suppressed));
+        if let Some(suppressed) = self.0.admit(key) {
+            log::warn!("{}{}", line(), suppressed_suffix(suppressed));
         }
     }
 
     fn info(&self, key: &str, line: impl FnOnce() -> String) {
-        if let Some(suppressed) = self.admit(key) {
-            log::info!("{}{}", line(), suffix(suppressed));
+        if let Some(suppressed) = self.0.admit(key) {
+            log::info!("{}{}", line(), suppressed_suffix(suppressed));
         }
-    }
-}
-
-fn suffix(suppressed: u64) -> String {
-    if suppressed == 0 {
-        String::new()
-    } else {
-        format!(" ({suppressed} similar lines suppressed)")
     }
 }

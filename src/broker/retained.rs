@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
 use rmqtt::types::{Retain, TopicFilter, TopicName};
 
 use crate::model::Message;
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
 
 /// File name of the snapshot inside the state directory.
 pub const SNAPSHOT_FILE: &str = "retained.bin";
@@ -37,18 +38,44 @@ pub enum SnapshotError {
     Damaged { read: usize },
 }
 
-/// The engine's retained store plus a dirty flag for the snapshot writer.
+/// Bounds of the retained store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetainLimits {
+    /// Retained topics held at most; a retained publish to a new topic beyond it is not stored.
+    pub max_messages: usize,
+    /// Topics deeper than this are never stored (the engine's topic tree recurses per level).
+    pub max_topic_levels: usize,
+}
+
+/// The engine's retained store plus a dirty flag for the snapshot writer, bounded by [`RetainLimits`].
 pub struct RetainedStore {
     messages: DefaultRetainStorage,
     dirty: AtomicBool,
+    limits: RetainLimits,
+    /// Retained publishes to new topics not stored because the store was full.
+    refused_full: AtomicU64,
+    full_log: RateLimiter,
 }
 
 impl RetainedStore {
-    pub fn new() -> Arc<Self> {
+    pub fn new(limits: RetainLimits) -> Arc<Self> {
         Arc::new(RetainedStore {
             messages: DefaultRetainStorage::new(),
             dirty: AtomicBool::new(false),
+            limits,
+            refused_full: AtomicU64::new(0),
+            full_log: RateLimiter::new(Duration::from_secs(60)),
         })
+    }
+
+    /// Retained publishes to new topics that were not stored because `max_messages` were held.
+    pub fn refused_full(&self) -> u64 {
+        self.refused_full.load(Ordering::Relaxed)
+    }
+
+    /// Whether a snapshot message may be restored: a topic the broker would accept today.
+    pub fn restorable(&self, topic: &str) -> bool {
+        crate::topic::check_name(topic, self.limits.max_topic_levels).is_ok()
     }
 
     /// Every retained message, sorted by topic.
@@ -90,6 +117,18 @@ impl RetainedStore {
     }
 
     async fn store(&self, topic: &TopicName, retain: Retain) -> rmqtt::Result<()> {
+        if !retain.publish.payload.is_empty() && !self.has_room_for(topic).await {
+            self.refused_full.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.full_log.admit("full") {
+                log::warn!(
+                    "broker: retained message on {:?} not stored: max_retained_messages = {} topics are retained already{}",
+                    topic as &str,
+                    self.limits.max_messages,
+                    suppressed_suffix(suppressed)
+                );
+            }
+            return Ok(());
+        }
         // Only an explicit MQTT 5 Message Expiry Interval limits a retained message's life; the engine's
         // listener-wide default expiry is meant for queued messages, not for the last value of a sensor.
         let explicit_expiry = retain
@@ -103,6 +142,22 @@ impl RetainedStore {
             .await?;
         self.dirty.store(true, Ordering::Release);
         Ok(())
+    }
+}
+
+impl RetainedStore {
+    /// Room for a retained message on `topic`: the store is below its bound, or the topic is held already
+    /// (a replacement does not grow it).
+    async fn has_room_for(&self, topic: &TopicName) -> bool {
+        let held = RetainStorage::count(&self.messages).await.max(0) as usize;
+        if held < self.limits.max_messages {
+            return true;
+        }
+        let filter = TopicFilter::from(topic.as_ref() as &str);
+        self.messages
+            .get_message(&filter)
+            .await
+            .is_ok_and(|found| !found.is_empty())
     }
 }
 
