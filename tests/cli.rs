@@ -219,7 +219,24 @@ const BROKEN: &[Broken] = &[
         line: 6,
         at: "100000",
         key: "bandwidth",
-        fix: &["write one of", "125000", "500000"],
+        // The radio driver's own table and words: check-config asks the driver.
+        fix: &["one of", "125000", "500000"],
+    },
+    Broken {
+        what: "a spool sync period that overflowed the uplink's clock (issue 11)",
+        toml: "[upstream]\nurl = \"mqtts://mqtt.example.com\"\n\n[upstream.spool]\nsync = \"213503982334601d\"\n",
+        line: 5,
+        at: "\"213503982334601d\"",
+        key: "sync",
+        fix: &["above the maximum \"30d\"", "e.g. \"1s\""],
+    },
+    Broken {
+        what: "base_topic under $SYS",
+        toml: "[gateway]\nbase_topic = \"$SYS\"\n",
+        line: 2,
+        at: "\"$SYS\"",
+        key: "base_topic",
+        fix: &["starts with '$'", "write e.g. \"sensorgate\""],
     },
 ];
 

@@ -323,6 +323,99 @@ fn bad_duration_says_what_to_write() {
 }
 
 #[test]
+fn durations_and_sizes_beyond_their_range_are_refused_with_the_range() {
+    // The value that passed check-config and then panicked the uplink ("overflow when adding duration
+    // to instant"), issue 11.
+    let text = "[upstream]\nurl = \"mqtts://x\"\n[upstream.spool]\nsync = \"213503982334601d\"\n";
+    assert_error(
+        text,
+        "\"213503982334601d\"",
+        0,
+        &[
+            "upstream.spool.sync",
+            "above the maximum \"30d\"",
+            "from \"1ms\" to \"30d\", e.g. \"1s\"",
+            "or \"always\"",
+        ],
+    );
+    let text = "[upstream]\nurl = \"mqtts://x\"\n[upstream.spool]\nmax_age = \"366d\"\n";
+    assert_error(text, "\"366d\"", 0, &["max_age", "\"365d\""]);
+    let text = "[broker]\nsession_expiry = \"8d\"\n";
+    assert_error(text, "\"8d\"", 0, &["broker.session_expiry", "\"7d\""]);
+    let text = "[broker]\nhandshake_timeout = \"1h\"\n";
+    assert_error(text, "\"1h\"", 0, &["handshake_timeout", "\"1m\""]);
+    let text = "[devices]\noffline_after = \"0s\"\n";
+    assert_error(text, "\"0s\"", 0, &["offline_after", "longer than zero"]);
+    let text = "[[source]]\nname = \"s\"\nkind = \"simulator\"\ninterval = \"31d\"\n";
+    assert_error(
+        text,
+        "\"31d\"",
+        0,
+        &["[[source]] \"s\": interval", "\"30d\""],
+    );
+    let text = "[upstream]\nurl = \"mqtts://x\"\n[upstream.spool]\nmax_bytes = \"2TiB\"\n";
+    // "2TiB" is not a unit the size grammar knows; a byte count beyond the range is refused as such.
+    assert!(parse(text).is_err());
+    let text = "[upstream]\nurl = \"mqtts://x\"\n[upstream.spool]\nmax_bytes = \"2048GiB\"\n";
+    assert_error(text, "\"2048GiB\"", 0, &["max_bytes", "\"1024GiB\""]);
+}
+
+#[test]
+fn new_broker_bounds_parse_and_are_range_checked() {
+    let text =
+        "[broker]\nmax_topic_levels = 16\nmax_retained_messages = 5000\nmax_offline_sessions = 0\n\
+                session_expiry = \"1h\"\nanonymous_session_expiry = \"0s\"\n";
+    let broker = parse(text).unwrap().broker;
+    assert_eq!(
+        (
+            broker.max_topic_levels,
+            broker.max_retained_messages,
+            broker.max_offline_sessions
+        ),
+        (16, 5000, 0)
+    );
+    assert_eq!(broker.session_expiry, Duration::from_secs(3600));
+    assert_eq!(broker.anonymous_session_expiry, Duration::ZERO);
+    for (text, needle) in [
+        ("[broker]\nmax_topic_levels = 1025\n", "1025"),
+        ("[broker]\nmax_retained_messages = 0\n", "0"),
+        ("[broker]\nmax_offline_sessions = 100001\n", "100001"),
+    ] {
+        assert_error(text, needle, 0, &["broker.max_", "outside"]);
+    }
+}
+
+#[test]
+fn gateway_topics_cannot_start_with_a_dollar() {
+    let text = "[gateway]\nbase_topic = \"$SYS\"\n";
+    assert_error(
+        text,
+        "\"$SYS\"",
+        0,
+        &["base_topic", "starts with '$'", "e.g. \"sensorgate\""],
+    );
+    let text = format!("{SERIAL}[[device]]\nname = \"$x\"\nsource = \"uart0\"\naddress = \"1\"\n");
+    assert_error(
+        &text,
+        "\"$x\"",
+        0,
+        &["name", "starts with '$'", "e.g. \"kitchen\""],
+    );
+    let text = format!(
+        "{SERIAL}[[device]]\nname = \"k\"\nsource = \"uart0\"\naddress = \"1\"\nwill = {{ topic = \"$a/b\" }}\n"
+    );
+    assert_error(&text, "\"$a/b\"", 0, &["will.topic", "starts with '$'"]);
+    // '$' inside a level is an ordinary character.
+    assert!(parse("[gateway]\nbase_topic = \"a/$b\"\n").is_ok());
+}
+
+#[test]
+fn a_password_file_needs_a_user_name() {
+    let text = "[upstream]\nurl = \"mqtts://x\"\npassword_file = \"/etc/p\"\n";
+    assert_error(text, "\"/etc/p\"", 0, &["password_file", "add username"]);
+}
+
+#[test]
 fn password_hash_must_be_argon2id() {
     let text = "[[broker.user]]\nname = \"ha\"\npassword_hash = \"secret\"\n";
     assert_error(
@@ -430,6 +523,19 @@ fn an_empty_file_is_all_defaults() {
     assert_eq!(config.broker.max_queued_messages, 10_000);
     assert_eq!(config.broker.handshake_timeout, Duration::from_secs(5));
     assert!(config.broker.persist_retained);
+    let broker = &config.broker;
+    assert_eq!(
+        (
+            broker.max_topic_levels,
+            broker.max_retained_messages,
+            broker.max_offline_sessions
+        ),
+        (128, 100_000, 256)
+    );
+    assert_eq!(
+        (broker.session_expiry, broker.anonymous_session_expiry),
+        (Duration::from_secs(2 * 3600), Duration::from_secs(5 * 60))
+    );
     assert_eq!(config.publish, PublishConfig::default());
     assert_eq!((config.publish.qos, config.publish.retain), (1, true));
     assert_eq!(config.publish.stats_interval, Duration::from_secs(60));
@@ -622,6 +728,22 @@ fn the_reference_shows_the_defaults() {
             defaults_broker.max_queued_messages,
             defaults_broker.handshake_timeout,
             defaults_broker.persist_retained
+        )
+    );
+    assert_eq!(
+        (
+            broker.max_topic_levels,
+            broker.max_retained_messages,
+            broker.max_offline_sessions,
+            broker.session_expiry,
+            broker.anonymous_session_expiry
+        ),
+        (
+            defaults_broker.max_topic_levels,
+            defaults_broker.max_retained_messages,
+            defaults_broker.max_offline_sessions,
+            defaults_broker.session_expiry,
+            defaults_broker.anonymous_session_expiry
         )
     );
     assert_eq!(config.publish, PublishConfig::default());

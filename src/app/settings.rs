@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use crate::broker::{BrokerSettings, ListenerSettings, TlsFiles, UserSettings};
 use crate::config::{
-    Config, Parity, RadioBackendConfig, RadioChip, RadioConfig, SerialConfig, SimulatorConfig,
-    SourceConfig, SourceKind, SyncMode, UpstreamConfig,
+    Config, Parity, RadioConfig, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, SyncMode,
+    UpstreamConfig,
 };
 use crate::decode::PacketDecoder;
 use crate::devices::{DeviceSettings, RegistrySettings, WillSettings};
 use crate::frame::crc::CrcMode;
-use crate::source::radio::{Chip, RadioBackend, RadioSettings};
+use crate::source::radio::{RadioBackend, RadioSettings};
 use crate::source::serial::SerialSettings;
 use crate::source::simulator::SimulatorSettings;
 use crate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, UplinkSettings};
@@ -53,6 +53,11 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
         max_inflight: broker.max_inflight,
         max_queued_messages: broker.max_queued_messages,
         handshake_timeout: broker.handshake_timeout,
+        max_topic_levels: broker.max_topic_levels,
+        max_retained_messages: broker.max_retained_messages,
+        max_offline_sessions: broker.max_offline_sessions,
+        session_expiry: broker.session_expiry,
+        anonymous_session_expiry: broker.anonymous_session_expiry,
         state_dir: broker.persist_retained.then(|| state_dir.to_path_buf()),
         snapshot_interval: RETAINED_SNAPSHOT_INTERVAL,
         ..BrokerSettings::default()
@@ -138,37 +143,10 @@ pub fn simulator(source: &SourceConfig, simulator: &SimulatorConfig) -> Simulato
     }
 }
 
+/// The radio's settings: the configuration's own mapping ([`RadioConfig::stage_settings`]), the same one
+/// `check-config` validates with the radio driver's checks.
 pub fn radio(radio: &RadioConfig) -> (RadioSettings, RadioBackend) {
-    let chip = match radio.chip {
-        RadioChip::Sx1276 => Chip::Sx1276,
-        RadioChip::Sx1262 => Chip::Sx1262,
-    };
-    let settings = RadioSettings {
-        chip,
-        frequency_hz: radio.frequency,
-        spreading_factor: radio.spreading_factor,
-        bandwidth_hz: radio.bandwidth,
-        coding_rate: radio.coding_rate,
-        sync_word: radio.sync_word,
-        preamble_len: radio.preamble,
-        tcxo_voltage: radio.tcxo_voltage,
-        dio2_rf_switch: radio.dio2_rf_switch,
-        ..RadioSettings::default()
-    };
-    let backend = match &radio.backend {
-        RadioBackendConfig::Pi(pins) => RadioBackend::Pi {
-            spi_path: pins.spi.clone(),
-            reset_pin: pins.reset_pin,
-            irq_pin: pins.irq_pin,
-            busy_pin: pins.busy_pin,
-            cs_pin: pins.cs_pin,
-        },
-        RadioBackendConfig::Simulator { devices, interval } => RadioBackend::Simulator {
-            devices: *devices,
-            interval: *interval,
-        },
-    };
-    (settings, backend)
+    radio.stage_settings()
 }
 
 pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> UplinkSettings {

@@ -6,11 +6,34 @@
 //! never logs.
 //!
 //! Files: `sections.rs` (every section but `[[source]]`, with the defaults), `source.rs` (`[[source]]`
-//! and its per-kind keys), `units.rs` (durations and sizes), `locate.rs` (key paths <-> line:column),
-//! `diagnose.rs` (parser and serde messages reworded), `validate.rs` (cross-field checks, topic rules).
+//! and its per-kind keys), `units.rs` (durations and sizes), `limits.rs` (the range of every duration,
+//! size and bounded count), `locate.rs` (key paths <-> line:column), `diagnose.rs` (parser and serde
+//! messages reworded), `validate.rs` (cross-field checks, topic rules).
 //! `config/sensorgate.toml` in the repository is the reference users read; its tests keep it complete.
+//!
+//! # One owner per fact: the configuration calls the stages' own validators
+//! `check-config` must refuse exactly what `run` would refuse, so every fact has one owner and the other
+//! side asks it. Of the two ways to get there, this module takes "the configuration calls the stages'
+//! own validators" rather than "the stages take the configuration types directly":
+//! - The stages are built, tested and benchmarked from their own small settings (radio simulators,
+//!   the spool, the uplink client in `tests/`, `benches/`) without a TOML tree; making them take
+//!   `Config` types would tie every stage to the file's shape and its serde attributes.
+//! - What a stage can run is the stage's knowledge (the chip's frequency range, the uplink's packet-id
+//!   window, the spool's segment bounds); a copy of it here is what drifted (`frequency = 1_020_500_000`
+//!   passed a whole-MHz check, `max_inflight = 61000` passed a u16 check, `segment_bytes` was clamped).
+//! - The configuration is the only side that knows where a key is written, so it is the side that
+//!   can turn a refusal into `PATH:LINE:COL`.
+//!
+//! So: the radio's `validate` and `validate_backend` run on the very settings the source will run with
+//! (`RadioConfig::stage_settings`, the one mapping, which `app/settings.rs` uses too), and their
+//! refusal lands on the key they name; the uplink's forward-rule check runs on the rules; the uplink's
+//! in-flight limit and the spool's segment bounds are the stages' constants, imported into `limits.rs`.
+//! Ranges that only the configuration decides (how long a duration may be, the broker's new bounds)
+//! live in `limits.rs`, once, and the defaults in `sections.rs` `defaults`, once. What depends on the
+//! machine (readable files, free ports, the descriptor limit) can only be found at start.
 
 mod diagnose;
+pub mod limits;
 mod locate;
 mod sections;
 mod source;

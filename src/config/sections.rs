@@ -33,6 +33,12 @@ pub mod defaults {
     /// Must stay above the number of retained topics a late `#` subscriber receives.
     pub const MAX_QUEUED_MESSAGES: usize = 10_000;
     pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// As EMQX: deeper topics and filters are refused.
+    pub const MAX_TOPIC_LEVELS: usize = 128;
+    pub const MAX_RETAINED_MESSAGES: usize = 100_000;
+    pub const MAX_OFFLINE_SESSIONS: usize = 256;
+    pub const SESSION_EXPIRY: Duration = Duration::from_secs(2 * 60 * 60);
+    pub const ANONYMOUS_SESSION_EXPIRY: Duration = Duration::from_secs(5 * 60);
     pub const PERSIST_RETAINED: bool = true;
     pub const PUBLISH_QOS: u8 = 1;
     pub const PUBLISH_RETAIN: bool = true;
@@ -178,6 +184,18 @@ pub struct BrokerConfig {
     pub max_queued_messages: usize,
     #[serde(deserialize_with = "units::duration")]
     pub handshake_timeout: Duration,
+    /// Topics and filters with more levels are refused.
+    pub max_topic_levels: usize,
+    /// Retained topics the broker stores.
+    pub max_retained_messages: usize,
+    /// Persistent sessions of absent clients kept; the oldest is evicted beyond it.
+    pub max_offline_sessions: usize,
+    /// Longest time a persistent session of an absent client is kept.
+    #[serde(deserialize_with = "units::duration")]
+    pub session_expiry: Duration,
+    /// The same for clients that logged in without a user name.
+    #[serde(deserialize_with = "units::duration")]
+    pub anonymous_session_expiry: Duration,
     /// Save retained messages under the state directory and restore them at start.
     pub persist_retained: bool,
 }
@@ -196,6 +214,11 @@ impl Default for BrokerConfig {
             max_inflight: defaults::MAX_INFLIGHT,
             max_queued_messages: defaults::MAX_QUEUED_MESSAGES,
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            max_topic_levels: defaults::MAX_TOPIC_LEVELS,
+            max_retained_messages: defaults::MAX_RETAINED_MESSAGES,
+            max_offline_sessions: defaults::MAX_OFFLINE_SESSIONS,
+            session_expiry: defaults::SESSION_EXPIRY,
+            anonymous_session_expiry: defaults::ANONYMOUS_SESSION_EXPIRY,
             persist_retained: defaults::PERSIST_RETAINED,
         }
     }

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::limits;
 use super::locate::{KeyPath, Locator};
 use super::units;
-use super::validate::Problem;
+use super::validate::{check_duration, Problem};
 use crate::decode::{HeaderFormat, PayloadFormat};
 use crate::frame::crc::CrcMode;
 use crate::frame::Framing;
+use crate::source::radio::{self as radio_stage, Chip, RadioBackend, RadioError, RadioSettings};
 
 /// One `[[source]]`, checked and with its defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,9 +115,9 @@ impl SimulatorConfig {
 pub struct RadioConfig {
     pub chip: RadioChip,
     pub backend: RadioBackendConfig,
-    /// Hz: 137-1020 MHz (SX1276), 150-960 MHz (SX1262).
+    /// Hz, within the chip's range: the radio driver's [`validate`](crate::source::radio::validate)
+    /// owns the ranges of this and the keys below, and the configuration calls it.
     pub frequency: u32,
-    /// 7..=12 (SX1276), 5..=12 (SX1262).
     pub spreading_factor: u8,
     /// Hz, one of [`BANDWIDTHS_HZ`].
     pub bandwidth: u32,
@@ -148,6 +150,77 @@ impl RadioConfig {
     }
 }
 
+impl RadioConfig {
+    /// The radio stage's settings and backend for this source: the one mapping from the configuration
+    /// to the radio, used both to check the source (`check-config`) and to run it.
+    pub fn stage_settings(&self) -> (RadioSettings, RadioBackend) {
+        let settings = RadioSettings {
+            chip: match self.chip {
+                RadioChip::Sx1276 => Chip::Sx1276,
+                RadioChip::Sx1262 => Chip::Sx1262,
+            },
+            frequency_hz: self.frequency,
+            spreading_factor: self.spreading_factor,
+            bandwidth_hz: self.bandwidth,
+            coding_rate: self.coding_rate,
+            sync_word: self.sync_word,
+            preamble_len: self.preamble,
+            tcxo_voltage: self.tcxo_voltage,
+            dio2_rf_switch: self.dio2_rf_switch,
+            ..RadioSettings::default()
+        };
+        let backend = match &self.backend {
+            RadioBackendConfig::Pi(pins) => RadioBackend::Pi {
+                spi_path: pins.spi.clone(),
+                reset_pin: pins.reset_pin,
+                irq_pin: pins.irq_pin,
+                busy_pin: pins.busy_pin,
+                cs_pin: pins.cs_pin,
+            },
+            RadioBackendConfig::Simulator { devices, interval } => RadioBackend::Simulator {
+                devices: *devices,
+                interval: *interval,
+            },
+        };
+        (settings, backend)
+    }
+}
+
+/// Runs the radio driver's own checks ([`radio_stage::validate`], [`radio_stage::validate_backend`]) on
+/// the settings this source will run with, and points their refusal at the key it names.
+fn check_as_the_radio_does(radio: &RadioConfig, at: &KeyPath) -> Result<(), Problem> {
+    let (settings, backend) = radio.stage_settings();
+    let checked = radio_stage::validate(&settings)
+        .and_then(|()| radio_stage::validate_backend(&settings, &backend))
+        .and_then(|()| check_spi_path(&backend));
+    match checked {
+        Ok(()) => Ok(()),
+        Err(RadioError::InvalidSetting { key, message }) => {
+            let hint = match key {
+                "frequency" => "; the value is in Hz, e.g. frequency = 868_100_000",
+                _ => "",
+            };
+            Err(Problem::value(at.key(key), format!("{message}{hint}")))
+        }
+        Err(other) => Err(Problem::value(at.clone(), other.to_string())),
+    }
+}
+
+/// The Pi backend's reading of the `spi` path (`/dev/spidevB.C`), which it applies when it opens the bus.
+#[cfg(feature = "pi")]
+fn check_spi_path(backend: &RadioBackend) -> Result<(), RadioError> {
+    match backend {
+        RadioBackend::Pi { spi_path, .. } => radio_stage::pi::parse_spi_path(spi_path).map(|_| ()),
+        RadioBackend::Simulator { .. } => Ok(()),
+    }
+}
+
+/// Without the `pi` feature the Pi backend does not exist, and says so when the source starts.
+#[cfg(not(feature = "pi"))]
+fn check_spi_path(_backend: &RadioBackend) -> Result<(), RadioError> {
+    Ok(())
+}
+
 /// The radio chip family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RadioChip {
@@ -178,13 +251,8 @@ pub struct RadioPins {
     pub cs_pin: Option<u8>,
 }
 
-/// The LoRa bandwidths both chips support, Hz.
-pub const BANDWIDTHS_HZ: [u32; 10] = [
-    7_800, 10_400, 15_600, 20_800, 31_250, 41_700, 62_500, 125_000, 250_000, 500_000,
-];
-
-/// TCXO voltages the SX1262 can supply on DIO3.
-const TCXO_VOLTAGES: [f32; 8] = [1.6, 1.7, 1.8, 2.2, 2.4, 2.7, 3.0, 3.3];
+/// The LoRa bandwidths both chips support, Hz: the radio driver's table, re-exported.
+pub use crate::source::radio::BANDWIDTHS_HZ;
 
 const COMMON_KEYS: [&str; 4] = ["name", "kind", "header", "payload"];
 const SERIAL_KEYS: &[&str] = &[
@@ -411,12 +479,11 @@ impl SourceToml {
                 format!("{} is outside 1..=100000", simulator.devices),
             ));
         }
-        if simulator.interval.is_zero() {
-            return Err(Problem::value(
-                at.key("interval"),
-                "must be longer than zero, e.g. \"2s\"",
-            ));
-        }
+        check_duration(
+            &limits::SOURCE_INTERVAL,
+            simulator.interval,
+            at.key("interval"),
+        )?;
         check_text_framing(simulator.framing, simulator.crc, header, payload, at)?;
         Ok(SourceConfig {
             name: self.name,
@@ -427,9 +494,9 @@ impl SourceToml {
     }
 
     fn build_radio(self, chip: RadioChip, at: &KeyPath) -> Result<SourceConfig, Problem> {
-        let (chip_name, irq_key, sf_range, mhz_range) = match chip {
-            RadioChip::Sx1276 => ("sx1276", "dio0_pin", 7..=12, 137..=1020),
-            RadioChip::Sx1262 => ("sx1262", "dio1_pin", 5..=12, 150..=960),
+        let irq_key = match chip {
+            RadioChip::Sx1276 => "dio0_pin",
+            RadioChip::Sx1262 => "dio1_pin",
         };
         let backend = self.radio_backend(chip, irq_key, at)?;
         let frequency = self.frequency.ok_or_else(|| {
@@ -439,41 +506,8 @@ impl SourceToml {
             )
         })?;
         let mut radio = RadioConfig::default_for(chip, backend, frequency);
-        if !mhz_range.contains(&(frequency / 1_000_000)) {
-            return Err(Problem::value(
-                at.key("frequency"),
-                format!(
-                    "{frequency} Hz is outside the {chip_name}'s {}-{} MHz; the value is in Hz, e.g. 868_100_000",
-                    mhz_range.start(),
-                    mhz_range.end()
-                ),
-            ));
-        }
-        if let Some(sf) = self.spreading_factor {
-            if !sf_range.contains(&sf) {
-                return Err(Problem::value(
-                    at.key("spreading_factor"),
-                    format!(
-                        "{sf} is outside {}..={} for the {chip_name}",
-                        sf_range.start(),
-                        sf_range.end()
-                    ),
-                ));
-            }
-            radio.spreading_factor = sf;
-        }
-        if let Some(bandwidth) = self.bandwidth {
-            if !BANDWIDTHS_HZ.contains(&bandwidth) {
-                return Err(Problem::value(
-                    at.key("bandwidth"),
-                    format!(
-                        "{bandwidth} Hz is not a LoRa bandwidth; write one of {}",
-                        BANDWIDTHS_HZ.map(|b| b.to_string()).join(", ")
-                    ),
-                ));
-            }
-            radio.bandwidth = bandwidth;
-        }
+        radio.spreading_factor = self.spreading_factor.unwrap_or(radio.spreading_factor);
+        radio.bandwidth = self.bandwidth.unwrap_or(radio.bandwidth);
         if let Some(rate) = &self.coding_rate {
             radio.coding_rate = match rate.as_str() {
                 "4/5" => 5,
@@ -489,25 +523,10 @@ impl SourceToml {
             };
         }
         radio.sync_word = self.sync_word.unwrap_or(radio.sync_word);
-        if let Some(preamble) = self.preamble {
-            if preamble < 6 {
-                return Err(Problem::value(
-                    at.key("preamble"),
-                    format!("{preamble} symbols is too short; write 6 or more (8 is usual)"),
-                ));
-            }
-            radio.preamble = preamble;
-        }
-        if let Some(volts) = self.tcxo_voltage {
-            if !TCXO_VOLTAGES.iter().any(|v| (v - volts).abs() < 0.01) {
-                return Err(Problem::value(
-                    at.key("tcxo_voltage"),
-                    format!("{volts} V is not one the SX1262 supplies; write one of 1.6, 1.7, 1.8, 2.2, 2.4, 2.7, 3.0, 3.3"),
-                ));
-            }
-            radio.tcxo_voltage = Some(volts);
-        }
+        radio.preamble = self.preamble.unwrap_or(radio.preamble);
+        radio.tcxo_voltage = self.tcxo_voltage;
         radio.dio2_rf_switch = self.dio2_rf_switch.unwrap_or(false);
+        check_as_the_radio_does(&radio, at)?;
         Ok(SourceConfig {
             name: self.name,
             header: self.header.unwrap_or(HeaderFormat::RadioHead),
@@ -552,22 +571,11 @@ impl SourceToml {
         }
         match self.backend.unwrap_or(BackendName::Pi) {
             BackendName::Simulator => {
+                // The node count is the radio's to check (`check_as_the_radio_does`); the interval's
+                // range is the configuration's.
                 let devices = self.devices.unwrap_or(3);
-                if !(1..=254).contains(&devices) {
-                    return Err(Problem::value(
-                        at.key("devices"),
-                        format!(
-                            "{devices} is outside 1..=254 (RadioHead node addresses are one byte)"
-                        ),
-                    ));
-                }
                 let interval = self.interval.unwrap_or(Duration::from_secs(2));
-                if interval.is_zero() {
-                    return Err(Problem::value(
-                        at.key("interval"),
-                        "must be longer than zero, e.g. \"2s\"",
-                    ));
-                }
+                check_duration(&limits::SOURCE_INTERVAL, interval, at.key("interval"))?;
                 Ok(RadioBackendConfig::Simulator { devices, interval })
             }
             BackendName::Pi => {

@@ -1,11 +1,14 @@
 //! The checks that run after the tree is deserialised: values that relate to each other (unique names, a
 //! `[[device]]` naming an existing `[[source]]`, TLS files in pairs, `mqtt://` only with
-//! `allow_plaintext`), ranges serde cannot express, topic names and filters, password hashes. Each check
-//! reports a [`Problem`] at the key path at fault; this module never reads files and never changes the tree.
+//! `allow_plaintext`), the ranges of `limits.rs` applied at their keys, topic names and filters (and no
+//! gateway topic starting with `$`), password hashes, and the uplink's own forward-rule validator mapped
+//! onto `[[upstream.forward]]`. Each check reports a [`Problem`] at the key path at fault; this module never
+//! reads files and never changes the tree.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::limits::{self, CountRange, DurationRange, SizeRange};
 use super::locate::{KeyPath, Locator, Part};
 use super::Config;
 
@@ -103,15 +106,50 @@ fn check_qos(qos: u8, path: KeyPath) -> Result<(), Problem> {
     }
 }
 
-fn check_positive(duration: Duration, path: KeyPath, example: &str) -> Result<(), Problem> {
-    if duration.is_zero() {
-        Err(Problem::value(
-            path,
-            format!("must be longer than zero, e.g. \"{example}\""),
-        ))
-    } else {
-        Ok(())
+/// A duration key against its documented range (`limits.rs`).
+pub(super) fn check_duration(
+    range: &DurationRange,
+    value: Duration,
+    path: KeyPath,
+) -> Result<(), Problem> {
+    limits::check_duration(range, value).map_err(|message| Problem::value(path, message))
+}
+
+fn check_size(range: &SizeRange, value: u64, path: KeyPath) -> Result<(), Problem> {
+    limits::check_size(range, value).map_err(|message| Problem::value(path, message))
+}
+
+fn check_count(range: &CountRange, value: u64, path: KeyPath) -> Result<(), Problem> {
+    limits::check_count(range, value).map_err(|message| Problem::value(path, message))
+}
+
+/// A topic the gateway publishes under (`base_topic`, a device name, a will topic): a valid topic name,
+/// not starting with `$` (the broker's own namespace, `$SYS`, where clients cannot publish), and with
+/// `below` more levels under it still within `max_topic_levels`.
+fn check_gateway_topic(
+    topic: &str,
+    below: usize,
+    max_topic_levels: usize,
+    example: &str,
+) -> Result<(), String> {
+    check_topic_name(topic)?;
+    if topic.starts_with('$') {
+        return Err(format!(
+            "\"{topic}\" starts with '$': topics starting with '$' belong to the broker ($SYS) and nothing can be published under them; write e.g. \"{example}\""
+        ));
     }
+    let levels = topic.split('/').count();
+    if levels + below > max_topic_levels {
+        let under = if below == 0 {
+            String::new()
+        } else {
+            format!(" (plus {below} for the gateway's topics under it)")
+        };
+        return Err(format!(
+            "\"{topic}\" has {levels} levels{under}, more than [broker] max_topic_levels = {max_topic_levels}; write fewer levels or raise max_topic_levels"
+        ));
+    }
+    Ok(())
 }
 
 /// The line of a path's value, for "already used on line N" messages.
@@ -119,22 +157,28 @@ fn line_of(locator: &Locator<'_>, path: &KeyPath) -> usize {
     locator.position(path, Part::Value).0
 }
 
-/// Runs every cross-field check, in the order of the file's sections; the first problem wins.
+/// Runs every cross-field check, mostly in the order of the file's sections; the first problem wins.
 pub fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> {
     let root = KeyPath::root();
-    check_gateway(config, &root.key("gateway"))?;
+    // [broker] first: base_topic's depth is checked against its max_topic_levels, once that is valid.
     check_broker(config, locator, &root.key("broker"))?;
+    check_gateway(config, &root.key("gateway"))?;
     check_qos(config.publish.qos, root.key("publish").key("qos"))?;
-    check_positive(
+    check_duration(
+        &limits::STATS_INTERVAL,
         config.publish.stats_interval,
         root.key("publish").key("stats_interval"),
-        "60s",
     )?;
     check_sources(config, locator)?;
-    check_positive(
+    check_duration(
+        &limits::OFFLINE_AFTER,
         config.devices.offline_after,
         root.key("devices").key("offline_after"),
-        "15m",
+    )?;
+    check_duration(
+        &limits::DEDUP_WINDOW,
+        config.devices.dedup_window,
+        root.key("devices").key("dedup_window"),
     )?;
     check_devices(config, locator)?;
     check_upstream(config, &root.key("upstream"))
@@ -148,7 +192,9 @@ fn check_gateway(config: &Config, at: &KeyPath) -> Result<(), Problem> {
             format!("\"{id}\" is not a gateway id; use one word without '/', '+' or '#', e.g. \"garden-pi\""),
         ));
     }
-    check_topic_name(&config.gateway.base_topic)
+    // The deepest topic the gateway builds is {base}/{device}/{field}: two levels below the base.
+    let max_levels = config.broker.max_topic_levels;
+    check_gateway_topic(&config.gateway.base_topic, 2, max_levels, "sensorgate")
         .map_err(|message| Problem::value(at.key("base_topic"), message))?;
     if config.gateway.state_dir.as_os_str().is_empty() {
         return Err(Problem::value(
@@ -191,36 +237,41 @@ fn check_broker(config: &Config, locator: &Locator<'_>, at: &KeyPath) -> Result<
             }
         }
     }
-    let ranges: [(&str, u64, u64, u64); 4] = [
+    let counts = [
+        (&limits::MAX_CONNECTIONS, broker.max_connections as u64),
+        (&limits::BROKER_MAX_INFLIGHT, u64::from(broker.max_inflight)),
         (
-            "max_connections",
-            broker.max_connections as u64,
-            1,
-            u64::from(u32::MAX),
-        ),
-        ("max_packet_size", broker.max_packet_size, 16, 268_435_455),
-        (
-            "max_inflight",
-            u64::from(broker.max_inflight),
-            1,
-            u64::from(u16::MAX),
-        ),
-        (
-            "max_queued_messages",
+            &limits::MAX_QUEUED_MESSAGES,
             broker.max_queued_messages as u64,
-            1,
-            u64::from(u32::MAX),
+        ),
+        (&limits::MAX_TOPIC_LEVELS, broker.max_topic_levels as u64),
+        (
+            &limits::MAX_RETAINED_MESSAGES,
+            broker.max_retained_messages as u64,
+        ),
+        (
+            &limits::MAX_OFFLINE_SESSIONS,
+            broker.max_offline_sessions as u64,
         ),
     ];
-    for (key, value, low, high) in ranges {
-        if !(low..=high).contains(&value) {
-            return Err(Problem::value(
-                at.key(key),
-                format!("{value} is outside {low}..={high}"),
-            ));
-        }
+    for (range, value) in counts {
+        check_count(range, value, key_path(range.key))?;
     }
-    check_positive(broker.handshake_timeout, at.key("handshake_timeout"), "5s")?;
+    check_size(
+        &limits::MAX_PACKET_SIZE,
+        broker.max_packet_size,
+        at.key("max_packet_size"),
+    )?;
+    for (range, value) in [
+        (&limits::HANDSHAKE_TIMEOUT, broker.handshake_timeout),
+        (&limits::SESSION_EXPIRY, broker.session_expiry),
+        (
+            &limits::ANONYMOUS_SESSION_EXPIRY,
+            broker.anonymous_session_expiry,
+        ),
+    ] {
+        check_duration(range, value, key_path(range.key))?;
+    }
     let mut names = HashMap::new();
     for (i, user) in broker.users.iter().enumerate() {
         let path = at.key("user").index(i);
@@ -280,7 +331,8 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
     let mut addresses = HashMap::new();
     for (i, device) in config.device.iter().enumerate() {
         let path = KeyPath::root().key("device").index(i);
-        check_topic_name(&device.name)
+        let max_levels = config.broker.max_topic_levels;
+        check_gateway_topic(&device.name, 0, max_levels, "kitchen")
             .map_err(|message| Problem::value(path.key("name"), message))?;
         if device.name.contains('/') || device.name == "gateway" {
             return Err(Problem::value(
@@ -337,10 +389,14 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
             ));
         }
         if let Some(offline_after) = device.offline_after {
-            check_positive(offline_after, path.key("offline_after"), "5m")?;
+            check_duration(
+                &limits::DEVICE_OFFLINE_AFTER,
+                offline_after,
+                path.key("offline_after"),
+            )?;
         }
         if let Some(will) = &device.will {
-            check_topic_name(&will.topic)
+            check_gateway_topic(&will.topic, 0, max_levels, "alarms/kitchen")
                 .map_err(|message| Problem::value(path.key("will").key("topic"), message))?;
             check_qos(will.qos, path.key("will").key("qos"))?;
         }
@@ -382,17 +438,22 @@ fn check_upstream(config: &Config, at: &KeyPath) -> Result<(), Problem> {
         }
         _ => {}
     }
-    if upstream.keep_alive < Duration::from_secs(1)
-        || upstream.keep_alive > Duration::from_secs(65_535)
-    {
+    if upstream.password_file.is_some() && upstream.username.is_none() {
         return Err(Problem::value(
-            at.key("keep_alive"),
-            "must be between \"1s\" and \"18h12m15s\" (MQTT's 65535 s)",
+            at.key("password_file"),
+            "a password needs its user name: add username, or remove password_file",
         ));
     }
-    if upstream.max_inflight == 0 {
-        return Err(Problem::value(at.key("max_inflight"), "must be 1 or more"));
-    }
+    check_duration(
+        &limits::KEEP_ALIVE,
+        upstream.keep_alive,
+        at.key("keep_alive"),
+    )?;
+    check_count(
+        &limits::UPSTREAM_MAX_INFLIGHT,
+        u64::from(upstream.max_inflight),
+        at.key("max_inflight"),
+    )?;
     for (i, rule) in upstream.forward.iter().enumerate() {
         let path = at.key("forward").index(i);
         check_topic_filter(&rule.filter)
@@ -410,28 +471,72 @@ fn check_upstream(config: &Config, at: &KeyPath) -> Result<(), Problem> {
         }
         check_qos(rule.qos, path.key("qos"))?;
     }
+    check_forward_rules_as_the_uplink_does(config, at)?;
     let spool = &upstream.spool;
     let at = at.key("spool");
-    if spool.max_bytes < 64 * 1024 {
-        return Err(Problem::value(
-            at.key("max_bytes"),
-            "is below 64KiB; e.g. \"64MiB\"",
-        ));
-    }
-    check_positive(spool.max_age, at.key("max_age"), "7d")?;
+    check_size(
+        &limits::SPOOL_MAX_BYTES,
+        spool.max_bytes,
+        at.key("max_bytes"),
+    )?;
+    check_duration(&limits::SPOOL_MAX_AGE, spool.max_age, at.key("max_age"))?;
     if let super::SyncMode::Every(period) = spool.sync {
-        check_positive(period, at.key("sync"), "1s")?;
+        check_duration(&limits::SPOOL_SYNC, period, at.key("sync")).map_err(|mut problem| {
+            problem.message.push_str(", or \"always\"");
+            problem
+        })?;
     }
-    if spool.segment_bytes < 4 * 1024 || spool.segment_bytes > spool.max_bytes {
-        return Err(Problem::value(
+    limits::check_size_within(
+        &limits::SPOOL_SEGMENT_BYTES,
+        spool.segment_bytes,
+        limits::segment_bytes_max(spool.max_bytes),
+    )
+    .map_err(|message| {
+        Problem::value(
             at.key("segment_bytes"),
-            format!(
-                "must be between 4KiB and max_bytes ({}); e.g. \"4MiB\"",
-                super::units::format_size(spool.max_bytes)
-            ),
-        ));
-    }
+            format!("{message} (at most a quarter of max_bytes, so dropping one segment never drops more than a quarter of the spool)"),
+        )
+    })?;
     Ok(())
+}
+
+/// The uplink's own check of the forward rules ([`crate::uplink::forward::Forwarder::new`]), its refusal
+/// mapped onto the rule's key, so `check-config` refuses exactly what the uplink would at start.
+fn check_forward_rules_as_the_uplink_does(config: &Config, at: &KeyPath) -> Result<(), Problem> {
+    use crate::uplink::forward::{ForwardError, Forwarder};
+    let Some(upstream) = &config.upstream else {
+        return Ok(());
+    };
+    let rules = upstream
+        .forward
+        .iter()
+        .map(|rule| crate::uplink::ForwardRule {
+            filter: rule.filter.clone(),
+            prefix: rule.prefix.clone(),
+            qos: rule.qos,
+        })
+        .collect();
+    match Forwarder::new(rules, &config.gateway.base_topic) {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let (index, key) = match &error {
+                ForwardError::Filter { index, .. } => (*index, "filter"),
+                ForwardError::Prefix { index, .. } => (*index, "prefix"),
+                ForwardError::Qos { index, .. } => (*index, "qos"),
+            };
+            Err(Problem::value(
+                at.key("forward").index(index).key(key),
+                error.to_string(),
+            ))
+        }
+    }
+}
+
+/// The path of a dotted key of `limits.rs` without indexes (`broker.max_inflight`).
+fn key_path(dotted: &str) -> KeyPath {
+    dotted
+        .split('.')
+        .fold(KeyPath::root(), |path, key| path.key(key))
 }
 
 #[cfg(test)]

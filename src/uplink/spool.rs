@@ -58,10 +58,17 @@ pub struct SpoolSettings {
     pub max_age: Duration,
     /// When appends are fsync'ed.
     pub sync: SyncPolicy,
-    /// Size at which a segment is sealed and a new one started. Clamped to `[4 KiB, max_bytes / 4]` so
-    /// that dropping one segment never throws away more than a quarter of the budget.
+    /// Size at which a segment is sealed and a new one started. Clamped to
+    /// `[MIN_SEGMENT_BYTES, max_bytes / SEGMENTS_PER_BUDGET]` so that dropping one segment never throws
+    /// away more than a quarter of the budget.
     pub segment_bytes: u64,
 }
+
+/// The smallest segment; smaller `segment_bytes` are raised to it (the configuration refuses them).
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+/// A segment is at most `max_bytes / SEGMENTS_PER_BUDGET`; larger ones are lowered to it (the
+/// configuration refuses them).
+pub const SEGMENTS_PER_BUDGET: u64 = 4;
 
 /// One spooled message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,9 +225,10 @@ impl Spool {
     pub fn open(dir: &Path, settings: SpoolSettings) -> Result<Spool, SpoolError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let max_bytes = settings.max_bytes.max(16 * 1024);
-        let segment_bytes = settings
-            .segment_bytes
-            .clamp(4096, (max_bytes / 4).max(4096));
+        let segment_bytes = settings.segment_bytes.clamp(
+            MIN_SEGMENT_BYTES,
+            (max_bytes / SEGMENTS_PER_BUDGET).max(MIN_SEGMENT_BYTES),
+        );
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             max_bytes,
