@@ -153,6 +153,7 @@ const KEYS: &[Key] = &[
         "\"30d\"",
         &["\"0s\"", "\"30d1ms\""],
     ),
+    key(Probe, "devices", "1", "65535", &["0", "65536"]),
     key(
         Sx1276,
         "frequency",

@@ -203,8 +203,17 @@ pub const UPSTREAM_MAX_INFLIGHT: CountRange = CountRange {
     max: crate::uplink::MAX_INFLIGHT_LIMIT as u64,
 };
 
-/// Every bounded count of `[broker]` and `[upstream]`.
-pub const COUNTS: [CountRange; 7] = [
+/// A simulator source's devices: its node addresses are 16 bits (the simulator clamps to
+/// `u16::MAX`, so a larger value would run fewer devices than written).
+pub const SIMULATOR_DEVICES: CountRange = CountRange {
+    key: "source[].devices",
+    min: 1,
+    max: u16::MAX as u64,
+};
+
+/// Every bounded count of `[broker]`, `[upstream]` and the simulator source.
+pub const COUNTS: [CountRange; 8] = [
+    SIMULATOR_DEVICES,
     MAX_CONNECTIONS,
     BROKER_MAX_INFLIGHT,
     MAX_QUEUED_MESSAGES,

@@ -86,7 +86,7 @@ pub enum Parity {
 /// Simulated devices producing frames through the same framing and decoders as a serial port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimulatorConfig {
-    /// 1..=100000.
+    /// 1..=65535 ([`limits::SIMULATOR_DEVICES`]).
     pub devices: u32,
     /// How often each device sends.
     pub interval: Duration,
@@ -473,12 +473,8 @@ impl SourceToml {
             framing: self.framing.unwrap_or(defaults.framing),
             crc: self.crc.unwrap_or(defaults.crc),
         };
-        if !(1..=100_000).contains(&simulator.devices) {
-            return Err(Problem::value(
-                at.key("devices"),
-                format!("{} is outside 1..=100000", simulator.devices),
-            ));
-        }
+        limits::check_count(&limits::SIMULATOR_DEVICES, u64::from(simulator.devices))
+            .map_err(|message| Problem::value(at.key("devices"), message))?;
         check_duration(
             &limits::SOURCE_INTERVAL,
             simulator.interval,
