@@ -2,15 +2,25 @@
 //! `DEVICE=` and `PEER=` from the records' key-values, and syslog priorities 3/4/6/7 for
 //! error/warn/info/debug) when stderr is the journal stream systemd gave us, one plain line per record on
 //! stderr otherwise. The configured level can be overridden by `RUST_LOG`; the broker library's chatty
-//! info and debug records are lowered one level so its warnings and errors stand out. This module installs
-//! the process-wide `log` logger once and never decides what the rest of the daemon logs.
+//! info and debug records are lowered one level so its warnings and errors stand out, and its warnings
+//! and errors are rate-limited per call site (one line per 10 s, then a suppressed count): the engine
+//! logs one WARN per failed TLS handshake, and a client that fails 1,200 handshakes must not write 1,200
+//! lines. This module installs the process-wide `log` logger once and never decides what the rest of the
+//! daemon logs.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+use std::time::Duration;
+
 use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use systemd_journal_logger::JournalLog;
+
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
+
+/// At most one warning or error per call site of the broker library in this interval.
+const BROKER_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Targets of the embedded broker library, whose info and debug records are lowered one level.
 const BROKER_TARGET_PREFIX: &str = "rmqtt";
@@ -61,7 +71,11 @@ pub fn init(
         LogBackend::Stderr
     };
     let max_level = filter.max_level();
-    let logger = Logger { filter, journal };
+    let logger = Logger {
+        filter,
+        journal,
+        broker_warnings: RateLimiter::new(BROKER_WARNING_INTERVAL),
+    };
     log::set_boxed_logger(Box::new(logger)).map_err(|_| LoggingError::AlreadyInstalled)?;
     log::set_max_level(max_level);
     for directive in rejected {
@@ -185,6 +199,23 @@ fn journal_level(level: Level) -> Level {
 struct Logger {
     filter: Filter,
     journal: Option<JournalLog>,
+    /// Per call site of the broker library (file:line), for its warnings and errors.
+    broker_warnings: RateLimiter,
+}
+
+impl Logger {
+    /// `None` to drop the record (rate-limited); else the suffix to append (empty for most records).
+    fn rate_limit(&self, record: &Record, level: Level) -> Option<String> {
+        if level > Level::Warn || !record.target().starts_with(BROKER_TARGET_PREFIX) {
+            return Some(String::new());
+        }
+        let site = format!(
+            "{}:{}",
+            record.file().unwrap_or(record.target()),
+            record.line().unwrap_or(0)
+        );
+        self.broker_warnings.admit(&site).map(suppressed_suffix)
+    }
 }
 
 impl Log for Logger {
@@ -198,6 +229,19 @@ impl Log for Logger {
         let Some(level) = self.filter.admit(record.target(), record.level()) else {
             return;
         };
+        let Some(suffix) = self.rate_limit(record, level) else {
+            return;
+        };
+        let args = format_args!("{}{suffix}", record.args());
+        let record = &Record::builder()
+            .args(args)
+            .level(record.level())
+            .target(record.target())
+            .module_path(record.module_path())
+            .file(record.file())
+            .line(record.line())
+            .key_values(record.key_values())
+            .build();
         match &self.journal {
             Some(journal) => {
                 let relevelled = Record::builder()

@@ -119,7 +119,7 @@ async fn repeated_failures_from_one_address_are_slowed_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_rights_v3_acks_and_drops_v5_says_not_authorized() {
-    let (tap_tx, mut tap_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tap_tx, mut tap_rx) = sensorgate::broker::tap(vec!["#".into()], 1024);
     let broker = Broker::start(&settings(), Some(tap_tx)).await.unwrap();
     let addr = broker.local_addrs()[0];
     let (mut watcher, code, _) =
@@ -243,7 +243,7 @@ async fn user_and_client_placeholders_expand_per_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_will_to_a_topic_its_client_may_not_write_is_never_published() {
-    let (tap_tx, mut tap_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tap_tx, mut tap_rx) = sensorgate::broker::tap(vec!["#".into()], 1024);
     let broker = Broker::start(&settings(), Some(tap_tx)).await.unwrap();
     let addr = broker.local_addrs()[0];
     let (mut watcher, _, _) =

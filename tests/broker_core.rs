@@ -150,7 +150,7 @@ async fn shutdown_during_a_periodic_snapshot_saves_the_latest_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tap_sees_in_process_and_client_publishes() {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = sensorgate::broker::tap(vec!["#".into()], 1024);
     let broker = Broker::start(&settings(None), Some(tx)).await.unwrap();
     broker
         .publish(&retained("from/gateway".into(), "1"))
@@ -173,4 +173,27 @@ async fn tap_sees_in_process_and_client_publishes() {
         (first.topic.as_str(), second.topic.as_str()),
         ("from/gateway", "from/client")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_carries_only_what_its_filters_select_and_counts_what_finds_it_full() {
+    let (tx, mut rx) = sensorgate::broker::tap(vec!["kept/#".into()], 4);
+    let broker = Broker::start(&settings(None), Some(tx)).await.unwrap();
+    broker
+        .publish(&retained("ignored/x".into(), "0"))
+        .await
+        .unwrap();
+    for i in 0..6 {
+        broker
+            .publish(&retained(format!("kept/{i}"), "1"))
+            .await
+            .unwrap();
+    }
+    let mut tapped = Vec::new();
+    while let Ok(message) = rx.try_recv() {
+        tapped.push(message.topic);
+    }
+    assert_eq!(tapped, vec!["kept/0", "kept/1", "kept/2", "kept/3"]);
+    assert_eq!(broker.tap_dropped(), 2, "two found the tap full");
+    assert_eq!(broker.counters().dropped_for_the_uplink, 2);
 }

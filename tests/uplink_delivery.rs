@@ -53,7 +53,7 @@ fn settings(port: u16, state_dir: &Path, spool: SpoolSettings) -> UplinkSettings
 }
 
 struct Running {
-    input: mpsc::UnboundedSender<Message>,
+    input: mpsc::Sender<Message>,
     stats: UplinkStatsHandle,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), UplinkError>>,
@@ -65,7 +65,7 @@ impl Running {
             .expect("open uplink")
             .with_reconnect_delays(Duration::from_millis(100), Duration::from_millis(400));
         let stats = uplink.stats();
-        let (input, rx) = mpsc::unbounded_channel();
+        let (input, rx) = mpsc::channel(sensorgate::broker::TAP_CAPACITY);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(uplink.run(rx, shutdown.clone()));
         Running {
@@ -78,7 +78,7 @@ impl Running {
 
     fn send(&self, i: u64) {
         self.input
-            .send(Message {
+            .try_send(Message {
                 topic: "sg/meter".into(),
                 payload: i.to_string().into_bytes(),
                 qos: 1,

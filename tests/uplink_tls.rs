@@ -47,7 +47,7 @@ fn settings(url: String, state_dir: &Path) -> UplinkSettings {
 }
 
 struct Running {
-    input: mpsc::UnboundedSender<Message>,
+    input: mpsc::Sender<Message>,
     stats: UplinkStatsHandle,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), sensorgate::uplink::UplinkError>>,
@@ -59,7 +59,7 @@ impl Running {
             .expect("open uplink")
             .with_reconnect_delays(Duration::from_millis(100), Duration::from_millis(400));
         let stats = uplink.stats();
-        let (input, rx) = mpsc::unbounded_channel();
+        let (input, rx) = mpsc::channel(sensorgate::broker::TAP_CAPACITY);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(uplink.run(rx, shutdown.clone()));
         Running {
@@ -129,7 +129,7 @@ async fn assert_forwards(broker: &Mosquitto, running: &Running) {
         .await;
     running
         .input
-        .send(reading("sg/kitchen", "{\"t\":21.5}"))
+        .try_send(reading("sg/kitchen", "{\"t\":21.5}"))
         .expect("input open");
     sub.expect("site/sg/kitchen", "{\"t\":21.5}", WAIT).await;
 }

@@ -235,7 +235,7 @@ async fn drain(count: u64) -> Drain {
         .expect("the uplink opens")
         .expect("open the uplink on the backlog");
     let stats = uplink.stats();
-    let (_input, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_input, rx) = tokio::sync::mpsc::channel(sensorgate::broker::TAP_CAPACITY);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
     let mut task = tokio::spawn(uplink.run(rx, shutdown.clone()));

@@ -84,7 +84,6 @@ use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use rmqtt::session::SessionState;
 use rmqtt::types::{ClientId, CodecPublish, From, Id, Publish, QoS, TopicName, UserName};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::model::Message;
@@ -92,6 +91,7 @@ use acl::{AccessPolicy, Rights};
 use auth::{Logins, Throttle};
 use backlog::{Backlog, BacklogHook, BoundedShared};
 use gate::{PublishGate, Tap};
+pub use gate::{tap, TapSender, TAP_CAPACITY};
 pub use password::{hash_password, verify_password, PasswordError};
 use janitor::{Janitor, JanitorSettings, SpokenPeers};
 use policy::{Policy, PolicyHook, PolicyLimits};
@@ -212,6 +212,21 @@ pub enum BrokerError {
     Descriptors(#[from] descriptors::DescriptorError),
 }
 
+/// What the broker dropped, refused or closed to stay within its bounds, for `{base}/gateway/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BrokerCounters {
+    /// Messages dropped for subscribers that had `max_queued_messages` waiting.
+    pub dropped_for_slow_subscribers: u64,
+    /// Messages a forward rule selected that found the uplink's input full.
+    pub dropped_for_the_uplink: u64,
+    /// Absent persistent sessions ended early (`max_offline_sessions`, or room for a new client).
+    pub sessions_evicted: u64,
+    /// Connections closed for sending no CONNECT within `handshake_timeout`.
+    pub silent_connections_closed: u64,
+    /// Retained publishes to new topics not stored (`max_retained_messages`).
+    pub retained_refused: u64,
+}
+
 /// A running embedded broker.
 pub struct Broker {
     scx: ServerContext,
@@ -228,10 +243,11 @@ pub struct Broker {
 
 impl Broker {
     /// Builds the engine, restores the retained snapshot, binds every listener and starts serving.
-    /// Everything published (by clients and in-process) is copied to `tap` when given.
+    /// What is published (by clients and in-process) and selected by the tap's filters is copied to
+    /// `tap` when given ([`gate::tap`]).
     pub async fn start(
         settings: &BrokerSettings,
-        tap: Option<mpsc::UnboundedSender<Message>>,
+        tap: Option<gate::TapSender>,
     ) -> Result<Broker, BrokerError> {
         check_password_hashes(settings)?;
         descriptors::ensure_budget(&descriptors::Budget::of(settings))?;
@@ -351,6 +367,22 @@ impl Broker {
     /// Number of connected clients, for stats.
     pub fn connections(&self) -> isize {
         self.scx.connections.count()
+    }
+
+    /// Every counter of what the broker dropped, refused or closed.
+    pub fn counters(&self) -> BrokerCounters {
+        BrokerCounters {
+            dropped_for_slow_subscribers: self.backlog_drops(),
+            dropped_for_the_uplink: self.tap_dropped(),
+            sessions_evicted: self.sessions_evicted(),
+            silent_connections_closed: self.silent_connections_closed(),
+            retained_refused: self.retained_refused(),
+        }
+    }
+
+    /// Messages a tap filter selected that found the tap (the uplink's input) full.
+    pub fn tap_dropped(&self) -> u64 {
+        self.tap.dropped()
     }
 
     /// Messages dropped because a connected subscriber had `max_queued_messages` waiting already.

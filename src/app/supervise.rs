@@ -1,0 +1,108 @@
+//! No silent task death: every long-lived task of the daemon (pipeline, uplink, sources) runs supervised.
+//! A task that panics, or ends with an error while the daemon is meant to run, reports it here; the
+//! main loop then logs one ERROR line naming the task and what happened, stops the daemon cleanly (wills,
+//! retained state, spool) and exits with status 1, so that systemd restarts it. A daemon that runs on
+//! without forwarding, as one did when its uplink task panicked, is never the outcome. This module only
+//! carries the reports; the main loop decides what to do with them.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Reports kept until the main loop reads them; the first one is what matters, later ones are logged.
+const QUEUED_REPORTS: usize = 8;
+
+/// Where supervised tasks report their end.
+#[derive(Debug, Clone)]
+pub struct Failures(mpsc::Sender<String>);
+
+/// The main loop's end: one line per failed task.
+pub type FailureReports = mpsc::Receiver<String>;
+
+/// A channel for failure reports.
+pub fn failures() -> (Failures, FailureReports) {
+    let (tx, rx) = mpsc::channel(QUEUED_REPORTS);
+    (Failures(tx), rx)
+}
+
+impl Failures {
+    /// Reports that a task ended when it should not have.
+    pub fn report(&self, what: String) {
+        if let Err(mpsc::error::TrySendError::Full(what)) = self.0.try_send(what) {
+            // The main loop is already stopping for an earlier report.
+            log::error!("{what}");
+        }
+    }
+
+    /// Spawns `task` as `name`: a panic is caught and reported; the task's output is returned otherwise.
+    pub fn spawn<F>(&self, name: &str, task: F) -> JoinHandle<Option<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let failures = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            match AssertUnwindSafe(task).catch_unwind().await {
+                Ok(output) => Some(output),
+                Err(panic) => {
+                    failures.report(format!("{name} panicked: {}", panic_message(&*panic)));
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// The text a panic was raised with.
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_reported_with_its_name_and_message() {
+        let (failures, mut reports) = failures();
+        let handle = failures.spawn("uplink", async {
+            if std::hint::black_box(true) {
+                panic!("overflow when adding duration to instant");
+            }
+            7
+        });
+        assert_eq!(handle.await.unwrap(), None);
+        assert_eq!(
+            reports.recv().await.unwrap(),
+            "uplink panicked: overflow when adding duration to instant"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ends_normally_reports_nothing() {
+        let (failures, mut reports) = failures();
+        assert_eq!(failures.spawn("pipeline", async { 7 }).await.unwrap(), Some(7));
+        drop(failures);
+        assert_eq!(reports.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn reports_beyond_the_queue_are_logged_not_lost_in_a_block() {
+        let (failures, mut reports) = failures();
+        for i in 0..QUEUED_REPORTS + 3 {
+            failures.report(format!("task {i} failed"));
+        }
+        assert_eq!(reports.recv().await.unwrap(), "task 0 failed");
+    }
+}
