@@ -3,6 +3,8 @@
 //! uplink's forward rules and the configuration checks all call it. It never allocates per level and never
 //! recurses, so a topic of 30,000 levels costs a linear scan, not a stack.
 //!
+//! The topics the gateway builds from device and field names are in [`gateway`].
+//!
 //! Rules (MQTT 3.1.1 §4.7, MQTT 5 §4.7):
 //! - A topic name is at least one byte, at most [`MAX_TOPIC_BYTES`], and holds no `+`, `#` or NUL. Empty
 //!   levels (`a//b`, `/a`) are legal MQTT; the gateway's own topics avoid them ([`has_empty_level`]).
@@ -10,6 +12,8 @@
 //! - Filters starting with a wildcard do not match topics starting with `$` (`$SYS/...`).
 //! - Depth is counted in levels (`a/b/c` has 3); the broker refuses anything deeper than its
 //!   `max_topic_levels` before it reaches the engine, whose topic tree recurses per level.
+
+pub mod gateway;
 
 use std::fmt;
 
@@ -20,8 +24,13 @@ pub const MAX_TOPIC_BYTES: usize = 65_535;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicError {
     Empty,
-    TooLong { bytes: usize },
-    TooDeep { levels: usize, max: usize },
+    TooLong {
+        bytes: usize,
+    },
+    TooDeep {
+        levels: usize,
+        max: usize,
+    },
     Nul,
     /// A wildcard in a topic name.
     WildcardInName(char),
@@ -45,10 +54,16 @@ impl fmt::Display for TopicError {
                 "contains '{c}', which a topic name cannot hold (wildcards belong in filters)"
             ),
             TopicError::MisplacedWildcard('#') => {
-                write!(f, "'#' must be a whole level and the last one, e.g. \"sensorgate/#\"")
+                write!(
+                    f,
+                    "'#' must be a whole level and the last one, e.g. \"sensorgate/#\""
+                )
             }
             TopicError::MisplacedWildcard(c) => {
-                write!(f, "'{c}' must be a whole level, e.g. \"sensorgate/+/temperature_1\"")
+                write!(
+                    f,
+                    "'{c}' must be a whole level, e.g. \"sensorgate/+/temperature_1\""
+                )
             }
         }
     }
