@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::limits::{self, CountRange, DurationRange, SizeRange};
 use super::locate::{KeyPath, Locator, Part};
 use super::Config;
+use crate::topic::{self, TopicError};
 
 /// A validation failure: the key path at fault, which part of it to point at, and what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,26 +41,16 @@ impl Problem {
     }
 }
 
-/// Checks an MQTT topic name as the gateway publishes it: not empty, no `+`, `#` or NUL, no empty levels
-/// (`a//b`, a leading or trailing `/`), at most 65535 bytes. The error says what is wrong.
+/// Checks an MQTT topic name as the gateway publishes it: MQTT's grammar ([`crate::topic::check_name`]:
+/// not empty, no `+`, `#` or NUL, at most 65535 bytes) and, the gateway's own rule, no empty levels
+/// (`a//b`, a leading or trailing `/`). The error says what is wrong.
 pub fn check_topic_name(topic: &str) -> Result<(), String> {
-    if topic.is_empty() {
-        return Err("is empty".to_string());
-    }
-    if topic.len() > 65_535 {
-        return Err("is longer than MQTT's 65535 bytes".to_string());
-    }
-    if let Some(c) = topic.chars().find(|c| matches!(c, '+' | '#' | '\0')) {
-        let shown = if c == '\0' {
-            "NUL".to_string()
-        } else {
-            format!("'{c}'")
-        };
-        return Err(format!(
-            "\"{topic}\" contains {shown}, which a topic name cannot hold (wildcards belong in filters)"
-        ));
-    }
-    if topic.split('/').any(str::is_empty) {
+    topic::check_name(topic, usize::MAX).map_err(|error| match error {
+        TopicError::Empty => error.to_string(),
+        TopicError::Nul => format!("\"{}\" contains NUL", topic.escape_debug()),
+        other => format!("\"{topic}\" {other}"),
+    })?;
+    if topic::has_empty_level(topic) {
         return Err(format!(
             "\"{topic}\" has an empty level (\"//\", or a leading or trailing '/'); write e.g. \"home/sensors\""
         ));
@@ -67,32 +58,14 @@ pub fn check_topic_name(topic: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks an MQTT topic filter: not empty, no NUL, `+` and `#` only as whole levels, `#` only last.
-/// `%u` (user name) and `%c` (client id) are plain characters here.
+/// Checks an MQTT topic filter ([`crate::topic::check_filter`]): not empty, no NUL, `+` and `#` only as
+/// whole levels, `#` only last. `%u` (user name) and `%c` (client id) are plain characters here.
 pub fn check_topic_filter(filter: &str) -> Result<(), String> {
-    if filter.is_empty() {
-        return Err("is empty; e.g. \"sensorgate/#\"".to_string());
-    }
-    if filter.len() > 65_535 {
-        return Err("is longer than MQTT's 65535 bytes".to_string());
-    }
-    if filter.contains('\0') {
-        return Err(format!("\"{}\" contains NUL", filter.escape_debug()));
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    for (i, level) in levels.iter().enumerate() {
-        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
-            return Err(format!(
-                "\"{filter}\": '#' must be a whole level and the last one, e.g. \"sensorgate/#\""
-            ));
-        }
-        if level.contains('+') && *level != "+" {
-            return Err(format!(
-                "\"{filter}\": '+' must be a whole level, e.g. \"sensorgate/+/temperature_1\""
-            ));
-        }
-    }
-    Ok(())
+    topic::check_filter(filter, usize::MAX).map_err(|error| match error {
+        TopicError::Empty => "is empty; e.g. \"sensorgate/#\"".to_string(),
+        TopicError::Nul => format!("\"{}\" contains NUL", filter.escape_debug()),
+        other => format!("\"{filter}\": {other}"),
+    })
 }
 
 fn check_qos(qos: u8, path: KeyPath) -> Result<(), Problem> {
