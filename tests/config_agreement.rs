@@ -101,8 +101,9 @@ const KEYS: &[Key] = &[
         "4294967295",
         &["0", "4294967296"],
     ),
-    // 3 is the least a one-level base_topic leaves room for ({base}/{device}/{field}).
-    key(Broker, "max_topic_levels", "3", "1024", &["0", "1025"]),
+    // 5 is the least every topic the gateway builds fits in: {base}/{device}/{field} with a one-level
+    // base_topic, and Home Assistant's {prefix}/{component}/{node}/{object}/config.
+    key(Broker, "max_topic_levels", "5", "1024", &["0", "1025"]),
     key(
         Broker,
         "max_retained_messages",
