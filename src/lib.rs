@@ -36,6 +36,9 @@
 //!   rights, the retained store persisted to the state directory, in-process publishing, and the tap that
 //!   feeds the uplink. No other module names an rmqtt type.
 //! - [`uplink`]: forward rules, the crash-safe disk spool, and the MQTT-over-TLS client to the cloud.
+//! - [`crypto`]: payload security: AES-128-CCM sensor frames opened before decoding, the
+//!   ChaCha20-Poly1305 envelope of end-to-end encrypted uplink payloads, key files. [`replay`] keeps the
+//!   per-device frame counter marks and what survives a power cut.
 //! - [`topic`]: MQTT topic names and filters: grammar, depth, matching; the one owner of those rules.
 //! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
 //! - [`app`]: the wiring: builds each stage from the configuration, owns the start, stop and reload order.
@@ -52,6 +55,7 @@ pub mod app;
 pub mod backoff;
 pub mod broker;
 pub mod config;
+pub mod crypto;
 pub mod decode;
 pub mod devices;
 pub mod frame;
@@ -60,6 +64,7 @@ pub mod model;
 pub mod pipeline;
 pub mod publish;
 pub mod ratelimit;
+pub mod replay;
 pub mod source;
 pub mod stats;
 pub mod systemd;

@@ -55,6 +55,44 @@ enum Command {
         #[arg(long)]
         text: bool,
     },
+    /// Build an encrypted sensor frame (AES-128-CCM) as a node sends it, and print it as hexadecimal.
+    Encrypt {
+        /// The frame key: a file of 32 hex digits.
+        #[arg(long, value_name = "PATH")]
+        key_file: PathBuf,
+        /// Header before the encrypted part: none, node16 or radiohead.
+        #[arg(long, default_value = "node16")]
+        header: String,
+        /// The node's address (node16: 0-65535, radiohead: 0-255; none: 0).
+        #[arg(long, default_value_t = 0)]
+        address: u32,
+        /// The header's sequence number.
+        #[arg(long, default_value_t = 0)]
+        seq: u8,
+        /// The frame counter (must grow with every frame the node sends).
+        #[arg(long)]
+        counter: u32,
+        /// CRC trailer after the encrypted part: none or crc16-ccitt-false.
+        #[arg(long, default_value = "none")]
+        crc: String,
+        /// Also frame it: cobs or slip (default: the bare frame).
+        #[arg(long)]
+        framing: Option<String>,
+        /// The plaintext payload as hexadecimal (spaces allowed).
+        payload: String,
+    },
+    /// Read an end-to-end encrypted uplink payload on standard input and print the payload it carries.
+    Decrypt {
+        /// The forward rule's key: a file of 64 hex digits.
+        #[arg(long, value_name = "PATH")]
+        key_file: PathBuf,
+        /// The topic the envelope was received on (its associated data).
+        #[arg(long)]
+        topic: String,
+        /// Standard input is hexadecimal text (e.g. `mosquitto_sub -F %x`) rather than raw bytes.
+        #[arg(long)]
+        hex: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +123,54 @@ fn main() -> ExitCode {
             packet,
             text,
         } => decode(&payload, &header, &crc, &packet, text),
+        Command::Encrypt {
+            key_file,
+            header,
+            address,
+            seq,
+            counter,
+            crc,
+            framing,
+            payload,
+        } => match sensorgate::crypto::cli::encrypt_one(
+            &key_file, &header, address, seq, counter, &crc, framing.as_deref(), &payload,
+        ) {
+            Ok(hex) => {
+                println!("{hex}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("sensorgate: {error:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Decrypt {
+            key_file,
+            topic,
+            hex,
+        } => decrypt(&key_file, &topic, hex),
+    }
+}
+
+fn decrypt(key_file: &std::path::Path, topic: &str, hex: bool) -> ExitCode {
+    use std::io::Write;
+    let mut input = Vec::new();
+    if let Err(error) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("sensorgate: cannot read the envelope from standard input: {error}");
+        return ExitCode::from(1);
+    }
+    match sensorgate::crypto::cli::decrypt_one(key_file, topic, &input, hex) {
+        Ok(payload) => {
+            let mut out = std::io::stdout().lock();
+            if out.write_all(&payload).and_then(|()| out.flush()).is_err() {
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sensorgate: {error:#}");
+            ExitCode::from(2)
+        }
     }
 }
 

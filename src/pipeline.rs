@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
+use crate::crypto::FrameGuard;
 use crate::decode::PacketDecoder;
 use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
 use crate::model::Message;
@@ -44,15 +45,31 @@ pub struct Pipeline {
 pub struct PipelineUpdate {
     pub decoders: HashMap<String, PacketDecoder>,
     pub registry: RegistrySettings,
+    /// The frame keys of the new configuration (`None`: keep the running ones).
+    pub frame_keys: Option<crate::crypto::FrameKeys>,
 }
 
 impl Pipeline {
     /// Runs until `events` closes, applying configuration updates as they come. Returns the registry.
+    /// No source is encrypted (see [`Pipeline::run_with_frames`]).
     pub async fn run(
+        self,
+        broker: &Broker,
+        events: mpsc::Receiver<SourceEvent>,
+        updates: mpsc::Receiver<PipelineUpdate>,
+    ) -> Registry {
+        self.run_with_frames(broker, events, updates, FrameGuard::none())
+            .await
+    }
+
+    /// [`Pipeline::run`], with encrypted sources: `frames` opens their frames and checks their counters
+    /// before the decoder sees them (`crate::crypto::guard`).
+    pub async fn run_with_frames(
         mut self,
         broker: &Broker,
         mut events: mpsc::Receiver<SourceEvent>,
         mut updates: mpsc::Receiver<PipelineUpdate>,
+        mut frames: FrameGuard,
     ) -> Registry {
         let started = Instant::now();
         let mut stats = Stats::new();
@@ -72,7 +89,7 @@ impl Pipeline {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => {
-                        let messages = self.handle(event, &mut stats, &mut warnings);
+                        let messages = self.handle(event, &frames, &mut stats, &mut warnings);
                         refusals.publish(broker, &messages).await;
                     }
                     None => break,
@@ -82,6 +99,9 @@ impl Pipeline {
                         stats.source(source);
                     }
                     self.decoders = update.decoders;
+                    if let Some(keys) = update.frame_keys {
+                        frames.set_keys(keys);
+                    }
                     let wills = self.registry.reconfigure(update.registry);
                     refusals.publish(broker, &wills).await;
                 }
@@ -136,6 +156,7 @@ impl Pipeline {
     fn handle(
         &mut self,
         event: SourceEvent,
+        frames: &FrameGuard,
         stats: &mut Stats,
         warnings: &mut WarnLimiter,
     ) -> Vec<Message> {
@@ -163,6 +184,18 @@ impl Pipeline {
                 stats.source(&source).frames += 1;
                 let Some(decoder) = self.decoders.get(&source) else {
                     return Vec::new();
+                };
+                // Encrypted sources: authenticate, decrypt and check the counter first.
+                let (decoder, packet) = match frames.open(decoder, &packet) {
+                    Ok(opened) => opened,
+                    Err(refusal) => {
+                        refusal.count(stats.source(&source));
+                        log::debug!(source = source.as_str(); "frame refused: {refusal}");
+                        if let Some(suppressed) = warnings.check(&source, Instant::now()) {
+                            log::warn!(source = source.as_str(); "frame refused: {refusal}{}", suppressed_note(suppressed));
+                        }
+                        return Vec::new();
+                    }
                 };
                 match decoder.decode(&packet) {
                     Ok(readings) => {

@@ -21,6 +21,10 @@ pub struct SourceCounters {
     pub decode_errors: u64,
     /// Readings dropped as duplicates.
     pub duplicates: u64,
+    /// Encrypted frames that failed authentication (wrong key, changed bytes, no key for the device).
+    pub auth_failed: u64,
+    /// Authentic encrypted frames refused because their counter was not above the device's mark.
+    pub replayed: u64,
     /// Times the link was lost (port vanished, radio stopped answering).
     pub link_losses: u64,
     /// Whether the link is up now.
@@ -82,6 +86,8 @@ pub fn stats_json(
         totals.frame_errors += counters.frame_errors;
         totals.decode_errors += counters.decode_errors;
         totals.duplicates += counters.duplicates;
+        totals.auth_failed += counters.auth_failed;
+        totals.replayed += counters.replayed;
         totals.link_losses += counters.link_losses;
     }
     let sources: serde_json::Map<String, Json> = stats
@@ -104,6 +110,8 @@ pub fn stats_json(
             "frame_errors": totals.frame_errors,
             "decode_errors": totals.decode_errors,
             "duplicates": totals.duplicates,
+            "auth_failed": totals.auth_failed,
+            "replayed": totals.replayed,
             "link_losses": totals.link_losses,
         },
         "broker": {
@@ -210,12 +218,14 @@ mod tests {
                 "devices": {"online": 2, "known": 4, "dropped_over_cap": 3, "fields_dropped": 9},
                 "sources": {
                     "lora": {"frames": 5, "readings": 0, "frame_errors": 0, "decode_errors": 0,
-                             "duplicates": 1, "link_losses": 1, "up": false},
+                             "duplicates": 1, "auth_failed": 0, "replayed": 0, "link_losses": 1,
+                             "up": false},
                     "uart0": {"frames": 10, "readings": 8, "frame_errors": 0, "decode_errors": 2,
-                              "duplicates": 0, "link_losses": 0, "up": true},
+                              "duplicates": 0, "auth_failed": 0, "replayed": 0, "link_losses": 0,
+                              "up": true},
                 },
                 "totals": {"frames": 15, "readings": 8, "frame_errors": 0, "decode_errors": 2,
-                           "duplicates": 1, "link_losses": 1},
+                           "duplicates": 1, "auth_failed": 0, "replayed": 0, "link_losses": 1},
                 "broker": {"dropped_for_slow_subscribers": 12, "refused_gateway_publishes": 1},
                 "uplink": {"spool_messages": 7},
             })

@@ -314,7 +314,7 @@ fn shipped_configurations_parse() {
 
 proptest! {
     // The reference file is 400 lines: about 6 ms a parse in a debug build.
-    #![proptest_config(config(CASES * 3 / 5))]
+    #![proptest_config(config(CASES / 2))]
 
     /// One to eight random mutations of the shipped reference file.
     #[test]

@@ -137,6 +137,22 @@ struct Gateway {
     uplink_stats: Option<UplinkStatsHandle>,
     uplink: Option<JoinHandle<()>>,
     uplink_stop: CancellationToken,
+    /// Writes the replay marks of encrypted frames; stopped after the pipeline (`crate::replay`).
+    replay: JoinHandle<()>,
+    replay_stop: CancellationToken,
+}
+
+/// Reads every key file the configuration names, on a blocking thread, and logs a warning for each one
+/// readable by group or others. A malformed file is a configuration error, located in the key file.
+async fn load_keys(config: &Config) -> Result<crate::crypto::LoadedKeys, RunError> {
+    let config = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || crate::crypto::load_keys(&config))
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the key files: {e}"))??;
+    for warning in &loaded.warnings {
+        log::warn!("{warning}");
+    }
+    Ok(loaded)
 }
 
 impl Gateway {
@@ -148,6 +164,12 @@ impl Gateway {
                 state_dir.display()
             )
         })?;
+        let keys = load_keys(&config).await?;
+        let (replay, replay_persister) = crate::replay::open(&state_dir)
+            .await
+            .context("replay marks of encrypted frames")?;
+        let replay_stop = CancellationToken::new();
+        let replay_task = tokio::spawn(replay_persister.run(replay_stop.clone()));
 
         let (tap, uplink_input) = match &config.upstream {
             Some(_) => {
@@ -178,7 +200,8 @@ impl Gateway {
         let uplink = match (config.upstream.as_ref(), uplink_input) {
             (Some(upstream), Some(input)) => {
                 let uplink = Uplink::open(settings::uplink(&config, upstream, &state_dir))
-                    .context("upstream")?;
+                    .context("upstream")?
+                    .with_payload_encryption(keys.sealers);
                 log::info!("forwarding upstream to {}", upstream.url);
                 let stats = uplink.stats();
                 uplink_stats = Some(stats);
@@ -211,10 +234,12 @@ impl Gateway {
         };
         let (pipeline_updates, updates_rx) = mpsc::channel(4);
         let pipeline_broker = broker.clone();
-        let pipeline =
-            tokio::spawn(
-                async move { pipeline.run(&pipeline_broker, events_rx, updates_rx).await },
-            );
+        let frames = crate::crypto::FrameGuard::new(keys.frames, replay);
+        let pipeline = tokio::spawn(async move {
+            pipeline
+                .run_with_frames(&pipeline_broker, events_rx, updates_rx, frames)
+                .await
+        });
 
         let mut gateway = Gateway {
             config,
@@ -228,6 +253,8 @@ impl Gateway {
             uplink_stats,
             uplink,
             uplink_stop,
+            replay: replay_task,
+            replay_stop,
         };
         for source in gateway.config.sources.clone() {
             gateway.start_source(source);
@@ -275,6 +302,13 @@ impl Gateway {
     /// Applies a new, already validated configuration: sources that changed (or vanished) stop, new or
     /// changed ones start; the rest keep running.
     async fn reload(&mut self, new: Config) {
+        let keys = match load_keys(&new).await {
+            Ok(keys) => keys,
+            Err(error) => {
+                log::error!("configuration not reloaded, the running one is kept: {error}");
+                return;
+            }
+        };
         let changed: Vec<String> = self
             .sources
             .iter()
@@ -290,6 +324,7 @@ impl Gateway {
                 .map(|s| (s.name.clone(), settings::decoder(s)))
                 .collect(),
             registry: settings::registry(&new),
+            frame_keys: Some(keys.frames),
         };
         if self.pipeline_updates.send(update).await.is_err() {
             log::error!("pipeline gone; configuration not applied");
@@ -335,6 +370,9 @@ impl Gateway {
         drop(self.events);
         // The pipeline ends once every source's sender is gone, after publishing the devices' wills.
         let _ = self.pipeline.await;
+        // Every frame is checked: the exact replay marks are written, marked clean.
+        self.replay_stop.cancel();
+        let _ = self.replay.await;
         let offline = availability(
             &self.config.gateway.base_topic,
             "offline",

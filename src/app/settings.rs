@@ -15,7 +15,7 @@ use crate::devices::{DeviceSettings, RegistrySettings, WillSettings};
 use crate::frame::crc::CrcMode;
 use crate::source::radio::{RadioBackend, RadioSettings};
 use crate::source::serial::SerialSettings;
-use crate::source::simulator::SimulatorSettings;
+use crate::source::simulator::{SimulatorEncryption, SimulatorSettings};
 use crate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, UplinkSettings};
 
 /// How often a changed retained store is written to the state directory.
@@ -140,6 +140,9 @@ pub fn simulator(source: &SourceConfig, simulator: &SimulatorConfig) -> Simulato
         framing: simulator.framing,
         silence_probability: 0.002,
         seed: seed_from_name(&source.name),
+        encryption: source.encryption.as_ref().map(|encryption| SimulatorEncryption {
+            key_file: encryption.key_file.clone(),
+        }),
     }
 }
 

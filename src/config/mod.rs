@@ -46,12 +46,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use sections::{
-    defaults, BrokerConfig, DeviceConfig, DevicesConfig, ForwardRule, GatewayConfig,
+    defaults, BrokerConfig, DeviceConfig, DevicesConfig, ForwardEncrypt, ForwardRule, GatewayConfig,
     ListenerConfig, LogConfig, LogLevel, PublishConfig, SpoolConfig, TlsConfig, UpstreamConfig,
     UpstreamUrl, UserConfig, WillConfig,
 };
 pub use source::{
-    keys_for_kind, Parity, RadioBackendConfig, RadioChip, RadioConfig, RadioPins, SerialConfig,
+    keys_for_kind, FrameEncryption, Parity, RadioBackendConfig, RadioChip, RadioConfig, RadioPins, SerialConfig,
     SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size, SyncMode};
@@ -194,6 +194,7 @@ impl Config {
                     filter: format!("{base}/#"),
                     prefix: String::new(),
                     qos: defaults::FORWARD_QOS,
+                    encrypt: None,
                 });
             }
         }

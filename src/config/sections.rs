@@ -327,6 +327,9 @@ pub struct DeviceConfig {
     pub offline_after: Option<Duration>,
     /// Replaces the default will (`offline` on `{base}/{name}/availability`).
     pub will: Option<WillConfig>,
+    /// This device's own frame key (32 hex digits), instead of its encrypted source's `key_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `will = { topic, payload, qos, retain }` of a device.
@@ -381,6 +384,19 @@ pub struct ForwardRule {
     pub prefix: String,
     #[serde(default = "defaults::forward_qos")]
     pub qos: u8,
+    /// End-to-end encryption of the payloads this rule forwards (`crate::crypto::envelope`).
+    #[serde(default)]
+    pub encrypt: Option<ForwardEncrypt>,
+}
+
+/// `encrypt = { key_file, key_id }` of a forward rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardEncrypt {
+    /// A file holding the 32-byte key as 64 hex digits.
+    pub key_file: PathBuf,
+    /// 0-255, the envelope's second byte, so the receiver can tell keys apart.
+    pub key_id: u64,
 }
 
 /// `[upstream.spool]`: the disk queue between the embedded broker and the cloud broker.

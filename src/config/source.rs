@@ -29,6 +29,23 @@ pub struct SourceConfig {
     pub payload: PayloadFormat,
     /// What the source reads from, with its kind's settings.
     pub kind: SourceKind,
+    /// `encryption = "aes-128-ccm"`: frames are authenticated and encrypted (`crate::crypto::frame`).
+    pub encryption: Option<FrameEncryption>,
+}
+
+/// `encryption = "aes-128-ccm"` with its `key_file`, of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameEncryption {
+    /// The source's key (32 hex digits); `None` when every device has a `[[device]] key_file` of its
+    /// own (frames of other devices are then refused, counted as `auth_failed`).
+    pub key_file: Option<PathBuf>,
+}
+
+/// The `encryption` key's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) enum EncryptionName {
+    #[serde(rename = "aes-128-ccm")]
+    Aes128Ccm,
 }
 
 /// The kind of a source and its settings.
@@ -254,7 +271,7 @@ pub struct RadioPins {
 /// The LoRa bandwidths both chips support, Hz: the radio driver's table, re-exported.
 pub use crate::source::radio::BANDWIDTHS_HZ;
 
-const COMMON_KEYS: [&str; 4] = ["name", "kind", "header", "payload"];
+const COMMON_KEYS: [&str; 6] = ["name", "kind", "header", "payload", "encryption", "key_file"];
 const SERIAL_KEYS: &[&str] = &[
     "path",
     "baud",
@@ -364,6 +381,8 @@ pub(crate) struct SourceToml {
     preamble: Option<u16>,
     tcxo_voltage: Option<f32>,
     dio2_rf_switch: Option<bool>,
+    encryption: Option<EncryptionName>,
+    key_file: Option<PathBuf>,
 }
 
 impl SourceToml {
@@ -393,11 +412,39 @@ impl SourceToml {
             }
         }
         check_name(&self.name, at)?;
-        match self.kind {
+        let encryption = self.frame_encryption(at)?;
+        let mut source = match self.kind {
             KindName::Serial => self.build_serial(at),
             KindName::Simulator => self.build_simulator(at),
             KindName::Sx1276 => self.build_radio(RadioChip::Sx1276, at),
             KindName::Sx1262 => self.build_radio(RadioChip::Sx1262, at),
+        }?;
+        if encryption.is_some() {
+            source.encryption = encryption;
+            check_encryption_fits(&source, at)?;
+        }
+        Ok(source)
+    }
+
+    /// `encryption` and `key_file`: a key file only with encryption, and not an empty path.
+    fn frame_encryption(&self, at: &KeyPath) -> Result<Option<FrameEncryption>, Problem> {
+        if let Some(path) = &self.key_file {
+            if path.as_os_str().is_empty() {
+                return Err(Problem::value(
+                    at.key("key_file"),
+                    "is empty; write the path of a file holding the 32 hex digits of the key",
+                ));
+            }
+        }
+        match (self.encryption, &self.key_file) {
+            (None, Some(_)) => Err(Problem::key(
+                at.key("key_file"),
+                "a key_file needs encryption = \"aes-128-ccm\" on this source",
+            )),
+            (None, None) => Ok(None),
+            (Some(EncryptionName::Aes128Ccm), key_file) => Ok(Some(FrameEncryption {
+                key_file: key_file.clone(),
+            })),
         }
     }
 
@@ -457,6 +504,7 @@ impl SourceToml {
             header,
             payload,
             kind: SourceKind::Serial(serial),
+            encryption: None,
         })
     }
 
@@ -486,6 +534,7 @@ impl SourceToml {
             header,
             payload,
             kind: SourceKind::Simulator(simulator),
+            encryption: None,
         })
     }
 
@@ -528,6 +577,7 @@ impl SourceToml {
             header: self.header.unwrap_or(HeaderFormat::RadioHead),
             payload: self.payload.unwrap_or(PayloadFormat::Lpp),
             kind: SourceKind::Radio(radio),
+            encryption: None,
         })
     }
 
@@ -634,6 +684,39 @@ fn check_name(name: &str, at: &KeyPath) -> Result<(), Problem> {
             format!("\"{name}\" is not a source name; use letters, digits, '_' and '-' only, e.g. \"uart0\""),
         ))
     }
+}
+
+/// Encrypted frames are binary: serial and simulated sources need COBS or SLIP framing; a radio's
+/// simulator sends plain frames, so encryption needs the real chip there.
+fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Problem> {
+    let framing = match &source.kind {
+        SourceKind::Serial(serial) => Some(serial.framing),
+        SourceKind::Simulator(simulator) => {
+            if source.encryption.as_ref().is_some_and(|e| e.key_file.is_none()) {
+                return Err(Problem::value(
+                    at.clone(),
+                    "an encrypted simulator needs key_file: every simulated node seals its frames with it",
+                ));
+            }
+            Some(simulator.framing)
+        }
+        SourceKind::Radio(radio) => {
+            if matches!(radio.backend, RadioBackendConfig::Simulator { .. }) {
+                return Err(Problem::value(
+                    at.key("encryption"),
+                    "the radio simulator's nodes send plain frames; use encryption with backend = \"pi\", or a kind = \"simulator\" source to try it",
+                ));
+            }
+            None
+        }
+    };
+    if framing == Some(Framing::Lines) {
+        return Err(Problem::value(
+            at.key("encryption"),
+            "encrypted frames are binary and \"lines\" carries text only; write framing = \"cobs\" or \"slip\"",
+        ));
+    }
+    Ok(())
 }
 
 /// Line framing carries text only: a binary payload, header or CRC trailer needs COBS or SLIP.

@@ -361,6 +361,9 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
                 ),
             ));
         }
+        if let Some(key_file) = &device.key_file {
+            check_device_key(config, device, key_file, &path)?;
+        }
         if let Some(offline_after) = device.offline_after {
             check_duration(
                 &limits::DEVICE_OFFLINE_AFTER,
@@ -376,6 +379,68 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
     }
     Ok(())
 }
+
+/// A `[[device]] key_file`: its source must be encrypted and have a header, and the address must be one
+/// the header carries, since the key is chosen by the header's address before anything is decrypted.
+fn check_device_key(
+    config: &Config,
+    device: &super::DeviceConfig,
+    key_file: &std::path::Path,
+    path: &KeyPath,
+) -> Result<(), Problem> {
+    if key_file.as_os_str().is_empty() {
+        return Err(Problem::value(
+            path.key("key_file"),
+            "is empty; write the path of a file holding the 32 hex digits of the key",
+        ));
+    }
+    let Some(source) = config.sources.iter().find(|s| s.name == device.source) else {
+        return Ok(());
+    };
+    if source.encryption.is_none() {
+        return Err(Problem::key(
+            path.key("key_file"),
+            format!(
+                "the [[source]] \"{}\" is not encrypted; add encryption = \"aes-128-ccm\" to it, or remove this key_file",
+                source.name
+            ),
+        ));
+    }
+    if matches!(source.kind, super::SourceKind::Simulator(_)) {
+        return Err(Problem::key(
+            path.key("key_file"),
+            format!(
+                "the [[source]] \"{}\" is a simulator, whose nodes all seal with the source's key_file; remove this key_file",
+                source.name
+            ),
+        ));
+    }
+    if source.header == crate::decode::HeaderFormat::None {
+        return Err(Problem::key(
+            path.key("key_file"),
+            format!(
+                "the [[source]] \"{}\" has header = \"none\": a device key is chosen by the header's address, so per-device keys need header = \"node16\" or \"radiohead\" (or use the source's key_file)",
+                source.name
+            ),
+        ));
+    }
+    if crate::crypto::guard::device_address(source.header, &device.address).is_none() {
+        let range = match source.header {
+            crate::decode::HeaderFormat::RadioHead => "0-255",
+            _ => "0-65535",
+        };
+        return Err(Problem::value(
+            path.key("address"),
+            format!(
+                "\"{}\" is not a {} address ({range}); a device with a key_file is named by its header's address, in decimal",
+                device.address,
+                source.header.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 
 fn check_upstream(config: &Config, at: &KeyPath) -> Result<(), Problem> {
     let Some(upstream) = &config.upstream else {
@@ -443,6 +508,20 @@ fn check_upstream(config: &Config, at: &KeyPath) -> Result<(), Problem> {
             })?;
         }
         check_qos(rule.qos, path.key("qos"))?;
+        if let Some(encrypt) = &rule.encrypt {
+            if encrypt.key_file.as_os_str().is_empty() {
+                return Err(Problem::value(
+                    path.key("encrypt").key("key_file"),
+                    "is empty; write the path of a file holding the 64 hex digits of the key",
+                ));
+            }
+            if encrypt.key_id > 255 {
+                return Err(Problem::value(
+                    path.key("encrypt").key("key_id"),
+                    format!("{} is not a key id; write 0-255", encrypt.key_id),
+                ));
+            }
+        }
     }
     check_forward_rules_as_the_uplink_does(config, at)?;
     let spool = &upstream.spool;

@@ -2,13 +2,18 @@
 //! a daily swing, humidity, a slowly draining battery) and now and then fall silent, so a new user sees the
 //! whole path work without hardware. Each reading is encoded in the configured payload format, header, CRC
 //! and framing, and the bytes go through the same [`Deframer`] a serial port uses: the simulator exercises
-//! the real decoders, it does not bypass them. It never publishes anything itself.
+//! the real decoders, it does not bypass them. With `encryption`, each node seals its frames as a real
+//! encrypting node would (`crate::crypto::frame`), with a frame counter that starts from the clock
+//! (16 per second since 2023-11-14), so a restarted simulator never reuses a counter unless a node sent
+//! more than 16 frames a second. It never publishes anything itself.
 
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::crypto::frame::Direction;
+use crate::crypto::FrameKey;
 use crate::decode::header::encode_header;
 use crate::decode::lpp::LppWriter;
 use crate::decode::{HeaderFormat, PayloadFormat};
@@ -32,6 +37,42 @@ pub struct SimulatorSettings {
     pub silence_probability: f64,
     /// Seed of the random walk, so that a run can be repeated.
     pub seed: u64,
+    /// Seal frames with AES-128-CCM, as the gateway's source expects them.
+    pub encryption: Option<SimulatorEncryption>,
+}
+
+/// The key file of an encrypted simulator: every node seals with the source's key (the configuration
+/// refuses `[[device]] key_file` on a simulator source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatorEncryption {
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// The key itself, read when the simulator starts.
+#[derive(Debug)]
+struct NodeKeys {
+    default: Option<FrameKey>,
+}
+
+impl NodeKeys {
+    fn load(encryption: &SimulatorEncryption) -> Result<NodeKeys, crate::crypto::KeyError> {
+        let default = match &encryption.key_file {
+            Some(path) => Some(crate::crypto::keys::load_frame_key(path)?.key),
+            None => None,
+        };
+        Ok(NodeKeys { default })
+    }
+}
+
+/// The first frame counter of a node: 16 per second since 1_700_000_000 (2023-11-14), so counters keep
+/// growing across restarts; u32 lasts until 2032.
+fn clock_counter(now: SystemTime) -> u32 {
+    let seconds = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .saturating_sub(1_700_000_000);
+    u32::try_from(seconds.saturating_mul(16)).unwrap_or(u32::MAX)
 }
 
 /// One virtual node's state.
@@ -43,6 +84,8 @@ struct Node {
     humidity: f64,
     battery_volts: f64,
     silent_for: u32,
+    /// The next frame counter (encrypted frames only).
+    counter: u32,
 }
 
 impl Node {
@@ -54,6 +97,7 @@ impl Node {
             humidity: rng.random_range(35.0..65.0),
             battery_volts: rng.random_range(3.0..3.3),
             silent_for: 0,
+            counter: clock_counter(SystemTime::now()),
         }
     }
 
@@ -86,7 +130,8 @@ fn round_to(value: f64, step: f64) -> f64 {
 /// Encodes one reading the way a real node of this configuration would put it on the wire (before framing).
 fn encode_reading(
     settings: &SimulatorSettings,
-    node: &Node,
+    node: &mut Node,
+    keys: Option<&NodeKeys>,
     values: (f64, f64, f64),
 ) -> Vec<Vec<u8>> {
     let (temperature, humidity, battery) = values;
@@ -121,10 +166,24 @@ fn encode_reading(
     };
     payloads
         .into_iter()
-        .map(|payload| {
-            let mut frame = encode_header(settings.header, node.address, node.seq);
-            frame.extend_from_slice(&payload);
-            append_crc(settings.crc, &frame)
+        .filter_map(|payload| {
+            let header = encode_header(settings.header, node.address, node.seq);
+            let frame = match keys {
+                None => {
+                    let mut frame = header;
+                    frame.extend_from_slice(&payload);
+                    frame
+                }
+                Some(keys) => {
+                    let address = crate::crypto::frame::header_address(settings.header, &header);
+                    let key = keys.default.as_ref()?;
+                    let counter = node.counter;
+                    node.counter = node.counter.saturating_add(1);
+                    crate::crypto::frame::seal(key, Direction::Uplink, address, &header, counter, &payload)
+                        .ok()?
+                }
+            };
+            Some(append_crc(settings.crc, &frame))
         })
         .collect()
 }
@@ -132,6 +191,20 @@ fn encode_reading(
 /// Runs the virtual nodes until `ctx.shutdown` is cancelled or the pipeline goes away. Sends are spread
 /// evenly over the interval rather than all at once.
 pub async fn run(ctx: SourceContext, settings: SimulatorSettings) {
+    let keys = match settings.encryption.clone() {
+        None => None,
+        Some(encryption) => match tokio::task::spawn_blocking(move || NodeKeys::load(&encryption)).await {
+            Ok(Ok(keys)) => Some(keys),
+            Ok(Err(error)) => {
+                log::error!(source = ctx.name.as_str(); "simulator not started: {error}");
+                return;
+            }
+            Err(error) => {
+                log::error!(source = ctx.name.as_str(); "simulator not started: {error}");
+                return;
+            }
+        },
+    };
     let mut rng = StdRng::seed_from_u64(settings.seed);
     let device_count = settings.devices.clamp(1, u32::from(u16::MAX));
     let mut nodes: Vec<Node> = (1..=device_count)
@@ -171,7 +244,7 @@ pub async fn run(ctx: SourceContext, settings: SimulatorSettings) {
         }
         let now = SystemTime::now();
         let values = node.step(&mut rng, now);
-        for frame in encode_reading(&settings, node, values) {
+        for frame in encode_reading(&settings, node, keys.as_ref(), values) {
             deframer.push(&encode_frame(settings.framing, &frame));
         }
         if !ctx.emit_frames(&mut deframer, now).await {
@@ -203,6 +276,7 @@ mod tests {
             framing,
             silence_probability: 0.0,
             seed: 7,
+            encryption: None,
         }
     }
 
@@ -270,6 +344,58 @@ mod tests {
             }
             assert!(reading.seq.is_some());
         }
+    }
+
+    #[tokio::test]
+    async fn encrypted_frames_open_with_the_key_and_counters_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("k");
+        std::fs::write(&key_file, "000102030405060708090a0b0c0d0e0f\n").unwrap();
+        let mut settings = settings(
+            PayloadFormat::Lpp,
+            HeaderFormat::Node16,
+            CrcMode::Crc16CcittFalse,
+            Framing::Cobs,
+        );
+        settings.encryption = Some(SimulatorEncryption {
+            key_file: Some(key_file),
+        });
+        let (tx, mut rx) = mpsc::channel(64);
+        let shutdown = CancellationToken::new();
+        let ctx = SourceContext {
+            name: "demo".into(),
+            out: tx,
+            shutdown: shutdown.clone(),
+        };
+        let decoder = PacketDecoder {
+            crc: settings.crc,
+            header: settings.header,
+            payload: settings.payload,
+        };
+        let mut keys = crate::crypto::FrameKeys::default();
+        keys.sources.insert(
+            "demo".into(),
+            crate::crypto::SourceKeys {
+                default: Some(FrameKey::from_bytes(core::array::from_fn(|i| i as u8))),
+                ..Default::default()
+            },
+        );
+        let guard = crate::crypto::FrameGuard::new(keys, crate::replay::ReplayGuard::in_memory());
+        let task = tokio::spawn(run(ctx, settings));
+        let mut readings = 0;
+        while readings < 6 {
+            let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let SourceEvent::Packet(packet) = event {
+                // Plain decoding fails: the payload is ciphertext behind a counter.
+                let (plain, opened) = guard.open(&decoder, &packet).unwrap();
+                readings += plain.decode(&opened).unwrap().len();
+            }
+        }
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]

@@ -3,7 +3,9 @@
 //! forwarded twice); the remote topic is the rule's prefix followed by the local topic, and the retained
 //! flag is kept. The gateway's own availability topic is never forwarded: upstream, the uplink owns it
 //! (its MQTT will and the `online` sent on every CONNACK), and a spooled local `offline` replayed after an
-//! outage would otherwise overwrite the fresh `online`. Pure: no IO.
+//! outage would otherwise overwrite the fresh `online`. A rule with `encrypt` seals each payload into the
+//! end-to-end envelope for its remote topic (`crate::crypto::envelope`) here, before the spool, so the
+//! spool holds ciphertext too. Pure: no IO.
 
 use crate::model::Message;
 
@@ -40,6 +42,8 @@ pub enum ForwardError {
 pub struct Forwarder {
     rules: Vec<ForwardRule>,
     own_availability: String,
+    /// Per rule, its end-to-end encryption.
+    sealers: Vec<Option<crate::crypto::Sealer>>,
 }
 
 /// Checks a topic filter: wildcards only as whole levels, `#` only last, not empty.
@@ -110,9 +114,17 @@ impl Forwarder {
             }
         }
         Ok(Forwarder {
+            sealers: vec![None; rules.len()],
             rules,
             own_availability: format!("{base_topic}/gateway/availability"),
         })
+    }
+
+    /// Seals the payloads of rule `index` with `sealer`; an index without a rule is ignored.
+    pub fn encrypt_rule(&mut self, index: usize, sealer: crate::crypto::Sealer) {
+        if let Some(slot) = self.sealers.get_mut(index) {
+            *slot = Some(sealer);
+        }
     }
 
     /// The upstream message for a local one, or `None` when no rule selects it.
@@ -120,13 +132,20 @@ impl Forwarder {
         if message.topic == self.own_availability {
             return None;
         }
-        let rule = self
+        let index = self
             .rules
             .iter()
-            .find(|rule| topic_matches(&rule.filter, &message.topic))?;
+            .position(|rule| topic_matches(&rule.filter, &message.topic))?;
+        let rule = &self.rules[index];
+        let topic = format!("{}{}", rule.prefix, message.topic);
+        let payload = match self.sealers.get(index).and_then(Option::as_ref) {
+            // Sealing fails only beyond 256 GiB, far above any MQTT payload.
+            Some(sealer) => sealer.seal(&topic, &message.payload).ok()?,
+            None => message.payload.clone(),
+        };
         Some(Outbound {
-            topic: format!("{}{}", rule.prefix, message.topic),
-            payload: message.payload.clone(),
+            topic,
+            payload,
             qos: rule.qos,
             retain: message.retain,
         })
@@ -194,6 +213,27 @@ mod tests {
             .route(&message("sg/gateway/availability", true))
             .is_none());
         assert_eq!(forwarder.first_prefix(), "k/");
+    }
+
+    #[test]
+    fn an_encrypted_rule_seals_for_its_remote_topic() {
+        use crate::crypto::{envelope, EnvelopeKey, Sealer};
+        let key = EnvelopeKey::from_bytes([7; 32]);
+        let mut forwarder = Forwarder::new(
+            vec![rule("sg/kitchen/#", "site/", 1), rule("sg/#", "site/", 1)],
+            "sg",
+        )
+        .unwrap();
+        forwarder.encrypt_rule(0, Sealer::new(key.clone(), 9));
+        forwarder.encrypt_rule(5, Sealer::new(key.clone(), 9));
+        let out = forwarder.route(&message("sg/kitchen/temp", true)).unwrap();
+        assert_eq!(out.payload.len(), 4 + envelope::OVERHEAD);
+        let (key_id, payload) =
+            envelope::open(&key, Some(9), "site/sg/kitchen/temp", &out.payload).unwrap();
+        assert_eq!((key_id, payload.as_slice()), (9, b"21.5".as_slice()));
+        assert!(envelope::open(&key, Some(9), "site/sg/hall/temp", &out.payload).is_err());
+        let plain = forwarder.route(&message("sg/hall", false)).unwrap();
+        assert_eq!(plain.payload, b"21.5");
     }
 
     #[test]

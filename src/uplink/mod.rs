@@ -251,6 +251,14 @@ impl Uplink {
             .map_err(|e| UplinkError::Job(format!("opening the uplink: {e}")))?
     }
 
+    /// End-to-end encryption per forward rule: `(rule index, sealer)` (`crate::crypto::envelope`).
+    pub fn with_payload_encryption(mut self, sealers: Vec<(usize, crate::crypto::Sealer)>) -> Uplink {
+        for (index, sealer) in sealers {
+            self.forwarder.encrypt_rule(index, sealer);
+        }
+        self
+    }
+
     /// Replaces the reconnect schedule (default: 1 s doubling to 60 s, reset after 30 s up).
     pub fn with_reconnect_delays(mut self, initial: Duration, max: Duration) -> Uplink {
         self.reconnect.initial = initial;

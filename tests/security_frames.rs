@@ -1,0 +1,343 @@
+//! Encrypted sensor frames end to end: an independent node-side implementation (Python's `cryptography`,
+//! `tests/security/frames.py`, which checks the design's test vector first) seals AES-128-CCM frames
+//! with a node16 header and a CRC trailer; the real daemon reads them COBS-framed through a pseudo-
+//! terminal, publishes what authenticates, and counts the rest per source (`auth_failed`, `replayed`):
+//! tampered header, ciphertext or MIC, the wrong key, replays before and after a clean restart, and after
+//! `kill -9` (a power cut) within the documented restart margin. Every wait is bounded.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/mqtt.rs"]
+mod mqtt;
+#[path = "support/pty.rs"]
+mod pty;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use daemon::Daemon;
+use pty::FakeDongle;
+use sensorgate::frame::{encode_frame, Framing};
+
+const SOURCE_KEY: &str = "000102030405060708090a0b0c0d0e0f";
+const PORCH_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
+
+const CONFIG: &str = r#"
+[gateway]
+id = "test-gw"
+state_dir = "{state_dir}"
+
+[[broker.listener]]
+bind = "127.0.0.1:{port}"
+
+[publish]
+stats_interval = "1s"
+
+[[source]]
+name = "uart0"
+kind = "serial"
+path = "{link}"
+framing = "cobs"
+crc = "crc16-ccitt-false"
+header = "node16"
+payload = "lpp"
+encryption = "aes-128-ccm"
+key_file = "{source_key}"
+
+[devices]
+dedup_window = "0s"
+
+[[device]]
+name = "kitchen"
+source = "uart0"
+address = "17"
+
+[[device]]
+name = "porch"
+source = "uart0"
+address = "9"
+key_file = "{porch_key}"
+"#;
+
+const OPENED: &str = "open at 115200 baud";
+
+fn write_key(path: &Path, hex: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    // Grouped and on two lines: whitespace is ignored.
+    std::fs::write(path, format!("{}\n{}\n", &hex[..16], &hex[16..])).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn start(dir: &Path, dongle: Option<FakeDongle>) -> (Daemon, FakeDongle) {
+    let link = dir.join("usb-node-bridge");
+    let dongle = dongle.unwrap_or_else(|| FakeDongle::plug(&link));
+    let source_key = dir.join("uart0.key");
+    let porch_key = dir.join("porch.key");
+    if !source_key.exists() {
+        write_key(&source_key, SOURCE_KEY, 0o600);
+        write_key(&porch_key, PORCH_KEY, 0o644);
+    }
+    let config = CONFIG
+        .replace("{link}", &link.display().to_string())
+        .replace("{source_key}", &source_key.display().to_string())
+        .replace("{porch_key}", &porch_key.display().to_string());
+    let daemon = Daemon::start(dir, &config);
+    daemon.wait_for_log(OPENED, 1, Duration::from_secs(10));
+    (daemon, dongle)
+}
+
+/// One frame request for the Python node: key, address, counter, temperature, and an optional tamper.
+struct Node<'a> {
+    key: &'a str,
+    address: u16,
+    counter: u32,
+    temperature: f64,
+    tamper: Option<&'a str>,
+}
+
+fn node(key: &str, address: u16, counter: u32, temperature: f64) -> Node<'_> {
+    Node {
+        key,
+        address,
+        counter,
+        temperature,
+        tamper: None,
+    }
+}
+
+/// Cayenne LPP: channel 1, temperature, 0.1 °C big-endian.
+fn lpp_temperature(celsius: f64) -> String {
+    let value = (celsius * 10.0).round() as i16;
+    format!("0167{:04x}", value as u16)
+}
+
+/// Frames sealed by the Python implementation, COBS-framed for the wire.
+fn python_frames(nodes: &[Node<'_>]) -> Vec<u8> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/security/frames.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test installs python3 and python3-cryptography)");
+    let mut input = String::new();
+    for n in nodes {
+        input.push_str(&format!(
+            "{} {} {} {} {} {}\n",
+            n.key,
+            n.address,
+            n.counter as u8,
+            n.counter,
+            lpp_temperature(n.temperature),
+            n.tamper.unwrap_or("")
+        ));
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "tests/security/frames.py failed (is python3-cryptography installed? scripts/test installs it): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), nodes.len());
+    let mut wire = Vec::new();
+    for line in lines {
+        let frame: Vec<u8> = (0..line.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
+            .collect();
+        wire.extend(encode_frame(Framing::Cobs, &frame));
+    }
+    wire
+}
+
+fn state(message: &mqtt::Received) -> serde_json::Value {
+    serde_json::from_slice(&message.payload).expect("state is JSON")
+}
+
+/// Waits for `device`'s state with this temperature.
+async fn wait_state(sub: &mut mqtt::Subscriber, device: &str, temperature: f64) {
+    let topic = format!("sensorgate/{device}");
+    let mut seen = Vec::new();
+    let got = sub
+        .wait_for(Duration::from_secs(10), &mut seen, |m| {
+            m.topic == topic && state(m)["temperature_1"] == serde_json::json!(temperature)
+        })
+        .await;
+    assert!(
+        got.is_some(),
+        "{device} at {temperature}: saw {:?}",
+        seen.iter().map(|m| (m.topic.clone(), m.text())).collect::<Vec<_>>()
+    );
+}
+
+/// Waits until uart0's counters in `{base}/gateway/stats` satisfy `check`; returns them.
+async fn wait_counters(
+    stats: &mut mqtt::Subscriber,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut seen = Vec::new();
+    let got = stats
+        .wait_for(Duration::from_secs(10), &mut seen, |m| {
+            let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+            check(&json["sources"]["uart0"])
+        })
+        .await;
+    match got {
+        Some(m) => serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["sources"]["uart0"].clone(),
+        None => panic!(
+            "{what}: last stats {:?}",
+            seen.last().map(|m| m.text())
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_frames_are_accepted_and_tampered_replayed_or_foreign_ones_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mut dongle) = start(dir.path(), None);
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+
+    let tampered = |tamper| Node {
+        tamper: Some(tamper),
+        ..node(SOURCE_KEY, 17, 50, 99.0)
+    };
+    let frames = python_frames(&[
+        node(SOURCE_KEY, 17, 100, 21.5),
+        node(PORCH_KEY, 9, 5, 12.0),
+        // The source's key for a device that has its own: refused, counted.
+        node(SOURCE_KEY, 9, 6, 99.0),
+        tampered("header"),
+        tampered("ciphertext"),
+        tampered("tag"),
+        // Replays: the same counter, and an older one.
+        node(SOURCE_KEY, 17, 100, 21.5),
+        node(SOURCE_KEY, 17, 99, 99.0),
+        // The devices go on unaffected.
+        node(PORCH_KEY, 9, 7, 13.0),
+        node(SOURCE_KEY, 17, 101, 22.5),
+    ]);
+    dongle.write(&frames).await;
+
+    wait_state(&mut states, "kitchen", 21.5).await;
+    wait_state(&mut states, "porch", 12.0).await;
+    wait_state(&mut states, "porch", 13.0).await;
+    wait_state(&mut states, "kitchen", 22.5).await;
+    let counters = wait_counters(&mut stats, "4 auth failures, 2 replays, 4 readings", |c| {
+        c["auth_failed"] == 4 && c["replayed"] == 2 && c["readings"] == 4
+    })
+    .await;
+    assert_eq!(counters["decode_errors"], 0, "{counters}");
+    assert_eq!(counters["frames"], 10, "{counters}");
+
+    let log = daemon.log();
+    assert!(
+        log.contains("porch.key is readable by group or others"),
+        "a warning for the 0644 key file:\n{log}"
+    );
+    for key in [SOURCE_KEY, PORCH_KEY, &SOURCE_KEY[..16], &PORCH_KEY[16..]] {
+        assert!(!log.to_lowercase().contains(key), "a key in the log:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_are_refused_after_a_clean_restart_and_after_a_power_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mut dongle) = start(dir.path(), None);
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let recorded = python_frames(&[node(SOURCE_KEY, 17, 1000, 20.0)]);
+    dongle.write(&recorded).await;
+    wait_state(&mut states, "kitchen", 20.0).await;
+    drop(states);
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+
+    // Clean restart: the marks are exact. The recorded frame is refused; the next counter is accepted.
+    let (daemon, mut dongle) = start(dir.path(), Some(dongle));
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    dongle.write(&recorded).await;
+    let next = python_frames(&[node(SOURCE_KEY, 17, 1001, 21.0)]);
+    dongle.write(&next).await;
+    wait_state(&mut states, "kitchen", 21.0).await;
+    wait_counters(&mut stats, "the recorded frame refused after a clean restart", |c| {
+        c["replayed"] == 1 && c["readings"] == 1
+    })
+    .await;
+    drop((states, stats));
+
+    // A power cut: the file holds 1000 (1001 did not ask for a write), so the daemon refuses every counter
+    // up to 1000 + 32 (the restart margin), the recorded frames included, and accepts 1033.
+    daemon.kill();
+    let (daemon, mut dongle) = start(dir.path(), Some(dongle));
+    assert!(
+        daemon.log().contains("restored after an unclean stop"),
+        "{}",
+        daemon.log()
+    );
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    dongle.write(&recorded).await;
+    dongle.write(&next).await;
+    let after = python_frames(&[
+        node(SOURCE_KEY, 17, 1032, 98.0),
+        node(SOURCE_KEY, 17, 1033, 23.0),
+    ]);
+    dongle.write(&after).await;
+    wait_state(&mut states, "kitchen", 23.0).await;
+    let counters = wait_counters(&mut stats, "three refused within the margin", |c| {
+        c["replayed"] == 3 && c["readings"] == 1
+    })
+    .await;
+    assert_eq!(counters["auth_failed"], 0, "{counters}");
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+    let marks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state/replay.json")).unwrap())
+            .unwrap();
+    assert_eq!(marks["clean"], true, "{marks}");
+    assert_eq!(marks["devices"][0]["counter"], 1033, "{marks}");
+}
+
+#[test]
+fn a_malformed_key_file_is_refused_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("bad.key");
+    std::fs::write(&key, "00010203 04050607\n08090a0b 0c0d0eXf\n").unwrap();
+    let config = dir.path().join("sensorgate.toml");
+    let text = CONFIG
+        .replace("{state_dir}", &dir.path().join("state").display().to_string())
+        .replace("{port}", "1")
+        .replace("{link}", "/dev/null")
+        .replace("{source_key}", &key.display().to_string())
+        .replace("{porch_key}", &key.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    // check-config reads no file the configuration names (like TLS certificates, they are the
+    // machine's, read at start); `run` refuses before anything starts, with exit status 2.
+    let output = Command::new(env!("CARGO_BIN_EXE_sensorgate"))
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .env_remove("STATE_DIRECTORY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let expected = format!("{}:2:16: not a hex digit", key.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("source[0].key_file"), "{stderr}");
+    assert!(!stderr.contains("0c0d0e"), "no key digits: {stderr}");
+}
