@@ -6,12 +6,14 @@
 //!
 //! **Work and memory.** At most [`verification_slots`] argon2 verifications run at once (the machine's
 //! cores, 1 to [`MAX_VERIFICATIONS`]), each on `spawn_blocking` with a memory buffer taken from a pool of
-//! as many buffers, allocated on first use and then reused: resident memory is bounded by the slots times
-//! the largest configured hash's memory (19 MiB for the default hash, at most 64 MiB each: see
-//! [`super::password`]) whatever the login storm. A verified user name and password are remembered for
-//! [`CACHE_TTL`] (at most [`MAX_CACHED_CREDENTIALS`], oldest dropped first and counted) under a keyed
-//! hash with a random per-process key, never the password itself, so clients reconnecting after a Wi-Fi
-//! drop do not rerun argon2. An unknown user name, or a missing password, costs a verification against a
+//! as many buffers: during a login storm the buffers are reused, so resident memory grows by at most the
+//! slots times the largest configured hash's memory (19 MiB for the default hash, at most 64 MiB each:
+//! see [`super::password`]); when no verification runs or waits, the buffers are freed and the C
+//! allocator is told to give the memory back, so an idle daemon holds none of it. A verified user name
+//! and password are remembered for [`CACHE_TTL`] (at most [`MAX_CACHED_CREDENTIALS`], oldest dropped
+//! first and counted) under a keyed hash with a random per-process key, never the password itself, so
+//! clients reconnecting after a Wi-Fi drop do not rerun argon2 (the cache is looked at only after the
+//! brake has let the attempt through, so it is no faster oracle for guessing). An unknown user name, or a missing password, costs a verification against a
 //! decoy hash with the most common configured cost, so answer times do not tell which names exist.
 //!
 //! **The brake.** Failures are counted per client address and per user name (a name is kept as a keyed
@@ -511,6 +513,7 @@ impl CredentialCache {
 struct Work {
     permits: Arc<Semaphore>,
     buffers: Arc<Mutex<Vec<Vec<Block>>>>,
+    slots: usize,
     blocks: usize,
     allocated: Arc<AtomicUsize>,
     runs: AtomicU64,
@@ -521,6 +524,7 @@ impl Work {
         Work {
             permits: Arc::new(Semaphore::new(slots.max(1))),
             buffers: Arc::new(Mutex::new(Vec::new())),
+            slots: slots.max(1),
             blocks,
             allocated: Arc::new(AtomicUsize::new(0)),
             runs: AtomicU64::new(0),
@@ -534,6 +538,8 @@ impl Work {
         self.runs.fetch_add(1, Ordering::Relaxed);
         let buffers = self.buffers.clone();
         let allocated = self.allocated.clone();
+        let permits = self.permits.clone();
+        let slots = self.slots;
         let blocks = self.blocks.max(stored.blocks());
         // The permit and the buffer live in the blocking task: if this future is dropped (the client
         // left), the buffer still goes back to the pool before another verification may start.
@@ -545,11 +551,33 @@ impl Work {
                 memory_for(blocks)
             });
             let matched = stored.verify_with(&password, &mut memory);
-            lock(&buffers).push(memory);
+            // Idle (only this verification holds a permit, none waits): free the buffers and hand the
+            // memory back to the system, so resident memory after a storm is what it was before (a
+            // fresh buffer costs page faults, a few ms, against the verification's 0.1-0.4 s).
+            if permits.available_permits() + 1 >= slots {
+                drop(memory);
+                lock(&buffers).clear();
+                release_free_memory();
+            } else {
+                lock(&buffers).push(memory);
+            }
             matched
         })
         .await
         .unwrap_or(false)
+    }
+}
+
+/// Returns the C allocator's free memory to the system. glibc keeps large freed blocks in its heap once
+/// its dynamic mmap threshold has risen above them (which the first freed argon2 buffer does), so
+/// without this a freed 19 MiB buffer often stays resident.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes no pointers.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 
