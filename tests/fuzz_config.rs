@@ -8,12 +8,14 @@
 //! 2 MiB stack), and every error must render as `PATH:LINE:COL: message` with the position inside the
 //! text.
 //!
-//! Topics: `check_topic_name` and `check_topic_filter` on random strings (and 10,000-level ones) agree
-//! with a reference reading of MQTT 3.1.1 section 4.7; the broker's ACL matchers `topic_matches`,
-//! `filters_overlap` and `filter_within` (and the uplink's own `topic_matches`) agree with a small
-//! iterative reference matcher written here, on random and on 10,000-level topics and filters. The
-//! overlap and containment references are exact: they build a witness topic (or the canonical
-//! instances of a filter, with fresh levels) and ask the reference matcher.
+//! Topics: the configuration's `check_topic_name` and `check_topic_filter` and the broker's
+//! `topic::check_name` and `topic::check_filter` (with their level limit) on random strings (and
+//! 10,000-level ones) agree with a reference reading of MQTT 3.1.1 section 4.7; the matchers
+//! `topic_matches`, `filters_overlap` and `filter_within` (as the ACL and the uplink import them from
+//! `sensorgate::topic`) agree with a small iterative reference matcher written here, on random and on
+//! 10,000-level topics and filters. The overlap and containment references are exact: they build a
+//! witness topic (or the canonical instances of a filter, with fresh levels) and ask the reference
+//! matcher.
 //!
 //! Bounds: [`CASES`] cases per property (fewer for the deep ones), texts of a few KiB; the file runs in
 //! seconds in a debug build. Failures are shrunk and saved by proptest next to this file.
@@ -25,6 +27,7 @@ use proptest::prelude::*;
 
 use sensorgate::broker::acl::{filter_within, filters_overlap, topic_matches};
 use sensorgate::config::{check_topic_filter, check_topic_name, Config, ConfigError};
+use sensorgate::topic::{self, TopicError};
 use sensorgate::uplink::forward::topic_matches as uplink_topic_matches;
 
 const REFERENCE: &str = include_str!("../config/sensorgate.toml");
@@ -313,8 +316,9 @@ fn shipped_configurations_parse() {
 }
 
 proptest! {
-    // The reference file is 400 lines: about 6 ms a parse in a debug build.
-    #![proptest_config(config(CASES / 2))]
+    // The reference file is 430 lines, parsed twice (spans, then serde): 15-35 ms in a debug build,
+    // where toml_edit is unoptimised. 400 cases keep this under 15 s.
+    #![proptest_config(config(CASES / 5))]
 
     /// One to eight random mutations of the shipped reference file.
     #[test]
@@ -681,6 +685,33 @@ proptest! {
         }
     }
 
+    /// The broker's checks (`sensorgate::topic`) agree exactly with the MQTT rules plus the level
+    /// limit; empty levels are legal MQTT there.
+    #[test]
+    fn broker_topic_checks_match_the_reference(
+        text in prop_oneof![
+            8 => topic(),
+            8 => "[a/+#\\x00 $é]{0,16}",
+            1 => (65_530usize..65_540).prop_map(|n| "a/".repeat(n / 2)),
+            1 => (1usize..300).prop_map(|n| vec!["a"; n].join("/")),
+        ],
+        max_levels in prop::sample::select(vec![1usize, 2, 5, 128, usize::MAX]),
+    ) {
+        let levels = text.split('/').count();
+        prop_assert_eq!(topic::level_count(&text), levels);
+        let within_limit = levels <= max_levels;
+        let name = topic::check_name(&text, max_levels);
+        let filter = topic::check_filter(&text, max_levels);
+        prop_assert_eq!(name.is_ok(), is_publishable(&text) && text.len() <= 65_535 && within_limit, "name {:?}: {:?}", text, name);
+        prop_assert_eq!(filter.is_ok(), reference_valid_filter(&text) && within_limit, "filter {:?}: {:?}", text, filter);
+        for error in [name.err(), filter.err()].into_iter().flatten() {
+            prop_assert!(!error.to_string().is_empty());
+            if let TopicError::TooDeep { levels: found, max } = error {
+                prop_assert_eq!((found, max), (levels, max_levels));
+            }
+        }
+    }
+
     /// Both `topic_matches` agree with the reference matcher, on random and on instantiated topics.
     #[test]
     fn topic_matches_agrees_with_the_reference(
@@ -763,6 +794,8 @@ proptest! {
         let result = on_worker_stack(move || {
             let valid = reference_valid_filter(&filter);
             let checks = (check_topic_filter(&filter).is_ok(), check_topic_name(&topic).is_ok());
+            // Deeper than the broker's default max_topic_levels: refused (too deep, or NUL first).
+            assert!(topic::check_filter(&filter, 128).is_err() && topic::check_name(&topic, 128).is_err());
             let matched = valid.then(|| {
                 (
                     topic_matches(&filter, &topic) == reference_matches(&filter, &topic),
