@@ -133,7 +133,14 @@ fn main() -> ExitCode {
             framing,
             payload,
         } => match sensorgate::crypto::cli::encrypt_one(
-            &key_file, &header, address, seq, counter, &crc, framing.as_deref(), &payload,
+            &key_file,
+            &header,
+            address,
+            seq,
+            counter,
+            &crc,
+            framing.as_deref(),
+            &payload,
         ) {
             Ok(hex) => {
                 println!("{hex}");

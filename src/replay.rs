@@ -98,7 +98,9 @@ impl Entry {
 
     fn wants_write(&self) -> bool {
         match (self.accepted, self.durable) {
-            (Some(accepted), Some(durable)) => accepted.saturating_sub(durable) >= WRITE_AFTER_ADVANCE,
+            (Some(accepted), Some(durable)) => {
+                accepted.saturating_sub(durable) >= WRITE_AFTER_ADVANCE
+            }
             (Some(_), None) => true,
             (None, _) => false,
         }
@@ -263,7 +265,9 @@ impl ReplayGuard {
 
     fn lock(&self) -> MutexGuard<'_, Marks> {
         // A panic while holding the lock leaves the marks as they were: usable.
-        self.marks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.marks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// [`Marks::check`], then a wake-up for the persister if a write is due.
@@ -346,7 +350,10 @@ fn load_and_arm(path: &Path) -> Result<(Marks, bool), ReplayError> {
     let marks = Marks::restore(file.as_ref());
     if let Some(file) = &file {
         if file.clean {
-            log::info!("replay marks of {} devices restored exactly (clean stop)", file.devices.len());
+            log::info!(
+                "replay marks of {} devices restored exactly (clean stop)",
+                file.devices.len()
+            );
             let mut armed = file.clone();
             armed.clean = false;
             write_file(path, &armed).map_err(io)?;
@@ -416,7 +423,8 @@ impl Persister {
     async fn write(&mut self, snapshot: MarksFile) {
         let path = self.path.clone();
         let clean = snapshot.clean;
-        let job = tokio::task::spawn_blocking(move || write_file(&path, &snapshot).map(|()| snapshot));
+        let job =
+            tokio::task::spawn_blocking(move || write_file(&path, &snapshot).map(|()| snapshot));
         match job.await {
             Ok(Ok(snapshot)) => {
                 self.guard.lock().written(&snapshot);
@@ -441,7 +449,10 @@ mod tests {
         assert_eq!(marks.check("uart0", 17, 5), Ok(()));
         assert_eq!(
             marks.check("uart0", 17, 5),
-            Err(Replay::Replayed { counter: 5, floor: 5 })
+            Err(Replay::Replayed {
+                counter: 5,
+                floor: 5
+            })
         );
         assert!(marks.check("uart0", 17, 4).is_err());
         assert_eq!(marks.check("uart0", 17, 9), Ok(()));

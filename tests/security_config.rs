@@ -13,7 +13,10 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 /// Parses `text`, expects an error on the line of the `nth` (0-based) `needle`, with every fragment.
 fn refused(text: &str, needle: &str, fragments: &[&str]) {
     let error = parse(text).expect_err("refused");
-    let line = text[..text.find(needle).expect("needle")].matches('\n').count() + 1;
+    let line = text[..text.find(needle).expect("needle")]
+        .matches('\n')
+        .count()
+        + 1;
     assert_eq!(error.line, line, "{error}");
     for fragment in fragments {
         assert!(error.message.contains(fragment), "{fragment:?} in {error}");
@@ -33,12 +36,20 @@ fn an_encrypted_serial_source_with_device_keys_and_an_encrypted_forward_rule_par
     let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
     let encryption = config.sources[0].encryption.as_ref().unwrap();
     assert_eq!(encryption.key_file.as_deref(), Some(Path::new("/etc/k")));
-    assert_eq!(config.device[0].key_file.as_deref(), Some(Path::new("/etc/porch.key")));
+    assert_eq!(
+        config.device[0].key_file.as_deref(),
+        Some(Path::new("/etc/porch.key"))
+    );
     let encrypt = config.upstream.unwrap().forward[0].encrypt.clone().unwrap();
     assert_eq!(encrypt.key_id, 255);
     // Without key_file on the source: only devices with their own keys.
     let text = format!("{SERIAL}encryption = \"aes-128-ccm\"\n");
-    assert!(parse(&text).unwrap().sources[0].encryption.as_ref().unwrap().key_file.is_none());
+    assert!(parse(&text).unwrap().sources[0]
+        .encryption
+        .as_ref()
+        .unwrap()
+        .key_file
+        .is_none());
 }
 
 #[test]
@@ -82,7 +93,11 @@ fn device_keys_need_an_encrypted_source_with_a_header_and_a_numeric_address() {
             "{SERIAL}{source_extra}[[device]]\nname = \"porch\"\nsource = \"uart0\"\naddress = \"{address}\"\nkey_file = \"/etc/p.key\"\n"
         )
     };
-    refused(&device("", "9"), "key_file = \"/etc/p", &["is not encrypted"]);
+    refused(
+        &device("", "9"),
+        "key_file = \"/etc/p",
+        &["is not encrypted"],
+    );
     refused(
         &device("encryption = \"aes-128-ccm\"\n", "porch"),
         "address = \"porch\"",
@@ -93,7 +108,8 @@ fn device_keys_need_an_encrypted_source_with_a_header_and_a_numeric_address() {
         "address = \"70000\"",
         &["0-65535"],
     );
-    let headerless = device("encryption = \"aes-128-ccm\"\n", "9").replace("header = \"node16\"", "header = \"none\"");
+    let headerless = device("encryption = \"aes-128-ccm\"\n", "9")
+        .replace("header = \"node16\"", "header = \"none\"");
     refused(&headerless, "key_file = \"/etc/p", &["header = \"none\""]);
     let simulator = "[[source]]\nname = \"sim\"\nkind = \"simulator\"\nencryption = \"aes-128-ccm\"\nkey_file = \"/k\"\n\
         [[device]]\nname = \"d\"\nsource = \"sim\"\naddress = \"1\"\nkey_file = \"/etc/p.key\"\n";
@@ -110,7 +126,15 @@ fn forward_encryption_needs_a_key_id_of_one_byte() {
         "encrypt",
         &["300 is not a key id; write 0-255"],
     );
-    refused(&rule("{ key_file = \"\", key_id = 1 }"), "encrypt", &["is empty"]);
+    refused(
+        &rule("{ key_file = \"\", key_id = 1 }"),
+        "encrypt",
+        &["is empty"],
+    );
     refused(&rule("{ key_id = 1 }"), "encrypt", &["key_file"]);
-    refused(&rule("{ key_file = \"/k\", key_id = 1, cipher = \"x\" }"), "encrypt", &["cipher"]);
+    refused(
+        &rule("{ key_file = \"/k\", key_id = 1, cipher = \"x\" }"),
+        "encrypt",
+        &["cipher"],
+    );
 }

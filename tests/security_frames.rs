@@ -177,7 +177,9 @@ async fn wait_state(sub: &mut mqtt::Subscriber, device: &str, temperature: f64) 
     assert!(
         got.is_some(),
         "{device} at {temperature}: saw {:?}",
-        seen.iter().map(|m| (m.topic.clone(), m.text())).collect::<Vec<_>>()
+        seen.iter()
+            .map(|m| (m.topic.clone(), m.text()))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -195,11 +197,10 @@ async fn wait_counters(
         })
         .await;
     match got {
-        Some(m) => serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["sources"]["uart0"].clone(),
-        None => panic!(
-            "{what}: last stats {:?}",
-            seen.last().map(|m| m.text())
-        ),
+        Some(m) => serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["sources"]
+            ["uart0"]
+            .clone(),
+        None => panic!("{what}: last stats {:?}", seen.last().map(|m| m.text())),
     }
 }
 
@@ -248,7 +249,10 @@ async fn python_frames_are_accepted_and_tampered_replayed_or_foreign_ones_counte
         "a warning for the 0644 key file:\n{log}"
     );
     for key in [SOURCE_KEY, PORCH_KEY, &SOURCE_KEY[..16], &PORCH_KEY[16..]] {
-        assert!(!log.to_lowercase().contains(key), "a key in the log:\n{log}");
+        assert!(
+            !log.to_lowercase().contains(key),
+            "a key in the log:\n{log}"
+        );
     }
 }
 
@@ -272,9 +276,11 @@ async fn replays_are_refused_after_a_clean_restart_and_after_a_power_cut() {
     let next = python_frames(&[node(SOURCE_KEY, 17, 1001, 21.0)]);
     dongle.write(&next).await;
     wait_state(&mut states, "kitchen", 21.0).await;
-    wait_counters(&mut stats, "the recorded frame refused after a clean restart", |c| {
-        c["replayed"] == 1 && c["readings"] == 1
-    })
+    wait_counters(
+        &mut stats,
+        "the recorded frame refused after a clean restart",
+        |c| c["replayed"] == 1 && c["readings"] == 1,
+    )
     .await;
     drop((states, stats));
 
@@ -318,7 +324,10 @@ fn a_malformed_key_file_is_refused_with_its_location() {
     std::fs::write(&key, "00010203 04050607\n08090a0b 0c0d0eXf\n").unwrap();
     let config = dir.path().join("sensorgate.toml");
     let text = CONFIG
-        .replace("{state_dir}", &dir.path().join("state").display().to_string())
+        .replace(
+            "{state_dir}",
+            &dir.path().join("state").display().to_string(),
+        )
         .replace("{port}", "1")
         .replace("{link}", "/dev/null")
         .replace("{source_key}", &key.display().to_string())

@@ -179,12 +179,17 @@ async fn the_cloud_stores_envelopes_that_only_the_key_and_the_right_topic_open()
         (1, 7),
         "version 1, key id 7: {kitchen:?}"
     );
-    assert_eq!(kitchen.len(), state.payload.len() + 30, "30 bytes of overhead");
+    assert_eq!(
+        kitchen.len(),
+        state.payload.len() + 30,
+        "30 bytes of overhead"
+    );
     assert!(
         !String::from_utf8_lossy(&kitchen).contains("21.5"),
         "no plaintext in the cloud"
     );
-    let hall_state: serde_json::Value = serde_json::from_slice(&hall).expect("the other rule is plain");
+    let hall_state: serde_json::Value =
+        serde_json::from_slice(&hall).expect("the other rule is plain");
     assert_eq!(hall_state["temperature"], 19);
 
     let verdicts = python_open(
@@ -217,7 +222,11 @@ async fn the_cloud_stores_envelopes_that_only_the_key_and_the_right_topic_open()
         child.stdin.take().unwrap().write_all(&kitchen).unwrap();
         let output = child.wait_with_output().unwrap();
         if expect_ok {
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             assert_eq!(output.stdout, state.payload);
         } else {
             assert_eq!(output.status.code(), Some(2));

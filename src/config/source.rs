@@ -271,7 +271,14 @@ pub struct RadioPins {
 /// The LoRa bandwidths both chips support, Hz: the radio driver's table, re-exported.
 pub use crate::source::radio::BANDWIDTHS_HZ;
 
-const COMMON_KEYS: [&str; 6] = ["name", "kind", "header", "payload", "encryption", "key_file"];
+const COMMON_KEYS: [&str; 6] = [
+    "name",
+    "kind",
+    "header",
+    "payload",
+    "encryption",
+    "key_file",
+];
 const SERIAL_KEYS: &[&str] = &[
     "path",
     "baud",
@@ -692,7 +699,11 @@ fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Prob
     let framing = match &source.kind {
         SourceKind::Serial(serial) => Some(serial.framing),
         SourceKind::Simulator(simulator) => {
-            if source.encryption.as_ref().is_some_and(|e| e.key_file.is_none()) {
+            if source
+                .encryption
+                .as_ref()
+                .is_some_and(|e| e.key_file.is_none())
+            {
                 return Err(Problem::value(
                     at.clone(),
                     "an encrypted simulator needs key_file: every simulated node seals its frames with it",

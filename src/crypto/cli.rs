@@ -12,7 +12,11 @@ use crate::decode::HeaderFormat;
 use crate::frame::crc::CrcMode;
 use crate::frame::Framing;
 
-fn parse_name<T: serde::de::DeserializeOwned>(value: &str, what: &str, valid: &str) -> anyhow::Result<T> {
+fn parse_name<T: serde::de::DeserializeOwned>(
+    value: &str,
+    what: &str,
+    valid: &str,
+) -> anyhow::Result<T> {
     serde_json::from_value(serde_json::Value::String(value.to_string()))
         .map_err(|_| anyhow!("unknown {what} {value:?}: write {valid}"))
 }
@@ -34,7 +38,11 @@ pub fn encrypt_one(
     let framing = match framing {
         None => None,
         Some(name) => match parse_name::<Framing>(name, "framing", "cobs or slip")? {
-            Framing::Lines => return Err(anyhow!("encrypted frames are binary: write --framing cobs or slip")),
+            Framing::Lines => {
+                return Err(anyhow!(
+                    "encrypted frames are binary: write --framing cobs or slip"
+                ))
+            }
             framing => Some(framing),
         },
     };
@@ -49,11 +57,18 @@ pub fn encrypt_one(
         framing,
         payload,
     };
-    Ok(to_hex(&encrypt_frame(&key, &request).map_err(|e| anyhow!(e))?))
+    Ok(to_hex(
+        &encrypt_frame(&key, &request).map_err(|e| anyhow!(e))?,
+    ))
 }
 
 /// The payload of an envelope received on `topic`; `hex`: the input is hexadecimal text.
-pub fn decrypt_one(key_file: &Path, topic: &str, input: &[u8], hex: bool) -> anyhow::Result<Vec<u8>> {
+pub fn decrypt_one(
+    key_file: &Path,
+    topic: &str,
+    input: &[u8],
+    hex: bool,
+) -> anyhow::Result<Vec<u8>> {
     let envelope_bytes = if hex {
         let text = std::str::from_utf8(input).context("--hex input is not text")?;
         parse_hex(text).map_err(|e| anyhow!("--hex input: {e}"))?

@@ -194,25 +194,38 @@ mod tests {
         for at in 2..envelope.len() {
             let mut bad = envelope.clone();
             bad[at] ^= 0x01;
-            assert_eq!(open(&key(), None, TOPIC, &bad), Err(EnvelopeError::Tag), "byte {at}");
+            assert_eq!(
+                open(&key(), None, TOPIC, &bad),
+                Err(EnvelopeError::Tag),
+                "byte {at}"
+            );
         }
         let mut bad = envelope.clone();
         bad[1] = 8;
         assert_eq!(
             open(&key(), Some(7), TOPIC, &bad),
-            Err(EnvelopeError::KeyId { found: 8, expected: 7 })
+            Err(EnvelopeError::KeyId {
+                found: 8,
+                expected: 7
+            })
         );
         // The key id only selects a key: it is not authenticated (the design's associated data is the
         // topic alone), so a changed id with the same key still opens, and reports the id it carries.
         assert_eq!(open(&key(), None, TOPIC, &bad).unwrap().0, 8);
         bad[0] = 2;
-        assert_eq!(open(&key(), None, TOPIC, &bad), Err(EnvelopeError::Version(2)));
+        assert_eq!(
+            open(&key(), None, TOPIC, &bad),
+            Err(EnvelopeError::Version(2))
+        );
         assert_eq!(
             open(&key(), None, TOPIC, &envelope[..29]),
             Err(EnvelopeError::TooShort { have: 29 })
         );
         let other = EnvelopeKey::from_bytes([9; 32]);
-        assert_eq!(open(&other, None, TOPIC, &envelope), Err(EnvelopeError::Tag));
+        assert_eq!(
+            open(&other, None, TOPIC, &envelope),
+            Err(EnvelopeError::Tag)
+        );
     }
 
     #[test]

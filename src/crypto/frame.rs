@@ -139,7 +139,9 @@ pub fn seal(
     plaintext: &[u8],
 ) -> Result<Vec<u8>, SealError> {
     let mut frame = header.to_vec();
-    frame.extend(seal_body(key, direction, address, header, counter, plaintext)?);
+    frame.extend(seal_body(
+        key, direction, address, header, counter, plaintext,
+    )?);
     Ok(frame)
 }
 
@@ -213,7 +215,15 @@ mod tests {
             nonce(Direction::Uplink, 0x11, 1).to_vec(),
             hex("53470000000011000000010000")
         );
-        let frame = seal(&design_key(), Direction::Uplink, 0x11, &header, 1, &hex(LPP)).unwrap();
+        let frame = seal(
+            &design_key(),
+            Direction::Uplink,
+            0x11,
+            &header,
+            1,
+            &hex(LPP),
+        )
+        .unwrap();
         assert_eq!(frame, hex(FRAME));
     }
 
@@ -223,7 +233,13 @@ mod tests {
         let frame = hex(FRAME);
         let (header, body) = frame.split_at(3);
         let opened = open(&design_key(), Direction::Uplink, 0x11, header, body).unwrap();
-        assert_eq!(opened, Opened { counter: 1, plaintext: hex(LPP) });
+        assert_eq!(
+            opened,
+            Opened {
+                counter: 1,
+                plaintext: hex(LPP)
+            }
+        );
         for bit in 0..frame.len() * 8 {
             let mut bad = frame.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
@@ -247,14 +263,23 @@ mod tests {
 
     #[test]
     fn radiohead_and_headerless_addresses() {
-        assert_eq!(header_address(HeaderFormat::RadioHead, &[0xff, 42, 7, 0]), 42);
+        assert_eq!(
+            header_address(HeaderFormat::RadioHead, &[0xff, 42, 7, 0]),
+            42
+        );
         assert_eq!(header_address(HeaderFormat::None, &[]), 0);
-        assert_eq!(header_address(HeaderFormat::Node16, &[0xff, 0xfe, 1]), 0xfffe);
+        assert_eq!(
+            header_address(HeaderFormat::Node16, &[0xff, 0xfe, 1]),
+            0xfffe
+        );
         let empty = seal(&design_key(), Direction::Uplink, 0, &[], 9, &[]).unwrap();
         assert_eq!(empty.len(), OVERHEAD);
         assert_eq!(
             open(&design_key(), Direction::Uplink, 0, &[], &empty).unwrap(),
-            Opened { counter: 9, plaintext: vec![] }
+            Opened {
+                counter: 9,
+                plaintext: vec![]
+            }
         );
     }
 

@@ -44,7 +44,9 @@ pub enum Refusal {
     /// The CRC trailer or the header is wrong: counted as a decode error, as for plain frames.
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    #[error("no key for address {address}: neither a [[device]] key_file nor the source's key_file")]
+    #[error(
+        "no key for address {address}: neither a [[device]] key_file nor the source's key_file"
+    )]
     NoKey { address: u32 },
     #[error("address {address}: {error}")]
     Auth { address: u32, error: OpenError },
@@ -97,7 +99,8 @@ impl FrameGuard {
         let body = crc::check_and_strip(decoder.crc, &packet.bytes).map_err(DecodeError::from)?;
         // The header's own length check (and error) before it is used as associated data.
         header::split_header(decoder.header, body)?;
-        let (header_bytes, sealed) = body.split_at(frame::header_len(decoder.header).min(body.len()));
+        let (header_bytes, sealed) =
+            body.split_at(frame::header_len(decoder.header).min(body.len()));
         let address = frame::header_address(decoder.header, header_bytes);
         let key = keys.key_for(address).ok_or(Refusal::NoKey { address })?;
         let opened = frame::open(key, Direction::Uplink, address, header_bytes, sealed)
@@ -166,8 +169,18 @@ mod tests {
 
     fn packet(source: &str, key: &FrameKey, address: u16, counter: u32) -> Packet {
         let header = header::encode_header(HeaderFormat::Node16, address, counter as u8);
-        let lpp = crate::decode::LppWriter::new().temperature(1, 21.5).into_bytes();
-        let sealed = frame::seal(key, Direction::Uplink, address.into(), &header, counter, &lpp).unwrap();
+        let lpp = crate::decode::LppWriter::new()
+            .temperature(1, 21.5)
+            .into_bytes();
+        let sealed = frame::seal(
+            key,
+            Direction::Uplink,
+            address.into(),
+            &header,
+            counter,
+            &lpp,
+        )
+        .unwrap();
         Packet {
             source: source.into(),
             bytes: crc::append_crc(CrcMode::Crc16CcittFalse, &sealed),
@@ -186,11 +199,17 @@ mod tests {
         let guard = guard();
         let readings = decode(&guard, &packet("uart0", &key(1), 17, 5)).unwrap();
         assert_eq!(readings[0].address, "17");
-        assert_eq!(readings[0].fields, vec![("temperature_1".into(), Value::Float(21.5))]);
+        assert_eq!(
+            readings[0].fields,
+            vec![("temperature_1".into(), Value::Float(21.5))]
+        );
         assert!(decode(&guard, &packet("uart0", &key(2), 9, 5)).is_ok());
         assert!(matches!(
             decode(&guard, &packet("uart0", &key(1), 9, 6)),
-            Err(Refusal::Auth { address: 9, error: OpenError::Mic })
+            Err(Refusal::Auth {
+                address: 9,
+                error: OpenError::Mic
+            })
         ));
         assert!(matches!(
             decode(&guard, &packet("uart0", &key(1), 17, 5)),

@@ -215,11 +215,7 @@ mod tests {
 
     #[test]
     fn hex_with_whitespace_anywhere() {
-        let key = FrameKey::parse(
-            "00010203 04050607\n08090a0b\t0C0D0E0F\n\n",
-            path(),
-        )
-        .unwrap();
+        let key = FrameKey::parse("00010203 04050607\n08090a0b\t0C0D0E0F\n\n", path()).unwrap();
         assert_eq!(key.0, core::array::from_fn(|i| i as u8));
         let key = EnvelopeKey::parse(&"ab".repeat(32), path()).unwrap();
         assert_eq!(key.0, [0xab; 32]);
@@ -272,10 +268,16 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let loaded = load_frame_key(&file).unwrap();
         let warning = loaded.warning(&file).unwrap();
-        assert!(warning.contains("mode 0644") && warning.contains("chmod 600"), "{warning}");
+        assert!(
+            warning.contains("mode 0644") && warning.contains("chmod 600"),
+            "{warning}"
+        );
         let missing = load_frame_key(&dir.path().join("none")).unwrap_err();
         assert!(matches!(missing, KeyError::Read { .. }));
         std::fs::write(&file, [0xff, 0xfe]).unwrap();
-        assert!(load_frame_key(&file).unwrap_err().to_string().contains("not text"));
+        assert!(load_frame_key(&file)
+            .unwrap_err()
+            .to_string()
+            .contains("not text"));
     }
 }

@@ -55,7 +55,11 @@ fn config_error(error: KeyError, named_by: &str) -> ConfigError {
     }
 }
 
-fn frame_key(path: &Path, named_by: &str, warnings: &mut Vec<String>) -> Result<FrameKey, ConfigError> {
+fn frame_key(
+    path: &Path,
+    named_by: &str,
+    warnings: &mut Vec<String>,
+) -> Result<FrameKey, ConfigError> {
     let file = keys::load_frame_key(path).map_err(|e| config_error(e, named_by))?;
     warnings.extend(file.warning(path));
     Ok(file.key)
@@ -77,7 +81,9 @@ pub fn load_keys(config: &Config) -> Result<LoadedKeys, ConfigError> {
         loaded.frames.sources.insert(source.name.clone(), keys);
     }
     for (i, device) in config.device.iter().enumerate() {
-        let Some(path) = &device.key_file else { continue };
+        let Some(path) = &device.key_file else {
+            continue;
+        };
         let named_by = format!("device[{i}].key_file of [[device]] \"{}\"", device.name);
         let source = config.sources.iter().find(|s| s.name == device.source);
         // The configuration's validation guarantees an encrypted source with a header and a numeric
@@ -93,7 +99,9 @@ pub fn load_keys(config: &Config) -> Result<LoadedKeys, ConfigError> {
     }
     if let Some(upstream) = &config.upstream {
         for (i, rule) in upstream.forward.iter().enumerate() {
-            let Some(encrypt) = &rule.encrypt else { continue };
+            let Some(encrypt) = &rule.encrypt else {
+                continue;
+            };
             let named_by = format!("upstream.forward[{i}].encrypt.key_file");
             let file = keys::load_envelope_key(&encrypt.key_file)
                 .map_err(|e| config_error(e, &named_by))?;
@@ -111,7 +119,7 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ':')
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", digits.len()));
     }
     digits
@@ -148,7 +156,9 @@ pub fn encrypt_frame(key: &FrameKey, request: &EncryptRequest) -> Result<Vec<u8>
     let header_address = match request.header {
         HeaderFormat::None => {
             if request.address != 0 {
-                return Err("--header none carries no address: the nonce uses 0; drop --address".into());
+                return Err(
+                    "--header none carries no address: the nonce uses 0; drop --address".into(),
+                );
             }
             0
         }

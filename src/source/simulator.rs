@@ -179,8 +179,15 @@ fn encode_reading(
                     let key = keys.default.as_ref()?;
                     let counter = node.counter;
                     node.counter = node.counter.saturating_add(1);
-                    crate::crypto::frame::seal(key, Direction::Uplink, address, &header, counter, &payload)
-                        .ok()?
+                    crate::crypto::frame::seal(
+                        key,
+                        Direction::Uplink,
+                        address,
+                        &header,
+                        counter,
+                        &payload,
+                    )
+                    .ok()?
                 }
             };
             Some(append_crc(settings.crc, &frame))
@@ -193,17 +200,19 @@ fn encode_reading(
 pub async fn run(ctx: SourceContext, settings: SimulatorSettings) {
     let keys = match settings.encryption.clone() {
         None => None,
-        Some(encryption) => match tokio::task::spawn_blocking(move || NodeKeys::load(&encryption)).await {
-            Ok(Ok(keys)) => Some(keys),
-            Ok(Err(error)) => {
-                log::error!(source = ctx.name.as_str(); "simulator not started: {error}");
-                return;
+        Some(encryption) => {
+            match tokio::task::spawn_blocking(move || NodeKeys::load(&encryption)).await {
+                Ok(Ok(keys)) => Some(keys),
+                Ok(Err(error)) => {
+                    log::error!(source = ctx.name.as_str(); "simulator not started: {error}");
+                    return;
+                }
+                Err(error) => {
+                    log::error!(source = ctx.name.as_str(); "simulator not started: {error}");
+                    return;
+                }
             }
-            Err(error) => {
-                log::error!(source = ctx.name.as_str(); "simulator not started: {error}");
-                return;
-            }
-        },
+        }
     };
     let mut rng = StdRng::seed_from_u64(settings.seed);
     let device_count = settings.devices.clamp(1, u32::from(u16::MAX));
