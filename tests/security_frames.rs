@@ -116,7 +116,7 @@ fn lpp_temperature(celsius: f64) -> String {
 /// Frames sealed by the Python implementation, COBS-framed for the wire.
 fn python_frames(nodes: &[Node<'_>]) -> Vec<u8> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/security/frames.py");
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python())
         .arg(&script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -159,6 +159,23 @@ fn python_frames(nodes: &[Node<'_>]) -> Vec<u8> {
         wire.extend(encode_frame(Framing::Cobs, &frame));
     }
     wire
+}
+
+/// The Python that has `cryptography`: Debian's (`python3-cryptography`, installed by scripts/test for
+/// /usr/bin/python3) first, else whatever `python3` is on the PATH.
+fn python() -> &'static str {
+    for candidate in ["/usr/bin/python3", "python3"] {
+        let has_it = Command::new(candidate)
+            .args(["-c", "import cryptography"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if has_it {
+            return candidate;
+        }
+    }
+    "python3"
 }
 
 fn state(message: &mqtt::Received) -> serde_json::Value {

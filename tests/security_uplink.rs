@@ -101,10 +101,27 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The Python that has `cryptography`: Debian's (`python3-cryptography`, installed by scripts/test for
+/// /usr/bin/python3) first, else whatever `python3` is on the PATH.
+fn python() -> &'static str {
+    for candidate in ["/usr/bin/python3", "python3"] {
+        let has_it = Command::new(candidate)
+            .args(["-c", "import cryptography"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if has_it {
+            return candidate;
+        }
+    }
+    "python3"
+}
+
 /// The Python receiver's verdict for each `(topic as associated data, envelope)`.
 fn python_open(key_file: &Path, envelopes: &[(&str, &[u8])]) -> Vec<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/security/envelope.py");
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python())
         .arg(&script)
         .arg(key_file)
         .stdin(Stdio::piped())
