@@ -240,7 +240,11 @@ impl<'t> Locator<'t> {
                 continue;
             }
             if let Some(name) = self.string(&element.key("name")) {
-                let head = format!("[[{}]] \"{name}\"", KeyPath(path.0[..i].to_vec()));
+                let head = format!(
+                    "[[{}]] \"{}\"",
+                    KeyPath(path.0[..i].to_vec()),
+                    name.escape_debug()
+                );
                 let rest = KeyPath(path.0[i + 1..].to_vec());
                 return if rest.0.is_empty() {
                     head

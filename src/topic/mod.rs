@@ -179,9 +179,16 @@ pub fn filter_within(inner: &str, outer: &str) -> bool {
         return false;
     }
     let mut inner_levels = inner.split('/');
-    let mut outer_levels = outer.split('/');
+    let mut outer_levels = outer.split('/').peekable();
+    let mut first = true;
     loop {
-        match (inner_levels.next(), outer_levels.next()) {
+        let pair = (inner_levels.next(), outer_levels.next());
+        // A topic has at least one level, so at the top `#` and `+/#` match the same topics.
+        if first && pair == (Some("#"), Some("+")) && outer_levels.peek() == Some(&"#") {
+            return outer_levels.nth(1).is_none();
+        }
+        first = false;
+        match pair {
             (_, Some("#")) => return true,
             (Some("#"), _) => return false,
             (Some(_), Some("+")) => {}
@@ -225,6 +232,9 @@ mod tests {
         assert!(!filter_within("sensorgate/+", "sensorgate/x"));
         assert!(filter_within("a/+/c", "a/+/#"));
         assert!(!filter_within("a/#", "a/+"));
+        assert!(filter_within("#", "+/#"), "every topic has a first level");
+        assert!(!filter_within("a/#", "a/+/#"), "a/# matches a, a/+/# does not");
+        assert!(!filter_within("#", "+/+/#"));
     }
 
     #[test]
