@@ -93,27 +93,15 @@ async fn repeated_failures_from_one_address_are_slowed_down() {
             RawClient::connect(addr, &login(&format!("guess{attempt}"), "alice", "guess")).await;
         assert_eq!(code, 4);
     }
-    let shut_out_at = std::time::Instant::now();
+    // The brake holds instead of refusing (a shared address must not lock its other users out): after
+    // the 4th failure the next login is held 1 s, then checked.
+    let held_from = std::time::Instant::now();
     let (_, code, _) = RawClient::connect(addr, &login("right", "alice", "wonderland")).await;
-    assert_eq!(
-        code, 5,
-        "the 4th failure shuts the address out for 1 s: not even the right password is checked"
-    );
-    // The shut-out ends after 1 s: retry (bounded) until accepted and check it did not come earlier.
-    let mut accepted_after = None;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let (_, code, _) = RawClient::connect(addr, &login("right", "alice", "wonderland")).await;
-        if code == 0 {
-            accepted_after = Some(shut_out_at.elapsed());
-            break;
-        }
-        assert_eq!(code, 5);
-    }
-    let waited = accepted_after.expect("accepted within 4 s");
+    assert_eq!(code, 0, "the right password is accepted after the hold");
+    let waited = held_from.elapsed();
     assert!(
         waited >= Duration::from_millis(900),
-        "accepted after {waited:?}"
+        "accepted after {waited:?}, before the 1 s hold ended"
     );
 }
 
