@@ -41,6 +41,8 @@ use crate::publish::{self, PublishSettings};
 
 /// How many distinct devices the registry tracks by default.
 pub const DEFAULT_MAX_DEVICES: usize = 10_000;
+/// How many forgotten devices [`Registry::take_forgotten`] remembers between two calls.
+pub const FORGOTTEN_MEMORY: usize = 1024;
 /// How many recent sequence numbers (with the time they were heard) each device remembers for dedup.
 pub const SEQ_MEMORY: usize = 8;
 
@@ -160,6 +162,10 @@ pub struct Registry {
     evictable: BTreeSet<(Instant, DeviceId)>,
     /// Device states restored from the broker's retained store, by name, waiting for the device to be heard.
     restored_states: HashMap<String, Map<String, Json>>,
+    /// Devices forgotten (evicted by the cap) since the caller last asked, as (source, address); at most
+    /// [`FORGOTTEN_MEMORY`], the oldest dropped beyond it and counted in `forgotten_unreported`.
+    forgotten: VecDeque<(String, String)>,
+    forgotten_unreported: u64,
 }
 
 impl Registry {
@@ -206,6 +212,8 @@ impl Registry {
             deadlines: BTreeSet::new(),
             evictable: BTreeSet::new(),
             restored_states: HashMap::new(),
+            forgotten: VecDeque::new(),
+            forgotten_unreported: 0,
         }
     }
 
@@ -365,6 +373,8 @@ impl Registry {
         let fresh = Registry::with_device_cap(settings, self.max_devices);
         let mut old = std::mem::replace(self, fresh);
         self.restored_states = std::mem::take(&mut old.restored_states);
+        self.forgotten = std::mem::take(&mut old.forgotten);
+        self.forgotten_unreported = old.forgotten_unreported;
         for state in self.restored_states.values_mut() {
             publish::truncate_fields(state, self.max_fields);
         }
@@ -375,6 +385,7 @@ impl Registry {
             let Some((id, cleared)) =
                 self.admit(&device.source, &device.address, device.last_heard)
             else {
+                self.note_forgotten(&device.source, &device.address);
                 continue;
             };
             wills.extend(cleared);
@@ -405,6 +416,54 @@ impl Registry {
             }
         }
         wills
+    }
+
+    /// The tracked device heard at (source, address): its name, its will (the topic that carries its
+    /// availability, and the payload that says it is gone) and its merged JSON state.
+    pub fn device(
+        &self,
+        source: &str,
+        address: &str,
+    ) -> Option<(&str, &Message, &Map<String, Json>)> {
+        let id = self.ids.get(source)?.get(address)?;
+        let device = self.devices.get(id)?;
+        Some((&device.name, &device.will, &device.state))
+    }
+
+    /// The name and will the configuration gives (source, address), whether it is tracked or not.
+    pub fn configured_device(&self, source: &str, address: &str) -> Option<(String, Message)> {
+        let configured = self.configured.get(source)?.get(address)?;
+        let will = match &configured.will {
+            Some(will) => custom_will_message(will),
+            None => Message {
+                topic: publish::availability_topic(&self.publish.base_topic, &configured.name),
+                payload: publish::OFFLINE.as_bytes().to_vec(),
+                qos: self.publish.qos,
+                retain: true,
+            },
+        };
+        Some((configured.name.clone(), will))
+    }
+
+    /// The devices forgotten since the last call (evicted by the device cap, or left out by a reload at
+    /// the cap), as (source, address), oldest first.
+    pub fn take_forgotten(&mut self) -> Vec<(String, String)> {
+        self.forgotten.drain(..).collect()
+    }
+
+    /// Forgotten devices dropped from the list [`Registry::take_forgotten`] returns, because more than
+    /// [`FORGOTTEN_MEMORY`] piled up between two calls.
+    pub fn forgotten_unreported(&self) -> u64 {
+        self.forgotten_unreported
+    }
+
+    fn note_forgotten(&mut self, source: &str, address: &str) {
+        if self.forgotten.len() >= FORGOTTEN_MEMORY {
+            self.forgotten.pop_front();
+            self.forgotten_unreported += 1;
+        }
+        self.forgotten
+            .push_back((source.to_string(), address.to_string()));
     }
 
     /// How many tracked devices are online.
@@ -515,6 +574,7 @@ impl Registry {
             return Some(Vec::new()); // Unreachable: every evictable id is in `devices`.
         };
         self.names_taken.remove(&device.name);
+        self.note_forgotten(&device.source, &device.address);
         self.unconfigured_tracked = self.unconfigured_tracked.saturating_sub(1);
         if let Some(by_address) = self.ids.get_mut(&device.source) {
             by_address.remove(&device.address);

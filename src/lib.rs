@@ -35,6 +35,8 @@
 //! - [`broker`]: the embedded MQTT broker (rmqtt) behind our own API: listeners and TLS, logins and per-topic
 //!   rights, the retained store persisted to the state directory, in-process publishing, and the tap that
 //!   feeds the uplink. No other module names an rmqtt type.
+//! - [`homeassistant`]: MQTT discovery: one Home Assistant device per sensorgate device, typed entities,
+//!   availability with the device's will and the gateway's, published, updated and removed with the registry.
 //! - [`uplink`]: forward rules, the crash-safe disk spool, and the MQTT-over-TLS client to the cloud.
 //! - [`crypto`]: payload security: AES-128-CCM sensor frames opened before decoding, the
 //!   ChaCha20-Poly1305 envelope of end-to-end encrypted uplink payloads, key files. [`replay`] keeps the
@@ -59,6 +61,7 @@ pub mod crypto;
 pub mod decode;
 pub mod devices;
 pub mod frame;
+pub mod homeassistant;
 pub mod logging;
 pub mod model;
 pub mod pipeline;

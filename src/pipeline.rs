@@ -3,7 +3,9 @@
 //! it also fires the registry's liveness deadlines and publishes `{base}/gateway/stats`. It owns the
 //! counters and never touches a device or a socket. It ends when every source has dropped its sender
 //! (the sources stop first on shutdown, so whatever they sent is still decoded and published), then
-//! publishes every device's will and hands the registry back.
+//! publishes every device's will and hands the registry back. With Home Assistant discovery on, each
+//! reading, reload and birth message also goes through [`crate::homeassistant::stage`], whose discovery
+//! configs are published with the rest.
 //!
 //! Logs stay bounded whatever a node sends: frame and decode warnings at most one per source a minute, a
 //! device over `max_fields` one WARN per device, a publish the broker refuses at most one ERROR a minute
@@ -38,6 +40,10 @@ pub struct Pipeline {
     pub heartbeat: Option<crate::systemd::Heartbeat>,
     /// Devices online, kept current for the systemd status line.
     pub devices_online: Arc<AtomicUsize>,
+    /// Home Assistant discovery, when on (started by `app`, [`crate::homeassistant::stage::start`]).
+    pub discovery: Option<crate::homeassistant::stage::Stage>,
+    /// Where discovery keeps its state file, for a reload that switches it on.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// A new configuration for the running stage (a reload): decoders per source and the registry's settings.
@@ -47,6 +53,8 @@ pub struct PipelineUpdate {
     pub registry: RegistrySettings,
     /// The frame keys of the new configuration (`None`: keep the running ones).
     pub frame_keys: Option<crate::crypto::FrameKeys>,
+    /// Home Assistant discovery of the new configuration (`None`: off).
+    pub homeassistant: Option<crate::homeassistant::DiscoverySettings>,
 }
 
 impl Pipeline {
@@ -86,6 +94,11 @@ impl Pipeline {
                 .registry
                 .next_deadline()
                 .map(tokio::time::Instant::from_std);
+            let republish_at = self
+                .discovery
+                .as_ref()
+                .and_then(|stage| stage.next_republish())
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => {
@@ -104,6 +117,24 @@ impl Pipeline {
                     }
                     let wills = self.registry.reconfigure(update.registry);
                     refusals.publish(broker, &wills).await;
+                    let mut discovery = crate::homeassistant::stage::reconfigure(
+                        &mut self.discovery, update.homeassistant, &self.state_dir, broker, &self.registry,
+                    ).await;
+                    if let Some(stage) = &mut self.discovery {
+                        discovery.extend(stage.forgotten(&mut self.registry));
+                    }
+                    refusals.publish(broker, &discovery).await;
+                }
+                birth = crate::homeassistant::stage::next_birth(&mut self.discovery) => {
+                    if let Some(stage) = &mut self.discovery {
+                        stage.on_birth(&birth, Instant::now());
+                    }
+                }
+                _ = sleep_until_or_forever(republish_at) => {
+                    if let Some(stage) = &mut self.discovery {
+                        let messages = stage.republish_due(Instant::now());
+                        refusals.publish(broker, &messages).await;
+                    }
                 }
                 _ = sleep_until_or_forever(deadline) => {
                     let messages = self.registry.expire(Instant::now());
@@ -119,6 +150,9 @@ impl Pipeline {
                     if let Some(heartbeat) = &self.heartbeat {
                         heartbeat.beat();
                     }
+                    if let Some(stage) = &mut self.discovery {
+                        stage.persist().await;
+                    }
                 }
             }
         }
@@ -131,6 +165,9 @@ impl Pipeline {
         stats.refused_publishes = refusals.count;
         let message = self.stats_message(&stats, broker, started);
         refusals.publish(broker, &[message]).await;
+        if let Some(stage) = &mut self.discovery {
+            stage.persist().await;
+        }
         self.registry
     }
 
@@ -219,6 +256,14 @@ impl Pipeline {
                                         );
                                     }
                                     messages.append(&mut out);
+                                    if let Some(stage) = &mut self.discovery {
+                                        let discovery = stage.after_reading(
+                                            &mut self.registry,
+                                            &reading.source,
+                                            &reading.address,
+                                        );
+                                        messages.extend(discovery);
+                                    }
                                 }
                                 ReadingOutcome::Duplicate => stats.source(&source).duplicates += 1,
                                 ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,

@@ -193,6 +193,8 @@ impl Rig {
             uplink_stats: None,
             heartbeat: None,
             devices_online: Arc::new(AtomicUsize::new(0)),
+            discovery: None,
+            state_dir: std::path::PathBuf::new(),
         };
         let (events, events_rx) = mpsc::channel(64);
         let (updates, updates_rx) = mpsc::channel(1);

@@ -194,6 +194,14 @@ impl Gateway {
         let mut announcements = registry.offline_after_restart(&restored);
         announcements.push(availability(&base, "online", config.publish.qos));
         publish_all(&broker, &announcements).await;
+        let (discovery, discovery_messages) = crate::homeassistant::stage::start(
+            settings::homeassistant(&config),
+            &state_dir,
+            &broker,
+            &registry,
+        )
+        .await;
+        publish_all(&broker, &discovery_messages).await;
 
         let uplink_stop = CancellationToken::new();
         let mut uplink_stats = None;
@@ -231,6 +239,8 @@ impl Gateway {
             }),
             heartbeat: Some(health.register("pipeline", Duration::from_secs(30))),
             devices_online: devices_online.clone(),
+            discovery,
+            state_dir: state_dir.clone(),
         };
         let (pipeline_updates, updates_rx) = mpsc::channel(4);
         let pipeline_broker = broker.clone();
@@ -324,6 +334,7 @@ impl Gateway {
                 .map(|s| (s.name.clone(), settings::decoder(s)))
                 .collect(),
             registry: settings::registry(&new),
+            homeassistant: settings::homeassistant(&new),
             frame_keys: Some(keys.frames),
         };
         if self.pipeline_updates.send(update).await.is_err() {

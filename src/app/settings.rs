@@ -64,6 +64,80 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
     }
 }
 
+/// Home Assistant discovery's settings; `None` when `[homeassistant] discovery` is off.
+pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoverySettings> {
+    use crate::config::{HomeAssistantDevices, RadioChip};
+    use crate::homeassistant::{Announce, DeviceRules, FieldOverride, Link, SourceInfo};
+    let ha = &config.homeassistant;
+    if !ha.discovery {
+        return None;
+    }
+    let sources = config
+        .sources
+        .iter()
+        .map(|source| {
+            let link = match &source.kind {
+                SourceKind::Serial(_) => Link::Serial,
+                SourceKind::Simulator(_) => Link::Simulator,
+                SourceKind::Radio(radio) => Link::Radio(
+                    match radio.chip {
+                        RadioChip::Sx1276 => "SX1276",
+                        RadioChip::Sx1262 => "SX1262",
+                    }
+                    .to_string(),
+                ),
+            };
+            let info = SourceInfo {
+                link,
+                payload: source.payload,
+            };
+            (source.name.clone(), info)
+        })
+        .collect();
+    let devices = config
+        .device
+        .iter()
+        .map(|device| {
+            let fields = device
+                .fields
+                .iter()
+                .map(|(name, field)| {
+                    let over = FieldOverride {
+                        component: field.component.clone(),
+                        device_class: field.device_class.clone(),
+                        unit: field.unit.clone(),
+                        state_class: field.state_class.clone(),
+                        name: field.name.clone(),
+                        icon: field.icon.clone(),
+                    };
+                    (name.clone(), over)
+                })
+                .collect();
+            let rules = DeviceRules {
+                announce: device.homeassistant,
+                fields,
+            };
+            ((device.source.clone(), device.address.clone()), rules)
+        })
+        .collect();
+    Some(crate::homeassistant::DiscoverySettings {
+        prefix: ha.prefix.clone(),
+        announce: match ha.devices {
+            HomeAssistantDevices::Auto => Announce::Auto,
+            HomeAssistantDevices::Configured => Announce::Configured,
+            HomeAssistantDevices::All => Announce::All,
+        },
+        base_topic: config.gateway.base_topic.clone(),
+        gateway_id: config.gateway.id.clone(),
+        qos: config.publish.qos,
+        sources,
+        devices,
+        uplink: config.upstream.is_some(),
+        sw_version: env!("CARGO_PKG_VERSION").to_string(),
+        max_entities: crate::homeassistant::DEFAULT_MAX_ENTITIES,
+    })
+}
+
 pub fn registry(config: &Config) -> RegistrySettings {
     RegistrySettings {
         base_topic: config.gateway.base_topic.clone(),

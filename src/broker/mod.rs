@@ -71,6 +71,7 @@ pub mod policy;
 pub mod retained;
 pub mod sessions;
 pub mod snapshotter;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -357,6 +358,20 @@ impl Broker {
             topic: message.topic.clone(),
             reason: e.to_string(),
         })
+    }
+
+    /// Watches client publishes on `topics` (exact names): each one the policy lets through is copied to
+    /// the returned channel ([`watch`]; at most [`watch::WATCH_CAPACITY`] waiting, more are dropped).
+    pub async fn watch(&self, topics: Vec<String>) -> tokio::sync::mpsc::Receiver<Message> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(watch::WATCH_CAPACITY);
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let register = self.scx.extends.hook_mgr().register();
+        for typ in watch::WatchHook::TYPES {
+            let hook = watch::WatchHook::new(topics.clone(), sender.clone(), dropped.clone());
+            register.add(typ, Box::new(hook)).await;
+        }
+        register.start().await;
+        receiver
     }
 
     /// Every retained message, sorted by topic.

@@ -46,9 +46,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use sections::{
-    defaults, BrokerConfig, DeviceConfig, DevicesConfig, ForwardEncrypt, ForwardRule, GatewayConfig,
-    ListenerConfig, LogConfig, LogLevel, PublishConfig, SpoolConfig, TlsConfig, UpstreamConfig,
-    UpstreamUrl, UserConfig, WillConfig,
+    defaults, BrokerConfig, DeviceConfig, DevicesConfig, FieldConfig, ForwardEncrypt, ForwardRule,
+    GatewayConfig, HomeAssistantConfig, HomeAssistantDevices, ListenerConfig, LogConfig, LogLevel,
+    PublishConfig, SpoolConfig, TlsConfig, UpstreamConfig, UpstreamUrl, UserConfig, WillConfig,
 };
 pub use source::{
     keys_for_kind, FrameEncryption, Parity, RadioBackendConfig, RadioChip, RadioConfig, RadioPins, SerialConfig,
@@ -77,6 +77,8 @@ pub struct Config {
     pub device: Vec<DeviceConfig>,
     /// `[upstream]`; `None`: nothing leaves the gateway.
     pub upstream: Option<UpstreamConfig>,
+    /// `[homeassistant]`: MQTT discovery.
+    pub homeassistant: HomeAssistantConfig,
 }
 
 /// The file as written, before the sources are checked per kind.
@@ -98,6 +100,8 @@ struct ConfigToml {
     #[serde(default)]
     device: Vec<DeviceConfig>,
     upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    homeassistant: HomeAssistantConfig,
 }
 
 impl Config {
@@ -156,6 +160,7 @@ impl Config {
             devices: raw.devices,
             device: raw.device,
             upstream: raw.upstream,
+            homeassistant: raw.homeassistant,
         };
         config.fill_derived_defaults();
         validate::validate(&config, &locator).map_err(problem)?;

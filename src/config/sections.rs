@@ -60,6 +60,9 @@ pub mod defaults {
     pub const SPOOL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
     pub const SPOOL_SYNC: SyncMode = SyncMode::Every(Duration::from_secs(1));
     pub const SPOOL_SEGMENT_BYTES: u64 = 4 << 20;
+    /// `[homeassistant]`: discovery is off unless asked for.
+    pub const HA_DISCOVERY: bool = false;
+    pub const HA_PREFIX: &str = "homeassistant";
 
     pub(super) fn will_payload() -> String {
         WILL_PAYLOAD.to_string()
@@ -330,6 +333,61 @@ pub struct DeviceConfig {
     /// This device's own frame key (32 hex digits), instead of its encrypted source's `key_file`.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// `false`: never announced to Home Assistant (and removed there if it was).
+    #[serde(default = "defaults::yes")]
+    pub homeassistant: bool,
+    /// Home Assistant overrides per field name: `fields = { soil = { device_class = "moisture" } }`.
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, FieldConfig>,
+}
+
+/// One `fields.<name>` of a `[[device]]`: what Home Assistant is told about that field instead of what
+/// the type table infers (`crate::homeassistant::types`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    /// `"sensor"`, `"binary_sensor"`, or `"none"` (not announced).
+    pub component: Option<String>,
+    pub device_class: Option<String>,
+    pub unit: Option<String>,
+    pub state_class: Option<String>,
+    pub name: Option<String>,
+    pub icon: Option<String>,
+}
+
+/// `[homeassistant]`: MQTT discovery for Home Assistant.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HomeAssistantConfig {
+    /// Publish discovery configs.
+    pub discovery: bool,
+    /// The discovery prefix; Home Assistant's birth message is `{prefix}/status`.
+    pub prefix: String,
+    /// Which devices are announced.
+    pub devices: HomeAssistantDevices,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        HomeAssistantConfig {
+            discovery: defaults::HA_DISCOVERY,
+            prefix: defaults::HA_PREFIX.to_string(),
+            devices: HomeAssistantDevices::default(),
+        }
+    }
+}
+
+/// `[homeassistant] devices`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HomeAssistantDevices {
+    /// Every device of serial and simulator sources; only `[[device]]` entries on radio sources.
+    #[default]
+    Auto,
+    /// Only `[[device]]` entries.
+    Configured,
+    /// Every device heard.
+    All,
 }
 
 /// `will = { topic, payload, qos, retain }` of a device.

@@ -154,6 +154,7 @@ pub fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> {
         root.key("devices").key("dedup_window"),
     )?;
     check_devices(config, locator)?;
+    check_homeassistant(config)?;
     check_upstream(config, &root.key("upstream"))
 }
 
@@ -582,6 +583,76 @@ fn check_forward_rules_as_the_uplink_does(config: &Config, at: &KeyPath) -> Resu
             ))
         }
     }
+}
+
+/// `[homeassistant]` and the `homeassistant`/`fields` keys of each `[[device]]`: the prefix is a topic of
+/// its own (not inside `base_topic`, where Home Assistant could not publish its birth message), and every
+/// field override passes Home Assistant's rules as `crate::homeassistant::types` applies them (the
+/// same function the discovery stage runs), so a config Home Assistant would refuse is refused here.
+fn check_homeassistant(config: &Config) -> Result<(), Problem> {
+    let at = KeyPath::root().key("homeassistant");
+    let prefix = &config.homeassistant.prefix;
+    // {prefix}/{component}/{node_id}/{object_id}/config: four levels below the prefix.
+    check_gateway_topic(prefix, 4, config.broker.max_topic_levels, "homeassistant")
+        .map_err(|message| Problem::value(at.key("prefix"), message))?;
+    let base = &config.gateway.base_topic;
+    let inside =
+        |outer: &str, inner: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
+    if inside(base, prefix) || inside(prefix, base) {
+        return Err(Problem::value(
+            at.key("prefix"),
+            format!(
+                "\"{prefix}\" overlaps [gateway] base_topic \"{base}\": Home Assistant publishes its birth message on {prefix}/status, which only the gateway may write under its base topic; write e.g. \"homeassistant\""
+            ),
+        ));
+    }
+    for (i, device) in config.device.iter().enumerate() {
+        let Some(source) = config.sources.iter().find(|s| s.name == device.source) else {
+            continue; // check_devices reported it.
+        };
+        let path = KeyPath::root().key("device").index(i).key("fields");
+        for (field, over) in &device.fields {
+            let at_field = path.key(field);
+            if field.is_empty() {
+                return Err(Problem::key(
+                    at_field,
+                    "an empty field name; write the field's name as the device sends it",
+                ));
+            }
+            let rules = crate::homeassistant::FieldOverride {
+                component: over.component.clone(),
+                device_class: over.device_class.clone(),
+                unit: over.unit.clone(),
+                state_class: over.state_class.clone(),
+                name: over.name.clone(),
+                icon: over.icon.clone(),
+            };
+            crate::homeassistant::types::resolve(
+                source.payload,
+                field,
+                crate::homeassistant::ValueKind::Number,
+                Some(&rules),
+            )
+            .map_err(|error| {
+                let given = match error.key {
+                    "component" => over.component.is_some(),
+                    "device_class" => over.device_class.is_some(),
+                    "unit" => over.unit.is_some(),
+                    "state_class" => over.state_class.is_some(),
+                    "name" => over.name.is_some(),
+                    "icon" => over.icon.is_some(),
+                    _ => false,
+                };
+                let path = if given {
+                    at_field.key(error.key)
+                } else {
+                    at_field.clone()
+                };
+                Problem::value(path, error.message)
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The path of a dotted key of `limits.rs` without indexes (`broker.max_inflight`).

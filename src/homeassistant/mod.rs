@@ -1,0 +1,889 @@
+//! Home Assistant MQTT discovery: which devices are announced, with which entities, and when their
+//! retained config messages are published, updated and removed. [`Discovery`] is a pure state machine
+//! like the registry: the pipeline tells it what happened (a reading, a forgotten device, a reload, Home
+//! Assistant's birth message) with the time passed in, and publishes the messages it returns; it never
+//! does IO, except [`load`] and [`save`] of its state file, which the pipeline calls off the runtime.
+//!
+//! - One Home Assistant device per sensorgate device, one entity per field (the type table is in
+//!   [`types`], the JSON in [`payload`]), plus the diagnostic `rssi`, `snr` and `last_seen`. A gateway
+//!   device carries the counters of `{base}/gateway/stats`.
+//! - Which devices: `devices = "all"` every device heard, `"configured"` only `[[device]]` entries,
+//!   `"auto"` (default) every device of serial and simulator sources and only `[[device]]` entries on
+//!   radio sources; a `[[device]]` with `homeassistant = false` never.
+//! - Published (retained) when a device is first announced and when its set of fields grows; all again,
+//!   spread over [`REPUBLISH_SPREAD`], when Home Assistant's birth message (`{prefix}/status` = `online`)
+//!   arrives; in place when a device is renamed or its overrides change (same `unique_id`s, new topics,
+//!   an entity whose platform changed has its old config cleared); removed (an empty retained config on
+//!   every topic it was announced on) when the registry forgets the device, when it is no longer to be
+//!   announced, or when discovery is switched off. What was announced is kept in `homeassistant.json` in
+//!   the state directory, so a device removed from the configuration while the gateway was stopped is
+//!   removed from Home Assistant at the next start. The file is written only when it changed.
+//! - Bounded: at most `max_entities` fields are tracked over all devices (beyond it new fields are not
+//!   announced and are counted), and the registry bounds the devices.
+
+pub mod payload;
+pub mod stage;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::decode::PayloadFormat;
+use crate::model::Message;
+use crate::publish;
+use payload::{Common, DeviceBlock};
+pub use types::{Component, FieldOverride, ValueKind};
+
+/// How long a re-publication after Home Assistant's birth message takes at most.
+pub const REPUBLISH_SPREAD: Duration = Duration::from_secs(3);
+/// How often a slice of that re-publication goes out.
+const REPUBLISH_TICK: Duration = Duration::from_millis(100);
+/// Fields tracked over all devices by default.
+pub const DEFAULT_MAX_ENTITIES: usize = 20_000;
+/// The state file's name in the state directory.
+pub const STATE_FILE: &str = "homeassistant.json";
+
+/// `[homeassistant] devices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Announce {
+    /// Every device of serial and simulator sources, only `[[device]]` entries on radio sources.
+    #[default]
+    Auto,
+    /// Only `[[device]]` entries.
+    Configured,
+    /// Every device heard.
+    All,
+}
+
+/// What kind of link a source is, for `devices = "auto"` and the device model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    Serial,
+    Simulator,
+    /// A LoRa radio, by chip name (`SX1276`).
+    Radio(String),
+}
+
+/// What discovery needs to know about one `[[source]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub link: Link,
+    pub payload: PayloadFormat,
+}
+
+/// What one `[[device]]` says for Home Assistant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRules {
+    /// `homeassistant = false` turns the device off.
+    pub announce: bool,
+    pub fields: BTreeMap<String, FieldOverride>,
+}
+
+/// Everything discovery needs from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverySettings {
+    pub prefix: String,
+    pub announce: Announce,
+    pub base_topic: String,
+    pub gateway_id: String,
+    /// QoS of the config messages (the gateway's `[publish] qos`).
+    pub qos: u8,
+    pub sources: HashMap<String, SourceInfo>,
+    /// Every `[[device]]`, by (source, address).
+    pub devices: HashMap<(String, String), DeviceRules>,
+    /// Whether there is an `[upstream]` (the gateway's uplink entities).
+    pub uplink: bool,
+    pub sw_version: String,
+    pub max_entities: usize,
+}
+
+impl DiscoverySettings {
+    /// The birth topic Home Assistant publishes `online` on when it (re)starts.
+    pub fn birth_topic(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+}
+
+/// A device's name and availability (its will's topic and payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub name: String,
+    pub availability_topic: String,
+    pub offline_payload: String,
+}
+
+/// What discovery asks the registry.
+pub trait DeviceLookup {
+    /// A tracked device: its identity and merged JSON state.
+    fn tracked(&self, source: &str, address: &str) -> Option<(Identity, &Map<String, Json>)>;
+    /// The identity the configuration gives (source, address), tracked or not.
+    fn configured(&self, source: &str, address: &str) -> Option<Identity>;
+}
+
+/// One announced device, as kept in memory and in the state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Announced {
+    source: String,
+    address: String,
+    #[serde(flatten)]
+    identity: Identity,
+    /// Every field seen (and the gateway keys `rssi`, `snr`, `last_seen`), with its first value's kind.
+    fields: BTreeMap<String, ValueKind>,
+    /// Every config topic published and not cleared.
+    topics: BTreeSet<String>,
+}
+
+/// The state file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    version: u32,
+    gateway_topics: BTreeSet<String>,
+    devices: Vec<Announced>,
+}
+
+type Key = (String, String);
+
+/// The discovery state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Discovery {
+    settings: DiscoverySettings,
+    common: Common,
+    devices: BTreeMap<Key, Announced>,
+    gateway_topics: BTreeSet<String>,
+    /// Fields tracked over all devices.
+    entities: usize,
+    entities_dropped: u64,
+    /// Devices left to re-publish after a birth message, and when the next slice is due.
+    republish: VecDeque<Key>,
+    republish_batch: usize,
+    republish_at: Option<Instant>,
+    republish_gateway: bool,
+    dirty: bool,
+}
+
+fn common_of(settings: &DiscoverySettings) -> Common {
+    Common {
+        prefix: settings.prefix.clone(),
+        gateway_node_id: payload::gateway_node_id(&settings.gateway_id),
+        gateway_availability_topic: publish::gateway_availability_topic(&settings.base_topic),
+        sw_version: settings.sw_version.clone(),
+    }
+}
+
+fn clear(topic: &str, qos: u8) -> Message {
+    Message {
+        topic: topic.to_string(),
+        payload: Vec::new(),
+        qos,
+        retain: true,
+    }
+}
+
+/// The messages that remove everything a state file says was announced (discovery switched off).
+pub fn clear_stored(stored: &Stored, qos: u8) -> Vec<Message> {
+    stored
+        .devices
+        .iter()
+        .flat_map(|device| device.topics.iter())
+        .chain(stored.gateway_topics.iter())
+        .map(|topic| clear(topic, qos))
+        .collect()
+}
+
+impl Discovery {
+    /// A state machine continuing from what `stored` says was announced (nothing when `None`).
+    pub fn new(settings: DiscoverySettings, stored: Option<Stored>) -> Self {
+        let stored = stored.unwrap_or_default();
+        let common = common_of(&settings);
+        let devices: BTreeMap<Key, Announced> = stored
+            .devices
+            .into_iter()
+            .map(|device| ((device.source.clone(), device.address.clone()), device))
+            .collect();
+        let entities = devices.values().map(|d| d.fields.len()).sum();
+        Discovery {
+            settings,
+            common,
+            devices,
+            gateway_topics: stored.gateway_topics,
+            entities,
+            entities_dropped: 0,
+            republish: VecDeque::new(),
+            republish_batch: 1,
+            republish_at: None,
+            republish_gateway: false,
+            dirty: false,
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &DiscoverySettings {
+        &self.settings
+    }
+
+    /// At start: the gateway's configs, and every stored device brought up to date with the
+    /// configuration (re-published under its current name, or removed when no longer announced).
+    pub fn start(&mut self, lookup: &dyn DeviceLookup) -> Vec<Message> {
+        let mut messages = self.gateway_messages(true);
+        messages.extend(self.reconcile(lookup));
+        messages
+    }
+
+    /// Applies new settings (a reload): gateway configs again, and every announced device reconciled.
+    pub fn reconfigure(
+        &mut self,
+        settings: DiscoverySettings,
+        lookup: &dyn DeviceLookup,
+    ) -> Vec<Message> {
+        let same_gateway = settings.prefix == self.settings.prefix
+            && settings.base_topic == self.settings.base_topic
+            && settings.gateway_id == self.settings.gateway_id
+            && settings.uplink == self.settings.uplink;
+        self.settings = settings;
+        self.common = common_of(&self.settings);
+        let mut messages = self.gateway_messages(!same_gateway);
+        messages.extend(self.reconcile(lookup));
+        messages
+    }
+
+    /// Every stored device: removed when no longer announced, else re-published with its current
+    /// identity (the tracked one, else the configured one, else the stored one).
+    fn reconcile(&mut self, lookup: &dyn DeviceLookup) -> Vec<Message> {
+        let keys: Vec<Key> = self.devices.keys().cloned().collect();
+        let mut messages = Vec::new();
+        for key in keys {
+            if !self.eligible(&key.0, &key.1) {
+                messages.extend(self.remove(&key));
+                continue;
+            }
+            let identity = lookup
+                .tracked(&key.0, &key.1)
+                .map(|(identity, _)| identity)
+                .or_else(|| lookup.configured(&key.0, &key.1));
+            if let (Some(identity), Some(device)) = (identity, self.devices.get_mut(&key)) {
+                if device.identity != identity {
+                    device.identity = identity;
+                    self.dirty = true;
+                }
+            }
+            messages.extend(self.sync(&key, true));
+        }
+        messages
+    }
+
+    /// After the registry took a reading of (source, address): the configs of a device announced for
+    /// the first time, of its new fields, or all of them again when it was renamed.
+    pub fn after_reading(
+        &mut self,
+        lookup: &dyn DeviceLookup,
+        source: &str,
+        address: &str,
+    ) -> Vec<Message> {
+        let Some((identity, state)) = lookup.tracked(source, address) else {
+            return Vec::new();
+        };
+        if !self.eligible(source, address) {
+            return Vec::new();
+        }
+        let key = (source.to_string(), address.to_string());
+        let device = self
+            .devices
+            .entry(key.clone())
+            .or_insert_with(|| Announced {
+                source: source.to_string(),
+                address: address.to_string(),
+                identity: identity.clone(),
+                fields: BTreeMap::new(),
+                topics: BTreeSet::new(),
+            });
+        let renamed = device.identity != identity;
+        if renamed {
+            device.identity = identity;
+        }
+        let mut grew = false;
+        for (field, value) in state {
+            if device.fields.contains_key(field) || !announceable_key(field) {
+                continue;
+            }
+            if self.entities >= self.settings.max_entities {
+                self.entities_dropped += 1;
+                continue;
+            }
+            device.fields.insert(field.clone(), ValueKind::of(value));
+            self.entities += 1;
+            grew = true;
+        }
+        if renamed || grew {
+            self.dirty = true;
+            return self.sync(&key, renamed);
+        }
+        Vec::new()
+    }
+
+    /// The registry forgot (source, address): its entities are removed.
+    pub fn forget(&mut self, source: &str, address: &str) -> Vec<Message> {
+        self.remove(&(source.to_string(), address.to_string()))
+    }
+
+    /// Home Assistant (re)started: every config is published again, spread over [`REPUBLISH_SPREAD`],
+    /// the gateway's first.
+    pub fn on_birth(&mut self, now: Instant) {
+        self.republish = self.devices.keys().cloned().collect();
+        let ticks = (REPUBLISH_SPREAD.as_millis() / REPUBLISH_TICK.as_millis()).max(1) as usize;
+        self.republish_batch = self.republish.len().div_ceil(ticks).max(1);
+        self.republish_at = Some(now);
+        self.republish_gateway = true;
+    }
+
+    /// When the next slice of a re-publication is due.
+    pub fn next_republish(&self) -> Option<Instant> {
+        self.republish_at
+    }
+
+    /// The slice of the re-publication due at `now`.
+    pub fn republish_due(&mut self, now: Instant) -> Vec<Message> {
+        match self.republish_at {
+            Some(at) if at <= now => {}
+            _ => return Vec::new(),
+        }
+        let mut messages = Vec::new();
+        if std::mem::take(&mut self.republish_gateway) {
+            messages.extend(self.gateway_messages(true));
+        }
+        for _ in 0..self.republish_batch {
+            let Some(key) = self.republish.pop_front() else {
+                break;
+            };
+            if self.devices.contains_key(&key) {
+                messages.extend(self.sync(&key, true));
+            }
+        }
+        self.republish_at = (!self.republish.is_empty()).then(|| now + REPUBLISH_TICK);
+        messages
+    }
+
+    /// Fields not announced because `max_entities` were tracked.
+    pub fn entities_dropped(&self) -> u64 {
+        self.entities_dropped
+    }
+
+    /// The state file's contents when they changed since the last call.
+    pub fn take_snapshot(&mut self) -> Option<Vec<u8>> {
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        serde_json::to_vec(&self.snapshot()).ok()
+    }
+
+    /// What was announced, as the state file keeps it.
+    pub fn snapshot(&self) -> Stored {
+        Stored {
+            version: 1,
+            gateway_topics: self.gateway_topics.clone(),
+            devices: self.devices.values().cloned().collect(),
+        }
+    }
+
+    /// Whether (source, address) is to be announced under the settings in force.
+    pub fn eligible(&self, source: &str, address: &str) -> bool {
+        let Some(info) = self.settings.sources.get(source) else {
+            return false;
+        };
+        let rules = self
+            .settings
+            .devices
+            .get(&(source.to_string(), address.to_string()));
+        if rules.is_some_and(|rules| !rules.announce) {
+            return false;
+        }
+        match self.settings.announce {
+            Announce::All => true,
+            Announce::Configured => rules.is_some(),
+            Announce::Auto => rules.is_some() || !matches!(info.link, Link::Radio(_)),
+        }
+    }
+
+    /// The gateway device's configs (`all`: every one, else only those not published yet).
+    fn gateway_messages(&mut self, all: bool) -> Vec<Message> {
+        let stats = publish::gateway_stats_topic(&self.settings.base_topic);
+        let configs = payload::gateway_configs(
+            &self.common,
+            &self.settings.gateway_id,
+            &stats,
+            self.settings.uplink,
+        );
+        let wanted: BTreeSet<String> = configs.iter().map(|(topic, _)| topic.clone()).collect();
+        let mut messages: Vec<Message> = self
+            .gateway_topics
+            .difference(&wanted)
+            .map(|topic| clear(topic, self.settings.qos))
+            .collect();
+        for (topic, config) in configs {
+            if all || !self.gateway_topics.contains(&topic) {
+                messages.push(self.config_message(topic, &config));
+            }
+        }
+        if self.gateway_topics != wanted {
+            self.gateway_topics = wanted;
+            self.dirty = true;
+        }
+        messages
+    }
+
+    fn config_message(&self, topic: String, config: &Json) -> Message {
+        Message {
+            topic,
+            payload: config.to_string().into_bytes(),
+            qos: self.settings.qos,
+            retain: true,
+        }
+    }
+
+    /// The configs the device should have now, by topic.
+    fn desired(&self, device: &Announced) -> BTreeMap<String, Json> {
+        let Some(info) = self.settings.sources.get(&device.source) else {
+            return BTreeMap::new();
+        };
+        let rules = self
+            .settings
+            .devices
+            .get(&(device.source.clone(), device.address.clone()));
+        let block = DeviceBlock {
+            node_id: payload::device_node_id(
+                &self.common.gateway_node_id,
+                &device.source,
+                &device.address,
+            ),
+            name: device.identity.name.clone(),
+            model: model(info),
+            state_topic: publish::device_topic(&self.settings.base_topic, &device.identity.name),
+            availability_topic: device.identity.availability_topic.clone(),
+            online_payload: publish::ONLINE.to_string(),
+            offline_payload: device.identity.offline_payload.clone(),
+        };
+        let mut configs = BTreeMap::new();
+        for (field, kind) in &device.fields {
+            let entity = if publish::is_state_key(field) {
+                types::gateway_key_type(field)
+            } else {
+                let over = rules.and_then(|rules| rules.fields.get(field));
+                // The configuration was checked with the same rules; an override refused here is ignored.
+                types::resolve(info.payload, field, *kind, over)
+                    .unwrap_or_else(|_| types::infer(info.payload, field, *kind))
+            };
+            let Some(entity) = entity else { continue };
+            if let types::Render::Location { longitude, .. } = &entity.render {
+                if !device.fields.contains_key(longitude) {
+                    continue; // A tracker needs both coordinates.
+                }
+            }
+            let (topic, config) = payload::entity_config(&self.common, &block, field, &entity);
+            configs.insert(topic, config);
+        }
+        configs
+    }
+
+    /// Brings the device's published configs in line with [`Discovery::desired`]: clears the topics no
+    /// longer wanted, publishes the new ones, and with `all` every one.
+    fn sync(&mut self, key: &Key, all: bool) -> Vec<Message> {
+        let Some(device) = self.devices.get(key) else {
+            return Vec::new();
+        };
+        let desired = self.desired(device);
+        let mut messages: Vec<Message> = device
+            .topics
+            .iter()
+            .filter(|topic| !desired.contains_key(*topic))
+            .map(|topic| clear(topic, self.settings.qos))
+            .collect();
+        for (topic, config) in &desired {
+            if all || !device.topics.contains(topic) {
+                messages.push(self.config_message(topic.clone(), config));
+            }
+        }
+        let topics: BTreeSet<String> = desired.into_keys().collect();
+        if let Some(device) = self.devices.get_mut(key) {
+            if device.topics != topics {
+                device.topics = topics;
+                self.dirty = true;
+            }
+        }
+        messages
+    }
+
+    /// Forgets the device and clears every config it was announced with.
+    fn remove(&mut self, key: &Key) -> Vec<Message> {
+        let Some(device) = self.devices.remove(key) else {
+            return Vec::new();
+        };
+        self.entities = self.entities.saturating_sub(device.fields.len());
+        self.dirty = true;
+        device
+            .topics
+            .iter()
+            .map(|topic| clear(topic, self.settings.qos))
+            .collect()
+    }
+}
+
+impl DeviceLookup for crate::devices::Registry {
+    fn tracked(&self, source: &str, address: &str) -> Option<(Identity, &Map<String, Json>)> {
+        let (name, will, state) = self.device(source, address)?;
+        Some((identity_of(name, will), state))
+    }
+
+    fn configured(&self, source: &str, address: &str) -> Option<Identity> {
+        let (name, will) = self.configured_device(source, address)?;
+        Some(identity_of(&name, &will))
+    }
+}
+
+fn identity_of(name: &str, will: &Message) -> Identity {
+    Identity {
+        name: name.to_string(),
+        availability_topic: will.topic.clone(),
+        offline_payload: String::from_utf8_lossy(&will.payload).into_owned(),
+    }
+}
+
+/// Whether a key of a device's state gets an entity: every field, and of the gateway's keys `rssi`,
+/// `snr` and `last_seen`.
+fn announceable_key(key: &str) -> bool {
+    !publish::is_state_key(key) || types::gateway_key_type(key).is_some()
+}
+
+/// The device model Home Assistant shows: payload format and link.
+fn model(info: &SourceInfo) -> String {
+    let payload = match info.payload {
+        PayloadFormat::Json => "JSON",
+        PayloadFormat::Lpp => "Cayenne LPP",
+        PayloadFormat::MySensors => "MySensors",
+    };
+    match &info.link {
+        Link::Serial => format!("{payload} over serial"),
+        Link::Simulator => format!("{payload} (simulated)"),
+        Link::Radio(chip) => format!("{payload} over {chip} LoRa"),
+    }
+}
+
+/// The state file in `state_dir`.
+pub fn state_file(state_dir: &Path) -> PathBuf {
+    state_dir.join(STATE_FILE)
+}
+
+/// Reads the state file; `None` when there is none. A damaged file is set aside (`.bad`) and logged:
+/// what it listed stays in Home Assistant until those devices are heard or removed there.
+pub async fn load(path: &Path) -> Option<Stored> {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            log::warn!(
+                "Home Assistant discovery state {} not read: {error}",
+                path.display()
+            );
+            return None;
+        }
+    };
+    match serde_json::from_slice::<Stored>(&bytes) {
+        Ok(stored) => Some(stored),
+        Err(error) => {
+            let aside = path.with_extension("json.bad");
+            let _ = tokio::fs::rename(path, &aside).await;
+            log::warn!(
+                "Home Assistant discovery state {} is damaged ({error}); set aside as {}",
+                path.display(),
+                aside.display()
+            );
+            None
+        }
+    }
+}
+
+/// Writes the state file (a temporary file, fsync, rename) on a blocking thread.
+pub async fn save(path: PathBuf, bytes: Vec<u8>) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .unwrap_or_else(|error| Err(std::io::Error::other(error)))
+}
+
+/// Removes the state file (discovery switched off, everything cleared).
+pub async fn remove_state(path: &Path) {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => log::warn!("{} not removed: {error}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Fake {
+        tracked: HashMap<Key, (Identity, Map<String, Json>)>,
+        configured: HashMap<Key, Identity>,
+    }
+
+    impl DeviceLookup for Fake {
+        fn tracked(&self, source: &str, address: &str) -> Option<(Identity, &Map<String, Json>)> {
+            self.tracked
+                .get(&(source.to_string(), address.to_string()))
+                .map(|(identity, state)| (identity.clone(), state))
+        }
+        fn configured(&self, source: &str, address: &str) -> Option<Identity> {
+            self.configured
+                .get(&(source.to_string(), address.to_string()))
+                .cloned()
+        }
+    }
+
+    fn identity(name: &str) -> Identity {
+        Identity {
+            name: name.into(),
+            availability_topic: format!("sg/{name}/availability"),
+            offline_payload: "offline".into(),
+        }
+    }
+
+    fn settings() -> DiscoverySettings {
+        let mut sources = HashMap::new();
+        sources.insert(
+            "uart0".to_string(),
+            SourceInfo {
+                link: Link::Serial,
+                payload: PayloadFormat::Lpp,
+            },
+        );
+        sources.insert(
+            "lora".to_string(),
+            SourceInfo {
+                link: Link::Radio("SX1276".into()),
+                payload: PayloadFormat::Lpp,
+            },
+        );
+        let mut devices = HashMap::new();
+        devices.insert(
+            ("lora".to_string(), "1".to_string()),
+            DeviceRules {
+                announce: true,
+                fields: BTreeMap::new(),
+            },
+        );
+        DiscoverySettings {
+            prefix: "homeassistant".into(),
+            announce: Announce::Auto,
+            base_topic: "sg".into(),
+            gateway_id: "gw".into(),
+            qos: 1,
+            sources,
+            devices,
+            uplink: false,
+            sw_version: "0".into(),
+            max_entities: 1000,
+        }
+    }
+
+    fn hear(fake: &mut Fake, source: &str, address: &str, name: &str, fields: &[&str]) {
+        let entry = fake
+            .tracked
+            .entry((source.into(), address.into()))
+            .or_insert_with(|| (identity(name), Map::new()));
+        entry.0 = identity(name);
+        for field in fields {
+            entry.1.insert(field.to_string(), Json::from(1.5));
+        }
+        entry
+            .1
+            .insert("last_seen".into(), Json::from("2024-01-01T00:00:00Z"));
+    }
+
+    fn configs(messages: &[Message]) -> Vec<&str> {
+        messages
+            .iter()
+            .filter(|m| !m.payload.is_empty())
+            .map(|m| m.topic.as_str())
+            .collect()
+    }
+
+    fn cleared(messages: &[Message]) -> Vec<&str> {
+        messages
+            .iter()
+            .filter(|m| m.payload.is_empty())
+            .map(|m| m.topic.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn first_reading_new_fields_and_rename() {
+        let mut fake = Fake::default();
+        let mut discovery = Discovery::new(settings(), None);
+        assert_eq!(
+            configs(&discovery.start(&fake)).len(),
+            3,
+            "the gateway's entities"
+        );
+        hear(&mut fake, "uart0", "17", "uart0-17", &["temperature_1"]);
+        let first = discovery.after_reading(&fake, "uart0", "17");
+        assert_eq!(
+            configs(&first),
+            [
+                "homeassistant/sensor/sensorgate_gw_uart0_17/last_seen/config",
+                "homeassistant/sensor/sensorgate_gw_uart0_17/temperature_1/config"
+            ]
+        );
+        assert!(first.iter().all(|m| m.retain));
+        assert!(
+            discovery.after_reading(&fake, "uart0", "17").is_empty(),
+            "nothing new"
+        );
+        hear(
+            &mut fake,
+            "uart0",
+            "17",
+            "uart0-17",
+            &["relative_humidity_2"],
+        );
+        let grown = discovery.after_reading(&fake, "uart0", "17");
+        assert_eq!(
+            configs(&grown),
+            ["homeassistant/sensor/sensorgate_gw_uart0_17/relative_humidity_2/config"]
+        );
+        hear(&mut fake, "uart0", "17", "kitchen", &[]);
+        let renamed = discovery.after_reading(&fake, "uart0", "17");
+        assert_eq!(configs(&renamed).len(), 3, "every entity, same topics");
+        assert!(
+            cleared(&renamed).is_empty(),
+            "no ghost: same unique ids and topics"
+        );
+        let config: Json = serde_json::from_slice(&renamed[0].payload).unwrap();
+        assert_eq!(config["state_topic"], "sg/kitchen");
+        assert_eq!(config["device"]["name"], "kitchen");
+    }
+
+    #[test]
+    fn radio_devices_need_a_device_entry_under_auto() {
+        let mut fake = Fake::default();
+        let mut discovery = Discovery::new(settings(), None);
+        hear(&mut fake, "lora", "7", "lora-7", &["temperature_1"]);
+        assert!(discovery.after_reading(&fake, "lora", "7").is_empty());
+        hear(&mut fake, "lora", "1", "greenhouse", &["temperature_1"]);
+        assert_eq!(
+            configs(&discovery.after_reading(&fake, "lora", "1")).len(),
+            2
+        );
+        let mut all = settings();
+        all.announce = Announce::All;
+        let mut discovery = Discovery::new(all, None);
+        assert_eq!(
+            configs(&discovery.after_reading(&fake, "lora", "7")).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn removal_override_and_restart() {
+        let mut fake = Fake::default();
+        let mut discovery = Discovery::new(settings(), None);
+        hear(&mut fake, "lora", "1", "greenhouse", &["temperature_1"]);
+        discovery.after_reading(&fake, "lora", "1");
+        let stored: Stored = serde_json::from_slice(&discovery.take_snapshot().unwrap()).unwrap();
+        assert!(
+            discovery.take_snapshot().is_none(),
+            "written only when it changed"
+        );
+        // Restart with the [[device]] entry gone: removed without hearing the device.
+        let mut gone = settings();
+        gone.devices.clear();
+        let mut restarted = Discovery::new(gone, Some(stored.clone()));
+        let removed = restarted.start(&Fake::default());
+        assert_eq!(cleared(&removed).len(), 2);
+        assert!(restarted.take_snapshot().is_some());
+        // Override off on reload.
+        let mut off = settings();
+        off.devices
+            .get_mut(&("lora".to_string(), "1".to_string()))
+            .unwrap()
+            .announce = false;
+        let cleared_now = discovery.reconfigure(off, &fake);
+        assert_eq!(cleared(&cleared_now).len(), 2);
+        assert!(discovery.after_reading(&fake, "lora", "1").is_empty());
+        // Renamed in the configuration while stopped: re-published under the new name at start.
+        let mut renamed = Fake::default();
+        renamed
+            .configured
+            .insert(("lora".into(), "1".into()), identity("glasshouse"));
+        let mut restarted = Discovery::new(settings(), Some(stored));
+        let messages = restarted.start(&renamed);
+        let device_configs: Vec<&Message> = messages
+            .iter()
+            .filter(|m| m.topic.contains("sensorgate_gw_lora_1"))
+            .collect();
+        assert_eq!(device_configs.len(), 2);
+        let config: Json = serde_json::from_slice(&device_configs[0].payload).unwrap();
+        assert_eq!(config["state_topic"], "sg/glasshouse");
+        // Forgotten by the registry.
+        assert_eq!(cleared(&restarted.forget("lora", "1")).len(), 2);
+        assert_eq!(clear_stored(&Stored::default(), 1).len(), 0);
+    }
+
+    #[test]
+    fn birth_republishes_everything_spread_out() {
+        let mut fake = Fake::default();
+        let mut discovery = Discovery::new(settings(), None);
+        discovery.start(&fake);
+        for i in 0..100 {
+            hear(
+                &mut fake,
+                "uart0",
+                &i.to_string(),
+                &format!("d{i}"),
+                &["temperature_1"],
+            );
+            discovery.after_reading(&fake, "uart0", &i.to_string());
+        }
+        let t0 = Instant::now();
+        discovery.on_birth(t0);
+        let mut total = 0;
+        let mut now = t0;
+        let mut slices = 0;
+        while let Some(at) = discovery.next_republish() {
+            assert!(at - t0 <= REPUBLISH_SPREAD, "within the spread");
+            now = now.max(at);
+            total += discovery.republish_due(now).len();
+            slices += 1;
+        }
+        assert_eq!(total, 3 + 200);
+        assert!(slices > 10, "spread over {slices} slices");
+    }
+
+    #[test]
+    fn entities_are_bounded() {
+        let mut fake = Fake::default();
+        let mut small = settings();
+        small.max_entities = 3;
+        let mut discovery = Discovery::new(small, None);
+        hear(
+            &mut fake,
+            "uart0",
+            "1",
+            "a",
+            &["temperature_1", "temperature_2", "temperature_3"],
+        );
+        discovery.after_reading(&fake, "uart0", "1");
+        assert_eq!(discovery.entities_dropped(), 1);
+    }
+}

@@ -1,0 +1,911 @@
+//! Home Assistant discovery end to end: the real daemon with a pseudo-terminal as its serial dongle and a
+//! simulated SX1276 radio, and a real MQTT client (rumqttc) on 127.0.0.1 subscribed to `#` that validates
+//! every discovery config it receives against Home Assistant's schema for its platform ([`validate`],
+//! written from Home Assistant's MQTT integration: `sensor.py`, `binary_sensor.py`, `device_tracker.py`,
+//! `mixins.py` (availability, device, origin), `discovery.py` (the topic pattern), and the device class
+//! tables of `sensor/const.py` and `binary_sensor/__init__.py` as Home Assistant 2024.3.3 has them,
+//! dumped into [`HA_TABLES`]). The lifecycle: first frame, new field, a radio device without a
+//! `[[device]]` kept out, availability with the device's will and the gateway's, the birth message,
+//! rename and override off on reload, removal from the configuration across a restart. The forgotten
+//! device is the in-process test at the end (the registry forgets a device only beyond its 10,000-device
+//! cap, which a daemon test would have to fill). Every wait is bounded.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/mqtt.rs"]
+mod mqtt;
+#[path = "support/pty.rs"]
+mod pty;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use daemon::Daemon;
+use pty::FakeDongle;
+use serde_json::Value as Json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// `DEVICE_CLASS_UNITS`, `DEVICE_CLASS_STATE_CLASSES`, `SensorDeviceClass`, `SensorStateClass` and
+/// `BinarySensorDeviceClass` of Home Assistant 2024.3.3, dumped with its own Python (`""` is `None`).
+const HA_TABLES: &str = include_str!("homeassistant_tables.json");
+
+/// Keys each platform's discovery schema knows (the common entity schema plus the platform's own).
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "unique_id",
+    "object_id",
+    "icon",
+    "entity_category",
+    "enabled_by_default",
+    "availability",
+    "availability_mode",
+    "availability_topic",
+    "availability_template",
+    "payload_available",
+    "payload_not_available",
+    "device",
+    "origin",
+    "json_attributes_topic",
+    "json_attributes_template",
+    "qos",
+    "encoding",
+];
+const SENSOR_KEYS: &[&str] = &[
+    "state_topic",
+    "value_template",
+    "device_class",
+    "unit_of_measurement",
+    "state_class",
+    "expire_after",
+    "force_update",
+    "last_reset_value_template",
+    "suggested_display_precision",
+    "options",
+];
+const BINARY_SENSOR_KEYS: &[&str] = &[
+    "state_topic",
+    "value_template",
+    "device_class",
+    "expire_after",
+    "force_update",
+    "off_delay",
+    "payload_on",
+    "payload_off",
+];
+const DEVICE_TRACKER_KEYS: &[&str] = &[
+    "state_topic",
+    "value_template",
+    "payload_home",
+    "payload_not_home",
+    "payload_reset",
+    "source_type",
+];
+
+fn tables() -> Json {
+    serde_json::from_str(HA_TABLES).expect("tables are JSON")
+}
+
+fn strings(value: &Json) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Home Assistant's rules for one discovery config on `topic`; the error says which.
+fn validate(prefix: &str, topic: &str, config: &Json) -> Result<(), String> {
+    let tables = tables();
+    // discovery.py: {prefix}/{component}/[{node_id}/]{object_id}/config, ids [a-zA-Z0-9_-]+.
+    let rest = topic
+        .strip_prefix(prefix)
+        .and_then(|t| t.strip_prefix('/'))
+        .ok_or("not under the prefix")?;
+    let levels: Vec<&str> = rest.split('/').collect();
+    let id_ok = |id: &str| {
+        !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if levels.len() != 4 || levels[3] != "config" || !id_ok(levels[1]) || !id_ok(levels[2]) {
+        return Err(format!(
+            "topic {topic} does not match the discovery pattern"
+        ));
+    }
+    let component = levels[0];
+    let own = match component {
+        "sensor" => SENSOR_KEYS,
+        "binary_sensor" => BINARY_SENSOR_KEYS,
+        "device_tracker" => DEVICE_TRACKER_KEYS,
+        other => return Err(format!("unexpected component {other}")),
+    };
+    let object = config.as_object().ok_or("config is not a JSON object")?;
+    for key in object.keys() {
+        if !COMMON_KEYS.contains(&key.as_str()) && !own.contains(&key.as_str()) {
+            return Err(format!("{component}: unknown key {key}"));
+        }
+    }
+    let text = |key: &str| object.get(key).and_then(Json::as_str);
+    for key in [
+        "name",
+        "unique_id",
+        "state_topic",
+        "value_template",
+        "icon",
+        "device_class",
+        "unit_of_measurement",
+    ] {
+        if object.contains_key(key) && text(key).is_none() {
+            return Err(format!("{key} is not a string"));
+        }
+    }
+    if text("unique_id").is_none_or(str::is_empty) {
+        return Err("no unique_id".into());
+    }
+    if let Some(icon) = text("icon") {
+        if !icon.contains(':') {
+            return Err(format!("icon {icon} is not prefix:name"));
+        }
+    }
+    // Availability (mixins.py): a list of {topic, payload_available?, payload_not_available?}, exclusive
+    // with availability_topic; availability_mode all | any | latest.
+    if object.contains_key("availability") && object.contains_key("availability_topic") {
+        return Err("availability and availability_topic together".into());
+    }
+    let availability = object
+        .get("availability")
+        .and_then(Json::as_array)
+        .ok_or("no availability list")?;
+    for entry in availability {
+        let topic = entry
+            .get("topic")
+            .and_then(Json::as_str)
+            .ok_or("availability entry without topic")?;
+        if topic.is_empty() || topic.contains('\0') {
+            return Err("availability topic invalid".into());
+        }
+        for key in entry.as_object().ok_or("entry not an object")?.keys() {
+            if ![
+                "topic",
+                "payload_available",
+                "payload_not_available",
+                "value_template",
+            ]
+            .contains(&key.as_str())
+            {
+                return Err(format!("availability entry key {key}"));
+            }
+        }
+    }
+    if !matches!(text("availability_mode"), Some("all" | "any" | "latest")) {
+        return Err("availability_mode is not all/any/latest".into());
+    }
+    // Device (mixins.py): at least one identifier or connection; strings only.
+    let device = object.get("device").ok_or("no device block")?;
+    if strings(&device["identifiers"]).is_empty() {
+        return Err("device without identifiers".into());
+    }
+    for key in device.as_object().ok_or("device not an object")?.keys() {
+        let known = [
+            "identifiers",
+            "connections",
+            "manufacturer",
+            "model",
+            "name",
+            "hw_version",
+            "serial_number",
+            "sw_version",
+            "via_device",
+            "suggested_area",
+            "configuration_url",
+        ];
+        if !known.contains(&key.as_str()) {
+            return Err(format!("device key {key}"));
+        }
+    }
+    if let Some(origin) = object.get("origin") {
+        if origin.get("name").and_then(Json::as_str).is_none() {
+            return Err("origin without name".into());
+        }
+    }
+    // entity_category: sensors and binary sensors may only be diagnostic.
+    if let Some(category) = object.get("entity_category") {
+        if category != "diagnostic" {
+            return Err(format!("entity_category {category}"));
+        }
+    }
+    match component {
+        "sensor" => {
+            text("state_topic").ok_or("sensor without state_topic")?;
+            let classes = strings(&tables["sensor_device_classes"]);
+            let state_classes = strings(&tables["state_classes"]);
+            let unit = text("unit_of_measurement");
+            if let Some(state_class) = text("state_class") {
+                if !state_classes.contains(&state_class.to_string()) {
+                    return Err(format!("state_class {state_class}"));
+                }
+            }
+            if let Some(class) = text("device_class") {
+                if !classes.contains(&class.to_string()) {
+                    return Err(format!("sensor device_class {class}"));
+                }
+                if let Some(units) = tables["units"].get(class) {
+                    let units = strings(units);
+                    let given = unit.unwrap_or("");
+                    if !units.contains(&given.to_string()) {
+                        return Err(format!(
+                            "unit {given:?} not valid for device_class {class}: {units:?}"
+                        ));
+                    }
+                }
+                if let (Some(state_class), Some(allowed)) = (
+                    text("state_class"),
+                    tables["state_classes_by_class"].get(class),
+                ) {
+                    if !strings(allowed).contains(&state_class.to_string()) {
+                        return Err(format!(
+                            "state_class {state_class} impossible with device_class {class}"
+                        ));
+                    }
+                }
+                if ["timestamp", "date", "enum"].contains(&class)
+                    && (unit.is_some() || text("state_class").is_some())
+                {
+                    return Err(format!("{class} with a unit or state_class"));
+                }
+            }
+        }
+        "binary_sensor" => {
+            text("state_topic").ok_or("binary_sensor without state_topic")?;
+            if let Some(class) = text("device_class") {
+                if !strings(&tables["binary_sensor_device_classes"]).contains(&class.to_string()) {
+                    return Err(format!("binary_sensor device_class {class}"));
+                }
+            }
+            let on = text("payload_on").unwrap_or("ON");
+            let off = text("payload_off").unwrap_or("OFF");
+            let template = text("value_template").unwrap_or("");
+            if !template.contains(&format!("'{on}'")) || !template.contains(&format!("'{off}'")) {
+                return Err(format!("template {template} does not render {on}/{off}"));
+            }
+        }
+        "device_tracker" => {
+            if text("state_topic").is_none() && text("json_attributes_topic").is_none() {
+                return Err("device_tracker without state_topic or json_attributes_topic".into());
+            }
+            if !matches!(
+                text("source_type"),
+                None | Some("gps" | "router" | "bluetooth" | "bluetooth_le")
+            ) {
+                return Err("source_type".into());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The fields a template reads (`value_json['x']`).
+fn template_fields(template: &str) -> Vec<String> {
+    template
+        .split("value_json['")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("']").map(|(field, _)| field.to_string()))
+        .collect()
+}
+
+/// What the subscriber has seen: the latest config per discovery topic (`None`: cleared), the latest
+/// payload of every other topic, and every config message in arrival order.
+#[derive(Default)]
+struct Seen {
+    configs: BTreeMap<String, Option<Json>>,
+    topics: BTreeMap<String, String>,
+    log: Vec<(Instant, String, bool)>,
+    counts: BTreeMap<String, usize>,
+}
+
+struct Watch {
+    sub: mqtt::Subscriber,
+    seen: Seen,
+    prefix: &'static str,
+}
+
+impl Watch {
+    async fn new(addr: std::net::SocketAddr, id: &str, filter: &str) -> Watch {
+        Watch {
+            sub: mqtt::subscribe(addr, id, filter, 1).await,
+            seen: Seen::default(),
+            prefix: "homeassistant",
+        }
+    }
+
+    fn take(&mut self, message: mqtt::Received) {
+        *self.seen.counts.entry(message.topic.clone()).or_default() += 1;
+        if message.topic.starts_with("homeassistant/") && message.topic.ends_with("/config") {
+            let config = if message.payload.is_empty() {
+                None
+            } else {
+                let config: Json =
+                    serde_json::from_slice(&message.payload).expect("config is JSON");
+                if let Err(error) = validate(self.prefix, &message.topic, &config) {
+                    panic!(
+                        "Home Assistant would refuse {}: {error}\n{config:#}",
+                        message.topic
+                    );
+                }
+                Some(config)
+            };
+            self.seen
+                .log
+                .push((Instant::now(), message.topic.clone(), config.is_some()));
+            self.seen.configs.insert(message.topic, config);
+        } else {
+            let text = message.text();
+            self.seen.topics.insert(message.topic, text);
+        }
+    }
+
+    /// Takes messages until `done` holds; panics after `within`.
+    async fn until(&mut self, what: &str, within: Duration, mut done: impl FnMut(&Seen) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done(&self.seen) {
+            match tokio::time::timeout_at(deadline, self.sub.rx.recv()).await {
+                Ok(Some(message)) => self.take(message),
+                _ => panic!(
+                    "{what}: not seen within {within:?}; configs: {:#?}",
+                    self.seen.configs.keys().collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    fn config(&self, topic: &str) -> &Json {
+        match self.seen.configs.get(topic) {
+            Some(Some(config)) => config,
+            other => panic!("no config on {topic}: {other:?}"),
+        }
+    }
+
+    /// Every live config whose device state is known reads only fields that state has.
+    fn check_templates(&self) {
+        for (topic, config) in &self.seen.configs {
+            let Some(config) = config else { continue };
+            let state_topic = config["state_topic"]
+                .as_str()
+                .or(config["json_attributes_topic"].as_str())
+                .unwrap_or("");
+            let Some(state) = self.seen.topics.get(state_topic) else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_str::<Json>(state) else {
+                continue;
+            };
+            for key in ["value_template", "json_attributes_template"] {
+                for field in template_fields(config[key].as_str().unwrap_or("")) {
+                    assert!(
+                        state.get(&field).is_some(),
+                        "{topic} reads {field}, which {state_topic} lacks: {state}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn live(seen: &Seen, part: &str) -> usize {
+    seen.configs
+        .iter()
+        .filter(|(topic, config)| topic.contains(part) && config.is_some())
+        .count()
+}
+
+const CONFIG: &str = r#"
+[gateway]
+id = "ha-test"
+base_topic = "sensorgate"
+state_dir = "{state_dir}"
+
+[[broker.listener]]
+bind = "127.0.0.1:{port}"
+
+[publish]
+stats_interval = "1s"
+
+[[source]]
+name = "uart0"
+kind = "serial"
+path = "{link}"
+baud = 115200
+framing = "lines"
+payload = "json"
+
+[[source]]
+name = "lora"
+kind = "sx1276"
+backend = "simulator"
+frequency = 868_100_000
+spreading_factor = 7
+bandwidth = 125_000
+devices = 2
+interval = "200ms"
+
+[homeassistant]
+discovery = true
+
+[[device]]
+name = "{kitchen}"
+source = "uart0"
+address = "17"
+offline_after = "2s"
+fields = { soil = { device_class = "moisture" } }
+{devices}
+"#;
+
+const GREENHOUSE: &str =
+    "\n[[device]]\nname = \"greenhouse\"\nsource = \"lora\"\naddress = \"1\"\n";
+const SHED_OFF: &str =
+    "\n[[device]]\nname = \"shed\"\nsource = \"uart0\"\naddress = \"5\"\nhomeassistant = false\n";
+
+fn config(dir: &Path, kitchen: &str, devices: &str) -> String {
+    CONFIG
+        .replace("{link}", &dir.join("ttyUSB-ha").display().to_string())
+        .replace("{kitchen}", kitchen)
+        .replace("{devices}", devices)
+}
+
+const KITCHEN: &str = "homeassistant/sensor/sensorgate_ha-test_uart0_17";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_follows_devices_through_their_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dongle = FakeDongle::plug(&dir.path().join("ttyUSB-ha"));
+    let daemon = Daemon::start(dir.path(), &config(dir.path(), "kitchen", GREENHOUSE));
+    daemon.wait_for_log("open at 115200 baud", 1, WAIT);
+    let mut watch = Watch::new(daemon.addr, "ha-watch", "#").await;
+
+    // The gateway device and its diagnostic entities.
+    watch
+        .until("gateway entities", WAIT, |seen| {
+            live(seen, "sensorgate_ha-test/") == 3
+        })
+        .await;
+    let frames = watch
+        .config("homeassistant/sensor/sensorgate_ha-test/frames/config")
+        .clone();
+    assert_eq!(frames["state_topic"], "sensorgate/gateway/stats");
+    assert_eq!(frames["entity_category"], "diagnostic");
+
+    // First frame: one device, typed entities, the device's and the gateway's availability.
+    dongle
+        .write(b"{\"id\":17,\"temperature\":21.5,\"soil\":30}\n")
+        .await;
+    watch
+        .until("kitchen's first entities", WAIT, |seen| {
+            live(seen, "_uart0_17/") == 3
+        })
+        .await;
+    let temperature = watch
+        .config(&format!("{KITCHEN}/temperature/config"))
+        .clone();
+    assert_eq!(
+        (
+            &temperature["device_class"],
+            &temperature["unit_of_measurement"],
+            &temperature["state_class"]
+        ),
+        (
+            &Json::from("temperature"),
+            &Json::from("°C"),
+            &Json::from("measurement")
+        )
+    );
+    assert_eq!(temperature["state_topic"], "sensorgate/kitchen");
+    assert_eq!(
+        temperature["unique_id"],
+        "sensorgate_ha-test_uart0_17_temperature"
+    );
+    assert_eq!(
+        temperature["availability"],
+        serde_json::json!([{"topic": "sensorgate/kitchen/availability"}, {"topic": "sensorgate/gateway/availability"}])
+    );
+    assert_eq!(temperature["availability_mode"], "all");
+    assert_eq!(temperature["device"]["name"], "kitchen");
+    assert_eq!(temperature["device"]["via_device"], "sensorgate_ha-test");
+    assert_eq!(temperature["device"]["model"], "JSON over serial");
+    let soil = watch.config(&format!("{KITCHEN}/soil/config")).clone();
+    assert_eq!(
+        (&soil["device_class"], &soil["unit_of_measurement"]),
+        (&Json::from("moisture"), &Json::from("%"))
+    );
+    let last_seen = watch.config(&format!("{KITCHEN}/last_seen/config")).clone();
+    assert_eq!(
+        (&last_seen["device_class"], &last_seen["entity_category"]),
+        (&Json::from("timestamp"), &Json::from("diagnostic"))
+    );
+
+    // A new field: only its config is published.
+    dongle.write(b"{\"id\":17,\"humidity\":40.5}\n").await;
+    watch
+        .until("kitchen's humidity", WAIT, |seen| {
+            live(seen, "_uart0_17/") == 4
+        })
+        .await;
+    assert_eq!(
+        watch.seen.counts[&format!("{KITCHEN}/temperature/config")],
+        1,
+        "not published again"
+    );
+
+    // An unconfigured serial device is announced ("auto"), a boolean as a binary_sensor.
+    dongle.write(b"{\"id\":5,\"door\":true}\n").await;
+    watch
+        .until("uart0-5's door", WAIT, |seen| live(seen, "_uart0_5/") == 2)
+        .await;
+    let door = watch
+        .config("homeassistant/binary_sensor/sensorgate_ha-test_uart0_5/door/config")
+        .clone();
+    assert_eq!(door["device_class"], "door");
+
+    // Radio: the named node is announced with its signal as diagnostics; the other is heard and kept out.
+    watch
+        .until("greenhouse's entities", WAIT, |seen| {
+            live(seen, "_lora_1/") >= 6
+        })
+        .await;
+    let rssi = watch
+        .config("homeassistant/sensor/sensorgate_ha-test_lora_1/rssi/config")
+        .clone();
+    assert_eq!(
+        (&rssi["device_class"], &rssi["unit_of_measurement"]),
+        (&Json::from("signal_strength"), &Json::from("dBm"))
+    );
+    assert_eq!(rssi["device"]["model"], "Cayenne LPP over SX1276 LoRa");
+    watch
+        .until("lora-2 heard twice", WAIT, |seen| {
+            seen.counts.get("sensorgate/lora-2").copied().unwrap_or(0) >= 2
+        })
+        .await;
+    assert_eq!(
+        live(&watch.seen, "_lora_2"),
+        0,
+        "an unnamed radio device reached Home Assistant"
+    );
+
+    // Availability flips with the device's will, on the topic the config names.
+    watch
+        .until("kitchen offline", WAIT, |seen| {
+            seen.topics
+                .get("sensorgate/kitchen/availability")
+                .map(String::as_str)
+                == Some("offline")
+        })
+        .await;
+    watch.check_templates();
+
+    // Home Assistant's birth message: every config again, spread over a few seconds.
+    let before: usize = watch.seen.log.len();
+    let live_now = watch.seen.configs.values().filter(|c| c.is_some()).count();
+    let born = Instant::now();
+    watch
+        .sub
+        .client
+        .publish(
+            "homeassistant/status",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "online",
+        )
+        .await
+        .unwrap();
+    watch
+        .until("every config again", WAIT, |seen| {
+            let again: BTreeSet<&String> = seen.log[before..]
+                .iter()
+                .filter(|(_, _, live)| *live)
+                .map(|(_, t, _)| t)
+                .collect();
+            again.len() >= live_now
+        })
+        .await;
+    let last = watch.seen.log.last().unwrap().0;
+    assert!(
+        last - born < Duration::from_secs(5),
+        "re-publication took {:?}",
+        last - born
+    );
+    println!(
+        "birth: {live_now} configs re-published in {:?}",
+        last - born
+    );
+
+    // Reload: kitchen renamed (same unique ids and config topics, new state topic, nothing cleared), and
+    // uart0-5 switched off by an override (its configs cleared).
+    std::fs::write(
+        &daemon.config_path,
+        config(dir.path(), "cuisine", &format!("{GREENHOUSE}{SHED_OFF}"))
+            .replace("{port}", &daemon.addr.port().to_string())
+            .replace(
+                "{state_dir}",
+                &dir.path().join("state").display().to_string(),
+            ),
+    )
+    .unwrap();
+    let mark = watch.seen.log.len();
+    daemon.signal("HUP");
+    watch
+        .until("rename and override off", WAIT, |seen| {
+            let renamed = seen
+                .configs
+                .iter()
+                .filter(|(t, c)| {
+                    t.contains("_uart0_17/")
+                        && c.as_ref()
+                            .is_some_and(|c| c["state_topic"] == "sensorgate/cuisine")
+                })
+                .count();
+            renamed == 4 && live(seen, "_uart0_5/") == 0
+        })
+        .await;
+    let cleared: Vec<&String> = watch.seen.log[mark..]
+        .iter()
+        .filter(|(_, _, live)| !live)
+        .map(|(_, t, _)| t)
+        .collect();
+    assert!(
+        cleared.iter().all(|t| t.contains("_uart0_5/")),
+        "only the switched-off device is cleared: {cleared:?}"
+    );
+    assert_eq!(
+        watch.config(&format!("{KITCHEN}/temperature/config"))["device"]["name"],
+        "cuisine"
+    );
+    assert_eq!(
+        watch.config(&format!("{KITCHEN}/temperature/config"))["unique_id"],
+        "sensorgate_ha-test_uart0_17_temperature"
+    );
+
+    // The gateway's will: every entity lists the gateway's availability, which goes offline at a stop.
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+    watch
+        .until("gateway offline", WAIT, |seen| {
+            seen.topics
+                .get("sensorgate/gateway/availability")
+                .map(String::as_str)
+                == Some("offline")
+        })
+        .await;
+    drop(watch);
+
+    // Restart without greenhouse's [[device]]: removed from Home Assistant before it is heard again.
+    let state_file = dir.path().join("state").join("homeassistant.json");
+    assert!(std::fs::read_to_string(&state_file)
+        .unwrap()
+        .contains("\"lora\""));
+    let daemon = Daemon::start(dir.path(), &config(dir.path(), "cuisine", SHED_OFF));
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(&state_file)
+        .unwrap_or_default()
+        .contains("\"lora\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "greenhouse still in the state file:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut retained = Watch::new(daemon.addr, "ha-retained", "homeassistant/#").await;
+    retained
+        .until("retained configs", WAIT, |seen| {
+            live(seen, "_uart0_17/") == 4 && live(seen, "sensorgate_ha-test/") == 3
+        })
+        .await;
+    // A probe published after the subscription: everything retained has arrived before it.
+    retained
+        .sub
+        .client
+        .publish("homeassistant/probe", rumqttc::QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    retained
+        .until("probe", WAIT, |seen| {
+            seen.topics.contains_key("homeassistant/probe")
+        })
+        .await;
+    assert_eq!(
+        live(&retained.seen, "_lora_"),
+        0,
+        "greenhouse left a ghost: {:?}",
+        retained.seen.configs.keys()
+    );
+    assert_eq!(live(&retained.seen, "_uart0_5/"), 0);
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+}
+
+/// The registry forgets a device (its cap makes room for a new one): discovery clears its configs.
+#[test]
+fn a_forgotten_device_is_removed() {
+    use sensorgate::decode::PayloadFormat;
+    use sensorgate::devices::{Registry, RegistrySettings};
+    use sensorgate::homeassistant::{Announce, Discovery, DiscoverySettings, Link, SourceInfo};
+    use sensorgate::model::{Reading, Value};
+
+    let mut registry = Registry::with_device_cap(
+        RegistrySettings {
+            base_topic: "sg".into(),
+            qos: 1,
+            retain: true,
+            field_topics: false,
+            offline_after: Duration::from_secs(60),
+            dedup_window: Duration::from_secs(10),
+            max_fields: 64,
+            devices: Vec::new(),
+        },
+        1,
+    );
+    let mut discovery = Discovery::new(
+        DiscoverySettings {
+            prefix: "homeassistant".into(),
+            announce: Announce::All,
+            base_topic: "sg".into(),
+            gateway_id: "gw".into(),
+            qos: 1,
+            sources: [(
+                "uart0".to_string(),
+                SourceInfo {
+                    link: Link::Serial,
+                    payload: PayloadFormat::Json,
+                },
+            )]
+            .into(),
+            devices: Default::default(),
+            uplink: false,
+            sw_version: "test".into(),
+            max_entities: 100,
+        },
+        None,
+    );
+    let reading = |address: &str| Reading {
+        source: "uart0".into(),
+        address: address.into(),
+        seq: None,
+        fields: vec![("temperature".into(), Value::Float(20.0))],
+        received_at: std::time::SystemTime::now(),
+        radio: None,
+    };
+    let now = std::time::Instant::now();
+    registry.on_reading(&reading("1"), now);
+    let announced = discovery.after_reading(&registry, "uart0", "1");
+    assert_eq!(announced.len(), 2);
+    registry.shutdown(); // offline: the one the cap may evict
+    registry.on_reading(&reading("2"), now);
+    let forgotten = registry.take_forgotten();
+    assert_eq!(forgotten, [("uart0".to_string(), "1".to_string())]);
+    let removed = discovery.forget("uart0", "1");
+    let topics: BTreeSet<&str> = announced.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(
+        removed
+            .iter()
+            .map(|m| m.topic.as_str())
+            .collect::<BTreeSet<_>>(),
+        topics
+    );
+    assert!(removed.iter().all(|m| m.payload.is_empty() && m.retain));
+    assert_eq!(discovery.after_reading(&registry, "uart0", "2").len(), 2);
+}
+
+/// The validator itself refuses what Home Assistant refuses.
+#[test]
+fn the_validator_refuses_what_home_assistant_refuses() {
+    let good = serde_json::json!({
+        "name": "Temperature", "unique_id": "u", "state_topic": "sg/k", "value_template": "{{ value_json['t'] }}",
+        "device_class": "temperature", "unit_of_measurement": "°C", "state_class": "measurement",
+        "availability": [{"topic": "sg/k/availability"}], "availability_mode": "all",
+        "device": {"identifiers": ["d"], "name": "k"},
+    });
+    let topic = "homeassistant/sensor/node/t/config";
+    assert_eq!(validate("homeassistant", topic, &good), Ok(()));
+    let with = |key: &str, value: Json| {
+        let mut config = good.clone();
+        config[key] = value;
+        validate("homeassistant", topic, &config)
+    };
+    assert!(with("unit_of_measurement", Json::from("%")).is_err());
+    assert!(with("state_class", Json::from("total_increasing")).is_err());
+    assert!(with("device_class", Json::from("temprature")).is_err());
+    assert!(with("entity_category", Json::from("config")).is_err());
+    assert!(with("availability_mode", Json::from("every")).is_err());
+    assert!(with("device", serde_json::json!({"name": "k"})).is_err());
+    assert!(with("icon", Json::from("sprout")).is_err());
+    assert!(with("unknown_key", Json::from(1)).is_err());
+    assert!(validate(
+        "homeassistant",
+        "homeassistant/sensor/no de/t/config",
+        &good
+    )
+    .is_err());
+    let mut binary = good.clone();
+    binary.as_object_mut().unwrap().retain(|k, _| {
+        !["device_class", "unit_of_measurement", "state_class"].contains(&k.as_str())
+    });
+    binary["value_template"] = Json::from("{{ 'ON' if value_json['d'] else 'OFF' }}");
+    assert_eq!(
+        validate(
+            "homeassistant",
+            "homeassistant/binary_sensor/node/d/config",
+            &binary
+        ),
+        Ok(())
+    );
+    binary["unit_of_measurement"] = Json::from("%");
+    assert!(validate(
+        "homeassistant",
+        "homeassistant/binary_sensor/node/d/config",
+        &binary
+    )
+    .is_err());
+}
+
+/// Overrides Home Assistant would refuse are refused by the configuration, at the key at fault.
+#[test]
+fn the_configuration_refuses_overrides_home_assistant_would_refuse() {
+    use sensorgate::config::Config;
+    let base = "[[source]]\nname = \"u\"\nkind = \"serial\"\npath = \"/dev/x\"\nframing = \"cobs\"\npayload = \"lpp\"\n\n[[device]]\nname = \"k\"\nsource = \"u\"\naddress = \"1\"\n";
+    let error = |extra: &str| {
+        Config::parse(&format!("{base}{extra}"), Path::new("t.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let unit = error("fields = { temperature_1 = { unit = \"%\" } }\n");
+    assert!(
+        unit.starts_with("t.toml:12:37: ")
+            && unit.contains("not a unit Home Assistant allows for device class \"temperature\""),
+        "{unit}"
+    );
+    let class = error("fields = { soil = { device_class = \"temprature\" } }\n");
+    assert!(
+        class.starts_with("t.toml:12:36: ") && class.contains("not a sensor device class"),
+        "{class}"
+    );
+    let binary = error(
+        "fields = { door = { component = \"binary_sensor\", device_class = \"humidity\" } }\n",
+    );
+    assert!(
+        binary.contains("not a binary_sensor device class"),
+        "{binary}"
+    );
+    let state = error("fields = { energy_1 = { state_class = \"measurement\" } }\n");
+    assert!(
+        state.contains("does not go with device class \"energy\""),
+        "{state}"
+    );
+    let ok = Config::parse(
+        &format!("{base}homeassistant = false\nfields = {{ soil = {{ device_class = \"moisture\" }}, relay = {{ component = \"none\" }} }}\n"),
+        Path::new("t.toml"),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    let overlap = Config::parse(
+        "[gateway]\nbase_topic = \"homeassistant\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        overlap.contains("overlaps [gateway] base_topic"),
+        "{overlap}"
+    );
+    let mode = Config::parse("[homeassistant]\ndevices = \"some\"\n", Path::new("t.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(mode.starts_with("t.toml:2:"), "{mode}");
+}
