@@ -6,7 +6,7 @@ use rumqttc::QoS;
 
 use crate::e2e::Row;
 use crate::measure::ratio;
-use crate::{resources, spool};
+use crate::{flash, resources, spool};
 
 /// One budget and how the run did.
 #[derive(Debug, PartialEq)]
@@ -23,6 +23,7 @@ pub struct Figures<'a> {
     pub baseline: &'a [Row],
     pub spool: Option<&'a spool::Report>,
     pub resources: Option<&'a resources::Report>,
+    pub flash: Option<&'a flash::Report>,
 }
 
 fn saturation_one_port(rows: &[Row]) -> Option<&Row> {
@@ -148,6 +149,53 @@ pub fn check(f: &Figures) -> Vec<Budget> {
                 )
             }),
         ),
+        budget(
+            "≤ 10 MiB a day written at 50 devices × 1/min, cloud up",
+            f.flash.and_then(|r| r.row(flash::CLOUD_UP_50)).map(|row| {
+                let per_day = row.bytes_per_day();
+                (
+                    format!(
+                        "{:.2} MiB/day ({})",
+                        per_day / (1024.0 * 1024.0),
+                        if row.fs_bytes.is_some() {
+                            "ext4 lifetime_write_kbytes"
+                        } else {
+                            "write_bytes only"
+                        }
+                    ),
+                    per_day <= flash::BUDGET_BYTES_PER_DAY,
+                )
+            }),
+        ),
+        budget(
+            "cloud down: the spool writes ≤ 1.5 bytes per spooled byte plus one group commit per `sync`",
+            f.flash.and_then(|r| {
+                let row = r.row(flash::CLOUD_DOWN_50)?;
+                let cost = r.commit_cost?;
+                row.fs_bytes?;
+                let (written, spooled) = flash::spool_share(r, row);
+                let allowed = flash::BUDGET_PER_SPOOLED_BYTE * spooled + row.commits as f64 * cost;
+                Some((
+                    format!(
+                        "{:.2} of the allowed ({} commits × {:.1} KiB)",
+                        written / allowed.max(1.0),
+                        row.commits,
+                        cost / 1024.0
+                    ),
+                    written <= allowed,
+                ))
+            }),
+        ),
+        budget(
+            "idle gateway: nothing written after start-up",
+            f.flash.and_then(|r| r.row(flash::IDLE)).map(|row| {
+                let bytes = row.fs_bytes.unwrap_or(row.process_bytes);
+                (
+                    format!("{bytes} bytes in {:.0} s", row.window_s),
+                    bytes == 0,
+                )
+            }),
+        ),
     ]
 }
 
@@ -200,6 +248,7 @@ mod tests {
             baseline: &theirs,
             spool: None,
             resources: None,
+            flash: None,
         });
         let met: Vec<Option<bool>> = budgets.iter().map(|b| b.met).collect();
         assert_eq!(
@@ -232,6 +281,7 @@ mod tests {
             baseline: &theirs,
             spool: None,
             resources: None,
+            flash: None,
         });
         assert_eq!(budgets[2].met, Some(false), "8× is not 10×");
         assert_eq!(budgets[3].met, Some(false), "20/60 is over a quarter");
@@ -251,6 +301,7 @@ mod tests {
             baseline: &[stalled],
             spool: None,
             resources: None,
+            flash: None,
         });
         assert_eq!((budgets[2].met, budgets[3].met), (None, None));
         assert_eq!(
@@ -276,6 +327,7 @@ mod tests {
                 baseline: &[],
                 spool: None,
                 resources: Some(r),
+                flash: None,
             })
         };
         let budgets = check_idle(&coarse);

@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,11 +45,24 @@ impl Daemon {
     /// then `body` (sources, `[publish]`, `[broker]` limits...), and spawns the daemon on it with `env`
     /// added to the environment. Does not wait: see [`Daemon::wait_listening`].
     pub fn spawn(body: &str, env: &[(&str, OsString)]) -> Daemon {
+        Daemon::spawn_in(body, env, None)
+    }
+
+    /// [`Daemon::spawn`] with the state directory at `state_dir` (the flash section puts it on a file
+    /// system of its own).
+    pub fn spawn_with_state(body: &str, env: &[(&str, OsString)], state_dir: &Path) -> Daemon {
+        Daemon::spawn_in(body, env, Some(state_dir))
+    }
+
+    fn spawn_in(body: &str, env: &[(&str, OsString)], state_dir: Option<&Path>) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let state = state_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("state"));
         let config = format!(
             "[gateway]\nstate_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[[broker.listener]]\nbind = \"127.0.0.1:{port}\"\n{body}",
-            dir.path().join("state").display()
+            state.display()
         );
         let config_path = dir.path().join("bench.toml");
         std::fs::write(&config_path, config).expect("write the bench configuration");

@@ -8,7 +8,8 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, spool, e2e, baseline,
-//! resources, physical; printed only unless `--out` is given). Every run is bounded in count and time
+//! resources, physical, flash; printed only unless `--out` is given). The flash section (what the
+//! daemon writes to its state directory per day) wants root for its loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
 #[path = "../../tests/support/mosquitto.rs"]
@@ -20,6 +21,7 @@ mod budgets;
 mod daemon;
 mod decoders;
 mod e2e;
+mod flash;
 mod machine;
 mod measure;
 mod physical;
@@ -30,7 +32,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "physical",
     "decoders",
     "broker",
@@ -38,6 +40,7 @@ const SECTIONS: [&str; 7] = [
     "e2e",
     "baseline",
     "resources",
+    "flash",
 ];
 
 /// The command line.
@@ -170,11 +173,20 @@ async fn main() {
     } else {
         None
     };
+    let flash = if wanted("flash") {
+        eprintln!("flash writes...");
+        let report = flash::run(options.quick).await;
+        sections.push(flash::markdown(&report));
+        Some(report)
+    } else {
+        None
+    };
     let budgets = budgets::check(&budgets::Figures {
         sensorgate: &ours,
         baseline: &theirs,
         spool: spool.as_ref(),
         resources: resources.as_ref(),
+        flash: flash.as_ref(),
     });
     let mut report = format!(
         "# Benchmarks\n\n\

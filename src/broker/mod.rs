@@ -69,6 +69,9 @@ pub mod janitor;
 pub mod password;
 pub mod policy;
 pub mod retained;
+/// The retained state on disk as an append-only log of changes (issue 13; not yet written by the
+/// snapshotter, which still rewrites `retained.bin` whole).
+pub mod retained_log;
 pub mod sessions;
 pub mod snapshotter;
 pub mod watch;

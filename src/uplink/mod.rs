@@ -1,30 +1,44 @@
-//! The uplink: takes every message the local broker saw, keeps those the forward rules select, writes
-//! them to the disk spool and sends them to the cloud broker in order, deleting each only once the broker
-//! acknowledged it (PUBACK at QoS 1, PUBCOMP at QoS 2, written at QoS 0). It owns the spool, the
-//! in-flight window and the connection task; it never decodes, never talks to the local broker, and never
-//! blocks the runtime (spool IO and fsync run on blocking threads, one job at a time).
+//! The uplink: takes every message the local broker saw, keeps those the forward rules select, and sends
+//! them to the cloud broker in order, forgetting each only once the broker acknowledged it (PUBACK at QoS
+//! 1, PUBCOMP at QoS 2, written at QoS 0). It owns the spool, the in-flight window and the connection
+//! task; it never decodes, never talks to the local broker, and never blocks the runtime (spool IO and
+//! fsync run on blocking threads, one job at a time).
+//!
+//! # The promise, and what it costs the SD card
+//! Every message a forward rule selects is acknowledged by the cloud broker or fsync'ed to the spool
+//! within `[upstream.spool] sync` (default 1 s) of its arrival. A message waits in memory for at most its
+//! *hold* (`sync` less a margin for the fsync: `sync - min(sync / 4, 250 ms)`, 750 ms by default); the
+//! cloud acknowledges in milliseconds, so while it keeps up nothing reaches the disk at all, and the
+//! spool holds no file. A message still unacknowledged when its hold ends (the link is down or slow) is
+//! written to the spool together with everything else memory holds, in one sequential append and one
+//! fsync (group commit); from there on it is sent from the spool as before. A clean stop writes and
+//! fsyncs everything unacknowledged. `sync = "always"` writes and fsyncs each batch before any of it is
+//! sent. So a `kill -9` or a power cut loses at most the messages younger than `sync` that the cloud had
+//! not acknowledged (with `"always"`: none that was sent).
 //!
 //! # Order, replay and live data
-//! Everything goes through the one ordered log: a message that arrives during a replay is appended behind
-//! the backlog and waits its turn, so the cloud sees exactly the local order. The replay is paced only by
-//! the in-flight window (`max_inflight` unacknowledged messages): no rate limit, because the fastest way
-//! to get live data through is to drain the backlog at the speed the broker acknowledges. Appends are
-//! never held up by sending (the input is read while a spool job runs), so an outage or a slow broker
-//! never stalls the local side; the disk budget is what bounds it.
+//! Every forwarded message gets the next sequence number on arrival, whether it will ever touch the disk
+//! or not (the spool's numbers have gaps where the cloud was quick). The window sends in that order: it
+//! takes messages from memory only while nothing older waits unread on disk, so a message that arrives
+//! during a replay waits its turn (on disk once its hold ends) and the cloud sees exactly the local
+//! order. The replay is paced only by the in-flight window (`max_inflight` unacknowledged messages): no
+//! rate limit, because the fastest way to get live data through is to drain the backlog at the speed the
+//! broker acknowledges. Input is never held up by sending (it is read while a spool job runs), so an
+//! outage or a slow broker never stalls the local side; the disk budget is what bounds it.
 //!
 //! # Memory
-//! What waits for the next append job is one batch, capped at [`MAX_BATCH`] messages and
-//! [`MAX_BATCH_BYTES`] of topics and payloads: while a job runs and the batch is full, the input is not
-//! read, so a burst waits in the input channel (whose owner bounds it) instead of growing the batch. A
-//! disk that keeps up empties a full batch in a few milliseconds (926,000 messages/s at 100 per
-//! append, below). [`Uplink::open_async`] opens the spool (a scan, truncation and fsync of up to
-//! `max_bytes`) on a blocking thread, for callers on the runtime.
+//! What memory holds is capped at [`MAX_BATCH`] messages and [`MAX_BATCH_BYTES`] of topics and
+//! payloads: at the cap it is written at once (before its hold), and while a job runs and memory is
+//! full the input is not read, so a burst waits in the input channel (whose owner bounds it). A disk
+//! that keeps up writes a full batch in a few milliseconds (926,000 messages/s at 100 per append,
+//! below). [`Uplink::open_async`] opens the spool (a scan, truncation and fsync of up to `max_bytes`) on
+//! a blocking thread, for callers on the runtime.
 //!
 //! # Duplicates
 //! After a reconnect the messages of the window that reached the wire without an acknowledgement are sent
 //! again (counted as `resent`): QoS 1 may deliver those twice, never more than one window. After a crash,
-//! messages acknowledged since the last commit are sent again too (the ack cursor is persisted once per
-//! commit interval, to spare the SD card).
+//! spooled messages acknowledged since the last commit are sent again too (the ack cursor is persisted at
+//! most once per commit interval, and only while records on disk were acknowledged, to spare the card).
 //!
 //! # Availability
 //! The MQTT will is `{prefix}{base}/gateway/availability` = `offline`, retained, QoS 1, where `{prefix}`
@@ -45,7 +59,8 @@
 //! | drain of a 100,000-message backlog to a local mosquitto, QoS 1, `max_inflight` 100 | 24,000 | |
 //!
 //! Bytes per message are the kernel's count (`/proc/self/io`); the spool's own count agrees within 1 %.
-//! `"always"` costs a page write per fsync: on an SD card prefer the default group commit.
+//! `"always"` costs a page write per fsync: on an SD card prefer the default group commit. What the
+//! daemon writes per day at a real site, cloud up and down, is the bench's "flash writes" section.
 
 pub mod client;
 pub mod forward;
@@ -54,6 +69,7 @@ pub mod stats;
 pub mod tls;
 pub mod window;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,7 +88,7 @@ pub use stats::UplinkStatsHandle;
 
 use client::{ConnectOptions, Endpoint, LinkEvent, Reconnect};
 use forward::Forwarder;
-use spool::{Outbound, Record, Spool, SpoolStats};
+use spool::{Numbered, Outbound, Record, Spool, SpoolStats};
 use stats::LinkState;
 use window::Window;
 
@@ -135,9 +151,10 @@ pub const MAX_INFLIGHT_LIMIT: u16 = 60_000;
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often the ack cursor is persisted when every append is already fsync'ed.
 const ALWAYS_COMMIT_PERIOD: Duration = Duration::from_secs(1);
-/// Most messages in one append batch (the input is not read while a job runs and the batch is full).
+/// Most messages held in memory, not yet on disk (at the cap they are written at once; the input is not
+/// read while a job runs and memory is full).
 pub const MAX_BATCH: usize = 4096;
-/// Most bytes of topics and payloads in one append batch: with large payloads this binds before
+/// Most bytes of topics and payloads held in memory: with large payloads this binds before
 /// [`MAX_BATCH`] does.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
@@ -148,8 +165,16 @@ pub struct Uplink {
     connect: ConnectOptions,
     reconnect: Reconnect,
     commit_period: Duration,
+    /// How long a message may stay in memory only (`None`: `sync = "always"`).
+    hold: Option<Duration>,
     max_inflight: usize,
     stats: UplinkStatsHandle,
+}
+
+/// How long a message may wait in memory for its acknowledgement under `sync = every`: the rest of the
+/// period is left for the write and the fsync.
+pub fn hold_for(sync: Duration) -> Duration {
+    sync.saturating_sub((sync / 4).min(Duration::from_millis(250)))
 }
 
 impl std::fmt::Debug for Uplink {
@@ -215,9 +240,9 @@ impl Uplink {
             keep_alive: settings.keep_alive,
             client_inflight: window.client_inflight(),
             availability_topic: format!(
-                "{}{}/gateway/availability",
+                "{}{}",
                 forwarder.first_prefix(),
-                settings.base_topic
+                crate::topic::gateway::gateway_availability_topic(&settings.base_topic)
             ),
         };
         let spool = Spool::open(&settings.state_dir.join("spool"), settings.spool.clone())?;
@@ -237,6 +262,10 @@ impl Uplink {
                 stable_after: Duration::from_secs(30),
             },
             commit_period,
+            hold: match settings.spool.sync {
+                SyncPolicy::Always => None,
+                SyncPolicy::Every(period) => Some(hold_for(period)),
+            },
             max_inflight: settings.max_inflight as usize,
             stats,
         })
@@ -252,7 +281,10 @@ impl Uplink {
     }
 
     /// End-to-end encryption per forward rule: `(rule index, sealer)` (`crate::crypto::envelope`).
-    pub fn with_payload_encryption(mut self, sealers: Vec<(usize, crate::crypto::Sealer)>) -> Uplink {
+    pub fn with_payload_encryption(
+        mut self,
+        sealers: Vec<(usize, crate::crypto::Sealer)>,
+    ) -> Uplink {
         for (index, sealer) in sealers {
             self.forwarder.encrypt_rule(index, sealer);
         }
@@ -276,13 +308,13 @@ impl Uplink {
         &self.connect.availability_topic
     }
 
-    /// Runs until `shutdown` or until `input` closes: forwards, spools, sends in order, deletes after
-    /// acknowledgement. On the way out it appends what is left in `input`, publishes `offline` if
-    /// connected, waits briefly for outstanding acknowledgements, fsyncs and persists the ack cursor, and
-    /// disconnects. A spool IO error ends it with that error (after logging it).
+    /// Runs until `shutdown` or until `input` closes: forwards, holds or spools, sends in order, forgets
+    /// after acknowledgement. On the way out it writes and fsyncs everything unacknowledged (what is left
+    /// in `input` too), publishes `offline` if connected, waits briefly for outstanding
+    /// acknowledgements, persists the ack cursor, and disconnects. A spool IO error ends it with that error (after logging it).
     pub async fn run(
         self,
-        mut input: mpsc::UnboundedReceiver<Message>,
+        mut input: mpsc::Receiver<Message>,
         shutdown: CancellationToken,
     ) -> Result<(), UplinkError> {
         let (link_tx, link_rx) = mpsc::channel(1024);
@@ -296,22 +328,14 @@ impl Uplink {
             link_stop.clone(),
             self.stats.clone(),
         ));
-        let mut pump = Pump {
-            spool: Arc::new(Mutex::new(self.spool)),
-            spool_stats: SpoolStats::default(),
-            job: None,
-            appends: Vec::new(),
-            append_bytes: 0,
-            ack_through: None,
-            commit_due: false,
-            window: Window::new(self.max_inflight),
-            link: None,
+        let mut pump = Pump::new(
+            self.spool,
+            self.hold,
+            Window::new(self.max_inflight),
             link_rx,
-            availability_topic: self.connect.availability_topic.clone(),
-            stats: self.stats.clone(),
-            reconnect_requested: false,
-        };
-        pump.spool_stats = self.stats.lock().spool.clone();
+            self.connect.availability_topic.clone(),
+            self.stats.clone(),
+        );
         let result = pump
             .run(&mut input, &shutdown, &self.forwarder, self.commit_period)
             .await;
@@ -349,16 +373,51 @@ struct JobOutcome {
     stats: SpoolStats,
 }
 
+/// What the running job may change about the order of what is unread on disk.
+#[derive(Debug, Clone, Copy, Default)]
+struct JobShape {
+    /// It reads records for the window.
+    reads: bool,
+    /// It writes records the window does not hold yet (they become unread on disk).
+    writes_unread: bool,
+    /// Sequence number of the first message it writes (not durable before the job ends).
+    flushing_from: Option<u64>,
+}
+
+/// A forwarded message held in memory only: not acknowledged yet, not on disk yet.
+#[derive(Debug)]
+struct Fresh {
+    seq: u64,
+    arrived: Instant,
+    arrived_ms: u64,
+    message: Outbound,
+}
+
 /// The running uplink's state, between the input, the spool jobs and the connection task.
 struct Pump {
     spool: Arc<Mutex<Spool>>,
     spool_stats: SpoolStats,
     job: Option<JoinHandle<Result<JobOutcome, SpoolError>>>,
-    /// The next append batch (at most [`MAX_BATCH`] messages, [`MAX_BATCH_BYTES`] bytes).
-    appends: Vec<Outbound>,
-    /// Bytes of topics and payloads in `appends`.
-    append_bytes: usize,
-    ack_through: Option<u64>,
+    job_shape: JobShape,
+    /// Messages in memory only, in sequence order: at most [`MAX_BATCH`] messages and
+    /// [`MAX_BATCH_BYTES`] of topics and payloads. The first `fresh_taken` are in the window.
+    fresh: VecDeque<Fresh>,
+    fresh_taken: usize,
+    /// Bytes of topics and payloads in `fresh`.
+    fresh_bytes: usize,
+    /// How long a message may stay in memory only before it is written and fsync'ed; `None` for
+    /// `sync = "always"`: written and fsync'ed before it is sent.
+    hold: Option<Duration>,
+    /// Write and fsync everything in `fresh` now (a clean stop).
+    flush_all: bool,
+    /// Sequence number the next forwarded message gets.
+    next_seq: u64,
+    /// Every message up to this sequence number was acknowledged.
+    acked_through: u64,
+    /// Acknowledged messages that never touched the disk.
+    acked_in_memory: u64,
+    /// The acknowledgement the spool has not been told yet.
+    ack_for_spool: Option<u64>,
     commit_due: bool,
     window: Window,
     link: Option<AsyncClient>,
@@ -369,9 +428,42 @@ struct Pump {
 }
 
 impl Pump {
+    fn new(
+        spool: Spool,
+        hold: Option<Duration>,
+        window: Window,
+        link_rx: mpsc::Receiver<LinkEvent>,
+        availability_topic: String,
+        stats: UplinkStatsHandle,
+    ) -> Pump {
+        let spool_stats = spool.stats().clone();
+        Pump {
+            next_seq: spool_stats.next_seq,
+            acked_through: spool_stats.acked_seq,
+            spool_stats,
+            spool: Arc::new(Mutex::new(spool)),
+            job: None,
+            job_shape: JobShape::default(),
+            fresh: VecDeque::new(),
+            fresh_taken: 0,
+            fresh_bytes: 0,
+            hold,
+            flush_all: false,
+            acked_in_memory: 0,
+            ack_for_spool: None,
+            commit_due: false,
+            window,
+            link: None,
+            link_rx,
+            availability_topic,
+            stats,
+            reconnect_requested: false,
+        }
+    }
+
     async fn run(
         &mut self,
-        input: &mut mpsc::UnboundedReceiver<Message>,
+        input: &mut mpsc::Receiver<Message>,
         shutdown: &CancellationToken,
         forwarder: &Forwarder,
         commit_period: Duration,
@@ -379,14 +471,26 @@ impl Pump {
         let mut ticker = tokio::time::interval_at(Instant::now() + commit_period, commit_period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            self.take_fresh();
             self.submit();
             self.start_job(true);
             self.publish_stats();
+            // The oldest message in memory must be on disk by then; a running job is waited for first.
+            let flush_at = match (&self.job, self.fresh.front(), self.hold) {
+                (None, Some(oldest), Some(hold)) => Some(oldest.arrived + hold),
+                _ => None,
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
                 outcome = join(&mut self.job), if self.job.is_some() => self.job_done(outcome)?,
-                _ = ticker.tick() => self.commit_due = true,
+                _ = ticker.tick() => {
+                    // Only a spool that holds files has a cursor to persist or an age budget to apply.
+                    if self.spool_stats.segments > 0 {
+                        self.commit_due = true;
+                    }
+                }
+                _ = sleep_until_some(flush_at), if flush_at.is_some() => {}
                 event = self.link_rx.recv() => match event {
                     Some(event) => self.on_link_event(event),
                     None => return Err(UplinkError::Job("the connection task ended".into())),
@@ -408,13 +512,14 @@ impl Pump {
         }
     }
 
-    /// The way out: takes what is left in the input, says `offline`, waits briefly for acknowledgements,
-    /// and commits.
+    /// The way out: takes what is left in the input, writes and fsyncs everything not acknowledged,
+    /// says `offline`, waits briefly for acknowledgements, and commits.
     async fn finish(
         &mut self,
-        input: &mut mpsc::UnboundedReceiver<Message>,
+        input: &mut mpsc::Receiver<Message>,
         forwarder: &Forwarder,
     ) -> Result<(), UplinkError> {
+        self.flush_all = true;
         // What is left in the input goes to the spool in capped batches.
         loop {
             while !self.batch_full() {
@@ -423,15 +528,15 @@ impl Pump {
                     Err(_) => break,
                 }
             }
+            self.wait_job().await?;
+            self.start_job(false);
             if !self.batch_full() {
                 break;
             }
-            if let Some(job) = self.job.take() {
-                let outcome = job.await;
-                self.job_done(outcome)?;
-            }
-            self.start_job(false);
         }
+        self.wait_job().await?;
+        self.start_job(false);
+        self.wait_job().await?;
         if let Some(client) = &self.link {
             if self.window.submit_control(1) {
                 let _ = client.try_publish(
@@ -454,33 +559,68 @@ impl Pump {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        if let Some(job) = self.job.take() {
-            let outcome = job.await;
-            self.job_done(outcome)?;
-        }
+        self.wait_job().await?;
         self.commit_due = true;
         self.start_job(false);
+        self.wait_job().await?;
+        self.publish_stats();
+        Ok(())
+    }
+
+    async fn wait_job(&mut self) -> Result<(), UplinkError> {
         if let Some(job) = self.job.take() {
             let outcome = job.await;
             self.job_done(outcome)?;
         }
-        self.publish_stats();
         Ok(())
     }
 
     fn take_input(&mut self, message: &Message, forwarder: &Forwarder) {
         match forwarder.route(message) {
             Some(outbound) => {
-                self.append_bytes += outbound.topic.len() + outbound.payload.len();
-                self.appends.push(outbound);
+                self.fresh_bytes += outbound.topic.len() + outbound.payload.len();
+                self.fresh.push_back(Fresh {
+                    seq: self.next_seq,
+                    arrived: Instant::now(),
+                    arrived_ms: spool::now_ms(),
+                    message: outbound,
+                });
+                self.next_seq += 1;
             }
             None => self.stats.lock().not_forwarded += 1,
         }
     }
 
-    /// Whether the next append batch is at its cap.
+    /// Whether memory holds as much as it may ([`MAX_BATCH`], [`MAX_BATCH_BYTES`]).
     fn batch_full(&self) -> bool {
-        self.appends.len() >= MAX_BATCH || self.append_bytes >= MAX_BATCH_BYTES
+        self.fresh.len() >= MAX_BATCH || self.fresh_bytes >= MAX_BATCH_BYTES
+    }
+
+    /// Moves messages from memory into the window, when nothing older waits on disk: the window sends
+    /// in sequence order, whichever side a message comes from.
+    fn take_fresh(&mut self) {
+        if self.hold.is_none()
+            || self.link.is_none()
+            || self.spool_stats.unread > 0
+            || self.job_shape.reads
+            || self.job_shape.writes_unread
+        {
+            return;
+        }
+        while self.window.room() > 0 {
+            let Some(fresh) = self.fresh.get(self.fresh_taken) else {
+                break;
+            };
+            self.window.push(vec![Record {
+                seq: fresh.seq,
+                appended_ms: fresh.arrived_ms,
+                topic: fresh.message.topic.clone(),
+                payload: fresh.message.payload.clone(),
+                qos: fresh.message.qos,
+                retain: fresh.message.retain,
+            }]);
+            self.fresh_taken += 1;
+        }
     }
 
     /// Hands the client whatever the window allows.
@@ -502,31 +642,59 @@ impl Pump {
         }
     }
 
-    /// Starts a spool job when none runs and there is something to do: append, acknowledge, commit, or
-    /// (when connected and `read` is allowed) read more for the window.
+    /// Whether what memory holds must go to disk now: the oldest message reached its hold, memory is
+    /// full, `sync = "always"`, or a clean stop.
+    fn flush_due(&self) -> bool {
+        let Some(oldest) = self.fresh.front() else {
+            return false;
+        };
+        match self.hold {
+            None => true,
+            Some(hold) => {
+                self.flush_all || self.batch_full() || oldest.arrived + hold <= Instant::now()
+            }
+        }
+    }
+
+    /// Starts a spool job when none runs and there is something to do: write (and fsync) what memory
+    /// holds, acknowledge, commit, or (when connected and `read` is allowed) read more for the window.
+    /// With the cloud keeping up there is none: nothing is on disk and nothing needs to be.
     fn start_job(&mut self, read: bool) {
         if self.job.is_some() {
             return;
         }
-        let unread = self.spool_stats.unread > 0 || !self.appends.is_empty();
-        let want = if read && self.link.is_some() && unread {
+        let flush = self.flush_due();
+        let want = if read && self.link.is_some() && self.spool_stats.unread > 0 {
             self.window.room()
         } else {
             0
         };
-        if self.appends.is_empty() && self.ack_through.is_none() && !self.commit_due && want == 0 {
+        let on_disk = self.spool_stats.messages > 0 || self.spool_stats.segments > 0;
+        let ack = if on_disk { self.ack_for_spool } else { None };
+        let commit = self.commit_due && on_disk;
+        self.commit_due = false;
+        if !flush && ack.is_none() && !commit && want == 0 {
             return;
         }
-        let appends = std::mem::take(&mut self.appends);
-        self.append_bytes = 0;
-        let ack = self.ack_through.take();
-        let commit = std::mem::take(&mut self.commit_due);
+        self.ack_for_spool = None;
+        let (batch, held) = if flush {
+            self.drain_fresh()
+        } else {
+            (Vec::new(), 0)
+        };
+        self.job_shape = JobShape {
+            reads: want > 0,
+            writes_unread: batch.len() > held,
+            flushing_from: batch.first().map(|n| n.seq),
+        };
         let spool = self.spool.clone();
         self.job = Some(tokio::task::spawn_blocking(move || {
             let mut spool = spool.lock().unwrap_or_else(|e| e.into_inner());
             let now = spool::now_ms();
-            if !appends.is_empty() {
-                spool.append(&appends, now)?;
+            if !batch.is_empty() {
+                spool.append_numbered(&batch, held, now)?;
+                // Group commit: everything memory held, in one write and one fsync.
+                spool.sync()?;
             }
             if let Some(seq) = ack {
                 spool.ack_through(seq)?;
@@ -546,13 +714,37 @@ impl Pump {
         }));
     }
 
+    /// Everything memory holds, for the spool, and how many of those (a prefix) the window holds.
+    fn drain_fresh(&mut self) -> (Vec<Numbered>, usize) {
+        let held = std::mem::take(&mut self.fresh_taken);
+        self.fresh_bytes = 0;
+        let batch = self
+            .fresh
+            .drain(..)
+            .map(|f| Numbered {
+                seq: f.seq,
+                appended_ms: f.arrived_ms,
+                message: f.message,
+            })
+            .collect();
+        (batch, held)
+    }
+
     fn job_done(
         &mut self,
         outcome: Result<Result<JobOutcome, SpoolError>, tokio::task::JoinError>,
     ) -> Result<(), UplinkError> {
         self.job = None;
+        self.job_shape = JobShape::default();
         let outcome = outcome.map_err(|e| UplinkError::Job(e.to_string()))??;
-        self.window.push(outcome.read);
+        // A record the window already holds (written while held, behind unread ones) is not taken twice.
+        let newest = self.window.newest_seq();
+        let read: Vec<Record> = outcome
+            .read
+            .into_iter()
+            .filter(|r| newest.is_none_or(|n| r.seq > n))
+            .collect();
+        self.window.push(read);
         self.spool_stats = outcome.stats;
         Ok(())
     }
@@ -589,9 +781,17 @@ impl Pump {
     }
 
     fn note_ack(&mut self, through: Option<u64>) {
-        if let Some(seq) = through {
-            self.ack_through = Some(self.ack_through.map_or(seq, |s| s.max(seq)));
+        let Some(seq) = through else { return };
+        self.acked_through = self.acked_through.max(seq);
+        // Acknowledged before they had to be written: they never touch the disk.
+        while self.fresh.front().is_some_and(|f| f.seq <= seq) {
+            if let Some(fresh) = self.fresh.pop_front() {
+                self.fresh_bytes -= fresh.message.topic.len() + fresh.message.payload.len();
+                self.fresh_taken = self.fresh_taken.saturating_sub(1);
+                self.acked_in_memory += 1;
+            }
         }
+        self.ack_for_spool = Some(self.ack_for_spool.map_or(seq, |s| s.max(seq)));
     }
 
     /// The client's events no longer fit the window (should not happen): start the connection over.
@@ -606,12 +806,41 @@ impl Pump {
         self.reconnect_requested = true;
     }
 
+    /// Every message up to this sequence number is acknowledged or fsync'ed.
+    fn durable_through(&self) -> u64 {
+        let pending = [
+            self.fresh.front().map(|f| f.seq),
+            self.job_shape.flushing_from,
+        ];
+        pending
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(self.next_seq - 1, |seq| seq - 1)
+    }
+
     fn publish_stats(&self) {
         let mut c = self.stats.lock();
         c.spool = self.spool_stats.clone();
+        // In the uplink's numbering, which counts messages that never touched the disk too.
+        c.spooled = self.spool_stats.appended;
+        c.spool.appended = self.spool_stats.appended + self.acked_in_memory;
+        c.spool.synced_seq = self.durable_through();
+        c.spool.acked_seq = self.acked_through;
+        c.spool.next_seq = self.next_seq;
+        c.memory_messages = self.fresh.len() as u64;
+        c.memory_oldest_ms = self.fresh.front().map(|f| f.arrived_ms);
         c.window = self.window.counters();
         c.in_flight = self.window.outstanding() as u64;
         c.window_oldest_ms = self.window.oldest_ms();
+    }
+}
+
+/// Sleeps until `at` (the branch is disabled when there is none).
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -636,21 +865,14 @@ mod tests {
         };
         let spool = Spool::open(dir, settings).unwrap();
         let (link_tx, link_rx) = mpsc::channel(1);
-        let pump = Pump {
-            spool: Arc::new(Mutex::new(spool)),
-            spool_stats: SpoolStats::default(),
-            job: None,
-            appends: Vec::new(),
-            append_bytes: 0,
-            ack_through: None,
-            commit_due: false,
-            window: Window::new(10),
-            link: None,
+        let pump = Pump::new(
+            spool,
+            Some(Duration::from_millis(750)),
+            Window::new(10),
             link_rx,
-            availability_topic: "sensorgate/gateway/availability".into(),
-            stats: UplinkStatsHandle::default(),
-            reconnect_requested: false,
-        };
+            "sensorgate/gateway/availability".into(),
+            UplinkStatsHandle::default(),
+        );
         (pump, link_tx)
     }
 
@@ -663,15 +885,15 @@ mod tests {
         Forwarder::new(rules, "sensorgate").unwrap()
     }
 
-    /// While a spool job runs (here: one that never ends), a burst fills one batch to its cap and the
+    /// While a spool job runs (here: one that never ends), a burst fills memory to its cap and the
     /// rest stays in the input channel. Paused time: the timeout fires only once the pump is idle.
     async fn burst_against_a_stuck_job(count: usize, payload: usize) -> (Pump, usize) {
         let dir = tempfile::tempdir().unwrap();
         let (mut pump, _link_tx) = pump(dir.path());
         pump.job = Some(tokio::spawn(std::future::pending()));
-        let (tx, mut input) = mpsc::unbounded_channel();
+        let (tx, mut input) = mpsc::channel(count.max(1));
         for i in 0..count {
-            tx.send(Message {
+            tx.try_send(Message {
                 topic: format!("sensorgate/dev{}", i % 10),
                 payload: vec![b'x'; payload],
                 qos: 0,
@@ -692,7 +914,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_burst_fills_one_batch_up_to_its_count_cap_and_waits_in_the_input() {
         let (pump, left) = burst_against_a_stuck_job(3 * MAX_BATCH, 10).await;
-        assert_eq!(pump.appends.len(), MAX_BATCH);
+        assert_eq!(pump.fresh.len(), MAX_BATCH);
         assert_eq!(left, 2 * MAX_BATCH);
     }
 
@@ -700,8 +922,44 @@ mod tests {
     async fn large_payloads_are_capped_by_bytes() {
         let (pump, left) = burst_against_a_stuck_job(100, 256 * 1024).await;
         let taken = MAX_BATCH_BYTES.div_ceil(256 * 1024 + "sensorgate/devN".len());
-        assert_eq!(pump.appends.len(), taken);
+        assert_eq!(pump.fresh.len(), taken);
         assert_eq!(left, 100 - taken);
-        assert!(pump.append_bytes < MAX_BATCH_BYTES + 256 * 1024 + 64);
+        assert!(pump.fresh_bytes < MAX_BATCH_BYTES + 256 * 1024 + 64);
+    }
+
+    fn message(i: u64) -> Message {
+        Message {
+            topic: "sensorgate/meter".into(),
+            payload: i.to_string().into_bytes(),
+            qos: 1,
+            retain: false,
+        }
+    }
+
+    /// Without a connection, messages wait in memory for their hold, then go to disk in one write and
+    /// one fsync; the durable mark follows.
+    #[tokio::test(start_paused = true)]
+    async fn messages_go_to_disk_in_one_group_commit_when_their_hold_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pump, _link_tx) = pump(dir.path());
+        let forwarder = forwarder();
+        for i in 1..=5 {
+            pump.take_input(&message(i), &forwarder);
+        }
+        pump.start_job(true);
+        assert!(pump.job.is_none(), "nothing is due yet");
+        assert_eq!(pump.durable_through(), 0);
+        tokio::time::advance(Duration::from_millis(800)).await;
+        pump.start_job(true);
+        assert_eq!(pump.durable_through(), 0, "not durable before the job ends");
+        pump.wait_job().await.unwrap();
+        assert_eq!(pump.durable_through(), 5);
+        assert_eq!(pump.spool_stats.appended, 5);
+        assert_eq!(pump.spool_stats.unread, 5);
+        assert_eq!(
+            pump.spool_stats.fsyncs, 2,
+            "the segment and the directory it was created in"
+        );
+        assert!(pump.fresh.is_empty());
     }
 }

@@ -43,6 +43,13 @@ pub(crate) struct Counters {
     /// Append time of the oldest unacknowledged record held in memory, Unix ms.
     pub window_oldest_ms: Option<u64>,
     pub not_forwarded: u64,
+    /// Records written to the spool since start (`spool.appended` counts messages acknowledged in
+    /// memory too).
+    pub spooled: u64,
+    /// Messages held in memory only (neither acknowledged nor on disk yet).
+    pub memory_messages: u64,
+    /// Arrival time of the oldest of them, Unix ms.
+    pub memory_oldest_ms: Option<u64>,
 }
 
 /// A handle to the uplink's counters; see [`UplinkStatsHandle::snapshot`].
@@ -59,24 +66,27 @@ impl UplinkStatsHandle {
 
     /// The counters as JSON, for `{base}/gateway/stats`:
     /// `state` (connecting, connected, disconnected, stopped), `connects`, `reconnects`, `last_error`,
-    /// `spool_messages` and `spool_bytes` (depth), `oldest_age_s` (age of the oldest unacknowledged
-    /// message), `dropped` (with `dropped_budget`, `dropped_age`, `dropped_too_large`), `corrupt_cuts` and
+    /// `spool_messages` and `spool_bytes` (depth on disk), `memory_messages` (held in memory only, younger
+    /// than `sync`), `oldest_age_s` (age of the oldest unacknowledged message), `dropped` (with `dropped_budget`, `dropped_age`, `dropped_too_large`), `corrupt_cuts` and
     /// `corrupt_bytes` (cut at start or while reading), `replayed` (spooled before the connection came up,
     /// then sent), `resent` (possible duplicates: sent again after a reconnect without an
-    /// acknowledgement), `sent`, `acked`, `in_flight`, `appended`, `synced_seq`, `acked_seq`,
-    /// `written_bytes`, `not_forwarded` (local messages no rule selected).
+    /// acknowledgement), `sent`, `acked`, `in_flight`, `appended` (messages forwarded and taken care of:
+    /// acknowledged from memory or written to the spool), `spooled` (written to the spool), `synced_seq`
+    /// (every message up to it is acknowledged or fsync'ed), `acked_seq`, `written_bytes` and `fsyncs`
+    /// (the spool's), `not_forwarded` (local messages no rule selected).
     pub fn snapshot(&self) -> serde_json::Value {
         let c = self.lock();
         let s = &c.spool;
         let oldest = [
             c.window_oldest_ms,
+            c.memory_oldest_ms,
             Some(s.oldest_unread_ms).filter(|m| *m > 0),
         ]
         .into_iter()
         .flatten()
         .min();
         let oldest_age_s = oldest
-            .filter(|_| s.messages > 0)
+            .filter(|_| s.messages > 0 || c.memory_messages > 0 || c.in_flight > 0)
             .map(|ms| now_ms().saturating_sub(ms) as f64 / 1000.0)
             .unwrap_or(0.0);
         json!({
@@ -87,6 +97,7 @@ impl UplinkStatsHandle {
             "spool_messages": s.messages,
             "spool_bytes": s.bytes,
             "spool_segments": s.segments,
+            "memory_messages": c.memory_messages,
             "oldest_age_s": oldest_age_s,
             "dropped": s.dropped_budget + s.dropped_age + s.dropped_too_large,
             "dropped_budget": s.dropped_budget,
@@ -100,9 +111,11 @@ impl UplinkStatsHandle {
             "acked": c.window.acked,
             "in_flight": c.in_flight,
             "appended": s.appended,
+            "spooled": c.spooled,
             "synced_seq": s.synced_seq,
             "acked_seq": s.acked_seq,
             "written_bytes": s.written_bytes,
+            "fsyncs": s.fsyncs,
             "not_forwarded": c.not_forwarded,
         })
     }

@@ -33,6 +33,8 @@ pub enum TlsSetupError {
     NoSystemRoots(String),
     #[error("upstream: cert_file and key_file go together (one is set, the other is not)")]
     HalfClientIdentity,
+    #[error("upstream: the TLS library refused its own defaults ({0})")]
+    Provider(String),
 }
 
 fn open(key: &'static str, path: &Path) -> Result<BufReader<File>, TlsSetupError> {
@@ -74,15 +76,24 @@ pub fn client_config(
             }
         }
         None => {
-            let certs = rustls_native_certs::load_native_certs()
-                .map_err(|e| TlsSetupError::NoSystemRoots(e.to_string()))?;
-            let (added, _ignored) = roots.add_parsable_certificates(certs);
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err(TlsSetupError::NoSystemRoots("none found".into()));
+                let why = match found.errors.first() {
+                    Some(error) => error.to_string(),
+                    None => "none found".into(),
+                };
+                return Err(TlsSetupError::NoSystemRoots(why));
             }
         }
     }
-    let builder = ClientConfig::builder().with_root_certificates(roots);
+    // The provider named explicitly: rustls is built with two (aws-lc-rs, which rmqtt-net selects, and
+    // ring, which quinn's defaults switch on), and its implicit choice refuses to pick one.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::Provider(e.to_string()))?
+        .with_root_certificates(roots);
     let config = match (cert_file, key_file) {
         (Some(cert_path), Some(key_path)) => {
             let chain = rustls_pemfile::certs(&mut open("cert_file", cert_path)?)
@@ -132,19 +143,19 @@ fn rustls_error(io: &io::Error) -> Option<&rustls::Error> {
 
 fn explain(error: &rustls::Error) -> String {
     match error {
-        rustls::Error::InvalidCertificate(CertificateError::Expired) => {
-            "the broker's certificate has expired".into()
-        }
-        rustls::Error::InvalidCertificate(CertificateError::NotValidYet) => {
-            "the broker's certificate is not valid yet (is the clock right?)".into()
-        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "the broker's certificate has expired".into(),
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => "the broker's certificate is not valid yet (is the clock right?)".into(),
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
             "the broker's certificate is not signed by a trusted CA (ca_file, or the system store)"
                 .into()
         }
-        rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => {
-            "the broker's certificate is not valid for the host name in upstream.url".into()
-        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => "the broker's certificate is not valid for the host name in upstream.url".into(),
         rustls::Error::InvalidCertificate(other) => {
             format!("the broker's certificate was refused: {other:?}")
         }

@@ -132,6 +132,11 @@ impl Window {
         self.outstanding.len()
     }
 
+    /// Sequence number of the newest record held.
+    pub fn newest_seq(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.record.seq)
+    }
+
     /// Append time of the oldest record held, Unix ms.
     pub fn oldest_ms(&self) -> Option<u64> {
         self.entries.front().map(|e| e.record.appended_ms)
