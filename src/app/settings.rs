@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::broker::{BrokerSettings, ListenerSettings, TlsFiles, UserSettings};
+use crate::broker::{BrokerSettings, ListenerSettings, TlsFiles, UserSettings, WebSocketListener};
 use crate::config::{
     Config, Parity, RadioConfig, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, SyncMode,
     UpstreamConfig,
 };
+use crate::config::{ListenerConfig, Transport};
 use crate::decode::PacketDecoder;
 use crate::devices::{DeviceSettings, RegistrySettings, WillSettings};
 use crate::frame::crc::CrcMode;
@@ -27,15 +28,24 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
         listeners: broker
             .listeners
             .iter()
+            .filter(|listener| listener.transport == Transport::Tcp)
             .map(|listener| ListenerSettings {
                 bind: listener.bind,
-                tls: listener.tls.as_ref().map(|tls| TlsFiles {
-                    cert_file: tls.cert_file.clone(),
-                    key_file: tls.key_file.clone(),
-                    client_ca_file: tls.client_ca_file.clone(),
-                }),
+                tls: tls_files(listener),
             })
             .collect(),
+        websockets: broker
+            .listeners
+            .iter()
+            .filter(|listener| listener.transport == Transport::Websocket)
+            .map(|listener| WebSocketListener {
+                bind: listener.bind,
+                tls: tls_files(listener),
+                path: listener.path.clone().unwrap_or_else(|| "/mqtt".to_string()),
+            })
+            .collect(),
+        anonymous_read: broker.anonymous_read.clone(),
+        anonymous_write: broker.anonymous_write.clone(),
         users: broker
             .users
             .iter()
@@ -60,7 +70,6 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
         anonymous_session_expiry: broker.anonymous_session_expiry,
         state_dir: broker.persist_retained.then(|| state_dir.to_path_buf()),
         snapshot_interval: RETAINED_SNAPSHOT_INTERVAL,
-        ..BrokerSettings::default()
     }
 }
 
@@ -135,6 +144,14 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
         uplink: config.upstream.is_some(),
         sw_version: env!("CARGO_PKG_VERSION").to_string(),
         max_entities: crate::homeassistant::DEFAULT_MAX_ENTITIES,
+    })
+}
+
+fn tls_files(listener: &ListenerConfig) -> Option<TlsFiles> {
+    listener.tls.as_ref().map(|tls| TlsFiles {
+        cert_file: tls.cert_file.clone(),
+        key_file: tls.key_file.clone(),
+        client_ca_file: tls.client_ca_file.clone(),
     })
 }
 

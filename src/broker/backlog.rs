@@ -24,7 +24,12 @@
 //!
 //! Messages delivered with the retain flag (retained messages sent on subscribe, and MQTT 5
 //! retain-as-published forwards) and re-sends (DUP) are neither counted nor limited here: the count is of
-//! fresh forwards only.
+//! fresh forwards only. Retained messages for a new subscription are streamed from the host store and
+//! paced by [`super::pacing`], which `BoundedShared` plugs in at `entry` and `retain_load_with`.
+//!
+//! Routing also drops the relations of a `$`-topic whose filters do not match it by
+//! [`crate::topic::matches`] (a filter starting with a wildcard never matches `$SYS/...`), so that rule
+//! holds whatever the engine's topic tree does.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,6 +45,9 @@ use rmqtt::types::{
     SubRelationsMap, SubsSearchParams, SubsSearchResult, To, TopicFilter, TopicName,
 };
 use tokio::sync::Notify;
+
+use super::pacing::{PacedEntry, RetainedPacer};
+use super::retained::RetainedStore;
 
 /// How long routing a QoS 1/2 message waits for room in a subscriber's full backlog before dropping it.
 pub const BACKLOG_WAIT: Duration = Duration::from_millis(500);
@@ -158,11 +166,19 @@ pub struct BoundedShared {
     inner: Box<dyn Shared>,
     backlog: Arc<Backlog>,
     scx: ServerContext,
+    retained: Arc<RetainedStore>,
+    pacer: Arc<RetainedPacer>,
 }
 
 impl BoundedShared {
-    /// Replaces the engine's `Shared` with one that applies `backlog`. Call before serving.
-    pub async fn install(scx: &ServerContext, backlog: Arc<Backlog>) {
+    /// Replaces the engine's `Shared` with one that applies `backlog` and streams retained messages
+    /// from `retained` paced by `pacer`. Call before serving.
+    pub async fn install(
+        scx: &ServerContext,
+        backlog: Arc<Backlog>,
+        retained: Arc<RetainedStore>,
+        pacer: Arc<RetainedPacer>,
+    ) {
         let mut shared = scx.extends.shared_mut().await;
         let placeholder: Box<dyn Shared> =
             Box::new(rmqtt::shared::DefaultShared::new(Some(scx.clone())));
@@ -171,6 +187,8 @@ impl BoundedShared {
             inner,
             backlog,
             scx: scx.clone(),
+            retained,
+            pacer,
         });
     }
 }
@@ -178,7 +196,10 @@ impl BoundedShared {
 #[async_trait]
 impl Shared for BoundedShared {
     fn entry(&self, id: Id) -> Box<dyn Entry> {
-        self.inner.entry(id)
+        Box::new(PacedEntry {
+            inner: self.inner.entry(id),
+            pacer: self.pacer.clone(),
+        })
     }
 
     fn exist(&self, client_id: &str) -> bool {
@@ -210,9 +231,12 @@ impl Shared for BoundedShared {
                 SubRelationsMap::default()
             }
         };
-        let Some(relations) = relations_map.remove(&self.scx.node.id()) else {
+        let Some(mut relations) = relations_map.remove(&self.scx.node.id()) else {
             return Ok(0);
         };
+        if publish.topic.starts_with('$') {
+            relations.retain(|(filter, ..)| crate::topic::matches(filter, &publish.topic));
+        }
         let mut admitted = SubRelations::with_capacity(relations.len());
         let mut full = Vec::new();
         // One wait budget for the whole publish, however many subscribers are full; none for the
@@ -353,7 +377,7 @@ impl Shared for BoundedShared {
         topic_filter: &TopicFilter,
         cb: Arc<dyn rmqtt::shared::RetainLoadCallback>,
     ) -> rmqtt::Result<Vec<(NodeId, MsgID)>> {
-        self.inner.retain_load_with(topic_filter, cb).await
+        self.pacer.stream(&self.retained, topic_filter, cb).await
     }
 
     async fn retain_set_broadcast(

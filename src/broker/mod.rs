@@ -10,7 +10,28 @@
 //! - Retained messages expire in the stock store: a host store ([`retained`]) without time-to-live
 //!   (only an MQTT 5 Message Expiry Interval limits a retained message), snapshotted to `state_dir`.
 //! - `max_mqueue_len` defaults to 1000, which silently cut a late `#` subscriber's retained messages: set
-//!   to `max_queued_messages` (10,000).
+//!   to `max_queued_messages` plus [`pacing::RETAINED_WINDOW`].
+//! - Retained messages for a new subscription were all read at once (`retain_load_with`) and pushed into
+//!   the subscriber's deliver queue, which dropped beyond `max_mqueue_len` (12,001 retained topics gave a
+//!   QoS 1 `#` subscriber 10,702): [`pacing`] streams them from the host store in chunks, at most
+//!   [`pacing::RETAINED_WINDOW`] waiting per subscriber, so every one is delivered at the subscription's
+//!   QoS, however many and however slow the reader; `max_queued_messages` bounds only live traffic.
+//! - Filters starting with a wildcard (`#`, `+/+`) must not match `$`-topics: the backlog's routing
+//!   checks every relation of a `$`-topic with [`crate::topic::matches`] (whatever the engine's tree
+//!   does), and the host retained store applies the same rule (`tests/broker_retained.rs`). Anonymous
+//!   clients cannot publish `$`-topics (`#` does not cover them); the refusal's PUBACK carries reason
+//!   0x87 and no reason string (the Paho test client refuses acks with properties).
+//! - Shared subscriptions (`$share/{group}/...`) need the `shared-subscription` feature and a
+//!   `SharedSubscription` that says it is supported (the engine's default says no and chooses nobody):
+//!   [`shared_groups::RoundRobin`].
+//! - Topic aliases default to 0 (none either way): [`TOPIC_ALIASES`] each way, so a client's alias
+//!   beyond it or an unknown alias ends its connection (DISCONNECT) instead of being acknowledged.
+//! - MQTT 5 clients asking for a keep-alive above [`sessions::MAX_SERVER_KEEP_ALIVE`] get that as Server
+//!   Keep Alive (3.1.1 clients keep theirs: they cannot be told).
+//! - WebSockets (`ws` feature, tokio-tungstenite): `[[broker.listener]] transport = "websocket"` binds a
+//!   ws (or, with `tls`, wss) listener with the same logins, rights, limits and janitor as TCP. The
+//!   engine's upgrade answers any request path that asks for the `mqtt` subprotocol; `path` is what the
+//!   documentation and the log name.
 //! - A CPU "busy" check refuses connections under load: turned off.
 //! - TLS handshake timeout defaults to 30 s: `handshake_timeout` (5 s); handshakes run on a task per
 //!   connection (50 idle TCP connections do not delay a TLS client).
@@ -66,6 +87,7 @@ pub mod descriptors;
 pub mod exactly_once;
 pub mod gate;
 pub mod janitor;
+pub mod pacing;
 pub mod password;
 pub mod policy;
 pub mod retained;
@@ -73,6 +95,7 @@ pub mod retained;
 /// snapshotter, which still rewrites `retained.bin` whole).
 pub mod retained_log;
 pub mod sessions;
+pub mod shared_groups;
 pub mod snapshotter;
 pub mod watch;
 
@@ -98,9 +121,11 @@ use gate::{PublishGate, Tap};
 pub use gate::{tap, TapSender, TAP_CAPACITY};
 pub use password::{hash_password, verify_password, PasswordError};
 use janitor::{Janitor, JanitorSettings, SpokenPeers};
+use pacing::{PacerHook, RetainedPacer};
 use policy::{Policy, PolicyHook, PolicyLimits};
 use retained::{EngineRetainStorage, RetainLimits, RetainedStore};
 use sessions::{CappedFitterManager, OfflineSessions, OfflineSessionsHook, SessionLifetimes};
+use shared_groups::RoundRobin;
 use snapshotter::Snapshotter;
 
 /// How long a message queued for an offline persistent session (clean session = false) is kept, and how
@@ -123,6 +148,19 @@ pub struct ListenerSettings {
     pub tls: Option<TlsFiles>,
 }
 
+/// One `[[broker.listener]]` with `transport = "websocket"`: MQTT over WebSockets, wss with `tls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebSocketListener {
+    pub bind: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    /// The path clients are told to use (the engine answers any path).
+    pub path: String,
+}
+
+/// Topic aliases the broker accepts from each MQTT 5 client and uses towards it (at most, and at most
+/// what the client allows).
+pub const TOPIC_ALIASES: u16 = 16;
+
 /// One `[[broker.user]]`: a login and its rights.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct UserSettings {
@@ -139,6 +177,8 @@ pub struct UserSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerSettings {
     pub listeners: Vec<ListenerSettings>,
+    /// WebSocket listeners (same logins, rights and limits as `listeners`).
+    pub websockets: Vec<WebSocketListener>,
     pub users: Vec<UserSettings>,
     /// Whether clients without a user name may connect.
     pub allow_anonymous: bool,
@@ -178,6 +218,7 @@ impl Default for BrokerSettings {
                 bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
                 tls: None,
             }],
+            websockets: Vec::new(),
             users: Vec::new(),
             allow_anonymous: true,
             anonymous_read: vec!["#".to_string()],
@@ -243,6 +284,7 @@ pub struct Broker {
     snapshotter: Option<Snapshotter>,
     offline: Arc<OfflineSessions>,
     janitor: Janitor,
+    pacer: Arc<RetainedPacer>,
 }
 
 impl Broker {
@@ -271,7 +313,9 @@ impl Broker {
         });
         *scx.extends.retain_mut().await = Box::new(EngineRetainStorage(retained.clone()));
         let backlog = Arc::new(Backlog::new(settings.max_queued_messages));
-        BoundedShared::install(&scx, backlog.clone()).await;
+        let pacer = RetainedPacer::new(pacing::RETAINED_WINDOW);
+        BoundedShared::install(&scx, backlog.clone(), retained.clone(), pacer.clone()).await;
+        *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
         let system_from = From::from_system(Id::new(
             scx.node.id(),
             0,
@@ -311,6 +355,7 @@ impl Broker {
         ));
         let tap = Tap::new(tap);
         register_hooks(&scx, &backlog, &policy, &offline, &tap).await;
+        register_pacer(&scx, &pacer).await;
 
         let (server_task, local_addrs) = serve(&scx, settings)?;
         let janitor = Janitor::start(
@@ -332,6 +377,7 @@ impl Broker {
             backlog,
             offline,
             janitor,
+            pacer,
             tap,
             system_from,
             local_addrs,
@@ -411,6 +457,16 @@ impl Broker {
     /// Messages routed to `client_id` and not yet delivered to it (nor dropped).
     pub fn backlog(&self, client_id: &str) -> usize {
         self.backlog.pending(client_id)
+    }
+
+    /// Retained streams for new subscriptions given up because the subscriber's connection ended.
+    pub fn retained_streams_abandoned(&self) -> u64 {
+        self.pacer.abandoned()
+    }
+
+    /// Retained messages streamed to `client_id` and not yet delivered to it.
+    pub fn retained_pending(&self, client_id: &str) -> usize {
+        self.pacer.pending(client_id)
     }
 
     /// Absent persistent sessions ended early because `max_offline_sessions` were kept.
@@ -535,6 +591,17 @@ async fn register_hooks(
     register.start().await;
 }
 
+/// The retained streams' window count, above the policy like the backlog's (it must see every delivery).
+async fn register_pacer(scx: &ServerContext, pacer: &Arc<RetainedPacer>) {
+    let register = scx.extends.hook_mgr().register();
+    for typ in PacerHook::TYPES {
+        register
+            .add_priority(typ, BACKLOG_PRIORITY, Box::new(PacerHook(pacer.clone())))
+            .await;
+    }
+    register.start().await;
+}
+
 /// Binds every listener and starts the engine's accept loops on a task of ours.
 fn serve(
     scx: &ServerContext,
@@ -542,9 +609,19 @@ fn serve(
 ) -> Result<(JoinHandle<()>, Vec<SocketAddr>), BrokerError> {
     let mut server = MqttServer::new(scx.clone());
     let mut local_addrs = Vec::new();
-    for (index, listener) in settings.listeners.iter().enumerate() {
-        let bound = bind_listener(settings, listener)?;
-        let addr = bound.local_addr().unwrap_or(listener.bind);
+    let endpoints = settings
+        .listeners
+        .iter()
+        .map(|l| (l.bind, l.tls.as_ref(), None))
+        .chain(
+            settings
+                .websockets
+                .iter()
+                .map(|w| (w.bind, w.tls.as_ref(), Some(w.path.as_str()))),
+        );
+    for (index, (bind, tls, websocket)) in endpoints.enumerate() {
+        let bound = bind_listener(settings, bind, tls, websocket)?;
+        let addr = bound.local_addr().unwrap_or(bind);
         local_addrs.push(addr);
         server = server.listener_by_id(bound, (index + 1) as u16);
     }
@@ -557,14 +634,22 @@ fn serve(
     Ok((server_task, local_addrs))
 }
 
+/// Binds one listener: MQTT over TCP or TLS, or with `websocket` (its path) over ws or wss.
 fn bind_listener(
     settings: &BrokerSettings,
-    listener: &ListenerSettings,
+    bind: SocketAddr,
+    tls: Option<&TlsFiles>,
+    websocket: Option<&str>,
 ) -> Result<rmqtt::net::Listener, BrokerError> {
-    let kind = if listener.tls.is_some() { "tls" } else { "tcp" };
+    let kind = match (tls.is_some(), websocket.is_some()) {
+        (false, false) => "tcp",
+        (true, false) => "tls",
+        (false, true) => "ws",
+        (true, true) => "wss",
+    };
     let mut builder = Builder::new()
-        .name(format!("{kind}/{}", listener.bind))
-        .laddr(listener.bind)
+        .name(format!("{kind}/{bind}{}", websocket.unwrap_or("")))
+        .laddr(bind)
         .reuseaddr(Some(true))
         .nodelay(true)
         // Every CONNECT goes through the policy hook, which applies `allow_anonymous` itself.
@@ -572,11 +657,17 @@ fn bind_listener(
         .max_connections(settings.max_connections)
         .max_packet_size(settings.max_packet_size)
         .max_inflight(NonZeroU16::new(settings.max_inflight.max(1)).unwrap_or(NonZeroU16::MIN))
-        .max_mqueue_len(settings.max_queued_messages)
+        // Room for the retained streams' window on top of the live messages the backlog admits.
+        .max_mqueue_len(
+            settings
+                .max_queued_messages
+                .saturating_add(pacing::RETAINED_WINDOW),
+        )
+        .max_topic_aliases(TOPIC_ALIASES)
         .handshake_timeout(settings.handshake_timeout)
         .session_expiry_interval(settings.session_expiry)
         .message_expiry_interval(OFFLINE_MESSAGE_EXPIRY.min(settings.session_expiry));
-    if let Some(tls) = &listener.tls {
+    if let Some(tls) = tls {
         builder = builder
             .tls_cert(Some(tls.cert_file.display().to_string()))
             .tls_key(Some(tls.key_file.display().to_string()))
@@ -585,19 +676,24 @@ fn bind_listener(
             .tls_cross_certificate(tls.client_ca_file.is_some());
     }
     let bound = builder.bind().map_err(|e| BrokerError::Bind {
-        bind: listener.bind,
+        bind,
         reason: e.to_string(),
     })?;
-    if listener.tls.is_some() {
-        bound.tls().map_err(|e| BrokerError::Tls {
-            bind: listener.bind,
-            reason: format!("{e:#}"),
-        })
-    } else {
-        bound.tcp().map_err(|e| BrokerError::Bind {
-            bind: listener.bind,
+    let tls_error = |e: anyhow::Error| BrokerError::Tls {
+        bind,
+        reason: format!("{e:#}"),
+    };
+    match (tls.is_some(), websocket.is_some()) {
+        (true, false) => bound.tls().map_err(tls_error),
+        (true, true) => bound.wss().map_err(tls_error),
+        (false, true) => bound.ws().map_err(|e| BrokerError::Bind {
+            bind,
             reason: e.to_string(),
-        })
+        }),
+        (false, false) => bound.tcp().map_err(|e| BrokerError::Bind {
+            bind,
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -627,14 +723,24 @@ fn access_policy(settings: &BrokerSettings) -> AccessPolicy {
 
 /// Warns about listeners reachable from the network while anyone may connect in clear text.
 fn warn_about_open_listeners(settings: &BrokerSettings) {
-    for listener in &settings.listeners {
-        if !listener.bind.ip().is_loopback()
-            && listener.tls.is_none()
+    let endpoints = settings
+        .listeners
+        .iter()
+        .map(|l| (l.bind, l.tls.is_some()))
+        .chain(
+            settings
+                .websockets
+                .iter()
+                .map(|w| (w.bind, w.tls.is_some())),
+        );
+    for (bind, tls) in endpoints {
+        if !bind.ip().is_loopback()
+            && !tls
             && (settings.users.is_empty() || settings.allow_anonymous)
         {
             log::warn!(
                 "broker: listener {} is reachable from the network without TLS and {}: anyone on the network can read and publish (within the anonymous rights) and passwords travel in clear text; add [[broker.user]] entries and allow_anonymous = false, or TLS, or bind 127.0.0.1",
-                listener.bind,
+                bind,
                 if settings.users.is_empty() { "without users" } else { "with anonymous access" }
             );
         }

@@ -19,12 +19,12 @@ use rmqtt::types::{
 };
 
 use super::acl::{AccessPolicy, Client};
-use crate::ratelimit::{suppressed_suffix, RateLimiter};
-use crate::topic;
 use super::auth::{LoginOutcome, Logins};
 use super::exactly_once::{fingerprint, Qos2Memory, Verdict};
 use super::janitor::SpokenPeers;
 use super::sessions::{ends_at_disconnect, OfflineSessions};
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
+use crate::topic;
 
 /// Reason string of the PUBREC/PUBACK sent for a re-sent QoS 2 publish that is not delivered again.
 pub const RESENT_QOS2: &str = "duplicate QoS 2 publish, already delivered";
@@ -154,7 +154,7 @@ impl Handler for PolicyHook {
                 policy.on_publish(session, publish, acc).await
             }
             Parameter::MessageExpiryCheck(session, from, publish) => {
-                policy.on_delivery(session, from, publish, acc)
+                policy.on_delivery(session, from, publish, acc).await
             }
             Parameter::MessageDropped(to, _from, publish, reason) => {
                 policy.on_dropped(to.as_ref(), publish, reason);
@@ -319,7 +319,27 @@ impl Policy {
             result.0.reason_code = rmqtt::codec::v5::PublishAckReason::TopicNameInvalid;
             return (false, Some(HookResult::PublishAclResult(result)));
         }
-        if !self.access.may_write(client_of(&session.id), &publish.topic) {
+        if let Some(alias) = publish.properties.as_ref().and_then(|p| p.topic_alias) {
+            if alias.get() > super::TOPIC_ALIASES {
+                // [MQTT-3.3.2-9]: a protocol error; the engine checks only how many aliases are held.
+                self.protocol_log.info(&session.id.client_id, || {
+                    format!(
+                        "broker: {:?} ({}) disconnected: topic alias {alias} beyond the maximum {}",
+                        session.id.client_id.as_ref() as &str,
+                        peer_of(&session.id),
+                        super::TOPIC_ALIASES
+                    )
+                });
+                let mut result =
+                    PublishAclResult::rejected(true, Some("topic alias invalid".into()));
+                result.0.reason_code = rmqtt::codec::v5::PublishAckReason::TopicNameInvalid;
+                return (false, Some(HookResult::PublishAclResult(result)));
+            }
+        }
+        if !self
+            .access
+            .may_write(client_of(&session.id), &publish.topic)
+        {
             self.acl_log.info(&session.id.client_id, || {
                 format!(
                     "broker: publish of {:?} ({}, {}) to {:?} dropped: not writable",
@@ -329,15 +349,15 @@ impl Policy {
                     publish.topic.as_ref() as &str
                 )
             });
-            return (
-                false,
-                Some(HookResult::PublishAclResult(PublishAclResult::rejected(
-                    false,
-                    Some("not authorized".into()),
-                ))),
-            );
+            // Reason code 0x87 without a reason string: strict clients (the Paho test client) refuse
+            // PUBACKs with properties.
+            let mut result = PublishAclResult::rejected(false, None);
+            result.0.reason_string = None;
+            return (false, Some(HookResult::PublishAclResult(result)));
         }
-        if publish.qos == QoS::ExactlyOnce && qos2_verdict(self, session, publish) == Some(Verdict::Resent) {
+        if publish.qos == QoS::ExactlyOnce
+            && qos2_verdict(self, session, publish) == Some(Verdict::Resent)
+        {
             log::info!(
                 "broker: re-sent QoS 2 publish of {:?} to {:?} acknowledged, not delivered again",
                 session.id.client_id.as_ref() as &str,
@@ -350,9 +370,10 @@ impl Policy {
         (true, acc)
     }
 
-    /// Before every delivery (retained and wills included): the receiver's read right, and for a will,
-    /// its client's write right.
-    fn on_delivery(
+    /// Before every delivery (retained and wills included): the receiver's read right, for a will its
+    /// client's write right, and for an MQTT 5 receiver its Maximum Packet Size (a message too large for
+    /// it is discarded, [MQTT-3.1.2-25]; the engine's encoder would refuse it and end the connection).
+    async fn on_delivery(
         &self,
         session: &Session,
         from: &rmqtt::types::From,
@@ -363,6 +384,14 @@ impl Policy {
         let will_allowed = !matches!(from.typ(), FromType::LastWill)
             || self.access.may_write(client_of(&from.id), &publish.topic);
         if readable && will_allowed {
+            if too_large_for(session, publish).await {
+                log::debug!(
+                    "broker: message on {:?} not delivered to {:?}: larger than its Maximum Packet Size",
+                    publish.topic.as_ref() as &str,
+                    session.id.client_id.as_ref() as &str
+                );
+                return (false, Some(HookResult::MessageExpiry));
+            }
             return (true, acc);
         }
         log::debug!(
@@ -393,6 +422,57 @@ impl Policy {
                 self.max_queued_messages
             )
         });
+    }
+}
+
+/// Whether `publish` as the engine sends it exceeds the Maximum Packet Size its MQTT 5 receiver announced
+/// (as the engine's encoder counts: remaining length against the maximum less 5).
+async fn too_large_for(session: &Session, publish: &rmqtt::types::Publish) -> bool {
+    let Ok(info) = session.connect_info().await else {
+        return false;
+    };
+    let ConnectInfo::V5(_, connect) = info.as_ref() else {
+        return false;
+    };
+    let Some(max) = connect.max_packet_size.map(|m| m.get() as usize) else {
+        return false;
+    };
+    let limit = if max > 5 { max - 5 } else { max };
+    publish_remaining_length(publish) > limit
+}
+
+/// The remaining length of `publish` as sent to an MQTT 5 client, counting the Message Expiry Interval
+/// and a Topic Alias the engine may add on the way out.
+fn publish_remaining_length(publish: &rmqtt::types::Publish) -> usize {
+    let carried = publish.properties.as_ref().map_or(0, |p| {
+        p.correlation_data.as_ref().map_or(0, |d| 3 + d.len())
+            + p.content_type.as_ref().map_or(0, |t| 3 + t.len())
+            + p.response_topic.as_ref().map_or(0, |t| 3 + t.len())
+            + if p.is_utf8_payload { 2 } else { 0 }
+            + p.subscription_ids
+                .iter()
+                .map(|id| 1 + varint_len(id.get() as usize))
+                .sum::<usize>()
+            + p.user_properties
+                .iter()
+                .map(|(k, v)| 5 + k.len() + v.len())
+                .sum::<usize>()
+    });
+    let properties = carried + 5 + 3;
+    let packet_id = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
+    2 + publish.topic.len()
+        + packet_id
+        + varint_len(properties)
+        + properties
+        + publish.payload.len()
+}
+
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
     }
 }
 

@@ -3,18 +3,27 @@
 //! publisher set a Message Expiry Interval on it), and a snapshot on disk so that retained state survives
 //! a restart. This module stores and serialises; it never decides what is published.
 //!
+//! Messages are kept in one map ordered by topic, so that the messages a new subscription matches can be
+//! read in pieces ([`RetainedStore::chunk`]: at most a chunk of matches, and a bounded scan, per call)
+//! while they are delivered, instead of collected all at once (the engine's trie returns every match of
+//! `#` in one vector). A filter's literal levels before its first wildcard bound the scan to that part of
+//! the map; `$`-topics are matched as [`crate::topic::matches`] says (a filter starting with a wildcard
+//! does not match them).
+//!
 //! The snapshot is written whole to a temporary file, fsync'ed, and renamed over the old one, so a power
 //! cut leaves either the old or the new snapshot, never a mix. Its format is versioned and length-prefixed;
 //! a damaged file is set aside (`retained.bin.corrupt`) and the daemon starts with what it could read.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
+use rmqtt::retain::RetainStorage;
 use rmqtt::types::{Retain, TopicFilter, TopicName};
 
 use crate::model::Message;
@@ -23,6 +32,10 @@ use crate::ratelimit::{suppressed_suffix, RateLimiter};
 /// File name of the snapshot inside the state directory.
 pub const SNAPSHOT_FILE: &str = "retained.bin";
 const MAGIC: &[u8; 8] = b"SGRET\x00\x00\x01";
+
+/// Entries one [`RetainedStore::chunk`] call looks at, per match it may return (a filter like `+/x`
+/// scans the whole map; the read lock is held for at most this many entries per chunk).
+const SCAN_PER_MATCH: usize = 16;
 
 /// Why the snapshot could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +60,25 @@ pub struct RetainLimits {
     pub max_topic_levels: usize,
 }
 
-/// The engine's retained store plus a dirty flag for the snapshot writer, bounded by [`RetainLimits`].
+/// One retained message and, when its publisher set a Message Expiry Interval, when it expires.
+struct Held {
+    retain: Retain,
+    expires: Option<Instant>,
+}
+
+impl Held {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|at| at > now)
+    }
+}
+
+/// Where a chunked read of the messages matching a filter goes on: after this topic.
+pub type Cursor = Option<TopicName>;
+
+/// The retained messages, ordered by topic, plus a dirty flag for the snapshot writer, bounded by
+/// [`RetainLimits`].
 pub struct RetainedStore {
-    messages: DefaultRetainStorage,
+    messages: RwLock<BTreeMap<TopicName, Held>>,
     dirty: AtomicBool,
     limits: RetainLimits,
     /// Retained publishes to new topics not stored because the store was full.
@@ -60,7 +89,7 @@ pub struct RetainedStore {
 impl RetainedStore {
     pub fn new(limits: RetainLimits) -> Arc<Self> {
         Arc::new(RetainedStore {
-            messages: DefaultRetainStorage::new(),
+            messages: RwLock::new(BTreeMap::new()),
             dirty: AtomicBool::new(false),
             limits,
             refused_full: AtomicU64::new(0),
@@ -68,9 +97,28 @@ impl RetainedStore {
         })
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<TopicName, Held>> {
+        // A map of values: a panic elsewhere cannot leave it half-updated.
+        self.messages.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<TopicName, Held>> {
+        self.messages.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Retained publishes to new topics that were not stored because `max_messages` were held.
     pub fn refused_full(&self) -> u64 {
         self.refused_full.load(Ordering::Relaxed)
+    }
+
+    /// Retained topics held now (expired ones included until they are swept).
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// True when nothing is retained.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Whether a snapshot message may be restored: a topic the broker would accept today.
@@ -80,35 +128,99 @@ impl RetainedStore {
 
     /// Every retained message, sorted by topic.
     pub async fn all(&self) -> Vec<Message> {
-        let (entries, _) = self
-            .messages
-            .get_all_paginated(0, usize::MAX)
-            .await
-            .unwrap_or_default();
-        let mut all: Vec<Message> = entries
-            .into_iter()
-            .map(|(topic, retain, _)| Message {
+        let now = Instant::now();
+        self.read()
+            .iter()
+            .filter(|(_, held)| held.live(now))
+            .map(|(topic, held)| Message {
                 topic: topic.to_string(),
-                payload: retain.publish.payload.to_vec(),
-                qos: retain.publish.qos.value(),
+                payload: held.retain.publish.payload.to_vec(),
+                qos: held.retain.publish.qos.value(),
                 retain: true,
             })
-            .collect();
-        all.sort_by(|a, b| a.topic.cmp(&b.topic));
-        all
+            .collect()
+    }
+
+    /// Up to `max` messages matching `filter` whose topics sort after `after`, and where to go on
+    /// (`None`: nothing more matches). Looks at no more than `max * 16` entries per call.
+    pub fn chunk(
+        &self,
+        filter: &str,
+        after: &Cursor,
+        max: usize,
+    ) -> (Vec<(TopicName, Retain)>, Option<Cursor>) {
+        let max = max.max(1);
+        let now = Instant::now();
+        let messages = self.read();
+        if !filter.contains(['+', '#']) {
+            let found = match after {
+                None => messages
+                    .get_key_value(filter)
+                    .filter(|(_, held)| held.live(now))
+                    .map(|(topic, held)| (topic.clone(), held.retain.clone()))
+                    .into_iter()
+                    .collect(),
+                Some(_) => Vec::new(),
+            };
+            return (found, None);
+        }
+        let prefix = literal_prefix(filter);
+        let start = match after {
+            Some(topic) => Bound::Excluded(topic.as_ref() as &str),
+            None => Bound::Included(prefix),
+        };
+        let mut found = Vec::new();
+        let mut last = None;
+        for (scanned, (topic, held)) in messages
+            .range::<str, _>((start, Bound::Unbounded))
+            .enumerate()
+        {
+            if !topic.starts_with(prefix) {
+                return (found, None);
+            }
+            if scanned >= max * SCAN_PER_MATCH || found.len() >= max {
+                return (found, Some(last));
+            }
+            if held.live(now) && crate::topic::matches(filter, topic) {
+                found.push((topic.clone(), held.retain.clone()));
+            }
+            last = Some(topic.clone());
+        }
+        (found, None)
+    }
+
+    /// Every message matching `filter` (for the engine's own `get`; subscriptions read in chunks).
+    fn matching(&self, filter: &str) -> Vec<(TopicName, Retain)> {
+        let mut all = Vec::new();
+        let mut cursor: Cursor = None;
+        loop {
+            let (found, next) = self.chunk(filter, &cursor, 4096);
+            all.extend(found);
+            match next {
+                Some(next) => cursor = next,
+                None => return all,
+            }
+        }
     }
 
     /// Puts a message read from the snapshot back, without marking the store changed.
     pub async fn restore(&self, from: &rmqtt::types::From, publish: rmqtt::types::Publish) {
         let topic = publish.topic.clone();
+        if publish.payload.is_empty() {
+            return;
+        }
         let retain = Retain {
             msg_id: None,
             from: from.clone(),
             publish,
         };
-        if let Err(error) = self.messages.set_with_timeout(&topic, retain, None).await {
-            log::warn!("retained message for {topic} not restored: {error}");
-        }
+        self.write().insert(
+            topic,
+            Held {
+                retain,
+                expires: None,
+            },
+        );
     }
 
     /// True once since the last call if anything changed.
@@ -116,49 +228,61 @@ impl RetainedStore {
         self.dirty.swap(false, Ordering::AcqRel)
     }
 
-    async fn store(&self, topic: &TopicName, retain: Retain) -> rmqtt::Result<()> {
-        if !retain.publish.payload.is_empty() && !self.has_room_for(topic).await {
-            self.refused_full.fetch_add(1, Ordering::Relaxed);
-            if let Some(suppressed) = self.full_log.admit("full") {
-                log::warn!(
-                    "broker: retained message on {:?} not stored: max_retained_messages = {} topics are retained already{}",
-                    topic as &str,
-                    self.limits.max_messages,
-                    suppressed_suffix(suppressed)
-                );
+    fn store(&self, topic: &TopicName, retain: Retain) {
+        if retain.publish.payload.is_empty() {
+            if self.write().remove(topic as &str).is_some() {
+                self.dirty.store(true, Ordering::Release);
             }
-            return Ok(());
+            return;
         }
         // Only an explicit MQTT 5 Message Expiry Interval limits a retained message's life; the engine's
         // listener-wide default expiry is meant for queued messages, not for the last value of a sensor.
-        let explicit_expiry = retain
+        let expires = retain
             .publish
             .properties
             .as_ref()
             .and_then(|p| p.message_expiry_interval)
-            .map(|secs| Duration::from_secs(u64::from(secs.get())));
-        self.messages
-            .set_with_timeout(topic, retain, explicit_expiry)
-            .await?;
-        self.dirty.store(true, Ordering::Release);
-        Ok(())
+            .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs.get())));
+        let held = Held { retain, expires };
+        {
+            let mut messages = self.write();
+            if messages.len() >= self.limits.max_messages && !messages.contains_key(topic as &str) {
+                let now = Instant::now();
+                messages.retain(|_, held| held.live(now));
+            }
+            if messages.len() < self.limits.max_messages || messages.contains_key(topic as &str) {
+                messages.insert(topic.clone(), held);
+                self.dirty.store(true, Ordering::Release);
+                return;
+            }
+        }
+        self.refused_full.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.full_log.admit("full") {
+            log::warn!(
+                "broker: retained message on {:?} not stored: max_retained_messages = {} topics are retained already{}",
+                topic as &str,
+                self.limits.max_messages,
+                suppressed_suffix(suppressed)
+            );
+        }
     }
 }
 
-impl RetainedStore {
-    /// Room for a retained message on `topic`: the store is below its bound, or the topic is held already
-    /// (a replacement does not grow it).
-    async fn has_room_for(&self, topic: &TopicName) -> bool {
-        let held = RetainStorage::count(&self.messages).await.max(0) as usize;
-        if held < self.limits.max_messages {
-            return true;
+/// The part of a filter before its first wildcard level, without the separator: every topic the filter
+/// matches starts with it (`a/b/#` matches `a/b` itself).
+fn literal_prefix(filter: &str) -> &str {
+    let mut end = 0;
+    for (at, level) in filter.split('/').scan(0usize, |at, level| {
+        let start = *at;
+        *at += level.len() + 1;
+        Some((start, level))
+    }) {
+        if level == "+" || level == "#" {
+            return &filter[..end];
         }
-        let filter = TopicFilter::from(topic.as_ref() as &str);
-        self.messages
-            .get_message(&filter)
-            .await
-            .is_ok_and(|found| !found.is_empty())
+        end = at + level.len();
     }
+    filter
 }
 
 /// The adapter installed into the engine (`scx.extends.retain_mut()`).
@@ -176,11 +300,12 @@ impl RetainStorage for EngineRetainStorage {
         retain: Retain,
         _expiry: Option<Duration>,
     ) -> rmqtt::Result<()> {
-        self.0.store(topic, retain).await
+        self.0.store(topic, retain);
+        Ok(())
     }
 
     async fn get(&self, topic_filter: &TopicFilter) -> rmqtt::Result<Vec<(TopicName, Retain)>> {
-        self.0.messages.get_message(topic_filter).await
+        Ok(self.0.matching(topic_filter))
     }
 
     async fn get_all_paginated(
@@ -188,15 +313,31 @@ impl RetainStorage for EngineRetainStorage {
         offset: usize,
         limit: usize,
     ) -> rmqtt::Result<(Vec<(TopicName, Retain, Option<Duration>)>, bool)> {
-        self.0.messages.get_all_paginated(offset, limit).await
+        let now = Instant::now();
+        let messages = self.0.read();
+        let items: Vec<_> = messages
+            .iter()
+            .filter(|(_, held)| held.live(now))
+            .skip(offset)
+            .take(limit)
+            .map(|(topic, held)| {
+                (
+                    topic.clone(),
+                    held.retain.clone(),
+                    held.expires.map(|at| at.saturating_duration_since(now)),
+                )
+            })
+            .collect();
+        let more = offset.saturating_add(items.len()) < messages.len();
+        Ok((items, more))
     }
 
     async fn count(&self) -> isize {
-        RetainStorage::count(&self.0.messages).await
+        self.0.len() as isize
     }
 
     async fn max(&self) -> isize {
-        RetainStorage::max(&self.0.messages).await
+        self.0.limits.max_messages as isize
     }
 }
 
@@ -394,5 +535,103 @@ mod tests {
         assert!(read.is_empty() && error.is_some());
         assert!(dir.path().join("retained.bin.corrupt").exists());
         assert_eq!(read_snapshot(dir.path()).0, Vec::<Message>::new());
+    }
+
+    fn store_with(topics: &[&str]) -> Arc<RetainedStore> {
+        let store = RetainedStore::new(RetainLimits {
+            max_messages: 1000,
+            max_topic_levels: 16,
+        });
+        let from = rmqtt::types::From::from_system(rmqtt::types::Id::new(
+            1,
+            0,
+            None,
+            None,
+            rmqtt::types::ClientId::from("t"),
+            None,
+        ));
+        for topic in topics {
+            let codec = rmqtt::types::CodecPublish {
+                dup: false,
+                retain: true,
+                qos: rmqtt::types::QoS::AtLeastOnce,
+                topic: TopicName::from(topic.to_string()),
+                packet_id: None,
+                payload: bytes::Bytes::from_static(b"v"),
+                properties: None,
+            };
+            let retain = Retain {
+                msg_id: None,
+                from: from.clone(),
+                publish: codec.into(),
+            };
+            store.store(&TopicName::from(topic.to_string()), retain);
+        }
+        store
+    }
+
+    fn read_all(store: &RetainedStore, filter: &str, chunk: usize) -> Vec<String> {
+        let mut cursor = None;
+        let mut got = Vec::new();
+        loop {
+            let (found, next) = store.chunk(filter, &cursor, chunk);
+            assert!(found.len() <= chunk);
+            got.extend(found.into_iter().map(|(t, _)| t.to_string()));
+            match next {
+                Some(next) => cursor = next,
+                None => return got,
+            }
+        }
+    }
+
+    #[test]
+    fn literal_prefixes_stop_before_the_first_wildcard() {
+        assert_eq!(literal_prefix("#"), "");
+        assert_eq!(literal_prefix("a/b/#"), "a/b");
+        assert_eq!(literal_prefix("a/+/c"), "a");
+        assert_eq!(literal_prefix("+/c"), "");
+        assert_eq!(literal_prefix("a/b"), "a/b");
+    }
+
+    #[test]
+    fn chunks_return_every_match_once_and_skip_dollar_topics_for_wildcards() {
+        let topics: Vec<String> = (0..500).map(|i| format!("sg/d{i}/t")).collect();
+        let mut all: Vec<&str> = topics.iter().map(String::as_str).collect();
+        all.extend(["sg", "sgx/a", "$SYS/up", "other/t", "a//t"]);
+        let store = store_with(&all);
+        let got = read_all(&store, "sg/#", 7);
+        assert_eq!(got.len(), 501, "sg/# matches sg and its 500 children");
+        let got = read_all(&store, "#", 3);
+        assert_eq!(got.len(), 504, "everything but $SYS/up");
+        assert!(!got.iter().any(|t| t.starts_with('$')));
+        assert_eq!(read_all(&store, "$SYS/#", 2), vec!["$SYS/up".to_string()]);
+        assert_eq!(read_all(&store, "+/+/t", 5).len(), 501, "500 and a//t");
+        assert_eq!(read_all(&store, "sg/d7/t", 5), vec!["sg/d7/t".to_string()]);
+        let mut sorted = read_all(&store, "#", 1000);
+        sorted.dedup();
+        assert_eq!(sorted.len(), 504);
+    }
+
+    #[test]
+    fn an_empty_retained_publish_clears_and_the_bound_holds() {
+        let store = RetainedStore::new(RetainLimits {
+            max_messages: 2,
+            max_topic_levels: 16,
+        });
+        let filled = store_with(&["a", "b"]);
+        let from = filled.read().get("a").map(|h| h.retain.clone()).unwrap();
+        store.store(&TopicName::from("a"), from.clone());
+        store.store(&TopicName::from("b"), from.clone());
+        store.store(&TopicName::from("c"), from.clone());
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.refused_full(), 1);
+        let mut empty = from.clone();
+        empty.publish.payload = bytes::Bytes::new();
+        store.store(&TopicName::from("a"), empty);
+        store.store(&TopicName::from("c"), from);
+        assert_eq!(
+            read_all(&store, "#", 10),
+            vec!["b".to_string(), "c".to_string()]
+        );
     }
 }

@@ -14,6 +14,14 @@
 //!   absent session holds the socket of its last connection until it ends (rmqtt 0.24 behaviour), so the
 //!   sockets they hold are bounded by the same two numbers.
 //!
+//! The fitter also caps the keep-alive of MQTT 5 clients at [`MAX_SERVER_KEEP_ALIVE`] (sent back as
+//! Server Keep Alive, so a dead connection is found within 1.5 minutes); a 3.1.1 client cannot be told
+//! and keeps its own.
+//!
+//! A session whose client disconnected with a DISCONNECT that set its Session Expiry Interval to 0 ends
+//! at disconnect like a clean one ([`ends_at_disconnect`] reads the DISCONNECT's interval too): an
+//! immediate reconnect waits for it to be gone instead of taking it over (session present = 1).
+//!
 //! This module decides lifetimes and evictions; it never decides rights or logins.
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +36,10 @@ use rmqtt::fitter::{DefaultFitter, Fitter, FitterManager};
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::session::Session;
 use rmqtt::types::{ClientId, ConnectInfo, Disconnect, FitterType, Id, ListenerConfig};
+
+/// The longest keep-alive, in seconds, an MQTT 5 client may use; a longer one is answered with this as
+/// Server Keep Alive.
+pub const MAX_SERVER_KEEP_ALIVE: u16 = 60;
 
 /// How long a CONNECT waits for the engine to remove a session ended to make room for it.
 pub const MAKE_ROOM_WAIT: Duration = Duration::from_millis(200);
@@ -57,9 +69,11 @@ pub struct CappedFitterManager(pub SessionLifetimes);
 impl FitterManager for CappedFitterManager {
     fn create(&self, conn_info: Arc<ConnectInfo>, id: Id, cfg: ListenerConfig) -> FitterType {
         let cap = self.0.cap_for(&id);
+        let v5 = matches!(conn_info.as_ref(), ConnectInfo::V5(..));
         Arc::new(CappedFitter {
             inner: DefaultFitter::new(conn_info, id, cfg),
             cap,
+            v5,
         })
     }
 }
@@ -68,11 +82,16 @@ impl FitterManager for CappedFitterManager {
 pub struct CappedFitter {
     inner: DefaultFitter,
     cap: Duration,
+    /// An MQTT 5 client, which can be given a Server Keep Alive.
+    v5: bool,
 }
 
 #[async_trait]
 impl Fitter for CappedFitter {
     fn keep_alive(&self, keep_alive: &mut u16) -> rmqtt::Result<u16> {
+        if self.v5 && *keep_alive > MAX_SERVER_KEEP_ALIVE {
+            *keep_alive = MAX_SERVER_KEEP_ALIVE;
+        }
         self.inner.keep_alive(keep_alive)
     }
 
@@ -105,12 +124,19 @@ impl Fitter for CappedFitter {
     }
 }
 
-/// True when the session is discarded once its connection ends (3.1.1 clean session, 5.0 expiry 0).
+/// True when the session is discarded once its connection ends (3.1.1 clean session, 5.0 expiry 0 in
+/// the CONNECT or in the DISCONNECT).
 pub async fn ends_at_disconnect(session: &Session) -> bool {
     match session.connect_info().await {
         Ok(info) => match info.as_ref() {
             ConnectInfo::V3(_, connect) => connect.clean_session,
-            ConnectInfo::V5(..) => session.fitter.session_expiry_interval(None).is_zero(),
+            ConnectInfo::V5(..) => {
+                let disconnect = session.disconnect().await.ok().flatten();
+                session
+                    .fitter
+                    .session_expiry_interval(disconnect.as_ref())
+                    .is_zero()
+            }
         },
         Err(_) => true,
     }

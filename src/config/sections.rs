@@ -183,7 +183,7 @@ pub struct BrokerConfig {
     pub max_packet_size: u64,
     /// Unacknowledged QoS 1/2 messages in flight per client.
     pub max_inflight: u16,
-    /// Messages queued per client; must exceed the retained topics a late `#` subscriber receives.
+    /// Messages queued per client (live traffic; retained messages for a new subscription are streamed).
     pub max_queued_messages: usize,
     #[serde(deserialize_with = "units::duration")]
     pub handshake_timeout: Duration,
@@ -201,6 +201,11 @@ pub struct BrokerConfig {
     pub anonymous_session_expiry: Duration,
     /// Save retained messages under the state directory and restore them at start.
     pub persist_retained: bool,
+    /// Topic filters clients without a user name may subscribe to and receive; default `["#"]`.
+    pub anonymous_read: Vec<String>,
+    /// Topic filters clients without a user name may publish to; default `["#"]` (never the gateway's
+    /// own topics).
+    pub anonymous_write: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -209,6 +214,8 @@ impl Default for BrokerConfig {
             listeners: vec![ListenerConfig {
                 bind: defaults::LISTENER,
                 tls: None,
+                transport: Transport::Tcp,
+                path: None,
             }],
             users: Vec::new(),
             allow_anonymous: None,
@@ -223,6 +230,8 @@ impl Default for BrokerConfig {
             session_expiry: defaults::SESSION_EXPIRY,
             anonymous_session_expiry: defaults::ANONYMOUS_SESSION_EXPIRY,
             persist_retained: defaults::PERSIST_RETAINED,
+            anonymous_read: vec!["#".to_string()],
+            anonymous_write: vec!["#".to_string()],
         }
     }
 }
@@ -239,8 +248,25 @@ impl BrokerConfig {
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     pub bind: SocketAddr,
-    /// When set, the listener speaks MQTT over TLS.
+    /// When set, the listener speaks MQTT over TLS (with `transport = "websocket"`: wss).
     pub tls: Option<TlsConfig>,
+    /// `"tcp"` (default) or `"websocket"`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// WebSocket listeners: the path clients are told to use; default `/mqtt`.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// `transport` of a `[[broker.listener]]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// MQTT over TCP (or TLS).
+    #[default]
+    Tcp,
+    /// MQTT over WebSockets (or WebSockets over TLS).
+    Websocket,
 }
 
 /// `tls = { cert_file, key_file, client_ca_file }` of a listener.
