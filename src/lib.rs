@@ -35,6 +35,11 @@
 //! - [`broker`]: the embedded MQTT broker (rmqtt) behind our own API: listeners and TLS, logins and per-topic
 //!   rights, the retained store persisted to the state directory, in-process publishing, and the tap that
 //!   feeds the uplink. No other module names an rmqtt type.
+//! - [`commands`]: MQTT in, frames out: the router takes client publishes on `{base}/{device}/set` from
+//!   the broker's command tap, refuses what may not or cannot be sent, queues per device, and one
+//!   dispatcher per source sends through the task that owns the port or radio (now, or after the
+//!   device's uplink, within the radio's duty cycle); results on `{base}/{device}/set/result`.
+//!   [`encode`] is the inverse of `decode` and `frame`: payloads, headers, sealing, CRC, framing. Pure.
 //! - [`homeassistant`]: MQTT discovery: one Home Assistant device per sensorgate device, typed entities,
 //!   availability with the device's will and the gateway's, published, updated and removed with the registry.
 //! - [`uplink`]: forward rules, the crash-safe disk spool, and the MQTT-over-TLS client to the cloud.
@@ -56,9 +61,11 @@ pub mod allocator;
 pub mod app;
 pub mod backoff;
 pub mod broker;
+pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod decode;
+pub mod encode;
 pub mod devices;
 pub mod frame;
 pub mod homeassistant;

@@ -29,6 +29,10 @@ use crate::stats::{stats_json, Stats, WarnLimiter};
 
 /// A cheap probe the stats line calls for the uplink's part (spool depth, link state).
 pub type UplinkStatsProbe = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// The same for the commands' counters per source (`crate::commands::CommandStats`).
+pub type CommandStatsProbe = Box<
+    dyn Fn() -> std::collections::BTreeMap<String, crate::stats::CommandCounters> + Send + Sync,
+>;
 
 /// The stage's parts, built by `app`.
 pub struct Pipeline {
@@ -37,6 +41,8 @@ pub struct Pipeline {
     pub base_topic: String,
     pub stats_interval: Duration,
     pub uplink_stats: Option<UplinkStatsProbe>,
+    /// Commands to devices, when a source has `commands = true`.
+    pub command_stats: Option<CommandStatsProbe>,
     pub heartbeat: Option<crate::systemd::Heartbeat>,
     /// Devices online, kept current for the systemd status line.
     pub devices_online: Arc<AtomicUsize>,
@@ -173,7 +179,7 @@ impl Pipeline {
 
     fn stats_message(&self, stats: &Stats, broker: &Broker, started: Instant) -> Message {
         let uplink = self.uplink_stats.as_ref().map(|probe| probe());
-        let json = stats_json(
+        let mut json = stats_json(
             stats,
             self.registry.devices_online(),
             self.registry.devices_known(),
@@ -181,6 +187,9 @@ impl Pipeline {
             uplink,
             started.elapsed(),
         );
+        if let Some(probe) = &self.command_stats {
+            crate::stats::add_command_counters(&mut json, &probe());
+        }
         Message {
             topic: publish::gateway_stats_topic(&self.base_topic),
             payload: json.to_string().into_bytes(),

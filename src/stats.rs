@@ -31,6 +31,41 @@ pub struct SourceCounters {
     pub up: bool,
 }
 
+/// Commands to the devices of one source (`crate::commands`), in `{base}/gateway/stats` as the source's
+/// `commands` (sources with `commands = true` only) and in `totals.commands`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CommandCounters {
+    /// Commands accepted into a device's queue.
+    pub received: u64,
+    /// Frames sent to the device.
+    pub sent: u64,
+    /// Commands whose `command_ttl` ended before they could be sent (link down, no uplink, duty cycle).
+    pub expired: u64,
+    /// Commands refused (no right, commands off, unknown device, bad payload, full queue).
+    pub refused: u64,
+    /// Time on air of the frames sent, milliseconds (radios).
+    pub airtime_ms: u64,
+}
+
+/// Adds each source's command counters to a `{base}/gateway/stats` report made by [`stats_json`], and
+/// their sum as `totals.commands`.
+pub fn add_command_counters(report: &mut Json, commands: &BTreeMap<String, CommandCounters>) {
+    let mut totals = CommandCounters::default();
+    for (source, counters) in commands {
+        totals.received += counters.received;
+        totals.sent += counters.sent;
+        totals.expired += counters.expired;
+        totals.refused += counters.refused;
+        totals.airtime_ms += counters.airtime_ms;
+        if let Some(Json::Object(fields)) = report.pointer_mut(&format!("/sources/{source}")) {
+            fields.insert("commands".to_string(), json!(counters));
+        }
+    }
+    if let Some(Json::Object(fields)) = report.pointer_mut("/totals") {
+        fields.insert("commands".to_string(), json!(totals));
+    }
+}
+
 /// The pipeline's counters: per source, plus what the registry's bounds dropped and the publishes the broker
 /// refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -191,6 +191,7 @@ impl Rig {
             base_topic: BASE.to_string(),
             stats_interval: Duration::from_millis(100),
             uplink_stats: None,
+            command_stats: None,
             heartbeat: None,
             devices_online: Arc::new(AtomicUsize::new(0)),
             discovery: None,

@@ -140,6 +140,11 @@ struct Gateway {
     /// Writes the replay marks of encrypted frames; stopped after the pipeline (`crate::replay`).
     replay: JoinHandle<()>,
     replay_stop: CancellationToken,
+    /// The command router and dispatchers (`crate::commands`), when a source has `commands = true`;
+    /// stopped right after the sources.
+    commands: Option<(JoinHandle<()>, CancellationToken)>,
+    /// The port of each source with `commands = true`, handed to its task at every (re)start.
+    command_ports: HashMap<String, crate::commands::CommandPort>,
 }
 
 /// Reads every key file the configuration names, on a blocking thread, and logs a warning for each one
@@ -223,6 +228,32 @@ impl Gateway {
             _ => None,
         };
 
+        // Commands to devices: the router takes the command tap's client publishes.
+        let command_settings = crate::commands::CommandSettings::from_config(&config);
+        let mut command_stats = None;
+        let mut command_ports = HashMap::new();
+        let mut commands = None;
+        if command_settings.any_enabled() {
+            let filters = crate::commands::topics::filters(&command_settings.base_topic);
+            let router = crate::commands::Commands::new(command_settings, keys.frames.clone());
+            for source in &config.sources {
+                if let Some(port) = router.port(&source.name) {
+                    command_ports.insert(source.name.clone(), port);
+                }
+            }
+            command_stats = Some(router.stats());
+            match broker.command_tap(filters, crate::commands::INPUT_CAPACITY) {
+                Some(input) => {
+                    let stop = CancellationToken::new();
+                    let task = router.spawn(broker.clone(), input, stop.clone());
+                    commands = Some((task, stop));
+                }
+                None => {
+                    log::error!("commands: the broker's command tap is taken; no commands are sent")
+                }
+            }
+        }
+
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let devices_online = Arc::new(AtomicUsize::new(0));
         let pipeline = Pipeline {
@@ -236,6 +267,9 @@ impl Gateway {
             stats_interval: config.publish.stats_interval,
             uplink_stats: uplink_stats.clone().map(|stats| {
                 Box::new(move || stats.snapshot()) as crate::pipeline::UplinkStatsProbe
+            }),
+            command_stats: command_stats.map(|stats| {
+                Box::new(move || stats.snapshot()) as crate::pipeline::CommandStatsProbe
             }),
             heartbeat: Some(health.register("pipeline", Duration::from_secs(30))),
             devices_online: devices_online.clone(),
@@ -265,6 +299,8 @@ impl Gateway {
             uplink_stop,
             replay: replay_task,
             replay_stop,
+            commands,
+            command_ports,
         };
         for source in gateway.config.sources.clone() {
             gateway.start_source(source);
@@ -279,7 +315,8 @@ impl Gateway {
             out: self.events.clone(),
             shutdown: stop.clone(),
         };
-        let task = tokio::spawn(run_source(ctx, config.clone()));
+        let port = self.command_ports.get(&config.name).cloned();
+        let task = tokio::spawn(run_source(ctx, config.clone(), port));
         self.sources
             .insert(config.name.clone(), RunningSource { config, stop, task });
     }
@@ -378,6 +415,11 @@ impl Gateway {
         for (_, running) in self.sources {
             let _ = running.task.await;
         }
+        // What is still queued is reported expired ("the gateway stopped") while the broker still runs.
+        if let Some((task, stop)) = self.commands {
+            stop.cancel();
+            let _ = task.await;
+        }
         drop(self.events);
         // The pipeline ends once every source's sender is gone, after publishing the devices' wills.
         let _ = self.pipeline.await;
@@ -423,15 +465,21 @@ fn availability(base: &str, payload: &str, qos: u8) -> Message {
     }
 }
 
-async fn run_source(ctx: SourceContext, config: SourceConfig) {
+async fn run_source(
+    ctx: SourceContext,
+    config: SourceConfig,
+    commands: Option<crate::commands::CommandPort>,
+) {
     match &config.kind {
-        SourceKind::Serial(serial) => source::serial::run(ctx, settings::serial(serial)).await,
+        SourceKind::Serial(serial) => {
+            source::serial::run_with_commands(ctx, settings::serial(serial), commands).await
+        }
         SourceKind::Simulator(simulator) => {
             source::simulator::run(ctx, settings::simulator(&config, simulator)).await
         }
         SourceKind::Radio(radio) => {
             let (radio_settings, backend) = settings::radio(radio);
-            source::radio::run(ctx, radio_settings, backend).await
+            source::radio::run_with_commands(ctx, radio_settings, backend, commands).await
         }
     }
 }

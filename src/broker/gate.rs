@@ -5,9 +5,17 @@
 //! carries only messages that one of its filters (the uplink's forward rules) selects, over a bounded
 //! channel; a message that finds it full is dropped and counted ([`Tap::dropped`]). The uplink drains it
 //! into the spool as fast as it can append, so a drop means the disk could not keep up.
+//!
+//! The command tap ([`CommandTap`], filled once by [`Broker::command_tap`](super::Broker::command_tap))
+//! carries client publishes on the command topics (`{base}/+/set`, `{base}/+/set/+`) to the command
+//! router, with who sent them and their MQTT 5 response topic and correlation data: the ones the policy
+//! let through (from [`PublishGate`]), and the ones it refused for want of the write right (from
+//! [`RefusedCommands`], which runs before the policy and changes nothing), so that a refused command
+//! gets a `refused` result and a log line naming the client. Bounded like the uplink's tap; what finds it
+//! full is dropped and counted ([`CommandTap::dropped`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
@@ -118,16 +126,164 @@ pub fn to_message(publish: &Publish) -> Message {
     }
 }
 
+/// A client's publish on a command topic: what it said, who sent it, and where MQTT 5 asked for the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientPublish {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub client_id: String,
+    /// The login name; `None` for an anonymous client.
+    pub user: Option<String>,
+    /// Whether the client may write the topic; false: the policy dropped the publish for want of the right.
+    pub allowed: bool,
+    /// The MQTT 5 Response Topic, only when it is a valid topic name the client may write itself (so an
+    /// answer there gives it nothing it could not publish on its own).
+    pub response_topic: Option<String>,
+    /// The MQTT 5 Correlation Data, echoed with the answer.
+    pub correlation_data: Option<Vec<u8>>,
+}
+
+/// The command router's tap: empty until [`CommandTap::install`], then the filters and the bounded sender.
+#[derive(Clone, Default)]
+pub struct CommandTap(Arc<OnceLock<CommandTapInner>>);
+
+struct CommandTapInner {
+    sender: mpsc::Sender<ClientPublish>,
+    filters: Vec<String>,
+    dropped: AtomicU64,
+    drop_log: RateLimiter,
+}
+
+impl CommandTap {
+    /// Starts copying publishes on `filters` into a channel of `capacity`; `None` when installed already.
+    pub fn install(
+        &self,
+        filters: Vec<String>,
+        capacity: usize,
+    ) -> Option<mpsc::Receiver<ClientPublish>> {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        self.0
+            .set(CommandTapInner {
+                sender,
+                filters,
+                dropped: AtomicU64::new(0),
+                drop_log: RateLimiter::new(std::time::Duration::from_secs(10)),
+            })
+            .ok()
+            .map(|()| receiver)
+    }
+
+    fn selecting(&self, topic: &str) -> Option<&CommandTapInner> {
+        self.0.get().filter(|inner| {
+            inner
+                .filters
+                .iter()
+                .any(|filter| crate::topic::matches(filter, topic))
+        })
+    }
+
+    /// Command publishes that found the router's input full.
+    pub fn dropped(&self) -> u64 {
+        self.0
+            .get()
+            .map_or(0, |inner| inner.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Copies `publish` of `session`'s client to the router if a filter selects its topic.
+    fn offer(
+        &self,
+        policy: &Policy,
+        session: &rmqtt::session::Session,
+        publish: &Publish,
+        allowed: bool,
+    ) {
+        let Some(inner) = self.selecting(&publish.topic) else {
+            return;
+        };
+        let user = session.id.username.as_deref().map(str::to_string);
+        let client = Client {
+            user: user.as_deref(),
+            client_id: &session.id.client_id,
+        };
+        let properties = publish.properties.as_ref();
+        let response_topic = properties
+            .and_then(|p| p.response_topic.as_ref())
+            .map(|t| t.to_string())
+            .filter(|t| {
+                crate::topic::check_name(t, 128).is_ok() && policy.access.may_write(client, t)
+            });
+        let message = ClientPublish {
+            topic: publish.topic.to_string(),
+            payload: publish.payload.to_vec(),
+            client_id: session.id.client_id.to_string(),
+            user,
+            allowed,
+            response_topic,
+            correlation_data: properties
+                .and_then(|p| p.correlation_data.as_ref())
+                .map(|d| d.to_vec()),
+        };
+        if let Err(mpsc::error::TrySendError::Full(message)) = inner.sender.try_send(message) {
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = inner.drop_log.admit("full") {
+                log::warn!(
+                    "command input full: command on {:?} from client {:?} dropped{}",
+                    message.topic,
+                    message.client_id,
+                    suppressed_suffix(suppressed)
+                );
+            }
+        }
+    }
+}
+
 /// The engine hook: registered for `MessagePublishCheckAcl` (client publishes, after the policy) and
 /// `MessagePublish` (to see client wills, which the engine publishes without an ACL check).
 pub struct PublishGate {
     tap: Tap,
     policy: Arc<Policy>,
+    commands: CommandTap,
 }
 
 impl PublishGate {
     pub fn new(tap: Tap, policy: Arc<Policy>) -> Self {
-        PublishGate { tap, policy }
+        PublishGate {
+            tap,
+            policy,
+            commands: CommandTap::default(),
+        }
+    }
+
+    /// Also copies allowed publishes on command topics to `commands`.
+    pub fn with_commands(mut self, commands: CommandTap) -> Self {
+        self.commands = commands;
+        self
+    }
+}
+
+/// The hook that sees command publishes the policy is about to refuse: registered for
+/// `MessagePublishCheckAcl` above the policy's priority, it copies those whose client may not write the
+/// topic to the command tap (`allowed = false`) and lets every publish on to the policy unchanged.
+pub struct RefusedCommands {
+    pub commands: CommandTap,
+    pub policy: Arc<Policy>,
+}
+
+#[async_trait]
+impl Handler for RefusedCommands {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        if let Parameter::MessagePublishCheckAcl(session, publish) = param {
+            if self.commands.selecting(&publish.topic).is_some() {
+                let client = Client {
+                    user: session.id.username.as_deref(),
+                    client_id: &session.id.client_id,
+                };
+                if !self.policy.access.may_write(client, &publish.topic) {
+                    self.commands.offer(&self.policy, session, publish, false);
+                }
+            }
+        }
+        (true, acc)
     }
 }
 
@@ -135,13 +291,14 @@ impl PublishGate {
 impl Handler for PublishGate {
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
-            Parameter::MessagePublishCheckAcl(_session, publish) => {
+            Parameter::MessagePublishCheckAcl(session, publish) => {
                 let allowed = match &acc {
                     Some(HookResult::PublishAclResult(result)) => result.is_allow(),
                     _ => true,
                 };
                 if allowed {
                     self.tap.offer(publish);
+                    self.commands.offer(&self.policy, session, publish, true);
                 }
                 (true, acc)
             }

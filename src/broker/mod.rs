@@ -117,8 +117,8 @@ use crate::model::Message;
 use acl::{AccessPolicy, Rights};
 use auth::{Logins, Throttle};
 use backlog::{Backlog, BacklogHook, BoundedShared};
-use gate::{PublishGate, Tap};
-pub use gate::{tap, TapSender, TAP_CAPACITY};
+use gate::{CommandTap, PublishGate, RefusedCommands, Tap};
+pub use gate::{tap, ClientPublish, TapSender, TAP_CAPACITY};
 pub use password::{hash_password, verify_password, PasswordError};
 use janitor::{Janitor, JanitorSettings, SpokenPeers};
 use pacing::{PacerHook, RetainedPacer};
@@ -278,6 +278,7 @@ pub struct Broker {
     retained: Arc<RetainedStore>,
     backlog: Arc<Backlog>,
     tap: Tap,
+    commands: CommandTap,
     system_from: From,
     local_addrs: Vec<SocketAddr>,
     server_task: JoinHandle<()>,
@@ -354,7 +355,8 @@ impl Broker {
             offline.clone(),
         ));
         let tap = Tap::new(tap);
-        register_hooks(&scx, &backlog, &policy, &offline, &tap).await;
+        let commands = CommandTap::default();
+        register_hooks(&scx, &backlog, &policy, &offline, &tap, &commands).await;
         register_pacer(&scx, &pacer).await;
 
         let (server_task, local_addrs) = serve(&scx, settings)?;
@@ -379,6 +381,7 @@ impl Broker {
             janitor,
             pacer,
             tap,
+            commands,
             system_from,
             local_addrs,
             server_task,
@@ -421,6 +424,41 @@ impl Broker {
         }
         register.start().await;
         receiver
+    }
+
+    /// Client publishes on `filters` (the command topics), allowed or refused by the rights, copied into a
+    /// channel of `capacity` for the command router ([`gate::CommandTap`]); `None` if taken already.
+    pub fn command_tap(
+        &self,
+        filters: Vec<String>,
+        capacity: usize,
+    ) -> Option<tokio::sync::mpsc::Receiver<ClientPublish>> {
+        self.commands.install(filters, capacity)
+    }
+
+    /// Command publishes that found the command router's input full.
+    pub fn commands_dropped(&self) -> u64 {
+        self.commands.dropped()
+    }
+
+    /// [`publish`](Self::publish) with an MQTT 5 Correlation Data property (a command's answer on the
+    /// response topic its request named).
+    pub async fn publish_with_correlation(
+        &self,
+        message: &Message,
+        correlation_data: Option<&[u8]>,
+    ) -> Result<(), BrokerError> {
+        let mut publish = to_publish(message);
+        if let (Some(data), Some(properties)) = (correlation_data, publish.properties.as_mut()) {
+            properties.correlation_data = Some(bytes::Bytes::copy_from_slice(data));
+        }
+        self.tap.offer_message(message);
+        SessionState::forwards(&self.scx, self.system_from.clone(), publish, false, None)
+            .await
+            .map_err(|e| BrokerError::Publish {
+                topic: message.topic.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// Every retained message, sorted by topic.
@@ -561,6 +599,7 @@ async fn register_hooks(
     policy: &Arc<Policy>,
     offline: &Arc<OfflineSessions>,
     tap: &Tap,
+    commands: &CommandTap,
 ) {
     let register = scx.extends.hook_mgr().register();
     for typ in BacklogHook::TYPES {
@@ -584,10 +623,20 @@ async fn register_hooks(
             .await;
     }
     for typ in [Type::MessagePublishCheckAcl, Type::MessagePublish] {
-        register
-            .add(typ, Box::new(PublishGate::new(tap.clone(), policy.clone())))
-            .await;
+        let gate = PublishGate::new(tap.clone(), policy.clone()).with_commands(commands.clone());
+        register.add(typ, Box::new(gate)).await;
     }
+    // Above the policy: sees the command publishes it is about to refuse, and changes nothing.
+    register
+        .add_priority(
+            Type::MessagePublishCheckAcl,
+            POLICY_PRIORITY + 1,
+            Box::new(RefusedCommands {
+                commands: commands.clone(),
+                policy: policy.clone(),
+            }),
+        )
+        .await;
     register.start().await;
 }
 

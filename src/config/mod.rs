@@ -51,7 +51,7 @@ pub use sections::{
     PublishConfig, SpoolConfig, TlsConfig, Transport, UpstreamConfig, UpstreamUrl, UserConfig, WillConfig,
 };
 pub use source::{
-    keys_for_kind, FrameEncryption, Parity, RadioBackendConfig, RadioChip, RadioConfig, RadioPins, SerialConfig,
+    keys_for_kind, CommandConfig, FrameEncryption, Parity, RadioBackendConfig, RadioChip, RadioConfig, RadioPins, SerialConfig,
     SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size, SyncMode};

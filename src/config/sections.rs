@@ -365,6 +365,9 @@ pub struct DeviceConfig {
     /// Home Assistant overrides per field name: `fields = { soil = { device_class = "moisture" } }`.
     #[serde(default)]
     pub fields: std::collections::BTreeMap<String, FieldConfig>,
+    /// When this device gets its commands, instead of its source's `deliver`.
+    #[serde(default)]
+    pub deliver: Option<crate::commands::Deliver>,
 }
 
 /// One `fields.<name>` of a `[[device]]`: what Home Assistant is told about that field instead of what

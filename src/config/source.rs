@@ -13,6 +13,7 @@ use super::limits;
 use super::locate::{KeyPath, Locator};
 use super::units;
 use super::validate::{check_duration, Problem};
+use crate::commands::{Deliver, DutyCycleSetting};
 use crate::decode::{HeaderFormat, PayloadFormat};
 use crate::frame::crc::CrcMode;
 use crate::frame::Framing;
@@ -31,6 +32,40 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// `encryption = "aes-128-ccm"`: frames are authenticated and encrypted (`crate::crypto::frame`).
     pub encryption: Option<FrameEncryption>,
+    /// `commands = true`: the source sends commands to its devices (`crate::commands`); `None`: off.
+    pub commands: Option<CommandConfig>,
+}
+
+/// The command keys of a source with `commands = true`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandConfig {
+    /// `deliver`: when its devices get their commands (a `[[device]] deliver` wins).
+    pub deliver: Deliver,
+    /// `rx_delay`: with `after_uplink`, how long after the end of a device's frame it listens.
+    pub rx_delay: Duration,
+    /// `command_queue`: commands waiting per device at most.
+    pub queue: usize,
+    /// `command_ttl`: how long a command waits at most before it expires.
+    pub ttl: Duration,
+    /// `address` (radios): the gateway's own RadioHead address, FROM of its commands.
+    pub address: u8,
+    /// `duty_cycle` (radios): `"auto"` (the frequency plan), `"off"`, or a share such as `"1%"`.
+    pub duty_cycle: DutyCycleSetting,
+}
+
+impl Default for CommandConfig {
+    /// Deliver now, `rx_delay` 1 s, 8 commands per device kept up to 1 h, address 0, duty cycle from the
+    /// frequency plan.
+    fn default() -> Self {
+        CommandConfig {
+            deliver: Deliver::Now,
+            rx_delay: Duration::from_secs(1),
+            queue: 8,
+            ttl: Duration::from_secs(3600),
+            address: 0,
+            duty_cycle: DutyCycleSetting::Auto,
+        }
+    }
 }
 
 /// `encryption = "aes-128-ccm"` with its `key_file`, of a source.
@@ -288,6 +323,21 @@ const SERIAL_KEYS: &[&str] = &[
     "framing",
     "crc",
     "max_frame_len",
+    "commands",
+    "deliver",
+    "rx_delay",
+    "command_queue",
+    "command_ttl",
+];
+/// The command keys of a radio source (serial sources take the first five).
+const RADIO_COMMAND_KEYS: [&str; 7] = [
+    "commands",
+    "deliver",
+    "rx_delay",
+    "command_queue",
+    "command_ttl",
+    "address",
+    "duty_cycle",
 ];
 const SIMULATOR_KEYS: &[&str] = &["devices", "interval", "framing", "crc"];
 const SX1276_KEYS: &[&str] = &[
@@ -333,7 +383,18 @@ pub fn keys_for_kind(kind: &str) -> Option<Vec<&'static str>> {
         "sx1262" => SX1262_KEYS,
         _ => return None,
     };
-    Some(COMMON_KEYS.iter().chain(specific).copied().collect())
+    let commands: &[&str] = match kind {
+        "sx1276" | "sx1262" => &RADIO_COMMAND_KEYS,
+        _ => &[],
+    };
+    Some(
+        COMMON_KEYS
+            .iter()
+            .chain(specific)
+            .chain(commands)
+            .copied()
+            .collect(),
+    )
 }
 
 /// The `kind` key.
@@ -390,6 +451,15 @@ pub(crate) struct SourceToml {
     dio2_rf_switch: Option<bool>,
     encryption: Option<EncryptionName>,
     key_file: Option<PathBuf>,
+    commands: Option<bool>,
+    deliver: Option<Deliver>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    rx_delay: Option<Duration>,
+    command_queue: Option<usize>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    command_ttl: Option<Duration>,
+    address: Option<u8>,
+    duty_cycle: Option<String>,
 }
 
 impl SourceToml {
@@ -420,6 +490,7 @@ impl SourceToml {
         }
         check_name(&self.name, at)?;
         let encryption = self.frame_encryption(at)?;
+        let commands = self.command_config(at)?;
         let mut source = match self.kind {
             KindName::Serial => self.build_serial(at),
             KindName::Simulator => self.build_simulator(at),
@@ -430,7 +501,73 @@ impl SourceToml {
             source.encryption = encryption;
             check_encryption_fits(&source, at)?;
         }
+        source.commands = commands;
         Ok(source)
+    }
+
+    /// `commands` and the keys that go with it: each only with `commands = true`, in its range.
+    fn command_config(&self, at: &KeyPath) -> Result<Option<CommandConfig>, Problem> {
+        let given: [(&str, bool); 6] = [
+            ("deliver", self.deliver.is_some()),
+            ("rx_delay", self.rx_delay.is_some()),
+            ("command_queue", self.command_queue.is_some()),
+            ("command_ttl", self.command_ttl.is_some()),
+            ("address", self.address.is_some()),
+            ("duty_cycle", self.duty_cycle.is_some()),
+        ];
+        if self.commands != Some(true) {
+            if let Some((key, _)) = given.iter().find(|(_, present)| *present) {
+                return Err(Problem::key(
+                    at.key(key),
+                    format!("`{key}` applies to a source with commands = true"),
+                ));
+            }
+            return Ok(None);
+        }
+        if self.kind == KindName::Simulator {
+            return Err(Problem::value(
+                at.key("commands"),
+                "a simulator's nodes do not listen; commands go to serial and radio sources",
+            ));
+        }
+        let defaults = CommandConfig::default();
+        let mut config = CommandConfig {
+            deliver: self.deliver.unwrap_or(defaults.deliver),
+            rx_delay: self.rx_delay.unwrap_or(defaults.rx_delay),
+            queue: self.command_queue.unwrap_or(defaults.queue),
+            ttl: self.command_ttl.unwrap_or(defaults.ttl),
+            address: self.address.unwrap_or(defaults.address),
+            duty_cycle: defaults.duty_cycle,
+        };
+        if config.rx_delay > Duration::from_secs(60) {
+            return Err(Problem::value(
+                at.key("rx_delay"),
+                "is longer than 60s; a node listens for a second or so after it sends (\"1s\" is usual)",
+            ));
+        }
+        if !(1..=64).contains(&config.queue) {
+            return Err(Problem::value(
+                at.key("command_queue"),
+                format!("{} is outside 1..=64 commands per device", config.queue),
+            ));
+        }
+        if config.ttl < Duration::from_secs(1) || config.ttl > Duration::from_secs(7 * 86_400) {
+            return Err(Problem::value(
+                at.key("command_ttl"),
+                "must be between \"1s\" and \"7d\"",
+            ));
+        }
+        if config.address == 255 {
+            return Err(Problem::value(
+                at.key("address"),
+                "255 is RadioHead's broadcast address; the gateway's own address is 0-254",
+            ));
+        }
+        if let Some(text) = &self.duty_cycle {
+            config.duty_cycle = parse_duty_cycle(text)
+                .map_err(|message| Problem::value(at.key("duty_cycle"), message))?;
+        }
+        Ok(Some(config))
     }
 
     /// `encryption` and `key_file`: a key file only with encryption, and not an empty path.
@@ -512,6 +649,7 @@ impl SourceToml {
             payload,
             kind: SourceKind::Serial(serial),
             encryption: None,
+            commands: None,
         })
     }
 
@@ -542,6 +680,7 @@ impl SourceToml {
             payload,
             kind: SourceKind::Simulator(simulator),
             encryption: None,
+            commands: None,
         })
     }
 
@@ -585,6 +724,7 @@ impl SourceToml {
             payload: self.payload.unwrap_or(PayloadFormat::Lpp),
             kind: SourceKind::Radio(radio),
             encryption: None,
+            commands: None,
         })
     }
 
@@ -674,6 +814,25 @@ impl SourceToml {
                 }))
             }
         }
+    }
+}
+
+/// `"auto"`, `"off"`, or a share of every hour such as `"1%"` or `"0.1%"` (above 0, at most 100).
+fn parse_duty_cycle(text: &str) -> Result<DutyCycleSetting, String> {
+    match text {
+        "auto" => return Ok(DutyCycleSetting::Auto),
+        "off" => return Ok(DutyCycleSetting::Off),
+        _ => {}
+    }
+    let share = text
+        .strip_suffix('%')
+        .and_then(|number| number.trim().parse::<f64>().ok())
+        .filter(|p| *p > 0.0 && *p <= 100.0);
+    match share {
+        Some(percent) => Ok(DutyCycleSetting::Share(percent / 100.0)),
+        None => Err(format!(
+            "\"{text}\" is not a duty cycle; write \"auto\" (the frequency plan), \"off\", or a share such as \"1%\""
+        )),
     }
 }
 

@@ -44,7 +44,7 @@ use super::{DecodeError, PayloadFields};
 use crate::model::Value;
 
 #[derive(Debug, Clone, Copy)]
-enum Layout {
+pub(crate) enum Layout {
     /// One unsigned integer.
     Unsigned,
     /// One signed integer.
@@ -62,11 +62,11 @@ enum Layout {
 }
 
 #[derive(Debug)]
-struct LppType {
-    id: u8,
-    name: &'static str,
-    size: usize,
-    layout: Layout,
+pub(crate) struct LppType {
+    pub(crate) id: u8,
+    pub(crate) name: &'static str,
+    pub(crate) size: usize,
+    pub(crate) layout: Layout,
 }
 
 const fn lpp(id: u8, name: &'static str, size: usize, layout: Layout) -> LppType {
@@ -80,8 +80,9 @@ const fn lpp(id: u8, name: &'static str, size: usize, layout: Layout) -> LppType
 
 use Layout::*;
 
-/// Every type this decoder knows; the table in the module docs, as data.
-const TYPES: &[LppType] = &[
+/// Every type this decoder knows; the table in the module docs, as data (the command encoder,
+/// `crate::encode::lpp`, writes from the same table).
+pub(crate) const TYPES: &[LppType] = &[
     lpp(0, "digital_in", 1, Unsigned),
     lpp(1, "digital_out", 1, Unsigned),
     lpp(2, "analog_in", 2, SignedScaled(100.0)),

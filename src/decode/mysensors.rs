@@ -22,8 +22,9 @@ const COMMAND_INTERNAL: u8 = 3;
 const LAST_COMMAND: u8 = 4;
 const I_BATTERY_LEVEL: u8 = 0;
 
-/// MySensors 2.x value types (`V_*`), indexed by number, named in lower case without `V_`.
-const VALUE_TYPES: [&str; 57] = [
+/// MySensors 2.x value types (`V_*`), indexed by number, named in lower case without `V_` (the command
+/// encoder, `crate::encode::mysensors`, reads the same table).
+pub(crate) const VALUE_TYPES: [&str; 57] = [
     "temp",               // 0 V_TEMP
     "hum",                // 1 V_HUM
     "status",             // 2 V_STATUS (V_LIGHT)

@@ -5,14 +5,23 @@
 //!
 //! Opening a port sets it exclusive (TIOCEXCL) and raw, as `tokio-serial` does: a second program cannot
 //! read the same dongle by accident.
+//!
+//! With `commands = true` ([`run_with_commands`]) the same task writes the commands' frames to the port:
+//! the port is split into its reading and writing halves and one write is in flight at a time beside the
+//! read, so reading never waits for a write. While the port is gone the link is reported down and the
+//! commands stay queued (`crate::commands`) until it is back or they expire.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::AsyncReadExt;
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_serial::{DataBits, Parity, SerialPortBuilderExt, SerialStream, StopBits};
 
 use crate::backoff::Backoff;
+use crate::commands::{CommandPort, TxRequest};
 use crate::frame::{Deframer, Framing};
 use crate::source::{SourceContext, SourceEvent};
 
@@ -54,6 +63,15 @@ impl SerialSettings {
 
 /// Runs the source until `ctx.shutdown` is cancelled or the pipeline goes away.
 pub async fn run(ctx: SourceContext, settings: SerialSettings) {
+    run_with_commands(ctx, settings, None).await
+}
+
+/// [`run`], also writing the frames of commands handed to `commands` (the source's `CommandPort`).
+pub async fn run_with_commands(
+    ctx: SourceContext,
+    settings: SerialSettings,
+    commands: Option<CommandPort>,
+) {
     let mut backoff = Backoff::new(settings.retry_initial, settings.retry_max);
     let mut outage_reported = false;
     loop {
@@ -73,7 +91,14 @@ pub async fn run(ctx: SourceContext, settings: SerialSettings) {
                     return;
                 }
                 let opened_at = Instant::now();
-                let Some(reason) = read_until_lost(&ctx, port, &settings).await else {
+                if let Some(commands) = &commands {
+                    commands.set_link(true);
+                }
+                let lost = read_until_lost(&ctx, port, &settings, commands.as_ref()).await;
+                if let Some(commands) = &commands {
+                    commands.set_link(false);
+                }
+                let Some(reason) = lost else {
                     return;
                 };
                 log::warn!(source = ctx.name.as_str(); "serial port {} lost: {reason}; retrying", settings.path.display());
@@ -133,28 +158,136 @@ async fn open(settings: &SerialSettings) -> Result<SerialStream, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Reads and frames until the port fails (returns the reason) or the source must stop (returns `None`).
+/// A write in flight: it owns the writing half until it is done, and gives it back with the result.
+type Writing = Pin<Box<dyn Future<Output = (WriteHalf<SerialStream>, std::io::Result<()>)> + Send>>;
+
+fn write_frame(mut writer: WriteHalf<SerialStream>, request: &TxRequest) -> Writing {
+    let bytes = request.bytes.clone();
+    Box::pin(async move {
+        let written = async {
+            writer.write_all(&bytes).await?;
+            writer.flush().await
+        }
+        .await;
+        (writer, written)
+    })
+}
+
+/// Reads and frames until the port fails (returns the reason) or the source must stop (returns `None`);
+/// writes the frames `commands` hands over meanwhile, one at a time.
 async fn read_until_lost(
     ctx: &SourceContext,
-    mut port: SerialStream,
+    port: SerialStream,
     settings: &SerialSettings,
+    commands: Option<&CommandPort>,
 ) -> Option<String> {
+    /// What woke the loop.
+    enum Step {
+        Stop,
+        Read(std::io::Result<usize>),
+        Request(TxRequest),
+        Written(WriteHalf<SerialStream>, std::io::Result<()>),
+    }
     let mut deframer = Deframer::new(settings.framing, settings.max_frame_len);
     let mut buffer = [0u8; 4096];
+    let (mut reader, writer): (ReadHalf<SerialStream>, WriteHalf<SerialStream>) =
+        tokio::io::split(port);
+    let mut idle_writer = Some(writer);
+    let mut writing: Option<Writing> = None;
+    let mut in_flight: Option<TxRequest> = None;
     loop {
-        let read = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return None,
-            read = port.read(&mut buffer) => read,
+        let want_request = commands.is_some() && idle_writer.is_some();
+        let step = tokio::select! {
+            _ = ctx.shutdown.cancelled() => Step::Stop,
+            read = reader.read(&mut buffer) => Step::Read(read),
+            request = async {
+                match commands {
+                    Some(port) => port.next_request().await,
+                    None => std::future::pending().await,
+                }
+            }, if want_request => Step::Request(request),
+            (writer, written) = async {
+                match writing.as_mut() {
+                    Some(future) => future.await,
+                    None => std::future::pending().await,
+                }
+            }, if writing.is_some() => Step::Written(writer, written),
         };
-        let count = match read {
-            Ok(0) => return Some("the port closed (device unplugged?)".to_string()),
-            Ok(count) => count,
-            Err(e) => return Some(e.to_string()),
-        };
-        deframer.push(&buffer[..count]);
-        let received_at = SystemTime::now();
-        if !ctx.emit_frames(&mut deframer, received_at).await {
-            return None;
+        match step {
+            Step::Stop => return None,
+            Step::Read(read) => {
+                let count = match read {
+                    Ok(0) => return Some("the port closed (device unplugged?)".to_string()),
+                    Ok(count) => count,
+                    Err(e) => return Some(e.to_string()),
+                };
+                deframer.push(&buffer[..count]);
+                let received_at = SystemTime::now();
+                let emitted = match commands {
+                    None => ctx.emit_frames(&mut deframer, received_at).await,
+                    Some(port) => emit_frames_heard(ctx, port, &mut deframer, received_at).await,
+                };
+                if !emitted {
+                    return None;
+                }
+            }
+            Step::Request(request) => {
+                if let Some(writer) = idle_writer.take() {
+                    writing = Some(write_frame(writer, &request));
+                    in_flight = Some(request);
+                }
+            }
+            Step::Written(writer, written) => {
+                writing = None;
+                idle_writer = Some(writer);
+                let request = in_flight.take();
+                match written {
+                    Ok(()) => {
+                        if let Some(request) = request {
+                            let _ = request.done.send(Ok(None));
+                        }
+                    }
+                    Err(e) => {
+                        let reason = format!("writing to the port failed: {e}");
+                        if let Some(request) = request {
+                            let _ = request.done.send(Err(reason.clone()));
+                        }
+                        return Some(reason);
+                    }
+                }
+            }
         }
     }
+}
+
+/// [`SourceContext::emit_frames`], also telling `port` which device each frame came from (for commands
+/// delivered after a device's uplink).
+async fn emit_frames_heard(
+    ctx: &SourceContext,
+    port: &CommandPort,
+    deframer: &mut Deframer,
+    received_at: SystemTime,
+) -> bool {
+    while let Some(frame) = deframer.next_frame() {
+        let event = match frame {
+            Ok(bytes) => {
+                let packet = crate::model::Packet {
+                    source: ctx.name.clone(),
+                    bytes,
+                    received_at,
+                    radio: None,
+                };
+                port.heard(&packet);
+                SourceEvent::Packet(packet)
+            }
+            Err(error) => SourceEvent::FrameError {
+                source: ctx.name.clone(),
+                error,
+            },
+        };
+        if !ctx.emit(event).await {
+            return false;
+        }
+    }
+    true
 }

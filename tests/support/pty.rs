@@ -55,4 +55,25 @@ impl FakeDongle {
         master.write_all(bytes).await.expect("write to pty");
         master.flush().await.expect("flush pty");
     }
+
+    /// Reads what the daemon wrote to the port until `done` says the bytes so far are enough, or
+    /// `within` has passed; returns the bytes read.
+    pub async fn read_until(
+        &mut self,
+        within: std::time::Duration,
+        done: impl Fn(&[u8]) -> bool,
+    ) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let master = self.master.as_mut().expect("dongle plugged in");
+        let deadline = tokio::time::Instant::now() + within;
+        let mut got = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !done(&got) {
+            match tokio::time::timeout_at(deadline, master.read(&mut buffer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buffer[..n]),
+            }
+        }
+        got
+    }
 }

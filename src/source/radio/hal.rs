@@ -32,9 +32,13 @@ pub trait IrqLine {
 /// [`IrqLine::wait_high`] checks and calls the line's own notification (a condition variable's
 /// `notify_all`, taken under the lock the waiter checks the flag under, so no wakeup is lost). Cheap to
 /// clone; waking twice is harmless.
+///
+/// [`poke`](Self::poke) ends one wait only (the radio thread has a transmission to make): the next wait
+/// that checks [`ends_wait`](Self::ends_wait) returns and consumes it.
 #[derive(Clone)]
 pub struct Wakeup {
     woken: Arc<AtomicBool>,
+    poked: Arc<AtomicBool>,
     notify: Arc<dyn Fn() + Send + Sync>,
 }
 
@@ -44,6 +48,7 @@ impl Wakeup {
     pub fn new(notify: impl Fn() + Send + Sync + 'static) -> Self {
         Wakeup {
             woken: Arc::new(AtomicBool::new(false)),
+            poked: Arc::new(AtomicBool::new(false)),
             notify: Arc::new(notify),
         }
     }
@@ -54,9 +59,22 @@ impl Wakeup {
         (self.notify)();
     }
 
-    /// Whether [`wake`](Self::wake) was called (checked by the line under its wait's lock).
+    /// Whether [`wake`](Self::wake) was called.
     pub fn is_woken(&self) -> bool {
         self.woken.load(Ordering::SeqCst)
+    }
+
+    /// Ends the line's current (or next) wait once, without stopping it for good: the radio thread has
+    /// work other than an interrupt (a command to transmit).
+    pub fn poke(&self) {
+        self.poked.store(true, Ordering::SeqCst);
+        (self.notify)();
+    }
+
+    /// Whether a wait must end now: [`wake`](Self::wake) was called, or a [`poke`](Self::poke) is pending
+    /// (which this call consumes). Lines check it under their wait's lock, so no wakeup is lost.
+    pub fn ends_wait(&self) -> bool {
+        self.is_woken() || self.poked.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -122,6 +140,18 @@ pub trait Radio: Send {
 
     /// Reads back the chip's key configuration and state; an error means the chip must be re-initialised.
     fn check_health(&mut self) -> Result<(), RadioError>;
+
+    /// Sends one packet (1-255 bytes) and returns to continuous receive: standby, the payload into the
+    /// FIFO or buffer, TX, TxDone on the interrupt line (bounded by twice the time on air plus a margin),
+    /// flags cleared, the receive interrupt routing restored, RX continuous. Returns the time on air. A
+    /// packet that arrives while the chip transmits is not heard (the chip is half-duplex); none before or
+    /// after is lost. An error means the chip must be re-initialised.
+    fn transmit(&mut self, payload: &[u8]) -> Result<Duration, RadioError>;
+}
+
+/// How long a driver waits for TxDone: twice the time on air, plus 100 ms.
+pub(crate) fn tx_done_timeout(time_on_air: Duration) -> Duration {
+    time_on_air * 2 + Duration::from_millis(100)
 }
 
 /// Turns any `Debug` error of an embedded-hal implementation into our SPI error.

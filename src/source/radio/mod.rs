@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use hal::{BusyLine, IrqLine, Radio, Received, RxEvent, Wakeup};
-pub use source::{run, run_with};
+pub use source::{run, run_with, run_with_commands, run_with_port};
 
 /// The radio chip family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +156,12 @@ pub enum RadioError {
     /// The backend cannot run in this build or on this machine.
     #[error("{0}")]
     Unsupported(String),
+    /// A transmission did not end (TxDone) within twice its time on air plus a margin.
+    #[error("no TxDone within {0:?} of starting to transmit")]
+    TxTimeout(Duration),
+    /// A packet longer than the chip's 255-byte FIFO, or empty.
+    #[error("cannot transmit {0} bytes (1-255)")]
+    TxLength(usize),
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> RadioError {
@@ -189,6 +195,28 @@ pub(crate) fn tcxo_code(volts: f32) -> Option<u8> {
 pub(crate) fn low_data_rate_optimize(spreading_factor: u8, bandwidth_hz: u32) -> bool {
     // Tsym = 2^SF / BW > 16 ms  <=>  2^SF * 1000 > 16 * BW
     (1u64 << spreading_factor) * 1000 > 16 * u64::from(bandwidth_hz)
+}
+
+/// Time on air of a LoRa packet of `payload_len` bytes with these settings (explicit header, CRC on, as
+/// both drivers send): the SX127x/SX126x datasheets' formula, `Tsym = 2^SF / BW`, preamble + 4.25 symbols
+/// plus `8 + max(ceil((8PL - 4SF + 28 + 16) / (4(SF - 2DE))) * CR, 0)` payload symbols, DE being
+/// LowDataRateOptimize (the same formula as `examples/bench/physical.rs`, checked there against the
+/// datasheet's table). The duty-cycle budget and the TxDone timeout are computed from it.
+pub fn time_on_air(settings: &RadioSettings, payload_len: usize) -> Duration {
+    let sf = i64::from(settings.spreading_factor);
+    let de = i64::from(low_data_rate_optimize(
+        settings.spreading_factor,
+        settings.bandwidth_hz,
+    ));
+    let numerator = 8 * payload_len as i64 - 4 * sf + 28 + 16;
+    let denominator = (4 * (sf - 2 * de)).max(1);
+    let blocks = (numerator + denominator - 1).div_euclid(denominator).max(0);
+    let coding_rate = i64::from(settings.coding_rate.clamp(5, 8));
+    let payload_symbols = 8 + blocks * coding_rate;
+    let symbols = f64::from(settings.preamble_len) + 4.25 + payload_symbols as f64;
+    let symbol_seconds = (1u64 << settings.spreading_factor.min(12)) as f64
+        / f64::from(settings.bandwidth_hz.max(1));
+    Duration::from_secs_f64(symbols * symbol_seconds)
 }
 
 /// The driver's own guard on the settings: ranges per chip, the allowed bandwidths, coding rate,
@@ -475,6 +503,19 @@ mod tests {
             interval: Duration::from_secs(1),
         };
         assert!(validate_backend(&sx1262, &sim).is_err());
+    }
+
+    #[test]
+    fn time_on_air_matches_the_datasheet_table() {
+        // 125 kHz, CR 4/5, preamble 8, explicit header, CRC on, 20-byte payload.
+        for (sf, toa_ms) in [(7, 56.6), (9, 185.3), (12, 1318.9)] {
+            let settings = RadioSettings {
+                spreading_factor: sf,
+                ..RadioSettings::default()
+            };
+            let got = time_on_air(&settings, 20).as_secs_f64() * 1e3;
+            assert!((got - toa_ms).abs() < 0.05, "SF{sf}: {got:.2} ms");
+        }
     }
 
     #[test]

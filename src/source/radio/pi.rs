@@ -255,7 +255,7 @@ impl IrqLine for PiIrq {
         }
         loop {
             let now = Instant::now();
-            if *count != seen || self.wakeup.is_woken() || now >= deadline {
+            if *count != seen || self.wakeup.ends_wait() || now >= deadline {
                 break;
             }
             count = match self.edges.changed.wait_timeout(count, deadline - now) {

@@ -6,13 +6,17 @@
 //! registers (sync word, IQ polarity), the IRQ status with ClearIrqStatus and the DIO1 mask, packets heard
 //! only in LoRa RX, a chip that stops answering or loses its configuration, a stuck DIO1 and a stuck BUSY,
 //! and, when a test asks for it ([`Sx1262Sim::with_trace`]), a capped log of the SPI transactions. The
-//! protocol violations it records are capped too ([`MAX_VIOLATIONS`]). It never models transmit, timing,
-//! GFSK or the air.
+//! protocol violations it records are capped too ([`MAX_VIOLATIONS`]). Transmit: SetTx (from standby,
+//! after SetPaConfig) sends the packet length of the last SetPacketParams from the TX base address onto
+//! the simulated air at once (a capped log, [`Sx1262Sim::transmitted`]), raises TxDone and returns to
+//! STDBY_RC, as the chip does after its time on air. It never models timing, GFSK or the air's losses.
 //!
 //! Bug classes it catches: a command sent without waiting for BUSY (the real chip ignores it), wrong
 //! parameter counts or encodings (golden traces), setup steps out of order, a wrong response offset
 //! (reading the status byte as data), IRQ flags never cleared (DIO1 stays high), CRC and header errors
-//! passed on as packets, RSSI/SNR scaling mistakes, and the recovery path.
+//! passed on as packets, RSSI/SNR scaling mistakes, and the recovery path; on the transmit side, SetTx
+//! outside standby or without SetPaConfig, the wrong packet length or buffer offset, TxDone not routed
+//! to DIO1, and a chip left in standby after a transmission (the next packets are missed).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -22,7 +26,9 @@ use std::time::{Duration, Instant};
 use embedded_hal::spi::Operation;
 
 use super::hal::{BusyLine, IrqLine, Wakeup};
-use super::sim_sx1276::{mosi_of, scatter_miso, Trace, TraceLog, TRACE_CAPACITY};
+use super::sim_sx1276::{
+    mosi_of, scatter_miso, Trace, TraceLog, Transmitted, TxLog, TRACE_CAPACITY,
+};
 use super::sx1262::*;
 use super::RadioError;
 
@@ -63,6 +69,12 @@ struct State {
     irq_cut: bool,
     in_reset: bool,
     missed: u32,
+    tx_base: u8,
+    /// The payload length of the last SetPacketParams.
+    payload_len: u8,
+    pa_configured: bool,
+    frequency_hz: u32,
+    tx: TxLog,
 }
 
 impl State {
@@ -90,6 +102,11 @@ impl State {
             irq_cut: false,
             in_reset: false,
             missed: 0,
+            tx_base: 0,
+            payload_len: 0,
+            pa_configured: false,
+            frequency_hz: 0,
+            tx: TxLog::default(),
         }
     }
 
@@ -105,6 +122,7 @@ impl State {
             busy_stuck: self.busy_stuck,
             in_reset: self.in_reset,
             missed: self.missed,
+            tx: std::mem::take(&mut self.tx),
             ..State::powered_on()
         };
         *self = fresh;
@@ -189,8 +207,12 @@ impl State {
             | OP_SET_REGULATOR_MODE
             | OP_SET_DIO2_AS_RF_SWITCH_CTRL
             | OP_SET_PACKET_TYPE => Some(1..=1),
-            OP_SET_DIO3_AS_TCXO_CTRL | OP_SET_RF_FREQUENCY => Some(4..=4),
-            OP_CALIBRATE_IMAGE | OP_SET_BUFFER_BASE_ADDRESS | OP_CLEAR_IRQ_STATUS => Some(2..=2),
+            OP_SET_DIO3_AS_TCXO_CTRL | OP_SET_RF_FREQUENCY | OP_SET_PA_CONFIG => Some(4..=4),
+            OP_CALIBRATE_IMAGE
+            | OP_SET_BUFFER_BASE_ADDRESS
+            | OP_CLEAR_IRQ_STATUS
+            | OP_SET_TX_PARAMS => Some(2..=2),
+            OP_SET_TX => Some(3..=3),
             OP_SET_MODULATION_PARAMS => Some(4..=8),
             OP_SET_PACKET_PARAMS => Some(6..=9),
             OP_SET_DIO_IRQ_PARAMS => Some(8..=8),
@@ -233,12 +255,39 @@ impl State {
                 self.violation(format!("opcode {opcode:#04x} outside standby"));
             }
             OP_SET_PACKET_TYPE => self.packet_type = params[0],
-            OP_SET_MODULATION_PARAMS | OP_SET_PACKET_PARAMS | OP_SET_RX
+            OP_SET_MODULATION_PARAMS | OP_SET_PACKET_PARAMS | OP_SET_RX | OP_SET_TX
                 if self.packet_type != PACKET_TYPE_LORA =>
             {
                 self.violation(format!("opcode {opcode:#04x} before SetPacketType(LoRa)"));
             }
-            OP_SET_BUFFER_BASE_ADDRESS => self.rx_base = params[1],
+            OP_SET_TX if !standby => {
+                self.violation(format!("SetTx in mode {} (not standby)", self.mode));
+            }
+            OP_SET_TX if !self.pa_configured => {
+                self.violation("SetTx before SetPaConfig".to_string());
+            }
+            OP_SET_TX => {
+                let bytes = (0..self.payload_len)
+                    .map(|i| self.buffer[usize::from(self.tx_base.wrapping_add(i))])
+                    .collect();
+                let frequency_hz = self.frequency_hz;
+                self.tx.push(Transmitted {
+                    bytes,
+                    frequency_hz,
+                });
+                self.irq |= IRQ_TX_DONE;
+                self.mode = MODE_STBY_RC;
+            }
+            OP_SET_PA_CONFIG => self.pa_configured = true,
+            OP_SET_RF_FREQUENCY => {
+                let frf = u32::from_be_bytes([params[0], params[1], params[2], params[3]]);
+                self.frequency_hz = ((u64::from(frf) * 32_000_000) >> 25) as u32;
+            }
+            OP_SET_PACKET_PARAMS => self.payload_len = params[3],
+            OP_SET_BUFFER_BASE_ADDRESS => {
+                self.tx_base = params[0];
+                self.rx_base = params[1];
+            }
             OP_WRITE_REGISTER => {
                 let addr = u16::from_be_bytes([params[0], params[1]]);
                 for (i, &value) in params[2..].iter().enumerate() {
@@ -469,6 +518,27 @@ impl Sx1262Sim {
     pub fn missed(&self) -> u32 {
         self.state().missed
     }
+
+    /// The packets the chip transmitted and nobody took yet, oldest first.
+    pub fn transmitted(&self) -> Vec<Transmitted> {
+        self.state().tx.packets()
+    }
+
+    /// Takes the transmitted packets, oldest first: what a simulated node hears.
+    pub fn take_transmitted(&self) -> Vec<Transmitted> {
+        self.state().tx.take()
+    }
+
+    /// Notified whenever the chip transmits.
+    pub fn on_transmit(&self) -> Arc<tokio::sync::Notify> {
+        self.state().tx.notifier()
+    }
+
+    /// Packets transmitted since power-on, and how many the log dropped.
+    pub fn transmit_counts(&self) -> (u64, u64) {
+        let state = self.state();
+        (state.tx.sent(), state.tx.dropped())
+    }
 }
 
 /// The simulated chip's SPI device.
@@ -543,7 +613,7 @@ fn wait_until(
             return true;
         }
         let now = Instant::now();
-        if now >= deadline || wakeup.is_some_and(Wakeup::is_woken) {
+        if now >= deadline || wakeup.is_some_and(Wakeup::ends_wait) {
             return false;
         }
         state = match chip.shared.changed.wait_timeout(state, deadline - now) {

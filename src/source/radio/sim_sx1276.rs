@@ -4,14 +4,19 @@
 //! `RegIrqFlags` write-1-to-clear, DIO0 from RxDone (through the mask and `RegDioMapping1`), packets
 //! heard only in RX mode, a chip that stops answering (MISO stuck at 0x00 or 0xFF) or loses its
 //! configuration (brown-out), a stuck interrupt line, and, when a test asks for it
-//! ([`Sx1276Sim::with_trace`]), a log of the SPI transactions ([`TraceLog`], capped). It never models the
-//! FSK modem, transmit, timing or the air.
+//! ([`Sx1276Sim::with_trace`]), a log of the SPI transactions ([`TraceLog`], capped). Transmit: TX mode
+//! sends `RegPayloadLength` bytes from `RegFifoTxBaseAddr` onto the simulated air at once (kept in a
+//! capped log, [`Sx1276Sim::transmitted`]), raises TxDone and returns to standby, as the chip does after
+//! its time on air. It never models the FSK modem, timing or the air's losses.
 //!
 //! Bug classes it catches: a wrong or reordered register write (golden traces), the LoRa bit written
 //! outside sleep (the chip silently stays in FSK), forgetting RX continuous or the DIO0 mapping (packets
 //! never arrive), read flags not cleared (DIO0 stays high), reading the FIFO from the wrong address,
 //! RSSI/SNR sign and offset mistakes, CRC errors passed on as packets, and the recovery path (stop
-//! answering, brown-out, stuck line) which real hardware produces rarely and never on demand.
+//! answering, brown-out, stuck line) which real hardware produces rarely and never on demand. On the
+//! transmit side: the payload written at the wrong FIFO address or with the wrong length, TxDone masked
+//! or not routed to DIO0 (the driver waits for ever), and a chip left out of RX after a transmission
+//! (the next packets are missed).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -22,10 +27,11 @@ use embedded_hal::spi::Operation;
 
 use super::hal::{IrqLine, Wakeup};
 use super::sx1276::{
-    is_low_frequency, HOP_CRC_ON_PAYLOAD, IRQ_PAYLOAD_CRC_ERROR, IRQ_RX_DONE, IRQ_VALID_HEADER,
-    REG_DIO_MAPPING1, REG_FIFO, REG_FIFO_ADDR_PTR, REG_FIFO_RX_BASE_ADDR, REG_FIFO_RX_CURRENT_ADDR,
-    REG_FRF_MSB, REG_HOP_CHANNEL, REG_IRQ_FLAGS, REG_IRQ_FLAGS_MASK, REG_OP_MODE, REG_PKT_RSSI,
-    REG_PKT_SNR, REG_RX_NB_BYTES, REG_VERSION,
+    is_low_frequency, HOP_CRC_ON_PAYLOAD, IRQ_PAYLOAD_CRC_ERROR, IRQ_RX_DONE, IRQ_TX_DONE,
+    IRQ_VALID_HEADER, REG_DIO_MAPPING1, REG_FIFO, REG_FIFO_ADDR_PTR, REG_FIFO_RX_BASE_ADDR,
+    REG_FIFO_RX_CURRENT_ADDR, REG_FIFO_TX_BASE_ADDR, REG_FRF_MSB, REG_HOP_CHANNEL, REG_IRQ_FLAGS,
+    REG_IRQ_FLAGS_MASK, REG_OP_MODE, REG_PAYLOAD_LENGTH, REG_PKT_RSSI, REG_PKT_SNR,
+    REG_RX_NB_BYTES, REG_VERSION,
 };
 use super::RadioError;
 
@@ -101,6 +107,67 @@ impl TraceLog {
     }
 }
 
+/// How many transmitted packets a simulator keeps until a test or the demo's nodes take them; beyond it
+/// the oldest go and are counted ([`TxLog::dropped`]).
+pub const TX_LOG_CAPACITY: usize = 256;
+
+/// One packet the simulated chip put on the air.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmitted {
+    /// The bytes sent (what the driver wrote into the FIFO or buffer).
+    pub bytes: Vec<u8>,
+    /// The frequency the chip was tuned to, Hz.
+    pub frequency_hz: u32,
+}
+
+/// The packets a simulated chip sent, capped at [`TX_LOG_CAPACITY`]; shared by both chip simulators.
+#[derive(Debug, Default)]
+pub struct TxLog {
+    packets: VecDeque<Transmitted>,
+    dropped: u64,
+    sent: u64,
+    /// Woken for every packet sent (the demo's nodes wait on it instead of polling).
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl TxLog {
+    /// Records one packet; when the log is full the oldest goes and is counted.
+    pub fn push(&mut self, packet: Transmitted) {
+        if self.packets.len() >= TX_LOG_CAPACITY {
+            self.packets.pop_front();
+            self.dropped += 1;
+        }
+        self.sent += 1;
+        self.packets.push_back(packet);
+        self.notify.notify_one();
+    }
+
+    /// What a task waits on to learn that a packet was sent.
+    pub fn notifier(&self) -> Arc<tokio::sync::Notify> {
+        self.notify.clone()
+    }
+
+    /// The packets kept, oldest first.
+    pub fn packets(&self) -> Vec<Transmitted> {
+        self.packets.iter().cloned().collect()
+    }
+
+    /// Takes the packets kept, oldest first (what a simulated node hears).
+    pub fn take(&mut self) -> Vec<Transmitted> {
+        self.packets.drain(..).collect()
+    }
+
+    /// Packets dropped because the log was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Packets sent since power-on.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+}
+
 /// A packet as the simulated air delivers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Injection {
@@ -155,9 +222,38 @@ struct State {
     irq_cut: bool,
     in_reset: bool,
     missed: u32,
+    tx: TxLog,
 }
 
 impl State {
+    fn frequency_hz(&self) -> u32 {
+        let frf = u32::from_be_bytes([
+            0,
+            self.regs[REG_FRF_MSB as usize],
+            self.regs[REG_FRF_MSB as usize + 1],
+            self.regs[REG_FRF_MSB as usize + 2],
+        ]);
+        ((u64::from(frf) * 32_000_000) >> 19) as u32
+    }
+
+    /// TX mode: `RegPayloadLength` bytes from `RegFifoTxBaseAddr` go on the air, TxDone rises, and the
+    /// chip is back in standby (as after its time on air).
+    fn transmit(&mut self) {
+        let base = self.regs[REG_FIFO_TX_BASE_ADDR as usize];
+        let len = self.regs[REG_PAYLOAD_LENGTH as usize];
+        let bytes = (0..len)
+            .map(|i| self.fifo[usize::from(base.wrapping_add(i))])
+            .collect();
+        let frequency_hz = self.frequency_hz();
+        self.tx.push(Transmitted {
+            bytes,
+            frequency_hz,
+        });
+        self.regs[REG_IRQ_FLAGS as usize] |= IRQ_TX_DONE;
+        let op_mode = self.regs[REG_OP_MODE as usize];
+        self.regs[REG_OP_MODE as usize] = (op_mode & !0x07) | 0x01;
+    }
+
     fn dio0(&self) -> bool {
         if self.irq_stuck {
             return true;
@@ -168,9 +264,13 @@ impl State {
         if self.silent.is_some() || self.in_reset || self.regs[REG_OP_MODE as usize] & 0x80 == 0 {
             return false;
         }
-        let mapped_to_rx_done = self.regs[REG_DIO_MAPPING1 as usize] >> 6 == 0;
+        let routed = match self.regs[REG_DIO_MAPPING1 as usize] >> 6 {
+            0 => IRQ_RX_DONE,
+            1 => IRQ_TX_DONE,
+            _ => 0,
+        };
         let unmasked = self.regs[REG_IRQ_FLAGS as usize] & !self.regs[REG_IRQ_FLAGS_MASK as usize];
-        mapped_to_rx_done && unmasked & IRQ_RX_DONE != 0
+        unmasked & routed != 0
     }
 
     fn receiving(&self) -> bool {
@@ -208,6 +308,9 @@ impl State {
                     old & 0x80
                 };
                 self.regs[index] = lora | (value & 0x7F);
+                if lora != 0 && value & 0x07 == 0x03 {
+                    self.transmit();
+                }
             }
             REG_IRQ_FLAGS => self.regs[index] &= !value,
             REG_FIFO_RX_CURRENT_ADDR
@@ -294,6 +397,7 @@ impl Sx1276Sim {
                     irq_cut: false,
                     in_reset: false,
                     missed: 0,
+                    tx: TxLog::default(),
                 }),
                 changed: Condvar::new(),
             }),
@@ -450,6 +554,27 @@ impl Sx1276Sim {
     pub fn missed(&self) -> u32 {
         self.state().missed
     }
+
+    /// The packets the chip transmitted and nobody took yet, oldest first (at most [`TX_LOG_CAPACITY`]).
+    pub fn transmitted(&self) -> Vec<Transmitted> {
+        self.state().tx.packets()
+    }
+
+    /// Takes the transmitted packets, oldest first: what a simulated node hears.
+    pub fn take_transmitted(&self) -> Vec<Transmitted> {
+        self.state().tx.take()
+    }
+
+    /// Notified whenever the chip transmits.
+    pub fn on_transmit(&self) -> Arc<tokio::sync::Notify> {
+        self.state().tx.notifier()
+    }
+
+    /// Packets transmitted since power-on, and how many the log dropped.
+    pub fn transmit_counts(&self) -> (u64, u64) {
+        let state = self.state();
+        (state.tx.sent(), state.tx.dropped())
+    }
 }
 
 /// The simulated chip's SPI device.
@@ -594,7 +719,7 @@ impl IrqLine for SimDio0 {
                 return Ok(true);
             }
             let now = Instant::now();
-            if now >= deadline || self.wakeup.is_woken() {
+            if now >= deadline || self.wakeup.ends_wait() {
                 return Ok(false);
             }
             state = match self.chip.shared.changed.wait_timeout(state, deadline - now) {

@@ -8,6 +8,12 @@
 //! The thread never polls: it parks on the interrupt line until a packet, the next health check or the
 //! [`StopBell`], which rings the line's [`Wakeup`] at shutdown (and, between attempts, it parks on the
 //! bell itself). An idle radio wakes once per `health_interval`, not 20 times a second.
+//!
+//! With `commands = true` ([`run_with_commands`]) the thread also transmits: the command dispatcher hands
+//! it a frame through the source's `CommandPort` and pokes the interrupt line's [`Wakeup`]; the thread
+//! sends it between two interrupts ([`Radio::transmit`]: standby, FIFO, TX, TxDone, back to continuous
+//! receive) and answers with the time on air. It tells the port which device each packet came from, so
+//! commands for battery nodes go out `rx_delay` after their uplink.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,6 +28,7 @@ use super::sx1276::Sx1276;
 use super::traffic::{self, SimChip, Traffic};
 use super::{validate, validate_backend, Chip, RadioBackend, RadioError, RadioSettings};
 use crate::backoff::Backoff;
+use crate::commands::CommandPort;
 use crate::frame::FrameError;
 use crate::model::{Packet, RadioMeta};
 use crate::source::{SourceContext, SourceEvent};
@@ -36,6 +43,16 @@ pub type Opener = Box<dyn FnMut() -> Result<Box<dyn Radio>, RadioError> + Send>;
 /// (`RadioCrc`, `RadioHeader`) and `Lost`, and retries with [`Backoff`]. Settings the driver refuses are
 /// logged and the source stays idle (config.rs refuses them earlier); absent hardware is retried.
 pub async fn run(ctx: SourceContext, settings: RadioSettings, backend: RadioBackend) {
+    run_with_commands(ctx, settings, backend, None).await
+}
+
+/// [`run`], also transmitting the frames of commands handed to `commands` (the source's `CommandPort`).
+pub async fn run_with_commands(
+    ctx: SourceContext,
+    settings: RadioSettings,
+    backend: RadioBackend,
+    commands: Option<CommandPort>,
+) {
     if let Err(err) = validate(&settings).and_then(|()| validate_backend(&settings, &backend)) {
         log::error!("radio source {}: {err}; the source stays idle", ctx.name);
         ctx.shutdown.cancelled().await;
@@ -56,7 +73,7 @@ pub async fn run(ctx: SourceContext, settings: RadioSettings, backend: RadioBack
                 traffic_stop.clone(),
             ));
             let wiring = format!("simulated {} with {devices} nodes", settings.chip.name());
-            run_with(ctx, settings, opener, wiring).await;
+            run_with_port(ctx, settings, opener, wiring, commands).await;
             traffic_stop.cancel();
             let _ = feeder.await;
         }
@@ -79,7 +96,7 @@ pub async fn run(ctx: SourceContext, settings: RadioSettings, backend: RadioBack
                     cs_pin,
                 };
                 let opener = super::pi::opener(settings.clone(), pins);
-                run_with(ctx, settings, opener, wiring).await;
+                run_with_port(ctx, settings, opener, wiring, commands).await;
             }
             #[cfg(not(feature = "pi"))]
             {
@@ -178,6 +195,17 @@ fn describe_wiring(
 /// [`run`] with the backend already chosen: `open` builds the driver (again after each loss) and
 /// `wiring` is what error messages tell the operator to check.
 pub async fn run_with(ctx: SourceContext, settings: RadioSettings, open: Opener, wiring: String) {
+    run_with_port(ctx, settings, open, wiring, None).await
+}
+
+/// [`run_with`], also transmitting what `commands` hands over.
+pub async fn run_with_port(
+    ctx: SourceContext,
+    settings: RadioSettings,
+    open: Opener,
+    wiring: String,
+    commands: Option<CommandPort>,
+) {
     let bell = StopBell::default();
     // However this future ends (or is dropped), the thread is told to stop.
     let stop = RingOnDrop(bell.clone());
@@ -188,6 +216,7 @@ pub async fn run_with(ctx: SourceContext, settings: RadioSettings, open: Opener,
         settings,
         open,
         wiring: Arc::from(wiring),
+        commands,
     };
     let spawned = std::thread::Builder::new()
         .name(format!("radio-{}", ctx.name))
@@ -308,6 +337,7 @@ struct Worker {
     settings: RadioSettings,
     open: Opener,
     wiring: Arc<str>,
+    commands: Option<CommandPort>,
 }
 
 /// Why a session ended.
@@ -335,7 +365,12 @@ impl Worker {
         // Whether the link is reported lost (so a failing retry does not report it again).
         let mut reported_lost = false;
         while !self.bell.is_rung() {
-            match self.session(&mut backoff) {
+            let ended = self.session(&mut backoff);
+            if let Some(port) = &self.commands {
+                port.set_doorbell(None);
+                port.set_link(false);
+            }
+            match ended {
                 Ended::Stopped => return,
                 Ended::Failed { error, was_up } => {
                     if was_up {
@@ -390,6 +425,10 @@ impl Worker {
         }) {
             return Ended::Stopped;
         }
+        if let Some(port) = &self.commands {
+            port.set_doorbell(Some(radio.wakeup()));
+            port.set_link(true);
+        }
         let meta = |rssi_dbm, snr_db| RadioMeta {
             rssi_dbm,
             snr_db,
@@ -401,15 +440,35 @@ impl Worker {
             if self.bell.is_rung() {
                 return Ended::Stopped;
             }
-            // Parked until a packet, the health check, or the bell (through the line's wakeup).
+            if let Some(request) = self.commands.as_ref().and_then(CommandPort::take_request) {
+                match radio.transmit(&request.bytes) {
+                    Ok(airtime) => {
+                        let _ = request.done.send(Ok(Some(airtime)));
+                    }
+                    Err(error) => {
+                        let _ = request.done.send(Err(format!("transmit failed: {error}")));
+                        return Ended::Failed {
+                            error,
+                            was_up: true,
+                        };
+                    }
+                }
+            }
+            // Parked until a packet, the health check, a command, or the bell (through the line's wakeup).
             let wait = next_health.saturating_duration_since(Instant::now());
             let event = match radio.wait_event(wait) {
-                Ok(Some(RxEvent::Packet(received))) => Some(SourceEvent::Packet(Packet {
-                    source: self.ctx.name.clone(),
-                    bytes: received.bytes,
-                    received_at: SystemTime::now(),
-                    radio: Some(meta(received.rssi_dbm, received.snr_db)),
-                })),
+                Ok(Some(RxEvent::Packet(received))) => {
+                    let packet = Packet {
+                        source: self.ctx.name.clone(),
+                        bytes: received.bytes,
+                        received_at: SystemTime::now(),
+                        radio: Some(meta(received.rssi_dbm, received.snr_db)),
+                    };
+                    if let Some(port) = &self.commands {
+                        port.heard(&packet);
+                    }
+                    Some(SourceEvent::Packet(packet))
+                }
                 Ok(Some(RxEvent::CrcError)) => Some(self.frame_error(FrameError::RadioCrc)),
                 Ok(Some(RxEvent::HeaderError(why))) => {
                     Some(self.frame_error(FrameError::RadioHeader(why)))

@@ -1,8 +1,10 @@
-//! SX1262 LoRa receive driver, command level, over an embedded-hal 1.0 `SpiDevice`, a reset
-//! `OutputPin`, the DIO1 [`IrqLine`] and the [`BusyLine`]: reset, a status check, the receive setup as an
-//! ordered list of commands ([`configuration_commands`], the golden trace), continuous receive, and on
-//! DIO1 the packet with RSSI and SNR, or a CRC/header error. Every command waits for BUSY low first. It
-//! never transmits and never uses the GFSK modem; it runs on the radio source's own thread.
+//! SX1262 LoRa driver, command level, over an embedded-hal 1.0 `SpiDevice`, a reset `OutputPin`, the
+//! DIO1 [`IrqLine`] and the [`BusyLine`]: reset, a status check, the receive setup as an ordered list of
+//! commands ([`configuration_commands`], the golden trace), continuous receive, and on DIO1 the packet
+//! with RSSI and SNR, or a CRC/header error. Commands go out through [`Radio::transmit`]
+//! ([`transmit_steps`] until TxDone on DIO1, then [`after_transmit_commands`] back to continuous
+//! receive), at [`TX_POWER_DBM`] on the high-power PA. Every command waits for BUSY low first. It never
+//! uses the GFSK modem; it runs on the radio source's own thread.
 //!
 //! Command facts follow Semtech's SX1261/2 datasheet and LoRaMac-node `sx126x.c`, including errata 15.4
 //! (IQ polarity register 0x0736) and the image-calibration bands.
@@ -13,8 +15,12 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use embedded_hal::spi::{Operation, SpiDevice};
 
-use super::hal::{pin_err, spi_err, BusyLine, IrqLine, Radio, Received, RxEvent, Wakeup};
-use super::{low_data_rate_optimize, tcxo_code, RadioError, RadioSettings, BANDWIDTHS_HZ};
+use super::hal::{
+    pin_err, spi_err, tx_done_timeout, BusyLine, IrqLine, Radio, Received, RxEvent, Wakeup,
+};
+use super::{
+    low_data_rate_optimize, tcxo_code, time_on_air, RadioError, RadioSettings, BANDWIDTHS_HZ,
+};
 
 pub const OP_CLEAR_IRQ_STATUS: u8 = 0x02;
 pub const OP_SET_DIO_IRQ_PARAMS: u8 = 0x08;
@@ -28,6 +34,9 @@ pub const OP_READ_REGISTER: u8 = 0x1D;
 pub const OP_READ_BUFFER: u8 = 0x1E;
 pub const OP_SET_STANDBY: u8 = 0x80;
 pub const OP_SET_RX: u8 = 0x82;
+pub const OP_SET_TX: u8 = 0x83;
+pub const OP_SET_TX_PARAMS: u8 = 0x8E;
+pub const OP_SET_PA_CONFIG: u8 = 0x95;
 pub const OP_SET_RF_FREQUENCY: u8 = 0x86;
 pub const OP_CALIBRATE: u8 = 0x89;
 pub const OP_SET_PACKET_TYPE: u8 = 0x8A;
@@ -42,6 +51,11 @@ pub const OP_GET_STATUS: u8 = 0xC0;
 
 pub const REG_IQ_POLARITY: u16 = 0x0736;
 pub const REG_SYNC_WORD: u16 = 0x0740;
+/// Errata 15.1: bit 2 of this register must be clear at 500 kHz and set at every other bandwidth, before
+/// each transmission.
+pub const REG_TX_MODULATION: u16 = 0x0889;
+
+pub const IRQ_TX_DONE: u16 = 0x0001;
 
 pub const IRQ_RX_DONE: u16 = 0x0002;
 pub const IRQ_HEADER_VALID: u16 = 0x0010;
@@ -102,6 +116,11 @@ pub fn sync_word_registers(sync_word: u8) -> [u8; 2] {
     [(sync_word & 0xF0) | 0x04, ((sync_word & 0x0F) << 4) | 0x04]
 }
 
+/// Transmit power, dBm: 14, the EU868 limit for the 868.0-868.6 MHz band and within every other region's.
+pub const TX_POWER_DBM: u8 = 14;
+/// SetTxParams' ramp time code: 200 us.
+const RAMP_200_US: u8 = 0x04;
+
 /// One step of the setup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -109,6 +128,64 @@ pub enum Step {
     Command(Vec<u8>),
     /// Errata 15.4: read register 0x0736, set bit 2 (standard IQ), write it back.
     IqPolarityFix,
+    /// Errata 15.1: read register 0x0889, clear bit 2 at 500 kHz or set it otherwise, write it back.
+    TxModulationFix,
+}
+
+/// The interrupts routed to DIO1 while receiving.
+const RX_IRQ_MASK: u16 = IRQ_RX_DONE | IRQ_HEADER_ERROR | IRQ_CRC_ERROR | IRQ_TIMEOUT;
+/// ... and while transmitting.
+const TX_IRQ_MASK: u16 = IRQ_TX_DONE | IRQ_TIMEOUT;
+
+fn dio_irq_params(mask: u16) -> Vec<u8> {
+    let [m1, m0] = mask.to_be_bytes();
+    vec![
+        OP_SET_DIO_IRQ_PARAMS,
+        m1,
+        m0,
+        m1,
+        m0,
+        0x00,
+        0x00,
+        0x00,
+        0x00,
+    ]
+}
+
+/// SetPacketParams: explicit header, `payload_len` (the maximum while receiving), CRC on, standard IQ.
+fn packet_params(settings: &RadioSettings, payload_len: u8) -> Vec<u8> {
+    let [p1, p0] = settings.preamble_len.to_be_bytes();
+    vec![OP_SET_PACKET_PARAMS, p1, p0, 0x00, payload_len, 0x01, 0x00]
+}
+
+/// From continuous receive to transmitting `payload`: STDBY_RC, the high-power PA (SetPaConfig with
+/// `04 07 00 01`) at [`TX_POWER_DBM`], the payload at buffer offset 0, its length, TxDone and Timeout on
+/// DIO1, the errata 15.1 fix, SetTx without the chip's own timeout (the driver bounds the wait). The chip
+/// returns to STDBY_RC by itself after TxDone.
+pub fn transmit_steps(settings: &RadioSettings, payload: &[u8]) -> Vec<Step> {
+    let mut buffer = vec![OP_WRITE_BUFFER, 0x00];
+    buffer.extend_from_slice(payload);
+    vec![
+        Step::Command(vec![OP_SET_STANDBY, 0x00]),
+        Step::Command(vec![OP_SET_PA_CONFIG, 0x04, 0x07, 0x00, 0x01]),
+        Step::Command(vec![OP_SET_TX_PARAMS, TX_POWER_DBM, RAMP_200_US]),
+        Step::Command(buffer),
+        Step::Command(packet_params(settings, payload.len() as u8)),
+        Step::Command(dio_irq_params(TX_IRQ_MASK)),
+        Step::TxModulationFix,
+        Step::Command(vec![OP_SET_TX, 0x00, 0x00, 0x00]),
+    ]
+}
+
+/// After TxDone (and reading the IRQ status), back to what [`configuration_commands`] left: flags
+/// cleared, the maximum payload length, the receive interrupts on DIO1, continuous receive.
+pub fn after_transmit_commands(settings: &RadioSettings) -> Vec<Vec<u8>> {
+    vec![
+        vec![OP_CLEAR_IRQ_STATUS, 0xFF, 0xFF],
+        packet_params(settings, 0xFF),
+        dio_irq_params(RX_IRQ_MASK),
+        vec![OP_SET_RX, 0xFF, 0xFF, 0xFF],
+    ]
 }
 
 /// The receive setup after reset, standby and the status check, as the ordered list of steps that
@@ -268,6 +345,26 @@ where
         }
     }
 
+    /// One setup or transmit step; the read-modify-writes of the errata included.
+    fn step(&mut self, step: &Step) -> Result<(), RadioError> {
+        let (register, change): (u16, fn(u8, &RadioSettings) -> u8) = match step {
+            Step::Command(bytes) => return self.command(bytes),
+            Step::IqPolarityFix => (REG_IQ_POLARITY, |value, _| value | 0x04),
+            Step::TxModulationFix => (REG_TX_MODULATION, |value, settings| {
+                if settings.bandwidth_hz == 500_000 {
+                    value & !0x04
+                } else {
+                    value | 0x04
+                }
+            }),
+        };
+        let mut value = [0u8];
+        self.read_registers(register, &mut value)?;
+        let [a1, a0] = register.to_be_bytes();
+        let changed = change(value[0], &self.settings);
+        self.command(&[OP_WRITE_REGISTER, a1, a0, changed])
+    }
+
     fn read_packet(&mut self) -> Result<Received, RadioError> {
         let mut buffer_status = [0u8; 3];
         self.query(&[OP_GET_RX_BUFFER_STATUS], &mut buffer_status)?;
@@ -307,15 +404,7 @@ where
             });
         }
         for step in configuration_commands(&self.settings) {
-            match step {
-                Step::Command(bytes) => self.command(&bytes)?,
-                Step::IqPolarityFix => {
-                    let mut value = [0u8];
-                    self.read_registers(REG_IQ_POLARITY, &mut value)?;
-                    let [a1, a0] = REG_IQ_POLARITY.to_be_bytes();
-                    self.command(&[OP_WRITE_REGISTER, a1, a0, value[0] | 0x04])?;
-                }
-            }
+            self.step(&step)?;
         }
         // Nothing has been received since the reset, so DIO1 must be low.
         if self.dio1.is_high()? {
@@ -396,6 +485,43 @@ where
             });
         }
         Ok(())
+    }
+
+    fn transmit(&mut self, payload: &[u8]) -> Result<Duration, RadioError> {
+        if payload.is_empty() || payload.len() > 255 {
+            return Err(RadioError::TxLength(payload.len()));
+        }
+        let airtime = time_on_air(&self.settings, payload.len());
+        for step in transmit_steps(&self.settings, payload) {
+            self.step(&step)?;
+        }
+        let timeout = tx_done_timeout(airtime);
+        let started = std::time::Instant::now();
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            if self.dio1.wait_high(left)? {
+                break;
+            }
+            // A poke ends a wait early; only the deadline (or a stop) ends the transmission.
+            if left.is_zero() || self.dio1.wakeup().is_woken() {
+                return Err(RadioError::TxTimeout(timeout));
+            }
+        }
+        let mut irq_status = [0u8; 3];
+        self.query(&[OP_GET_IRQ_STATUS], &mut irq_status)?;
+        self.check_answering(irq_status[0], "after SetTx")?;
+        let irq = u16::from_be_bytes([irq_status[1], irq_status[2]]);
+        if irq & IRQ_TX_DONE == 0 {
+            return Err(RadioError::ConfigMismatch {
+                what: "IRQ status after DIO1 (TxDone)",
+                expected: u32::from(IRQ_TX_DONE),
+                found: u32::from(irq),
+            });
+        }
+        for command in after_transmit_commands(&self.settings) {
+            self.command(&command)?;
+        }
+        Ok(airtime)
     }
 }
 

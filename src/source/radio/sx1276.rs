@@ -1,8 +1,11 @@
-//! SX1276/RFM95W LoRa receive driver, register level, over an embedded-hal 1.0 `SpiDevice`, a reset
-//! `OutputPin` and the DIO0 [`IrqLine`]: reset, version check, the whole receive configuration as one
-//! ordered list of register writes ([`configuration_writes`], the golden trace), continuous receive, and
-//! on DIO0 the packet with RSSI and SNR, or a CRC/header error. It never transmits, never uses the FSK
-//! modem, and never sleeps on the async runtime: it runs on the radio source's own thread.
+//! SX1276/RFM95W LoRa driver, register level, over an embedded-hal 1.0 `SpiDevice`, a reset `OutputPin`
+//! and the DIO0 [`IrqLine`]: reset, version check, the whole receive configuration as one ordered list of
+//! register writes ([`configuration_writes`], the golden trace), continuous receive, and on DIO0 the
+//! packet with RSSI and SNR, or a CRC/header error. Commands go out through [`Radio::transmit`]: standby,
+//! the payload into the FIFO, TX on PA_BOOST at [`TX_POWER_DBM`], TxDone on DIO0, and back to continuous
+//! receive ([`transmit_writes`] before TX, [`after_transmit_writes`] after TxDone, both golden traces).
+//! It never uses the FSK modem, and never sleeps on the async runtime: it runs on the radio source's own
+//! thread.
 //!
 //! Register facts follow Semtech's SX1276 datasheet and LoRaMac-node `sx1276.c`, including errata 2.1
 //! (500 kHz sensitivity) and 2.3 (spurious reception below 500 kHz, with its frequency offset below
@@ -14,14 +17,16 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use embedded_hal::spi::{Operation, SpiDevice};
 
-use super::hal::{pin_err, spi_err, IrqLine, Radio, Received, RxEvent, Wakeup};
-use super::{low_data_rate_optimize, RadioError, RadioSettings, BANDWIDTHS_HZ};
+use super::hal::{pin_err, spi_err, tx_done_timeout, IrqLine, Radio, Received, RxEvent, Wakeup};
+use super::{low_data_rate_optimize, time_on_air, RadioError, RadioSettings, BANDWIDTHS_HZ};
 
 pub const REG_FIFO: u8 = 0x00;
 pub const REG_OP_MODE: u8 = 0x01;
 pub const REG_FRF_MSB: u8 = 0x06;
 pub const REG_LNA: u8 = 0x0C;
+pub const REG_PA_CONFIG: u8 = 0x09;
 pub const REG_FIFO_ADDR_PTR: u8 = 0x0D;
+pub const REG_FIFO_TX_BASE_ADDR: u8 = 0x0E;
 pub const REG_FIFO_RX_BASE_ADDR: u8 = 0x0F;
 pub const REG_FIFO_RX_CURRENT_ADDR: u8 = 0x10;
 pub const REG_IRQ_FLAGS_MASK: u8 = 0x11;
@@ -33,6 +38,7 @@ pub const REG_HOP_CHANNEL: u8 = 0x1C;
 pub const REG_MODEM_CONFIG1: u8 = 0x1D;
 pub const REG_MODEM_CONFIG2: u8 = 0x1E;
 pub const REG_PREAMBLE_MSB: u8 = 0x20;
+pub const REG_PAYLOAD_LENGTH: u8 = 0x22;
 pub const REG_MAX_PAYLOAD_LENGTH: u8 = 0x23;
 pub const REG_MODEM_CONFIG3: u8 = 0x26;
 pub const REG_IF_FREQ1: u8 = 0x2F;
@@ -52,6 +58,7 @@ pub const IRQ_RX_TIMEOUT: u8 = 0x80;
 pub const IRQ_RX_DONE: u8 = 0x40;
 pub const IRQ_PAYLOAD_CRC_ERROR: u8 = 0x20;
 pub const IRQ_VALID_HEADER: u8 = 0x10;
+pub const IRQ_TX_DONE: u8 = 0x08;
 /// `RegHopChannel` bit 6: the received header said the payload carries a CRC.
 pub const HOP_CRC_ON_PAYLOAD: u8 = 0x40;
 
@@ -60,7 +67,18 @@ const MODE_LORA: u8 = 0x80;
 const MODE_LOW_FREQUENCY: u8 = 0x08;
 const MODE_SLEEP: u8 = 0x00;
 const MODE_STANDBY: u8 = 0x01;
+const MODE_TX: u8 = 0x03;
 const MODE_RX_CONTINUOUS: u8 = 0x05;
+
+/// Transmit power, dBm, on PA_BOOST (the RFM95W's only PA output): 14 dBm, the EU868 limit for the
+/// 868.0-868.6 MHz band, and within every other region's.
+pub const TX_POWER_DBM: u8 = 14;
+/// `RegIrqFlagsMask` and `RegDioMapping1` while receiving (RxTimeout, RxDone, PayloadCrcError; DIO0 =
+/// RxDone) and while transmitting (TxDone only; DIO0 = TxDone).
+const RX_IRQ_MASK: u8 = 0x1F;
+const TX_IRQ_MASK: u8 = !IRQ_TX_DONE;
+const DIO0_RX_DONE: u8 = 0x00;
+const DIO0_TX_DONE: u8 = 0x40;
 
 /// Below this the chip's LF port and register bank are used (LoRaMac-node `RF_MID_BAND_THRESH`).
 const MID_BAND_THRESHOLD_HZ: u32 = 525_000_000;
@@ -165,13 +183,46 @@ pub fn configuration_writes(settings: &RadioSettings) -> Vec<(u8, Vec<u8>)> {
         (REG_FIFO_RX_BASE_ADDR, vec![0x00]),
         (REG_FIFO_ADDR_PTR, vec![0x00]),
         // Unmask RxTimeout, RxDone and PayloadCrcError only.
-        (REG_IRQ_FLAGS_MASK, vec![0x1F]),
+        (REG_IRQ_FLAGS_MASK, vec![RX_IRQ_MASK]),
         // DIO0 = RxDone.
-        (REG_DIO_MAPPING1, vec![0x00]),
+        (REG_DIO_MAPPING1, vec![DIO0_RX_DONE]),
         (REG_IRQ_FLAGS, vec![0xFF]),
         (REG_OP_MODE, vec![mode | MODE_RX_CONTINUOUS]),
     ]);
     writes
+}
+
+/// The register writes from continuous receive to transmitting `payload`: standby, PA_BOOST at
+/// [`TX_POWER_DBM`], the payload at FIFO address 0, its length, TxDone alone unmasked and routed to DIO0,
+/// flags cleared, TX. The chip returns to standby by itself after TxDone.
+pub fn transmit_writes(settings: &RadioSettings, payload: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mode = mode_base(settings);
+    vec![
+        (REG_OP_MODE, vec![mode | MODE_STANDBY]),
+        // PaSelect = PA_BOOST, OutputPower = Pout - 2.
+        (REG_PA_CONFIG, vec![0x80 | (TX_POWER_DBM - 2)]),
+        (REG_FIFO_TX_BASE_ADDR, vec![0x00]),
+        (REG_FIFO_ADDR_PTR, vec![0x00]),
+        (REG_FIFO, payload.to_vec()),
+        (REG_PAYLOAD_LENGTH, vec![payload.len() as u8]),
+        (REG_IRQ_FLAGS_MASK, vec![TX_IRQ_MASK]),
+        (REG_DIO_MAPPING1, vec![DIO0_TX_DONE]),
+        (REG_IRQ_FLAGS, vec![0xFF]),
+        (REG_OP_MODE, vec![mode | MODE_TX]),
+    ]
+}
+
+/// The register writes after TxDone, back to what [`configuration_writes`] left: flags cleared, the
+/// receive interrupts and DIO0 = RxDone, the FIFO pointer at the receive base, RX continuous.
+pub fn after_transmit_writes(settings: &RadioSettings) -> Vec<(u8, Vec<u8>)> {
+    let mode = mode_base(settings);
+    vec![
+        (REG_IRQ_FLAGS, vec![0xFF]),
+        (REG_IRQ_FLAGS_MASK, vec![RX_IRQ_MASK]),
+        (REG_DIO_MAPPING1, vec![DIO0_RX_DONE]),
+        (REG_FIFO_ADDR_PTR, vec![0x00]),
+        (REG_OP_MODE, vec![mode | MODE_RX_CONTINUOUS]),
+    ]
 }
 
 /// The registers the health check reads back, with the values a healthy receiving chip holds.
@@ -404,6 +455,40 @@ where
             }
         }
         Ok(())
+    }
+
+    fn transmit(&mut self, payload: &[u8]) -> Result<Duration, RadioError> {
+        if payload.is_empty() || payload.len() > 255 {
+            return Err(RadioError::TxLength(payload.len()));
+        }
+        let airtime = time_on_air(&self.settings, payload.len());
+        for (addr, bytes) in transmit_writes(&self.settings, payload) {
+            self.write(addr, &bytes)?;
+        }
+        let timeout = tx_done_timeout(airtime);
+        let started = std::time::Instant::now();
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            if self.dio0.wait_high(left)? {
+                break;
+            }
+            // A poke ends a wait early; only the deadline (or a stop) ends the transmission.
+            if left.is_zero() || self.dio0.wakeup().is_woken() {
+                return Err(RadioError::TxTimeout(timeout));
+            }
+        }
+        let flags = self.read(REG_IRQ_FLAGS)?;
+        if flags & IRQ_TX_DONE == 0 {
+            return Err(RadioError::ConfigMismatch {
+                what: "RegIrqFlags after DIO0 (TxDone)",
+                expected: u32::from(IRQ_TX_DONE),
+                found: u32::from(flags),
+            });
+        }
+        for (addr, bytes) in after_transmit_writes(&self.settings) {
+            self.write(addr, &bytes)?;
+        }
+        Ok(airtime)
     }
 }
 

@@ -5,6 +5,11 @@
 //! Packets are written with the decoders' own encoders ([`encode_header`], [`LppWriter`]), so the demo
 //! sends exactly what the pipeline reads. [`Traffic`] is pure and seeded (tests replay it); [`drive`] paces
 //! it into a simulated chip. It never touches the drivers or the pipeline.
+//!
+//! Each node also has a relay on LPP channel 1 that follows the gateway's commands: a packet the chip
+//! transmits with RadioHead TO = a node's address and an LPP `digital_out_1` record switches it
+//! ([`Traffic::hear`]); the node answers at once with its readings and the relay's state
+//! (`digital_out_1`), which it reports in every packet from then on.
 
 use std::time::Duration;
 
@@ -13,8 +18,10 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::sim_sx1262::Sx1262Sim;
-use super::sim_sx1276::Sx1276Sim;
+use super::sim_sx1276::{Sx1276Sim, Transmitted};
+use crate::decode::header::{split_header, RADIOHEAD_LEN};
 use crate::decode::{encode_header, HeaderFormat, LppWriter};
+use crate::model::Value;
 
 /// One packet in ten is followed by a retransmission.
 const RETRANSMIT_ONE_IN: u32 = 10;
@@ -38,6 +45,8 @@ struct Node {
     temperature_c: f64,
     humidity_pct: f64,
     battery_v: f64,
+    /// The relay on LPP channel 1, once the gateway has switched it.
+    relay: Option<u8>,
 }
 
 /// The simulated nodes and their random walk.
@@ -69,6 +78,7 @@ impl Traffic {
                 temperature_c: rng.random_range(15.0..25.0),
                 humidity_pct: rng.random_range(35.0..70.0),
                 battery_v: rng.random_range(3.6..4.2),
+                relay: None,
             })
             .collect();
         Traffic { nodes, rng }
@@ -84,13 +94,7 @@ impl Traffic {
             node.humidity_pct =
                 (node.humidity_pct + self.rng.random_range(-1.0..1.0)).clamp(5.0, 100.0);
             node.battery_v = (node.battery_v - self.rng.random_range(0.0..0.002)).max(3.0);
-            let mut bytes =
-                encode_header(HeaderFormat::RadioHead, u16::from(node.address), node.seq);
-            bytes.extend(lpp_payload(
-                node.temperature_c,
-                node.humidity_pct,
-                node.battery_v,
-            ));
+            let bytes = node.packet();
             let rssi_dbm = node.rssi_dbm + self.rng.random_range(-2.0..2.0);
             // Strong signals are well above the noise floor; weak ones fall below it.
             let snr_db =
@@ -111,6 +115,50 @@ impl Traffic {
     }
 }
 
+impl Node {
+    /// RadioHead header, then the readings (and the relay, once set).
+    fn packet(&self) -> Vec<u8> {
+        let mut bytes = encode_header(HeaderFormat::RadioHead, u16::from(self.address), self.seq);
+        bytes.extend(lpp_payload(
+            self.temperature_c,
+            self.humidity_pct,
+            self.battery_v,
+        ));
+        if let Some(relay) = self.relay {
+            bytes.extend([1, 1, relay]);
+        }
+        bytes
+    }
+}
+
+impl Traffic {
+    /// A packet the gateway sent: a node addressed by RadioHead TO with an LPP `digital_out_1` record
+    /// switches its relay and answers with its state at once (strong signal, good CRC).
+    pub fn hear(&mut self, packet: &[u8]) -> Option<Transmission> {
+        if packet.len() < RADIOHEAD_LEN {
+            return None;
+        }
+        let to = packet[0];
+        let (_, payload) = split_header(HeaderFormat::RadioHead, packet).ok()?;
+        let fields = crate::decode::lpp::decode(payload).ok()?.fields;
+        let relay = fields
+            .iter()
+            .find_map(|(name, value)| match (name.as_str(), value) {
+                ("digital_out_1", Value::Int(v)) => u8::try_from(*v).ok(),
+                _ => None,
+            })?;
+        let node = self.nodes.iter_mut().find(|n| n.address == to)?;
+        node.relay = Some(relay);
+        node.seq = node.seq.wrapping_add(1);
+        Some(Transmission {
+            bytes: node.packet(),
+            rssi_dbm: node.rssi_dbm,
+            snr_db: 9.0,
+            crc_ok: true,
+        })
+    }
+}
+
 /// A simulated chip of either kind, as the traffic sees it.
 #[derive(Debug, Clone)]
 pub enum SimChip {
@@ -126,7 +174,26 @@ impl SimChip {
             SimChip::Sx1262(chip) => chip.inject(&t.bytes, t.rssi_dbm, t.snr_db, t.crc_ok),
         }
     }
+
+    /// Takes what the chip transmitted.
+    pub fn take_transmitted(&self) -> Vec<Transmitted> {
+        match self {
+            SimChip::Sx1276(chip) => chip.take_transmitted(),
+            SimChip::Sx1262(chip) => chip.take_transmitted(),
+        }
+    }
+
+    /// Notified whenever the chip transmits.
+    pub fn on_transmit(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        match self {
+            SimChip::Sx1276(chip) => chip.on_transmit(),
+            SimChip::Sx1262(chip) => chip.on_transmit(),
+        }
+    }
 }
+
+/// How long a node takes to answer a command (the chip must be back in RX to hear it).
+const ANSWER_DELAY: Duration = Duration::from_millis(50);
 
 /// Feeds `traffic` into `chip` until `shutdown`: one round per `interval`, its packets spread evenly
 /// over it so that the driver reads each before the next arrives.
@@ -136,13 +203,25 @@ pub async fn drive(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let transmitted = chip.on_transmit();
     loop {
         let round = traffic.next_round();
         let gap = interval / (round.len().max(1) as u32);
         for transmission in round {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(gap) => {}
+            let due = tokio::time::Instant::now() + gap;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(due) => break,
+                    _ = transmitted.notified() => {
+                        for packet in chip.take_transmitted() {
+                            if let Some(answer) = traffic.hear(&packet.bytes) {
+                                tokio::time::sleep(ANSWER_DELAY).await;
+                                chip.inject(&answer);
+                            }
+                        }
+                    }
+                }
             }
             if !chip.inject(&transmission) {
                 log::debug!("simulated radio packet not heard (chip not receiving)");
