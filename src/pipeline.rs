@@ -85,7 +85,7 @@ impl Pipeline {
         mut updates: mpsc::Receiver<PipelineUpdate>,
         mut frames: FrameGuard,
     ) -> Registry {
-        let started = Instant::now();
+        let started = clock_now();
         let mut stats = Stats::new();
         for source in self.decoders.keys() {
             stats.source(source);
@@ -133,17 +133,17 @@ impl Pipeline {
                 }
                 birth = crate::homeassistant::stage::next_birth(&mut self.discovery) => {
                     if let Some(stage) = &mut self.discovery {
-                        stage.on_birth(&birth, Instant::now());
+                        stage.on_birth(&birth, clock_now());
                     }
                 }
                 _ = sleep_until_or_forever(republish_at) => {
                     if let Some(stage) = &mut self.discovery {
-                        let messages = stage.republish_due(Instant::now());
+                        let messages = stage.republish_due(clock_now());
                         refusals.publish(broker, &messages).await;
                     }
                 }
                 _ = sleep_until_or_forever(deadline) => {
-                    let messages = self.registry.expire(Instant::now());
+                    let messages = self.registry.expire(clock_now());
                     refusals.publish(broker, &messages).await;
                 }
                 _ = stats_ticker.tick() => {
@@ -183,9 +183,9 @@ impl Pipeline {
             stats,
             self.registry.devices_online(),
             self.registry.devices_known(),
-            broker.backlog_drops(),
+            &broker.counters(),
             uplink,
-            started.elapsed(),
+            clock_now().saturating_duration_since(started),
         );
         if let Some(probe) = &self.command_stats {
             crate::stats::add_command_counters(&mut json, &probe());
@@ -220,7 +220,7 @@ impl Pipeline {
             SourceEvent::FrameError { source, error } => {
                 stats.source(&source).frame_errors += 1;
                 log::debug!(source = source.as_str(); "frame refused: {error}");
-                if let Some(suppressed) = warnings.check(&source, Instant::now()) {
+                if let Some(suppressed) = warnings.check(&source, clock_now()) {
                     log::warn!(source = source.as_str(); "frame refused: {error}{}", suppressed_note(suppressed));
                 }
                 Vec::new()
@@ -237,7 +237,7 @@ impl Pipeline {
                     Err(refusal) => {
                         refusal.count(stats.source(&source));
                         log::debug!(source = source.as_str(); "frame refused: {refusal}");
-                        if let Some(suppressed) = warnings.check(&source, Instant::now()) {
+                        if let Some(suppressed) = warnings.check(&source, clock_now()) {
                             log::warn!(source = source.as_str(); "frame refused: {refusal}{}", suppressed_note(suppressed));
                         }
                         return Vec::new();
@@ -247,7 +247,7 @@ impl Pipeline {
                     Ok(readings) => {
                         let mut messages = Vec::new();
                         for reading in &readings {
-                            match self.registry.on_reading(reading, Instant::now()) {
+                            match self.registry.on_reading(reading, clock_now()) {
                                 ReadingOutcome::Publish {
                                     messages: mut out,
                                     fields_dropped,
@@ -283,7 +283,7 @@ impl Pipeline {
                     Err(error) => {
                         stats.source(&source).decode_errors += 1;
                         log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", packet.bytes);
-                        if let Some(suppressed) = warnings.check(&source, Instant::now()) {
+                        if let Some(suppressed) = warnings.check(&source, clock_now()) {
                             log::warn!(source = source.as_str(); "undecodable frame: {error}{}", suppressed_note(suppressed));
                         }
                         Vec::new()
@@ -300,6 +300,12 @@ fn suppressed_note(suppressed: u64) -> String {
     } else {
         format!(" ({suppressed} similar messages suppressed)")
     }
+}
+
+/// Now on tokio's clock (as a std `Instant`, which the registry keeps), so that liveness deadlines and
+/// stats intervals follow a paused test clock like every timer of the pipeline does.
+fn clock_now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
@@ -331,7 +337,7 @@ impl Refusals {
         for message in messages {
             if let Err(error) = broker.publish(message).await {
                 self.count += 1;
-                if let Some(suppressed) = self.limiter.check("publish", Instant::now()) {
+                if let Some(suppressed) = self.limiter.check("publish", clock_now()) {
                     log::error!("not published: {error}{}", suppressed_note(suppressed));
                 }
             }

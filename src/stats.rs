@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
 
+use crate::broker::BrokerCounters;
+
 /// What happened on one source since the gateway started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SourceCounters {
@@ -102,15 +104,15 @@ impl Stats {
 /// The JSON of `{base}/gateway/stats`:
 /// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap", "fields_dropped"},
 /// "sources": {name: counters}, "totals": {frames, readings, frame_errors, decode_errors, duplicates,
-/// link_losses}, "broker": {"dropped_for_slow_subscribers", "refused_gateway_publishes"}, "uplink"}`;
-/// `broker_drops` is the broker's count of messages dropped for subscribers that already had
-/// `max_queued_messages` waiting. `uplink` (the uplink's own counters: spool depth and age...) is left
+/// auth_failed, replayed, link_losses}, "broker": {"dropped_for_slow_subscribers", "dropped_for_the_uplink", "sessions_evicted",
+/// "silent_connections_closed", "retained_refused", "refused_gateway_publishes"}, "uplink"}`;
+/// `broker` is what the broker dropped, refused or closed to stay within its bounds. `uplink` (the uplink's own counters: spool depth and age...) is left
 /// out when there is no upstream.
 pub fn stats_json(
     stats: &Stats,
     devices_online: usize,
     devices_known: usize,
-    broker_drops: u64,
+    broker: &BrokerCounters,
     uplink: Option<Json>,
     uptime: Duration,
 ) -> Json {
@@ -150,7 +152,11 @@ pub fn stats_json(
             "link_losses": totals.link_losses,
         },
         "broker": {
-            "dropped_for_slow_subscribers": broker_drops,
+            "dropped_for_slow_subscribers": broker.dropped_for_slow_subscribers,
+            "dropped_for_the_uplink": broker.dropped_for_the_uplink,
+            "sessions_evicted": broker.sessions_evicted,
+            "silent_connections_closed": broker.silent_connections_closed,
+            "retained_refused": broker.retained_refused,
             "refused_gateway_publishes": stats.refused_publishes,
         },
     });
@@ -242,7 +248,13 @@ mod tests {
             &stats,
             2,
             4,
-            12,
+            &BrokerCounters {
+                dropped_for_slow_subscribers: 12,
+                dropped_for_the_uplink: 2,
+                sessions_evicted: 3,
+                silent_connections_closed: 4,
+                retained_refused: 5,
+            },
             Some(json!({"spool_messages": 7})),
             Duration::from_millis(61_900),
         );
@@ -261,11 +273,20 @@ mod tests {
                 },
                 "totals": {"frames": 15, "readings": 8, "frame_errors": 0, "decode_errors": 2,
                            "duplicates": 1, "auth_failed": 0, "replayed": 0, "link_losses": 1},
-                "broker": {"dropped_for_slow_subscribers": 12, "refused_gateway_publishes": 1},
+                "broker": {"dropped_for_slow_subscribers": 12, "dropped_for_the_uplink": 2,
+                           "sessions_evicted": 3, "silent_connections_closed": 4,
+                           "retained_refused": 5, "refused_gateway_publishes": 1},
                 "uplink": {"spool_messages": 7},
             })
         );
-        let without_uplink = stats_json(&stats, 0, 0, 0, None, Duration::ZERO);
+        let without_uplink = stats_json(
+            &stats,
+            0,
+            0,
+            &BrokerCounters::default(),
+            None,
+            Duration::ZERO,
+        );
         assert!(without_uplink.get("uplink").is_none());
         let names: Vec<_> = stats.sources().map(|(name, _)| name).collect();
         assert_eq!(names, ["lora", "uart0"]);

@@ -10,6 +10,7 @@
 //! restart, the others keep running; the broker's clients and the spool are never dropped.
 
 mod settings;
+mod supervise;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use crate::publish;
 use crate::source::{self, SourceContext, SourceEvent};
 use crate::systemd::{Health, Notifier};
 use crate::uplink::{Uplink, UplinkStatsHandle};
+use supervise::Failures;
 
 /// Why `run` ended with an error: the exit status differs (2 for configuration, 1 for the rest).
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +59,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Run
     spawn_signal_handler(shutdown.clone(), reload_tx)?;
 
     let health = Health::new();
-    let mut gateway = Gateway::start(config, health.clone()).await?;
+    let (failures, mut failure_reports) = supervise::failures();
+    let mut gateway = Gateway::start(config, health.clone(), failures).await?;
     notifier.ready();
     notifier.status(&gateway.status_line());
     let watchdog = crate::systemd::watchdog_interval_from_env().map(|interval| {
@@ -71,13 +74,19 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Run
         ))
     });
 
+    let mut failed = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(failure) = failure_reports.recv() => {
+                log::error!("{failure}; stopping so that the service manager restarts the daemon");
+                failed = Some(failure);
+                break;
+            }
             Some(()) = reload_rx.recv() => {
                 let Some(path) = &config_path else { continue };
                 notifier.reloading();
-                match Config::load(path) {
+                match load_off_the_runtime(path.clone()).await {
                     Ok(new_config) => {
                         gateway.reload(new_config).await;
                         log::info!("configuration reloaded from {}", path.display());
@@ -93,7 +102,18 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Run
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
-    Ok(())
+    match failed {
+        Some(failure) => Err(RunError::Fatal(anyhow::anyhow!("{failure}"))),
+        None => Ok(()),
+    }
+}
+
+/// Reads and checks the configuration file on a blocking thread (it reads key files too).
+async fn load_off_the_runtime(path: PathBuf) -> Result<Config, String> {
+    match tokio::task::spawn_blocking(move || Config::load(&path)).await {
+        Ok(loaded) => loaded.map_err(|error| error.to_string()),
+        Err(join) => Err(format!("reading the configuration failed: {join}")),
+    }
 }
 
 fn spawn_signal_handler(
@@ -121,7 +141,7 @@ fn spawn_signal_handler(
 struct RunningSource {
     config: SourceConfig,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    task: JoinHandle<Option<()>>,
 }
 
 /// Everything that runs, in the order it must stop.
@@ -131,12 +151,13 @@ struct Gateway {
     broker: Arc<Broker>,
     events: mpsc::Sender<SourceEvent>,
     sources: HashMap<String, RunningSource>,
-    pipeline: JoinHandle<Registry>,
+    pipeline: JoinHandle<Option<Registry>>,
     pipeline_updates: mpsc::Sender<PipelineUpdate>,
     devices_online: Arc<AtomicUsize>,
     uplink_stats: Option<UplinkStatsHandle>,
-    uplink: Option<JoinHandle<()>>,
+    uplink: Option<JoinHandle<Option<()>>>,
     uplink_stop: CancellationToken,
+    failures: Failures,
     /// Writes the replay marks of encrypted frames; stopped after the pipeline (`crate::replay`).
     replay: JoinHandle<()>,
     replay_stop: CancellationToken,
@@ -161,7 +182,11 @@ async fn load_keys(config: &Config) -> Result<crate::crypto::LoadedKeys, RunErro
 }
 
 impl Gateway {
-    async fn start(config: Config, health: Health) -> Result<Gateway, RunError> {
+    async fn start(
+        config: Config,
+        health: Health,
+        failures: Failures,
+    ) -> Result<Gateway, RunError> {
         let state_dir = config.state_dir();
         std::fs::create_dir_all(&state_dir).with_context(|| {
             format!(
@@ -176,9 +201,11 @@ impl Gateway {
         let replay_stop = CancellationToken::new();
         let replay_task = tokio::spawn(replay_persister.run(replay_stop.clone()));
 
+        // The tap carries only what a forward rule selects, bounded (TAP_CAPACITY).
         let (tap, uplink_input) = match &config.upstream {
-            Some(_) => {
-                let (tx, rx) = mpsc::unbounded_channel();
+            Some(upstream) => {
+                let filters = upstream.forward.iter().map(|r| r.filter.clone()).collect();
+                let (tx, rx) = crate::broker::tap(filters, crate::broker::TAP_CAPACITY);
                 (Some(tx), Some(rx))
             }
             None => (None, None),
@@ -197,7 +224,7 @@ impl Gateway {
         let restored = broker.retained_messages().await;
         registry.adopt_restored_states(&restored);
         let mut announcements = registry.offline_after_restart(&restored);
-        announcements.push(availability(&base, "online", config.publish.qos));
+        announcements.push(availability(&base, publish::ONLINE, config.publish.qos));
         publish_all(&broker, &announcements).await;
         let (discovery, discovery_messages) = crate::homeassistant::stage::start(
             settings::homeassistant(&config),
@@ -212,16 +239,20 @@ impl Gateway {
         let mut uplink_stats = None;
         let uplink = match (config.upstream.as_ref(), uplink_input) {
             (Some(upstream), Some(input)) => {
-                let uplink = Uplink::open(settings::uplink(&config, upstream, &state_dir))
+                let uplink = Uplink::open_async(settings::uplink(&config, upstream, &state_dir))
+                    .await
                     .context("upstream")?
                     .with_payload_encryption(keys.sealers);
                 log::info!("forwarding upstream to {}", upstream.url);
                 let stats = uplink.stats();
                 uplink_stats = Some(stats);
                 let stop = uplink_stop.clone();
-                Some(tokio::spawn(async move {
+                let report = failures.clone();
+                Some(failures.spawn("uplink", async move {
                     if let Err(error) = uplink.run(input, stop).await {
-                        log::error!("uplink stopped: {error}; messages stay in the spool until the next start");
+                        report.report(format!(
+                            "uplink stopped: {error}; messages stay in the spool until the next start"
+                        ));
                     }
                 }))
             }
@@ -279,7 +310,7 @@ impl Gateway {
         let (pipeline_updates, updates_rx) = mpsc::channel(4);
         let pipeline_broker = broker.clone();
         let frames = crate::crypto::FrameGuard::new(keys.frames, replay);
-        let pipeline = tokio::spawn(async move {
+        let pipeline = failures.spawn("pipeline", async move {
             pipeline
                 .run_with_frames(&pipeline_broker, events_rx, updates_rx, frames)
                 .await
@@ -297,6 +328,7 @@ impl Gateway {
             uplink_stats,
             uplink,
             uplink_stop,
+            failures,
             replay: replay_task,
             replay_stop,
             commands,
@@ -315,8 +347,14 @@ impl Gateway {
             out: self.events.clone(),
             shutdown: stop.clone(),
         };
-        let port = self.command_ports.get(&config.name).cloned();
-        let task = tokio::spawn(run_source(ctx, config.clone(), port));
+        let task = self.failures.spawn(
+            &format!("source {}", config.name),
+            run_source(
+                ctx,
+                config.clone(),
+                self.command_ports.get(&config.name).cloned(),
+            ),
+        );
         self.sources
             .insert(config.name.clone(), RunningSource { config, stop, task });
     }
@@ -371,8 +409,8 @@ impl Gateway {
                 .map(|s| (s.name.clone(), settings::decoder(s)))
                 .collect(),
             registry: settings::registry(&new),
-            homeassistant: settings::homeassistant(&new),
             frame_keys: Some(keys.frames),
+            homeassistant: settings::homeassistant(&new),
         };
         if self.pipeline_updates.send(update).await.is_err() {
             log::error!("pipeline gone; configuration not applied");
@@ -428,7 +466,7 @@ impl Gateway {
         let _ = self.replay.await;
         let offline = availability(
             &self.config.gateway.base_topic,
-            "offline",
+            publish::OFFLINE,
             self.config.publish.qos,
         );
         publish_all(&self.broker, &[offline]).await;

@@ -122,10 +122,10 @@ pub use gate::{tap, ClientPublish, TapSender, TAP_CAPACITY};
 pub use password::{hash_password, verify_password, PasswordError};
 use janitor::{Janitor, JanitorSettings, SpokenPeers};
 use pacing::{PacerHook, RetainedPacer};
+use shared_groups::RoundRobin;
 use policy::{Policy, PolicyHook, PolicyLimits};
 use retained::{EngineRetainStorage, RetainLimits, RetainedStore};
 use sessions::{CappedFitterManager, OfflineSessions, OfflineSessionsHook, SessionLifetimes};
-use shared_groups::RoundRobin;
 use snapshotter::Snapshotter;
 
 /// How long a message queued for an offline persistent session (clean session = false) is kept, and how
@@ -251,9 +251,9 @@ pub enum BrokerError {
     Snapshot(#[from] retained::SnapshotError),
     #[error("publish to {topic}: {reason}")]
     Publish { topic: String, reason: String },
-    #[error("[[broker.user]] {user:?}: password_hash is not an argon2 PHC string (make one with `sensorgate hash-password`)")]
-    PasswordHash { user: String },
-    #[error("{0}")]
+    #[error("[[broker.user]] {user:?}: password_hash: {reason} (make one with `sensorgate hash-password`)")]
+    PasswordHash { user: String, reason: String },
+    #[error(transparent)]
     Descriptors(#[from] descriptors::DescriptorError),
 }
 
@@ -553,16 +553,13 @@ impl Drop for Broker {
 }
 
 fn check_password_hashes(settings: &BrokerSettings) -> Result<(), BrokerError> {
-    match settings
-        .users
-        .iter()
-        .find(|user| !password::is_valid_hash(&user.password_hash))
-    {
-        Some(user) => Err(BrokerError::PasswordHash {
+    for user in &settings.users {
+        password::check_hash(&user.password_hash).map_err(|error| BrokerError::PasswordHash {
             user: user.name.clone(),
-        }),
-        None => Ok(()),
+            reason: error.to_string(),
+        })?;
     }
+    Ok(())
 }
 
 /// Puts the snapshot's messages back, skipping topics the broker would refuse today (too deep, invalid).

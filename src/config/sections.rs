@@ -48,7 +48,7 @@ pub mod defaults {
     pub const DEDUP_WINDOW: Duration = Duration::from_secs(10);
     /// Fields a device keeps; new names beyond them are dropped and counted.
     pub const MAX_FIELDS: usize = 64;
-    pub const WILL_PAYLOAD: &str = "offline";
+    pub const WILL_PAYLOAD: &str = crate::topic::gateway::OFFLINE;
     pub const WILL_QOS: u8 = 1;
     pub const WILL_RETAIN: bool = true;
     /// `client_id` is `"{CLIENT_ID_PREFIX}{gateway.id}"` when not configured.

@@ -106,6 +106,13 @@ fn check_gateway_topic(
     example: &str,
 ) -> Result<(), String> {
     check_topic_name(topic)?;
+    if let Some(c) = topic.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "\"{}\" contains the control character {:?}, which does not belong in a topic; write e.g. \"{example}\"",
+            topic.escape_debug(),
+            c
+        ));
+    }
     if topic.starts_with('$') {
         return Err(format!(
             "\"{topic}\" starts with '$': topics starting with '$' belong to the broker ($SYS) and nothing can be published under them; write e.g. \"{example}\""
@@ -262,12 +269,11 @@ fn check_broker(config: &Config, locator: &Locator<'_>, at: &KeyPath) -> Result<
                 format!("\"{}\" is already the name of the [[broker.user]] on line {first_line}; user names must be unique", user.name),
             ));
         }
-        let is_argon2id = user.password_hash.starts_with("$argon2id$")
-            && argon2::PasswordHash::new(&user.password_hash).is_ok();
-        if !is_argon2id {
+        // The broker's own check (format and cost maxima), as the broker runs it at start.
+        if let Err(error) = crate::broker::password::check_hash(&user.password_hash) {
             return Err(Problem::value(
                 path.key("password_hash"),
-                "is not an argon2id hash (\"$argon2id$...\"); run `sensorgate hash-password`, type the password, and paste the line it prints",
+                format!("{error}; run `sensorgate hash-password`, type the password, and paste the line it prints"),
             ));
         }
         for (key, filters) in [("read", &user.read), ("write", &user.write)] {
@@ -441,7 +447,6 @@ fn check_device_key(
     }
     Ok(())
 }
-
 
 fn check_upstream(config: &Config, at: &KeyPath) -> Result<(), Problem> {
     let Some(upstream) = &config.upstream else {

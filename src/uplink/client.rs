@@ -145,7 +145,7 @@ impl ConnectOptions {
             .set_max_packet_size(1024 * 1024, super::spool::MAX_PAYLOAD_BYTES + 70_000)
             .set_last_will(LastWill::new(
                 &self.availability_topic,
-                "offline",
+                crate::topic::gateway::OFFLINE,
                 QoS::AtLeastOnce,
                 true,
             ));

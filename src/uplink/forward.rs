@@ -8,6 +8,7 @@
 //! spool holds ciphertext too. Pure: no IO.
 
 use crate::model::Message;
+use crate::topic::TopicError;
 
 use super::spool::Outbound;
 
@@ -29,7 +30,7 @@ pub enum ForwardError {
     Filter {
         index: usize,
         filter: String,
-        what: &'static str,
+        what: TopicError,
     },
     #[error("upstream.forward[{index}].prefix {prefix:?}: must not contain + # or NUL")]
     Prefix { index: usize, prefix: String },
@@ -46,50 +47,13 @@ pub struct Forwarder {
     sealers: Vec<Option<crate::crypto::Sealer>>,
 }
 
-/// Checks a topic filter: wildcards only as whole levels, `#` only last, not empty.
-pub fn validate_filter(filter: &str) -> Result<(), &'static str> {
-    if filter.is_empty() {
-        return Err("empty");
-    }
-    if filter.contains('\0') {
-        return Err("contains NUL");
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    for (i, level) in levels.iter().enumerate() {
-        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
-            return Err("# must be a whole level and the last one");
-        }
-        if level.contains('+') && *level != "+" {
-            return Err("+ must be a whole level");
-        }
-    }
-    Ok(())
+/// Checks a topic filter as MQTT defines it ([`crate::topic::check_filter`], any depth).
+pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
+    crate::topic::check_filter(filter, usize::MAX)
 }
 
-/// MQTT topic matching: `+` is one level, `#` the rest (including none); filters starting with a
-/// wildcard do not match topics starting with `$`.
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut topic_levels = topic.split('/');
-    for level in filter.split('/') {
-        match level {
-            "#" => return true,
-            "+" => {
-                if topic_levels.next().is_none() {
-                    return false;
-                }
-            }
-            exact => {
-                if topic_levels.next() != Some(exact) {
-                    return false;
-                }
-            }
-        }
-    }
-    topic_levels.next().is_none()
-}
+/// MQTT topic matching, as everywhere in the gateway ([`crate::topic::matches`]).
+pub use crate::topic::matches as topic_matches;
 
 impl Forwarder {
     /// Validates the rules. `base_topic` names the gateway's availability topic, which is not forwarded.
@@ -116,7 +80,7 @@ impl Forwarder {
         Ok(Forwarder {
             sealers: vec![None; rules.len()],
             rules,
-            own_availability: format!("{base_topic}/gateway/availability"),
+            own_availability: crate::topic::gateway::gateway_availability_topic(base_topic),
         })
     }
 
