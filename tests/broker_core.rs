@@ -138,7 +138,7 @@ async fn shutdown_during_a_periodic_snapshot_saves_the_latest_state() {
         if let Err(error) = broker.shutdown().await {
             panic!("round {round}: shutdown failed: {error}");
         }
-        let (saved, error) = sensorgate::broker::retained::read_snapshot(dir.path());
+        let (saved, error) = sensorgate::broker::retained_log::read_for_restore(dir.path());
         assert!(error.is_none(), "round {round}: {error:?}");
         let payloads: Vec<String> = saved
             .iter()

@@ -23,6 +23,9 @@ state_dir = "{state_dir}"
 [[broker.listener]]
 bind = "127.0.0.1:{port}"
 
+[broker]
+retained_sync = "1s"
+
 [publish]
 stats_interval = "1s"
 
@@ -303,12 +306,12 @@ async fn after_kill_9_restored_devices_come_back_offline() {
     sub.wait_for(Duration::from_secs(10), &mut seen, |m| m.text() == "online")
         .await
         .expect("online");
-    // The retained snapshot is written within the snapshot interval; wait for it rather than guess.
+    // The retained log is written within retained_sync; wait for it rather than guess.
     let snapshot = daemon
         .config_path
         .parent()
         .unwrap()
-        .join("state/retained.bin");
+        .join("state/retained.log");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !std::fs::read(&snapshot).is_ok_and(|b| {
         let topic = b"sensorgate/kitchen/availability";

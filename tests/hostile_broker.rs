@@ -161,6 +161,7 @@ async fn a_stored_deep_topic_is_skipped_at_start() {
         qos: 0,
         retain: true,
     };
+    // The old whole-file format: migrated into the retained log at start, the deep topic skipped.
     sensorgate::broker::retained::write_snapshot(&state, &[deep, fine]).unwrap();
 
     let mut daemon = Daemon::start(dir.path(), BROKER_ONLY);

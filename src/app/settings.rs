@@ -3,7 +3,6 @@
 //! changes one line here and nothing in the stages. Pure functions: no IO, no environment.
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::broker::{BrokerSettings, ListenerSettings, TlsFiles, UserSettings, WebSocketListener};
 use crate::config::{
@@ -18,9 +17,6 @@ use crate::source::radio::{RadioBackend, RadioSettings};
 use crate::source::serial::SerialSettings;
 use crate::source::simulator::{SimulatorEncryption, SimulatorSettings};
 use crate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, UplinkSettings};
-
-/// How often a changed retained store is written to the state directory.
-const RETAINED_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5);
 
 pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
     let broker = &config.broker;
@@ -69,7 +65,7 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
         session_expiry: broker.session_expiry,
         anonymous_session_expiry: broker.anonymous_session_expiry,
         state_dir: broker.persist_retained.then(|| state_dir.to_path_buf()),
-        snapshot_interval: RETAINED_SNAPSHOT_INTERVAL,
+        snapshot_interval: broker.retained_sync,
     }
 }
 

@@ -8,7 +8,7 @@
 //! `tests/broker_*.rs`:
 //!
 //! - Retained messages expire in the stock store: a host store ([`retained`]) without time-to-live
-//!   (only an MQTT 5 Message Expiry Interval limits a retained message), snapshotted to `state_dir`.
+//!   (only an MQTT 5 Message Expiry Interval limits a retained message), logged to `state_dir` as it changes ([`retained_log`]).
 //! - `max_mqueue_len` defaults to 1000, which silently cut a late `#` subscriber's retained messages: set
 //!   to `max_queued_messages` plus [`pacing::RETAINED_WINDOW`].
 //! - Retained messages for a new subscription were all read at once (`retain_load_with`) and pushed into
@@ -91,8 +91,6 @@ pub mod pacing;
 pub mod password;
 pub mod policy;
 pub mod retained;
-/// The retained state on disk as an append-only log of changes (issue 13; not yet written by the
-/// snapshotter, which still rewrites `retained.bin` whole).
 pub mod retained_log;
 pub mod sessions;
 pub mod shared_groups;
@@ -205,9 +203,10 @@ pub struct BrokerSettings {
     pub session_expiry: Duration,
     /// The same for clients that logged in without a user name.
     pub anonymous_session_expiry: Duration,
-    /// Where the retained snapshot lives; `None` keeps retained messages in memory only.
+    /// Where the retained log lives; `None` keeps retained messages in memory only.
     pub state_dir: Option<PathBuf>,
-    /// How often a changed retained store is written to disk (it is also written on shutdown).
+    /// How often what changed in the retained store is appended to the log (`[broker] retained_sync`: the
+    /// window a power cut may lose last values from; everything is also written on shutdown).
     pub snapshot_interval: Duration,
 }
 
@@ -562,17 +561,17 @@ fn check_password_hashes(settings: &BrokerSettings) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Puts the snapshot's messages back, skipping topics the broker would refuse today (too deep, invalid).
+/// Puts the retained log's messages back (an old `retained.bin` is migrated into the log first),
+/// skipping topics the broker would refuse today (too deep, invalid). A torn tail is cut, counted and
+/// logged by the log itself.
 async fn restore_retained(retained: &RetainedStore, system_from: &From, dir: &std::path::Path) {
     let dir = dir.to_path_buf();
-    let (messages, error) = tokio::task::spawn_blocking(move || retained::read_snapshot(&dir))
-        .await
-        .unwrap_or_else(|_| (Vec::new(), None));
+    let (messages, error) =
+        tokio::task::spawn_blocking(move || retained_log::read_for_restore(&dir))
+            .await
+            .unwrap_or_else(|_| (Vec::new(), None));
     if let Some(error) = error {
-        log::warn!(
-            "retained snapshot damaged, kept {} messages and set the file aside: {error}",
-            messages.len()
-        );
+        log::error!("retained state not restored, starting without it: {error}");
     }
     let mut skipped = 0usize;
     for message in &messages {
@@ -584,7 +583,7 @@ async fn restore_retained(retained: &RetainedStore, system_from: &From, dir: &st
     }
     if skipped > 0 {
         log::warn!(
-            "retained snapshot: {skipped} messages skipped, their topics are invalid or deeper than max_topic_levels"
+            "retained log: {skipped} messages skipped, their topics are invalid or deeper than max_topic_levels"
         );
     }
     log::info!("restored {} retained messages", messages.len() - skipped);

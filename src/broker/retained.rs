@@ -1,7 +1,7 @@
 //! The retained-message store the embedded engine uses, owned by the host: no time-to-live (a retained
 //! sensor value stays until it is replaced or cleared by an empty retained publish, unless an MQTT 5
-//! publisher set a Message Expiry Interval on it), and a snapshot on disk so that retained state survives
-//! a restart. This module stores and serialises; it never decides what is published.
+//! publisher set a Message Expiry Interval on it), and the reader of the old snapshot format. This
+//! module stores and serialises; it never decides what is published.
 //!
 //! Messages are kept in one map ordered by topic, so that the messages a new subscription matches can be
 //! read in pieces ([`RetainedStore::chunk`]: at most a chunk of matches, and a bounded scan, per call)
@@ -10,9 +10,11 @@
 //! the map; `$`-topics are matched as [`crate::topic::matches`] says (a filter starting with a wildcard
 //! does not match them).
 //!
-//! The snapshot is written whole to a temporary file, fsync'ed, and renamed over the old one, so a power
-//! cut leaves either the old or the new snapshot, never a mix. Its format is versioned and length-prefixed;
-//! a damaged file is set aside (`retained.bin.corrupt`) and the daemon starts with what it could read.
+//! What reaches the disk is [`super::retained_log`]'s business (an append-only log of changes). The
+//! whole-file snapshot below (`retained.bin`, versioned and length-prefixed) is what earlier versions
+//! wrote: it is read once, to migrate it into the log, and a damaged one is set aside
+//! (`retained.bin.corrupt`) with what could be read kept. [`write_snapshot`] stays for tests that
+//! build an old state directory.
 
 use std::collections::BTreeMap;
 use std::io::Write;

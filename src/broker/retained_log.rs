@@ -116,9 +116,11 @@ fn encode(buf: &mut Vec<u8>, kind: u8, qos: u8, topic: &str, payload: &[u8]) {
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// One record read back: `(kind, qos, topic, payload)` and the offset after it, or `None` at a torn or
-/// corrupt record.
-fn decode(bytes: &[u8], at: usize) -> Option<((u8, u8, String, Vec<u8>), usize)> {
+/// One record: `(kind, qos, topic, payload)`.
+type Record = (u8, u8, String, Vec<u8>);
+
+/// One record read back and the offset after it, or `None` at a torn or corrupt record.
+fn decode(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
     let header = bytes.get(at..at + HEADER)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
@@ -301,7 +303,7 @@ impl RetainedLog {
             }
         }
         let mut buf = Vec::new();
-        let mut changes: Vec<(u8, u8, String, Vec<u8>)> = Vec::new();
+        let mut changes: Vec<Record> = Vec::new();
         for (topic, message) in &wanted {
             let same = self
                 .live

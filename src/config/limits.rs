@@ -68,6 +68,14 @@ pub const ANONYMOUS_SESSION_EXPIRY: DurationRange = DurationRange {
     max: secs(7 * DAY),
     example: "5m",
 };
+/// At least a second (a shorter period is an fsync a burst of changes keeps paying), at most a day of
+/// last values held only in memory.
+pub const RETAINED_SYNC: DurationRange = DurationRange {
+    key: "broker.retained_sync",
+    min: secs(1),
+    max: secs(DAY),
+    example: "15m",
+};
 pub const STATS_INTERVAL: DurationRange = DurationRange {
     key: "publish.stats_interval",
     min: ONE_MS,
@@ -121,10 +129,11 @@ pub const SPOOL_SYNC: DurationRange = DurationRange {
 };
 
 /// Every duration key, for the reference's tests and the agreement test.
-pub const DURATIONS: [DurationRange; 11] = [
+pub const DURATIONS: [DurationRange; 12] = [
     HANDSHAKE_TIMEOUT,
     SESSION_EXPIRY,
     ANONYMOUS_SESSION_EXPIRY,
+    RETAINED_SYNC,
     STATS_INTERVAL,
     OFFLINE_AFTER,
     DEDUP_WINDOW,

@@ -39,6 +39,7 @@ pub mod defaults {
     pub const MAX_OFFLINE_SESSIONS: usize = 256;
     pub const SESSION_EXPIRY: Duration = Duration::from_secs(2 * 60 * 60);
     pub const ANONYMOUS_SESSION_EXPIRY: Duration = Duration::from_secs(5 * 60);
+    pub const RETAINED_SYNC: Duration = Duration::from_secs(15 * 60);
     pub const PERSIST_RETAINED: bool = true;
     pub const PUBLISH_QOS: u8 = 1;
     pub const PUBLISH_RETAIN: bool = true;
@@ -201,6 +202,10 @@ pub struct BrokerConfig {
     pub anonymous_session_expiry: Duration,
     /// Save retained messages under the state directory and restore them at start.
     pub persist_retained: bool,
+    /// How long a changed retained message may stay only in memory before it is written to the
+    /// retained log (what a power cut can lose of last values).
+    #[serde(deserialize_with = "units::duration")]
+    pub retained_sync: Duration,
     /// Topic filters clients without a user name may subscribe to and receive; default `["#"]`.
     pub anonymous_read: Vec<String>,
     /// Topic filters clients without a user name may publish to; default `["#"]` (never the gateway's
@@ -230,6 +235,7 @@ impl Default for BrokerConfig {
             session_expiry: defaults::SESSION_EXPIRY,
             anonymous_session_expiry: defaults::ANONYMOUS_SESSION_EXPIRY,
             persist_retained: defaults::PERSIST_RETAINED,
+            retained_sync: defaults::RETAINED_SYNC,
             anonymous_read: vec!["#".to_string()],
             anonymous_write: vec!["#".to_string()],
         }

@@ -250,6 +250,7 @@ fn check_broker(config: &Config, locator: &Locator<'_>, at: &KeyPath) -> Result<
             &limits::ANONYMOUS_SESSION_EXPIRY,
             broker.anonymous_session_expiry,
         ),
+        (&limits::RETAINED_SYNC, broker.retained_sync),
     ] {
         check_duration(range, value, key_path(range.key))?;
     }

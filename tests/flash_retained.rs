@@ -1,0 +1,249 @@
+//! Retained state across a power cut, a torn write and a clean stop (issue 13, part 2), with the real
+//! daemon: the retained log in the state directory holds every last value older than
+//! `[broker] retained_sync` when the process is killed with SIGKILL; a torn tail of the log is cut and
+//! counted at the next start, every record before it kept; a clean stop writes everything, however long
+//! `retained_sync` is. Clients are real MQTT clients (rumqttc) on 127.0.0.1; every wait is bounded.
+//!
+//! The one timed wait is the property under test itself: after a burst of changes the test lets the
+//! documented window (`retained_sync` = 1 s) plus slack for a loaded machine pass, then cuts the power.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/mqtt.rs"]
+mod mqtt;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use daemon::Daemon;
+use rumqttc::QoS;
+
+const CONFIG: &str = r#"
+[gateway]
+id = "flash-retained"
+base_topic = "sensorgate"
+state_dir = "{state_dir}"
+
+[[broker.listener]]
+bind = "127.0.0.1:{port}"
+
+[broker]
+retained_sync = "{retained_sync}"
+"#;
+
+/// The window the kill test configures, and the slack it allows a loaded machine for the write itself.
+const WINDOW: Duration = Duration::from_secs(1);
+const SLACK: Duration = Duration::from_secs(2);
+
+/// Topics per burst.
+const TOPICS: usize = 300;
+
+fn config(retained_sync: &str) -> String {
+    CONFIG.replace("{retained_sync}", retained_sync)
+}
+
+fn log_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("state/retained.log")
+}
+
+/// Publishes every `(topic, payload)` retained at QoS 1 from a client that also watches `t/#`, and
+/// returns once the broker delivered the last of them back (so the store holds them all).
+async fn publish_all(addr: std::net::SocketAddr, id: &str, messages: &[(String, String)]) {
+    // Retained values the subscription brings are told apart by their payload.
+    let mut watch = mqtt::subscribe(addr, id, "t/#", 1).await;
+    for (topic, payload) in messages {
+        watch
+            .client
+            .publish(
+                topic.as_str(),
+                QoS::AtLeastOnce,
+                true,
+                payload.clone().into_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut wanted: BTreeMap<&str, &str> = messages
+        .iter()
+        .map(|(t, p)| (t.as_str(), p.as_str()))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !wanted.is_empty() {
+        let message = tokio::time::timeout_at(deadline, watch.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} publishes not delivered within 30 s", wanted.len()))
+            .unwrap();
+        if wanted.get(message.topic.as_str()) == Some(&message.text().as_str()) {
+            wanted.remove(message.topic.as_str());
+        }
+    }
+    let _ = watch.client.disconnect().await;
+}
+
+/// What a late `t/#` subscriber receives as retained: topic to payload. `last` is the topic that sorts
+/// after every other (the store streams in topic order), so once it arrived everything has.
+async fn restored(addr: std::net::SocketAddr, last: &str) -> BTreeMap<String, String> {
+    let mut late = mqtt::subscribe(addr, "late", "t/#", 1).await;
+    let got = late
+        .collect_until(Duration::from_secs(20), |got| got.contains_key(last))
+        .await;
+    assert!(
+        got.contains_key(last),
+        "{last} restored ({} topics seen)",
+        got.len()
+    );
+    got.into_iter()
+        .map(|(topic, m)| {
+            assert!(m.retain, "{topic} arrives retained");
+            (topic, m.text())
+        })
+        .collect()
+}
+
+fn burst(range: std::ops::Range<usize>, value: &str) -> Vec<(String, String)> {
+    range
+        .map(|i| (format!("t/{i:04}"), format!("{value}-{i}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_a_burst_keeps_every_value_older_than_retained_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &config("1s"));
+    let port = daemon.addr.port();
+    // Old values: every topic, plus a sentinel that sorts last and is never changed again.
+    let mut old = burst(0..TOPICS, "old");
+    old.push(("t/zzzz".into(), "sentinel".into()));
+    publish_all(daemon.addr, "old", &old).await;
+    tokio::time::sleep(WINDOW + SLACK).await;
+    // A burst of changes to the first half and clears of a tenth, then the power cut at once.
+    let mut young = burst(0..TOPICS / 2, "young");
+    let cleared: Vec<String> = (TOPICS / 2..TOPICS / 2 + TOPICS / 10)
+        .map(|i| format!("t/{i:04}"))
+        .collect();
+    young.extend(cleared.iter().map(|t| (t.clone(), String::new())));
+    publish_all(daemon.addr, "young", &young).await;
+    daemon.kill();
+
+    let restarted = Daemon::start_on(dir.path(), &config("1s"), port);
+    let got = restored(restarted.addr, "t/zzzz").await;
+    assert_eq!(got["t/zzzz"], "sentinel");
+    let mut young_kept = 0;
+    for i in 0..TOPICS {
+        let topic = format!("t/{i:04}");
+        let old_value = format!("old-{i}");
+        let value = got.get(&topic).map(String::as_str);
+        if i < TOPICS / 2 {
+            let young_value = format!("young-{i}");
+            assert!(
+                value == Some(old_value.as_str()) || value == Some(young_value.as_str()),
+                "{topic}: {value:?} is the value before the burst or the one after it"
+            );
+            young_kept += usize::from(value == Some(young_value.as_str()));
+        } else if i < TOPICS / 2 + TOPICS / 10 {
+            assert!(
+                value.is_none() || value == Some(old_value.as_str()),
+                "{topic}: {value:?} is cleared or the value before"
+            );
+        } else {
+            assert_eq!(
+                value,
+                Some(old_value.as_str()),
+                "{topic} is older than the window"
+            );
+        }
+    }
+    assert!(
+        !restarted.log().contains("torn or corrupt tail"),
+        "a kill between writes leaves no torn tail:\n{}",
+        restarted.log()
+    );
+    eprintln!(
+        "{young_kept} of {} changes younger than the window survived the kill",
+        TOPICS / 2
+    );
+    let (status, _) = restarted.stop();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_log_tail_is_cut_and_counted_and_the_records_before_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &config("15m"));
+    let port = daemon.addr.port();
+    let mut values = burst(0..TOPICS, "v");
+    values.push(("t/zzzz".into(), "sentinel".into()));
+    publish_all(daemon.addr, "writer", &values).await;
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+
+    // A record whose length promises more than the file holds: what a power cut mid-append leaves.
+    let path = log_path(dir.path());
+    let whole = std::fs::read(&path).unwrap().len();
+    let mut torn = Vec::new();
+    torn.extend_from_slice(&200u32.to_le_bytes());
+    torn.extend_from_slice(&0xdead_beefu32.to_le_bytes());
+    torn.extend_from_slice(&[1, 1, 6, 0]);
+    torn.extend_from_slice(b"t/torn");
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(&torn).unwrap();
+    }
+
+    let restarted = Daemon::start_on(dir.path(), &config("15m"), port);
+    restarted.wait_for_log(
+        &format!("cut {} bytes of torn or corrupt tail", torn.len()),
+        1,
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap().len(),
+        whole,
+        "the log is cut back to its last whole record"
+    );
+    let got = restored(restarted.addr, "t/zzzz").await;
+    let wanted: BTreeMap<String, String> = values.into_iter().collect();
+    assert_eq!(got, wanted, "every record before the tear is restored");
+    let (status, _) = restarted.stop();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_writes_everything_however_long_retained_sync_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &config("24h"));
+    let port = daemon.addr.port();
+    let mut first = burst(0..TOPICS, "first");
+    first.push(("t/zzzz".into(), "sentinel".into()));
+    publish_all(daemon.addr, "first", &first).await;
+    let mut changes = burst(0..TOPICS / 3, "second");
+    changes.extend((TOPICS / 3..TOPICS / 2).map(|i| (format!("t/{i:04}"), String::new())));
+    publish_all(daemon.addr, "second", &changes).await;
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+
+    let mut wanted: BTreeMap<String, String> = first.into_iter().collect();
+    for (topic, payload) in changes {
+        if payload.is_empty() {
+            wanted.remove(&topic);
+        } else {
+            wanted.insert(topic, payload);
+        }
+    }
+    let restarted = Daemon::start_on(dir.path(), &config("24h"), port);
+    let got = restored(restarted.addr, "t/zzzz").await;
+    assert_eq!(
+        got, wanted,
+        "the last value of every topic, and no cleared one"
+    );
+    // Nothing changed since the restart: the stop writes nothing.
+    let before = std::fs::read(log_path(dir.path())).unwrap();
+    let (status, _) = restarted.stop();
+    assert!(status.success());
+    assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), before);
+}
