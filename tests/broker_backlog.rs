@@ -2,10 +2,8 @@
 //! subscriber stay at `max_queued_messages`, the rest are dropped and counted, and every message is
 //! either delivered or counted as dropped.
 
-#[path = "support/raw.rs"]
-mod raw;
-#[path = "support/broker.rs"]
-mod support;
+use sensorgate_testkit::raw;
+use sensorgate_testkit::broker as support;
 
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! message at once (at QoS 0 and 1), empty retained publishes clear, and retained state survives a restart
 //! (the last snapshot holds the latest state even when a periodic write is under way).
 
-#[path = "support/mqtt.rs"]
-mod mqtt;
+use sensorgate_testkit::mqtt;
 
 use std::time::Duration;
 

@@ -4,8 +4,7 @@
 //! subscriptions, receive maximum, subscribe refusals with reason codes, and the client's Maximum Packet
 //! Size. `$`-topics and wildcards: tests/broker_retained.rs.
 
-#[path = "support/broker.rs"]
-mod support;
+use sensorgate_testkit::broker as support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

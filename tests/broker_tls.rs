@@ -2,10 +2,8 @@
 //! without client certificates and one that requires them side by side, and handshakes that run
 //! concurrently, so 50 idle TCP connections do not keep a real client out.
 
-#[path = "support/certs.rs"]
-mod certs;
-#[path = "support/broker.rs"]
-mod support;
+use sensorgate_testkit::certs;
+use sensorgate_testkit::broker as support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

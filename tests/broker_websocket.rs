@@ -5,10 +5,8 @@
 //! (`anonymous_read` / `anonymous_write`) apply there as on TCP; and the janitor closes a WebSocket
 //! connection that never sends CONNECT.
 
-#[path = "support/certs.rs"]
-mod certs;
-#[path = "support/daemon.rs"]
-mod daemon;
+use sensorgate_testkit::certs;
+use sensorgate_testkit::daemon;
 
 use std::time::Duration;
 

@@ -6,12 +6,9 @@
 //! `commands` and an unknown device are refused; the counters reach `{base}/gateway/stats`. Every wait is
 //! bounded.
 
-#[path = "support/broker.rs"]
-mod broker;
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/pty.rs"]
-mod pty;
+use sensorgate_testkit::broker;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::pty;
 
 use std::net::SocketAddr;
 use std::time::Duration;

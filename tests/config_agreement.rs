@@ -12,12 +12,9 @@
 //! a value whose sockets would not fit under the process's descriptor limit, which depends on the
 //! machine, not on the file (documented in the reference).
 
-#[path = "support/broker.rs"]
-mod broker;
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mqtt.rs"]
-mod mqtt;
+use sensorgate_testkit::broker;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mqtt;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

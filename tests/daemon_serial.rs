@@ -1,12 +1,9 @@
 //! The daemon end to end: the real binary, a pseudo-terminal as its serial dongle, a real MQTT client
 //! (rumqttc) on 127.0.0.1. Every wait is bounded.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mqtt.rs"]
-mod mqtt;
-#[path = "support/pty.rs"]
-mod pty;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mqtt;
+use sensorgate_testkit::pty;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,12 +2,9 @@
 //! `NOTIFY_SOCKET`, and configuration reload on SIGHUP (valid, invalid, partly changed). The real binary,
 //! a pseudo-terminal as its serial port, a real MQTT client; every wait bounded.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mqtt.rs"]
-mod mqtt;
-#[path = "support/pty.rs"]
-mod pty;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mqtt;
+use sensorgate_testkit::pty;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;

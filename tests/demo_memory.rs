@@ -7,10 +7,8 @@
 //! What it caught: the simulated radio kept a trace entry for every SPI transaction forever (the demo grew
 //! about 75 KiB a minute; at this test's pace about 1.5 MiB over the measured 40 s).
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mqtt.rs"]
-mod mqtt;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mqtt;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -7,8 +7,7 @@
 //! without its clean stop (no final write), as `kill -9` leaves the process; the daemon-level `kill -9`
 //! tests are in tests/uplink_daemon.rs.
 
-#[path = "support/mosquitto.rs"]
-mod mosquitto;
+use sensorgate_testkit::mosquitto;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

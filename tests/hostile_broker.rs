@@ -3,16 +3,11 @@
 //! subscribers that stop reading. Each test reproduces an attack that once crashed, froze or exhausted the
 //! daemon, and asserts that it now stays alive and keeps serving. Every loop is bounded in count and time.
 
-#[path = "support/certs.rs"]
-mod certs;
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mqtt.rs"]
-mod mqtt;
-#[path = "support/pty.rs"]
-mod pty;
-#[path = "support/raw.rs"]
-mod raw;
+use sensorgate_testkit::certs;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mqtt;
+use sensorgate_testkit::pty;
+use sensorgate_testkit::raw;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -161,6 +156,7 @@ async fn a_stored_deep_topic_is_skipped_at_start() {
         qos: 0,
         retain: true,
     };
+    // The old whole-file format: migrated into the retained log at start, the deep topic skipped.
     // The old whole-file format: migrated into the retained log at start, the deep topic skipped.
     sensorgate::broker::retained::write_snapshot(&state, &[deep, fine]).unwrap();
 

@@ -6,12 +6,9 @@
 //! (`_x`, `a_b`, `_`) and never reach the log once per frame, and a state restored with more fields than a
 //! lowered `max_fields` keeps only that many. Every wait is bounded.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mqtt.rs"]
-mod mqtt;
-#[path = "support/pty.rs"]
-mod pty;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mqtt;
+use sensorgate_testkit::pty;
 
 use std::collections::BTreeMap;
 use std::path::Path;

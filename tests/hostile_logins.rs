@@ -4,10 +4,8 @@
 //! logins are logged a few lines at a time, and an unknown user name is answered as slowly as a known one.
 //! The tests take turns (one daemon at a time), since some of them measure time and memory.
 
-#[path = "support/broker.rs"]
-mod broker_support;
-#[path = "support/daemon.rs"]
-mod daemon;
+use sensorgate_testkit::broker as broker_support;
+use sensorgate_testkit::daemon;
 
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,6 @@
 //! waiting the real `offline_after`. The broker is the real embedded one (in-process, on 127.0.0.1:0),
 //! read through its retained store.
 
-#[path = "support/broker.rs"]
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -18,6 +15,7 @@ use sensorgate::frame::crc::CrcMode;
 use sensorgate::model::Packet;
 use sensorgate::pipeline::Pipeline;
 use sensorgate::source::SourceEvent;
+use sensorgate_testkit::broker as support;
 use tokio::sync::mpsc;
 
 const OFFLINE_AFTER: Duration = Duration::from_secs(15 * 60);

@@ -4,10 +4,8 @@
 //! simulated chip's handle to put packets on the air and to make the chip stop answering and recover.
 //! Every wait is bounded; nothing sleeps and hopes.
 
-#[path = "support/broker.rs"]
-mod broker_support;
-#[path = "support/mqtt.rs"]
-mod mqtt;
+use sensorgate_testkit::broker as broker_support;
+use sensorgate_testkit::mqtt;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;

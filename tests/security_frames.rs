@@ -5,12 +5,9 @@
 //! tampered header, ciphertext or MIC, the wrong key, replays before and after a clean restart, and after
 //! `kill -9` (a power cut) within the documented restart margin. Every wait is bounded.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mqtt.rs"]
-mod mqtt;
-#[path = "support/pty.rs"]
-mod pty;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mqtt;
+use sensorgate_testkit::pty;
 
 use std::io::Write;
 use std::path::Path;

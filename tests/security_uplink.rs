@@ -7,14 +7,10 @@
 //! under another topic (a moved payload), other rules stay plain, and `sensorgate decrypt` agrees. Every
 //! wait is bounded.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mosquitto.rs"]
-mod mosquitto;
-#[path = "support/mqtt.rs"]
-mod mqtt;
-#[path = "support/pty.rs"]
-mod pty;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mosquitto;
+use sensorgate_testkit::mqtt;
+use sensorgate_testkit::pty;
 
 use std::io::Write;
 use std::path::Path;

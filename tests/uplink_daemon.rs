@@ -5,14 +5,10 @@
 //! a 2,000-reading outage, `kill -9` after a group commit, the cloud-side will (process death and
 //! keep-alive expiry) and the stats' `uplink` section. Every wait is bounded and waits for an event.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mosquitto.rs"]
-mod mosquitto;
-#[path = "support/mqtt.rs"]
-mod mqtt;
-#[path = "support/pty.rs"]
-mod pty;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mosquitto;
+use sensorgate_testkit::mqtt;
+use sensorgate_testkit::pty;
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;

@@ -3,8 +3,7 @@
 //! and the valid records delivered; the disk budget holds and drops are counted; the will says
 //! `offline` when the uplink dies and `online` comes back with it.
 
-#[path = "support/mosquitto.rs"]
-mod mosquitto;
+use sensorgate_testkit::mosquitto;
 
 use std::path::Path;
 use std::time::Duration;

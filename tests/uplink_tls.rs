@@ -2,8 +2,7 @@
 //! expired certificate are refused with an error naming the peer and the reason, mutual TLS, and
 //! username/password logins.
 
-#[path = "support/mosquitto.rs"]
-mod mosquitto;
+use sensorgate_testkit::mosquitto;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -11,6 +11,20 @@ use std::time::{Duration, Instant};
 /// spawns a daemon, so that no fork happens between the creation and the FD_CLOEXEC flag.
 pub static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The daemon binary cargo built for this test run: named by cargo to integration tests
+/// (`CARGO_BIN_EXE_sensorgate`), else found beside the running test or example (`target/<profile>/`).
+pub fn sensorgate_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_sensorgate") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .skip(1)
+        .map(|dir| dir.join("sensorgate"))
+        .find(|candidate| candidate.is_file())
+        .expect("target/<profile>/sensorgate: build it first (cargo test builds it)")
+}
+
 /// A free port on 127.0.0.1 (bound, then released for the daemon).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -51,7 +65,7 @@ impl Daemon {
         let spawn_guard = SPAWN_LOCK
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let child = Command::new(env!("CARGO_BIN_EXE_sensorgate"))
+        let child = Command::new(sensorgate_binary())
             .arg("run")
             .arg("-c")
             .arg(&config_path)
