@@ -8,7 +8,7 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, spool, e2e, baseline,
-//! resources, physical, flash; printed only unless `--out` is given). The flash section (what the
+//! resources, physical, flash, security; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) wants root for its loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
@@ -26,13 +26,14 @@ mod machine;
 mod measure;
 mod physical;
 mod resources;
+mod security;
 mod spool;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "physical",
     "decoders",
     "broker",
@@ -41,6 +42,7 @@ const SECTIONS: [&str; 8] = [
     "baseline",
     "resources",
     "flash",
+    "security",
 ];
 
 /// The command line.
@@ -181,6 +183,10 @@ async fn main() {
     } else {
         None
     };
+    if wanted("security") {
+        eprintln!("security...");
+        sections.push(security::markdown(&security::run(options.quick).await));
+    }
     let budgets = budgets::check(&budgets::Figures {
         sensorgate: &ours,
         baseline: &theirs,
