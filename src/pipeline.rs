@@ -190,6 +190,9 @@ impl Pipeline {
         if let Some(probe) = &self.command_stats {
             crate::stats::add_command_counters(&mut json, &probe());
         }
+        if let Some(stage) = &self.discovery {
+            crate::stats::add_discovery_counters(&mut json, stage.entities_dropped());
+        }
         Message {
             topic: publish::gateway_stats_topic(&self.base_topic),
             payload: json.to_string().into_bytes(),

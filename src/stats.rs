@@ -68,6 +68,18 @@ pub fn add_command_counters(report: &mut Json, commands: &BTreeMap<String, Comma
     }
 }
 
+/// Adds Home Assistant discovery's counters to a `{base}/gateway/stats` report made by [`stats_json`]:
+/// `"homeassistant": {"fields_over_cap"}`, the fields not announced because discovery tracked its
+/// maximum (20,000) over all devices. Left out while discovery is off.
+pub fn add_discovery_counters(report: &mut Json, fields_over_cap: u64) {
+    if let Json::Object(fields) = report {
+        fields.insert(
+            "homeassistant".to_string(),
+            json!({ "fields_over_cap": fields_over_cap }),
+        );
+    }
+}
+
 /// The pipeline's counters: per source, plus what the registry's bounds dropped and the publishes the broker
 /// refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,7 +117,7 @@ impl Stats {
 /// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap", "fields_dropped"},
 /// "sources": {name: counters}, "totals": {frames, readings, frame_errors, decode_errors, duplicates,
 /// auth_failed, replayed, link_losses}, "broker": {"dropped_for_slow_subscribers", "dropped_for_the_uplink", "sessions_evicted",
-/// "silent_connections_closed", "retained_refused", "refused_gateway_publishes"}, "uplink"}`;
+/// "silent_connections_closed", "retained_refused", "dropped_for_commands", "refused_gateway_publishes"}, "uplink"}`;
 /// `broker` is what the broker dropped, refused or closed to stay within its bounds. `uplink` (the uplink's own counters: spool depth and age...) is left
 /// out when there is no upstream.
 pub fn stats_json(
@@ -157,6 +169,7 @@ pub fn stats_json(
             "sessions_evicted": broker.sessions_evicted,
             "silent_connections_closed": broker.silent_connections_closed,
             "retained_refused": broker.retained_refused,
+            "dropped_for_commands": broker.commands_dropped,
             "refused_gateway_publishes": stats.refused_publishes,
         },
     });
@@ -254,6 +267,7 @@ mod tests {
                 sessions_evicted: 3,
                 silent_connections_closed: 4,
                 retained_refused: 5,
+                commands_dropped: 6,
             },
             Some(json!({"spool_messages": 7})),
             Duration::from_millis(61_900),
@@ -275,7 +289,8 @@ mod tests {
                            "duplicates": 1, "auth_failed": 0, "replayed": 0, "link_losses": 1},
                 "broker": {"dropped_for_slow_subscribers": 12, "dropped_for_the_uplink": 2,
                            "sessions_evicted": 3, "silent_connections_closed": 4,
-                           "retained_refused": 5, "refused_gateway_publishes": 1},
+                           "retained_refused": 5, "dropped_for_commands": 6,
+                           "refused_gateway_publishes": 1},
                 "uplink": {"spool_messages": 7},
             })
         );
@@ -288,6 +303,13 @@ mod tests {
             Duration::ZERO,
         );
         assert!(without_uplink.get("uplink").is_none());
+        assert!(without_uplink.get("homeassistant").is_none());
+        let mut with_discovery = without_uplink;
+        add_discovery_counters(&mut with_discovery, 3);
+        assert_eq!(
+            with_discovery["homeassistant"],
+            json!({"fields_over_cap": 3})
+        );
         let names: Vec<_> = stats.sources().map(|(name, _)| name).collect();
         assert_eq!(names, ["lora", "uart0"]);
     }

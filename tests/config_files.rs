@@ -662,6 +662,23 @@ fn state_directory_overrides_state_dir() {
 }
 
 #[test]
+fn deliver_needs_a_source_with_commands() {
+    let text = format!(
+        "{SERIAL}\n[[device]]\nname = \"relay\"\nsource = \"uart0\"\naddress = \"17\"\ndeliver = \"after_uplink\"\n"
+    );
+    assert_error(
+        &text,
+        "deliver",
+        0,
+        &[
+            "\"uart0\" (line 2) sends no commands",
+            "write commands = true",
+        ],
+    );
+    assert!(parse(&text.replace("path = ", "commands = true\npath = ")).is_ok());
+}
+
+#[test]
 fn the_demo_runs_without_hardware_or_root() {
     let config = Config::default_demo();
     assert_eq!(parse(DEMO).unwrap(), config);

@@ -2,20 +2,19 @@
 //! simulated SX1276 radio, and a real MQTT client (rumqttc) on 127.0.0.1 subscribed to `#` that validates
 //! every discovery config it receives against Home Assistant's schema for its platform ([`validate`],
 //! written from Home Assistant's MQTT integration: `sensor.py`, `binary_sensor.py`, `device_tracker.py`,
-//! `mixins.py` (availability, device, origin), `discovery.py` (the topic pattern), and the device class
+//! `switch.py`, `number.py`, `mixins.py` (availability, device, origin), `discovery.py` (the topic pattern), and the device class
 //! tables of `sensor/const.py` and `binary_sensor/__init__.py` as Home Assistant 2024.3.3 has them,
 //! dumped into [`HA_TABLES`]). The lifecycle: first frame, new field, a radio device without a
 //! `[[device]]` kept out, availability with the device's will and the gateway's, the birth message,
 //! rename and override off on reload, removal from the configuration across a restart. The forgotten
 //! device is the in-process test at the end (the registry forgets a device only beyond its 10,000-device
-//! cap, which a daemon test would have to fill). Every wait is bounded.
+//! cap, which a daemon test would have to fill). Controls: an LPP node with a digital and an analog output
+//! on a source with `commands = true` gets a `switch` and a `number`, and `ON` published on the switch's
+//! command topic, as Home Assistant does, reaches the node on its serial port. Every wait is bounded.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mqtt.rs"]
-mod mqtt;
-#[path = "support/pty.rs"]
-mod pty;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mqtt;
+use sensorgate_testkit::pty;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -83,6 +82,35 @@ const DEVICE_TRACKER_KEYS: &[&str] = &[
     "source_type",
 ];
 
+const SWITCH_KEYS: &[&str] = &[
+    "state_topic",
+    "value_template",
+    "command_topic",
+    "command_template",
+    "device_class",
+    "optimistic",
+    "payload_on",
+    "payload_off",
+    "state_on",
+    "state_off",
+    "retain",
+];
+const NUMBER_KEYS: &[&str] = &[
+    "state_topic",
+    "value_template",
+    "command_topic",
+    "command_template",
+    "device_class",
+    "unit_of_measurement",
+    "optimistic",
+    "min",
+    "max",
+    "step",
+    "mode",
+    "payload_reset",
+    "retain",
+];
+
 fn tables() -> Json {
     serde_json::from_str(HA_TABLES).expect("tables are JSON")
 }
@@ -124,6 +152,8 @@ fn validate(prefix: &str, topic: &str, config: &Json) -> Result<(), String> {
         "sensor" => SENSOR_KEYS,
         "binary_sensor" => BINARY_SENSOR_KEYS,
         "device_tracker" => DEVICE_TRACKER_KEYS,
+        "switch" => SWITCH_KEYS,
+        "number" => NUMBER_KEYS,
         other => return Err(format!("unexpected component {other}")),
     };
     let object = config.as_object().ok_or("config is not a JSON object")?;
@@ -137,6 +167,7 @@ fn validate(prefix: &str, topic: &str, config: &Json) -> Result<(), String> {
         "name",
         "unique_id",
         "state_topic",
+        "command_topic",
         "value_template",
         "icon",
         "device_class",
@@ -215,10 +246,23 @@ fn validate(prefix: &str, topic: &str, config: &Json) -> Result<(), String> {
             return Err("origin without name".into());
         }
     }
-    // entity_category: sensors and binary sensors may only be diagnostic.
+    // entity_category: sensors and binary sensors may only be diagnostic; controls also config.
     if let Some(category) = object.get("entity_category") {
-        if category != "diagnostic" {
+        let control = matches!(component, "switch" | "number");
+        if category != "diagnostic" && !(control && category == "config") {
             return Err(format!("entity_category {category}"));
+        }
+    }
+    // A control's command topic (mqtt/util.py valid_publish_topic): a topic name, no wildcards.
+    if matches!(component, "switch" | "number") {
+        let command = text("command_topic").ok_or(format!("{component} without command_topic"))?;
+        if command.is_empty() || command.contains(['+', '#', '\0']) {
+            return Err(format!(
+                "command_topic {command:?} is not a topic to publish on"
+            ));
+        }
+        if object.contains_key("retain") && !object["retain"].is_boolean() {
+            return Err("retain is not a boolean".into());
         }
     }
     match component {
@@ -274,6 +318,42 @@ fn validate(prefix: &str, topic: &str, config: &Json) -> Result<(), String> {
             let template = text("value_template").unwrap_or("");
             if !template.contains(&format!("'{on}'")) || !template.contains(&format!("'{off}'")) {
                 return Err(format!("template {template} does not render {on}/{off}"));
+            }
+        }
+        "switch" => {
+            // switch.py: device_class outlet | switch; the template renders state_on/state_off, which
+            // default to payload_on/payload_off ("ON"/"OFF").
+            if !matches!(text("device_class"), None | Some("outlet" | "switch")) {
+                return Err("switch device_class".into());
+            }
+            let on = text("state_on").or(text("payload_on")).unwrap_or("ON");
+            let off = text("state_off").or(text("payload_off")).unwrap_or("OFF");
+            if let Some(template) = text("value_template") {
+                if !template.contains(&format!("'{on}'")) || !template.contains(&format!("'{off}'"))
+                {
+                    return Err(format!("template {template} does not render {on}/{off}"));
+                }
+            }
+        }
+        "number" => {
+            // number.py: min < max (defaults 1 and 100), step >= 0.001, mode auto | box | slider.
+            let float = |key: &str, default: f64| match object.get(key) {
+                None => Ok(default),
+                Some(value) => value.as_f64().ok_or(format!("{key} is not a number")),
+            };
+            let (min, max, step) = (
+                float("min", 1.0)?,
+                float("max", 100.0)?,
+                float("step", 1.0)?,
+            );
+            if min >= max {
+                return Err(format!("min {min} is not below max {max}"));
+            }
+            if step < 1e-3 {
+                return Err(format!("step {step} is below 0.001"));
+            }
+            if !matches!(text("mode"), None | Some("auto" | "box" | "slider")) {
+                return Err("number mode".into());
             }
         }
         "device_tracker" => {
@@ -731,6 +811,136 @@ async fn discovery_follows_devices_through_their_life() {
     assert!(status.success());
 }
 
+const CONTROLS: &str = r#"
+[gateway]
+id = "ha-cmd"
+base_topic = "sensorgate"
+state_dir = "{state_dir}"
+
+[broker]
+# What an anonymous Home Assistant needs: its birth/will topic and the controls' command topics.
+anonymous_write = ["sensorgate/+/set/+", "homeassistant/status"]
+
+[[broker.listener]]
+bind = "127.0.0.1:{port}"
+
+[[source]]
+name = "uart0"
+kind = "serial"
+path = "{link}"
+baud = 115200
+framing = "cobs"
+crc = "crc16-ccitt-false"
+header = "node16"
+payload = "lpp"
+commands = true
+
+[homeassistant]
+discovery = true
+
+[[device]]
+name = "relay"
+source = "uart0"
+address = "17"
+"#;
+
+/// The link of [`CONTROLS`]'s source, as the node puts its frames on it and reads the gateway's.
+const LINK: sensorgate::encode::link::LinkSpec = sensorgate::encode::link::LinkSpec {
+    header: sensorgate::decode::HeaderFormat::Node16,
+    crc: sensorgate::frame::crc::CrcMode::Crc16CcittFalse,
+    framing: Some(sensorgate::frame::Framing::Cobs),
+    gateway_address: 0,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_become_controls_and_home_assistant_switches_a_relay() {
+    use sensorgate::model::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let mut dongle = FakeDongle::plug(&dir.path().join("ttyUSB-relay"));
+    let config = CONTROLS.replace("{link}", &dongle.link.display().to_string());
+    let daemon = Daemon::start(dir.path(), &config);
+    daemon.wait_for_log("open at 115200 baud", 1, WAIT);
+    let mut watch = Watch::new(daemon.addr, "ha-controls", "#").await;
+
+    // The node reports its relay (off), an analog output and a temperature.
+    let payload = sensorgate::encode::lpp::encode(&[
+        ("digital_out_1".to_string(), Value::Int(0)),
+        ("analog_out_2".to_string(), Value::Float(1.5)),
+        ("temperature_3".to_string(), Value::Float(21.5)),
+    ])
+    .unwrap();
+    let frame = sensorgate::encode::link::wrap(&LINK, 17, 1, &payload, None).unwrap();
+    dongle.write(&frame).await;
+    let node = "sensorgate_ha-cmd_uart0_17";
+    let switch_topic = format!("homeassistant/switch/{node}/digital_out_1/config");
+    let number_topic = format!("homeassistant/number/{node}/analog_out_2/config");
+    watch
+        .until("a switch, a number and a sensor", WAIT, |seen| {
+            [&switch_topic, &number_topic]
+                .iter()
+                .all(|t| matches!(seen.configs.get(*t), Some(Some(_))))
+                && live(seen, &format!("sensor/{node}/temperature_3/")) == 1
+        })
+        .await;
+    let switch = watch.config(&switch_topic).clone();
+    assert_eq!(
+        switch["command_topic"],
+        "sensorgate/relay/set/digital_out_1"
+    );
+    assert_eq!(switch["state_topic"], "sensorgate/relay");
+    assert_eq!(switch["unique_id"], format!("{node}_digital_out_1"));
+    assert_eq!(
+        switch["availability"],
+        serde_json::json!([{"topic": "sensorgate/relay/availability"}, {"topic": "sensorgate/gateway/availability"}])
+    );
+    let number = watch.config(&number_topic).clone();
+    assert_eq!(number["command_topic"], "sensorgate/relay/set/analog_out_2");
+    assert!(number["min"].as_f64().unwrap() < number["max"].as_f64().unwrap());
+    assert!(
+        watch
+            .seen
+            .configs
+            .keys()
+            .all(|t| !t.contains(&format!("binary_sensor/{node}/digital_out_1"))),
+        "the relay is a switch, not also a binary_sensor"
+    );
+    watch
+        .until("the relay's state", WAIT, |seen| {
+            seen.topics.contains_key("sensorgate/relay")
+        })
+        .await;
+    watch.check_templates();
+
+    // Home Assistant switches the relay on: `ON` on the command topic reaches the node.
+    watch
+        .sub
+        .client
+        .publish(
+            switch["command_topic"].as_str().unwrap(),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            switch["payload_on"].as_str().unwrap(),
+        )
+        .await
+        .unwrap();
+    let wire = dongle.read_until(WAIT, |got| got.contains(&0)).await;
+    let mut deframer = sensorgate::frame::Deframer::new(sensorgate::frame::Framing::Cobs, 1024);
+    deframer.push(&wire);
+    let frame = deframer
+        .next_frame()
+        .unwrap_or_else(|| panic!("no whole frame in {wire:02x?}:\n{}", daemon.log()))
+        .expect("a valid frame");
+    let body = sensorgate::frame::crc::check_and_strip(LINK.crc, &frame).expect("CRC matches");
+    let (link, payload) = sensorgate::decode::header::split_header(LINK.header, body).unwrap();
+    assert_eq!(link.address.as_deref(), Some("17"));
+    assert_eq!(
+        sensorgate::decode::lpp::decode(payload).unwrap().fields,
+        vec![("digital_out_1".to_string(), Value::Int(1))]
+    );
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+}
+
 /// The registry forgets a device (its cap makes room for a new one): discovery clears its configs.
 #[test]
 fn a_forgotten_device_is_removed() {
@@ -764,6 +974,7 @@ fn a_forgotten_device_is_removed() {
                 SourceInfo {
                     link: Link::Serial,
                     payload: PayloadFormat::Json,
+                    commands: false,
                 },
             )]
             .into(),
@@ -853,6 +1064,40 @@ fn the_validator_refuses_what_home_assistant_refuses() {
         &binary
     )
     .is_err());
+    let switch_topic = "homeassistant/switch/node/r/config";
+    let mut switch = good.clone();
+    switch.as_object_mut().unwrap().retain(|k, _| {
+        !["device_class", "unit_of_measurement", "state_class"].contains(&k.as_str())
+    });
+    switch["value_template"] = Json::from("{{ 'ON' if value_json['r'] else 'OFF' }}");
+    assert!(
+        validate("homeassistant", switch_topic, &switch).is_err(),
+        "no command_topic"
+    );
+    switch["command_topic"] = Json::from("sg/k/set/r");
+    assert_eq!(validate("homeassistant", switch_topic, &switch), Ok(()));
+    let mut wildcard = switch.clone();
+    wildcard["command_topic"] = Json::from("sg/+/set/r");
+    assert!(validate("homeassistant", switch_topic, &wildcard).is_err());
+    let mut unit = switch.clone();
+    unit["unit_of_measurement"] = Json::from("%");
+    assert!(validate("homeassistant", switch_topic, &unit).is_err());
+    let mut number = switch.clone();
+    number.as_object_mut().unwrap().remove("value_template");
+    for (key, value) in [("min", -1.0), ("max", 1.0), ("step", 0.01)] {
+        number[key] = Json::from(value);
+    }
+    let number_topic = "homeassistant/number/node/r/config";
+    assert_eq!(validate("homeassistant", number_topic, &number), Ok(()));
+    let mut inverted = number.clone();
+    inverted["min"] = Json::from(2.0);
+    assert!(validate("homeassistant", number_topic, &inverted).is_err());
+    let mut fine = number.clone();
+    fine["step"] = Json::from(0.0001);
+    assert!(validate("homeassistant", number_topic, &fine).is_err());
+    let mut state_class = number;
+    state_class["state_class"] = Json::from("measurement");
+    assert!(validate("homeassistant", number_topic, &state_class).is_err());
 }
 
 /// Overrides Home Assistant would refuse are refused by the configuration, at the key at fault.
@@ -884,6 +1129,27 @@ fn the_configuration_refuses_overrides_home_assistant_would_refuse() {
         binary.contains("not a binary_sensor device class"),
         "{binary}"
     );
+    let switch = error("fields = { pump = { component = \"switch\" } }\n");
+    assert!(
+        switch.starts_with("t.toml:12:33: ") && switch.contains("write commands = true"),
+        "{switch}"
+    );
+    let commands = base.replace(
+        "payload = \"lpp\"\n",
+        "payload = \"lpp\"\ncommands = true\n",
+    );
+    let slash = Config::parse(
+        &format!("{commands}fields = {{ \"a/b\" = {{ component = \"switch\" }} }}\n"),
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(slash.contains("cannot hold '/'"), "{slash}");
+    let named = Config::parse(
+        &format!("{commands}fields = {{ pump = {{ component = \"switch\", name = \"Pump\" }} }}\n"),
+        Path::new("t.toml"),
+    );
+    assert!(named.is_ok(), "{named:?}");
     let state = error("fields = { energy_1 = { state_class = \"measurement\" } }\n");
     assert!(
         state.contains("does not go with device class \"energy\""),

@@ -95,6 +95,7 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
             let info = SourceInfo {
                 link,
                 payload: source.payload,
+                commands: source.commands.is_some(),
             };
             (source.name.clone(), info)
         })

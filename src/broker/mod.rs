@@ -269,6 +269,8 @@ pub struct BrokerCounters {
     pub silent_connections_closed: u64,
     /// Retained publishes to new topics not stored (`max_retained_messages`).
     pub retained_refused: u64,
+    /// Command publishes (`{base}/+/set...`) that found the command router's input full.
+    pub commands_dropped: u64,
 }
 
 /// A running embedded broker.
@@ -478,6 +480,7 @@ impl Broker {
             sessions_evicted: self.sessions_evicted(),
             silent_connections_closed: self.silent_connections_closed(),
             retained_refused: self.retained_refused(),
+            commands_dropped: self.commands_dropped(),
         }
     }
 

@@ -353,6 +353,9 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
                 format!("no [[source]] is named \"{}\"; {known}", device.source),
             ));
         }
+        if device.deliver.is_some() {
+            check_device_deliver(config, locator, device, &path)?;
+        }
         if device.address.is_empty() {
             return Err(Problem::value(
                 path.key("address"),
@@ -386,6 +389,37 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
         }
     }
     Ok(())
+}
+
+/// A `[[device]] deliver` says when that device gets its commands: its source must send commands.
+fn check_device_deliver(
+    config: &Config,
+    locator: &Locator<'_>,
+    device: &super::DeviceConfig,
+    path: &KeyPath,
+) -> Result<(), Problem> {
+    let Some((index, source)) = config
+        .sources
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == device.source)
+    else {
+        return Ok(()); // check_devices reported it.
+    };
+    if source.commands.is_some() {
+        return Ok(());
+    }
+    let line = line_of(
+        locator,
+        &KeyPath::root().key("source").index(index).key("name"),
+    );
+    Err(Problem::key(
+        path.key("deliver"),
+        format!(
+            "[[source]] \"{}\" (line {line}) sends no commands, so there is nothing to deliver; write commands = true in that [[source]], or remove deliver",
+            source.name
+        ),
+    ))
 }
 
 /// A `[[device]] key_file`: its source must be encrypted and have a header, and the address must be one
@@ -624,6 +658,23 @@ fn check_homeassistant(config: &Config) -> Result<(), Problem> {
                     at_field,
                     "an empty field name; write the field's name as the device sends it",
                 ));
+            }
+            if over.component.as_deref() == Some("switch") {
+                if source.commands.is_none() {
+                    return Err(Problem::value(
+                        at_field.key("component"),
+                        format!(
+                            "a switch sends commands, and [[source]] \"{}\" has none; write commands = true in that [[source]], or another component",
+                            source.name
+                        ),
+                    ));
+                }
+                if field.contains(['/', '+', '#']) || field.chars().any(char::is_control) {
+                    return Err(Problem::key(
+                        at_field.clone(),
+                        "a switch's field is a level of its command topic ({base}/{device}/set/{field}) and cannot hold '/', '+', '#' or control characters",
+                    ));
+                }
             }
             let rules = crate::homeassistant::FieldOverride {
                 component: over.component.clone(),

@@ -7,6 +7,13 @@
 //! - One Home Assistant device per sensorgate device, one entity per field (the type table is in
 //!   [`types`], the JSON in [`payload`]), plus the diagnostic `rssi`, `snr` and `last_seen`. A gateway
 //!   device carries the counters of `{base}/gateway/stats`.
+//! - On a source with `commands = true`, a field the device accepts commands for (LPP digital and analog
+//!   outputs, MySensors actuators, a field whose `[[device]] fields` override says `component =
+//!   "switch"`; see `crate::commands::commandable_fields`) is announced as a `switch` or `number` with
+//!   its command topic `{base}/{device}/set/{field}` instead of a sensor, once the device has reported
+//!   it (a named switch with the device's first reading, reported or not); an override with another
+//!   `component` keeps it a sensor. When `commands` goes off the control's
+//!   config is cleared and the sensor announced again.
 //! - Which devices: `devices = "all"` every device heard, `"configured"` only `[[device]]` entries,
 //!   `"auto"` (default) every device of serial and simulator sources and only `[[device]]` entries on
 //!   radio sources; a `[[device]]` with `homeassistant = false` never.
@@ -73,6 +80,8 @@ pub enum Link {
 pub struct SourceInfo {
     pub link: Link,
     pub payload: PayloadFormat,
+    /// `commands = true`: its devices' outputs are announced as controls.
+    pub commands: bool,
 }
 
 /// What one `[[device]]` says for Home Assistant.
@@ -131,7 +140,8 @@ struct Announced {
     address: String,
     #[serde(flatten)]
     identity: Identity,
-    /// Every field seen (and the gateway keys `rssi`, `snr`, `last_seen`), with its first value's kind.
+    /// Every field seen (and the gateway keys `rssi`, `snr`, `last_seen`), with its first value's kind,
+    /// and the switches the configuration names (seen or not; text until seen).
     fields: BTreeMap<String, ValueKind>,
     /// Every config topic published and not cleared.
     topics: BTreeSet<String>,
@@ -305,7 +315,14 @@ impl Discovery {
             device.identity = identity;
         }
         let mut grew = false;
-        for (field, value) in state {
+        // A switch the configuration names is announced with the device's first reading, reported or
+        // not: a relay may report its state only once it was switched.
+        let named = named_switches(&self.settings, source, address);
+        let unreported = named
+            .iter()
+            .filter(|field| !state.contains_key(*field))
+            .map(|field| (field, &Json::Null));
+        for (field, value) in state.iter().chain(unreported) {
             if device.fields.contains_key(field) || !announceable_key(field) {
                 continue;
             }
@@ -466,17 +483,51 @@ impl Discovery {
             online_payload: publish::ONLINE.to_string(),
             offline_payload: device.identity.offline_payload.clone(),
         };
+        let controls = self.controls(info, rules, device);
         let mut configs = BTreeMap::new();
         for (field, kind) in &device.fields {
+            let over = rules.and_then(|rules| rules.fields.get(field));
+            if let Some(control) = controls.iter().find(|c| &c.field == field) {
+                let read_only = over
+                    .and_then(|o| o.component.as_deref())
+                    .is_some_and(|component| component != "switch");
+                if !read_only {
+                    let entity =
+                        types::control_entity(info.payload, field, *kind, over, control.control)
+                            .or_else(|_| {
+                                types::control_entity(
+                                    info.payload,
+                                    field,
+                                    *kind,
+                                    None,
+                                    control.control,
+                                )
+                            });
+                    if let Ok(entity) = entity {
+                        let (topic, config) = payload::control_config(
+                            &self.common,
+                            &block,
+                            field,
+                            &entity,
+                            control.control,
+                            &control.command_topic,
+                        );
+                        configs.insert(topic, config);
+                    }
+                    continue;
+                }
+            }
             let entity = if publish::is_state_key(field) {
                 types::gateway_key_type(field)
             } else {
-                let over = rules.and_then(|rules| rules.fields.get(field));
                 // The configuration was checked with the same rules; an override refused here is ignored.
                 types::resolve(info.payload, field, *kind, over)
                     .unwrap_or_else(|_| types::infer(info.payload, field, *kind))
             };
             let Some(entity) = entity else { continue };
+            if matches!(entity.component, Component::Switch | Component::Number) {
+                continue; // A control without a command topic (its source has no commands).
+            }
             if let types::Render::Location { longitude, .. } = &entity.render {
                 if !device.fields.contains_key(longitude) {
                     continue; // A tracker needs both coordinates.
@@ -486,6 +537,46 @@ impl Discovery {
             configs.insert(topic, config);
         }
         configs
+    }
+
+    /// The fields of `device` announced as controls: those it reported that accept commands, when its
+    /// source has `commands = true`.
+    fn controls(
+        &self,
+        info: &SourceInfo,
+        rules: Option<&DeviceRules>,
+        device: &Announced,
+    ) -> Vec<crate::commands::Commandable> {
+        if !info.commands {
+            return Vec::new();
+        }
+        let fields: Vec<String> = device
+            .fields
+            .keys()
+            .filter(|field| !publish::is_state_key(field))
+            .cloned()
+            .collect();
+        let named: Vec<String> = rules
+            .map(|rules| {
+                rules
+                    .fields
+                    .iter()
+                    .filter(|(field, over)| {
+                        over.component.as_deref() == Some("switch")
+                            && device.fields.contains_key(*field)
+                    })
+                    .map(|(field, _)| field.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        crate::commands::commandable_fields(
+            &self.settings.base_topic,
+            &device.identity.name,
+            info.payload,
+            info.commands,
+            &fields,
+            &named,
+        )
     }
 
     /// Brings the device's published configs in line with [`Discovery::desired`]: clears the topics no
@@ -549,6 +640,30 @@ fn identity_of(name: &str, will: &Message) -> Identity {
         availability_topic: will.topic.clone(),
         offline_payload: String::from_utf8_lossy(&will.payload).into_owned(),
     }
+}
+
+/// The fields of (source, address) its `[[device]] fields` announce as switches (`component = "switch"`),
+/// when its source has `commands = true`.
+fn named_switches(settings: &DiscoverySettings, source: &str, address: &str) -> Vec<String> {
+    if !settings
+        .sources
+        .get(source)
+        .is_some_and(|info| info.commands)
+    {
+        return Vec::new();
+    }
+    settings
+        .devices
+        .get(&(source.to_string(), address.to_string()))
+        .map(|rules| {
+            rules
+                .fields
+                .iter()
+                .filter(|(_, over)| over.component.as_deref() == Some("switch"))
+                .map(|(field, _)| field.clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Whether a key of a device's state gets an entity: every field, and of the gateway's keys `rssi`,
@@ -666,6 +781,7 @@ mod tests {
             SourceInfo {
                 link: Link::Serial,
                 payload: PayloadFormat::Lpp,
+                commands: false,
             },
         );
         sources.insert(
@@ -673,6 +789,7 @@ mod tests {
             SourceInfo {
                 link: Link::Radio("SX1276".into()),
                 payload: PayloadFormat::Lpp,
+                commands: false,
             },
         );
         let mut devices = HashMap::new();
@@ -885,5 +1002,125 @@ mod tests {
         );
         discovery.after_reading(&fake, "uart0", "1");
         assert_eq!(discovery.entities_dropped(), 1);
+    }
+
+    #[test]
+    fn outputs_are_controls_on_a_source_with_commands() {
+        let mut fake = Fake::default();
+        let mut with_commands = settings();
+        with_commands.sources.get_mut("uart0").unwrap().commands = true;
+        let mut discovery = Discovery::new(with_commands.clone(), None);
+        hear(
+            &mut fake,
+            "uart0",
+            "17",
+            "relay",
+            &["digital_out_1", "analog_out_2", "temperature_3"],
+        );
+        let announced = discovery.after_reading(&fake, "uart0", "17");
+        let node = "sensorgate_gw_uart0_17";
+        let switch = format!("homeassistant/switch/{node}/digital_out_1/config");
+        let number = format!("homeassistant/number/{node}/analog_out_2/config");
+        let topics = configs(&announced);
+        assert!(topics.contains(&switch.as_str()), "{topics:?}");
+        assert!(topics.contains(&number.as_str()), "{topics:?}");
+        assert!(
+            topics.contains(&format!("homeassistant/sensor/{node}/temperature_3/config").as_str())
+        );
+        let config: Json = serde_json::from_slice(
+            &announced
+                .iter()
+                .find(|m| m.topic == switch)
+                .unwrap()
+                .payload,
+        )
+        .unwrap();
+        assert_eq!(config["command_topic"], "sg/relay/set/digital_out_1");
+        // Override to a sensor: the switch is cleared, a binary_sensor takes its place.
+        let mut read_only = with_commands.clone();
+        read_only.devices.insert(
+            ("uart0".into(), "17".into()),
+            DeviceRules {
+                announce: true,
+                fields: [(
+                    "digital_out_1".to_string(),
+                    FieldOverride {
+                        component: Some("binary_sensor".into()),
+                        ..FieldOverride::default()
+                    },
+                )]
+                .into(),
+            },
+        );
+        let changed = discovery.reconfigure(read_only, &fake);
+        assert!(cleared(&changed).contains(&switch.as_str()));
+        assert!(configs(&changed).contains(
+            &format!("homeassistant/binary_sensor/{node}/digital_out_1/config").as_str()
+        ));
+        // Commands off: no control at all.
+        let changed = discovery.reconfigure(settings(), &fake);
+        assert!(cleared(&changed).contains(&number.as_str()));
+        assert!(configs(&changed)
+            .iter()
+            .all(|t| !t.contains("/switch/") && !t.contains("/number/")));
+        // A JSON field named as a switch in the configuration.
+        let mut json = with_commands;
+        json.sources.get_mut("uart0").unwrap().payload = PayloadFormat::Json;
+        json.devices.insert(
+            ("uart0".into(), "17".into()),
+            DeviceRules {
+                announce: true,
+                fields: [(
+                    "digital_out_1".to_string(),
+                    FieldOverride {
+                        component: Some("switch".into()),
+                        name: Some("Pump".into()),
+                        ..FieldOverride::default()
+                    },
+                )]
+                .into(),
+            },
+        );
+        let changed = discovery.reconfigure(json, &fake);
+        let pump = changed
+            .iter()
+            .find(|m| m.topic == switch)
+            .expect("a switch again");
+        let config: Json = serde_json::from_slice(&pump.payload).unwrap();
+        assert_eq!(
+            (&config["name"], &config["command_topic"]),
+            (
+                &Json::from("Pump"),
+                &Json::from("sg/relay/set/digital_out_1")
+            )
+        );
+        assert!(
+            configs(&changed).iter().all(|t| !t.contains("/number/")),
+            "JSON has no output types"
+        );
+        // A named switch the device has not reported yet: announced with the device's first reading.
+        let mut pump = discovery.settings().clone();
+        pump.devices.insert(
+            ("uart0".into(), "18".into()),
+            DeviceRules {
+                announce: true,
+                fields: [(
+                    "pump".to_string(),
+                    FieldOverride {
+                        component: Some("switch".into()),
+                        ..FieldOverride::default()
+                    },
+                )]
+                .into(),
+            },
+        );
+        discovery.reconfigure(pump, &fake);
+        hear(&mut fake, "uart0", "18", "pond", &["temperature"]);
+        let first = discovery.after_reading(&fake, "uart0", "18");
+        assert!(
+            configs(&first).contains(&"homeassistant/switch/sensorgate_gw_uart0_18/pump/config"),
+            "{:?}",
+            configs(&first)
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The discovery messages themselves: the config topic of each entity
 //! (`{prefix}/{component}/{node_id}/{object_id}/config`, both ids within Home Assistant's
 //! `[a-zA-Z0-9_-]+`), its `unique_id`, and its config JSON (state topic and `value_template`, the
-//! `availability` list with `availability_mode: all`, the `device` block with `via_device`, `origin`).
+//! `availability` list with `availability_mode: all`, the `device` block with `via_device`, `origin`;
+//! a `switch` or `number` also its `command_topic`, `payload_on`/`payload_off` or `min`/`max`/`step`).
 //! Pure functions from an [`EntityType`] and the device's identity to JSON; no state, no IO.
 //!
 //! Identifiers are made from what identifies a device, never from its name: `sensorgate_{gateway id}` for
@@ -12,7 +13,7 @@
 
 use serde_json::{json, Map, Value as Json};
 
-use super::types::{Component, EntityType, Render};
+use super::types::{Component, Control, EntityType, Render};
 
 /// The device-level facts every entity's config carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +229,38 @@ pub fn entity_config(
     (topic, Json::Object(config))
 }
 
+/// The config of a control (a `switch` or `number` entity from [`super::types::control_entity`]): what
+/// [`entity_config`] gives a sensor (state topic and template, availability, device), plus the topic
+/// Home Assistant publishes commands on (`{base}/{device}/set/{field}`, which takes `ON`/`OFF` and
+/// numbers) and, for a switch, the payloads it sends and reads (`ON`/`OFF`, what the template renders),
+/// for a number its range. Commands are not retained (Home Assistant's default).
+pub fn control_config(
+    common: &Common,
+    device: &DeviceBlock,
+    field: &str,
+    entity: &EntityType,
+    control: Control,
+    command_topic: &str,
+) -> (String, Json) {
+    let (topic, mut config) = entity_config(common, device, field, entity);
+    if let Json::Object(map) = &mut config {
+        map.insert("command_topic".into(), Json::from(command_topic));
+        match control {
+            Control::Switch => {
+                map.insert("payload_on".into(), Json::from("ON"));
+                map.insert("payload_off".into(), Json::from("OFF"));
+            }
+            Control::Number { min, max, step } => {
+                map.insert("min".into(), Json::from(min));
+                map.insert("max".into(), Json::from(max));
+                map.insert("step".into(), Json::from(step));
+                map.insert("mode".into(), Json::from("box"));
+            }
+        }
+    }
+    (topic, config)
+}
+
 /// One diagnostic entity of the gateway device, read from `{base}/gateway/stats`.
 struct GatewayEntity {
     key: &'static str,
@@ -433,6 +466,71 @@ mod tests {
             json!({"topic": "alarms/kitchen", "payload_not_available": "lost"})
         );
         assert_eq!(json_ref("it's"), "value_json['it\\'s']");
+    }
+
+    #[test]
+    fn switch_and_number_configs_carry_their_command_topics() {
+        use crate::homeassistant::types::control_entity;
+        let relay = control_entity(
+            PayloadFormat::Lpp,
+            "digital_out_1",
+            ValueKind::Number,
+            None,
+            Control::Switch,
+        )
+        .unwrap();
+        let (topic, config) = control_config(
+            &common(),
+            &device(),
+            "digital_out_1",
+            &relay,
+            Control::Switch,
+            "sg/kitchen/set/digital_out_1",
+        );
+        assert_eq!(
+            topic,
+            "homeassistant/switch/sensorgate_garden-pi_uart0_17/digital_out_1/config"
+        );
+        assert_eq!(config["command_topic"], "sg/kitchen/set/digital_out_1");
+        assert_eq!(config["state_topic"], "sg/kitchen");
+        assert_eq!(
+            (&config["payload_on"], &config["payload_off"]),
+            (&json!("ON"), &json!("OFF"))
+        );
+        let template = config["value_template"].as_str().unwrap();
+        assert!(
+            template.contains("'ON'") && template.contains("'OFF'"),
+            "{template}"
+        );
+        assert_eq!(config["availability_mode"], "all");
+        let range = Control::Number {
+            min: -327.68,
+            max: 327.67,
+            step: 0.01,
+        };
+        let level = control_entity(
+            PayloadFormat::Lpp,
+            "analog_out_2",
+            ValueKind::Number,
+            None,
+            range,
+        )
+        .unwrap();
+        let (topic, config) = control_config(
+            &common(),
+            &device(),
+            "analog_out_2",
+            &level,
+            range,
+            "sg/kitchen/set/analog_out_2",
+        );
+        assert!(topic.starts_with("homeassistant/number/"), "{topic}");
+        assert_eq!(
+            (&config["min"], &config["max"], &config["step"]),
+            (&json!(-327.68), &json!(327.67), &json!(0.01))
+        );
+        assert_eq!(config["value_template"], "{{ value_json['analog_out_2'] }}");
+        assert!(config.get("payload_on").is_none() && config.get("state_class").is_none());
     }
 
     #[test]

@@ -135,6 +135,11 @@ impl Stage {
         }
     }
 
+    /// Fields not announced because discovery tracked as many as it may (for `{base}/gateway/stats`).
+    pub fn entities_dropped(&self) -> u64 {
+        self.discovery.entities_dropped()
+    }
+
     /// When the next slice of a re-publication is due.
     pub fn next_republish(&self) -> Option<Instant> {
         self.discovery.next_republish()

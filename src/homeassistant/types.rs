@@ -1,6 +1,7 @@
 //! What each field becomes in Home Assistant: the table from payload format and field name (Cayenne LPP
 //! `<type>_<channel>`, MySensors `<value type>_<child>`, well-known JSON names) to the MQTT platform
-//! (`sensor`, `binary_sensor`, `device_tracker`), `device_class`, unit and `state_class`; the per-field
+//! (`sensor`, `binary_sensor`, `device_tracker`), `device_class`, unit and `state_class`; the controls
+//! (`switch`, `number`) of fields a device accepts commands for ([`control_entity`]); the per-field
 //! overrides of `[[device]] fields`; and Home Assistant's own rules for which device classes, units and
 //! state classes go together, transcribed from `homeassistant/components/sensor/const.py`
 //! (`DEVICE_CLASS_UNITS`, `DEVICE_CLASS_STATE_CLASSES`) and `binary_sensor/__init__.py`
@@ -14,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decode::PayloadFormat;
+pub use crate::encode::Control;
 
 /// A Home Assistant MQTT platform an entity belongs to; the second level of its discovery topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -22,6 +24,10 @@ pub enum Component {
     Sensor,
     BinarySensor,
     DeviceTracker,
+    /// A field the device accepts commands for, on/off (`crate::commands::commandable_fields`).
+    Switch,
+    /// A field the device accepts commands for, a number in a range.
+    Number,
 }
 
 impl Component {
@@ -31,6 +37,8 @@ impl Component {
             Component::Sensor => "sensor",
             Component::BinarySensor => "binary_sensor",
             Component::DeviceTracker => "device_tracker",
+            Component::Switch => "switch",
+            Component::Number => "number",
         }
     }
 }
@@ -93,7 +101,8 @@ pub struct EntityType {
 /// A `[[device]] fields.<name>` override: whatever is given replaces what the table infers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldOverride {
-    /// `"sensor"`, `"binary_sensor"`, or `"none"` (the field is not announced).
+    /// `"sensor"`, `"binary_sensor"`, `"switch"` (a field the device accepts commands for, on a source
+    /// with `commands = true`), or `"none"` (the field is not announced).
     pub component: Option<String>,
     pub device_class: Option<String>,
     pub unit: Option<String>,
@@ -623,11 +632,14 @@ pub fn resolve(
         Some("none") => return Ok(None),
         Some("sensor") => Some(Component::Sensor),
         Some("binary_sensor") => Some(Component::BinarySensor),
+        Some("switch") => {
+            return control_entity(payload, field, value, Some(over), Control::Switch).map(Some)
+        }
         Some(other) => {
             return Err(OverrideError {
                 key: "component",
                 message: format!(
-                    "\"{other}\" is not a component sensorgate announces; write \"sensor\", \"binary_sensor\" or \"none\""
+                    "\"{other}\" is not a component sensorgate announces; write \"sensor\", \"binary_sensor\", \"switch\" or \"none\""
                 ),
             })
         }
@@ -709,7 +721,7 @@ pub fn resolve(
                 entity.device_class = Some(class.clone());
             }
         }
-        Component::Sensor | Component::DeviceTracker => {
+        Component::Sensor | Component::DeviceTracker | Component::Switch | Component::Number => {
             if let Some(class) = &over.device_class {
                 let Some(rules) = sensor_class(class) else {
                     return Err(OverrideError {
@@ -754,6 +766,81 @@ pub fn resolve(
         }
     }
     Ok(Some(entity))
+}
+
+/// The control of a field the device accepts commands for: a `switch` (its state read as `ON`/`OFF`
+/// like a binary sensor's) or a `number` (its state as it is, with the unit the table gives). Of an
+/// override only `name` and `icon` apply (and `unit` to a number); a switch refuses the sensor keys,
+/// which belong to a field announced as a sensor (`component = "sensor"`). The entity's name is the
+/// table's (`Digital output 1`).
+pub fn control_entity(
+    payload: PayloadFormat,
+    field: &str,
+    value: ValueKind,
+    over: Option<&FieldOverride>,
+    control: Control,
+) -> Result<EntityType, OverrideError> {
+    let inferred = infer(payload, field, value);
+    let (component, render) = match control {
+        Control::Switch => (Component::Switch, Render::Binary),
+        Control::Number { .. } => (Component::Number, Render::Plain),
+    };
+    let mut entity = EntityType {
+        component,
+        name: inferred
+            .as_ref()
+            .map_or_else(|| humanize(field), |e| e.name.clone()),
+        device_class: None,
+        unit: match control {
+            Control::Number { .. } => inferred.and_then(|e| e.unit),
+            Control::Switch => None,
+        },
+        state_class: None,
+        icon: None,
+        diagnostic: false,
+        render,
+    };
+    let Some(over) = over else {
+        return Ok(entity);
+    };
+    if component == Component::Switch {
+        for (key, given) in [
+            ("device_class", &over.device_class),
+            ("unit", &over.unit),
+            ("state_class", &over.state_class),
+        ] {
+            if given.is_some() {
+                return Err(OverrideError {
+                    key,
+                    message: "a switch has no device_class, unit or state_class; remove it, or write component = \"sensor\" to announce the field as a sensor"
+                        .to_string(),
+                });
+            }
+        }
+    } else if let Some(unit) = &over.unit {
+        entity.unit = Some(unit.clone());
+    }
+    if let Some(name) = &over.name {
+        if name.trim().is_empty() {
+            return Err(OverrideError {
+                key: "name",
+                message: "is empty; write the entity's name, e.g. \"Pump\"".to_string(),
+            });
+        }
+        entity.name = name.clone();
+    }
+    if let Some(icon) = &over.icon {
+        if !icon.contains(':') || icon.starts_with(':') || icon.ends_with(':') {
+            return Err(OverrideError {
+                key: "icon",
+                message: format!(
+                    "\"{icon}\" is not an icon; Home Assistant wants \"prefix:name\", e.g. \"mdi:water-pump\""
+                ),
+            });
+        }
+        entity.icon = Some(icon.clone());
+    }
+    Ok(entity)
 }
 
 fn quoted(names: &[&str]) -> String {
@@ -1153,7 +1240,7 @@ mod tests {
                                 assert!(is_binary_class(class), "{field}");
                             }
                         }
-                        Component::DeviceTracker => {}
+                        Component::DeviceTracker | Component::Switch | Component::Number => {}
                     }
                 }
             }
@@ -1265,7 +1352,7 @@ mod tests {
         );
         assert_eq!(
             bad(FieldOverride {
-                component: Some("switch".into()),
+                component: Some("light".into()),
                 ..FieldOverride::default()
             }),
             "component"
@@ -1305,6 +1392,76 @@ mod tests {
                 Some(&none)
             ),
             Ok(None)
+        );
+    }
+
+    #[test]
+    fn controls_of_commandable_fields() {
+        let relay = control_entity(
+            PayloadFormat::Lpp,
+            "digital_out_1",
+            ValueKind::Number,
+            None,
+            Control::Switch,
+        )
+        .unwrap();
+        assert_eq!(
+            (relay.component, relay.name.as_str(), relay.render),
+            (Component::Switch, "Digital output 1", Render::Binary)
+        );
+        let level = control_entity(
+            PayloadFormat::MySensors,
+            "percentage_2",
+            ValueKind::Number,
+            None,
+            Control::Number {
+                min: 0.0,
+                max: 100.0,
+                step: 1.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (level.component, level.unit.as_deref(), level.device_class),
+            (Component::Number, Some("%"), None)
+        );
+        let pump = FieldOverride {
+            component: Some("switch".into()),
+            name: Some("Pump".into()),
+            icon: Some("mdi:water-pump".into()),
+            ..FieldOverride::default()
+        };
+        let named = resolve(PayloadFormat::Json, "pump", ValueKind::Bool, Some(&pump))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (named.component, named.name.as_str(), named.icon.as_deref()),
+            (Component::Switch, "Pump", Some("mdi:water-pump"))
+        );
+        let with_unit = FieldOverride {
+            unit: Some("%".into()),
+            ..pump
+        };
+        assert_eq!(
+            resolve(
+                PayloadFormat::Json,
+                "pump",
+                ValueKind::Bool,
+                Some(&with_unit)
+            )
+            .unwrap_err()
+            .key,
+            "unit"
+        );
+        // The JSON simulator's battery is a voltage: a diagnostic voltage sensor, not a percentage.
+        let volts = infer(PayloadFormat::Json, "battery_voltage", ValueKind::Number).unwrap();
+        assert_eq!(
+            (
+                volts.device_class.as_deref(),
+                volts.unit.as_deref(),
+                volts.diagnostic
+            ),
+            (Some("voltage"), Some("V"), true)
         );
     }
 }

@@ -137,7 +137,9 @@ fn encode_reading(
     let (temperature, humidity, battery) = values;
     let payloads: Vec<Vec<u8>> = match settings.payload {
         PayloadFormat::Json => vec![format!(
-            "{{\"id\":{},\"seq\":{},\"temperature\":{},\"humidity\":{},\"battery\":{}}}",
+            // `battery_voltage`, not `battery`: it is volts, and `battery` means a percentage to Home
+            // Assistant (and to Zigbee2MQTT, ESPHome and Tasmota, whose names the type table follows).
+            "{{\"id\":{},\"seq\":{},\"temperature\":{},\"humidity\":{},\"battery_voltage\":{}}}",
             node.address,
             node.seq,
             format_float(temperature),
