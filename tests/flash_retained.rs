@@ -7,10 +7,8 @@
 //! The one timed wait is the property under test itself: after a burst of changes the test lets the
 //! documented window (`retained_sync` = 1 s) plus slack for a loaded machine pass, then cuts the power.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/mqtt.rs"]
-mod mqtt;
+use sensorgate_testkit::daemon;
+use sensorgate_testkit::mqtt;
 
 use std::collections::BTreeMap;
 use std::path::Path;

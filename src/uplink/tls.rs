@@ -87,9 +87,9 @@ pub fn client_config(
             }
         }
     }
-    // The provider named explicitly: rustls is built with two (aws-lc-rs, which rmqtt-net selects, and
-    // ring, which quinn's defaults switch on), and its implicit choice refuses to pick one.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // ring, the tree's one provider (vendor/rmqtt-net is patched to it), named explicitly: a second
+    // provider switched on by some crate's features would make rustls's implicit choice refuse.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::Provider(e.to_string()))?

@@ -53,11 +53,8 @@ use quinn::{crypto::rustls::QuicServerConfig, IdleTimeout};
 #[cfg(feature = "tls")]
 use rmqtt_codec::cert::CertInfo;
 use rmqtt_codec::types::QoS;
-#[cfg(not(target_os = "windows"))]
+// sensorgate's patch: ring on every platform (PATCHED.md).
 #[cfg(feature = "tls")]
-use rustls::crypto::aws_lc_rs as provider;
-#[cfg(feature = "tls")]
-#[cfg(target_os = "windows")]
 use rustls::crypto::ring as provider;
 #[cfg(feature = "tls")]
 use rustls::pki_types::CertificateDer;
