@@ -2,9 +2,9 @@
 //! for refused logins (3.1.1 and 5.0), the brake on repeated failures, and read/write rights for publish,
 //! subscribe, retained messages and wills (including `%u`/`%c` and the gateway's own topics).
 
+use sensorgate_testkit::broker as support;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::raw;
-use sensorgate_testkit::broker as support;
 
 use std::time::Duration;
 

@@ -2,8 +2,8 @@
 //! subscriber stay at `max_queued_messages`, the rest are dropped and counted, and every message is
 //! either delivered or counted as dropped.
 
-use sensorgate_testkit::raw;
 use sensorgate_testkit::broker as support;
+use sensorgate_testkit::raw;
 
 use std::time::Duration;
 

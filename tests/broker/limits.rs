@@ -2,8 +2,8 @@
 //! it), maximum packet size (the connection is closed, nothing is delivered), the outbound inflight window
 //! per client, and immediate reconnects with the same client id.
 
-use sensorgate_testkit::raw;
 use sensorgate_testkit::broker as support;
+use sensorgate_testkit::raw;
 
 use std::time::Duration;
 

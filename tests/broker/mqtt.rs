@@ -3,9 +3,9 @@
 //! and exactly once at QoS 2 (also across a reconnect), wills, retained messages published by clients, and
 //! persistent sessions.
 
+use sensorgate_testkit::broker as support;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::raw;
-use sensorgate_testkit::broker as support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -3,8 +3,8 @@
 //! bounds only live traffic. Before the retained stream (src/broker/pacing.rs), 12,001 retained topics
 //! gave a late QoS 1 `#` subscriber 10,702: the rest were dropped at the subscriber's queue.
 
-use sensorgate_testkit::raw;
 use sensorgate_testkit::broker as support;
+use sensorgate_testkit::raw;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! without client certificates and one that requires them side by side, and handshakes that run
 //! concurrently, so 50 idle TCP connections do not keep a real client out.
 
-use sensorgate_testkit::certs;
 use sensorgate_testkit::broker as support;
+use sensorgate_testkit::certs;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

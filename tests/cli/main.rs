@@ -1,5 +1,6 @@
-//! The command line as a user runs it: check-config and run agreeing on every key, the shipped files, and the errors of the security keys. One test binary; one module per concern.
+//! The command line as a user runs it: check-config and run agreeing on every key, the shipped files,
+//! and the errors of the security keys. One test binary; one module per concern.
 
-mod commands;
 mod agreement;
+mod commands;
 mod security_keys;

@@ -30,8 +30,8 @@ use sensorgate::config::{check_topic_filter, check_topic_name, Config, ConfigErr
 use sensorgate::topic::{self, TopicError};
 use sensorgate::uplink::forward::topic_matches as uplink_topic_matches;
 
-const REFERENCE: &str = include_str!("../config/sensorgate.toml");
-const DEMO: &str = include_str!("../config/demo.toml");
+const REFERENCE: &str = include_str!("../../config/sensorgate.toml");
+const DEMO: &str = include_str!("../../config/demo.toml");
 /// The file name errors carry.
 const PATH: &str = "fuzz/sensorgate.toml";
 const CASES: u32 = 2_000;

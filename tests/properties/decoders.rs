@@ -12,7 +12,7 @@
 //!
 //! Bounds: inputs are at most [`MAX_INPUT`] bytes and each property runs [`CASES`] cases (fewer for the
 //! expensive ones), so the file runs in a few seconds in a debug build. Failures are shrunk and saved by
-//! proptest next to this file (`fuzz_decoders.proptest-regressions`) so a rerun tries them first.
+//! proptest next to this file (`decoders.proptest-regressions`) so a rerun tries them first.
 
 use std::time::{Duration, SystemTime};
 

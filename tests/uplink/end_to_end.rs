@@ -317,7 +317,9 @@ async fn readings_reach_the_cloud_under_the_forward_prefix_in_order_with_retain_
 
     // A local message no rule selects never reaches the uplink (the broker's tap carries only what a
     // forward rule selects), let alone the cloud.
-    let mut lab_in_the_cloud = cloud.subscribe("lab-watch", "sites/garden/lab/#", false).await;
+    let mut lab_in_the_cloud = cloud
+        .subscribe("lab-watch", "sites/garden/lab/#", false)
+        .await;
     wait_uplink_stats(
         &mut stats,
         "the uplink connected",
@@ -362,7 +364,10 @@ async fn readings_reach_the_cloud_under_the_forward_prefix_in_order_with_retain_
         }
     }
     assert!(
-        lab_in_the_cloud.next(Duration::from_millis(300)).await.is_none(),
+        lab_in_the_cloud
+            .next(Duration::from_millis(300))
+            .await
+            .is_none(),
         "lab/noise matches no forward rule"
     );
     // No outage, no reconnect: exactly once, exactly in order, on both topics.
@@ -689,7 +694,9 @@ async fn a_burst_of_100000_messages_reaches_the_cloud_without_a_drop_at_the_tap(
     use tokio::io::AsyncWriteExt;
     const BURST: usize = 100_000;
     let cloud = Cloud::start();
-    let mut dashboard = cloud.subscribe("burst-watch", "sites/garden/burst/#", false).await;
+    let mut dashboard = cloud
+        .subscribe("burst-watch", "sites/garden/burst/#", false)
+        .await;
     let gateway = Gateway::start(&cloud, "burst/#", "1s");
     let mut stats = mqtt::subscribe(gateway.addr(), "stats", "sensorgate/gateway/stats", 0).await;
     wait_uplink_stats(
@@ -701,7 +708,9 @@ async fn a_burst_of_100000_messages_reaches_the_cloud_without_a_drop_at_the_tap(
     .await;
 
     // One raw MQTT 3.1.1 client writes the whole burst as QoS 0 PUBLISH packets, as fast as TCP takes them.
-    let mut client = tokio::net::TcpStream::connect(gateway.addr()).await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .unwrap();
     let mut connect = vec![0x10, 18, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 6];
     connect.extend_from_slice(b"burst1");
     client.write_all(&connect).await.unwrap();
@@ -727,16 +736,17 @@ async fn a_burst_of_100000_messages_reaches_the_cloud_without_a_drop_at_the_tap(
         }
         received += 1;
     }
-    let report = loop {
-        let message = tokio::time::timeout(Duration::from_secs(5), stats.rx.recv())
-            .await
-            .expect("a stats report")
-            .expect("stats subscription open");
-        break serde_json::from_slice::<Value>(&message.payload).unwrap();
-    };
+    let message = tokio::time::timeout(Duration::from_secs(5), stats.rx.recv())
+        .await
+        .expect("a stats report")
+        .expect("stats subscription open");
+    let report = serde_json::from_slice::<Value>(&message.payload).unwrap();
     assert_eq!(
         report["broker"]["dropped_for_the_uplink"], 0,
         "nothing dropped at the tap: {report}"
     );
-    assert_eq!(received, BURST, "every message of the burst reached the cloud");
+    assert_eq!(
+        received, BURST,
+        "every message of the burst reached the cloud"
+    );
 }

@@ -1,7 +1,9 @@
-//! The uplink to a cloud broker (Debian's mosquitto on 127.0.0.1): delivery and outages in-process, TLS, through the real daemon, what reaches the disk (flash writes), and end-to-end encrypted payloads. One test binary; one module per concern.
+//! The uplink to a cloud broker (Debian's mosquitto on 127.0.0.1): delivery and outages in-process,
+//! TLS, through the real daemon, what reaches the disk (flash writes), and end-to-end encrypted
+//! payloads. One test binary; one module per concern.
 
 mod delivery;
-mod tls;
-mod daemon;
-mod flash;
 mod encrypted;
+mod end_to_end;
+mod flash;
+mod tls;
