@@ -710,14 +710,15 @@ fn tls_cost(certs: &Certs, publish: &[u8], iterations: u64) -> Result<f64, Strin
     let key = rustls_pemfile::private_key(&mut reader)
         .map_err(|e| e.to_string())?
         .ok_or("no server key")?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client_config = sensorgate::uplink::tls::client_config(Some(&certs.ca), None, None)
+        .map_err(|e| e.to_string())?;
+    // The uplink's own provider, whichever the tree builds rustls with.
+    let provider = client_config.crypto_provider().clone();
     let server_config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())?;
-    let client_config = sensorgate::uplink::tls::client_config(Some(&certs.ca), None, None)
         .map_err(|e| e.to_string())?;
     let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
     let mut client =
