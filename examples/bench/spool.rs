@@ -228,7 +228,7 @@ async fn drain(count: u64) -> Drain {
     })
     .await
     .expect("the backlog is spooled and mosquitto starts");
-    let mut sub = Subscriber::connect(broker.port, "bench-cloud", "sites/#", false).await;
+    let mut sub = Subscriber::connect(broker.addr(), "bench-cloud", "sites/#", 1, false).await;
     let settings = uplink_settings(broker.plain_url(), state.path().to_path_buf());
     let uplink = tokio::task::spawn_blocking(move || Uplink::open(settings))
         .await

@@ -48,6 +48,11 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// The plain listener's address, for [`Subscriber::connect`].
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// Starts a broker on fresh ports and waits until it accepts connections.
     pub fn start(config: BrokerConfig) -> Mosquitto {
         let port = free_port();
@@ -204,84 +209,5 @@ impl Drop for Mosquitto {
     }
 }
 
-/// A test client subscribed on the plain listener, collecting what it receives. It reconnects on its
-/// own (every 100 ms) while the broker is down; with `persistent` its session (and subscription)
-/// survives that.
-pub struct Subscriber {
-    pub client: rumqttc::AsyncClient,
-    received: tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Subscriber {
-    /// Connects as `client_id`, subscribes to `filter` at QoS 1 and waits for the SUBACK (10 s bound).
-    pub async fn connect(port: u16, client_id: &str, filter: &str, persistent: bool) -> Subscriber {
-        let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
-        options
-            .set_clean_session(!persistent)
-            .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
-        let (tx, received) = tokio::sync::mpsc::unbounded_channel();
-        let (subacked_tx, subacked) = tokio::sync::oneshot::channel();
-        let mut subacked_tx = Some(subacked_tx);
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => {
-                        if tx.send(publish).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                        if let Some(done) = subacked_tx.take() {
-                            let _ = done.send(());
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        client
-            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
-        tokio::time::timeout(Duration::from_secs(10), subacked)
-            .await
-            .expect("SUBACK within 10 s")
-            .expect("subscriber task alive");
-        Subscriber {
-            client,
-            received,
-            task,
-        }
-    }
-
-    /// The next message, or `None` if none arrives within `within`.
-    pub async fn next(&mut self, within: Duration) -> Option<rumqttc::Publish> {
-        tokio::time::timeout(within, self.received.recv())
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// Waits (bounded) for a message on `topic` with `payload`, skipping others.
-    pub async fn expect(&mut self, topic: &str, payload: &str, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next(left).await {
-                Some(p) if p.topic == topic && p.payload == payload.as_bytes() => return,
-                Some(_) => continue,
-                None => panic!("no {payload:?} on {topic} within {within:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// The tests' one subscriber ([`crate::mqtt::Subscriber`]); connect it with [`Mosquitto::addr`].
+pub use crate::mqtt::Subscriber;

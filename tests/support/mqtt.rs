@@ -1,4 +1,5 @@
-//! Test helpers: a real MQTT client (rumqttc) on 127.0.0.1 that collects what it receives, with bounded waits.
+//! Test helpers: the one subscriber of the tests, a real MQTT client (rumqttc) on 127.0.0.1 that collects
+//! what it receives, with bounded waits; for the embedded broker and for Debian's mosquitto alike.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -46,22 +47,7 @@ pub fn qos(level: u8) -> QoS {
 
 /// Connects with `client_id`, subscribes to `filter` at `level`, and waits (bounded) for the SUBACK.
 pub async fn subscribe(addr: SocketAddr, client_id: &str, filter: &str, level: u8) -> Subscriber {
-    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
-    let (client, eventloop) = AsyncClient::new(options, 10_000);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (subacked_tx, mut subacked_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(pump(eventloop, tx, subacked_tx));
-    client
-        .subscribe(filter, qos(level))
-        .await
-        .expect("subscribe request queued");
-    tokio::time::timeout(Duration::from_secs(10), subacked_rx.recv())
-        .await
-        .expect("SUBACK within 10 s")
-        .expect("event loop alive");
-    Subscriber { client, rx, task }
+    Subscriber::connect(addr, client_id, filter, level, false).await
 }
 
 async fn pump(
@@ -89,6 +75,57 @@ async fn pump(
 }
 
 impl Subscriber {
+    /// Connects to the broker at `addr` as `client_id` (with `persistent`, clean session off, so the
+    /// session and its subscription survive a broker restart; the client reconnects every 100 ms while the
+    /// broker is down), subscribes to `filter` at `level` and waits (bounded) for the SUBACK.
+    pub async fn connect(
+        addr: SocketAddr,
+        client_id: &str,
+        filter: &str,
+        level: u8,
+        persistent: bool,
+    ) -> Subscriber {
+        let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+        options
+            .set_clean_session(!persistent)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(1024 * 1024, 1024 * 1024);
+        let (client, eventloop) = AsyncClient::new(options, 10_000);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (subacked_tx, mut subacked_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(pump(eventloop, tx, subacked_tx));
+        client
+            .subscribe(filter, qos(level))
+            .await
+            .expect("subscribe request queued");
+        tokio::time::timeout(Duration::from_secs(10), subacked_rx.recv())
+            .await
+            .expect("SUBACK within 10 s")
+            .expect("event loop alive");
+        Subscriber { client, rx, task }
+    }
+
+    /// The next message, or `None` if none arrives within `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<Received> {
+        tokio::time::timeout(within, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits (bounded) for a message on `topic` with `payload`, skipping others; panics otherwise.
+    pub async fn expect(&mut self, topic: &str, payload: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(p) if p.topic == topic && p.payload == payload.as_bytes() => return,
+                Some(_) => continue,
+                None => panic!("no {payload:?} on {topic} within {within:?}"),
+            }
+        }
+    }
+
     /// Waits (bounded) for the next publish matching `predicate`; other publishes are kept in `seen`.
     pub async fn wait_for(
         &mut self,

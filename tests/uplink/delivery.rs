@@ -122,7 +122,7 @@ async fn broker_in_outage() -> (Mosquitto, Subscriber) {
         persistence: true,
         ..BrokerConfig::default()
     });
-    let sub = Subscriber::connect(broker.port, "cloud-app", "site/#", true).await;
+    let sub = Subscriber::connect(broker.addr(), "cloud-app", "site/#", 1, true).await;
     broker.stop();
     (broker, sub)
 }
@@ -274,7 +274,7 @@ async fn torn_and_corrupt_spool_files_are_cut_and_the_valid_records_delivered() 
     drop(file);
 
     let broker = Mosquitto::start(BrokerConfig::default());
-    let mut sub = Subscriber::connect(broker.port, "cloud-app", "site/#", false).await;
+    let mut sub = Subscriber::connect(broker.addr(), "cloud-app", "site/#", 1, false).await;
     let running = Running::start(settings(
         broker.port,
         state.path(),
@@ -352,9 +352,10 @@ async fn the_disk_budget_holds_and_drops_are_counted() {
 async fn the_will_says_offline_when_the_uplink_dies_and_online_when_it_is_back() {
     let broker = Mosquitto::start(BrokerConfig::default());
     let mut sub = Subscriber::connect(
-        broker.port,
+        broker.addr(),
         "watcher",
         "site/sg/gateway/availability",
+        1,
         false,
     )
     .await;

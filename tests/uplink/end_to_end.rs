@@ -98,7 +98,7 @@ impl Cloud {
 
     /// A dashboard on the cloud broker's plain listener, subscribed at QoS 1.
     async fn subscribe(&self, client_id: &str, filter: &str, persistent: bool) -> CloudSubscriber {
-        CloudSubscriber::connect(self.broker.port, client_id, filter, persistent).await
+        CloudSubscriber::connect(self.broker.addr(), client_id, filter, 1, persistent).await
     }
 }
 

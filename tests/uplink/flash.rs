@@ -181,7 +181,7 @@ async fn cloud() -> (Mosquitto, Subscriber) {
         persistence: true,
         ..BrokerConfig::default()
     });
-    let sub = Subscriber::connect(broker.port, "cloud-app", "site/#", true).await;
+    let sub = Subscriber::connect(broker.addr(), "cloud-app", "site/#", 1, true).await;
     (broker, sub)
 }
 

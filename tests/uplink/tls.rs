@@ -123,7 +123,7 @@ fn tls_broker(certs: &Certs, expired: bool, client_ca: Option<PathBuf>) -> Broke
 
 /// Proves a working link: `online` on CONNACK, then a reading forwarded under the prefix.
 async fn assert_forwards(broker: &Mosquitto, running: &Running) {
-    let mut sub = Subscriber::connect(broker.port, "checker", "site/#", false).await;
+    let mut sub = Subscriber::connect(broker.addr(), "checker", "site/#", 1, false).await;
     sub.expect("site/sg/gateway/availability", "online", WAIT)
         .await;
     running
