@@ -341,7 +341,30 @@ impl Spool {
         value
     }
 
+    /// Rebuilds the in-memory state from the segment files: lists them, repairs or removes each, opens
+    /// the newest for appending and positions the reader at the first unacknowledged record.
     fn recover(&mut self) -> Result<(), SpoolError> {
+        let found = self.list_segment_files()?;
+        let reader_at = self.load_segments(&found)?;
+        self.open_active_segment()?;
+        self.reader = match reader_at {
+            Some((seq, segment_first_seq, offset, read_in_segment)) => ReadCursor {
+                seq,
+                segment_first_seq,
+                offset,
+                read_in_segment,
+                file: None,
+            },
+            None => self.cursor_at_end(),
+        };
+        self.sync_dir()?;
+        self.refresh_stats();
+        self.refresh_oldest_unread();
+        Ok(())
+    }
+
+    /// The `{first_seq}.seg` files in the spool directory, oldest first; other names are ignored.
+    fn list_segment_files(&self) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let entry = entry.map_err(io_err(&self.dir))?;
@@ -354,68 +377,35 @@ impl Spool {
             }
         }
         found.sort();
+        Ok(found)
+    }
+
+    /// Keeps, in order, every listed segment that still holds an unacknowledged valid record, and removes
+    /// the rest. Returns where the first unacknowledged record is, if any.
+    fn load_segments(
+        &mut self,
+        found: &[(u64, PathBuf)],
+    ) -> Result<Option<(u64, u64, u64, u64)>, SpoolError> {
         let mut prev_end = 0u64;
         let mut reader_at: Option<(u64, u64, u64, u64)> = None;
         for (i, (first_seq, path)) in found.iter().enumerate() {
-            let (first_seq, path) = (*first_seq, path.clone());
             // A segment followed by one that starts at or before the ack cursor is fully acknowledged:
             // deleted without being read.
             if found
                 .get(i + 1)
                 .is_some_and(|(next, _)| *next <= self.acked_seq + 1)
             {
-                fs::remove_file(&path).map_err(io_err(&path))?;
-                self.dir_dirty = true;
+                self.remove_segment_file(path)?;
                 continue;
             }
-            let len = fs::metadata(&path).map_err(io_err(&path))?.len();
-            let scan = if first_seq < prev_end {
-                None
-            } else {
-                Some(self.scan_segment(&path, first_seq, len)?)
-            };
-            let Some(scan) = scan.filter(|s| s.count > 0) else {
-                // Overlapping, empty or wholly corrupt: nothing in it can be trusted.
-                if len > SEGMENT_MAGIC.len() as u64 {
-                    self.stats.corrupt_cuts += 1;
-                    self.stats.corrupt_bytes += len;
-                    log::warn!("spool {}: removed, no valid record", path.display());
-                }
-                fs::remove_file(&path).map_err(io_err(&path))?;
-                self.dir_dirty = true;
+            let Some((segment, scan)) = self.repair_segment(*first_seq, path.clone(), prev_end)?
+            else {
                 continue;
-            };
-            if scan.valid_len < len {
-                self.stats.corrupt_cuts += 1;
-                self.stats.corrupt_bytes += len - scan.valid_len;
-                log::warn!(
-                    "spool {}: cut {} bytes of torn or corrupt tail after {} valid records",
-                    path.display(),
-                    len - scan.valid_len,
-                    scan.count
-                );
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                file.set_len(scan.valid_len).map_err(io_err(&path))?;
-                file.sync_all().map_err(io_err(&path))?;
-                self.stats.fsyncs += 1;
-            }
-            let segment = Segment {
-                first_seq,
-                last_seq: scan.last_seq,
-                count: scan.count,
-                bytes: scan.valid_len,
-                newest_ms: scan.newest_ms,
-                synced_len: scan.valid_len,
-                path,
             };
             prev_end = segment.end_seq();
             if segment.end_seq() <= self.acked_seq + 1 {
                 // Every record acknowledged.
-                fs::remove_file(&segment.path).map_err(io_err(&segment.path))?;
-                self.dir_dirty = true;
+                self.remove_segment_file(&segment.path)?;
                 continue;
             }
             if reader_at.is_none() {
@@ -424,6 +414,78 @@ impl Spool {
             self.unread += scan.unacked;
             self.segments.push_back(segment);
         }
+        Ok(reader_at)
+    }
+
+    /// Reads one segment through and cuts a torn or corrupt tail. A segment that overlaps the previous
+    /// one (starts before `prev_end`), is empty or holds no valid record is removed: `None`.
+    fn repair_segment(
+        &mut self,
+        first_seq: u64,
+        path: PathBuf,
+        prev_end: u64,
+    ) -> Result<Option<(Segment, SegmentScan)>, SpoolError> {
+        let len = fs::metadata(&path).map_err(io_err(&path))?.len();
+        let scan = if first_seq < prev_end {
+            None
+        } else {
+            Some(self.scan_segment(&path, first_seq, len)?)
+        };
+        let Some(scan) = scan.filter(|s| s.count > 0) else {
+            // Overlapping, empty or wholly corrupt: nothing in it can be trusted.
+            if len > SEGMENT_MAGIC.len() as u64 {
+                self.stats.corrupt_cuts += 1;
+                self.stats.corrupt_bytes += len;
+                log::warn!("spool {}: removed, no valid record", path.display());
+            }
+            self.remove_segment_file(&path)?;
+            return Ok(None);
+        };
+        if scan.valid_len < len {
+            self.cut_tail(&path, len, &scan)?;
+        }
+        let segment = Segment {
+            first_seq,
+            last_seq: scan.last_seq,
+            count: scan.count,
+            bytes: scan.valid_len,
+            newest_ms: scan.newest_ms,
+            synced_len: scan.valid_len,
+            path,
+        };
+        Ok(Some((segment, scan)))
+    }
+
+    /// Truncates a segment of `len` bytes to its valid records (fsync'ed) and counts the cut.
+    fn cut_tail(&mut self, path: &Path, len: u64, scan: &SegmentScan) -> Result<(), SpoolError> {
+        self.stats.corrupt_cuts += 1;
+        self.stats.corrupt_bytes += len - scan.valid_len;
+        log::warn!(
+            "spool {}: cut {} bytes of torn or corrupt tail after {} valid records",
+            path.display(),
+            len - scan.valid_len,
+            scan.count
+        );
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        file.set_len(scan.valid_len).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+        self.stats.fsyncs += 1;
+        Ok(())
+    }
+
+    /// Removes a segment file found at open; the directory is fsync'ed at the end of recovery.
+    fn remove_segment_file(&mut self, path: &Path) -> Result<(), SpoolError> {
+        fs::remove_file(path).map_err(io_err(path))?;
+        self.dir_dirty = true;
+        Ok(())
+    }
+
+    /// Sets the next sequence number after the kept segments and the ack cursor, and opens the newest
+    /// segment for appending, fsync'ing what a killed process may have left only in the page cache.
+    fn open_active_segment(&mut self) -> Result<(), SpoolError> {
         let last_end = self.segments.back().map(Segment::end_seq).unwrap_or(1);
         self.next_seq = last_end.max(self.acked_seq + 1);
         self.last_appended = self.next_seq - 1;
@@ -440,19 +502,6 @@ impl Spool {
             self.stats.fsyncs += 1;
             self.active = Some(file);
         }
-        self.reader = match reader_at {
-            Some((seq, segment_first_seq, offset, read_in_segment)) => ReadCursor {
-                seq,
-                segment_first_seq,
-                offset,
-                read_in_segment,
-                file: None,
-            },
-            None => self.cursor_at_end(),
-        };
-        self.sync_dir()?;
-        self.refresh_stats();
-        self.refresh_oldest_unread();
         Ok(())
     }
 
