@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daemon::Daemon;
-use raw::{Connect, RawClient, Will, PUBACK};
+use raw::{frame, Connect, RawClient, Will, PUBACK};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BROKER_ONLY: &str = r#"
@@ -30,27 +30,9 @@ bind = "127.0.0.1:{port}"
 handshake_timeout = "1s"
 "#;
 
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
 fn with_len(s: &[u8]) -> Vec<u8> {
-    let mut out = (s.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(s);
+    let mut out = Vec::new();
+    raw::push_str(&mut out, s);
     out
 }
 

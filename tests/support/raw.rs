@@ -79,7 +79,8 @@ pub struct RawClient {
     pub v5: bool,
 }
 
-fn push_str(out: &mut Vec<u8>, s: &[u8]) {
+/// Appends `s` with its two-byte length, as MQTT strings and binary data are written.
+pub fn push_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s);
 }
@@ -98,7 +99,8 @@ fn push_remaining_length(out: &mut Vec<u8>, mut len: usize) {
     }
 }
 
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+/// One packet: the first byte, the remaining length, the body.
+pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
     push_remaining_length(&mut out, body.len());
     out.extend_from_slice(body);
