@@ -191,11 +191,14 @@ impl Drop for Relay {
     }
 }
 
+/// A received message: topic and payload.
+type Message = (String, Vec<u8>);
+
 /// A subscriber on mosquitto's plain listener counting the forwarded state messages.
 struct Cloud {
     messages: Arc<AtomicU64>,
     payload_bytes: Arc<AtomicU64>,
-    sample: Arc<Mutex<Option<(String, Vec<u8>)>>>,
+    sample: Arc<Mutex<Option<Message>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -237,7 +240,7 @@ async fn cloud(port: u16) -> Result<Cloud, String> {
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
     let messages = Arc::new(AtomicU64::new(0));
     let payload_bytes = Arc::new(AtomicU64::new(0));
-    let sample: Arc<Mutex<Option<(String, Vec<u8>)>>> = Arc::default();
+    let sample: Arc<Mutex<Option<Message>>> = Arc::default();
     let (subacked_tx, mut subacked) = tokio::sync::mpsc::unbounded_channel();
     let task = {
         let (messages, payload_bytes, sample) =
