@@ -69,6 +69,14 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
     }
 }
 
+fn tls_files(listener: &ListenerConfig) -> Option<TlsFiles> {
+    listener.tls.as_ref().map(|tls| TlsFiles {
+        cert_file: tls.cert_file.clone(),
+        key_file: tls.key_file.clone(),
+        client_ca_file: tls.client_ca_file.clone(),
+    })
+}
+
 /// Home Assistant discovery's settings; `None` when `[homeassistant] discovery` is off.
 pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoverySettings> {
     use crate::config::{HomeAssistantDevices, RadioChip};
@@ -141,14 +149,6 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
         uplink: config.upstream.is_some(),
         sw_version: env!("CARGO_PKG_VERSION").to_string(),
         max_entities: crate::homeassistant::DEFAULT_MAX_ENTITIES,
-    })
-}
-
-fn tls_files(listener: &ListenerConfig) -> Option<TlsFiles> {
-    listener.tls.as_ref().map(|tls| TlsFiles {
-        cert_file: tls.cert_file.clone(),
-        key_file: tls.key_file.clone(),
-        client_ca_file: tls.client_ca_file.clone(),
     })
 }
 

@@ -48,7 +48,8 @@ use serde::Deserialize;
 pub use sections::{
     defaults, BrokerConfig, DeviceConfig, DevicesConfig, FieldConfig, ForwardEncrypt, ForwardRule,
     GatewayConfig, HomeAssistantConfig, HomeAssistantDevices, ListenerConfig, LogConfig, LogLevel,
-    PublishConfig, SpoolConfig, TlsConfig, Transport, UpstreamConfig, UpstreamUrl, UserConfig, WillConfig,
+    PublishConfig, SpoolConfig, TlsConfig, Transport, UpstreamConfig, UpstreamUrl, UserConfig,
+    WillConfig,
 };
 pub use source::{
     keys_for_kind, CommandConfig, FrameEncryption, Parity, RadioBackendConfig, RadioChip, RadioConfig, RadioPins, SerialConfig,
