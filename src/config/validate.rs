@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::limits::{self, CountRange, DurationRange, SizeRange};
 use super::locate::{KeyPath, Locator, Part};
-use super::Config;
+use super::{BrokerConfig, Config, ForwardRule, SpoolConfig, UpstreamConfig, UserConfig};
 use crate::topic::{self, TopicError};
 
 /// A validation failure: the key path at fault, which part of it to point at, and what to write instead.
@@ -186,8 +186,20 @@ fn check_gateway(config: &Config, at: &KeyPath) -> Result<(), Problem> {
     Ok(())
 }
 
+/// `[broker]`: its listeners, its limits against `limits.rs`, then its users.
 fn check_broker(config: &Config, locator: &Locator<'_>, at: &KeyPath) -> Result<(), Problem> {
     let broker = &config.broker;
+    check_listeners(broker, locator, at)?;
+    check_broker_limits(broker, at)?;
+    check_users(broker, locator, at)
+}
+
+/// At least one `[[broker.listener]]`, no bind address twice, and TLS file paths not empty.
+fn check_listeners(
+    broker: &BrokerConfig,
+    locator: &Locator<'_>,
+    at: &KeyPath,
+) -> Result<(), Problem> {
     if broker.listeners.is_empty() {
         return Err(Problem::value(
             at.key("listener"),
@@ -218,6 +230,11 @@ fn check_broker(config: &Config, locator: &Locator<'_>, at: &KeyPath) -> Result<
             }
         }
     }
+    Ok(())
+}
+
+/// The broker's counts, packet size and durations against their documented ranges.
+fn check_broker_limits(broker: &BrokerConfig, at: &KeyPath) -> Result<(), Problem> {
     let counts = [
         (&limits::MAX_CONNECTIONS, broker.max_connections as u64),
         (&limits::BROKER_MAX_INFLIGHT, u64::from(broker.max_inflight)),
@@ -254,6 +271,11 @@ fn check_broker(config: &Config, locator: &Locator<'_>, at: &KeyPath) -> Result<
     ] {
         check_duration(range, value, key_path(range.key))?;
     }
+    Ok(())
+}
+
+/// Every `[[broker.user]]`: a name, used once, then its password hash and ACL filters.
+fn check_users(broker: &BrokerConfig, locator: &Locator<'_>, at: &KeyPath) -> Result<(), Problem> {
     let mut names = HashMap::new();
     for (i, user) in broker.users.iter().enumerate() {
         let path = at.key("user").index(i);
@@ -270,18 +292,24 @@ fn check_broker(config: &Config, locator: &Locator<'_>, at: &KeyPath) -> Result<
                 format!("\"{}\" is already the name of the [[broker.user]] on line {first_line}; user names must be unique", user.name),
             ));
         }
-        // The broker's own check (format and cost maxima), as the broker runs it at start.
-        if let Err(error) = crate::broker::password::check_hash(&user.password_hash) {
-            return Err(Problem::value(
-                path.key("password_hash"),
-                format!("{error}; run `sensorgate hash-password`, type the password, and paste the line it prints"),
-            ));
-        }
-        for (key, filters) in [("read", &user.read), ("write", &user.write)] {
-            for (j, filter) in filters.iter().enumerate() {
-                check_topic_filter(filter)
-                    .map_err(|message| Problem::value(path.key(key).index(j), message))?;
-            }
+        check_user_credentials(user, &path)?;
+    }
+    Ok(())
+}
+
+/// One user's password hash, as the broker checks it at start, and its `read`/`write` filters.
+fn check_user_credentials(user: &UserConfig, path: &KeyPath) -> Result<(), Problem> {
+    // The broker's own check (format and cost maxima), as the broker runs it at start.
+    if let Err(error) = crate::broker::password::check_hash(&user.password_hash) {
+        return Err(Problem::value(
+            path.key("password_hash"),
+            format!("{error}; run `sensorgate hash-password`, type the password, and paste the line it prints"),
+        ));
+    }
+    for (key, filters) in [("read", &user.read), ("write", &user.write)] {
+        for (j, filter) in filters.iter().enumerate() {
+            check_topic_filter(filter)
+                .map_err(|message| Problem::value(path.key(key).index(j), message))?;
         }
     }
     Ok(())
@@ -483,10 +511,23 @@ fn check_device_key(
     Ok(())
 }
 
+/// `[upstream]`, when present: the connection, each forward rule, the rules as the uplink checks them,
+/// then the spool.
 fn check_upstream(config: &Config, at: &KeyPath) -> Result<(), Problem> {
     let Some(upstream) = &config.upstream else {
         return Ok(());
     };
+    check_upstream_connection(upstream, at)?;
+    for (i, rule) in upstream.forward.iter().enumerate() {
+        check_forward_rule(rule, &at.key("forward").index(i))?;
+    }
+    check_forward_rules_as_the_uplink_does(config, at)?;
+    check_spool(&upstream.spool, &at.key("spool"))
+}
+
+/// The URL's encryption, the client id, certificate and key in pairs, a password only with a user name,
+/// keep-alive and in-flight window against their ranges.
+fn check_upstream_connection(upstream: &UpstreamConfig, at: &KeyPath) -> Result<(), Problem> {
     if !upstream.url.tls && !upstream.allow_plaintext {
         return Err(Problem::value(
             at.key("url"),
@@ -532,41 +573,45 @@ fn check_upstream(config: &Config, at: &KeyPath) -> Result<(), Problem> {
         &limits::UPSTREAM_MAX_INFLIGHT,
         u64::from(upstream.max_inflight),
         at.key("max_inflight"),
-    )?;
-    for (i, rule) in upstream.forward.iter().enumerate() {
-        let path = at.key("forward").index(i);
-        check_topic_filter(&rule.filter)
-            .map_err(|message| Problem::value(path.key("filter"), message))?;
-        if !rule.prefix.is_empty() {
-            check_topic_name(&format!("{}x", rule.prefix)).map_err(|_| {
-                Problem::value(
-                    path.key("prefix"),
-                    format!(
-                        "\"{}\" would make invalid remote topics (no '+', '#', NUL, leading '/' or \"//\"); e.g. \"sites/garden/\"",
-                        rule.prefix
-                    ),
-                )
-            })?;
+    )
+}
+
+/// One `[[upstream.forward]]` at `path`: its filter, prefix, QoS and end-to-end encryption key.
+fn check_forward_rule(rule: &ForwardRule, path: &KeyPath) -> Result<(), Problem> {
+    check_topic_filter(&rule.filter)
+        .map_err(|message| Problem::value(path.key("filter"), message))?;
+    if !rule.prefix.is_empty() {
+        check_topic_name(&format!("{}x", rule.prefix)).map_err(|_| {
+            Problem::value(
+                path.key("prefix"),
+                format!(
+                    "\"{}\" would make invalid remote topics (no '+', '#', NUL, leading '/' or \"//\"); e.g. \"sites/garden/\"",
+                    rule.prefix
+                ),
+            )
+        })?;
+    }
+    check_qos(rule.qos, path.key("qos"))?;
+    if let Some(encrypt) = &rule.encrypt {
+        if encrypt.key_file.as_os_str().is_empty() {
+            return Err(Problem::value(
+                path.key("encrypt").key("key_file"),
+                "is empty; write the path of a file holding the 64 hex digits of the key",
+            ));
         }
-        check_qos(rule.qos, path.key("qos"))?;
-        if let Some(encrypt) = &rule.encrypt {
-            if encrypt.key_file.as_os_str().is_empty() {
-                return Err(Problem::value(
-                    path.key("encrypt").key("key_file"),
-                    "is empty; write the path of a file holding the 64 hex digits of the key",
-                ));
-            }
-            if encrypt.key_id > 255 {
-                return Err(Problem::value(
-                    path.key("encrypt").key("key_id"),
-                    format!("{} is not a key id; write 0-255", encrypt.key_id),
-                ));
-            }
+        if encrypt.key_id > 255 {
+            return Err(Problem::value(
+                path.key("encrypt").key("key_id"),
+                format!("{} is not a key id; write 0-255", encrypt.key_id),
+            ));
         }
     }
-    check_forward_rules_as_the_uplink_does(config, at)?;
-    let spool = &upstream.spool;
-    let at = at.key("spool");
+    Ok(())
+}
+
+/// `[upstream.spool]` at `at`: size, age and sync period against their ranges, and the segment size
+/// within a quarter of the budget, as the spool clamps it.
+fn check_spool(spool: &SpoolConfig, at: &KeyPath) -> Result<(), Problem> {
     check_size(
         &limits::SPOOL_MAX_BYTES,
         spool.max_bytes,
