@@ -10,7 +10,8 @@ BENCH_PROFILE=dev bash bench/run.sh --quick --out "$out" >/dev/null
 echo "quick bench: $((SECONDS - start)) s"
 missing=0
 for heading in "## Budgets" "## Physical limits" "## Decoders" "## Embedded broker" "## Spool" \
-  "## End to end" "## The same workload through the baseline" "## Resources"; do
+  "## End to end" "## The same workload through the baseline" "## Resources" "## Flash writes" \
+  "## Security"; do
   if ! grep -q "^$heading" "$out"; then
     echo "quick bench: the report has no section \"$heading\"" >&2
     missing=1

@@ -12,8 +12,7 @@
 //! daemon writes to its state directory per day) wants root for its loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
-#[path = "../../tests/support/mosquitto.rs"]
-mod mosquitto;
+use sensorgate_testkit::mosquitto;
 
 mod baseline;
 mod broker;

@@ -118,6 +118,13 @@ const KEYS: &[Key] = &[
     key(Broker, "session_expiry", "\"0s\"", "\"7d\"", &["\"7d1ms\""]),
     key(
         Broker,
+        "retained_sync",
+        "\"1s\"",
+        "\"24h\"",
+        &["\"999ms\"", "\"24h1ms\""],
+    ),
+    key(
+        Broker,
         "anonymous_session_expiry",
         "\"0s\"",
         "\"7d\"",
