@@ -24,8 +24,9 @@ use crate::decode::PacketDecoder;
 use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
 use crate::model::Message;
 use crate::publish;
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::SourceEvent;
-use crate::stats::{stats_json, Stats, WarnLimiter};
+use crate::stats::{stats_json, Stats};
 
 /// A cheap probe the stats line calls for the uplink's part (spool depth, link state).
 pub type UplinkStatsProbe = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -90,7 +91,7 @@ impl Pipeline {
         for source in self.decoders.keys() {
             stats.source(source);
         }
-        let mut warnings = WarnLimiter::new(Duration::from_secs(60));
+        let warnings = RateLimiter::new(Duration::from_secs(60));
         let mut refusals = Refusals::default();
         let mut stats_ticker = tokio::time::interval(self.stats_interval);
         stats_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -108,7 +109,7 @@ impl Pipeline {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => {
-                        let messages = self.handle(event, &frames, &mut stats, &mut warnings);
+                        let messages = self.handle(event, &frames, &mut stats, &warnings);
                         refusals.publish(broker, &messages).await;
                     }
                     None => break,
@@ -207,7 +208,7 @@ impl Pipeline {
         event: SourceEvent,
         frames: &FrameGuard,
         stats: &mut Stats,
-        warnings: &mut WarnLimiter,
+        warnings: &RateLimiter,
     ) -> Vec<Message> {
         match event {
             SourceEvent::Up { source } => {
@@ -223,8 +224,8 @@ impl Pipeline {
             SourceEvent::FrameError { source, error } => {
                 stats.source(&source).frame_errors += 1;
                 log::debug!(source = source.as_str(); "frame refused: {error}");
-                if let Some(suppressed) = warnings.check(&source, clock_now()) {
-                    log::warn!(source = source.as_str(); "frame refused: {error}{}", suppressed_note(suppressed));
+                if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
+                    log::warn!(source = source.as_str(); "frame refused: {error}{}", suppressed_suffix(suppressed));
                 }
                 Vec::new()
             }
@@ -240,8 +241,8 @@ impl Pipeline {
                     Err(refusal) => {
                         refusal.count(stats.source(&source));
                         log::debug!(source = source.as_str(); "frame refused: {refusal}");
-                        if let Some(suppressed) = warnings.check(&source, clock_now()) {
-                            log::warn!(source = source.as_str(); "frame refused: {refusal}{}", suppressed_note(suppressed));
+                        if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
+                            log::warn!(source = source.as_str(); "frame refused: {refusal}{}", suppressed_suffix(suppressed));
                         }
                         return Vec::new();
                     }
@@ -286,22 +287,14 @@ impl Pipeline {
                     Err(error) => {
                         stats.source(&source).decode_errors += 1;
                         log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", packet.bytes);
-                        if let Some(suppressed) = warnings.check(&source, clock_now()) {
-                            log::warn!(source = source.as_str(); "undecodable frame: {error}{}", suppressed_note(suppressed));
+                        if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
+                            log::warn!(source = source.as_str(); "undecodable frame: {error}{}", suppressed_suffix(suppressed));
                         }
                         Vec::new()
                     }
                 }
             }
         }
-    }
-}
-
-fn suppressed_note(suppressed: u64) -> String {
-    if suppressed == 0 {
-        String::new()
-    } else {
-        format!(" ({suppressed} similar messages suppressed)")
     }
 }
 
@@ -321,14 +314,14 @@ async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
 /// The pipeline's publishes the broker refused: counted, and logged at most once a minute.
 struct Refusals {
     count: u64,
-    limiter: WarnLimiter,
+    limiter: RateLimiter,
 }
 
 impl Default for Refusals {
     fn default() -> Self {
         Refusals {
             count: 0,
-            limiter: WarnLimiter::new(Duration::from_secs(60)),
+            limiter: RateLimiter::new(Duration::from_secs(60)),
         }
     }
 }
@@ -340,8 +333,8 @@ impl Refusals {
         for message in messages {
             if let Err(error) = broker.publish(message).await {
                 self.count += 1;
-                if let Some(suppressed) = self.limiter.check("publish", clock_now()) {
-                    log::error!("not published: {error}{}", suppressed_note(suppressed));
+                if let Some(suppressed) = self.limiter.admit_at("publish", clock_now()) {
+                    log::error!("not published: {error}{}", suppressed_suffix(suppressed));
                 }
             }
         }

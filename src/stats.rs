@@ -1,9 +1,9 @@
-//! The gateway's counters: what the pipeline counts per source, the JSON published on `{base}/gateway/stats`,
-//! and [`WarnLimiter`], which keeps a noisy source from flooding the log. Pure: time is passed in; it never
-//! publishes, never logs and never reads a clock.
+//! The gateway's counters: what the pipeline counts per source and the JSON published on
+//! `{base}/gateway/stats`. Pure: time is passed in; it never publishes, never logs and never reads a
+//! clock.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value as Json};
@@ -179,65 +179,6 @@ pub fn stats_json(
     report
 }
 
-/// Logs at most one warning per key (a source name) per interval and counts the rest, so the next warning
-/// can say how many were suppressed. Keys should come from a bounded set (configured source names): the
-/// limiter remembers each key it has seen.
-#[derive(Debug, Clone)]
-pub struct WarnLimiter {
-    interval: Duration,
-    keys: HashMap<String, KeyState>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct KeyState {
-    last_logged: Instant,
-    suppressed: u64,
-}
-
-impl WarnLimiter {
-    /// At most one warning per key every `interval`.
-    pub fn new(interval: Duration) -> Self {
-        WarnLimiter {
-            interval,
-            keys: HashMap::new(),
-        }
-    }
-
-    /// Whether to log a warning about `key` now: `Some(n)` to log it (mentioning the `n` warnings suppressed
-    /// since the last one, when `n > 0`), `None` to stay quiet (it is counted).
-    pub fn check(&mut self, key: &str, now: Instant) -> Option<u64> {
-        match self.keys.get_mut(key) {
-            None => {
-                self.keys.insert(
-                    key.to_string(),
-                    KeyState {
-                        last_logged: now,
-                        suppressed: 0,
-                    },
-                );
-                Some(0)
-            }
-            Some(state) if now.saturating_duration_since(state.last_logged) >= self.interval => {
-                let suppressed = state.suppressed;
-                *state = KeyState {
-                    last_logged: now,
-                    suppressed: 0,
-                };
-                Some(suppressed)
-            }
-            Some(state) => {
-                state.suppressed += 1;
-                None
-            }
-        }
-    }
-
-    /// How many warnings about `key` were suppressed since the last one logged.
-    pub fn suppressed(&self, key: &str) -> u64 {
-        self.keys.get(key).map_or(0, |state| state.suppressed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,31 +253,5 @@ mod tests {
         );
         let names: Vec<_> = stats.sources().map(|(name, _)| name).collect();
         assert_eq!(names, ["lora", "uart0"]);
-    }
-
-    #[test]
-    fn warn_limiter_logs_once_per_interval_per_key_and_counts_the_rest() {
-        let mut limiter = WarnLimiter::new(Duration::from_secs(60));
-        let t0 = Instant::now();
-        assert_eq!(limiter.check("uart0", t0), Some(0));
-        assert_eq!(limiter.check("uart0", t0 + Duration::from_secs(1)), None);
-        assert_eq!(limiter.check("uart0", t0 + Duration::from_secs(59)), None);
-        assert_eq!(
-            limiter.check("lora", t0 + Duration::from_secs(2)),
-            Some(0),
-            "keys are independent"
-        );
-        assert_eq!(limiter.suppressed("uart0"), 2);
-        assert_eq!(
-            limiter.check("uart0", t0 + Duration::from_secs(60)),
-            Some(2)
-        );
-        assert_eq!(limiter.suppressed("uart0"), 0);
-        assert_eq!(limiter.check("uart0", t0 + Duration::from_secs(61)), None);
-        assert_eq!(
-            limiter.check("uart0", t0 + Duration::from_secs(120)),
-            Some(1)
-        );
-        assert_eq!(limiter.suppressed("never-seen"), 0);
     }
 }
