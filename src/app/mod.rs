@@ -13,7 +13,7 @@ mod settings;
 mod supervise;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,163 +181,304 @@ async fn load_keys(config: &Config) -> Result<crate::crypto::LoadedKeys, RunErro
     Ok(loaded)
 }
 
+/// Creates the state directory (retained snapshot, spool, replay marks, discovery state).
+fn create_state_dir(config: &Config) -> Result<PathBuf, RunError> {
+    let state_dir = config.state_dir();
+    std::fs::create_dir_all(&state_dir).with_context(|| {
+        format!(
+            "cannot create the state directory {} (set [gateway] state_dir)",
+            state_dir.display()
+        )
+    })?;
+    Ok(state_dir)
+}
+
+/// The replay marks of encrypted frames (`crate::replay`) and the task that writes them.
+struct ReplayMarks {
+    guard: crate::replay::ReplayGuard,
+    task: JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+/// Opens the replay marks in the state directory and starts their persister.
+async fn open_replay(state_dir: &Path) -> Result<ReplayMarks, RunError> {
+    let (guard, persister) = crate::replay::open(state_dir)
+        .await
+        .context("replay marks of encrypted frames")?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(persister.run(stop.clone()));
+    Ok(ReplayMarks { guard, task, stop })
+}
+
+/// Starts the embedded broker (restoring its retained state) with the uplink's tap, when there is an
+/// `[upstream]`: the broker serves from here on. Returns the broker and the tap's receiving end.
+async fn start_broker(
+    config: &Config,
+    state_dir: &Path,
+) -> Result<(Arc<Broker>, Option<mpsc::Receiver<Message>>), RunError> {
+    // The tap carries only what a forward rule selects, bounded (TAP_CAPACITY).
+    let (tap, uplink_input) = match &config.upstream {
+        Some(upstream) => {
+            let filters = upstream.forward.iter().map(|r| r.filter.clone()).collect();
+            let (tx, rx) = crate::broker::tap(filters, crate::broker::TAP_CAPACITY);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    let broker = Arc::new(
+        Broker::start(&settings::broker(config, state_dir), tap)
+            .await
+            .context("embedded broker")?,
+    );
+    for addr in broker.local_addrs() {
+        log::info!("MQTT broker listening on {addr}");
+    }
+    Ok((broker, uplink_input))
+}
+
+/// The device registry, holding the states the broker restored; publishes the devices restored
+/// `online` as `offline`, then the gateway `online`.
+async fn restore_and_announce(config: &Config, broker: &Broker) -> Registry {
+    let mut registry = Registry::new(settings::registry(config));
+    let restored = broker.retained_messages().await;
+    registry.adopt_restored_states(&restored);
+    let mut announcements = registry.offline_after_restart(&restored);
+    announcements.push(availability(
+        &config.gateway.base_topic,
+        publish::ONLINE,
+        config.publish.qos,
+    ));
+    publish_all(broker, &announcements).await;
+    registry
+}
+
+/// Starts Home Assistant discovery (or clears what an earlier run announced) and publishes its first
+/// messages; the stage, when discovery is on, goes to the pipeline.
+async fn start_homeassistant(
+    config: &Config,
+    state_dir: &Path,
+    broker: &Broker,
+    registry: &Registry,
+) -> Option<crate::homeassistant::stage::Stage> {
+    let (discovery, discovery_messages) = crate::homeassistant::stage::start(
+        settings::homeassistant(config),
+        state_dir,
+        broker,
+        registry,
+    )
+    .await;
+    publish_all(broker, &discovery_messages).await;
+    discovery
+}
+
+/// The uplink's task (when there is an `[upstream]`), its stop token and its statistics.
+struct StartedUplink {
+    task: Option<JoinHandle<Option<()>>>,
+    stop: CancellationToken,
+    stats: Option<UplinkStatsHandle>,
+}
+
+/// Opens the spool and starts the uplink on the tap's receiving end, when there is an `[upstream]`.
+async fn start_uplink(
+    config: &Config,
+    state_dir: &Path,
+    uplink_input: Option<mpsc::Receiver<Message>>,
+    sealers: Vec<(usize, crate::crypto::Sealer)>,
+    failures: &Failures,
+) -> Result<StartedUplink, RunError> {
+    let uplink_stop = CancellationToken::new();
+    let mut uplink_stats = None;
+    let uplink = match (config.upstream.as_ref(), uplink_input) {
+        (Some(upstream), Some(input)) => {
+            let uplink = Uplink::open_async(settings::uplink(config, upstream, state_dir))
+                .await
+                .context("upstream")?
+                .with_payload_encryption(sealers);
+            log::info!("forwarding upstream to {}", upstream.url);
+            let stats = uplink.stats();
+            uplink_stats = Some(stats);
+            let stop = uplink_stop.clone();
+            let report = failures.clone();
+            Some(failures.spawn("uplink", async move {
+                if let Err(error) = uplink.run(input, stop).await {
+                    report.report(format!(
+                        "uplink stopped: {error}; messages stay in the spool until the next start"
+                    ));
+                }
+            }))
+        }
+        _ => None,
+    };
+    Ok(StartedUplink {
+        task: uplink,
+        stop: uplink_stop,
+        stats: uplink_stats,
+    })
+}
+
+/// The command router's task and stop token (when it got the broker's command tap), the port of each
+/// source with `commands = true`, and the router's statistics.
+struct StartedCommands {
+    running: Option<(JoinHandle<()>, CancellationToken)>,
+    ports: HashMap<String, crate::commands::CommandPort>,
+    stats: Option<crate::commands::CommandStats>,
+}
+
+/// Starts the command router when a source has `commands = true`: it takes the command tap's client
+/// publishes.
+fn start_commands(
+    config: &Config,
+    broker: &Arc<Broker>,
+    frames: &crate::crypto::FrameKeys,
+) -> StartedCommands {
+    let command_settings = crate::commands::CommandSettings::from_config(config);
+    let mut command_stats = None;
+    let mut command_ports = HashMap::new();
+    let mut commands = None;
+    if command_settings.any_enabled() {
+        let filters = crate::commands::topics::filters(&command_settings.base_topic);
+        let router = crate::commands::Commands::new(command_settings, frames.clone());
+        for source in &config.sources {
+            if let Some(port) = router.port(&source.name) {
+                command_ports.insert(source.name.clone(), port);
+            }
+        }
+        command_stats = Some(router.stats());
+        match broker.command_tap(filters, crate::commands::INPUT_CAPACITY) {
+            Some(input) => {
+                let stop = CancellationToken::new();
+                let task = router.spawn(broker.clone(), input, stop.clone());
+                commands = Some((task, stop));
+            }
+            None => {
+                log::error!("commands: the broker's command tap is taken; no commands are sent")
+            }
+        }
+    }
+    StartedCommands {
+        running: commands,
+        ports: command_ports,
+        stats: command_stats,
+    }
+}
+
+/// The pipeline stage: a decoder per source, the registry, the statistics probes, its heartbeat and
+/// the discovery stage.
+fn build_pipeline(
+    config: &Config,
+    state_dir: &Path,
+    registry: Registry,
+    discovery: Option<crate::homeassistant::stage::Stage>,
+    uplink_stats: Option<UplinkStatsHandle>,
+    command_stats: Option<crate::commands::CommandStats>,
+    health: &Health,
+) -> Pipeline {
+    Pipeline {
+        decoders: config
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), settings::decoder(s)))
+            .collect(),
+        registry,
+        base_topic: config.gateway.base_topic.clone(),
+        stats_interval: config.publish.stats_interval,
+        uplink_stats: uplink_stats
+            .map(|stats| Box::new(move || stats.snapshot()) as crate::pipeline::UplinkStatsProbe),
+        command_stats: command_stats
+            .map(|stats| Box::new(move || stats.snapshot()) as crate::pipeline::CommandStatsProbe),
+        heartbeat: Some(health.register("pipeline", Duration::from_secs(30))),
+        devices_online: Arc::new(AtomicUsize::new(0)),
+        discovery,
+        state_dir: state_dir.to_path_buf(),
+    }
+}
+
+/// The running pipeline: the sources' queue into it, its task and its reload channel.
+struct StartedPipeline {
+    events: mpsc::Sender<SourceEvent>,
+    task: JoinHandle<Option<Registry>>,
+    updates: mpsc::Sender<PipelineUpdate>,
+}
+
+/// Starts the pipeline on the sources' queue (`EVENT_QUEUE` deep) and a reload channel.
+fn spawn_pipeline(
+    pipeline: Pipeline,
+    broker: &Arc<Broker>,
+    frames: crate::crypto::FrameGuard,
+    failures: &Failures,
+) -> StartedPipeline {
+    let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (pipeline_updates, updates_rx) = mpsc::channel(4);
+    let pipeline_broker = broker.clone();
+    let task = failures.spawn("pipeline", async move {
+        pipeline
+            .run_with_frames(&pipeline_broker, events_rx, updates_rx, frames)
+            .await
+    });
+    StartedPipeline {
+        events,
+        task,
+        updates: pipeline_updates,
+    }
+}
+
 impl Gateway {
+    /// Starts every part in order: state directory, keys and replay marks, tap and broker, restored
+    /// state and announcements, Home Assistant, uplink, commands, pipeline, then the sources.
     async fn start(
         config: Config,
         health: Health,
         failures: Failures,
     ) -> Result<Gateway, RunError> {
-        let state_dir = config.state_dir();
-        std::fs::create_dir_all(&state_dir).with_context(|| {
-            format!(
-                "cannot create the state directory {} (set [gateway] state_dir)",
-                state_dir.display()
-            )
-        })?;
+        let state_dir = create_state_dir(&config)?;
         let keys = load_keys(&config).await?;
-        let (replay, replay_persister) = crate::replay::open(&state_dir)
-            .await
-            .context("replay marks of encrypted frames")?;
-        let replay_stop = CancellationToken::new();
-        let replay_task = tokio::spawn(replay_persister.run(replay_stop.clone()));
-
-        // The tap carries only what a forward rule selects, bounded (TAP_CAPACITY).
-        let (tap, uplink_input) = match &config.upstream {
-            Some(upstream) => {
-                let filters = upstream.forward.iter().map(|r| r.filter.clone()).collect();
-                let (tx, rx) = crate::broker::tap(filters, crate::broker::TAP_CAPACITY);
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
-        let broker = Arc::new(
-            Broker::start(&settings::broker(&config, &state_dir), tap)
-                .await
-                .context("embedded broker")?,
-        );
-        for addr in broker.local_addrs() {
-            log::info!("MQTT broker listening on {addr}");
-        }
-
-        let base = config.gateway.base_topic.clone();
-        let mut registry = Registry::new(settings::registry(&config));
-        let restored = broker.retained_messages().await;
-        registry.adopt_restored_states(&restored);
-        let mut announcements = registry.offline_after_restart(&restored);
-        announcements.push(availability(&base, publish::ONLINE, config.publish.qos));
-        publish_all(&broker, &announcements).await;
-        let (discovery, discovery_messages) = crate::homeassistant::stage::start(
-            settings::homeassistant(&config),
+        let replay = open_replay(&state_dir).await?;
+        let (broker, uplink_input) = start_broker(&config, &state_dir).await?;
+        let registry = restore_and_announce(&config, &broker).await;
+        let discovery = start_homeassistant(&config, &state_dir, &broker, &registry).await;
+        let uplink =
+            start_uplink(&config, &state_dir, uplink_input, keys.sealers, &failures).await?;
+        let commands = start_commands(&config, &broker, &keys.frames);
+        let pipeline = build_pipeline(
+            &config,
             &state_dir,
-            &broker,
-            &registry,
-        )
-        .await;
-        publish_all(&broker, &discovery_messages).await;
-
-        let uplink_stop = CancellationToken::new();
-        let mut uplink_stats = None;
-        let uplink = match (config.upstream.as_ref(), uplink_input) {
-            (Some(upstream), Some(input)) => {
-                let uplink = Uplink::open_async(settings::uplink(&config, upstream, &state_dir))
-                    .await
-                    .context("upstream")?
-                    .with_payload_encryption(keys.sealers);
-                log::info!("forwarding upstream to {}", upstream.url);
-                let stats = uplink.stats();
-                uplink_stats = Some(stats);
-                let stop = uplink_stop.clone();
-                let report = failures.clone();
-                Some(failures.spawn("uplink", async move {
-                    if let Err(error) = uplink.run(input, stop).await {
-                        report.report(format!(
-                            "uplink stopped: {error}; messages stay in the spool until the next start"
-                        ));
-                    }
-                }))
-            }
-            _ => None,
-        };
-
-        // Commands to devices: the router takes the command tap's client publishes.
-        let command_settings = crate::commands::CommandSettings::from_config(&config);
-        let mut command_stats = None;
-        let mut command_ports = HashMap::new();
-        let mut commands = None;
-        if command_settings.any_enabled() {
-            let filters = crate::commands::topics::filters(&command_settings.base_topic);
-            let router = crate::commands::Commands::new(command_settings, keys.frames.clone());
-            for source in &config.sources {
-                if let Some(port) = router.port(&source.name) {
-                    command_ports.insert(source.name.clone(), port);
-                }
-            }
-            command_stats = Some(router.stats());
-            match broker.command_tap(filters, crate::commands::INPUT_CAPACITY) {
-                Some(input) => {
-                    let stop = CancellationToken::new();
-                    let task = router.spawn(broker.clone(), input, stop.clone());
-                    commands = Some((task, stop));
-                }
-                None => {
-                    log::error!("commands: the broker's command tap is taken; no commands are sent")
-                }
-            }
-        }
-
-        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let devices_online = Arc::new(AtomicUsize::new(0));
-        let pipeline = Pipeline {
-            decoders: config
-                .sources
-                .iter()
-                .map(|s| (s.name.clone(), settings::decoder(s)))
-                .collect(),
             registry,
-            base_topic: base,
-            stats_interval: config.publish.stats_interval,
-            uplink_stats: uplink_stats.clone().map(|stats| {
-                Box::new(move || stats.snapshot()) as crate::pipeline::UplinkStatsProbe
-            }),
-            command_stats: command_stats.map(|stats| {
-                Box::new(move || stats.snapshot()) as crate::pipeline::CommandStatsProbe
-            }),
-            heartbeat: Some(health.register("pipeline", Duration::from_secs(30))),
-            devices_online: devices_online.clone(),
             discovery,
-            state_dir: state_dir.clone(),
-        };
-        let (pipeline_updates, updates_rx) = mpsc::channel(4);
-        let pipeline_broker = broker.clone();
-        let frames = crate::crypto::FrameGuard::new(keys.frames, replay);
-        let pipeline = failures.spawn("pipeline", async move {
-            pipeline
-                .run_with_frames(&pipeline_broker, events_rx, updates_rx, frames)
-                .await
-        });
+            uplink.stats.clone(),
+            commands.stats,
+            &health,
+        );
+        let devices_online = pipeline.devices_online.clone();
+        let frames = crate::crypto::FrameGuard::new(keys.frames, replay.guard);
+        let pipeline = spawn_pipeline(pipeline, &broker, frames, &failures);
 
         let mut gateway = Gateway {
             config,
             health,
             broker,
-            events,
+            events: pipeline.events,
             sources: HashMap::new(),
-            pipeline,
-            pipeline_updates,
+            pipeline: pipeline.task,
+            pipeline_updates: pipeline.updates,
             devices_online,
-            uplink_stats,
-            uplink,
-            uplink_stop,
+            uplink_stats: uplink.stats,
+            uplink: uplink.task,
+            uplink_stop: uplink.stop,
             failures,
-            replay: replay_task,
-            replay_stop,
-            commands,
-            command_ports,
+            replay: replay.task,
+            replay_stop: replay.stop,
+            commands: commands.running,
+            command_ports: commands.ports,
         };
-        for source in gateway.config.sources.clone() {
-            gateway.start_source(source);
-        }
+        gateway.start_sources();
         Ok(gateway)
+    }
+
+    /// Starts a task for every configured source.
+    fn start_sources(&mut self) {
+        for source in self.config.sources.clone() {
+            self.start_source(source);
+        }
     }
 
     fn start_source(&mut self, config: SourceConfig) {
