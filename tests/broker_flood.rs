@@ -3,8 +3,8 @@
 //! and no growth of the process's resident memory beyond a small margin. Alone in its binary so the RSS
 //! reading is not disturbed by other tests.
 
-use sensorgate_testkit::raw;
 use sensorgate_testkit::broker as support;
+use sensorgate_testkit::raw;
 
 use std::time::Duration;
 

@@ -62,10 +62,18 @@ async fn serves(addr: SocketAddr, probe: &str) -> bool {
     let mut subscriber = mqtt::subscribe(addr, &format!("{probe}-sub"), "probe/#", 1).await;
     let mut publisher = connect(addr, &format!("{probe}-pub"), false).await;
     publisher
-        .send(&publish_packet(b"probe/x", probe.as_bytes(), 0, false, false))
+        .send(&publish_packet(
+            b"probe/x",
+            probe.as_bytes(),
+            0,
+            false,
+            false,
+        ))
         .await;
     subscriber
-        .wait_for(Duration::from_secs(5), &mut Vec::new(), |m| m.topic == "probe/x")
+        .wait_for(Duration::from_secs(5), &mut Vec::new(), |m| {
+            m.topic == "probe/x"
+        })
         .await
         .is_some()
 }
@@ -184,7 +192,9 @@ async fn wildcard_and_nul_topic_names_are_refused() {
         .send(&publish_packet(b"marker", b"end", 0, false, false))
         .await;
     let seen = watcher
-        .collect_until(Duration::from_secs(5), |latest| latest.contains_key("marker"))
+        .collect_until(Duration::from_secs(5), |latest| {
+            latest.contains_key("marker")
+        })
         .await;
     let wild: Vec<&String> = seen
         .keys()
@@ -260,7 +270,10 @@ async fn a_silent_connection_after_a_finished_tls_handshake_is_closed() {
         pki.server_key_file.display()
     );
     let tls_port = daemon::free_port();
-    let daemon = Daemon::start(dir.path(), &config.replace("{tls_port}", &tls_port.to_string()));
+    let daemon = Daemon::start(
+        dir.path(),
+        &config.replace("{tls_port}", &tls_port.to_string()),
+    );
     // Python's ssl module: finish the handshake, say nothing, report how long until the server closes.
     let script = format!(
         r#"
@@ -302,16 +315,17 @@ print("closed after %.2f s" % (time.monotonic() - start))
         .trim_end_matches(" s")
         .parse()
         .unwrap();
-    assert!(seconds < 4.0, "closed after {seconds} s (handshake_timeout = 1s)");
+    assert!(
+        seconds < 4.0,
+        "closed after {seconds} s (handshake_timeout = 1s)"
+    );
     drop(daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absent_persistent_sessions_never_lock_new_clients_out() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "{BROKER_ONLY}max_offline_sessions = 64\nmax_connections = 256\n"
-    );
+    let config = format!("{BROKER_ONLY}max_offline_sessions = 64\nmax_connections = 256\n");
     let daemon = Daemon::start(dir.path(), &config);
     let before = fd_count(&daemon);
     // 1,100 anonymous clients with clean session = 0 connect and vanish without DISCONNECT.
@@ -387,10 +401,7 @@ async fn stalled_subscriber(addr: SocketAddr, n: usize) -> tokio::net::TcpStream
 fn start_serial(dir: &Path) -> (Daemon, pty::FakeDongle) {
     let link = dir.join("usb-hostile-if00");
     let dongle = pty::FakeDongle::plug(&link);
-    let daemon = Daemon::start(
-        dir,
-        &SERIAL.replace("{link}", &link.display().to_string()),
-    );
+    let daemon = Daemon::start(dir, &SERIAL.replace("{link}", &link.display().to_string()));
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
     (daemon, dongle)
 }

@@ -80,7 +80,11 @@ where
 #[tokio::test(start_paused = true)]
 async fn a_silent_device_goes_offline_after_offline_after_in_virtual_time() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Arc::new(Broker::start(&support::local_settings(), None).await.unwrap());
+    let broker = Arc::new(
+        Broker::start(&support::local_settings(), None)
+            .await
+            .unwrap(),
+    );
     let (events, events_rx) = mpsc::channel(16);
     let (_updates, updates_rx) = mpsc::channel(1);
     let pipeline = pipeline(dir.path());

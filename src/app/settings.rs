@@ -228,9 +228,12 @@ pub fn simulator(source: &SourceConfig, simulator: &SimulatorConfig) -> Simulato
         framing: simulator.framing,
         silence_probability: 0.002,
         seed: seed_from_name(&source.name),
-        encryption: source.encryption.as_ref().map(|encryption| SimulatorEncryption {
-            key_file: encryption.key_file.clone(),
-        }),
+        encryption: source
+            .encryption
+            .as_ref()
+            .map(|encryption| SimulatorEncryption {
+                key_file: encryption.key_file.clone(),
+            }),
     }
 }
 

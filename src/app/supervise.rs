@@ -92,7 +92,10 @@ mod tests {
     #[tokio::test]
     async fn a_task_that_ends_normally_reports_nothing() {
         let (failures, mut reports) = failures();
-        assert_eq!(failures.spawn("pipeline", async { 7 }).await.unwrap(), Some(7));
+        assert_eq!(
+            failures.spawn("pipeline", async { 7 }).await.unwrap(),
+            Some(7)
+        );
         drop(failures);
         assert_eq!(reports.recv().await, None);
     }

@@ -113,7 +113,10 @@ mod tests {
     fn the_default_settings_fit_the_units_limit() {
         let budget = Budget::of(&BrokerSettings::default());
         assert_eq!(budget.needed(), 1024 + 256 + HEADROOM);
-        assert!(budget.needed() <= 4096, "systemd/sensorgate.service has LimitNOFILE=4096");
+        assert!(
+            budget.needed() <= 4096,
+            "systemd/sensorgate.service has LimitNOFILE=4096"
+        );
     }
 
     #[test]

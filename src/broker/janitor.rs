@@ -143,7 +143,8 @@ fn sweep(
         .iter()
         .enumerate()
         .filter(|(index, (seen, _))| {
-            *index < over_bound || now.saturating_duration_since(*seen) >= settings.handshake_timeout
+            *index < over_bound
+                || now.saturating_duration_since(*seen) >= settings.handshake_timeout
         })
         .map(|(_, (_, socket))| *socket)
         .collect();
@@ -256,7 +257,13 @@ mod tests {
         let t0 = Instant::now();
         let mut spoken = HashSet::from([SocketAddr::from(([127, 0, 0, 1], 9))]);
         let mut seen = HashMap::new();
-        sweep(&[socket(10, 40000)], &mut spoken, &mut seen, t0, &settings(10));
+        sweep(
+            &[socket(10, 40000)],
+            &mut spoken,
+            &mut seen,
+            t0,
+            &settings(10),
+        );
         assert!(spoken.is_empty());
         sweep(&[], &mut spoken, &mut seen, t0, &settings(10));
         assert!(seen.is_empty());

@@ -115,15 +115,15 @@ use crate::model::Message;
 use acl::{AccessPolicy, Rights};
 use auth::{Logins, Throttle};
 use backlog::{Backlog, BacklogHook, BoundedShared};
-use gate::{CommandTap, PublishGate, RefusedCommands, Tap};
 pub use gate::{tap, ClientPublish, TapSender, TAP_CAPACITY};
-pub use password::{hash_password, verify_password, PasswordError};
+use gate::{CommandTap, PublishGate, RefusedCommands, Tap};
 use janitor::{Janitor, JanitorSettings, SpokenPeers};
 use pacing::{PacerHook, RetainedPacer};
-use shared_groups::RoundRobin;
+pub use password::{hash_password, verify_password, PasswordError};
 use policy::{Policy, PolicyHook, PolicyLimits};
 use retained::{EngineRetainStorage, RetainLimits, RetainedStore};
 use sessions::{CappedFitterManager, OfflineSessions, OfflineSessionsHook, SessionLifetimes};
+use shared_groups::RoundRobin;
 use snapshotter::Snapshotter;
 
 /// How long a message queued for an offline persistent session (clean session = false) is kept, and how

@@ -233,7 +233,10 @@ mod tests {
         assert!(filter_within("a/+/c", "a/+/#"));
         assert!(!filter_within("a/#", "a/+"));
         assert!(filter_within("#", "+/#"), "every topic has a first level");
-        assert!(!filter_within("a/#", "a/+/#"), "a/# matches a, a/+/# does not");
+        assert!(
+            !filter_within("a/#", "a/+/#"),
+            "a/# matches a, a/+/# does not"
+        );
         assert!(!filter_within("#", "+/+/#"));
     }
 
