@@ -740,6 +740,20 @@ impl SourceToml {
             RadioChip::Sx1276 => self.dio0_pin,
             RadioChip::Sx1262 => self.dio1_pin,
         };
+        self.check_radio_pins(irq_key, irq, at)?;
+        match self.backend.unwrap_or(BackendName::Pi) {
+            BackendName::Simulator => self.simulated_radio(at),
+            BackendName::Pi => self.pi_radio(chip, irq_key, irq, at),
+        }
+    }
+
+    /// Every pin given, whatever the backend: BCM 0..=27 and none used twice.
+    fn check_radio_pins(
+        &self,
+        irq_key: &'static str,
+        irq: Option<u8>,
+        at: &KeyPath,
+    ) -> Result<(), Problem> {
         let mut pins: Vec<(&str, u8)> = Vec::new();
         for (key, pin) in [
             ("reset_pin", self.reset_pin),
@@ -762,58 +776,68 @@ impl SourceToml {
             }
             pins.push((key, pin));
         }
-        match self.backend.unwrap_or(BackendName::Pi) {
-            BackendName::Simulator => {
-                // The node count is the radio's to check (`check_as_the_radio_does`); the interval's
-                // range is the configuration's.
-                let devices = self.devices.unwrap_or(3);
-                let interval = self.interval.unwrap_or(Duration::from_secs(2));
-                check_duration(&limits::SOURCE_INTERVAL, interval, at.key("interval"))?;
-                Ok(RadioBackendConfig::Simulator { devices, interval })
-            }
-            BackendName::Pi => {
-                for key in ["devices", "interval"] {
-                    let present = match key {
-                        "devices" => self.devices.is_some(),
-                        _ => self.interval.is_some(),
-                    };
-                    if present {
-                        return Err(Problem::key(
-                            at.key(key),
-                            format!("`{key}` applies to backend = \"simulator\" only"),
-                        ));
-                    }
-                }
-                let missing = |key: &str, example: &str| {
-                    Problem::value(
-                        at.clone(),
-                        format!("missing key `{key}` (BCM GPIO number), e.g. {key} = {example}"),
-                    )
-                };
-                let reset_pin = self.reset_pin.ok_or_else(|| missing("reset_pin", "17"))?;
-                let irq_pin = irq.ok_or_else(|| missing(irq_key, "4"))?;
-                if chip == RadioChip::Sx1262 && self.busy_pin.is_none() {
-                    return Err(missing("busy_pin", "20"));
-                }
-                let spi = self
-                    .spi
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("/dev/spidev0.0"));
-                if spi.as_os_str().is_empty() {
-                    return Err(Problem::value(
-                        at.key("spi"),
-                        "is empty; e.g. \"/dev/spidev0.0\"",
-                    ));
-                }
-                Ok(RadioBackendConfig::Pi(RadioPins {
-                    spi,
-                    reset_pin,
-                    irq_pin,
-                    busy_pin: self.busy_pin,
-                    cs_pin: self.cs_pin,
-                }))
+        Ok(())
+    }
+
+    /// `backend = "simulator"`: its node count and interval, defaulted.
+    fn simulated_radio(&self, at: &KeyPath) -> Result<RadioBackendConfig, Problem> {
+        // The node count is the radio's to check (`check_as_the_radio_does`); the interval's
+        // range is the configuration's.
+        let devices = self.devices.unwrap_or(3);
+        let interval = self.interval.unwrap_or(Duration::from_secs(2));
+        check_duration(&limits::SOURCE_INTERVAL, interval, at.key("interval"))?;
+        Ok(RadioBackendConfig::Simulator { devices, interval })
+    }
+
+    /// `backend = "pi"` (the default): no simulator keys, the reset and interrupt pins (and BUSY for the
+    /// SX1262) present, and a SPI device path.
+    fn pi_radio(
+        &self,
+        chip: RadioChip,
+        irq_key: &'static str,
+        irq: Option<u8>,
+        at: &KeyPath,
+    ) -> Result<RadioBackendConfig, Problem> {
+        for key in ["devices", "interval"] {
+            let present = match key {
+                "devices" => self.devices.is_some(),
+                _ => self.interval.is_some(),
+            };
+            if present {
+                return Err(Problem::key(
+                    at.key(key),
+                    format!("`{key}` applies to backend = \"simulator\" only"),
+                ));
             }
         }
+        let missing = |key: &str, example: &str| {
+            Problem::value(
+                at.clone(),
+                format!("missing key `{key}` (BCM GPIO number), e.g. {key} = {example}"),
+            )
+        };
+        let reset_pin = self.reset_pin.ok_or_else(|| missing("reset_pin", "17"))?;
+        let irq_pin = irq.ok_or_else(|| missing(irq_key, "4"))?;
+        if chip == RadioChip::Sx1262 && self.busy_pin.is_none() {
+            return Err(missing("busy_pin", "20"));
+        }
+        let spi = self
+            .spi
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/dev/spidev0.0"));
+        if spi.as_os_str().is_empty() {
+            return Err(Problem::value(
+                at.key("spi"),
+                "is empty; e.g. \"/dev/spidev0.0\"",
+            ));
+        }
+        Ok(RadioBackendConfig::Pi(RadioPins {
+            spi,
+            reset_pin,
+            irq_pin,
+            busy_pin: self.busy_pin,
+            cs_pin: self.cs_pin,
+        }))
     }
 }
 
