@@ -46,7 +46,8 @@
 //! - [`crypto`]: payload security: AES-128-CCM sensor frames opened before decoding, the
 //!   ChaCha20-Poly1305 envelope of end-to-end encrypted uplink payloads, key files. [`replay`] keeps the
 //!   per-device frame counter marks and what survives a power cut.
-//! - [`topic`]: MQTT topic names and filters: grammar, depth, matching; the one owner of those rules.
+//! - [`topic`]: MQTT topic names and filters (grammar, depth, matching) and every topic the gateway builds
+//!   ([`topic::gateway`]); the one owner of those rules.
 //! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
 //! - [`app`]: the wiring: builds each stage from the configuration, owns the start, stop and reload order.
 //! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`ratelimit`] (log lines
