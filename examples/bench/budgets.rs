@@ -262,7 +262,10 @@ mod tests {
                 None,
                 None,
                 None,
-                None
+                None,
+                None, // flash: 50 devices, cloud up (no flash report)
+                None, // flash: cloud down, per spooled byte
+                None, // flash: idle
             ]
         );
         assert_eq!(budgets[2].figure, "13.3×");
