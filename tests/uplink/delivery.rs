@@ -11,11 +11,9 @@ use std::time::Duration;
 use mosquitto::{BrokerConfig, Mosquitto, Subscriber};
 use sensorgate::model::Message;
 use sensorgate::uplink::spool::{Outbound, Spool};
-use sensorgate::uplink::{
-    ForwardRule, SpoolSettings, SyncPolicy, Uplink, UplinkError, UplinkSettings, UplinkStatsHandle,
-};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use sensorgate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, UplinkSettings};
+
+use crate::running::Running;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -51,30 +49,7 @@ fn settings(port: u16, state_dir: &Path, spool: SpoolSettings) -> UplinkSettings
     }
 }
 
-struct Running {
-    input: mpsc::Sender<Message>,
-    stats: UplinkStatsHandle,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), UplinkError>>,
-}
-
 impl Running {
-    fn start(settings: UplinkSettings) -> Running {
-        let uplink = Uplink::open(settings)
-            .expect("open uplink")
-            .with_reconnect_delays(Duration::from_millis(100), Duration::from_millis(400));
-        let stats = uplink.stats();
-        let (input, rx) = mpsc::channel(sensorgate::broker::TAP_CAPACITY);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(uplink.run(rx, shutdown.clone()));
-        Running {
-            input,
-            stats,
-            shutdown,
-            task,
-        }
-    }
-
     fn send(&self, i: u64) {
         self.input
             .try_send(Message {
@@ -84,34 +59,6 @@ impl Running {
                 retain: false,
             })
             .expect("uplink input open");
-    }
-
-    /// Waits (bounded) until `ok` holds for the stats snapshot.
-    async fn wait_stats(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let snap = self.stats.snapshot();
-            if ok(&snap) {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{what}: {snap}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Drops the uplink without a clean stop: no final fsync, no DISCONNECT (a crash).
-    async fn crash(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("uplink stops within bound")
-            .expect("uplink task")
-            .expect("clean stop");
     }
 }
 
@@ -174,7 +121,7 @@ async fn a_backlog_of_10000_arrives_complete_and_in_order_after_an_outage() {
         running.send(i);
     }
     running
-        .wait_stats("all spooled", |s| {
+        .wait_stats(WAIT, "all spooled", |s| {
             s["appended"] == 10_000 && s["synced_seq"] == 10_000
         })
         .await;
@@ -186,7 +133,7 @@ async fn a_backlog_of_10000_arrives_complete_and_in_order_after_an_outage() {
     let elapsed = started.elapsed();
     assert_eq!(fresh, (0..10_000).collect::<Vec<_>>());
     running
-        .wait_stats("backlog acknowledged", |s| s["spool_messages"] == 0)
+        .wait_stats(WAIT, "backlog acknowledged", |s| s["spool_messages"] == 0)
         .await;
     let snap = running.stats.snapshot();
     assert!(
@@ -196,7 +143,7 @@ async fn a_backlog_of_10000_arrives_complete_and_in_order_after_an_outage() {
     assert_eq!(snap["replayed"], 10_000, "{snap}");
     assert_eq!(snap["dropped"], 0, "{snap}");
     eprintln!("10000-message backlog delivered in {elapsed:?}: {snap}");
-    running.stop().await;
+    running.stop(WAIT).await;
 }
 
 #[tokio::test]
@@ -213,7 +160,7 @@ async fn a_crash_after_fsync_loses_nothing() {
         running.send(i);
     }
     running
-        .wait_stats("fsync'ed", |s| s["synced_seq"] == 3_000)
+        .wait_stats(WAIT, "fsync'ed", |s| s["synced_seq"] == 3_000)
         .await;
     running.crash().await;
 
@@ -222,7 +169,7 @@ async fn a_crash_after_fsync_loses_nothing() {
     let (fresh, duplicates) = collect_in_order(&mut sub, 0, 2_999).await;
     assert_eq!(fresh.len(), 3_000);
     assert_eq!(duplicates, 0);
-    restarted.stop().await;
+    restarted.stop(WAIT).await;
 }
 
 /// Fixed-size records, ten to a segment, so the test knows where each one lies.
@@ -293,7 +240,7 @@ async fn torn_and_corrupt_spool_files_are_cut_and_the_valid_records_delivered() 
         }
     }
     assert_eq!(got, expected);
-    running.stop().await;
+    running.stop(WAIT).await;
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -325,7 +272,9 @@ async fn the_disk_budget_holds_and_drops_are_counted() {
             running.send(i);
         }
         running
-            .wait_stats("batch spooled", |s| s["appended"] == (batch + 1) * 100)
+            .wait_stats(WAIT, "batch spooled", |s| {
+                s["appended"] == (batch + 1) * 100
+            })
             .await;
         worst = worst.max(dir_bytes(&spool_dir));
     }
@@ -345,7 +294,7 @@ async fn the_disk_budget_holds_and_drops_are_counted() {
         "every message delivered or counted"
     );
     assert_eq!(fresh.first(), Some(&dropped), "the oldest went first");
-    running.stop().await;
+    running.stop(WAIT).await;
 }
 
 #[tokio::test]
@@ -374,6 +323,6 @@ async fn the_will_says_offline_when_the_uplink_dies_and_online_when_it_is_back()
 
     let second = Running::start(s);
     sub.expect(topic, "online", WAIT).await;
-    second.stop().await;
+    second.stop(WAIT).await;
     sub.expect(topic, "offline", WAIT).await;
 }

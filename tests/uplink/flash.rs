@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 
 use mosquitto::{BrokerConfig, Mosquitto, Subscriber};
 use sensorgate::model::Message;
-use sensorgate::uplink::{
-    ForwardRule, SpoolSettings, SyncPolicy, Uplink, UplinkError, UplinkSettings, UplinkStatsHandle,
-};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use sensorgate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, UplinkSettings};
+
+use crate::running::Running;
 
 const WAIT: Duration = Duration::from_secs(60);
 const SYNC: Duration = Duration::from_secs(1);
@@ -52,31 +50,8 @@ fn settings(port: u16, state_dir: &Path, sync: SyncPolicy) -> UplinkSettings {
     }
 }
 
-struct Running {
-    input: mpsc::Sender<Message>,
-    stats: UplinkStatsHandle,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), UplinkError>>,
-}
-
 impl Running {
-    fn start(settings: UplinkSettings) -> Running {
-        let uplink = Uplink::open(settings)
-            .expect("open uplink")
-            .with_reconnect_delays(Duration::from_millis(100), Duration::from_millis(400));
-        let stats = uplink.stats();
-        let (input, rx) = mpsc::channel(sensorgate::broker::TAP_CAPACITY);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(uplink.run(rx, shutdown.clone()));
-        Running {
-            input,
-            stats,
-            shutdown,
-            task,
-        }
-    }
-
-    fn send(&self, seqs: std::ops::RangeInclusive<u64>) {
+    fn send_range(&self, seqs: std::ops::RangeInclusive<u64>) {
         for i in seqs {
             self.input
                 .try_send(Message {
@@ -91,33 +66,6 @@ impl Running {
 
     fn stat(&self, key: &str) -> u64 {
         self.stats.snapshot()[key].as_u64().unwrap_or(0)
-    }
-
-    async fn wait_stats(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let snap = self.stats.snapshot();
-            if ok(&snap) {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{what}: {snap}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// Dropped without the clean stop: no final write, no DISCONNECT.
-    async fn crash(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("uplink stops within bound")
-            .expect("uplink task")
-            .expect("clean stop");
     }
 }
 
@@ -200,16 +148,16 @@ async fn what_the_cloud_acknowledges_in_time_never_touches_the_disk() {
     let state = tempfile::tempdir().unwrap();
     let running = Running::start(settings(broker.port, state.path(), SyncPolicy::Every(SYNC)));
     running
-        .wait_stats("connected", |s| s["state"] == "connected")
+        .wait_stats(WAIT, "connected", |s| s["state"] == "connected")
         .await;
     for chunk in 0..20u64 {
-        running.send(chunk * 100 + 1..=chunk * 100 + 100);
+        running.send_range(chunk * 100 + 1..=chunk * 100 + 100);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let got = receive(&mut sub, 1, 2000, Duration::ZERO).await;
     assert_eq!(got, (1..=2000).collect::<Vec<_>>());
     running
-        .wait_stats("all acknowledged", |s| s["acked_seq"] == 2000)
+        .wait_stats(WAIT, "all acknowledged", |s| s["acked_seq"] == 2000)
         .await;
     let snap = running.stats.snapshot();
     assert_eq!(snap["appended"], 2000, "{snap}");
@@ -223,7 +171,7 @@ async fn what_the_cloud_acknowledges_in_time_never_touches_the_disk() {
     // An idle uplink writes nothing either, and a clean stop has nothing to write.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(running.stat("written_bytes"), 0);
-    running.stop().await;
+    running.stop(WAIT).await;
     assert_eq!(spool_files(state.path()), Vec::<String>::new());
 }
 
@@ -233,13 +181,13 @@ async fn a_hung_cloud_gets_messages_to_disk_within_sync_and_a_crash_loses_only_y
     let state = tempfile::tempdir().unwrap();
     let s = settings(broker.port, state.path(), SyncPolicy::Every(SYNC));
     let running = Running::start(s.clone());
-    running.send(1..=100);
+    running.send_range(1..=100);
     assert_eq!(
         receive(&mut sub, 1, 100, Duration::ZERO).await,
         (1..=100).collect::<Vec<_>>()
     );
     running
-        .wait_stats("100 acknowledged", |s| s["acked_seq"] == 100)
+        .wait_stats(WAIT, "100 acknowledged", |s| s["acked_seq"] == 100)
         .await;
     assert_eq!(running.stat("spooled"), 0, "acknowledged in time");
 
@@ -247,9 +195,9 @@ async fn a_hung_cloud_gets_messages_to_disk_within_sync_and_a_crash_loses_only_y
     let pid = broker.pid().expect("mosquitto runs");
     signal(pid, "STOP");
     let older_sent = Instant::now();
-    running.send(101..=200);
+    running.send_range(101..=200);
     running
-        .wait_stats("101..=200 durable", |s| {
+        .wait_stats(WAIT, "101..=200 durable", |s| {
             s["synced_seq"].as_u64() >= Some(200)
         })
         .await;
@@ -261,7 +209,7 @@ async fn a_hung_cloud_gets_messages_to_disk_within_sync_and_a_crash_loses_only_y
     assert!(running.stat("spooled") >= 100);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Younger than sync when the uplink dies: these may be lost.
-    running.send(201..=300);
+    running.send_range(201..=300);
     running.crash().await;
 
     signal(pid, "CONT");
@@ -271,7 +219,7 @@ async fn a_hung_cloud_gets_messages_to_disk_within_sync_and_a_crash_loses_only_y
         got.len() >= 100,
         "everything older than sync arrived: {got:?}"
     );
-    restarted.stop().await;
+    restarted.stop(WAIT).await;
     broker.stop();
 }
 
@@ -284,20 +232,22 @@ async fn with_the_cloud_down_a_crash_loses_nothing_older_than_sync_and_a_clean_s
 
     let running = Running::start(s.clone());
     let older_sent = Instant::now();
-    running.send(1..=100);
+    running.send_range(1..=100);
     running
-        .wait_stats("1..=100 durable", |s| s["synced_seq"].as_u64() >= Some(100))
+        .wait_stats(WAIT, "1..=100 durable", |s| {
+            s["synced_seq"].as_u64() >= Some(100)
+        })
         .await;
     assert!(older_sent.elapsed() <= SYNC, "{:?}", older_sent.elapsed());
-    running.send(101..=150);
+    running.send_range(101..=150);
     running.crash().await;
 
     // Restarted while the cloud is still down; then a clean stop right after more messages came in.
     let second = Running::start(s.clone());
     let kept = second.stat("spool_messages");
     assert!(kept >= 100, "the spool kept 1..=100: {kept} messages");
-    second.send(1001..=1100);
-    second.stop().await;
+    second.send_range(1001..=1100);
+    second.stop(WAIT).await;
 
     broker.resume();
     let third = Running::start(s);
@@ -320,7 +270,7 @@ async fn with_the_cloud_down_a_crash_loses_nothing_older_than_sync_and_a_clean_s
         assert!(position(v).is_some(), "{v} lost: {values:?}");
     }
     assert!(position(100) < position(1001), "order kept across restarts");
-    third.stop().await;
+    third.stop(WAIT).await;
 }
 
 #[tokio::test]
@@ -328,14 +278,14 @@ async fn sync_always_writes_before_it_sends() {
     let (broker, mut sub) = cloud().await;
     let state = tempfile::tempdir().unwrap();
     let running = Running::start(settings(broker.port, state.path(), SyncPolicy::Always));
-    running.send(1..=300);
+    running.send_range(1..=300);
     assert_eq!(
         receive(&mut sub, 1, 300, Duration::ZERO).await,
         (1..=300).collect::<Vec<_>>()
     );
     running
-        .wait_stats("all acknowledged", |s| s["acked_seq"] == 300)
+        .wait_stats(WAIT, "all acknowledged", |s| s["acked_seq"] == 300)
         .await;
     assert_eq!(running.stat("spooled"), 300);
-    running.stop().await;
+    running.stop(WAIT).await;
 }

@@ -6,4 +6,5 @@ mod delivery;
 mod encrypted;
 mod end_to_end;
 mod flash;
+mod running;
 mod tls;

@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use mosquitto::{BrokerConfig, Certs, Mosquitto, Subscriber, TlsListener};
 use sensorgate::model::Message;
-use sensorgate::uplink::{
-    ForwardRule, SpoolSettings, SyncPolicy, Uplink, UplinkSettings, UplinkStatsHandle,
-};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use sensorgate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, Uplink, UplinkSettings};
+
+use crate::running::Running;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -45,30 +43,7 @@ fn settings(url: String, state_dir: &Path) -> UplinkSettings {
     }
 }
 
-struct Running {
-    input: mpsc::Sender<Message>,
-    stats: UplinkStatsHandle,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), sensorgate::uplink::UplinkError>>,
-}
-
 impl Running {
-    fn start(settings: UplinkSettings) -> Running {
-        let uplink = Uplink::open(settings)
-            .expect("open uplink")
-            .with_reconnect_delays(Duration::from_millis(100), Duration::from_millis(400));
-        let stats = uplink.stats();
-        let (input, rx) = mpsc::channel(sensorgate::broker::TAP_CAPACITY);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(uplink.run(rx, shutdown.clone()));
-        Running {
-            input,
-            stats,
-            shutdown,
-            task,
-        }
-    }
-
     /// Waits (bounded) until the uplink reports a connection error, and returns it.
     async fn first_error(&self) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -84,15 +59,6 @@ impl Running {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let result = tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("uplink stops within bound")
-            .expect("uplink task");
-        result.expect("clean stop");
     }
 }
 
@@ -142,7 +108,7 @@ async fn the_right_ca_connects_and_forwards() {
     s.ca_file = Some(certs.ca.clone());
     let running = Running::start(s);
     assert_forwards(&broker, &running).await;
-    running.stop().await;
+    running.stop(WAIT).await;
 }
 
 #[tokio::test]
@@ -157,7 +123,7 @@ async fn a_wrong_ca_is_refused_naming_peer_and_reason() {
     let peer = format!("127.0.0.1:{}", broker.tls_port.unwrap());
     assert!(error.contains(&peer), "{error}");
     assert!(error.contains("not signed by a trusted CA"), "{error}");
-    running.stop().await;
+    running.stop(WAIT).await;
 }
 
 #[tokio::test]
@@ -170,7 +136,7 @@ async fn an_expired_certificate_is_refused() {
     let running = Running::start(s);
     let error = running.first_error().await;
     assert!(error.contains("certificate has expired"), "{error}");
-    running.stop().await;
+    running.stop(WAIT).await;
 }
 
 #[tokio::test]
@@ -191,7 +157,7 @@ async fn mutual_tls_with_a_client_certificate() {
         error.contains("TLS with 127.0.0.1:") || error.starts_with("127.0.0.1:"),
         "{error}"
     );
-    refused.stop().await;
+    refused.stop(WAIT).await;
 
     let mut with = settings(broker.tls_url(), &dir.path().join("state-b"));
     with.ca_file = Some(certs.ca.clone());
@@ -199,7 +165,7 @@ async fn mutual_tls_with_a_client_certificate() {
     with.key_file = Some(certs.client_key.clone());
     let running = Running::start(with);
     assert_forwards(&broker, &running).await;
-    running.stop().await;
+    running.stop(WAIT).await;
 }
 
 #[tokio::test]
@@ -219,7 +185,7 @@ async fn username_and_password_from_a_file() {
     let refused = Running::start(s);
     let error = refused.first_error().await;
     assert!(error.contains("refused the connection"), "{error}");
-    refused.stop().await;
+    refused.stop(WAIT).await;
 
     let right = dir.path().join("password");
     std::fs::write(&right, "s3cret pass\n").unwrap();
@@ -229,7 +195,7 @@ async fn username_and_password_from_a_file() {
     s.password_file = Some(right);
     let running = Running::start(s);
     assert_forwards(&broker, &running).await;
-    running.stop().await;
+    running.stop(WAIT).await;
 }
 
 #[tokio::test]
