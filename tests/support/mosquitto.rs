@@ -1,7 +1,7 @@
 //! Test harness: a real Debian `mosquitto` as the cloud broker, on free 127.0.0.1 ports, with a
 //! generated configuration and TLS certificates made with rcgen. It waits until the broker accepts
-//! connections, and kills it by PID when dropped. Reuse it with
-//! `#[path = "support/mosquitto.rs"] mod mosquitto;`.
+//! connections, and kills it by PID when dropped. Tests and the bench use it as
+//! `sensorgate_testkit::mosquitto`.
 #![allow(dead_code)]
 
 use std::fs;
