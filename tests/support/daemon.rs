@@ -25,10 +25,27 @@ pub fn sensorgate_binary() -> PathBuf {
         .expect("target/<profile>/sensorgate: build it first (cargo test builds it)")
 }
 
-/// A free port on 127.0.0.1 (bound, then released for the daemon).
+/// The ports [`free_port`] hands out: below Linux's ephemeral range (32768-60999), so that no outgoing
+/// connection of a parallel test (whose local port the kernel takes from that range) can hold one
+/// between the check and the listener's bind.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The next candidate in [`TEST_PORTS`]: starts at an offset derived from the process id and moves on
+/// with every call, so that the tests of one binary never get the same port twice.
+static NEXT_TEST_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A free port on 127.0.0.1 (bound, then released for the daemon or broker that will listen on it).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let step = NEXT_TEST_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = TEST_PORTS.start + ((offset + step) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?} on 127.0.0.1");
 }
 
 /// A running daemon.
@@ -41,18 +58,40 @@ pub struct Daemon {
 
 impl Daemon {
     /// Writes `config` (which must contain `{port}` and `{state_dir}` placeholders) into `dir` and starts
-    /// the daemon; returns once its broker accepts TCP connections (within 20 s).
+    /// the daemon; returns once its broker accepts TCP connections (within 20 s). Should another
+    /// process take the port before the daemon binds it, it starts again on another (3 tries).
     pub fn start(dir: &Path, config: &str) -> Daemon {
-        let port = free_port();
-        Daemon::start_on(dir, config, port)
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let mut daemon = Daemon::spawn(dir, config, free_port(), &[]);
+            match daemon.listening(Duration::from_secs(20)) {
+                Ok(()) => return daemon,
+                Err(why) if why.contains("os error 98") => failures.push(why),
+                Err(why) => panic!("{why}"),
+            }
+        }
+        panic!(
+            "sensorgate found its port taken 3 times:\n{}",
+            failures.join("\n")
+        );
     }
 
+    /// Starts the daemon on `port` (which the test chose, e.g. to restart on the same one).
     pub fn start_on(dir: &Path, config: &str, port: u16) -> Daemon {
         Daemon::start_with_env(dir, config, port, &[])
     }
 
     /// Like [`Daemon::start_on`], with extra environment variables (e.g. a `NOTIFY_SOCKET`).
     pub fn start_with_env(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Daemon {
+        let mut daemon = Daemon::spawn(dir, config, port, env);
+        if let Err(why) = daemon.listening(Duration::from_secs(20)) {
+            panic!("{why}");
+        }
+        daemon
+    }
+
+    /// Writes the configuration and spawns the daemon, without waiting for it.
+    fn spawn(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Daemon {
         let state_dir = dir.join("state");
         std::fs::create_dir_all(&state_dir).expect("state dir");
         let text = config
@@ -80,34 +119,35 @@ impl Daemon {
             .spawn()
             .expect("spawn sensorgate");
         drop(spawn_guard);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut daemon = Daemon {
+        Daemon {
             child,
-            addr,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
             config_path,
             log_path,
-        };
-        daemon.wait_listening(Duration::from_secs(20));
-        daemon
+        }
     }
 
-    fn wait_listening(&mut self, within: Duration) {
+    /// Waits until the broker accepts TCP connections, or says why not (the daemon exited, or time ran out).
+    fn listening(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sensorgate exited early with {status}:\n{}", self.log());
+                return Err(format!(
+                    "sensorgate exited early with {status}:\n{}",
+                    self.log()
+                ));
             }
             if std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
             {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
+        Err(format!(
             "sensorgate did not listen on {} within {within:?}:\n{}",
             self.addr,
             self.log()
-        );
+        ))
     }
 
     /// What the daemon logged so far.

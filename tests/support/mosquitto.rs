@@ -53,8 +53,26 @@ impl Mosquitto {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Starts a broker on fresh ports and waits until it accepts connections.
+    /// Starts a broker on fresh ports and waits until it accepts connections. Should another process
+    /// take a port between the check and the broker's bind, it starts again on other ports (3 tries).
     pub fn start(config: BrokerConfig) -> Mosquitto {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let mut broker = Mosquitto::configure(&config);
+            match broker.try_resume() {
+                Ok(()) => return broker,
+                Err(why) if why.contains("Address already in use") => failures.push(why),
+                Err(why) => panic!("{why}"),
+            }
+        }
+        panic!(
+            "mosquitto found its ports taken 3 times:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    /// Writes the configuration for `config` on fresh ports, without starting the broker.
+    fn configure(config: &BrokerConfig) -> Mosquitto {
         let port = free_port();
         let tls_port = config.tls.as_ref().map(|_| free_port());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -115,15 +133,13 @@ impl Mosquitto {
         }
         let config_path = dir.path().join("mosquitto.conf");
         fs::write(&config_path, text).expect("write mosquitto.conf");
-        let mut broker = Mosquitto {
+        Mosquitto {
             port,
             tls_port,
             dir,
             config_path,
             child: None,
-        };
-        broker.resume();
-        broker
+        }
     }
 
     /// `mqtt://127.0.0.1:port` of the plain listener.
@@ -152,6 +168,13 @@ impl Mosquitto {
     /// Starts the broker again on the same ports with the same configuration (and, with persistence,
     /// the same sessions), waiting until it accepts connections.
     pub fn resume(&mut self) {
+        if let Err(why) = self.try_resume() {
+            panic!("{why}");
+        }
+    }
+
+    /// [`Mosquitto::resume`], saying why the broker did not come up instead of panicking.
+    fn try_resume(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         let child = Command::new(MOSQUITTO)
             .arg("-c")
@@ -167,16 +190,16 @@ impl Mosquitto {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
                 if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                    panic!("mosquitto exited ({status}):\n{}", self.log());
+                    self.child = None;
+                    return Err(format!("mosquitto exited ({status}):\n{}", self.log()));
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "mosquitto not listening:\n{}",
-                    self.log()
-                );
+                if Instant::now() >= deadline {
+                    return Err(format!("mosquitto not listening:\n{}", self.log()));
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        Ok(())
     }
 
     /// Stops the broker with SIGTERM (it saves its persistence file), SIGKILL after 5 s.
