@@ -24,8 +24,15 @@
 //! - Shared subscriptions (`$share/{group}/...`) need the `shared-subscription` feature and a
 //!   `SharedSubscription` that says it is supported (the engine's default says no and chooses nobody):
 //!   [`shared_groups::RoundRobin`].
-//! - Topic aliases default to 0 (none either way): [`TOPIC_ALIASES`] each way, so a client's alias
-//!   beyond it or an unknown alias ends its connection (DISCONNECT) instead of being acknowledged.
+//! - Topic aliases default to 0 (none either way): [`TOPIC_ALIASES`] each way. An unknown alias was
+//!   refused as 0x83 and one beyond the maximum was accepted (the engine counted only how many were
+//!   held): patched in `vendor/rmqtt` (0x82 Protocol Error, 0x94 Topic Alias invalid).
+//! - The engine wrote its DISCONNECT (receive maximum exceeded, topic alias invalid, keep-alive
+//!   timeout, malformed packet...) after closing the socket, so no MQTT 5 client ever got one, and
+//!   called every decode error 0x80: patched in `vendor/rmqtt` and `vendor/rmqtt-net` (the reason code
+//!   is sent, then the connection lingers up to 500 ms, still answering a takeover, before it closes).
+//! - A client's Maximum Packet Size was applied 5 bytes short (a client announcing 20 got CONNACK 0x88
+//!   instead of its 19-byte CONNACK): patched in `vendor/rmqtt-codec` to the exact header size.
 //! - MQTT 5 clients asking for a keep-alive above [`sessions::MAX_SERVER_KEEP_ALIVE`] get that as Server
 //!   Keep Alive (3.1.1 clients keep theirs: they cannot be told).
 //! - WebSockets (`ws` feature, tokio-tungstenite): `[[broker.listener]] transport = "websocket"` binds a

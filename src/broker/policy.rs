@@ -319,23 +319,6 @@ impl Policy {
             result.0.reason_code = rmqtt::codec::v5::PublishAckReason::TopicNameInvalid;
             return (false, Some(HookResult::PublishAclResult(result)));
         }
-        if let Some(alias) = publish.properties.as_ref().and_then(|p| p.topic_alias) {
-            if alias.get() > super::TOPIC_ALIASES {
-                // [MQTT-3.3.2-9]: a protocol error; the engine checks only how many aliases are held.
-                self.protocol_log.info(&session.id.client_id, || {
-                    format!(
-                        "broker: {:?} ({}) disconnected: topic alias {alias} beyond the maximum {}",
-                        session.id.client_id.as_ref() as &str,
-                        peer_of(&session.id),
-                        super::TOPIC_ALIASES
-                    )
-                });
-                let mut result =
-                    PublishAclResult::rejected(true, Some("topic alias invalid".into()));
-                result.0.reason_code = rmqtt::codec::v5::PublishAckReason::TopicNameInvalid;
-                return (false, Some(HookResult::PublishAclResult(result)));
-            }
-        }
         if !self
             .access
             .may_write(client_of(&session.id), &publish.topic)

@@ -1,8 +1,8 @@
 //! MQTT 5 behaviours as the Eclipse Paho interoperability suite (`client_test5.py`) checks them, each with
 //! raw packets against the embedded broker: server keep-alive, session expiry (also set to 0 by the
 //! DISCONNECT), request/response properties, topic aliases both ways and undefined ones, shared
-//! subscriptions, receive maximum, subscribe refusals with reason codes, and the client's Maximum Packet
-//! Size. `$`-topics and wildcards: tests/broker_retained.rs.
+//! subscriptions, receive maximum, subscribe refusals with reason codes, the DISCONNECT reason code when
+//! the broker ends a connection, and the client's Maximum Packet Size. `$`-topics and wildcards: tests/broker_retained.rs.
 
 use sensorgate_testkit::broker as support;
 
@@ -286,18 +286,15 @@ impl Client {
         }
     }
 
-    /// True when the broker ends the connection within `within` (DISCONNECT or close).
-    async fn closed_within(&mut self, within: Duration) -> bool {
+    /// The reason code of the DISCONNECT the broker sends within `within` (other packets skipped), or
+    /// None when the connection closes without one or nothing comes.
+    async fn disconnect_reason(&mut self, within: Duration) -> Option<u8> {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            match self.read(left).await {
-                None => return Instant::now() < deadline,
-                Some(p) if p.kind == DISCONNECT => return true,
-                Some(_) => continue,
+            let packet = self.read(left).await?;
+            if packet.kind == DISCONNECT {
+                return Some(packet.body.first().copied().unwrap_or(0));
             }
         }
     }
@@ -477,8 +474,9 @@ async fn an_undefined_or_excessive_topic_alias_ends_the_connection() {
     client
         .publish("", b"where", 1, 1, Props::default().u16(TOPIC_ALIAS, 7))
         .await;
-    assert!(
-        client.closed_within(LONG).await,
+    assert_eq!(
+        client.disconnect_reason(LONG).await,
+        Some(0x82),
         "an unknown alias is a protocol error"
     );
     let (mut client, _) = Client::connect(addr, "excessive", true, 60, Props::default()).await;
@@ -491,13 +489,55 @@ async fn an_undefined_or_excessive_topic_alias_ends_the_connection() {
             Props::default().u16(TOPIC_ALIAS, TOPIC_ALIASES + 1),
         )
         .await;
-    assert!(
-        client.closed_within(LONG).await,
-        "an alias beyond the maximum"
+    assert_eq!(
+        client.disconnect_reason(LONG).await,
+        Some(0x94),
+        "an alias beyond the maximum is Topic Alias invalid"
     );
     assert!(
         subscriber.next_publish(SHORT, true).await.is_none(),
         "nothing delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_broker_ends_gets_a_disconnect_saying_why() {
+    let (_broker, addr) = broker().await;
+    // Topic alias 0 cannot be decoded (the property is 1 to Topic Alias Maximum): DISCONNECT 0x81
+    // (Malformed Packet), sent before the socket closes.
+    let (mut client, _) = Client::connect(addr, "alias-zero", true, 60, Props::default()).await;
+    client
+        .publish(
+            "alias/z",
+            b"zero",
+            1,
+            1,
+            Props::default().u16(TOPIC_ALIAS, 0),
+        )
+        .await;
+    assert_eq!(client.disconnect_reason(LONG).await, Some(0x81));
+
+    // More unacknowledged QoS 2 PUBLISHes than the broker's Receive Maximum: DISCONNECT 0x93.
+    let (mut client, connack) = Client::connect(addr, "flood", true, 60, Props::default()).await;
+    let receive_maximum = connack
+        .prop(RECEIVE_MAXIMUM)
+        .map(|v| u16::from_be_bytes([v[0], v[1]]))
+        .expect("the broker announces its Receive Maximum");
+    for id in 1..=receive_maximum + 1 {
+        client
+            .publish("flood/t", b"m", 2, id, Props::default())
+            .await;
+    }
+    assert_eq!(client.disconnect_reason(LONG).await, Some(0x93));
+
+    // The same client comes straight back (its old session, still saying goodbye, is taken over).
+    let started = Instant::now();
+    let (_again, connack) = Client::connect(addr, "flood", true, 60, Props::default()).await;
+    assert_eq!(connack.code, 0, "reconnect accepted");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "reconnect answered in {:?}",
+        started.elapsed()
     );
 }
 
@@ -614,7 +654,6 @@ async fn a_clients_maximum_packet_size_is_honoured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "rmqtt 0.24.0 applies the client's Maximum Packet Size to its own CONNACK (v5.rs handshake) and answers 0x88"]
 async fn a_client_announcing_a_tiny_maximum_packet_size_is_accepted() {
     let (_broker, addr) = broker().await;
     let (_client, connack) = Client::connect(

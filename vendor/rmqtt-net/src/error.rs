@@ -57,6 +57,9 @@ pub enum MqttError {
     PacketIdInUse(NonZeroU16),
     #[error("Is None")]
     None,
+    /// sensorgate patch: a PUBLISH names a topic alias beyond the Topic Alias Maximum the server sent.
+    #[error("topic alias invalid")]
+    TopicAliasInvalid,
 }
 
 impl ToReasonCode for MqttError {
@@ -71,7 +74,16 @@ impl ToReasonCode for MqttError {
             | MqttError::WriteTimeout
             | MqttError::FlushTimeout
             | MqttError::CloseTimeout => DisconnectReasonCode::KeepAliveTimeout,
-            MqttError::PublishAckReason(_, _) => DisconnectReasonCode::ImplementationSpecificError,
+            // sensorgate patch: the refusal's own code where DISCONNECT has the same one (upstream
+            // always said 0x83, Implementation specific error).
+            MqttError::PublishAckReason(reason, _) => match reason {
+                PublishAckReason::UnspecifiedError => DisconnectReasonCode::UnspecifiedError,
+                PublishAckReason::NotAuthorized => DisconnectReasonCode::NotAuthorized,
+                PublishAckReason::TopicNameInvalid => DisconnectReasonCode::TopicNameInvalid,
+                PublishAckReason::QuotaExceeded => DisconnectReasonCode::QuotaExceeded,
+                PublishAckReason::PayloadFormatInvalid => DisconnectReasonCode::PayloadFormatInvalid,
+                _ => DisconnectReasonCode::ImplementationSpecificError,
+            },
             MqttError::ServiceUnavailable => DisconnectReasonCode::ServerBusy,
             MqttError::InvalidProtocol => DisconnectReasonCode::ProtocolError,
             MqttError::TooManySubscriptions => DisconnectReasonCode::QuotaExceeded,
@@ -80,6 +92,7 @@ impl ToReasonCode for MqttError {
             MqttError::IdentifierRejected => DisconnectReasonCode::NotAuthorized,
             MqttError::PacketIdInUse(_) => DisconnectReasonCode::UnspecifiedError,
             MqttError::None => DisconnectReasonCode::UnspecifiedError,
+            MqttError::TopicAliasInvalid => DisconnectReasonCode::TopicAliasInvalid,
         }
     }
 }

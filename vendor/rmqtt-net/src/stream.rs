@@ -113,7 +113,7 @@ pub mod v3 {
     use tokio_util::codec::Framed;
 
     use crate::error::MqttError;
-    use crate::{Builder, Error, Result};
+    use crate::{Builder, Result};
     #[cfg(feature = "tls")]
     use rmqtt_codec::cert::CertInfo;
     use rmqtt_codec::error::DecodeError;
@@ -321,7 +321,9 @@ pub mod v3 {
             Poll::Ready(match futures::ready!(next) {
                 Some(Ok((MqttPacket::V3(packet), _))) => Some(Ok(packet)),
                 Some(Ok(_)) => Some(Err(MqttError::Decode(DecodeError::MalformedPacket).into())),
-                Some(Err(e)) => Some(Err(Error::from(e))),
+                // sensorgate patch: as an MqttError, so that the session's DISCONNECT carries the
+                // decode error's own reason code (upstream's bare error became 0x80 Unspecified).
+                Some(Err(e)) => Some(Err(MqttError::Decode(e).into())),
                 None => None,
             })
         }
@@ -340,7 +342,7 @@ pub mod v5 {
     use tokio_util::codec::Framed;
 
     use crate::error::MqttError;
-    use crate::{Builder, Error, Result};
+    use crate::{Builder, Result};
     #[cfg(feature = "tls")]
     use rmqtt_codec::cert::CertInfo;
     use rmqtt_codec::error::DecodeError;
@@ -548,7 +550,9 @@ pub mod v5 {
             Poll::Ready(match futures::ready!(next) {
                 Some(Ok((MqttPacket::V5(packet), _))) => Some(Ok(packet)),
                 Some(Ok(_)) => Some(Err(MqttError::Decode(DecodeError::MalformedPacket).into())),
-                Some(Err(e)) => Some(Err(Error::from(e))),
+                // sensorgate patch: as an MqttError, so that the session's DISCONNECT carries the
+                // decode error's own reason code (upstream's bare error became 0x80 Unspecified).
+                Some(Err(e)) => Some(Err(MqttError::Decode(e).into())),
                 None => None,
             })
         }
