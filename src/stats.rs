@@ -117,7 +117,7 @@ impl Stats {
 /// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap", "fields_dropped"},
 /// "sources": {name: counters}, "totals": {frames, readings, frame_errors, decode_errors, duplicates,
 /// auth_failed, replayed, link_losses}, "broker": {"dropped_for_slow_subscribers", "dropped_for_the_uplink", "sessions_evicted",
-/// "silent_connections_closed", "retained_refused", "dropped_for_commands", "refused_gateway_publishes"}, "uplink"}`;
+/// "silent_connections_closed", "retained_refused", "retained_torn_tails", "dropped_for_commands", "refused_gateway_publishes"}, "uplink"}`;
 /// `broker` is what the broker dropped, refused or closed to stay within its bounds. `uplink` (the uplink's own counters: spool depth and age...) is left
 /// out when there is no upstream.
 pub fn stats_json(
@@ -169,6 +169,7 @@ pub fn stats_json(
             "sessions_evicted": broker.sessions_evicted,
             "silent_connections_closed": broker.silent_connections_closed,
             "retained_refused": broker.retained_refused,
+            "retained_torn_tails": broker.retained_torn_tails,
             "dropped_for_commands": broker.commands_dropped,
             "refused_gateway_publishes": stats.refused_publishes,
         },
@@ -209,6 +210,7 @@ mod tests {
                 silent_connections_closed: 4,
                 retained_refused: 5,
                 commands_dropped: 6,
+                retained_torn_tails: 1,
             },
             Some(json!({"spool_messages": 7})),
             Duration::from_millis(61_900),
@@ -230,8 +232,8 @@ mod tests {
                            "duplicates": 1, "auth_failed": 0, "replayed": 0, "link_losses": 1},
                 "broker": {"dropped_for_slow_subscribers": 12, "dropped_for_the_uplink": 2,
                            "sessions_evicted": 3, "silent_connections_closed": 4,
-                           "retained_refused": 5, "dropped_for_commands": 6,
-                           "refused_gateway_publishes": 1},
+                           "retained_refused": 5, "retained_torn_tails": 1,
+                           "dropped_for_commands": 6, "refused_gateway_publishes": 1},
                 "uplink": {"spool_messages": 7},
             })
         );

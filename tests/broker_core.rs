@@ -137,9 +137,14 @@ async fn shutdown_during_a_periodic_snapshot_saves_the_latest_state() {
         if let Err(error) = broker.shutdown().await {
             panic!("round {round}: shutdown failed: {error}");
         }
-        let (saved, error) = sensorgate::broker::retained_log::read_for_restore(dir.path());
-        assert!(error.is_none(), "round {round}: {error:?}");
-        let payloads: Vec<String> = saved
+        let restored = sensorgate::broker::retained_log::read_for_restore(dir.path());
+        assert!(
+            restored.error.is_none(),
+            "round {round}: {:?}",
+            restored.error
+        );
+        let payloads: Vec<String> = restored
+            .messages
             .iter()
             .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
             .collect();

@@ -28,6 +28,9 @@ bind = "127.0.0.1:{port}"
 
 [broker]
 retained_sync = "{retained_sync}"
+
+[publish]
+stats_interval = "1s"
 "#;
 
 /// The window the kill test configures, and the slack it allows a loaded machine for the write itself.
@@ -207,6 +210,17 @@ async fn a_torn_log_tail_is_cut_and_counted_and_the_records_before_it_kept() {
     let got = restored(restarted.addr, "t/zzzz").await;
     let wanted: BTreeMap<String, String> = values.into_iter().collect();
     assert_eq!(got, wanted, "every record before the tear is restored");
+    let mut stats = mqtt::subscribe(restarted.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    let mut seen = Vec::new();
+    let report = stats
+        .wait_for(Duration::from_secs(10), &mut seen, |_| true)
+        .await
+        .expect("a stats report");
+    let report: serde_json::Value = serde_json::from_slice(&report.payload).unwrap();
+    assert_eq!(
+        report["broker"]["retained_torn_tails"], 1,
+        "the cut is counted in the stats: {report}"
+    );
     let (status, _) = restarted.stop();
     assert!(status.success());
 }

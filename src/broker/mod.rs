@@ -278,6 +278,8 @@ pub struct BrokerCounters {
     pub retained_refused: u64,
     /// Command publishes (`{base}/+/set...`) that found the command router's input full.
     pub commands_dropped: u64,
+    /// Torn or corrupt tails of the retained log cut at start (a power cut mid-write; 0 or 1).
+    pub retained_torn_tails: u64,
 }
 
 /// A running embedded broker.
@@ -294,6 +296,8 @@ pub struct Broker {
     offline: Arc<OfflineSessions>,
     janitor: Janitor,
     pacer: Arc<RetainedPacer>,
+    /// Torn or corrupt tails of the retained log cut at start (0 or 1).
+    retained_torn_tails: u64,
 }
 
 impl Broker {
@@ -333,9 +337,10 @@ impl Broker {
             ClientId::from("sensorgate"),
             Some(UserName::from("sensorgate")),
         ));
-        if let Some(dir) = &settings.state_dir {
-            restore_retained(&retained, &system_from, dir).await;
-        }
+        let retained_torn_tails = match &settings.state_dir {
+            Some(dir) => restore_retained(&retained, &system_from, dir).await,
+            None => 0,
+        };
 
         let spoken = Arc::new(SpokenPeers::default());
         let offline = Arc::new(OfflineSessions::new(
@@ -394,6 +399,7 @@ impl Broker {
             local_addrs,
             server_task,
             snapshotter,
+            retained_torn_tails,
         })
     }
 
@@ -488,6 +494,7 @@ impl Broker {
             silent_connections_closed: self.silent_connections_closed(),
             retained_refused: self.retained_refused(),
             commands_dropped: self.commands_dropped(),
+            retained_torn_tails: self.retained_torn_tails,
         }
     }
 
@@ -574,15 +581,20 @@ fn check_password_hashes(settings: &BrokerSettings) -> Result<(), BrokerError> {
 /// Puts the retained log's messages back (an old `retained.bin` is migrated into the log first),
 /// skipping topics the broker would refuse today (too deep, invalid). A torn tail is cut, counted and
 /// logged by the log itself.
-async fn restore_retained(retained: &RetainedStore, system_from: &From, dir: &std::path::Path) {
+/// Returns how many torn tails were cut (0 or 1), for the stats.
+async fn restore_retained(
+    retained: &RetainedStore,
+    system_from: &From,
+    dir: &std::path::Path,
+) -> u64 {
     let dir = dir.to_path_buf();
-    let (messages, error) =
-        tokio::task::spawn_blocking(move || retained_log::read_for_restore(&dir))
-            .await
-            .unwrap_or_else(|_| (Vec::new(), None));
-    if let Some(error) = error {
+    let restored = tokio::task::spawn_blocking(move || retained_log::read_for_restore(&dir))
+        .await
+        .unwrap_or_default();
+    if let Some(error) = &restored.error {
         log::error!("retained state not restored, starting without it: {error}");
     }
+    let messages = restored.messages;
     let mut skipped = 0usize;
     for message in &messages {
         if retained.restorable(&message.topic) {
@@ -597,6 +609,7 @@ async fn restore_retained(retained: &RetainedStore, system_from: &From, dir: &st
         );
     }
     log::info!("restored {} retained messages", messages.len() - skipped);
+    restored.torn_cuts
 }
 
 async fn register_hooks(

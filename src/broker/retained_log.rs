@@ -416,13 +416,33 @@ impl RetainedLog {
     }
 }
 
+/// What the start-up read of the log found.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The retained messages to put back.
+    pub messages: Vec<Message>,
+    /// Torn or corrupt tails cut (0 or 1) and the bytes they held: the broker's stats report them.
+    pub torn_cuts: u64,
+    pub torn_bytes: u64,
+    /// Why the log could not be read (then `messages` is empty).
+    pub error: Option<LogError>,
+}
+
 /// The retained messages to restore at start, as the broker's restore takes them: what the log (or an
 /// old snapshot, migrated) holds. A log that cannot be read gives nothing and the error; a torn tail is
 /// cut, counted and logged by [`RetainedLog::open`], not an error.
-pub fn read_for_restore(dir: &Path) -> (Vec<Message>, Option<LogError>) {
+pub fn read_for_restore(dir: &Path) -> Restored {
     match RetainedLog::open(dir) {
-        Ok((_, messages)) => (messages, None),
-        Err(error) => (Vec::new(), Some(error)),
+        Ok((log, messages)) => Restored {
+            messages,
+            torn_cuts: log.stats.torn_cuts,
+            torn_bytes: log.stats.torn_bytes,
+            error: None,
+        },
+        Err(error) => Restored {
+            error: Some(error),
+            ..Restored::default()
+        },
     }
 }
 
