@@ -163,6 +163,8 @@ pub struct Report {
     /// What one group commit (a small append and an fdatasync) costs on a fresh ext4, in bytes.
     pub commit_cost: Option<f64>,
     pub quick: bool,
+    /// The `[broker] retained_sync` every row ran with.
+    pub retained_sync: &'static str,
 }
 
 impl Report {
@@ -264,7 +266,7 @@ pub fn group_commits(arrivals: &[Instant], hold: Duration) -> u64 {
     commits
 }
 
-fn config(devices: u64, cloud_port: u16) -> String {
+fn config(devices: u64, cloud_port: u16, retained_sync: &str) -> String {
     let source = if devices > 0 {
         format!(
             "[[source]]\nname = \"sim\"\nkind = \"simulator\"\ndevices = {devices}\ninterval = \"60s\"\npayload = \"lpp\"\n"
@@ -273,7 +275,7 @@ fn config(devices: u64, cloud_port: u16) -> String {
         String::new()
     };
     format!(
-        "{source}[upstream]\nurl = \"mqtt://127.0.0.1:{cloud_port}\"\nallow_plaintext = true\n\
+        "{source}[broker]\nretained_sync = \"{retained_sync}\"\n[upstream]\nurl = \"mqtt://127.0.0.1:{cloud_port}\"\nallow_plaintext = true\n\
          client_id = \"bench-flash\"\n[[upstream.forward]]\nfilter = \"sensorgate/#\"\n\
          prefix = \"{PREFIX}\"\nqos = 1\n"
     )
@@ -285,6 +287,7 @@ async fn measure(
     cloud: Option<&Mosquitto>,
     settle: Duration,
     window: Duration,
+    retained_sync: &str,
 ) -> (Row, Option<String>) {
     let (ext4, fallback) = match Ext4::make() {
         Ok(fs) => (Some(fs), None),
@@ -296,7 +299,7 @@ async fn measure(
         None => scratch.path().join("state"),
     };
     let cloud_port = cloud.map(|c| c.port).unwrap_or_else(free_port);
-    let daemon = Daemon::spawn_with_state(&config(devices, cloud_port), &[], &state);
+    let daemon = Daemon::spawn_with_state(&config(devices, cloud_port, retained_sync), &[], &state);
     daemon.wait_listening().await;
     let tap = Tap::connect(daemon.port).await;
     // Start-up: the spool directory, the first retained state, the devices' first readings.
@@ -348,11 +351,18 @@ fn commit_cost() -> Option<f64> {
     Some((after - before) as f64 / COMMITS as f64 - RECORD as f64)
 }
 
+/// The rows' `[broker] retained_sync`: the default ("15m") would write the retained log once in 15
+/// minutes, never inside a window of a few minutes, and a row would read as if it wrote nothing. These
+/// write it 15 (full run) or 90 (quick) times as often as the default, and each window holds whole
+/// periods (3 and 2 of them), so every row bounds the default configuration's writes from above.
+const RETAINED_SYNC_FULL: (&str, Duration) = ("60s", Duration::from_secs(180));
+const RETAINED_SYNC_QUICK: (&str, Duration) = ("10s", Duration::from_secs(20));
+
 pub async fn run(quick: bool) -> Report {
-    let (settle, window) = if quick {
-        (Duration::from_secs(5), Duration::from_secs(20))
+    let (settle, (retained_sync, window)) = if quick {
+        (Duration::from_secs(5), RETAINED_SYNC_QUICK)
     } else {
-        (Duration::from_secs(15), Duration::from_secs(150))
+        (Duration::from_secs(15), RETAINED_SYNC_FULL)
     };
     if !Path::new(MOSQUITTO).exists() {
         eprintln!("  {MOSQUITTO} is not installed: the cloud-up rows need it");
@@ -384,6 +394,7 @@ pub async fn run(quick: bool) -> Report {
             if up { cloud.as_ref() } else { None },
             settle,
             window,
+            retained_sync,
         )
         .await;
         fallback = fallback.or(why);
@@ -398,6 +409,7 @@ pub async fn run(quick: bool) -> Report {
         fallback,
         commit_cost,
         quick,
+        retained_sync,
     }
 }
 
@@ -426,14 +438,18 @@ fn mib(bytes: f64) -> String {
 pub fn markdown(report: &Report) -> String {
     let mut out = String::from("## Flash writes (state directory, per day)\n\n");
     match &report.fallback {
-        None => out.push_str(
+        None => out.push_str(&format!(
             "The release daemon with its state directory on a freshly made 256 MiB ext4 on a loop device \
              (one per row); **file system** is `/sys/fs/ext4/<dev>/lifetime_write_kbytes` (data, metadata \
              and journal), **process** is `/proc/PID/io` `write_bytes`, both after a `syncfs`, over the \
              window after start-up, times a day. Simulator devices send Cayenne LPP once a minute; the \
              forward rule is `sensorgate/#` at QoS 1 to a local mosquitto (cloud up) or to a port nothing \
-             listens on (cloud down); `sync = \"1s\"`.\n\n",
-        ),
+             listens on (cloud down); `sync = \"1s\"`; `retained_sync = \"{}\"`, more often than the \
+             default `\"15m\"` (which would write the retained log once in 15 minutes, outside every window), \
+             with whole periods in each window, so each row is an upper bound for the default \
+             configuration.\n\n",
+            report.retained_sync
+        )),
         Some(why) => out.push_str(&format!(
             "No loop device could be had ({why}): only `/proc/PID/io` `write_bytes` is read (no journal, \
              no metadata), on a temporary directory.\n\n"
@@ -531,9 +547,11 @@ mod tests {
             fallback: None,
             commit_cost: Some(16384.0),
             quick: true,
+            retained_sync: "10s",
         };
         let text = markdown(&report);
         assert!(text.contains("720 KiB"), "{text}");
         assert!(text.contains("before this work"), "{text}");
+        assert!(text.contains("`retained_sync = \"10s\"`"), "{text}");
     }
 }
