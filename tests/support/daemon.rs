@@ -48,6 +48,28 @@ pub fn free_port() -> u16 {
     panic!("no free port in {TEST_PORTS:?} on 127.0.0.1");
 }
 
+/// Runs `start` (which takes fresh ports with [`free_port`] and says why its server did not come up),
+/// again when the why contains `taken` (another process bound a port between the check and the
+/// server's bind): 3 tries. Any other failure panics with its why.
+pub fn on_free_ports<T>(
+    what: &str,
+    taken: &str,
+    mut start: impl FnMut() -> Result<T, String>,
+) -> T {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match start() {
+            Ok(server) => return server,
+            Err(why) if why.contains(taken) => failures.push(why),
+            Err(why) => panic!("{why}"),
+        }
+    }
+    panic!(
+        "{what} found its ports taken 3 times:\n{}",
+        failures.join("\n")
+    );
+}
+
 /// A running daemon.
 pub struct Daemon {
     pub child: Child,
@@ -61,19 +83,10 @@ impl Daemon {
     /// the daemon; returns once its broker accepts TCP connections (within 20 s). Should another
     /// process take the port before the daemon binds it, it starts again on another (3 tries).
     pub fn start(dir: &Path, config: &str) -> Daemon {
-        let mut failures = Vec::new();
-        for _ in 0..3 {
+        on_free_ports("sensorgate", "os error 98", || {
             let mut daemon = Daemon::spawn(dir, config, free_port(), &[]);
-            match daemon.listening(Duration::from_secs(20)) {
-                Ok(()) => return daemon,
-                Err(why) if why.contains("os error 98") => failures.push(why),
-                Err(why) => panic!("{why}"),
-            }
-        }
-        panic!(
-            "sensorgate found its port taken 3 times:\n{}",
-            failures.join("\n")
-        );
+            daemon.listening(Duration::from_secs(20)).map(|()| daemon)
+        })
     }
 
     /// Starts the daemon on `port` (which the test chose, e.g. to restart on the same one).

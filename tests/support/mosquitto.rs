@@ -15,6 +15,7 @@ pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
 pub use crate::certs::Certs;
 pub use crate::daemon::free_port;
+use crate::daemon::on_free_ports;
 
 /// A TLS listener's files.
 #[derive(Debug, Clone)]
@@ -56,19 +57,10 @@ impl Mosquitto {
     /// Starts a broker on fresh ports and waits until it accepts connections. Should another process
     /// take a port between the check and the broker's bind, it starts again on other ports (3 tries).
     pub fn start(config: BrokerConfig) -> Mosquitto {
-        let mut failures = Vec::new();
-        for _ in 0..3 {
+        on_free_ports("mosquitto", "Address already in use", || {
             let mut broker = Mosquitto::configure(&config);
-            match broker.try_resume() {
-                Ok(()) => return broker,
-                Err(why) if why.contains("Address already in use") => failures.push(why),
-                Err(why) => panic!("{why}"),
-            }
-        }
-        panic!(
-            "mosquitto found its ports taken 3 times:\n{}",
-            failures.join("\n")
-        );
+            broker.try_resume().map(|()| broker)
+        })
     }
 
     /// Writes the configuration for `config` on fresh ports, without starting the broker.
