@@ -7,7 +7,7 @@
 //! then checks the budgets. Every comparison is a ratio measured in the same run.
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
-//! repository; `-` prints only), `--only a,b` (sections: decoders, broker, spool, e2e, baseline,
+//! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
 //! resources, physical, flash, security; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) wants root for its loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
@@ -23,6 +23,7 @@ mod e2e;
 mod flash;
 mod machine;
 mod measure;
+mod memory;
 mod physical;
 mod resources;
 mod security;
@@ -32,10 +33,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "physical",
     "decoders",
     "broker",
+    "memory",
     "spool",
     "e2e",
     "baseline",
@@ -141,6 +143,10 @@ async fn main() {
     if wanted("broker") {
         eprintln!("broker vs mosquitto...");
         sections.push(broker::markdown(&broker::run(options.quick).await));
+    }
+    if wanted("memory") {
+        eprintln!("broker memory vs mosquitto...");
+        sections.push(memory::markdown(&memory::run(options.quick).await));
     }
     let spool = if wanted("spool") {
         eprintln!("spool...");
