@@ -18,9 +18,9 @@
 //! waiting until its backlog is half empty, so a subscriber that stopped reading cannot hold publishers
 //! up. A drop is reported through the engine's `message_dropped` hook with `MessageQueueFull`, so the
 //! policy logs it (rate-limited) like a full offline queue, and [`Backlog::dropped`] counts it.
-//! [`BacklogHook`] takes messages off the count when they are delivered (`MessageExpiryCheck`, run
-//! before every delivery) or dropped by the engine, and forgets a client id when its session starts or
-//! ends (messages left in a closed channel are never reported).
+//! [`DeliveryCountHook`](super::delivery_counts::DeliveryCountHook) takes messages off the count when they are delivered (`MessageExpiryCheck`,
+//! run before every delivery) or dropped by the engine, and forgets a client id when its session starts
+//! or ends (messages left in a closed channel are never reported).
 //!
 //! Messages delivered with the retain flag (retained messages sent on subscribe, and MQTT 5
 //! retain-as-published forwards) and re-sends (DUP) are neither counted nor limited here: the count is of
@@ -37,7 +37,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rmqtt::context::ServerContext;
-use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::shared::{Entry, Shared};
 use rmqtt::types::{
     ClientId, DashMap, ForwardedCount, ForwardedRecipients, From, FromType, HealthInfo, Id, MsgID,
@@ -46,6 +45,7 @@ use rmqtt::types::{
 };
 use tokio::sync::Notify;
 
+use super::delivery_counts::DeliveryCounts;
 use super::pacing::{PacedEntry, RetainedPacer};
 use super::retained::RetainedStore;
 
@@ -106,7 +106,7 @@ impl Backlog {
 
     /// Counts one message for `client_id`, waiting up to `wait` for room (not at all while the
     /// subscriber is marked stalled); false means the message is to be dropped. A dropped message is
-    /// counted all the same: the engine reports the drop to [`BacklogHook`], which releases it.
+    /// counted all the same: the engine reports the drop to the [`DeliveryCountHook`](super::delivery_counts::DeliveryCountHook), which releases it.
     async fn admit(&self, client_id: &ClientId, wait: Duration) -> bool {
         let slot = self.slot(client_id);
         if self.try_admit(&slot) {
@@ -132,8 +132,21 @@ impl Backlog {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         false
     }
+}
 
-    /// Takes one message off `client_id`'s count.
+/// Fresh forwards only: messages with the retain flag are the pacer's, re-sends (DUP) were counted
+/// when first sent. Only a full deliver queue (the oldest QoS 1/2 message, or the backlog's own drop,
+/// see [`Backlog::admit`]) drops a counted message; expired or refused ones were released at the
+/// expiry check.
+impl DeliveryCounts for Backlog {
+    fn holds(publish: &Publish) -> bool {
+        !publish.retain && !publish.dup
+    }
+
+    fn released_by_drop(reason: &Reason) -> bool {
+        matches!(reason, Reason::MessageQueueFull)
+    }
+
     fn release(&self, client_id: &str) {
         if let Some(slot) = self.slots.get(client_id) {
             let before = slot
@@ -154,11 +167,6 @@ impl Backlog {
     fn forget(&self, client_id: &str) {
         self.slots.remove(client_id);
     }
-}
-
-/// Whether a message delivered or dropped for a subscriber was counted by [`BoundedShared::forwards`].
-fn counted(publish: &Publish) -> bool {
-    !publish.retain && !publish.dup
 }
 
 /// The engine's `Shared` with [`Backlog`] applied to routing; every other call goes to the engine's.
@@ -271,7 +279,7 @@ impl Shared for BoundedShared {
                 Err((recipients, errs)) => {
                     // Not sent (the session is gone or its channel closed): off the count again.
                     for (to, _, p, _) in &errs {
-                        if counted(p) {
+                        if Backlog::holds(p) {
                             self.backlog.release(&to.client_id);
                         }
                     }
@@ -291,7 +299,7 @@ impl Shared for BoundedShared {
                 .session()
                 .map(|session| session.id.clone())
                 .unwrap_or_else(|| Id::from(self.scx.node.id(), client_id.clone()));
-            // Reported as MessageQueueFull: the policy logs it, BacklogHook releases its count.
+            // Reported as MessageQueueFull: the policy logs it, the DeliveryCountHook releases its count.
             errs.push((to, from.clone(), p, Reason::MessageQueueFull));
         }
         if errs.is_empty() {
@@ -389,43 +397,5 @@ impl Shared for BoundedShared {
         self.inner
             .retain_set_broadcast(topic, retain, expiry_interval)
             .await
-    }
-}
-
-/// Takes delivered and engine-dropped messages off the [`Backlog`]; registered above the policy for
-/// `MessageExpiryCheck` so that it sees every delivery, also those the policy then refuses.
-pub struct BacklogHook(pub Arc<Backlog>);
-
-impl BacklogHook {
-    /// The engine hook points this handler must be registered for.
-    pub const TYPES: [rmqtt::hook::Type; 4] = [
-        rmqtt::hook::Type::MessageExpiryCheck,
-        rmqtt::hook::Type::MessageDropped,
-        rmqtt::hook::Type::SessionCreated,
-        rmqtt::hook::Type::SessionTerminated,
-    ];
-}
-
-#[async_trait]
-impl Handler for BacklogHook {
-    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
-        match param {
-            Parameter::MessageExpiryCheck(session, _from, publish) if counted(publish) => {
-                self.0.release(&session.id.client_id);
-            }
-            // Expired (or refused by the policy) messages were released at the expiry check; a full
-            // deliver queue drops a message that was counted (QoS 1/2: the oldest one), and so does
-            // the backlog check itself (see `Backlog::admit`).
-            Parameter::MessageDropped(Some(to), _from, publish, Reason::MessageQueueFull)
-                if counted(publish) =>
-            {
-                self.0.release(&to.client_id);
-            }
-            Parameter::SessionCreated(session) | Parameter::SessionTerminated(session, _) => {
-                self.0.forget(&session.id.client_id);
-            }
-            _ => {}
-        }
-        (true, acc)
     }
 }

@@ -90,6 +90,7 @@
 pub mod acl;
 pub mod auth;
 pub mod backlog;
+pub mod delivery_counts;
 pub mod descriptors;
 pub mod exactly_once;
 pub mod gate;
@@ -121,11 +122,12 @@ use tokio::task::JoinHandle;
 use crate::model::Message;
 use acl::{AccessPolicy, Rights};
 use auth::{Logins, Throttle};
-use backlog::{Backlog, BacklogHook, BoundedShared};
+use backlog::{Backlog, BoundedShared};
+use delivery_counts::DeliveryCountHook;
 pub use gate::{tap, ClientPublish, TapSender, TAP_CAPACITY};
 use gate::{CommandTap, PublishGate, RefusedCommands, Tap};
 use janitor::{Janitor, JanitorSettings, SpokenPeers};
-use pacing::{PacerHook, RetainedPacer};
+use pacing::RetainedPacer;
 pub use password::{hash_password, verify_password, PasswordError};
 use policy::{Policy, PolicyHook, PolicyLimits};
 use retained::{EngineRetainStorage, RetainLimits, RetainedStore};
@@ -621,12 +623,12 @@ async fn register_hooks(
     commands: &CommandTap,
 ) {
     let register = scx.extends.hook_mgr().register();
-    for typ in BacklogHook::TYPES {
+    for typ in DeliveryCountHook::<Backlog>::TYPES {
         register
             .add_priority(
                 typ,
                 BACKLOG_PRIORITY,
-                Box::new(BacklogHook(backlog.clone())),
+                Box::new(DeliveryCountHook(backlog.clone())),
             )
             .await;
     }
@@ -662,9 +664,13 @@ async fn register_hooks(
 /// The retained streams' window count, above the policy like the backlog's (it must see every delivery).
 async fn register_pacer(scx: &ServerContext, pacer: &Arc<RetainedPacer>) {
     let register = scx.extends.hook_mgr().register();
-    for typ in PacerHook::TYPES {
+    for typ in DeliveryCountHook::<RetainedPacer>::TYPES {
         register
-            .add_priority(typ, BACKLOG_PRIORITY, Box::new(PacerHook(pacer.clone())))
+            .add_priority(
+                typ,
+                BACKLOG_PRIORITY,
+                Box::new(DeliveryCountHook(pacer.clone())),
+            )
             .await;
     }
     register.start().await;

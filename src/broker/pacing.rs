@@ -11,8 +11,8 @@
 //! in that scope and lets one through only while fewer than [`RETAINED_WINDOW`] retained messages wait
 //! for that subscriber between the channel and its socket. Behind the window, the session's own in-flight
 //! window (its Receive Maximum, `max_inflight`) paces QoS 1/2, and the socket paces QoS 0; a subscriber
-//! that does not read holds only its stream's chunk. [`PacerHook`] takes a message off the count when it
-//! is delivered (`MessageExpiryCheck`) or dropped.
+//! that does not read holds only its stream's chunk. The [`DeliveryCountHook`](super::delivery_counts::DeliveryCountHook) takes a message off the
+//! count when it is delivered (`MessageExpiryCheck`) or dropped.
 //!
 //! The deliver queue is sized `max_queued_messages + RETAINED_WINDOW` (see `bind_listener`), so the
 //! streamed messages never push live ones out, and `max_queued_messages` bounds only live traffic.
@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::session::Session;
 use rmqtt::shared::{Entry, RetainLoadCallback};
 use rmqtt::types::{
@@ -36,6 +35,7 @@ use rmqtt::types::{
 };
 use tokio::sync::Notify;
 
+use super::delivery_counts::DeliveryCounts;
 use super::retained::{Cursor, RetainedStore};
 
 /// Retained messages that may wait for one subscriber between the store and its socket.
@@ -155,8 +155,18 @@ impl RetainedPacer {
             }
         }
     }
+}
 
-    /// Takes one retained message off `client_id`'s count.
+/// Messages with the retain flag, not re-sends; every drop of one releases it.
+impl DeliveryCounts for RetainedPacer {
+    fn holds(publish: &Publish) -> bool {
+        publish.retain && !publish.dup
+    }
+
+    fn released_by_drop(_reason: &Reason) -> bool {
+        true
+    }
+
     fn release(&self, client_id: &str) {
         if let Some(slot) = self.slots.get(client_id) {
             let _ = slot
@@ -173,11 +183,6 @@ impl RetainedPacer {
             slot.room.notify_waiters();
         }
     }
-}
-
-/// Whether a delivered or dropped message is one a retained stream counted.
-fn streamed(publish: &Publish) -> bool {
-    publish.retain && !publish.dup
 }
 
 /// The engine's entry for one client, with the publishes of a retained stream paced.
@@ -273,38 +278,5 @@ impl Entry for PacedEntry {
 
     async fn subscriptions(&self) -> Option<Vec<SubsSearchResult>> {
         self.inner.subscriptions().await
-    }
-}
-
-/// Takes retained messages off [`RetainedPacer`]'s counts; registered above the policy for
-/// `MessageExpiryCheck` so that it sees every delivery, also those the policy then refuses.
-pub struct PacerHook(pub Arc<RetainedPacer>);
-
-impl PacerHook {
-    /// The engine hook points this handler must be registered for.
-    pub const TYPES: [rmqtt::hook::Type; 4] = [
-        rmqtt::hook::Type::MessageExpiryCheck,
-        rmqtt::hook::Type::MessageDropped,
-        rmqtt::hook::Type::SessionCreated,
-        rmqtt::hook::Type::SessionTerminated,
-    ];
-}
-
-#[async_trait]
-impl Handler for PacerHook {
-    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
-        match param {
-            Parameter::MessageExpiryCheck(session, _from, publish) if streamed(publish) => {
-                self.0.release(&session.id.client_id);
-            }
-            Parameter::MessageDropped(Some(to), _from, publish, _) if streamed(publish) => {
-                self.0.release(&to.client_id);
-            }
-            Parameter::SessionCreated(session) | Parameter::SessionTerminated(session, _) => {
-                self.0.forget(&session.id.client_id);
-            }
-            _ => {}
-        }
-        (true, acc)
     }
 }
