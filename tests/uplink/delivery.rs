@@ -11,9 +11,9 @@ use std::time::Duration;
 use mosquitto::{BrokerConfig, Mosquitto, Subscriber};
 use sensorgate::model::Message;
 use sensorgate::uplink::spool::{Outbound, Spool};
-use sensorgate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, UplinkSettings};
+use sensorgate::uplink::{SpoolSettings, SyncPolicy, UplinkSettings};
 
-use crate::running::Running;
+use crate::running::{self, Running};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -27,26 +27,12 @@ fn spool_settings(max_bytes: u64, segment_bytes: u64) -> SpoolSettings {
 }
 
 fn settings(port: u16, state_dir: &Path, spool: SpoolSettings) -> UplinkSettings {
-    UplinkSettings {
-        url: format!("mqtt://127.0.0.1:{port}"),
-        allow_plaintext: true,
-        client_id: "gw-delivery".into(),
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        username: None,
-        password_file: None,
-        keep_alive: Duration::from_secs(30),
-        max_inflight: 100,
-        base_topic: "sg".into(),
-        forwards: vec![ForwardRule {
-            filter: "sg/#".into(),
-            prefix: "site/".into(),
-            qos: 1,
-        }],
+    running::settings(
+        format!("mqtt://127.0.0.1:{port}"),
+        "gw-delivery",
+        state_dir,
         spool,
-        state_dir: state_dir.to_path_buf(),
-    }
+    )
 }
 
 impl Running {

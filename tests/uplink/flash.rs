@@ -14,40 +14,27 @@ use std::time::{Duration, Instant};
 
 use mosquitto::{BrokerConfig, Mosquitto, Subscriber};
 use sensorgate::model::Message;
-use sensorgate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, UplinkSettings};
+use sensorgate::uplink::{SpoolSettings, SyncPolicy, UplinkSettings};
 
-use crate::running::Running;
+use crate::running::{self, Running};
 
 const WAIT: Duration = Duration::from_secs(60);
 const SYNC: Duration = Duration::from_secs(1);
 const TOPIC: &str = "site/sg/meter";
 
 fn settings(port: u16, state_dir: &Path, sync: SyncPolicy) -> UplinkSettings {
-    UplinkSettings {
-        url: format!("mqtt://127.0.0.1:{port}"),
-        allow_plaintext: true,
-        client_id: "gw-flash".into(),
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        username: None,
-        password_file: None,
-        keep_alive: Duration::from_secs(30),
-        max_inflight: 100,
-        base_topic: "sg".into(),
-        forwards: vec![ForwardRule {
-            filter: "sg/#".into(),
-            prefix: "site/".into(),
-            qos: 1,
-        }],
-        spool: SpoolSettings {
-            max_bytes: 64 << 20,
-            max_age: Duration::from_secs(86_400),
-            sync,
-            segment_bytes: 1 << 20,
-        },
-        state_dir: state_dir.to_path_buf(),
-    }
+    let spool = SpoolSettings {
+        max_bytes: 64 << 20,
+        max_age: Duration::from_secs(86_400),
+        sync,
+        segment_bytes: 1 << 20,
+    };
+    running::settings(
+        format!("mqtt://127.0.0.1:{port}"),
+        "gw-flash",
+        state_dir,
+        spool,
+    )
 }
 
 impl Running {

@@ -1,10 +1,43 @@
-//! The uplink running on a task of the test, with its input channel, stats and stop token: the one
-//! harness the in-process uplink tests (delivery, flash, TLS) start it with.
+//! The uplink running on a task of the test, with its input channel, stats and stop token, and the
+//! settings it starts from: the one harness the in-process uplink tests (delivery, flash, TLS) use.
 
+use std::path::Path;
 use std::time::Duration;
 
 use sensorgate::model::Message;
-use sensorgate::uplink::{Uplink, UplinkError, UplinkSettings, UplinkStatsHandle};
+use sensorgate::uplink::{
+    ForwardRule, SpoolSettings, Uplink, UplinkError, UplinkSettings, UplinkStatsHandle,
+};
+
+/// The tests' uplink to `url` as `client_id`: `sg/#` forwarded under `site/` at QoS 1, plaintext
+/// allowed, no TLS files and no login (a test sets what it needs with struct update syntax).
+pub fn settings(
+    url: String,
+    client_id: &str,
+    state_dir: &Path,
+    spool: SpoolSettings,
+) -> UplinkSettings {
+    UplinkSettings {
+        url,
+        allow_plaintext: true,
+        client_id: client_id.into(),
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        username: None,
+        password_file: None,
+        keep_alive: Duration::from_secs(30),
+        max_inflight: 100,
+        base_topic: "sg".into(),
+        forwards: vec![ForwardRule {
+            filter: "sg/#".into(),
+            prefix: "site/".into(),
+            qos: 1,
+        }],
+        spool,
+        state_dir: state_dir.to_path_buf(),
+    }
+}
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -9,37 +9,23 @@ use std::time::Duration;
 
 use mosquitto::{BrokerConfig, Certs, Mosquitto, Subscriber, TlsListener};
 use sensorgate::model::Message;
-use sensorgate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, Uplink, UplinkSettings};
+use sensorgate::uplink::{SpoolSettings, SyncPolicy, Uplink, UplinkSettings};
 
-use crate::running::Running;
+use crate::running::{self, Running};
 
 const WAIT: Duration = Duration::from_secs(15);
 
 fn settings(url: String, state_dir: &Path) -> UplinkSettings {
+    let spool = SpoolSettings {
+        max_bytes: 1 << 20,
+        max_age: Duration::from_secs(86_400),
+        sync: SyncPolicy::Every(Duration::from_millis(100)),
+        segment_bytes: 64 * 1024,
+    };
     UplinkSettings {
-        url,
         allow_plaintext: false,
-        client_id: "gw-tls-test".into(),
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        username: None,
-        password_file: None,
-        keep_alive: Duration::from_secs(30),
         max_inflight: 16,
-        base_topic: "sg".into(),
-        forwards: vec![ForwardRule {
-            filter: "sg/#".into(),
-            prefix: "site/".into(),
-            qos: 1,
-        }],
-        spool: SpoolSettings {
-            max_bytes: 1 << 20,
-            max_age: Duration::from_secs(86_400),
-            sync: SyncPolicy::Every(Duration::from_millis(100)),
-            segment_bytes: 64 * 1024,
-        },
-        state_dir: state_dir.to_path_buf(),
+        ..running::settings(url, "gw-tls-test", state_dir, spool)
     }
 }
 
