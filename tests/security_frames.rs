@@ -158,21 +158,9 @@ fn python_frames(nodes: &[Node<'_>]) -> Vec<u8> {
     wire
 }
 
-/// The Python that has `cryptography`: Debian's (`python3-cryptography`, installed by scripts/test for
-/// /usr/bin/python3) first, else whatever `python3` is on the PATH.
+/// The Python that has `cryptography`.
 fn python() -> &'static str {
-    for candidate in ["/usr/bin/python3", "python3"] {
-        let has_it = Command::new(candidate)
-            .args(["-c", "import cryptography"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if has_it {
-            return candidate;
-        }
-    }
-    "python3"
+    sensorgate_testkit::python::python_with("cryptography", "python3-cryptography")
 }
 
 fn state(message: &mqtt::Received) -> serde_json::Value {

@@ -74,18 +74,9 @@ pub.publish("ws/retained", b"", qos=1, retain=True).wait_for_publish(5)
 sub.disconnect(); pub.disconnect()
 "#;
 
-/// The first Python that imports paho-mqtt: `python3` on the PATH, else Debian's (a pyenv or venv
-/// `python3` may lack the Debian package scripts/test installs).
+/// The Python that has paho-mqtt.
 fn python_with_paho() -> &'static str {
-    ["python3", "/usr/bin/python3"]
-        .into_iter()
-        .find(|python| {
-            std::process::Command::new(python)
-                .args(["-c", "import paho.mqtt.client"])
-                .output()
-                .is_ok_and(|out| out.status.success())
-        })
-        .expect("a python3 with paho-mqtt (scripts/test installs python3-paho-mqtt)")
+    sensorgate_testkit::python::python_with("paho.mqtt.client", "python3-paho-mqtt")
 }
 
 fn run_paho(port: u16, tls: bool, ca: &str) -> String {

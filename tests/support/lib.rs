@@ -1,8 +1,8 @@
 //! The test harness that every test crate of sensorgate and its benchmark share, one copy of each
 //! helper: the real daemon started on a free 127.0.0.1 port ([`daemon`]), pseudo-terminals as serial
 //! dongles ([`pty`]), Debian's mosquitto as a peer or cloud broker ([`mosquitto`]), MQTT subscribers
-//! ([`mqtt`]) and a byte-level client ([`raw`]), the embedded broker's test settings ([`broker`]), and
-//! a throw-away PKI ([`certs`]). It starts only processes and listeners on 127.0.0.1 and stops what it
+//! ([`mqtt`]) and a byte-level client ([`raw`]), the embedded broker's test settings ([`broker`]), a
+//! throw-away PKI ([`certs`]), and the Python that independent implementations run on ([`python`]). It starts only processes and listeners on 127.0.0.1 and stops what it
 //! started by PID.
 
 pub mod broker;
@@ -11,4 +11,5 @@ pub mod daemon;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod pty;
+pub mod python;
 pub mod raw;

@@ -97,21 +97,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The Python that has `cryptography`: Debian's (`python3-cryptography`, installed by scripts/test for
-/// /usr/bin/python3) first, else whatever `python3` is on the PATH.
+/// The Python that has `cryptography`.
 fn python() -> &'static str {
-    for candidate in ["/usr/bin/python3", "python3"] {
-        let has_it = Command::new(candidate)
-            .args(["-c", "import cryptography"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if has_it {
-            return candidate;
-        }
-    }
-    "python3"
+    sensorgate_testkit::python::python_with("cryptography", "python3-cryptography")
 }
 
 /// The Python receiver's verdict for each `(topic as associated data, envelope)`.
