@@ -23,7 +23,8 @@
 //!   0x87 and no reason string (the Paho test client refuses acks with properties).
 //! - Shared subscriptions (`$share/{group}/...`) need the `shared-subscription` feature and a
 //!   `SharedSubscription` that says it is supported (the engine's default says no and chooses nobody):
-//!   [`shared_groups::RoundRobin`].
+//!   [`shared_groups::RoundRobin`]. The engine also sent retained messages to a new shared
+//!   subscription, which MQTT 5 forbids: patched in `vendor/rmqtt`.
 //! - Topic aliases default to 0 (none either way): [`TOPIC_ALIASES`] each way. An unknown alias was
 //!   refused as 0x83 and one beyond the maximum was accepted (the engine counted only how many were
 //!   held): patched in `vendor/rmqtt` (0x82 Protocol Error, 0x94 Topic Alias invalid).

@@ -1,7 +1,7 @@
 //! MQTT 5 behaviours as the Eclipse Paho interoperability suite (`client_test5.py`) checks them, each with
 //! raw packets against the embedded broker: server keep-alive, session expiry (also set to 0 by the
 //! DISCONNECT), request/response properties, topic aliases both ways and undefined ones, shared
-//! subscriptions, receive maximum, subscribe refusals with reason codes, the DISCONNECT reason code when
+//! subscriptions (no retained messages for them), receive maximum, subscribe refusals with reason codes, the DISCONNECT reason code when
 //! the broker ends a connection, and the client's Maximum Packet Size. `$`-topics and wildcards: tests/broker_retained.rs.
 
 use sensorgate_testkit::broker as support;
@@ -539,6 +539,39 @@ async fn a_connection_the_broker_ends_gets_a_disconnect_saying_why() {
         "reconnect answered in {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_gets_no_retained_messages() {
+    let (_broker, addr) = broker().await;
+    let (mut publisher, _) = Client::connect(addr, "retain-pub", true, 60, Props::default()).await;
+    let mut body = Vec::new();
+    string(&mut body, b"shared/r");
+    body.extend_from_slice(&1u16.to_be_bytes());
+    Props::default().encode(&mut body);
+    body.extend_from_slice(b"last");
+    publisher.send(0x33, &body).await; // PUBLISH, QoS 1, retain
+    publisher.expect(PUBACK).await;
+    // A plain subscription gets the retained message (the control) ...
+    let (mut plain, _) = Client::connect(addr, "plain", true, 60, Props::default()).await;
+    assert_eq!(plain.subscribe(&[("shared/r", 1)]).await, vec![1]);
+    let got = plain
+        .next_publish(LONG, true)
+        .await
+        .expect("the retained one");
+    assert_eq!(got.payload, b"last");
+    // ... a shared one does not (MQTT 5, 4.8.2), but gets what is published next.
+    let (mut member, _) = Client::connect(addr, "member", true, 60, Props::default()).await;
+    assert_eq!(member.subscribe(&[("$share/g/shared/r", 1)]).await, vec![1]);
+    assert!(
+        member.next_publish(SHORT, true).await.is_none(),
+        "no retained message for a shared subscription"
+    );
+    publisher
+        .publish("shared/r", b"live", 1, 2, Props::default())
+        .await;
+    let live = member.next_publish(LONG, true).await.expect("a live one");
+    assert_eq!(live.payload, b"live");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2152,8 +2152,12 @@ async fn _send_subscribe_messages(
     prev_opts_is_none: bool,
     qos: QoS,
 ) {
+    // sensorgate patch: no retained messages for a shared subscription (MQTT 5, 4.8.2: "Retained
+    // messages are not sent to the Session when it establishes a new Shared Subscription").
     #[cfg(feature = "retain")]
-    let excludeds =
+    let excludeds = if shared_group.is_some() {
+        None
+    } else {
         match _send_retain_excludeds(&scx, &id, &topic_filter, retain_handling, prev_opts_is_none, qos).await
         {
             Ok(r) => r,
@@ -2161,7 +2165,8 @@ async fn _send_subscribe_messages(
                 log::warn!("{:?} retain excludeds error: {:?}", id, e);
                 None
             }
-        };
+        }
+    };
 
     #[cfg(not(feature = "retain"))]
     let excludeds: Option<Vec<(NodeId, MsgID)>> = None;
