@@ -32,6 +32,8 @@
 //!   timeout, malformed packet...) after closing the socket, so no MQTT 5 client ever got one, and
 //!   called every decode error 0x80: patched in `vendor/rmqtt` and `vendor/rmqtt-net` (the reason code
 //!   is sent, then the connection lingers up to 500 ms, still answering a takeover, before it closes).
+//! - Every MQTT 5 delivery carried a Message Expiry Interval (the listener's default expiry, 2 h, for
+//!   messages whose publisher gave none): patched in `vendor/rmqtt`, only a given expiry is passed on.
 //! - A client's Maximum Packet Size was applied 5 bytes short (a client announcing 20 got CONNACK 0x88
 //!   instead of its 19-byte CONNACK): patched in `vendor/rmqtt-codec` to the exact header size.
 //! - MQTT 5 clients asking for a keep-alive above [`sessions::MAX_SERVER_KEEP_ALIVE`] get that as Server

@@ -1,7 +1,7 @@
 //! MQTT 5 behaviours as the Eclipse Paho interoperability suite (`client_test5.py`) checks them, each with
 //! raw packets against the embedded broker: server keep-alive, session expiry (also set to 0 by the
 //! DISCONNECT), request/response properties, topic aliases both ways and undefined ones, shared
-//! subscriptions (no retained messages for them), receive maximum, subscribe refusals with reason codes, the DISCONNECT reason code when
+//! subscriptions (no retained messages for them), Message Expiry only where given, receive maximum, subscribe refusals with reason codes, the DISCONNECT reason code when
 //! the broker ends a connection, and the client's Maximum Packet Size. `$`-topics and wildcards: tests/broker_retained.rs.
 
 use sensorgate_testkit::broker as support;
@@ -20,6 +20,7 @@ const PUBACK: u8 = 4;
 const SUBACK: u8 = 9;
 const DISCONNECT: u8 = 14;
 
+const MESSAGE_EXPIRY: u8 = 0x02;
 const RESPONSE_TOPIC: u8 = 0x08;
 const CORRELATION_DATA: u8 = 0x09;
 const SESSION_EXPIRY: u8 = 0x11;
@@ -539,6 +540,39 @@ async fn a_connection_the_broker_ends_gets_a_disconnect_saying_why() {
         "reconnect answered in {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_expiry_interval_is_sent_only_when_the_publisher_gave_one() {
+    let (_broker, addr) = broker().await;
+    let (mut subscriber, _) = Client::connect(addr, "expiry-sub", true, 60, Props::default()).await;
+    assert_eq!(subscriber.subscribe(&[("expiry/t", 1)]).await, vec![1]);
+    let (mut publisher, _) = Client::connect(addr, "expiry-pub", true, 60, Props::default()).await;
+    publisher
+        .publish("expiry/t", b"plain", 1, 1, Props::default())
+        .await;
+    publisher
+        .publish(
+            "expiry/t",
+            b"expiring",
+            1,
+            2,
+            Props::default().u32(MESSAGE_EXPIRY, 100),
+        )
+        .await;
+    let plain = subscriber.next_publish(LONG, true).await.expect("plain");
+    assert_eq!(plain.payload, b"plain");
+    assert_eq!(
+        plain.prop(MESSAGE_EXPIRY),
+        None,
+        "no expiry it was not given"
+    );
+    let expiring = subscriber.next_publish(LONG, true).await.expect("expiring");
+    let left = expiring
+        .prop(MESSAGE_EXPIRY)
+        .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+        .expect("the time left");
+    assert!((90..=100).contains(&left), "{left} s left of 100");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

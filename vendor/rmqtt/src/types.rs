@@ -1465,7 +1465,12 @@ where
                 p.topic = topic.unwrap_or_default();
 
                 if let Some(properties) = &mut p.properties {
-                    properties.message_expiry_interval = message_expiry_interval;
+                    // sensorgate patch: the time left only for a message its publisher gave a Message
+                    // Expiry Interval (MQTT 5, 3.3.2.3.3); upstream put the listener's default expiry
+                    // (2 h) on every other delivery too.
+                    if properties.message_expiry_interval.is_some() {
+                        properties.message_expiry_interval = message_expiry_interval;
+                    }
                     properties.topic_alias = alias;
                 }
                 s.send_publish(p.take()).await?;
