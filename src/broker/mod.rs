@@ -40,8 +40,8 @@
 //!   Keep Alive (3.1.1 clients keep theirs: they cannot be told).
 //! - WebSockets (`ws` feature, tokio-tungstenite): `[[broker.listener]] transport = "websocket"` binds a
 //!   ws (or, with `tls`, wss) listener with the same logins, rights, limits and janitor as TCP. The
-//!   engine's upgrade answers any request path that asks for the `mqtt` subprotocol; `path` is what the
-//!   documentation and the log name.
+//!   engine's upgrade answered any request path that asked for the `mqtt` subprotocol: patched in
+//!   `vendor/rmqtt-net` (`ws_path`), so only the listener's `path` is upgraded and any other gets 404.
 //! - A CPU "busy" check refuses connections under load: turned off.
 //! - TLS handshake timeout defaults to 30 s: `handshake_timeout` (5 s); handshakes run on a task per
 //!   connection (50 idle TCP connections do not delay a TLS client).
@@ -743,7 +743,8 @@ fn bind_listener(
         .max_topic_aliases(TOPIC_ALIASES)
         .handshake_timeout(settings.handshake_timeout)
         .session_expiry_interval(settings.session_expiry)
-        .message_expiry_interval(OFFLINE_MESSAGE_EXPIRY.min(settings.session_expiry));
+        .message_expiry_interval(OFFLINE_MESSAGE_EXPIRY.min(settings.session_expiry))
+        .ws_path(websocket.map(str::to_string));
     if let Some(tls) = tls {
         builder = builder
             .tls_cert(Some(tls.cert_file.display().to_string()))

@@ -3,7 +3,7 @@
 //! driven by Python paho-mqtt with `transport="websockets"` (Debian's python3-paho-mqtt, installed by
 //! scripts/test). Publish, subscribe, retained and will, over ws and wss; the anonymous rights
 //! (`anonymous_read` / `anonymous_write`) apply there as on TCP; and the janitor closes a WebSocket
-//! connection that never sends CONNECT.
+//! connection that never sends CONNECT; only the listener's `path` is upgraded.
 
 use sensorgate_testkit::certs;
 use sensorgate_testkit::daemon;
@@ -200,5 +200,44 @@ async fn a_websocket_connection_that_never_sends_connect_is_closed() {
             started.elapsed()
         );
     }
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_listeners_path_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = free_port();
+    let config = format!(
+        "[gateway]\nid = \"ws\"\nbase_topic = \"sensorgate\"\nstate_dir = \"{{state_dir}}\"\n\n\
+         [[broker.listener]]\nbind = \"127.0.0.1:{{port}}\"\n\n\
+         [[broker.listener]]\nbind = \"127.0.0.1:{ws}\"\ntransport = \"websocket\"\npath = \"/gateway/mqtt\"\n"
+    );
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut answers = Vec::new();
+    for path in ["/gateway/mqtt", "/mqtt", "/"] {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", ws))
+            .await
+            .unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+        );
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut status = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut status))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        answers.push((path, String::from_utf8_lossy(&status).into_owned()));
+    }
+    assert_eq!(
+        answers,
+        vec![
+            ("/gateway/mqtt", "HTTP/1.1 101".to_string()),
+            ("/mqtt", "HTTP/1.1 404".to_string()),
+            ("/", "HTTP/1.1 404".to_string()),
+        ]
+    );
     drop(daemon);
 }

@@ -152,6 +152,8 @@ pub struct Builder {
     pub proxy_protocol: bool,
     /// Proxy Protocol timeout
     pub proxy_protocol_timeout: Duration,
+    /// sensorgate patch: the one request path a WebSocket listener upgrades (`None`: any path).
+    pub ws_path: Option<String>,
 
     /// Use TLS Certificate CN as Username
     pub cert_cn_as_username: bool,
@@ -233,6 +235,7 @@ impl Builder {
             tls_client_ca_certs: None,
             proxy_protocol: false,
             proxy_protocol_timeout: Duration::from_secs(5),
+            ws_path: None,
 
             cert_cn_as_username: false,
             cert_subject_dn_as_username: false,
@@ -471,6 +474,12 @@ impl Builder {
     /// Enable proxy protocol parse
     pub fn proxy_protocol(mut self, enable_protocol_proxy: bool) -> Self {
         self.proxy_protocol = enable_protocol_proxy;
+        self
+    }
+
+    /// sensorgate patch: upgrade WebSocket requests for this path only; others get 404.
+    pub fn ws_path(mut self, ws_path: Option<String>) -> Self {
+        self.ws_path = ws_path;
         self
     }
 
@@ -873,6 +882,8 @@ where
             return Err(anyhow!("Protocol mismatch: Expected WS listener"));
         }
 
+        let path = self.cfg.ws_path.clone();
+        let on_handshake = move |req: &Request, response: Response| on_handshake(path.as_deref(), req, response);
         match tokio::time::timeout(self.cfg.handshake_timeout, accept_hdr_async(self.socket, on_handshake))
             .await
         {
@@ -908,6 +919,8 @@ where
             self.cfg.collect_cert_info,
         );
 
+        let path = self.cfg.ws_path.clone();
+        let on_handshake = move |req: &Request, response: Response| on_handshake(path.as_deref(), req, response);
         match tokio::time::timeout(self.cfg.handshake_timeout, accept_hdr_async(tls_s, on_handshake)).await {
             Ok(Ok(ws_stream)) => {
                 Ok(Dispatcher::new(WsStream::new(ws_stream), self.remote_addr, cert_info, self.cfg.clone()))
@@ -951,9 +964,21 @@ where
 
 #[allow(clippy::result_large_err)]
 #[cfg(feature = "ws")]
-/// Validates WebSocket handshake requests for MQTT protocol
-fn on_handshake(req: &Request, mut response: Response) -> std::result::Result<Response, ErrorResponse> {
+/// Validates WebSocket handshake requests for MQTT protocol (sensorgate patch: and, when the listener
+/// names one, for its path; another path is answered 404 Not Found).
+fn on_handshake(
+    path: Option<&str>,
+    req: &Request,
+    mut response: Response,
+) -> std::result::Result<Response, ErrorResponse> {
     const PROTOCOL_ERROR: &str = "Missing required 'Sec-WebSocket-Protocol: mqtt' header";
+    if let Some(path) = path {
+        if req.uri().path() != path {
+            let mut not_found = ErrorResponse::new(Some(format!("no MQTT here; the path is {path}")));
+            *not_found.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
+            return Err(not_found);
+        }
+    }
     let mqtt_protocol = req
         .headers()
         .get("Sec-WebSocket-Protocol")
