@@ -8,8 +8,8 @@
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty;
+use sensorgate_testkit::python;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -112,14 +112,6 @@ fn lpp_temperature(celsius: f64) -> String {
 
 /// Frames sealed by the Python implementation, COBS-framed for the wire.
 fn python_frames(nodes: &[Node<'_>]) -> Vec<u8> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/security/frames.py");
-    let mut child = Command::new(python())
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (scripts/test installs python3 and python3-cryptography)");
     let mut input = String::new();
     for n in nodes {
         input.push_str(&format!(
@@ -132,19 +124,13 @@ fn python_frames(nodes: &[Node<'_>]) -> Vec<u8> {
             n.tamper.unwrap_or("")
         ));
     }
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "tests/security/frames.py failed (is python3-cryptography installed? scripts/test installs it): {}",
-        String::from_utf8_lossy(&output.stderr)
+    let text = python::run_script(
+        "cryptography",
+        "python3-cryptography",
+        "tests/security/frames.py",
+        &[],
+        &input,
     );
-    let text = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), nodes.len());
     let mut wire = Vec::new();
@@ -156,11 +142,6 @@ fn python_frames(nodes: &[Node<'_>]) -> Vec<u8> {
         wire.extend(encode_frame(Framing::Cobs, &frame));
     }
     wire
-}
-
-/// The Python that has `cryptography`.
-fn python() -> &'static str {
-    sensorgate_testkit::python::python_with("cryptography", "python3-cryptography")
 }
 
 fn state(message: &mqtt::Received) -> serde_json::Value {

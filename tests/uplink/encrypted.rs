@@ -11,6 +11,7 @@ use sensorgate_testkit::daemon;
 use sensorgate_testkit::mosquitto;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty;
+use sensorgate_testkit::python;
 
 use std::io::Write;
 use std::path::Path;
@@ -97,43 +98,22 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The Python that has `cryptography`.
-fn python() -> &'static str {
-    sensorgate_testkit::python::python_with("cryptography", "python3-cryptography")
-}
-
 /// The Python receiver's verdict for each `(topic as associated data, envelope)`.
 fn python_open(key_file: &Path, envelopes: &[(&str, &[u8])]) -> Vec<String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/security/envelope.py");
-    let mut child = Command::new(python())
-        .arg(&script)
-        .arg(key_file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (scripts/test installs python3-cryptography)");
     let input: String = envelopes
         .iter()
         .map(|(topic, envelope)| format!("{topic} {}\n", hex(envelope)))
         .collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "tests/security/envelope.py: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    python::run_script(
+        "cryptography",
+        "python3-cryptography",
+        "tests/security/envelope.py",
+        &[key_file],
+        &input,
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
