@@ -32,7 +32,7 @@ pub const BUDGET_PER_SPOOLED_BYTE: f64 = 1.5;
 const HOLD: Duration = Duration::from_millis(750);
 const PREFIX: &str = "site/";
 /// What a spool record adds to a message's topic and payload.
-const RECORD_HEADER: u64 = 28;
+const RECORD_HEADER: u64 = sensorgate::uplink::spool::RECORD_OVERHEAD as u64;
 
 /// A fresh ext4 file system on a loop device, mounted on a temporary directory; unmounted and detached
 /// when dropped.

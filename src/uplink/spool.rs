@@ -168,6 +168,9 @@ const ACK_MAGIC: &[u8; 8] = b"SGACK001";
 const RECORD_HEADER: usize = 8;
 const BODY_FIXED: usize = 20;
 const MAX_BODY: usize = BODY_FIXED + u16::MAX as usize + MAX_PAYLOAD_BYTES;
+/// What a record adds to its message's topic and payload on disk (length, CRC, sequence, time, QoS,
+/// retain flag, topic length).
+pub const RECORD_OVERHEAD: usize = RECORD_HEADER + BODY_FIXED;
 const READ_CHUNK: usize = 64 * 1024;
 /// 2020-01-01 in Unix ms: records stamped earlier were written before the clock was set.
 const SANE_CLOCK_MS: u64 = 1_577_836_800_000;
@@ -1156,6 +1159,23 @@ fn next_record(file: &File, offset: u64, limit: u64, cache: &mut ReadCache) -> i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_is_its_topic_and_payload_plus_the_stated_overhead() {
+        let message = Outbound {
+            topic: "site/sg/meter".into(),
+            payload: b"{\"kwh\":1.5}".to_vec(),
+            qos: 1,
+            retain: true,
+        };
+        let mut buf = Vec::new();
+        encode_record(&mut buf, 7, 1_000, &message);
+        assert_eq!(
+            buf.len(),
+            RECORD_OVERHEAD + message.topic.len() + message.payload.len()
+        );
+        assert_eq!(RECORD_OVERHEAD, 28);
+    }
 
     fn settings(max_bytes: u64, segment_bytes: u64) -> SpoolSettings {
         SpoolSettings {
