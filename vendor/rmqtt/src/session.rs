@@ -206,46 +206,10 @@ impl SessionState {
             }
             Err(reason) => {
                 log::debug!("{} Reason: {}", self.id, reason);
-                // sensorgate patch: tell an MQTT 5 client why the server ends the connection (receive
-                // maximum exceeded, topic alias invalid, keep-alive timeout, protocol error...), with the
-                // reason code, while the socket is still open. Upstream sends this DISCONNECT only after `sink.close()`, so it
-                // never arrives. Bounded, so a client that does not read cannot hold the session.
-                if let Sink::V5(s) = &mut sink {
-                    if reason_is_the_servers(&reason) {
-                        // The code alone: the reason's text can run to hundreds of bytes (more than
-                        // a client's Maximum Packet Size allows); it is in the debug log above.
-                        let d = v5::Disconnect { reason_code: reason.to_reason_code(), ..Default::default() };
-                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                            s.send(v5::Packet::Disconnect(d)).await?;
-                            s.flush().await
-                        })
-                        .await;
-                    }
-                }
-                // Linger up to 500 ms so that the client reads the DISCONNECT before the socket
-                // closes: its packets are read and dropped, and the session's own messages are
-                // still handled, so that the same client's next CONNECT, which kicks this session,
-                // is answered at once (upstream's `send_disconnect` sleeps instead, and a kick
-                // during that sleep is refused with 0x88).
+                // sensorgate patch: tell an MQTT 5 client why the server ends the connection, while
+                // the socket is still open (upstream sent it only after `sink.close()`).
                 if matches!(sink, Sink::V5(_)) && reason_is_the_servers(&reason) {
-                    let linger = tokio::time::sleep(Duration::from_millis(500));
-                    tokio::pin!(linger);
-                    loop {
-                        tokio::select! {
-                            _ = &mut linger => break,
-                            msg = self.rx.next() => match msg {
-                                Some(msg) => {
-                                    if self.process_message(&mut sink, msg, &deliver_queue_tx, &mut flags).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                None => break,
-                            },
-                            pkt = sink.recv() => if !matches!(pkt, Ok(Some(_))) {
-                                break;
-                            },
-                        }
-                    }
+                    self.say_why_and_linger(&mut sink, &reason, &deliver_queue_tx, &mut flags).await;
                 }
                 let _ = self.disconnected_reason_add(reason).await;
             }
@@ -335,6 +299,51 @@ impl SessionState {
             log::debug!("{:?} offline flags: {:?}", self.id, flags);
             if !flags.contains(StateFlags::Kicked) {
                 self.clean(&deliver_queue_tx, Reason::SessionExpiration).await;
+            }
+        }
+    }
+
+    /// sensorgate patch: sends an MQTT 5 DISCONNECT with `reason`'s code (receive maximum exceeded,
+    /// topic alias invalid, keep-alive timeout, protocol error...), bounded so that a client that does
+    /// not read cannot hold the session; the code alone, since the reason's text can run to hundreds of
+    /// bytes (more than a client's Maximum Packet Size allows) and is in the debug log. Then lingers up
+    /// to 500 ms so that the client reads it before the socket closes: its packets are read and
+    /// dropped, and the session's own messages are still handled, so that the same client's next
+    /// CONNECT, which kicks this session, is answered at once (upstream's `send_disconnect` sleeps
+    /// instead, and a kick during that sleep is refused with 0x88).
+    async fn say_why_and_linger<Io>(
+        &mut self,
+        sink: &mut Sink<Io>,
+        reason: &Reason,
+        deliver_queue_tx: &queue::Sender<(From, Publish)>,
+        flags: &mut StateFlags,
+    ) where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        if let Sink::V5(s) = sink {
+            let d = v5::Disconnect { reason_code: reason.to_reason_code(), ..Default::default() };
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                s.send(v5::Packet::Disconnect(d)).await?;
+                s.flush().await
+            })
+            .await;
+        }
+        let linger = tokio::time::sleep(Duration::from_millis(500));
+        tokio::pin!(linger);
+        loop {
+            tokio::select! {
+                _ = &mut linger => break,
+                msg = self.rx.next() => match msg {
+                    Some(msg) => {
+                        if self.process_message(sink, msg, deliver_queue_tx, flags).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                pkt = sink.recv() => if !matches!(pkt, Ok(Some(_))) {
+                    break;
+                },
             }
         }
     }
