@@ -421,9 +421,8 @@ impl RetainedLog {
 pub struct Restored {
     /// The retained messages to put back.
     pub messages: Vec<Message>,
-    /// Torn or corrupt tails cut (0 or 1) and the bytes they held: the broker's stats report them.
+    /// Torn or corrupt tails cut (0 or 1): the broker's stats report them (the bytes cut are logged).
     pub torn_cuts: u64,
-    pub torn_bytes: u64,
     /// Why the log could not be read (then `messages` is empty).
     pub error: Option<LogError>,
 }
@@ -436,7 +435,6 @@ pub fn read_for_restore(dir: &Path) -> Restored {
         Ok((log, messages)) => Restored {
             messages,
             torn_cuts: log.stats.torn_cuts,
-            torn_bytes: log.stats.torn_bytes,
             error: None,
         },
         Err(error) => Restored {
