@@ -1,23 +1,27 @@
 //! Flash writes: what the real release daemon writes to its state directory, extrapolated to a day,
-//! for the SD card of a Raspberry Pi. Each row starts the daemon on a freshly made ext4 file system on a
-//! loop device (as root; elsewhere the state directory is a plain temporary directory and only the
-//! process's own `/proc/PID/io` `write_bytes` is read, which the report says), lets it start up, then
-//! counts over a window what the file system wrote (`/sys/fs/ext4/<dev>/lifetime_write_kbytes`, journal
-//! and metadata included, after a `syncfs` at both ends so that page-cache writes still waiting for
-//! writeback are counted) and what the process caused to be written (`write_bytes`). Rows: 50 devices x
-//! one reading a minute forwarded to a local mosquitto that acknowledges at once (the budget row), the
-//! same with the cloud down the whole window, 500 devices, and an idle gateway; beside them the bytes of
-//! the forwarded messages themselves (the floor) and the figure the issue measured before this work.
-//! What one group commit (append + fdatasync) costs on the same file system is measured apart, as the
-//! fixed cost of the cloud-down row.
+//! for the SD card of a Raspberry Pi. Each row starts the daemon on a freshly made ext4 file system with
+//! 4 KiB blocks (Raspberry Pi OS's root file system has them) on a loop device (as root; elsewhere the
+//! state directory is a plain temporary directory and only the process's own `/proc/PID/io`
+//! `write_bytes` is read, which the report says), lets it start up, then counts over a window what the
+//! file system wrote (`/sys/fs/ext4/<dev>/lifetime_write_kbytes`, journal and metadata included, after a
+//! `syncfs` at both ends so that page-cache writes still waiting for writeback are counted) and what the
+//! process caused to be written (`write_bytes`). The window runs from one of the daemon's stats messages
+//! to a later one, so that the spool's own counters (`uplink.fsyncs`, `uplink.written_bytes`) cover
+//! exactly the same span. Rows: 50 devices x one reading a minute forwarded to a local mosquitto that
+//! acknowledges at once (the budget row), the same with the cloud down the whole window, 500 devices, and
+//! an idle gateway; beside them the bytes of the forwarded messages themselves (the floor) and the figure
+//! the issue measured before this work. What one group commit costs on the same file system is measured
+//! apart with the spool itself (one minimal record per commit, at the cloud-down row's commit rate), as
+//! the fixed cost of the cloud-down row.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use sensorgate::uplink::spool::{Outbound, Spool};
+use sensorgate::uplink::{SpoolSettings, SyncPolicy};
+use tokio::sync::mpsc;
 
 use crate::daemon::Daemon;
 use crate::mosquitto::{free_port, BrokerConfig, Mosquitto, MOSQUITTO};
@@ -28,11 +32,11 @@ pub const BEFORE_BYTES_PER_DAY: f64 = 1.2e9;
 pub const BUDGET_BYTES_PER_DAY: f64 = 10.0 * 1024.0 * 1024.0;
 /// The cloud-down row's budget per byte of spooled topic and payload, beside the fixed cost.
 pub const BUDGET_PER_SPOOLED_BYTE: f64 = 1.5;
-/// The uplink's default hold (`sync = "1s"`): messages arriving within it share one group commit.
-const HOLD: Duration = Duration::from_millis(750);
 const PREFIX: &str = "site/";
 /// What a spool record adds to a message's topic and payload.
 const RECORD_HEADER: u64 = sensorgate::uplink::spool::RECORD_OVERHEAD as u64;
+/// Where the daemon publishes its counters (`{base}/gateway/stats`, base `sensorgate`).
+const STATS_TOPIC: &str = "sensorgate/gateway/stats";
 
 /// A fresh ext4 file system on a loop device, mounted on a temporary directory; unmounted and detached
 /// when dropped.
@@ -59,8 +63,9 @@ fn command(program: &str, args: &[&str]) -> Result<String, String> {
 }
 
 impl Ext4 {
-    /// 256 MiB, inode tables and journal initialised at mkfs time (no background lazy init that would
-    /// be counted as the daemon's writes).
+    /// 256 MiB with 4 KiB blocks (mkfs would pick 1 KiB for so small a file system, which costs a
+    /// quarter per journalled block of what an SD card's file system does), inode tables and journal
+    /// initialised at mkfs time (no background lazy init that would be counted as the daemon's writes).
     fn make() -> Result<Ext4, String> {
         if rustix::process::geteuid().as_raw() != 0 {
             return Err("not root".into());
@@ -77,6 +82,8 @@ impl Ext4 {
             &[
                 "-q",
                 "-F",
+                "-b",
+                "4096",
                 "-E",
                 "lazy_itable_init=0,lazy_journal_init=0",
                 &device,
@@ -142,9 +149,12 @@ pub struct Row {
     /// Messages the forward rule selected in the window, and their remote topic + payload bytes.
     pub forwarded: u64,
     pub forwarded_bytes: u64,
-    /// Group commits those messages need when none is acknowledged in time (arrival bursts one hold
-    /// apart).
+    /// The spool's fsyncs in the window (its `uplink.fsyncs`: group commits, and a directory's when a
+    /// segment is created).
     pub commits: u64,
+    /// Bytes the spool wrote to its files in the window (its `uplink.written_bytes`: records and
+    /// segment headers).
+    pub spool_bytes: u64,
 }
 
 impl Row {
@@ -164,10 +174,12 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// `None` with a loop device; otherwise why there is none.
     pub fallback: Option<String>,
-    /// What one group commit (a small append and an fdatasync) costs on a fresh ext4, in bytes.
+    /// What one group commit of the spool (one minimal record, fdatasync) costs on a fresh ext4 at the
+    /// cloud-down row's commit rate, in bytes.
     pub commit_cost: Option<f64>,
-    /// The size of the commits that cost was measured with (the cloud-down row's average).
-    pub commit_bytes: usize,
+    /// How that was measured: commits, and seconds between them.
+    pub probe_commits: u64,
+    pub probe_interval_s: f64,
     pub quick: bool,
 }
 
@@ -182,13 +194,21 @@ pub const CLOUD_DOWN_50: &str = "50 devices × 1/min, cloud down";
 pub const CLOUD_UP_500: &str = "500 devices × 1/min, cloud up";
 pub const IDLE: &str = "idle gateway (no source), cloud up";
 
-/// Counts what the daemon's broker publishes under `sensorgate/#` (as the forward rule selects it),
-/// with the arrival times for the group-commit count.
+/// What the tap had counted when one of the daemon's stats messages arrived, with the spool's
+/// counters from that message.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    at: Instant,
+    messages: u64,
+    bytes: u64,
+    fsyncs: u64,
+    spool_bytes: u64,
+}
+
+/// Counts what the daemon's broker publishes under `sensorgate/#` (as the forward rule selects it), and
+/// hands a [`Snapshot`] over at each stats message.
 struct Tap {
-    messages: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
-    arrivals: Arc<Mutex<Vec<Instant>>>,
-    counting: Arc<std::sync::atomic::AtomicBool>,
+    snapshots: mpsc::Receiver<Snapshot>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -196,81 +216,62 @@ impl Tap {
     async fn connect(port: u16) -> Tap {
         let mut options = MqttOptions::new(format!("flash-tap-{port}"), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
-        let messages = Arc::new(AtomicU64::new(0));
-        let bytes = Arc::new(AtomicU64::new(0));
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _ = client.subscribe("sensorgate/#", QoS::AtMostOnce).await;
-        let task = {
-            let (messages, bytes, arrivals, counting) = (
-                messages.clone(),
-                bytes.clone(),
-                arrivals.clone(),
-                counting.clone(),
-            );
-            tokio::spawn(async move {
-                let _client = client;
-                loop {
-                    match eventloop.poll().await {
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            // The uplink owns the gateway's availability upstream: not forwarded.
-                            if !counting.load(Ordering::Relaxed)
-                                || p.topic == "sensorgate/gateway/availability"
-                            {
-                                continue;
-                            }
-                            messages.fetch_add(1, Ordering::Relaxed);
-                            bytes.fetch_add(
-                                (PREFIX.len() + p.topic.len() + p.payload.len()) as u64,
-                                Ordering::Relaxed,
-                            );
-                            if let Ok(mut a) = arrivals.lock() {
-                                a.push(Instant::now());
-                            }
+        let (tx, snapshots) = mpsc::channel(64);
+        let task = tokio::spawn(async move {
+            let _client = client;
+            let (mut messages, mut bytes) = (0u64, 0u64);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        // The uplink owns the gateway's availability upstream: not forwarded.
+                        if p.topic == "sensorgate/gateway/availability" {
+                            continue;
                         }
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        messages += 1;
+                        bytes += (PREFIX.len() + p.topic.len() + p.payload.len()) as u64;
+                        if p.topic != STATS_TOPIC {
+                            continue;
+                        }
+                        let Ok(stats) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                        else {
+                            continue;
+                        };
+                        let counter = |key: &str| stats["uplink"][key].as_u64().unwrap_or(0);
+                        let _ = tx.try_send(Snapshot {
+                            at: Instant::now(),
+                            messages,
+                            bytes,
+                            fsyncs: counter("fsyncs"),
+                            spool_bytes: counter("written_bytes"),
+                        });
                     }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
-            })
-        };
-        Tap {
-            messages,
-            bytes,
-            arrivals,
-            counting,
-            task,
-        }
+            }
+        });
+        Tap { snapshots, task }
     }
 
-    /// Messages, bytes and group commits counted.
-    fn finish(self) -> (u64, u64, u64) {
+    /// The next snapshot, or `None` after `within`.
+    async fn next(&mut self, within: Duration) -> Option<Snapshot> {
+        tokio::time::timeout(within, self.snapshots.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
         self.task.abort();
-        let arrivals = self.arrivals.lock().map(|a| a.clone()).unwrap_or_default();
-        (
-            self.messages.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-            group_commits(&arrivals, HOLD),
-        )
     }
 }
 
-/// How many group commits arrivals need when each commit takes everything that arrived within `hold`
-/// of the oldest message it writes (the uplink's rule when nothing is acknowledged in time).
-pub fn group_commits(arrivals: &[Instant], hold: Duration) -> u64 {
-    let mut commits = 0;
-    let mut open_until: Option<Instant> = None;
-    for &at in arrivals {
-        if open_until.is_none_or(|until| at >= until) {
-            commits += 1;
-            open_until = Some(at + hold);
-        }
-    }
-    commits
-}
-
-fn config(devices: u64, cloud_port: u16, retained_sync: Option<&str>) -> String {
+fn config(devices: u64, cloud_port: u16, case: &Case) -> String {
     let source = if devices > 0 {
         format!(
             "[[source]]\nname = \"sim\"\nkind = \"simulator\"\ndevices = {devices}\ninterval = \"60s\"\npayload = \"lpp\"\n"
@@ -278,100 +279,127 @@ fn config(devices: u64, cloud_port: u16, retained_sync: Option<&str>) -> String 
     } else {
         String::new()
     };
-    let broker = retained_sync
+    let broker = case
+        .retained_sync
         .map(|period| format!("[broker]\nretained_sync = \"{period}\"\n"))
         .unwrap_or_default();
+    let stats = case
+        .stats_interval
+        .map(|period| format!("[publish]\nstats_interval = \"{period}\"\n"))
+        .unwrap_or_default();
     format!(
-        "{source}{broker}[upstream]\nurl = \"mqtt://127.0.0.1:{cloud_port}\"\nallow_plaintext = true\n\
+        "{source}{broker}{stats}[upstream]\nurl = \"mqtt://127.0.0.1:{cloud_port}\"\nallow_plaintext = true\n\
          client_id = \"bench-flash\"\n[[upstream.forward]]\nfilter = \"sensorgate/#\"\n\
          prefix = \"{PREFIX}\"\nqos = 1\n"
     )
 }
 
-async fn measure(case: &Case, cloud: Option<&Mosquitto>) -> (Row, Option<String>) {
-    let Case {
-        what,
-        devices,
-        settle,
-        window,
-        ..
-    } = *case;
+async fn measure(case: &Case, cloud: Option<&Mosquitto>) -> Result<(Row, Option<String>), String> {
     let (ext4, fallback) = match Ext4::make() {
         Ok(fs) => (Some(fs), None),
         Err(why) => (None, Some(why)),
     };
-    let scratch = tempfile::tempdir().expect("tempdir");
+    let scratch = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let state: PathBuf = match &ext4 {
         Some(fs) => fs.mount.path().join("state"),
         None => scratch.path().join("state"),
     };
     let cloud_port = cloud.map(|c| c.port).unwrap_or_else(free_port);
-    let daemon = Daemon::spawn_with_state(
-        &config(devices, cloud_port, case.retained_sync),
-        &[],
-        &state,
-    );
+    let daemon = Daemon::spawn_with_state(&config(case.devices, cloud_port, case), &[], &state);
     daemon.wait_listening().await;
-    let tap = Tap::connect(daemon.port).await;
+    let mut tap = Tap::connect(daemon.port).await;
     // Start-up: the spool directory, the first retained state, the devices' first readings.
-    tokio::time::sleep(settle).await;
+    tokio::time::sleep(case.settle).await;
     let pid = daemon.pid();
+    let interval = case.stats_period();
+    let bound = interval * 2 + Duration::from_secs(10);
+    let missing = || format!("no stats message from the daemon within {bound:?}");
+    // Drain what arrived during start-up: the window starts at the next stats message.
+    while tap.snapshots.try_recv().is_ok() {}
+    let first = tap.next(bound).await.ok_or_else(missing)?;
     let fs0 = ext4.as_ref().and_then(Ext4::written);
     let p0 = process_write_bytes(pid).unwrap_or(0);
-    tap.counting.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(window).await;
+    let mut last = first;
+    while last.at.duration_since(first.at) + interval / 2 < case.window {
+        last = tap.next(bound).await.ok_or_else(missing)?;
+    }
     let fs1 = ext4.as_ref().and_then(Ext4::written);
     let p1 = process_write_bytes(pid).unwrap_or(0);
-    let window_s = started.elapsed().as_secs_f64();
-    let (forwarded, forwarded_bytes, commits) = tap.finish();
     drop(daemon);
     let row = Row {
-        what,
-        devices,
+        what: case.what,
+        devices: case.devices,
         cloud_up: cloud.is_some(),
         retained_sync: case.retained_sync,
-        window_s,
+        window_s: last.at.duration_since(first.at).as_secs_f64(),
         fs_bytes: fs0.zip(fs1).map(|(a, b)| b.saturating_sub(a)),
         process_bytes: p1.saturating_sub(p0),
-        forwarded,
-        forwarded_bytes,
-        commits,
+        forwarded: last.messages - first.messages,
+        forwarded_bytes: last.bytes - first.bytes,
+        commits: last.fsyncs.saturating_sub(first.fsyncs),
+        spool_bytes: last.spool_bytes.saturating_sub(first.spool_bytes),
     };
-    (row, fallback)
+    Ok((row, fallback))
 }
 
-/// Appends small records with an fdatasync each on a fresh ext4: bytes the file system writes per
-/// commit beyond the data.
-fn commit_cost(record: usize) -> Option<f64> {
+/// What one group commit of the spool costs on a fresh ext4: the spool itself, in its default segment
+/// size, appending one minimal record (a one-byte topic and payload) and fsync'ing it, `commits` times,
+/// `interval` apart (a file system writes back its metadata on timers, so the rate matters). The
+/// segment is created (and its blocks reserved) before the count starts, as a long outage's segments
+/// are, once per 4 MiB.
+fn commit_cost(commits: u64, interval: Duration) -> Option<f64> {
     let fs = Ext4::make().ok()?;
-    let path = fs.mount.path().join("probe.seg");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .ok()?;
-    use std::io::Write;
+    let settings = SpoolSettings {
+        max_bytes: 64 << 20,
+        max_age: Duration::from_secs(7 * 86_400),
+        sync: SyncPolicy::Every(Duration::from_secs(1)),
+        segment_bytes: sensorgate::config::defaults::SPOOL_SEGMENT_BYTES,
+    };
+    let mut spool = Spool::open(&fs.mount.path().join("spool"), settings).ok()?;
+    let record = Outbound {
+        topic: "p".into(),
+        payload: vec![b'1'],
+        qos: 1,
+        retain: false,
+    };
+    let now = sensorgate::uplink::spool::now_ms;
+    spool.append(std::slice::from_ref(&record), now()).ok()?;
+    spool.sync().ok()?;
     let before = fs.written()?;
-    const COMMITS: u64 = 200;
-    let bytes = vec![b'x'; record];
-    for _ in 0..COMMITS {
-        file.write_all(&bytes).ok()?;
-        file.sync_data().ok()?;
+    let started = Instant::now();
+    for n in 1..=commits {
+        spool.append(std::slice::from_ref(&record), now()).ok()?;
+        spool.sync().ok()?;
+        if let Some(wait) = (interval * n as u32).checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
     }
     let after = fs.written()?;
-    Some((after - before) as f64 / COMMITS as f64 - record as f64)
+    Some((after - before) as f64 / commits as f64)
 }
 
 /// One row to measure: its devices, whether the cloud is up, its `[broker] retained_sync` (`None`: the
-/// default, "15m") and its start-up and window.
+/// default, "15m"), its `[publish] stats_interval` (`None`: the default, 60 s) and its start-up and
+/// window.
 struct Case {
     what: &'static str,
     devices: u64,
     cloud_up: bool,
     retained_sync: Option<&'static str>,
+    stats_interval: Option<&'static str>,
     settle: Duration,
     window: Duration,
+}
+
+impl Case {
+    fn stats_period(&self) -> Duration {
+        match self.stats_interval {
+            Some(text) => {
+                sensorgate::config::parse_duration(text).unwrap_or(Duration::from_secs(60))
+            }
+            None => sensorgate::config::defaults::STATS_INTERVAL,
+        }
+    }
 }
 
 /// The rows. A full run measures the two 50-device rows (the budget rows) in the default
@@ -379,33 +407,35 @@ struct Case {
 /// is 15 minutes; the first write after start-up is no larger than a later one, since every device
 /// reports within the period); the 500-device and idle rows run 180 s with `retained_sync = "60s"`,
 /// 15 times as often as the default, so they bound it from above. The idle row starts its window
-/// after the first retained write (the gateway's availability, a start-up cost). A quick run uses
-/// 20 s windows with `retained_sync = "10s"`: coarse, and upper bounds.
+/// after the first retained write (the gateway's availability, a start-up cost). Windows run between
+/// stats messages (60 s apart by default). A quick run uses 20 s windows with `retained_sync = "10s"`
+/// and `stats_interval = "5s"`: coarse, and upper bounds.
 fn cases(quick: bool) -> Vec<Case> {
     let secs = Duration::from_secs;
-    let case = |what, devices, cloud_up, retained_sync, settle, window| Case {
+    let case = |what, devices, cloud_up, retained_sync, stats_interval, settle, window| Case {
         what,
         devices,
         cloud_up,
         retained_sync,
+        stats_interval,
         settle,
         window,
     };
     if quick {
-        let fast = Some("10s");
+        let (fast, stats) = (Some("10s"), Some("5s"));
         vec![
-            case(CLOUD_UP_50, 50, true, fast, secs(5), secs(20)),
-            case(CLOUD_DOWN_50, 50, false, fast, secs(5), secs(20)),
-            case(CLOUD_UP_500, 500, true, fast, secs(5), secs(20)),
-            case(IDLE, 0, true, fast, secs(12), secs(20)),
+            case(CLOUD_UP_50, 50, true, fast, stats, secs(5), secs(20)),
+            case(CLOUD_DOWN_50, 50, false, fast, stats, secs(5), secs(20)),
+            case(CLOUD_UP_500, 500, true, fast, stats, secs(5), secs(20)),
+            case(IDLE, 0, true, fast, stats, secs(12), secs(20)),
         ]
     } else {
         let bound = Some("60s");
         vec![
-            case(CLOUD_UP_50, 50, true, None, secs(15), secs(900)),
-            case(CLOUD_DOWN_50, 50, false, None, secs(15), secs(900)),
-            case(CLOUD_UP_500, 500, true, bound, secs(15), secs(180)),
-            case(IDLE, 0, true, bound, secs(75), secs(180)),
+            case(CLOUD_UP_50, 50, true, None, None, secs(15), secs(900)),
+            case(CLOUD_DOWN_50, 50, false, None, None, secs(15), secs(900)),
+            case(CLOUD_UP_500, 500, true, bound, None, secs(15), secs(180)),
+            case(IDLE, 0, true, bound, None, secs(75), secs(180)),
         ]
     }
 }
@@ -429,19 +459,24 @@ pub async fn run(quick: bool) -> Report {
             continue;
         }
         eprintln!("  {} ({:.0} s)...", case.what, case.window.as_secs_f64());
-        let (row, why) = measure(&case, if case.cloud_up { cloud.as_ref() } else { None }).await;
-        fallback = fallback.or(why);
-        rows.push(row);
+        match measure(&case, if case.cloud_up { cloud.as_ref() } else { None }).await {
+            Ok((row, why)) => {
+                fallback = fallback.or(why);
+                rows.push(row);
+            }
+            Err(why) => eprintln!("  {}: not measured: {why}", case.what),
+        }
     }
-    // The fixed cost of one commit, measured with commits of the cloud-down row's own average size
-    // (a file system's cost per commit depends on how often a commit allocates a new block).
-    let commit_bytes = rows
+    // The fixed cost of one commit, at the cloud-down row's own commit rate.
+    let probe_interval_s = rows
         .iter()
         .find(|row| row.what == CLOUD_DOWN_50 && row.commits > 0)
-        .map(|row| ((row.forwarded_bytes + RECORD_HEADER * row.forwarded) / row.commits) as usize)
-        .unwrap_or(200)
-        .clamp(1, 64 * 1024);
-    let commit_cost = tokio::task::spawn_blocking(move || commit_cost(commit_bytes))
+        .map(|row| row.window_s / row.commits as f64)
+        .unwrap_or(1.0)
+        .clamp(0.1, 10.0);
+    let probe_commits = if quick { 15 } else { 100 };
+    let interval = Duration::from_secs_f64(probe_interval_s);
+    let commit_cost = tokio::task::spawn_blocking(move || commit_cost(probe_commits, interval))
         .await
         .ok()
         .flatten();
@@ -449,7 +484,8 @@ pub async fn run(quick: bool) -> Report {
         rows,
         fallback,
         commit_cost,
-        commit_bytes,
+        probe_commits,
+        probe_interval_s,
         quick,
     }
 }
@@ -480,10 +516,11 @@ pub fn markdown(report: &Report) -> String {
     let mut out = String::from("## Flash writes (state directory, per day)\n\n");
     match &report.fallback {
         None => out.push_str(&format!(
-            "The release daemon with its state directory on a freshly made 256 MiB ext4 on a loop device \
-             (one per row); **file system** is `/sys/fs/ext4/<dev>/lifetime_write_kbytes` (data, metadata \
+            "The release daemon with its state directory on a freshly made 256 MiB ext4 with 4 KiB \
+             blocks on a loop device (one per row); **file system** is `/sys/fs/ext4/<dev>/lifetime_write_kbytes` (data, metadata \
              and journal), **process** is `/proc/PID/io` `write_bytes`, both after a `syncfs`, over the \
-             window after start-up, times a day. Simulator devices send Cayenne LPP once a minute; the \
+             window after start-up (from one of the daemon's stats messages to a later one, so that the \
+             spool's own counters cover the same span), times a day. Simulator devices send Cayenne LPP once a minute; the \
              forward rule is `sensorgate/#` at QoS 1 to a local mosquitto (cloud up) or to a port nothing \
              listens on (cloud down); `sync = \"1s\"`. The retained log is written once per \
              `retained_sync` (default 15 minutes): a row in the default configuration runs 900 s, which \
@@ -532,23 +569,26 @@ pub fn markdown(report: &Report) -> String {
         let (written, spooled) = spool_share(report, row);
         out.push_str(&format!(
             "Cloud down: the spool's share (this row less the cloud-up row, whose writes are the other \
-             files') is {} a day, {:.2} bytes per byte of spooled topic + payload in all ({} group \
-             commits in the window for {} messages).",
+             files') is {} a day, {:.2} bytes per byte of spooled topic + payload in all; the spool \
+             itself counted {} fsyncs in the window for {} messages and wrote {:.2} bytes of records per \
+             byte of topic + payload (a record adds {RECORD_HEADER} bytes of header).",
             mib(row.per_day(written as u64)),
             written / spooled,
             row.commits,
-            row.forwarded
+            row.forwarded,
+            row.spool_bytes as f64 / spooled,
         ));
         if let Some(cost) = report.commit_cost {
             let variable = (written - row.commits as f64 * cost).max(0.0) / spooled;
             out.push_str(&format!(
                 " The fixed cost is one group commit (one append and one fdatasync) per `sync` period in \
-                 which messages arrived: {:.1} KiB each on this ext4 beyond the data (measured apart: 200 \
-                 commits of {} bytes, this row's average), which at this rate is {} a day; less that, \
-                 {variable:.2} bytes per spooled byte (a record adds {RECORD_HEADER} bytes of header to topic + \
-                 payload).",
+                 which messages arrived: {:.1} KiB each on this ext4, data block and journal included \
+                 (measured apart with the spool: {} commits of one minimal record, {:.2} s apart, this \
+                 row's rate), which at this rate is {} a day; less that, {variable:.2} bytes per spooled \
+                 byte.",
                 cost / 1024.0,
-                report.commit_bytes,
+                report.probe_commits,
+                report.probe_interval_s,
                 mib(row.per_day((row.commits as f64 * cost) as u64)),
             ));
         }
@@ -568,15 +608,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn arrivals_within_one_hold_share_a_commit() {
-        let t = Instant::now();
-        let ms = |n: u64| t + Duration::from_millis(n);
-        let arrivals = [ms(0), ms(100), ms(700), ms(760), ms(800), ms(3000)];
-        assert_eq!(group_commits(&arrivals, Duration::from_millis(750)), 3);
-        assert_eq!(group_commits(&[], Duration::from_millis(750)), 0);
-    }
-
-    #[test]
     fn a_row_extrapolates_to_a_day() {
         let row = Row {
             what: CLOUD_UP_50,
@@ -589,13 +620,15 @@ mod tests {
             forwarded: 10,
             forwarded_bytes: 100,
             commits: 0,
+            spool_bytes: 0,
         };
         assert_eq!(row.bytes_per_day(), 1024.0 * 720.0);
         let report = Report {
             rows: vec![row],
             fallback: None,
             commit_cost: Some(16384.0),
-            commit_bytes: 425,
+            probe_commits: 15,
+            probe_interval_s: 1.2,
             quick: true,
         };
         let text = markdown(&report);
