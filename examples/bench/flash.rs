@@ -15,7 +15,6 @@
 //! the fixed cost of the cloud-down row.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -24,6 +23,7 @@ use sensorgate::uplink::{SpoolSettings, SyncPolicy};
 use tokio::sync::mpsc;
 
 use crate::daemon::Daemon;
+use crate::ext4::Ext4;
 use crate::mosquitto::{free_port, BrokerConfig, Mosquitto, MOSQUITTO};
 
 /// What the issue measured before this work, with `/proc/PID/io` (50 devices, cloud up).
@@ -37,93 +37,6 @@ const PREFIX: &str = "site/";
 const RECORD_HEADER: u64 = sensorgate::uplink::spool::RECORD_OVERHEAD as u64;
 /// Where the daemon publishes its counters (`{base}/gateway/stats`, base `sensorgate`).
 const STATS_TOPIC: &str = "sensorgate/gateway/stats";
-
-/// A fresh ext4 file system on a loop device, mounted on a temporary directory; unmounted and detached
-/// when dropped.
-struct Ext4 {
-    _image_dir: tempfile::TempDir,
-    mount: tempfile::TempDir,
-    device: String,
-    counter: PathBuf,
-}
-
-fn command(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
-impl Ext4 {
-    /// 256 MiB with 4 KiB blocks (mkfs would pick 1 KiB for so small a file system, which costs a
-    /// quarter per journalled block of what an SD card's file system does), inode tables and journal
-    /// initialised at mkfs time (no background lazy init that would be counted as the daemon's writes).
-    fn make() -> Result<Ext4, String> {
-        if rustix::process::geteuid().as_raw() != 0 {
-            return Err("not root".into());
-        }
-        let image_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let image = image_dir.path().join("flash.img");
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(256 << 20))
-            .map_err(|e| format!("image: {e}"))?;
-        let image_text = image.display().to_string();
-        let device = command("losetup", &["--find", "--show", &image_text])?;
-        let made = command(
-            "mkfs.ext4",
-            &[
-                "-q",
-                "-F",
-                "-b",
-                "4096",
-                "-E",
-                "lazy_itable_init=0,lazy_journal_init=0",
-                &device,
-            ],
-        );
-        let mount = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mount_text = mount.path().display().to_string();
-        let mounted = made.and_then(|_| command("mount", &[&device, &mount_text]));
-        if let Err(e) = mounted {
-            let _ = command("losetup", &["-d", &device]);
-            return Err(e);
-        }
-        let name = device.trim_start_matches("/dev/").to_string();
-        Ok(Ext4 {
-            _image_dir: image_dir,
-            mount,
-            counter: PathBuf::from(format!("/sys/fs/ext4/{name}/lifetime_write_kbytes")),
-            device,
-        })
-    }
-
-    /// Bytes the file system wrote since it was made, after writing back everything dirty on it.
-    fn written(&self) -> Option<u64> {
-        syncfs(self.mount.path());
-        let text = std::fs::read_to_string(&self.counter).ok()?;
-        Some(text.trim().parse::<u64>().ok()? * 1024)
-    }
-}
-
-impl Drop for Ext4 {
-    fn drop(&mut self) {
-        let mount = self.mount.path().display().to_string();
-        let _ = command("umount", &[&mount]);
-        let _ = command("losetup", &["-d", &self.device]);
-    }
-}
-
-fn syncfs(dir: &Path) {
-    let _ = command("sync", &["-f", &dir.display().to_string()]);
-}
 
 /// `write_bytes` of `/proc/PID/io`.
 fn process_write_bytes(pid: u32) -> Option<u64> {
@@ -301,7 +214,7 @@ async fn measure(case: &Case, cloud: Option<&Mosquitto>) -> Result<(Row, Option<
     };
     let scratch = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let state: PathBuf = match &ext4 {
-        Some(fs) => fs.mount.path().join("state"),
+        Some(fs) => fs.path().join("state"),
         None => scratch.path().join("state"),
     };
     let cloud_port = cloud.map(|c| c.port).unwrap_or_else(free_port);
@@ -355,7 +268,7 @@ fn commit_cost(commits: u64, interval: Duration) -> Option<f64> {
         sync: SyncPolicy::Every(Duration::from_secs(1)),
         segment_bytes: sensorgate::config::defaults::SPOOL_SEGMENT_BYTES,
     };
-    let mut spool = Spool::open(&fs.mount.path().join("spool"), settings).ok()?;
+    let mut spool = Spool::open(&fs.path().join("spool"), settings).ok()?;
     let record = Outbound {
         topic: "p".into(),
         payload: vec![b'1'],

@@ -8,8 +8,8 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
-//! resources, physical, flash, security; printed only unless `--out` is given). The flash section (what the
-//! daemon writes to its state directory per day) wants root for its loop-device ext4 file systems. Every run is bounded in count and time
+//! resources, physical, flash, commits, security; printed only unless `--out` is given). The flash section (what the
+//! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
 use sensorgate_testkit::mosquitto;
@@ -17,9 +17,11 @@ use sensorgate_testkit::mosquitto;
 mod baseline;
 mod broker;
 mod budgets;
+mod commits;
 mod daemon;
 mod decoders;
 mod e2e;
+mod ext4;
 mod flash;
 mod machine;
 mod measure;
@@ -33,7 +35,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "physical",
     "decoders",
     "broker",
@@ -43,6 +45,7 @@ const SECTIONS: [&str; 10] = [
     "baseline",
     "resources",
     "flash",
+    "commits",
     "security",
 ];
 
@@ -188,6 +191,10 @@ async fn main() {
     } else {
         None
     };
+    if wanted("commits") {
+        eprintln!("spool commits by size...");
+        sections.push(commits::markdown(&commits::run(options.quick).await));
+    }
     if wanted("security") {
         eprintln!("security...");
         sections.push(security::markdown(&security::run(options.quick).await));
