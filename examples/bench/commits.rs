@@ -1,12 +1,14 @@
-//! What one group commit costs an SD card's file system, by the size of the commit, with the file grown
-//! as it is written and with its blocks reserved first (`fallocate` with `FALLOC_FL_KEEP_SIZE`, what the
-//! spool does for each segment): the evidence behind the spool's reservation. Each case appends records
-//! of one size to one file with an `fdatasync` each, paced, on a fresh 4 KiB-block ext4 (see
-//! [`crate::ext4`]), and reads the file system's own count of what it wrote (data, metadata, journal).
-//! The difference between two sizes is what a commit costs per byte; the smallest size is the fixed cost.
+//! What one group commit costs an SD card's file system, by the size of the commit, three ways: the file
+//! grown as it is written; its blocks reserved first without changing its length (`fallocate` with
+//! `FALLOC_FL_KEEP_SIZE`, what the spool does for each segment); and allocated with its full length
+//! (`fallocate` mode 0, unwritten extents) and written in place, which the spool does not do (its files'
+//! length is where its records end) but which a future format could. Each case appends records of one
+//! size to one file with an `fdatasync` each, paced, on a fresh 4 KiB-block ext4 (see [`crate::ext4`]),
+//! and reads the file system's own count of what it wrote (data, metadata, journal). The difference
+//! between two sizes is what a commit costs per byte; the smallest size is the fixed cost.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use crate::ext4::Ext4;
@@ -16,12 +18,24 @@ const SIZES: [usize; 4] = [64, 512, 2048, 8192];
 /// What a reservation covers (the spool's default segment).
 const RESERVED: u64 = 4 << 20;
 
-/// Bytes written per commit, grown as written and reserved, for one commit size.
+/// How the file's blocks are allocated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Allocation {
+    /// As it is written.
+    Grown,
+    /// Reserved first, its length unchanged (`FALLOC_FL_KEEP_SIZE`): the spool.
+    Reserved,
+    /// Allocated with its full length (unwritten extents), written in place.
+    InPlace,
+}
+
+/// Bytes written per commit, each way, for one commit size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub bytes: usize,
     pub grown: Option<f64>,
     pub reserved: Option<f64>,
+    pub in_place: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,30 +50,37 @@ pub struct Report {
 /// Bytes the file system wrote per commit of `bytes`, over `commits` commits `interval` apart.
 fn per_commit(
     bytes: usize,
-    reserve: bool,
+    allocation: Allocation,
     commits: u64,
     interval: Duration,
 ) -> Result<f64, String> {
     let fs = Ext4::make()?;
     let path = fs.path().join("segment");
-    let mut file: File = OpenOptions::new()
+    let file: File = OpenOptions::new()
         .create(true)
-        .append(true)
+        .write(true)
+        .truncate(true)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
-    if reserve {
-        let flags = rustix::fs::FallocateFlags::KEEP_SIZE;
+    let flags = match allocation {
+        Allocation::Grown => None,
+        Allocation::Reserved => Some(rustix::fs::FallocateFlags::KEEP_SIZE),
+        Allocation::InPlace => Some(rustix::fs::FallocateFlags::empty()),
+    };
+    if let Some(flags) = flags {
         rustix::fs::fallocate(&file, flags, 0, RESERVED).map_err(|e| format!("fallocate: {e}"))?;
     }
-    // The file exists (and is reserved) before the count starts, as a spool segment does.
-    file.write_all(b"SGSPOOL1").map_err(io)?;
+    // The file exists (and is allocated) before the count starts, as a spool segment does.
+    let magic = b"SGSPOOL1";
+    file.write_all_at(magic, 0).map_err(io)?;
     file.sync_all().map_err(io)?;
     let before = fs.written().ok_or("no lifetime_write_kbytes")?;
     let record = vec![b'x'; bytes];
     let started = Instant::now();
     for n in 1..=commits {
-        file.write_all(&record).map_err(io)?;
+        let offset = magic.len() as u64 + (n - 1) * bytes as u64;
+        file.write_all_at(&record, offset).map_err(io)?;
         file.sync_data().map_err(io)?;
         if let Some(wait) = (interval * n as u32).checked_sub(started.elapsed()) {
             std::thread::sleep(wait);
@@ -88,8 +109,9 @@ pub async fn run(quick: bool) -> Report {
             .iter()
             .map(|&bytes| Row {
                 bytes,
-                grown: measure(bytes, false),
-                reserved: measure(bytes, true),
+                grown: measure(bytes, Allocation::Grown),
+                reserved: measure(bytes, Allocation::Reserved),
+                in_place: measure(bytes, Allocation::InPlace),
             })
             .collect();
         Report {
@@ -122,7 +144,9 @@ pub fn markdown(report: &Report) -> String {
          `fdatasync` each, {:.1} s apart; bytes the file system wrote per commit \
          (`lifetime_write_kbytes`: data, metadata, journal). **Grown** lets the file allocate blocks as \
          it is written; **reserved** allocates {} MiB first without changing the length (`fallocate` \
-         with `FALLOC_FL_KEEP_SIZE`), as the spool does for every segment.\n\n",
+         with `FALLOC_FL_KEEP_SIZE`), as the spool does for every segment; **in place** allocates them \
+         with the length set (`fallocate` mode 0: unwritten extents) and writes into the file, which \
+         the spool's format does not do (a segment's length is where its records end).\n\n",
         report.commits,
         report.interval.as_secs_f64(),
         RESERVED >> 20,
@@ -134,25 +158,30 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     out.push_str(
-        "| bytes per commit | grown: bytes written per commit | reserved |\n|---:|---:|---:|\n",
+        "| bytes per commit | grown: bytes written per commit | reserved (the spool) | in place |\n\
+         |---:|---:|---:|---:|\n",
     );
     let cell = |v: Option<f64>| v.map(crate::thousands).unwrap_or_else(|| "n/a".into());
     for row in &report.rows {
         out.push_str(&format!(
-            "| {} | {} | {} |\n",
+            "| {} | {} | {} | {} |\n",
             crate::thousands(row.bytes as f64),
             cell(row.grown),
-            cell(row.reserved)
+            cell(row.reserved),
+            cell(row.in_place)
         ));
     }
-    if let (Some(grown), Some(reserved)) = (
+    if let (Some(grown), Some(reserved), Some(in_place)) = (
         slope(&report.rows, |r| r.grown),
         slope(&report.rows, |r| r.reserved),
+        slope(&report.rows, |r| r.in_place),
     ) {
         out.push_str(&format!(
             "\nBeyond the fixed cost of a commit, each byte costs {grown:.2} bytes when the file grows \
              (a commit that enters a new block also journals the block bitmap and the group \
-             descriptor) and {reserved:.2} bytes when it is reserved.\n"
+             descriptor), {reserved:.2} bytes when it is reserved, and {in_place:.2} in place (each new \
+             block's extent conversion is journalled, but a commit within a written block journals \
+             nothing: a small fixed cost, a large cost per byte).\n"
         ));
     }
     out
@@ -169,11 +198,13 @@ mod tests {
                 bytes: 64,
                 grown: Some(16_000.0),
                 reserved: Some(16_000.0),
+                in_place: Some(4_000.0),
             },
             Row {
                 bytes: 8192,
                 grown: Some(32_256.0),
                 reserved: Some(20_064.0),
+                in_place: Some(28_376.0),
             },
         ];
         assert_eq!(slope(&rows, |r| r.grown), Some(2.0));
@@ -186,7 +217,11 @@ mod tests {
             fallback: None,
         };
         let text = markdown(&report);
-        assert!(text.contains("| 8,192 | 32,256 | 20,064 |"), "{text}");
+        assert!(
+            text.contains("| 8,192 | 32,256 | 20,064 | 28,376 |"),
+            "{text}"
+        );
+        assert!(text.contains("and 3.00 in place"), "{text}");
         assert!(text.contains("2.00 bytes when the file grows"), "{text}");
     }
 }
