@@ -76,6 +76,7 @@ pub mod pipeline;
 pub mod publish;
 pub mod ratelimit;
 pub mod replay;
+pub mod reserve;
 pub mod source;
 pub mod stats;
 pub mod systemd;

@@ -2,7 +2,9 @@
 //! for the SD card of a Raspberry Pi. Each row starts the daemon on a freshly made ext4 file system with
 //! 4 KiB blocks (Raspberry Pi OS's root file system has them) on a loop device (as root; elsewhere the
 //! state directory is a plain temporary directory and only the process's own `/proc/PID/io`
-//! `write_bytes` is read, which the report says), lets it start up, then counts over a window what the
+//! `write_bytes` is read, which the report says), as a gateway that has run before (a first run of a
+//! few seconds, stopped cleanly, has created the retained log: once in a card's life, not once a day),
+//! lets it start up, then counts over a window what the
 //! file system wrote (`/sys/fs/ext4/<dev>/lifetime_write_kbytes`, journal and metadata included, after a
 //! `syncfs` at both ends so that page-cache writes still waiting for writeback are counted) and what the
 //! process caused to be written (`write_bytes`). The window runs from one of the daemon's stats messages
@@ -35,6 +37,8 @@ pub const BUDGET_PER_SPOOLED_BYTE: f64 = 1.5;
 const PREFIX: &str = "site/";
 /// What a spool record adds to a message's topic and payload.
 const RECORD_HEADER: u64 = sensorgate::uplink::spool::RECORD_OVERHEAD as u64;
+/// How long the first run of each row's gateway lasts before its clean stop (see [`measure`]).
+const WARM_UP: Duration = Duration::from_secs(5);
 /// Where the daemon publishes its counters (`{base}/gateway/stats`, base `sensorgate`).
 const STATS_TOPIC: &str = "sensorgate/gateway/stats";
 
@@ -218,7 +222,16 @@ async fn measure(case: &Case, cloud: Option<&Mosquitto>) -> Result<(Row, Option<
         None => scratch.path().join("state"),
     };
     let cloud_port = cloud.map(|c| c.port).unwrap_or_else(free_port);
-    let daemon = Daemon::spawn_with_state(&config(case.devices, cloud_port, case), &[], &state);
+    let body = config(case.devices, cloud_port, case);
+    // A gateway that has run before: its retained log exists (a first start creates it, once in the
+    // card's life), written by a clean stop after the devices' first readings.
+    let first_run = Daemon::spawn_with_state(&body, &[], &state);
+    first_run.wait_listening().await;
+    tokio::time::sleep(WARM_UP).await;
+    if !first_run.stop().await {
+        return Err("the first run did not stop within 20 s of SIGTERM".into());
+    }
+    let daemon = Daemon::spawn_with_state(&body, &[], &state);
     daemon.wait_listening().await;
     let mut tap = Tap::connect(daemon.port).await;
     // Start-up: the spool directory, the first retained state, the devices' first readings.
@@ -430,7 +443,8 @@ pub fn markdown(report: &Report) -> String {
     match &report.fallback {
         None => out.push_str(&format!(
             "The release daemon with its state directory on a freshly made 256 MiB ext4 with 4 KiB \
-             blocks on a loop device (one per row); **file system** is `/sys/fs/ext4/<dev>/lifetime_write_kbytes` (data, metadata \
+             blocks on a loop device (one per row), as a gateway that has run before (a first run of \
+             5 s, stopped cleanly, created the retained log: once in a card's life); **file system** is `/sys/fs/ext4/<dev>/lifetime_write_kbytes` (data, metadata \
              and journal), **process** is `/proc/PID/io` `write_bytes`, both after a `syncfs`, over the \
              window after start-up (from one of the daemon's stats messages to a later one, so that the \
              spool's own counters cover the same span), times a day. Simulator devices send Cayenne LPP once a minute; the \

@@ -17,6 +17,11 @@
 //! live set only: a temporary file, fsync, rename, directory fsync, so a power cut leaves the old log or
 //! the new one.
 //!
+//! # Writes
+//! The log reserves its blocks up to where it will be compacted ([`crate::reserve`]; its length stays
+//! where its records end), so a sync's append allocates nothing and journals no block bitmap or group
+//! descriptor beside its data and inode.
+//!
 //! # Repair
 //! On open the log is read through; at the first record whose length, checksum or encoding is wrong (a
 //! torn write after a power cut, a flipped bit) the file is cut there and the cut counted; every record
@@ -30,6 +35,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::model::Message;
+use crate::reserve::Reservation;
 
 /// File name of the log inside the state directory.
 pub const LOG_FILE: &str = "retained.log";
@@ -95,6 +101,10 @@ pub struct RetainedLog {
     log_bytes: u64,
     /// Bytes the live set takes as records (what a compacted log holds, magic included).
     live_bytes: u64,
+    /// The file's blocks are reserved up to here (see "Writes" in the module documentation).
+    reserved_to: u64,
+    /// `false` once the file system said it cannot reserve.
+    reserve: bool,
     stats: LogStats,
 }
 
@@ -161,6 +171,8 @@ impl RetainedLog {
             live: BTreeMap::new(),
             log_bytes: 0,
             live_bytes: MAGIC.len() as u64,
+            reserved_to: 0,
+            reserve: true,
             stats: LogStats::default(),
         };
         let path = log.path();
@@ -359,6 +371,7 @@ impl RetainedLog {
             // The new file's name must survive a power cut too.
             file_sync_and_dir(self)?;
         }
+        self.reserve_for(self.log_bytes + buf.len() as u64);
         let Some(file) = self.file.as_mut() else {
             return Ok(());
         };
@@ -367,6 +380,32 @@ impl RetainedLog {
         self.log_bytes += buf.len() as u64;
         self.stats.written_bytes += buf.len() as u64;
         Ok(())
+    }
+
+    /// Reserves the log's blocks up to where it would be compacted (or to `end`, if that is beyond), so
+    /// that the appends until then allocate nothing ([`crate::reserve`]); nothing while `end` is
+    /// within what was reserved. Best effort: logged, never an error.
+    fn reserve_for(&mut self, end: u64) {
+        if !self.reserve || end <= self.reserved_to {
+            return;
+        }
+        let Some(file) = self.file.as_ref() else {
+            return;
+        };
+        let target = end.max(2 * self.live_bytes + COMPACT_SLACK);
+        match crate::reserve::reserve(file, self.log_bytes, target) {
+            Reservation::Reserved => {}
+            Reservation::Unsupported => {
+                log::debug!(
+                    "retained log: the file system cannot reserve blocks; the log grows as written"
+                );
+                self.reserve = false;
+            }
+            Reservation::Failed(e) => {
+                log::debug!("retained log: reserving up to {target} bytes: {e}")
+            }
+        }
+        self.reserved_to = target;
     }
 
     /// Rewrites the log with the live set only.
@@ -401,6 +440,7 @@ impl RetainedLog {
                 .map_err(io_err(&path))?,
         );
         self.log_bytes = buf.len() as u64;
+        self.reserved_to = 0;
         self.stats.written_bytes += buf.len() as u64;
         for (topic, held) in live {
             self.live_bytes += record_len(&topic, held.payload.len());
@@ -489,6 +529,34 @@ mod tests {
         assert_eq!(restored.len(), 99);
         assert!(restored.contains(&m("sg/dev7", "22.0")));
         assert!(!restored.iter().any(|r| r.topic == "sg/dev3"));
+    }
+
+    #[test]
+    fn the_log_reserves_up_to_its_compaction_and_its_length_is_what_was_written() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = RetainedLog::open(dir.path()).unwrap();
+        log.sync(&[m("a/1", "x"), m("a/2", "y")]).unwrap();
+        let meta = fs::metadata(dir.path().join(LOG_FILE)).unwrap();
+        assert_eq!(meta.len(), log.log_bytes());
+        assert!(
+            meta.blocks() * 512 >= COMPACT_SLACK,
+            "{} bytes",
+            meta.blocks() * 512
+        );
+        log.sync(&[m("a/1", "z"), m("a/2", "y")]).unwrap();
+        assert_eq!(
+            fs::metadata(dir.path().join(LOG_FILE)).unwrap().len(),
+            log.log_bytes()
+        );
+        drop(log);
+        let (log, messages) = RetainedLog::open(dir.path()).unwrap();
+        assert_eq!(
+            log.stats().torn_cuts,
+            0,
+            "the reserved tail is not read as records"
+        );
+        assert_eq!(messages, vec![m("a/1", "z"), m("a/2", "y")]);
     }
 
     #[test]

@@ -42,13 +42,11 @@
 //! file, a commit with nothing new to fsync and no acknowledged record on disk does no IO, and an idle
 //! spool writes nothing.
 //!
-//! A segment reserves its whole size when it is created (`fallocate` with `FALLOC_FL_KEEP_SIZE`: its
-//! blocks are allocated, its length is unchanged, so a reader and the repair above see only what was
-//! written). Without that, every group commit that crosses into a new block also journals the file
-//! system's block bitmap and group descriptor, which on a 4 KiB-block ext4 cost about two bytes per
-//! spooled byte beside the data itself; with it, a commit writes the data and one inode update. File
-//! systems without `fallocate` just do without (logged once). The reservation is inside the bound
-//! above: `max_bytes` plus the segment being filled.
+//! A segment reserves its whole size when it is created ([`crate::reserve`]: its blocks are allocated,
+//! its length is unchanged, so a reader and the repair above see only what was written), which spares a
+//! group commit that enters a new block the journalling of a block allocation. File systems without
+//! `fallocate` just do without (logged once). The reservation is inside the bound above: `max_bytes`
+//! plus the segment being filled.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -56,6 +54,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::reserve::Reservation;
 
 /// How often appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -528,16 +528,15 @@ impl Spool {
         if !self.reserve || written >= self.segment_bytes {
             return;
         }
-        let flags = rustix::fs::FallocateFlags::KEEP_SIZE;
-        match rustix::fs::fallocate(file, flags, written, self.segment_bytes - written) {
-            Ok(()) => {}
-            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+        match crate::reserve::reserve(file, written, self.segment_bytes) {
+            Reservation::Reserved => {}
+            Reservation::Unsupported => {
                 log::debug!(
-                    "uplink: the spool's file system cannot reserve blocks ({e}); segments grow as written"
+                    "uplink: the spool's file system cannot reserve blocks; segments grow as written"
                 );
                 self.reserve = false;
             }
-            Err(e) => log::debug!(
+            Reservation::Failed(e) => log::debug!(
                 "uplink: reserving {} bytes for {}: {e}",
                 self.segment_bytes - written,
                 path.display()
