@@ -11,7 +11,8 @@ echo "quick bench: $((SECONDS - start)) s"
 missing=0
 for heading in "## Budgets" "## Physical limits" "## Decoders" "## Embedded broker" "## Spool" \
   "## End to end" "## The same workload through the baseline" "## Resources" "## Flash writes" \
-  "## Security" "## Broker memory" "## Spool group commits by size"; do
+  "## Security" "## Broker memory" "## Spool group commits by size" \
+  "## Binary sizes"; do
   if ! grep -q "^$heading" "$out"; then
     echo "quick bench: the report has no section \"$heading\"" >&2
     missing=1

@@ -6,7 +6,7 @@ use rumqttc::QoS;
 
 use crate::e2e::Row;
 use crate::measure::ratio;
-use crate::{flash, resources, spool};
+use crate::{flash, resources, sizes, spool};
 
 /// One budget and how the run did.
 #[derive(Debug, PartialEq)]
@@ -24,6 +24,7 @@ pub struct Figures<'a> {
     pub spool: Option<&'a spool::Report>,
     pub resources: Option<&'a resources::Report>,
     pub flash: Option<&'a flash::Report>,
+    pub sizes: Option<&'a [sizes::Row]>,
 }
 
 fn saturation_one_port(rows: &[Row]) -> Option<&Row> {
@@ -196,6 +197,15 @@ pub fn check(f: &Figures) -> Vec<Budget> {
                 )
             }),
         ),
+        budget(
+            "aarch64 binary ≤ 6 MiB (stripped)",
+            f.sizes.and_then(sizes::aarch64).map(|bytes| {
+                (
+                    format!("{} bytes", crate::thousands(bytes as f64)),
+                    bytes <= sizes::BUDGET_BYTES,
+                )
+            }),
+        ),
     ]
 }
 
@@ -249,6 +259,7 @@ mod tests {
             spool: None,
             resources: None,
             flash: None,
+            sizes: None,
         });
         let met: Vec<Option<bool>> = budgets.iter().map(|b| b.met).collect();
         assert_eq!(
@@ -266,6 +277,7 @@ mod tests {
                 None, // flash: 50 devices, cloud up (no flash report)
                 None, // flash: cloud down, per spooled byte
                 None, // flash: idle
+                None, // binary size (no sizes)
             ]
         );
         assert_eq!(budgets[2].figure, "13.3×");
@@ -285,6 +297,7 @@ mod tests {
             spool: None,
             resources: None,
             flash: None,
+            sizes: None,
         });
         assert_eq!(budgets[2].met, Some(false), "8× is not 10×");
         assert_eq!(budgets[3].met, Some(false), "20/60 is over a quarter");
@@ -305,6 +318,7 @@ mod tests {
             spool: None,
             resources: None,
             flash: None,
+            sizes: None,
         });
         assert_eq!((budgets[2].met, budgets[3].met), (None, None));
         assert_eq!(
@@ -331,6 +345,7 @@ mod tests {
                 spool: None,
                 resources: Some(r),
                 flash: None,
+                sizes: None,
             })
         };
         let budgets = check_idle(&coarse);

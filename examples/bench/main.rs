@@ -8,7 +8,7 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
-//! resources, physical, flash, commits, security; printed only unless `--out` is given). The flash section (what the
+//! resources, physical, flash, commits, security, sizes; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
@@ -29,13 +29,14 @@ mod memory;
 mod physical;
 mod resources;
 mod security;
+mod sizes;
 mod spool;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "physical",
     "decoders",
     "broker",
@@ -47,6 +48,7 @@ const SECTIONS: [&str; 11] = [
     "flash",
     "commits",
     "security",
+    "sizes",
 ];
 
 /// The command line.
@@ -199,12 +201,17 @@ async fn main() {
         eprintln!("security...");
         sections.push(security::markdown(&security::run(options.quick).await));
     }
+    let sizes = wanted("sizes").then(sizes::run);
+    if let Some(rows) = &sizes {
+        sections.push(sizes::markdown(rows));
+    }
     let budgets = budgets::check(&budgets::Figures {
         sensorgate: &ours,
         baseline: &theirs,
         spool: spool.as_ref(),
         resources: resources.as_ref(),
         flash: flash.as_ref(),
+        sizes: sizes.as_deref(),
     });
     let mut report = format!(
         "# Benchmarks\n\n\
