@@ -7,6 +7,7 @@
 //! torn-tail repair see only what was written. Used by the uplink's spool and the retained log.
 
 use std::fs::File;
+use std::path::Path;
 
 /// What a reservation came to. Appends work without one, so no outcome is an error to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,47 @@ pub fn reserve(file: &File, from: u64, to: u64) -> Reservation {
             Reservation::Unsupported
         }
         Err(e) => Reservation::Failed(e),
+    }
+}
+
+/// Reserves for one owner of append-only files (the spool, the retained log): asks the file system,
+/// logs what did not work under the owner's name, and stops asking once the file system said it cannot.
+#[derive(Debug, Clone)]
+pub struct Reserver {
+    owner: &'static str,
+    supported: bool,
+}
+
+impl Reserver {
+    /// `owner` starts its log lines ("uplink", "retained log").
+    pub fn new(owner: &'static str) -> Reserver {
+        Reserver {
+            owner,
+            supported: true,
+        }
+    }
+
+    /// [`reserve`] of `file` (at `path`, for the log) from `from` to `to`; nothing once unsupported.
+    /// Best effort: the appends that follow work without it.
+    pub fn ahead(&mut self, file: &File, path: &Path, from: u64, to: u64) {
+        if !self.supported {
+            return;
+        }
+        match reserve(file, from, to) {
+            Reservation::Reserved => {}
+            Reservation::Unsupported => {
+                log::debug!(
+                    "{}: the file system cannot reserve blocks; files grow as written",
+                    self.owner
+                );
+                self.supported = false;
+            }
+            Reservation::Failed(e) => log::debug!(
+                "{}: reserving {} up to {to} bytes: {e}",
+                self.owner,
+                path.display()
+            ),
+        }
     }
 }
 

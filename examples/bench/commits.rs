@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::ext4::Ext4;
 
@@ -75,19 +75,12 @@ fn per_commit(
     let magic = b"SGSPOOL1";
     file.write_all_at(magic, 0).map_err(io)?;
     file.sync_all().map_err(io)?;
-    let before = fs.written().ok_or("no lifetime_write_kbytes")?;
     let record = vec![b'x'; bytes];
-    let started = Instant::now();
-    for n in 1..=commits {
+    fs.bytes_per_commit(commits, interval, |n| {
         let offset = magic.len() as u64 + (n - 1) * bytes as u64;
         file.write_all_at(&record, offset).map_err(io)?;
-        file.sync_data().map_err(io)?;
-        if let Some(wait) = (interval * n as u32).checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
-        }
-    }
-    let after = fs.written().ok_or("no lifetime_write_kbytes")?;
-    Ok(after.saturating_sub(before) as f64 / commits as f64)
+        file.sync_data().map_err(io)
+    })
 }
 
 pub async fn run(quick: bool) -> Report {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// A fresh ext4 file system on a loop device, mounted on a temporary directory; unmounted and detached
 /// when dropped.
@@ -83,6 +84,27 @@ impl Ext4 {
         syncfs(self.mount.path());
         let text = std::fs::read_to_string(&self.counter).ok()?;
         Some(text.trim().parse::<u64>().ok()? * 1024)
+    }
+
+    /// Bytes the file system writes per commit: `commit(n)` for n = 1 to `commits`, started `interval`
+    /// apart (a file system writes its metadata back on timers, so the rate matters), counted from
+    /// before the first to after the last.
+    pub fn bytes_per_commit(
+        &self,
+        commits: u64,
+        interval: Duration,
+        mut commit: impl FnMut(u64) -> Result<(), String>,
+    ) -> Result<f64, String> {
+        let before = self.written().ok_or("no lifetime_write_kbytes")?;
+        let started = Instant::now();
+        for n in 1..=commits {
+            commit(n)?;
+            if let Some(wait) = (interval * n as u32).checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let after = self.written().ok_or("no lifetime_write_kbytes")?;
+        Ok(after.saturating_sub(before) as f64 / commits.max(1) as f64)
     }
 }
 

@@ -188,7 +188,8 @@ impl Drop for Tap {
     }
 }
 
-fn config(devices: u64, cloud_port: u16, case: &Case) -> String {
+fn config(case: &Case, cloud_port: u16) -> String {
+    let devices = case.devices;
     let source = if devices > 0 {
         format!(
             "[[source]]\nname = \"sim\"\nkind = \"simulator\"\ndevices = {devices}\ninterval = \"60s\"\npayload = \"lpp\"\n"
@@ -222,7 +223,7 @@ async fn measure(case: &Case, cloud: Option<&Mosquitto>) -> Result<(Row, Option<
         None => scratch.path().join("state"),
     };
     let cloud_port = cloud.map(|c| c.port).unwrap_or_else(free_port);
-    let body = config(case.devices, cloud_port, case);
+    let body = config(case, cloud_port);
     // A gateway that has run before: its retained log exists (a first start creates it, once in the
     // card's life), written by a clean stop after the devices' first readings.
     let first_run = Daemon::spawn_with_state(&body, &[], &state);
@@ -291,17 +292,13 @@ fn commit_cost(commits: u64, interval: Duration) -> Option<f64> {
     let now = sensorgate::uplink::spool::now_ms;
     spool.append(std::slice::from_ref(&record), now()).ok()?;
     spool.sync().ok()?;
-    let before = fs.written()?;
-    let started = Instant::now();
-    for n in 1..=commits {
-        spool.append(std::slice::from_ref(&record), now()).ok()?;
-        spool.sync().ok()?;
-        if let Some(wait) = (interval * n as u32).checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
-        }
-    }
-    let after = fs.written()?;
-    Some((after - before) as f64 / commits as f64)
+    fs.bytes_per_commit(commits, interval, |_| {
+        spool
+            .append(std::slice::from_ref(&record), now())
+            .and_then(|_| spool.sync())
+            .map_err(|e| e.to_string())
+    })
+    .ok()
 }
 
 /// One row to measure: its devices, whether the cloud is up, its `[broker] retained_sync` (`None`: the

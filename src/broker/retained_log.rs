@@ -35,7 +35,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::model::Message;
-use crate::reserve::Reservation;
+use crate::reserve::Reserver;
 
 /// File name of the log inside the state directory.
 pub const LOG_FILE: &str = "retained.log";
@@ -103,8 +103,7 @@ pub struct RetainedLog {
     live_bytes: u64,
     /// The file's blocks are reserved up to here (see "Writes" in the module documentation).
     reserved_to: u64,
-    /// `false` once the file system said it cannot reserve.
-    reserve: bool,
+    reserver: Reserver,
     stats: LogStats,
 }
 
@@ -172,7 +171,7 @@ impl RetainedLog {
             log_bytes: 0,
             live_bytes: MAGIC.len() as u64,
             reserved_to: 0,
-            reserve: true,
+            reserver: Reserver::new("retained log"),
             stats: LogStats::default(),
         };
         let path = log.path();
@@ -386,25 +385,15 @@ impl RetainedLog {
     /// that the appends until then allocate nothing ([`crate::reserve`]); nothing while `end` is
     /// within what was reserved. Best effort: logged, never an error.
     fn reserve_for(&mut self, end: u64) {
-        if !self.reserve || end <= self.reserved_to {
+        if end <= self.reserved_to {
             return;
         }
         let Some(file) = self.file.as_ref() else {
             return;
         };
         let target = end.max(2 * self.live_bytes + COMPACT_SLACK);
-        match crate::reserve::reserve(file, self.log_bytes, target) {
-            Reservation::Reserved => {}
-            Reservation::Unsupported => {
-                log::debug!(
-                    "retained log: the file system cannot reserve blocks; the log grows as written"
-                );
-                self.reserve = false;
-            }
-            Reservation::Failed(e) => {
-                log::debug!("retained log: reserving up to {target} bytes: {e}")
-            }
-        }
+        self.reserver
+            .ahead(file, &self.dir.join(LOG_FILE), self.log_bytes, target);
         self.reserved_to = target;
     }
 

@@ -55,7 +55,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::reserve::Reservation;
+use crate::reserve::Reserver;
 
 /// How often appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,8 +274,8 @@ pub struct Spool {
     in_flight: VecDeque<u64>,
     cache: ReadCache,
     stats: SpoolStats,
-    /// Segments reserve their blocks when created; `false` once the file system said it cannot.
-    reserve: bool,
+    /// Reserves each segment's blocks when it is created.
+    reserver: Reserver,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -320,7 +320,7 @@ impl Spool {
             in_flight: VecDeque::new(),
             cache: ReadCache::default(),
             stats: SpoolStats::default(),
-            reserve: true,
+            reserver: Reserver::new("uplink"),
         };
         spool.acked_seq = spool.read_ack_file();
         spool.persisted_ack = spool.acked_seq;
@@ -514,34 +514,11 @@ impl Spool {
             // What a killed process left in the page cache is made durable before it counts as such.
             file.sync_data().map_err(io_err(&path))?;
             self.stats.fsyncs += 1;
-            let written = last.bytes;
-            self.reserve_blocks(&file, &path, written);
+            self.reserver
+                .ahead(&file, &path, last.bytes, self.segment_bytes);
             self.active = Some(file);
         }
         Ok(())
-    }
-
-    /// Allocates the blocks of the segment `file` from `written` up to `segment_bytes` without changing
-    /// its length (see "Writes" in the module documentation). Best effort: the appends that follow work
-    /// without it, so a failure is logged, and a file system that cannot do it is not asked again.
-    fn reserve_blocks(&mut self, file: &File, path: &Path, written: u64) {
-        if !self.reserve || written >= self.segment_bytes {
-            return;
-        }
-        match crate::reserve::reserve(file, written, self.segment_bytes) {
-            Reservation::Reserved => {}
-            Reservation::Unsupported => {
-                log::debug!(
-                    "uplink: the spool's file system cannot reserve blocks; segments grow as written"
-                );
-                self.reserve = false;
-            }
-            Reservation::Failed(e) => log::debug!(
-                "uplink: reserving {} bytes for {}: {e}",
-                self.segment_bytes - written,
-                path.display()
-            ),
-        }
     }
 
     /// A reader positioned after the newest record (nothing unread).
@@ -610,7 +587,7 @@ impl Spool {
         file.set_len(0).map_err(io_err(&path))?;
         file.write_all(SEGMENT_MAGIC).map_err(io_err(&path))?;
         self.stats.written_bytes += SEGMENT_MAGIC.len() as u64;
-        self.reserve_blocks(&file, &path, 0);
+        self.reserver.ahead(&file, &path, 0, self.segment_bytes);
         if self.segments.is_empty() {
             self.reader = ReadCursor::at_start(self.next_seq);
             self.cache = ReadCache::default();
