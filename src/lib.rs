@@ -5,6 +5,8 @@
 //! an MQTT broker that runs inside the daemon, and forwards what the rules select to a cloud broker without
 //! losing it when the uplink or the power fails.
 //!
+//! More: `docs/DEVELOPING.md` (build, test), `docs/ARCHITECTURE.md` (paths, hooks), `docs/formats.md` (bytes).
+//!
 //! # The path of a reading
 //!
 //! ```text

@@ -325,7 +325,7 @@ fn bad_duration_says_what_to_write() {
 #[test]
 fn durations_and_sizes_beyond_their_range_are_refused_with_the_range() {
     // The value that passed check-config and then panicked the uplink ("overflow when adding duration
-    // to instant"), issue 11.
+    // to instant").
     let text = "[upstream]\nurl = \"mqtts://x\"\n[upstream.spool]\nsync = \"213503982334601d\"\n";
     assert_error(
         text,

@@ -1,4 +1,4 @@
-//! Retained state across a power cut, a torn write and a clean stop (issue 13, part 2), with the real
+//! Retained state across a power cut, a torn write and a clean stop (docs/formats.md, "The retained log"), with the real
 //! daemon: the retained log in the state directory holds every last value older than
 //! `[broker] retained_sync` when the process is killed with SIGKILL; a torn tail of the log is cut and
 //! counted at the next start, every record before it kept; a clean stop writes everything, however long

@@ -1,4 +1,4 @@
-//! Issue 11, attack 6: a node that invents JSON field names. The real daemon reads a pseudo-terminal as its
+//! A node that invents JSON field names (README, "Limits": `max_fields`). The real daemon reads a pseudo-terminal as its
 //! serial dongle; a node sends 200 frames of 100 new field names each (20,000 names) plus three names no
 //! topic level may carry (`$x`, `a/b`, `+`) in every frame. The device keeps at most `max_fields` fields
 //! (in its JSON state and as retained field topics), the rest are counted in `{base}/gateway/stats`

@@ -1,4 +1,4 @@
-//! Hostile logins against the real daemon on 127.0.0.1 (issue 11, attacks 2 and 9): a storm of successful
+//! Hostile logins against the real daemon on 127.0.0.1 (README, "Limits": logins): a storm of successful
 //! logins must leave resident memory flat, a password guesser that logs into its own account between
 //! guesses is slowed all the same, another user of the guesser's address still gets in at once, refused
 //! logins are logged a few lines at a time, and an unknown user name is answered as slowly as a known one.

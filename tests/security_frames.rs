@@ -1,5 +1,5 @@
 //! Encrypted sensor frames end to end: an independent node-side implementation (Python's `cryptography`,
-//! `tests/security/frames.py`, which checks the design's test vector first) seals AES-128-CCM frames
+//! `tests/security/frames.py`, which checks the test vector of docs/formats.md first) seals AES-128-CCM frames
 //! with a node16 header and a CRC trailer; the real daemon reads them COBS-framed through a pseudo-
 //! terminal, publishes what authenticates, and counts the rest per source (`auth_failed`, `replayed`):
 //! tampered header, ciphertext or MIC, the wrong key, replays before and after a clean restart, and after

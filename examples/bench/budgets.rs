@@ -1,4 +1,4 @@
-//! The issue's budgets, checked against one run's figures: each is met, missed, or not measured in
+//! The budgets, checked against one run's figures: each is met, missed, or not measured in
 //! this run (a section left out with `--only`, or a baseline that delivered nothing). They are benchmark targets on the 2-core build machine,
 //! printed in `BENCHMARKS.md`, never test assertions.
 
@@ -68,7 +68,7 @@ fn against_baseline(
     }
 }
 
-/// Every budget of the issue, in its order.
+/// Every budget, in the order BENCHMARKS.md lists them.
 pub fn check(f: &Figures) -> Vec<Budget> {
     let ours = saturation_one_port(f.sensorgate);
     let theirs = saturation_one_port(f.baseline);

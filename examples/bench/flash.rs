@@ -12,7 +12,7 @@
 //! exactly the same span. Rows: 50 devices x one reading a minute forwarded to a local mosquitto that
 //! acknowledges at once (the budget row), the same with the cloud down the whole window, 500 devices, and
 //! an idle gateway; beside them the bytes of the forwarded messages themselves (the floor) and the figure
-//! the issue measured before this work. What one group commit costs on the same file system is measured
+//! measured before this work. What one group commit costs on the same file system is measured
 //! apart with the spool itself (one minimal record per commit, at the cloud-down row's commit rate), as
 //! the fixed cost of the cloud-down row.
 
@@ -28,7 +28,7 @@ use crate::daemon::Daemon;
 use crate::ext4::Ext4;
 use crate::mosquitto::{free_port, BrokerConfig, Mosquitto, MOSQUITTO};
 
-/// What the issue measured before this work, with `/proc/PID/io` (50 devices, cloud up).
+/// What was measured before this work, with `/proc/PID/io` (50 devices, cloud up).
 pub const BEFORE_BYTES_PER_DAY: f64 = 1.2e9;
 /// The budget of the 50-device, cloud-up row.
 pub const BUDGET_BYTES_PER_DAY: f64 = 10.0 * 1024.0 * 1024.0;

@@ -4,7 +4,7 @@
 //! client, the same workload through the baseline users run today (a Python pyserial + paho-mqtt
 //! bridge into mosquitto), the daemon's idle cost and start-up time, and the physical limits of the
 //! links. It prints the markdown report and writes it to `BENCHMARKS.md` with the machine and the date,
-//! then checks the budgets. Every comparison is a ratio measured in the same run.
+//! then checks the budgets (`budgets.rs`). Every comparison is a ratio measured in the same run.
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// The Pi targets, 64-bit first.
 pub const TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];
-/// The aarch64 binary's budget (issue 13).
+/// The aarch64 binary's budget (docs/pi.md, "The 6 MiB budget").
 pub const BUDGET_BYTES: u64 = 6 << 20;
 
 /// One target's binary: where it would be and its size when it was built.

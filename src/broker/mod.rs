@@ -5,7 +5,7 @@
 //! and [`policy`] applies both at the engine's hook points.
 //!
 //! Engine behaviours (rmqtt 0.24.0) configured or contained here, and how; the upgrade gate is
-//! `tests/broker_*.rs`:
+//! `tests/broker/`, `tests/broker_*.rs` (docs/DEVELOPING.md, "Upgrading the engine"):
 //!
 //! - Retained messages expire in the stock store: a host store ([`retained`]) without time-to-live
 //!   (only an MQTT 5 Message Expiry Interval limits a retained message), logged to `state_dir` as it changes ([`retained_log`]).
@@ -18,7 +18,7 @@
 //!   QoS, however many and however slow the reader; `max_queued_messages` bounds only live traffic.
 //! - Filters starting with a wildcard (`#`, `+/+`) must not match `$`-topics: the backlog's routing
 //!   checks every relation of a `$`-topic with [`crate::topic::matches`] (whatever the engine's tree
-//!   does), and the host retained store applies the same rule (`tests/broker_retained.rs`). Anonymous
+//!   does), and the host retained store applies the same rule (`tests/broker/retained.rs`). Anonymous
 //!   clients cannot publish `$`-topics (`#` does not cover them); the refusal's PUBACK carries reason
 //!   0x87 and no reason string (the Paho test client refuses acks with properties).
 //! - Shared subscriptions (`$share/{group}/...`) need the `shared-subscription` feature and a

@@ -1,4 +1,4 @@
-//! The end-to-end encrypted uplink payload, to the byte (`shared/design.md`, "End-to-end encrypted
+//! The end-to-end encrypted uplink payload, to the byte (`docs/formats.md`, "End-to-end encrypted
 //! uplink payloads"):
 //!
 //! ```text
@@ -7,7 +7,7 @@
 //!
 //! ChaCha20-Poly1305 (RFC 8439) with the remote topic's UTF-8 bytes as associated data, so a payload
 //! moved to another topic fails; 30 bytes of overhead. The version and key id bytes are not
-//! authenticated (the design's associated data is the topic alone): they only tell the receiver which
+//! authenticated (the format's associated data is the topic alone): they only tell the receiver which
 //! key to try, and a changed key id fails unless it names the same key. This module owns the format and the [`Sealer`]
 //! a forward rule uses; it never does IO. Nonces come from the thread's CSPRNG (`rand::rng()`, ChaCha12
 //! seeded and reseeded from the operating system): 96 random bits, so a key may seal 2^32 payloads
@@ -173,7 +173,7 @@ mod tests {
             .collect()
     }
 
-    /// `shared/design.md`: the test vector, sealed and opened.
+    /// `docs/formats.md`: the test vector, sealed and opened.
     #[test]
     fn design_vector_both_ways() {
         let nonce = core::array::from_fn(|i| i as u8);
@@ -209,7 +209,7 @@ mod tests {
                 expected: 7
             })
         );
-        // The key id only selects a key: it is not authenticated (the design's associated data is the
+        // The key id only selects a key: it is not authenticated (the format's associated data is the
         // topic alone), so a changed id with the same key still opens, and reports the id it carries.
         assert_eq!(open(&key(), None, TOPIC, &bad).unwrap().0, 8);
         bad[0] = 2;

@@ -1,4 +1,4 @@
-//! The encrypted sensor frame, to the byte (`shared/design.md`, "Encrypted sensor frames"): after the
+//! The encrypted sensor frame, to the byte (`docs/formats.md`, "Encrypted sensor frames"): after the
 //! optional link header and before the optional CRC trailer,
 //!
 //! ```text
@@ -206,7 +206,7 @@ mod tests {
     const LPP: &str = "03 67 01 10 05 67 00 FF";
     const FRAME: &str = "001107 01000000 0ebed6a866c9e61e bc43fa98";
 
-    /// `shared/design.md`, "Encrypted sensor frames": the test vector, sealed.
+    /// `docs/formats.md`, "Encrypted sensor frames": the test vector, sealed.
     #[test]
     fn design_vector_seals() {
         let header = hex("00 11 07");

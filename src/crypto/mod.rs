@@ -1,7 +1,7 @@
 //! Payload security: authenticated, encrypted sensor frames (AES-128-CCM, [`frame`]), the end-to-end
 //! encrypted uplink envelope (ChaCha20-Poly1305, [`envelope`]), key files ([`keys`]) and the gateway's
 //! check of incoming frames ([`guard`]); replay marks live in [`crate::replay`]. The wire formats are
-//! fixed in `shared/design.md` and pinned by its test vectors. This module also turns the configuration's
+//! written out in `docs/formats.md` and pinned by its test vectors. This module also turns the configuration's
 //! `key_file`s into keys at start and reload (blocking IO: callers run it on a blocking thread), with
 //! errors as `KEYFILE:LINE:COL: message` naming the configuration key that points at the file, and a
 //! warning for each key file readable by group or others. No key byte is ever logged or formatted.

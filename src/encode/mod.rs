@@ -5,7 +5,7 @@
 //! node direction, the CRC trailer and, on a serial port, the framing). Every function here is pure: no
 //! IO, no clock, no state between calls (the caller chooses sequence numbers and counters), and each
 //! encoder is tested as the inverse of its decoder (`decode(encode(x)) == x`, property tests in
-//! `tests/commands_encode.rs`).
+//! `tests/properties/encoders.rs`).
 
 pub mod json;
 pub mod link;

@@ -1,11 +1,11 @@
-//! `check-config` and `run` agree on every key with a range or a table (issue 12, "one owner per key"):
+//! `check-config` and `run` agree on every key with a range or a table ("one owner per key", src/config/mod.rs):
 //! a value `check-config` accepts is one the daemon starts with and runs, and a value it refuses is refused
 //! by `check-config` and by `run` alike, with exit status 2 and one `PATH:LINE:COL: message` line pointing
 //! at the value and naming the key. The accepted side is proven with two daemon starts (every key at the
 //! low end of its range in one file, at the high end in the other; the LoRa bandwidth table spread over
 //! both), each with simulated radios that must report `receiving` and an uplink that must connect to a
 //! cloud broker on 127.0.0.1 (the high file must also forward a reading). The refused side runs the real
-//! binary once per value for each of the two commands. The three disagreements the issue names, and the
+//! binary once per value for each of the two commands. The three disagreements found before, and the
 //! duration that panicked the uplink, are regression tests of their own.
 //!
 //! `max_connections` is the one key whose high end is not started: the broker refuses, at start (exit 1),
@@ -579,7 +579,7 @@ async fn every_key_at_the_high_end_of_its_range_starts_runs_and_forwards() {
     assert_starts_and_runs(ends(|k| k.high), &OTHER_BANDWIDTHS[1], true).await;
 }
 
-// The issue's regression cases, each refused where it used to pass check-config and then fail or be
+// The regression cases, each refused where it used to pass check-config and then fail or be
 // ignored at run time. Their accepted neighbours (60000, 1_020_000_000, max_bytes / 4) start above.
 
 #[test]

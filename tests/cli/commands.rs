@@ -1,4 +1,4 @@
-//! The command line of design.md, run the way a user runs it: the real `sensorgate` binary with arguments,
+//! The command line (`sensorgate --help`), run the way a user runs it: the real `sensorgate` binary with arguments,
 //! standard input and configuration files written to a temporary directory, judged by its exit status and by
 //! what it prints. Every run is bounded in time and its process killed if it overstays; the daemon itself is
 //! started here only to fail (a broken file, a port that is taken), never left running.
@@ -223,7 +223,7 @@ const BROKEN: &[Broken] = &[
         fix: &["one of", "125000", "500000"],
     },
     Broken {
-        what: "a spool sync period that overflowed the uplink's clock (issue 11)",
+        what: "a spool sync period that overflowed the uplink's clock",
         toml: "[upstream]\nurl = \"mqtts://mqtt.example.com\"\n\n[upstream.spool]\nsync = \"213503982334601d\"\n",
         line: 5,
         at: "\"213503982334601d\"",

@@ -1,5 +1,5 @@
 //! Fuzzing the two text parsers an operator or a client reaches, with proptest (a bounded corpus run
-//! under `cargo test`, issue 11).
+//! under `cargo test`).
 //!
 //! The configuration: [`Config::parse`] gets random mutations of the shipped `config/sensorgate.toml`
 //! and `config/demo.toml` (lines deleted, duplicated, swapped or inserted; values and keys replaced by

@@ -1,4 +1,4 @@
-//! Fuzzing what a node can send, with proptest (a bounded corpus run under `cargo test`, issue 11): every
+//! Fuzzing what a node can send, with proptest (a bounded corpus run under `cargo test`): every
 //! framing (lines, COBS, SLIP), the CRC-16 trailer, both link headers (node16, RadioHead), every payload
 //! decoder (JSON, Cayenne LPP, MySensors) and the combined [`PacketDecoder`] get arbitrary bytes and
 //! structured near-valid input. Whatever arrives they must not panic, must stop (a loop is capped), must

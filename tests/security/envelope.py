@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""An independent receiver of sensorgate's end-to-end encrypted uplink payloads (shared/design.md,
-"End-to-end encrypted uplink payloads"), with the `cryptography` package, for tests/security_uplink.rs.
+"""An independent receiver of sensorgate's end-to-end encrypted uplink payloads (docs/formats.md,
+"End-to-end encrypted uplink payloads"), with the `cryptography` package, for tests/uplink/encrypted.rs.
 
     envelope.py KEYFILE < lines of "TOPIC HEX"      (e.g. the output of mosquitto_sub -F '%t %x')
 
 prints, per line, "OK KEY_ID PAYLOADHEX" or "FAIL REASON". The topic is the associated data, so an
-envelope decrypted under another topic than the one it was published on fails. Checks the design's test
+envelope decrypted under another topic than the one it was published on fails. Checks the format's test
 vector first.
 """
 import sys

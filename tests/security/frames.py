@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent node-side implementation of sensorgate's encrypted sensor frames (shared/design.md,
+"""An independent node-side implementation of sensorgate's encrypted sensor frames (docs/formats.md,
 "Encrypted sensor frames"), with the `cryptography` package (Debian: python3-cryptography), for
 tests/security_frames.rs. Reads one request per line on stdin and prints one frame per line as hex:
 
@@ -34,7 +34,7 @@ def seal(key, address, seq, counter, payload, tamper=None):
 
 
 def main():
-    # The design's test vector first: this implementation must agree with it before anything else.
+    # The format's test vector first (docs/formats.md): this implementation must agree with it before anything else.
     vector = seal(bytes(range(16)), 0x11, 7, 1, bytes.fromhex("036701100567 00FF".replace(" ", "")))
     assert vector[:-2].hex() == "001107010000000ebed6a866c9e61ebc43fa98", vector.hex()
     for line in sys.stdin:
