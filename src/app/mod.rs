@@ -693,16 +693,22 @@ pub fn decode_one(
     let readings = decoder.decode(&packet)?;
     let json: Vec<serde_json::Value> = readings
         .iter()
-        .map(|reading| {
-            let fields: serde_json::Map<String, serde_json::Value> = reading
-                .fields
-                .iter()
-                .map(|(name, value)| (name.clone(), value.to_json()))
-                .collect();
-            serde_json::json!({ "address": reading.address, "seq": reading.seq, "fields": fields })
-        })
+        .map(|reading| reading_json(&reading.address, reading.seq, &reading.fields))
         .collect();
     Ok(serde_json::to_string_pretty(&json)?)
+}
+
+/// One reading as `sensorgate decode` prints it: `{"address", "seq", "fields": {name: value}}`.
+pub fn reading_json(
+    address: &str,
+    seq: Option<u32>,
+    fields: &[(String, crate::model::Value)],
+) -> serde_json::Value {
+    let fields: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(name, value)| (name.clone(), value.to_json()))
+        .collect();
+    serde_json::json!({ "address": address, "seq": seq, "fields": fields })
 }
 
 fn parse_name<T: serde::de::DeserializeOwned>(
