@@ -18,6 +18,8 @@ pub mod cli;
 pub mod hci;
 pub mod objects;
 pub mod pvvx;
+#[cfg(test)]
+mod vectors;
 
 use std::fmt;
 
@@ -226,6 +228,70 @@ mod tests {
         assert_eq!(signed_le(&[0x00, 0x00, 0x00, 0x80]), i64::from(i32::MIN));
         assert_eq!(unsigned_le(&[]), 0);
         assert_eq!(scaled(2506, 2), 25.06);
+    }
+
+    /// Pseudo-random and mutated service data and HCI events: whatever comes out is a reading or an
+    /// error, never a panic.
+    #[test]
+    fn random_input_never_panics() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let key = FrameKey::from_bytes([7; 16]);
+        let mac = Mac([1, 2, 3, 4, 5, 6]);
+        let seeds: [&[u8]; 4] = [
+            &[
+                0xD2, 0xFC, 0x40, 0x00, 0x09, 0x53, 0x02, 0x41, 0x42, 0x3C, 0x01, 0x03, 0x02, 0xCA,
+                0x09,
+            ],
+            &[
+                0xD2, 0xFC, 0x43, 1, 2, 3, 4, 5, 6, 0xA4, 0x72, 0x66, 0, 0x11, 0x22, 0x33, 1, 2, 3,
+                4,
+            ],
+            &[
+                0x1A, 0x18, 0xF4, 0x83, 0x02, 0x38, 0xC1, 0xA4, 0xA9, 0x06, 0x69, 0x11, 0xB6, 0x0B,
+                0x58, 0xF7, 0x0D,
+            ],
+            &[
+                0x1A, 0x18, 0x11, 0xD6, 0x03, 0xFB, 0xFA, 0x7B, 0x6D, 0xFB, 0x1E, 0x26, 0xFD,
+            ],
+        ];
+        let mut decoded = 0;
+        for round in 0..4000 {
+            let mut bytes: Vec<u8> = if round % 2 == 0 {
+                (0..next() % 40).map(|_| next() as u8).collect()
+            } else {
+                seeds[round % 4].to_vec()
+            };
+            for _ in 0..next() % 4 {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] ^= 1 << (next() % 8),
+                    1 => drop(bytes.remove(at)),
+                    _ => bytes.insert(at, next() as u8),
+                }
+            }
+            for format in [BleFormat::Bthome, BleFormat::Pvvx, BleFormat::Atc1441] {
+                for (mac, key) in [(None, None), (Some(mac), Some(&key))] {
+                    if decode_service_data(format, &bytes, mac, key).is_ok() {
+                        decoded += 1;
+                    }
+                }
+            }
+            let mut event = vec![0x04, 0x3E, bytes.len() as u8];
+            event.extend_from_slice(&bytes);
+            let _ = hci::parse_event(&event);
+            let _ = hci::parse_event(&bytes);
+            let _ = ad::service_data(&bytes).count();
+        }
+        assert!(decoded > 50, "decoded {decoded}");
     }
 
     #[test]
