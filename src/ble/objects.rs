@@ -228,4 +228,77 @@ mod tests {
         assert!(lookup(0x30).is_none());
         assert!(lookup(0xFF).is_none());
     }
+
+    /// Every name a BLE decoder gives is typed by Home Assistant discovery (the JSON table): the
+    /// platform, device class and unit each is announced with.
+    #[test]
+    fn discovery_types_every_name() {
+        use crate::decode::PayloadFormat;
+        use crate::homeassistant::types::{infer, Component, ValueKind};
+        use Component::{BinarySensor as B, Sensor as S};
+        #[rustfmt::skip]
+        let expected: &[(&str, Component, Option<&str>, Option<&str>)] = &[
+            ("battery", S, Some("battery"), Some("%")), ("temperature", S, Some("temperature"), Some("°C")),
+            ("humidity", S, Some("humidity"), Some("%")), ("pressure", S, Some("pressure"), Some("hPa")),
+            ("illuminance", S, Some("illuminance"), Some("lx")), ("mass", S, Some("weight"), Some("kg")),
+            ("mass_lb", S, Some("weight"), Some("lb")), ("dew_point", S, Some("temperature"), Some("°C")),
+            ("count", S, None, None), ("energy", S, Some("energy"), Some("kWh")),
+            ("power", S, Some("power"), Some("W")), ("voltage", S, Some("voltage"), Some("V")),
+            ("pm25", S, Some("pm25"), Some("µg/m³")), ("pm10", S, Some("pm10"), Some("µg/m³")),
+            ("generic", B, None, None), ("power_on", B, Some("power"), None), ("opening", B, Some("opening"), None),
+            ("carbon_dioxide", S, Some("carbon_dioxide"), Some("ppm")),
+            ("volatile_organic_compounds", S, Some("volatile_organic_compounds"), Some("µg/m³")),
+            ("moisture", S, Some("moisture"), Some("%")), ("battery_low", B, Some("battery"), None),
+            ("battery_charging", B, Some("battery_charging"), None),
+            ("carbon_monoxide", B, Some("carbon_monoxide"), None), ("cold", B, Some("cold"), None),
+            ("connectivity", B, Some("connectivity"), None), ("door", B, Some("door"), None),
+            ("garage_door", B, Some("garage_door"), None), ("gas_detected", B, Some("gas"), None),
+            ("heat", B, Some("heat"), None), ("light", B, Some("light"), None), ("lock", B, Some("lock"), None),
+            ("water_leak", B, Some("moisture"), None), ("motion", B, Some("motion"), None),
+            ("moving", B, Some("moving"), None), ("occupancy", B, Some("occupancy"), None),
+            ("plug", B, Some("plug"), None), ("presence", B, Some("presence"), None),
+            ("problem", B, Some("problem"), None), ("running", B, Some("running"), None),
+            ("safety", B, Some("safety"), None), ("smoke", B, Some("smoke"), None), ("sound", B, Some("sound"), None),
+            ("tamper", B, Some("tamper"), None), ("vibration", B, Some("vibration"), None),
+            ("window", B, Some("window"), None), ("button", S, None, None), ("dimmer", S, None, None),
+            ("dimmer_steps", S, None, None), ("rotation", S, None, Some("°")),
+            ("distance_mm", S, Some("distance"), Some("mm")), ("distance", S, Some("distance"), Some("m")),
+            ("duration", S, Some("duration"), Some("s")), ("current", S, Some("current"), Some("A")),
+            ("speed", S, Some("speed"), Some("m/s")), ("uv_index", S, None, Some("UV index")),
+            ("volume", S, Some("volume"), Some("L")), ("volume_ml", S, Some("volume"), Some("mL")),
+            ("volume_flow_rate", S, Some("volume_flow_rate"), Some("m³/h")), ("gas", S, Some("gas"), Some("m³")),
+            ("water", S, Some("water"), Some("L")), ("timestamp", S, Some("timestamp"), None),
+            ("acceleration", S, None, Some("m/s²")), ("gyroscope", S, None, Some("°/s")),
+            ("text", S, None, None), ("raw", S, None, None),
+            ("volume_storage", S, Some("volume_storage"), Some("L")),
+            ("conductivity", S, None, Some("µS/cm")), ("direction", S, None, Some("°")),
+            ("precipitation", S, Some("precipitation"), Some("mm")), ("channel", S, None, None),
+            ("rotational_speed", S, None, Some("rpm")), ("light_level", S, None, None),
+            ("device_type_id", S, None, None), ("firmware_version", S, None, None),
+            // pvvx and atc1441 flags.
+            ("switch", B, None, None),
+        ];
+        let mut names: Vec<&str> = OBJECTS
+            .iter()
+            .filter(|o| o.encoding != Encoding::PacketId)
+            .map(|o| o.name)
+            .collect();
+        names.extend(["dimmer_steps", "switch"]);
+        for name in names {
+            let Some((_, component, class, unit)) = expected.iter().find(|e| e.0 == name) else {
+                panic!("{name}: say how discovery types it");
+            };
+            let kind = if *component == B {
+                ValueKind::Bool
+            } else {
+                ValueKind::Number
+            };
+            for field in [name.to_string(), format!("{name}_2")] {
+                let entity = infer(PayloadFormat::Json, &field, kind).unwrap();
+                assert_eq!(entity.component, *component, "{field}");
+                assert_eq!(entity.device_class.as_deref(), *class, "{field}");
+                assert_eq!(entity.unit.as_deref(), *unit, "{field}");
+            }
+        }
+    }
 }
