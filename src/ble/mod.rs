@@ -22,9 +22,11 @@ pub mod pvvx;
 mod vectors;
 
 use std::fmt;
+use std::time::SystemTime;
 
 use crate::crypto::keys::FrameKey;
 use crate::decode::PayloadFields;
+use crate::model::Reading;
 
 /// A Bluetooth device address, most significant byte first (as printed: `54:48:E6:8F:80:A5`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,6 +116,20 @@ pub struct BleReading {
     pub counter: Option<u32>,
     /// BTHome's trigger-based flag: the device sends on events only, so silence is not absence.
     pub trigger_based: bool,
+}
+
+impl BleReading {
+    /// The reading as the registry takes it, heard on `source` at `received_at`.
+    pub fn into_reading(self, source: &str, received_at: SystemTime) -> Reading {
+        Reading {
+            source: source.to_string(),
+            address: self.fields.address.unwrap_or_default(),
+            seq: self.fields.seq,
+            fields: self.fields.fields,
+            received_at,
+            radio: None,
+        }
+    }
 }
 
 /// Why service data gave no reading.
@@ -292,6 +308,52 @@ mod tests {
             let _ = ad::service_data(&bytes).count();
         }
         assert!(decoded > 50, "decoded {decoded}");
+    }
+
+    /// A BTHome device repeats each advert several times with the same packet id: the registry's
+    /// duplicate window drops the repeats, and takes the next packet id.
+    #[test]
+    fn a_repeated_packet_id_is_a_duplicate_for_the_registry() {
+        use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
+        use std::time::{Duration, Instant};
+        let mut registry = Registry::new(RegistrySettings {
+            base_topic: "sg".into(),
+            qos: 1,
+            retain: true,
+            field_topics: false,
+            offline_after: Duration::from_secs(900),
+            dedup_window: Duration::from_secs(10),
+            max_fields: 64,
+            devices: Vec::new(),
+        });
+        let mac = Mac::parse("A4:C1:38:8D:18:B2");
+        let heard = |hex: &str| {
+            let bytes = crate::crypto::parse_hex(hex).unwrap();
+            decode_service_data(BleFormat::Bthome, &bytes, mac, None)
+                .unwrap()
+                .into_reading("ble0", SystemTime::UNIX_EPOCH)
+        };
+        let t0 = Instant::now();
+        // bthome-ble test_bthome_packet_id_temperature_humidity_battery: packet id 9.
+        let first = heard("d2fc400009015d025d0903b718");
+        assert_eq!(
+            (first.address.as_str(), first.seq),
+            ("A4:C1:38:8D:18:B2", Some(9))
+        );
+        assert!(matches!(
+            registry.on_reading(&first, t0),
+            ReadingOutcome::Publish { .. }
+        ));
+        let again = heard("d2fc400009015d025d0903b718");
+        assert_eq!(
+            registry.on_reading(&again, t0 + Duration::from_millis(300)),
+            ReadingOutcome::Duplicate
+        );
+        let next = heard("d2fc40000a015d025d0903b718");
+        assert!(matches!(
+            registry.on_reading(&next, t0 + Duration::from_secs(1)),
+            ReadingOutcome::Publish { .. }
+        ));
     }
 
     #[test]

@@ -44,9 +44,12 @@ fn expected(fields: &[(&str, &str)]) -> Vec<String> {
     fields
 }
 
+/// Expected fields: name and value as a field topic carries it.
+type Fields = &'static [(&'static str, &'static str)];
+
 /// bthome-ble's plain payloads (service data after the UUID), with the packet id and the fields.
 #[rustfmt::skip]
-const BTHOME_PLAIN: &[(&str, Option<u32>, &[(&str, &str)])] = &[
+const BTHOME_PLAIN: &[(&str, Option<u32>, Fields)] = &[
     // test_shelly_blu_ht_display_zb
     ("40002e01641e012e34451601", Some(46), &[("battery", "100"), ("temperature", "27.8"), ("humidity", "52"), ("light", "true")]),
     // test_identical_packet_id
@@ -329,7 +332,7 @@ fn bthome_ble_encrypted_payloads() {
     let key_io = key(BTHOME_IO_KEY);
     // (test, payload, MAC, counter, fields); every one with bthome.io's bindkey.
     #[rustfmt::skip]
-    let cases: &[(&str, &str, &str, u32, &[(&str, &str)])] = &[
+    let cases: &[(&str, &str, &str, u32, Fields)] = &[
         ("test_bindkey_correct", "41a47266c95f730011223378237214", BTHOME_IO_MAC, 0x3322_1100,
          &[("temperature", "25.06"), ("humidity", "50.55")]),
         ("test_bthome_with_mac_encrypted", "43a5808fe64854f196c06ffb4900112233f08ecbde", "00:00:00:00:00:00",
@@ -397,7 +400,7 @@ fn hci_service_data(
 fn ble_monitor_atc_and_pvvx_hci_events() {
     // (test, event, format, MAC, RSSI, packet, fields)
     #[rustfmt::skip]
-    let cases: &[(&str, &str, BleFormat, &str, i8, u32, &[(&str, &str)])] = &[
+    let cases: &[(&str, &str, BleFormat, &str, i8, u32, Fields)] = &[
         ("test_atc_atc1441", "043e1d02010000f4830238c1a41110161a18a4c1380283f400a22f5f0bf819df",
          BleFormat::Atc1441, "A4:C1:38:02:83:F4", -33, 25,
          &[("temperature", "16.2"), ("humidity", "47"), ("voltage", "3.064"), ("battery", "95")]),
