@@ -229,12 +229,11 @@ mod tests {
         assert!(lookup(0xFF).is_none());
     }
 
-    /// Every name a BLE decoder gives is typed by Home Assistant discovery (the JSON table): the
+    /// Every name a BLE decoder gives is typed by Home Assistant discovery (`infer_ble`): the
     /// platform, device class and unit each is announced with.
     #[test]
     fn discovery_types_every_name() {
-        use crate::decode::PayloadFormat;
-        use crate::homeassistant::types::{infer, Component, ValueKind};
+        use crate::homeassistant::types::{infer_ble, Component, ValueKind};
         use Component::{BinarySensor as B, Sensor as S};
         #[rustfmt::skip]
         let expected: &[(&str, Component, Option<&str>, Option<&str>)] = &[
@@ -294,7 +293,7 @@ mod tests {
                 ValueKind::Number
             };
             for field in [name.to_string(), format!("{name}_2")] {
-                let entity = infer(PayloadFormat::Json, &field, kind).unwrap();
+                let entity = infer_ble(&field, kind).unwrap();
                 assert_eq!(entity.component, *component, "{field}");
                 assert_eq!(entity.device_class.as_deref(), *class, "{field}");
                 assert_eq!(entity.unit.as_deref(), *unit, "{field}");
