@@ -1,7 +1,7 @@
 //! What each field becomes in Home Assistant: the table from payload format and field name (Cayenne LPP
 //! `<type>_<channel>`, MySensors `<value type>_<child>`, well-known JSON names, the BLE decoders' Home
-//! Assistant BTHome keys) to the MQTT platform
-//! (`sensor`, `binary_sensor`, `device_tracker`), `device_class`, unit and `state_class`; the controls
+//! Assistant BTHome keys) to the MQTT platform (`sensor`, `binary_sensor`, `device_tracker`),
+//! `device_class`, unit and `state_class`; the controls
 //! (`switch`, `number`) of fields a device accepts commands for ([`control_entity`]); the per-field
 //! overrides of `[[device]] fields`; and Home Assistant's own rules for which device classes, units and
 //! state classes go together, transcribed from `homeassistant/components/sensor/const.py`
