@@ -92,8 +92,8 @@ fn open(
     let mac = mac.ok_or(BleError::NeedsMac { format: FORMAT })?;
     let Some(ciphertext_len) = body.len().checked_sub(ENCRYPTION_OVERHEAD) else {
         return Err(BleError::TooShort {
-            format: FORMAT,
-            have: body.len() + 1,
+            format: "encrypted BTHome (counter and MIC)",
+            have: body.len(),
         });
     };
     let (ciphertext, trailer) = body.split_at(ciphertext_len);
