@@ -4,13 +4,15 @@ python3-cryptography), for tests/cli/ble.rs. Written from bthome.io's encryption
 pvvx ATC_MiThermometer firmware's description of its encrypted custom format, not from sensorgate's code.
 Reads one request per line on stdin and prints the service data, from its 16-bit UUID on, as hex:
 
-    bthome KEYHEX MAC COUNTER PLAINHEX [trigger]
-    pvvx   KEYHEX MAC COUNT   PLAINHEX
+    bthome  KEYHEX MAC COUNTER PLAINHEX [trigger]
+    pvvx    KEYHEX MAC COUNT   PLAINHEX
+    atc1441 KEYHEX MAC COUNT   PLAINHEX
 
 BTHome v2: UUID d2 fc, the device information byte 0x41 (0x45 trigger-based), the AES-128-CCM ciphertext,
 the counter u32 LE, the 4-byte MIC; nonce MAC (as written) | d2 fc | device information | counter LE; no
-associated data. pvvx: UUID 1a 18, the measurement count, the ciphertext, the 4-byte MIC; nonce MAC
-(least significant byte first) | AD length | 16 1a 18 | count; associated data 11.
+associated data. pvvx and atc1441 (the same sealing, 6 and 3 bytes of plaintext): UUID 1a 18, the
+measurement count, the ciphertext, the 4-byte MIC; nonce MAC (least significant byte first) | AD length |
+16 1a 18 | count; associated data 11.
 """
 import struct
 import sys
@@ -58,7 +60,7 @@ def main():
         key, mac, plain = bytes.fromhex(key), bytes.fromhex(mac.replace(":", "")), bytes.fromhex(plain)
         if kind == "bthome":
             out = bthome(key, mac, int(counter), plain, trigger=words[5:] == ["trigger"])
-        elif kind == "pvvx":
+        elif kind in ("pvvx", "atc1441"):
             out = pvvx(key, mac, int(counter), plain)
         else:
             raise SystemExit(f"unknown format {kind}")

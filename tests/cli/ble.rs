@@ -155,6 +155,15 @@ fn adverts_sealed_by_an_independent_encoder_open_to_their_fields() {
                 "fields": { "temperature": -5.5, "humidity": 99.99, "battery": 100,
                             "opening": false, "switch": true } }),
         },
+        Case {
+            // atc1441 encrypted: (21.5 + 40) x 2, 55 x 2, battery 87 % with the GPIO_TRG bit; count 9.
+            request: "atc1441 000102030405060708090a0b0c0d0e0f A4:C1:38:BC:7C:4E 9 7b6ed7",
+            key: other_key,
+            mac: "A4:C1:38:BC:7C:4E",
+            format: "atc1441",
+            expected: json!({ "seq": 9, "counter": 9, "trigger_based": false,
+                "fields": { "temperature": 21.5, "humidity": 55.0, "battery": 87, "switch": true } }),
+        },
     ];
     let input: String = cases.iter().map(|c| format!("{}\n", c.request)).collect();
     let sealed = python::run_script(
