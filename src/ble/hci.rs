@@ -11,7 +11,9 @@
 //!
 //! Reports follow one another (as controllers send them and as BlueZ reads them). Other events are not
 //! advertisements ([`parse_event`] gives none); an event whose length byte disagrees with its bytes, or a
-//! report cut short, is refused whole.
+//! report cut short, is refused whole. An extended report's data is taken as it came: fragments that the
+//! event type's data status marks incomplete are not reassembled (home sensors fit one report). The time
+//! an advertisement was heard is the source's to add.
 
 use super::Mac;
 
