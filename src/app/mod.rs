@@ -671,7 +671,11 @@ pub fn decode_one(
     packet: &str,
     text: bool,
 ) -> anyhow::Result<String> {
-    let payload: PayloadFormat = parse_name(payload, "payload", "json, lpp or mysensors")?;
+    let payload: PayloadFormat = parse_name(
+        payload,
+        "payload",
+        "json, lpp or mysensors (or bthome, pvvx or atc1441 for BLE service data)",
+    )?;
     let header: HeaderFormat = parse_name(header, "header", "none, node16 or radiohead")?;
     let crc: CrcMode = parse_name(crc, "crc", "none or crc16-ccitt-false")?;
     let bytes = if text {
