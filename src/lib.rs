@@ -29,6 +29,9 @@
 //! - [`frame`]: bytes -> frames (`lines`, COBS, SLIP, CRC-16/CCITT-FALSE). Pure functions.
 //! - [`decode`]: frames -> readings (headers `node16`/`radiohead`; payloads JSON, Cayenne LPP, MySensors).
 //!   Pure functions, tested with byte fixtures.
+//! - [`ble`]: Bluetooth LE advertisements, the pure layer: HCI LE Advertising Report events (legacy and
+//!   extended) -> advertisements -> 16-bit-UUID service data -> readings (BTHome v2 plain and encrypted,
+//!   pvvx, atc1441), with Home Assistant's BTHome field names. Tested with the published vectors.
 //! - [`devices`]: the registry: device names, duplicate drops, liveness, per-device wills. A pure state
 //!   machine with time passed in. [`publish`] turns its readings into topics and payloads; [`stats`] holds
 //!   the counters of `{base}/gateway/stats`.
@@ -63,6 +66,7 @@
 pub mod allocator;
 pub mod app;
 pub mod backoff;
+pub mod ble;
 pub mod broker;
 pub mod commands;
 pub mod config;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sensorgate::app::{self, RunError};
+use sensorgate::ble::BleFormat;
 use sensorgate::config::{Config, ConfigError};
 use sensorgate::logging::LogBackend;
 
@@ -38,11 +39,18 @@ enum Command {
     },
     /// Read a password on standard input and print its hash for [[broker.user]] password_hash.
     HashPassword,
-    /// Decode one packet as a source would and print the readings as JSON.
+    /// Decode one packet as a source would (or one BLE advertisement's service data, from its UUID on)
+    /// and print the readings as JSON.
     Decode {
-        /// Payload format: json, lpp or mysensors.
+        /// Payload format: json, lpp or mysensors; or bthome, pvvx or atc1441 (BLE service data).
         #[arg(long)]
         payload: String,
+        /// BLE only: the advertiser's address (e.g. 54:48:E6:8F:80:A5), needed to open encrypted adverts.
+        #[arg(long, value_name = "MAC")]
+        mac: Option<String>,
+        /// BLE only: the device's bindkey, a file of 32 hex digits.
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<PathBuf>,
         /// Header before the payload: none, node16 or radiohead.
         #[arg(long, default_value = "none")]
         header: String,
@@ -118,11 +126,22 @@ fn main() -> ExitCode {
         Command::HashPassword => hash_password(),
         Command::Decode {
             payload,
+            mac,
+            key_file,
             header,
             crc,
             packet,
             text,
-        } => decode(&payload, &header, &crc, &packet, text),
+        } => {
+            match serde_json::from_value::<BleFormat>(serde_json::Value::String(payload.clone())) {
+                Ok(format) => decode_ble(format, &header, &crc, &packet, text, mac, key_file),
+                Err(_) if mac.is_some() || key_file.is_some() => {
+                    eprintln!("sensorgate: --mac and --key-file are for --payload bthome, pvvx or atc1441");
+                    ExitCode::from(2)
+                }
+                Err(_) => decode(&payload, &header, &crc, &packet, text),
+            }
+        }
         Command::Encrypt {
             key_file,
             header,
@@ -285,6 +304,46 @@ fn decode(payload: &str, header: &str, crc: &str, packet: &str, text: bool) -> E
             } else {
                 eprintln!("sensorgate: {error}");
             }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `decode --payload bthome|pvvx|atc1441`: one advertisement's service data, from its UUID on.
+fn decode_ble(
+    format: BleFormat,
+    header: &str,
+    crc: &str,
+    service_data: &str,
+    text: bool,
+    mac: Option<String>,
+    key_file: Option<PathBuf>,
+) -> ExitCode {
+    if header != "none" || crc != "none" || text {
+        eprintln!(
+            "sensorgate: --payload {} takes the service data as hexadecimal, without --header, --crc or --text",
+            format.name()
+        );
+        return ExitCode::from(2);
+    }
+    if service_data.trim().is_empty() {
+        eprintln!(
+            "sensorgate: no service data given; pass it as hexadecimal from its UUID on (e.g. 'd2fc4002ca09')"
+        );
+        return ExitCode::from(2);
+    }
+    match sensorgate::ble::cli::decode_one(
+        format,
+        service_data,
+        mac.as_deref(),
+        key_file.as_deref(),
+    ) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sensorgate: {error:#}");
             ExitCode::from(2)
         }
     }

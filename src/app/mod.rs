@@ -671,7 +671,11 @@ pub fn decode_one(
     packet: &str,
     text: bool,
 ) -> anyhow::Result<String> {
-    let payload: PayloadFormat = parse_name(payload, "payload", "json, lpp or mysensors")?;
+    let payload: PayloadFormat = parse_name(
+        payload,
+        "payload",
+        "json, lpp or mysensors (or bthome, pvvx or atc1441 for BLE service data)",
+    )?;
     let header: HeaderFormat = parse_name(header, "header", "none, node16 or radiohead")?;
     let crc: CrcMode = parse_name(crc, "crc", "none or crc16-ccitt-false")?;
     let bytes = if text {
@@ -693,16 +697,22 @@ pub fn decode_one(
     let readings = decoder.decode(&packet)?;
     let json: Vec<serde_json::Value> = readings
         .iter()
-        .map(|reading| {
-            let fields: serde_json::Map<String, serde_json::Value> = reading
-                .fields
-                .iter()
-                .map(|(name, value)| (name.clone(), value.to_json()))
-                .collect();
-            serde_json::json!({ "address": reading.address, "seq": reading.seq, "fields": fields })
-        })
+        .map(|reading| reading_json(&reading.address, reading.seq, &reading.fields))
         .collect();
     Ok(serde_json::to_string_pretty(&json)?)
+}
+
+/// One reading as `sensorgate decode` prints it: `{"address", "seq", "fields": {name: value}}`.
+pub fn reading_json(
+    address: &str,
+    seq: Option<u32>,
+    fields: &[(String, crate::model::Value)],
+) -> serde_json::Value {
+    let fields: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(name, value)| (name.clone(), value.to_json()))
+        .collect();
+    serde_json::json!({ "address": address, "seq": seq, "fields": fields })
 }
 
 fn parse_name<T: serde::de::DeserializeOwned>(

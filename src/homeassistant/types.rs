@@ -1,6 +1,7 @@
 //! What each field becomes in Home Assistant: the table from payload format and field name (Cayenne LPP
-//! `<type>_<channel>`, MySensors `<value type>_<child>`, well-known JSON names) to the MQTT platform
-//! (`sensor`, `binary_sensor`, `device_tracker`), `device_class`, unit and `state_class`; the controls
+//! `<type>_<channel>`, MySensors `<value type>_<child>`, well-known JSON names, the BLE decoders' Home
+//! Assistant BTHome keys) to the MQTT platform (`sensor`, `binary_sensor`, `device_tracker`),
+//! `device_class`, unit and `state_class`; the controls
 //! (`switch`, `number`) of fields a device accepts commands for ([`control_entity`]); the per-field
 //! overrides of `[[device]] fields`; and Home Assistant's own rules for which device classes, units and
 //! state classes go together, transcribed from `homeassistant/components/sensor/const.py`
@@ -384,6 +385,82 @@ const JSON: &[Known] = &[
     special("lon", "Longitude", Kind::PartOfLocation),
 ];
 
+/// Home Assistant's BTHome keys, the names the BLE decoders give (`crate::ble::objects`), with the units
+/// their formats carry; looked up before [`JSON`], which has the rest (`temperature`, `battery`, ...).
+/// A table of their own: as JSON names, `light`, `sound` or `volume` mean other things.
+const BLE: &[Known] = &[
+    measured("dew_point", "Dew point", "temperature", "°C"),
+    measured("mass", "Mass", "weight", "kg"),
+    measured("mass_lb", "Mass", "weight", "lb"),
+    number("count", "Count", None),
+    measured("carbon_dioxide", "CO₂", "carbon_dioxide", "ppm"),
+    measured(
+        "volatile_organic_compounds",
+        "VOC",
+        "volatile_organic_compounds",
+        "µg/m³",
+    ),
+    binary("generic", "Generic", None),
+    binary("power_on", "Power", Some("power")),
+    binary("opening", "Opening", Some("opening")),
+    binary(
+        "battery_charging",
+        "Battery charging",
+        Some("battery_charging"),
+    ),
+    binary(
+        "carbon_monoxide",
+        "Carbon monoxide",
+        Some("carbon_monoxide"),
+    ),
+    binary("cold", "Cold", Some("cold")),
+    binary("connectivity", "Connectivity", Some("connectivity")),
+    binary("garage_door", "Garage door", Some("garage_door")),
+    binary("gas_detected", "Gas", Some("gas")),
+    binary("heat", "Heat", Some("heat")),
+    binary("light", "Light", Some("light")),
+    binary("lock", "Lock", Some("lock")),
+    binary("moving", "Moving", Some("moving")),
+    binary("plug", "Plug", Some("plug")),
+    binary("problem", "Problem", Some("problem")),
+    binary("running", "Running", Some("running")),
+    binary("safety", "Safety", Some("safety")),
+    binary("sound", "Sound", Some("sound")),
+    text("button", "Button"),
+    text("dimmer", "Dimmer"),
+    number("dimmer_steps", "Dimmer steps", None),
+    number("rotation", "Rotation", Some("°")),
+    measured("distance_mm", "Distance", "distance", "mm"),
+    measured("duration", "Duration", "duration", "s"),
+    measured("speed", "Speed", "speed", "m/s"),
+    number("uv_index", "UV index", Some("UV index")),
+    counted("volume", "Volume", "volume", "L"),
+    counted("volume_ml", "Volume", "volume", "mL"),
+    measured(
+        "volume_flow_rate",
+        "Volume flow rate",
+        "volume_flow_rate",
+        "m³/h",
+    ),
+    counted("gas", "Gas", "gas", "m³"),
+    counted("water", "Water", "water", "L"),
+    special("timestamp", "Timestamp", Kind::UnixTime),
+    number("acceleration", "Acceleration", Some("m/s²")),
+    number("gyroscope", "Gyroscope", Some("°/s")),
+    text("text", "Text"),
+    text("raw", "Raw"),
+    measured("volume_storage", "Volume storage", "volume_storage", "L"),
+    // Home Assistant 2024.3 has no conductivity device class yet.
+    number("conductivity", "Conductivity", Some("µS/cm")),
+    number("direction", "Direction", Some("°")),
+    counted("precipitation", "Precipitation", "precipitation", "mm"),
+    number("channel", "Channel", None),
+    number("rotational_speed", "Rotational speed", Some("rpm")),
+    number("light_level", "Light level", None),
+    number("device_type_id", "Device type", None),
+    text("firmware_version", "Firmware version"),
+];
+
 /// The gateway's own keys in a device's state that become diagnostic entities (`seq` and `source` do not).
 pub fn gateway_key_type(key: &str) -> Option<EntityType> {
     let sensor =
@@ -474,9 +551,27 @@ pub fn infer(payload: PayloadFormat, field: &str, value: ValueKind) -> Option<En
         PayloadFormat::MySensors => MYSENSORS,
         PayloadFormat::Json => JSON,
     };
+    infer_from(&[table], payload, field, value)
+}
+
+/// What the tables infer for `field` of a Bluetooth LE device (the names of `crate::ble`'s decoders).
+pub fn infer_ble(field: &str, value: ValueKind) -> Option<EntityType> {
+    // Neither table has positions, the one thing the payload format changes beyond the table.
+    infer_from(&[BLE, JSON], PayloadFormat::Json, field, value)
+}
+
+/// [`infer`] over `tables`, searched in order: whole names first, then type names (`temperature` of
+/// `temperature_2`).
+fn infer_from(
+    tables: &[&'static [Known]],
+    payload: PayloadFormat,
+    field: &str,
+    value: ValueKind,
+) -> Option<EntityType> {
+    let rows = || tables.iter().flat_map(|table| table.iter());
     let lower = field.to_lowercase();
     let parts = split(&lower);
-    let exact = table.iter().find(|known| known.key == lower);
+    let exact = rows().find(|known| known.key == lower);
     let found = match exact {
         Some(known) => Some((
             known,
@@ -486,8 +581,7 @@ pub fn infer(payload: PayloadFormat, field: &str, value: ValueKind) -> Option<En
                 part: None,
             },
         )),
-        None => table
-            .iter()
+        None => rows()
             .find(|known| known.key == parts.key)
             .map(|known| (known, split(&lower))),
     };
@@ -1245,6 +1339,38 @@ mod tests {
                 }
             }
         }
+        for known in BLE {
+            let field = format!("{}_1", known.key);
+            for entity in [
+                infer_ble(&field, ValueKind::Number),
+                infer_ble(known.key, ValueKind::Number),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                match entity.component {
+                    Component::Sensor => {
+                        check_sensor(&entity).unwrap_or_else(|e| panic!("{field}: {e:?}"))
+                    }
+                    Component::BinarySensor => {
+                        if let Some(class) = &entity.device_class {
+                            assert!(is_binary_class(class), "{field}");
+                        }
+                    }
+                    Component::DeviceTracker | Component::Switch | Component::Number => {}
+                }
+            }
+        }
+        // As JSON names, the BLE table's do not apply: a JSON `light` is a number, not a binary sensor.
+        let light = infer(PayloadFormat::Json, "light", ValueKind::Number).unwrap();
+        assert_eq!(light.component, Component::Sensor);
+        assert_eq!(
+            infer_ble("light", ValueKind::Bool)
+                .unwrap()
+                .device_class
+                .as_deref(),
+            Some("light")
+        );
         for key in ["rssi", "snr", "last_seen"] {
             check_sensor(&gateway_key_type(key).unwrap()).unwrap();
         }

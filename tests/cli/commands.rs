@@ -15,23 +15,23 @@ use serde_json::json;
 const RUN_BOUND: Duration = Duration::from_secs(30);
 
 /// What one invocation of the binary did.
-struct Outcome {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Outcome {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Outcome {
-    fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
-    fn stderr_lines(&self) -> Vec<&str> {
+    pub(crate) fn stderr_lines(&self) -> Vec<&str> {
         self.stderr.lines().collect()
     }
 
     /// Everything it printed, for assertion messages.
-    fn dump(&self) -> String {
+    pub(crate) fn dump(&self) -> String {
         format!(
             "status {}\n--- stdout\n{}--- stderr\n{}",
             self.status, self.stdout, self.stderr
@@ -103,7 +103,7 @@ fn sensorgate(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Outc
     }
 }
 
-fn run(args: &[&str]) -> Outcome {
+pub(crate) fn run(args: &[&str]) -> Outcome {
     sensorgate(args, None, &[])
 }
 

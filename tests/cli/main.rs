@@ -1,6 +1,7 @@
 //! The command line as a user runs it: check-config and run agreeing on every key, the shipped files,
-//! and the errors of the security keys. One test binary; one module per concern.
+//! the errors of the security keys, and decoding BLE adverts. One test binary; one module per concern.
 
 mod agreement;
+mod ble;
 mod commands;
 mod security_keys;
