@@ -742,7 +742,7 @@ async fn waiting_commands_are_bounded_in_bytes_per_client_and_per_source() {
     .iter()
     .map(|(u, s)| (*u, s.to_string()))
     .collect();
-    assert_eq!(status, expected, "{answers:?}");
+    assert_eq!(status, expected);
     let reason = |i: usize| answers[i].1["reason"].as_str().unwrap_or("").to_string();
     assert!(reason(2).contains("client_queue_bytes"), "{}", reason(2));
     assert!(reason(5).contains("client_queue_bytes"), "{}", reason(5));

@@ -646,7 +646,7 @@ impl Router {
                 resolved.source
             )));
         };
-        if !resolved.configured && !downlink.heard_from(&resolved.address) {
+        if !self.is_real(&resolved) {
             return Err(unknown());
         }
         let payload = topics::parse_payload(field, &publish.payload)
