@@ -4,8 +4,8 @@
 //! EU433 (10 %); other frequencies (US915, AU915, AS923...) have no duty-cycle limit. `duty_cycle =
 //! "auto"` uses the plan, `"off"` none, `"1%"` that share of every hour. [`Budget`] is a pure sliding
 //! window with time passed in: a transmission is admitted when it fits into the hour behind it, and
-//! otherwise [`Budget::admit`] says from when it will. Within it each client (a login, or an anonymous
-//! client id) may use at most `client_airtime` of the hour's allowance ([`Budget::admit_client`],
+//! otherwise [`Budget::admit`] says from when it will. Within it each client (a login, or all anonymous
+//! clients together: `Reply::requester`) may use at most `client_airtime` of the hour's allowance ([`Budget::admit_client`],
 //! default [`DEFAULT_CLIENT_SHARE`]), so one client's long transmissions leave airtime for the others.
 
 use std::collections::{HashMap, VecDeque};

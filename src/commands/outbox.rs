@@ -60,12 +60,14 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// Whom the per-client bounds (queue and airtime) count this command against: the login, so that one
-    /// user's several connections share one allowance; an anonymous client by its client id.
+    /// Whom the per-client bounds (queue, airtime, results) count this command against: the login, so
+    /// that one user's several connections share one allowance, and all anonymous clients together (they
+    /// share one right, `anonymous_write`, and any of them can take any client id, so a client id would
+    /// be an allowance anyone could renew by reconnecting under another).
     pub fn requester(&self) -> String {
         match &self.user {
             Some(user) => format!("user {user:?}"),
-            None => format!("client {:?}", self.client_id),
+            None => "anonymous clients".to_string(),
         }
     }
 
@@ -687,10 +689,11 @@ mod tests {
         }
     }
 
-    fn from(client: &str, address: &str, cost: usize) -> Command {
+    fn from(user: &str, address: &str, cost: usize) -> Command {
         Command {
             reply: Arc::new(Reply {
-                client_id: client.to_string(),
+                client_id: format!("{user}-1"),
+                user: Some(user.to_string()),
                 ..Reply::default()
             }),
             cost,
@@ -765,10 +768,18 @@ mod tests {
             by("a", Some("ops")).requester(),
             by("b", Some("ops")).requester()
         );
-        assert_ne!(by("a", None).requester(), by("b", None).requester());
+        assert_eq!(
+            by("a", None).requester(),
+            by("b", None).requester(),
+            "anonymous clients share one allowance"
+        );
         assert_ne!(
             by("ops", None).requester(),
-            by("x", Some("ops")).requester()
+            by("ops", Some("ops")).requester()
+        );
+        assert_ne!(
+            by("a", Some("ops")).requester(),
+            by("a", Some("ops2")).requester()
         );
     }
 

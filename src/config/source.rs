@@ -51,7 +51,8 @@ pub struct CommandConfig {
     pub address: u8,
     /// `duty_cycle` (radios): `"auto"` (the frequency plan), `"off"`, or a share such as `"1%"`.
     pub duty_cycle: DutyCycleSetting,
-    /// `client_queue`: commands one client (one login, or one anonymous client id) may have waiting.
+    /// `client_queue`: commands one client (one login, or all anonymous clients together) may have
+    /// waiting.
     pub client_queue: usize,
     /// `client_queue_bytes`: what one client's waiting commands may hold.
     pub client_queue_bytes: usize,
