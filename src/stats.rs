@@ -43,7 +43,9 @@ pub struct CommandCounters {
     pub sent: u64,
     /// Commands whose `command_ttl` ended before they could be sent (link down, no uplink, duty cycle).
     pub expired: u64,
-    /// Commands refused (no right, commands off, unknown device, bad payload, full queue).
+    /// Commands refused (no right, commands off, unknown device, bad payload, raw bytes the device may
+    /// not get, a full queue or a client's or the source's bound). Those for no configured source count
+    /// in the totals only.
     pub refused: u64,
     /// Time on air of the frames sent, milliseconds (radios).
     pub airtime_ms: u64,

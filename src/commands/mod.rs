@@ -596,11 +596,18 @@ impl Router {
                 if public.is_none() && reply.response_topic.is_none() {
                     return; // Nowhere to answer.
                 }
-                if !self
-                    .results
-                    .admit(&reply.requester(), tokio::time::Instant::now())
-                {
+                let requester = reply.requester();
+                if !self.results.admit(&requester, tokio::time::Instant::now()) {
                     self.stats.result_dropped(source_name.as_deref());
+                    let key = format!("results of {requester}");
+                    if let Some(suppressed) = self.refusal_log.admit(&key) {
+                        log::warn!(
+                            "results of refused commands from {requester} dropped: at most {} at once, then one per {} s{}",
+                            throttle::BURST,
+                            throttle::REFILL.as_secs(),
+                            suppressed_suffix(suppressed)
+                        );
+                    }
                     return;
                 }
                 let fields = topics::parse_payload(target.field, &publish.payload)

@@ -17,11 +17,12 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use super::heard::HeardAddresses;
+use super::heard::{HeardAddresses, MAX_HEARD};
 use super::CommandStats;
 use crate::decode::{header, HeaderFormat, PacketDecoder, PayloadFormat};
 use crate::frame::crc;
 use crate::model::Packet;
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::radio::Wakeup;
 
 /// How long after `rx_delay` a device still listens: a command sent later waits for its next uplink.
@@ -514,6 +515,8 @@ struct Shared {
     /// The addresses heard since the start: who may get a queue besides the configured devices.
     heard: Mutex<HeardAddresses>,
     stats: CommandStats,
+    /// At most one line a minute about heard addresses forgotten.
+    forgotten_log: RateLimiter,
     source: String,
 }
 
@@ -551,6 +554,7 @@ impl Downlink {
             reader: AddressReader { decoder, encrypted },
             heard: Mutex::new(HeardAddresses::default()),
             stats,
+            forgotten_log: RateLimiter::new(Duration::from_secs(60)),
             source: source.to_string(),
         }))
     }
@@ -631,6 +635,13 @@ impl CommandPort {
             let forgotten = lock(&self.0.heard).insert(&address);
             if forgotten > 0 {
                 self.0.stats.heard_forgotten(&self.0.source, forgotten);
+                if let Some(suppressed) = self.0.forgotten_log.admit("forgotten") {
+                    log::warn!(
+                        source = self.0.source.as_str();
+                        "more than {MAX_HEARD} addresses heard: the one heard the longest ago is forgotten, and gets commands under its {{source}}-{{address}} name again after its next frame{}",
+                        suppressed_suffix(suppressed)
+                    );
+                }
             }
             lock(&self.0.outbox).heard(&address, Instant::now());
             self.0.changed.notify_one();
