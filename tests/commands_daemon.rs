@@ -331,6 +331,23 @@ async fn commands_reach_nodes_on_serial_ports_in_every_format_and_results_come_b
     );
     ops.result("sensorgate/uart1-300/set/result", "sent").await;
 
+    // Raw MySensors bytes for node 5 through node 12's topic: refused, nothing written.
+    let for_node_5: String = b"5;1;1;0;2;1".iter().map(|b| format!("{b:02x}")).collect();
+    ops.publish(
+        "sensorgate/uart2-12/set/raw",
+        &for_node_5,
+        Some(("replies/ops/raw", "raw-1")),
+    )
+    .await;
+    let (refused, _) = ops.result("replies/ops/raw", "refused").await;
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("raw_commands = true"),
+        "{refused}"
+    );
+
     // MySensors C_SET from a plain value on set/{field}.
     ops.publish("sensorgate/uart2-12/set/status_3", "ON", None)
         .await;
