@@ -710,6 +710,50 @@ async fn commands_to_a_thousand_made_up_devices_leave_a_real_device_its_queue() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_heard_before_a_restart_is_still_commandable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mut dongles) = start_bounds(dir.path());
+    let mut states = connect(daemon.addr, "ops-states", "ops", &["sensorgate/uart0-300"]).await;
+    dongles[0].write(&lpp_uplink(300, 1)).await;
+    tokio::time::timeout(Duration::from_secs(10), states.rx.recv())
+        .await
+        .expect("uart0-300's reading within 10 s")
+        .expect("client alive");
+    drop(states);
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "{status:?}");
+    drop(dongles);
+
+    // Restarted: the device has sent nothing since, and its name still takes commands.
+    let (daemon, dongles) = start_bounds(dir.path());
+    let mut ops = connect(daemon.addr, "ops-after", "ops", &["replies/ops/#"]).await;
+    ops.publish(
+        "sensorgate/uart0-300/set",
+        r#"{"digital_out_1": 1}"#,
+        Some(("replies/ops/1", "after-restart")),
+    )
+    .await;
+    ops.result("replies/ops/1", "queued").await;
+    // A name never heard still does not.
+    ops.publish(
+        "sensorgate/uart0-301/set",
+        r#"{"digital_out_1": 1}"#,
+        Some(("replies/ops/2", "never-heard")),
+    )
+    .await;
+    let (refused, _) = ops.result("replies/ops/2", "refused").await;
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown device"),
+        "{refused}"
+    );
+    drop(dongles);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_commands_are_bounded_in_bytes_per_client_and_per_source() {
     let dir = tempfile::tempdir().unwrap();
     let (daemon, dongles) = start_bounds(dir.path());

@@ -1,6 +1,7 @@
-//! The addresses a command source has heard a frame from since the gateway started: only a configured
-//! `[[device]]` or a device heard this way gets a command queue, so a client cannot fill a source's
-//! queues with made-up names. The set is bounded ([`MAX_HEARD`] addresses per source): past it the
+//! The addresses a command source has heard a frame from (since the gateway started, or before: the
+//! router adds the devices whose retained state survived a restart): only a configured `[[device]]` or
+//! a device heard this way gets a command queue, so a client cannot fill a source's queues with made-up
+//! names. The set is bounded ([`MAX_HEARD`] addresses per source): past it the
 //! address heard the longest ago is forgotten (counted), and that device is commandable again once it
 //! sends its next frame. Pure: no clock, no IO, no logging.
 

@@ -445,6 +445,7 @@ impl Commands {
             tokio::spawn(dispatcher.run(shutdown.clone()));
         }
         tokio::spawn(async move {
+            router.remember_restored(&broker.retained_messages().await);
             let mut input = input;
             let mut stopping = false;
             loop {
@@ -527,6 +528,36 @@ impl Router {
         let counter = self.counters.entry(key).or_insert(0);
         *counter = counter.saturating_add(1).max(clock);
         *counter
+    }
+
+    /// Devices heard before a restart count as heard: the state the gateway published for each
+    /// (`{base}/{device}`, retained, naming its source) survived in the broker's retained store, and its
+    /// `{source}-{address}` name still resolves to that source. Called once, before the first command.
+    fn remember_restored(&self, restored: &[Message]) {
+        for message in restored {
+            let Some(name) =
+                crate::topic::gateway::device_of_state_topic(&self.base_topic, &message.topic)
+            else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_slice::<serde_json::Value>(&message.payload) else {
+                continue;
+            };
+            let source = state.get(crate::publish::STATE_KEY_SOURCE);
+            let Some(resolved) = self.resolve(name) else {
+                continue;
+            };
+            if resolved.configured || source.and_then(|s| s.as_str()) != Some(&resolved.source) {
+                continue;
+            }
+            if let Some(downlink) = self
+                .sources
+                .get(&resolved.source)
+                .and_then(|source| source.downlink.as_ref())
+            {
+                downlink.remember_heard(&resolved.address);
+            }
+        }
     }
 
     /// Whether a device is real: a `[[device]]`, or an address its source heard a frame from.
@@ -637,7 +668,7 @@ impl Router {
         }
         let unknown = || {
             Refused::quiet(format!(
-                "unknown device {device:?}: not a [[device]] name, nor {{source}}-{{address}} of a device its source has heard since the gateway started"
+                "unknown device {device:?}: not a [[device]] name, nor {{source}}-{{address}} of a device its source has heard (a frame, or a retained state from before a restart)"
             ))
         };
         let resolved = resolved.ok_or_else(unknown)?;

@@ -520,6 +520,23 @@ struct Shared {
     source: String,
 }
 
+impl Shared {
+    /// Adds `address` to the heard ones; one forgotten to make room is counted and logged.
+    fn remember(&self, address: &str) {
+        let forgotten = lock(&self.heard).insert(address);
+        if forgotten > 0 {
+            self.stats.heard_forgotten(&self.source, forgotten);
+            if let Some(suppressed) = self.forgotten_log.admit("forgotten") {
+                log::warn!(
+                    source = self.source.as_str();
+                    "more than {MAX_HEARD} addresses heard: the one heard the longest ago is forgotten, and gets commands under its {{source}}-{{address}} name again after its next frame{}",
+                    suppressed_suffix(suppressed)
+                );
+            }
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -586,9 +603,15 @@ impl Downlink {
         pushed
     }
 
-    /// Whether the source heard a frame from `address` since the start (and has not forgotten it).
+    /// Whether the source heard a frame from `address` since the start, or before it (and has not
+    /// forgotten it).
     pub fn heard_from(&self, address: &str) -> bool {
         lock(&self.0.heard).contains(address)
+    }
+
+    /// Counts `address` as heard: a device heard before the gateway's restart.
+    pub fn remember_heard(&self, address: &str) {
+        self.0.remember(address);
     }
 
     /// Whether the source's link is up.
@@ -632,17 +655,7 @@ impl CommandPort {
     /// A frame arrived (its end is now): its device's receive window opens `rx_delay` from now.
     pub fn heard(&self, packet: &Packet) {
         if let Some(address) = self.0.reader.address(packet) {
-            let forgotten = lock(&self.0.heard).insert(&address);
-            if forgotten > 0 {
-                self.0.stats.heard_forgotten(&self.0.source, forgotten);
-                if let Some(suppressed) = self.0.forgotten_log.admit("forgotten") {
-                    log::warn!(
-                        source = self.0.source.as_str();
-                        "more than {MAX_HEARD} addresses heard: the one heard the longest ago is forgotten, and gets commands under its {{source}}-{{address}} name again after its next frame{}",
-                        suppressed_suffix(suppressed)
-                    );
-                }
-            }
+            self.0.remember(&address);
             lock(&self.0.outbox).heard(&address, Instant::now());
             self.0.changed.notify_one();
         }
