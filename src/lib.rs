@@ -41,9 +41,10 @@
 //!   rights, the retained store persisted to the state directory, in-process publishing, and the tap that
 //!   feeds the uplink. No other module names an rmqtt type.
 //! - [`commands`]: MQTT in, frames out: the router takes client publishes on `{base}/{device}/set` from
-//!   the broker's command tap, refuses what may not or cannot be sent, queues per device, and one
-//!   dispatcher per source sends through the task that owns the port or radio (now, or after the
-//!   device's uplink, within the radio's duty cycle); results on `{base}/{device}/set/result`.
+//!   the broker's command tap, refuses what may not or cannot be sent, queues per configured or heard
+//!   device (bounded per client and per source), and one dispatcher per source sends through the task
+//!   that owns the port or radio (now, or after the device's uplink, within the radio's duty cycle and
+//!   each client's share of it); results on `{base}/{device}/set/result`.
 //!   [`encode`] is the inverse of `decode` and `frame`: payloads, headers, sealing, CRC, framing. Pure.
 //! - [`homeassistant`]: MQTT discovery: one Home Assistant device per sensorgate device, typed entities,
 //!   availability with the device's will and the gateway's, published, updated and removed with the registry.

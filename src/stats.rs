@@ -43,10 +43,16 @@ pub struct CommandCounters {
     pub sent: u64,
     /// Commands whose `command_ttl` ended before they could be sent (link down, no uplink, duty cycle).
     pub expired: u64,
-    /// Commands refused (no right, commands off, unknown device, bad payload, full queue).
+    /// Commands refused (no right, commands off, unknown device, bad payload, raw bytes the device may
+    /// not get, a full queue or a client's or the source's bound). Those for no configured source count
+    /// in the totals only.
     pub refused: u64,
     /// Time on air of the frames sent, milliseconds (radios).
     pub airtime_ms: u64,
+    /// Heard addresses forgotten to keep the source's set of heard devices bounded.
+    pub heard_forgotten: u64,
+    /// Results of refused commands not published, to keep one client's refusals from flooding.
+    pub results_dropped: u64,
 }
 
 /// Adds each source's command counters to a `{base}/gateway/stats` report made by [`stats_json`], and
@@ -59,6 +65,8 @@ pub fn add_command_counters(report: &mut Json, commands: &BTreeMap<String, Comma
         totals.expired += counters.expired;
         totals.refused += counters.refused;
         totals.airtime_ms += counters.airtime_ms;
+        totals.heard_forgotten += counters.heard_forgotten;
+        totals.results_dropped += counters.results_dropped;
         if let Some(Json::Object(fields)) = report.pointer_mut(&format!("/sources/{source}")) {
             fields.insert("commands".to_string(), json!(counters));
         }

@@ -679,6 +679,98 @@ fn deliver_needs_a_source_with_commands() {
 }
 
 #[test]
+fn raw_commands_needs_a_source_with_commands() {
+    let text = format!(
+        "{SERIAL}\n[[device]]\nname = \"lamp\"\nsource = \"uart0\"\naddress = \"17\"\nraw_commands = true\n"
+    );
+    assert_error(
+        &text,
+        "raw_commands",
+        0,
+        &[
+            "\"uart0\" (line 2) sends no commands",
+            "write commands = true",
+        ],
+    );
+    let with_commands = parse(&text.replace("path = ", "commands = true\npath = ")).unwrap();
+    assert!(with_commands.device[0].raw_commands);
+}
+
+#[test]
+fn client_bounds_of_commands_are_checked() {
+    let commands = format!("{SERIAL}commands = true\n");
+    let defaults = parse(&commands).unwrap().sources[0]
+        .commands
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (
+            defaults.client_queue,
+            defaults.client_queue_bytes,
+            defaults.command_queue_bytes,
+            defaults.client_airtime
+        ),
+        (64, 256 << 10, 1 << 20, 0.5)
+    );
+    assert_error(
+        &format!("{commands}client_queue = 0\n"),
+        "0\n",
+        0,
+        &["client_queue", "write an integer from 1 to 1024"],
+    );
+    assert_error(
+        &format!("{commands}command_queue_bytes = \"1GiB\"\n"),
+        "\"1GiB\"",
+        0,
+        &["above the maximum \"64MiB\""],
+    );
+    assert_error(
+        &format!("{commands}client_queue_bytes = \"2MiB\"\n"),
+        "\"2MiB\"",
+        0,
+        &["above the maximum \"1MiB\"", "command_queue_bytes"],
+    );
+    // A smaller source bound lowers the default per client with it.
+    let small = parse(&format!("{commands}command_queue_bytes = \"64KiB\"\n")).unwrap();
+    assert_eq!(
+        small.sources[0]
+            .commands
+            .as_ref()
+            .unwrap()
+            .client_queue_bytes,
+        64 << 10
+    );
+    assert_error(
+        &format!("{SERIAL}client_queue = 4\n"),
+        "client_queue",
+        0,
+        &["applies to a source with commands = true"],
+    );
+}
+
+#[test]
+fn client_airtime_is_a_share_of_a_radios_budget() {
+    let radio = "[[source]]\nname = \"lora\"\nkind = \"sx1276\"\nbackend = \"simulator\"\nfrequency = 868_100_000\ncommands = true\n";
+    let config = parse(&format!("{radio}client_airtime = \"25%\"\n")).unwrap();
+    assert_eq!(
+        config.sources[0].commands.as_ref().unwrap().client_airtime,
+        0.25
+    );
+    assert_error(
+        &format!("{radio}client_airtime = \"0%\"\n"),
+        "\"0%\"",
+        0,
+        &["not a share of the duty cycle", "\"50%\""],
+    );
+    assert_error(
+        &format!("{SERIAL}commands = true\nclient_airtime = \"25%\"\n"),
+        "client_airtime",
+        0,
+        &["not a key of a serial source"],
+    );
+}
+
+#[test]
 fn the_demo_runs_without_hardware_or_root() {
     let config = Config::default_demo();
     assert_eq!(parse(DEMO).unwrap(), config);

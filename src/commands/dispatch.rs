@@ -89,20 +89,30 @@ impl Dispatcher {
 
     /// Sends the next due command, if any; true when one was taken from the queue.
     async fn send_one(&mut self, now: Instant, shutdown: &CancellationToken) -> bool {
-        let Some((address, len)) = self
-            .downlink
-            .outbox()
-            .peek_ready(now)
-            .map(|q| (q.command.address.clone(), q.command.bytes.len()))
-        else {
+        let Some((address, len, requester)) = self.downlink.outbox().peek_ready(now).map(|q| {
+            (
+                q.command.address.clone(),
+                q.command.bytes.len(),
+                q.command.reply.requester(),
+            )
+        }) else {
             return false;
         };
         let airtime = self.radio.as_ref().map(|radio| time_on_air(radio, len));
         if let (Some(budget), Some(airtime)) = (self.budget.as_mut(), airtime) {
-            if let Err(wait) = budget.admit(now, airtime) {
+            let held = match budget.admit(now, airtime) {
+                Err(wait) => Some((
+                    wait,
+                    format!("the duty-cycle budget ({})", budget.description),
+                )),
+                Ok(()) => budget
+                    .admit_client(now, airtime, &requester)
+                    .err()
+                    .map(|wait| (wait, budget.client_description())),
+            };
+            if let Some((wait, budget_text)) = held {
                 let why = format!(
-                    "the duty-cycle budget ({}) has no room for {} ms on air",
-                    budget.description,
+                    "{budget_text} has no room for {} ms on air",
                     airtime.as_millis()
                 );
                 let until = match wait {
@@ -130,7 +140,7 @@ impl Dispatcher {
             Some(Ok(Ok(Ok(sent_airtime)))) => {
                 let airtime = sent_airtime.or(airtime);
                 if let (Some(budget), Some(airtime)) = (self.budget.as_mut(), airtime) {
-                    budget.record(Instant::now(), airtime);
+                    budget.record(Instant::now(), airtime, &queued.command.reply.requester());
                 }
                 self.stats.sent(self.downlink.source(), airtime);
                 self.report(Outcome::Sent { queued, airtime }).await;

@@ -2,23 +2,32 @@
 //! fields, or `{"raw": "hex"}`) or `{base}/{device}/set/{field}` (a plain value); the broker's command
 //! tap hands the router every such publish with its client and its MQTT 5 response topic and correlation
 //! data, including those the client had no right to write. The [`Router`] finds the device's source and
-//! address, refuses what may not or cannot be sent (no write right, `commands` off on the source, an
-//! unknown device, a payload the source's format cannot carry, a full queue), encodes the rest exactly
+//! address, refuses what may not or cannot be sent (no write right, `commands` off on the source, a
+//! device neither configured nor [`heard`], raw bytes where the address lives in the payload and the
+//! `[[device]]` has no `raw_commands = true`, a payload the source's format or framing cannot carry, a
+//! full queue or a client's or the source's bound), encodes the rest exactly
 //! the way the source decodes (`crate::encode`: payload, header with the gateway's sequence number,
 //! AES-128-CCM sealing with the gateway's own counter, CRC, framing) and queues each frame in the source's
 //! [`Downlink`]. One [`Dispatcher`] per source sends what is due (now, or `rx_delay` after the device's
 //! next uplink) through the task that owns the port or radio, within the radio's duty-cycle budget.
-//! Every command's progress (`queued`, `sent`, `expired`, `refused`) is published, not retained, on
+//! Every accepted command's progress (`queued`, `sent`, `expired`) is published, not retained, on
 //! `{base}/{device}/set/result` and, when the request named one, on its response topic with its
-//! correlation data. Counters per source go into `{base}/gateway/stats`.
+//! correlation data. A refusal answers the writer in full on its response topic only; on
+//! `{base}/{device}/set/result` it says `status` and `reason` without the command's fields, only for a
+//! configured or heard device, and the reason of a client without the write right names nothing it
+//! wrote. Refusal results are limited per client ([`throttle`]); the dropped ones are counted. Counters
+//! per source go into `{base}/gateway/stats`.
 //!
-//! Layout: [`topics`] (topics and payloads), [`outbox`] (queues, delivery windows, the seam to the source
-//! task), [`dutycycle`] (the frequency plan and the budget), [`dispatch`] (the per-source sender). What
+//! Layout: [`topics`] (topics and payloads), [`outbox`] (queues, their bounds, delivery windows, the seam
+//! to the source task), [`heard`] (the addresses a source heard), [`throttle`] (refusal results per
+//! client), [`dutycycle`] (the frequency plan and the budget), [`dispatch`] (the per-source sender). What
 //! Home Assistant announces as `switch`/`number` entities is [`commandable_fields`].
 
 pub mod dispatch;
 pub mod dutycycle;
+pub mod heard;
 pub mod outbox;
+pub mod throttle;
 pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,7 +40,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use dispatch::{Dispatcher, Outcome};
 pub use dutycycle::DutyCycleSetting;
-pub use outbox::{CommandPort, Deliver, Downlink, OutboxSettings, Reply, TxRequest, TxResult};
+pub use outbox::{
+    CommandPort, Deliver, Downlink, OutboxSettings, QueueBounds, Reply, TxRequest, TxResult,
+};
 
 use crate::broker::{Broker, ClientPublish};
 use crate::crypto::FrameKeys;
@@ -43,6 +54,7 @@ use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::radio::{time_on_air, RadioSettings};
 use crate::stats::CommandCounters;
 use outbox::Command;
+use throttle::ResultThrottle;
 
 /// Client publishes the router holds at most before the broker drops them (counted).
 pub const INPUT_CAPACITY: usize = 1024;
@@ -67,6 +79,8 @@ pub struct SourceCommands {
     pub deliver: Deliver,
     pub outbox: OutboxSettings,
     pub duty_cycle: DutyCycleSetting,
+    /// `client_airtime`: the share of the duty-cycle budget one client may use.
+    pub client_airtime: f64,
     /// A radio's settings (time on air, the sub-band); `None` for serial sources.
     pub radio: Option<RadioSettings>,
 }
@@ -79,6 +93,8 @@ pub struct DeviceEntry {
     pub address: String,
     /// `deliver` of the `[[device]]`, overriding its source's.
     pub deliver: Option<Deliver>,
+    /// `raw_commands = true`: `{"raw": ...}` may reach it where the address lives in the payload.
+    pub raw_commands: bool,
 }
 
 /// Everything the router needs.
@@ -132,8 +148,14 @@ impl CommandSettings {
                         depth: commands.queue,
                         ttl: commands.ttl,
                         rx_delay: commands.rx_delay,
+                        bounds: QueueBounds {
+                            client_commands: commands.client_queue,
+                            client_bytes: commands.client_queue_bytes,
+                            source_bytes: commands.command_queue_bytes,
+                        },
                     },
                     duty_cycle: commands.duty_cycle,
+                    client_airtime: commands.client_airtime,
                     radio,
                 }
             })
@@ -146,6 +168,7 @@ impl CommandSettings {
                 source: device.source.clone(),
                 address: device.address.clone(),
                 deliver: device.deliver,
+                raw_commands: device.raw_commands,
             })
             .collect();
         CommandSettings {
@@ -161,6 +184,9 @@ impl CommandSettings {
         self.sources.iter().any(|s| s.enabled)
     }
 }
+
+/// Where counters of commands for no configured source are kept: in the totals, under no source.
+const NO_SOURCE: &str = "";
 
 /// The command counters of every source, shared by the router, the dispatchers and the stats report.
 #[derive(Debug, Clone, Default)]
@@ -186,6 +212,17 @@ impl CommandStats {
 
     pub fn refused(&self, source: &str) {
         self.update(source, |c| c.refused += 1);
+    }
+
+    /// Heard addresses `source` forgot to stay within its bound.
+    pub fn heard_forgotten(&self, source: &str, forgotten: u64) {
+        self.update(source, |c| c.heard_forgotten += forgotten);
+    }
+
+    /// A refusal result not published (the client's allowance was used up). `None`: a command for no
+    /// source, counted in the totals only.
+    pub fn result_dropped(&self, source: Option<&str>) {
+        self.update(source.unwrap_or(NO_SOURCE), |c| c.results_dropped += 1);
     }
 
     pub fn expired(&self, source: &str) {
@@ -251,7 +288,8 @@ pub fn commandable_fields(
 struct Source {
     settings: SourceCommands,
     downlink: Option<Downlink>,
-    /// The budget's allowed time on air per hour, for refusing a frame longer than all of it.
+    /// The time on air one client may use per hour and its description, for refusing a frame longer
+    /// than all of it.
     budget_allows: Option<(Duration, String)>,
 }
 
@@ -261,6 +299,9 @@ struct Resolved {
     source: String,
     address: String,
     deliver: Option<Deliver>,
+    /// A `[[device]]` (always commandable), rather than a `{source}-{address}` name.
+    configured: bool,
+    raw_commands: bool,
 }
 
 /// The command router: client publishes in, frames queued, results out. Built with [`Commands::new`].
@@ -277,6 +318,7 @@ pub struct Router {
     counters: HashMap<(String, String), u32>,
     stats: CommandStats,
     refusal_log: RateLimiter,
+    results: ResultThrottle,
 }
 
 /// The router and the dispatchers, before they run.
@@ -292,6 +334,7 @@ impl Commands {
     /// Builds the router, one outbox and dispatcher per source with `commands = true`, and their ports.
     pub fn new(settings: CommandSettings, keys: FrameKeys) -> Commands {
         let stats = CommandStats::default();
+        stats.track(NO_SOURCE);
         let (outcome_tx, outcomes) = mpsc::channel(OUTCOME_CAPACITY);
         let mut sources = HashMap::new();
         let mut dispatchers = Vec::new();
@@ -306,14 +349,19 @@ impl Commands {
                     source.outbox,
                     source.decoder,
                     source.encrypted,
+                    stats.clone(),
                 );
                 let budget = source.radio.as_ref().and_then(|radio| {
-                    dutycycle::limit_for(source.duty_cycle, radio.frequency_hz)
-                        .map(|(share, text)| dutycycle::Budget::new(share, text))
+                    dutycycle::limit_for(source.duty_cycle, radio.frequency_hz).map(
+                        |(share, text)| {
+                            dutycycle::Budget::new(share, text)
+                                .with_client_share(source.client_airtime)
+                        },
+                    )
                 });
                 budget_allows = budget
                     .as_ref()
-                    .map(|b| (b.allowed(), b.description.clone()));
+                    .map(|b| (b.client_allowed(), b.client_description()));
                 ports.insert(source.name.clone(), handle.port());
                 dispatchers.push(Dispatcher {
                     downlink: handle.clone(),
@@ -341,6 +389,8 @@ impl Commands {
                 source: device.source.clone(),
                 address: device.address.clone(),
                 deliver: device.deliver,
+                configured: true,
+                raw_commands: device.raw_commands,
             };
             devices
                 .entry(crate::topic::gateway::sanitize_level(&device.name))
@@ -358,6 +408,7 @@ impl Commands {
                 counters: HashMap::new(),
                 stats: stats.clone(),
                 refusal_log: RateLimiter::new(Duration::from_secs(10)),
+                results: ResultThrottle::default(),
             },
             dispatchers,
             outcomes,
@@ -394,6 +445,7 @@ impl Commands {
             tokio::spawn(dispatcher.run(shutdown.clone()));
         }
         tokio::spawn(async move {
+            router.remember_restored(&broker.retained_messages().await);
             let mut input = input;
             let mut stopping = false;
             loop {
@@ -449,6 +501,8 @@ impl Router {
                 source: source.clone(),
                 address: address.to_string(),
                 deliver: None,
+                configured: false,
+                raw_commands: false,
             }));
         }
         None
@@ -476,51 +530,87 @@ impl Router {
         *counter
     }
 
+    /// Devices heard before a restart count as heard: the state the gateway published for each
+    /// (`{base}/{device}`, retained, naming its source) survived in the broker's retained store, and its
+    /// `{source}-{address}` name still resolves to that source. Called once, before the first command.
+    fn remember_restored(&self, restored: &[Message]) {
+        for message in restored {
+            let Some(name) =
+                crate::topic::gateway::device_of_state_topic(&self.base_topic, &message.topic)
+            else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_slice::<serde_json::Value>(&message.payload) else {
+                continue;
+            };
+            let source = state.get(crate::publish::STATE_KEY_SOURCE);
+            let Some(resolved) = self.resolve(name) else {
+                continue;
+            };
+            if resolved.configured || source.and_then(|s| s.as_str()) != Some(&resolved.source) {
+                continue;
+            }
+            if let Some(downlink) = self
+                .sources
+                .get(&resolved.source)
+                .and_then(|source| source.downlink.as_ref())
+            {
+                downlink.remember_heard(&resolved.address);
+            }
+        }
+    }
+
+    /// Whether a device is real: a `[[device]]`, or an address its source heard a frame from.
+    fn is_real(&self, resolved: &Resolved) -> bool {
+        resolved.configured
+            || self
+                .sources
+                .get(&resolved.source)
+                .and_then(|source| source.downlink.as_ref())
+                .is_some_and(|downlink| downlink.heard_from(&resolved.address))
+    }
+
     /// One client publish on a command topic.
     async fn handle(&mut self, broker: &Broker, publish: ClientPublish) {
         let Some(target) = topics::parse_topic(&self.base_topic, &publish.topic) else {
             return;
         };
         let device = target.device.to_string();
-        let reply = Reply {
+        let reply = Arc::new(Reply {
             client_id: publish.client_id.clone(),
+            user: publish.user.clone(),
             response_topic: publish.response_topic.clone(),
             correlation_data: publish.correlation_data.clone(),
-        };
+        });
         let resolved = self.resolve(&device);
+        let real = resolved.as_ref().is_some_and(|r| self.is_real(r));
         let source_name = resolved.as_ref().map(|r| r.source.clone());
-        let client = match &publish.user {
-            Some(user) => format!("client {:?} (user {user:?})", publish.client_id),
-            None => format!("client {:?} (anonymous)", publish.client_id),
-        };
-        let fields_shown = topics::parse_payload(target.field, &publish.payload)
-            .map(|p| topics::fields_json(&p))
-            .unwrap_or(serde_json::Value::Null);
-        match self.accept(&device, target.field, &publish, resolved) {
-            Ok((frames, source)) => {
+        let outcome = self
+            .accept(&device, target.field, &publish, &reply, resolved)
+            .and_then(|(frames, downlink, source)| {
+                let shown: Vec<serde_json::Value> =
+                    frames.iter().map(|c| c.fields.clone()).collect();
+                downlink
+                    .push_all(frames)
+                    .map(|()| (shown, source))
+                    .map_err(|refusal| Refused::logged(refusal.to_string()))
+            });
+        match outcome {
+            Ok((shown, source)) => {
                 self.stats.received(&source);
-                for (command, downlink) in frames {
-                    let fields = command.fields.clone();
-                    let reply = command.reply.clone();
-                    match downlink.push(command) {
-                        Ok(()) => {
-                            self.result(broker, &device, "queued", None, fields, &reply)
-                                .await
-                        }
-                        Err(refusal) => {
-                            self.stats.refused(&source);
-                            let reason = refusal.to_string();
-                            self.result(broker, &device, "refused", Some(reason), fields, &reply)
-                                .await;
-                        }
-                    }
+                for fields in shown {
+                    self.result(broker, &device, "queued", None, fields, &reply)
+                        .await;
                 }
             }
             Err(refusal) => {
-                if let Some(source) = &source_name {
-                    self.stats.refused(source);
-                }
+                self.stats
+                    .refused(source_name.as_deref().unwrap_or(NO_SOURCE));
                 if refusal.log {
+                    let client = match &publish.user {
+                        Some(user) => format!("client {:?} (user {user:?})", publish.client_id),
+                        None => format!("client {:?} (anonymous)", publish.client_id),
+                    };
                     if let Some(suppressed) = self.refusal_log.admit(&publish.client_id) {
                         log::warn!(
                             "command for {device:?} from {client} refused: {}{}",
@@ -529,39 +619,59 @@ impl Router {
                         );
                     }
                 }
-                self.result(
-                    broker,
-                    &device,
-                    "refused",
-                    Some(refusal.reason),
-                    fields_shown,
-                    &reply,
-                )
-                .await;
+                let public = match (real, publish.allowed) {
+                    (false, _) => None,
+                    (true, true) => Some(refusal.reason.clone()),
+                    (true, false) => Some(NOT_AUTHORIZED_PUBLIC.to_string()),
+                };
+                if public.is_none() && reply.response_topic.is_none() {
+                    return; // Nowhere to answer.
+                }
+                let requester = reply.requester();
+                if !self.results.admit(&requester, tokio::time::Instant::now()) {
+                    self.stats.result_dropped(source_name.as_deref());
+                    let key = format!("results of {requester}");
+                    if let Some(suppressed) = self.refusal_log.admit(&key) {
+                        log::warn!(
+                            "results of refused commands from {requester} dropped: at most {} at once, then one per {} s{}",
+                            throttle::BURST,
+                            throttle::REFILL.as_secs(),
+                            suppressed_suffix(suppressed)
+                        );
+                    }
+                    return;
+                }
+                let fields = topics::parse_payload(target.field, &publish.payload)
+                    .map(|p| topics::fields_json(&p))
+                    .unwrap_or(serde_json::Value::Null);
+                self.refusal_result(broker, &device, refusal.reason, public, fields, &reply)
+                    .await;
             }
         }
     }
 
-    /// Checks and encodes a command: its frames with their outbox, and the source's name.
+    /// Checks and encodes a command: its frames, the outbox they go to, and the source's name.
     #[allow(clippy::type_complexity)]
     fn accept(
         &mut self,
         device: &str,
         field: Option<&str>,
         publish: &ClientPublish,
+        reply: &Arc<Reply>,
         resolved: Option<Resolved>,
-    ) -> Result<(Vec<(Command, Downlink)>, String), Refused> {
+    ) -> Result<(Vec<Command>, Downlink, String), Refused> {
         if !publish.allowed {
             return Err(Refused::logged(format!(
                 "not authorized: this client may not write {:?} (a [[broker.user]] write filter, or anonymous_write, must allow it)",
                 publish.topic
             )));
         }
-        let resolved = resolved.ok_or_else(|| {
+        let unknown = || {
             Refused::quiet(format!(
-                "unknown device {device:?}: not a [[device]] name, nor {{source}}-{{address}} of a source"
+                "unknown device {device:?}: not a [[device]] name, nor {{source}}-{{address}} of a device its source has heard (a frame, or a retained state from before a restart)"
             ))
-        })?;
+        };
+        let resolved = resolved.ok_or_else(unknown)?;
         let source = self.sources.get(&resolved.source).ok_or_else(|| {
             Refused::quiet(format!(
                 "the source {:?} is not configured",
@@ -574,10 +684,22 @@ impl Router {
                 resolved.source
             )));
         };
+        if !self.is_real(&resolved) {
+            return Err(unknown());
+        }
         let payload = topics::parse_payload(field, &publish.payload)
             .map_err(|e| Refused::quiet(e.to_string()))?;
         let settings = source.settings.clone();
         let budget_allows = source.budget_allows.clone();
+        if matches!(payload, CommandPayload::Raw(_))
+            && encode::address_in_payload(settings.payload)
+            && !resolved.raw_commands
+        {
+            return Err(Refused::logged(format!(
+                "raw bytes are refused on source {:?}: its payload (JSON lines or MySensors) carries the node's address, so raw bytes could reach another node; set raw_commands = true on the device's [[device]] to allow them",
+                settings.name
+            )));
+        }
         let encoded = encode::encode_payload(settings.payload, &resolved.address, &payload)
             .map_err(|e| Refused::quiet(e.to_string()))?;
         let to = link::destination(settings.link.header, &resolved.address)
@@ -615,7 +737,7 @@ impl Router {
                 let airtime = time_on_air(radio, bytes.len());
                 if airtime > *allowed {
                     return Err(Refused::quiet(format!(
-                        "{} ms on air is more than the whole duty-cycle budget ({description})",
+                        "{} ms on air is more than {description}",
                         airtime.as_millis()
                     )));
                 }
@@ -625,23 +747,18 @@ impl Router {
             } else {
                 topics::fields_json(&CommandPayload::Fields(payload.fields.clone()))
             };
-            frames.push((
-                Command {
-                    device: device.to_string(),
-                    address: resolved.address.clone(),
-                    bytes,
-                    fields,
-                    deliver,
-                    reply: Reply {
-                        client_id: publish.client_id.clone(),
-                        response_topic: publish.response_topic.clone(),
-                        correlation_data: publish.correlation_data.clone(),
-                    },
-                },
-                downlink.clone(),
-            ));
+            let reply_share = if frames.is_empty() { reply.cost() } else { 0 };
+            frames.push(Command {
+                cost: Command::cost_of(device, &resolved.address, &bytes, &fields, reply_share),
+                device: device.to_string(),
+                address: resolved.address.clone(),
+                bytes,
+                fields,
+                deliver,
+                reply: reply.clone(),
+            });
         }
-        Ok((frames, settings.name))
+        Ok((frames, downlink, settings.name))
     }
 
     /// A dispatcher's outcome, published.
@@ -680,6 +797,66 @@ impl Router {
         }
     }
 
+    /// Publishes a refusal: in full (`reason`, the command's `fields`) on the writer's response topic, and
+    /// `public` (a reason without the command's fields) on `{base}/{device}/set/result` when given.
+    async fn refusal_result(
+        &self,
+        broker: &Broker,
+        device: &str,
+        reason: String,
+        public: Option<String>,
+        fields: serde_json::Value,
+        reply: &Reply,
+    ) {
+        if let Some(public) = public {
+            let payload = serde_json::json!({ "status": "refused", "reason": public });
+            self.publish_result(
+                broker,
+                topics::result_topic(&self.base_topic, device),
+                payload,
+            )
+            .await;
+        }
+        if let Some(topic) = &reply.response_topic {
+            let payload =
+                serde_json::json!({ "status": "refused", "reason": reason, "fields": fields });
+            self.publish_response(broker, topic, payload, reply).await;
+        }
+    }
+
+    async fn publish_result(&self, broker: &Broker, topic: String, payload: serde_json::Value) {
+        let message = Message {
+            topic,
+            payload: payload.to_string().into_bytes(),
+            qos: self.qos,
+            retain: false,
+        };
+        if let Err(error) = broker.publish(&message).await {
+            log::warn!("command result not published: {error}");
+        }
+    }
+
+    async fn publish_response(
+        &self,
+        broker: &Broker,
+        topic: &str,
+        payload: serde_json::Value,
+        reply: &Reply,
+    ) {
+        let response = Message {
+            topic: topic.to_string(),
+            payload: payload.to_string().into_bytes(),
+            qos: self.qos,
+            retain: false,
+        };
+        if let Err(error) = broker
+            .publish_with_correlation(&response, reply.correlation_data.as_deref())
+            .await
+        {
+            log::warn!("command response not published: {error}");
+        }
+    }
+
     /// Publishes a result on `{base}/{device}/set/result` and, when asked for, on the response topic.
     async fn result(
         &self,
@@ -690,32 +867,18 @@ impl Router {
         fields: serde_json::Value,
         reply: &Reply,
     ) {
-        let payload = serde_json::json!({ "status": status, "reason": reason, "fields": fields })
-            .to_string()
-            .into_bytes();
-        let message = Message {
-            topic: topics::result_topic(&self.base_topic, device),
-            payload,
-            qos: self.qos,
-            retain: false,
-        };
-        if let Err(error) = broker.publish(&message).await {
-            log::warn!("command result not published: {error}");
-        }
+        let payload = serde_json::json!({ "status": status, "reason": reason, "fields": fields });
+        let topic = topics::result_topic(&self.base_topic, device);
+        self.publish_result(broker, topic, payload.clone()).await;
         if let Some(topic) = &reply.response_topic {
-            let response = Message {
-                topic: topic.clone(),
-                ..message
-            };
-            if let Err(error) = broker
-                .publish_with_correlation(&response, reply.correlation_data.as_deref())
-                .await
-            {
-                log::warn!("command response not published: {error}");
-            }
+            self.publish_response(broker, topic, payload, reply).await;
         }
     }
 }
+
+/// What `{base}/{device}/set/result` says when a client without the write right tried: nothing it wrote.
+const NOT_AUTHORIZED_PUBLIC: &str =
+    "not authorized: a client without the right to write this device's set topics tried";
 
 /// A refusal, and whether it is worth a log line (about rights and configuration, not typos).
 struct Refused {

@@ -1,10 +1,13 @@
 //! One source's outgoing commands: a queue per device (at most `depth` commands, each kept at most `ttl`),
 //! delivery now or right after the device's next uplink (`after_uplink`: `rx_delay` after the end of its
 //! frame, inside a short window, one frame per uplink), and the seam to the source task that owns the
-//! port or radio. [`Outbox`] is the pure state machine (time passed in); [`Downlink`] shares it between
-//! the router (which queues), the dispatcher (which sends) and the source ([`CommandPort`]: reports the
-//! link going up and down and the devices it hears, and takes one transmission at a time). It never
-//! encodes, never publishes and never touches a device.
+//! port or radio. What waits is bounded in count and in bytes ([`Command::cost`]), per device, per
+//! client ([`Reply::requester`]) and for the whole source ([`QueueBounds`]), so one client can neither
+//! lock the others out nor hold much memory. [`Outbox`] is the pure state machine (time passed in);
+//! [`Downlink`] shares it between the router (which queues), the dispatcher (which sends) and the source
+//! ([`CommandPort`]: reports the link going up and down and the devices it hears, which
+//! [`HeardAddresses`] remembers, and takes one transmission at a time). It never encodes, never
+//! publishes and never touches a device.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +17,12 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
+use super::heard::{HeardAddresses, MAX_HEARD};
+use super::CommandStats;
 use crate::decode::{header, HeaderFormat, PacketDecoder, PayloadFormat};
 use crate::frame::crc;
 use crate::model::Packet;
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::radio::Wakeup;
 
 /// How long after `rx_delay` a device still listens: a command sent later waits for its next uplink.
@@ -43,12 +49,37 @@ impl Deliver {
     }
 }
 
-/// Who asked, and where the answer goes besides `{base}/{device}/set/result`.
+/// Who asked, and where the answer goes besides `{base}/{device}/set/result`. The frames of one command
+/// share it (`Arc`), so its correlation data is held once.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Reply {
     pub client_id: String,
+    /// The login name; `None` for an anonymous client.
+    pub user: Option<String>,
     pub response_topic: Option<String>,
     pub correlation_data: Option<Vec<u8>>,
+}
+
+impl Reply {
+    /// Whom the per-client bounds (queue, airtime, results) count this command against: the login, so
+    /// that one user's several connections share one allowance, and all anonymous clients together (they
+    /// share one right, `anonymous_write`, and any of them can take any client id, so a client id would
+    /// be an allowance anyone could renew by reconnecting under another).
+    pub fn requester(&self) -> String {
+        match &self.user {
+            Some(user) => format!("user {user:?}"),
+            None => "anonymous clients".to_string(),
+        }
+    }
+
+    /// The bytes it holds.
+    pub fn cost(&self) -> usize {
+        std::mem::size_of::<Reply>()
+            + self.client_id.len()
+            + self.user.as_ref().map_or(0, String::len)
+            + self.response_topic.as_ref().map_or(0, String::len)
+            + self.correlation_data.as_ref().map_or(0, Vec::len)
+    }
 }
 
 /// One frame for one device, encoded and wrapped for its source.
@@ -63,7 +94,29 @@ pub struct Command {
     /// The fields it sets, as the result shows them.
     pub fields: serde_json::Value,
     pub deliver: Deliver,
-    pub reply: Reply,
+    pub reply: Arc<Reply>,
+    /// The bytes it holds while it waits (see [`Command::cost_of`]), counted against the bounds.
+    pub cost: usize,
+}
+
+impl Command {
+    /// What a frame holds while it waits: the command itself, its wire bytes, names, the fields as its
+    /// results show them, and `reply_share` (the [`Reply::cost`] for the first frame of a command, 0 for
+    /// the others, which share that reply).
+    pub fn cost_of(
+        device: &str,
+        address: &str,
+        bytes: &[u8],
+        fields: &serde_json::Value,
+        reply_share: usize,
+    ) -> usize {
+        std::mem::size_of::<Queued>()
+            + device.len()
+            + address.len()
+            + bytes.len()
+            + fields.to_string().len()
+            + reply_share
+    }
 }
 
 /// A command in its queue.
@@ -87,14 +140,52 @@ pub enum QueueRefusal {
     Full(usize),
     #[error("{MAX_DEVICES} devices of this source have commands waiting already")]
     TooManyDevices,
+    #[error("this client has {0} commands waiting on this source already (client_queue)")]
+    ClientCommands(usize),
+    #[error("this client's waiting commands on this source would hold more than {0} bytes (client_queue_bytes)")]
+    ClientBytes(usize),
+    #[error(
+        "the waiting commands of this source would hold more than {0} bytes (command_queue_bytes)"
+    )]
+    SourceBytes(usize),
 }
 
-/// Depth, time-to-live and `rx_delay` of a source's queues.
+/// How much may wait on one source: per client (count and bytes) and in all (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBounds {
+    /// `client_queue`: commands one client may have waiting.
+    pub client_commands: usize,
+    /// `client_queue_bytes`: bytes one client's waiting commands may hold.
+    pub client_bytes: usize,
+    /// `command_queue_bytes`: bytes all waiting commands may hold.
+    pub source_bytes: usize,
+}
+
+impl Default for QueueBounds {
+    /// 64 commands and 256 KiB per client, 1 MiB per source.
+    fn default() -> Self {
+        QueueBounds {
+            client_commands: 64,
+            client_bytes: 256 << 10,
+            source_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Depth, time-to-live and `rx_delay` of a source's queues, and the bounds of what waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxSettings {
     pub depth: usize,
     pub ttl: Duration,
     pub rx_delay: Duration,
+    pub bounds: QueueBounds,
+}
+
+/// What one client has waiting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Usage {
+    commands: usize,
+    bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +201,10 @@ pub struct Outbox {
     settings: OutboxSettings,
     devices: HashMap<String, DeviceQueue>,
     next_order: u64,
+    /// What each client has waiting; a client with nothing waiting has no entry.
+    clients: HashMap<String, Usage>,
+    /// The bytes of everything waiting.
+    bytes: usize,
 }
 
 impl Outbox {
@@ -118,6 +213,8 @@ impl Outbox {
             settings,
             devices: HashMap::new(),
             next_order: 0,
+            clients: HashMap::new(),
+            bytes: 0,
         }
     }
 
@@ -127,23 +224,94 @@ impl Outbox {
 
     /// Queues `command` until `now + ttl`.
     pub fn push(&mut self, command: Command, now: Instant) -> Result<(), QueueRefusal> {
-        if !self.devices.contains_key(&command.address) && self.devices.len() >= MAX_DEVICES {
+        self.push_all(vec![command], now)
+    }
+
+    /// Queues the frames of one command until `now + ttl`: all of them, or none when any bound would
+    /// be passed.
+    pub fn push_all(&mut self, commands: Vec<Command>, now: Instant) -> Result<(), QueueRefusal> {
+        self.check_room(&commands)?;
+        for command in commands {
+            self.charge(&command);
+            let device = self.devices.entry(command.address.clone()).or_default();
+            device.queue.push_back(Queued {
+                command,
+                queued_at: now,
+                expires: now + self.settings.ttl,
+                not_before: None,
+                held: None,
+                order: self.next_order,
+            });
+            self.next_order += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether `commands` fit every bound.
+    fn check_room(&self, commands: &[Command]) -> Result<(), QueueRefusal> {
+        let bounds = self.settings.bounds;
+        let mut new_devices: Vec<&str> = Vec::new();
+        let mut per_device: HashMap<&str, usize> = HashMap::new();
+        for command in commands {
+            let address = command.address.as_str();
+            if !self.devices.contains_key(address) && !new_devices.contains(&address) {
+                new_devices.push(address);
+            }
+            *per_device.entry(address).or_default() += 1;
+        }
+        if self.devices.len() + new_devices.len() > MAX_DEVICES {
             return Err(QueueRefusal::TooManyDevices);
         }
-        let device = self.devices.entry(command.address.clone()).or_default();
-        if device.queue.len() >= self.settings.depth {
-            return Err(QueueRefusal::Full(device.queue.len()));
+        for (address, adding) in per_device {
+            let waiting = self.devices.get(address).map_or(0, |d| d.queue.len());
+            if waiting + adding > self.settings.depth {
+                return Err(QueueRefusal::Full(waiting));
+            }
         }
-        device.queue.push_back(Queued {
-            command,
-            queued_at: now,
-            expires: now + self.settings.ttl,
-            not_before: None,
-            held: None,
-            order: self.next_order,
-        });
-        self.next_order += 1;
+        let cost: usize = commands.iter().map(|c| c.cost).sum();
+        if let Some(first) = commands.first() {
+            let usage = self
+                .clients
+                .get(&first.reply.requester())
+                .copied()
+                .unwrap_or_default();
+            if usage.commands + commands.len() > bounds.client_commands {
+                return Err(QueueRefusal::ClientCommands(usage.commands));
+            }
+            if usage.bytes + cost > bounds.client_bytes {
+                return Err(QueueRefusal::ClientBytes(bounds.client_bytes));
+            }
+        }
+        if self.bytes + cost > bounds.source_bytes {
+            return Err(QueueRefusal::SourceBytes(bounds.source_bytes));
+        }
         Ok(())
+    }
+
+    /// Counts a command that starts waiting.
+    fn charge(&mut self, command: &Command) {
+        let usage = self.clients.entry(command.reply.requester()).or_default();
+        usage.commands += 1;
+        usage.bytes += command.cost;
+        self.bytes += command.cost;
+    }
+
+    /// Counts a command that stops waiting (sent, expired, or taken to be sent).
+    fn release(&mut self, command: &Command) {
+        let requester = command.reply.requester();
+        if let Some(usage) = self.clients.get_mut(&requester) {
+            usage.commands = usage.commands.saturating_sub(1);
+            usage.bytes = usage.bytes.saturating_sub(command.cost);
+            if usage.commands == 0 {
+                self.clients.remove(&requester);
+            }
+        }
+        self.bytes = self.bytes.saturating_sub(command.cost);
+    }
+
+    /// The bytes of everything waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Commands waiting, over all devices.
@@ -198,6 +366,7 @@ impl Outbox {
         if queued.command.deliver == Deliver::AfterUplink {
             device.heard = None;
         }
+        self.release(&queued.command);
         Some(queued)
     }
 
@@ -230,6 +399,7 @@ impl Outbox {
         {
             return;
         }
+        self.charge(&queued.command);
         self.devices
             .entry(queued.command.address.clone())
             .or_default()
@@ -255,6 +425,9 @@ impl Outbox {
             }
             !device.queue.is_empty()
         });
+        for queued in &expired {
+            self.release(&queued.command);
+        }
         expired
     }
 
@@ -308,7 +481,8 @@ struct AddressReader {
 }
 
 impl AddressReader {
-    /// The header's address, or the payload's when there is no header and the payload is readable.
+    /// The header's address, or the payload's when there is no header and the payload is readable
+    /// (empty when it carries none, as the decoders name such a device).
     fn address(&self, packet: &Packet) -> Option<String> {
         let body = crc::check_and_strip(self.decoder.crc, &packet.bytes).ok()?;
         let (fields, payload) = header::split_header(self.decoder.header, body).ok()?;
@@ -318,11 +492,12 @@ impl AddressReader {
         if self.encrypted || self.decoder.header != HeaderFormat::None {
             return None;
         }
-        match self.decoder.payload {
+        let address = match self.decoder.payload {
             PayloadFormat::Json => crate::decode::json::decode(payload).ok()?.address,
             PayloadFormat::MySensors => crate::decode::mysensors::decode(payload).ok()??.address,
             PayloadFormat::Lpp => None,
-        }
+        };
+        Some(address.unwrap_or_default())
     }
 }
 
@@ -337,7 +512,29 @@ struct Shared {
     /// The radio thread's current interrupt line, poked when a request is waiting.
     doorbell: Mutex<Option<Wakeup>>,
     reader: AddressReader,
+    /// The addresses heard since the start: who may get a queue besides the configured devices.
+    heard: Mutex<HeardAddresses>,
+    stats: CommandStats,
+    /// At most one line a minute about heard addresses forgotten.
+    forgotten_log: RateLimiter,
     source: String,
+}
+
+impl Shared {
+    /// Adds `address` to the heard ones; one forgotten to make room is counted and logged.
+    fn remember(&self, address: &str) {
+        let forgotten = lock(&self.heard).insert(address);
+        if forgotten > 0 {
+            self.stats.heard_forgotten(&self.source, forgotten);
+            if let Some(suppressed) = self.forgotten_log.admit("forgotten") {
+                log::warn!(
+                    source = self.source.as_str();
+                    "more than {MAX_HEARD} addresses heard: the one heard the longest ago is forgotten, and gets commands under its {{source}}-{{address}} name again after its next frame{}",
+                    suppressed_suffix(suppressed)
+                );
+            }
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -355,12 +552,14 @@ pub struct Downlink(Arc<Shared>);
 pub struct CommandPort(Arc<Shared>);
 
 impl Downlink {
-    /// An outbox for `source`, whose frames `decoder` reads (to find who was heard).
+    /// An outbox for `source`, whose frames `decoder` reads (to find who was heard); `stats` counts the
+    /// heard addresses it forgets.
     pub fn new(
         source: &str,
         settings: OutboxSettings,
         decoder: PacketDecoder,
         encrypted: bool,
+        stats: CommandStats,
     ) -> Self {
         Downlink(Arc::new(Shared {
             outbox: Mutex::new(Outbox::new(settings)),
@@ -370,6 +569,9 @@ impl Downlink {
             request_ready: Notify::new(),
             doorbell: Mutex::new(None),
             reader: AddressReader { decoder, encrypted },
+            heard: Mutex::new(HeardAddresses::default()),
+            stats,
+            forgotten_log: RateLimiter::new(Duration::from_secs(60)),
             source: source.to_string(),
         }))
     }
@@ -391,9 +593,25 @@ impl Downlink {
 
     /// Queues a command and wakes the dispatcher.
     pub fn push(&self, command: Command) -> Result<(), QueueRefusal> {
-        let pushed = self.outbox().push(command, Instant::now());
+        self.push_all(vec![command])
+    }
+
+    /// Queues the frames of one command (all or none) and wakes the dispatcher.
+    pub fn push_all(&self, commands: Vec<Command>) -> Result<(), QueueRefusal> {
+        let pushed = self.outbox().push_all(commands, Instant::now());
         self.0.changed.notify_one();
         pushed
+    }
+
+    /// Whether the source heard a frame from `address` since the start, or before it (and has not
+    /// forgotten it).
+    pub fn heard_from(&self, address: &str) -> bool {
+        lock(&self.0.heard).contains(address)
+    }
+
+    /// Counts `address` as heard: a device heard before the gateway's restart.
+    pub fn remember_heard(&self, address: &str) {
+        self.0.remember(address);
     }
 
     /// Whether the source's link is up.
@@ -437,6 +655,7 @@ impl CommandPort {
     /// A frame arrived (its end is now): its device's receive window opens `rx_delay` from now.
     pub fn heard(&self, packet: &Packet) {
         if let Some(address) = self.0.reader.address(packet) {
+            self.0.remember(&address);
             lock(&self.0.outbox).heard(&address, Instant::now());
             self.0.changed.notify_one();
         }
@@ -480,7 +699,8 @@ mod tests {
             bytes: vec![1],
             fields: serde_json::json!({}),
             deliver,
-            reply: Reply::default(),
+            reply: Arc::new(Reply::default()),
+            cost: 100,
         }
     }
 
@@ -489,7 +709,102 @@ mod tests {
             depth: 2,
             ttl: Duration::from_secs(60),
             rx_delay: Duration::from_secs(1),
+            bounds: QueueBounds::default(),
         }
+    }
+
+    fn from(user: &str, address: &str, cost: usize) -> Command {
+        Command {
+            reply: Arc::new(Reply {
+                client_id: format!("{user}-1"),
+                user: Some(user.to_string()),
+                ..Reply::default()
+            }),
+            cost,
+            ..command(address, Deliver::AfterUplink)
+        }
+    }
+
+    #[test]
+    fn bounds_per_client_in_count_and_bytes_and_per_source_in_bytes() {
+        let now = Instant::now();
+        let mut outbox = Outbox::new(OutboxSettings {
+            depth: 8,
+            bounds: QueueBounds {
+                client_commands: 3,
+                client_bytes: 1000,
+                source_bytes: 1500,
+            },
+            ..settings()
+        });
+        for address in ["1", "2", "3"] {
+            outbox.push(from("a", address, 100), now).unwrap();
+        }
+        assert_eq!(
+            outbox.push(from("a", "4", 100), now),
+            Err(QueueRefusal::ClientCommands(3))
+        );
+        // Another client is not locked out by the first one's count.
+        outbox.push(from("b", "4", 100), now).unwrap();
+        assert_eq!(
+            outbox.push(from("b", "5", 901), now),
+            Err(QueueRefusal::ClientBytes(1000))
+        );
+        outbox.push(from("b", "5", 800), now).unwrap();
+        assert_eq!(outbox.bytes(), 1200);
+        assert_eq!(
+            outbox.push(from("c", "6", 400), now),
+            Err(QueueRefusal::SourceBytes(1500))
+        );
+        // All frames of a command or none.
+        let two = vec![from("c", "7", 200), from("c", "7", 200)];
+        assert_eq!(
+            outbox.push_all(two, now),
+            Err(QueueRefusal::SourceBytes(1500))
+        );
+        assert_eq!(outbox.len(), 5);
+        // What expires frees its room.
+        assert_eq!(outbox.take_expired(now + Duration::from_secs(60)).len(), 5);
+        assert_eq!(outbox.bytes(), 0);
+        assert!(outbox.clients.is_empty());
+        outbox.push(from("a", "1", 100), now).unwrap();
+        let popped = outbox.pop_ready(now);
+        assert!(popped.is_none(), "after_uplink waits");
+        outbox.heard("1", now);
+        let popped = outbox.pop_ready(now + Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            outbox.bytes(),
+            0,
+            "a command taken to be sent no longer waits"
+        );
+        outbox.requeue_front(popped);
+        assert_eq!(outbox.bytes(), 100);
+    }
+
+    #[test]
+    fn one_users_connections_share_one_allowance() {
+        let by = |client: &str, user: Option<&str>| Reply {
+            client_id: client.to_string(),
+            user: user.map(str::to_string),
+            ..Reply::default()
+        };
+        assert_eq!(
+            by("a", Some("ops")).requester(),
+            by("b", Some("ops")).requester()
+        );
+        assert_eq!(
+            by("a", None).requester(),
+            by("b", None).requester(),
+            "anonymous clients share one allowance"
+        );
+        assert_ne!(
+            by("ops", None).requester(),
+            by("ops", Some("ops")).requester()
+        );
+        assert_ne!(
+            by("a", Some("ops")).requester(),
+            by("a", Some("ops2")).requester()
+        );
     }
 
     #[test]

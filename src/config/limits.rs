@@ -165,8 +165,30 @@ pub const SPOOL_SEGMENT_BYTES: SizeRange = SizeRange {
     example: "4MiB",
 };
 
+/// What one client's waiting commands may hold on a source: room for one command with its reply, up to
+/// what a Pi may spend; its upper bound is the source's `command_queue_bytes`.
+pub const CLIENT_QUEUE_BYTES: SizeRange = SizeRange {
+    key: "source[].client_queue_bytes",
+    min: 4 << 10,
+    max: 64 << 20,
+    example: "256KiB",
+};
+/// What all waiting commands of a source may hold.
+pub const COMMAND_QUEUE_BYTES: SizeRange = SizeRange {
+    key: "source[].command_queue_bytes",
+    min: 4 << 10,
+    max: 64 << 20,
+    example: "1MiB",
+};
+
 /// Every size key.
-pub const SIZES: [SizeRange; 3] = [MAX_PACKET_SIZE, SPOOL_MAX_BYTES, SPOOL_SEGMENT_BYTES];
+pub const SIZES: [SizeRange; 5] = [
+    MAX_PACKET_SIZE,
+    SPOOL_MAX_BYTES,
+    SPOOL_SEGMENT_BYTES,
+    CLIENT_QUEUE_BYTES,
+    COMMAND_QUEUE_BYTES,
+];
 
 /// The largest segment the spool uses for a budget: anything above it the spool would lower silently.
 pub fn segment_bytes_max(max_bytes: u64) -> u64 {
@@ -220,9 +242,17 @@ pub const SIMULATOR_DEVICES: CountRange = CountRange {
     max: u16::MAX as u64,
 };
 
-/// Every bounded count of `[broker]`, `[upstream]` and the simulator source.
-pub const COUNTS: [CountRange; 8] = [
+/// Commands one client may have waiting on a source: at most one per device a source queues for.
+pub const CLIENT_QUEUE: CountRange = CountRange {
+    key: "source[].client_queue",
+    min: 1,
+    max: crate::commands::outbox::MAX_DEVICES as u64,
+};
+
+/// Every bounded count of `[broker]`, `[upstream]` and the sources.
+pub const COUNTS: [CountRange; 9] = [
     SIMULATOR_DEVICES,
+    CLIENT_QUEUE,
     MAX_CONNECTIONS,
     BROKER_MAX_INFLIGHT,
     MAX_QUEUED_MESSAGES,

@@ -374,6 +374,10 @@ pub struct DeviceConfig {
     /// When this device gets its commands, instead of its source's `deliver`.
     #[serde(default)]
     pub deliver: Option<crate::commands::Deliver>,
+    /// `true`: `{"raw": ...}` commands may reach it on a source whose payload carries the node's address
+    /// (JSON lines, MySensors), where raw bytes could name another node.
+    #[serde(default)]
+    pub raw_commands: bool,
 }
 
 /// One `fields.<name>` of a `[[device]]`: what Home Assistant is told about that field instead of what

@@ -51,12 +51,22 @@ pub struct CommandConfig {
     pub address: u8,
     /// `duty_cycle` (radios): `"auto"` (the frequency plan), `"off"`, or a share such as `"1%"`.
     pub duty_cycle: DutyCycleSetting,
+    /// `client_queue`: commands one client (one login, or all anonymous clients together) may have
+    /// waiting.
+    pub client_queue: usize,
+    /// `client_queue_bytes`: what one client's waiting commands may hold.
+    pub client_queue_bytes: usize,
+    /// `command_queue_bytes`: what all waiting commands of the source may hold.
+    pub command_queue_bytes: usize,
+    /// `client_airtime` (radios): the share of the duty-cycle budget one client may use, 0 < share <= 1.
+    pub client_airtime: f64,
 }
 
 impl Default for CommandConfig {
     /// Deliver now, `rx_delay` 1 s, 8 commands per device kept up to 1 h, address 0, duty cycle from the
-    /// frequency plan.
+    /// frequency plan; per client 64 commands, 256 KiB and half the duty cycle; 1 MiB per source.
     fn default() -> Self {
+        let bounds = crate::commands::QueueBounds::default();
         CommandConfig {
             deliver: Deliver::Now,
             rx_delay: Duration::from_secs(1),
@@ -64,6 +74,10 @@ impl Default for CommandConfig {
             ttl: Duration::from_secs(3600),
             address: 0,
             duty_cycle: DutyCycleSetting::Auto,
+            client_queue: bounds.client_commands,
+            client_queue_bytes: bounds.client_bytes,
+            command_queue_bytes: bounds.source_bytes,
+            client_airtime: crate::commands::dutycycle::DEFAULT_CLIENT_SHARE,
         }
     }
 }
@@ -328,16 +342,24 @@ const SERIAL_KEYS: &[&str] = &[
     "rx_delay",
     "command_queue",
     "command_ttl",
+    "client_queue",
+    "client_queue_bytes",
+    "command_queue_bytes",
 ];
-/// The command keys of a radio source (serial sources take the first five).
-const RADIO_COMMAND_KEYS: [&str; 7] = [
+/// The command keys of a radio source (serial sources take all but `address`, `duty_cycle` and
+/// `client_airtime`).
+const RADIO_COMMAND_KEYS: [&str; 11] = [
     "commands",
     "deliver",
     "rx_delay",
     "command_queue",
     "command_ttl",
+    "client_queue",
+    "client_queue_bytes",
+    "command_queue_bytes",
     "address",
     "duty_cycle",
+    "client_airtime",
 ];
 const SIMULATOR_KEYS: &[&str] = &["devices", "interval", "framing", "crc"];
 const SX1276_KEYS: &[&str] = &[
@@ -460,6 +482,12 @@ pub(crate) struct SourceToml {
     command_ttl: Option<Duration>,
     address: Option<u8>,
     duty_cycle: Option<String>,
+    client_queue: Option<usize>,
+    #[serde(default, deserialize_with = "units::option_size")]
+    client_queue_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "units::option_size")]
+    command_queue_bytes: Option<u64>,
+    client_airtime: Option<String>,
 }
 
 impl SourceToml {
@@ -507,13 +535,17 @@ impl SourceToml {
 
     /// `commands` and the keys that go with it: each only with `commands = true`, in its range.
     fn command_config(&self, at: &KeyPath) -> Result<Option<CommandConfig>, Problem> {
-        let given: [(&str, bool); 6] = [
+        let given: [(&str, bool); 10] = [
             ("deliver", self.deliver.is_some()),
             ("rx_delay", self.rx_delay.is_some()),
             ("command_queue", self.command_queue.is_some()),
             ("command_ttl", self.command_ttl.is_some()),
             ("address", self.address.is_some()),
             ("duty_cycle", self.duty_cycle.is_some()),
+            ("client_queue", self.client_queue.is_some()),
+            ("client_queue_bytes", self.client_queue_bytes.is_some()),
+            ("command_queue_bytes", self.command_queue_bytes.is_some()),
+            ("client_airtime", self.client_airtime.is_some()),
         ];
         if self.commands != Some(true) {
             if let Some((key, _)) = given.iter().find(|(_, present)| *present) {
@@ -538,6 +570,10 @@ impl SourceToml {
             ttl: self.command_ttl.unwrap_or(defaults.ttl),
             address: self.address.unwrap_or(defaults.address),
             duty_cycle: defaults.duty_cycle,
+            client_queue: self.client_queue.unwrap_or(defaults.client_queue),
+            client_queue_bytes: defaults.client_queue_bytes,
+            command_queue_bytes: defaults.command_queue_bytes,
+            client_airtime: defaults.client_airtime,
         };
         if config.rx_delay > Duration::from_secs(60) {
             return Err(Problem::value(
@@ -567,7 +603,47 @@ impl SourceToml {
             config.duty_cycle = parse_duty_cycle(text)
                 .map_err(|message| Problem::value(at.key("duty_cycle"), message))?;
         }
+        self.check_client_bounds(&mut config, at)?;
         Ok(Some(config))
+    }
+
+    /// `client_queue`, `client_queue_bytes`, `command_queue_bytes` and `client_airtime`, each in its
+    /// range, and one client's bytes within the source's.
+    fn check_client_bounds(&self, config: &mut CommandConfig, at: &KeyPath) -> Result<(), Problem> {
+        limits::check_count(&limits::CLIENT_QUEUE, config.client_queue as u64)
+            .map_err(|message| Problem::value(at.key("client_queue"), message))?;
+        if let Some(bytes) = self.command_queue_bytes {
+            limits::check_size(&limits::COMMAND_QUEUE_BYTES, bytes)
+                .map_err(|message| Problem::value(at.key("command_queue_bytes"), message))?;
+            config.command_queue_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        }
+        let source_bytes = config.command_queue_bytes as u64;
+        match self.client_queue_bytes {
+            Some(bytes) => {
+                limits::check_size_within(&limits::CLIENT_QUEUE_BYTES, bytes, source_bytes)
+                    .map_err(|message| {
+                        Problem::value(
+                            at.key("client_queue_bytes"),
+                            format!("{message} (at most the source's command_queue_bytes)"),
+                        )
+                    })?;
+                config.client_queue_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+            }
+            // The default per client never exceeds a smaller source bound.
+            None => {
+                config.client_queue_bytes =
+                    config.client_queue_bytes.min(config.command_queue_bytes)
+            }
+        }
+        if let Some(text) = &self.client_airtime {
+            config.client_airtime = parse_share(text).ok_or_else(|| {
+                Problem::value(
+                    at.key("client_airtime"),
+                    format!("\"{text}\" is not a share of the duty cycle; write a percentage above 0 and at most 100, e.g. \"50%\""),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// `encryption` and `key_file`: a key file only with encryption, and not an empty path.
@@ -842,18 +918,22 @@ impl SourceToml {
 }
 
 /// `"auto"`, `"off"`, or a share of every hour such as `"1%"` or `"0.1%"` (above 0, at most 100).
+/// A percentage above 0 and at most 100 (`"1%"`, `"50 %"`), as a share of 1.
+fn parse_share(text: &str) -> Option<f64> {
+    text.strip_suffix('%')
+        .and_then(|number| number.trim().parse::<f64>().ok())
+        .filter(|p| *p > 0.0 && *p <= 100.0)
+        .map(|percent| percent / 100.0)
+}
+
 fn parse_duty_cycle(text: &str) -> Result<DutyCycleSetting, String> {
     match text {
         "auto" => return Ok(DutyCycleSetting::Auto),
         "off" => return Ok(DutyCycleSetting::Off),
         _ => {}
     }
-    let share = text
-        .strip_suffix('%')
-        .and_then(|number| number.trim().parse::<f64>().ok())
-        .filter(|p| *p > 0.0 && *p <= 100.0);
-    match share {
-        Some(percent) => Ok(DutyCycleSetting::Share(percent / 100.0)),
+    match parse_share(text) {
+        Some(share) => Ok(DutyCycleSetting::Share(share)),
         None => Err(format!(
             "\"{text}\" is not a duty cycle; write \"auto\" (the frequency plan), \"off\", or a share such as \"1%\""
         )),

@@ -188,6 +188,11 @@ pub fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error>
     deserializer.deserialize_any(SizeVisitor)
 }
 
+/// `deserialize_with` for an optional size; use with `#[serde(default)]`.
+pub fn option_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    size(deserializer).map(Some)
+}
+
 struct SizeVisitor;
 
 impl Visitor<'_> for SizeVisitor {

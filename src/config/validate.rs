@@ -382,7 +382,10 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
             ));
         }
         if device.deliver.is_some() {
-            check_device_deliver(config, locator, device, &path)?;
+            check_device_command_key(config, locator, device, &path, "deliver")?;
+        }
+        if device.raw_commands {
+            check_device_command_key(config, locator, device, &path, "raw_commands")?;
         }
         if device.address.is_empty() {
             return Err(Problem::value(
@@ -419,12 +422,14 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
     Ok(())
 }
 
-/// A `[[device]] deliver` says when that device gets its commands: its source must send commands.
-fn check_device_deliver(
+/// A `[[device]] deliver` (when that device gets its commands) or `raw_commands` (whether raw bytes may
+/// reach it): its source must send commands.
+fn check_device_command_key(
     config: &Config,
     locator: &Locator<'_>,
     device: &super::DeviceConfig,
     path: &KeyPath,
+    key: &str,
 ) -> Result<(), Problem> {
     let Some((index, source)) = config
         .sources
@@ -442,9 +447,9 @@ fn check_device_deliver(
         &KeyPath::root().key("source").index(index).key("name"),
     );
     Err(Problem::key(
-        path.key("deliver"),
+        path.key(key),
         format!(
-            "[[source]] \"{}\" (line {line}) sends no commands, so there is nothing to deliver; write commands = true in that [[source]], or remove deliver",
+            "[[source]] \"{}\" (line {line}) sends no commands, so {key} has nothing to apply to; write commands = true in that [[source]], or remove {key}",
             source.name
         ),
     ))

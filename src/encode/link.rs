@@ -13,6 +13,7 @@ use crate::crypto::FrameKey;
 use crate::decode::header::{NODE16_LEN, RADIOHEAD_LEN};
 use crate::decode::HeaderFormat;
 use crate::frame::crc::{append_crc, CrcMode};
+use crate::frame::lines::DELIMITER as LINE_DELIMITER;
 use crate::frame::{encode_frame, Framing};
 
 /// The largest packet an SX1276/SX1262 sends (its FIFO and length register are 8 bits).
@@ -77,7 +78,8 @@ pub struct Seal<'a> {
 }
 
 /// The bytes that go on the wire (serial) or into the radio's FIFO: header, payload (sealed when `seal`
-/// is given), CRC trailer, framing.
+/// is given), CRC trailer, framing. On a line link a frame holding a `\n` is refused: the node would
+/// read it as two frames (COBS and SLIP stuff their delimiters away).
 pub fn wrap(
     spec: &LinkSpec,
     to: u16,
@@ -103,6 +105,9 @@ pub fn wrap(
         .map_err(|e| EncodeError::Seal(e.to_string()))?,
     };
     let with_crc = append_crc(spec.crc, &body);
+    if spec.framing == Some(Framing::Lines) && with_crc.contains(&LINE_DELIMITER) {
+        return Err(EncodeError::Delimiter);
+    }
     let wire = match spec.framing {
         Some(framing) => encode_frame(framing, &with_crc),
         None => with_crc,
@@ -169,6 +174,26 @@ mod tests {
         let frame = deframer.next_frame().unwrap().unwrap();
         let body = crate::frame::crc::check_and_strip(CrcMode::Crc16CcittFalse, &frame).unwrap();
         assert_eq!(body, [0x01, 0x11, 7, 0, 1, 0]);
+    }
+
+    #[test]
+    fn a_line_frame_never_holds_a_newline() {
+        let lines = LinkSpec {
+            header: HeaderFormat::None,
+            crc: CrcMode::None,
+            framing: Some(Framing::Lines),
+            gateway_address: 0,
+        };
+        assert_eq!(
+            wrap(&lines, 0, 0, b"{\"id\":17}\n{\"id\":99}", None),
+            Err(EncodeError::Delimiter)
+        );
+        assert_eq!(wrap(&lines, 0, 0, b"a;b", None).unwrap(), b"a;b\n");
+        let cobs = LinkSpec {
+            framing: Some(Framing::Cobs),
+            ..lines
+        };
+        assert!(wrap(&cobs, 0, 0, b"a\nb", None).is_ok(), "COBS stuffs it");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum EncodeError {
     /// Longer than the link carries (a radio packet is at most 255 bytes).
     #[error("{len} bytes, longer than the {max} bytes the link carries")]
     TooLong { len: usize, max: usize },
+    /// A frame on a line link holding a newline, which would reach the node as two frames.
+    #[error("the frame holds a newline, which ends a frame on this line link: it would reach the node as two frames")]
+    Delimiter,
     /// Sealing failed (only for payloads beyond AES-CCM's length field).
     #[error("cannot seal the frame: {0}")]
     Seal(String),
@@ -91,6 +94,15 @@ pub fn encode_payload(
                 })
                 .collect()
         }
+    }
+}
+
+/// Whether a payload of this format names its node (JSON lines' `"id"`, MySensors' node id), so that raw
+/// bytes could address another node than the one commanded.
+pub fn address_in_payload(format: PayloadFormat) -> bool {
+    match format {
+        PayloadFormat::Json | PayloadFormat::MySensors => true,
+        PayloadFormat::Lpp => false,
     }
 }
 

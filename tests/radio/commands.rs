@@ -9,7 +9,7 @@ use std::time::Duration;
 use sensorgate::commands::dispatch::{Dispatcher, Outcome};
 use sensorgate::commands::dutycycle::Budget;
 use sensorgate::commands::outbox::Command;
-use sensorgate::commands::{CommandStats, Deliver, Downlink, OutboxSettings, Reply};
+use sensorgate::commands::{CommandStats, Deliver, Downlink, OutboxSettings, QueueBounds, Reply};
 use sensorgate::decode::{HeaderFormat, PacketDecoder, PayloadFormat};
 use sensorgate::frame::crc::CrcMode;
 use sensorgate::model::Packet;
@@ -149,7 +149,8 @@ fn command(address: &str, deliver: Deliver) -> Command {
         bytes: vec![address.parse::<u8>().unwrap(), 0, 1, 0, 1, 1, 1],
         fields: serde_json::json!({"digital_out_1": 1}),
         deliver,
-        reply: Reply::default(),
+        reply: std::sync::Arc::new(Reply::default()),
+        cost: 100,
     }
 }
 
@@ -168,11 +169,11 @@ fn harness(settings: OutboxSettings, radio: RadioSettings, budget: Option<Budget
         header: HeaderFormat::RadioHead,
         payload: PayloadFormat::Lpp,
     };
-    let downlink = Downlink::new("lora", settings, decoder, false);
-    let (outcome_tx, outcomes) = mpsc::channel(16);
-    let stop = CancellationToken::new();
     let stats = CommandStats::default();
     stats.track("lora");
+    let downlink = Downlink::new("lora", settings, decoder, false, stats.clone());
+    let (outcome_tx, outcomes) = mpsc::channel(16);
+    let stop = CancellationToken::new();
     let dispatcher = Dispatcher {
         downlink: downlink.clone(),
         radio: Some(radio.clone()),
@@ -216,6 +217,7 @@ async fn after_uplink_goes_out_rx_delay_after_the_frame() {
             depth: 4,
             ttl: Duration::from_secs(600),
             rx_delay: Duration::from_secs(1),
+            bounds: QueueBounds::default(),
         },
         RadioSettings::default(),
         None,
@@ -265,6 +267,7 @@ async fn a_command_whose_link_stays_down_expires_and_one_sent_once_it_is_back() 
             depth: 4,
             ttl: Duration::from_secs(30),
             rx_delay: Duration::from_secs(1),
+            bounds: QueueBounds::default(),
         },
         RadioSettings::default(),
         None,
@@ -306,6 +309,7 @@ async fn the_duty_cycle_budget_holds_commands_until_they_expire() {
             depth: 8,
             ttl: Duration::from_secs(600),
             rx_delay: Duration::from_secs(1),
+            bounds: QueueBounds::default(),
         },
         radio,
         Some(budget),
