@@ -811,6 +811,71 @@ async fn discovery_follows_devices_through_their_life() {
     assert!(status.success());
 }
 
+/// Anonymous clients may write `#` (the default), yet the gateway's discovery configs stay the
+/// gateway's: a replaced `state_topic` and an entity made up under one of the gateway's node ids are
+/// refused, while another integration's discovery config under the same prefix is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_replace_the_gateways_discovery_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let _dongle = FakeDongle::plug(&dir.path().join("ttyUSB-ha"));
+    let daemon = Daemon::start(dir.path(), &config(dir.path(), "kitchen", ""));
+    let mut watch = Watch::new(daemon.addr, "ha-attacker", "homeassistant/#").await;
+    watch
+        .until("gateway entities", WAIT, |seen| {
+            live(seen, "sensorgate_ha-test/") == 3
+        })
+        .await;
+    let frames_topic = "homeassistant/sensor/sensorgate_ha-test/frames/config";
+    let mut forged = watch.config(frames_topic).clone();
+    forged["state_topic"] = Json::from("attacker/frames");
+    let made_up = "homeassistant/sensor/sensorgate_ha-test_uart0_99/door/config";
+    let foreign = "homeassistant/sensor/zigbee_1/temperature/config";
+    for topic in [frames_topic, made_up, foreign] {
+        forged["unique_id"] = Json::from(topic.replace('/', "_"));
+        watch
+            .sub
+            .client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, true, forged.to_string())
+            .await
+            .unwrap();
+    }
+    // The last one comes back: the broker has taken the two before it (one connection, in order).
+    watch
+        .until("the foreign config", WAIT, |seen| {
+            seen.configs.contains_key(foreign)
+        })
+        .await;
+    drop(watch);
+
+    // What a Home Assistant that connects now receives: the retained configs, then a probe.
+    let mut ha = Watch::new(daemon.addr, "ha-after", "homeassistant/#").await;
+    ha.sub
+        .client
+        .publish("homeassistant/probe", rumqttc::QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    ha.until("probe", WAIT, |seen| {
+        seen.topics.contains_key("homeassistant/probe")
+    })
+    .await;
+    assert_eq!(
+        ha.config(foreign)["state_topic"],
+        "attacker/frames",
+        "another integration's discovery topic is writable"
+    );
+    assert_eq!(
+        ha.config(frames_topic)["state_topic"],
+        "sensorgate/gateway/stats",
+        "the gateway's config was replaced"
+    );
+    assert!(
+        !ha.seen.configs.contains_key(made_up),
+        "an entity was made up under the gateway's node id"
+    );
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+}
+
 const CONTROLS: &str = r#"
 [gateway]
 id = "ha-cmd"
