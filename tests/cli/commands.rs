@@ -15,14 +15,14 @@ use serde_json::json;
 const RUN_BOUND: Duration = Duration::from_secs(30);
 
 /// What one invocation of the binary did.
-struct Outcome {
+pub(crate) struct Outcome {
     status: ExitStatus,
-    stdout: String,
-    stderr: String,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Outcome {
-    fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
@@ -31,7 +31,7 @@ impl Outcome {
     }
 
     /// Everything it printed, for assertion messages.
-    fn dump(&self) -> String {
+    pub(crate) fn dump(&self) -> String {
         format!(
             "status {}\n--- stdout\n{}--- stderr\n{}",
             self.status, self.stdout, self.stderr
@@ -103,11 +103,11 @@ fn sensorgate(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Outc
     }
 }
 
-fn run(args: &[&str]) -> Outcome {
+pub(crate) fn run(args: &[&str]) -> Outcome {
     sensorgate(args, None, &[])
 }
 
-fn write_file(dir: &Path, name: &str, text: &str) -> String {
+pub(crate) fn write_file(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()

@@ -1,6 +1,8 @@
 //! The command line as a user runs it: check-config and run agreeing on every key, the shipped files,
-//! and the errors of the security keys. One test binary; one module per concern.
+//! the configuration the Debian package installs, and the errors of the security keys. One test binary;
+//! one module per concern.
 
 mod agreement;
 mod commands;
+mod packaged;
 mod security_keys;
