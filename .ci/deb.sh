@@ -131,7 +131,9 @@ build_native_deb() {
         cp "$built" "$native/release/sensorgate"
     fi
     say "cargo deb for $(dpkg --print-architecture) (the tests' debug build)"
-    CARGO_TARGET_DIR="$native" cargo deb --no-build --no-strip --compress-type gzip --output "$work/native"
+    # The system's gzip: a debug-built cargo-deb takes minutes to compress a debug binary itself.
+    CARGO_TARGET_DIR="$native" cargo deb --no-build --no-strip --compress-type gzip --compress-system --fast \
+        --output "$work/native"
 }
 
 # Waits (at most 30 s) for one message under sensorgate/ on 127.0.0.1:1883; prints it.
@@ -169,10 +171,16 @@ install_and_run_native_deb() {
     reading=$(mqtt_reading) || { [[ -z "$native_pid" ]] || cat "$work/run.log"; fail "no MQTT message on 127.0.0.1:1883"; }
     echo "served: $reading"
     if [[ -n "$native_pid" ]]; then
+        # SIGTERM to the daemon itself (runuser's child): runuser then exits with the daemon's status (a
+        # SIGTERM to runuser would be passed on, but runuser would report the signal, not the daemon).
+        local daemon
+        daemon=$(ps -o pid= --ppid "$native_pid" | tr -d ' ')
+        [[ -n "$daemon" ]] || fail "runuser $native_pid has no child"
+        kill -TERM "$daemon"
         local pid=$native_pid
         native_pid=""
-        kill -TERM "$pid"
-        wait "$pid" || fail "sensorgate exited with $? on SIGTERM"
+        wait "$pid" || { cat "$work/run.log"; fail "sensorgate exited with $? on SIGTERM"; }
+        grep -q 'SIGTERM: stopping' "$work/run.log" || { cat "$work/run.log"; fail "no clean stop logged"; }
     fi
     say "apt-get purge sensorgate"
     native_installed=""
