@@ -98,7 +98,7 @@ impl<K> Republication<K> {
 
     /// The slice due at `now`, if any.
     pub fn slice(&mut self, now: Instant) -> Option<Slice<K>> {
-        if !self.next_slice.is_some_and(|at| at <= now) {
+        if self.next_slice.is_none_or(|at| at > now) {
             return None;
         }
         let take = self.batch.min(self.queue.len());
