@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Verifies the systemd unit and builds the Debian package for the Pi (aarch64), then checks what the
-# package holds: the binary, the unit, the example config as a conffile, and maintainer scripts that create
-# the service account and enable the unit.
+# package holds: the binary, the unit, the packaged config as a conffile and the reference beside it, and
+# maintainer scripts that create the service account and enable the unit.
+#
+# Then the package for this machine's own architecture, as a user meets it: `apt-get install ./x.deb`,
+# the daemon started as the service user with the packaged configuration (by systemd where it runs,
+# otherwise `runuser -u sensorgate -- sensorgate run`), a reading received over MQTT on 127.0.0.1:1883,
+# the daemon stopped by its PID and the package purged. Its binary is the debug build the tests made
+# (scripts/test), so this step builds nothing when run after them.
 #
 # Run after .ci/cross.sh, which leaves $CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/$DEB_PROFILE/sensorgate;
 # builds it otherwise.
@@ -26,7 +32,15 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# What the native install step started, so that a failure leaves no daemon running and no package behind.
+native_pid=""
+native_installed=""
+cleanup() {
+    if [[ -n "$native_pid" ]]; then kill -TERM "$native_pid" 2>/dev/null || true; wait "$native_pid" || true; fi
+    if [[ -n "$native_installed" ]]; then apt-get purge -y -q sensorgate >/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
 # systemd-analyze verify needs ExecStart's binary to exist, and only warns (exit 0) about unknown keys:
 # verify a copy whose ExecStart points at a binary present here, and fail on any output at all.
@@ -80,6 +94,7 @@ check_deb() {
     grep -Eq ' \./usr/bin/sensorgate$' <<<"$contents" || fail "binary missing"
     grep -Eq ' \./(usr/)?lib/systemd/system/sensorgate\.service$' <<<"$contents" || fail "unit missing"
     grep -Eq ' \./etc/sensorgate/sensorgate\.toml$' <<<"$contents" || fail "config missing"
+    grep -Eq ' \./usr/share/doc/sensorgate/sensorgate\.toml$' <<<"$contents" || fail "reference missing"
 
     info=$(dpkg-deb -I "$deb")
     grep -q '^ Architecture: arm64$' <<<"$info" || fail "not an arm64 package"
@@ -93,10 +108,89 @@ check_deb() {
     file -b "$work/root/usr/bin/sensorgate" | grep -q 'ARM aarch64' || fail "packaged binary is not aarch64"
     cmp -s "$unit" "$(ls "$work"/root/{usr/,}lib/systemd/system/sensorgate.service 2>/dev/null | head -n1)" ||
         fail "packaged unit differs from $unit"
+    cmp -s config/packaged.toml "$work/root/etc/sensorgate/sensorgate.toml" ||
+        fail "/etc/sensorgate/sensorgate.toml is not config/packaged.toml"
+    cmp -s config/sensorgate.toml "$work/root/usr/share/doc/sensorgate/sensorgate.toml" ||
+        fail "the reference is not config/sensorgate.toml"
     echo "package ok"
 }
 
-for tool in systemd-analyze:systemd file:file dpkg-deb:dpkg; do
+# The package for this machine's architecture, from the debug binary the tests built: a target directory
+# of its own holds it where the manifest's assets expect a release build, so nothing is compiled again
+# and the real target directory's release build is left alone.
+build_native_deb() {
+    local built="${CARGO_TARGET_DIR:-target}/debug/sensorgate" native="$work/native-target"
+    if [[ ! -x "$built" ]]; then
+        say "build the host binary (dev profile)"
+        cargo build --locked --bin sensorgate
+    fi
+    mkdir -p "$native/release"
+    if command -v strip >/dev/null; then
+        strip -o "$native/release/sensorgate" "$built"
+    else
+        cp "$built" "$native/release/sensorgate"
+    fi
+    say "cargo deb for $(dpkg --print-architecture) (the tests' debug build)"
+    # The system's gzip: a debug-built cargo-deb takes minutes to compress a debug binary itself.
+    CARGO_TARGET_DIR="$native" cargo deb --no-build --no-strip --compress-type gzip --compress-system --fast \
+        --output "$work/native"
+}
+
+# Waits (at most 30 s) for one message under sensorgate/ on 127.0.0.1:1883; prints it.
+mqtt_reading() {
+    local deadline=$((SECONDS + 30)) message
+    while ((SECONDS < deadline)); do
+        if message=$(mosquitto_sub -h 127.0.0.1 -p 1883 -t 'sensorgate/#' -v -C 1 -W 5 2>/dev/null); then
+            echo "$message"
+            return 0
+        fi
+        sleep 1
+    done
+    return 1
+}
+
+install_and_run_native_deb() {
+    local arch deb started=$SECONDS
+    arch=$(dpkg --print-architecture)
+    deb=$(ls -t "$work"/native/sensorgate_*_"$arch".deb | head -n1)
+    [[ -f "$deb" ]] || fail "no $arch .deb in $work/native"
+    say "apt-get install $deb"
+    dpkg -s sensorgate >/dev/null 2>&1 && fail "sensorgate is installed already; not touching it"
+    native_installed=1
+    apt-get install -y -q "$deb"
+    sensorgate check-config /etc/sensorgate/sensorgate.toml || fail "check-config refuses the packaged file"
+    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+        say "systemd runs: the package started sensorgate.service"
+        systemctl is-active --quiet sensorgate || { systemctl status sensorgate --no-pager || true; fail "not active"; }
+    else
+        say "no systemd: runuser -u sensorgate -- sensorgate run -c /etc/sensorgate/sensorgate.toml"
+        runuser -u sensorgate -- sensorgate run -c /etc/sensorgate/sensorgate.toml >"$work/run.log" 2>&1 &
+        native_pid=$!
+    fi
+    local reading
+    reading=$(mqtt_reading) || { [[ -z "$native_pid" ]] || cat "$work/run.log"; fail "no MQTT message on 127.0.0.1:1883"; }
+    echo "served: $reading"
+    if [[ -n "$native_pid" ]]; then
+        # SIGTERM to the daemon itself (runuser's child): runuser then exits with the daemon's status (a
+        # SIGTERM to runuser would be passed on, but runuser would report the signal, not the daemon).
+        local daemon
+        daemon=$(ps -o pid= --ppid "$native_pid" | tr -d ' ')
+        [[ -n "$daemon" ]] || fail "runuser $native_pid has no child"
+        kill -TERM "$daemon"
+        local pid=$native_pid
+        native_pid=""
+        wait "$pid" || { cat "$work/run.log"; fail "sensorgate exited with $? on SIGTERM"; }
+        grep -q 'SIGTERM: stopping' "$work/run.log" || { cat "$work/run.log"; fail "no clean stop logged"; }
+    fi
+    say "apt-get purge sensorgate"
+    native_installed=""
+    apt-get purge -y -q sensorgate
+    [[ ! -e /usr/bin/sensorgate && ! -e /etc/sensorgate && ! -e /var/lib/sensorgate ]] ||
+        fail "purge left files behind"
+    echo "installed, served MQTT and purged in $((SECONDS - started))s"
+}
+
+for tool in systemd-analyze:systemd file:file dpkg-deb:dpkg mosquitto_sub:mosquitto-clients runuser:util-linux; do
     command -v "${tool%%:*}" >/dev/null ||
         { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${tool#*:}"; }
 done
@@ -104,3 +198,5 @@ verify_unit
 install_cargo_deb
 build_deb
 check_deb
+build_native_deb
+install_and_run_native_deb

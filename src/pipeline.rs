@@ -192,7 +192,7 @@ impl Pipeline {
             crate::stats::add_command_counters(&mut json, &probe());
         }
         if let Some(stage) = &self.discovery {
-            crate::stats::add_discovery_counters(&mut json, stage.entities_dropped());
+            crate::stats::add_discovery_counters(&mut json, &stage.counters());
         }
         Message {
             topic: publish::gateway_stats_topic(&self.base_topic),

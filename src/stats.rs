@@ -77,14 +77,13 @@ pub fn add_command_counters(report: &mut Json, commands: &BTreeMap<String, Comma
 }
 
 /// Adds Home Assistant discovery's counters to a `{base}/gateway/stats` report made by [`stats_json`]:
-/// `"homeassistant": {"fields_over_cap"}`, the fields not announced because discovery tracked its
-/// maximum (20,000) over all devices. Left out while discovery is off.
-pub fn add_discovery_counters(report: &mut Json, fields_over_cap: u64) {
+/// `"homeassistant": {"fields_over_cap", "births_coalesced", "removals_over_cap"}`: the fields not
+/// announced because discovery tracked its maximum (20,000) over all devices, the birth messages answered
+/// by the re-publication that follows the current window instead of one of their own, and the removals
+/// published once but not kept for Home Assistant's next birth. Left out while discovery is off.
+pub fn add_discovery_counters(report: &mut Json, counters: &crate::homeassistant::Counters) {
     if let Json::Object(fields) = report {
-        fields.insert(
-            "homeassistant".to_string(),
-            json!({ "fields_over_cap": fields_over_cap }),
-        );
+        fields.insert("homeassistant".to_string(), json!(counters));
     }
 }
 
@@ -256,10 +255,17 @@ mod tests {
         assert!(without_uplink.get("uplink").is_none());
         assert!(without_uplink.get("homeassistant").is_none());
         let mut with_discovery = without_uplink;
-        add_discovery_counters(&mut with_discovery, 3);
+        add_discovery_counters(
+            &mut with_discovery,
+            &crate::homeassistant::Counters {
+                fields_over_cap: 3,
+                births_coalesced: 2,
+                removals_over_cap: 1,
+            },
+        );
         assert_eq!(
             with_discovery["homeassistant"],
-            json!({"fields_over_cap": 3})
+            json!({"fields_over_cap": 3, "births_coalesced": 2, "removals_over_cap": 1})
         );
         let names: Vec<_> = stats.sources().map(|(name, _)| name).collect();
         assert_eq!(names, ["lora", "uart0"]);

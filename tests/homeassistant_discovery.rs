@@ -389,6 +389,8 @@ struct Seen {
     topics: BTreeMap<String, String>,
     log: Vec<(Instant, String, bool)>,
     counts: BTreeMap<String, usize>,
+    /// Bytes of every config message (topic and payload).
+    config_bytes: usize,
 }
 
 struct Watch {
@@ -409,6 +411,7 @@ impl Watch {
     fn take(&mut self, message: mqtt::Received) {
         *self.seen.counts.entry(message.topic.clone()).or_default() += 1;
         if message.topic.starts_with("homeassistant/") && message.topic.ends_with("/config") {
+            self.seen.config_bytes += message.topic.len() + message.payload.len();
             let config = if message.payload.is_empty() {
                 None
             } else {
@@ -807,6 +810,391 @@ async fn discovery_follows_devices_through_their_life() {
         retained.seen.configs.keys()
     );
     assert_eq!(live(&retained.seen, "_uart0_5/"), 0);
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+}
+
+/// Anonymous clients may write `#` (the default), yet the gateway's discovery configs stay the
+/// gateway's: a replaced `state_topic` and an entity made up under one of the gateway's node ids are
+/// refused, while another integration's discovery config under the same prefix is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_replace_the_gateways_discovery_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let _dongle = FakeDongle::plug(&dir.path().join("ttyUSB-ha"));
+    let daemon = Daemon::start(dir.path(), &config(dir.path(), "kitchen", ""));
+    let mut watch = Watch::new(daemon.addr, "ha-attacker", "homeassistant/#").await;
+    watch
+        .until("gateway entities", WAIT, |seen| {
+            live(seen, "sensorgate_ha-test/") == 3
+        })
+        .await;
+    let frames_topic = "homeassistant/sensor/sensorgate_ha-test/frames/config";
+    let mut forged = watch.config(frames_topic).clone();
+    forged["state_topic"] = Json::from("attacker/frames");
+    let made_up = "homeassistant/sensor/sensorgate_ha-test_uart0_99/door/config";
+    let foreign = "homeassistant/sensor/zigbee_1/temperature/config";
+    for topic in [frames_topic, made_up, foreign] {
+        forged["unique_id"] = Json::from(topic.replace('/', "_"));
+        watch
+            .sub
+            .client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, true, forged.to_string())
+            .await
+            .unwrap();
+    }
+    // The last one comes back: the broker has taken the two before it (one connection, in order).
+    watch
+        .until("the foreign config", WAIT, |seen| {
+            seen.configs.contains_key(foreign)
+        })
+        .await;
+    drop(watch);
+
+    // What a Home Assistant that connects now receives: the retained configs, then a probe.
+    let mut ha = Watch::new(daemon.addr, "ha-after", "homeassistant/#").await;
+    ha.sub
+        .client
+        .publish("homeassistant/probe", rumqttc::QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    ha.until("probe", WAIT, |seen| {
+        seen.topics.contains_key("homeassistant/probe")
+    })
+    .await;
+    assert_eq!(
+        ha.config(foreign)["state_topic"],
+        "attacker/frames",
+        "another integration's discovery topic is writable"
+    );
+    assert_eq!(
+        ha.config(frames_topic)["state_topic"],
+        "sensorgate/gateway/stats",
+        "the gateway's config was replaced"
+    );
+    assert!(
+        !ha.seen.configs.contains_key(made_up),
+        "an entity was made up under the gateway's node id"
+    );
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+}
+
+/// A Home Assistant stand-in that keeps running across the gateway's restart, as Home Assistant does: on
+/// every connection it subscribes to `homeassistant/#` and then publishes its birth `online` on
+/// `homeassistant/status`; when the broker goes away it reconnects with a backoff (250 ms doubling to
+/// 2 s), but only while `reconnect` allows it, so that a test can hold it away until the restarted
+/// gateway has published what it publishes at start.
+struct HomeAssistant {
+    rx: tokio::sync::mpsc::UnboundedReceiver<mqtt::Received>,
+    reconnect: tokio::sync::watch::Sender<bool>,
+    births: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+    /// The latest config per discovery topic (`None`: removed).
+    entities: BTreeMap<String, Option<Json>>,
+}
+
+impl Drop for HomeAssistant {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HomeAssistant {
+    fn start(addr: std::net::SocketAddr) -> HomeAssistant {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        use std::sync::atomic::Ordering;
+        let mut options = MqttOptions::new("home-assistant", "127.0.0.1", addr.port());
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(1024 * 1024, 1024 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (reconnect, mut allowed) = tokio::sync::watch::channel(true);
+        let births = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let born = births.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        backoff = Duration::from_millis(250);
+                        let _ = client.subscribe("homeassistant/#", QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = client
+                            .publish("homeassistant/status", QoS::AtLeastOnce, false, "online")
+                            .await;
+                        born.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(mqtt::Received {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                            qos: p.qos as u8,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        if allowed.wait_for(|allowed| *allowed).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+        HomeAssistant {
+            rx,
+            reconnect,
+            births,
+            task,
+            entities: BTreeMap::new(),
+        }
+    }
+
+    /// Takes messages until `done` holds; panics after `within`.
+    async fn until(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut done: impl FnMut(&BTreeMap<String, Option<Json>>) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done(&self.entities) {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(message)) if message.topic.ends_with("/config") => {
+                    let config = (!message.payload.is_empty())
+                        .then(|| serde_json::from_slice(&message.payload).expect("config is JSON"));
+                    self.entities.insert(message.topic, config);
+                }
+                Ok(Some(_)) => {}
+                _ => panic!(
+                    "{what}: not seen within {within:?}; live: {:#?}",
+                    self.entities
+                        .iter()
+                        .filter(|(_, c)| c.is_some())
+                        .map(|(t, _)| t)
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+}
+
+fn live_entities(entities: &BTreeMap<String, Option<Json>>, part: &str) -> usize {
+    entities
+        .iter()
+        .filter(|(topic, config)| topic.contains(part) && config.is_some())
+        .count()
+}
+
+/// Home Assistant keeps running while the gateway restarts with a device switched off: the removals
+/// the gateway publishes at its start reach nobody (Home Assistant has not reconnected yet), so they go
+/// out again after Home Assistant's birth, and the device's entities are removed on its side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_running_across_a_restart_sees_the_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dongle = FakeDongle::plug(&dir.path().join("ttyUSB-ha"));
+    let daemon = Daemon::start(dir.path(), &config(dir.path(), "kitchen", ""));
+    daemon.wait_for_log("open at 115200 baud", 1, WAIT);
+    let port = daemon.addr.port();
+    let mut ha = HomeAssistant::start(daemon.addr);
+    dongle
+        .write(b"{\"id\":17,\"temperature\":21.5}\n{\"id\":5,\"door\":true}\n")
+        .await;
+    ha.until("kitchen's and shed's entities", WAIT, |e| {
+        live_entities(e, "_uart0_17/") == 2 && live_entities(e, "_uart0_5/") == 2
+    })
+    .await;
+
+    // The gateway restarts with the shed switched off; Home Assistant comes back only after the
+    // restarted gateway has published its start messages (the removals among them).
+    ha.reconnect.send_replace(false);
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+    let daemon = Daemon::start_on(dir.path(), &config(dir.path(), "kitchen", SHED_OFF), port);
+    let state_file = dir.path().join("state").join("homeassistant.json");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let state: Json = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap())
+            .expect("state file is JSON");
+        let announced = state["devices"].as_array().cloned().unwrap_or_default();
+        if !announced.iter().any(|device| device["address"] == "5") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shed still announced:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let births_before = ha.births.load(std::sync::atomic::Ordering::SeqCst);
+    ha.reconnect.send_replace(true);
+    ha.until("shed's entities removed in Home Assistant", WAIT, |e| {
+        live_entities(e, "_uart0_5/") == 0
+    })
+    .await;
+    assert!(ha.births.load(std::sync::atomic::Ordering::SeqCst) > births_before);
+    assert_eq!(
+        live_entities(&ha.entities, "_uart0_17/"),
+        2,
+        "the kitchen stays"
+    );
+    // Seen once: not kept any longer.
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(&state_file)
+        .unwrap_or_default()
+        .contains("_uart0_5/")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "removals still kept after the birth"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+}
+
+const SIMULATED: &str = r#"
+[gateway]
+id = "ha-flood"
+base_topic = "sensorgate"
+state_dir = "{state_dir}"
+
+[[broker.listener]]
+bind = "127.0.0.1:{port}"
+
+[publish]
+stats_interval = "1s"
+
+[[source]]
+name = "sim"
+kind = "simulator"
+devices = 20
+interval = "200ms"
+payload = "json"
+
+[homeassistant]
+discovery = true
+"#;
+
+/// 100 birth messages within a second cost at most two complete re-publications (the first answers at
+/// once, the others are coalesced into one that follows the 3 s window); the coalesced births are counted
+/// in `{base}/gateway/stats`. Without coalescing every birth restarted the re-publication, each with the
+/// gateway's configs and a first slice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_births_is_coalesced() {
+    const BIRTHS: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), SIMULATED);
+    let mut watch = Watch::new(daemon.addr, "ha-flood", "homeassistant/#").await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    watch
+        .until("every simulated device announced", WAIT, |seen| {
+            // temperature, humidity, battery_voltage and last_seen
+            (1..=20).all(|i| live(seen, &format!("_sim_{i}/")) == 4)
+        })
+        .await;
+    // The readings carry the same fields every time: after two stats reports (a second each, five
+    // rounds of readings) nothing new is announced.
+    let settled = watch.seen.log.len();
+    for _ in 0..2 {
+        stats.next(WAIT).await.expect("a stats report");
+    }
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(1), watch.sub.rx.recv()).await
+    {
+        watch.take(message);
+    }
+    assert_eq!(watch.seen.log.len(), settled, "still announcing");
+    let full_set = live(&watch.seen, "homeassistant/");
+
+    let mark = watch.seen.log.len();
+    let bytes_before = watch.seen.config_bytes;
+    let birth_bytes = BIRTHS * ("homeassistant/status".len() + "online".len());
+    // One birth every 10 ms for 1 s, while this task keeps taking what the gateway publishes.
+    let flood = mqtt::subscribe(daemon.addr, "flood", "flood/none", 0).await;
+    let births = flood.client.clone();
+    let flooding = tokio::spawn(async move {
+        let mut pace = tokio::time::interval(Duration::from_millis(10));
+        for _ in 0..BIRTHS {
+            pace.tick().await;
+            births
+                .publish(
+                    "homeassistant/status",
+                    rumqttc::QoS::AtMostOnce,
+                    false,
+                    "online",
+                )
+                .await
+                .unwrap();
+        }
+    });
+    // Every birth answered: all but the first coalesced.
+    let mut coalesced = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while coalesced < BIRTHS as u64 - 1 {
+        tokio::select! {
+            Some(message) = watch.sub.rx.recv() => watch.take(message),
+            Some(report) = stats.rx.recv() => {
+                let report: Json = serde_json::from_slice(&report.payload).unwrap();
+                coalesced = report["homeassistant"]["births_coalesced"].as_u64().unwrap_or(0);
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                panic!("births_coalesced {coalesced} of {}", BIRTHS - 1)
+            }
+        }
+    }
+    flooding.await.unwrap();
+    drop(flood);
+    // Two complete re-publications: every config twice, the second time a window after the first.
+    let twice = |seen: &Seen| {
+        let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+        for (_, topic, _) in &seen.log[mark..] {
+            *counts.entry(topic).or_default() += 1;
+        }
+        counts.len() >= full_set && counts.values().all(|n| *n >= 2)
+    };
+    watch
+        .until("two complete re-publications", WAIT, twice)
+        .await;
+    let frames: Vec<Instant> = watch.seen.log[mark..]
+        .iter()
+        .filter(|(_, topic, _)| topic.ends_with("sensorgate_ha-flood/frames/config"))
+        .map(|(at, _, _)| *at)
+        .collect();
+    assert!(
+        frames[1] - frames[0] >= Duration::from_millis(2500),
+        "the second re-publication follows the window: {:?}",
+        frames[1] - frames[0]
+    );
+    // Nothing more follows it: a probe published now arrives after whatever was still under way.
+    let before_probe = watch.seen.log.len();
+    watch
+        .sub
+        .client
+        .publish("homeassistant/probe", rumqttc::QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    watch
+        .until("probe", WAIT, |seen| {
+            seen.topics.contains_key("homeassistant/probe")
+        })
+        .await;
+    let sent = watch.seen.log.len() - mark;
+    println!(
+        "{BIRTHS} births ({birth_bytes} bytes) -> {sent} configs ({} bytes; {} after the probe was sent), one complete set is {full_set}",
+        watch.seen.config_bytes - bytes_before,
+        watch.seen.log.len() - before_probe
+    );
+    assert!(
+        sent <= 2 * full_set,
+        "{BIRTHS} births cost {sent} configs, more than two complete re-publications of {full_set}"
+    );
     let (status, _) = daemon.stop();
     assert!(status.success());
 }

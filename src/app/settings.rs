@@ -54,6 +54,12 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
             .collect(),
         allow_anonymous: broker.anonymous_allowed(),
         gateway_topics: vec![format!("{}/#", config.gateway.base_topic)],
+        gateway_discovery: config.homeassistant.discovery.then(|| {
+            crate::broker::owned::DiscoveryNodes {
+                prefix: config.homeassistant.prefix.clone(),
+                node_id: crate::homeassistant::payload::gateway_node_id(&config.gateway.id),
+            }
+        }),
         max_connections: broker.max_connections,
         max_packet_size: u32::try_from(broker.max_packet_size).unwrap_or(u32::MAX),
         max_inflight: broker.max_inflight,

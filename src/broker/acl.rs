@@ -4,9 +4,10 @@
 //! never sees the engine, a socket or a password.
 //!
 //! Rules:
-//! - write: the topic matches one of the client's `write` filters. Topics under the gateway's own filters
-//!   (`gateway_topics`, e.g. `sensorgate/#`) additionally need a write filter that lies entirely inside a
-//!   gateway filter: `write = ["sensorgate/cmd/#"]` grants `sensorgate/cmd/x`, `write = ["#"]` does not.
+//! - write: the topic matches one of the client's `write` filters. Topics the gateway owns
+//!   ([`GatewayTopics`]: `sensorgate/#`, and its own Home Assistant discovery topics) additionally need a
+//!   write filter that lies entirely inside them: `write = ["sensorgate/cmd/#"]` grants
+//!   `sensorgate/cmd/x`, `write = ["#"]` does not.
 //! - read: a message is delivered only if its topic matches one of the client's `read` filters.
 //! - subscribe: granted when the filter can match at least one topic the client may read (so `#` is
 //!   granted to a reader of `sensorgate/#`, who then receives only `sensorgate/...`); refused otherwise.
@@ -17,6 +18,7 @@
 
 use std::collections::HashMap;
 
+use super::owned::GatewayTopics;
 pub use crate::topic::{filter_within, filters_overlap, matches as topic_matches};
 
 /// Who is asking: the login name (None when anonymous) and the MQTT client id.
@@ -38,14 +40,14 @@ pub struct Rights {
 pub struct AccessPolicy {
     users: HashMap<String, Rights>,
     anonymous: Rights,
-    gateway_topics: Vec<String>,
+    gateway_topics: GatewayTopics,
 }
 
 impl AccessPolicy {
     pub fn new(
         users: impl IntoIterator<Item = (String, Rights)>,
         anonymous: Rights,
-        gateway_topics: Vec<String>,
+        gateway_topics: GatewayTopics,
     ) -> Self {
         AccessPolicy {
             users: users.into_iter().collect(),
@@ -66,17 +68,9 @@ impl AccessPolicy {
         let Some(rights) = self.rights(client) else {
             return false;
         };
-        let gateway_owned = self
-            .gateway_topics
-            .iter()
-            .any(|gateway| topic_matches(gateway, topic));
+        let gateway_owned = self.gateway_topics.owns(topic);
         expanded(&rights.write, client).any(|rule| {
-            topic_matches(&rule, topic)
-                && (!gateway_owned
-                    || self
-                        .gateway_topics
-                        .iter()
-                        .any(|gateway| filter_within(&rule, gateway)))
+            topic_matches(&rule, topic) && (!gateway_owned || self.gateway_topics.contains(&rule))
         })
     }
 
@@ -121,6 +115,7 @@ fn substitute(rule: &str, client: Client<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::owned::DiscoveryNodes;
 
     fn policy() -> AccessPolicy {
         AccessPolicy::new(
@@ -144,7 +139,13 @@ mod tests {
                 read: vec!["#".into()],
                 write: vec!["#".into()],
             },
-            vec!["sensorgate/#".into()],
+            GatewayTopics::new(
+                vec!["sensorgate/#".into()],
+                Some(DiscoveryNodes {
+                    prefix: "homeassistant".into(),
+                    node_id: "sensorgate_gw".into(),
+                }),
+            ),
         )
     }
 
@@ -172,6 +173,14 @@ mod tests {
         assert!(p.may_write(user("ha", "c"), "zigbee/set"));
         assert!(p.may_write(user("node", "c"), "sensorgate/cmd/reboot"));
         assert!(!p.may_write(user("node", "c"), "sensorgate/kitchen"));
+        let config = "homeassistant/sensor/sensorgate_gw_uart0_17/temperature/config";
+        assert!(
+            !p.may_write(ANON, config),
+            "anonymous '#' does not name the gateway's discovery topics"
+        );
+        assert!(!p.may_write(user("ha", "c"), config));
+        assert!(p.may_write(ANON, "homeassistant/status"));
+        assert!(p.may_write(ANON, "homeassistant/sensor/zigbee_1/temperature/config"));
     }
 
     #[test]
@@ -189,7 +198,7 @@ mod tests {
                 read: vec!["users/%u/#".into()],
                 write: vec![],
             },
-            vec![],
+            GatewayTopics::default(),
         );
         assert!(!anonymous_with_user_rule.may_read(ANON, "users//x"));
         assert!(!anonymous_with_user_rule.may_subscribe(ANON, "#"));

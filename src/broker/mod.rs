@@ -98,6 +98,7 @@ pub mod descriptors;
 pub mod exactly_once;
 pub mod gate;
 pub mod janitor;
+pub mod owned;
 pub mod pacing;
 pub mod password;
 pub mod policy;
@@ -199,6 +200,9 @@ pub struct BrokerSettings {
     /// Topics only the gateway may write, unless a user's write filter lies inside them
     /// (e.g. `sensorgate/cmd/#`). The daemon passes `{base_topic}/#`.
     pub gateway_topics: Vec<String>,
+    /// With Home Assistant discovery on, the discovery topics of the gateway's own node ids, owned like
+    /// `gateway_topics` ([`owned::DiscoveryNodes`]).
+    pub gateway_discovery: Option<owned::DiscoveryNodes>,
     /// Connected clients plus persistent sessions kept for absent ones; beyond it CONNACK 3.
     pub max_connections: usize,
     pub max_packet_size: u32,
@@ -235,6 +239,7 @@ impl Default for BrokerSettings {
             anonymous_read: vec!["#".to_string()],
             anonymous_write: vec!["#".to_string()],
             gateway_topics: vec!["sensorgate/#".to_string()],
+            gateway_discovery: None,
             max_connections: 1024,
             max_packet_size: 256 * 1024,
             max_inflight: 32,
@@ -795,7 +800,10 @@ fn access_policy(settings: &BrokerSettings) -> AccessPolicy {
             read: settings.anonymous_read.clone(),
             write: settings.anonymous_write.clone(),
         },
-        settings.gateway_topics.clone(),
+        owned::GatewayTopics::new(
+            settings.gateway_topics.clone(),
+            settings.gateway_discovery.clone(),
+        ),
     )
 }
 

@@ -19,22 +19,31 @@
 //!   radio sources; a `[[device]]` with `homeassistant = false` never.
 //! - Published (retained) when a device is first announced and when its set of fields grows; all again,
 //!   spread over [`REPUBLISH_SPREAD`], when Home Assistant's birth message (`{prefix}/status` = `online`)
-//!   arrives; in place when a device is renamed or its overrides change (same `unique_id`s, new topics,
+//!   arrives (births coalesce: at most one re-publication per [`REPUBLISH_SPREAD`], see [`republish`]);
+//!   in place when a device is renamed or its overrides change (same `unique_id`s, new topics,
 //!   an entity whose platform changed has its old config cleared); removed (an empty retained config on
 //!   every topic it was announced on) when the registry forgets the device, when it is no longer to be
 //!   announced, or when discovery is switched off. What was announced is kept in `homeassistant.json` in
 //!   the state directory, so a device removed from the configuration while the gateway was stopped is
 //!   removed from Home Assistant at the next start. The file is written only when it changed.
+//! - A removal is kept (in the state file too) until Home Assistant has seen it: it is published again
+//!   with the first slice after the next birth message, then forgotten. At a start the removals go out
+//!   before a running Home Assistant has reconnected to the restarted embedded broker, and an empty
+//!   retained config that nobody receives only deletes the retained one: the birth that follows the
+//!   reconnection is what makes Home Assistant drop the entity. A config published again on the topic
+//!   cancels its removal.
 //! - Bounded: at most `max_entities` fields are tracked over all devices (beyond it new fields are not
-//!   announced and are counted), and the registry bounds the devices.
+//!   announced and are counted), at most `max_entities` removals are kept for Home Assistant's next birth
+//!   (beyond it a removal is published once and not kept, counted), and the registry bounds the devices.
 
 pub mod payload;
+pub mod republish;
 pub mod stage;
 pub mod types;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -43,12 +52,9 @@ use crate::decode::PayloadFormat;
 use crate::model::Message;
 use crate::publish;
 use payload::{Common, DeviceBlock};
+use republish::Republication;
+pub use republish::REPUBLISH_SPREAD;
 pub use types::{Component, FieldOverride, ValueKind};
-
-/// How long a re-publication after Home Assistant's birth message takes at most.
-pub const REPUBLISH_SPREAD: Duration = Duration::from_secs(3);
-/// How often a slice of that re-publication goes out.
-const REPUBLISH_TICK: Duration = Duration::from_millis(100);
 /// Fields tracked over all devices by default.
 pub const DEFAULT_MAX_ENTITIES: usize = 20_000;
 /// The state file's name in the state directory.
@@ -153,6 +159,20 @@ pub struct Stored {
     version: u32,
     gateway_topics: BTreeSet<String>,
     devices: Vec<Announced>,
+    /// Config topics cleared and not yet seen cleared by Home Assistant (no birth since).
+    #[serde(default)]
+    unseen_removals: BTreeSet<String>,
+}
+
+/// Discovery's counters for `{base}/gateway/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Fields not announced because discovery tracked `max_entities` fields.
+    pub fields_over_cap: u64,
+    /// Birth messages answered by the re-publication that follows the current window.
+    pub births_coalesced: u64,
+    /// Removals published once but not kept for Home Assistant's next birth (`max_entities` were kept).
+    pub removals_over_cap: u64,
 }
 
 type Key = (String, String);
@@ -167,11 +187,11 @@ pub struct Discovery {
     /// Fields tracked over all devices.
     entities: usize,
     entities_dropped: u64,
-    /// Devices left to re-publish after a birth message, and when the next slice is due.
-    republish: VecDeque<Key>,
-    republish_batch: usize,
-    republish_at: Option<Instant>,
-    republish_gateway: bool,
+    /// The re-publications after birth messages.
+    republication: Republication<Key>,
+    /// Config topics cleared since Home Assistant's last birth; published again after the next one.
+    unseen_removals: BTreeSet<String>,
+    removals_over_cap: u64,
     dirty: bool,
 }
 
@@ -200,6 +220,7 @@ pub fn clear_stored(stored: &Stored, qos: u8) -> Vec<Message> {
         .iter()
         .flat_map(|device| device.topics.iter())
         .chain(stored.gateway_topics.iter())
+        .chain(stored.unseen_removals.iter())
         .map(|topic| clear(topic, qos))
         .collect()
 }
@@ -222,10 +243,9 @@ impl Discovery {
             gateway_topics: stored.gateway_topics,
             entities,
             entities_dropped: 0,
-            republish: VecDeque::new(),
-            republish_batch: 1,
-            republish_at: None,
-            republish_gateway: false,
+            republication: Republication::default(),
+            unseen_removals: stored.unseen_removals,
+            removals_over_cap: 0,
             dirty: false,
         }
     }
@@ -347,45 +367,70 @@ impl Discovery {
     }
 
     /// Home Assistant (re)started: every config is published again, spread over [`REPUBLISH_SPREAD`],
-    /// the gateway's first.
-    pub fn on_birth(&mut self, now: Instant) {
-        self.republish = self.devices.keys().cloned().collect();
-        let ticks = (REPUBLISH_SPREAD.as_millis() / REPUBLISH_TICK.as_millis()).max(1) as usize;
-        self.republish_batch = self.republish.len().div_ceil(ticks).max(1);
-        self.republish_at = Some(now);
-        self.republish_gateway = true;
+    /// the gateway's and the unseen removals first. Returns `false` when the birth was coalesced into
+    /// the re-publication that follows the current window.
+    pub fn on_birth(&mut self, now: Instant) -> bool {
+        let start = self.republication.birth(now);
+        if start {
+            self.republication.start(self.devices.keys().cloned(), now);
+        }
+        start
     }
 
-    /// When the next slice of a re-publication is due.
+    /// When the next slice of a re-publication (or a coalesced birth's re-publication) is due.
     pub fn next_republish(&self) -> Option<Instant> {
-        self.republish_at
+        self.republication.due()
     }
 
     /// The slice of the re-publication due at `now`.
     pub fn republish_due(&mut self, now: Instant) -> Vec<Message> {
-        match self.republish_at {
-            Some(at) if at <= now => {}
-            _ => return Vec::new(),
+        if self.republication.start_due(now) {
+            self.republication.start(self.devices.keys().cloned(), now);
         }
+        let Some(slice) = self.republication.slice(now) else {
+            return Vec::new();
+        };
         let mut messages = Vec::new();
-        if std::mem::take(&mut self.republish_gateway) {
+        if slice.head {
             messages.extend(self.gateway_messages(true));
+            // Home Assistant is subscribed now: these reach it, and need not be kept any longer.
+            let seen = std::mem::take(&mut self.unseen_removals);
+            self.dirty |= !seen.is_empty();
+            messages.extend(seen.iter().map(|topic| clear(topic, self.settings.qos)));
         }
-        for _ in 0..self.republish_batch {
-            let Some(key) = self.republish.pop_front() else {
-                break;
-            };
+        for key in slice.keys {
             if self.devices.contains_key(&key) {
                 messages.extend(self.sync(&key, true));
             }
         }
-        self.republish_at = (!self.republish.is_empty()).then(|| now + REPUBLISH_TICK);
         messages
     }
 
     /// Fields not announced because `max_entities` were tracked.
     pub fn entities_dropped(&self) -> u64 {
         self.entities_dropped
+    }
+
+    /// The counters for `{base}/gateway/stats`.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            fields_over_cap: self.entities_dropped,
+            births_coalesced: self.republication.coalesced(),
+            removals_over_cap: self.removals_over_cap,
+        }
+    }
+
+    /// The empty retained config that removes `topic`, kept until Home Assistant's next birth.
+    fn removal(&mut self, topic: &str) -> Message {
+        if !self.unseen_removals.contains(topic) {
+            if self.unseen_removals.len() < self.settings.max_entities {
+                self.unseen_removals.insert(topic.to_string());
+                self.dirty = true;
+            } else {
+                self.removals_over_cap += 1;
+            }
+        }
+        clear(topic, self.settings.qos)
     }
 
     /// The state file's contents when they changed since the last call.
@@ -403,6 +448,7 @@ impl Discovery {
             version: 1,
             gateway_topics: self.gateway_topics.clone(),
             devices: self.devices.values().cloned().collect(),
+            unseen_removals: self.unseen_removals.clone(),
         }
     }
 
@@ -435,11 +481,8 @@ impl Discovery {
             self.settings.uplink,
         );
         let wanted: BTreeSet<String> = configs.iter().map(|(topic, _)| topic.clone()).collect();
-        let mut messages: Vec<Message> = self
-            .gateway_topics
-            .difference(&wanted)
-            .map(|topic| clear(topic, self.settings.qos))
-            .collect();
+        let unwanted: Vec<String> = self.gateway_topics.difference(&wanted).cloned().collect();
+        let mut messages: Vec<Message> = unwanted.iter().map(|t| self.removal(t)).collect();
         for (topic, config) in configs {
             if all || !self.gateway_topics.contains(&topic) {
                 messages.push(self.config_message(topic, &config));
@@ -452,7 +495,11 @@ impl Discovery {
         messages
     }
 
-    fn config_message(&self, topic: String, config: &Json) -> Message {
+    /// A config to publish on `topic`; it cancels a removal of the topic Home Assistant has not seen.
+    fn config_message(&mut self, topic: String, config: &Json) -> Message {
+        if self.unseen_removals.remove(&topic) {
+            self.dirty = true;
+        }
         Message {
             topic,
             payload: config.to_string().into_bytes(),
@@ -586,16 +633,19 @@ impl Discovery {
             return Vec::new();
         };
         let desired = self.desired(device);
-        let mut messages: Vec<Message> = device
+        let unwanted: Vec<String> = device
             .topics
             .iter()
             .filter(|topic| !desired.contains_key(*topic))
-            .map(|topic| clear(topic, self.settings.qos))
+            .cloned()
             .collect();
-        for (topic, config) in &desired {
-            if all || !device.topics.contains(topic) {
-                messages.push(self.config_message(topic.clone(), config));
-            }
+        let due: Vec<(&String, &Json)> = desired
+            .iter()
+            .filter(|(topic, _)| all || !device.topics.contains(*topic))
+            .collect();
+        let mut messages: Vec<Message> = unwanted.iter().map(|t| self.removal(t)).collect();
+        for (topic, config) in due {
+            messages.push(self.config_message(topic.clone(), config));
         }
         let topics: BTreeSet<String> = desired.into_keys().collect();
         if let Some(device) = self.devices.get_mut(key) {
@@ -617,7 +667,7 @@ impl Discovery {
         device
             .topics
             .iter()
-            .map(|topic| clear(topic, self.settings.qos))
+            .map(|topic| self.removal(topic))
             .collect()
     }
 }
@@ -746,6 +796,7 @@ pub async fn remove_state(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[derive(Default)]
     struct Fake {
@@ -985,6 +1036,103 @@ mod tests {
         }
         assert_eq!(total, 3 + 200);
         assert!(slices > 10, "spread over {slices} slices");
+        // Births during a re-publication: one more complete re-publication after the window.
+        let t1 = now + REPUBLISH_SPREAD;
+        assert!(discovery.on_birth(t1));
+        let first_slice = discovery.republish_due(t1).len();
+        for i in 1..=99 {
+            assert!(!discovery.on_birth(t1 + Duration::from_millis(i)));
+        }
+        let mut total = 0;
+        let mut now = t1;
+        while let Some(at) = discovery.next_republish() {
+            now = now.max(at);
+            total += discovery.republish_due(now).len();
+        }
+        assert!(
+            now >= t1 + REPUBLISH_SPREAD,
+            "the second one follows the window"
+        );
+        assert_eq!(
+            total,
+            (3 + 200) * 2 - first_slice,
+            "the rest of the first, all of the second"
+        );
+        assert_eq!(discovery.counters().births_coalesced, 99);
+    }
+
+    /// Runs every slice of the re-publication that a birth at `t0` starts; the messages.
+    fn birth_messages(discovery: &mut Discovery, t0: Instant) -> Vec<Message> {
+        assert!(discovery.on_birth(t0));
+        let mut messages = Vec::new();
+        while let Some(at) = discovery.next_republish() {
+            messages.extend(discovery.republish_due(at.max(t0)));
+        }
+        messages
+    }
+
+    #[test]
+    fn removals_are_kept_until_home_assistant_was_born_again() {
+        let mut fake = Fake::default();
+        let mut discovery = Discovery::new(settings(), None);
+        hear(&mut fake, "lora", "1", "greenhouse", &["temperature_1"]);
+        discovery.after_reading(&fake, "lora", "1");
+        let stored: Stored = serde_json::from_slice(&discovery.take_snapshot().unwrap()).unwrap();
+        // Restarted without the [[device]] while Home Assistant is away: removed, and kept.
+        let mut gone = settings();
+        gone.devices.clear();
+        let mut restarted = Discovery::new(gone.clone(), Some(stored));
+        let removed: BTreeSet<String> = cleared(&restarted.start(&Fake::default()))
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(removed.len(), 2);
+        let kept: Stored = serde_json::from_slice(&restarted.take_snapshot().unwrap()).unwrap();
+        assert_eq!(kept.unseen_removals, removed, "kept in the state file");
+        // Restarted once more before Home Assistant came back: still kept.
+        let mut again = Discovery::new(gone, Some(kept));
+        again.start(&Fake::default());
+        // Home Assistant's birth: the removals go out again with the first slice, then are forgotten.
+        let t0 = Instant::now();
+        let after_birth = birth_messages(&mut again, t0);
+        let cleared_again: BTreeSet<String> = cleared(&after_birth)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(cleared_again, removed);
+        let seen: Stored = serde_json::from_slice(&again.take_snapshot().unwrap()).unwrap();
+        assert!(seen.unseen_removals.is_empty());
+        let later = birth_messages(&mut again, t0 + REPUBLISH_SPREAD);
+        assert!(cleared(&later).is_empty(), "seen once: not sent again");
+    }
+
+    #[test]
+    fn a_config_published_again_cancels_its_removal_and_removals_are_bounded() {
+        let mut fake = Fake::default();
+        let mut small = settings();
+        small.max_entities = 3;
+        let mut discovery = Discovery::new(small.clone(), None);
+        hear(&mut fake, "lora", "1", "greenhouse", &["temperature_1"]);
+        discovery.after_reading(&fake, "lora", "1");
+        let mut off = small.clone();
+        off.devices.clear();
+        assert_eq!(cleared(&discovery.reconfigure(off, &fake)).len(), 2);
+        assert_eq!(discovery.snapshot().unseen_removals.len(), 2);
+        discovery.reconfigure(small, &fake);
+        discovery.after_reading(&fake, "lora", "1");
+        assert!(
+            discovery.snapshot().unseen_removals.is_empty(),
+            "announced again: nothing to remove"
+        );
+        // At most max_entities (3) removals are kept: the fourth is published but not kept.
+        assert_eq!(cleared(&discovery.forget("lora", "1")).len(), 2);
+        for address in ["2", "3"] {
+            hear(&mut fake, "uart0", address, "shed", &[]);
+            discovery.after_reading(&fake, "uart0", address);
+            assert_eq!(cleared(&discovery.forget("uart0", address)).len(), 1);
+        }
+        assert_eq!(discovery.snapshot().unseen_removals.len(), 3);
+        assert_eq!(discovery.counters().removals_over_cap, 1);
     }
 
     #[test]

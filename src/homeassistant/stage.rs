@@ -5,14 +5,18 @@
 //! The pipeline publishes what it returns; this module never publishes itself.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{clear_stored, load, remove_state, save, state_file, Discovery, DiscoverySettings};
+use super::{
+    clear_stored, load, remove_state, save, state_file, Counters, Discovery, DiscoverySettings,
+    REPUBLISH_SPREAD,
+};
 use crate::broker::Broker;
 use crate::devices::Registry;
 use crate::model::Message;
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
 
 /// The running discovery stage.
 pub struct Stage {
@@ -21,6 +25,8 @@ pub struct Stage {
     births: mpsc::Receiver<Message>,
     birth_topic: String,
     capped_logged: bool,
+    /// The line about coalesced births, at most one a minute.
+    coalesced_log: RateLimiter,
 }
 
 /// Starts discovery (or clears what an earlier run announced when it is off): the stage and the
@@ -55,6 +61,7 @@ pub async fn start(
         births,
         birth_topic,
         capped_logged: false,
+        coalesced_log: RateLimiter::new(Duration::from_secs(60)),
     };
     (Some(stage), messages)
 }
@@ -124,20 +131,29 @@ impl Stage {
             .collect()
     }
 
-    /// A message on the birth topic: `online` starts a re-publication of every config.
+    /// A message on the birth topic: `online` starts a re-publication of every config, or is coalesced
+    /// into the one that follows the current window.
     pub fn on_birth(&mut self, message: &Message, now: Instant) {
-        if message.payload == b"online" {
+        if message.payload != b"online" {
+            return;
+        }
+        if self.discovery.on_birth(now) {
             log::info!(
                 "Home Assistant is online ({}): publishing discovery again",
                 self.birth_topic
             );
-            self.discovery.on_birth(now);
+        } else if let Some(suppressed) = self.coalesced_log.admit("births") {
+            log::info!(
+                "Home Assistant is online again ({}) within {REPUBLISH_SPREAD:?} of the last re-publication: one more follows when that time is over{}",
+                self.birth_topic,
+                suppressed_suffix(suppressed)
+            );
         }
     }
 
-    /// Fields not announced because discovery tracked as many as it may (for `{base}/gateway/stats`).
-    pub fn entities_dropped(&self) -> u64 {
-        self.discovery.entities_dropped()
+    /// Discovery's counters (for `{base}/gateway/stats`).
+    pub fn counters(&self) -> Counters {
+        self.discovery.counters()
     }
 
     /// When the next slice of a re-publication is due.

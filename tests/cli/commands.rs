@@ -107,7 +107,7 @@ pub(crate) fn run(args: &[&str]) -> Outcome {
     sensorgate(args, None, &[])
 }
 
-fn write_file(dir: &Path, name: &str, text: &str) -> String {
+pub(crate) fn write_file(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()

@@ -1,7 +1,9 @@
 //! The command line as a user runs it: check-config and run agreeing on every key, the shipped files,
-//! the errors of the security keys, and decoding BLE adverts. One test binary; one module per concern.
+//! the configuration the Debian package installs, the errors of the security keys, and decoding BLE
+//! adverts. One test binary; one module per concern.
 
 mod agreement;
 mod ble;
 mod commands;
+mod packaged;
 mod security_keys;
