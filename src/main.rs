@@ -31,7 +31,8 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default).
     Run,
-    /// Check a configuration file: exit 0 if valid, else print PATH:LINE:COL: message and exit 2.
+    /// Check a configuration file and the key files it names: exit 0 if valid, else print
+    /// PATH:LINE:COL: message and exit 2.
     CheckConfig {
         /// The file to check (default: --config, then /etc/sensorgate/sensorgate.toml).
         path: Option<PathBuf>,
@@ -104,13 +105,16 @@ fn main() -> ExitCode {
             let path = path
                 .or(cli.config)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            match Config::load(&path) {
-                Ok(_) => {
+            // The key files too, read as `run` reads them at start.
+            let checked = Config::load(&path)
+                .and_then(|config| sensorgate::crypto::load_keys(&config).map(|_| ()));
+            match checked {
+                Ok(()) => {
                     println!("{}: ok", path.display());
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
-                    report_config_error(&error, "sensorgate check-config PATH");
+                    report_config_error(&error, &path, "sensorgate check-config PATH");
                     ExitCode::from(2)
                 }
             }
@@ -185,7 +189,7 @@ fn run(config_path: PathBuf) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(error) => {
-            report_config_error(&error, "sensorgate run -c PATH");
+            report_config_error(&error, &config_path, "sensorgate run -c PATH");
             return ExitCode::from(2);
         }
     };
@@ -217,10 +221,10 @@ fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(app::run(config, Some(config_path))) {
+    match runtime.block_on(app::run(config, Some(config_path.clone()))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config(error)) => {
-            report_config_error(&error, "sensorgate run -c PATH");
+            report_config_error(&error, &config_path, "sensorgate run -c PATH");
             ExitCode::from(2)
         }
         Err(RunError::Fatal(error)) => {
@@ -290,10 +294,10 @@ fn decode(payload: &str, header: &str, crc: &str, packet: &str, text: bool) -> E
     }
 }
 
-/// Prints a configuration error as its one `PATH:LINE:COL: message` line; when the file does not exist,
-/// adds how to name another one (`usage`).
-fn report_config_error(error: &ConfigError, usage: &str) {
-    if error.line == 0 && !error.path.exists() {
+/// Prints a configuration error as its one `PATH:LINE:COL: message` line; when the configuration file
+/// `config` does not exist, adds how to name another one (`usage`).
+fn report_config_error(error: &ConfigError, config: &std::path::Path, usage: &str) {
+    if error.line == 0 && error.path == config && !error.path.exists() {
         eprintln!("{error}; name the configuration file with `{usage}`");
     } else {
         eprintln!("{error}");

@@ -316,20 +316,124 @@ fn a_malformed_key_file_is_refused_with_its_location() {
         .replace("{source_key}", &key.display().to_string())
         .replace("{porch_key}", &key.display().to_string());
     std::fs::write(&config, text).unwrap();
-    // check-config reads no file the configuration names (like TLS certificates, they are the
-    // machine's, read at start); `run` refuses before anything starts, with exit status 2.
-    let output = Command::new(env!("CARGO_BIN_EXE_sensorgate"))
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
+    // check-config reads the key files as `run` does; `run` refuses before anything starts. Exit 2.
+    for command in ["check-config", "run"] {
+        let (code, stderr, _) = run_bounded(&[command.as_ref(), "-c".as_ref(), config.as_os_str()]);
+        assert_eq!(code, Some(2), "{command}: {stderr}");
+        let expected = format!("{}:2:16: not a hex digit", key.display());
+        assert!(stderr.contains(&expected), "{command}: {stderr}");
+        assert!(stderr.contains("source[0].key_file"), "{command}: {stderr}");
+        assert!(!stderr.contains("0c0d0e"), "no key digits: {stderr}");
+    }
+}
+
+/// Runs the binary with `args`, killed (by its PID) if it has not exited within 10 s: returns its exit
+/// code, its standard error and how long it ran.
+fn run_bounded(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, Duration) {
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sensorgate"))
+        .args(args)
         .env_remove("STATE_DIRECTORY")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    let expected = format!("{}:2:16: not a hex digit", key.display());
-    assert!(stderr.contains(&expected), "{stderr}");
-    assert!(stderr.contains("source[0].key_file"), "{stderr}");
-    assert!(!stderr.contains("0c0d0e"), "no key digits: {stderr}");
+    let deadline = started + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sensorgate {args:?} still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// The test configuration with `source_key` as the source's key file, written into `dir`.
+fn config_with_source_key(dir: &Path, source_key: &Path, porch_key: &Path) -> std::path::PathBuf {
+    let config = dir.join("sensorgate.toml");
+    let text = CONFIG
+        .replace("{state_dir}", &dir.join("state").display().to_string())
+        .replace("{port}", &daemon::free_port().to_string())
+        .replace("{link}", "/dev/null")
+        .replace("{source_key}", &source_key.display().to_string())
+        .replace("{porch_key}", &porch_key.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[test]
+fn a_device_a_fifo_or_a_huge_file_as_key_file_is_refused_at_once_by_check_config_run_and_encrypt() {
+    let dir = tempfile::tempdir().unwrap();
+    let porch = dir.path().join("porch.key");
+    write_key(&porch, PORCH_KEY, 0o600);
+    let fifo = dir.path().join("key.fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let huge = dir.path().join("huge.key");
+    std::fs::write(&huge, format!("{SOURCE_KEY}{}", " ".repeat(1 << 20))).unwrap();
+    let cases: [(&Path, &str); 3] = [
+        (Path::new("/dev/zero"), "is a character device"),
+        (&fifo, "is a FIFO"),
+        (&huge, "is larger than 4096 bytes"),
+    ];
+    for (key, what) in cases {
+        let config = config_with_source_key(dir.path(), key, &porch);
+        for command in ["check-config", "run"] {
+            let (code, stderr, took) =
+                run_bounded(&[command.as_ref(), "-c".as_ref(), config.as_os_str()]);
+            assert_eq!(code, Some(2), "{command} {key:?}: {stderr}");
+            let expected = format!("{}: {what}", key.display());
+            assert!(stderr.contains(&expected), "{command}: {stderr}");
+            assert!(stderr.contains("source[0].key_file"), "{command}: {stderr}");
+            assert!(took < Duration::from_secs(5), "{command} took {took:?}");
+        }
+        let (code, stderr, took) = run_bounded(&[
+            "encrypt".as_ref(),
+            "--key-file".as_ref(),
+            key.as_os_str(),
+            "--counter".as_ref(),
+            "1".as_ref(),
+            "00".as_ref(),
+        ]);
+        assert_eq!(code, Some(2), "encrypt {key:?}: {stderr}");
+        assert!(stderr.contains(what), "encrypt: {stderr}");
+        assert!(took < Duration::from_secs(5), "encrypt took {took:?}");
+    }
+}
+
+#[test]
+fn an_encrypted_source_without_a_header_is_refused_by_check_config_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("uart0.key");
+    write_key(&key, SOURCE_KEY, 0o600);
+    // Without a header every node would seal with nonce address 0 and share one replay mark.
+    let text = format!(
+        "[gateway]\nstate_dir = \"{}\"\n[[broker.listener]]\nbind = \"127.0.0.1:{}\"\n\
+         [[source]]\nname = \"uart0\"\nkind = \"serial\"\npath = \"/dev/null\"\nframing = \"cobs\"\n\
+         header = \"none\"\npayload = \"lpp\"\nencryption = \"aes-128-ccm\"\nkey_file = \"{}\"\n",
+        dir.path().join("state").display(),
+        daemon::free_port(),
+        key.display()
+    );
+    let config = dir.path().join("sensorgate.toml");
+    std::fs::write(&config, &text).unwrap();
+    let line = text[..text.find("encryption =").unwrap()].matches('\n').count() + 1;
+    for command in ["check-config", "run"] {
+        let (code, stderr, _) = run_bounded(&[command.as_ref(), "-c".as_ref(), config.as_os_str()]);
+        assert_eq!(code, Some(2), "{command}: {stderr}");
+        let located = format!("{}:{line}:", config.display());
+        assert!(stderr.contains(&located), "{command}: {stderr}");
+        assert!(
+            stderr.contains("header = \"node16\" or \"radiohead\""),
+            "{command}: {stderr}"
+        );
+    }
 }
