@@ -45,7 +45,8 @@
 //! - [`uplink`]: forward rules, the crash-safe disk spool, and the MQTT-over-TLS client to the cloud.
 //! - [`crypto`]: payload security: AES-128-CCM sensor frames opened before decoding, the
 //!   ChaCha20-Poly1305 envelope of end-to-end encrypted uplink payloads, key files. [`replay`] keeps the
-//!   per-device frame counter marks and what survives a power cut.
+//!   per-device frame counter marks and what survives a power cut; [`statefile`] keeps such small state
+//!   as two checksummed copies, so that one damaged write cannot lose it.
 //! - [`topic`]: MQTT topic names and filters (grammar, depth, matching) and every topic the gateway builds
 //!   ([`topic::gateway`]); the one owner of those rules.
 //! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
@@ -78,6 +79,7 @@ pub mod ratelimit;
 pub mod replay;
 pub mod reserve;
 pub mod source;
+pub mod statefile;
 pub mod stats;
 pub mod systemd;
 pub mod topic;

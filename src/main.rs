@@ -37,6 +37,10 @@ enum Command {
         /// The file to check (default: --config, then /etc/sensorgate/sensorgate.toml).
         path: Option<PathBuf>,
     },
+    /// After a loss of the replay marks (or of the downlink frame counters) that the daemon reported:
+    /// move the damaged copies in the state directory aside, so that the next start begins them anew.
+    /// Run it with the gateway stopped, then start it.
+    ResetState,
     /// Read a password on standard input and print its hash for [[broker.user]] password_hash.
     HashPassword,
     /// Decode one packet as a source would and print the readings as JSON.
@@ -118,6 +122,9 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::ResetState => {
+            reset_state(cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)))
         }
         Command::HashPassword => hash_password(),
         Command::Decode {
@@ -235,6 +242,28 @@ fn run(config_path: PathBuf) -> ExitCode {
             } else {
                 eprintln!("sensorgate: {error:#}");
             }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn reset_state(config_path: PathBuf) -> ExitCode {
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            report_config_error(&error, &config_path, "sensorgate reset-state -c PATH");
+            return ExitCode::from(2);
+        }
+    };
+    match app::reset_lost_state(&config) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sensorgate: {error}");
             ExitCode::from(1)
         }
     }

@@ -293,11 +293,132 @@ async fn replays_are_refused_after_a_clean_restart_and_after_a_power_cut() {
     assert_eq!(counters["auth_failed"], 0, "{counters}");
     let (status, _) = daemon.stop();
     assert!(status.success());
-    let marks: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("state/replay.json")).unwrap())
-            .unwrap();
+    let marks = stored_marks(&dir.path().join("state"));
     assert_eq!(marks["clean"], true, "{marks}");
     assert_eq!(marks["devices"][0]["counter"], 1033, "{marks}");
+}
+
+/// The replay marks the daemon wrote: the newest good copy, as JSON.
+fn stored_marks(state_dir: &Path) -> serde_json::Value {
+    use sensorgate::statefile::{Loaded, StateFile};
+    match StateFile::open(state_dir, sensorgate::replay::STATE_NAME).1 {
+        Loaded::Found(bytes) => serde_json::from_slice(&bytes).unwrap(),
+        other => panic!("no replay marks: {other:?}"),
+    }
+}
+
+/// The copy of the replay marks with the highest generation (bytes 8..16 of its header).
+fn newest_copy(state_dir: &Path) -> std::path::PathBuf {
+    (0..2)
+        .map(|slot| state_dir.join(format!("replay.{slot}")))
+        .max_by_key(|path| {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            bytes
+                .get(8..16)
+                .map_or(0, |g| u64::from_le_bytes(g.try_into().unwrap()))
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_replay_marks_fall_back_to_the_other_copy_or_refuse_every_frame_until_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let (daemon, mut dongle) = start(dir.path(), None);
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let recorded = python_frames(&[node(SOURCE_KEY, 17, 1000, 20.0)]);
+    dongle.write(&recorded).await;
+    wait_state(&mut states, "kitchen", 20.0).await;
+    drop(states);
+    assert!(daemon.stop().0.success());
+
+    // One damaged write (the newest copy truncated): the other copy still holds the mark (written
+    // unclean when the device first appeared: 1000 + the margin), so the recording is refused.
+    let newest = newest_copy(&state_dir);
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let (daemon, mut dongle) = start(dir.path(), Some(dongle));
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    dongle.write(&recorded).await;
+    dongle
+        .write(&python_frames(&[node(SOURCE_KEY, 17, 1040, 21.0)]))
+        .await;
+    wait_state(&mut states, "kitchen", 21.0).await;
+    wait_counters(&mut stats, "the recording refused", |c| {
+        c["replayed"] == 1 && c["readings"] == 1
+    })
+    .await;
+    assert!(
+        daemon.log().contains("one copy is damaged"),
+        "{}",
+        daemon.log()
+    );
+    drop((states, stats));
+    assert!(daemon.stop().0.success());
+
+    // Both copies damaged (garbage), and then an old single replay.json that does not parse: the marks
+    // are lost, and every encrypted frame is refused, the recording and new counters alike, with one
+    // ERROR naming the reset; until `sensorgate reset-state`.
+    let lose_both = |state_dir: &Path| {
+        for slot in 0..2 {
+            std::fs::write(state_dir.join(format!("replay.{slot}")), b"garbage").unwrap();
+        }
+    };
+    let lose_legacy = |state_dir: &Path| {
+        for slot in 0..2 {
+            std::fs::remove_file(state_dir.join(format!("replay.{slot}"))).unwrap();
+        }
+        std::fs::write(
+            state_dir.join("replay.json"),
+            b"{\"format\":\"sensorgate-re",
+        )
+        .unwrap();
+    };
+    let mut dongle = Some(dongle);
+    for (case, lose) in [
+        ("both copies", &lose_both as &dyn Fn(&Path)),
+        ("replay.json", &lose_legacy),
+    ] {
+        lose(&state_dir);
+        let (daemon, mut plugged) = start(dir.path(), dongle.take());
+        let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+        plugged.write(&recorded).await;
+        plugged
+            .write(&python_frames(&[node(SOURCE_KEY, 17, 5000, 22.0)]))
+            .await;
+        let counters = wait_counters(&mut stats, case, |c| c["replayed"] == 2).await;
+        assert_eq!(counters["readings"], 0, "{case}: {counters}");
+        let log = daemon.log();
+        assert_eq!(
+            log.matches("replay marks lost").count(),
+            1,
+            "{case}: one ERROR:\n{log}"
+        );
+        assert!(log.contains("sensorgate reset-state"), "{case}: {log}");
+        drop(stats);
+        assert!(daemon.stop().0.success());
+        // Still lost at the next start: the daemon neither wrote over nor moved the damaged files.
+        let reset = Command::new(env!("CARGO_BIN_EXE_sensorgate"))
+            .args(["reset-state", "-c"])
+            .arg(dir.path().join("sensorgate.toml"))
+            .env_remove("STATE_DIRECTORY")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&reset.stdout);
+        assert!(reset.status.success(), "{case}: {said}");
+        assert!(said.contains("moved"), "{case}: {said}");
+        // After the reset: a first start for the marks; a new counter is accepted.
+        let (daemon, mut plugged) = start(dir.path(), Some(plugged));
+        let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+        plugged
+            .write(&python_frames(&[node(SOURCE_KEY, 17, 6000, 23.0)]))
+            .await;
+        wait_state(&mut states, "kitchen", 23.0).await;
+        drop(states);
+        assert!(daemon.stop().0.success());
+        dongle = Some(plugged);
+    }
 }
 
 #[test]
@@ -425,7 +546,10 @@ fn an_encrypted_source_without_a_header_is_refused_by_check_config_and_run() {
     );
     let config = dir.path().join("sensorgate.toml");
     std::fs::write(&config, &text).unwrap();
-    let line = text[..text.find("encryption =").unwrap()].matches('\n').count() + 1;
+    let line = text[..text.find("encryption =").unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
     for command in ["check-config", "run"] {
         let (code, stderr, _) = run_bounded(&[command.as_ref(), "-c".as_ref(), config.as_os_str()]);
         assert_eq!(code, Some(2), "{command}: {stderr}");

@@ -663,6 +663,22 @@ async fn run_source(
     }
 }
 
+/// `sensorgate reset-state`: for every durable state that fails closed when lost (the replay marks, the
+/// downlink frame counters), moves the damaged copies in the configuration's state directory aside when
+/// no good copy is left, so that the next start begins that state anew; a state with a good copy is left
+/// alone. One line per state saying what was done. Run it with the gateway stopped. Blocking IO.
+pub fn reset_lost_state(config: &Config) -> Result<Vec<String>, String> {
+    let state_dir = config.state_dir();
+    let resets: [(&str, fn(&Path) -> std::io::Result<String>); 1] =
+        [(crate::replay::STATE_NAME, crate::replay::reset_lost)];
+    resets
+        .iter()
+        .map(|(name, reset)| {
+            reset(&state_dir).map_err(|error| format!("{name} in {}: {error}", state_dir.display()))
+        })
+        .collect()
+}
+
 /// Decodes one packet given on the command line, as a source configured with these formats would.
 pub fn decode_one(
     payload: &str,

@@ -141,7 +141,11 @@ fn the_shipped_configuration_files_check_clean() {
             "{}",
             outcome.dump()
         );
-        assert!(outcome.stderr.contains("source[2].key_file"), "{}", outcome.dump());
+        assert!(
+            outcome.stderr.contains("source[2].key_file"),
+            "{}",
+            outcome.dump()
+        );
     }
     // The file may also come from --config, as it does for `run`.
     let outcome = run(&["check-config", "-c", "config/demo.toml"]);
