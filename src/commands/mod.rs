@@ -13,9 +13,11 @@
 //! correlation data. Counters per source go into `{base}/gateway/stats`.
 //!
 //! Layout: [`topics`] (topics and payloads), [`outbox`] (queues, delivery windows, the seam to the source
-//! task), [`dutycycle`] (the frequency plan and the budget), [`dispatch`] (the per-source sender). What
+//! task), [`dutycycle`] (the frequency plan and the budget), [`dispatch`] (the per-source sender),
+//! [`counters`] (the gateway's frame counters for sealing, reserved on disk ahead of use). What
 //! Home Assistant announces as `switch`/`number` entities is [`commandable_fields`].
 
+pub mod counters;
 pub mod dispatch;
 pub mod dutycycle;
 pub mod outbox;
@@ -23,7 +25,7 @@ pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -48,8 +50,8 @@ use outbox::Command;
 pub const INPUT_CAPACITY: usize = 1024;
 /// Outcomes the dispatchers may have waiting for the router.
 const OUTCOME_CAPACITY: usize = 1024;
-/// The most devices the router keeps a sequence number and frame counter for; beyond it they start over
-/// (harmless: counters start from the clock, see [`Router::next_counter`]).
+/// The most devices the router keeps a sequence number for; beyond it they start over (harmless: the
+/// sequence number only tells a node's duplicates apart; frame counters are [`counters`]' own).
 const MAX_TRACKED: usize = 10_000;
 
 /// The command settings of one source.
@@ -272,9 +274,10 @@ pub struct Router {
     source_names: Vec<String>,
     devices: HashMap<String, Resolved>,
     keys: FrameKeys,
-    /// The gateway's sequence number and frame counter per (source, address).
+    /// The gateway's sequence number per (source, address).
     seq: HashMap<(String, String), u8>,
-    counters: HashMap<(String, String), u32>,
+    /// The gateway's frame counters for sealing.
+    counters: counters::DownlinkCounters,
     stats: CommandStats,
     refusal_log: RateLimiter,
 }
@@ -355,7 +358,7 @@ impl Commands {
                 devices,
                 keys,
                 seq: HashMap::new(),
-                counters: HashMap::new(),
+                counters: counters::DownlinkCounters::in_memory(),
                 stats: stats.clone(),
                 refusal_log: RateLimiter::new(Duration::from_secs(10)),
             },
@@ -364,6 +367,12 @@ impl Commands {
             ports,
             stats,
         }
+    }
+
+    /// Seals with `counters` (reserved on disk, [`counters::open`]) rather than counters kept in memory.
+    pub fn with_counters(mut self, counters: counters::DownlinkCounters) -> Commands {
+        self.router.counters = counters;
+        self
     }
 
     /// The port the source task named `source` transmits through, if it has `commands = true`.
@@ -414,17 +423,6 @@ impl Commands {
     }
 }
 
-/// The first frame counter the gateway uses for a device: 16 per second since 1_700_000_000 (2023-11-14),
-/// so counters keep growing across restarts without being stored (as the simulator's nodes do).
-fn clock_counter(now: SystemTime) -> u32 {
-    let seconds = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        .saturating_sub(1_700_000_000);
-    u32::try_from(seconds.saturating_mul(16)).unwrap_or(u32::MAX)
-}
-
 impl Router {
     /// The source and address of a device topic name: a `[[device]]`, or `{source}-{address}`.
     fn resolve(&self, device: &str) -> Option<Resolved> {
@@ -464,16 +462,18 @@ impl Router {
         *seq
     }
 
-    /// The gateway's next frame counter for a device: above the last one, and never below the clock's.
-    fn next_counter(&mut self, source: &str, address: &str) -> u32 {
-        let key = (source.to_string(), address.to_string());
-        if self.counters.len() >= MAX_TRACKED && !self.counters.contains_key(&key) {
-            self.counters.clear();
-        }
-        let clock = clock_counter(SystemTime::now());
-        let counter = self.counters.entry(key).or_insert(0);
-        *counter = counter.saturating_add(1).max(clock);
-        *counter
+    /// The frame counter the `offset`-th frame of a command to `to` is sealed with; taken
+    /// ([`counters::DownlinkCounters::commit`]) only once that frame is queued.
+    fn next_counter(
+        &self,
+        source: &str,
+        to: u16,
+        key: &crate::crypto::FrameKey,
+        offset: u64,
+    ) -> Result<u32, Refused> {
+        self.counters
+            .peek(source, u32::from(to), key, offset)
+            .map_err(|refusal| Refused::logged(refusal.to_string()))
     }
 
     /// One client publish on a command topic.
@@ -499,11 +499,14 @@ impl Router {
         match self.accept(&device, target.field, &publish, resolved) {
             Ok((frames, source)) => {
                 self.stats.received(&source);
-                for (command, downlink) in frames {
+                for (command, downlink, sealed) in frames {
                     let fields = command.fields.clone();
                     let reply = command.reply.clone();
                     match downlink.push(command) {
                         Ok(()) => {
+                            if let Some((to, counter)) = sealed {
+                                self.counters.commit(&source, u32::from(to), counter);
+                            }
                             self.result(broker, &device, "queued", None, fields, &reply)
                                 .await
                         }
@@ -542,7 +545,8 @@ impl Router {
         }
     }
 
-    /// Checks and encodes a command: its frames with their outbox, and the source's name.
+    /// Checks and encodes a command: its frames with their outbox and, when sealed, the destination and
+    /// counter to take once the frame is queued; and the source's name.
     #[allow(clippy::type_complexity)]
     fn accept(
         &mut self,
@@ -550,7 +554,7 @@ impl Router {
         field: Option<&str>,
         publish: &ClientPublish,
         resolved: Option<Resolved>,
-    ) -> Result<(Vec<(Command, Downlink)>, String), Refused> {
+    ) -> Result<(Vec<(Command, Downlink, Option<(u16, u32)>)>, String), Refused> {
         if !publish.allowed {
             return Err(Refused::logged(format!(
                 "not authorized: this client may not write {:?} (a [[broker.user]] write filter, or anonymous_write, must allow it)",
@@ -600,15 +604,16 @@ impl Router {
         };
         let deliver = resolved.deliver.unwrap_or(settings.deliver);
         let mut frames = Vec::with_capacity(encoded.len());
-        for payload in encoded {
+        for (offset, payload) in (0u64..).zip(encoded) {
             let seq = self.next_seq(&settings.name, &resolved.address);
             let seal = match &key {
                 Some(key) => Some(Seal {
                     key,
-                    counter: self.next_counter(&settings.name, &resolved.address),
+                    counter: self.next_counter(&settings.name, to, key, offset)?,
                 }),
                 None => None,
             };
+            let sealed = seal.map(|seal| (to, seal.counter));
             let bytes = link::wrap(&settings.link, to, seq, &payload.bytes, seal)
                 .map_err(|e| Refused::quiet(e.to_string()))?;
             if let (Some(radio), Some((allowed, description))) = (&settings.radio, &budget_allows) {
@@ -639,6 +644,7 @@ impl Router {
                     },
                 },
                 downlink.clone(),
+                sealed,
             ));
         }
         Ok((frames, settings.name))

@@ -30,6 +30,16 @@ impl FrameKey {
     pub fn parse(text: &str, path: &Path) -> Result<Self, KeyError> {
         parse_hex::<16>(text, path, "a frame key (AES-128)").map(FrameKey)
     }
+
+    /// The key check value: the first 4 bytes of AES-128 of a zero block under the key, big-endian. It
+    /// tells two keys apart (stored beside state tied to a key) and reveals nothing usable of the key.
+    pub fn check_value(&self) -> u32 {
+        use aes::cipher::{BlockEncrypt, KeyInit};
+        let cipher = aes::Aes128::new(&self.0.into());
+        let mut block = [0u8; 16].into();
+        cipher.encrypt_block(&mut block);
+        u32::from_be_bytes([block[0], block[1], block[2], block[3]])
+    }
 }
 
 impl EnvelopeKey {
@@ -301,6 +311,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("64 hex digits"), "{error}");
+    }
+
+    #[test]
+    fn the_check_value_is_aes_of_a_zero_block() {
+        // FIPS-197 appendix C.1's key; AES of a zero block under it starts c6 a1 3b 37.
+        let key = FrameKey::from_bytes(core::array::from_fn(|i| i as u8));
+        assert_eq!(key.check_value(), 0xc6a1_3b37);
+        assert_ne!(
+            FrameKey::from_bytes([1; 16]).check_value(),
+            key.check_value()
+        );
     }
 
     #[test]
