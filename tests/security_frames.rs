@@ -561,3 +561,114 @@ fn an_encrypted_source_without_a_header_is_refused_by_check_config_and_run() {
         );
     }
 }
+
+/// A tmpfs of `size` mounted on `at` for one test, unmounted on drop (after the daemon using it, which
+/// must be declared after this guard so that it is dropped first).
+struct SmallFileSystem {
+    at: std::path::PathBuf,
+}
+
+impl SmallFileSystem {
+    /// `None` (with the reason printed) when this process may not mount: not root.
+    fn mount(at: &Path, size: &str) -> Option<SmallFileSystem> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a small tmpfs for the full-disk case needs root (CI runs as root)");
+            return None;
+        }
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs on {}", at.display());
+        Some(SmallFileSystem {
+            at: at.to_path_buf(),
+        })
+    }
+
+    /// Fills the file system with `filler` until it is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.at.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            if let Err(error) = file.write_all(&block) {
+                assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+                break;
+            }
+        }
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallFileSystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.at).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_file_system_keeps_the_replay_marks_working_and_they_are_written_once_it_has_room(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(small) = SmallFileSystem::mount(&dir.path().join("state"), "4m") else {
+        return;
+    };
+    let (daemon, mut dongle) = start(dir.path(), None);
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    let kitchen = python_frames(&[node(SOURCE_KEY, 17, 1000, 20.0)]);
+    dongle.write(&kitchen).await;
+    wait_state(&mut states, "kitchen", 20.0).await;
+
+    // The disk is full: a new device's mark cannot be written. Its frames are accepted, the marks work
+    // in memory (the recording is refused), one WARN names the file system, and the daemon runs on.
+    let filler = small.fill();
+    let porch = python_frames(&[node(PORCH_KEY, 9, 5, 12.0)]);
+    dongle.write(&porch).await;
+    wait_state(&mut states, "porch", 12.0).await;
+    daemon.wait_for_log("is full", 1, Duration::from_secs(10));
+    dongle.write(&kitchen).await;
+    dongle.write(&porch).await;
+    dongle
+        .write(&python_frames(&[node(SOURCE_KEY, 17, 1001, 21.0)]))
+        .await;
+    wait_state(&mut states, "kitchen", 21.0).await;
+    wait_counters(&mut stats, "both recordings refused", |c| {
+        c["replayed"] == 2
+    })
+    .await;
+    let log = daemon.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("is full"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        warning.contains("replay") && warning.contains(&small.at.display().to_string()),
+        "the WARN names the marks and the file system: {warning}"
+    );
+    assert_eq!(log.matches("is full").count(), 1, "one WARN:\n{log}");
+
+    // Room again: the write is tried again (every 30 s) and succeeds; a power cut after it keeps the
+    // porch's mark, so its recording stays refused.
+    std::fs::remove_file(&filler).unwrap();
+    daemon.wait_for_log("replay: written again", 1, Duration::from_secs(45));
+    drop((states, stats));
+    daemon.kill();
+    let (daemon, mut dongle) = start(dir.path(), Some(dongle));
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    dongle.write(&porch).await;
+    wait_counters(
+        &mut stats,
+        "the porch's recording refused after the cut",
+        |c| c["replayed"] == 1 && c["readings"] == 0,
+    )
+    .await;
+    drop(stats);
+    assert!(daemon.stop().0.success());
+}
