@@ -329,13 +329,7 @@ struct StartedCommands {
 async fn open_downlink_counters(
     config: &Config,
     state_dir: &Path,
-) -> Result<
-    Option<(
-        crate::commands::counters::DownlinkCounters,
-        crate::commands::counters::Writer,
-    )>,
-    RunError,
-> {
+) -> Result<Option<crate::commands::counters::Opened>, RunError> {
     let sealing = config
         .sources
         .iter()
@@ -355,10 +349,7 @@ fn start_commands(
     config: &Config,
     broker: &Arc<Broker>,
     frames: &crate::crypto::FrameKeys,
-    counters: Option<(
-        crate::commands::counters::DownlinkCounters,
-        crate::commands::counters::Writer,
-    )>,
+    counters: Option<crate::commands::counters::Opened>,
 ) -> StartedCommands {
     let command_settings = crate::commands::CommandSettings::from_config(config);
     let mut command_stats = None;
@@ -707,7 +698,8 @@ async fn run_source(
 /// alone. One line per state saying what was done. Run it with the gateway stopped. Blocking IO.
 pub fn reset_lost_state(config: &Config) -> Result<Vec<String>, String> {
     let state_dir = config.state_dir();
-    let resets: [(&str, fn(&Path) -> std::io::Result<String>); 2] = [
+    type ResetLost = fn(&Path) -> std::io::Result<String>;
+    let resets: [(&str, ResetLost); 2] = [
         (crate::replay::STATE_NAME, crate::replay::reset_lost),
         (
             crate::commands::counters::STATE_NAME,

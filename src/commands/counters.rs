@@ -403,10 +403,13 @@ pub struct Writer {
     retry: bool,
 }
 
+/// The router's handle and the writer that stores its reservations.
+pub type Opened = (DownlinkCounters, Writer);
+
 /// Loads the counters of `state_dir` and stores the reservations of this start before returning, on a
 /// blocking thread. A failed write is logged (by the statefile) and retried by the [`Writer`]; until it
 /// succeeds, commands to encrypted sources are refused as not reserved.
-pub async fn open(state_dir: &Path) -> Result<(DownlinkCounters, Writer), String> {
+pub async fn open(state_dir: &Path) -> Result<Opened, String> {
     let dir = state_dir.to_path_buf();
     let clock_start = clock_counter(SystemTime::now());
     let (counters, file, retry) =
