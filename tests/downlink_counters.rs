@@ -8,6 +8,7 @@
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty;
+use sensorgate_testkit::small_fs::SmallFileSystem;
 
 use std::path::Path;
 use std::time::Duration;
@@ -285,6 +286,50 @@ async fn lost_downlink_counters_refuse_sealed_commands_until_an_operator_resets_
         after[0] >= clock,
         "{after:?} from the clock {clock}, before {before:?}"
     );
+    drop(client);
+    assert!(daemon.stop().0.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_file_system_refuses_sealed_commands_until_their_counters_can_be_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(small) = SmallFileSystem::mount(&dir.path().join("state"), "4m") else {
+        return;
+    };
+    let key = key(KEY_HEX);
+    let (daemon, mut dongle) = start(dir.path(), None);
+    let client = commander(&daemon).await;
+    let before = commands(&client, &mut dongle, &key, 1).await;
+    drop(client);
+    assert!(daemon.stop().0.success());
+
+    // A start on a full disk: this start's reservations cannot be stored, so nothing is sealed (a counter
+    // not above every earlier one on disk could repeat after a power cut); the daemon runs on, with one
+    // WARN naming the file system.
+    let filler = small.fill();
+    let (daemon, mut dongle) = start(dir.path(), Some(dongle));
+    let mut client = commander(&daemon).await;
+    send(&client, 1).await;
+    let reason = refusal(&mut client).await;
+    assert!(reason.contains("not stored yet"), "{reason}");
+    let log = daemon.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("downlink-counters: not written"))
+        .unwrap_or_else(|| panic!("a WARN:\n{log}"));
+    assert!(
+        warning.contains("is full") && warning.contains(&small.at.display().to_string()),
+        "{warning}"
+    );
+    // Room again: the writer stores the reservations within its retry interval, and commands flow.
+    std::fs::remove_file(&filler).unwrap();
+    daemon.wait_for_log(
+        "downlink-counters: written again",
+        1,
+        Duration::from_secs(45),
+    );
+    let after = commands(&client, &mut dongle, &key, 1).await;
+    assert!(after[0] > before[0], "{after:?} after {before:?}");
     drop(client);
     assert!(daemon.stop().0.success());
 }

@@ -9,6 +9,7 @@ use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty;
 use sensorgate_testkit::python;
+use sensorgate_testkit::small_fs::SmallFileSystem;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -559,55 +560,6 @@ fn an_encrypted_source_without_a_header_is_refused_by_check_config_and_run() {
             stderr.contains("header = \"node16\" or \"radiohead\""),
             "{command}: {stderr}"
         );
-    }
-}
-
-/// A tmpfs of `size` mounted on `at` for one test, unmounted on drop (after the daemon using it, which
-/// must be declared after this guard so that it is dropped first).
-struct SmallFileSystem {
-    at: std::path::PathBuf,
-}
-
-impl SmallFileSystem {
-    /// `None` (with the reason printed) when this process may not mount: not root.
-    fn mount(at: &Path, size: &str) -> Option<SmallFileSystem> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a small tmpfs for the full-disk case needs root (CI runs as root)");
-            return None;
-        }
-        std::fs::create_dir_all(at).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount -t tmpfs on {}", at.display());
-        Some(SmallFileSystem {
-            at: at.to_path_buf(),
-        })
-    }
-
-    /// Fills the file system with `filler` until it is full.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
-        let filler = self.at.join("filler");
-        let mut file = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        loop {
-            if let Err(error) = file.write_all(&block) {
-                assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
-                break;
-            }
-        }
-        let _ = file.sync_all();
-        filler
-    }
-}
-
-impl Drop for SmallFileSystem {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.at).status();
     }
 }
 
