@@ -65,10 +65,10 @@ enum Command {
         /// The frame key: a file of 32 hex digits.
         #[arg(long, value_name = "PATH")]
         key_file: PathBuf,
-        /// Header before the encrypted part: none, node16 or radiohead.
+        /// Header before the encrypted part: node16 or radiohead (it carries the address of the nonce).
         #[arg(long, default_value = "node16")]
         header: String,
-        /// The node's address (node16: 0-65535, radiohead: 0-255; none: 0).
+        /// The node's address (node16: 0-65535, radiohead: 0-255).
         #[arg(long, default_value_t = 0)]
         address: u32,
         /// The header's sequence number.

@@ -73,7 +73,7 @@ const FORMAT: &str = "sensorgate-downlink-counters";
 /// Why no counter was given: the command is refused with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CounterRefusal {
-    #[error("the gateway's frame counter for this device reached 4294967295: its key can seal no more commands; give the device a new key (its [[device]] key_file, or its source's key_file) and reload")]
+    #[error("the gateway's frame counter for this device reached 4294967295: its key can seal no more commands; give the device a new key (its [[device]] key_file, or its source's key_file) and restart the gateway")]
     Exhausted,
     #[error("the gateway's next frame counters for this device are not stored yet (the state directory's file system is full or failing, or many new devices at once); refused rather than risk reusing a counter; try again later")]
     NotReserved,
