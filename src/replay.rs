@@ -331,6 +331,9 @@ pub struct Persister {
     file_clean: bool,
     /// The last write failed: try again after [`MIN_WRITE_SPACING`] without waiting for a new frame.
     retry: bool,
+    /// The marks on disk still say `clean` (arming them failed at start): they are written, not clean,
+    /// at the next try even if no mark changed, so that a power cut is not taken for a clean stop.
+    unarmed: bool,
 }
 
 /// Loads the marks of `state_dir` (blocking thread) and, when they say clean, rewrites them as not
@@ -352,6 +355,7 @@ pub async fn open(state_dir: &Path) -> Result<(ReplayGuard, Persister), ReplayEr
             legacy: loaded.legacy,
             file_clean: false,
             retry: loaded.retry,
+            unarmed: loaded.retry,
         },
     ))
 }
@@ -490,7 +494,7 @@ impl Persister {
             }
             let snapshot = {
                 let marks = self.guard.lock();
-                if !marks.wants_write() {
+                if !marks.wants_write() && !self.unarmed {
                     self.retry = false;
                     continue;
                 }
@@ -525,6 +529,7 @@ impl Persister {
                 if outcome.is_ok() {
                     self.guard.lock().written(&snapshot);
                     self.file_clean = clean;
+                    self.unarmed = false;
                     remove_legacy(self.legacy.take().as_deref());
                 }
             }
@@ -649,6 +654,42 @@ mod tests {
         assert!(guard.check("uart0", 17, 1001).is_err());
         assert!(guard.check("uart0", 17, 1002).is_ok());
         assert!(!read_copy(dir.path()).clean, "armed at start");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_write_is_retried_without_a_new_frame_and_the_marks_work_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut file, _) = StateFile::open(dir.path(), STATE_NAME);
+        let clean = MarksFile {
+            format: FORMAT.into(),
+            version: 1,
+            clean: true,
+            devices: vec![StoredMark {
+                source: "s".into(),
+                address: 1,
+                counter: 40,
+            }],
+        };
+        write_marks(&mut file, &clean).unwrap();
+        // The next copy cannot be written (a directory in its place): arming fails at start.
+        let blocked = StateFile::copy_path(dir.path(), STATE_NAME, 1);
+        std::fs::create_dir(&blocked).unwrap();
+        let (guard, persister) = open(dir.path()).await.unwrap();
+        assert!(read_copy(dir.path()).clean, "not armed yet");
+        assert!(guard.check("s", 1, 40).is_err(), "the marks work in memory");
+        std::fs::remove_dir(&blocked).unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(persister.run(stop.clone()));
+        // Paused time: the retry interval passes as soon as the runtime is idle; bounded to 100 s.
+        for _ in 0..100 {
+            if !read_copy(dir.path()).clean {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert!(!read_copy(dir.path()).clean, "armed by the retry");
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]

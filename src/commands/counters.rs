@@ -650,6 +650,36 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_sealed_until_a_failed_reservation_is_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = FrameKey::from_bytes([9; 16]);
+        // The first copy cannot be written (a dangling link in its place reads as missing, so this is
+        // a first start, and makes the write fail): this start reserves nothing.
+        let blocked = StateFile::copy_path(dir.path(), STATE_NAME, 0);
+        std::os::unix::fs::symlink(dir.path().join("gone/copy"), &blocked).unwrap();
+        let (handle, writer) = open(dir.path()).await.unwrap();
+        assert_eq!(
+            handle.peek("s", 1, &key, 0),
+            Err(CounterRefusal::NotReserved)
+        );
+        std::fs::remove_file(&blocked).unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(writer.run(stop.clone()));
+        // Paused time: the retry interval passes as soon as the runtime is idle; bounded to 100 s.
+        let mut sealed = handle.peek("s", 1, &key, 0);
+        for _ in 0..100 {
+            if sealed.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            sealed = handle.peek("s", 1, &key, 0);
+        }
+        assert!(sealed.is_ok(), "{sealed:?}");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn the_clock_counter_of_earlier_versions() {
         let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
