@@ -38,7 +38,9 @@
 //! - [`commands`]: MQTT in, frames out: the router takes client publishes on `{base}/{device}/set` from
 //!   the broker's command tap, refuses what may not or cannot be sent, queues per device, and one
 //!   dispatcher per source sends through the task that owns the port or radio (now, or after the
-//!   device's uplink, within the radio's duty cycle); results on `{base}/{device}/set/result`.
+//!   device's uplink, within the radio's duty cycle); results on `{base}/{device}/set/result`. The
+//!   gateway's frame counters for sealed commands are reserved on disk ahead of use
+//!   ([`commands::counters`]), so no counter repeats under a key.
 //!   [`encode`] is the inverse of `decode` and `frame`: payloads, headers, sealing, CRC, framing. Pure.
 //! - [`homeassistant`]: MQTT discovery: one Home Assistant device per sensorgate device, typed entities,
 //!   availability with the device's will and the gateway's, published, updated and removed with the registry.
