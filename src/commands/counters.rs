@@ -13,7 +13,9 @@
 //! continues at its stored ceiling, new devices start at the stored fresh ceiling (above every counter
 //! a device without its own ceiling could have used), and new reservations are stored before the first
 //! command: so a restart, a crash or a power cut always starts above every counter used before, at the
-//! cost of at most [`LEASE`] counters per device and start. The first start (no state yet, e.g. after an
+//! cost of at most [`LEASE`] counters per device and start. (A stored device continues at the stored
+//! fresh ceiling when that is higher: forgotten or given a new key after its entry was written, it may
+//! have used counters below that ceiling since.) The first start (no state yet, e.g. after an
 //! upgrade) begins at the old clock-based counter (16 per second since 2023-11-14), above what earlier
 //! versions sent.
 //!
@@ -164,11 +166,13 @@ impl Counters {
         counters.fresh_ceiling = counters.fresh_start;
         for device in stored.devices.iter().take(MAX_DEVICES) {
             let ceiling = device.ceiling.min(END);
+            // Above the fresh ceiling too: a device forgotten (or given a new key) after this entry was
+            // written may have used counters under the fresh ceiling since, with no entry of its own.
             counters.devices.insert(
                 (device.source.clone(), device.address),
                 Device {
                     key_check: device.key_check,
-                    next: ceiling,
+                    next: ceiling.max(counters.fresh_start),
                     durable: Some(ceiling),
                     last_used: 0,
                 },
@@ -608,6 +612,27 @@ mod tests {
         let mut restored = Counters::restore(Some(&file), 0);
         written(&mut restored);
         assert!(take(&mut restored, 0).unwrap() > last);
+    }
+
+    #[test]
+    fn a_device_forgotten_after_its_entry_was_written_restarts_above_what_it_used_since() {
+        let mut counters = Counters::restore(None, 0);
+        written(&mut counters);
+        assert_eq!(take(&mut counters, 0), Ok(0));
+        // Other devices were forgotten meanwhile: the floor rose, and a fresh ceiling above it is stored
+        // together with device 0's entry (ceiling 1025).
+        counters.floor = 5000;
+        let file = written(&mut counters);
+        assert_eq!(file.fresh_ceiling, 6024);
+        // Device 0 is forgotten and comes back: it uses counters under the stored fresh ceiling, with
+        // no write, while the file still holds its old entry.
+        counters.forget_oldest();
+        let since = take(&mut counters, 0).unwrap();
+        assert_eq!(since, 5000);
+        // A power cut: the restored device starts above what it used since.
+        let mut restored = Counters::restore(Some(&file), 0);
+        written(&mut restored);
+        assert!(take(&mut restored, 0).unwrap() > since);
     }
 
     #[test]
