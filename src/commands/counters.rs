@@ -133,6 +133,8 @@ pub struct Counters {
     /// `false`: nothing is ever written (tests, tools): no ceiling applies.
     durable: bool,
     tick: u64,
+    /// [`MAX_DEVICES`] (smaller in tests).
+    max_devices: usize,
 }
 
 impl Counters {
@@ -146,6 +148,7 @@ impl Counters {
             lost: false,
             durable: false,
             tick: 0,
+            max_devices: MAX_DEVICES,
         }
     }
 
@@ -208,7 +211,7 @@ impl Counters {
         self.tick += 1;
         let key = (source.to_string(), address);
         let start = self.start();
-        if !self.devices.contains_key(&key) && self.devices.len() >= MAX_DEVICES {
+        if !self.devices.contains_key(&key) && self.devices.len() >= self.max_devices {
             self.forget_oldest();
         }
         let tick = self.tick;
@@ -673,6 +676,88 @@ mod tests {
             Counters::lost().peek("s", 1, 7, 0),
             Err(CounterRefusal::Lost)
         );
+    }
+
+    /// One step of the model below.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A command to a device, queued (`true`) or refused after sealing (`false`).
+        Command { address: u32, queued: bool },
+        /// The device gets a new key.
+        Rekey { address: u32 },
+        /// The writer takes a snapshot (written later, or never).
+        Snapshot,
+        /// The pending snapshot reaches the disk.
+        Land,
+        /// The pending snapshot's write fails.
+        Fail,
+        /// A power cut: what is on disk is all that is left.
+        PowerCut,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => (0u32..5, proptest::bool::weighted(0.9))
+                .prop_map(|(address, queued)| Step::Command { address, queued }),
+            1 => (0u32..5).prop_map(|address| Step::Rekey { address }),
+            2 => Just(Step::Snapshot),
+            2 => Just(Step::Land),
+            1 => Just(Step::Fail),
+            1 => Just(Step::PowerCut),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of commands, writes that land late or never, new keys, a table of three
+        /// devices for five, and power cuts: no (device, key, counter) is ever sent twice.
+        #[test]
+        fn no_counter_is_sent_twice_under_a_key(
+            steps in proptest::collection::vec(step(), 1..400),
+            lease_steps in 1u64..4,
+        ) {
+            use std::collections::HashSet;
+            let small = |mut counters: Counters| {
+                counters.max_devices = 3;
+                counters
+            };
+            let mut counters = small(Counters::restore(None, 1000));
+            let mut disk: Option<CountersFile> = None;
+            let mut pending: Option<CountersFile> = None;
+            let mut keys = [1u32; 5];
+            let mut sent: HashSet<(u32, u32, u32)> = HashSet::new();
+            for step in steps {
+                match step {
+                    Step::Command { address, queued } => {
+                        let key = keys[address as usize];
+                        for offset in 0..lease_steps {
+                            if let Ok(counter) = counters.peek("s", address, key, offset) {
+                                if queued && offset == 0 {
+                                    counters.commit("s", address, counter);
+                                    proptest::prop_assert!(
+                                        sent.insert((address, key, counter)),
+                                        "{address} {key} {counter} sent twice"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    Step::Rekey { address } => keys[address as usize] += 1,
+                    Step::Snapshot => pending = Some(counters.snapshot()),
+                    Step::Land => {
+                        if let Some(file) = pending.take() {
+                            counters.written(&file);
+                            disk = Some(file);
+                        }
+                    }
+                    Step::Fail => pending = None,
+                    Step::PowerCut => {
+                        counters = small(Counters::restore(disk.as_ref(), 1000));
+                        pending = None;
+                    }
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
