@@ -44,14 +44,17 @@
 //!   the broker's command tap, refuses what may not or cannot be sent, queues per configured or heard
 //!   device (bounded per client and per source), and one dispatcher per source sends through the task
 //!   that owns the port or radio (now, or after the device's uplink, within the radio's duty cycle and
-//!   each client's share of it); results on `{base}/{device}/set/result`.
+//!   each client's share of it); results on `{base}/{device}/set/result`. The gateway's frame counters
+//!   for sealed commands are reserved on disk ahead of use ([`commands::counters`]), so no counter
+//!   repeats under a key.
 //!   [`encode`] is the inverse of `decode` and `frame`: payloads, headers, sealing, CRC, framing. Pure.
 //! - [`homeassistant`]: MQTT discovery: one Home Assistant device per sensorgate device, typed entities,
 //!   availability with the device's will and the gateway's, published, updated and removed with the registry.
 //! - [`uplink`]: forward rules, the crash-safe disk spool, and the MQTT-over-TLS client to the cloud.
 //! - [`crypto`]: payload security: AES-128-CCM sensor frames opened before decoding, the
 //!   ChaCha20-Poly1305 envelope of end-to-end encrypted uplink payloads, key files. [`replay`] keeps the
-//!   per-device frame counter marks and what survives a power cut.
+//!   per-device frame counter marks and what survives a power cut; [`statefile`] keeps such small state
+//!   as two checksummed copies, so that one damaged write cannot lose it.
 //! - [`topic`]: MQTT topic names and filters (grammar, depth, matching) and every topic the gateway builds
 //!   ([`topic::gateway`]); the one owner of those rules.
 //! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
@@ -85,6 +88,7 @@ pub mod ratelimit;
 pub mod replay;
 pub mod reserve;
 pub mod source;
+pub mod statefile;
 pub mod stats;
 pub mod systemd;
 pub mod topic;

@@ -32,11 +32,16 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default).
     Run,
-    /// Check a configuration file: exit 0 if valid, else print PATH:LINE:COL: message and exit 2.
+    /// Check a configuration file and the key files it names: exit 0 if valid, else print
+    /// PATH:LINE:COL: message and exit 2.
     CheckConfig {
         /// The file to check (default: --config, then /etc/sensorgate/sensorgate.toml).
         path: Option<PathBuf>,
     },
+    /// After a loss of the replay marks (or of the downlink frame counters) that the daemon reported:
+    /// move the damaged copies in the state directory aside, so that the next start begins them anew.
+    /// Run it with the gateway stopped, then start it.
+    ResetState,
     /// Read a password on standard input and print its hash for [[broker.user]] password_hash.
     HashPassword,
     /// Decode one packet as a source would (or one BLE advertisement's service data, from its UUID on)
@@ -68,10 +73,10 @@ enum Command {
         /// The frame key: a file of 32 hex digits.
         #[arg(long, value_name = "PATH")]
         key_file: PathBuf,
-        /// Header before the encrypted part: none, node16 or radiohead.
+        /// Header before the encrypted part: node16 or radiohead (it carries the address of the nonce).
         #[arg(long, default_value = "node16")]
         header: String,
-        /// The node's address (node16: 0-65535, radiohead: 0-255; none: 0).
+        /// The node's address (node16: 0-65535, radiohead: 0-255).
         #[arg(long, default_value_t = 0)]
         address: u32,
         /// The header's sequence number.
@@ -112,16 +117,22 @@ fn main() -> ExitCode {
             let path = path
                 .or(cli.config)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            match Config::load(&path) {
-                Ok(_) => {
+            // The key files too, read as `run` reads them at start.
+            let checked = Config::load(&path)
+                .and_then(|config| sensorgate::crypto::load_keys(&config).map(|_| ()));
+            match checked {
+                Ok(()) => {
                     println!("{}: ok", path.display());
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
-                    report_config_error(&error, "sensorgate check-config PATH");
+                    report_config_error(&error, &path, "sensorgate check-config PATH");
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::ResetState => {
+            reset_state(cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)))
         }
         Command::HashPassword => hash_password(),
         Command::Decode {
@@ -204,7 +215,7 @@ fn run(config_path: PathBuf) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(error) => {
-            report_config_error(&error, "sensorgate run -c PATH");
+            report_config_error(&error, &config_path, "sensorgate run -c PATH");
             return ExitCode::from(2);
         }
     };
@@ -236,10 +247,10 @@ fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(app::run(config, Some(config_path))) {
+    match runtime.block_on(app::run(config, Some(config_path.clone()))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config(error)) => {
-            report_config_error(&error, "sensorgate run -c PATH");
+            report_config_error(&error, &config_path, "sensorgate run -c PATH");
             ExitCode::from(2)
         }
         Err(RunError::Fatal(error)) => {
@@ -250,6 +261,28 @@ fn run(config_path: PathBuf) -> ExitCode {
             } else {
                 eprintln!("sensorgate: {error:#}");
             }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn reset_state(config_path: PathBuf) -> ExitCode {
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            report_config_error(&error, &config_path, "sensorgate reset-state -c PATH");
+            return ExitCode::from(2);
+        }
+    };
+    match app::reset_lost_state(&config) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sensorgate: {error}");
             ExitCode::from(1)
         }
     }
@@ -349,10 +382,10 @@ fn decode_ble(
     }
 }
 
-/// Prints a configuration error as its one `PATH:LINE:COL: message` line; when the file does not exist,
-/// adds how to name another one (`usage`).
-fn report_config_error(error: &ConfigError, usage: &str) {
-    if error.line == 0 && !error.path.exists() {
+/// Prints a configuration error as its one `PATH:LINE:COL: message` line; when the configuration file
+/// `config` does not exist, adds how to name another one (`usage`).
+fn report_config_error(error: &ConfigError, config: &std::path::Path, usage: &str) {
+    if error.line == 0 && error.path == config && !error.path.exists() {
         eprintln!("{error}; name the configuration file with `{usage}`");
     } else {
         eprintln!("{error}");

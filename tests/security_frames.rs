@@ -9,6 +9,7 @@ use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty;
 use sensorgate_testkit::python;
+use sensorgate_testkit::small_fs::SmallFileSystem;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -293,11 +294,132 @@ async fn replays_are_refused_after_a_clean_restart_and_after_a_power_cut() {
     assert_eq!(counters["auth_failed"], 0, "{counters}");
     let (status, _) = daemon.stop();
     assert!(status.success());
-    let marks: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("state/replay.json")).unwrap())
-            .unwrap();
+    let marks = stored_marks(&dir.path().join("state"));
     assert_eq!(marks["clean"], true, "{marks}");
     assert_eq!(marks["devices"][0]["counter"], 1033, "{marks}");
+}
+
+/// The replay marks the daemon wrote: the newest good copy, as JSON.
+fn stored_marks(state_dir: &Path) -> serde_json::Value {
+    use sensorgate::statefile::{Loaded, StateFile};
+    match StateFile::open(state_dir, sensorgate::replay::STATE_NAME).1 {
+        Loaded::Found(bytes) => serde_json::from_slice(&bytes).unwrap(),
+        other => panic!("no replay marks: {other:?}"),
+    }
+}
+
+/// The copy of the replay marks with the highest generation (bytes 8..16 of its header).
+fn newest_copy(state_dir: &Path) -> std::path::PathBuf {
+    (0..2)
+        .map(|slot| state_dir.join(format!("replay.{slot}")))
+        .max_by_key(|path| {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            bytes
+                .get(8..16)
+                .map_or(0, |g| u64::from_le_bytes(g.try_into().unwrap()))
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_replay_marks_fall_back_to_the_other_copy_or_refuse_every_frame_until_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let (daemon, mut dongle) = start(dir.path(), None);
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let recorded = python_frames(&[node(SOURCE_KEY, 17, 1000, 20.0)]);
+    dongle.write(&recorded).await;
+    wait_state(&mut states, "kitchen", 20.0).await;
+    drop(states);
+    assert!(daemon.stop().0.success());
+
+    // One damaged write (the newest copy truncated): the other copy still holds the mark (written
+    // unclean when the device first appeared: 1000 + the margin), so the recording is refused.
+    let newest = newest_copy(&state_dir);
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let (daemon, mut dongle) = start(dir.path(), Some(dongle));
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    dongle.write(&recorded).await;
+    dongle
+        .write(&python_frames(&[node(SOURCE_KEY, 17, 1040, 21.0)]))
+        .await;
+    wait_state(&mut states, "kitchen", 21.0).await;
+    wait_counters(&mut stats, "the recording refused", |c| {
+        c["replayed"] == 1 && c["readings"] == 1
+    })
+    .await;
+    assert!(
+        daemon.log().contains("one copy is damaged"),
+        "{}",
+        daemon.log()
+    );
+    drop((states, stats));
+    assert!(daemon.stop().0.success());
+
+    // Both copies damaged (garbage), and then an old single replay.json that does not parse: the marks
+    // are lost, and every encrypted frame is refused, the recording and new counters alike, with one
+    // ERROR naming the reset; until `sensorgate reset-state`.
+    let lose_both = |state_dir: &Path| {
+        for slot in 0..2 {
+            std::fs::write(state_dir.join(format!("replay.{slot}")), b"garbage").unwrap();
+        }
+    };
+    let lose_legacy = |state_dir: &Path| {
+        for slot in 0..2 {
+            std::fs::remove_file(state_dir.join(format!("replay.{slot}"))).unwrap();
+        }
+        std::fs::write(
+            state_dir.join("replay.json"),
+            b"{\"format\":\"sensorgate-re",
+        )
+        .unwrap();
+    };
+    let mut dongle = Some(dongle);
+    for (case, lose) in [
+        ("both copies", &lose_both as &dyn Fn(&Path)),
+        ("replay.json", &lose_legacy),
+    ] {
+        lose(&state_dir);
+        let (daemon, mut plugged) = start(dir.path(), dongle.take());
+        let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+        plugged.write(&recorded).await;
+        plugged
+            .write(&python_frames(&[node(SOURCE_KEY, 17, 5000, 22.0)]))
+            .await;
+        let counters = wait_counters(&mut stats, case, |c| c["replayed"] == 2).await;
+        assert_eq!(counters["readings"], 0, "{case}: {counters}");
+        let log = daemon.log();
+        assert_eq!(
+            log.matches("replay marks lost").count(),
+            1,
+            "{case}: one ERROR:\n{log}"
+        );
+        assert!(log.contains("sensorgate reset-state"), "{case}: {log}");
+        drop(stats);
+        assert!(daemon.stop().0.success());
+        // Still lost at the next start: the daemon neither wrote over nor moved the damaged files.
+        let reset = Command::new(env!("CARGO_BIN_EXE_sensorgate"))
+            .args(["reset-state", "-c"])
+            .arg(dir.path().join("sensorgate.toml"))
+            .env_remove("STATE_DIRECTORY")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&reset.stdout);
+        assert!(reset.status.success(), "{case}: {said}");
+        assert!(said.contains("moved"), "{case}: {said}");
+        // After the reset: a first start for the marks; a new counter is accepted.
+        let (daemon, mut plugged) = start(dir.path(), Some(plugged));
+        let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+        plugged
+            .write(&python_frames(&[node(SOURCE_KEY, 17, 6000, 23.0)]))
+            .await;
+        wait_state(&mut states, "kitchen", 23.0).await;
+        drop(states);
+        assert!(daemon.stop().0.success());
+        dongle = Some(plugged);
+    }
 }
 
 #[test]
@@ -316,20 +438,186 @@ fn a_malformed_key_file_is_refused_with_its_location() {
         .replace("{source_key}", &key.display().to_string())
         .replace("{porch_key}", &key.display().to_string());
     std::fs::write(&config, text).unwrap();
-    // check-config reads no file the configuration names (like TLS certificates, they are the
-    // machine's, read at start); `run` refuses before anything starts, with exit status 2.
-    let output = Command::new(env!("CARGO_BIN_EXE_sensorgate"))
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
+    // check-config reads the key files as `run` does; `run` refuses before anything starts. Exit 2.
+    for command in ["check-config", "run"] {
+        let (code, stderr, _) = run_bounded(&[command.as_ref(), "-c".as_ref(), config.as_os_str()]);
+        assert_eq!(code, Some(2), "{command}: {stderr}");
+        let expected = format!("{}:2:16: not a hex digit", key.display());
+        assert!(stderr.contains(&expected), "{command}: {stderr}");
+        assert!(stderr.contains("source[0].key_file"), "{command}: {stderr}");
+        assert!(!stderr.contains("0c0d0e"), "no key digits: {stderr}");
+    }
+}
+
+/// Runs the binary with `args`, killed (by its PID) if it has not exited within 10 s: returns its exit
+/// code, its standard error and how long it ran.
+fn run_bounded(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, Duration) {
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sensorgate"))
+        .args(args)
         .env_remove("STATE_DIRECTORY")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    let expected = format!("{}:2:16: not a hex digit", key.display());
-    assert!(stderr.contains(&expected), "{stderr}");
-    assert!(stderr.contains("source[0].key_file"), "{stderr}");
-    assert!(!stderr.contains("0c0d0e"), "no key digits: {stderr}");
+    let deadline = started + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sensorgate {args:?} still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// The test configuration with `source_key` as the source's key file, written into `dir`.
+fn config_with_source_key(dir: &Path, source_key: &Path, porch_key: &Path) -> std::path::PathBuf {
+    let config = dir.join("sensorgate.toml");
+    let text = CONFIG
+        .replace("{state_dir}", &dir.join("state").display().to_string())
+        .replace("{port}", &daemon::free_port().to_string())
+        .replace("{link}", "/dev/null")
+        .replace("{source_key}", &source_key.display().to_string())
+        .replace("{porch_key}", &porch_key.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[test]
+fn a_device_a_fifo_or_a_huge_file_as_key_file_is_refused_at_once_by_check_config_run_and_encrypt() {
+    let dir = tempfile::tempdir().unwrap();
+    let porch = dir.path().join("porch.key");
+    write_key(&porch, PORCH_KEY, 0o600);
+    let fifo = dir.path().join("key.fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let huge = dir.path().join("huge.key");
+    std::fs::write(&huge, format!("{SOURCE_KEY}{}", " ".repeat(1 << 20))).unwrap();
+    let cases: [(&Path, &str); 3] = [
+        (Path::new("/dev/zero"), "is a character device"),
+        (&fifo, "is a FIFO"),
+        (&huge, "is larger than 4096 bytes"),
+    ];
+    for (key, what) in cases {
+        let config = config_with_source_key(dir.path(), key, &porch);
+        for command in ["check-config", "run"] {
+            let (code, stderr, took) =
+                run_bounded(&[command.as_ref(), "-c".as_ref(), config.as_os_str()]);
+            assert_eq!(code, Some(2), "{command} {key:?}: {stderr}");
+            let expected = format!("{}: {what}", key.display());
+            assert!(stderr.contains(&expected), "{command}: {stderr}");
+            assert!(stderr.contains("source[0].key_file"), "{command}: {stderr}");
+            assert!(took < Duration::from_secs(5), "{command} took {took:?}");
+        }
+        let (code, stderr, took) = run_bounded(&[
+            "encrypt".as_ref(),
+            "--key-file".as_ref(),
+            key.as_os_str(),
+            "--counter".as_ref(),
+            "1".as_ref(),
+            "00".as_ref(),
+        ]);
+        assert_eq!(code, Some(2), "encrypt {key:?}: {stderr}");
+        assert!(stderr.contains(what), "encrypt: {stderr}");
+        assert!(took < Duration::from_secs(5), "encrypt took {took:?}");
+    }
+}
+
+#[test]
+fn an_encrypted_source_without_a_header_is_refused_by_check_config_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("uart0.key");
+    write_key(&key, SOURCE_KEY, 0o600);
+    // Without a header every node would seal with nonce address 0 and share one replay mark.
+    let text = format!(
+        "[gateway]\nstate_dir = \"{}\"\n[[broker.listener]]\nbind = \"127.0.0.1:{}\"\n\
+         [[source]]\nname = \"uart0\"\nkind = \"serial\"\npath = \"/dev/null\"\nframing = \"cobs\"\n\
+         header = \"none\"\npayload = \"lpp\"\nencryption = \"aes-128-ccm\"\nkey_file = \"{}\"\n",
+        dir.path().join("state").display(),
+        daemon::free_port(),
+        key.display()
+    );
+    let config = dir.path().join("sensorgate.toml");
+    std::fs::write(&config, &text).unwrap();
+    let line = text[..text.find("encryption =").unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
+    for command in ["check-config", "run"] {
+        let (code, stderr, _) = run_bounded(&[command.as_ref(), "-c".as_ref(), config.as_os_str()]);
+        assert_eq!(code, Some(2), "{command}: {stderr}");
+        let located = format!("{}:{line}:", config.display());
+        assert!(stderr.contains(&located), "{command}: {stderr}");
+        assert!(
+            stderr.contains("header = \"node16\" or \"radiohead\""),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_file_system_keeps_the_replay_marks_working_and_they_are_written_once_it_has_room(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(small) = SmallFileSystem::mount(&dir.path().join("state"), "4m") else {
+        return;
+    };
+    let (daemon, mut dongle) = start(dir.path(), None);
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+
+    // The disk is full: a new device's mark (written at once) cannot be written. Its frames are
+    // accepted, the marks work in memory (the recording is refused), one WARN names the file system,
+    // and the daemon runs on.
+    let filler = small.fill();
+    let kitchen = python_frames(&[node(SOURCE_KEY, 17, 1000, 20.0)]);
+    dongle.write(&kitchen).await;
+    wait_state(&mut states, "kitchen", 20.0).await;
+    daemon.wait_for_log("is full", 1, Duration::from_secs(10));
+    dongle.write(&kitchen).await;
+    dongle
+        .write(&python_frames(&[node(SOURCE_KEY, 17, 1001, 21.0)]))
+        .await;
+    wait_state(&mut states, "kitchen", 21.0).await;
+    wait_counters(&mut stats, "the recording refused", |c| {
+        c["replayed"] == 1 && c["readings"] == 2
+    })
+    .await;
+    let log = daemon.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("is full"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        warning.contains("replay") && warning.contains(&small.at.display().to_string()),
+        "the WARN names the marks and the file system: {warning}"
+    );
+    assert_eq!(log.matches("is full").count(), 1, "one WARN:\n{log}");
+
+    // Room again: the write is tried again (every 30 s) and succeeds; a power cut after it keeps the
+    // kitchen's mark, so its recording stays refused.
+    std::fs::remove_file(&filler).unwrap();
+    daemon.wait_for_log("replay: written again", 1, Duration::from_secs(45));
+    drop((states, stats));
+    daemon.kill();
+    let (daemon, mut dongle) = start(dir.path(), Some(dongle));
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    dongle.write(&kitchen).await;
+    wait_counters(
+        &mut stats,
+        "the kitchen's recording refused after the cut",
+        |c| c["replayed"] == 1 && c["readings"] == 0,
+    )
+    .await;
+    drop(stats);
+    assert!(daemon.stop().0.success());
 }

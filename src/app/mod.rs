@@ -324,12 +324,32 @@ struct StartedCommands {
     stats: Option<crate::commands::CommandStats>,
 }
 
+/// The gateway's frame counters for sealing commands and their writer (`crate::commands::counters`),
+/// when a source with `commands = true` is encrypted: loaded, and this start's reservations stored.
+async fn open_downlink_counters(
+    config: &Config,
+    state_dir: &Path,
+) -> Result<Option<crate::commands::counters::Opened>, RunError> {
+    let sealing = config
+        .sources
+        .iter()
+        .any(|s| s.commands.is_some() && s.encryption.is_some());
+    if !sealing {
+        return Ok(None);
+    }
+    let opened = crate::commands::counters::open(state_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some(opened))
+}
+
 /// Starts the command router when a source has `commands = true`: it takes the command tap's client
-/// publishes.
+/// publishes; with `counters`, it seals with them and their writer runs beside it.
 fn start_commands(
     config: &Config,
     broker: &Arc<Broker>,
     frames: &crate::crypto::FrameKeys,
+    counters: Option<crate::commands::counters::Opened>,
 ) -> StartedCommands {
     let command_settings = crate::commands::CommandSettings::from_config(config);
     let mut command_stats = None;
@@ -337,7 +357,12 @@ fn start_commands(
     let mut commands = None;
     if command_settings.any_enabled() {
         let filters = crate::commands::topics::filters(&command_settings.base_topic);
-        let router = crate::commands::Commands::new(command_settings, frames.clone());
+        let mut router = crate::commands::Commands::new(command_settings, frames.clone());
+        let mut counter_writer = None;
+        if let Some((handle, writer)) = counters {
+            router = router.with_counters(handle);
+            counter_writer = Some(writer);
+        }
         for source in &config.sources {
             if let Some(port) = router.port(&source.name) {
                 command_ports.insert(source.name.clone(), port);
@@ -347,6 +372,9 @@ fn start_commands(
         match broker.command_tap(filters, crate::commands::INPUT_CAPACITY) {
             Some(input) => {
                 let stop = CancellationToken::new();
+                if let Some(writer) = counter_writer {
+                    tokio::spawn(writer.run(stop.clone()));
+                }
                 let task = router.spawn(broker.clone(), input, stop.clone());
                 commands = Some((task, stop));
             }
@@ -438,7 +466,8 @@ impl Gateway {
         let discovery = start_homeassistant(&config, &state_dir, &broker, &registry).await;
         let uplink =
             start_uplink(&config, &state_dir, uplink_input, keys.sealers, &failures).await?;
-        let commands = start_commands(&config, &broker, &keys.frames);
+        let counters = open_downlink_counters(&config, &state_dir).await?;
+        let commands = start_commands(&config, &broker, &keys.frames, counters);
         let pipeline = build_pipeline(
             &config,
             &state_dir,
@@ -661,6 +690,28 @@ async fn run_source(
             source::radio::run_with_commands(ctx, radio_settings, backend, commands).await
         }
     }
+}
+
+/// `sensorgate reset-state`: for every durable state that fails closed when lost (the replay marks, the
+/// downlink frame counters), moves the damaged copies in the configuration's state directory aside when
+/// no good copy is left, so that the next start begins that state anew; a state with a good copy is left
+/// alone. One line per state saying what was done. Run it with the gateway stopped. Blocking IO.
+pub fn reset_lost_state(config: &Config) -> Result<Vec<String>, String> {
+    let state_dir = config.state_dir();
+    type ResetLost = fn(&Path) -> std::io::Result<String>;
+    let resets: [(&str, ResetLost); 2] = [
+        (crate::replay::STATE_NAME, crate::replay::reset_lost),
+        (
+            crate::commands::counters::STATE_NAME,
+            crate::commands::counters::reset_lost,
+        ),
+    ];
+    resets
+        .iter()
+        .map(|(name, reset)| {
+            reset(&state_dir).map_err(|error| format!("{name} in {}: {error}", state_dir.display()))
+        })
+        .collect()
 }
 
 /// Decodes one packet given on the command line, as a source configured with these formats would.

@@ -20,9 +20,11 @@
 //!
 //! Layout: [`topics`] (topics and payloads), [`outbox`] (queues, their bounds, delivery windows, the seam
 //! to the source task), [`heard`] (the addresses a source heard), [`throttle`] (refusal results per
-//! client), [`dutycycle`] (the frequency plan and the budget), [`dispatch`] (the per-source sender). What
+//! client), [`dutycycle`] (the frequency plan and the budget), [`dispatch`] (the per-source sender),
+//! [`counters`] (the gateway's frame counters for sealing, reserved on disk ahead of use). What
 //! Home Assistant announces as `switch`/`number` entities is [`commandable_fields`].
 
+pub mod counters;
 pub mod dispatch;
 pub mod dutycycle;
 pub mod heard;
@@ -32,7 +34,7 @@ pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -60,8 +62,8 @@ use throttle::ResultThrottle;
 pub const INPUT_CAPACITY: usize = 1024;
 /// Outcomes the dispatchers may have waiting for the router.
 const OUTCOME_CAPACITY: usize = 1024;
-/// The most devices the router keeps a sequence number and frame counter for; beyond it they start over
-/// (harmless: counters start from the clock, see [`Router::next_counter`]).
+/// The most devices the router keeps a sequence number for; beyond it they start over (harmless: the
+/// sequence number only tells a node's duplicates apart; frame counters are [`counters`]' own).
 const MAX_TRACKED: usize = 10_000;
 
 /// The command settings of one source.
@@ -313,9 +315,10 @@ pub struct Router {
     source_names: Vec<String>,
     devices: HashMap<String, Resolved>,
     keys: FrameKeys,
-    /// The gateway's sequence number and frame counter per (source, address).
+    /// The gateway's sequence number per (source, address).
     seq: HashMap<(String, String), u8>,
-    counters: HashMap<(String, String), u32>,
+    /// The gateway's frame counters for sealing.
+    counters: counters::DownlinkCounters,
     stats: CommandStats,
     refusal_log: RateLimiter,
     results: ResultThrottle,
@@ -405,7 +408,7 @@ impl Commands {
                 devices,
                 keys,
                 seq: HashMap::new(),
-                counters: HashMap::new(),
+                counters: counters::DownlinkCounters::in_memory(),
                 stats: stats.clone(),
                 refusal_log: RateLimiter::new(Duration::from_secs(10)),
                 results: ResultThrottle::default(),
@@ -415,6 +418,12 @@ impl Commands {
             ports,
             stats,
         }
+    }
+
+    /// Seals with `counters` (reserved on disk, [`counters::open`]) rather than counters kept in memory.
+    pub fn with_counters(mut self, counters: counters::DownlinkCounters) -> Commands {
+        self.router.counters = counters;
+        self
     }
 
     /// The port the source task named `source` transmits through, if it has `commands = true`.
@@ -466,17 +475,6 @@ impl Commands {
     }
 }
 
-/// The first frame counter the gateway uses for a device: 16 per second since 1_700_000_000 (2023-11-14),
-/// so counters keep growing across restarts without being stored (as the simulator's nodes do).
-fn clock_counter(now: SystemTime) -> u32 {
-    let seconds = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        .saturating_sub(1_700_000_000);
-    u32::try_from(seconds.saturating_mul(16)).unwrap_or(u32::MAX)
-}
-
 impl Router {
     /// The source and address of a device topic name: a `[[device]]`, or `{source}-{address}`.
     fn resolve(&self, device: &str) -> Option<Resolved> {
@@ -518,16 +516,18 @@ impl Router {
         *seq
     }
 
-    /// The gateway's next frame counter for a device: above the last one, and never below the clock's.
-    fn next_counter(&mut self, source: &str, address: &str) -> u32 {
-        let key = (source.to_string(), address.to_string());
-        if self.counters.len() >= MAX_TRACKED && !self.counters.contains_key(&key) {
-            self.counters.clear();
-        }
-        let clock = clock_counter(SystemTime::now());
-        let counter = self.counters.entry(key).or_insert(0);
-        *counter = counter.saturating_add(1).max(clock);
-        *counter
+    /// The frame counter the `offset`-th frame of a command to `to` is sealed with; taken
+    /// ([`counters::DownlinkCounters::commit`]) only once that frame is queued.
+    fn next_counter(
+        &self,
+        source: &str,
+        to: u16,
+        key: &crate::crypto::FrameKey,
+        offset: u64,
+    ) -> Result<u32, Refused> {
+        self.counters
+            .peek(source, u32::from(to), key, offset)
+            .map_err(|refusal| Refused::logged(refusal.to_string()))
     }
 
     /// Devices heard before a restart count as heard: the state the gateway published for each
@@ -587,16 +587,19 @@ impl Router {
         let source_name = resolved.as_ref().map(|r| r.source.clone());
         let outcome = self
             .accept(&device, target.field, &publish, &reply, resolved)
-            .and_then(|(frames, downlink, source)| {
+            .and_then(|(frames, downlink, source, sealed)| {
                 let shown: Vec<serde_json::Value> =
                     frames.iter().map(|c| c.fields.clone()).collect();
                 downlink
                     .push_all(frames)
-                    .map(|()| (shown, source))
+                    .map(|()| (shown, source, sealed))
                     .map_err(|refusal| Refused::logged(refusal.to_string()))
             });
         match outcome {
-            Ok((shown, source)) => {
+            Ok((shown, source, sealed)) => {
+                if let Some((to, counter)) = sealed {
+                    self.counters.commit(&source, u32::from(to), counter);
+                }
                 self.stats.received(&source);
                 for fields in shown {
                     self.result(broker, &device, "queued", None, fields, &reply)
@@ -650,7 +653,8 @@ impl Router {
         }
     }
 
-    /// Checks and encodes a command: its frames, the outbox they go to, and the source's name.
+    /// Checks and encodes a command: its frames, the outbox they go to, the source's name and, when
+    /// sealed, the destination and the highest counter to take once the frames are queued.
     #[allow(clippy::type_complexity)]
     fn accept(
         &mut self,
@@ -659,7 +663,7 @@ impl Router {
         publish: &ClientPublish,
         reply: &Arc<Reply>,
         resolved: Option<Resolved>,
-    ) -> Result<(Vec<Command>, Downlink, String), Refused> {
+    ) -> Result<(Vec<Command>, Downlink, String, Option<(u16, u32)>), Refused> {
         if !publish.allowed {
             return Err(Refused::logged(format!(
                 "not authorized: this client may not write {:?} (a [[broker.user]] write filter, or anonymous_write, must allow it)",
@@ -722,15 +726,19 @@ impl Router {
         };
         let deliver = resolved.deliver.unwrap_or(settings.deliver);
         let mut frames = Vec::with_capacity(encoded.len());
-        for payload in encoded {
+        let mut sealed = None;
+        for (offset, payload) in (0u64..).zip(encoded) {
             let seq = self.next_seq(&settings.name, &resolved.address);
             let seal = match &key {
                 Some(key) => Some(Seal {
                     key,
-                    counter: self.next_counter(&settings.name, &resolved.address),
+                    counter: self.next_counter(&settings.name, to, key, offset)?,
                 }),
                 None => None,
             };
+            if let Some(seal) = &seal {
+                sealed = Some((to, seal.counter));
+            }
             let bytes = link::wrap(&settings.link, to, seq, &payload.bytes, seal)
                 .map_err(|e| Refused::quiet(e.to_string()))?;
             if let (Some(radio), Some((allowed, description))) = (&settings.radio, &budget_allows) {
@@ -758,7 +766,7 @@ impl Router {
                 reply: reply.clone(),
             });
         }
-        Ok((frames, downlink, settings.name))
+        Ok((frames, downlink, settings.name, sealed))
     }
 
     /// A dispatcher's outcome, published.

@@ -957,7 +957,10 @@ fn check_name(name: &str, at: &KeyPath) -> Result<(), Problem> {
 }
 
 /// Encrypted frames are binary: serial and simulated sources need COBS or SLIP framing; a radio's
-/// simulator sends plain frames, so encryption needs the real chip there.
+/// simulator sends plain frames, so encryption needs the real chip there. And they need a header that
+/// carries the node's address: the nonce and the replay mark are per address, and without one every
+/// node of the source would share nonce address 0 and one replay mark (the sealed format has no room
+/// for an address of its own).
 fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Problem> {
     let framing = match &source.kind {
         SourceKind::Serial(serial) => Some(serial.framing),
@@ -988,6 +991,12 @@ fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Prob
         return Err(Problem::value(
             at.key("encryption"),
             "encrypted frames are binary and \"lines\" carries text only; write framing = \"cobs\" or \"slip\"",
+        ));
+    }
+    if source.header == HeaderFormat::None {
+        return Err(Problem::value(
+            at.key("encryption"),
+            "needs a header that carries each node's address (the nonce and the replay mark are per address; without one every node shares address 0): write header = \"node16\" or \"radiohead\"",
         ));
     }
     Ok(())

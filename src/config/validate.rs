@@ -455,8 +455,9 @@ fn check_device_command_key(
     ))
 }
 
-/// A `[[device]] key_file`: its source must be encrypted and have a header, and the address must be one
-/// the header carries, since the key is chosen by the header's address before anything is decrypted.
+/// A `[[device]] key_file`: its source must be encrypted (which implies a header, checked with the
+/// source), and the address must be one the header carries, since the key is chosen by the header's
+/// address before anything is decrypted.
 fn check_device_key(
     config: &Config,
     device: &super::DeviceConfig,
@@ -486,15 +487,6 @@ fn check_device_key(
             path.key("key_file"),
             format!(
                 "the [[source]] \"{}\" is a simulator, whose nodes all seal with the source's key_file; remove this key_file",
-                source.name
-            ),
-        ));
-    }
-    if source.header == crate::decode::HeaderFormat::None {
-        return Err(Problem::key(
-            path.key("key_file"),
-            format!(
-                "the [[source]] \"{}\" has header = \"none\": a device key is chosen by the header's address, so per-device keys need header = \"node16\" or \"radiohead\" (or use the source's key_file)",
                 source.name
             ),
         ));

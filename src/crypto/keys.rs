@@ -1,7 +1,9 @@
 //! Key files: a frame key (AES-128, 32 hex digits) or an envelope key (ChaCha20-Poly1305, 64 hex digits),
 //! read from a file of its own, never from the TOML. Whitespace (spaces, tabs, newlines) is ignored, so a
 //! key may be written in groups or over several lines; anything else is refused with the file's
-//! `PATH:LINE:COLUMN` and what to write instead. This module owns the parsing, the check of the file's
+//! `PATH:LINE:COLUMN` and what to write instead. A key file must be a regular file of at most
+//! [`MAX_KEY_FILE_BYTES`]: a device, a FIFO or a directory is refused without blocking and a larger file
+//! without reading past the bound. This module owns the reading, the parsing, the check of the file's
 //! permissions (readable by group or others is reported, for a warning at start) and the key types,
 //! whose `Debug` shows no byte of the key; no message it builds contains a character of the file.
 
@@ -27,6 +29,16 @@ impl FrameKey {
     /// Parses key text (see the module); `path` is only used in the error.
     pub fn parse(text: &str, path: &Path) -> Result<Self, KeyError> {
         parse_hex::<16>(text, path, "a frame key (AES-128)").map(FrameKey)
+    }
+
+    /// The key check value: the first 4 bytes of AES-128 of a zero block under the key, big-endian. It
+    /// tells two keys apart (stored beside state tied to a key) and reveals nothing usable of the key.
+    pub fn check_value(&self) -> u32 {
+        use aes::cipher::{BlockEncrypt, KeyInit};
+        let cipher = aes::Aes128::new(&self.0.into());
+        let mut block = [0u8; 16].into();
+        cipher.encrypt_block(&mut block);
+        u32::from_be_bytes([block[0], block[1], block[2], block[3]])
     }
 }
 
@@ -119,11 +131,7 @@ fn load<K>(
     path: &Path,
     parse: fn(&str, &Path) -> Result<K, KeyError>,
 ) -> Result<KeyFile<K>, KeyError> {
-    let read_error = |source| KeyError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bytes = std::fs::read(path).map_err(read_error)?;
+    let bytes = read_bounded(path)?;
     let text = String::from_utf8(bytes).map_err(|_| KeyError::Malformed {
         path: path.to_path_buf(),
         line: 0,
@@ -133,6 +141,64 @@ fn load<K>(
     let key = parse(&text, path)?;
     let loose_mode = loose_mode(path);
     Ok(KeyFile { key, loose_mode })
+}
+
+/// The most bytes a key file may hold: 64 hex digits with generous whitespace fit many times over.
+pub const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// The bytes of a key file: a regular file of at most [`MAX_KEY_FILE_BYTES`]. Opened without blocking
+/// (a FIFO with no writer would hang the open), checked on the open descriptor (no race with a rename),
+/// and read no further than the bound, so `/dev/zero`, a FIFO, a directory or a huge file are refused
+/// at once.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, KeyError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_error = |source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let refuse = |message: String| KeyError::Malformed {
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    let kind = file.metadata().map_err(read_error)?.file_type();
+    let not_regular = if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if !kind.is_file() {
+        Some("not a regular file")
+    } else {
+        None
+    };
+    if let Some(what) = not_regular {
+        return Err(refuse(format!(
+            "is {what}; a key file is a regular file holding the key's hex digits"
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(refuse(format!(
+            "is larger than {MAX_KEY_FILE_BYTES} bytes; a key file holds only the key's hex digits"
+        )));
+    }
+    Ok(bytes)
 }
 
 #[cfg(unix)]
@@ -248,6 +314,17 @@ mod tests {
     }
 
     #[test]
+    fn the_check_value_is_aes_of_a_zero_block() {
+        // FIPS-197 appendix C.1's key; AES of a zero block under it starts c6 a1 3b 37.
+        let key = FrameKey::from_bytes(core::array::from_fn(|i| i as u8));
+        assert_eq!(key.check_value(), 0xc6a1_3b37);
+        assert_ne!(
+            FrameKey::from_bytes([1; 16]).check_value(),
+            key.check_value()
+        );
+    }
+
+    #[test]
     fn debug_shows_no_key_byte() {
         let key = FrameKey::from_bytes([0x5a; 16]);
         assert_eq!(format!("{key:?}"), "FrameKey(..)");
@@ -274,6 +351,19 @@ mod tests {
         );
         let missing = load_frame_key(&dir.path().join("none")).unwrap_err();
         assert!(matches!(missing, KeyError::Read { .. }));
+        for (special, what) in [("/dev/zero", "character device"), ("/", "directory")] {
+            let error = load_frame_key(Path::new(special)).unwrap_err().to_string();
+            assert!(error.contains(what), "{error}");
+        }
+        let fifo = dir.path().join("fifo");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let error = load_frame_key(&fifo).unwrap_err().to_string();
+        assert!(error.contains("FIFO"), "{error}");
+        std::fs::write(&file, " ".repeat(MAX_KEY_FILE_BYTES as usize + 1)).unwrap();
+        let error = load_frame_key(&file).unwrap_err().to_string();
+        assert!(error.contains("larger than 4096 bytes"), "{error}");
         std::fs::write(&file, [0xff, 0xfe]).unwrap();
         assert!(load_frame_key(&file)
             .unwrap_err()

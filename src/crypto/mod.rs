@@ -155,12 +155,9 @@ pub fn encrypt_frame(key: &FrameKey, request: &EncryptRequest) -> Result<Vec<u8>
     use crate::decode::HeaderFormat;
     let header_address = match request.header {
         HeaderFormat::None => {
-            if request.address != 0 {
-                return Err(
-                    "--header none carries no address: the nonce uses 0; drop --address".into(),
-                );
-            }
-            0
+            return Err(
+                "the gateway refuses encryption without a header (every node would share nonce address 0 and one replay mark): write --header node16 or radiohead".into(),
+            )
         }
         HeaderFormat::Node16 => u16::try_from(request.address)
             .map_err(|_| format!("node16 addresses are 0-65535, not {}", request.address))?,
@@ -214,6 +211,14 @@ mod tests {
             ..request.clone()
         };
         assert!(encrypt_frame(&key, &bad).unwrap_err().contains("0-65535"));
+        let headerless = EncryptRequest {
+            header: HeaderFormat::None,
+            address: 0,
+            ..request.clone()
+        };
+        assert!(encrypt_frame(&key, &headerless)
+            .unwrap_err()
+            .contains("--header node16"));
         assert!(parse_hex("0").is_err());
         assert!(parse_hex("zz").is_err());
     }

@@ -125,11 +125,27 @@ fn version_prints_name_and_package_version() {
 
 #[test]
 fn the_shipped_configuration_files_check_clean() {
-    for file in ["config/demo.toml", "config/sensorgate.toml"] {
-        let outcome = run(&["check-config", file]);
-        assert_eq!(outcome.code(), Some(0), "{file}: {}", outcome.dump());
-        assert_eq!(outcome.stdout, format!("{file}: ok\n"));
-        assert_eq!(outcome.stderr, "", "{file}");
+    let outcome = run(&["check-config", "config/demo.toml"]);
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.dump());
+    assert_eq!(outcome.stdout, "config/demo.toml: ok\n");
+    assert_eq!(outcome.stderr, "");
+    // The reference names the machine's key files, which check-config reads as `run` does: here, where
+    // they do not exist, the first one named is all it may complain about.
+    let outcome = run(&["check-config", "config/sensorgate.toml"]);
+    if !std::path::Path::new("/etc/sensorgate/lora.key").exists() {
+        assert_eq!(outcome.code(), Some(2), "{}", outcome.dump());
+        assert!(
+            outcome
+                .stderr
+                .starts_with("/etc/sensorgate/lora.key: cannot read the key file: No such file"),
+            "{}",
+            outcome.dump()
+        );
+        assert!(
+            outcome.stderr.contains("source[2].key_file"),
+            "{}",
+            outcome.dump()
+        );
     }
     // The file may also come from --config, as it does for `run`.
     let outcome = run(&["check-config", "-c", "config/demo.toml"]);

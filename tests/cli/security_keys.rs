@@ -87,7 +87,7 @@ fn source_mistakes_point_at_the_key() {
 }
 
 #[test]
-fn device_keys_need_an_encrypted_source_with_a_header_and_a_numeric_address() {
+fn device_keys_need_an_encrypted_source_and_a_numeric_address_and_encryption_a_header() {
     let device = |source_extra: &str, address: &str| {
         format!(
             "{SERIAL}{source_extra}[[device]]\nname = \"porch\"\nsource = \"uart0\"\naddress = \"{address}\"\nkey_file = \"/etc/p.key\"\n"
@@ -110,7 +110,11 @@ fn device_keys_need_an_encrypted_source_with_a_header_and_a_numeric_address() {
     );
     let headerless = device("encryption = \"aes-128-ccm\"\n", "9")
         .replace("header = \"node16\"", "header = \"none\"");
-    refused(&headerless, "key_file = \"/etc/p", &["header = \"none\""]);
+    refused(
+        &headerless,
+        "encryption",
+        &["header = \"node16\" or \"radiohead\"", "address 0"],
+    );
     let simulator = "[[source]]\nname = \"sim\"\nkind = \"simulator\"\nencryption = \"aes-128-ccm\"\nkey_file = \"/k\"\n\
         [[device]]\nname = \"d\"\nsource = \"sim\"\naddress = \"1\"\nkey_file = \"/etc/p.key\"\n";
     refused(simulator, "key_file = \"/etc/p", &["is a simulator"]);
