@@ -48,6 +48,12 @@ encryption = "aes-128-ccm"
 key_file = "{key_file}"
 commands = true
 command_queue = 64
+
+# Only a configured or heard device can be commanded.
+[[device]]
+name = "node"
+source = "uart0"
+address = "17"
 "#;
 
 fn write_key(path: &Path, hex: &str) {
