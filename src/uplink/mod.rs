@@ -83,7 +83,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::full_disk::FullEpisode;
 use crate::model::Message;
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
 
 pub use forward::{ForwardError, ForwardRule};
 pub use spool::{SpoolError, SpoolSettings, SyncPolicy};
@@ -160,6 +162,8 @@ pub const MAX_BATCH: usize = 4096;
 /// Most bytes of topics and payloads held in memory: with large payloads this binds before
 /// [`MAX_BATCH`] does.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// While the file system is full, how long after a failed write the next one is tried.
+pub const DISK_FULL_RETRY: Duration = Duration::from_secs(5);
 
 /// The uplink, opened and ready to run.
 pub struct Uplink {
@@ -374,6 +378,13 @@ impl Uplink {
 struct JobOutcome {
     read: Vec<Record>,
     stats: SpoolStats,
+    /// The file system was full: its description (for the one WARN), and the messages of the batch
+    /// that were not written, in order, the first `held_unwritten` of them in the window.
+    full: Option<String>,
+    unwritten: Vec<Numbered>,
+    held_unwritten: usize,
+    /// Something was written (appended or committed) without the file system being full.
+    wrote: bool,
 }
 
 /// What the running job may change about the order of what is unread on disk.
@@ -428,6 +439,12 @@ struct Pump {
     availability_topic: String,
     stats: UplinkStatsHandle,
     reconnect_requested: bool,
+    /// The state file system's full-disk episode (one WARN, one INFO).
+    full: FullEpisode,
+    /// While the file system is full: when memory is written out next.
+    retry_write_at: Option<Instant>,
+    /// Rate-limits the log line of messages dropped on a full disk.
+    drop_log: RateLimiter,
 }
 
 impl Pump {
@@ -461,6 +478,9 @@ impl Pump {
             availability_topic,
             stats,
             reconnect_requested: false,
+            full: FullEpisode::new("uplink"),
+            retry_write_at: None,
+            drop_log: RateLimiter::new(Duration::from_secs(60)),
         }
     }
 
@@ -478,8 +498,10 @@ impl Pump {
             self.submit();
             self.start_job(true);
             self.publish_stats();
-            // The oldest message in memory must be on disk by then; a running job is waited for first.
+            // The oldest message in memory must be on disk by then (or, on a full disk, is tried again
+            // then); a running job is waited for first.
             let flush_at = match (&self.job, self.fresh.front(), self.hold) {
+                (None, Some(_), _) if self.retry_write_at.is_some() => self.retry_write_at,
                 (None, Some(oldest), Some(hold)) => Some(oldest.arrived + hold),
                 _ => None,
             };
@@ -498,8 +520,9 @@ impl Pump {
                     Some(event) => self.on_link_event(event),
                     None => return Err(UplinkError::Job("the connection task ended".into())),
                 },
-                // A full batch waits for the running job: the burst stays in the input channel.
-                message = input.recv(), if !self.batch_full() => match message {
+                // A full batch waits for the running job: the burst stays in the input channel. On a
+                // full disk there is nothing to wait for: the oldest in memory make room.
+                message = input.recv(), if !self.batch_full() || self.full.is_full() => match message {
                     Some(message) => {
                         self.take_input(&message, forwarder);
                         while !self.batch_full() {
@@ -581,6 +604,12 @@ impl Pump {
     fn take_input(&mut self, message: &Message, forwarder: &Forwarder) {
         match forwarder.route(message) {
             Some(outbound) => {
+                self.make_room();
+                if self.batch_full() {
+                    // Full disk, and all memory holds is in flight: the new message is the one dropped.
+                    self.count_disk_full_drops(1, &outbound.topic);
+                    return;
+                }
                 self.fresh_bytes += outbound.topic.len() + outbound.payload.len();
                 self.fresh.push_back(Fresh {
                     seq: self.next_seq,
@@ -591,6 +620,37 @@ impl Pump {
                 self.next_seq += 1;
             }
             None => self.stats.lock().not_forwarded += 1,
+        }
+    }
+
+    /// On a full disk, drops the oldest messages memory holds that the window has not taken, until
+    /// memory is below its cap: the newest are the ones kept.
+    fn make_room(&mut self) {
+        let mut dropped = 0;
+        let mut topic = String::new();
+        while self.full.is_full() && self.batch_full() {
+            let Some(oldest) = self.fresh.remove(self.fresh_taken) else {
+                break;
+            };
+            self.fresh_bytes -= oldest.message.topic.len() + oldest.message.payload.len();
+            dropped += 1;
+            topic = oldest.message.topic;
+        }
+        if dropped > 0 {
+            self.count_disk_full_drops(dropped, &topic);
+        }
+    }
+
+    /// Counts messages dropped because neither the disk nor memory had room, and logs it (at most once a
+    /// minute).
+    fn count_disk_full_drops(&mut self, count: u64, topic: &str) {
+        self.stats.lock().dropped_disk_full += count;
+        if let Some(suppressed) = self.drop_log.admit("disk full") {
+            log::error!(
+                "uplink: dropped {count} messages, the oldest not yet sent (last on {topic}): neither the \
+                 full file system nor memory ({MAX_BATCH} messages) has room{}",
+                suppressed_suffix(suppressed)
+            );
         }
     }
 
@@ -651,6 +711,10 @@ impl Pump {
         let Some(oldest) = self.fresh.front() else {
             return false;
         };
+        if let Some(retry_at) = self.retry_write_at {
+            // The file system was full: not before the retry (a clean stop tries once more).
+            return self.flush_all || retry_at <= Instant::now();
+        }
         match self.hold {
             None => true,
             Some(hold) => {
@@ -694,16 +758,33 @@ impl Pump {
         self.job = Some(tokio::task::spawn_blocking(move || {
             let mut spool = spool.lock().unwrap_or_else(|e| e.into_inner());
             let now = spool::now_ms();
+            let mut full = None;
+            let mut unwritten = Vec::new();
+            let mut held_unwritten = 0;
+            let wrote = !batch.is_empty() || commit;
             if !batch.is_empty() {
-                spool.append_numbered(&batch, held, now)?;
                 // Group commit: everything memory held, in one write and one fsync.
-                spool.sync()?;
+                let written = spool.append_numbered(&batch, held, now);
+                if let Err(error) = written.and_then(|()| spool.sync()) {
+                    // A full disk leaves the spool as it was: what it did not take goes back to memory.
+                    full = Some(disk_full_or(error)?);
+                    let through = spool.last_appended();
+                    for (index, numbered) in batch.into_iter().enumerate() {
+                        if numbered.seq > through && spool::fits(&numbered.message) {
+                            held_unwritten += usize::from(index < held);
+                            unwritten.push(numbered);
+                        }
+                    }
+                }
             }
             if let Some(seq) = ack {
                 spool.ack_through(seq)?;
             }
             if commit {
-                spool.commit(now)?;
+                if let Err(error) = spool.commit(now) {
+                    // The cursor stays due; the next commit writes it.
+                    full = full.or(Some(disk_full_or(error)?));
+                }
             }
             let read = if want > 0 {
                 spool.read(want, now)?
@@ -713,6 +794,10 @@ impl Pump {
             Ok(JobOutcome {
                 read,
                 stats: spool.stats().clone(),
+                full: full.map(|_| crate::full_disk::describe(spool.dir())),
+                unwritten,
+                held_unwritten,
+                wrote,
             })
         }));
     }
@@ -740,6 +825,23 @@ impl Pump {
         self.job = None;
         self.job_shape = JobShape::default();
         let outcome = outcome.map_err(|e| UplinkError::Job(e.to_string()))??;
+        if let Some(filesystem) = &outcome.full {
+            self.retry_write_at = Some(Instant::now() + DISK_FULL_RETRY);
+            self.full.hit(
+                filesystem,
+                &format!(
+                    "what is already spooled is kept; new messages wait in memory (at most {MAX_BATCH} \
+                     messages or {} MiB, the oldest dropped beyond that and counted as dropped_disk_full), \
+                     and writing is tried again every {} s; everything local keeps running",
+                    MAX_BATCH_BYTES >> 20,
+                    DISK_FULL_RETRY.as_secs()
+                ),
+            );
+        } else if outcome.wrote {
+            self.retry_write_at = None;
+            self.full.cleared();
+        }
+        self.keep_unwritten(outcome.unwritten, outcome.held_unwritten);
         // A record the window already holds (written while held, behind unread ones) is not taken twice.
         let newest = self.window.newest_seq();
         let read: Vec<Record> = outcome
@@ -750,6 +852,38 @@ impl Pump {
         self.window.push(read);
         self.spool_stats = outcome.stats;
         Ok(())
+    }
+
+    /// Puts what a full disk did not take back in front of memory (the first `held` of them are in the
+    /// window), except those acknowledged meanwhile; drops the oldest beyond memory's cap. On a clean stop
+    /// there is nowhere left to keep them: they are dropped and counted.
+    fn keep_unwritten(&mut self, unwritten: Vec<Numbered>, held: usize) {
+        let Some(first) = unwritten.first() else {
+            return;
+        };
+        if self.flush_all {
+            let topic = first.message.topic.clone();
+            self.count_disk_full_drops(unwritten.len() as u64, &topic);
+            return;
+        }
+        let mut in_window = 0;
+        let now = Instant::now();
+        for (index, numbered) in unwritten.into_iter().enumerate().rev() {
+            if numbered.seq <= self.acked_through {
+                self.acked_in_memory += 1;
+                continue;
+            }
+            in_window += usize::from(index < held);
+            self.fresh_bytes += numbered.message.topic.len() + numbered.message.payload.len();
+            self.fresh.push_front(Fresh {
+                seq: numbered.seq,
+                arrived: now,
+                arrived_ms: numbered.appended_ms,
+                message: numbered.message,
+            });
+        }
+        self.fresh_taken += in_window;
+        self.make_room();
     }
 
     fn on_link_event(&mut self, event: LinkEvent) {
@@ -832,10 +966,20 @@ impl Pump {
         c.spool.acked_seq = self.acked_through;
         c.spool.next_seq = self.next_seq;
         c.memory_messages = self.fresh.len() as u64;
+        c.disk_full = self.full.is_full();
         c.memory_oldest_ms = self.fresh.front().map(|f| f.arrived_ms);
         c.window = self.window.counters();
         c.in_flight = self.window.outstanding() as u64;
         c.window_oldest_ms = self.window.oldest_ms();
+    }
+}
+
+/// A full disk, which the uplink rides out; any other spool error is returned.
+fn disk_full_or(error: SpoolError) -> Result<SpoolError, SpoolError> {
+    if error.is_disk_full() {
+        Ok(error)
+    } else {
+        Err(error)
     }
 }
 

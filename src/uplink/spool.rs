@@ -168,6 +168,16 @@ pub enum SpoolError {
     },
 }
 
+impl SpoolError {
+    /// Whether the file system is full ([`crate::full_disk::is_full`]): the spool is as it was before
+    /// the call that failed, and the same records may be written again later.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            SpoolError::Io { source, .. } => crate::full_disk::is_full(source),
+        }
+    }
+}
+
 /// Largest payload a record takes; bigger messages are refused and counted.
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
@@ -662,12 +672,11 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         // The prefix counts as read only when the reader is at the end: otherwise order would break.
         let mut as_read = if self.unread == 0 { in_flight } else { 0 };
-        let mut buf = Vec::with_capacity(4096);
+        let mut pending = Pending::default();
         for &(seq, appended_ms, message) in messages {
             let held = as_read > 0;
             as_read = as_read.saturating_sub(1);
-            if message.topic.len() > u16::MAX as usize || message.payload.len() > MAX_PAYLOAD_BYTES
-            {
+            if !fits(message) {
                 self.stats.dropped_too_large += 1;
                 log::error!(
                     "uplink: message on {} refused by the spool: {} bytes is over the limit",
@@ -677,13 +686,13 @@ impl Spool {
                 continue;
             }
             // Numbers only grow (a caller's mistake would otherwise break the order on disk).
-            let seq = seq.max(self.next_seq);
-            let needs_roll = self
-                .segments
-                .back()
-                .is_some_and(|s| s.bytes + buf.len() as u64 >= self.segment_bytes && s.count > 0);
+            let seq = seq.max(pending.next_seq(self.next_seq));
+            let needs_roll = self.segments.back().is_some_and(|s| {
+                s.bytes + pending.buf.len() as u64 >= self.segment_bytes
+                    && s.count + pending.records.len() as u64 > 0
+            });
             if needs_roll {
-                self.flush_buf(&mut buf)?;
+                self.write_pending(&mut pending)?;
                 self.roll()?;
                 self.enforce_budget(now_ms)?;
             }
@@ -691,32 +700,15 @@ impl Spool {
                 self.next_seq = seq;
                 self.start_segment()?;
             }
-            encode_record(&mut buf, seq, appended_ms, message);
-            let pending = buf.len() as u64;
-            if let Some(last) = self.segments.back_mut() {
-                last.count += 1;
-                last.last_seq = seq;
-                last.newest_ms = last.newest_ms.max(appended_ms);
-                if held {
-                    self.reader = ReadCursor {
-                        seq: seq + 1,
-                        segment_first_seq: last.first_seq,
-                        offset: last.bytes + pending,
-                        read_in_segment: last.count,
-                        file: None,
-                    };
-                }
-            }
-            if held {
-                self.in_flight.push_back(seq);
-            } else {
-                self.unread += 1;
-            }
-            self.next_seq = seq + 1;
-            self.last_appended = seq;
-            self.stats.appended += 1;
+            encode_record(&mut pending.buf, seq, appended_ms, message);
+            pending.records.push(PendingRecord {
+                seq,
+                appended_ms,
+                held,
+                end: pending.buf.len() as u64,
+            });
         }
-        self.flush_buf(&mut buf)?;
+        self.write_pending(&mut pending)?;
         if self.sync == SyncPolicy::Always {
             self.sync_data()?;
         }
@@ -728,19 +720,60 @@ impl Spool {
         Ok(())
     }
 
-    fn flush_buf(&mut self, buf: &mut Vec<u8>) -> Result<(), SpoolError> {
-        if buf.is_empty() {
+    /// Writes the encoded records to the active segment and only then counts them: a failed write (a
+    /// full disk) leaves the spool as it was before, its file cut back to where its records end (a torn
+    /// record would hide every later one from the reader), so the caller may try the same records again.
+    fn write_pending(&mut self, pending: &mut Pending) -> Result<(), SpoolError> {
+        if pending.records.is_empty() {
             return Ok(());
         }
         let (Some(file), Some(last)) = (self.active.as_mut(), self.segments.back_mut()) else {
             return Ok(());
         };
-        file.write_all(buf).map_err(io_err(&last.path))?;
-        last.bytes += buf.len() as u64;
-        self.stats.written_bytes += buf.len() as u64;
+        if let Err(source) = file.write_all(&pending.buf) {
+            if let Err(cut) = file.set_len(last.bytes) {
+                log::error!(
+                    "spool {}: cutting a failed write back to {} bytes: {cut}",
+                    last.path.display(),
+                    last.bytes
+                );
+            }
+            return Err(SpoolError::Io {
+                path: last.path.clone(),
+                source,
+            });
+        }
+        let start = last.bytes;
+        last.bytes += pending.buf.len() as u64;
+        self.stats.written_bytes += pending.buf.len() as u64;
         self.unsynced = true;
-        buf.clear();
+        for record in pending.records.drain(..) {
+            last.count += 1;
+            last.last_seq = record.seq;
+            last.newest_ms = last.newest_ms.max(record.appended_ms);
+            if record.held {
+                self.reader = ReadCursor {
+                    seq: record.seq + 1,
+                    segment_first_seq: last.first_seq,
+                    offset: start + record.end,
+                    read_in_segment: last.count,
+                    file: None,
+                };
+                self.in_flight.push_back(record.seq);
+            } else {
+                self.unread += 1;
+            }
+            self.next_seq = record.seq + 1;
+            self.last_appended = record.seq;
+            self.stats.appended += 1;
+        }
+        pending.buf.clear();
         Ok(())
+    }
+
+    /// Sequence number of the newest record written (0 when none since the spool began).
+    pub fn last_appended(&self) -> u64 {
+        self.last_appended
     }
 
     fn sync_data(&mut self) -> Result<(), SpoolError> {
@@ -993,6 +1026,11 @@ impl Spool {
         Ok(out)
     }
 
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Depth and counters.
     pub fn stats(&self) -> &SpoolStats {
         &self.stats
@@ -1042,6 +1080,35 @@ impl Spool {
             .ok()?;
         Some(u64_at(&header, RECORD_HEADER + 8))
     }
+}
+
+/// Records encoded for the active segment and not written yet.
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    records: Vec<PendingRecord>,
+}
+
+#[derive(Debug)]
+struct PendingRecord {
+    seq: u64,
+    appended_ms: u64,
+    /// The caller holds it for sending already: it counts as read once written.
+    held: bool,
+    /// Offset in `buf` where the record ends.
+    end: u64,
+}
+
+impl Pending {
+    /// The lowest number the next record may take.
+    fn next_seq(&self, spool_next: u64) -> u64 {
+        self.records.last().map_or(spool_next, |r| r.seq + 1)
+    }
+}
+
+/// Whether a message is within what a record takes ([`MAX_PAYLOAD_BYTES`], a u16 topic length).
+pub fn fits(message: &Outbound) -> bool {
+    message.topic.len() <= u16::MAX as usize && message.payload.len() <= MAX_PAYLOAD_BYTES
 }
 
 #[derive(Debug, Default)]

@@ -2,7 +2,7 @@
 //! helper: the real daemon started on a free 127.0.0.1 port ([`daemon`]), pseudo-terminals as serial
 //! dongles ([`pty`]), Debian's mosquitto as a peer or cloud broker ([`mosquitto`]), MQTT subscribers
 //! ([`mqtt`]) and a byte-level client ([`raw`]), the embedded broker's test settings ([`broker`]), a
-//! throw-away PKI ([`certs`]), and the Python that independent implementations run on ([`python`]). It starts only processes and listeners on 127.0.0.1 and stops what it
+//! throw-away PKI ([`certs`]), a small tmpfs to fill ([`tmpfs`]), and the Python that independent implementations run on ([`python`]). It starts only processes and listeners on 127.0.0.1 and stops what it
 //! started by PID.
 
 pub mod broker;
@@ -13,3 +13,4 @@ pub mod mqtt;
 pub mod pty;
 pub mod python;
 pub mod raw;
+pub mod tmpfs;

@@ -1,0 +1,184 @@
+//! A full state file system through the real daemon: its state directory is a small tmpfs the test
+//! mounts (as root) and fills to the last byte while the cloud broker is down. The daemon must keep
+//! serving MQTT and retaining readings, count what the spool could not keep, warn once naming the
+//! file system, and deliver what it kept once there is space and the cloud is back.
+
+use sensorgate_testkit::daemon::Daemon;
+use sensorgate_testkit::mosquitto::{BrokerConfig, Mosquitto, Subscriber as CloudSubscriber};
+use sensorgate_testkit::mqtt;
+use sensorgate_testkit::pty::FakeDongle;
+use sensorgate_testkit::tmpfs::SmallFs;
+
+use std::time::Duration;
+
+use crate::end_to_end::{
+    collect_cloud, number, send_readings, seq_of, wait_local, wait_port_open, wait_uplink_stats,
+};
+
+const CONFIG: &str = r#"
+[gateway]
+id = "full"
+base_topic = "sensorgate"
+state_dir = "{state_dir}"
+
+[[broker.listener]]
+bind = "127.0.0.1:{port}"
+
+[publish]
+stats_interval = "1s"
+
+[[source]]
+name = "uart0"
+kind = "serial"
+path = "{link}"
+framing = "lines"
+payload = "json"
+
+[[device]]
+name = "meter"
+source = "uart0"
+address = "1"
+
+[upstream]
+url = "{url}"
+allow_plaintext = true
+client_id = "sensorgate-full-disk"
+keep_alive = "2s"
+max_inflight = 100
+
+[[upstream.forward]]
+filter = "sensorgate/meter"
+prefix = "sites/full/"
+qos = 1
+
+[upstream.spool]
+max_bytes = "64MiB"
+sync = "1s"
+"#;
+
+const CLOUD_STATE: &str = "sites/full/sensorgate/meter";
+/// More readings than the uplink's memory holds ([`sensorgate::uplink::MAX_BATCH`]) while the disk
+/// is full: the rest must be dropped and counted, not end the daemon.
+const OUTAGE_READINGS: u64 = 6_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_file_system_degrades_and_the_spool_resumes_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = match SmallFs::mount(&dir.path().join("state"), 4096) {
+        Ok(small) => small,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot give the daemon a small state file system: {why}");
+            return;
+        }
+    };
+    // The cloud: a mosquitto that is down until the end.
+    let mut cloud = Mosquitto::start(BrokerConfig {
+        persistence: true,
+        ..BrokerConfig::default()
+    });
+    let mut dashboard =
+        CloudSubscriber::connect(cloud.addr(), "dashboard", "sites/#", 1, true).await;
+    cloud.stop();
+
+    let link = dir.path().join("usb-meter-if00-port0");
+    let mut dongle = FakeDongle::plug(&link);
+    let config = CONFIG
+        .replace("{link}", &link.display().to_string())
+        .replace("{url}", &cloud.plain_url());
+    let daemon = Daemon::start(dir.path(), &config);
+    wait_port_open(&daemon);
+    let mut local = mqtt::subscribe(daemon.addr, "local-before", "sensorgate/meter", 0).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+
+    let filler = small.fill();
+    send_readings(&mut dongle, 1..=OUTAGE_READINGS).await;
+    wait_local(&mut local, OUTAGE_READINGS).await;
+
+    let uplink = wait_uplink_stats(
+        &mut stats,
+        "every reading kept in memory or dropped and counted, with the disk full",
+        Duration::from_secs(30),
+        |u| {
+            u["disk_full"] == true
+                && u["dropped_disk_full"].as_u64().unwrap_or(0)
+                    + u["memory_messages"].as_u64().unwrap_or(0)
+                    == OUTAGE_READINGS
+        },
+    )
+    .await;
+    let dropped = number(&uplink, "dropped_disk_full");
+    assert_eq!(
+        dropped,
+        OUTAGE_READINGS - sensorgate::uplink::MAX_BATCH as u64,
+        "memory keeps MAX_BATCH, the newest: {uplink}"
+    );
+    assert!(
+        number(&uplink, "dropped") >= dropped,
+        "the total counts them: {uplink}"
+    );
+
+    // Everything local keeps running: the daemon is alive, a new client is served the last reading
+    // (retained), and new readings flow.
+    let mut daemon = daemon;
+    assert!(
+        matches!(daemon.child.try_wait(), Ok(None)),
+        "the daemon ended on a full disk:\n{}",
+        daemon.log()
+    );
+    let mut late = mqtt::subscribe(daemon.addr, "local-after", "sensorgate/meter", 0).await;
+    let retained = late
+        .next(Duration::from_secs(10))
+        .await
+        .expect("retained state");
+    assert!(retained.retain, "the reading is retained");
+    assert_eq!(seq_of(&retained.payload), Some(OUTAGE_READINGS));
+    let log = daemon.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("uplink: the file system is full"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one WARN for the episode:\n{log}");
+    assert!(
+        warnings[0].contains(&format!("mounted on {}", small.path().display())),
+        "the WARN names the file system: {}",
+        warnings[0]
+    );
+
+    // Space returns: what memory kept goes to the spool at the next try (within DISK_FULL_RETRY).
+    std::fs::remove_file(&filler).unwrap();
+    let uplink = wait_uplink_stats(
+        &mut stats,
+        "memory written to the spool once there is space",
+        Duration::from_secs(30),
+        |u| u["disk_full"] == false && u["memory_messages"] == 0,
+    )
+    .await;
+    assert_eq!(
+        number(&uplink, "spool_messages"),
+        sensorgate::uplink::MAX_BATCH as u64,
+        "{uplink}"
+    );
+    daemon.wait_for_log("uplink: there is space again", 1, Duration::from_secs(10));
+    // Then the cloud: what was kept is delivered, in order, and a live reading after it.
+    cloud.resume();
+    let last = OUTAGE_READINGS + 1;
+    send_readings(&mut dongle, last..=last).await;
+    let seqs = collect_cloud(&mut dashboard, CLOUD_STATE, last, Duration::from_secs(60)).await;
+    let kept = OUTAGE_READINGS + 1 - dropped;
+    assert!(
+        seqs.len() as u64 >= kept.min(sensorgate::uplink::MAX_BATCH as u64),
+        "{} of the {kept} kept readings reached the cloud",
+        seqs.len()
+    );
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    let uplink = wait_uplink_stats(
+        &mut stats,
+        "the spool drained",
+        Duration::from_secs(30),
+        |u| u["spool_messages"] == 0 && u["acked_seq"] == last,
+    )
+    .await;
+    assert_eq!(number(&uplink, "dropped_disk_full"), dropped, "{uplink}");
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "clean stop: {status}");
+}
