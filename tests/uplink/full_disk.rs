@@ -1,7 +1,9 @@
 //! A full state file system through the real daemon: its state directory is a small tmpfs the test
-//! mounts (as root) and fills to the last byte while the cloud broker is down. The daemon must keep
-//! serving MQTT and retaining readings, count what the spool could not keep, warn once naming the
-//! file system, and deliver what it kept once there is space and the cloud is back.
+//! mounts (as root) and fills to the last byte before the daemon starts, with the cloud broker down
+//! (what a reboot on a full card looks like). The daemon must start, keep serving MQTT and retaining
+//! readings, count what the spool could not keep, warn once per writer naming the file system, retry,
+//! and deliver what it kept once there is space and the cloud is back; the retained log written on
+//! a retry is what the next start restores.
 
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mosquitto::{BrokerConfig, Mosquitto, Subscriber as CloudSubscriber};
@@ -23,6 +25,9 @@ state_dir = "{state_dir}"
 
 [[broker.listener]]
 bind = "127.0.0.1:{port}"
+
+[broker]
+retained_sync = "1s"
 
 [publish]
 stats_interval = "1s"
@@ -85,12 +90,12 @@ async fn a_full_state_file_system_degrades_and_the_spool_resumes_when_space_retu
     let config = CONFIG
         .replace("{link}", &link.display().to_string())
         .replace("{url}", &cloud.plain_url());
+    let filler = small.fill();
     let daemon = Daemon::start(dir.path(), &config);
     wait_port_open(&daemon);
     let mut local = mqtt::subscribe(daemon.addr, "local-before", "sensorgate/meter", 0).await;
     let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
 
-    let filler = small.fill();
     send_readings(&mut dongle, 1..=OUTAGE_READINGS).await;
     wait_local(&mut local, OUTAGE_READINGS).await;
 
@@ -132,17 +137,24 @@ async fn a_full_state_file_system_degrades_and_the_spool_resumes_when_space_retu
         .expect("retained state");
     assert!(retained.retain, "the reading is retained");
     assert_eq!(seq_of(&retained.payload), Some(OUTAGE_READINGS));
-    let log = daemon.log();
-    let warnings: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("uplink: the file system is full"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "one WARN for the episode:\n{log}");
-    assert!(
-        warnings[0].contains(&format!("mounted on {}", small.path().display())),
-        "the WARN names the file system: {}",
-        warnings[0]
+    daemon.wait_for_log(
+        "retained log: the file system is full",
+        1,
+        Duration::from_secs(10),
     );
+    let log = daemon.log();
+    for writer in ["uplink", "retained log"] {
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("{writer}: the file system is full")))
+            .collect();
+        assert_eq!(warnings.len(), 1, "one WARN per writer and episode:\n{log}");
+        assert!(
+            warnings[0].contains(&format!("mounted on {}", small.path().display())),
+            "the WARN names the file system: {}",
+            warnings[0]
+        );
+    }
 
     // Space returns: what memory kept goes to the spool at the next try (within DISK_FULL_RETRY).
     std::fs::remove_file(&filler).unwrap();
@@ -159,6 +171,11 @@ async fn a_full_state_file_system_degrades_and_the_spool_resumes_when_space_retu
         "{uplink}"
     );
     daemon.wait_for_log("uplink: there is space again", 1, Duration::from_secs(10));
+    daemon.wait_for_log(
+        "retained log: there is space again",
+        1,
+        Duration::from_secs(10),
+    );
     // Then the cloud: what was kept is delivered, in order, and a live reading after it.
     cloud.resume();
     let last = OUTAGE_READINGS + 1;
@@ -181,4 +198,13 @@ async fn a_full_state_file_system_degrades_and_the_spool_resumes_when_space_retu
     assert_eq!(number(&uplink, "dropped_disk_full"), dropped, "{uplink}");
     let (status, _) = daemon.stop();
     assert!(status.success(), "clean stop: {status}");
+
+    // The retained log holds the last reading: the next start serves it.
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut restored = mqtt::subscribe(daemon.addr, "local-restored", "sensorgate/meter", 0).await;
+    let retained = restored
+        .next(Duration::from_secs(10))
+        .await
+        .expect("retained state restored");
+    assert_eq!(seq_of(&retained.payload), Some(last), "{}", daemon.log());
 }
