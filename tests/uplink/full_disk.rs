@@ -3,7 +3,8 @@
 //! (what a reboot on a full card looks like). The daemon must start, keep serving MQTT and retaining
 //! readings, count what the spool could not keep, warn once per writer naming the file system, retry,
 //! and deliver what it kept once there is space and the cloud is back; the retained log written on
-//! a retry is what the next start restores.
+//! a retry is what the next start restores. Below that, the two writers on a filled tmpfs in
+//! process: a write the full disk refuses leaves the spool and the retained log as they were.
 
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mosquitto::{BrokerConfig, Mosquitto, Subscriber as CloudSubscriber};
@@ -12,6 +13,10 @@ use sensorgate_testkit::pty::FakeDongle;
 use sensorgate_testkit::tmpfs::SmallFs;
 
 use std::time::Duration;
+
+use sensorgate::broker::retained_log::RetainedLog;
+use sensorgate::model::Message;
+use sensorgate::uplink::spool::{self, Outbound, Spool, SpoolSettings, SyncPolicy};
 
 use crate::end_to_end::{
     collect_cloud, number, send_readings, seq_of, wait_local, wait_port_open, wait_uplink_stats,
@@ -207,4 +212,118 @@ async fn a_full_state_file_system_degrades_and_the_spool_resumes_when_space_retu
         .await
         .expect("retained state restored");
     assert_eq!(seq_of(&retained.payload), Some(last), "{}", daemon.log());
+}
+
+/// A small tmpfs at `dir/name`, or `None` (and why, on stderr) when the test cannot mount one.
+fn small_fs(dir: &std::path::Path, size_kib: u64) -> Option<SmallFs> {
+    match SmallFs::mount(&dir.join("state"), size_kib) {
+        Ok(small) => Some(small),
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a small file system to fill: {why}");
+            None
+        }
+    }
+}
+
+fn records(first: u64, count: u64) -> Vec<Outbound> {
+    (first..first + count)
+        .map(|i| Outbound {
+            topic: format!("site/meter/{i}"),
+            payload: vec![b'x'; 1000],
+            qos: 1,
+            retain: false,
+        })
+        .collect()
+}
+
+/// An append the full disk refuses changes nothing (no torn record, no count), and the same records
+/// appended once there is space are all read back after a reopen, none cut.
+#[test]
+fn an_append_a_full_disk_refuses_leaves_the_spool_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(small) = small_fs(dir.path(), 512) else {
+        return;
+    };
+    let spool_dir = small.path().join("spool");
+    let settings = SpoolSettings {
+        max_bytes: 64 << 20,
+        max_age: Duration::from_secs(86_400),
+        sync: SyncPolicy::Every(Duration::from_secs(1)),
+        segment_bytes: 64 << 10,
+    };
+    let mut spool = Spool::open(&spool_dir, settings.clone()).unwrap();
+    spool.append(&records(1, 100), spool::now_ms()).unwrap();
+    spool.sync().unwrap();
+    let before = spool.stats().clone();
+
+    let filler = small.fill();
+    let error = spool
+        .append(&records(101, 100), spool::now_ms())
+        .expect_err("the file system is full");
+    assert!(error.is_disk_full(), "{error}");
+    let after = spool.stats();
+    assert_eq!(
+        (after.appended, after.messages, after.bytes, after.next_seq),
+        (
+            before.appended,
+            before.messages,
+            before.bytes,
+            before.next_seq
+        ),
+        "a refused append counts nothing"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    spool.append(&records(101, 100), spool::now_ms()).unwrap();
+    spool.sync().unwrap();
+    drop(spool);
+    let mut spool = Spool::open(&spool_dir, settings).unwrap();
+    assert_eq!(spool.stats().corrupt_cuts, 0, "{:?}", spool.stats());
+    let read = spool.read(1000, spool::now_ms()).unwrap();
+    let seqs: Vec<u64> = read.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+    assert_eq!(read[150].topic, "site/meter/151");
+}
+
+fn retained(topic: &str, payload: Vec<u8>) -> Message {
+    Message {
+        topic: topic.into(),
+        payload,
+        qos: 1,
+        retain: true,
+    }
+}
+
+/// A sync of the retained log that the full disk refuses leaves no torn record behind, so the same
+/// changes written once there is space are what a reopen gives.
+#[test]
+fn a_retained_log_sync_a_full_disk_refuses_is_written_whole_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(small) = small_fs(dir.path(), 1024) else {
+        return;
+    };
+    let (mut log, _) = RetainedLog::open(small.path()).unwrap();
+    log.sync(&[retained("sensorgate/meter", b"1".to_vec())])
+        .unwrap();
+    let filler = small.fill();
+    // Beyond the blocks the log reserved ahead.
+    let big = vec![
+        retained("sensorgate/meter", b"2".to_vec()),
+        retained("sensorgate/camera", vec![b'j'; 200 << 10]),
+    ];
+    let error = log.sync(&big).expect_err("the file system is full");
+    assert!(error.is_disk_full(), "{error}");
+    std::fs::remove_file(filler).unwrap();
+    log.sync(&big).unwrap();
+    drop(log);
+    let (log, messages) = RetainedLog::open(small.path()).unwrap();
+    assert_eq!(log.stats().torn_cuts, 0);
+    let payloads: Vec<(&str, usize)> = messages
+        .iter()
+        .map(|m| (m.topic.as_str(), m.payload.len()))
+        .collect();
+    assert_eq!(
+        payloads,
+        vec![("sensorgate/camera", 200 << 10), ("sensorgate/meter", 1)]
+    );
 }
