@@ -37,6 +37,17 @@
 //! below). [`Uplink::open_async`] opens the spool (a scan, truncation and fsync of up to `max_bytes`) on
 //! a blocking thread, for callers on the runtime.
 //!
+//! # A full disk
+//! A full state file system (ENOSPC, or a quota) never stops the uplink. An append the disk refuses
+//! leaves the spool as it was (the failed write is cut back, nothing is counted), and what it did not
+//! take goes back into memory, in order; writing is tried again every [`DISK_FULL_RETRY`], and whatever
+//! is already spooled is still sent. While the disk stays full, memory keeps the newest [`MAX_BATCH`]
+//! messages ([`MAX_BATCH_BYTES`]): each new message pushes out the oldest one the window has not taken
+//! (oldest first, as `max_bytes` drops), counted as `dropped_disk_full` in the stats and logged at most
+//! once a minute. One WARN names the file system (mount point, type, free space) when it is first found
+//! full, one INFO when a write succeeds again; the stats' `disk_full` says which it is now. A clean stop
+//! on a full disk counts what it could not write as dropped.
+//!
 //! # Duplicates
 //! After a reconnect the messages of the window that reached the wire without an acknowledgement are sent
 //! again (counted as `resent`): QoS 1 may deliver those twice, never more than one window. After a crash,
@@ -1081,6 +1092,64 @@ mod tests {
             qos: 1,
             retain: false,
         }
+    }
+
+    /// On a full disk, memory keeps the newest [`MAX_BATCH`] messages: each new one pushes out the
+    /// oldest, which is counted.
+    #[tokio::test(start_paused = true)]
+    async fn on_a_full_disk_memory_keeps_the_newest_and_counts_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pump, _link_tx) = pump(dir.path());
+        let forwarder = forwarder();
+        pump.full.hit("test fs", "test");
+        for i in 1..=MAX_BATCH as u64 + 10 {
+            pump.take_input(&message(i), &forwarder);
+        }
+        assert_eq!(pump.fresh.len(), MAX_BATCH);
+        assert_eq!(pump.fresh.front().map(|f| f.seq), Some(11));
+        assert_eq!(pump.stats.lock().dropped_disk_full, 10);
+        assert_eq!(pump.stats.snapshot()["dropped"], 10);
+    }
+
+    /// What the full disk did not take goes back in front of memory in order, without what was
+    /// acknowledged meanwhile; the next write waits for the retry, not for the hold.
+    #[tokio::test(start_paused = true)]
+    async fn unwritten_messages_return_in_order_and_wait_for_the_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pump, _link_tx) = pump(dir.path());
+        let forwarder = forwarder();
+        for i in 1..=5 {
+            pump.take_input(&message(i), &forwarder);
+        }
+        let (batch, held) = pump.drain_fresh();
+        pump.take_input(&message(6), &forwarder);
+        pump.acked_through = 1;
+        pump.full.hit("test fs", "test");
+        pump.retry_write_at = Some(Instant::now() + DISK_FULL_RETRY);
+        pump.keep_unwritten(batch, held);
+        let seqs: Vec<u64> = pump.fresh.iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, vec![2, 3, 4, 5, 6]);
+        assert_eq!(pump.durable_through(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!pump.flush_due(), "the hold ended, the retry has not come");
+        tokio::time::advance(DISK_FULL_RETRY).await;
+        assert!(pump.flush_due());
+    }
+
+    /// A clean stop on a full disk has nowhere to keep what it could not write: dropped and counted.
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_stop_on_a_full_disk_counts_what_it_could_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pump, _link_tx) = pump(dir.path());
+        let forwarder = forwarder();
+        for i in 1..=3 {
+            pump.take_input(&message(i), &forwarder);
+        }
+        pump.flush_all = true;
+        let (batch, held) = pump.drain_fresh();
+        pump.keep_unwritten(batch, held);
+        assert!(pump.fresh.is_empty());
+        assert_eq!(pump.stats.lock().dropped_disk_full, 3);
     }
 
     /// Without a connection, messages wait in memory for their hold, then go to disk in one write and
