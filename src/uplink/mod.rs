@@ -78,6 +78,7 @@
 
 pub mod client;
 pub mod forward;
+pub mod refused;
 pub mod spool;
 pub mod stats;
 pub mod tls;
@@ -175,6 +176,9 @@ pub const MAX_BATCH: usize = 4096;
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// While the file system is full, how long after a failed write the next one is tried.
 pub const DISK_FULL_RETRY: Duration = Duration::from_secs(5);
+/// How many connections in a row (each after a CONNACK) may end with the same message in flight before
+/// it is taken for refused and set aside.
+pub const REFUSAL_STRIKES: u32 = 3;
 
 /// The uplink, opened and ready to run.
 pub struct Uplink {
@@ -456,6 +460,17 @@ struct Pump {
     retry_write_at: Option<Instant>,
     /// Rate-limits the log line of messages dropped on a full disk.
     drop_log: RateLimiter,
+    /// The message in flight when connections ended, and how many times in a row.
+    suspect: Option<Suspect>,
+    /// Messages taken for refused, for the next job to keep beside the spool.
+    refused: Vec<Record>,
+}
+
+/// A message in flight at the end of `strikes` connections in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Suspect {
+    seq: u64,
+    strikes: u32,
 }
 
 impl Pump {
@@ -492,6 +507,8 @@ impl Pump {
             full: FullEpisode::new("uplink"),
             retry_write_at: None,
             drop_log: RateLimiter::new(Duration::from_secs(60)),
+            suspect: None,
+            refused: Vec::new(),
         }
     }
 
@@ -751,9 +768,10 @@ impl Pump {
         let ack = if on_disk { self.ack_for_spool } else { None };
         let commit = self.commit_due && on_disk;
         self.commit_due = false;
-        if !flush && ack.is_none() && !commit && want == 0 {
+        if !flush && ack.is_none() && !commit && want == 0 && self.refused.is_empty() {
             return;
         }
+        let refused = std::mem::take(&mut self.refused);
         self.ack_for_spool = None;
         let (batch, held) = if flush {
             self.drain_fresh()
@@ -786,6 +804,15 @@ impl Pump {
                             unwritten.push(numbered);
                         }
                     }
+                }
+            }
+            for record in &refused {
+                // Kept before the spool forgets it; a failure loses only this copy (it is counted).
+                if let Err(error) = spool.set_aside(record) {
+                    log::error!(
+                        "uplink: the refused message on {} not kept: {error}",
+                        record.topic
+                    );
                 }
             }
             if let Some(seq) = ack {
@@ -921,15 +948,57 @@ impl Pump {
                 let through = self.window.on_acked(pkid);
                 self.note_ack(through);
             }
-            LinkEvent::Down(_) => {
-                self.link = None;
+            LinkEvent::Down(reason) => {
+                // Only a connection the broker had accepted can have ended over a publish; a connect
+                // that failed (an outage) says nothing about any message.
+                let was_up = self.link.take().is_some();
                 self.window.on_disconnected();
+                if let Some(seq) = self.window.oldest_on_wire().filter(|_| was_up) {
+                    self.strike(seq, &reason);
+                }
             }
         }
     }
 
+    /// A connection the broker had accepted ended with message `seq` the oldest in flight. From the
+    /// first time, messages go one at a time, so that the next disconnect names the one in flight; the
+    /// [`REFUSAL_STRIKES`]th time in a row it is taken for refused: set aside (kept beside the spool
+    /// by the next job), counted, logged once with its topic, and the rest flows.
+    fn strike(&mut self, seq: u64, reason: &str) {
+        let strikes = match self.suspect {
+            Some(suspect) if suspect.seq == seq => suspect.strikes + 1,
+            _ => 1,
+        };
+        self.suspect = Some(Suspect { seq, strikes });
+        self.window.set_single_file(true);
+        if strikes < REFUSAL_STRIKES {
+            return;
+        }
+        let Some((record, through)) = self.window.set_aside_oldest() else {
+            return;
+        };
+        log::error!(
+            "uplink: the cloud broker closed the connection {strikes} times in a row, each time after \
+             accepting it, while the message on {} ({} bytes, QoS {}) was in flight (last: {reason}); \
+             taken for refused (a topic outside the device's policy?) and set aside in {}; the messages \
+             behind it flow",
+            record.topic,
+            record.payload.len(),
+            record.qos,
+            refused::REFUSED_FILE
+        );
+        self.stats.lock().refused += 1;
+        self.refused.push(record);
+        self.note_ack(Some(through));
+    }
+
     fn note_ack(&mut self, through: Option<u64>) {
         let Some(seq) = through else { return };
+        if self.suspect.is_some_and(|suspect| suspect.seq <= seq) {
+            // Acknowledged (or set aside): nothing is suspected any more.
+            self.suspect = None;
+            self.window.set_single_file(false);
+        }
         self.acked_through = self.acked_through.max(seq);
         // Acknowledged before they had to be written: they never touch the disk.
         while self.fresh.front().is_some_and(|f| f.seq <= seq) {
@@ -1150,6 +1219,72 @@ mod tests {
         pump.keep_unwritten(batch, held);
         assert!(pump.fresh.is_empty());
         assert_eq!(pump.stats.lock().dropped_disk_full, 3);
+    }
+
+    /// Plays the connection task's events for one accepted connection: CONNACK, the availability
+    /// message written and acknowledged, then whatever the window hands out written (ids from 10 on),
+    /// and those in `acked` acknowledged; then the connection ends (`reason`).
+    fn accepted_connection(pump: &mut Pump, client: &AsyncClient, acked: &[u64]) -> Vec<u64> {
+        pump.on_link_event(LinkEvent::Connected {
+            client: client.clone(),
+        });
+        pump.on_link_event(LinkEvent::Sent(1));
+        pump.on_link_event(LinkEvent::Acked(1));
+        pump.take_fresh();
+        let mut written = Vec::new();
+        while let Some(record) = pump.window.next_to_submit() {
+            let pkid = 10 + record.seq as u16;
+            pump.on_link_event(LinkEvent::Sent(pkid));
+            written.push(record.seq);
+        }
+        for seq in acked {
+            pump.on_link_event(LinkEvent::Acked(10 + *seq as u16));
+        }
+        pump.on_link_event(LinkEvent::Down("connection reset by peer".into()));
+        written
+    }
+
+    /// A message in flight when [`REFUSAL_STRIKES`] accepted connections in a row end is set aside and
+    /// counted, and the one behind it is sent; from the first such end on, one message at a time.
+    /// Failed connects (no CONNACK) in between count for nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_message_in_flight_at_three_accepted_connections_in_a_row_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pump, _link_tx) = pump(dir.path());
+        let (client, _eventloop) =
+            AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 64);
+        let forwarder = forwarder();
+        for i in 1..=3 {
+            pump.take_input(&message(i), &forwarder);
+        }
+        assert_eq!(accepted_connection(&mut pump, &client, &[2]), vec![1, 2, 3]);
+        assert_eq!(pump.suspect, Some(Suspect { seq: 1, strikes: 1 }));
+        // An outage: connects fail before any CONNACK.
+        for _ in 0..5 {
+            pump.on_link_event(LinkEvent::Down("connection refused".into()));
+        }
+        assert_eq!(pump.suspect, Some(Suspect { seq: 1, strikes: 1 }));
+        assert_eq!(accepted_connection(&mut pump, &client, &[]), vec![1]);
+        assert!(pump.refused.is_empty());
+        assert_eq!(accepted_connection(&mut pump, &client, &[]), vec![1]);
+        let refused: Vec<u64> = pump.refused.iter().map(|r| r.seq).collect();
+        assert_eq!(refused, vec![1]);
+        assert_eq!(pump.stats.lock().refused, 1);
+        assert_eq!(
+            pump.acked_through, 2,
+            "2 was acknowledged on the first connection"
+        );
+        assert_eq!(pump.suspect, None);
+        // The rest flows, as many at a time as the window allows.
+        pump.take_input(&message(4), &forwarder);
+        assert_eq!(accepted_connection(&mut pump, &client, &[3, 4]), vec![3, 4]);
+        assert_eq!(pump.acked_through, 4);
+        assert_eq!(pump.stats.lock().refused, 1);
+        // The refused message is kept beside the spool by the next job.
+        pump.start_job(false);
+        pump.wait_job().await.unwrap();
+        let kept: Vec<u64> = refused::read(dir.path()).iter().map(|r| r.seq).collect();
+        assert_eq!(kept, vec![1]);
     }
 
     /// Without a connection, messages wait in memory for their hold, then go to disk in one write and

@@ -57,6 +57,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::reserve::Reserver;
 
+use super::refused::Refused;
+
 /// How often appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncPolicy {
@@ -155,6 +157,9 @@ pub struct SpoolStats {
     pub next_seq: u64,
     /// Records appended and not yet read for sending.
     pub unread: u64,
+    /// Refused messages kept in the spool directory ([`super::refused`]), and those not kept.
+    pub refused_kept: u64,
+    pub refused_not_kept: u64,
 }
 
 /// Why the spool could not do its job. Every variant names the file.
@@ -181,7 +186,7 @@ impl SpoolError {
 /// Largest payload a record takes; bigger messages are refused and counted.
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
-const SEGMENT_MAGIC: &[u8; 8] = b"SGSPOOL1";
+pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"SGSPOOL1";
 const ACK_MAGIC: &[u8; 8] = b"SGACK001";
 const RECORD_HEADER: usize = 8;
 const BODY_FIXED: usize = 20;
@@ -286,6 +291,8 @@ pub struct Spool {
     stats: SpoolStats,
     /// Reserves each segment's blocks when it is created.
     reserver: Reserver,
+    /// The messages the cloud refused, set aside.
+    refused: Refused,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -331,6 +338,7 @@ impl Spool {
             cache: ReadCache::default(),
             stats: SpoolStats::default(),
             reserver: Reserver::new("uplink"),
+            refused: Refused::open(dir),
         };
         spool.acked_seq = spool.read_ack_file();
         spool.persisted_ack = spool.acked_seq;
@@ -1026,6 +1034,14 @@ impl Spool {
         Ok(out)
     }
 
+    /// Keeps a message the cloud refused beside the spool ([`super::refused`]), fsync'ed; the caller
+    /// acknowledges it afterwards, as if the cloud had.
+    pub fn set_aside(&mut self, record: &Record) -> Result<(), SpoolError> {
+        let kept = self.refused.keep(record);
+        self.refresh_stats();
+        kept
+    }
+
     /// The spool's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -1037,6 +1053,8 @@ impl Spool {
     }
 
     fn refresh_stats(&mut self) {
+        self.stats.refused_kept = self.refused.kept();
+        self.stats.refused_not_kept = self.refused.dropped();
         self.stats.messages = self.unread + self.in_flight.len() as u64;
         self.stats.bytes = self.segments.iter().map(|s| s.bytes).sum();
         self.stats.segments = self.segments.len() as u64;
@@ -1136,7 +1154,7 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Appends one encoded record to `buf`.
-fn encode_record(buf: &mut Vec<u8>, seq: u64, now_ms: u64, message: &Outbound) {
+pub(super) fn encode_record(buf: &mut Vec<u8>, seq: u64, now_ms: u64, message: &Outbound) {
     let body_len = BODY_FIXED + message.topic.len() + message.payload.len();
     let start = buf.len();
     buf.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -1235,6 +1253,23 @@ fn next_record(file: &File, offset: u64, limit: u64, cache: &mut ReadCache) -> i
         Some(record) => Next::Record(record, offset + (RECORD_HEADER + len) as u64),
         None => Next::Corrupt,
     })
+}
+
+/// The valid records of a file in the segment format (magic, then records) of `len` bytes, and where
+/// they end (0 when the magic is wrong: nothing in it is trusted).
+pub(super) fn read_valid_records(file: &File, len: u64) -> io::Result<(Vec<Record>, u64)> {
+    let mut magic = [0u8; 8];
+    if len < 8 || file.read_exact_at(&mut magic, 0).is_err() || &magic != SEGMENT_MAGIC {
+        return Ok((Vec::new(), 0));
+    }
+    let mut records = Vec::new();
+    let mut cache = ReadCache::default();
+    let mut offset = SEGMENT_MAGIC.len() as u64;
+    while let Next::Record(record, next) = next_record(file, offset, len, &mut cache)? {
+        records.push(record);
+        offset = next;
+    }
+    Ok((records, offset))
 }
 
 #[cfg(test)]

@@ -75,6 +75,9 @@ pub struct Window {
     by_pkid: HashMap<u16, (u64, Target)>,
     replay_until: u64,
     counters: WindowCounters,
+    /// One record in flight at a time (and none beside the availability message): while a message
+    /// is suspected of being refused, so that a disconnect names it.
+    single_file: bool,
 }
 
 impl Window {
@@ -92,6 +95,7 @@ impl Window {
             by_pkid: HashMap::new(),
             replay_until: 0,
             counters: WindowCounters::default(),
+            single_file: false,
         }
     }
 
@@ -197,7 +201,7 @@ impl Window {
     /// The next record to hand to the client, registered as submitted; `None` when there is none or the
     /// packet-id span is used up.
     pub fn next_to_submit(&mut self) -> Option<Record> {
-        if !self.may_submit() {
+        if !self.may_submit() || (self.single_file && !self.outstanding.is_empty()) {
             return None;
         }
         let position = self.entries.iter().position(|e| e.state == State::Unsent)?;
@@ -214,6 +218,42 @@ impl Window {
         let record = entry.record.clone();
         self.register(Target::Record(record.seq), record.qos);
         Some(record)
+    }
+
+    /// Sends one record at a time (`true`), or as many as the window holds.
+    pub fn set_single_file(&mut self, single_file: bool) {
+        self.single_file = single_file;
+    }
+
+    /// Sequence number of the oldest record held when it reached the wire on the connection just lost
+    /// (or the current one) without an acknowledgement: the one a broker that closes the connection on
+    /// a publish it refuses would have closed it for.
+    pub fn oldest_on_wire(&self) -> Option<u64> {
+        self.entries
+            .front()
+            .filter(|e| e.on_wire)
+            .map(|e| e.record.seq)
+    }
+
+    /// Between connections: removes the oldest record held (refused by the broker), as if acknowledged.
+    /// Returns it and the new "acknowledged through" sequence number.
+    pub fn set_aside_oldest(&mut self) -> Option<(Record, u64)> {
+        if !self.outstanding.is_empty() {
+            return None;
+        }
+        let entry = self.entries.pop_front()?;
+        let mut through = entry.record.seq;
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.state == State::Acked)
+        {
+            if let Some(acked) = self.entries.pop_front() {
+                self.counters.acked += 1;
+                through = acked.record.seq;
+            }
+        }
+        Some((entry.record, through))
     }
 
     /// The client wrote the next queued publish with packet id `pkid` (0 for QoS 0). Returns the new
@@ -376,6 +416,50 @@ mod tests {
             counters.replayed, 5,
             "each record counted once, on its first send"
         );
+    }
+
+    #[test]
+    fn single_file_sends_one_record_after_the_control_and_the_refused_one_is_set_aside() {
+        let mut window = Window::new(8);
+        window.push((1..=4).map(|s| record(s, 1)).collect());
+        window.on_connected(0);
+        let mut ids = Ids {
+            last: 0,
+            cycle: window.client_inflight(),
+        };
+        // All four reach the wire; 2 and 3 are acknowledged, then the broker closes.
+        let pkids: Vec<u16> = std::iter::from_fn(|| window.next_to_submit())
+            .map(|r| ids.next(r.qos))
+            .collect();
+        for pkid in &pkids {
+            window.on_sent(*pkid).unwrap();
+        }
+        window.on_acked(pkids[1]);
+        window.on_acked(pkids[2]);
+        window.on_disconnected();
+        assert_eq!(window.oldest_on_wire(), Some(1));
+
+        window.set_single_file(true);
+        window.on_connected(0);
+        assert!(window.submit_control(1));
+        assert!(
+            window.next_to_submit().is_none(),
+            "the control is in flight"
+        );
+        let control = ids.next(1);
+        window.on_sent(control).unwrap();
+        window.on_acked(control);
+        assert_eq!(window.next_to_submit().map(|r| r.seq), Some(1));
+        assert!(window.next_to_submit().is_none(), "one record at a time");
+        assert!(
+            window.set_aside_oldest().is_none(),
+            "not while it is outstanding"
+        );
+        window.on_disconnected();
+        let (refused, through) = window.set_aside_oldest().unwrap();
+        assert_eq!((refused.seq, through), (1, 3), "2 and 3 were acknowledged");
+        assert_eq!(window.len(), 1);
+        assert_eq!(window.oldest_on_wire(), Some(4));
     }
 
     #[test]
