@@ -48,6 +48,20 @@
 //! full, one INFO when a write succeeds again; the stats' `disk_full` says which it is now. A clean stop
 //! on a full disk counts what it could not write as dropped.
 //!
+//! # Refused messages
+//! A cloud broker may refuse a publish by closing the connection on it (AWS IoT Core and Azure IoT Hub
+//! for a topic outside the device's policy, EMQX with `acl_deny_action = disconnect`); resent at every
+//! reconnect, such a message would hold up everything behind it for ever. So when a connection that
+//! the broker had accepted (CONNACK) ends with a message the oldest in flight, messages are sent one
+//! at a time from then on (after the availability message is acknowledged), so that the next end
+//! names the message in flight without doubt; when [`REFUSAL_STRIKES`] (3) such connections in a row
+//! end with the same message in flight, it is taken for refused: set aside in the spool directory
+//! ([`refused`], bounded, kept across restarts), counted (`refused` in the stats), logged once with its
+//! topic, and the messages behind it flow at full window again. An acknowledgement of it clears the
+//! suspicion. Connects that fail before a CONNACK (an outage) count for nothing, so an outage never
+//! sets a message aside; a link that drops three accepted connections in a row with the same message
+//! in flight does (the price of guessing, which MQTT 3.1.1 leaves no way around).
+//!
 //! # Duplicates
 //! After a reconnect the messages of the window that reached the wire without an acknowledgement are sent
 //! again (counted as `resent`): QoS 1 may deliver those twice, never more than one window. After a crash,
