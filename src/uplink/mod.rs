@@ -92,6 +92,7 @@
 
 pub mod client;
 pub mod forward;
+pub mod protocol;
 pub mod refused;
 pub mod spool;
 pub mod stats;
@@ -103,7 +104,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::AsyncClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -114,11 +114,13 @@ use crate::model::Message;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 
 pub use forward::{ForwardError, ForwardRule};
+pub use protocol::Protocol;
 pub use spool::{SpoolError, SpoolSettings, SyncPolicy};
 pub use stats::UplinkStatsHandle;
 
 use client::{ConnectOptions, Endpoint, LinkEvent, Reconnect};
 use forward::Forwarder;
+use protocol::Client;
 use spool::{Numbered, Outbound, Record, Spool, SpoolStats};
 use stats::LinkState;
 use window::Window;
@@ -149,6 +151,8 @@ pub struct UplinkSettings {
     pub spool: SpoolSettings,
     /// The spool lives in `{state_dir}/spool/`.
     pub state_dir: PathBuf,
+    /// MQTT 3.1.1 (the default) or 5.
+    pub protocol: Protocol,
 }
 
 /// Why the uplink could not start or had to stop.
@@ -280,6 +284,7 @@ impl Uplink {
                 forwarder.first_prefix(),
                 crate::topic::gateway::gateway_availability_topic(&settings.base_topic)
             ),
+            protocol: settings.protocol,
         };
         let spool = Spool::open(&settings.state_dir.join("spool"), settings.spool.clone())?;
         let stats = UplinkStatsHandle::default();
@@ -463,7 +468,7 @@ struct Pump {
     ack_for_spool: Option<u64>,
     commit_due: bool,
     window: Window,
-    link: Option<AsyncClient>,
+    link: Option<Client>,
     link_rx: mpsc::Receiver<LinkEvent>,
     availability_topic: String,
     stats: UplinkStatsHandle,
@@ -607,12 +612,7 @@ impl Pump {
         self.wait_job().await?;
         if let Some(client) = &self.link {
             if self.window.submit_control(1) {
-                let _ = client.try_publish(
-                    &self.availability_topic,
-                    rumqttc::QoS::AtLeastOnce,
-                    true,
-                    "offline",
-                );
+                let _ = client.try_publish(self.availability_topic.as_str(), 1, true, "offline");
             }
         }
         let deadline = Instant::now() + STOP_GRACE;
@@ -733,12 +733,7 @@ impl Pump {
         let Some(client) = &self.link else { return };
         while let Some(record) = self.window.next_to_submit() {
             if client
-                .try_publish(
-                    record.topic,
-                    client::qos(record.qos),
-                    record.retain,
-                    record.payload,
-                )
+                .try_publish(record.topic, record.qos, record.retain, record.payload)
                 .is_err()
             {
                 // The connection is going down; the window hands it out again on the next one.
@@ -940,16 +935,17 @@ impl Pump {
 
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Connected { client } => {
+            LinkEvent::Connected {
+                client,
+                receive_maximum,
+            } => {
                 self.window
                     .on_connected(self.spool_stats.next_seq.saturating_sub(1));
+                if let Some(receive_maximum) = receive_maximum {
+                    self.window.limit_cycle(receive_maximum);
+                }
                 if self.window.submit_control(1) {
-                    let _ = client.try_publish(
-                        &self.availability_topic,
-                        rumqttc::QoS::AtLeastOnce,
-                        true,
-                        "online",
-                    );
+                    let _ = client.try_publish(self.availability_topic.as_str(), 1, true, "online");
                 }
                 self.link = Some(client);
                 self.reconnect_requested = false;
@@ -961,6 +957,12 @@ impl Pump {
             LinkEvent::Acked(pkid) => {
                 let through = self.window.on_acked(pkid);
                 self.note_ack(through);
+            }
+            LinkEvent::Refused { pkid, reason } => {
+                if let Some((record, through)) = self.window.on_refused(pkid) {
+                    self.set_aside(record, &format!("the cloud broker refused it ({reason})"));
+                    self.note_ack(through);
+                }
             }
             LinkEvent::Down(reason) => {
                 // Only a connection the broker had accepted can have ended over a publish; a connect
@@ -991,11 +993,23 @@ impl Pump {
         let Some((record, through)) = self.window.set_aside_oldest() else {
             return;
         };
+        self.set_aside(
+            record,
+            &format!(
+                "the cloud broker closed the connection {strikes} times in a row, each time after \
+                 accepting it, while it was in flight (last: {reason}); taken for refused (a topic \
+                 outside the device's policy?)"
+            ),
+        );
+        self.note_ack(Some(through));
+    }
+
+    /// Logs (once: the message is gone from the window after this), counts and keeps a refused
+    /// message for the next job; the caller acknowledges it.
+    fn set_aside(&mut self, record: Record, why: &str) {
         log::error!(
-            "uplink: the cloud broker closed the connection {strikes} times in a row, each time after \
-             accepting it, while the message on {} ({} bytes, QoS {}) was in flight (last: {reason}); \
-             taken for refused (a topic outside the device's policy?) and set aside in {}; the messages \
-             behind it flow",
+            "uplink: the message on {} ({} bytes, QoS {}) is set aside in {}: {why}; the messages behind \
+             it flow",
             record.topic,
             record.payload.len(),
             record.qos,
@@ -1003,7 +1017,6 @@ impl Pump {
         );
         self.stats.lock().refused += 1;
         self.refused.push(record);
-        self.note_ack(Some(through));
     }
 
     fn note_ack(&mut self, through: Option<u64>) {
@@ -1238,9 +1251,10 @@ mod tests {
     /// Plays the connection task's events for one accepted connection: CONNACK, the availability
     /// message written and acknowledged, then whatever the window hands out written (ids from 10 on),
     /// and those in `acked` acknowledged; then the connection ends (`reason`).
-    fn accepted_connection(pump: &mut Pump, client: &AsyncClient, acked: &[u64]) -> Vec<u64> {
+    fn accepted_connection(pump: &mut Pump, client: &Client, acked: &[u64]) -> Vec<u64> {
         pump.on_link_event(LinkEvent::Connected {
             client: client.clone(),
+            receive_maximum: None,
         });
         pump.on_link_event(LinkEvent::Sent(1));
         pump.on_link_event(LinkEvent::Acked(1));
@@ -1266,7 +1280,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut pump, _link_tx) = pump(dir.path());
         let (client, _eventloop) =
-            AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 64);
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 64);
+        let client = Client::V311(client);
         let forwarder = forwarder();
         for i in 1..=3 {
             pump.take_input(&message(i), &forwarder);

@@ -65,8 +65,11 @@ pub struct WindowCounters {
 #[derive(Debug)]
 pub struct Window {
     capacity: usize,
-    /// The client's packet-id cycle (rumqttc's `inflight` option).
+    /// The packet-id cycle rumqttc is asked for (its `inflight` option).
     client_inflight: u64,
+    /// The cycle on the current connection: `client_inflight`, or less where an MQTT 5 server's
+    /// receive maximum is less (rumqttc then cycles through that many ids).
+    cycle: u64,
     entries: VecDeque<Entry>,
     next_index: u64,
     /// Submissions not yet acknowledged, by submission index.
@@ -88,6 +91,7 @@ impl Window {
         Window {
             capacity,
             client_inflight: capacity as u64 + 2,
+            cycle: capacity as u64 + 2,
             entries: VecDeque::new(),
             next_index: 0,
             outstanding: BTreeMap::new(),
@@ -155,6 +159,13 @@ impl Window {
     pub fn on_connected(&mut self, spooled_through: u64) {
         self.reset_connection();
         self.replay_until = spooled_through;
+        self.cycle = self.client_inflight;
+    }
+
+    /// The server's receive maximum (MQTT 5), which bounds rumqttc's packet-id cycle on this
+    /// connection. Call after [`Window::on_connected`].
+    pub fn limit_cycle(&mut self, receive_maximum: u16) {
+        self.cycle = self.client_inflight.min(u64::from(receive_maximum.max(1)));
     }
 
     /// The connection is gone: whatever was submitted on it is handed out again on the next one.
@@ -176,7 +187,7 @@ impl Window {
 
     fn may_submit(&self) -> bool {
         match self.outstanding.keys().next() {
-            Some(oldest) => self.next_index - oldest + 1 < self.client_inflight,
+            Some(oldest) => self.next_index - oldest + 1 < self.cycle,
             None => true,
         }
     }
@@ -275,6 +286,19 @@ impl Window {
             return Err(WindowError::PacketIdReused(pkid));
         }
         Ok(None)
+    }
+
+    /// The broker refused packet id `pkid` (an MQTT 5 reason code): its record, now done with as if
+    /// acknowledged, and the new "acknowledged through" sequence number when it moved. `None` for an
+    /// unknown id or the availability message.
+    pub fn on_refused(&mut self, pkid: u16) -> Option<(Record, Option<u64>)> {
+        let (index, target) = self.by_pkid.remove(&pkid)?;
+        let record = match target {
+            Target::Record(seq) => self.entry_mut(seq).map(|e| e.record.clone()),
+            Target::Control => None,
+        };
+        let through = self.complete(index, target);
+        record.map(|r| (r, through))
     }
 
     /// The broker acknowledged packet id `pkid` (PUBACK, or PUBCOMP at QoS 2). Unknown ids are ignored

@@ -88,6 +88,7 @@ impl Cloud {
             }),
             users: vec![],
             persistence: true,
+            ..BrokerConfig::default()
         });
         Cloud {
             _pki: pki,
