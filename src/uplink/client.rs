@@ -1,7 +1,8 @@
-//! The MQTT connection to the cloud broker: parses `upstream.url`, builds rumqttc's options (persistent
-//! session, will, credentials, TLS) and drives the connection in a task of its own, reporting what the
-//! uplink needs (connected, publish written with packet id N, N acknowledged, connection lost) on a
-//! channel. It reconnects with [`Backoff`], reset only once a connection stayed up. It never decides what
+//! The MQTT connection to the cloud broker: parses `upstream.url` and drives the connection in a task of
+//! its own (rumqttc's options, persistent session, will, credentials and TLS, for MQTT 3.1.1 or 5, are
+//! [`super::protocol`]'s), reporting what the uplink needs (connected, publish written with packet id N,
+//! N acknowledged, N refused, connection lost) on a channel. Answers read just before a connection
+//! failed are reported before its end. It reconnects with [`Backoff`], reset only once a connection stayed up. It never decides what
 //! to send: the spool and the in-flight window do.
 //!
 //! What rumqttc does on its own, and why it is harmless here (read in rumqttc 0.24's `eventloop.rs` and

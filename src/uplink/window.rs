@@ -487,6 +487,38 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_record_is_done_with_and_returned_and_a_receive_maximum_narrows_the_span() {
+        let mut window = Window::new(8);
+        window.push((1..=3).map(|s| record(s, 1)).collect());
+        window.on_connected(0);
+        window.limit_cycle(3);
+        let mut ids = Ids { last: 0, cycle: 3 };
+        let submitted: Vec<u64> =
+            std::iter::from_fn(|| window.next_to_submit().map(|r| r.seq)).collect();
+        assert_eq!(
+            submitted,
+            vec![1, 2],
+            "a cycle of 3 ids: 2 outstanding at most"
+        );
+        let first = ids.next(1);
+        let second = ids.next(1);
+        window.on_sent(first).unwrap();
+        window.on_sent(second).unwrap();
+        assert_eq!(
+            window.on_refused(second).map(|(r, t)| (r.seq, t)),
+            Some((2, None))
+        );
+        assert_eq!(
+            window.on_acked(first),
+            Some(2),
+            "1 acknowledged, 2 refused: through 2"
+        );
+        assert_eq!(window.on_refused(99), None, "an unknown id");
+        window.on_connected(0);
+        assert_eq!(window.next_to_submit().map(|r| r.seq), Some(3));
+    }
+
+    #[test]
     fn the_span_never_lets_a_packet_id_be_reused_while_unacknowledged() {
         let mut window = Window::new(3);
         let mut ids = Ids {
