@@ -102,7 +102,7 @@ pub enum Happened {
 
 /// One connection attempt's event loop, of either version.
 pub enum Session {
-    V311(rumqttc::EventLoop),
+    V311(Box<rumqttc::EventLoop>),
     V5(Box<rumqttc::v5::EventLoop>),
 }
 
@@ -112,7 +112,7 @@ impl Session {
         match options.protocol {
             Protocol::Mqtt311 => {
                 let (client, eventloop) = rumqttc::AsyncClient::new(options_311(options), capacity);
-                (Client::V311(client), Session::V311(eventloop))
+                (Client::V311(client), Session::V311(Box::new(eventloop)))
             }
             Protocol::Mqtt5 => {
                 let (client, eventloop) =
