@@ -310,7 +310,15 @@ impl Spool {
     /// Opens the spool in `dir` (created if missing), repairing torn or corrupt tails, and positions the
     /// reader after the last acknowledged record. Writes nothing unless there is something to repair.
     pub fn open(dir: &Path, settings: SpoolSettings) -> Result<Spool, SpoolError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // A full file system without the directory yet (a first start with an [upstream] on a full
+        // card): the spool starts empty and makes the directory with its first file.
+        let missing = match fs::create_dir_all(dir) {
+            Err(source) if crate::full_disk::is_full(&source) => true,
+            created => {
+                created.map_err(io_err(dir))?;
+                false
+            }
+        };
         let max_bytes = settings.max_bytes.max(16 * 1024);
         let segment_bytes = settings.segment_bytes.clamp(
             MIN_SEGMENT_BYTES,
@@ -340,6 +348,9 @@ impl Spool {
             reserver: Reserver::new("uplink"),
             refused: Refused::open(dir),
         };
+        if missing {
+            return Ok(spool);
+        }
         spool.acked_seq = spool.read_ack_file();
         spool.persisted_ack = spool.acked_seq;
         spool.recover()?;
@@ -594,6 +605,10 @@ impl Spool {
 
     /// Creates the next segment, named after the sequence number its first record gets.
     fn start_segment(&mut self) -> Result<(), SpoolError> {
+        if self.segments.is_empty() {
+            // Opened on a full disk before the directory existed; a no-op otherwise.
+            fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        }
         let path = segment_path(&self.dir, self.next_seq);
         let mut file = OpenOptions::new()
             .read(true)

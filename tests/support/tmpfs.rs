@@ -8,6 +8,9 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Inodes of the file system (files and directories), so that a test can use them all up too.
+const MAX_INODES: u64 = 64;
+
 /// A mounted tmpfs; unmounted on drop.
 pub struct SmallFs {
     path: PathBuf,
@@ -23,7 +26,7 @@ impl SmallFs {
         fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size_kib}k,mode=0755"))
+            .arg(format!("size={size_kib}k,nr_inodes={MAX_INODES},mode=0755"))
             .arg("tmpfs")
             .arg(path)
             .output()
@@ -62,6 +65,23 @@ impl SmallFs {
         // What is left below a page: fill it byte by byte.
         while let Ok(1) = file.write(&chunk[..1]) {}
         path
+    }
+}
+
+impl SmallFs {
+    /// Creates empty files until the file system has no inode left (ENOSPC) and returns them;
+    /// removing them gives the inodes back.
+    pub fn fill_inodes(&self) -> Vec<PathBuf> {
+        let mut made = Vec::new();
+        for i in 0..MAX_INODES {
+            let path = self.path.join(format!("inode-{i}"));
+            match File::create(&path) {
+                Ok(_) => made.push(path),
+                Err(e) if e.kind() == ErrorKind::StorageFull => return made,
+                Err(e) => panic!("filling the inodes of {}: {e}", self.path.display()),
+            }
+        }
+        panic!("{} inodes did not fill {}", MAX_INODES, self.path.display());
     }
 }
 

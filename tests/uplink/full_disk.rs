@@ -327,3 +327,36 @@ fn a_retained_log_sync_a_full_disk_refuses_is_written_whole_later() {
         vec![("sensorgate/camera", 200 << 10), ("sensorgate/meter", 1)]
     );
 }
+
+/// A first start on a full disk, before the spool directory exists (no inode left for it): the spool
+/// opens empty, an append says "full" (what the uplink rides out), and once there is space the
+/// directory and the records are written.
+#[test]
+fn a_spool_opened_on_a_full_disk_before_its_directory_exists_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(small) = small_fs(dir.path(), 512) else {
+        return;
+    };
+    let fillers = small.fill_inodes();
+    let spool_dir = small.path().join("spool");
+    let settings = SpoolSettings {
+        max_bytes: 1 << 20,
+        max_age: Duration::from_secs(86_400),
+        sync: SyncPolicy::Every(Duration::from_secs(1)),
+        segment_bytes: 64 << 10,
+    };
+    let mut spool = Spool::open(&spool_dir, settings.clone()).expect("opens on a full disk");
+    assert!(!spool_dir.exists());
+    let error = spool
+        .append(&records(1, 3), spool::now_ms())
+        .expect_err("no inode for the directory");
+    assert!(error.is_disk_full(), "{error}");
+    for filler in fillers {
+        std::fs::remove_file(filler).unwrap();
+    }
+    spool.append(&records(1, 3), spool::now_ms()).unwrap();
+    spool.sync().unwrap();
+    drop(spool);
+    let mut spool = Spool::open(&spool_dir, settings).unwrap();
+    assert_eq!(spool.read(10, spool::now_ms()).unwrap().len(), 3);
+}
