@@ -51,16 +51,18 @@
 //! # Refused messages
 //! A cloud broker may refuse a publish by closing the connection on it (AWS IoT Core and Azure IoT Hub
 //! for a topic outside the device's policy, EMQX with `acl_deny_action = disconnect`); resent at every
-//! reconnect, such a message would hold up everything behind it for ever. So when a connection that
-//! the broker had accepted (CONNACK) ends with a message the oldest in flight, messages are sent one
-//! at a time from then on (after the availability message is acknowledged), so that the next end
-//! names the message in flight without doubt; when [`REFUSAL_STRIKES`] (3) such connections in a row
-//! end with the same message in flight, it is taken for refused: set aside in the spool directory
-//! ([`refused`], bounded, kept across restarts), counted (`refused` in the stats), logged once with its
-//! topic, and the messages behind it flow at full window again. An acknowledgement of it clears the
-//! suspicion. Connects that fail before a CONNACK (an outage) count for nothing, so an outage never
-//! sets a message aside; a link that drops three accepted connections in a row with the same message
-//! in flight does (the price of guessing, which MQTT 3.1.1 leaves no way around).
+//! reconnect, such a message would hold up everything behind it for ever. So when a connection that the
+//! broker had accepted (CONNACK) ends with a message the oldest in flight, messages are sent one at a
+//! time from then on (after the availability message is acknowledged), so that the next end names the
+//! message in flight without doubt; when [`REFUSAL_STRIKES`] (3) such connections in a row end with the
+//! same message in flight, it is taken for refused: set aside in the spool directory ([`refused`],
+//! bounded, kept across restarts), counted (`refused` in the stats), logged with its topic (at most once
+//! a minute per topic), and the messages behind it flow at full window again. An acknowledgement of it
+//! clears the suspicion. Connects that fail before a CONNACK (an outage) count for nothing, so an outage
+//! never sets a message aside; a link that drops three accepted connections in a row with the same
+//! message in flight does (the price of guessing, which MQTT 3.1.1 leaves no way around). With
+//! `[upstream] protocol = "mqtt5"` ([`protocol`]) nothing is guessed: a PUBACK or PUBREC with a reason
+//! code of 0x80 or above names the publish, which is set aside at once, the code in the log line.
 //!
 //! # Duplicates
 //! After a reconnect the messages of the window that reached the wire without an acknowledgement are sent
@@ -477,7 +479,7 @@ struct Pump {
     full: FullEpisode,
     /// While the file system is full: when memory is written out next.
     retry_write_at: Option<Instant>,
-    /// Rate-limits the log line of messages dropped on a full disk.
+    /// Rate-limits the log lines of messages dropped on a full disk and of refused ones.
     drop_log: RateLimiter,
     /// The message in flight when connections ended, and how many times in a row.
     suspect: Option<Suspect>,
@@ -1004,17 +1006,20 @@ impl Pump {
         self.note_ack(Some(through));
     }
 
-    /// Logs (once: the message is gone from the window after this), counts and keeps a refused
-    /// message for the next job; the caller acknowledges it.
+    /// Logs (at most once a minute per topic, with a count of those held back), counts and keeps a
+    /// refused message for the next job; the caller acknowledges it.
     fn set_aside(&mut self, record: Record, why: &str) {
-        log::error!(
-            "uplink: the message on {} ({} bytes, QoS {}) is set aside in {}: {why}; the messages behind \
-             it flow",
-            record.topic,
-            record.payload.len(),
-            record.qos,
-            refused::REFUSED_FILE
-        );
+        if let Some(suppressed) = self.drop_log.admit(&format!("refused {}", record.topic)) {
+            log::error!(
+                "uplink: the message on {} ({} bytes, QoS {}) is set aside in {}: {why}; the messages \
+                 behind it flow{}",
+                record.topic,
+                record.payload.len(),
+                record.qos,
+                refused::REFUSED_FILE,
+                suppressed_suffix(suppressed)
+            );
+        }
         self.stats.lock().refused += 1;
         self.refused.push(record);
     }
