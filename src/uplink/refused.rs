@@ -99,9 +99,15 @@ impl Refused {
         let path = self.dir.join(REFUSED_FILE);
         if self.count >= MAX_REFUSED_MESSAGES || self.bytes + buf.len() as u64 > MAX_REFUSED_BYTES {
             let old = self.dir.join(REFUSED_OLD_FILE);
-            fs::rename(&path, &old).map_err(io_err(&path))?;
-            self.dropped += self.old_count;
-            self.old_count = self.count;
+            match fs::rename(&path, &old) {
+                Ok(()) => {
+                    self.dropped += self.old_count;
+                    self.old_count = self.count;
+                }
+                // Removed by the operator meanwhile: the file before stays as it is.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(SpoolError::Io { path, source }),
+            }
             self.count = 0;
             self.bytes = 0;
         }
