@@ -61,7 +61,8 @@
 //! - [`app`]: the wiring: builds each stage from the configuration, owns the start, stop and reload order.
 //! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`ratelimit`] (log lines
 //!   at most once per key and interval, with a suppressed count), [`backoff`] (retry delays),
-//!   [`allocator`] (one glibc malloc arena, for a steady memory footprint).
+//!   [`allocator`] (one glibc malloc arena, for a steady memory footprint), [`full_disk`] (what a full
+//!   state file system means to the writers: one WARN naming it, keep in memory, retry).
 //!
 //! Sources get a cancellation token; downstream stages end when their input channel closes, so a stop
 //! drains instead of dropping. Blocking work (serial opens, SPI transfers, fsync) runs off the async
@@ -79,6 +80,7 @@ pub mod decode;
 pub mod devices;
 pub mod encode;
 pub mod frame;
+pub mod full_disk;
 pub mod homeassistant;
 pub mod logging;
 pub mod model;

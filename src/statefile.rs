@@ -264,39 +264,15 @@ fn write_copy(path: &Path, generation: u64, payload: &[u8]) -> std::io::Result<(
     Ok(())
 }
 
-/// Names the file system `dir` is on: its mount point, and whether it is full.
+/// Names the file system `dir` is on (through [`crate::full_disk::describe`]), saying whether `error`
+/// means it is full.
 pub fn describe_file_system(dir: &Path, error: &std::io::Error) -> String {
-    let mount = mount_point(dir);
-    let full = error.raw_os_error() == Some(libc::ENOSPC)
-        || error.kind() == std::io::ErrorKind::StorageFull;
-    match rustix::fs::statvfs(dir) {
-        Ok(stats) => {
-            let free = stats.f_bavail.saturating_mul(stats.f_frsize);
-            let size = stats.f_blocks.saturating_mul(stats.f_frsize);
-            format!(
-                "the file system mounted at {}{} has {free} of {size} bytes free",
-                mount.display(),
-                if full { " is full:" } else { "" }
-            )
-        }
-        Err(_) => format!("the file system mounted at {}", mount.display()),
+    let described = crate::full_disk::describe(dir);
+    if crate::full_disk::is_full(error) {
+        format!("the file system is full: {described}")
+    } else {
+        format!("the file system: {described}")
     }
-}
-
-/// The mount point of `dir`: its last ancestor on the same device.
-fn mount_point(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(start) = std::fs::metadata(dir) else {
-        return dir.to_path_buf();
-    };
-    let mut mount = dir.to_path_buf();
-    for ancestor in dir.ancestors().skip(1) {
-        match std::fs::metadata(ancestor) {
-            Ok(meta) if meta.dev() == start.dev() => mount = ancestor.to_path_buf(),
-            _ => break,
-        }
-    }
-    mount
 }
 
 #[cfg(test)]
@@ -403,7 +379,7 @@ mod tests {
         let error = std::io::Error::from_raw_os_error(libc::ENOSPC);
         let said = describe_file_system(dir.path(), &error);
         assert!(
-            said.contains("is full") && said.contains("mounted at /"),
+            said.contains("is full") && said.contains("mounted on /"),
             "{said}"
         );
     }

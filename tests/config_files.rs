@@ -296,6 +296,28 @@ fn plaintext_upstream_needs_allow_plaintext() {
 }
 
 #[test]
+fn the_upstream_protocol_is_mqtt311_unless_mqtt5_is_written() {
+    let base = "[upstream]\nurl = \"mqtts://broker.lan\"\n";
+    let default = parse(base).unwrap().upstream.unwrap();
+    assert_eq!(default.protocol, sensorgate::uplink::Protocol::Mqtt311);
+    let five = parse(&format!("{base}protocol = \"mqtt5\"\n")).unwrap();
+    assert_eq!(
+        five.upstream.unwrap().protocol,
+        sensorgate::uplink::Protocol::Mqtt5
+    );
+    assert_error(
+        &format!("{base}protocol = \"mqtt4\"\n"),
+        "\"mqtt4\"",
+        0,
+        &[
+            "upstream.protocol",
+            "did you mean \"mqtt5\"?",
+            "\"mqtt311\", \"mqtt5\"",
+        ],
+    );
+}
+
+#[test]
 fn bad_duration_says_what_to_write() {
     let text = "[devices]\noffline_after = \"15 minutes\"\n";
     assert_error(

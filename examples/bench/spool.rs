@@ -199,6 +199,7 @@ fn uplink_settings(url: String, state_dir: PathBuf) -> UplinkSettings {
         password_file: None,
         keep_alive: Duration::from_secs(30),
         max_inflight: MAX_INFLIGHT,
+        protocol: Default::default(),
         base_topic: "sensorgate".into(),
         forwards: vec![ForwardRule {
             filter: "sensorgate/#".into(),

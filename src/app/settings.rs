@@ -261,6 +261,7 @@ pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> U
         password_file: upstream.password_file.clone(),
         keep_alive: upstream.keep_alive,
         max_inflight: upstream.max_inflight,
+        protocol: upstream.protocol,
         base_topic: config.gateway.base_topic.clone(),
         forwards: upstream
             .forward

@@ -60,6 +60,16 @@ pub enum LogError {
     },
 }
 
+impl LogError {
+    /// Whether the file system is full ([`crate::full_disk::is_full`]): the log is as it was before the
+    /// call, and the same sync may be tried again.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            LogError::Io { source, .. } => crate::full_disk::is_full(source),
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |source| LogError::Io {
         path: path.to_path_buf(),
@@ -243,7 +253,6 @@ impl RetainedLog {
         }
         self.stats.migrated = messages.len() as u64;
         self.live.clear();
-        self.live_bytes = MAGIC.len() as u64;
         let mut live = BTreeMap::new();
         for m in messages {
             live.insert(
@@ -374,8 +383,18 @@ impl RetainedLog {
         let Some(file) = self.file.as_mut() else {
             return Ok(());
         };
-        file.write_all(buf).map_err(io_err(&path))?;
-        file.sync_data().map_err(io_err(&path))?;
+        if let Err(source) = file.write_all(buf).and_then(|()| file.sync_data()) {
+            // A torn record would hide every later one at the next start: the log ends where its
+            // records do, and the same changes are appended again by the next sync.
+            if let Err(cut) = file.set_len(self.log_bytes) {
+                log::error!(
+                    "retained log {}: cutting a failed write back to {} bytes: {cut}",
+                    path.display(),
+                    self.log_bytes
+                );
+            }
+            return Err(LogError::Io { path, source });
+        }
         self.log_bytes += buf.len() as u64;
         self.stats.written_bytes += buf.len() as u64;
         Ok(())
@@ -397,27 +416,41 @@ impl RetainedLog {
         self.reserved_to = target;
     }
 
-    /// Rewrites the log with the live set only.
+    /// Rewrites the log with the live set only. On failure (a full disk) the log and the live set are
+    /// as they were.
     pub fn compact(&mut self) -> Result<(), LogError> {
         let live = std::mem::take(&mut self.live);
-        self.live_bytes = MAGIC.len() as u64;
         self.rewrite(live)?;
         self.stats.compactions += 1;
         Ok(())
     }
 
+    /// Makes `live` the live set, and the log hold it only.
     fn rewrite(&mut self, live: BTreeMap<String, Held>) -> Result<(), LogError> {
+        let written = self.write_live(&live);
+        self.live_bytes = MAGIC.len() as u64;
+        for (topic, held) in live {
+            self.live_bytes += record_len(&topic, held.payload.len());
+            self.live.insert(topic, held);
+        }
+        written
+    }
+
+    /// Writes `live` to a temporary file and renames it over the log; a temporary file that could not
+    /// be finished is removed (it would hold the space a full disk needs).
+    fn write_live(&mut self, live: &BTreeMap<String, Held>) -> Result<(), LogError> {
         let path = self.path();
         let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
         let mut buf = Vec::with_capacity(MAGIC.len());
         buf.extend_from_slice(MAGIC);
-        for (topic, held) in &live {
+        for (topic, held) in live {
             encode(&mut buf, SET, held.qos, topic, &held.payload);
         }
-        {
-            let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-            file.write_all(&buf).map_err(io_err(&tmp))?;
-            file.sync_all().map_err(io_err(&tmp))?;
+        let written = File::create(&tmp)
+            .and_then(|mut file| file.write_all(&buf).and_then(|()| file.sync_all()));
+        if let Err(source) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(LogError::Io { path: tmp, source });
         }
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         self.sync_dir()?;
@@ -431,10 +464,6 @@ impl RetainedLog {
         self.log_bytes = buf.len() as u64;
         self.reserved_to = 0;
         self.stats.written_bytes += buf.len() as u64;
-        for (topic, held) in live {
-            self.live_bytes += record_len(&topic, held.payload.len());
-            self.live.insert(topic, held);
-        }
         Ok(())
     }
 

@@ -7,6 +7,11 @@
 //! earlier version did) left that thread writing while the final write began, and an older store could
 //! land after the newer one. The stop is therefore a signal the task answers between writes, and
 //! [`Snapshotter::stop`] awaits it; the log sits behind a mutex that each write holds throughout.
+//!
+//! A write that fails (a full disk) is tried again at every interval until one succeeds, whether or not
+//! the store changed meanwhile: the retained messages stay in memory, where the broker serves them. A
+//! full file system is logged once, naming it ([`crate::full_disk`]), and its end once; other errors at
+//! most once a minute.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,6 +23,8 @@ use tokio::task::JoinHandle;
 use super::retained::RetainedStore;
 use super::retained_log::RetainedLog;
 use super::BrokerError;
+use crate::full_disk::FullEpisode;
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
 
 /// The log, opened on the first write (so that start-up opens it once, in the restore).
 type SharedLog = Arc<Mutex<Option<RetainedLog>>>;
@@ -44,14 +51,42 @@ impl Snapshotter {
                 let mut ticker =
                     tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut unsaved = false;
+                let mut full = FullEpisode::new("retained log");
+                let error_log = RateLimiter::new(Duration::from_secs(60));
                 loop {
                     tokio::select! {
                         _ = &mut stopped => return,
                         _ = ticker.tick() => {}
                     }
-                    if retained.take_dirty() {
-                        if let Err(error) = save(&retained, dir.clone(), log.clone()).await {
-                            log::error!("retained state not saved: {error}");
+                    // Take the flag first: a change during the write is saved at the next tick.
+                    if !retained.take_dirty() && !unsaved {
+                        continue;
+                    }
+                    let written = write(&retained, dir.clone(), log.clone()).await;
+                    unsaved = written.is_err();
+                    match written {
+                        Ok(()) => full.cleared(),
+                        Err(Unsaved {
+                            filesystem: Some(filesystem),
+                            ..
+                        }) => {
+                            full.hit(
+                                &filesystem,
+                                &format!(
+                                    "retained messages stay in memory, served by the broker, and \
+                                     saving them is tried again every {interval:?}"
+                                ),
+                            );
+                        }
+                        Err(Unsaved { reason, .. }) => {
+                            if let Some(suppressed) = error_log.admit("save") {
+                                log::error!(
+                                    "retained state not saved: {reason}; tried again every \
+                                     {interval:?}{}",
+                                    suppressed_suffix(suppressed)
+                                );
+                            }
                         }
                     }
                 }
@@ -81,23 +116,43 @@ impl Snapshotter {
     }
 }
 
+/// Why a write did not happen: the error, and the file system when it was full.
+struct Unsaved {
+    reason: String,
+    filesystem: Option<String>,
+}
+
 async fn save(retained: &RetainedStore, dir: PathBuf, log: SharedLog) -> Result<(), BrokerError> {
+    write(retained, dir, log)
+        .await
+        .map_err(|unsaved| BrokerError::Publish {
+            topic: "(retained log)".into(),
+            reason: unsaved.reason,
+        })
+}
+
+/// Makes the log hold what the store holds (on a blocking thread).
+async fn write(retained: &RetainedStore, dir: PathBuf, log: SharedLog) -> Result<(), Unsaved> {
     let messages = retained.all().await;
-    let failed = |reason: String| BrokerError::Publish {
-        topic: "(retained log)".into(),
-        reason,
-    };
     tokio::task::spawn_blocking(move || {
         let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-        if log.is_none() {
-            *log = Some(RetainedLog::open(&dir).map_err(|e| e.to_string())?.0);
-        }
-        match log.as_mut() {
-            Some(log) => log.sync(&messages).map(|_| ()).map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
+        let synced = match log.as_mut() {
+            Some(log) => log.sync(&messages).map(|_| ()),
+            None => RetainedLog::open(&dir).and_then(|(opened, _)| {
+                let opened = log.insert(opened);
+                opened.sync(&messages).map(|_| ())
+            }),
+        };
+        synced.map_err(|error| Unsaved {
+            filesystem: error
+                .is_disk_full()
+                .then(|| crate::full_disk::describe(&dir)),
+            reason: error.to_string(),
+        })
     })
     .await
-    .map_err(|e| failed(e.to_string()))?
-    .map_err(failed)
+    .map_err(|e| Unsaved {
+        reason: e.to_string(),
+        filesystem: None,
+    })?
 }

@@ -465,6 +465,9 @@ pub struct UpstreamConfig {
     pub allow_plaintext: bool,
     #[serde(default = "defaults::upstream_max_inflight")]
     pub max_inflight: u16,
+    /// `"mqtt311"` (default) or `"mqtt5"`: with MQTT 5 the cloud says which publish it refused.
+    #[serde(default)]
+    pub protocol: crate::uplink::Protocol,
     /// `[[upstream.forward]]`; `Config::parse` fills in `{base}/#` with an empty prefix when none is given.
     #[serde(default)]
     pub forward: Vec<ForwardRule>,

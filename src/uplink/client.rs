@@ -1,7 +1,8 @@
-//! The MQTT connection to the cloud broker: parses `upstream.url`, builds rumqttc's options (persistent
-//! session, will, credentials, TLS) and drives the connection in a task of its own, reporting what the
-//! uplink needs (connected, publish written with packet id N, N acknowledged, connection lost) on a
-//! channel. It reconnects with [`Backoff`], reset only once a connection stayed up. It never decides what
+//! The MQTT connection to the cloud broker: parses `upstream.url` and drives the connection in a task of
+//! its own (rumqttc's options, persistent session, will, credentials and TLS, for MQTT 3.1.1 or 5, are
+//! [`super::protocol`]'s), reporting what the uplink needs (connected, publish written with packet id N,
+//! N acknowledged, N refused, connection lost) on a channel. Answers read just before a connection
+//! failed are reported before its end. It reconnects with [`Backoff`], reset only once a connection stayed up. It never decides what
 //! to send: the spool and the in-flight window do.
 //!
 //! What rumqttc does on its own, and why it is harmless here (read in rumqttc 0.24's `eventloop.rs` and
@@ -16,17 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::tokio_rustls::rustls::ClientConfig;
-use rumqttc::{
-    AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
-};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 
+use super::protocol::{Client, Happened, Protocol, Session};
 use super::stats::{LinkState, UplinkStatsHandle};
-use super::tls::describe_connection_error;
 
 /// Where the cloud broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,60 +114,25 @@ pub struct ConnectOptions {
     /// rumqttc's `inflight` (the packet-id cycle), from the window.
     pub client_inflight: u16,
     pub availability_topic: String,
-}
-
-/// Maps 0/1/2 to rumqttc's QoS (anything above 2 is 2; the spool never stores more).
-pub fn qos(level: u8) -> QoS {
-    match level {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    }
-}
-
-impl ConnectOptions {
-    /// rumqttc's options. Keep-alive below one second is raised to one (rumqttc panics below it).
-    pub fn mqtt_options(&self) -> MqttOptions {
-        let mut options =
-            MqttOptions::new(&self.client_id, &self.endpoint.host, self.endpoint.port);
-        let keep_alive = if self.keep_alive.is_zero() {
-            Duration::ZERO
-        } else {
-            self.keep_alive.max(Duration::from_secs(1))
-        };
-        options
-            .set_keep_alive(keep_alive)
-            .set_clean_session(self.client_id.is_empty())
-            .set_inflight(self.client_inflight.max(1))
-            // The spool refuses bigger records; the broker may still refuse what it finds too big.
-            .set_max_packet_size(1024 * 1024, super::spool::MAX_PAYLOAD_BYTES + 70_000)
-            .set_last_will(LastWill::new(
-                &self.availability_topic,
-                crate::topic::gateway::OFFLINE,
-                QoS::AtLeastOnce,
-                true,
-            ));
-        if let Some((user, password)) = &self.credentials {
-            options.set_credentials(user, password);
-        }
-        if let Some(config) = &self.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                config.clone(),
-            )));
-        }
-        options
-    }
+    /// MQTT 3.1.1 or 5 ([`super::protocol`]).
+    pub protocol: Protocol,
 }
 
 /// What the connection task reports.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// CONNACK received; publish through this client until `Down`.
-    Connected { client: AsyncClient },
+    /// CONNACK received; publish through this client until `Down`. With MQTT 5, the server's receive
+    /// maximum, when it set one.
+    Connected {
+        client: Client,
+        receive_maximum: Option<u16>,
+    },
     /// The next queued publish was written, with this packet id (0 at QoS 0).
     Sent(u16),
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) for this packet id.
     Acked(u16),
+    /// MQTT 5: the broker refused this packet id's publish (a reason code of 0x80 or above).
+    Refused { pkid: u16, reason: String },
     /// The connection (or the attempt) failed; why, for the operator.
     Down(String),
 }
@@ -183,6 +146,16 @@ pub struct Reconnect {
     pub stable_after: Duration,
 }
 
+/// The event about a publish that `happened` is, if it is one.
+fn publish_event(happened: Happened) -> Option<LinkEvent> {
+    match happened {
+        Happened::Sent(pkid) => Some(LinkEvent::Sent(pkid)),
+        Happened::Acked(pkid) => Some(LinkEvent::Acked(pkid)),
+        Happened::Refused { pkid, reason } => Some(LinkEvent::Refused { pkid, reason }),
+        _ => None,
+    }
+}
+
 /// Drives connections until `stop`: one fresh rumqttc `EventLoop` per attempt.
 pub async fn drive(
     options: ConnectOptions,
@@ -191,12 +164,11 @@ pub async fn drive(
     stop: CancellationToken,
     stats: UplinkStatsHandle,
 ) {
-    let mqtt_options = options.mqtt_options();
     let peer = options.endpoint.peer();
     let capacity = options.client_inflight as usize + 8;
     let mut backoff = Backoff::new(reconnect.initial, reconnect.max);
     loop {
-        let (client, mut eventloop) = AsyncClient::new(mqtt_options.clone(), capacity);
+        let (client, mut session) = Session::new(&options, capacity);
         stats.lock().state = LinkState::Connecting;
         let mut up_since: Option<Instant> = None;
         let reason = loop {
@@ -204,10 +176,10 @@ pub async fn drive(
                 _ = stop.cancelled() => return,
                 // The uplink is gone (dropped without a clean stop): drop the connection with it.
                 _ = events.closed() => return,
-                polled = eventloop.poll() => polled,
+                polled = session.poll(&peer) => polled,
             };
             let event = match polled {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Happened::ConnAck { receive_maximum }) => {
                     up_since = Some(Instant::now());
                     {
                         let mut c = stats.lock();
@@ -220,22 +192,31 @@ pub async fn drive(
                     log::info!("uplink: connected to {peer}");
                     LinkEvent::Connected {
                         client: client.clone(),
+                        receive_maximum,
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
-                Ok(Event::Incoming(Packet::PubAck(ack))) => LinkEvent::Acked(ack.pkid),
-                Ok(Event::Incoming(Packet::PubComp(comp))) => LinkEvent::Acked(comp.pkid),
-                Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
+                Ok(Happened::AwaitAck(pkid)) => {
                     break format!("{peer}: packet id {pkid} still unacknowledged; reconnecting");
                 }
-                Ok(_) => continue,
-                Err(error) => break describe_connection_error(&error, &peer),
+                Ok(happened) => match publish_event(happened) {
+                    Some(event) => event,
+                    None => continue,
+                },
+                Err(reason) => {
+                    // Answers read before the failure still count (a refusal, then the close).
+                    for event in session.leftover().into_iter().filter_map(publish_event) {
+                        if events.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    break reason;
+                }
             };
             if events.send(event).await.is_err() {
                 return;
             }
         };
-        drop(eventloop);
+        drop(session);
         if up_since.is_some_and(|t| t.elapsed() >= reconnect.stable_after) {
             backoff.reset();
         }

@@ -37,6 +37,33 @@
 //! below). [`Uplink::open_async`] opens the spool (a scan, truncation and fsync of up to `max_bytes`) on
 //! a blocking thread, for callers on the runtime.
 //!
+//! # A full disk
+//! A full state file system (ENOSPC, or a quota) never stops the uplink. An append the disk refuses
+//! leaves the spool as it was (the failed write is cut back, nothing is counted), and what it did not
+//! take goes back into memory, in order; writing is tried again every [`DISK_FULL_RETRY`], and whatever
+//! is already spooled is still sent. While the disk stays full, memory keeps the newest [`MAX_BATCH`]
+//! messages ([`MAX_BATCH_BYTES`]): each new message pushes out the oldest one the window has not taken
+//! (oldest first, as `max_bytes` drops), counted as `dropped_disk_full` in the stats and logged at most
+//! once a minute. One WARN names the file system (mount point, type, free space) when it is first found
+//! full, one INFO when a write succeeds again; the stats' `disk_full` says which it is now. A clean stop
+//! on a full disk counts what it could not write as dropped.
+//!
+//! # Refused messages
+//! A cloud broker may refuse a publish by closing the connection on it (AWS IoT Core and Azure IoT Hub
+//! for a topic outside the device's policy, EMQX with `acl_deny_action = disconnect`); resent at every
+//! reconnect, such a message would hold up everything behind it for ever. So when a connection that the
+//! broker had accepted (CONNACK) ends with a message the oldest in flight, messages are sent one at a
+//! time from then on (after the availability message is acknowledged), so that the next end names the
+//! message in flight without doubt; when [`REFUSAL_STRIKES`] (3) such connections in a row end with the
+//! same message in flight, it is taken for refused: set aside in the spool directory ([`refused`],
+//! bounded, kept across restarts), counted (`refused` in the stats), logged with its topic (at most once
+//! a minute per topic), and the messages behind it flow at full window again. An acknowledgement of it
+//! clears the suspicion. Connects that fail before a CONNACK (an outage) count for nothing, so an outage
+//! never sets a message aside; a link that drops three accepted connections in a row with the same
+//! message in flight does (the price of guessing, which MQTT 3.1.1 leaves no way around). With
+//! `[upstream] protocol = "mqtt5"` ([`protocol`]) nothing is guessed: a PUBACK or PUBREC with a reason
+//! code of 0x80 or above names the publish, which is set aside at once, the code in the log line.
+//!
 //! # Duplicates
 //! After a reconnect the messages of the window that reached the wire without an acknowledgement are sent
 //! again (counted as `resent`): QoS 1 may deliver those twice, never more than one window. After a crash,
@@ -67,6 +94,8 @@
 
 pub mod client;
 pub mod forward;
+pub mod protocol;
+pub mod refused;
 pub mod spool;
 pub mod stats;
 pub mod tls;
@@ -77,20 +106,23 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::AsyncClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::full_disk::FullEpisode;
 use crate::model::Message;
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
 
 pub use forward::{ForwardError, ForwardRule};
+pub use protocol::Protocol;
 pub use spool::{SpoolError, SpoolSettings, SyncPolicy};
 pub use stats::UplinkStatsHandle;
 
 use client::{ConnectOptions, Endpoint, LinkEvent, Reconnect};
 use forward::Forwarder;
+use protocol::Client;
 use spool::{Numbered, Outbound, Record, Spool, SpoolStats};
 use stats::LinkState;
 use window::Window;
@@ -121,6 +153,8 @@ pub struct UplinkSettings {
     pub spool: SpoolSettings,
     /// The spool lives in `{state_dir}/spool/`.
     pub state_dir: PathBuf,
+    /// MQTT 3.1.1 (the default) or 5.
+    pub protocol: Protocol,
 }
 
 /// Why the uplink could not start or had to stop.
@@ -160,6 +194,11 @@ pub const MAX_BATCH: usize = 4096;
 /// Most bytes of topics and payloads held in memory: with large payloads this binds before
 /// [`MAX_BATCH`] does.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// While the file system is full, how long after a failed write the next one is tried.
+pub const DISK_FULL_RETRY: Duration = Duration::from_secs(5);
+/// How many connections in a row (each after a CONNACK) may end with the same message in flight before
+/// it is taken for refused and set aside.
+pub const REFUSAL_STRIKES: u32 = 3;
 
 /// The uplink, opened and ready to run.
 pub struct Uplink {
@@ -247,6 +286,7 @@ impl Uplink {
                 forwarder.first_prefix(),
                 crate::topic::gateway::gateway_availability_topic(&settings.base_topic)
             ),
+            protocol: settings.protocol,
         };
         let spool = Spool::open(&settings.state_dir.join("spool"), settings.spool.clone())?;
         let stats = UplinkStatsHandle::default();
@@ -374,6 +414,13 @@ impl Uplink {
 struct JobOutcome {
     read: Vec<Record>,
     stats: SpoolStats,
+    /// The file system was full: its description (for the one WARN), and the messages of the batch
+    /// that were not written, in order, the first `held_unwritten` of them in the window.
+    full: Option<String>,
+    unwritten: Vec<Numbered>,
+    held_unwritten: usize,
+    /// Something was written (appended or committed) without the file system being full.
+    wrote: bool,
 }
 
 /// What the running job may change about the order of what is unread on disk.
@@ -423,11 +470,28 @@ struct Pump {
     ack_for_spool: Option<u64>,
     commit_due: bool,
     window: Window,
-    link: Option<AsyncClient>,
+    link: Option<Client>,
     link_rx: mpsc::Receiver<LinkEvent>,
     availability_topic: String,
     stats: UplinkStatsHandle,
     reconnect_requested: bool,
+    /// The state file system's full-disk episode (one WARN, one INFO).
+    full: FullEpisode,
+    /// While the file system is full: when memory is written out next.
+    retry_write_at: Option<Instant>,
+    /// Rate-limits the log lines of messages dropped on a full disk and of refused ones.
+    drop_log: RateLimiter,
+    /// The message in flight when connections ended, and how many times in a row.
+    suspect: Option<Suspect>,
+    /// Messages taken for refused, for the next job to keep beside the spool.
+    refused: Vec<Record>,
+}
+
+/// A message in flight at the end of `strikes` connections in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Suspect {
+    seq: u64,
+    strikes: u32,
 }
 
 impl Pump {
@@ -461,6 +525,11 @@ impl Pump {
             availability_topic,
             stats,
             reconnect_requested: false,
+            full: FullEpisode::new("uplink"),
+            retry_write_at: None,
+            drop_log: RateLimiter::new(Duration::from_secs(60)),
+            suspect: None,
+            refused: Vec::new(),
         }
     }
 
@@ -478,8 +547,10 @@ impl Pump {
             self.submit();
             self.start_job(true);
             self.publish_stats();
-            // The oldest message in memory must be on disk by then; a running job is waited for first.
+            // The oldest message in memory must be on disk by then (or, on a full disk, is tried again
+            // then); a running job is waited for first.
             let flush_at = match (&self.job, self.fresh.front(), self.hold) {
+                (None, Some(_), _) if self.retry_write_at.is_some() => self.retry_write_at,
                 (None, Some(oldest), Some(hold)) => Some(oldest.arrived + hold),
                 _ => None,
             };
@@ -498,8 +569,9 @@ impl Pump {
                     Some(event) => self.on_link_event(event),
                     None => return Err(UplinkError::Job("the connection task ended".into())),
                 },
-                // A full batch waits for the running job: the burst stays in the input channel.
-                message = input.recv(), if !self.batch_full() => match message {
+                // A full batch waits for the running job: the burst stays in the input channel. On a
+                // full disk there is nothing to wait for: the oldest in memory make room.
+                message = input.recv(), if !self.batch_full() || self.full.is_full() => match message {
                     Some(message) => {
                         self.take_input(&message, forwarder);
                         while !self.batch_full() {
@@ -542,12 +614,7 @@ impl Pump {
         self.wait_job().await?;
         if let Some(client) = &self.link {
             if self.window.submit_control(1) {
-                let _ = client.try_publish(
-                    &self.availability_topic,
-                    rumqttc::QoS::AtLeastOnce,
-                    true,
-                    "offline",
-                );
+                let _ = client.try_publish(self.availability_topic.as_str(), 1, true, "offline");
             }
         }
         let deadline = Instant::now() + STOP_GRACE;
@@ -581,6 +648,12 @@ impl Pump {
     fn take_input(&mut self, message: &Message, forwarder: &Forwarder) {
         match forwarder.route(message) {
             Some(outbound) => {
+                self.make_room();
+                if self.batch_full() {
+                    // Full disk, and all memory holds is in flight: the new message is the one dropped.
+                    self.count_disk_full_drops(1, &outbound.topic);
+                    return;
+                }
                 self.fresh_bytes += outbound.topic.len() + outbound.payload.len();
                 self.fresh.push_back(Fresh {
                     seq: self.next_seq,
@@ -591,6 +664,37 @@ impl Pump {
                 self.next_seq += 1;
             }
             None => self.stats.lock().not_forwarded += 1,
+        }
+    }
+
+    /// On a full disk, drops the oldest messages memory holds that the window has not taken, until
+    /// memory is below its cap: the newest are the ones kept.
+    fn make_room(&mut self) {
+        let mut dropped = 0;
+        let mut topic = String::new();
+        while self.full.is_full() && self.batch_full() {
+            let Some(oldest) = self.fresh.remove(self.fresh_taken) else {
+                break;
+            };
+            self.fresh_bytes -= oldest.message.topic.len() + oldest.message.payload.len();
+            dropped += 1;
+            topic = oldest.message.topic;
+        }
+        if dropped > 0 {
+            self.count_disk_full_drops(dropped, &topic);
+        }
+    }
+
+    /// Counts messages dropped because neither the disk nor memory had room, and logs it (at most once a
+    /// minute).
+    fn count_disk_full_drops(&mut self, count: u64, topic: &str) {
+        self.stats.lock().dropped_disk_full += count;
+        if let Some(suppressed) = self.drop_log.admit("disk full") {
+            log::error!(
+                "uplink: dropped {count} messages, the oldest not yet sent (last on {topic}): neither the \
+                 full file system nor memory ({MAX_BATCH} messages) has room{}",
+                suppressed_suffix(suppressed)
+            );
         }
     }
 
@@ -631,12 +735,7 @@ impl Pump {
         let Some(client) = &self.link else { return };
         while let Some(record) = self.window.next_to_submit() {
             if client
-                .try_publish(
-                    record.topic,
-                    client::qos(record.qos),
-                    record.retain,
-                    record.payload,
-                )
+                .try_publish(record.topic, record.qos, record.retain, record.payload)
                 .is_err()
             {
                 // The connection is going down; the window hands it out again on the next one.
@@ -651,6 +750,10 @@ impl Pump {
         let Some(oldest) = self.fresh.front() else {
             return false;
         };
+        if let Some(retry_at) = self.retry_write_at {
+            // The file system was full: not before the retry (a clean stop tries once more).
+            return self.flush_all || retry_at <= Instant::now();
+        }
         match self.hold {
             None => true,
             Some(hold) => {
@@ -676,9 +779,10 @@ impl Pump {
         let ack = if on_disk { self.ack_for_spool } else { None };
         let commit = self.commit_due && on_disk;
         self.commit_due = false;
-        if !flush && ack.is_none() && !commit && want == 0 {
+        if !flush && ack.is_none() && !commit && want == 0 && self.refused.is_empty() {
             return;
         }
+        let refused = std::mem::take(&mut self.refused);
         self.ack_for_spool = None;
         let (batch, held) = if flush {
             self.drain_fresh()
@@ -694,16 +798,42 @@ impl Pump {
         self.job = Some(tokio::task::spawn_blocking(move || {
             let mut spool = spool.lock().unwrap_or_else(|e| e.into_inner());
             let now = spool::now_ms();
+            let mut full = None;
+            let mut unwritten = Vec::new();
+            let mut held_unwritten = 0;
+            let wrote = !batch.is_empty() || commit;
             if !batch.is_empty() {
-                spool.append_numbered(&batch, held, now)?;
                 // Group commit: everything memory held, in one write and one fsync.
-                spool.sync()?;
+                let written = spool.append_numbered(&batch, held, now);
+                if let Err(error) = written.and_then(|()| spool.sync()) {
+                    // A full disk leaves the spool as it was: what it did not take goes back to memory.
+                    full = Some(disk_full_or(error)?);
+                    let through = spool.last_appended();
+                    for (index, numbered) in batch.into_iter().enumerate() {
+                        if numbered.seq > through && spool::fits(&numbered.message) {
+                            held_unwritten += usize::from(index < held);
+                            unwritten.push(numbered);
+                        }
+                    }
+                }
+            }
+            for record in &refused {
+                // Kept before the spool forgets it; a failure loses only this copy (it is counted).
+                if let Err(error) = spool.set_aside(record) {
+                    log::error!(
+                        "uplink: the refused message on {} not kept: {error}",
+                        record.topic
+                    );
+                }
             }
             if let Some(seq) = ack {
                 spool.ack_through(seq)?;
             }
             if commit {
-                spool.commit(now)?;
+                if let Err(error) = spool.commit(now) {
+                    // The cursor stays due; the next commit writes it.
+                    full = full.or(Some(disk_full_or(error)?));
+                }
             }
             let read = if want > 0 {
                 spool.read(want, now)?
@@ -713,6 +843,10 @@ impl Pump {
             Ok(JobOutcome {
                 read,
                 stats: spool.stats().clone(),
+                full: full.map(|_| crate::full_disk::describe(spool.dir())),
+                unwritten,
+                held_unwritten,
+                wrote,
             })
         }));
     }
@@ -740,6 +874,23 @@ impl Pump {
         self.job = None;
         self.job_shape = JobShape::default();
         let outcome = outcome.map_err(|e| UplinkError::Job(e.to_string()))??;
+        if let Some(filesystem) = &outcome.full {
+            self.retry_write_at = Some(Instant::now() + DISK_FULL_RETRY);
+            self.full.hit(
+                filesystem,
+                &format!(
+                    "what is already spooled is kept; new messages wait in memory (at most {MAX_BATCH} \
+                     messages or {} MiB, the oldest dropped beyond that and counted as dropped_disk_full), \
+                     and writing is tried again every {} s; everything local keeps running",
+                    MAX_BATCH_BYTES >> 20,
+                    DISK_FULL_RETRY.as_secs()
+                ),
+            );
+        } else if outcome.wrote {
+            self.retry_write_at = None;
+            self.full.cleared();
+        }
+        self.keep_unwritten(outcome.unwritten, outcome.held_unwritten);
         // A record the window already holds (written while held, behind unread ones) is not taken twice.
         let newest = self.window.newest_seq();
         let read: Vec<Record> = outcome
@@ -752,18 +903,51 @@ impl Pump {
         Ok(())
     }
 
+    /// Puts what a full disk did not take back in front of memory (the first `held` of them are in the
+    /// window), except those acknowledged meanwhile; drops the oldest beyond memory's cap. On a clean stop
+    /// there is nowhere left to keep them: they are dropped and counted.
+    fn keep_unwritten(&mut self, unwritten: Vec<Numbered>, held: usize) {
+        let Some(first) = unwritten.first() else {
+            return;
+        };
+        if self.flush_all {
+            let topic = first.message.topic.clone();
+            self.count_disk_full_drops(unwritten.len() as u64, &topic);
+            return;
+        }
+        let mut in_window = 0;
+        let now = Instant::now();
+        for (index, numbered) in unwritten.into_iter().enumerate().rev() {
+            if numbered.seq <= self.acked_through {
+                self.acked_in_memory += 1;
+                continue;
+            }
+            in_window += usize::from(index < held);
+            self.fresh_bytes += numbered.message.topic.len() + numbered.message.payload.len();
+            self.fresh.push_front(Fresh {
+                seq: numbered.seq,
+                arrived: now,
+                arrived_ms: numbered.appended_ms,
+                message: numbered.message,
+            });
+        }
+        self.fresh_taken += in_window;
+        self.make_room();
+    }
+
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Connected { client } => {
+            LinkEvent::Connected {
+                client,
+                receive_maximum,
+            } => {
                 self.window
                     .on_connected(self.spool_stats.next_seq.saturating_sub(1));
+                if let Some(receive_maximum) = receive_maximum {
+                    self.window.limit_cycle(receive_maximum);
+                }
                 if self.window.submit_control(1) {
-                    let _ = client.try_publish(
-                        &self.availability_topic,
-                        rumqttc::QoS::AtLeastOnce,
-                        true,
-                        "online",
-                    );
+                    let _ = client.try_publish(self.availability_topic.as_str(), 1, true, "online");
                 }
                 self.link = Some(client);
                 self.reconnect_requested = false;
@@ -776,15 +960,77 @@ impl Pump {
                 let through = self.window.on_acked(pkid);
                 self.note_ack(through);
             }
-            LinkEvent::Down(_) => {
-                self.link = None;
+            LinkEvent::Refused { pkid, reason } => {
+                if let Some((record, through)) = self.window.on_refused(pkid) {
+                    self.set_aside(record, &format!("the cloud broker refused it ({reason})"));
+                    self.note_ack(through);
+                }
+            }
+            LinkEvent::Down(reason) => {
+                // Only a connection the broker had accepted can have ended over a publish; a connect
+                // that failed (an outage) says nothing about any message.
+                let was_up = self.link.take().is_some();
                 self.window.on_disconnected();
+                if let Some(seq) = self.window.oldest_on_wire().filter(|_| was_up) {
+                    self.strike(seq, &reason);
+                }
             }
         }
     }
 
+    /// A connection the broker had accepted ended with message `seq` the oldest in flight. From the
+    /// first time, messages go one at a time, so that the next disconnect names the one in flight; the
+    /// [`REFUSAL_STRIKES`]th time in a row it is taken for refused: set aside (kept beside the spool
+    /// by the next job), counted, logged once with its topic, and the rest flows.
+    fn strike(&mut self, seq: u64, reason: &str) {
+        let strikes = match self.suspect {
+            Some(suspect) if suspect.seq == seq => suspect.strikes + 1,
+            _ => 1,
+        };
+        self.suspect = Some(Suspect { seq, strikes });
+        self.window.set_single_file(true);
+        if strikes < REFUSAL_STRIKES {
+            return;
+        }
+        let Some((record, through)) = self.window.set_aside_oldest() else {
+            return;
+        };
+        self.set_aside(
+            record,
+            &format!(
+                "the cloud broker closed the connection {strikes} times in a row, each time after \
+                 accepting it, while it was in flight (last: {reason}); taken for refused (a topic \
+                 outside the device's policy?)"
+            ),
+        );
+        self.note_ack(Some(through));
+    }
+
+    /// Logs (at most once a minute per topic, with a count of those held back), counts and keeps a
+    /// refused message for the next job; the caller acknowledges it.
+    fn set_aside(&mut self, record: Record, why: &str) {
+        if let Some(suppressed) = self.drop_log.admit(&format!("refused {}", record.topic)) {
+            log::error!(
+                "uplink: the message on {} ({} bytes, QoS {}) is set aside in {}: {why}; the messages \
+                 behind it flow{}",
+                record.topic,
+                record.payload.len(),
+                record.qos,
+                refused::REFUSED_FILE,
+                suppressed_suffix(suppressed)
+            );
+        }
+        self.stats.lock().refused += 1;
+        self.refused.push(record);
+    }
+
     fn note_ack(&mut self, through: Option<u64>) {
         let Some(seq) = through else { return };
+        if self.suspect.is_some_and(|suspect| suspect.seq <= seq) {
+            // Acknowledged (or set aside): nothing is suspected any more.
+            self.suspect = None;
+            self.window.set_single_file(false);
+        }
         self.acked_through = self.acked_through.max(seq);
         // Acknowledged before they had to be written: they never touch the disk.
         while self.fresh.front().is_some_and(|f| f.seq <= seq) {
@@ -832,10 +1078,20 @@ impl Pump {
         c.spool.acked_seq = self.acked_through;
         c.spool.next_seq = self.next_seq;
         c.memory_messages = self.fresh.len() as u64;
+        c.disk_full = self.full.is_full();
         c.memory_oldest_ms = self.fresh.front().map(|f| f.arrived_ms);
         c.window = self.window.counters();
         c.in_flight = self.window.outstanding() as u64;
         c.window_oldest_ms = self.window.oldest_ms();
+    }
+}
+
+/// A full disk, which the uplink rides out; any other spool error is returned.
+fn disk_full_or(error: SpoolError) -> Result<SpoolError, SpoolError> {
+    if error.is_disk_full() {
+        Ok(error)
+    } else {
+        Err(error)
     }
 }
 
@@ -937,6 +1193,132 @@ mod tests {
             qos: 1,
             retain: false,
         }
+    }
+
+    /// On a full disk, memory keeps the newest [`MAX_BATCH`] messages: each new one pushes out the
+    /// oldest, which is counted.
+    #[tokio::test(start_paused = true)]
+    async fn on_a_full_disk_memory_keeps_the_newest_and_counts_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pump, _link_tx) = pump(dir.path());
+        let forwarder = forwarder();
+        pump.full.hit("test fs", "test");
+        for i in 1..=MAX_BATCH as u64 + 10 {
+            pump.take_input(&message(i), &forwarder);
+        }
+        assert_eq!(pump.fresh.len(), MAX_BATCH);
+        assert_eq!(pump.fresh.front().map(|f| f.seq), Some(11));
+        assert_eq!(pump.stats.lock().dropped_disk_full, 10);
+        assert_eq!(pump.stats.snapshot()["dropped"], 10);
+    }
+
+    /// What the full disk did not take goes back in front of memory in order, without what was
+    /// acknowledged meanwhile; the next write waits for the retry, not for the hold.
+    #[tokio::test(start_paused = true)]
+    async fn unwritten_messages_return_in_order_and_wait_for_the_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pump, _link_tx) = pump(dir.path());
+        let forwarder = forwarder();
+        for i in 1..=5 {
+            pump.take_input(&message(i), &forwarder);
+        }
+        let (batch, held) = pump.drain_fresh();
+        pump.take_input(&message(6), &forwarder);
+        pump.acked_through = 1;
+        pump.full.hit("test fs", "test");
+        pump.retry_write_at = Some(Instant::now() + DISK_FULL_RETRY);
+        pump.keep_unwritten(batch, held);
+        let seqs: Vec<u64> = pump.fresh.iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, vec![2, 3, 4, 5, 6]);
+        assert_eq!(pump.durable_through(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!pump.flush_due(), "the hold ended, the retry has not come");
+        tokio::time::advance(DISK_FULL_RETRY).await;
+        assert!(pump.flush_due());
+    }
+
+    /// A clean stop on a full disk has nowhere to keep what it could not write: dropped and counted.
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_stop_on_a_full_disk_counts_what_it_could_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pump, _link_tx) = pump(dir.path());
+        let forwarder = forwarder();
+        for i in 1..=3 {
+            pump.take_input(&message(i), &forwarder);
+        }
+        pump.flush_all = true;
+        let (batch, held) = pump.drain_fresh();
+        pump.keep_unwritten(batch, held);
+        assert!(pump.fresh.is_empty());
+        assert_eq!(pump.stats.lock().dropped_disk_full, 3);
+    }
+
+    /// Plays the connection task's events for one accepted connection: CONNACK, the availability
+    /// message written and acknowledged, then whatever the window hands out written (ids from 10 on),
+    /// and those in `acked` acknowledged; then the connection ends (`reason`).
+    fn accepted_connection(pump: &mut Pump, client: &Client, acked: &[u64]) -> Vec<u64> {
+        pump.on_link_event(LinkEvent::Connected {
+            client: client.clone(),
+            receive_maximum: None,
+        });
+        pump.on_link_event(LinkEvent::Sent(1));
+        pump.on_link_event(LinkEvent::Acked(1));
+        pump.take_fresh();
+        let mut written = Vec::new();
+        while let Some(record) = pump.window.next_to_submit() {
+            let pkid = 10 + record.seq as u16;
+            pump.on_link_event(LinkEvent::Sent(pkid));
+            written.push(record.seq);
+        }
+        for seq in acked {
+            pump.on_link_event(LinkEvent::Acked(10 + *seq as u16));
+        }
+        pump.on_link_event(LinkEvent::Down("connection reset by peer".into()));
+        written
+    }
+
+    /// A message in flight when [`REFUSAL_STRIKES`] accepted connections in a row end is set aside and
+    /// counted, and the one behind it is sent; from the first such end on, one message at a time.
+    /// Failed connects (no CONNACK) in between count for nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_message_in_flight_at_three_accepted_connections_in_a_row_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pump, _link_tx) = pump(dir.path());
+        let (client, _eventloop) =
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 64);
+        let client = Client::V311(client);
+        let forwarder = forwarder();
+        for i in 1..=3 {
+            pump.take_input(&message(i), &forwarder);
+        }
+        assert_eq!(accepted_connection(&mut pump, &client, &[2]), vec![1, 2, 3]);
+        assert_eq!(pump.suspect, Some(Suspect { seq: 1, strikes: 1 }));
+        // An outage: connects fail before any CONNACK.
+        for _ in 0..5 {
+            pump.on_link_event(LinkEvent::Down("connection refused".into()));
+        }
+        assert_eq!(pump.suspect, Some(Suspect { seq: 1, strikes: 1 }));
+        assert_eq!(accepted_connection(&mut pump, &client, &[]), vec![1]);
+        assert!(pump.refused.is_empty());
+        assert_eq!(accepted_connection(&mut pump, &client, &[]), vec![1]);
+        let refused: Vec<u64> = pump.refused.iter().map(|r| r.seq).collect();
+        assert_eq!(refused, vec![1]);
+        assert_eq!(pump.stats.lock().refused, 1);
+        assert_eq!(
+            pump.acked_through, 2,
+            "2 was acknowledged on the first connection"
+        );
+        assert_eq!(pump.suspect, None);
+        // The rest flows, as many at a time as the window allows.
+        pump.take_input(&message(4), &forwarder);
+        assert_eq!(accepted_connection(&mut pump, &client, &[3, 4]), vec![3, 4]);
+        assert_eq!(pump.acked_through, 4);
+        assert_eq!(pump.stats.lock().refused, 1);
+        // The refused message is kept beside the spool by the next job.
+        pump.start_job(false);
+        pump.wait_job().await.unwrap();
+        let kept: Vec<u64> = refused::read(dir.path()).iter().map(|r| r.seq).collect();
+        assert_eq!(kept, vec![1]);
     }
 
     /// Without a connection, messages wait in memory for their hold, then go to disk in one write and

@@ -57,6 +57,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::reserve::Reserver;
 
+use super::refused::Refused;
+
 /// How often appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncPolicy {
@@ -155,6 +157,9 @@ pub struct SpoolStats {
     pub next_seq: u64,
     /// Records appended and not yet read for sending.
     pub unread: u64,
+    /// Refused messages kept in the spool directory ([`super::refused`]), and those not kept.
+    pub refused_kept: u64,
+    pub refused_not_kept: u64,
 }
 
 /// Why the spool could not do its job. Every variant names the file.
@@ -168,10 +173,20 @@ pub enum SpoolError {
     },
 }
 
+impl SpoolError {
+    /// Whether the file system is full ([`crate::full_disk::is_full`]): the spool is as it was before
+    /// the call that failed, and the same records may be written again later.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            SpoolError::Io { source, .. } => crate::full_disk::is_full(source),
+        }
+    }
+}
+
 /// Largest payload a record takes; bigger messages are refused and counted.
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
-const SEGMENT_MAGIC: &[u8; 8] = b"SGSPOOL1";
+pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"SGSPOOL1";
 const ACK_MAGIC: &[u8; 8] = b"SGACK001";
 const RECORD_HEADER: usize = 8;
 const BODY_FIXED: usize = 20;
@@ -276,6 +291,8 @@ pub struct Spool {
     stats: SpoolStats,
     /// Reserves each segment's blocks when it is created.
     reserver: Reserver,
+    /// The messages the cloud refused, set aside.
+    refused: Refused,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -293,7 +310,15 @@ impl Spool {
     /// Opens the spool in `dir` (created if missing), repairing torn or corrupt tails, and positions the
     /// reader after the last acknowledged record. Writes nothing unless there is something to repair.
     pub fn open(dir: &Path, settings: SpoolSettings) -> Result<Spool, SpoolError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // A full file system without the directory yet (a first start with an [upstream] on a full
+        // card): the spool starts empty and makes the directory with its first file.
+        let missing = match fs::create_dir_all(dir) {
+            Err(source) if crate::full_disk::is_full(&source) => true,
+            created => {
+                created.map_err(io_err(dir))?;
+                false
+            }
+        };
         let max_bytes = settings.max_bytes.max(16 * 1024);
         let segment_bytes = settings.segment_bytes.clamp(
             MIN_SEGMENT_BYTES,
@@ -321,7 +346,11 @@ impl Spool {
             cache: ReadCache::default(),
             stats: SpoolStats::default(),
             reserver: Reserver::new("uplink"),
+            refused: Refused::open(dir),
         };
+        if missing {
+            return Ok(spool);
+        }
         spool.acked_seq = spool.read_ack_file();
         spool.persisted_ack = spool.acked_seq;
         spool.recover()?;
@@ -576,6 +605,10 @@ impl Spool {
 
     /// Creates the next segment, named after the sequence number its first record gets.
     fn start_segment(&mut self) -> Result<(), SpoolError> {
+        if self.segments.is_empty() {
+            // Opened on a full disk before the directory existed; a no-op otherwise.
+            fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        }
         let path = segment_path(&self.dir, self.next_seq);
         let mut file = OpenOptions::new()
             .read(true)
@@ -662,12 +695,11 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         // The prefix counts as read only when the reader is at the end: otherwise order would break.
         let mut as_read = if self.unread == 0 { in_flight } else { 0 };
-        let mut buf = Vec::with_capacity(4096);
+        let mut pending = Pending::default();
         for &(seq, appended_ms, message) in messages {
             let held = as_read > 0;
             as_read = as_read.saturating_sub(1);
-            if message.topic.len() > u16::MAX as usize || message.payload.len() > MAX_PAYLOAD_BYTES
-            {
+            if !fits(message) {
                 self.stats.dropped_too_large += 1;
                 log::error!(
                     "uplink: message on {} refused by the spool: {} bytes is over the limit",
@@ -677,13 +709,13 @@ impl Spool {
                 continue;
             }
             // Numbers only grow (a caller's mistake would otherwise break the order on disk).
-            let seq = seq.max(self.next_seq);
-            let needs_roll = self
-                .segments
-                .back()
-                .is_some_and(|s| s.bytes + buf.len() as u64 >= self.segment_bytes && s.count > 0);
+            let seq = seq.max(pending.next_seq(self.next_seq));
+            let needs_roll = self.segments.back().is_some_and(|s| {
+                s.bytes + pending.buf.len() as u64 >= self.segment_bytes
+                    && s.count + pending.records.len() as u64 > 0
+            });
             if needs_roll {
-                self.flush_buf(&mut buf)?;
+                self.write_pending(&mut pending)?;
                 self.roll()?;
                 self.enforce_budget(now_ms)?;
             }
@@ -691,32 +723,15 @@ impl Spool {
                 self.next_seq = seq;
                 self.start_segment()?;
             }
-            encode_record(&mut buf, seq, appended_ms, message);
-            let pending = buf.len() as u64;
-            if let Some(last) = self.segments.back_mut() {
-                last.count += 1;
-                last.last_seq = seq;
-                last.newest_ms = last.newest_ms.max(appended_ms);
-                if held {
-                    self.reader = ReadCursor {
-                        seq: seq + 1,
-                        segment_first_seq: last.first_seq,
-                        offset: last.bytes + pending,
-                        read_in_segment: last.count,
-                        file: None,
-                    };
-                }
-            }
-            if held {
-                self.in_flight.push_back(seq);
-            } else {
-                self.unread += 1;
-            }
-            self.next_seq = seq + 1;
-            self.last_appended = seq;
-            self.stats.appended += 1;
+            encode_record(&mut pending.buf, seq, appended_ms, message);
+            pending.records.push(PendingRecord {
+                seq,
+                appended_ms,
+                held,
+                end: pending.buf.len() as u64,
+            });
         }
-        self.flush_buf(&mut buf)?;
+        self.write_pending(&mut pending)?;
         if self.sync == SyncPolicy::Always {
             self.sync_data()?;
         }
@@ -728,19 +743,60 @@ impl Spool {
         Ok(())
     }
 
-    fn flush_buf(&mut self, buf: &mut Vec<u8>) -> Result<(), SpoolError> {
-        if buf.is_empty() {
+    /// Writes the encoded records to the active segment and only then counts them: a failed write (a
+    /// full disk) leaves the spool as it was before, its file cut back to where its records end (a torn
+    /// record would hide every later one from the reader), so the caller may try the same records again.
+    fn write_pending(&mut self, pending: &mut Pending) -> Result<(), SpoolError> {
+        if pending.records.is_empty() {
             return Ok(());
         }
         let (Some(file), Some(last)) = (self.active.as_mut(), self.segments.back_mut()) else {
             return Ok(());
         };
-        file.write_all(buf).map_err(io_err(&last.path))?;
-        last.bytes += buf.len() as u64;
-        self.stats.written_bytes += buf.len() as u64;
+        if let Err(source) = file.write_all(&pending.buf) {
+            if let Err(cut) = file.set_len(last.bytes) {
+                log::error!(
+                    "spool {}: cutting a failed write back to {} bytes: {cut}",
+                    last.path.display(),
+                    last.bytes
+                );
+            }
+            return Err(SpoolError::Io {
+                path: last.path.clone(),
+                source,
+            });
+        }
+        let start = last.bytes;
+        last.bytes += pending.buf.len() as u64;
+        self.stats.written_bytes += pending.buf.len() as u64;
         self.unsynced = true;
-        buf.clear();
+        for record in pending.records.drain(..) {
+            last.count += 1;
+            last.last_seq = record.seq;
+            last.newest_ms = last.newest_ms.max(record.appended_ms);
+            if record.held {
+                self.reader = ReadCursor {
+                    seq: record.seq + 1,
+                    segment_first_seq: last.first_seq,
+                    offset: start + record.end,
+                    read_in_segment: last.count,
+                    file: None,
+                };
+                self.in_flight.push_back(record.seq);
+            } else {
+                self.unread += 1;
+            }
+            self.next_seq = record.seq + 1;
+            self.last_appended = record.seq;
+            self.stats.appended += 1;
+        }
+        pending.buf.clear();
         Ok(())
+    }
+
+    /// Sequence number of the newest record written (0 when none since the spool began).
+    pub fn last_appended(&self) -> u64 {
+        self.last_appended
     }
 
     fn sync_data(&mut self) -> Result<(), SpoolError> {
@@ -993,12 +1049,27 @@ impl Spool {
         Ok(out)
     }
 
+    /// Keeps a message the cloud refused beside the spool ([`super::refused`]), fsync'ed; the caller
+    /// acknowledges it afterwards, as if the cloud had.
+    pub fn set_aside(&mut self, record: &Record) -> Result<(), SpoolError> {
+        let kept = self.refused.keep(record);
+        self.refresh_stats();
+        kept
+    }
+
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Depth and counters.
     pub fn stats(&self) -> &SpoolStats {
         &self.stats
     }
 
     fn refresh_stats(&mut self) {
+        self.stats.refused_kept = self.refused.kept();
+        self.stats.refused_not_kept = self.refused.dropped();
         self.stats.messages = self.unread + self.in_flight.len() as u64;
         self.stats.bytes = self.segments.iter().map(|s| s.bytes).sum();
         self.stats.segments = self.segments.len() as u64;
@@ -1044,6 +1115,35 @@ impl Spool {
     }
 }
 
+/// Records encoded for the active segment and not written yet.
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    records: Vec<PendingRecord>,
+}
+
+#[derive(Debug)]
+struct PendingRecord {
+    seq: u64,
+    appended_ms: u64,
+    /// The caller holds it for sending already: it counts as read once written.
+    held: bool,
+    /// Offset in `buf` where the record ends.
+    end: u64,
+}
+
+impl Pending {
+    /// The lowest number the next record may take.
+    fn next_seq(&self, spool_next: u64) -> u64 {
+        self.records.last().map_or(spool_next, |r| r.seq + 1)
+    }
+}
+
+/// Whether a message is within what a record takes ([`MAX_PAYLOAD_BYTES`], a u16 topic length).
+pub fn fits(message: &Outbound) -> bool {
+    message.topic.len() <= u16::MAX as usize && message.payload.len() <= MAX_PAYLOAD_BYTES
+}
+
 #[derive(Debug, Default)]
 struct SegmentScan {
     count: u64,
@@ -1069,7 +1169,7 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Appends one encoded record to `buf`.
-fn encode_record(buf: &mut Vec<u8>, seq: u64, now_ms: u64, message: &Outbound) {
+pub(super) fn encode_record(buf: &mut Vec<u8>, seq: u64, now_ms: u64, message: &Outbound) {
     let body_len = BODY_FIXED + message.topic.len() + message.payload.len();
     let start = buf.len();
     buf.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -1168,6 +1268,23 @@ fn next_record(file: &File, offset: u64, limit: u64, cache: &mut ReadCache) -> i
         Some(record) => Next::Record(record, offset + (RECORD_HEADER + len) as u64),
         None => Next::Corrupt,
     })
+}
+
+/// The valid records of a file in the segment format (magic, then records) of `len` bytes, and where
+/// they end (0 when the magic is wrong: nothing in it is trusted).
+pub(super) fn read_valid_records(file: &File, len: u64) -> io::Result<(Vec<Record>, u64)> {
+    let mut magic = [0u8; 8];
+    if len < 8 || file.read_exact_at(&mut magic, 0).is_err() || &magic != SEGMENT_MAGIC {
+        return Ok((Vec::new(), 0));
+    }
+    let mut records = Vec::new();
+    let mut cache = ReadCache::default();
+    let mut offset = SEGMENT_MAGIC.len() as u64;
+    while let Next::Record(record, next) = next_record(file, offset, len, &mut cache)? {
+        records.push(record);
+        offset = next;
+    }
+    Ok((records, offset))
 }
 
 #[cfg(test)]

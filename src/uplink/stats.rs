@@ -50,6 +50,12 @@ pub(crate) struct Counters {
     pub memory_messages: u64,
     /// Arrival time of the oldest of them, Unix ms.
     pub memory_oldest_ms: Option<u64>,
+    /// Messages dropped because the file system was full and memory held its cap.
+    pub dropped_disk_full: u64,
+    /// The last write found the file system full.
+    pub disk_full: bool,
+    /// Messages taken for refused by the cloud broker and set aside since start.
+    pub refused: u64,
 }
 
 /// A handle to the uplink's counters; see [`UplinkStatsHandle::snapshot`].
@@ -67,7 +73,10 @@ impl UplinkStatsHandle {
     /// The counters as JSON, for `{base}/gateway/stats`:
     /// `state` (connecting, connected, disconnected, stopped), `connects`, `reconnects`, `last_error`,
     /// `spool_messages` and `spool_bytes` (depth on disk), `memory_messages` (held in memory only, younger
-    /// than `sync`), `oldest_age_s` (age of the oldest unacknowledged message), `dropped` (with `dropped_budget`, `dropped_age`, `dropped_too_large`), `corrupt_cuts` and
+    /// than `sync`), `oldest_age_s` (age of the oldest unacknowledged message), `dropped` (with `dropped_budget`, `dropped_age`, `dropped_too_large`, `dropped_disk_full`),
+    /// `disk_full` (the last write found the state file system full), `refused` (messages taken for
+    /// refused by the cloud broker and set aside since start), `refused_kept` and `refused_not_kept`
+    /// (in the spool directory's `refused` files, and those the bounds pushed out), `corrupt_cuts` and
     /// `corrupt_bytes` (cut at start or while reading), `replayed` (spooled before the connection came up,
     /// then sent), `resent` (possible duplicates: sent again after a reconnect without an
     /// acknowledgement), `sent`, `acked`, `in_flight`, `appended` (messages forwarded and taken care of:
@@ -99,10 +108,15 @@ impl UplinkStatsHandle {
             "spool_segments": s.segments,
             "memory_messages": c.memory_messages,
             "oldest_age_s": oldest_age_s,
-            "dropped": s.dropped_budget + s.dropped_age + s.dropped_too_large,
+            "dropped": s.dropped_budget + s.dropped_age + s.dropped_too_large + c.dropped_disk_full,
             "dropped_budget": s.dropped_budget,
             "dropped_age": s.dropped_age,
             "dropped_too_large": s.dropped_too_large,
+            "dropped_disk_full": c.dropped_disk_full,
+            "disk_full": c.disk_full,
+            "refused": c.refused,
+            "refused_kept": s.refused_kept,
+            "refused_not_kept": s.refused_not_kept,
             "corrupt_cuts": s.corrupt_cuts,
             "corrupt_bytes": s.corrupt_bytes,
             "replayed": c.window.replayed,

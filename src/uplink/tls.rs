@@ -119,22 +119,43 @@ pub fn client_config(
 /// One line for the operator: what went wrong connecting to `peer`, and where to look.
 pub fn describe_connection_error(error: &ConnectionError, peer: &str) -> String {
     match error {
-        ConnectionError::Tls(TlsError::Io(io)) | ConnectionError::Io(io) => {
-            match rustls_error(io) {
-                Some(tls) => format!("TLS with {peer} failed: {}", explain(tls)),
-                None => format!("{peer}: {io}"),
-            }
-        }
-        ConnectionError::Tls(TlsError::TLS(tls)) => {
-            format!("TLS with {peer} failed: {}", explain(tls))
-        }
-        ConnectionError::Tls(other) => format!("TLS with {peer} failed: {other}"),
-        ConnectionError::ConnectionRefused(code) => format!(
-            "{peer} refused the connection ({code:?}): check client_id, username and password_file"
-        ),
+        ConnectionError::Tls(tls) => describe_tls(tls, peer),
+        ConnectionError::Io(io) => describe_io(io, peer),
+        ConnectionError::ConnectionRefused(code) => refused_connection(&format!("{code:?}"), peer),
         ConnectionError::NetworkTimeout => format!("{peer}: no answer within the connect timeout"),
         other => format!("{peer}: {other}"),
     }
+}
+
+/// [`describe_connection_error`] for the MQTT 5 client's errors.
+pub fn describe_connection_error_v5(error: &rumqttc::v5::ConnectionError, peer: &str) -> String {
+    use rumqttc::v5::ConnectionError as E;
+    match error {
+        E::Tls(tls) => describe_tls(tls, peer),
+        E::Io(io) => describe_io(io, peer),
+        E::ConnectionRefused(code) => refused_connection(&format!("{code:?}"), peer),
+        E::Timeout(_) => format!("{peer}: no answer within the connect timeout"),
+        other => format!("{peer}: {other}"),
+    }
+}
+
+fn describe_tls(error: &TlsError, peer: &str) -> String {
+    match error {
+        TlsError::Io(io) => describe_io(io, peer),
+        TlsError::TLS(tls) => format!("TLS with {peer} failed: {}", explain(tls)),
+        other => format!("TLS with {peer} failed: {other}"),
+    }
+}
+
+fn describe_io(io: &io::Error, peer: &str) -> String {
+    match rustls_error(io) {
+        Some(tls) => format!("TLS with {peer} failed: {}", explain(tls)),
+        None => format!("{peer}: {io}"),
+    }
+}
+
+fn refused_connection(code: &str, peer: &str) -> String {
+    format!("{peer} refused the connection ({code}): check client_id, username and password_file")
 }
 
 fn rustls_error(io: &io::Error) -> Option<&rustls::Error> {

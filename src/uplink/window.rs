@@ -65,8 +65,11 @@ pub struct WindowCounters {
 #[derive(Debug)]
 pub struct Window {
     capacity: usize,
-    /// The client's packet-id cycle (rumqttc's `inflight` option).
+    /// The packet-id cycle rumqttc is asked for (its `inflight` option).
     client_inflight: u64,
+    /// The cycle on the current connection: `client_inflight`, or less where an MQTT 5 server's
+    /// receive maximum is less (rumqttc then cycles through that many ids).
+    cycle: u64,
     entries: VecDeque<Entry>,
     next_index: u64,
     /// Submissions not yet acknowledged, by submission index.
@@ -75,6 +78,9 @@ pub struct Window {
     by_pkid: HashMap<u16, (u64, Target)>,
     replay_until: u64,
     counters: WindowCounters,
+    /// One record in flight at a time (and none beside the availability message): while a message
+    /// is suspected of being refused, so that a disconnect names it.
+    single_file: bool,
 }
 
 impl Window {
@@ -85,6 +91,7 @@ impl Window {
         Window {
             capacity,
             client_inflight: capacity as u64 + 2,
+            cycle: capacity as u64 + 2,
             entries: VecDeque::new(),
             next_index: 0,
             outstanding: BTreeMap::new(),
@@ -92,6 +99,7 @@ impl Window {
             by_pkid: HashMap::new(),
             replay_until: 0,
             counters: WindowCounters::default(),
+            single_file: false,
         }
     }
 
@@ -151,6 +159,13 @@ impl Window {
     pub fn on_connected(&mut self, spooled_through: u64) {
         self.reset_connection();
         self.replay_until = spooled_through;
+        self.cycle = self.client_inflight;
+    }
+
+    /// The server's receive maximum (MQTT 5), which bounds rumqttc's packet-id cycle on this
+    /// connection. Call after [`Window::on_connected`].
+    pub fn limit_cycle(&mut self, receive_maximum: u16) {
+        self.cycle = self.client_inflight.min(u64::from(receive_maximum.max(1)));
     }
 
     /// The connection is gone: whatever was submitted on it is handed out again on the next one.
@@ -172,7 +187,7 @@ impl Window {
 
     fn may_submit(&self) -> bool {
         match self.outstanding.keys().next() {
-            Some(oldest) => self.next_index - oldest + 1 < self.client_inflight,
+            Some(oldest) => self.next_index - oldest + 1 < self.cycle,
             None => true,
         }
     }
@@ -197,7 +212,7 @@ impl Window {
     /// The next record to hand to the client, registered as submitted; `None` when there is none or the
     /// packet-id span is used up.
     pub fn next_to_submit(&mut self) -> Option<Record> {
-        if !self.may_submit() {
+        if !self.may_submit() || (self.single_file && !self.outstanding.is_empty()) {
             return None;
         }
         let position = self.entries.iter().position(|e| e.state == State::Unsent)?;
@@ -214,6 +229,42 @@ impl Window {
         let record = entry.record.clone();
         self.register(Target::Record(record.seq), record.qos);
         Some(record)
+    }
+
+    /// Sends one record at a time (`true`), or as many as the window holds.
+    pub fn set_single_file(&mut self, single_file: bool) {
+        self.single_file = single_file;
+    }
+
+    /// Sequence number of the oldest record held when it reached the wire on the connection just lost
+    /// (or the current one) without an acknowledgement: the one a broker that closes the connection on
+    /// a publish it refuses would have closed it for.
+    pub fn oldest_on_wire(&self) -> Option<u64> {
+        self.entries
+            .front()
+            .filter(|e| e.on_wire)
+            .map(|e| e.record.seq)
+    }
+
+    /// Between connections: removes the oldest record held (refused by the broker), as if acknowledged.
+    /// Returns it and the new "acknowledged through" sequence number.
+    pub fn set_aside_oldest(&mut self) -> Option<(Record, u64)> {
+        if !self.outstanding.is_empty() {
+            return None;
+        }
+        let entry = self.entries.pop_front()?;
+        let mut through = entry.record.seq;
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.state == State::Acked)
+        {
+            if let Some(acked) = self.entries.pop_front() {
+                self.counters.acked += 1;
+                through = acked.record.seq;
+            }
+        }
+        Some((entry.record, through))
     }
 
     /// The client wrote the next queued publish with packet id `pkid` (0 for QoS 0). Returns the new
@@ -235,6 +286,19 @@ impl Window {
             return Err(WindowError::PacketIdReused(pkid));
         }
         Ok(None)
+    }
+
+    /// The broker refused packet id `pkid` (an MQTT 5 reason code): its record, now done with as if
+    /// acknowledged, and the new "acknowledged through" sequence number when it moved. `None` for an
+    /// unknown id or the availability message.
+    pub fn on_refused(&mut self, pkid: u16) -> Option<(Record, Option<u64>)> {
+        let (index, target) = self.by_pkid.remove(&pkid)?;
+        let record = match target {
+            Target::Record(seq) => self.entry_mut(seq).map(|e| e.record.clone()),
+            Target::Control => None,
+        };
+        let through = self.complete(index, target);
+        record.map(|r| (r, through))
     }
 
     /// The broker acknowledged packet id `pkid` (PUBACK, or PUBCOMP at QoS 2). Unknown ids are ignored
@@ -376,6 +440,82 @@ mod tests {
             counters.replayed, 5,
             "each record counted once, on its first send"
         );
+    }
+
+    #[test]
+    fn single_file_sends_one_record_after_the_control_and_the_refused_one_is_set_aside() {
+        let mut window = Window::new(8);
+        window.push((1..=4).map(|s| record(s, 1)).collect());
+        window.on_connected(0);
+        let mut ids = Ids {
+            last: 0,
+            cycle: window.client_inflight(),
+        };
+        // All four reach the wire; 2 and 3 are acknowledged, then the broker closes.
+        let pkids: Vec<u16> = std::iter::from_fn(|| window.next_to_submit())
+            .map(|r| ids.next(r.qos))
+            .collect();
+        for pkid in &pkids {
+            window.on_sent(*pkid).unwrap();
+        }
+        window.on_acked(pkids[1]);
+        window.on_acked(pkids[2]);
+        window.on_disconnected();
+        assert_eq!(window.oldest_on_wire(), Some(1));
+
+        window.set_single_file(true);
+        window.on_connected(0);
+        assert!(window.submit_control(1));
+        assert!(
+            window.next_to_submit().is_none(),
+            "the control is in flight"
+        );
+        let control = ids.next(1);
+        window.on_sent(control).unwrap();
+        window.on_acked(control);
+        assert_eq!(window.next_to_submit().map(|r| r.seq), Some(1));
+        assert!(window.next_to_submit().is_none(), "one record at a time");
+        assert!(
+            window.set_aside_oldest().is_none(),
+            "not while it is outstanding"
+        );
+        window.on_disconnected();
+        let (refused, through) = window.set_aside_oldest().unwrap();
+        assert_eq!((refused.seq, through), (1, 3), "2 and 3 were acknowledged");
+        assert_eq!(window.len(), 1);
+        assert_eq!(window.oldest_on_wire(), Some(4));
+    }
+
+    #[test]
+    fn a_refused_record_is_done_with_and_returned_and_a_receive_maximum_narrows_the_span() {
+        let mut window = Window::new(8);
+        window.push((1..=3).map(|s| record(s, 1)).collect());
+        window.on_connected(0);
+        window.limit_cycle(3);
+        let mut ids = Ids { last: 0, cycle: 3 };
+        let submitted: Vec<u64> =
+            std::iter::from_fn(|| window.next_to_submit().map(|r| r.seq)).collect();
+        assert_eq!(
+            submitted,
+            vec![1, 2],
+            "a cycle of 3 ids: 2 outstanding at most"
+        );
+        let first = ids.next(1);
+        let second = ids.next(1);
+        window.on_sent(first).unwrap();
+        window.on_sent(second).unwrap();
+        assert_eq!(
+            window.on_refused(second).map(|(r, t)| (r.seq, t)),
+            Some((2, None))
+        );
+        assert_eq!(
+            window.on_acked(first),
+            Some(2),
+            "1 acknowledged, 2 refused: through 2"
+        );
+        assert_eq!(window.on_refused(99), None, "an unknown id");
+        window.on_connected(0);
+        assert_eq!(window.next_to_submit().map(|r| r.seq), Some(3));
     }
 
     #[test]

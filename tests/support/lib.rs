@@ -1,17 +1,19 @@
 //! The test harness that every test crate of sensorgate and its benchmark share, one copy of each
 //! helper: the real daemon started on a free 127.0.0.1 port ([`daemon`]), pseudo-terminals as serial
-//! dongles ([`pty`]), Debian's mosquitto as a peer or cloud broker ([`mosquitto`]), MQTT subscribers
+//! dongles ([`pty`]), Debian's mosquitto as a peer or cloud broker ([`mosquitto`]), a cloud that closes
+//! the connection on a publish it refuses ([`fake_cloud`]), MQTT subscribers
 //! ([`mqtt`]) and a byte-level client ([`raw`]), the embedded broker's test settings ([`broker`]), a
-//! throw-away PKI ([`certs`]), the Python that independent implementations run on ([`python`]), and a
-//! small tmpfs to fill for full-disk cases ([`small_fs`]). It starts only processes and listeners on
+//! throw-away PKI ([`certs`]), a small tmpfs to fill for full-disk cases ([`tmpfs`]), and the Python
+//! that independent implementations run on ([`python`]). It starts only processes and listeners on
 //! 127.0.0.1 and stops what it started by PID.
 
 pub mod broker;
 pub mod certs;
 pub mod daemon;
+pub mod fake_cloud;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod pty;
 pub mod python;
 pub mod raw;
-pub mod small_fs;
+pub mod tmpfs;

@@ -35,6 +35,9 @@ pub struct BrokerConfig {
     pub users: Vec<(String, String)>,
     /// Keep sessions and queued messages across a stop/start (written on SIGTERM).
     pub persistence: bool,
+    /// Topics no client may publish on (the plain listener's ACL; everything else is allowed): an
+    /// MQTT 5 client is told so with PUBACK 0x87, a 3.1.1 client's publish is dropped silently.
+    pub denied_topics: Vec<String>,
 }
 
 /// A running (or stopped) mosquitto. Killed by PID on drop.
@@ -85,6 +88,15 @@ impl Mosquitto {
         text.push_str(&format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\n"
         ));
+        if !config.denied_topics.is_empty() {
+            let acl = dir.path().join("acl");
+            let mut rules = String::from("topic readwrite #\n");
+            for topic in &config.denied_topics {
+                rules.push_str(&format!("topic deny {topic}\n"));
+            }
+            fs::write(&acl, rules).expect("write the ACL file");
+            text.push_str(&format!("acl_file {}\n", acl.display()));
+        }
         if let (Some(tls), Some(tls_port)) = (&config.tls, tls_port) {
             text.push_str(&format!(
                 "listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",

@@ -245,24 +245,7 @@ impl RawClient {
     }
 
     async fn read_packet(&mut self) -> Option<RawPacket> {
-        let first = self.stream.read_u8().await.ok()?;
-        let mut len = 0usize;
-        let mut shift = 0;
-        for _ in 0..4 {
-            let byte = self.stream.read_u8().await.ok()?;
-            len |= ((byte & 0x7F) as usize) << shift;
-            shift += 7;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body).await.ok()?;
-        Some(RawPacket {
-            kind: first >> 4,
-            flags: first & 0x0F,
-            body,
-        })
+        read_packet(&mut self.stream).await
     }
 
     /// Reads packets until one of `kind` arrives (bounded); panics otherwise.
@@ -336,4 +319,26 @@ impl RawClient {
             }
         }
     }
+}
+
+/// Reads one whole packet from `stream` (unbounded: wrap it in a timeout), or None when it closes.
+pub async fn read_packet(stream: &mut TcpStream) -> Option<RawPacket> {
+    let first = stream.read_u8().await.ok()?;
+    let mut len = 0usize;
+    let mut shift = 0;
+    for _ in 0..4 {
+        let byte = stream.read_u8().await.ok()?;
+        len |= ((byte & 0x7F) as usize) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(RawPacket {
+        kind: first >> 4,
+        flags: first & 0x0F,
+        body,
+    })
 }

@@ -88,6 +88,7 @@ impl Cloud {
             }),
             users: vec![],
             persistence: true,
+            ..BrokerConfig::default()
         });
         Cloud {
             _pki: pki,
@@ -157,26 +158,32 @@ impl Gateway {
 
     /// Writes one JSON line per sequence number (`{"id":1,"seq":S,"n":S}`), in writes of about 4 KiB.
     async fn send(&mut self, seqs: RangeInclusive<u64>) {
-        let mut batch = String::new();
-        for seq in seqs {
-            batch.push_str(&format!("{{\"id\":1,\"seq\":{seq},\"n\":{seq}}}\n"));
-            if batch.len() >= 4000 {
-                self.dongle.write(batch.as_bytes()).await;
-                batch.clear();
-            }
-        }
-        if !batch.is_empty() {
-            self.dongle.write(batch.as_bytes()).await;
-        }
+        send_readings(&mut self.dongle, seqs).await;
     }
 }
 
-fn wait_port_open(daemon: &Daemon) {
+/// Writes one JSON line per sequence number (`{"id":1,"seq":S,"n":S}`) to `dongle`, in writes of about
+/// 4 KiB.
+pub(crate) async fn send_readings(dongle: &mut FakeDongle, seqs: RangeInclusive<u64>) {
+    let mut batch = String::new();
+    for seq in seqs {
+        batch.push_str(&format!("{{\"id\":1,\"seq\":{seq},\"n\":{seq}}}\n"));
+        if batch.len() >= 4000 {
+            dongle.write(batch.as_bytes()).await;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        dongle.write(batch.as_bytes()).await;
+    }
+}
+
+pub(crate) fn wait_port_open(daemon: &Daemon) {
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
 }
 
 /// The `seq` of a device state payload.
-fn seq_of(payload: &[u8]) -> Option<u64> {
+pub(crate) fn seq_of(payload: &[u8]) -> Option<u64> {
     serde_json::from_slice::<Value>(payload)
         .ok()?
         .get("seq")?
@@ -185,7 +192,7 @@ fn seq_of(payload: &[u8]) -> Option<u64> {
 
 /// Waits (bounded) until the embedded broker published the state with `seq`: the reading went through
 /// the pipeline, and so into the uplink's input.
-async fn wait_local(local: &mut mqtt::Subscriber, seq: u64) {
+pub(crate) async fn wait_local(local: &mut mqtt::Subscriber, seq: u64) {
     let mut seen = Vec::new();
     let found = local
         .wait_for(Duration::from_secs(30), &mut seen, |m| {
@@ -201,7 +208,7 @@ async fn wait_local(local: &mut mqtt::Subscriber, seq: u64) {
 
 /// Reads `{base}/gateway/stats` messages until one's `uplink` section satisfies `ok`; returns that
 /// section. Panics after `within` with the last section seen.
-async fn wait_uplink_stats(
+pub(crate) async fn wait_uplink_stats(
     stats: &mut mqtt::Subscriber,
     what: &str,
     within: Duration,
@@ -224,7 +231,7 @@ async fn wait_uplink_stats(
     }
 }
 
-fn number(uplink: &Value, key: &str) -> u64 {
+pub(crate) fn number(uplink: &Value, key: &str) -> u64 {
     uplink[key]
         .as_u64()
         .unwrap_or_else(|| panic!("uplink.{key} is not a number: {uplink}"))
@@ -232,7 +239,7 @@ fn number(uplink: &Value, key: &str) -> u64 {
 
 /// The `seq` of every state the cloud subscriber receives on `topic`, in arrival order, until `until`
 /// arrives (bounded by `within`).
-async fn collect_cloud(
+pub(crate) async fn collect_cloud(
     cloud: &mut CloudSubscriber,
     topic: &str,
     until: u64,

@@ -28,6 +28,7 @@ pub fn settings(
         password_file: None,
         keep_alive: Duration::from_secs(30),
         max_inflight: 100,
+        protocol: Default::default(),
         base_topic: "sg".into(),
         forwards: vec![ForwardRule {
             filter: "sg/#".into(),

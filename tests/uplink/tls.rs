@@ -25,6 +25,7 @@ fn settings(url: String, state_dir: &Path) -> UplinkSettings {
     UplinkSettings {
         allow_plaintext: false,
         max_inflight: 16,
+        protocol: Default::default(),
         ..running::settings(url, "gw-tls-test", state_dir, spool)
     }
 }
