@@ -75,6 +75,7 @@ pub mod decode;
 pub mod devices;
 pub mod encode;
 pub mod frame;
+pub mod heard;
 pub mod homeassistant;
 pub mod logging;
 pub mod model;

@@ -31,6 +31,19 @@ pub struct SourceCounters {
     pub link_losses: u64,
     /// Whether the link is up now.
     pub up: bool,
+    /// A supervised receiver's state (rtl_433): running, stalled, restarting, lost, finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// Times a supervised receiver stalled and was killed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stalls: u64,
+    /// Times a supervised receiver was started again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restarts: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// Commands to the devices of one source (`crate::commands`), in `{base}/gateway/stats` as the source's
