@@ -73,6 +73,8 @@ pub enum Link {
     Simulator,
     /// A LoRa radio, by chip name (`SX1276`).
     Radio(String),
+    /// 433/868 MHz sensors received by rtl_433: like a radio, neighbours' sensors are heard too.
+    Rtl433,
 }
 
 /// What discovery needs to know about one `[[source]]`.
@@ -421,7 +423,9 @@ impl Discovery {
         match self.settings.announce {
             Announce::All => true,
             Announce::Configured => rules.is_some(),
-            Announce::Auto => rules.is_some() || !matches!(info.link, Link::Radio(_)),
+            Announce::Auto => {
+                rules.is_some() || !matches!(info.link, Link::Radio(_) | Link::Rtl433)
+            }
         }
     }
 
@@ -683,6 +687,7 @@ fn model(info: &SourceInfo) -> String {
         Link::Serial => format!("{payload} over serial"),
         Link::Simulator => format!("{payload} (simulated)"),
         Link::Radio(chip) => format!("{payload} over {chip} LoRa"),
+        Link::Rtl433 => "rtl_433 (433/868 MHz)".to_string(),
     }
 }
 
