@@ -274,7 +274,7 @@ impl Pipeline {
                     ReceiverState::Stalled => counters.stalls += 1,
                     ReceiverState::Restarting => counters.restarts += 1,
                     ReceiverState::Finished => counters.up = false,
-                    ReceiverState::Running | ReceiverState::Lost => {}
+                    ReceiverState::Starting | ReceiverState::Running | ReceiverState::Lost => {}
                 }
                 Vec::new()
             }

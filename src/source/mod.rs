@@ -52,7 +52,9 @@ pub enum SourceEvent {
 /// Where a supervised receiver (rtl_433) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiverState {
-    /// The process runs.
+    /// The process was started and has printed nothing yet.
+    Starting,
+    /// The process runs and prints: it has the receiver.
     Running,
     /// It stalled and was killed (a restart follows).
     Stalled,
@@ -68,6 +70,7 @@ impl ReceiverState {
     /// The name in `{base}/gateway/stats`.
     pub fn as_str(self) -> &'static str {
         match self {
+            ReceiverState::Starting => "starting",
             ReceiverState::Running => "running",
             ReceiverState::Stalled => "stalled",
             ReceiverState::Restarting => "restarting",

@@ -15,8 +15,9 @@
 //! is reset over USB (`usb_reset`, on by default), and rtl_433 starts again after a jittered backoff.
 //! Exit status 2 means no stick: the source is lost (its devices' wills are published) and retried with
 //! backoff. Exit status 0 ends the source only for a one-shot replay (`args` with `-r FILE` or
-//! `-y CODE`); otherwise it is restarted like any other end. The state (running, stalled, restarting,
-//! lost, finished) and the stall and restart counts are in `{base}/gateway/stats`.
+//! `-y CODE`); otherwise it is restarted like any other end. The link is up from rtl_433's first output
+//! line of each start (it prints nothing before it has the stick). The state (starting, running,
+//! stalled, restarting, lost, finished) and the stall and restart counts are in `{base}/gateway/stats`.
 
 pub mod args;
 pub mod identity;

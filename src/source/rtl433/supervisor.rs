@@ -180,10 +180,7 @@ impl Supervisor {
             }
         };
         log::info!(source = self.name(); "rtl_433 started (pid {}): {} {}", running.pid, self.settings.command, self.arguments.join(" "));
-        let up = SourceEvent::Up {
-            source: self.ctx.name.clone(),
-        };
-        if !self.ctx.emit(up).await || !self.state(ReceiverState::Running).await {
+        if !self.state(ReceiverState::Starting).await {
             process::kill_group(running.pid);
             return None;
         }
@@ -203,6 +200,7 @@ impl Supervisor {
         let (mut out_open, mut err_open) = (true, true);
         let mut exit: Option<(Option<i32>, Instant)> = None;
         let mut stderr_lines = 0u32;
+        let mut receiving = false;
         loop {
             if let Some((code, _)) = exit {
                 if !out_open {
@@ -223,6 +221,14 @@ impl Supervisor {
                     Ok(0) | Err(_) => out_open = false,
                     Ok(count) => {
                         liveness.activity(now());
+                        if !receiving {
+                            // Output means rtl_433 has the stick: the link is up.
+                            receiving = true;
+                            let up = SourceEvent::Up { source: self.ctx.name.clone() };
+                            if !self.ctx.emit(up).await || !self.state(ReceiverState::Running).await {
+                                return None;
+                            }
+                        }
                         stdout.push(&out_buffer[..count]);
                         while let Some(frame) = stdout.next_frame() {
                             if !self.on_line(frame).await {
