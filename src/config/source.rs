@@ -95,7 +95,7 @@ pub enum SourceKind {
     Radio(RadioConfig),
     /// `kind = "rtl_433"`: the source's own settings (its `configured` addresses are filled in from
     /// `[[device]]` by [`Config::parse`](super::Config::parse), so a changed device restarts it).
-    Rtl433(Rtl433Settings),
+    Rtl433(Box<Rtl433Settings>),
 }
 
 /// A serial port.
@@ -948,7 +948,7 @@ impl SourceToml {
             name: self.name,
             header: HeaderFormat::None,
             payload: PayloadFormat::Json,
-            kind: SourceKind::Rtl433(settings),
+            kind: SourceKind::Rtl433(Box::new(settings)),
             encryption: None,
             commands: None,
         })

@@ -148,20 +148,14 @@ async fn replayed_lines_then_silence_is_a_stall_the_group_is_killed_and_rtl_433_
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(runs(dir.path()) >= 2, "rtl_433 started again");
-    // The neighbour (id 92) is not published, it is heard.
-    let heard = seen
-        .iter()
-        .chain(std::iter::once(
-            &sub.wait_for(Duration::from_secs(5), &mut Vec::new(), |m| {
-                m.topic == "sensorgate/gateway/heard"
-            })
-            .await
-            .expect("the heard list is published"),
-        ))
-        .filter(|m| m.topic == "sensorgate/gateway/heard")
-        .last()
-        .map(json)
-        .unwrap();
+    // The neighbour (id 92) is not published, it is heard: the list is retained for late subscribers.
+    let mut late = mqtt::subscribe(daemon.addr, "late", "sensorgate/gateway/heard", 1).await;
+    let heard = late
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the heard list is retained");
+    assert!(heard.retain);
+    let heard = json(&heard);
     assert_eq!(heard["rf"][0]["address"], "Nexus-TH/92/1", "{heard}");
     assert!(heard["rf"][0]["count"].as_u64().unwrap() >= 1);
     assert_eq!(heard["rf"][0]["rssi"], -7.1);
