@@ -44,15 +44,21 @@ fn fake() -> PathBuf {
 
 /// The daemon running the fake in `mode`.
 fn start_fake(dir: &Path, mode: &str, devices: &str) -> Daemon {
-    let config = CONFIG
+    start_fake_with(dir, mode, devices, "")
+}
+
+/// [`start_fake`] with more configuration after the rest.
+fn start_fake_with(dir: &Path, mode: &str, devices: &str, more: &str) -> Daemon {
+    let config = format!("{CONFIG}{more}")
         .replace("{command}", &fake().display().to_string())
         .replace("{usb_reset}", "true")
         .replace("{devices}", devices)
         .replace("{extra}", "");
+    let config = config.as_str();
     let fake_dir = dir.display().to_string();
     Daemon::start_with_env(
         dir,
-        &config,
+        config,
         daemon::free_port(),
         &[("FAKE_RTL433_MODE", mode), ("FAKE_RTL433_DIR", &fake_dir)],
     )
@@ -340,6 +346,80 @@ args = ["-y", "{36}5b80d7f37{36}5b80d7f37{36}5b80d7f37"]"#;
     })
     .await;
     assert_eq!(count(&rf, "restarts"), 0, "a replay is not restarted: {rf}");
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_battery_swap_keeps_the_name_a_button_stays_online_and_discovery_types_the_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let more = r#"
+[[device]]
+name = "tower"
+source = "rf"
+address = "Acurite-Tower/*/A"
+
+[devices]
+offline_after = "1s"
+
+[homeassistant]
+discovery = true
+devices = "all"
+"#;
+    let daemon = start_fake_with(dir.path(), "swap", "all", more);
+    let mut sub = mqtt::subscribe(daemon.addr, "watch", "#", 1).await;
+    let mut seen = Vec::new();
+    let after_swap = sub
+        .wait_for(Duration::from_secs(10), &mut seen, |m| {
+            m.topic == "sensorgate/tower" && json(m)["temperature_C"] == 4.0
+        })
+        .await
+        .expect("the reading after the battery swap is the same device's");
+    assert_eq!(json(&after_swap)["humidity"], 40);
+    sub.wait_for(Duration::from_secs(5), &mut seen, |m| {
+        m.topic == "sensorgate/tower/availability" && m.text() == "offline"
+    })
+    .await
+    .expect("the tower goes offline after 1 s of silence");
+    // Two more stats reports: time for the button to have gone offline too, were it a sensor.
+    for _ in 0..2 {
+        sub.wait_for(Duration::from_secs(5), &mut seen, |m| {
+            m.topic == "sensorgate/gateway/stats"
+        })
+        .await
+        .expect("stats");
+    }
+    let remote = seen
+        .iter()
+        .find(|m| {
+            m.topic.starts_with("sensorgate/rf-Generic-Remote")
+                && m.topic.ends_with("/availability")
+        })
+        .map(|m| m.topic.clone())
+        .expect("the remote (devices = \"all\") is published");
+    let remote_offline = seen
+        .iter()
+        .any(|m| m.topic == remote && m.text() == "offline");
+    assert!(!remote_offline, "a button is not taken offline by silence");
+    assert!(
+        !seen.iter().any(|m| m.topic.contains("Acurite-Tower_877")),
+        "no second device for the new id"
+    );
+    let config = |component: &str, field: &str| {
+        seen.iter()
+            .filter(|m| {
+                m.topic.starts_with(&format!("homeassistant/{component}/"))
+                    && m.topic.contains(field)
+            })
+            .map(json)
+            .last()
+            .unwrap_or_else(|| panic!("no {component} config for {field}"))
+    };
+    let battery = config("binary_sensor", "battery_ok");
+    assert_eq!(battery["device_class"], "battery", "{battery}");
+    let temperature = config("sensor", "temperature_C");
+    assert_eq!(temperature["unit_of_measurement"], "°C", "{temperature}");
+    assert_eq!(temperature["device_class"], "temperature");
     let (status, _) = daemon.stop();
     assert!(status.success());
 }

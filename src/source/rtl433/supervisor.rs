@@ -448,7 +448,12 @@ mod tests {
         let usb = Arc::new(FakeUsb::default());
         let task = tokio::spawn(run(ctx, settings, usb.clone()));
         let mut states = Vec::new();
-        while states.iter().filter(|s| **s == ReceiverState::Starting).count() < 3 {
+        while states
+            .iter()
+            .filter(|s| **s == ReceiverState::Starting)
+            .count()
+            < 3
+        {
             let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
                 .await
                 .unwrap_or_else(|_| panic!("no event within 10 s after {states:?}"))
@@ -460,7 +465,10 @@ mod tests {
         }
         shutdown.cancel();
         task.await.unwrap();
-        let stalls = states.iter().filter(|s| **s == ReceiverState::Stalled).count();
+        let stalls = states
+            .iter()
+            .filter(|s| **s == ReceiverState::Stalled)
+            .count();
         assert_eq!(stalls, 2, "{states:?}");
         assert_eq!(
             *usb.resets.lock().unwrap(),
