@@ -2,7 +2,8 @@
 //! replays JSON lines then goes silent, exits 3 on a stall, hangs after its stall message, finds no
 //! stick, meets the DVB driver, writes a 1 MB line and invalid UTF-8, or floods; each ends in the right
 //! state within a bounded time, with a real restart. And Debian's real `rtl_433` decoding a test code
-//! (`-y`) into retained readings (scripts/test installs it). Every wait is bounded.
+//! (`-y`) and a recording (`-r`, generated here) into retained readings (scripts/test installs it).
+//! Every wait is bounded.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -306,8 +307,38 @@ async fn a_flood_of_senders_leaves_a_bounded_heard_list() {
     assert!(status.success());
 }
 
+/// A Nexus-TH (protocol 19): id 91, channel 1, battery ok, 21.5 °C, 55 %: its 36 bits.
+const NEXUS_BITS: &str = "5b80d7f37";
+
+/// A recording of that sensor as an RTL-SDR stick at 250 kS/s would make it (`.cu8`: unsigned I/Q
+/// bytes): OOK pulse-position code, 500 µs pulses, 1000 µs gaps for 0, 2000 µs for 1, 4000 µs between
+/// the eight repeats.
+fn nexus_recording(path: &Path) {
+    let samples = |micros: usize| micros * 250_000 / 1_000_000;
+    let (on, off) = ([255u8, 127], [127u8, 127]);
+    let mut cu8 = Vec::new();
+    let mut add = |level: [u8; 2], micros: usize| {
+        for _ in 0..samples(micros) {
+            cu8.extend_from_slice(&level);
+        }
+    };
+    add(off, 10_000);
+    for _ in 0..8 {
+        for nibble in NEXUS_BITS.chars().map(|c| c.to_digit(16).unwrap()) {
+            for bit in (0..4).rev().map(|i| (nibble >> i) & 1) {
+                add(on, 500);
+                add(off, if bit == 1 { 2000 } else { 1000 });
+            }
+        }
+        add(on, 500);
+        add(off, 4000);
+    }
+    add(off, 20_000);
+    std::fs::write(path, cu8).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn debians_rtl_433_decodes_a_test_code_into_retained_readings_and_the_replay_ends() {
+async fn debians_rtl_433_decodes_a_test_code_and_a_recording_into_retained_readings_and_ends() {
     assert!(
         std::process::Command::new("rtl_433")
             .arg("-V")
@@ -315,39 +346,51 @@ async fn debians_rtl_433_decodes_a_test_code_into_retained_readings_and_the_repl
             .is_ok(),
         "rtl_433 is not installed: apt-get install rtl-433 (scripts/test does)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    // A Nexus-TH (protocol 19): id 91, channel 1, battery ok, 21.5 °C, 55 %, sent three times.
-    let extra = r#"protocols = [19]
-args = ["-y", "{36}5b80d7f37{36}5b80d7f37{36}5b80d7f37"]"#;
-    let config = CONFIG
-        .replace("{command}", "rtl_433")
-        .replace("{usb_reset}", "false")
-        .replace("{devices}", "configured")
-        .replace("{extra}", extra);
-    let daemon = Daemon::start(dir.path(), &config);
-    daemon.wait_for_log("finished its one-shot replay", 1, Duration::from_secs(15));
-    let mut late = mqtt::subscribe(daemon.addr, "late", "sensorgate/#", 1).await;
-    let got = late
-        .collect_until(Duration::from_secs(10), |got| {
-            got.contains_key("sensorgate/garden")
-                && got.contains_key("sensorgate/garden/temperature_C")
+    for replay in ["-y", "-r"] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = match replay {
+            "-y" => format!("{{36}}{NEXUS_BITS}").repeat(3),
+            _ => {
+                let path = dir.path().join("nexus_433.92M_250k.cu8");
+                nexus_recording(&path);
+                path.display().to_string()
+            }
+        };
+        let extra = format!("protocols = [19]\nargs = [\"{replay}\", \"{input}\"]");
+        let config = CONFIG
+            .replace("{command}", "rtl_433")
+            .replace("{usb_reset}", "false")
+            .replace("{devices}", "configured")
+            .replace("{extra}", &extra);
+        let daemon = Daemon::start(dir.path(), &config);
+        daemon.wait_for_log("finished its one-shot replay", 1, Duration::from_secs(15));
+        let mut late = mqtt::subscribe(daemon.addr, "late", "sensorgate/#", 1).await;
+        let got = late
+            .collect_until(Duration::from_secs(10), |got| {
+                got.contains_key("sensorgate/garden")
+                    && got.contains_key("sensorgate/garden/temperature_C")
+            })
+            .await;
+        let state = &got["sensorgate/garden"];
+        assert!(state.retain, "{replay}");
+        let state = json(state);
+        assert_eq!(state["temperature_C"], 21.5, "{replay}: {state}");
+        assert_eq!(state["humidity"], 55);
+        assert_eq!(state["battery_ok"], 1);
+        assert_eq!(got["sensorgate/garden/temperature_C"].text(), "21.5");
+        let mut sub = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+        let rf = stats_until(&mut sub, Duration::from_secs(5), |rf| {
+            rf["state"] == "finished"
         })
         .await;
-    let state = &got["sensorgate/garden"];
-    assert!(state.retain);
-    let state = json(state);
-    assert_eq!(state["temperature_C"], 21.5, "{state}");
-    assert_eq!(state["humidity"], 55);
-    assert_eq!(state["battery_ok"], 1);
-    assert_eq!(got["sensorgate/garden/temperature_C"].text(), "21.5");
-    let mut sub = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
-    let rf = stats_until(&mut sub, Duration::from_secs(5), |rf| {
-        rf["state"] == "finished"
-    })
-    .await;
-    assert_eq!(count(&rf, "restarts"), 0, "a replay is not restarted: {rf}");
-    let (status, _) = daemon.stop();
-    assert!(status.success());
+        assert_eq!(
+            count(&rf, "restarts"),
+            0,
+            "{replay}: a replay is not restarted: {rf}"
+        );
+        let (status, _) = daemon.stop();
+        assert!(status.success());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
