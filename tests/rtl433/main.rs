@@ -450,12 +450,12 @@ devices = "all"
     );
     let config = |component: &str, field: &str| {
         seen.iter()
-            .filter(|m| {
+            .rev()
+            .find(|m| {
                 m.topic.starts_with(&format!("homeassistant/{component}/"))
                     && m.topic.contains(field)
             })
             .map(json)
-            .last()
             .unwrap_or_else(|| panic!("no {component} config for {field}"))
     };
     let battery = config("binary_sensor", "battery_ok");
