@@ -18,6 +18,8 @@ const RATE: u32 = 100;
 #[derive(Debug, Clone, Default)]
 pub struct Row {
     pub lines_per_second: u32,
+    /// What the stand-in printed in the window, per second (it counts once a second).
+    pub measured_lines_per_second: f64,
     pub seconds: f64,
     pub cpu_percent: f64,
 }
@@ -32,6 +34,7 @@ pub struct Report {
 const FAKE: &str = r#"
 import json, os, sys, time
 rate = int(os.environ["BENCH_RTL433_RATE"])
+count_file = os.environ["BENCH_RTL433_COUNT"]
 start = time.monotonic()
 n = 0
 next_stats = start
@@ -39,6 +42,9 @@ while True:
     now = time.monotonic()
     if now >= next_stats:
         print('{"time" : "@1.0s", "enabled" : 191, "frames" : {"count" : 0, "fsk" : 0, "events" : 0}, "stats" : []}', flush=True)
+        with open(count_file + ".tmp", "w") as f:
+            f.write(str(n))
+        os.replace(count_file + ".tmp", count_file)
         next_stats += 1.0
     if rate == 0:
         time.sleep(max(0.0, next_stats - time.monotonic()))
@@ -69,17 +75,30 @@ async fn one(rate: u32, window: Duration) -> Row {
          usb_reset = false\ndevices = \"all\"\n",
         script.display()
     );
-    let env = [("BENCH_RTL433_RATE", OsString::from(rate.to_string()))];
+    let count_file = dir.path().join("printed");
+    let env = [
+        ("BENCH_RTL433_RATE", OsString::from(rate.to_string())),
+        ("BENCH_RTL433_COUNT", count_file.clone().into_os_string()),
+    ];
+    let printed = || {
+        std::fs::read_to_string(&count_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let daemon = Daemon::spawn(&body, &env);
     daemon.wait_listening().await;
     tokio::time::sleep(Duration::from_secs(2)).await; // every sensor seen once, discovery of none
     let before = Usage::of(&[daemon.pid()]);
+    let printed_before = printed();
     tokio::time::sleep(window).await;
     let after = Usage::of(&[daemon.pid()]);
+    let printed_after = printed();
     let cpu = after.cpu_seconds - before.cpu_seconds;
     daemon.stop().await;
     Row {
         lines_per_second: rate,
+        measured_lines_per_second: (printed_after - printed_before) / window.as_secs_f64(),
         seconds: window.as_secs_f64(),
         cpu_percent: 100.0 * cpu / window.as_secs_f64(),
     }
@@ -106,13 +125,14 @@ pub fn markdown(report: &Report) -> String {
          rtl_433's JSON (so rtl_433's demodulation, paid by rtl_433's process, is not counted): 50\n\
          sensors, every line a new reading published with its field topics, and the statistics line every\n\
          second; {:.0} s windows, CPU from `/proc/PID/stat` (10 ms steps).\n\n\
-         | lines/s | daemon CPU |\n|---:|---:|\n\
-         | 0 (statistics line only) | {:.2} % |\n\
-         | {} | {:.2} % |\n\n\
+         | lines/s | printed (counted once a second) | daemon CPU |\n|---:|---:|---:|\n\
+         | 0 (statistics line only) | - | {:.2} % |\n\
+         | {} | {:.0}/s | {:.2} % |\n\n\
          Per line: {:.0} µs of the daemon's CPU (read, parse, identity, repeats, registry, publish).\n",
         report.busy.seconds,
         report.idle.cpu_percent,
         report.busy.lines_per_second,
+        report.busy.measured_lines_per_second,
         report.busy.cpu_percent,
         per_line_us,
     )
