@@ -128,7 +128,7 @@ impl Stats {
 
 /// The JSON of `{base}/gateway/stats`:
 /// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap", "fields_dropped"},
-/// "sources": {name: counters}, "totals": {frames, readings, frame_errors, decode_errors, duplicates,
+/// "sources": {name: counters (a supervised receiver adds "state", "stalls", "restarts")}, "totals": {frames, readings, frame_errors, decode_errors, duplicates,
 /// auth_failed, replayed, link_losses}, "broker": {"dropped_for_slow_subscribers", "dropped_for_the_uplink", "sessions_evicted",
 /// "silent_connections_closed", "retained_refused", "retained_torn_tails", "dropped_for_commands", "refused_gateway_publishes"}, "uplink"}`;
 /// `broker` is what the broker dropped, refused or closed to stay within its bounds. `uplink` (the uplink's own counters: spool depth and age...) is left

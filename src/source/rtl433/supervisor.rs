@@ -477,4 +477,37 @@ mod tests {
         );
         assert!(!states.contains(&ReceiverState::Lost), "{states:?}");
     }
+
+    /// A program that cannot be started is retried with backoff, and never reported as running.
+    #[tokio::test]
+    async fn a_missing_program_is_retried_with_backoff() {
+        let (out, mut events) = mpsc::channel(64);
+        let shutdown = CancellationToken::new();
+        let ctx = SourceContext {
+            name: "rf".to_string(),
+            out,
+            shutdown: shutdown.clone(),
+        };
+        let settings = Rtl433Settings {
+            command: "/nonexistent/rtl_433".to_string(),
+            retry_initial: Duration::from_millis(10),
+            retry_max: Duration::from_millis(20),
+            ..Rtl433Settings::default()
+        };
+        let task = tokio::spawn(run(ctx, settings, Arc::new(FakeUsb::default())));
+        let mut states = Vec::new();
+        while states.len() < 3 {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no event within 10 s after {states:?}"))
+                .expect("the source runs");
+            match event {
+                SourceEvent::State { state, .. } => states.push(state),
+                other => panic!("only states are expected, got {other:?}"),
+            }
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(states, [ReceiverState::Restarting; 3]);
+    }
 }
