@@ -491,6 +491,12 @@ impl Discovery {
         let mut configs = BTreeMap::new();
         for (field, kind) in &device.fields {
             let over = rules.and_then(|rules| rules.fields.get(field));
+            if info.link == Link::Rtl433
+                && over.is_none()
+                && crate::source::rtl433::line::METADATA_FIELDS.contains(&field.as_str())
+            {
+                continue; // How it was received (noise, frequency, protocol...): in the state JSON only.
+            }
             if let Some(control) = controls.iter().find(|c| &c.field == field) {
                 let read_only = over
                     .and_then(|o| o.component.as_deref())

@@ -45,7 +45,7 @@ case "${FAKE_RTL433_MODE:?}" in
     nexus 91 21.5
     while true; do stats; sleep 0.5; done ;;
   swap) # a tower sensor before and after a battery swap (new id), and a remote's button
-    tower() { printf '{"time" : "1700000000.000001", "protocol" : 40, "model" : "Acurite-Tower", "id" : %s, "channel" : "A", "battery_ok" : 1, "temperature_C" : %s, "humidity" : 40, "mic" : "CHECKSUM", "rssi" : -12.0, "snr" : 15.0}\n' "$1" "$2"; }
+    tower() { printf '{"time" : "1700000000.000001", "protocol" : 40, "model" : "Acurite-Tower", "id" : %s, "channel" : "A", "battery_ok" : 1, "temperature_C" : %s, "humidity" : 40, "mic" : "CHECKSUM", "rssi" : -12.0, "snr" : 15.0, "noise" : -27.0}\n' "$1" "$2"; }
     tower 1234 3.5; stats; sleep 0.3
     tower 877 4.0
     echo '{"time" : "1700000000.000002", "protocol" : 30, "model" : "Generic-Remote", "id" : 1234, "cmd" : 42, "tristate" : "00Z01Z0X0XXX"}'

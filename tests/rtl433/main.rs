@@ -458,6 +458,11 @@ devices = "all"
             .map(json)
             .unwrap_or_else(|| panic!("no {component} config for {field}"))
     };
+    assert!(
+        !seen.iter().any(|m| m.topic.starts_with("homeassistant/")
+            && (m.topic.contains("noise") || m.topic.contains("mic"))),
+        "reception metadata gets no entity (rtl_433's noise is RF noise, not sound pressure)"
+    );
     let battery = config("binary_sensor", "battery_ok");
     assert_eq!(battery["device_class"], "battery", "{battery}");
     let temperature = config("sensor", "temperature_C");
