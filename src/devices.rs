@@ -286,6 +286,29 @@ impl Registry {
         self.take_offline(ids)
     }
 
+    /// A device whose silence says nothing (a button, a door contact): unless its `[[device]]` sets
+    /// `offline_after`, silence no longer takes it offline. Its source being lost still does.
+    pub fn keep_online_while_silent(&mut self, source: &str, address: &str) {
+        let explicit = self
+            .configured
+            .get(source)
+            .and_then(|by_address| by_address.get(address))
+            .is_some_and(|c| c.offline_after.is_some());
+        let id = self
+            .ids
+            .get(source)
+            .and_then(|by_address| by_address.get(address));
+        let (Some(&id), false) = (id, explicit) else {
+            return;
+        };
+        if let Some(device) = self.devices.get_mut(&id) {
+            if let Some(deadline) = device.deadline.take() {
+                self.deadlines.remove(&(deadline, id));
+            }
+            device.offline_after = Duration::MAX;
+        }
+    }
+
     /// The wills of devices silent for their `offline_after` or longer, in deadline order.
     pub fn expire(&mut self, now: Instant) -> Vec<Message> {
         let mut wills = Vec::new();
@@ -926,6 +949,29 @@ mod tests {
             Some(&availability("sg/kitchen/availability", "online"))
         );
         assert_eq!(registry.next_deadline(), Some(t0 + 25 * MINUTE));
+    }
+
+    #[test]
+    fn a_trigger_device_stays_online_through_silence_unless_configured() {
+        let mut registry = Registry::new(settings(vec![DeviceSettings {
+            name: "door".into(),
+            source: "rf".into(),
+            address: "Door/7".into(),
+            offline_after: Some(MINUTE),
+            will: None,
+        }]));
+        let t0 = Instant::now();
+        let button = reading("rf", "Remote/1", None);
+        let door = reading("rf", "Door/7", None);
+        let _ = registry.on_reading(&button, t0);
+        let _ = registry.on_reading(&door, t0);
+        registry.keep_online_while_silent("rf", "Remote/1");
+        registry.keep_online_while_silent("rf", "Door/7");
+        let wills = registry.expire(t0 + 365 * 24 * 60 * MINUTE);
+        let topics: Vec<&str> = wills.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(topics, ["sg/door/availability"]);
+        assert_eq!(registry.devices_online(), 1);
+        assert_eq!(registry.on_source_lost("rf").len(), 1);
     }
 
     #[test]

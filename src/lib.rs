@@ -25,7 +25,9 @@
 //! - [`source`]: tasks that own a device and emit [`source::SourceEvent`]s: [`source::serial`] (tokio-serial,
 //!   reopened with backoff when a dongle vanishes), [`source::simulator`] (virtual nodes through the real
 //!   framing and decoders), [`source::radio`] (register-level SX1276/SX1262 drivers behind embedded-hal
-//!   traits, their chip simulators, the Raspberry Pi backend).
+//!   traits, their chip simulators, the Raspberry Pi backend), [`source::rtl433`] (rtl_433 run and
+//!   supervised for 433/868 MHz sensors: stalls, USB reset, repeats, identities; it hands over readings).
+//!   [`heard`] lists the senders such sources hear but do not publish (`{base}/gateway/heard`).
 //! - [`frame`]: bytes -> frames (`lines`, COBS, SLIP, CRC-16/CCITT-FALSE). Pure functions.
 //! - [`decode`]: frames -> readings (headers `node16`/`radiohead`; payloads JSON, Cayenne LPP, MySensors).
 //!   Pure functions, tested with byte fixtures.
@@ -81,6 +83,7 @@ pub mod devices;
 pub mod encode;
 pub mod frame;
 pub mod full_disk;
+pub mod heard;
 pub mod homeassistant;
 pub mod logging;
 pub mod model;

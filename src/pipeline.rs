@@ -22,11 +22,15 @@ use crate::broker::Broker;
 use crate::crypto::FrameGuard;
 use crate::decode::PacketDecoder;
 use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
-use crate::model::Message;
+use crate::heard::HeardList;
+use crate::model::{Message, Reading};
 use crate::publish;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
-use crate::source::SourceEvent;
+use crate::source::{ReceiverState, SourceEvent};
 use crate::stats::{stats_json, Stats};
+
+/// `{base}/gateway/heard` is published at most this often, whatever the sources hear.
+const HEARD_EVERY: Duration = Duration::from_secs(1);
 
 /// A cheap probe the stats line calls for the uplink's part (spool depth, link state).
 pub type UplinkStatsProbe = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -93,6 +97,9 @@ impl Pipeline {
         }
         let warnings = RateLimiter::new(Duration::from_secs(60));
         let mut refusals = Refusals::default();
+        let mut heard = HeardList::new();
+        let mut heard_due: Option<tokio::time::Instant> = None;
+        let mut heard_published_at: Option<tokio::time::Instant> = None;
         let mut stats_ticker = tokio::time::interval(self.stats_interval);
         stats_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat_ticker = tokio::time::interval(Duration::from_secs(1));
@@ -109,8 +116,11 @@ impl Pipeline {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => {
-                        let messages = self.handle(event, &frames, &mut stats, &warnings);
+                        let messages = self.handle(event, &frames, &mut stats, &warnings, &mut heard);
                         refusals.publish(broker, &messages).await;
+                        if heard_due.is_none() && heard.take_changed() {
+                            heard_due = Some(heard_published_at.map_or_else(tokio::time::Instant::now, |at| at + HEARD_EVERY));
+                        }
                     }
                     None => break,
                 },
@@ -142,6 +152,18 @@ impl Pipeline {
                         let messages = stage.republish_due(clock_now());
                         refusals.publish(broker, &messages).await;
                     }
+                }
+                _ = sleep_until_or_forever(heard_due) => {
+                    heard.take_changed();
+                    heard_due = None;
+                    heard_published_at = Some(tokio::time::Instant::now());
+                    let message = Message {
+                        topic: publish::gateway_heard_topic(&self.base_topic),
+                        payload: heard.to_json().to_string().into_bytes(),
+                        qos: 0,
+                        retain: true,
+                    };
+                    refusals.publish(broker, &[message]).await;
                 }
                 _ = sleep_until_or_forever(deadline) => {
                     let messages = self.registry.expire(clock_now());
@@ -209,8 +231,53 @@ impl Pipeline {
         frames: &FrameGuard,
         stats: &mut Stats,
         warnings: &RateLimiter,
+        heard: &mut HeardList,
     ) -> Vec<Message> {
         match event {
+            SourceEvent::Reading { reading, trigger } => {
+                let source = reading.source.clone();
+                stats.source(&source).frames += 1;
+                let messages = self.register(std::slice::from_ref(&reading), &source, stats);
+                if trigger {
+                    self.registry
+                        .keep_online_while_silent(&reading.source, &reading.address);
+                }
+                messages
+            }
+            SourceEvent::Heard {
+                source,
+                address,
+                rssi,
+                at,
+            } => {
+                if self.decoders.contains_key(&source) {
+                    heard.heard(&source, &address, rssi, at);
+                }
+                Vec::new()
+            }
+            SourceEvent::Duplicate { source } => {
+                stats.source(&source).duplicates += 1;
+                Vec::new()
+            }
+            SourceEvent::DecodeError { source, error } => {
+                stats.source(&source).decode_errors += 1;
+                log::debug!(source = source.as_str(); "not a reading: {error}");
+                if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
+                    log::warn!(source = source.as_str(); "not a reading: {error}{}", suppressed_suffix(suppressed));
+                }
+                Vec::new()
+            }
+            SourceEvent::State { source, state } => {
+                let counters = stats.source(&source);
+                counters.state = Some(state.as_str());
+                match state {
+                    ReceiverState::Stalled => counters.stalls += 1,
+                    ReceiverState::Restarting => counters.restarts += 1,
+                    ReceiverState::Finished => counters.up = false,
+                    ReceiverState::Starting | ReceiverState::Running | ReceiverState::Lost => {}
+                }
+                Vec::new()
+            }
             SourceEvent::Up { source } => {
                 stats.source(&source).up = true;
                 Vec::new()
@@ -248,42 +315,7 @@ impl Pipeline {
                     }
                 };
                 match decoder.decode(&packet) {
-                    Ok(readings) => {
-                        let mut messages = Vec::new();
-                        for reading in &readings {
-                            match self.registry.on_reading(reading, clock_now()) {
-                                ReadingOutcome::Publish {
-                                    messages: mut out,
-                                    fields_dropped,
-                                    newly_capped,
-                                } => {
-                                    stats.source(&source).readings += 1;
-                                    stats.fields_dropped += fields_dropped as u64;
-                                    if let Some(device) = newly_capped {
-                                        let max = self.registry.max_fields();
-                                        log::warn!(
-                                            source = source.as_str(), device = device.as_str();
-                                            "device {device} sent more field names than [devices] max_fields = {max}: \
-                                             it keeps its first {max}, new names are dropped and counted in \
-                                             devices.fields_dropped (logged once per device)"
-                                        );
-                                    }
-                                    messages.append(&mut out);
-                                    if let Some(stage) = &mut self.discovery {
-                                        let discovery = stage.after_reading(
-                                            &mut self.registry,
-                                            &reading.source,
-                                            &reading.address,
-                                        );
-                                        messages.extend(discovery);
-                                    }
-                                }
-                                ReadingOutcome::Duplicate => stats.source(&source).duplicates += 1,
-                                ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
-                            }
-                        }
-                        messages
-                    }
+                    Ok(readings) => self.register(&readings, &source, stats),
                     Err(error) => {
                         stats.source(&source).decode_errors += 1;
                         log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", packet.bytes);
@@ -295,6 +327,46 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+impl Pipeline {
+    /// Readings of `source` through the registry (and discovery): the messages to publish, counted.
+    fn register(&mut self, readings: &[Reading], source: &str, stats: &mut Stats) -> Vec<Message> {
+        let mut messages = Vec::new();
+        for reading in readings {
+            match self.registry.on_reading(reading, clock_now()) {
+                ReadingOutcome::Publish {
+                    messages: mut out,
+                    fields_dropped,
+                    newly_capped,
+                } => {
+                    stats.source(source).readings += 1;
+                    stats.fields_dropped += fields_dropped as u64;
+                    if let Some(device) = newly_capped {
+                        let max = self.registry.max_fields();
+                        log::warn!(
+                            source = source, device = device.as_str();
+                            "device {device} sent more field names than [devices] max_fields = {max}: \
+                             it keeps its first {max}, new names are dropped and counted in \
+                             devices.fields_dropped (logged once per device)"
+                        );
+                    }
+                    messages.append(&mut out);
+                    if let Some(stage) = &mut self.discovery {
+                        let discovery = stage.after_reading(
+                            &mut self.registry,
+                            &reading.source,
+                            &reading.address,
+                        );
+                        messages.extend(discovery);
+                    }
+                }
+                ReadingOutcome::Duplicate => stats.source(source).duplicates += 1,
+                ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
+            }
+        }
+        messages
     }
 }
 

@@ -14,8 +14,9 @@ use serde_json::{Map, Value as Json};
 use crate::model::{Message, Reading};
 pub use crate::topic::gateway::{
     availability_topic, device_of_availability_topic, device_of_state_topic, device_topic,
-    field_topic, gateway_availability_topic, gateway_stats_topic, is_valid_base_topic,
-    sanitize_level, AVAILABILITY_LEVEL, GATEWAY_NAME, MAX_LEVEL_BYTES, OFFLINE, ONLINE,
+    field_topic, gateway_availability_topic, gateway_heard_topic, gateway_stats_topic,
+    is_valid_base_topic, sanitize_level, AVAILABILITY_LEVEL, GATEWAY_NAME, MAX_LEVEL_BYTES,
+    OFFLINE, ONLINE,
 };
 
 /// The JSON keys the gateway adds to a device's state. A field of the same name is shadowed in the JSON

@@ -31,6 +31,19 @@ pub struct SourceCounters {
     pub link_losses: u64,
     /// Whether the link is up now.
     pub up: bool,
+    /// A supervised receiver's state (rtl_433): running, stalled, restarting, lost, finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// Times a supervised receiver stalled and was killed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stalls: u64,
+    /// Times a supervised receiver was started again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restarts: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// Commands to the devices of one source (`crate::commands`), in `{base}/gateway/stats` as the source's
@@ -122,7 +135,7 @@ impl Stats {
 
 /// The JSON of `{base}/gateway/stats`:
 /// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap", "fields_dropped"},
-/// "sources": {name: counters}, "totals": {frames, readings, frame_errors, decode_errors, duplicates,
+/// "sources": {name: counters (a supervised receiver adds "state", "stalls", "restarts")}, "totals": {frames, readings, frame_errors, decode_errors, duplicates,
 /// auth_failed, replayed, link_losses}, "broker": {"dropped_for_slow_subscribers", "dropped_for_the_uplink", "sessions_evicted",
 /// "silent_connections_closed", "retained_refused", "retained_torn_tails", "dropped_for_commands", "refused_gateway_publishes"}, "uplink"}`;
 /// `broker` is what the broker dropped, refused or closed to stay within its bounds. `uplink` (the uplink's own counters: spool depth and age...) is left

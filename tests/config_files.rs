@@ -99,6 +99,58 @@ fn unknown_key_points_at_the_key_and_suggests_the_closest() {
     );
 }
 
+const RTL433: &str = "[[source]]\nname = \"rf\"\nkind = \"rtl_433\"\n";
+
+#[test]
+fn rtl433_args_may_not_override_what_sensorgate_sets() {
+    let text = format!("{RTL433}args = [\"-F\", \"mqtt://x\"]\n");
+    assert_error(
+        &text,
+        "[\"-F\"",
+        0,
+        &["\"-F\" is not allowed in args", "-F json"],
+    );
+    let text = format!("{RTL433}args = [\"-R\", \"19\"]\n");
+    assert_error(&text, "[\"-R\"", 0, &["protocols"]);
+}
+
+#[test]
+fn rtl433_keys_are_checked_where_they_are_written() {
+    let text = format!("{RTL433}devices = \"mine\"\n");
+    assert_error(&text, "\"mine\"", 0, &["\"configured\"", "\"all\""]);
+    let text = format!("{RTL433}frequency = 433_920_000\nhop_interval = \"10m\"\n");
+    assert_error(&text, "\"10m\"", 0, &["two or more"]);
+    let text = format!("{RTL433}frequency = 433.92\n");
+    assert_error(&text, "433.92", 0, &["number of Hz"]);
+    let text = format!("{RTL433}device = \"stick\"\n");
+    assert_error(&text, "\"stick\"", 0, &[":00000001"]);
+    let text = format!("{RTL433}payload = \"lpp\"\n");
+    assert_error(&text, "payload", 0, &["not a key of a rtl_433 source"]);
+    // A radio still takes exactly one frequency.
+    let radio = "[[source]]\nname = \"lora\"\nkind = \"sx1276\"\nbackend = \"simulator\"\nfrequency = [868_100_000, 868_300_000]\n";
+    assert_error(radio, "[868", 0, &["one frequency"]);
+}
+
+#[test]
+fn rtl433_devices_get_the_configured_addresses() {
+    let text = format!(
+        "{RTL433}devices = \"all\"\nfrequency = [433_920_000, 868_300_000]\nhop_interval = \"10m\"\n\
+         [[device]]\nname = \"garden\"\nsource = \"rf\"\naddress = \"Acurite-Tower/*/A\"\n"
+    );
+    let config = Config::parse(&text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let SourceKind::Rtl433(settings) = &config.sources[0].kind else {
+        panic!("not rtl_433")
+    };
+    assert_eq!(settings.configured, ["Acurite-Tower/*/A"]);
+    assert_eq!(settings.receiver.frequencies, [433_920_000, 868_300_000]);
+    assert_eq!(
+        settings.devices,
+        sensorgate::source::rtl433::DevicesMode::All
+    );
+    assert_eq!(settings.command, "rtl_433");
+    assert!(settings.usb_reset);
+}
+
 #[test]
 fn a_key_of_another_kind_is_refused_at_the_key() {
     let text = format!("{SERIAL}dio0_pin = 4\n");
@@ -827,7 +879,7 @@ fn the_demo_runs_without_hardware_or_root() {
 fn the_reference_is_valid() {
     let config = Config::parse(REFERENCE, Path::new("config/sensorgate.toml"))
         .unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(config.sources.len(), 5);
+    assert_eq!(config.sources.len(), 6);
     assert_eq!(config.broker.users.len(), 1);
     assert!(config.upstream.is_some());
 }

@@ -8,7 +8,7 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
-//! resources, physical, flash, commits, security, sizes; printed only unless `--out` is given). The flash section (what the
+//! resources, physical, flash, commits, security, rtl433, sizes; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
@@ -28,6 +28,7 @@ mod measure;
 mod memory;
 mod physical;
 mod resources;
+mod rtl433;
 mod security;
 mod sizes;
 mod spool;
@@ -36,7 +37,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "physical",
     "decoders",
     "broker",
@@ -48,6 +49,7 @@ const SECTIONS: [&str; 12] = [
     "flash",
     "commits",
     "security",
+    "rtl433",
     "sizes",
 ];
 
@@ -200,6 +202,10 @@ async fn main() {
     if wanted("security") {
         eprintln!("security...");
         sections.push(security::markdown(&security::run(options.quick).await));
+    }
+    if wanted("rtl433") {
+        eprintln!("rtl_433 source...");
+        sections.push(rtl433::markdown(&rtl433::run(options.quick).await));
     }
     let sizes = wanted("sizes").then(sizes::run);
     if let Some(rows) = &sizes {

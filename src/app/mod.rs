@@ -689,6 +689,7 @@ async fn run_source(
             let (radio_settings, backend) = settings::radio(radio);
             source::radio::run_with_commands(ctx, radio_settings, backend, commands).await
         }
+        SourceKind::Rtl433(rtl433) => source::rtl433::run(ctx, (**rtl433).clone()).await,
     }
 }
 

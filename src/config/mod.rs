@@ -187,8 +187,19 @@ impl Config {
             .state_dir_with(std::env::var_os("STATE_DIRECTORY").as_deref())
     }
 
-    /// Defaults that depend on other keys: the upstream client id and forward rule.
+    /// Defaults that depend on other keys: the upstream client id and forward rule, and the
+    /// `[[device]]` addresses each rtl_433 source matches its senders against.
     fn fill_derived_defaults(&mut self) {
+        for source in &mut self.sources {
+            if let SourceKind::Rtl433(settings) = &mut source.kind {
+                settings.configured = self
+                    .device
+                    .iter()
+                    .filter(|device| device.source == source.name)
+                    .map(|device| device.address.clone())
+                    .collect();
+            }
+        }
         let base = self.gateway.base_topic.clone();
         let id = self.gateway.id.clone();
         if let Some(upstream) = &mut self.upstream {

@@ -18,6 +18,7 @@ use crate::decode::{HeaderFormat, PayloadFormat};
 use crate::frame::crc::CrcMode;
 use crate::frame::Framing;
 use crate::source::radio::{self as radio_stage, Chip, RadioBackend, RadioError, RadioSettings};
+use crate::source::rtl433::{DevicesMode, Rtl433Settings};
 
 /// One `[[source]]`, checked and with its defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +107,9 @@ pub enum SourceKind {
     Simulator(SimulatorConfig),
     /// `kind = "sx1276"` or `kind = "sx1262"`.
     Radio(RadioConfig),
+    /// `kind = "rtl_433"`: the source's own settings (its `configured` addresses are filled in from
+    /// `[[device]]` by [`Config::parse`](super::Config::parse), so a changed device restarts it).
+    Rtl433(Box<Rtl433Settings>),
 }
 
 /// A serial port.
@@ -362,6 +366,24 @@ const RADIO_COMMAND_KEYS: [&str; 11] = [
     "client_airtime",
 ];
 const SIMULATOR_KEYS: &[&str] = &["devices", "interval", "framing", "crc"];
+/// Every key of an rtl_433 source (it takes none of the common keys but `name` and `kind`: rtl_433
+/// decodes, so there is no header, payload or frame encryption).
+const RTL433_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "command",
+    "args",
+    "device",
+    "frequency",
+    "hop_interval",
+    "protocols",
+    "sample_rate",
+    "gain",
+    "devices",
+    "dedup_window",
+    "stats_interval",
+    "usb_reset",
+];
 const SX1276_KEYS: &[&str] = &[
     "backend",
     "spi",
@@ -399,6 +421,7 @@ const SX1262_KEYS: &[&str] = &[
 /// The keys a `[[source]]` of this `kind` takes, or `None` for an unknown kind.
 pub fn keys_for_kind(kind: &str) -> Option<Vec<&'static str>> {
     let specific = match kind {
+        "rtl_433" => return Some(RTL433_KEYS.to_vec()),
         "serial" => SERIAL_KEYS,
         "simulator" => SIMULATOR_KEYS,
         "sx1276" => SX1276_KEYS,
@@ -427,6 +450,8 @@ pub(crate) enum KindName {
     Simulator,
     Sx1276,
     Sx1262,
+    #[serde(rename = "rtl_433")]
+    Rtl433,
 }
 
 /// The `backend` key of a radio.
@@ -455,7 +480,8 @@ pub(crate) struct SourceToml {
     max_frame_len: Option<usize>,
     #[serde(default, deserialize_with = "units::option_duration")]
     interval: Option<Duration>,
-    devices: Option<u32>,
+    /// A count of simulated devices, or rtl_433's `"configured"` / `"all"`: read per kind.
+    devices: Option<toml::Value>,
     backend: Option<BackendName>,
     spi: Option<PathBuf>,
     reset_pin: Option<u8>,
@@ -463,7 +489,8 @@ pub(crate) struct SourceToml {
     dio1_pin: Option<u8>,
     busy_pin: Option<u8>,
     cs_pin: Option<u8>,
-    frequency: Option<u32>,
+    /// Hz: one for a radio, one or a list for rtl_433; read per kind.
+    frequency: Option<toml::Value>,
     spreading_factor: Option<u8>,
     bandwidth: Option<u32>,
     coding_rate: Option<String>,
@@ -488,6 +515,21 @@ pub(crate) struct SourceToml {
     #[serde(default, deserialize_with = "units::option_size")]
     command_queue_bytes: Option<u64>,
     client_airtime: Option<String>,
+    command: Option<String>,
+    args: Option<Vec<String>>,
+    /// An index or `":serial"`.
+    device: Option<toml::Value>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    hop_interval: Option<Duration>,
+    protocols: Option<Vec<u16>>,
+    sample_rate: Option<u32>,
+    /// dB, or `"auto"`.
+    gain: Option<toml::Value>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    dedup_window: Option<Duration>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    stats_interval: Option<Duration>,
+    usb_reset: Option<bool>,
 }
 
 impl SourceToml {
@@ -503,6 +545,7 @@ impl SourceToml {
             KindName::Simulator => "simulator",
             KindName::Sx1276 => "sx1276",
             KindName::Sx1262 => "sx1262",
+            KindName::Rtl433 => "rtl_433",
         };
         let allowed = keys_for_kind(kind_name).unwrap_or_default();
         for (key, _) in locator.keys(at) {
@@ -524,6 +567,7 @@ impl SourceToml {
             KindName::Simulator => self.build_simulator(at),
             KindName::Sx1276 => self.build_radio(RadioChip::Sx1276, at),
             KindName::Sx1262 => self.build_radio(RadioChip::Sx1262, at),
+            KindName::Rtl433 => self.build_rtl433(at),
         }?;
         if encryption.is_some() {
             source.encryption = encryption;
@@ -737,7 +781,7 @@ impl SourceToml {
         });
         let defaults = SimulatorConfig::default_for(payload);
         let simulator = SimulatorConfig {
-            devices: self.devices.unwrap_or(defaults.devices),
+            devices: device_count(self.devices.as_ref(), at)?.unwrap_or(defaults.devices),
             interval: self.interval.unwrap_or(defaults.interval),
             framing: self.framing.unwrap_or(defaults.framing),
             crc: self.crc.unwrap_or(defaults.crc),
@@ -766,12 +810,17 @@ impl SourceToml {
             RadioChip::Sx1262 => "dio1_pin",
         };
         let backend = self.radio_backend(chip, irq_key, at)?;
-        let frequency = self.frequency.ok_or_else(|| {
-            Problem::value(
+        let frequency = match frequencies(self.frequency.as_ref(), at)?.as_slice() {
+            [] => Err(Problem::value(
                 at.clone(),
                 "missing key `frequency` (Hz, allowed in your region), e.g. frequency = 868_100_000",
-            )
-        })?;
+            )),
+            [one] => Ok(*one),
+            _ => Err(Problem::value(
+                at.key("frequency"),
+                "a LoRa radio listens on one frequency; write one number of Hz, e.g. 868_100_000",
+            )),
+        }?;
         let mut radio = RadioConfig::default_for(chip, backend, frequency);
         radio.spreading_factor = self.spreading_factor.unwrap_or(radio.spreading_factor);
         radio.bandwidth = self.bandwidth.unwrap_or(radio.bandwidth);
@@ -859,7 +908,7 @@ impl SourceToml {
     fn simulated_radio(&self, at: &KeyPath) -> Result<RadioBackendConfig, Problem> {
         // The node count is the radio's to check (`check_as_the_radio_does`); the interval's
         // range is the configuration's.
-        let devices = self.devices.unwrap_or(3);
+        let devices = device_count(self.devices.as_ref(), at)?.unwrap_or(3);
         let interval = self.interval.unwrap_or(Duration::from_secs(2));
         check_duration(&limits::SOURCE_INTERVAL, interval, at.key("interval"))?;
         Ok(RadioBackendConfig::Simulator { devices, interval })
@@ -917,7 +966,109 @@ impl SourceToml {
     }
 }
 
-/// `"auto"`, `"off"`, or a share of every hour such as `"1%"` or `"0.1%"` (above 0, at most 100).
+impl SourceToml {
+    /// `kind = "rtl_433"`: its keys into the source's settings, then the source's own checks.
+    fn build_rtl433(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
+        let mut settings = Rtl433Settings::default();
+        if let Some(command) = self.command {
+            settings.command = command;
+        }
+        settings.args = self.args.unwrap_or_default();
+        settings.receiver.device = match &self.device {
+            None => None,
+            Some(toml::Value::Integer(index)) if *index >= 0 => Some(index.to_string()),
+            Some(toml::Value::String(text))
+                if text.parse::<u32>().is_ok() || (text.len() > 1 && text.starts_with(':')) =>
+            {
+                Some(text.clone())
+            }
+            Some(_) => {
+                return Err(Problem::value(
+                    at.key("device"),
+                    "is not a stick: write its index (device = 0) or its serial after a colon (device = \":00000001\")",
+                ))
+            }
+        };
+        settings.receiver.frequencies = frequencies(self.frequency.as_ref(), at)?;
+        settings.receiver.hop_interval = self.hop_interval;
+        settings.receiver.protocols = self.protocols.unwrap_or_default();
+        settings.receiver.sample_rate = self.sample_rate;
+        settings.receiver.gain = match &self.gain {
+            None => None,
+            Some(toml::Value::String(text)) if text == "auto" => Some("0".to_string()),
+            Some(toml::Value::Integer(db)) if (0..=50).contains(db) => Some(db.to_string()),
+            Some(toml::Value::Float(db)) if (0.0..=50.0).contains(db) => Some(db.to_string()),
+            Some(_) => return Err(Problem::value(
+                at.key("gain"),
+                "is not a gain: write \"auto\" or the tuner gain in dB, 0 to 50 (e.g. gain = 28.0)",
+            )),
+        };
+        settings.devices = match &self.devices {
+            None => settings.devices,
+            Some(toml::Value::String(text)) if text == "configured" => DevicesMode::Configured,
+            Some(toml::Value::String(text)) if text == "all" => DevicesMode::All,
+            Some(_) => {
+                return Err(Problem::value(
+                    at.key("devices"),
+                    "write \"configured\" (only [[device]] entries are published; others are listed in {base}/gateway/heard) or \"all\"",
+                ))
+            }
+        };
+        settings.dedup_window = self.dedup_window.unwrap_or(settings.dedup_window);
+        settings.stats_interval = self.stats_interval.unwrap_or(settings.stats_interval);
+        settings.usb_reset = self.usb_reset.unwrap_or(settings.usb_reset);
+        settings
+            .check()
+            .map_err(|refusal| Problem::value(at.key(refusal.key), refusal.message))?;
+        Ok(SourceConfig {
+            name: self.name,
+            header: HeaderFormat::None,
+            payload: PayloadFormat::Json,
+            kind: SourceKind::Rtl433(Box::new(settings)),
+            encryption: None,
+            commands: None,
+        })
+    }
+}
+
+/// `devices` as a number of simulated devices.
+fn device_count(value: Option<&toml::Value>, at: &KeyPath) -> Result<Option<u32>, Problem> {
+    match value {
+        None => Ok(None),
+        Some(toml::Value::Integer(count)) => u32::try_from(*count).map(Some).map_err(|_| {
+            Problem::value(
+                at.key("devices"),
+                format!("{count} is not a number of simulated devices"),
+            )
+        }),
+        Some(_) => Err(Problem::value(
+            at.key("devices"),
+            "is the number of simulated devices, e.g. devices = 3",
+        )),
+    }
+}
+
+/// `frequency`: one number of Hz or a list of them; empty when absent.
+fn frequencies(value: Option<&toml::Value>, at: &KeyPath) -> Result<Vec<u32>, Problem> {
+    let hz = |value: &toml::Value| match value {
+        toml::Value::Integer(hz) => u32::try_from(*hz).ok(),
+        _ => None,
+    };
+    let refused = || {
+        Problem::value(
+            at.key("frequency"),
+            "is not a frequency: write a number of Hz (433_920_000), or a list of them for rtl_433",
+        )
+    };
+    match value {
+        None => Ok(Vec::new()),
+        Some(toml::Value::Array(list)) if !list.is_empty() => {
+            list.iter().map(|v| hz(v).ok_or_else(refused)).collect()
+        }
+        Some(one) => hz(one).map(|hz| vec![hz]).ok_or_else(refused),
+    }
+}
+
 /// A percentage above 0 and at most 100 (`"1%"`, `"50 %"`), as a share of 1.
 fn parse_share(text: &str) -> Option<f64> {
     text.strip_suffix('%')
@@ -926,6 +1077,7 @@ fn parse_share(text: &str) -> Option<f64> {
         .map(|percent| percent / 100.0)
 }
 
+/// `"auto"`, `"off"`, or a share of every hour such as `"1%"` or `"0.1%"` (above 0, at most 100).
 fn parse_duty_cycle(text: &str) -> Result<DutyCycleSetting, String> {
     match text {
         "auto" => return Ok(DutyCycleSetting::Auto),
@@ -986,6 +1138,7 @@ fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Prob
             }
             None
         }
+        SourceKind::Rtl433(_) => None,
     };
     if framing == Some(Framing::Lines) {
         return Err(Problem::value(

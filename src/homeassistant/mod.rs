@@ -79,6 +79,8 @@ pub enum Link {
     Simulator,
     /// A LoRa radio, by chip name (`SX1276`).
     Radio(String),
+    /// 433/868 MHz sensors received by rtl_433: like a radio, neighbours' sensors are heard too.
+    Rtl433,
 }
 
 /// What discovery needs to know about one `[[source]]`.
@@ -467,7 +469,9 @@ impl Discovery {
         match self.settings.announce {
             Announce::All => true,
             Announce::Configured => rules.is_some(),
-            Announce::Auto => rules.is_some() || !matches!(info.link, Link::Radio(_)),
+            Announce::Auto => {
+                rules.is_some() || !matches!(info.link, Link::Radio(_) | Link::Rtl433)
+            }
         }
     }
 
@@ -534,6 +538,12 @@ impl Discovery {
         let mut configs = BTreeMap::new();
         for (field, kind) in &device.fields {
             let over = rules.and_then(|rules| rules.fields.get(field));
+            if info.link == Link::Rtl433
+                && over.is_none()
+                && crate::source::rtl433::line::METADATA_FIELDS.contains(&field.as_str())
+            {
+                continue; // How it was received (noise, frequency, protocol...): in the state JSON only.
+            }
             if let Some(control) = controls.iter().find(|c| &c.field == field) {
                 let read_only = over
                     .and_then(|o| o.component.as_deref())
@@ -733,6 +743,7 @@ fn model(info: &SourceInfo) -> String {
         Link::Serial => format!("{payload} over serial"),
         Link::Simulator => format!("{payload} (simulated)"),
         Link::Radio(chip) => format!("{payload} over {chip} LoRa"),
+        Link::Rtl433 => "rtl_433 (433/868 MHz)".to_string(),
     }
 }
 

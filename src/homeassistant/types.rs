@@ -379,6 +379,41 @@ const JSON: &[Known] = &[
     binary("tamper", "Tamper", Some("tamper")),
     binary("vibration", "Vibration", Some("vibration")),
     binary("battery_low", "Battery low", Some("battery")),
+    // rtl_433's names (its `-C si` units in the name; `battery_ok` is 1 when the battery is fine).
+    measured("temperature_c", "Temperature", "temperature", "°C"),
+    measured("pressure_hpa", "Pressure", "pressure", "hPa"),
+    measured("wind_avg_m_s", "Wind speed", "wind_speed", "m/s"),
+    measured("wind_max_m_s", "Wind gust", "wind_speed", "m/s"),
+    number("wind_dir_deg", "Wind direction", Some("°")),
+    counted("rain_mm", "Rain", "precipitation", "mm"),
+    measured(
+        "rain_rate_mm_h",
+        "Rain rate",
+        "precipitation_intensity",
+        "mm/h",
+    ),
+    measured("power_w", "Power", "power", "W"),
+    counted("energy_kwh", "Energy", "energy", "kWh"),
+    measured("light_lux", "Illuminance", "illuminance", "lx"),
+    number("uvi", "UV index", Some("UV index")),
+    Known {
+        key: "battery_ok",
+        label: "Battery",
+        kind: Kind::Binary {
+            device_class: Some("battery"),
+            inverted: true,
+        },
+    },
+    Known {
+        key: "battery_mv",
+        label: "Battery voltage",
+        kind: Kind::Sensor {
+            device_class: Some("voltage"),
+            unit: Some("mV"),
+            state_class: MEASUREMENT,
+            diagnostic: true,
+        },
+    },
     special("latitude", "Location", Kind::Latitude),
     special("lat", "Location", Kind::Latitude),
     special("longitude", "Longitude", Kind::PartOfLocation),
@@ -1212,6 +1247,50 @@ pub fn is_binary_class(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtl_433_names_and_units() {
+        let json = |field: &str, kind| infer(PayloadFormat::Json, field, kind).unwrap();
+        let t = json("temperature_C", ValueKind::Number);
+        assert_eq!(
+            (
+                t.name.as_str(),
+                t.device_class.as_deref(),
+                t.unit.as_deref()
+            ),
+            ("Temperature", Some("temperature"), Some("°C"))
+        );
+        let b = json("battery_ok", ValueKind::Number);
+        assert_eq!(b.component, Component::BinarySensor);
+        assert_eq!(b.device_class.as_deref(), Some("battery"));
+        assert_eq!(
+            b.render,
+            Render::BinaryInverted,
+            "battery_ok = 1 is a battery that is not low"
+        );
+        for (field, class, unit) in [
+            ("humidity", Some("humidity"), Some("%")),
+            ("battery_mV", Some("voltage"), Some("mV")),
+            ("wind_avg_m_s", Some("wind_speed"), Some("m/s")),
+            ("wind_dir_deg", None, Some("°")),
+            ("rain_mm", Some("precipitation"), Some("mm")),
+            ("pressure_hPa", Some("pressure"), Some("hPa")),
+            ("moisture", Some("moisture"), Some("%")),
+            ("power_W", Some("power"), Some("W")),
+            ("energy_kWh", Some("energy"), Some("kWh")),
+        ] {
+            let e = json(field, ValueKind::Number);
+            assert_eq!(
+                (e.device_class.as_deref(), e.unit.as_deref()),
+                (class, unit),
+                "{field}"
+            );
+            assert!(
+                check_sensor(&e).is_ok(),
+                "{field}: Home Assistant accepts it"
+            );
+        }
+    }
 
     fn lpp(field: &str) -> EntityType {
         infer(PayloadFormat::Lpp, field, ValueKind::Number).unwrap()

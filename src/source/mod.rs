@@ -1,8 +1,10 @@
-//! Sources: the tasks that own a device (a serial port, a radio, the simulator) and turn what it receives
-//! into [`SourceEvent`]s on one channel. A source never decodes payloads and never publishes: it frames
-//! bytes into packets, reports its link going down and coming back, and retries on its own.
+//! Sources: the tasks that own a device (a serial port, a radio, the simulator, an rtl_433 process) and
+//! turn what it receives into [`SourceEvent`]s on one channel. A source never publishes: it frames bytes
+//! into packets, reports its link going down and coming back, and retries on its own. Only a source whose
+//! receiver decodes for it (rtl_433) hands over readings instead of packets.
 
 pub mod radio;
+pub mod rtl433;
 pub mod serial;
 pub mod simulator;
 
@@ -12,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use std::time::SystemTime;
 
 use crate::frame::{Deframer, FrameError};
-use crate::model::Packet;
+use crate::model::{Packet, Reading};
 
 /// What a source reports to the pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +28,56 @@ pub enum SourceEvent {
     /// The link is lost (port vanished, radio stopped answering); the source is retrying. The wills of the
     /// source's devices are published.
     Lost { source: String, reason: String },
+    /// A reading a source decoded itself (rtl_433). `trigger`: a button or contact, whose silence says
+    /// nothing, so it is not taken offline by silence unless its `[[device]]` sets `offline_after`.
+    Reading { reading: Reading, trigger: bool },
+    /// A sender the source heard but does not publish (or has no `[[device]]`), for the heard list.
+    Heard {
+        source: String,
+        address: String,
+        rssi: Option<f64>,
+        at: SystemTime,
+    },
+    /// A repeat of a sender's last reading within the source's window: dropped, counted.
+    Duplicate { source: String },
+    /// Output of a self-decoding source that is no reading (not JSON, no model): counted.
+    DecodeError { source: String, error: String },
+    /// The state of a supervised receiver process, for the stats.
+    State {
+        source: String,
+        state: ReceiverState,
+    },
+}
+
+/// Where a supervised receiver (rtl_433) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverState {
+    /// The process was started and has printed nothing yet.
+    Starting,
+    /// The process runs and prints: it has the receiver.
+    Running,
+    /// It stalled and was killed (a restart follows).
+    Stalled,
+    /// Waiting to start it again.
+    Restarting,
+    /// No receiver: the link is lost, retried with backoff.
+    Lost,
+    /// A one-shot replay ended; the source is done.
+    Finished,
+}
+
+impl ReceiverState {
+    /// The name in `{base}/gateway/stats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiverState::Starting => "starting",
+            ReceiverState::Running => "running",
+            ReceiverState::Stalled => "stalled",
+            ReceiverState::Restarting => "restarting",
+            ReceiverState::Lost => "lost",
+            ReceiverState::Finished => "finished",
+        }
+    }
 }
 
 /// What every source task is handed: its name, where to send events, and when to stop.

@@ -82,6 +82,11 @@ pub fn gateway_stats_topic(base: &str) -> String {
     format!("{base}/{GATEWAY_NAME}/stats")
 }
 
+/// `{base}/gateway/heard`: senders the sources heard but do not publish (retained JSON).
+pub fn gateway_heard_topic(base: &str) -> String {
+    format!("{base}/{GATEWAY_NAME}/heard")
+}
+
 /// The device name of `{base}/{device}/availability`, or `None` for any other topic (the gateway's included).
 pub fn device_of_availability_topic<'t>(base: &str, topic: &'t str) -> Option<&'t str> {
     let device = topic
