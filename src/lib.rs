@@ -72,6 +72,7 @@ pub mod encode;
 pub mod frame;
 pub mod homeassistant;
 pub mod logging;
+pub mod lorawan;
 pub mod model;
 pub mod pipeline;
 pub mod publish;

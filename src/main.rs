@@ -110,8 +110,10 @@ fn main() -> ExitCode {
                 .or(cli.config)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
             // The key files too, read as `run` reads them at start.
-            let checked = Config::load(&path)
-                .and_then(|config| sensorgate::crypto::load_keys(&config).map(|_| ()));
+            let checked = Config::load(&path).and_then(|config| {
+                sensorgate::crypto::load_keys(&config)?;
+                sensorgate::lorawan::settings::load_devices(&config).map(|_| ())
+            });
             match checked {
                 Ok(()) => {
                     println!("{}: ok", path.display());

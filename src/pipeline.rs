@@ -44,6 +44,8 @@ pub struct Pipeline {
     pub uplink_stats: Option<UplinkStatsProbe>,
     /// Commands to devices, when a source has `commands = true`.
     pub command_stats: Option<CommandStatsProbe>,
+    /// The LoRaWAN sources' counters (`crate::lorawan::counters`), as `lorawan` keyed by source.
+    pub lorawan_stats: Option<UplinkStatsProbe>,
     pub heartbeat: Option<crate::systemd::Heartbeat>,
     /// Devices online, kept current for the systemd status line.
     pub devices_online: Arc<AtomicUsize>,
@@ -194,6 +196,9 @@ impl Pipeline {
         if let Some(stage) = &self.discovery {
             crate::stats::add_discovery_counters(&mut json, stage.entities_dropped());
         }
+        if let (Some(probe), serde_json::Value::Object(fields)) = (&self.lorawan_stats, &mut json) {
+            fields.insert("lorawan".to_string(), probe());
+        }
         Message {
             topic: publish::gateway_stats_topic(&self.base_topic),
             payload: json.to_string().into_bytes(),
@@ -229,6 +234,11 @@ impl Pipeline {
                 }
                 Vec::new()
             }
+            SourceEvent::Reading(reading) => {
+                let source = reading.source.clone();
+                stats.source(&source).frames += 1;
+                self.register(&source, std::slice::from_ref(&reading), stats)
+            }
             SourceEvent::Packet(packet) => {
                 let source = packet.source.clone();
                 stats.source(&source).frames += 1;
@@ -248,42 +258,7 @@ impl Pipeline {
                     }
                 };
                 match decoder.decode(&packet) {
-                    Ok(readings) => {
-                        let mut messages = Vec::new();
-                        for reading in &readings {
-                            match self.registry.on_reading(reading, clock_now()) {
-                                ReadingOutcome::Publish {
-                                    messages: mut out,
-                                    fields_dropped,
-                                    newly_capped,
-                                } => {
-                                    stats.source(&source).readings += 1;
-                                    stats.fields_dropped += fields_dropped as u64;
-                                    if let Some(device) = newly_capped {
-                                        let max = self.registry.max_fields();
-                                        log::warn!(
-                                            source = source.as_str(), device = device.as_str();
-                                            "device {device} sent more field names than [devices] max_fields = {max}: \
-                                             it keeps its first {max}, new names are dropped and counted in \
-                                             devices.fields_dropped (logged once per device)"
-                                        );
-                                    }
-                                    messages.append(&mut out);
-                                    if let Some(stage) = &mut self.discovery {
-                                        let discovery = stage.after_reading(
-                                            &mut self.registry,
-                                            &reading.source,
-                                            &reading.address,
-                                        );
-                                        messages.extend(discovery);
-                                    }
-                                }
-                                ReadingOutcome::Duplicate => stats.source(&source).duplicates += 1,
-                                ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
-                            }
-                        }
-                        messages
-                    }
+                    Ok(readings) => self.register(&source, &readings, stats),
                     Err(error) => {
                         stats.source(&source).decode_errors += 1;
                         log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", packet.bytes);
@@ -295,6 +270,48 @@ impl Pipeline {
                 }
             }
         }
+    }
+    /// Readings of `source` through the registry (and discovery): the messages to publish, counted.
+    fn register(
+        &mut self,
+        source: &str,
+        readings: &[crate::model::Reading],
+        stats: &mut Stats,
+    ) -> Vec<Message> {
+        let mut messages = Vec::new();
+        for reading in readings {
+            match self.registry.on_reading(reading, clock_now()) {
+                ReadingOutcome::Publish {
+                    messages: mut out,
+                    fields_dropped,
+                    newly_capped,
+                } => {
+                    stats.source(source).readings += 1;
+                    stats.fields_dropped += fields_dropped as u64;
+                    if let Some(device) = newly_capped {
+                        let max = self.registry.max_fields();
+                        log::warn!(
+                            source = source, device = device.as_str();
+                            "device {device} sent more field names than [devices] max_fields = {max}: \
+                             it keeps its first {max}, new names are dropped and counted in \
+                             devices.fields_dropped (logged once per device)"
+                        );
+                    }
+                    messages.append(&mut out);
+                    if let Some(stage) = &mut self.discovery {
+                        let discovery = stage.after_reading(
+                            &mut self.registry,
+                            &reading.source,
+                            &reading.address,
+                        );
+                        messages.extend(discovery);
+                    }
+                }
+                ReadingOutcome::Duplicate => stats.source(source).duplicates += 1,
+                ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
+            }
+        }
+        messages
     }
 }
 

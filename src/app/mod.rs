@@ -166,6 +166,66 @@ struct Gateway {
     commands: Option<(JoinHandle<()>, CancellationToken)>,
     /// The port of each source with `commands = true`, handed to its task at every (re)start.
     command_ports: HashMap<String, crate::commands::CommandPort>,
+    /// What each semtech-udp source starts with (its devices' keys, its counters).
+    lorawan: HashMap<String, crate::lorawan::udp::LorawanStart>,
+}
+
+/// Reads the LoRaWAN devices' key files (blocking thread) and builds each semtech-udp source's start,
+/// with the counters the stats line reads.
+async fn load_lorawan(
+    config: &Config,
+    state_dir: &Path,
+) -> Result<HashMap<String, crate::lorawan::udp::LorawanStart>, RunError> {
+    let Some(lorawan) = config.lorawan.clone() else {
+        return Ok(HashMap::new());
+    };
+    let copy = config.clone();
+    let (devices, warnings) =
+        tokio::task::spawn_blocking(move || crate::lorawan::settings::load_devices(&copy))
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the LoRaWAN key files: {e}"))??;
+    for warning in &warnings {
+        log::warn!("{warning}");
+    }
+    let server = lorawan
+        .server_settings()
+        .map_err(|e| anyhow::anyhow!("[lorawan] {}: {}", e.key, e.message))?;
+    let mut starts = HashMap::new();
+    for source in &config.sources {
+        let SourceKind::SemtechUdp(udp) = &source.kind else {
+            continue;
+        };
+        let start = crate::lorawan::udp::LorawanStart {
+            server,
+            udp: udp.clone(),
+            dedup_window: lorawan.dedup_window(),
+            devices: devices.get(&source.name).cloned().unwrap_or_default(),
+            state_dir: state_dir.to_path_buf(),
+            counters: Arc::default(),
+        };
+        starts.insert(source.name.clone(), start);
+    }
+    Ok(starts)
+}
+
+/// The stats line's `lorawan` object: each semtech-udp source's counters.
+fn lorawan_probe(
+    starts: &HashMap<String, crate::lorawan::udp::LorawanStart>,
+) -> Option<crate::pipeline::UplinkStatsProbe> {
+    if starts.is_empty() {
+        return None;
+    }
+    let counters: Vec<(String, Arc<crate::lorawan::counters::LorawanCounters>)> = starts
+        .iter()
+        .map(|(name, start)| (name.clone(), start.counters.clone()))
+        .collect();
+    Some(Box::new(move || {
+        let map: serde_json::Map<String, serde_json::Value> = counters
+            .iter()
+            .map(|(name, counters)| (name.clone(), counters.to_json()))
+            .collect();
+        serde_json::Value::Object(map)
+    }))
 }
 
 /// Reads every key file the configuration names, on a blocking thread, and logs a warning for each one
@@ -408,6 +468,7 @@ fn build_pipeline(
     discovery: Option<crate::homeassistant::stage::Stage>,
     uplink_stats: Option<UplinkStatsHandle>,
     command_stats: Option<crate::commands::CommandStats>,
+    lorawan_stats: Option<crate::pipeline::UplinkStatsProbe>,
     health: &Health,
 ) -> Pipeline {
     Pipeline {
@@ -423,6 +484,7 @@ fn build_pipeline(
             .map(|stats| Box::new(move || stats.snapshot()) as crate::pipeline::UplinkStatsProbe),
         command_stats: command_stats
             .map(|stats| Box::new(move || stats.snapshot()) as crate::pipeline::CommandStatsProbe),
+        lorawan_stats,
         heartbeat: Some(health.register("pipeline", Duration::from_secs(30))),
         devices_online: Arc::new(AtomicUsize::new(0)),
         discovery,
@@ -469,6 +531,7 @@ impl Gateway {
     ) -> Result<Gateway, RunError> {
         let state_dir = create_state_dir(&config)?;
         let keys = load_keys(&config).await?;
+        let lorawan = load_lorawan(&config, &state_dir).await?;
         let replay = open_replay(&state_dir).await?;
         let (broker, uplink_input) = start_broker(&config, &state_dir).await?;
         let registry = restore_and_announce(&config, &broker).await;
@@ -484,6 +547,7 @@ impl Gateway {
             discovery,
             uplink.stats.clone(),
             commands.stats,
+            lorawan_probe(&lorawan),
             &health,
         );
         let devices_online = pipeline.devices_online.clone();
@@ -507,6 +571,7 @@ impl Gateway {
             replay_stop: replay.stop,
             commands: commands.running,
             command_ports: commands.ports,
+            lorawan,
         };
         gateway.start_sources();
         Ok(gateway)
@@ -532,6 +597,7 @@ impl Gateway {
                 ctx,
                 config.clone(),
                 self.command_ports.get(&config.name).cloned(),
+                self.lorawan.get(&config.name).cloned(),
             ),
         );
         self.sources
@@ -686,8 +752,15 @@ async fn run_source(
     ctx: SourceContext,
     config: SourceConfig,
     commands: Option<crate::commands::CommandPort>,
+    lorawan: Option<crate::lorawan::udp::LorawanStart>,
 ) {
     match &config.kind {
+        SourceKind::SemtechUdp(_) => match lorawan {
+            Some(start) => crate::lorawan::udp::run(ctx, start).await,
+            None => {
+                log::error!(source = config.name.as_str(); "a semtech-udp source needs [lorawan]")
+            }
+        },
         SourceKind::Serial(serial) => {
             source::serial::run_with_commands(ctx, settings::serial(serial), commands).await
         }

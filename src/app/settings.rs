@@ -92,6 +92,7 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
             let link = match &source.kind {
                 SourceKind::Serial(_) => Link::Serial,
                 SourceKind::Simulator(_) => Link::Simulator,
+                SourceKind::SemtechUdp(_) => Link::Radio("LoRaWAN".to_string()),
                 SourceKind::Radio(radio) => Link::Radio(
                     match radio.chip {
                         RadioChip::Sx1276 => "SX1276",
@@ -186,7 +187,7 @@ pub fn decoder(source: &SourceConfig) -> PacketDecoder {
     let crc = match &source.kind {
         SourceKind::Serial(serial) => serial.crc,
         SourceKind::Simulator(simulator) => simulator.crc,
-        SourceKind::Radio(_) => CrcMode::None,
+        SourceKind::Radio(_) | SourceKind::SemtechUdp(_) => CrcMode::None,
     };
     PacketDecoder {
         crc,

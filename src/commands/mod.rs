@@ -111,6 +111,7 @@ impl CommandSettings {
                     SourceKind::Radio(radio) => {
                         (CrcMode::None, None, Some(radio.stage_settings().0))
                     }
+                    SourceKind::SemtechUdp(_) => (CrcMode::None, None, None),
                 };
                 let commands = source.commands.clone().unwrap_or_default();
                 SourceCommands {

@@ -92,6 +92,8 @@ pub enum SourceKind {
     Simulator(SimulatorConfig),
     /// `kind = "sx1276"` or `kind = "sx1262"`.
     Radio(RadioConfig),
+    /// `kind = "semtech-udp"`: LoRaWAN packet forwarders (`crate::lorawan`).
+    SemtechUdp(crate::lorawan::settings::SemtechUdpConfig),
 }
 
 /// A serial port.
@@ -374,8 +376,14 @@ const SX1262_KEYS: &[&str] = &[
     "interval",
 ];
 
+/// A semtech-udp source's keys (its devices carry their own decoders and keys).
+const SEMTECH_UDP_KEYS: &[&str] = &["name", "kind", "bind", "gateways"];
+
 /// The keys a `[[source]]` of this `kind` takes, or `None` for an unknown kind.
 pub fn keys_for_kind(kind: &str) -> Option<Vec<&'static str>> {
+    if kind == "semtech-udp" {
+        return Some(SEMTECH_UDP_KEYS.to_vec());
+    }
     let specific = match kind {
         "serial" => SERIAL_KEYS,
         "simulator" => SIMULATOR_KEYS,
@@ -405,6 +413,8 @@ pub(crate) enum KindName {
     Simulator,
     Sx1276,
     Sx1262,
+    #[serde(rename = "semtech-udp")]
+    SemtechUdp,
 }
 
 /// The `backend` key of a radio.
@@ -460,6 +470,8 @@ pub(crate) struct SourceToml {
     command_ttl: Option<Duration>,
     address: Option<u8>,
     duty_cycle: Option<String>,
+    bind: Option<String>,
+    gateways: Option<Vec<String>>,
 }
 
 impl SourceToml {
@@ -475,6 +487,7 @@ impl SourceToml {
             KindName::Simulator => "simulator",
             KindName::Sx1276 => "sx1276",
             KindName::Sx1262 => "sx1262",
+            KindName::SemtechUdp => "semtech-udp",
         };
         let allowed = keys_for_kind(kind_name).unwrap_or_default();
         for (key, _) in locator.keys(at) {
@@ -496,6 +509,7 @@ impl SourceToml {
             KindName::Simulator => self.build_simulator(at),
             KindName::Sx1276 => self.build_radio(RadioChip::Sx1276, at),
             KindName::Sx1262 => self.build_radio(RadioChip::Sx1262, at),
+            KindName::SemtechUdp => self.build_semtech_udp(at),
         }?;
         if encryption.is_some() {
             source.encryption = encryption;
@@ -590,6 +604,30 @@ impl SourceToml {
                 key_file: key_file.clone(),
             })),
         }
+    }
+
+    /// A LoRaWAN packet-forwarder source: `bind` and `gateways` as `crate::lorawan::settings` checks them.
+    fn build_semtech_udp(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
+        let udp = crate::lorawan::settings::semtech_udp_config(
+            self.bind.as_deref(),
+            self.gateways.as_deref(),
+        )
+        .map_err(|error| {
+            let path = if error.key == "gateways" && self.gateways.is_none() {
+                at.clone()
+            } else {
+                at.key(error.key)
+            };
+            Problem::value(path, error.message)
+        })?;
+        Ok(SourceConfig {
+            name: self.name,
+            header: HeaderFormat::None,
+            payload: PayloadFormat::Lpp,
+            kind: SourceKind::SemtechUdp(udp),
+            encryption: None,
+            commands: None,
+        })
     }
 
     fn build_serial(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
@@ -883,6 +921,7 @@ fn check_name(name: &str, at: &KeyPath) -> Result<(), Problem> {
 /// for an address of its own).
 fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Problem> {
     let framing = match &source.kind {
+        SourceKind::SemtechUdp(_) => return Ok(()), // never encrypted: its keys take no `encryption`
         SourceKind::Serial(serial) => Some(serial.framing),
         SourceKind::Simulator(simulator) => {
             if source

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use std::time::SystemTime;
 
 use crate::frame::{Deframer, FrameError};
-use crate::model::Packet;
+use crate::model::{Packet, Reading};
 
 /// What a source reports to the pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,9 @@ pub enum SourceEvent {
     Up { source: String },
     /// One frame, ready for decoding.
     Packet(Packet),
+    /// A reading a source decoded itself (a LoRaWAN network server: the frame was authenticated,
+    /// decrypted and decoded with the device's own decoder); it goes straight to the registry.
+    Reading(Reading),
     /// A frame that could not be framed (too long, bad escape, bad UTF-8, radio CRC error...). Counted.
     FrameError { source: String, error: FrameError },
     /// The link is lost (port vanished, radio stopped answering); the source is retrying. The wills of the
