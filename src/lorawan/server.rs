@@ -243,13 +243,22 @@ impl NetworkServer {
         Some(self.all_records())
     }
 
-    /// Every session's record (moving marks ahead where passed).
+    /// Every session's record (moving marks ahead where passed), for a write while running.
     pub fn all_records(&mut self) -> Vec<SessionRecord> {
+        self.records_with(Session::to_record)
+    }
+
+    /// Every session's record with its counters exactly, for the write of a clean stop.
+    pub fn exact_records(&mut self) -> Vec<SessionRecord> {
+        self.records_with(Session::to_exact_record)
+    }
+
+    fn records_with(&mut self, record: fn(&mut Session, &str) -> SessionRecord) -> Vec<SessionRecord> {
         let names: Vec<String> = self.devices.iter().map(|d| d.name.clone()).collect();
         self.sessions
             .iter_mut()
             .zip(names)
-            .filter_map(|(session, name)| session.as_mut().map(|s| s.to_record(&name)))
+            .filter_map(|(session, name)| session.as_mut().map(|s| record(s, &name)))
             .collect()
     }
 

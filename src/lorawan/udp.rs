@@ -3,7 +3,8 @@
 //! window into the network server (`server.rs`); accepted uplinks become readings decoded with the
 //! device's own decoder; JoinAccepts and ACKs go back as PULL_RESP to the address of the last
 //! PULL_DATA of the gateway that heard the device best. Sessions are written through `persist.rs` on a
-//! blocking thread when a counter mark is passed or a device joins, and once at stop.
+//! blocking thread when a counter mark is passed or a device joins, and at a clean stop with the
+//! counters exactly.
 //!
 //! Bounds: datagrams from gateways not allowed are dropped and counted; malformed datagrams are counted
 //! and never stop the task; the dedup window holds at most [`MAX_PENDING_UPLINKS`] uplinks; at most
@@ -109,7 +110,7 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
             }
         }
     }
-    let records = task.server.all_records();
+    let records = task.server.exact_records();
     task.store(records).await;
 }
 

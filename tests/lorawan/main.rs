@@ -1,0 +1,235 @@
+//! LoRaWAN end to end through the real daemon on 127.0.0.1: an independent end device and two packet
+//! forwarders in Python (`tests/lorawan/device.py`, `cryptography` only) speak the Semtech UDP protocol
+//! to a `kind = "semtech-udp"` source. OTAA join (the JoinAccept decrypted and its MIC and keys checked
+//! on the device side, its replay refused), an uplink heard by two gateways published once with the
+//! best one, a confirmed uplink ACKed in RX1 with the right `tmst`, a replay and a wrong MIC refused,
+//! an ABP device's counter rolling over past 65,535, a stranger's DevAddr counted per gateway and never
+//! published, and a clean restart in the middle of the session. Every wait is bounded.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use sensorgate_testkit::daemon::Daemon;
+use sensorgate_testkit::mqtt;
+use sensorgate_testkit::python;
+
+const APP_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";
+const ABP_NWK: &str = "000102030405060708090a0b0c0d0e0f";
+const ABP_APP: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
+const DEV_EUI: &str = "70b3d57ed0000001";
+const JOIN_EUI: &str = "0000000000000042";
+const ABP_DEV_ADDR: &str = "26011bda";
+const WAIT: Duration = Duration::from_secs(10);
+
+const CONFIG: &str = r#"
+[gateway]
+id = "test-gw"
+state_dir = "{state_dir}"
+
+[[broker.listener]]
+bind = "127.0.0.1:{port}"
+
+[publish]
+stats_interval = "1s"
+
+[lorawan]
+region = "EU868"
+net_id = "000013"
+
+[[source]]
+name = "lns"
+kind = "semtech-udp"
+bind = "127.0.0.1:{udp}"
+gateways = ["aa555a0000000001", "aa555a0000000002"]
+
+[[device]]
+name = "door"
+source = "lns"
+dev_eui = "70b3d57ed0000001"
+join_eui = "0000000000000042"
+app_key_file = "{dir}/door.key"
+payload = "lpp"
+
+[[device]]
+name = "meter"
+source = "lns"
+dev_addr = "26011bda"
+nwk_s_key_file = "{dir}/meter-nwk.key"
+app_s_key_file = "{dir}/meter-app.key"
+fports = { 2 = "lpp" }
+"#;
+
+fn write_key(dir: &Path, name: &str, hex: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{hex}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A UDP port free on 127.0.0.1 now.
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+async fn device(phase: &str, dir: &Path, udp: u16) -> serde_json::Value {
+    let state = dir.join("device-session.json");
+    let params = serde_json::json!({
+        "port": udp,
+        "app_key": APP_KEY,
+        "dev_eui": DEV_EUI,
+        "join_eui": JOIN_EUI,
+        "abp_nwk": ABP_NWK,
+        "abp_app": ABP_APP,
+        "abp_dev_addr": ABP_DEV_ADDR,
+    })
+    .to_string();
+    let phase = phase.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        python::run_script(
+            "cryptography",
+            "python3-cryptography",
+            "tests/lorawan/device.py",
+            &[Path::new(&phase), &state],
+            &params,
+        )
+    })
+    .await
+    .unwrap();
+    serde_json::from_str(output.trim()).unwrap_or_else(|e| panic!("{e}: {output}"))
+}
+
+/// The next state of `device` for which `check` holds (bounded).
+async fn wait_state(
+    states: &mut mqtt::Subscriber,
+    device: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let topic = format!("sensorgate/{device}");
+    let mut seen = Vec::new();
+    let found = states
+        .wait_for(WAIT, &mut seen, |m| {
+            m.topic == topic && serde_json::from_str(&m.text()).is_ok_and(|s| check(&s))
+        })
+        .await;
+    match found {
+        Some(message) => serde_json::from_str(&message.text()).unwrap(),
+        None => panic!(
+            "no matching state of {device}; seen: {:?}",
+            seen.iter().map(|m| (m.topic.clone(), m.text())).collect::<Vec<_>>()
+        ),
+    }
+}
+
+async fn wait_counters(
+    stats: &mut mqtt::Subscriber,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut seen = Vec::new();
+    let found = stats
+        .wait_for(WAIT, &mut seen, |m| {
+            serde_json::from_str::<serde_json::Value>(&m.text())
+                .is_ok_and(|s| check(&s["lorawan"]["lns"]))
+        })
+        .await;
+    match found {
+        Some(message) => serde_json::from_str::<serde_json::Value>(&message.text()).unwrap()
+            ["lorawan"]["lns"]
+            .clone(),
+        None => panic!("{what}: last stats {:?}", seen.last().map(|m| m.text())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path(), "door.key", APP_KEY);
+    write_key(dir.path(), "meter-nwk.key", ABP_NWK);
+    write_key(dir.path(), "meter-app.key", ABP_APP);
+    let udp = free_udp_port();
+    let config = CONFIG
+        .replace("{udp}", &udp.to_string())
+        .replace("{dir}", &dir.path().display().to_string());
+    let daemon = Daemon::start(dir.path(), &config);
+    daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+
+    let report = device("session", dir.path(), udp).await;
+    // The JoinAccept: RX1 of gateway A, 5 s after the join request (tmst 1 000 000), inverted IQ, with
+    // EU868's CFList (867.1 MHz first: 8 671 000 x 100 Hz, little-endian 18 4f 84).
+    assert_eq!(report["join_tmst"], 6_000_000, "{report}");
+    assert_eq!(report["join_ipol"], true, "{report}");
+    assert_eq!(report["join_freq"], 868.1, "{report}");
+    assert!(report["cf_list"].as_str().unwrap().starts_with("184f84"), "{report}");
+    assert_eq!(report["replayed_join_answered"], false, "{report}");
+    // DevAddr from the NetID's NwkID (0x13 << 25).
+    let dev_addr = u32::from_str_radix(report["dev_addr"].as_str().unwrap(), 16).unwrap();
+    assert_eq!(dev_addr >> 25, 0x13, "{report}");
+    // The confirmed uplink (tmst 30 000 000 at gateway B): an unconfirmed downlink with ACK in RX1 (1 s),
+    // answering LinkCheckReq (CID 02) in FOpts, heard by one gateway.
+    assert_eq!(report["ack_tmst"], 31_000_000, "{report}");
+    assert_eq!(report["ack_bit"], true, "{report}");
+    assert_eq!(report["ack_mtype"], 3, "{report}");
+    assert_eq!(report["ack_ipol"], true, "{report}");
+    let fopts = report["ack_fopts"].as_str().unwrap();
+    assert!(fopts.starts_with("02") && fopts.ends_with("01"), "{report}");
+
+    // FCnt 0 heard by both gateways: published once, with the best (B, -50 dBm).
+    let first = wait_state(&mut states, "door", |s| s["fcnt"] == 0).await;
+    assert_eq!(first["temperature_1"], 21.5, "{first}");
+    assert_eq!(first["gateway"], "aa555a0000000002", "{first}");
+    assert_eq!(first["rssi"].as_f64(), Some(-50.0), "{first}");
+    assert_eq!(first["snr"].as_f64(), Some(9.0), "{first}");
+    assert_eq!(first["fport"], 10, "{first}");
+    assert_eq!(first["frequency"], 868_100_000, "{first}");
+    assert_eq!(first["sf"], 7, "{first}");
+    let second = wait_state(&mut states, "door", |s| s["fcnt"] == 1).await;
+    assert_eq!(second["temperature_1"], 22.0, "{second}");
+    // The ABP device's counter past 65,535.
+    wait_state(&mut states, "meter", |s| s["fcnt"] == 65_535).await;
+    let rolled = wait_state(&mut states, "meter", |s| s["fcnt"] == 65_536).await;
+    assert_eq!(rolled["temperature_1"], 6.5, "{rolled}");
+
+    let counters = wait_counters(&mut stats, "replay, bad MIC, stranger, dedup", |c| {
+        c["replayed"] == 1 && c["bad_mic"] == 1 && c["unknown_devaddr"] == 1
+    })
+    .await;
+    assert_eq!(counters["joins"], 1, "{counters}");
+    assert_eq!(counters["join_refused"], 1, "{counters}");
+    assert_eq!(counters["duplicates_merged"], 1, "{counters}");
+    assert_eq!(counters["uplinks"], 4, "{counters}");
+    assert_eq!(counters["malformed_datagrams"], 0, "{counters}");
+    assert_eq!(
+        counters["gateways"]["aa555a0000000001"]["unknown_devaddr"], 1,
+        "{counters}"
+    );
+    assert!(
+        counters["gateways"]["aa555a0000000002"]["last_pull"].is_string(),
+        "{counters}"
+    );
+    assert_eq!(
+        counters["gateways"]["aa555a0000000001"]["stat"]["rxok"], 1,
+        "{counters}"
+    );
+
+    // A clean restart in the middle of the session: the device goes on without joining again.
+    let port = daemon.addr.port();
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "{status}");
+    let daemon = Daemon::start_on(dir.path(), &config, port);
+    daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
+    let mut states = mqtt::subscribe(daemon.addr, "watch-2", "sensorgate/+", 1).await;
+    let resumed = device("resume", dir.path(), udp).await;
+    assert_eq!(resumed["acked_after_restart"], true, "{resumed}");
+    let after = wait_state(&mut states, "door", |s| s["fcnt"] == 2).await;
+    assert_eq!(after["temperature_1"], 23.5, "{after}");
+
+    let log = daemon.log();
+    for key in [APP_KEY, ABP_NWK, ABP_APP] {
+        assert!(!log.to_lowercase().contains(key), "a key in the log:\n{log}");
+    }
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "{status}");
+}
