@@ -253,7 +253,10 @@ impl NetworkServer {
         self.records_with(Session::to_exact_record)
     }
 
-    fn records_with(&mut self, record: fn(&mut Session, &str) -> SessionRecord) -> Vec<SessionRecord> {
+    fn records_with(
+        &mut self,
+        record: fn(&mut Session, &str) -> SessionRecord,
+    ) -> Vec<SessionRecord> {
         let names: Vec<String> = self.devices.iter().map(|d| d.name.clone()).collect();
         self.sessions
             .iter_mut()

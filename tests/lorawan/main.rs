@@ -116,7 +116,9 @@ async fn wait_state(
         Some(message) => serde_json::from_str(&message.text()).unwrap(),
         None => panic!(
             "no matching state of {device}; seen: {:?}",
-            seen.iter().map(|m| (m.topic.clone(), m.text())).collect::<Vec<_>>()
+            seen.iter()
+                .map(|m| (m.topic.clone(), m.text()))
+                .collect::<Vec<_>>()
         ),
     }
 }
@@ -162,7 +164,10 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
     assert_eq!(report["join_tmst"], 6_000_000, "{report}");
     assert_eq!(report["join_ipol"], true, "{report}");
     assert_eq!(report["join_freq"], 868.1, "{report}");
-    assert!(report["cf_list"].as_str().unwrap().starts_with("184f84"), "{report}");
+    assert!(
+        report["cf_list"].as_str().unwrap().starts_with("184f84"),
+        "{report}"
+    );
     assert_eq!(report["replayed_join_answered"], false, "{report}");
     // DevAddr from the NetID's NwkID (0x13 << 25).
     let dev_addr = u32::from_str_radix(report["dev_addr"].as_str().unwrap(), 16).unwrap();
@@ -228,7 +233,10 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
 
     let log = daemon.log();
     for key in [APP_KEY, ABP_NWK, ABP_APP] {
-        assert!(!log.to_lowercase().contains(key), "a key in the log:\n{log}");
+        assert!(
+            !log.to_lowercase().contains(key),
+            "a key in the log:\n{log}"
+        );
     }
     let (status, _) = daemon.stop();
     assert!(status.success(), "{status}");
