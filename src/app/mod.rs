@@ -468,7 +468,6 @@ fn build_pipeline(
     discovery: Option<crate::homeassistant::stage::Stage>,
     uplink_stats: Option<UplinkStatsHandle>,
     command_stats: Option<crate::commands::CommandStats>,
-    lorawan_stats: Option<crate::pipeline::UplinkStatsProbe>,
     health: &Health,
 ) -> Pipeline {
     Pipeline {
@@ -484,7 +483,7 @@ fn build_pipeline(
             .map(|stats| Box::new(move || stats.snapshot()) as crate::pipeline::UplinkStatsProbe),
         command_stats: command_stats
             .map(|stats| Box::new(move || stats.snapshot()) as crate::pipeline::CommandStatsProbe),
-        lorawan_stats,
+        lorawan_stats: None,
         heartbeat: Some(health.register("pipeline", Duration::from_secs(30))),
         devices_online: Arc::new(AtomicUsize::new(0)),
         discovery,
@@ -547,9 +546,12 @@ impl Gateway {
             discovery,
             uplink.stats.clone(),
             commands.stats,
-            lorawan_probe(&lorawan),
             &health,
         );
+        let pipeline = Pipeline {
+            lorawan_stats: lorawan_probe(&lorawan),
+            ..pipeline
+        };
         let devices_online = pipeline.devices_online.clone();
         let frames = crate::crypto::FrameGuard::new(keys.frames, replay.guard);
         let pipeline = spawn_pipeline(pipeline, &broker, frames, &failures);
@@ -780,7 +782,8 @@ async fn run_source(
 /// alone. One line per state saying what was done. Run it with the gateway stopped. Blocking IO.
 pub fn reset_lost_state(config: &Config) -> Result<Vec<String>, String> {
     let state_dir = config.state_dir();
-    let resets: [(&str, fn(&Path) -> std::io::Result<String>); 2] = [
+    type Reset = fn(&Path) -> std::io::Result<String>;
+    let resets: [(&str, Reset); 2] = [
         (crate::replay::STATE_NAME, crate::replay::reset_lost),
         (
             crate::commands::counters::STATE_NAME,

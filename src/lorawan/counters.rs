@@ -33,7 +33,10 @@ pub struct Counts {
     pub dedup_full: u64,
     pub uplinks: u64,
     pub joins: u64,
+    /// Join requests refused: a DevNonce used before, a JoinEUI not configured.
     pub join_refused: u64,
+    /// Join requests over the rate limit (per DevEUI, or in total).
+    pub join_rate_limited: u64,
     pub bad_mic: u64,
     pub replayed: u64,
     pub counter_gaps: u64,
@@ -120,6 +123,7 @@ impl LorawanCounters {
             Refusal::UnknownDevAddr(_) => c.unknown_devaddr += 1,
             Refusal::UnknownDevEui(_) => c.unknown_deveui += 1,
             Refusal::WrongJoinEui { .. } | Refusal::DevNonceReused(_) => c.join_refused += 1,
+            Refusal::JoinRateLimited(_) => c.join_rate_limited += 1,
             Refusal::BadMic => c.bad_mic += 1,
             Refusal::Replay(_) => c.replayed += 1,
             Refusal::CounterGap | Refusal::CounterExhausted => c.counter_gaps += 1,

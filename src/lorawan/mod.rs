@@ -3,7 +3,7 @@
 //! device's; joins, ACKs and MAC answers go back through the gateway that heard the device best.
 //!
 //! Files: `region.rs` (the regional parameters table), `session.rs` (a device's session and what of it
-//! is stored), `keys.rs` (session key derivation), `join_accept.rs` (the JoinAccept), `server.rs` (the network/join server state machine),
+//! is stored), `keys.rs` (session key derivation), `join_accept.rs` (the JoinAccept), `join_limit.rs` (joins rate-limited), `server.rs` (the network/join server state machine),
 //! `dedup.rs` (one uplink heard by several gateways), `semtech.rs` (the forwarder protocol v2 codec),
 //! `persist.rs` (sessions on disk through `crate::statefile`), `settings.rs` (the configuration keys and
 //! their checks), `udp.rs` (the source task).
@@ -24,6 +24,7 @@
 pub mod counters;
 pub mod dedup;
 pub mod join_accept;
+pub mod join_limit;
 pub mod keys;
 pub mod persist;
 pub mod region;

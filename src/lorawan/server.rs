@@ -14,10 +14,11 @@
 //!   [`MAX_FCNT_GAP`] is refused; FRMPayload is decrypted (AppSKey, or NwkSKey for FPort 0); MAC
 //!   commands (FOpts or FPort 0) are parsed: LinkCheckReq and DeviceTimeReq are answered, the rest
 //!   ignored, unknown ones counted. A confirmed uplink gets an ACK in RX1.
+//! - Joins are rate-limited per DevEUI and in total (`join_limit.rs`).
 //! - LoRaWAN 1.1 frames (RejoinRequest, or a major version other than R1) are refused with a reason.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lorawan::creator::DataPayloadCreator;
 use lorawan::keys::{AppSKey, NewSKey, AES128};
@@ -27,6 +28,7 @@ use lorawan::parser::{parse, DataHeader, DataPayload, FCtrl, PhyPayload};
 
 use super::dedup::Heard;
 use super::join_accept::JoinAccept;
+use super::join_limit::JoinLimit;
 use super::keys::derive_session_keys;
 use super::region::{DataRate, RegionParams};
 use super::session::{JoinInputs, Session, SessionRecord, DEV_NONCE_HISTORY};
@@ -139,6 +141,8 @@ pub enum Refusal {
     CounterGap,
     #[error("DevNonce {0} was used before (a replayed join request)")]
     DevNonceReused(u16),
+    #[error("join request of DevEUI {0:016x} over the join rate limit")]
+    JoinRateLimited(u64),
     #[error("the frame counter is exhausted; the device must join again")]
     CounterExhausted,
 }
@@ -165,6 +169,7 @@ pub struct NetworkServer {
     by_addr: HashMap<u32, Vec<usize>>,
     by_eui: HashMap<u64, usize>,
     next_join_nonce: u32,
+    join_limit: JoinLimit,
 }
 
 impl NetworkServer {
@@ -182,6 +187,7 @@ impl NetworkServer {
             by_addr: HashMap::new(),
             by_eui: HashMap::new(),
             next_join_nonce: 0,
+            join_limit: JoinLimit::default(),
             devices,
         };
         for (index, device) in server.devices.iter().enumerate() {
@@ -265,8 +271,9 @@ impl NetworkServer {
             .collect()
     }
 
-    /// One deduplicated uplink at `now` (wall clock, for DeviceTimeAns).
-    pub fn handle(&mut self, heard: &Heard, now: SystemTime) -> Outcome {
+    /// One deduplicated uplink at `now` (monotonic, for the join rate limit) and `wall` (for
+    /// DeviceTimeAns).
+    pub fn handle(&mut self, heard: &Heard, now: Instant, wall: SystemTime) -> Outcome {
         let Some(&mhdr) = heard.phy.first() else {
             return Outcome::Refused(Refusal::Malformed);
         };
@@ -304,6 +311,12 @@ impl NetworkServer {
                         got: join_eui,
                         want,
                     });
+                }
+                if self.nonces[index].contains(&dev_nonce) {
+                    return Outcome::Refused(Refusal::DevNonceReused(dev_nonce));
+                }
+                if !self.join_limit.admit(dev_eui, now) {
+                    return Outcome::Refused(Refusal::JoinRateLimited(dev_eui));
                 }
                 self.join(index, app_key, dev_nonce, &heard.best)
             }
@@ -357,7 +370,7 @@ impl NetworkServer {
                         Some(0) => (frm, Vec::new()),
                         _ => (fopts, frm),
                     };
-                    return self.accept(index, full, fport, payload, confirmed, &mac, heard, now);
+                    return self.accept(index, full, fport, payload, confirmed, &mac, heard, wall);
                 }
                 Outcome::Refused(refusal)
             }
@@ -367,9 +380,6 @@ impl NetworkServer {
     }
 
     fn join(&mut self, index: usize, app_key: [u8; 16], dev_nonce: u16, best: &RxMeta) -> Outcome {
-        if self.nonces[index].contains(&dev_nonce) {
-            return Outcome::Refused(Refusal::DevNonceReused(dev_nonce));
-        }
         if self.nonces[index].len() >= DEV_NONCE_HISTORY {
             self.nonces[index].pop_front();
         }

@@ -36,6 +36,11 @@ fn heard(phy: &[u8]) -> Heard {
     }
 }
 
+/// A join of `dev_eui` again, after the join rate limit's interval.
+fn later() -> Instant {
+    Instant::now() + crate::lorawan::join_limit::PER_DEVICE
+}
+
 fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(NOW)
 }
@@ -102,7 +107,9 @@ fn uplink(dev_addr: u32, fcnt: u32, confirmed: bool, fopts: &[u8], payload: &[u8
 #[test]
 fn a_join_request_vector_is_accepted_and_the_join_accept_decrypts_to_the_session_keys() {
     let mut server = NetworkServer::new(settings(), vec![otaa()], &[]);
-    let Outcome::Joined { device, downlink } = server.handle(&heard(&JOIN_REQUEST), now()) else {
+    let Outcome::Joined { device, downlink } =
+        server.handle(&heard(&JOIN_REQUEST), Instant::now(), now())
+    else {
         panic!("not joined");
     };
     assert_eq!(device, 0);
@@ -135,31 +142,49 @@ fn a_join_request_vector_is_accepted_and_the_join_accept_decrypts_to_the_session
 fn a_reused_dev_nonce_a_wrong_mic_and_strangers_are_refused() {
     let mut server = NetworkServer::new(settings(), vec![otaa()], &[]);
     assert!(matches!(
-        server.handle(&heard(&JOIN_REQUEST), now()),
+        server.handle(&heard(&JOIN_REQUEST), Instant::now(), now()),
         Outcome::Joined { .. }
     ));
     assert_eq!(
-        server.handle(&heard(&JOIN_REQUEST), now()),
+        server.handle(&heard(&JOIN_REQUEST), later(), now()),
         Outcome::Refused(Refusal::DevNonceReused(0x102d))
     );
+    // A new DevNonce within the rate limit's interval is refused too, and taken after it.
+    let mut again = JOIN_REQUEST;
+    again[17] = 0x2e;
+    let mic = {
+        let mut mac = <cmac::Cmac<aes::Aes128> as aes::cipher::KeyInit>::new(&[1u8; 16].into());
+        cmac::Mac::update(&mut mac, &again[..19]);
+        cmac::Mac::finalize(mac).into_bytes()
+    };
+    again[19..].copy_from_slice(&mic[..4]);
+    let start = Instant::now();
+    assert_eq!(
+        server.handle(&heard(&again), start, now()),
+        Outcome::Refused(Refusal::JoinRateLimited(0x0203_0405_0203_0405))
+    );
+    assert!(matches!(
+        server.handle(&heard(&again), later() + Duration::from_millis(10), now()),
+        Outcome::Joined { .. }
+    ));
     let mut bad = JOIN_REQUEST;
     bad[22] ^= 1;
     assert_eq!(
-        server.handle(&heard(&bad), now()),
+        server.handle(&heard(&bad), Instant::now(), now()),
         Outcome::Refused(Refusal::BadMic)
     );
     let mut stranger = JOIN_REQUEST;
     stranger[9] = 0x99;
     assert!(matches!(
-        server.handle(&heard(&stranger), now()),
+        server.handle(&heard(&stranger), Instant::now(), now()),
         Outcome::Refused(Refusal::UnknownDevEui(_))
     ));
     assert_eq!(
-        server.handle(&heard(&[0xc0, 1, 2]), now()),
+        server.handle(&heard(&[0xc0, 1, 2]), Instant::now(), now()),
         Outcome::Refused(Refusal::Lorawan11("RejoinRequest"))
     );
     assert_eq!(
-        server.handle(&heard(&[]), now()),
+        server.handle(&heard(&[]), Instant::now(), now()),
         Outcome::Refused(Refusal::Malformed)
     );
 }
@@ -167,25 +192,25 @@ fn a_reused_dev_nonce_a_wrong_mic_and_strangers_are_refused() {
 #[test]
 fn the_data_vector_decrypts_and_a_replay_or_a_wrong_mic_is_refused() {
     let mut server = NetworkServer::new(settings(), vec![abp()], &[]);
-    let Outcome::Data(accepted) = server.handle(&heard(&DATA_UP), now()) else {
+    let Outcome::Data(accepted) = server.handle(&heard(&DATA_UP), Instant::now(), now()) else {
         panic!("refused");
     };
     assert_eq!((accepted.fcnt, accepted.fport), (1, Some(1)));
     assert_eq!(accepted.payload, b"hello");
     assert!(accepted.downlink.is_none());
     assert_eq!(
-        server.handle(&heard(&DATA_UP), now()),
+        server.handle(&heard(&DATA_UP), Instant::now(), now()),
         Outcome::Refused(Refusal::Replay(1))
     );
     let mut bad = DATA_UP;
     bad[17] ^= 0x01;
     assert_eq!(
-        server.handle(&heard(&bad), now()),
+        server.handle(&heard(&bad), Instant::now(), now()),
         Outcome::Refused(Refusal::BadMic)
     );
     let stranger = uplink(0x0bad_0bad, 2, false, &[], b"x");
     assert_eq!(
-        server.handle(&heard(&stranger), now()),
+        server.handle(&heard(&stranger), Instant::now(), now()),
         Outcome::Refused(Refusal::UnknownDevAddr(0x0bad_0bad))
     );
 }
@@ -194,7 +219,11 @@ fn the_data_vector_decrypts_and_a_replay_or_a_wrong_mic_is_refused() {
 fn the_counter_rolls_over_past_65535_and_a_big_jump_is_refused() {
     let mut server = NetworkServer::new(settings(), vec![abp()], &[]);
     for fcnt in [65_534u32, 65_535, 65_536, 65_537] {
-        match server.handle(&heard(&uplink(0x0102_0304, fcnt, false, &[], b"x")), now()) {
+        match server.handle(
+            &heard(&uplink(0x0102_0304, fcnt, false, &[], b"x")),
+            Instant::now(),
+            now(),
+        ) {
             Outcome::Data(accepted) => assert_eq!(accepted.fcnt, fcnt),
             other => panic!("{fcnt}: {other:?}"),
         }
@@ -208,6 +237,7 @@ fn the_counter_rolls_over_past_65535_and_a_big_jump_is_refused() {
                 &[],
                 b"x"
             )),
+            Instant::now(),
             now()
         ),
         Outcome::Refused(Refusal::CounterGap)
@@ -222,7 +252,7 @@ fn the_counter_rolls_over_past_65535_and_a_big_jump_is_refused() {
 fn a_confirmed_uplink_with_link_check_gets_an_ack_in_rx1() {
     let mut server = NetworkServer::new(settings(), vec![abp()], &[]);
     let frame = uplink(0x0102_0304, 7, true, &[0x02, 0x0d], b"x");
-    let Outcome::Data(accepted) = server.handle(&heard(&frame), now()) else {
+    let Outcome::Data(accepted) = server.handle(&heard(&frame), Instant::now(), now()) else {
         panic!("refused");
     };
     assert!(accepted.confirmed);
@@ -245,12 +275,9 @@ fn a_confirmed_uplink_with_link_check_gets_an_ack_in_rx1() {
     assert_eq!(fopts[3], 0x0d);
     let gps = u32::from_le_bytes([fopts[4], fopts[5], fopts[6], fopts[7]]);
     assert_eq!(u64::from(gps), NOW + 18 - 315_964_800);
-    // Unknown MAC command (CID 0x7f) in FOpts: counted, the frame still accepted.
-    let odd = uplink(0x0102_0304, 8, false, &[], b"x");
-    let mut with_unknown = odd.clone();
-    with_unknown.truncate(0);
-    let _ = with_unknown;
-    let Outcome::Data(plain) = server.handle(&heard(&odd), now()) else {
+    // An unconfirmed uplink without MAC commands gets no downlink.
+    let plain = uplink(0x0102_0304, 8, false, &[], b"x");
+    let Outcome::Data(plain) = server.handle(&heard(&plain), Instant::now(), now()) else {
         panic!("refused");
     };
     assert_eq!(plain.unknown_mac_commands, 0);
@@ -268,12 +295,12 @@ fn unknown_mac_commands_are_counted() {
 fn a_restart_resumes_above_the_stored_mark_with_fresh_downlink_counters() {
     let mut server = NetworkServer::new(settings(), vec![otaa(), abp()], &[]);
     assert!(matches!(
-        server.handle(&heard(&JOIN_REQUEST), now()),
+        server.handle(&heard(&JOIN_REQUEST), Instant::now(), now()),
         Outcome::Joined { .. }
     ));
     let dev_addr = server.session(0).unwrap().dev_addr;
     assert!(matches!(
-        server.handle(&heard(&DATA_UP), now()),
+        server.handle(&heard(&DATA_UP), Instant::now(), now()),
         Outcome::Data(_)
     ));
     let records = server.records_due().expect("a write is due");
@@ -288,17 +315,17 @@ fn a_restart_resumes_above_the_stored_mark_with_fresh_downlink_counters() {
     // The ABP device's counter 1 was accepted before the restart; up to the mark (64) is refused now.
     let frame = uplink(0x0102_0304, 64, false, &[], b"x");
     assert!(matches!(
-        restarted.handle(&heard(&frame), now()),
+        restarted.handle(&heard(&frame), Instant::now(), now()),
         Outcome::Refused(Refusal::Replay(64))
     ));
     let frame = uplink(0x0102_0304, 65, false, &[], b"x");
     assert!(matches!(
-        restarted.handle(&heard(&frame), now()),
+        restarted.handle(&heard(&frame), Instant::now(), now()),
         Outcome::Data(_)
     ));
     // The join's DevNonce is remembered across the restart.
     assert_eq!(
-        restarted.handle(&heard(&JOIN_REQUEST), now()),
+        restarted.handle(&heard(&JOIN_REQUEST), later(), now()),
         Outcome::Refused(Refusal::DevNonceReused(0x102d))
     );
 }

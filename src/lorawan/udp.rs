@@ -256,7 +256,7 @@ impl Task {
     /// One deduplicated uplink through the server. Returns false when the pipeline is gone.
     async fn on_uplink(&mut self, ctx: &SourceContext, heard: Heard) -> bool {
         let now = SystemTime::now();
-        match self.server.handle(&heard, now) {
+        match self.server.handle(&heard, Instant::now(), now) {
             Outcome::Joined { device, downlink } => {
                 self.counters.count(|c| c.joins += 1);
                 if let (Some(served), Some(session)) =

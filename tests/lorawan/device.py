@@ -9,7 +9,8 @@ a message on stderr when the daemon does not answer as LoRaWAN says it must.
 PHASE "session": two gateways pull; the OTAA device joins (JoinAccept decrypted, MIC and keys checked),
 sends an unconfirmed uplink heard by both gateways, a confirmed one (the ACK must come in RX1 of the best
 gateway with tmst + 1 s), a replay and a frame with a wrong MIC; the ABP device sends FCnt 65535 and
-65536 (the 16-bit field rolls over); a stranger's DevAddr is heard. The session is saved to STATE_FILE.
+65536 (the 16-bit field rolls over); malformed datagrams and a gateway not allowed are sent; a
+stranger's DevAddr is heard. The session is saved to STATE_FILE.
 PHASE "resume": after the daemon restarted, the OTAA device continues its session (no new join).
 """
 
@@ -211,6 +212,13 @@ def session(params, state_path):
     a.push(uplink(abp_nwk, abp_app, abp_addr, 65535, 2, lpp_temperature(5.0)), tmst=60_000_000, rssi=-70)
     time.sleep(0.3)
     a.push(uplink(abp_nwk, abp_app, abp_addr, 65536, 2, lpp_temperature(6.5)), tmst=70_000_000, rssi=-70)
+    # Hostile datagrams: not the protocol, bad JSON in a PUSH_DATA, and a gateway not allowed. None is
+    # answered (no PUSH_ACK); the daemon goes on (the frames below are still taken).
+    stranger = Gateway(bytes.fromhex("0102030405060708"), params["port"])
+    stranger.sock.sendto(b"\x07garbage", stranger.addr)
+    stranger.sock.sendto(b"\x02\x00\x01\x00" + GATEWAY_A + b"{not json", stranger.addr)
+    stranger.sock.sendto(b"\x02\x00\x02\x02" + stranger.eui, stranger.addr)
+    report["hostile_answered"] = stranger.recv(0x04, timeout=1.0) is not None
     # A stranger's frame (a DevAddr not configured).
     a.push(uplink(abp_nwk, abp_app, 0x0BADBEEF, 1, 2, lpp_temperature(1.0)), tmst=80_000_000, rssi=-70)
     with open(state_path, "w") as f:
