@@ -641,7 +641,14 @@ impl Gateway {
                 return;
             }
         };
-        let changed: Vec<String> = self
+        let mut lorawan = match load_lorawan(&new, &new.state_dir()).await {
+            Ok(lorawan) => lorawan,
+            Err(error) => {
+                log::error!("configuration not reloaded, the running one is kept: {error}");
+                return;
+            }
+        };
+        let mut changed: Vec<String> = self
             .sources
             .iter()
             .filter(|(name, running)| {
@@ -649,6 +656,17 @@ impl Gateway {
             })
             .map(|(name, _)| name.clone())
             .collect();
+        // A semtech-udp source restarts when its devices, their keys or [lorawan] changed (its sessions
+        // are written at the stop and read at the start); its counters carry on.
+        for (name, start) in &mut lorawan {
+            if let Some(old) = self.lorawan.get(name) {
+                if !old.same_setup(start) && !changed.contains(name) {
+                    changed.push(name.clone());
+                }
+                start.counters = old.counters.clone();
+            }
+        }
+        self.lorawan = lorawan;
         let update = PipelineUpdate {
             decoders: new
                 .sources

@@ -78,7 +78,7 @@ pub struct ServedDevice {
 }
 
 /// The server's settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServerSettings {
     pub region: &'static RegionParams,
     /// 24 bits.

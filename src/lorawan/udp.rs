@@ -50,6 +50,17 @@ pub struct LorawanStart {
     pub counters: Arc<LorawanCounters>,
 }
 
+impl LorawanStart {
+    /// Whether `other` runs the same server (settings, socket, devices and keys); counters aside.
+    pub fn same_setup(&self, other: &LorawanStart) -> bool {
+        self.server == other.server
+            && self.udp == other.udp
+            && self.dedup_window == other.dedup_window
+            && self.devices == other.devices
+            && self.state_dir == other.state_dir
+    }
+}
+
 /// Runs the source until shutdown.
 pub async fn run(ctx: SourceContext, start: LorawanStart) {
     let dir = start.state_dir.clone();

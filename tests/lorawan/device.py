@@ -12,6 +12,7 @@ gateway with tmst + 1 s), a replay and a frame with a wrong MIC; the ABP device 
 65536 (the 16-bit field rolls over); malformed datagrams and a gateway not allowed are sent; a
 stranger's DevAddr is heard. The session is saved to STATE_FILE.
 PHASE "resume": after the daemon restarted, the OTAA device continues its session (no new join).
+PHASE "extra": after a reload added an ABP device, it sends; the OTAA device goes on once more.
 """
 
 import base64
@@ -238,6 +239,20 @@ def resume(params, state_path):
     print(json.dumps({"acked_after_restart": txpk is not None}))
 
 
+def extra(params, state_path):
+    """After a reload that added an ABP device: it is heard, and the OTAA session goes on."""
+    with open(state_path) as f:
+        saved = json.load(f)
+    a = Gateway(GATEWAY_A, params["port"])
+    a.pull()
+    abp_nwk, abp_app = bytes.fromhex(params["abp_nwk"]), bytes.fromhex(params["abp_app"])
+    a.push(uplink(abp_nwk, abp_app, int(params["extra_dev_addr"], 16), 1, 2, lpp_temperature(3.0)), tmst=100_000_000, rssi=-70)
+    nwk, app = bytes.fromhex(saved["nwk"]), bytes.fromhex(saved["app"])
+    frame = uplink(nwk, app, saved["dev_addr"], saved["fcnt"] + 1, 10, lpp_temperature(24.0), confirmed=True)
+    a.push(frame, tmst=110_000_000, rssi=-60)
+    print(json.dumps({"acked_after_reload": a.pull_resp() is not None}))
+
+
 def main():
     phase, state_path = sys.argv[1], sys.argv[2]
     params = json.loads(sys.stdin.read())
@@ -245,6 +260,8 @@ def main():
         session(params, state_path)
     elif phase == "resume":
         resume(params, state_path)
+    elif phase == "extra":
+        extra(params, state_path)
     else:
         fail("unknown phase " + phase)
 

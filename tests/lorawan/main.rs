@@ -21,6 +21,17 @@ const ABP_APP: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
 const DEV_EUI: &str = "70b3d57ed0000001";
 const JOIN_EUI: &str = "0000000000000042";
 const ABP_DEV_ADDR: &str = "26011bda";
+const EXTRA_DEV_ADDR: &str = "26011bdb";
+/// The device a reload adds (the meter's keys, another DevAddr).
+const EXTRA_DEVICE: &str = r#"
+[[device]]
+name = "probe"
+source = "lns"
+dev_addr = "26011bdb"
+nwk_s_key_file = "{dir}/meter-nwk.key"
+app_s_key_file = "{dir}/meter-app.key"
+payload = "lpp"
+"#;
 const WAIT: Duration = Duration::from_secs(10);
 
 const CONFIG: &str = r#"
@@ -83,6 +94,7 @@ async fn device(phase: &str, dir: &Path, udp: u16) -> serde_json::Value {
         "abp_nwk": ABP_NWK,
         "abp_app": ABP_APP,
         "abp_dev_addr": ABP_DEV_ADDR,
+        "extra_dev_addr": EXTRA_DEV_ADDR,
     })
     .to_string();
     let phase = phase.to_string();
@@ -235,6 +247,27 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
     assert_eq!(resumed["acked_after_restart"], true, "{resumed}");
     let after = wait_state(&mut states, "door", |s| s["fcnt"] == 2).await;
     assert_eq!(after["temperature_1"], 23.5, "{after}");
+
+    // A reload that adds a device: the source restarts (its sessions written and read back), the new
+    // device is heard, and the joined device goes on without joining again.
+    let reloaded = format!(
+        "{config}{}",
+        EXTRA_DEVICE.replace("{dir}", &dir.path().display().to_string())
+    )
+    .replace("{port}", &port.to_string())
+    .replace(
+        "{state_dir}",
+        &dir.path().join("state").display().to_string(),
+    );
+    std::fs::write(&daemon.config_path, reloaded).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for_log("source restarted for the new configuration", 1, WAIT);
+    daemon.wait_for_log("LoRaWAN packet forwarders: listening", 2, WAIT);
+    let extra = device("extra", dir.path(), udp).await;
+    assert_eq!(extra["acked_after_reload"], true, "{extra}");
+    let probe = wait_state(&mut states, "probe", |s| s["fcnt"] == 1).await;
+    assert_eq!(probe["temperature_1"], 3.0, "{probe}");
+    wait_state(&mut states, "door", |s| s["fcnt"] == 3).await;
 
     let log = daemon.log();
     for key in [APP_KEY, ABP_NWK, ABP_APP] {
