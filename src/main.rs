@@ -86,6 +86,11 @@ enum Command {
         /// The plaintext payload as hexadecimal (spaces allowed).
         payload: String,
     },
+    /// LoRaWAN devices: their stored session, or one frame checked and decoded with their keys.
+    Lorawan {
+        #[command(subcommand)]
+        command: LorawanCommand,
+    },
     /// Read an end-to-end encrypted uplink payload on standard input and print the payload it carries.
     Decrypt {
         /// The forward rule's key: a file of 64 hex digits.
@@ -97,6 +102,25 @@ enum Command {
         /// Standard input is hexadecimal text (e.g. `mosquitto_sub -F %x`) rather than raw bytes.
         #[arg(long)]
         hex: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LorawanCommand {
+    /// Print a device's activation and stored session (DevAddr, counters, join inputs), never a key.
+    Keys {
+        /// The device's DevEUI (OTAA) or DevAddr (ABP), hexadecimal.
+        #[arg(long)]
+        dev_eui: String,
+    },
+    /// Check one PHYPayload with the device's keys and stored session (MIC, counter, decryption) and
+    /// print the decoded reading as JSON; exit 1 when the server would refuse it.
+    Decode {
+        /// The device's DevEUI (OTAA) or DevAddr (ABP), hexadecimal.
+        #[arg(long)]
+        dev_eui: String,
+        /// The PHYPayload as hexadecimal (spaces allowed).
+        phy: String,
     },
 }
 
@@ -169,6 +193,42 @@ fn main() -> ExitCode {
             topic,
             hex,
         } => decrypt(&key_file, &topic, hex),
+        Command::Lorawan { command } => lorawan(
+            cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+            command,
+        ),
+    }
+}
+
+fn lorawan(config_path: PathBuf, command: LorawanCommand) -> ExitCode {
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            report_config_error(&error, &config_path, "sensorgate lorawan");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match &command {
+        LorawanCommand::Keys { dev_eui } => {
+            sensorgate::lorawan::cli::keys(&config, dev_eui).map(|report| (report, true))
+        }
+        LorawanCommand::Decode { dev_eui, phy } => {
+            sensorgate::lorawan::cli::decode(&config, dev_eui, phy)
+        }
+    };
+    match result {
+        Ok((report, accepted)) => {
+            println!("{report}");
+            if accepted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            eprintln!("sensorgate: {error}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -4,9 +4,9 @@
 //!
 //! Files: `region.rs` (the regional parameters table), `session.rs` (a device's session and what of it
 //! is stored), `keys.rs` (session key derivation), `join_accept.rs` (the JoinAccept), `join_limit.rs` (joins rate-limited), `server.rs` (the network/join server state machine),
-//! `dedup.rs` (one uplink heard by several gateways), `semtech.rs` (the forwarder protocol v2 codec),
+//! `dedup.rs` (one uplink heard by several gateways), `payload.rs` (FRMPayload to fields), `semtech.rs` (the forwarder protocol v2 codec),
 //! `persist.rs` (sessions on disk through `crate::statefile`), `settings.rs` (the configuration keys and
-//! their checks), `udp.rs` (the source task).
+//! their checks), `udp.rs` (the source task), `cli.rs` (`sensorgate lorawan keys` and `decode`).
 //!
 //! # The crates it stands on
 //! The wire formats of LoRaWAN itself come from lora-rs's `lorawan` crate (0.9, without its serde,
@@ -21,11 +21,13 @@
 //! socket and the gateway table, which the source task must own to allow-list, count and bound them.
 //! The network-server logic (sessions, windows, dedup, counters) is ours.
 
+pub mod cli;
 pub mod counters;
 pub mod dedup;
 pub mod join_accept;
 pub mod join_limit;
 pub mod keys;
+pub mod payload;
 pub mod persist;
 pub mod region;
 pub mod semtech;

@@ -20,13 +20,12 @@ use tokio::net::UdpSocket;
 
 use super::counters::{self, LorawanCounters};
 use super::dedup::{Dedup, Heard, Offered};
+use super::payload::{decode_fields, Fields};
 use super::persist;
 use super::semtech::{self, FromGateway, Txpk};
 use super::server::{Downlink, NetworkServer, Outcome, ServedDevice, ServerSettings};
 use super::settings::{Gateways, LorawanDevice, SemtechUdpConfig};
-use crate::decode::{HeaderFormat, PacketDecoder};
-use crate::frame::crc::CrcMode;
-use crate::model::{LorawanMeta, Packet, RadioMeta, Reading};
+use crate::model::{LorawanMeta, RadioMeta, Reading};
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::{SourceContext, SourceEvent};
 use crate::statefile::StateFile;
@@ -328,37 +327,21 @@ impl Task {
             frequency_hz: heard.best.frequency,
             spreading_factor: heard.best.spreading_factor,
         };
-        let mut fields = Vec::new();
-        if let Some(fport) = accepted.fport.filter(|p| *p != 0) {
-            match decoder.decoder(fport) {
-                None => self.counters.count(|c| c.undecoded_fport += 1),
-                Some(payload) => {
-                    let packet = Packet {
-                        source: ctx.name.clone(),
-                        bytes: accepted.payload.clone(),
-                        received_at: now,
-                        radio: Some(radio),
-                    };
-                    let packet_decoder = PacketDecoder {
-                        crc: CrcMode::None,
-                        header: HeaderFormat::None,
-                        payload,
-                    };
-                    match packet_decoder.decode(&packet) {
-                        Ok(readings) => {
-                            fields = readings.into_iter().flat_map(|r| r.fields).collect();
-                        }
-                        Err(error) => {
-                            self.counters.count(|c| c.payload_errors += 1);
-                            self.warn(
-                                "payload",
-                                format!("FRMPayload on FPort {fport} not decoded: {error}"),
-                            );
-                        }
-                    }
-                }
+        let fields = match decode_fields(decoder, accepted.fport, &accepted.payload) {
+            Fields::Decoded(fields) => fields,
+            Fields::NoDecoder(_) => {
+                self.counters.count(|c| c.undecoded_fport += 1);
+                Vec::new()
             }
-        }
+            Fields::Refused(fport, error) => {
+                self.counters.count(|c| c.payload_errors += 1);
+                self.warn(
+                    "payload",
+                    format!("FRMPayload on FPort {fport} not decoded: {error}"),
+                );
+                Vec::new()
+            }
+        };
         Some(Reading {
             source: ctx.name.clone(),
             address: decoder.address(),

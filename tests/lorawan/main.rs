@@ -278,4 +278,83 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
     }
     let (status, _) = daemon.stop();
     assert!(status.success(), "{status}");
+
+    // The tools read the stored session: DevAddr and counters, never a key.
+    let keys = tool(&daemon_config(&dir), &["keys", "--dev-eui", DEV_EUI]);
+    assert!(keys.0.success(), "{keys:?}");
+    let json: serde_json::Value = serde_json::from_str(&keys.1).unwrap();
+    assert_eq!(json["session"]["dev_addr"], report["dev_addr"], "{json}");
+    assert_eq!(json["session"]["fcnt_up_at_least"], 3, "{json}");
+    assert_eq!(json["session"]["join"]["dev_nonce"], 0x0101, "{json}");
+    assert!(!keys.1.to_lowercase().contains(APP_KEY), "{}", keys.1);
+    // A frame of the meter (ABP) above its stored counter decodes; the same with a changed byte does not.
+    let frame = abp_frame(70_000, &[1, 0x67, 0x00, 0x64]);
+    let decoded = tool(
+        &daemon_config(&dir),
+        &["decode", "--dev-eui", ABP_DEV_ADDR, &hex(&frame)],
+    );
+    assert!(decoded.0.success(), "{decoded:?}");
+    let json: serde_json::Value = serde_json::from_str(&decoded.1).unwrap();
+    assert_eq!(json["fcnt"], 70_000, "{json}");
+    assert_eq!(json["fields"]["temperature_1"], 10.0, "{json}");
+    let mut bad = frame.clone();
+    bad[9] ^= 1;
+    let refused = tool(
+        &daemon_config(&dir),
+        &["decode", "--dev-eui", ABP_DEV_ADDR, &hex(&bad)],
+    );
+    assert_eq!(refused.0.code(), Some(1), "{refused:?}");
+    assert!(refused.1.contains("wrong MIC"), "{refused:?}");
+}
+
+fn daemon_config(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("sensorgate.toml")
+}
+
+/// `sensorgate -c CONFIG lorawan ARGS...`: exit status and standard output.
+fn tool(config: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let output = std::process::Command::new(sensorgate_testkit::daemon::sensorgate_binary())
+        .arg("-c")
+        .arg(config)
+        .arg("lorawan")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An uplink of the ABP meter, as its firmware builds it (the lorawan crate's creator).
+fn abp_frame(fcnt: u32, payload: &[u8]) -> Vec<u8> {
+    let key = |text: &str| -> [u8; 16] {
+        let bytes: Vec<u8> = (0..16)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        bytes.try_into().unwrap()
+    };
+    let addr = u32::from_str_radix(ABP_DEV_ADDR, 16).unwrap();
+    let mut creator = lorawan::creator::DataPayloadCreator::new();
+    creator
+        .set_confirmed(false)
+        .set_uplink(true)
+        .set_dev_addr(&addr.to_le_bytes())
+        .set_fctrl(&lorawan::parser::FCtrl::new(0, true))
+        .set_fcnt(fcnt)
+        .set_f_port(2);
+    creator
+        .build(
+            payload,
+            &[],
+            &lorawan::keys::NewSKey::from(key(ABP_NWK)),
+            &lorawan::keys::AppSKey::from(key(ABP_APP)),
+        )
+        .unwrap()
+        .to_vec()
 }
