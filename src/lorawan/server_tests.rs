@@ -312,13 +312,13 @@ fn a_restart_resumes_above_the_stored_mark_with_fresh_downlink_counters() {
     let session = restarted.session(0).unwrap();
     assert_eq!(session.dev_addr, dev_addr);
     assert_eq!(session.nwk_s_key, server.session(0).unwrap().nwk_s_key);
-    // The ABP device's counter 1 was accepted before the restart; up to the mark (64) is refused now.
-    let frame = uplink(0x0102_0304, 64, false, &[], b"x");
+    // The ABP device's counter 1 was accepted before the restart; up to the mark (1 + 64) is refused now.
+    let frame = uplink(0x0102_0304, 65, false, &[], b"x");
     assert!(matches!(
         restarted.handle(&heard(&frame), Instant::now(), now()),
-        Outcome::Refused(Refusal::Replay(64))
+        Outcome::Refused(Refusal::Replay(65))
     ));
-    let frame = uplink(0x0102_0304, 65, false, &[], b"x");
+    let frame = uplink(0x0102_0304, 66, false, &[], b"x");
     assert!(matches!(
         restarted.handle(&heard(&frame), Instant::now(), now()),
         Outcome::Data(_)

@@ -13,6 +13,7 @@ gateway with tmst + 1 s), a replay and a frame with a wrong MIC; the ABP device 
 stranger's DevAddr is heard. The session is saved to STATE_FILE.
 PHASE "resume": after the daemon restarted, the OTAA device continues its session (no new join).
 PHASE "extra": after a reload added an ABP device, it sends; the OTAA device goes on once more.
+PHASE "abp": the ABP device sends the frame counters listed in the parameters' "fcnts".
 """
 
 import base64
@@ -253,6 +254,18 @@ def extra(params, state_path):
     print(json.dumps({"acked_after_reload": a.pull_resp() is not None}))
 
 
+def abp(params, _state_path):
+    """The ABP device sends the counters of params["fcnts"], 0.3 s apart (past the dedup window)."""
+    a = Gateway(GATEWAY_A, params["port"])
+    a.pull()
+    abp_nwk, abp_app = bytes.fromhex(params["abp_nwk"]), bytes.fromhex(params["abp_app"])
+    abp_addr = int(params["abp_dev_addr"], 16)
+    for i, fcnt in enumerate(params["fcnts"]):
+        a.push(uplink(abp_nwk, abp_app, abp_addr, fcnt, 2, lpp_temperature(fcnt / 10)), tmst=1_000_000 * (i + 1), rssi=-70)
+        time.sleep(0.3)
+    print(json.dumps({"sent": len(params["fcnts"])}))
+
+
 def main():
     phase, state_path = sys.argv[1], sys.argv[2]
     params = json.loads(sys.stdin.read())
@@ -262,6 +275,8 @@ def main():
         resume(params, state_path)
     elif phase == "extra":
         extra(params, state_path)
+    elif phase == "abp":
+        abp(params, state_path)
     else:
         fail("unknown phase " + phase)
 

@@ -85,8 +85,13 @@ fn free_udp_port() -> u16 {
 }
 
 async fn device(phase: &str, dir: &Path, udp: u16) -> serde_json::Value {
+    device_with(phase, dir, udp, &[]).await
+}
+
+async fn device_with(phase: &str, dir: &Path, udp: u16, fcnts: &[u32]) -> serde_json::Value {
     let state = dir.join("device-session.json");
     let params = serde_json::json!({
+        "fcnts": fcnts,
         "port": udp,
         "app_key": APP_KEY,
         "dev_eui": DEV_EUI,
@@ -305,6 +310,40 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
     );
     assert_eq!(refused.0.code(), Some(1), "{refused:?}");
     assert!(refused.1.contains("wrong MIC"), "{refused:?}");
+}
+
+/// A power cut (kill -9) costs an ABP device at most the counter margin (64 uplinks after the last
+/// stored mark), refused as replays and counted; it never lets a counter below the mark through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_costs_at_most_the_counter_margin() {
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path(), "door.key", APP_KEY);
+    write_key(dir.path(), "meter-nwk.key", ABP_NWK);
+    write_key(dir.path(), "meter-app.key", ABP_APP);
+    let udp = free_udp_port();
+    let config = CONFIG
+        .replace("{udp}", &udp.to_string())
+        .replace("{dir}", &dir.path().display().to_string());
+    let daemon = Daemon::start(dir.path(), &config);
+    daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    device_with("abp", dir.path(), udp, &[1, 2]).await;
+    wait_state(&mut states, "meter", |s| s["fcnt"] == 2).await;
+    let port = daemon.addr.port();
+    daemon.kill();
+
+    let daemon = Daemon::start_on(dir.path(), &config, port);
+    daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
+    let mut states = mqtt::subscribe(daemon.addr, "watch-2", "sensorgate/+", 1).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    // Counter 1 was stored with its mark 1 + 64: 3 and 65 are refused, 66 is taken.
+    device_with("abp", dir.path(), udp, &[3, 65, 66]).await;
+    let after = wait_state(&mut states, "meter", |s| s["fcnt"] == 66).await;
+    assert_eq!(after["temperature_1"], 6.6, "{after}");
+    let counters = wait_counters(&mut stats, "two replays", |c| c["uplinks"] == 1).await;
+    assert_eq!(counters["replayed"], 2, "{counters}");
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "{status}");
 }
 
 fn daemon_config(dir: &tempfile::TempDir) -> std::path::PathBuf {
