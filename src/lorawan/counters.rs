@@ -52,6 +52,8 @@ pub struct Counts {
     /// Downlinks not sent: the gateway that heard the device has not sent PULL_DATA yet.
     pub no_downlink_path: u64,
     pub downlinks: u64,
+    /// Downlinks sent again in RX2 after the gateway could not send them in RX1.
+    pub rx2_fallbacks: u64,
     /// TX_ACKs with an error (TOO_LATE, TOO_EARLY, COLLISION_PACKET, TX_FREQ...), by error.
     pub tx_errors: BTreeMap<String, u64>,
     /// Packets of gateways beyond [`MAX_GATEWAYS`].

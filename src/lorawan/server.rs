@@ -13,7 +13,8 @@
 //!   65,535 included); a counter at or below the last accepted one is a replay, a jump beyond
 //!   [`MAX_FCNT_GAP`] is refused; FRMPayload is decrypted (AppSKey, or NwkSKey for FPort 0); MAC
 //!   commands (FOpts or FPort 0) are parsed: LinkCheckReq and DeviceTimeReq are answered, the rest
-//!   ignored, unknown ones counted. A confirmed uplink gets an ACK in RX1.
+//!   ignored, unknown ones counted. A confirmed uplink gets an ACK in RX1, each downlink carrying its
+//!   RX2 twin for when the gateway cannot send in RX1.
 //! - Joins are rate-limited per DevEUI and in total (`join_limit.rs`).
 //! - LoRaWAN 1.1 frames (RejoinRequest, or a major version other than R1) are refused with a reason.
 
@@ -99,6 +100,32 @@ pub struct Downlink {
     pub tmst: u32,
     pub frequency: u32,
     pub data_rate: DataRate,
+    /// The same frame in RX2 (one second later, the region's RX2 frequency and data rate), for when
+    /// the gateway cannot send in RX1; `None` for the RX2 downlink itself.
+    pub rx2: Option<Rx2>,
+}
+
+/// Where and when RX2 is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rx2 {
+    pub tmst: u32,
+    pub frequency: u32,
+    pub data_rate: DataRate,
+}
+
+impl Downlink {
+    /// This downlink moved to its RX2 window, if it has one.
+    pub fn in_rx2(&self) -> Option<Downlink> {
+        let rx2 = self.rx2?;
+        Some(Downlink {
+            phy: self.phy.clone(),
+            gateway: self.gateway,
+            tmst: rx2.tmst,
+            frequency: rx2.frequency,
+            data_rate: rx2.data_rate,
+            rx2: None,
+        })
+    }
 }
 
 /// A data uplink accepted.
@@ -488,18 +515,25 @@ impl NetworkServer {
             .uplink_data_rate(best.spreading_factor, best.bandwidth_khz)
             .unwrap_or(0);
         let window = region.rx1(best.frequency, uplink_dr, 0);
-        let data_rate = region.data_rates[usize::from(window.data_rate & 0x0F)]
-            .or(region.data_rates[usize::from(region.rx2_data_rate)])
-            .unwrap_or(DataRate {
-                spreading_factor: 12,
-                bandwidth_khz: 125,
-            });
+        let slowest = DataRate {
+            spreading_factor: 12,
+            bandwidth_khz: 125,
+        };
+        let rx2_rate =
+            region.data_rates[usize::from(region.rx2_data_rate & 0x0F)].unwrap_or(slowest);
+        let data_rate = region.data_rates[usize::from(window.data_rate & 0x0F)].unwrap_or(rx2_rate);
+        let rx1_tmst = best.tmst.wrapping_add((delay_s * 1_000_000) as u32);
         Downlink {
             phy,
             gateway: best.gateway,
-            tmst: best.tmst.wrapping_add((delay_s * 1_000_000) as u32),
+            tmst: rx1_tmst,
             frequency: window.frequency,
             data_rate,
+            rx2: Some(Rx2 {
+                tmst: rx1_tmst.wrapping_add(1_000_000),
+                frequency: region.rx2_frequency,
+                data_rate: rx2_rate,
+            }),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! the gateways allowed by `gateways`. PUSH_DATA is acknowledged and its packets go through the dedup
 //! window into the network server (`server.rs`); accepted uplinks become readings decoded with the
 //! device's own decoder; JoinAccepts and ACKs go back as PULL_RESP to the address of the last
-//! PULL_DATA of the gateway that heard the device best. Sessions are written through `persist.rs` on a
+//! PULL_DATA of the gateway that heard the device best, in RX1, and again in RX2 when the gateway's
+//! TX_ACK says RX1 was not possible (TOO_LATE, TOO_EARLY, COLLISION_PACKET...). Sessions are written through `persist.rs` on a
 //! blocking thread when a counter mark is passed or a device joins, and at a clean stop with the
 //! counters exactly.
 //!
@@ -34,6 +35,8 @@ use crate::statefile::StateFile;
 pub const MAX_PENDING_UPLINKS: usize = 1024;
 /// Transmit power of downlinks, dBm (EU868's 14 dBm ERP default).
 pub const DOWNLINK_POWER_DBM: u8 = 14;
+/// Downlinks remembered until their gateway's TX_ACK (to move them to RX2 when RX1 failed).
+pub const MAX_AWAITING_ACK: usize = 64;
 /// Delay before binding again after the socket could not be bound.
 const REBIND_DELAY: Duration = Duration::from_secs(5);
 
@@ -89,6 +92,7 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
         pull_addresses: HashMap::new(),
         seen: HashSet::new(),
         token: 0,
+        awaiting_ack: std::collections::VecDeque::new(),
         warnings: RateLimiter::new(Duration::from_secs(60)),
     };
     if !ctx
@@ -169,6 +173,8 @@ struct Task {
     /// Gateways already logged (with `gateways = ["any"]`).
     seen: HashSet<u64>,
     token: u16,
+    /// Downlinks sent in RX1 and not acknowledged yet, by token (bounded: the oldest are forgotten).
+    awaiting_ack: std::collections::VecDeque<(u16, Downlink)>,
     warnings: RateLimiter,
 }
 
@@ -244,14 +250,23 @@ impl Task {
                 }
                 self.counters.pulled(gateway, SystemTime::now());
             }
-            FromGateway::TxAck { error, .. } => {
+            FromGateway::TxAck { token, error, .. } => {
+                let position = self.awaiting_ack.iter().position(|(t, _)| *t == token);
+                let sent = position.and_then(|i| self.awaiting_ack.remove(i));
                 if let Some(error) = error {
                     self.counters
                         .count(|c| *c.tx_errors.entry(error.clone()).or_default() += 1);
-                    self.warn(
-                        "tx",
-                        format!("gateway {gateway:016x} did not send a downlink: {error}"),
-                    );
+                    // RX1 not possible (too late, a collision...): the same frame in RX2.
+                    match sent.and_then(|(_, downlink)| downlink.in_rx2()) {
+                        Some(rx2) => {
+                            self.counters.count(|c| c.rx2_fallbacks += 1);
+                            self.transmit(&rx2).await;
+                        }
+                        None => self.warn(
+                            "tx",
+                            format!("gateway {gateway:016x} did not send a downlink: {error}"),
+                        ),
+                    }
                 }
             }
         }
@@ -381,6 +396,12 @@ impl Task {
         self.send(&semtech::pull_resp(self.token, &txpk), address)
             .await;
         self.counters.count(|c| c.downlinks += 1);
+        if downlink.rx2.is_some() {
+            if self.awaiting_ack.len() >= MAX_AWAITING_ACK {
+                self.awaiting_ack.pop_front();
+            }
+            self.awaiting_ack.push_back((self.token, downlink.clone()));
+        }
     }
 
     /// Writes the sessions on a blocking thread.

@@ -8,7 +8,7 @@ a message on stderr when the daemon does not answer as LoRaWAN says it must.
 
 PHASE "session": two gateways pull; the OTAA device joins (JoinAccept decrypted, MIC and keys checked),
 sends an unconfirmed uplink heard by both gateways, a confirmed one (the ACK must come in RX1 of the best
-gateway with tmst + 1 s), a replay and a frame with a wrong MIC; the ABP device sends FCnt 65535 and
+gateway with tmst + 1 s; the forwarder answers TOO_LATE, so it comes again in RX2, 1 s later), a replay and a frame with a wrong MIC; the ABP device sends FCnt 65535 and
 65536 (the 16-bit field rolls over); malformed datagrams and a gateway not allowed are sent; a
 stranger's DevAddr is heard. The session is saved to STATE_FILE.
 PHASE "resume": after the daemon restarted, the OTAA device continues its session (no new join).
@@ -142,13 +142,14 @@ class Gateway:
         if ack is None or ack[1:3] != token:
             fail("no PUSH_ACK for gateway %s" % self.eui.hex())
 
-    def pull_resp(self, timeout=WAIT):
+    def pull_resp(self, timeout=WAIT, error="NONE"):
         data = self.recv(0x03, timeout)
         if data is None:
             return None
         txpk = json.loads(data[4:])["txpk"]
-        # TX_ACK with no error, as a forwarder that sent it.
-        self.sock.sendto(b"\x02" + data[1:3] + b"\x05" + self.eui + b'{"txpk_ack":{"error":"NONE"}}', self.addr)
+        # TX_ACK: sent ("NONE"), or the forwarder's error.
+        ack = json.dumps({"txpk_ack": {"error": error}}).encode()
+        self.sock.sendto(b"\x02" + data[1:3] + b"\x05" + self.eui + ack, self.addr)
         return txpk
 
 
@@ -188,9 +189,18 @@ def session(params, state_path):
     time.sleep(0.3)  # the dedup window (200 ms) of FCnt 0 closes first, so readings stay in order
     frame = uplink(nwk, app, dev_addr, 1, 10, lpp_temperature(22.0), confirmed=True, fopts=b"\x02")
     b.push(frame, tmst=30_000_000, rssi=-55)
+    # The forwarder cannot send in RX1 (TOO_LATE): the ACK comes again in RX2.
+    rx1 = b.pull_resp(error="TOO_LATE")
+    if rx1 is None:
+        fail("no ACK for the confirmed uplink")
+    report["ack_rx1_tmst"] = rx1["tmst"]
     txpk = b.pull_resp()
     if txpk is None:
-        fail("no ACK for the confirmed uplink")
+        fail("no ACK in RX2 after TOO_LATE")
+    report["ack_rx2_freq"] = txpk["freq"]
+    report["ack_rx2_datr"] = txpk["datr"]
+    if base64.b64decode(txpk["data"]) != base64.b64decode(rx1["data"]):
+        fail("the RX2 downlink is not the RX1 frame")
     down = base64.b64decode(txpk["data"])
     msg, mic = down[:-4], down[-4:]
     down_fcnt = struct.unpack("<H", down[6:8])[0]

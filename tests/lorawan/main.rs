@@ -2,7 +2,8 @@
 //! forwarders in Python (`tests/lorawan/device.py`, `cryptography` only) speak the Semtech UDP protocol
 //! to a `kind = "semtech-udp"` source. OTAA join (the JoinAccept decrypted and its MIC and keys checked
 //! on the device side, its replay refused), an uplink heard by two gateways published once with the
-//! best one, a confirmed uplink ACKed in RX1 with the right `tmst`, a replay and a wrong MIC refused,
+//! best one, a confirmed uplink ACKed in RX1 with the right `tmst` (and in RX2 after the forwarder's
+//! TOO_LATE), a replay and a wrong MIC refused,
 //! an ABP device's counter rolling over past 65,535, malformed datagrams and a gateway not allowed
 //! counted and unanswered, a stranger's DevAddr counted per gateway and never published, and a clean
 //! restart in the middle of the session. Every wait is bounded.
@@ -192,7 +193,12 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
     assert_eq!(dev_addr >> 25, 0x13, "{report}");
     // The confirmed uplink (tmst 30 000 000 at gateway B): an unconfirmed downlink with ACK in RX1 (1 s),
     // answering LinkCheckReq (CID 02) in FOpts, heard by one gateway.
-    assert_eq!(report["ack_tmst"], 31_000_000, "{report}");
+    // The forwarder answers TOO_LATE to RX1 (tmst + 1 s): the same frame comes in RX2 (tmst + 2 s, EU868's
+    // 869.525 MHz at SF12).
+    assert_eq!(report["ack_rx1_tmst"], 31_000_000, "{report}");
+    assert_eq!(report["ack_tmst"], 32_000_000, "{report}");
+    assert_eq!(report["ack_rx2_freq"], 869.525, "{report}");
+    assert_eq!(report["ack_rx2_datr"], "SF12BW125", "{report}");
     assert_eq!(report["ack_bit"], true, "{report}");
     assert_eq!(report["ack_mtype"], 3, "{report}");
     assert_eq!(report["ack_ipol"], true, "{report}");
@@ -220,6 +226,8 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
     })
     .await;
     assert_eq!(counters["joins"], 1, "{counters}");
+    assert_eq!(counters["rx2_fallbacks"], 1, "{counters}");
+    assert_eq!(counters["tx_errors"]["TOO_LATE"], 1, "{counters}");
     assert_eq!(counters["join_refused"], 1, "{counters}");
     assert_eq!(counters["duplicates_merged"], 1, "{counters}");
     assert_eq!(counters["uplinks"], 4, "{counters}");
