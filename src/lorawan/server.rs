@@ -88,6 +88,10 @@ pub struct ServerSettings {
     pub rx1_delay: u64,
     /// JOIN_ACCEPT_DELAY1, seconds.
     pub join_accept_delay1: u64,
+    /// RX2 frequency (Hz) and data rate: the region's unless configured (told to devices in the
+    /// JoinAccept's DLSettings; ABP devices must be configured alike).
+    pub rx2_frequency: u32,
+    pub rx2_data_rate: u8,
 }
 
 /// A frame to transmit through a gateway.
@@ -420,7 +424,7 @@ impl NetworkServer {
         let dev_addr = self.allocate_dev_addr(index);
         let region = self.settings.region;
         let rx1_offset = 0u8;
-        let dl_settings = (rx1_offset << 4) | (region.rx2_data_rate & 0x0F);
+        let dl_settings = (rx1_offset << 4) | (self.settings.rx2_data_rate & 0x0F);
         let phy = JoinAccept {
             join_nonce: inputs.join_nonce,
             net_id: inputs.net_id,
@@ -520,7 +524,7 @@ impl NetworkServer {
             bandwidth_khz: 125,
         };
         let rx2_rate =
-            region.data_rates[usize::from(region.rx2_data_rate & 0x0F)].unwrap_or(slowest);
+            region.data_rates[usize::from(self.settings.rx2_data_rate & 0x0F)].unwrap_or(slowest);
         let data_rate = region.data_rates[usize::from(window.data_rate & 0x0F)].unwrap_or(rx2_rate);
         let rx1_tmst = best.tmst.wrapping_add((delay_s * 1_000_000) as u32);
         Downlink {
@@ -531,7 +535,7 @@ impl NetworkServer {
             data_rate,
             rx2: Some(Rx2 {
                 tmst: rx1_tmst.wrapping_add(1_000_000),
-                frequency: region.rx2_frequency,
+                frequency: self.settings.rx2_frequency,
                 data_rate: rx2_rate,
             }),
         }

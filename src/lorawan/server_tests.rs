@@ -13,6 +13,8 @@ fn settings() -> ServerSettings {
         net_id: 0x13,
         rx1_delay: 1,
         join_accept_delay1: 5,
+        rx2_frequency: 869_525_000,
+        rx2_data_rate: 0,
     }
 }
 

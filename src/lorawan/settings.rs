@@ -53,6 +53,12 @@ pub struct LorawanConfig {
     /// JOIN_ACCEPT_DELAY1 (from the region: 5 s).
     #[serde(default, deserialize_with = "crate::config::option_duration")]
     pub join_accept_delay1: Option<Duration>,
+    /// RX2 frequency, Hz (from the region: 869.525 MHz in EU868).
+    #[serde(default)]
+    pub rx2_frequency: Option<u32>,
+    /// RX2 data rate index (from the region: DR0 in EU868).
+    #[serde(default)]
+    pub rx2_data_rate: Option<u8>,
     /// Copies of one uplink within it are one uplink (default 200 ms).
     #[serde(default, deserialize_with = "crate::config::option_duration")]
     pub dedup_window: Option<Duration>,
@@ -98,11 +104,41 @@ impl LorawanConfig {
                 "must be between 1 and 100000",
             ));
         }
+        let rx2_data_rate = self.rx2_data_rate.unwrap_or(region.rx2_data_rate);
+        if region
+            .data_rates
+            .get(usize::from(rx2_data_rate))
+            .copied()
+            .flatten()
+            .is_none()
+        {
+            let valid: Vec<String> = (0..16u8)
+                .filter(|dr| region.data_rates[usize::from(*dr)].is_some())
+                .map(|dr| dr.to_string())
+                .collect();
+            return Err(SettingError::new(
+                "rx2_data_rate",
+                format!(
+                    "{rx2_data_rate} is not a LoRa data rate of {}; write one of {}",
+                    region.name,
+                    valid.join(", ")
+                ),
+            ));
+        }
+        let rx2_frequency = self.rx2_frequency.unwrap_or(region.rx2_frequency);
+        if !(137_000_000..=1_020_000_000).contains(&rx2_frequency) {
+            return Err(SettingError::new(
+                "rx2_frequency",
+                format!("{rx2_frequency} Hz is not a LoRa frequency; the value is in Hz, e.g. rx2_frequency = 869_525_000"),
+            ));
+        }
         Ok(ServerSettings {
             region,
             net_id: self.net_id,
             rx1_delay,
             join_accept_delay1,
+            rx2_frequency,
+            rx2_data_rate,
         })
     }
 
@@ -566,6 +602,18 @@ mod tests {
         let bad: LorawanConfig =
             toml::from_str("region = \"US915\"\nrx1_delay = \"1500ms\"").unwrap();
         assert_eq!(bad.server_settings().unwrap_err().key, "rx1_delay");
+        assert_eq!(
+            (settings.rx2_frequency, settings.rx2_data_rate),
+            (869_525_000, 0)
+        );
+        let own: LorawanConfig =
+            toml::from_str("region = \"EU868\"\nrx2_frequency = 869_525_000\nrx2_data_rate = 3")
+                .unwrap();
+        assert_eq!(own.server_settings().unwrap().rx2_data_rate, 3);
+        let bad: LorawanConfig = toml::from_str("region = \"EU868\"\nrx2_data_rate = 9").unwrap();
+        assert_eq!(bad.server_settings().unwrap_err().key, "rx2_data_rate");
+        let bad: LorawanConfig = toml::from_str("region = \"EU868\"\nrx2_frequency = 869").unwrap();
+        assert_eq!(bad.server_settings().unwrap_err().key, "rx2_frequency");
         assert!(toml::from_str::<LorawanConfig>("region = \"EU433\"").is_err());
         assert!(toml::from_str::<LorawanConfig>("region = \"EU868\"\nnet_id = \"1\"").is_err());
     }
