@@ -178,6 +178,26 @@ pub enum Refusal {
     CounterExhausted,
 }
 
+impl Refusal {
+    /// A short name of the reason, for rate-limited log lines (one key per reason).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed frame",
+            Refusal::NotUplink => "not uplink",
+            Refusal::Lorawan11(_) => "lorawan 1.1",
+            Refusal::UnknownDevAddr(_) => "unknown devaddr",
+            Refusal::UnknownDevEui(_) => "unknown deveui",
+            Refusal::WrongJoinEui { .. } => "wrong joineui",
+            Refusal::BadMic => "bad mic",
+            Refusal::Replay(_) => "replay",
+            Refusal::CounterGap => "counter gap",
+            Refusal::DevNonceReused(_) => "devnonce reused",
+            Refusal::JoinRateLimited(_) => "join rate",
+            Refusal::CounterExhausted => "counter exhausted",
+        }
+    }
+}
+
 /// What one uplink became.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
