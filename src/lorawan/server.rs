@@ -266,8 +266,14 @@ impl NetworkServer {
             if let Activation::Otaa { dev_eui, .. } = device.activation {
                 server.by_eui.insert(dev_eui, index);
             }
+            if let Some(record) = record.filter(|r| r.join.is_some()) {
+                let stored = record.dev_nonces.iter().rev().take(DEV_NONCE_HISTORY).rev();
+                server.nonces[index].extend(stored);
+            }
             if let Some(inputs) = record.and_then(|r| r.join) {
-                server.nonces[index].push_back(inputs.dev_nonce);
+                if !server.nonces[index].contains(&inputs.dev_nonce) {
+                    server.nonces[index].push_back(inputs.dev_nonce);
+                }
                 server.next_join_nonce = server.next_join_nonce.max(inputs.join_nonce + 1);
             }
             if let Some(session) = session {
@@ -318,7 +324,13 @@ impl NetworkServer {
         self.sessions
             .iter_mut()
             .zip(names)
-            .filter_map(|(session, name)| session.as_mut().map(|s| record(s, &name)))
+            .zip(&self.nonces)
+            .filter_map(|((session, name), nonces)| {
+                session.as_mut().map(|s| SessionRecord {
+                    dev_nonces: nonces.iter().copied().collect(),
+                    ..record(s, &name)
+                })
+            })
             .collect()
     }
 

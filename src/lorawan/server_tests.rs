@@ -43,6 +43,10 @@ fn later() -> Instant {
     Instant::now() + crate::lorawan::join_limit::PER_DEVICE
 }
 
+fn later_step() -> Duration {
+    crate::lorawan::join_limit::PER_DEVICE
+}
+
 fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(NOW)
 }
@@ -325,7 +329,26 @@ fn a_restart_resumes_above_the_stored_mark_with_fresh_downlink_counters() {
         restarted.handle(&heard(&frame), Instant::now(), now()),
         Outcome::Data(_)
     ));
-    // The join's DevNonce is remembered across the restart.
+    // Every DevNonce used is remembered across the restart (a second join first).
+    let mut second = JOIN_REQUEST;
+    second[17] = 0x2e;
+    let mic = {
+        let mut mac = <cmac::Cmac<aes::Aes128> as aes::cipher::KeyInit>::new(&[1u8; 16].into());
+        cmac::Mac::update(&mut mac, &second[..19]);
+        cmac::Mac::finalize(mac).into_bytes()
+    };
+    second[19..].copy_from_slice(&mic[..4]);
+    assert!(matches!(
+        restarted.handle(&heard(&second), later(), now()),
+        Outcome::Joined { .. }
+    ));
+    let records = restarted.all_records();
+    let mut restarted = NetworkServer::new(settings(), vec![otaa(), abp()], &records);
+    assert_eq!(
+        restarted.handle(&heard(&second), later() + later_step(), now()),
+        Outcome::Refused(Refusal::DevNonceReused(0x102e))
+    );
+    // The first join's DevNonce too.
     assert_eq!(
         restarted.handle(&heard(&JOIN_REQUEST), later(), now()),
         Outcome::Refused(Refusal::DevNonceReused(0x102d))

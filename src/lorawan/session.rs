@@ -102,6 +102,7 @@ impl Session {
             fcnt_up_floor: self.fcnt_up_floor,
             fcnt_down_lease: self.fcnt_down_lease,
             join: self.join,
+            dev_nonces: Vec::new(),
         }
     }
 }
@@ -116,6 +117,9 @@ pub struct SessionRecord {
     /// The first downlink counter a restart may use.
     pub fcnt_down_lease: u32,
     pub join: Option<JoinInputs>,
+    /// OTAA: the DevNonces used (the last [`DEV_NONCE_HISTORY`]), refused again after a restart.
+    #[serde(default)]
+    pub dev_nonces: Vec<u16>,
 }
 
 impl SessionRecord {
