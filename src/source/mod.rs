@@ -1,6 +1,8 @@
 //! Sources: the tasks that own a device (a serial port, a radio, the simulator) and turn what it receives
-//! into [`SourceEvent`]s on one channel. A source never decodes payloads and never publishes: it frames
-//! bytes into packets, reports its link going down and coming back, and retries on its own.
+//! into [`SourceEvent`]s on one channel. A source never publishes: it frames bytes into packets, reports
+//! its link going down and coming back, and retries on its own. It never decodes payloads either, but
+//! for the LoRaWAN network server (`crate::lorawan::udp`), which must authenticate and decrypt a frame
+//! with its device's keys first and so hands over finished readings ([`SourceEvent::Reading`]).
 
 pub mod radio;
 pub mod serial;
