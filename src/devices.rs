@@ -762,6 +762,7 @@ mod tests {
             fields: vec![("temp".into(), Value::Float(21.5))],
             received_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             radio: None,
+            lorawan: None,
         }
     }
 

@@ -57,6 +57,9 @@
 //!   ChaCha20-Poly1305 envelope of end-to-end encrypted uplink payloads, key files. [`replay`] keeps the
 //!   per-device frame counter marks and what survives a power cut; [`statefile`] keeps such small state
 //!   as two checksummed copies, so that one damaged write cannot lose it.
+//! - [`lorawan`]: a local LoRaWAN 1.0.x Class A network and join server behind packet-forwarder
+//!   gateways (`kind = "semtech-udp"`): the forwarder protocol, regions, OTAA/ABP sessions stored with
+//!   counter marks, dedup across gateways; its source emits decoded readings straight to the registry.
 //! - [`topic`]: MQTT topic names and filters (grammar, depth, matching) and every topic the gateway builds
 //!   ([`topic::gateway`]); the one owner of those rules.
 //! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
@@ -86,6 +89,7 @@ pub mod full_disk;
 pub mod heard;
 pub mod homeassistant;
 pub mod logging;
+pub mod lorawan;
 pub mod model;
 pub mod pipeline;
 pub mod publish;

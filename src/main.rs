@@ -94,6 +94,11 @@ enum Command {
         /// The plaintext payload as hexadecimal (spaces allowed).
         payload: String,
     },
+    /// LoRaWAN devices: their stored session, or one frame checked and decoded with their keys.
+    Lorawan {
+        #[command(subcommand)]
+        command: LorawanCommand,
+    },
     /// Read an end-to-end encrypted uplink payload on standard input and print the payload it carries.
     Decrypt {
         /// The forward rule's key: a file of 64 hex digits.
@@ -108,6 +113,25 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum LorawanCommand {
+    /// Print a device's activation and stored session (DevAddr, counters, join inputs), never a key.
+    Keys {
+        /// The device's DevEUI (OTAA) or DevAddr (ABP), hexadecimal.
+        #[arg(long)]
+        dev_eui: String,
+    },
+    /// Check one PHYPayload with the device's keys and stored session (MIC, counter, decryption) and
+    /// print the decoded reading as JSON; exit 1 when the server would refuse it.
+    Decode {
+        /// The device's DevEUI (OTAA) or DevAddr (ABP), hexadecimal.
+        #[arg(long)]
+        dev_eui: String,
+        /// The PHYPayload as hexadecimal (spaces allowed).
+        phy: String,
+    },
+}
+
 fn main() -> ExitCode {
     sensorgate::allocator::use_one_malloc_arena();
     let cli = Cli::parse();
@@ -118,8 +142,10 @@ fn main() -> ExitCode {
                 .or(cli.config)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
             // The key files too, read as `run` reads them at start.
-            let checked = Config::load(&path)
-                .and_then(|config| sensorgate::crypto::load_keys(&config).map(|_| ()));
+            let checked = Config::load(&path).and_then(|config| {
+                sensorgate::crypto::load_keys(&config)?;
+                sensorgate::lorawan::settings::load_devices(&config).map(|_| ())
+            });
             match checked {
                 Ok(()) => {
                     println!("{}: ok", path.display());
@@ -186,6 +212,42 @@ fn main() -> ExitCode {
             topic,
             hex,
         } => decrypt(&key_file, &topic, hex),
+        Command::Lorawan { command } => lorawan(
+            cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+            command,
+        ),
+    }
+}
+
+fn lorawan(config_path: PathBuf, command: LorawanCommand) -> ExitCode {
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            report_config_error(&error, &config_path, "sensorgate lorawan");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match &command {
+        LorawanCommand::Keys { dev_eui } => {
+            sensorgate::lorawan::cli::keys(&config, dev_eui).map(|report| (report, true))
+        }
+        LorawanCommand::Decode { dev_eui, phy } => {
+            sensorgate::lorawan::cli::decode(&config, dev_eui, phy)
+        }
+    };
+    match result {
+        Ok((report, accepted)) => {
+            println!("{report}");
+            if accepted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            eprintln!("sensorgate: {error}");
+            ExitCode::from(2)
+        }
     }
 }
 

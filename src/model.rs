@@ -17,6 +17,15 @@ pub struct RadioMeta {
     pub spreading_factor: u8,
 }
 
+/// What a LoRaWAN network server adds to a reading: the frame counter, the FPort, and the gateway that
+/// heard the uplink best (its EUI, 16 hex digits). Frequency and spreading factor are in [`RadioMeta`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LorawanMeta {
+    pub fcnt: u32,
+    pub fport: Option<u8>,
+    pub gateway: String,
+}
+
 /// One frame as a source hands it over: the bytes between two delimiters (serial) or one radio packet,
 /// still carrying its CRC trailer and header, if the source is configured with them.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +103,8 @@ pub struct Reading {
     pub received_at: SystemTime,
     /// Radio receive metadata, when a radio heard it.
     pub radio: Option<RadioMeta>,
+    /// LoRaWAN metadata, when a LoRaWAN network server accepted it.
+    pub lorawan: Option<LorawanMeta>,
 }
 
 /// An MQTT message the gateway wants published on the embedded broker (or one the broker saw published).

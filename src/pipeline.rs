@@ -48,6 +48,8 @@ pub struct Pipeline {
     pub uplink_stats: Option<UplinkStatsProbe>,
     /// Commands to devices, when a source has `commands = true`.
     pub command_stats: Option<CommandStatsProbe>,
+    /// The LoRaWAN sources' counters (`crate::lorawan::counters`), as `lorawan` keyed by source.
+    pub lorawan_stats: Option<UplinkStatsProbe>,
     pub heartbeat: Option<crate::systemd::Heartbeat>,
     /// Devices online, kept current for the systemd status line.
     pub devices_online: Arc<AtomicUsize>,
@@ -215,6 +217,9 @@ impl Pipeline {
         }
         if let Some(stage) = &self.discovery {
             crate::stats::add_discovery_counters(&mut json, &stage.counters());
+        }
+        if let (Some(probe), serde_json::Value::Object(fields)) = (&self.lorawan_stats, &mut json) {
+            fields.insert("lorawan".to_string(), probe());
         }
         Message {
             topic: publish::gateway_stats_topic(&self.base_topic),

@@ -40,6 +40,11 @@ pub const STATE_KEYS: [&str; 5] = [
     STATE_KEY_SOURCE,
 ];
 
+/// The keys a LoRaWAN device's state adds (`model::LorawanMeta` and its radio metadata): frame counter,
+/// FPort, best gateway's EUI, frequency (Hz) and spreading factor. Set from each LoRaWAN reading (a
+/// field of the same name is shadowed in the JSON state); other devices' states never carry them.
+pub const LORAWAN_STATE_KEYS: [&str; 5] = ["fcnt", "fport", "gateway", "frequency", "sf"];
+
 /// How the gateway publishes device data (the `[publish]` section plus the base topic).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishSettings {
@@ -133,6 +138,18 @@ pub fn merge_state(state: &mut Map<String, Json>, reading: &Reading, max_fields:
             None => state.remove(key),
         };
     }
+    if let Some(lorawan) = &reading.lorawan {
+        let values = [
+            Json::from(lorawan.fcnt),
+            lorawan.fport.map_or(Json::Null, Json::from),
+            Json::String(lorawan.gateway.clone()),
+            radio.map_or(Json::Null, |r| Json::from(r.frequency_hz)),
+            radio.map_or(Json::Null, |r| Json::from(r.spreading_factor)),
+        ];
+        for (key, value) in LORAWAN_STATE_KEYS.iter().zip(values) {
+            state.insert((*key).to_string(), value);
+        }
+    }
     state.insert(
         STATE_KEY_SOURCE.to_string(),
         Json::String(reading.source.clone()),
@@ -214,7 +231,31 @@ mod tests {
                 frequency_hz: 868_100_000,
                 spreading_factor: 7,
             }),
+            lorawan: None,
         }
+    }
+
+    #[test]
+    fn a_lorawan_reading_adds_its_counter_port_gateway_frequency_and_sf() {
+        let mut state = Map::new();
+        let r = Reading {
+            lorawan: Some(crate::model::LorawanMeta {
+                fcnt: 70_000,
+                fport: Some(10),
+                gateway: "b827ebfffe6f4e3c".into(),
+            }),
+            ..reading(vec![("t", Value::Int(1))])
+        };
+        merge_state(&mut state, &r, 64);
+        assert_eq!(state["fcnt"], 70_000);
+        assert_eq!(state["fport"], 10);
+        assert_eq!(state["gateway"], "b827ebfffe6f4e3c");
+        assert_eq!(state["frequency"], 868_100_000);
+        assert_eq!(state["sf"], 7);
+        assert_eq!(state["rssi"], -97.3);
+        let mut plain = Map::new();
+        merge_state(&mut plain, &reading(vec![]), 64);
+        assert!(LORAWAN_STATE_KEYS.iter().all(|k| !plain.contains_key(*k)));
     }
 
     fn json(message: &Message) -> Json {

@@ -122,6 +122,15 @@ impl StateFile {
         (file, loaded)
     }
 
+    /// The paths of both copies, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} and {}",
+            StateFile::copy_path(&self.dir, &self.name, 0).display(),
+            StateFile::copy_path(&self.dir, &self.name, 1).display()
+        )
+    }
+
     /// Writes `payload` as the next generation into the older copy, fsync'ed. On an error the state on
     /// disk is what it was (the newest good copy is untouched); call again later.
     pub fn write(&mut self, payload: &[u8]) -> std::io::Result<()> {

@@ -882,6 +882,109 @@ fn the_reference_is_valid() {
     assert_eq!(config.sources.len(), 6);
     assert_eq!(config.broker.users.len(), 1);
     assert!(config.upstream.is_some());
+    assert!(config.lorawan.is_some());
+    // LoRaWAN devices are known by their DevEUI (OTAA) or DevAddr (ABP).
+    let address = |name: &str| {
+        config
+            .device
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.address.clone())
+    };
+    assert_eq!(address("door").as_deref(), Some("70b3d57ed0000001"));
+    assert_eq!(address("meter").as_deref(), Some("26011bda"));
+}
+
+const LORAWAN: &str = r#"
+[lorawan]
+region = "EU868"
+
+[[source]]
+name = "lns"
+kind = "semtech-udp"
+gateways = ["any"]
+
+[[source]]
+name = "uart0"
+kind = "serial"
+path = "/dev/ttyUSB0"
+"#;
+
+/// Each LoRaWAN mistake points at its key (or the device's table for a missing one) and says what to
+/// write instead.
+#[test]
+fn lorawan_mistakes_point_at_the_key() {
+    let cases: [(&str, &str, &str); 7] = [
+        (
+            "[[device]]\nname = \"d\"\nsource = \"lns\"\ndev_eui = \"70b3\"\njoin_eui = \"0000000000000000\"\napp_key_file = \"k\"\npayload = \"lpp\"\n",
+            "\"70b3\"",
+            "write its 16 hex digits",
+        ),
+        (
+            "[[device]]\nname = \"d\"\nsource = \"lns\"\ndev_eui = \"70b3d57ed0000001\"\njoin_eui = \"0000000000000000\"\napp_key_file = \"k\"\ndev_addr = \"26011bda\"\npayload = \"lpp\"\n",
+            "\"26011bda\"",
+            "not both",
+        ),
+        (
+            "[[device]]\nname = \"d\"\nsource = \"lns\"\ndev_eui = \"70b3d57ed0000001\"\njoin_eui = \"0000000000000000\"\npayload = \"lpp\"\n",
+            "[[device]]",
+            "missing key `app_key_file`",
+        ),
+        (
+            "[[device]]\nname = \"d\"\nsource = \"lns\"\ndev_addr = \"26011bda\"\nnwk_s_key_file = \"a\"\napp_s_key_file = \"b\"\n",
+            "[[device]]",
+            "missing key `payload`",
+        ),
+        (
+            "[[device]]\nname = \"d\"\nsource = \"uart0\"\naddress = \"1\"\ndev_eui = \"70b3d57ed0000001\"\n",
+            "dev_eui",
+            "not a semtech-udp source",
+        ),
+        (
+            "[[device]]\nname = \"d\"\nsource = \"lns\"\ndev_addr = \"26011bda\"\nnwk_s_key_file = \"a\"\napp_s_key_file = \"b\"\nfports = { 0 = \"lpp\" }\n",
+            "{ 0 = \"lpp\" }",
+            "not an application FPort",
+        ),
+        (
+            "[[device]]\nname = \"d\"\nsource = \"lns\"\naddress = \"5\"\ndev_addr = \"26011bda\"\nnwk_s_key_file = \"a\"\napp_s_key_file = \"b\"\npayload = \"lpp\"\n",
+            "address",
+            "remove address",
+        ),
+    ];
+    for (device, at, says) in cases {
+        let text = format!("{LORAWAN}\n{device}");
+        let error = parse_error(&text);
+        assert_eq!(
+            (error.line, error.column),
+            position(&text, at, 0),
+            "{device}: {error}"
+        );
+        assert!(error.message.contains(says), "{device}: {error}");
+    }
+    let no_table = LORAWAN.replace("[lorawan]\nregion = \"EU868\"\n", "");
+    let text = format!("{no_table}\n[[device]]\nname = \"d\"\nsource = \"lns\"\ndev_addr = \"26011bda\"\nnwk_s_key_file = \"a\"\napp_s_key_file = \"b\"\npayload = \"lpp\"\n");
+    let error = parse_error(&text);
+    assert!(error.message.contains("needs a [lorawan] table"), "{error}");
+    let text = LORAWAN.replace(
+        "gateways = [\"any\"]",
+        "gateways = [\"any\", \"0102030405060708\"]",
+    );
+    let error = parse_error(&text);
+    assert_eq!(
+        (error.line, error.column),
+        position(&text, "[\"any\"", 0),
+        "{error}"
+    );
+    let text = LORAWAN.replace(
+        "region = \"EU868\"",
+        "region = \"EU868\"\nrx1_delay = \"20s\"",
+    );
+    let error = parse_error(&text);
+    assert_eq!(
+        (error.line, error.column),
+        position(&text, "\"20s\"", 0),
+        "{error}"
+    );
 }
 
 #[test]
@@ -995,6 +1098,7 @@ fn the_reference_mentions_every_key() {
         (vec!["broker", "user"], format!("[[broker.user]]\n{user}zz_unknown = 1\n")),
         (vec!["publish"], "[publish]\nzz_unknown = 1\n".to_string()),
         (vec!["devices"], "[devices]\nzz_unknown = 1\n".to_string()),
+        (vec!["lorawan"], "[lorawan]\nregion = \"EU868\"\nzz_unknown = 1\n".to_string()),
         (vec!["device"], "[[device]]\nname = \"d\"\nsource = \"s\"\naddress = \"1\"\nzz_unknown = 1\n".to_string()),
         (
             vec!["device", "will"],
@@ -1015,7 +1119,7 @@ fn the_reference_mentions_every_key() {
         }
     }
     let written = reference_keys(&["source"]);
-    for kind in ["serial", "simulator", "sx1276", "sx1262"] {
+    for kind in ["serial", "simulator", "sx1276", "sx1262", "semtech-udp"] {
         let text = format!("[[source]]\nname = \"x\"\nkind = \"{kind}\"\nzz_unknown = 1\n");
         for key in valid_keys(&text) {
             assert!(

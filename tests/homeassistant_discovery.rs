@@ -1380,6 +1380,7 @@ fn a_forgotten_device_is_removed() {
         fields: vec![("temperature".into(), Value::Float(20.0))],
         received_at: std::time::SystemTime::now(),
         radio: None,
+        lorawan: None,
     };
     let now = std::time::Instant::now();
     registry.on_reading(&reading("1"), now);

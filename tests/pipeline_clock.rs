@@ -44,6 +44,7 @@ fn pipeline(state_dir: &std::path::Path) -> Pipeline {
         stats_interval: Duration::from_secs(60),
         uplink_stats: None,
         command_stats: None,
+        lorawan_stats: None,
         heartbeat: None,
         devices_online: Arc::new(AtomicUsize::new(0)),
         discovery: None,

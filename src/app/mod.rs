@@ -166,6 +166,66 @@ struct Gateway {
     commands: Option<(JoinHandle<()>, CancellationToken)>,
     /// The port of each source with `commands = true`, handed to its task at every (re)start.
     command_ports: HashMap<String, crate::commands::CommandPort>,
+    /// What each semtech-udp source starts with (its devices' keys, its counters).
+    lorawan: HashMap<String, crate::lorawan::udp::LorawanStart>,
+}
+
+/// Reads the LoRaWAN devices' key files (blocking thread) and builds each semtech-udp source's start,
+/// with the counters the stats line reads.
+async fn load_lorawan(
+    config: &Config,
+    state_dir: &Path,
+) -> Result<HashMap<String, crate::lorawan::udp::LorawanStart>, RunError> {
+    let Some(lorawan) = config.lorawan.clone() else {
+        return Ok(HashMap::new());
+    };
+    let copy = config.clone();
+    let (devices, warnings) =
+        tokio::task::spawn_blocking(move || crate::lorawan::settings::load_devices(&copy))
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the LoRaWAN key files: {e}"))??;
+    for warning in &warnings {
+        log::warn!("{warning}");
+    }
+    let server = lorawan
+        .server_settings()
+        .map_err(|e| anyhow::anyhow!("[lorawan] {}: {}", e.key, e.message))?;
+    let mut starts = HashMap::new();
+    for source in &config.sources {
+        let SourceKind::SemtechUdp(udp) = &source.kind else {
+            continue;
+        };
+        let start = crate::lorawan::udp::LorawanStart {
+            server,
+            udp: udp.clone(),
+            dedup_window: lorawan.dedup_window(),
+            devices: devices.get(&source.name).cloned().unwrap_or_default(),
+            state_dir: state_dir.to_path_buf(),
+            counters: Arc::default(),
+        };
+        starts.insert(source.name.clone(), start);
+    }
+    Ok(starts)
+}
+
+/// The stats line's `lorawan` object: each semtech-udp source's counters.
+fn lorawan_probe(
+    starts: &HashMap<String, crate::lorawan::udp::LorawanStart>,
+) -> Option<crate::pipeline::UplinkStatsProbe> {
+    if starts.is_empty() {
+        return None;
+    }
+    let counters: Vec<(String, Arc<crate::lorawan::counters::LorawanCounters>)> = starts
+        .iter()
+        .map(|(name, start)| (name.clone(), start.counters.clone()))
+        .collect();
+    Some(Box::new(move || {
+        let map: serde_json::Map<String, serde_json::Value> = counters
+            .iter()
+            .map(|(name, counters)| (name.clone(), counters.to_json()))
+            .collect();
+        serde_json::Value::Object(map)
+    }))
 }
 
 /// Reads every key file the configuration names, on a blocking thread, and logs a warning for each one
@@ -414,6 +474,7 @@ fn build_pipeline(
             .map(|stats| Box::new(move || stats.snapshot()) as crate::pipeline::UplinkStatsProbe),
         command_stats: command_stats
             .map(|stats| Box::new(move || stats.snapshot()) as crate::pipeline::CommandStatsProbe),
+        lorawan_stats: None,
         heartbeat: Some(health.register("pipeline", Duration::from_secs(30))),
         devices_online: Arc::new(AtomicUsize::new(0)),
         discovery,
@@ -460,6 +521,7 @@ impl Gateway {
     ) -> Result<Gateway, RunError> {
         let state_dir = create_state_dir(&config)?;
         let keys = load_keys(&config).await?;
+        let lorawan = load_lorawan(&config, &state_dir).await?;
         let replay = open_replay(&state_dir).await?;
         let (broker, uplink_input) = start_broker(&config, &state_dir).await?;
         let registry = restore_and_announce(&config, &broker).await;
@@ -477,6 +539,10 @@ impl Gateway {
             commands.stats,
             &health,
         );
+        let pipeline = Pipeline {
+            lorawan_stats: lorawan_probe(&lorawan),
+            ..pipeline
+        };
         let devices_online = pipeline.devices_online.clone();
         let frames = crate::crypto::FrameGuard::new(keys.frames, replay.guard);
         let pipeline = spawn_pipeline(pipeline, &broker, frames, &failures);
@@ -498,6 +564,7 @@ impl Gateway {
             replay_stop: replay.stop,
             commands: commands.running,
             command_ports: commands.ports,
+            lorawan,
         };
         gateway.start_sources();
         Ok(gateway)
@@ -523,6 +590,7 @@ impl Gateway {
                 ctx,
                 config.clone(),
                 self.command_ports.get(&config.name).cloned(),
+                self.lorawan.get(&config.name).cloned(),
             ),
         );
         self.sources
@@ -564,7 +632,14 @@ impl Gateway {
                 return;
             }
         };
-        let changed: Vec<String> = self
+        let mut lorawan = match load_lorawan(&new, &new.state_dir()).await {
+            Ok(lorawan) => lorawan,
+            Err(error) => {
+                log::error!("configuration not reloaded, the running one is kept: {error}");
+                return;
+            }
+        };
+        let mut changed: Vec<String> = self
             .sources
             .iter()
             .filter(|(name, running)| {
@@ -572,6 +647,17 @@ impl Gateway {
             })
             .map(|(name, _)| name.clone())
             .collect();
+        // A semtech-udp source restarts when its devices, their keys or [lorawan] changed (its sessions
+        // are written at the stop and read at the start); its counters carry on.
+        for (name, start) in &mut lorawan {
+            if let Some(old) = self.lorawan.get(name) {
+                if !old.same_setup(start) && !changed.contains(name) {
+                    changed.push(name.clone());
+                }
+                start.counters = old.counters.clone();
+            }
+        }
+        self.lorawan = lorawan;
         let update = PipelineUpdate {
             decoders: new
                 .sources
@@ -677,8 +763,15 @@ async fn run_source(
     ctx: SourceContext,
     config: SourceConfig,
     commands: Option<crate::commands::CommandPort>,
+    lorawan: Option<crate::lorawan::udp::LorawanStart>,
 ) {
     match &config.kind {
+        SourceKind::SemtechUdp(_) => match lorawan {
+            Some(start) => crate::lorawan::udp::run(ctx, start).await,
+            None => {
+                log::error!(source = config.name.as_str(); "a semtech-udp source needs [lorawan]")
+            }
+        },
         SourceKind::Serial(serial) => {
             source::serial::run_with_commands(ctx, settings::serial(serial), commands).await
         }

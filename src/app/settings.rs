@@ -99,6 +99,7 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
                 SourceKind::Serial(_) => Link::Serial,
                 SourceKind::Simulator(_) => Link::Simulator,
                 SourceKind::Rtl433(_) => Link::Rtl433,
+                SourceKind::SemtechUdp(_) => Link::Radio("LoRaWAN".to_string()),
                 SourceKind::Radio(radio) => Link::Radio(
                     match radio.chip {
                         RadioChip::Sx1276 => "SX1276",
@@ -193,7 +194,7 @@ pub fn decoder(source: &SourceConfig) -> PacketDecoder {
     let crc = match &source.kind {
         SourceKind::Serial(serial) => serial.crc,
         SourceKind::Simulator(simulator) => simulator.crc,
-        SourceKind::Radio(_) | SourceKind::Rtl433(_) => CrcMode::None,
+        SourceKind::Radio(_) | SourceKind::Rtl433(_) | SourceKind::SemtechUdp(_) => CrcMode::None,
     };
     PacketDecoder {
         crc,

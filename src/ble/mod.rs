@@ -128,6 +128,7 @@ impl BleReading {
             fields: self.fields.fields,
             received_at,
             radio: None,
+            lorawan: None,
         }
     }
 }

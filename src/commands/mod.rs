@@ -128,6 +128,7 @@ impl CommandSettings {
                         (CrcMode::None, None, Some(radio.stage_settings().0))
                     }
                     SourceKind::Rtl433(_) => (CrcMode::None, None, None),
+                    SourceKind::SemtechUdp(_) => (CrcMode::None, None, None),
                 };
                 let commands = source.commands.clone().unwrap_or_default();
                 SourceCommands {

@@ -55,7 +55,9 @@ pub use source::{
     keys_for_kind, CommandConfig, FrameEncryption, Parity, RadioBackendConfig, RadioChip,
     RadioConfig, RadioPins, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
 };
-pub use units::{format_duration, format_size, parse_duration, parse_size, SyncMode};
+pub use units::{
+    format_duration, format_size, option_duration, parse_duration, parse_size, SyncMode,
+};
 pub use validate::{check_topic_filter, check_topic_name};
 
 use locate::{line_col, KeyPath, Locator};
@@ -80,6 +82,8 @@ pub struct Config {
     pub upstream: Option<UpstreamConfig>,
     /// `[homeassistant]`: MQTT discovery.
     pub homeassistant: HomeAssistantConfig,
+    /// `[lorawan]`: the network server of the semtech-udp sources (`crate::lorawan`).
+    pub lorawan: Option<crate::lorawan::settings::LorawanConfig>,
 }
 
 /// The file as written, before the sources are checked per kind.
@@ -103,6 +107,7 @@ struct ConfigToml {
     upstream: Option<UpstreamConfig>,
     #[serde(default)]
     homeassistant: HomeAssistantConfig,
+    lorawan: Option<crate::lorawan::settings::LorawanConfig>,
 }
 
 impl Config {
@@ -162,6 +167,7 @@ impl Config {
             device: raw.device,
             upstream: raw.upstream,
             homeassistant: raw.homeassistant,
+            lorawan: raw.lorawan,
         };
         config.fill_derived_defaults();
         validate::validate(&config, &locator).map_err(problem)?;
@@ -187,9 +193,17 @@ impl Config {
             .state_dir_with(std::env::var_os("STATE_DIRECTORY").as_deref())
     }
 
-    /// Defaults that depend on other keys: the upstream client id and forward rule, and the
-    /// `[[device]]` addresses each rtl_433 source matches its senders against.
+    /// Defaults that depend on other keys: the upstream client id and forward rule, the address of a
+    /// LoRaWAN device (its DevEUI or DevAddr in hex), and the `[[device]]` addresses each rtl_433 source
+    /// matches its senders against.
     fn fill_derived_defaults(&mut self) {
+        for device in &mut self.device {
+            if device.address.is_empty() {
+                if let Ok(lorawan) = device.lorawan_keys().check() {
+                    device.address = lorawan.address();
+                }
+            }
+        }
         for source in &mut self.sources {
             if let SourceKind::Rtl433(settings) = &mut source.kind {
                 settings.configured = self

@@ -355,7 +355,9 @@ pub struct DeviceConfig {
     pub name: String,
     /// The `[[source]]` it is heard on.
     pub source: String,
-    /// The address its header or payload carries, as text.
+    /// The address its header or payload carries, as text. LoRaWAN devices write none: theirs is the
+    /// DevEUI (OTAA) or DevAddr (ABP) in hex, filled in by the configuration.
+    #[serde(default)]
     pub address: String,
     /// Overrides `[devices] offline_after`.
     #[serde(default, deserialize_with = "units::option_duration")]
@@ -378,6 +380,41 @@ pub struct DeviceConfig {
     /// (JSON lines, MySensors), where raw bytes could name another node.
     #[serde(default)]
     pub raw_commands: bool,
+    /// LoRaWAN (a device of a semtech-udp source): OTAA `dev_eui`, `join_eui`, `app_key_file`; ABP
+    /// `dev_addr`, `nwk_s_key_file`, `app_s_key_file`; the decoder `payload` or per FPort `fports`.
+    /// Checked by `crate::lorawan::settings`.
+    #[serde(default)]
+    pub dev_eui: Option<crate::lorawan::settings::Eui>,
+    #[serde(default)]
+    pub join_eui: Option<crate::lorawan::settings::Eui>,
+    #[serde(default)]
+    pub app_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub dev_addr: Option<crate::lorawan::settings::DevAddr>,
+    #[serde(default)]
+    pub nwk_s_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub app_s_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub payload: Option<crate::decode::PayloadFormat>,
+    #[serde(default)]
+    pub fports: std::collections::BTreeMap<String, crate::decode::PayloadFormat>,
+}
+
+impl DeviceConfig {
+    /// The LoRaWAN keys as written.
+    pub fn lorawan_keys(&self) -> crate::lorawan::settings::LorawanDeviceKeys {
+        crate::lorawan::settings::LorawanDeviceKeys {
+            dev_eui: self.dev_eui,
+            join_eui: self.join_eui,
+            app_key_file: self.app_key_file.clone(),
+            dev_addr: self.dev_addr,
+            nwk_s_key_file: self.nwk_s_key_file.clone(),
+            app_s_key_file: self.app_s_key_file.clone(),
+            payload: self.payload,
+            fports: self.fports.clone(),
+        }
+    }
 }
 
 /// One `fields.<name>` of a `[[device]]`: what Home Assistant is told about that field instead of what

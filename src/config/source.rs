@@ -110,6 +110,8 @@ pub enum SourceKind {
     /// `kind = "rtl_433"`: the source's own settings (its `configured` addresses are filled in from
     /// `[[device]]` by [`Config::parse`](super::Config::parse), so a changed device restarts it).
     Rtl433(Box<Rtl433Settings>),
+    /// `kind = "semtech-udp"`: LoRaWAN packet forwarders (`crate::lorawan`).
+    SemtechUdp(crate::lorawan::settings::SemtechUdpConfig),
 }
 
 /// A serial port.
@@ -418,8 +420,14 @@ const SX1262_KEYS: &[&str] = &[
     "interval",
 ];
 
+/// A semtech-udp source's keys (its devices carry their own decoders and keys).
+const SEMTECH_UDP_KEYS: &[&str] = &["name", "kind", "bind", "gateways"];
+
 /// The keys a `[[source]]` of this `kind` takes, or `None` for an unknown kind.
 pub fn keys_for_kind(kind: &str) -> Option<Vec<&'static str>> {
+    if kind == "semtech-udp" {
+        return Some(SEMTECH_UDP_KEYS.to_vec());
+    }
     let specific = match kind {
         "rtl_433" => return Some(RTL433_KEYS.to_vec()),
         "serial" => SERIAL_KEYS,
@@ -452,6 +460,8 @@ pub(crate) enum KindName {
     Sx1262,
     #[serde(rename = "rtl_433")]
     Rtl433,
+    #[serde(rename = "semtech-udp")]
+    SemtechUdp,
 }
 
 /// The `backend` key of a radio.
@@ -530,6 +540,8 @@ pub(crate) struct SourceToml {
     #[serde(default, deserialize_with = "units::option_duration")]
     stats_interval: Option<Duration>,
     usb_reset: Option<bool>,
+    bind: Option<String>,
+    gateways: Option<Vec<String>>,
 }
 
 impl SourceToml {
@@ -546,6 +558,7 @@ impl SourceToml {
             KindName::Sx1276 => "sx1276",
             KindName::Sx1262 => "sx1262",
             KindName::Rtl433 => "rtl_433",
+            KindName::SemtechUdp => "semtech-udp",
         };
         let allowed = keys_for_kind(kind_name).unwrap_or_default();
         for (key, _) in locator.keys(at) {
@@ -568,6 +581,7 @@ impl SourceToml {
             KindName::Sx1276 => self.build_radio(RadioChip::Sx1276, at),
             KindName::Sx1262 => self.build_radio(RadioChip::Sx1262, at),
             KindName::Rtl433 => self.build_rtl433(at),
+            KindName::SemtechUdp => self.build_semtech_udp(at),
         }?;
         if encryption.is_some() {
             source.encryption = encryption;
@@ -710,6 +724,30 @@ impl SourceToml {
                 key_file: key_file.clone(),
             })),
         }
+    }
+
+    /// A LoRaWAN packet-forwarder source: `bind` and `gateways` as `crate::lorawan::settings` checks them.
+    fn build_semtech_udp(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
+        let udp = crate::lorawan::settings::semtech_udp_config(
+            self.bind.as_deref(),
+            self.gateways.as_deref(),
+        )
+        .map_err(|error| {
+            let path = if error.key == "gateways" && self.gateways.is_none() {
+                at.clone()
+            } else {
+                at.key(error.key)
+            };
+            Problem::value(path, error.message)
+        })?;
+        Ok(SourceConfig {
+            name: self.name,
+            header: HeaderFormat::None,
+            payload: PayloadFormat::Lpp,
+            kind: SourceKind::SemtechUdp(udp),
+            encryption: None,
+            commands: None,
+        })
     }
 
     fn build_serial(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
@@ -1115,6 +1153,7 @@ fn check_name(name: &str, at: &KeyPath) -> Result<(), Problem> {
 /// for an address of its own).
 fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Problem> {
     let framing = match &source.kind {
+        SourceKind::SemtechUdp(_) => return Ok(()), // never encrypted: its keys take no `encryption`
         SourceKind::Serial(serial) => Some(serial.framing),
         SourceKind::Simulator(simulator) => {
             if source

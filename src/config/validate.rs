@@ -160,6 +160,7 @@ pub fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> {
         config.devices.dedup_window,
         root.key("devices").key("dedup_window"),
     )?;
+    check_lorawan(config)?;
     check_devices(config, locator)?;
     check_homeassistant(config)?;
     check_upstream(config, &root.key("upstream"))
@@ -387,6 +388,7 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
         if device.raw_commands {
             check_device_command_key(config, locator, device, &path, "raw_commands")?;
         }
+        check_lorawan_device(config, locator, device, &path)?;
         if device.address.is_empty() {
             return Err(Problem::value(
                 path.key("address"),
@@ -418,6 +420,84 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
                 .map_err(|message| Problem::value(path.key("will").key("topic"), message))?;
             check_qos(will.qos, path.key("will").key("qos"))?;
         }
+    }
+    Ok(())
+}
+
+/// The LoRaWAN keys of a `[[device]]`, as `crate::lorawan::settings` checks them: only on a semtech-udp
+/// source, where they are required (OTAA or ABP, and a decoder) and replace `address`.
+fn check_lorawan_device(
+    config: &Config,
+    locator: &Locator<'_>,
+    device: &super::DeviceConfig,
+    path: &KeyPath,
+) -> Result<(), Problem> {
+    let keys = device.lorawan_keys();
+    let source = config.sources.iter().find(|s| s.name == device.source);
+    let Some(source) = source.filter(|s| matches!(s.kind, super::SourceKind::SemtechUdp(_))) else {
+        if let Some(key) = keys.first_written() {
+            return Err(Problem::key(
+                path.key(key),
+                format!(
+                    "`{key}` is a key of LoRaWAN devices, and the [[source]] \"{}\" is not a semtech-udp source",
+                    device.source
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    let written: Vec<String> = locator.keys(path).into_iter().map(|(key, _)| key).collect();
+    let checked = keys.check().map_err(|error| {
+        let at = if written.iter().any(|k| k == error.key) {
+            path.key(error.key)
+        } else {
+            path.clone()
+        };
+        Problem::value(at, error.message)
+    })?;
+    if written.iter().any(|k| k == "address") {
+        return Err(Problem::key(
+            path.key("address"),
+            format!(
+                "a LoRaWAN device is known by its dev_eui (OTAA) or dev_addr (ABP); remove address (it is \"{}\")",
+                checked.address()
+            ),
+        ));
+    }
+    if config.lorawan.is_none() {
+        return Err(Problem::value(
+            path.key("source"),
+            format!(
+                "the semtech-udp source \"{}\" needs a [lorawan] table with the region, e.g. [lorawan] region = \"EU868\"",
+                source.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `[lorawan]`: its settings as the server checks them, and at most `max_devices` LoRaWAN devices.
+fn check_lorawan(config: &Config) -> Result<(), Problem> {
+    let at = KeyPath::root().key("lorawan");
+    let Some(lorawan) = &config.lorawan else {
+        return Ok(());
+    };
+    lorawan
+        .server_settings()
+        .map_err(|error| Problem::value(at.key(error.key), error.message))?;
+    let devices = config
+        .device
+        .iter()
+        .filter(|d| d.dev_eui.is_some() || d.dev_addr.is_some())
+        .count();
+    if devices > lorawan.max_devices() {
+        return Err(Problem::value(
+            at.clone(),
+            format!(
+                "{devices} LoRaWAN devices are configured, more than max_devices = {}; raise max_devices",
+                lorawan.max_devices()
+            ),
+        ));
     }
     Ok(())
 }

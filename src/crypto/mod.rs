@@ -31,7 +31,7 @@ pub struct LoadedKeys {
 
 /// A key file error as a configuration error: the key file's path, line and column, and which
 /// configuration key names it.
-fn config_error(error: KeyError, named_by: &str) -> ConfigError {
+pub(crate) fn config_error(error: KeyError, named_by: &str) -> ConfigError {
     match error {
         KeyError::Read { path, source } => ConfigError {
             path,

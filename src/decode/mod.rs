@@ -143,6 +143,7 @@ impl PacketDecoder {
             fields: found.fields,
             received_at: packet.received_at,
             radio: packet.radio,
+            lorawan: None,
         }])
     }
 }
@@ -227,6 +228,7 @@ mod tests {
                 fields: vec![("temperature_3".into(), Value::Float(27.2))],
                 received_at: pkt.received_at,
                 radio: pkt.radio,
+                lorawan: None,
             }]
         );
     }

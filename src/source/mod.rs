@@ -1,7 +1,9 @@
-//! Sources: the tasks that own a device (a serial port, a radio, the simulator, an rtl_433 process) and
-//! turn what it receives into [`SourceEvent`]s on one channel. A source never publishes: it frames bytes
-//! into packets, reports its link going down and coming back, and retries on its own. Only a source whose
-//! receiver decodes for it (rtl_433) hands over readings instead of packets.
+//! Sources: the tasks that own a device (a serial port, a radio, the simulator, an rtl_433 process, a
+//! LoRaWAN packet forwarder's socket) and turn what it receives into [`SourceEvent`]s on one channel. A
+//! source never publishes: it frames bytes into packets, reports its link going down and coming back, and
+//! retries on its own. Only a source whose receiver decodes for it (rtl_433), or that must authenticate
+//! and decrypt a frame with its device's keys first (the LoRaWAN network server, `crate::lorawan::udp`),
+//! hands over finished readings ([`SourceEvent::Reading`]).
 
 pub mod radio;
 pub mod rtl433;
@@ -28,8 +30,10 @@ pub enum SourceEvent {
     /// The link is lost (port vanished, radio stopped answering); the source is retrying. The wills of the
     /// source's devices are published.
     Lost { source: String, reason: String },
-    /// A reading a source decoded itself (rtl_433). `trigger`: a button or contact, whose silence says
-    /// nothing, so it is not taken offline by silence unless its `[[device]]` sets `offline_after`.
+    /// A reading a source decoded itself (rtl_433; the LoRaWAN network server, after authenticating and
+    /// decrypting the frame with the device's keys); it goes straight to the registry. `trigger`: a
+    /// button or contact, whose silence says nothing, so it is not taken offline by silence unless its
+    /// `[[device]]` sets `offline_after`.
     Reading { reading: Reading, trigger: bool },
     /// A sender the source heard but does not publish (or has no `[[device]]`), for the heard list.
     Heard {

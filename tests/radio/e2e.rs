@@ -190,6 +190,7 @@ impl Rig {
             stats_interval: Duration::from_millis(100),
             uplink_stats: None,
             command_stats: None,
+            lorawan_stats: None,
             heartbeat: None,
             devices_online: Arc::new(AtomicUsize::new(0)),
             discovery: None,

@@ -373,6 +373,7 @@ fn reading_of(source: String, address: String, event: Event, received_at: System
         fields,
         received_at,
         radio,
+        lorawan: None,
     }
 }
 

@@ -1,0 +1,428 @@
+//! The `kind = "semtech-udp"` source: a UDP socket on `bind` speaking the packet forwarder protocol to
+//! the gateways allowed by `gateways`. PUSH_DATA is acknowledged and its packets go through the dedup
+//! window into the network server (`server.rs`); accepted uplinks become readings decoded with the
+//! device's own decoder; JoinAccepts and ACKs go back as PULL_RESP to the address of the last
+//! PULL_DATA of the gateway that heard the device best, in RX1, and again in RX2 when the gateway's
+//! TX_ACK says RX1 was not possible (TOO_LATE, TOO_EARLY, COLLISION_PACKET...). Sessions are written through `persist.rs` on a
+//! blocking thread when a counter mark is passed or a device joins, and at a clean stop with the
+//! counters exactly.
+//!
+//! Bounds: datagrams from gateways not allowed are dropped and counted; malformed datagrams are counted
+//! and never stop the task; the dedup window holds at most [`MAX_PENDING_UPLINKS`] uplinks; at most
+//! [`counters::MAX_GATEWAYS`] gateway addresses are kept. Log lines are rate-limited per kind.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::UdpSocket;
+
+use super::counters::{self, LorawanCounters};
+use super::dedup::{Dedup, Heard, Offered};
+use super::payload::{decode_fields, Fields};
+use super::persist;
+use super::semtech::{self, FromGateway, Txpk};
+use super::server::{Downlink, NetworkServer, Outcome, ServedDevice, ServerSettings};
+use super::settings::{Gateways, LorawanDevice, SemtechUdpConfig};
+use crate::model::{LorawanMeta, RadioMeta, Reading};
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
+use crate::source::{SourceContext, SourceEvent};
+use crate::statefile::StateFile;
+
+/// Uplinks waiting in the dedup window at most.
+pub const MAX_PENDING_UPLINKS: usize = 1024;
+/// Transmit power of downlinks, dBm (EU868's 14 dBm ERP default).
+pub const DOWNLINK_POWER_DBM: u8 = 14;
+/// Downlinks remembered until their gateway's TX_ACK (to move them to RX2 when RX1 failed).
+pub const MAX_AWAITING_ACK: usize = 64;
+/// Delay before binding again after the socket could not be bound.
+const REBIND_DELAY: Duration = Duration::from_secs(5);
+
+/// What the source task is started with.
+#[derive(Debug, Clone)]
+pub struct LorawanStart {
+    pub server: ServerSettings,
+    pub udp: SemtechUdpConfig,
+    pub dedup_window: Duration,
+    /// Each device with its keys and its decoders, in configuration order.
+    pub devices: Vec<(ServedDevice, LorawanDevice)>,
+    pub state_dir: PathBuf,
+    pub counters: Arc<LorawanCounters>,
+}
+
+impl LorawanStart {
+    /// Whether `other` runs the same server (settings, socket, devices and keys); counters aside.
+    pub fn same_setup(&self, other: &LorawanStart) -> bool {
+        self.server == other.server
+            && self.udp == other.udp
+            && self.dedup_window == other.dedup_window
+            && self.devices == other.devices
+            && self.state_dir == other.state_dir
+    }
+}
+
+/// Runs the source until shutdown.
+pub async fn run(ctx: SourceContext, start: LorawanStart) {
+    let dir = start.state_dir.clone();
+    let name = ctx.name.clone();
+    let loaded = tokio::task::spawn_blocking(move || persist::load(&dir, &name)).await;
+    let (file, records) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            log::error!(source = ctx.name.as_str(); "LoRaWAN sessions could not be read: {error}");
+            return;
+        }
+    };
+    let (served, decoders): (Vec<_>, Vec<_>) = start.devices.into_iter().unzip();
+    let server = NetworkServer::new(start.server, served, &records);
+    let Some(socket) = bind(&ctx, start.udp.bind).await else {
+        return;
+    };
+    log::info!(source = ctx.name.as_str(); "LoRaWAN packet forwarders: listening on {}", start.udp.bind);
+    let mut task = Task {
+        socket,
+        gateways: start.udp.gateways,
+        server,
+        decoders,
+        dedup: Dedup::new(start.dedup_window, MAX_PENDING_UPLINKS),
+        counters: start.counters,
+        file: Some(file),
+        pull_addresses: HashMap::new(),
+        seen: HashSet::new(),
+        token: 0,
+        awaiting_ack: std::collections::VecDeque::new(),
+        warnings: RateLimiter::new(Duration::from_secs(60)),
+    };
+    if !ctx
+        .emit(SourceEvent::Up {
+            source: ctx.name.clone(),
+        })
+        .await
+    {
+        return;
+    }
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        let deadline = task
+            .dedup
+            .next_deadline()
+            .map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            received = task.socket.recv_from(&mut buffer) => match received {
+                Ok((len, from)) => task.on_datagram(&buffer[..len], from).await,
+                Err(error) => task.warn("recv", format!("receiving: {error}")),
+            },
+            _ = sleep_until_or_forever(deadline) => {
+                for heard in task.dedup.due(Instant::now()) {
+                    if !task.on_uplink(&ctx, heard).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    let records = task.server.exact_records();
+    task.store(records).await;
+}
+
+/// Binds the socket, retrying every [`REBIND_DELAY`] (the source reported lost meanwhile).
+async fn bind(ctx: &SourceContext, addr: SocketAddr) -> Option<UdpSocket> {
+    loop {
+        match UdpSocket::bind(addr).await {
+            Ok(socket) => return Some(socket),
+            Err(error) => {
+                let reason = format!("cannot bind {addr}: {error}");
+                log::error!(source = ctx.name.as_str(); "{reason}; retrying every {}s", REBIND_DELAY.as_secs());
+                let lost = SourceEvent::Lost {
+                    source: ctx.name.clone(),
+                    reason,
+                };
+                if !ctx.emit(lost).await {
+                    return None;
+                }
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(REBIND_DELAY) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Task {
+    socket: UdpSocket,
+    gateways: Gateways,
+    server: NetworkServer,
+    decoders: Vec<LorawanDevice>,
+    dedup: Dedup,
+    counters: Arc<LorawanCounters>,
+    /// `None` after a write thread died (sessions then stay in memory only; logged).
+    file: Option<StateFile>,
+    /// Where each gateway's last PULL_DATA came from: its downlink path.
+    pull_addresses: HashMap<u64, SocketAddr>,
+    /// Gateways already logged (with `gateways = ["any"]`).
+    seen: HashSet<u64>,
+    token: u16,
+    /// Downlinks sent in RX1 and not acknowledged yet, by token (bounded: the oldest are forgotten).
+    awaiting_ack: std::collections::VecDeque<(u16, Downlink)>,
+    warnings: RateLimiter,
+}
+
+impl Task {
+    fn warn(&self, kind: &str, message: String) {
+        if let Some(suppressed) = self.warnings.admit(kind) {
+            log::warn!("LoRaWAN: {message}{}", suppressed_suffix(suppressed));
+        }
+    }
+
+    async fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        let parsed = match semtech::parse(datagram) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                self.counters.count(|c| c.malformed_datagrams += 1);
+                self.warn(
+                    "malformed",
+                    format!("malformed datagram from {from}: {error}"),
+                );
+                return;
+            }
+        };
+        let gateway = match &parsed {
+            FromGateway::PushData { gateway, .. }
+            | FromGateway::PullData { gateway, .. }
+            | FromGateway::TxAck { gateway, .. } => *gateway,
+        };
+        if !self.gateways.allows(gateway) {
+            self.counters.count(|c| c.unknown_gateway_datagrams += 1);
+            self.warn(
+                "gateway",
+                format!("datagram from gateway {gateway:016x} ({from}) dropped: not in gateways"),
+            );
+            return;
+        }
+        if self.gateways == Gateways::Any
+            && self.seen.len() < counters::MAX_GATEWAYS
+            && self.seen.insert(gateway)
+        {
+            log::info!("LoRaWAN: new gateway {gateway:016x} at {from}");
+        }
+        match parsed {
+            FromGateway::PushData {
+                token,
+                rxpk,
+                skipped,
+                stat,
+                ..
+            } => {
+                self.send(&semtech::push_ack(token), from).await;
+                if skipped > 0 {
+                    self.counters.count(|c| c.rxpk_skipped += skipped as u64);
+                }
+                if let Some(stat) = stat {
+                    self.counters.stat(gateway, stat);
+                }
+                let now = Instant::now();
+                for (phy, meta) in rxpk {
+                    self.counters.gateway(gateway, |g| g.packets += 1);
+                    match self.dedup.offer(&phy, meta, now) {
+                        Offered::First => {}
+                        Offered::Merged => self.counters.count(|c| c.duplicates_merged += 1),
+                        Offered::Full => self.counters.count(|c| c.dedup_full += 1),
+                    }
+                }
+            }
+            FromGateway::PullData { token, .. } => {
+                self.send(&semtech::pull_ack(token), from).await;
+                if self.pull_addresses.len() < counters::MAX_GATEWAYS
+                    || self.pull_addresses.contains_key(&gateway)
+                {
+                    self.pull_addresses.insert(gateway, from);
+                }
+                self.counters.pulled(gateway, SystemTime::now());
+            }
+            FromGateway::TxAck { token, error, .. } => {
+                let position = self.awaiting_ack.iter().position(|(t, _)| *t == token);
+                let sent = position.and_then(|i| self.awaiting_ack.remove(i));
+                if let Some(error) = error {
+                    self.counters
+                        .count(|c| *c.tx_errors.entry(error.clone()).or_default() += 1);
+                    // RX1 not possible (too late, a collision...): the same frame in RX2.
+                    match sent.and_then(|(_, downlink)| downlink.in_rx2()) {
+                        Some(rx2) => {
+                            self.counters.count(|c| c.rx2_fallbacks += 1);
+                            self.transmit(&rx2).await;
+                        }
+                        None => self.warn(
+                            "tx",
+                            format!("gateway {gateway:016x} did not send a downlink: {error}"),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&self, datagram: &[u8], to: SocketAddr) {
+        if let Err(error) = self.socket.send_to(datagram, to).await {
+            self.warn("send", format!("sending to {to}: {error}"));
+        }
+    }
+
+    /// One deduplicated uplink through the server. Returns false when the pipeline is gone.
+    async fn on_uplink(&mut self, ctx: &SourceContext, heard: Heard) -> bool {
+        let now = SystemTime::now();
+        match self.server.handle(&heard, Instant::now(), now) {
+            Outcome::Joined { device, downlink } => {
+                self.counters.count(|c| c.joins += 1);
+                if let (Some(served), Some(session)) =
+                    (self.server.device(device), self.server.session(device))
+                {
+                    log::info!(
+                        source = ctx.name.as_str();
+                        "LoRaWAN device {} joined as DevAddr {:08x}", served.name, session.dev_addr
+                    );
+                }
+                self.transmit(&downlink).await;
+                let records = self.server.all_records();
+                self.store(records).await;
+                true
+            }
+            Outcome::Data(accepted) => {
+                self.counters.count(|c| {
+                    c.uplinks += 1;
+                    c.unknown_mac_commands += u64::from(accepted.unknown_mac_commands);
+                });
+                if let Some(downlink) = &accepted.downlink {
+                    self.transmit(downlink).await;
+                }
+                if let Some(records) = self.server.records_due() {
+                    self.store(records).await;
+                }
+                let Some(reading) = self.reading(ctx, &heard, &accepted, now) else {
+                    return true;
+                };
+                ctx.emit(SourceEvent::Reading {
+                    reading,
+                    trigger: false,
+                })
+                .await
+            }
+            Outcome::Refused(refusal) => {
+                self.counters.refused(&refusal, heard.best.gateway);
+                log::debug!(source = ctx.name.as_str(); "LoRaWAN uplink refused: {refusal}");
+                // Strangers' frames are routine on a shared band: counted per gateway, not logged.
+                if !matches!(refusal, super::server::Refusal::UnknownDevAddr(_)) {
+                    self.warn(refusal.kind(), format!("uplink refused: {refusal}"));
+                }
+                true
+            }
+        }
+    }
+
+    /// The reading of an accepted uplink: the FRMPayload decoded with the device's decoder of its
+    /// FPort (no fields when it has none or the decoder refuses it: counted).
+    fn reading(
+        &self,
+        ctx: &SourceContext,
+        heard: &Heard,
+        accepted: &super::server::Accepted,
+        now: SystemTime,
+    ) -> Option<Reading> {
+        let decoder = self.decoders.get(accepted.device)?;
+        let radio = RadioMeta {
+            rssi_dbm: heard.best.rssi,
+            snr_db: heard.best.snr,
+            frequency_hz: heard.best.frequency,
+            spreading_factor: heard.best.spreading_factor,
+        };
+        let fields = match decode_fields(decoder, accepted.fport, &accepted.payload) {
+            Fields::Decoded(fields) => fields,
+            Fields::NoDecoder(_) => {
+                self.counters.count(|c| c.undecoded_fport += 1);
+                Vec::new()
+            }
+            Fields::Refused(fport, error) => {
+                self.counters.count(|c| c.payload_errors += 1);
+                self.warn(
+                    "payload",
+                    format!("FRMPayload on FPort {fport} not decoded: {error}"),
+                );
+                Vec::new()
+            }
+        };
+        Some(Reading {
+            source: ctx.name.clone(),
+            address: decoder.address(),
+            seq: None,
+            fields,
+            received_at: now,
+            radio: Some(radio),
+            lorawan: Some(LorawanMeta {
+                fcnt: accepted.fcnt,
+                fport: accepted.fport,
+                gateway: format!("{:016x}", heard.best.gateway),
+            }),
+        })
+    }
+
+    /// Sends a downlink as PULL_RESP through the gateway's last PULL_DATA address.
+    async fn transmit(&mut self, downlink: &Downlink) {
+        let Some(&address) = self.pull_addresses.get(&downlink.gateway) else {
+            self.counters.count(|c| c.no_downlink_path += 1);
+            self.warn(
+                "path",
+                format!(
+                    "no downlink path to gateway {:016x}: it has not sent PULL_DATA",
+                    downlink.gateway
+                ),
+            );
+            return;
+        };
+        self.token = self.token.wrapping_add(1);
+        let txpk = Txpk::lorawan(
+            &downlink.phy,
+            downlink.tmst,
+            downlink.frequency,
+            downlink.data_rate,
+            DOWNLINK_POWER_DBM,
+        );
+        self.send(&semtech::pull_resp(self.token, &txpk), address)
+            .await;
+        self.counters.count(|c| c.downlinks += 1);
+        if downlink.rx2.is_some() {
+            if self.awaiting_ack.len() >= MAX_AWAITING_ACK {
+                self.awaiting_ack.pop_front();
+            }
+            self.awaiting_ack.push_back((self.token, downlink.clone()));
+        }
+    }
+
+    /// Writes the sessions on a blocking thread.
+    async fn store(&mut self, records: Vec<super::session::SessionRecord>) {
+        let Some(mut file) = self.file.take() else {
+            return;
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            // The state file logs a failed write itself (once per run as a WARN).
+            let _ = persist::write(&mut file, &records);
+            file
+        })
+        .await;
+        match written {
+            Ok(file) => self.file = Some(file),
+            Err(error) => log::error!(
+                "LoRaWAN sessions: the write thread failed ({error}); sessions are kept in memory only until a restart"
+            ),
+        }
+    }
+}
