@@ -850,8 +850,13 @@ async fn a_client_cannot_replace_the_gateways_discovery_configs() {
         .await;
     drop(watch);
 
-    // What a Home Assistant that connects now receives: the retained configs, then a probe.
+    // What a Home Assistant that connects now receives: the retained configs (streamed, so a live
+    // message may overtake them: wait for the two that must be there), then a probe.
     let mut ha = Watch::new(daemon.addr, "ha-after", "homeassistant/#").await;
+    ha.until("the retained configs", WAIT, |seen| {
+        seen.configs.contains_key(foreign) && seen.configs.contains_key(frames_topic)
+    })
+    .await;
     ha.sub
         .client
         .publish("homeassistant/probe", rumqttc::QoS::AtLeastOnce, false, "x")
