@@ -66,9 +66,10 @@
 //!   engine refuses beyond it with CONNACK 3 and logs only at info: the policy logs it at warn. Absent
 //!   sessions never lock a client out: [`sessions`] caps their life (`session_expiry`,
 //!   `anonymous_session_expiry`, through a fitter of ours), keeps at most `max_offline_sessions` of them,
-//!   and ends the one absent the longest when a new client needs its place. Each keeps the socket of its
-//!   last connection until it ends (the engine holds it in the session task); [`descriptors`] checks at
-//!   start that `max_connections` plus half-open connections fit under `RLIMIT_NOFILE`.
+//!   and ends the one absent the longest when a new client needs its place. An absent session holds no
+//!   socket (the engine kept its closed socket until the session ended: patched in `vendor/rmqtt`);
+//!   [`descriptors`] checks at start that `max_connections` plus half-open connections fit under
+//!   `RLIMIT_NOFILE`.
 //! - The first packet of a connection is read without a timeout (`probe_version`; `handshake_timeout`
 //!   covers only TLS and the rest of CONNECT), and silent sockets were kept forever: [`janitor`] shuts
 //!   down accepted sockets that sent no CONNECT within `handshake_timeout`, and the oldest beyond

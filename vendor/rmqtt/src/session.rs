@@ -219,6 +219,9 @@ impl SessionState {
         if let Err(e) = sink.close().await {
             log::info!("{} close io error, {e}", self.id);
         }
+        // sensorgate patch: the socket is released here; upstream kept `sink` (and its descriptor)
+        // until the session ended, so each absent persistent session held its closed socket's fd.
+        drop(sink);
 
         let disconnect = self.disconnect().await.unwrap_or(None);
         let clean_session = self.clean_session(disconnect.as_ref()).await;
