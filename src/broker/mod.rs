@@ -42,6 +42,9 @@
 //!   ws (or, with `tls`, wss) listener with the same logins, rights, limits and janitor as TCP. The
 //!   engine's upgrade answered any request path that asked for the `mqtt` subprotocol: patched in
 //!   `vendor/rmqtt-net` (`ws_path`), so only the listener's `path` is upgraded and any other gets 404.
+//!   tungstenite's defaults (64 MiB messages, 16 MiB frames, a 128 KiB read buffer per connection) and
+//!   text, ping and close payloads taken for MQTT bytes: patched there too; messages and frames are at
+//!   most `max_packet_size`, buffers start as a TCP connection's, and a text message closes.
 //! - A CPU "busy" check refuses connections under load: turned off.
 //! - TLS handshake timeout defaults to 30 s: `handshake_timeout` (5 s); handshakes run on a task per
 //!   connection (50 idle TCP connections do not delay a TLS client).

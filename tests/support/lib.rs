@@ -1,7 +1,7 @@
 //! The test harness that every test crate of sensorgate and its benchmark share, one copy of each
 //! helper: the real daemon started on a free 127.0.0.1 port ([`daemon`]), pseudo-terminals as serial
 //! dongles ([`pty`]), Debian's mosquitto as a peer or cloud broker ([`mosquitto`]), MQTT subscribers
-//! ([`mqtt`]) and a byte-level client ([`raw`]), the embedded broker's test settings ([`broker`]), a
+//! ([`mqtt`]), a byte-level client ([`raw`]) and WebSocket client ([`websocket`]), the embedded broker's test settings ([`broker`]), a
 //! throw-away PKI ([`certs`]), and the Python that independent implementations run on ([`python`]). It starts only processes and listeners on 127.0.0.1 and stops what it
 //! started by PID.
 
@@ -13,3 +13,4 @@ pub mod mqtt;
 pub mod pty;
 pub mod python;
 pub mod raw;
+pub mod websocket;

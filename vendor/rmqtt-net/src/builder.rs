@@ -67,7 +67,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 #[cfg(feature = "ws")]
 use tokio_tungstenite::{
-    accept_hdr_async,
+    accept_hdr_async_with_config,
     tungstenite::handshake::server::{ErrorResponse, Request, Response},
 };
 
@@ -884,8 +884,13 @@ where
 
         let path = self.cfg.ws_path.clone();
         let on_handshake = move |req: &Request, response: Response| on_handshake(path.as_deref(), req, response);
-        match tokio::time::timeout(self.cfg.handshake_timeout, accept_hdr_async(self.socket, on_handshake))
-            .await
+        // sensorgate patch: message, frame and buffer sizes bounded by the listener's (`ws::config`).
+        let config = Some(crate::ws::config(self.cfg.max_packet_size));
+        match tokio::time::timeout(
+            self.cfg.handshake_timeout,
+            accept_hdr_async_with_config(self.socket, on_handshake, config),
+        )
+        .await
         {
             Ok(Ok(ws_stream)) => {
                 Ok(Dispatcher::new(WsStream::new(ws_stream), self.remote_addr, None, self.cfg.clone()))
@@ -921,7 +926,14 @@ where
 
         let path = self.cfg.ws_path.clone();
         let on_handshake = move |req: &Request, response: Response| on_handshake(path.as_deref(), req, response);
-        match tokio::time::timeout(self.cfg.handshake_timeout, accept_hdr_async(tls_s, on_handshake)).await {
+        // sensorgate patch: message, frame and buffer sizes bounded by the listener's (`ws::config`).
+        let config = Some(crate::ws::config(self.cfg.max_packet_size));
+        match tokio::time::timeout(
+            self.cfg.handshake_timeout,
+            accept_hdr_async_with_config(tls_s, on_handshake, config),
+        )
+        .await
+        {
             Ok(Ok(ws_stream)) => {
                 Ok(Dispatcher::new(WsStream::new(ws_stream), self.remote_addr, cert_info, self.cfg.clone()))
             }
