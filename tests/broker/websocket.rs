@@ -15,7 +15,7 @@ use sensorgate_testkit::websocket::{self, RawWebSocket, BINARY, CONTINUATION, PI
 use std::time::Duration;
 
 use daemon::{free_port, Daemon};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// One run over one WebSocket listener; prints one line per check, `ok NAME` or `FAIL NAME: why`.
 const SCRIPT: &str = r#"
