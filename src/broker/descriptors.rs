@@ -11,7 +11,7 @@ use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use super::BrokerSettings;
 
 /// Descriptors kept for everything but client sockets: spool segments, state files, listeners, serial
-/// ports and radios, the journal, the uplink, and the janitor's scan.
+/// ports and radios, the journal and the uplink.
 pub const HEADROOM: u64 = 64;
 /// Accepted connections that have not sent their CONNECT yet, at most (fewer when `max_connections` is
 /// smaller).

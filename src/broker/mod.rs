@@ -39,7 +39,7 @@
 //! - MQTT 5 clients asking for a keep-alive above [`sessions::MAX_SERVER_KEEP_ALIVE`] get that as Server
 //!   Keep Alive (3.1.1 clients keep theirs: they cannot be told).
 //! - WebSockets (`ws` feature, tokio-tungstenite): `[[broker.listener]] transport = "websocket"` binds a
-//!   ws (or, with `tls`, wss) listener with the same logins, rights, limits and janitor as TCP. The
+//!   ws (or, with `tls`, wss) listener with the same logins, rights, limits and first-packet timeout as TCP. The
 //!   engine's upgrade answered any request path that asked for the `mqtt` subprotocol: patched in
 //!   `vendor/rmqtt-net` (`ws_path`), so only the listener's `path` is upgraded and any other gets 404.
 //!   tungstenite's defaults (64 MiB messages, 16 MiB frames, a 128 KiB read buffer per connection) and
@@ -73,10 +73,13 @@
 //!   socket (the engine kept its closed socket until the session ended: patched in `vendor/rmqtt`);
 //!   [`descriptors`] checks at start that `max_connections` plus half-open connections fit under
 //!   `RLIMIT_NOFILE`.
-//! - The first packet of a connection is read without a timeout (`probe_version`; `handshake_timeout`
-//!   covers only TLS and the rest of CONNECT), and silent sockets were kept forever: [`janitor`] shuts
-//!   down accepted sockets that sent no CONNECT within `handshake_timeout`, and the oldest beyond
-//!   [`descriptors::MAX_HALF_OPEN`].
+//! - The first packet of a connection was read without a timeout (`probe_version`; `handshake_timeout`
+//!   covered only TLS and the rest of CONNECT), and silent sockets were kept forever: patched in
+//!   `vendor/rmqtt-net` (`HalfOpen`): once its TLS or WebSocket handshake is done, each connection has
+//!   `handshake_timeout` in all to deliver its whole CONNECT, and at most
+//!   [`descriptors::MAX_HALF_OPEN`] connections of all listeners wait for theirs at once (a newer one
+//!   ends the oldest). Decided per connection, never by address; counted in
+//!   [`Broker::silent_connections_closed`].
 //! - The topic tree recurses per level on insert, match and remove (a 6,000-level filter overflowed the
 //!   stack): the policy refuses topics and filters deeper than `max_topic_levels` before the engine sees
 //!   them (SUBACK 0x80 / 5.0 0x8F; a publish closes a 3.1.1 connection, 5.0 gets reason 0x90), wildcard and
@@ -101,7 +104,6 @@ pub mod delivery_counts;
 pub mod descriptors;
 pub mod exactly_once;
 pub mod gate;
-pub mod janitor;
 pub mod pacing;
 pub mod password;
 pub mod policy;
@@ -120,7 +122,7 @@ use std::time::Duration;
 
 use rmqtt::context::ServerContext;
 use rmqtt::hook::Type;
-use rmqtt::net::Builder;
+use rmqtt::net::{Builder, HalfOpen};
 use rmqtt::server::MqttServer;
 use rmqtt::session::SessionState;
 use rmqtt::types::{ClientId, CodecPublish, From, Id, Publish, QoS, TopicName, UserName};
@@ -133,7 +135,6 @@ use backlog::{Backlog, BoundedShared};
 use delivery_counts::DeliveryCountHook;
 pub use gate::{tap, ClientPublish, TapSender, TAP_CAPACITY};
 use gate::{CommandTap, PublishGate, RefusedCommands, Tap};
-use janitor::{Janitor, JanitorSettings, SpokenPeers};
 use pacing::RetainedPacer;
 pub use password::{hash_password, verify_password, PasswordError};
 use policy::{Policy, PolicyHook, PolicyLimits};
@@ -281,7 +282,7 @@ pub struct BrokerCounters {
     pub dropped_for_the_uplink: u64,
     /// Absent persistent sessions ended early (`max_offline_sessions`, or room for a new client).
     pub sessions_evicted: u64,
-    /// Connections closed for sending no CONNECT within `handshake_timeout`.
+    /// Connections closed for sending no CONNECT within `handshake_timeout`, or beyond the half-open bound.
     pub silent_connections_closed: u64,
     /// Retained publishes to new topics not stored (`max_retained_messages`).
     pub retained_refused: u64,
@@ -303,7 +304,8 @@ pub struct Broker {
     server_task: JoinHandle<()>,
     snapshotter: Option<Snapshotter>,
     offline: Arc<OfflineSessions>,
-    janitor: Janitor,
+    /// Connections that have not sent their CONNECT yet (bounded in time and number by the engine).
+    half_open: Arc<HalfOpen>,
     pacer: Arc<RetainedPacer>,
     /// Torn or corrupt tails of the retained log cut at start (0 or 1).
     retained_torn_tails: u64,
@@ -351,7 +353,6 @@ impl Broker {
             None => 0,
         };
 
-        let spoken = Arc::new(SpokenPeers::default());
         let offline = Arc::new(OfflineSessions::new(
             scx.clone(),
             settings.max_offline_sessions.min(settings.max_connections),
@@ -373,7 +374,6 @@ impl Broker {
                 max_queued_messages: settings.max_queued_messages,
                 max_topic_levels: settings.max_topic_levels,
             },
-            spoken.clone(),
             offline.clone(),
         ));
         let tap = Tap::new(tap);
@@ -381,15 +381,8 @@ impl Broker {
         register_hooks(&scx, &backlog, &policy, &offline, &tap, &commands).await;
         register_pacer(&scx, &pacer).await;
 
-        let (server_task, local_addrs) = serve(&scx, settings)?;
-        let janitor = Janitor::start(
-            JanitorSettings {
-                listeners: local_addrs.clone(),
-                handshake_timeout: settings.handshake_timeout,
-                max_half_open: descriptors::max_half_open(settings),
-            },
-            spoken,
-        );
+        let half_open = HalfOpen::new(descriptors::max_half_open(settings));
+        let (server_task, local_addrs) = serve(&scx, settings, &half_open)?;
         let snapshotter = settings
             .state_dir
             .clone()
@@ -400,7 +393,7 @@ impl Broker {
             retained,
             backlog,
             offline,
-            janitor,
+            half_open,
             pacer,
             tap,
             commands,
@@ -545,7 +538,7 @@ impl Broker {
     /// Connections closed because they sent no CONNECT within `handshake_timeout`, or were beyond the
     /// half-open bound.
     pub fn silent_connections_closed(&self) -> u64 {
-        self.janitor.closed()
+        self.half_open.closed()
     }
 
     /// Retained publishes to new topics not stored because `max_retained_messages` were held.
@@ -687,6 +680,7 @@ async fn register_pacer(scx: &ServerContext, pacer: &Arc<RetainedPacer>) {
 fn serve(
     scx: &ServerContext,
     settings: &BrokerSettings,
+    half_open: &Arc<HalfOpen>,
 ) -> Result<(JoinHandle<()>, Vec<SocketAddr>), BrokerError> {
     let mut server = MqttServer::new(scx.clone());
     let mut local_addrs = Vec::new();
@@ -701,7 +695,7 @@ fn serve(
                 .map(|w| (w.bind, w.tls.as_ref(), Some(w.path.as_str()))),
         );
     for (index, (bind, tls, websocket)) in endpoints.enumerate() {
-        let bound = bind_listener(settings, bind, tls, websocket)?;
+        let bound = bind_listener(settings, bind, tls, websocket, half_open)?;
         let addr = bound.local_addr().unwrap_or(bind);
         local_addrs.push(addr);
         server = server.listener_by_id(bound, (index + 1) as u16);
@@ -721,6 +715,7 @@ fn bind_listener(
     bind: SocketAddr,
     tls: Option<&TlsFiles>,
     websocket: Option<&str>,
+    half_open: &Arc<HalfOpen>,
 ) -> Result<rmqtt::net::Listener, BrokerError> {
     let kind = match (tls.is_some(), websocket.is_some()) {
         (false, false) => "tcp",
@@ -745,7 +740,10 @@ fn bind_listener(
                 .saturating_add(pacing::RETAINED_WINDOW),
         )
         .max_topic_aliases(TOPIC_ALIASES)
+        // TLS and WebSocket handshakes each within it, then the whole CONNECT within it; at most
+        // `max_half_open` connections of all listeners wait for their CONNECT at once.
         .handshake_timeout(settings.handshake_timeout)
+        .half_open(Some(half_open.clone()))
         .session_expiry_interval(settings.session_expiry)
         .message_expiry_interval(OFFLINE_MESSAGE_EXPIRY.min(settings.session_expiry))
         .ws_path(websocket.map(str::to_string));
