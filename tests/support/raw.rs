@@ -217,15 +217,21 @@ impl RawClient {
         self.send(&frame(first, &id)).await;
     }
 
-    /// Subscribes and returns the SUBACK return codes.
-    pub async fn subscribe(&mut self, filter: &str, qos: u8, packet_id: u16) -> Vec<u8> {
+    /// The SUBSCRIBE packet of one filter (no properties on 5.0).
+    pub fn subscribe_packet(&self, filter: &str, qos: u8, packet_id: u16) -> Vec<u8> {
         let mut body = packet_id.to_be_bytes().to_vec();
         if self.v5 {
             body.push(0);
         }
         push_str(&mut body, filter.as_bytes());
         body.push(qos);
-        self.send(&frame(0x82, &body)).await;
+        frame(0x82, &body)
+    }
+
+    /// Subscribes and returns the SUBACK return codes.
+    pub async fn subscribe(&mut self, filter: &str, qos: u8, packet_id: u16) -> Vec<u8> {
+        self.send(&self.subscribe_packet(filter, qos, packet_id))
+            .await;
         let suback = self.expect(SUBACK).await;
         let skip = if self.v5 {
             2 + 1 + suback.body.get(2).copied().unwrap_or(0) as usize
