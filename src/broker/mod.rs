@@ -98,8 +98,9 @@
 //! - Each connection's packets were handled on its own task with no order between connections, so a
 //!   SUBSCRIBE that reached the broker before another client's PUBLISH could still be applying when
 //!   that PUBLISH was routed, and the subscriber missed it (a SUBACK'd subscription was always in
-//!   effect): patched in `vendor/rmqtt` (`subscribe_order`): a client's PUBLISH waits, at most 100 ms,
-//!   for the SUBSCRIBEs read before it and for connections CONNACK'd but not yet read (10 ms at most).
+//!   effect): patched in `vendor/rmqtt` (`subscribe_order`): a client's PUBLISH yields once, then waits, at
+//!   most 100 ms, for the SUBSCRIBEs read before it and for connections CONNACK'd but not yet read
+//!   (20 ms at most).
 //! - `MqttServer::start()` exits the process on error: serving uses `MqttServer::run` on a task of ours.
 
 pub mod acl;

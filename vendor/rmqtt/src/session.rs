@@ -1184,6 +1184,9 @@ impl SessionState {
         };
 
         // sensorgate patch: a SUBSCRIBE read before this point, on any connection, is applied first.
+        // The yield lets a connection woken with this one (its SUBSCRIBE written first) read it and
+        // take its ticket before this PUBLISH looks.
+        tokio::task::yield_now().await;
         self.scx.subscribe_order.wait_for_earlier(SubscribeOrder::WAIT).await;
 
         Self::forwards(&self.scx, from, publish, message_storage_available, message_expiry_interval).await?;
