@@ -1,5 +1,6 @@
 //! A hostile client against the real daemon's broker on 127.0.0.1: deep topics and filters, wildcard
-//! and NUL topic names, silent sockets (plain and after TLS), a swarm of absent persistent sessions, and
+//! and NUL topic names, silent sockets (plain and after TLS, from a port that spoke once, beyond the
+//! half-open bound), a swarm of absent persistent sessions, and
 //! subscribers that stop reading. Each test reproduces an attack that once crashed, froze or exhausted the
 //! daemon, and asserts that it now stays alive and keeps serving. Every loop is bounded in count and time.
 
@@ -260,6 +261,148 @@ async fn silent_plain_connections_are_closed_within_the_timeout() {
     assert!(serves(daemon.addr, "after-silent").await);
 }
 
+/// A socket bound to 127.0.0.1:`local` (reusable, so that several can share the port) connected to `to`.
+async fn connect_from(local: u16, to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], local)))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
+        .await
+        .expect("TCP connect within 5 s")
+        .expect("TCP connect")
+}
+
+/// Waits (bounded by `within`) for the server to close `stream`; returns how long that took.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_that_spoke_once_shields_no_silent_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let second = daemon::free_port();
+    let config = format!("{BROKER_ONLY}\n[[broker.listener]]\nbind = \"127.0.0.1:{second}\"\n");
+    let daemon = Daemon::start(dir.path(), &config);
+    let second = SocketAddr::from(([127, 0, 0, 1], second));
+
+    // From one source port: a client that logs in on the first listener, and a silent socket to the
+    // second listener (same peer address, another connection).
+    let port = daemon::free_port();
+    let mut spoke = connect_from(port, daemon.addr).await;
+    spoke
+        .write_all(&raw::connect_packet(&Connect::new("spoke-once")))
+        .await
+        .unwrap();
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), spoke.read_exact(&mut connack))
+        .await
+        .expect("CONNACK within 5 s")
+        .unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    let mut beside = connect_from(port, second).await;
+
+    // From another source port: a client that logs in, resets its connection, and comes back from the
+    // same port to say nothing.
+    let again = daemon::free_port();
+    let mut first = connect_from(again, daemon.addr).await;
+    first
+        .write_all(&raw::connect_packet(&Connect::new("reset-and-back")))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), first.read_exact(&mut connack))
+        .await
+        .expect("CONNACK within 5 s")
+        .unwrap();
+    // SO_LINGER 0: the close sends a reset.
+    first.set_zero_linger().unwrap();
+    drop(first);
+    let mut back = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            // The reset frees the port at once; retry while the kernel still holds it.
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_reuseaddr(true).unwrap();
+            if socket
+                .bind(SocketAddr::from(([127, 0, 0, 1], again)))
+                .is_ok()
+            {
+                if let Ok(stream) = socket.connect(daemon.addr).await {
+                    return stream;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("reconnected from the same port within 5 s");
+
+    for (name, socket) in [("beside", &mut beside), ("back", &mut back)] {
+        let closed = closed_within(socket, Duration::from_secs(6)).await;
+        assert!(
+            closed.is_some_and(|after| after < Duration::from_secs(4)),
+            "{name}: a silent socket from a port that spoke once is still open ({closed:?}; handshake_timeout = 1s)"
+        );
+    }
+    // The client that spoke is still served.
+    spoke.write_all(&[0xC0, 0x00]).await.unwrap();
+    let mut pong = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(5), spoke.read_exact(&mut pong))
+        .await
+        .expect("PINGRESP within 5 s")
+        .unwrap();
+    assert_eq!(pong, [0xD0, 0x00]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_half_open_bound_the_oldest_silent_sockets_go_and_clients_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    // max_connections = 16 bounds half-open connections at 16; the timeout alone would take 30 s.
+    let config = BROKER_ONLY.replace(
+        "handshake_timeout = \"1s\"",
+        "handshake_timeout = \"30s\"\nmax_connections = 16",
+    );
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(tokio::net::TcpStream::connect(daemon.addr).await.unwrap());
+    }
+    // Watched all at once for 3 s: which ones the broker closes.
+    let watches: Vec<_> = silent
+        .into_iter()
+        .map(|mut socket| {
+            tokio::spawn(async move {
+                closed_within(&mut socket, Duration::from_secs(3))
+                    .await
+                    .is_some()
+            })
+        })
+        .collect();
+    let mut closed = 0;
+    for watch in watches {
+        closed += usize::from(watch.await.unwrap());
+    }
+    assert_eq!(
+        closed, 24,
+        "of 40 silent sockets, those beyond the bound of 16 are closed at once, and only they"
+    );
+    // A client that speaks gets in (it pushes out the oldest silent socket on its way).
+    let mut fresh = connect(daemon.addr, "fresh-beside-silent", false).await;
+    assert_eq!(fresh.subscribe("a/b", 0, 1).await, vec![0]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_after_a_finished_tls_handshake_is_closed() {
     let dir = tempfile::tempdir().unwrap();
@@ -344,14 +487,20 @@ async fn absent_persistent_sessions_never_lock_new_clients_out() {
     let mut fresh = connect(daemon.addr, "fresh-after-absent", false).await;
     assert_eq!(fresh.subscribe("a/b", 0, 1).await, vec![0]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fd_count(&daemon) > before + 64 + 10 && Instant::now() < deadline {
+    while fd_count(&daemon) > before + 10 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let after = fd_count(&daemon);
     assert!(
-        after <= before + 64 + 10,
-        "absent sessions hold at most max_offline_sessions sockets: {before} fds before, {after} after"
+        after <= before + 10,
+        "the 64 absent sessions hold no socket: {before} fds before, {after} after"
     );
+    // They are kept all the same: the last client to vanish finds its session.
+    let mut options = Connect::new("absent-109-9");
+    options.clean = false;
+    let (_back, code, session_present) = RawClient::connect(daemon.addr, &options).await;
+    assert_eq!(code, 0);
+    assert!(session_present, "the absent session was kept");
 }
 
 const SERIAL: &str = r#"

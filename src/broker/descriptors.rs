@@ -1,5 +1,5 @@
-//! The broker's file-descriptor budget: every session (a connected client, or an absent persistent one,
-//! which keeps its last socket) and every half-open connection holds a socket, and the daemon needs more for its spool, state files,
+//! The broker's file-descriptor budget: every connected client (at most `max_connections`, which also
+//! counts absent persistent sessions; those hold no socket) and every half-open connection holds a socket, and the daemon needs more for its spool, state files,
 //! listeners, serial ports and the journal. At start the budget is compared with the process's limit
 //! (`RLIMIT_NOFILE`, systemd's `LimitNOFILE`): the soft limit is raised to what is needed when the hard
 //! limit allows, and otherwise the start is refused with what to change. Without it, ~4,090 silent
@@ -11,7 +11,7 @@ use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use super::BrokerSettings;
 
 /// Descriptors kept for everything but client sockets: spool segments, state files, listeners, serial
-/// ports and radios, the journal, the uplink, and the janitor's scan.
+/// ports and radios, the journal and the uplink.
 pub const HEADROOM: u64 = 64;
 /// Accepted connections that have not sent their CONNECT yet, at most (fewer when `max_connections` is
 /// smaller).
@@ -25,7 +25,7 @@ pub fn max_half_open(settings: &BrokerSettings) -> usize {
 /// What the broker may hold open at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    /// Sessions: connected clients and absent persistent ones (`max_connections`).
+    /// Connected clients, at most `max_connections`.
     pub connections: u64,
     pub half_open: u64,
 }

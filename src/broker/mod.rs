@@ -39,9 +39,12 @@
 //! - MQTT 5 clients asking for a keep-alive above [`sessions::MAX_SERVER_KEEP_ALIVE`] get that as Server
 //!   Keep Alive (3.1.1 clients keep theirs: they cannot be told).
 //! - WebSockets (`ws` feature, tokio-tungstenite): `[[broker.listener]] transport = "websocket"` binds a
-//!   ws (or, with `tls`, wss) listener with the same logins, rights, limits and janitor as TCP. The
+//!   ws (or, with `tls`, wss) listener with the same logins, rights, limits and first-packet timeout as TCP. The
 //!   engine's upgrade answered any request path that asked for the `mqtt` subprotocol: patched in
 //!   `vendor/rmqtt-net` (`ws_path`), so only the listener's `path` is upgraded and any other gets 404.
+//!   tungstenite's defaults (64 MiB messages, 16 MiB frames, a 128 KiB read buffer per connection) and
+//!   text, ping and close payloads taken for MQTT bytes: patched there too; messages and frames are at
+//!   most `max_packet_size`, buffers start as a TCP connection's, and a text message closes.
 //! - A CPU "busy" check refuses connections under load: turned off.
 //! - TLS handshake timeout defaults to 30 s: `handshake_timeout` (5 s); handshakes run on a task per
 //!   connection (50 idle TCP connections do not delay a TLS client).
@@ -66,13 +69,17 @@
 //!   engine refuses beyond it with CONNACK 3 and logs only at info: the policy logs it at warn. Absent
 //!   sessions never lock a client out: [`sessions`] caps their life (`session_expiry`,
 //!   `anonymous_session_expiry`, through a fitter of ours), keeps at most `max_offline_sessions` of them,
-//!   and ends the one absent the longest when a new client needs its place. Each keeps the socket of its
-//!   last connection until it ends (the engine holds it in the session task); [`descriptors`] checks at
-//!   start that `max_connections` plus half-open connections fit under `RLIMIT_NOFILE`.
-//! - The first packet of a connection is read without a timeout (`probe_version`; `handshake_timeout`
-//!   covers only TLS and the rest of CONNECT), and silent sockets were kept forever: [`janitor`] shuts
-//!   down accepted sockets that sent no CONNECT within `handshake_timeout`, and the oldest beyond
-//!   [`descriptors::MAX_HALF_OPEN`].
+//!   and ends the one absent the longest when a new client needs its place. An absent session holds no
+//!   socket (the engine kept its closed socket until the session ended: patched in `vendor/rmqtt`);
+//!   [`descriptors`] checks at start that `max_connections` plus half-open connections fit under
+//!   `RLIMIT_NOFILE`.
+//! - The first packet of a connection was read without a timeout (`probe_version`; `handshake_timeout`
+//!   covered only TLS and the rest of CONNECT), and silent sockets were kept forever: patched in
+//!   `vendor/rmqtt-net` (`HalfOpen`): once its TLS or WebSocket handshake is done, each connection has
+//!   `handshake_timeout` in all to deliver its whole CONNECT, and at most
+//!   [`descriptors::MAX_HALF_OPEN`] connections of all listeners wait for theirs at once (a newer one
+//!   ends the oldest). Decided per connection, never by address; counted in
+//!   [`Broker::silent_connections_closed`].
 //! - The topic tree recurses per level on insert, match and remove (a 6,000-level filter overflowed the
 //!   stack): the policy refuses topics and filters deeper than `max_topic_levels` before the engine sees
 //!   them (SUBACK 0x80 / 5.0 0x8F; a publish closes a 3.1.1 connection, 5.0 gets reason 0x90), wildcard and
@@ -88,6 +95,12 @@
 //!   naming the subscriber (rate-limited) and counted ([`Broker::backlog_drops`]).
 //! - Messages queued for an offline persistent session: at most `max_queued_messages` (plus the inflight
 //!   window), kept [`OFFLINE_MESSAGE_EXPIRY`] [engine default 5 min].
+//! - Each connection's packets were handled on its own task with no order between connections, so a
+//!   SUBSCRIBE that reached the broker before another client's PUBLISH could still be applying when
+//!   that PUBLISH was routed, and the subscriber missed it (a SUBACK'd subscription was always in
+//!   effect): patched in `vendor/rmqtt` (`subscribe_order`): a client's PUBLISH yields once, then waits, at
+//!   most 100 ms, for the SUBSCRIBEs read before it and for connections CONNACK'd but not yet read
+//!   (20 ms at most).
 //! - `MqttServer::start()` exits the process on error: serving uses `MqttServer::run` on a task of ours.
 
 pub mod acl;
@@ -97,7 +110,6 @@ pub mod delivery_counts;
 pub mod descriptors;
 pub mod exactly_once;
 pub mod gate;
-pub mod janitor;
 pub mod owned;
 pub mod pacing;
 pub mod password;
@@ -117,7 +129,7 @@ use std::time::Duration;
 
 use rmqtt::context::ServerContext;
 use rmqtt::hook::Type;
-use rmqtt::net::Builder;
+use rmqtt::net::{Builder, HalfOpen};
 use rmqtt::server::MqttServer;
 use rmqtt::session::SessionState;
 use rmqtt::types::{ClientId, CodecPublish, From, Id, Publish, QoS, TopicName, UserName};
@@ -130,7 +142,6 @@ use backlog::{Backlog, BoundedShared};
 use delivery_counts::DeliveryCountHook;
 pub use gate::{tap, ClientPublish, TapSender, TAP_CAPACITY};
 use gate::{CommandTap, PublishGate, RefusedCommands, Tap};
-use janitor::{Janitor, JanitorSettings, SpokenPeers};
 use pacing::RetainedPacer;
 pub use password::{hash_password, verify_password, PasswordError};
 use policy::{Policy, PolicyHook, PolicyLimits};
@@ -282,7 +293,7 @@ pub struct BrokerCounters {
     pub dropped_for_the_uplink: u64,
     /// Absent persistent sessions ended early (`max_offline_sessions`, or room for a new client).
     pub sessions_evicted: u64,
-    /// Connections closed for sending no CONNECT within `handshake_timeout`.
+    /// Connections closed for sending no CONNECT within `handshake_timeout`, or beyond the half-open bound.
     pub silent_connections_closed: u64,
     /// Retained publishes to new topics not stored (`max_retained_messages`).
     pub retained_refused: u64,
@@ -304,7 +315,8 @@ pub struct Broker {
     server_task: JoinHandle<()>,
     snapshotter: Option<Snapshotter>,
     offline: Arc<OfflineSessions>,
-    janitor: Janitor,
+    /// Connections that have not sent their CONNECT yet (bounded in time and number by the engine).
+    half_open: Arc<HalfOpen>,
     pacer: Arc<RetainedPacer>,
     /// Torn or corrupt tails of the retained log cut at start (0 or 1).
     retained_torn_tails: u64,
@@ -352,7 +364,6 @@ impl Broker {
             None => 0,
         };
 
-        let spoken = Arc::new(SpokenPeers::default());
         let offline = Arc::new(OfflineSessions::new(
             scx.clone(),
             settings.max_offline_sessions.min(settings.max_connections),
@@ -374,7 +385,6 @@ impl Broker {
                 max_queued_messages: settings.max_queued_messages,
                 max_topic_levels: settings.max_topic_levels,
             },
-            spoken.clone(),
             offline.clone(),
         ));
         let tap = Tap::new(tap);
@@ -382,15 +392,8 @@ impl Broker {
         register_hooks(&scx, &backlog, &policy, &offline, &tap, &commands).await;
         register_pacer(&scx, &pacer).await;
 
-        let (server_task, local_addrs) = serve(&scx, settings)?;
-        let janitor = Janitor::start(
-            JanitorSettings {
-                listeners: local_addrs.clone(),
-                handshake_timeout: settings.handshake_timeout,
-                max_half_open: descriptors::max_half_open(settings),
-            },
-            spoken,
-        );
+        let half_open = HalfOpen::new(descriptors::max_half_open(settings));
+        let (server_task, local_addrs) = serve(&scx, settings, &half_open)?;
         let snapshotter = settings
             .state_dir
             .clone()
@@ -401,7 +404,7 @@ impl Broker {
             retained,
             backlog,
             offline,
-            janitor,
+            half_open,
             pacer,
             tap,
             commands,
@@ -546,7 +549,7 @@ impl Broker {
     /// Connections closed because they sent no CONNECT within `handshake_timeout`, or were beyond the
     /// half-open bound.
     pub fn silent_connections_closed(&self) -> u64 {
-        self.janitor.closed()
+        self.half_open.closed()
     }
 
     /// Retained publishes to new topics not stored because `max_retained_messages` were held.
@@ -688,6 +691,7 @@ async fn register_pacer(scx: &ServerContext, pacer: &Arc<RetainedPacer>) {
 fn serve(
     scx: &ServerContext,
     settings: &BrokerSettings,
+    half_open: &Arc<HalfOpen>,
 ) -> Result<(JoinHandle<()>, Vec<SocketAddr>), BrokerError> {
     let mut server = MqttServer::new(scx.clone());
     let mut local_addrs = Vec::new();
@@ -702,7 +706,7 @@ fn serve(
                 .map(|w| (w.bind, w.tls.as_ref(), Some(w.path.as_str()))),
         );
     for (index, (bind, tls, websocket)) in endpoints.enumerate() {
-        let bound = bind_listener(settings, bind, tls, websocket)?;
+        let bound = bind_listener(settings, bind, tls, websocket, half_open)?;
         let addr = bound.local_addr().unwrap_or(bind);
         local_addrs.push(addr);
         server = server.listener_by_id(bound, (index + 1) as u16);
@@ -722,6 +726,7 @@ fn bind_listener(
     bind: SocketAddr,
     tls: Option<&TlsFiles>,
     websocket: Option<&str>,
+    half_open: &Arc<HalfOpen>,
 ) -> Result<rmqtt::net::Listener, BrokerError> {
     let kind = match (tls.is_some(), websocket.is_some()) {
         (false, false) => "tcp",
@@ -746,7 +751,10 @@ fn bind_listener(
                 .saturating_add(pacing::RETAINED_WINDOW),
         )
         .max_topic_aliases(TOPIC_ALIASES)
+        // TLS and WebSocket handshakes each within it, then the whole CONNECT within it; at most
+        // `max_half_open` connections of all listeners wait for their CONNECT at once.
         .handshake_timeout(settings.handshake_timeout)
+        .half_open(Some(half_open.clone()))
         .session_expiry_interval(settings.session_expiry)
         .message_expiry_interval(OFFLINE_MESSAGE_EXPIRY.min(settings.session_expiry))
         .ws_path(websocket.map(str::to_string));

@@ -21,7 +21,6 @@ use rmqtt::types::{
 use super::acl::{AccessPolicy, Client};
 use super::auth::{LoginOutcome, Logins};
 use super::exactly_once::{fingerprint, Qos2Memory, Verdict};
-use super::janitor::SpokenPeers;
 use super::sessions::{ends_at_disconnect, OfflineSessions};
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::topic;
@@ -53,8 +52,6 @@ pub struct Policy {
     limit_log: LogLimit,
     acl_log: LogLimit,
     protocol_log: LogLimit,
-    /// Peers whose CONNECT arrived: the janitor leaves their sockets alone.
-    spoken: Arc<SpokenPeers>,
     /// Absent persistent sessions, one of which is ended when a new client needs its place.
     offline: Arc<OfflineSessions>,
 }
@@ -65,7 +62,6 @@ impl Policy {
         access: AccessPolicy,
         logins: Logins,
         limits: PolicyLimits,
-        spoken: Arc<SpokenPeers>,
         offline: Arc<OfflineSessions>,
     ) -> Self {
         Policy {
@@ -80,7 +76,6 @@ impl Policy {
             limit_log: LogLimit::new(),
             acl_log: LogLimit::new(),
             protocol_log: LogLimit::new(),
-            spoken,
             offline,
         }
     }
@@ -174,13 +169,10 @@ impl Handler for PolicyHook {
 }
 
 impl Policy {
-    /// CONNECT: mark the peer as speaking, wait for an ending session of the same client id, make room
+    /// CONNECT: wait for an ending session of the same client id, make room
     /// by ending the session absent the longest when the session table is full (a new client is never
     /// refused for absent ones), and say where operators look when the engine is about to refuse.
     async fn on_connect(&self, id: &Id) {
-        if let Some(peer) = id.remote_addr {
-            self.spoken.spoke(peer);
-        }
         wait_for_ending_session(self, id).await;
         if self.sessions_full() && !self.scx.extends.shared().await.exist(&id.client_id) {
             self.offline.make_room(|| self.sessions_full()).await;

@@ -195,7 +195,8 @@ fn check_broker(config: &Config, locator: &Locator<'_>, at: &KeyPath) -> Result<
     check_users(broker, locator, at)
 }
 
-/// At least one `[[broker.listener]]`, no bind address twice, and TLS file paths not empty.
+/// At least one `[[broker.listener]]`, no bind address twice, TLS file paths not empty, and a WebSocket
+/// `path` that a request can name.
 fn check_listeners(
     broker: &BrokerConfig,
     locator: &Locator<'_>,
@@ -230,6 +231,36 @@ fn check_listeners(
                 }
             }
         }
+        if let Some(ws_path) = &listener.path {
+            check_websocket_path(ws_path)
+                .map_err(|message| Problem::value(path.key("path"), message))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a WebSocket listener's `path`: the path part of a request line, which the upgrade compares
+/// exactly, so it starts with '/' and holds no query (`?`), fragment (`#`), space or control character.
+/// `"mqtt"` or `""` would refuse every upgrade.
+pub fn check_websocket_path(ws_path: &str) -> Result<(), String> {
+    let fix = "write the path clients use, starting with '/', e.g. \"/mqtt\"";
+    if ws_path.is_empty() {
+        return Err(format!("is empty; {fix}"));
+    }
+    if !ws_path.starts_with('/') {
+        return Err(format!(
+            "\"{}\" does not start with '/', so no request can name it; {fix}",
+            ws_path.escape_debug()
+        ));
+    }
+    if let Some(bad) = ws_path
+        .chars()
+        .find(|c| matches!(c, '?' | '#') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "\"{}\" contains {bad:?}, which no request path holds; {fix}",
+            ws_path.escape_debug()
+        ));
     }
     Ok(())
 }
@@ -863,6 +894,17 @@ mod tests {
         }
         for bad in ["", "a/#/b", "a#", "a/b+", "#/a", "a\0"] {
             assert!(check_topic_filter(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn websocket_paths() {
+        for good in ["/", "/mqtt", "/ws/mqtt", "/a-b_c.d~e"] {
+            assert!(check_websocket_path(good).is_ok(), "{good}");
+        }
+        for bad in ["", "mqtt", "ws/mqtt", "/mqtt?x=1", "/a#b", "/a b", "/a\tb"] {
+            let message = check_websocket_path(bad).unwrap_err();
+            assert!(message.contains("starting with '/'"), "{bad:?}: {message}");
         }
     }
 }

@@ -1,9 +1,10 @@
 //! MQTT semantics of the embedded broker for external clients, each pinned with a real client on 127.0.0.1
 //! (rumqttc, a byte-level client, and Debian's mosquitto_pub/mosquitto_sub): QoS 0/1/2 in both directions
 //! and exactly once at QoS 2 (also across a reconnect), wills, retained messages published by clients, and
-//! persistent sessions.
+//! persistent sessions, and a SUBSCRIBE written before another client's PUBLISH getting that publish.
 
 use sensorgate_testkit::broker as support;
+use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::raw;
 
@@ -396,5 +397,67 @@ async fn persistent_session_receives_qos_1_messages_queued_while_away_within_the
         (50..=50 + 32).contains(&got.len()),
         "beyond max_queued_messages (50, plus the inflight window) messages are dropped: got {}",
         got.len()
+    );
+}
+
+/// Rounds of the subscribe-then-publish race per protocol version.
+const ORDER_ROUNDS: usize = 100;
+
+/// Whether a PUBLISH to `topic` arrives within `within` (other packets are skipped).
+async fn receives(client: &mut RawClient, topic: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.read_within(left).await {
+            Some(packet) if packet.kind == raw::PUBLISH => {
+                if client.decode_publish(&packet).topic == topic {
+                    return true;
+                }
+            }
+            Some(_) => continue,
+            None => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_written_before_another_clients_publish_gets_that_publish() {
+    // The Paho MQTT 5 suite's test_request_response: one client's SUBSCRIBE is written, and another
+    // client publishes to that topic at once, without waiting for the SUBACK.
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        "[gateway]\nid = \"order\"\nbase_topic = \"sensorgate\"\nstate_dir = \"{state_dir}\"\n\n\
+         [[broker.listener]]\nbind = \"127.0.0.1:{port}\"\n",
+    );
+    let mut missed = Vec::new();
+    for v5 in [false, true] {
+        let mut options = Connect::new("order-publisher");
+        options.v5 = v5;
+        let (mut publisher, code, _) = RawClient::connect(daemon.addr, &options).await;
+        assert_eq!(code, 0);
+        for round in 0..ORDER_ROUNDS {
+            let id = format!("order-subscriber-{round}");
+            let mut options = Connect::new(&id);
+            options.v5 = v5;
+            let (mut subscriber, code, _) = RawClient::connect(daemon.addr, &options).await;
+            assert_eq!(code, 0);
+            let topic = format!("order/{}/{round}", if v5 { 5 } else { 3 });
+            let subscribe = subscriber.subscribe_packet(&topic, 1, 1);
+            subscriber.send(&subscribe).await;
+            publisher
+                .publish(&topic, b"request", 1, false, (round + 1) as u16, false)
+                .await;
+            if !receives(&mut subscriber, &topic, Duration::from_millis(500)).await {
+                missed.push(topic);
+            }
+            subscriber.disconnect().await;
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "{} of {} publishes missed by a subscriber whose SUBSCRIBE was written first: {missed:?}",
+        missed.len(),
+        2 * ORDER_ROUNDS
     );
 }

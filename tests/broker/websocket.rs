@@ -2,16 +2,20 @@
 //! daemon with `[[broker.listener]] transport = "websocket"` listeners (plain ws and, with `tls`, wss),
 //! driven by Python paho-mqtt with `transport="websockets"` (Debian's python3-paho-mqtt, installed by
 //! scripts/test). Publish, subscribe, retained and will, over ws and wss; the anonymous rights
-//! (`anonymous_read` / `anonymous_write`) apply there as on TCP; and the janitor closes a WebSocket
-//! connection that never sends CONNECT; only the listener's `path` is upgraded.
+//! (`anonymous_read` / `anonymous_write`) apply there as on TCP; a WebSocket connection that never sends
+//! CONNECT is closed; only the listener's `path` is upgraded. Byte-level clients check the WebSocket
+//! bounds: messages and frames within `max_packet_size`, binary messages only, and a silent upgraded
+//! connection costing about what a TCP one does.
 
 use sensorgate_testkit::certs;
 use sensorgate_testkit::daemon;
+use sensorgate_testkit::raw::{self, Connect};
+use sensorgate_testkit::websocket::{self, RawWebSocket, BINARY, CONTINUATION, PING, TEXT};
 
 use std::time::Duration;
 
 use daemon::{free_port, Daemon};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// One run over one WebSocket listener; prints one line per check, `ok NAME` or `FAIL NAME: why`.
 const SCRIPT: &str = r#"
@@ -167,20 +171,10 @@ async fn a_websocket_connection_that_never_sends_connect_is_closed() {
     let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", ws))
         .await
         .unwrap();
-    let mut upgraded = tokio::net::TcpStream::connect(("127.0.0.1", ws))
+    let mut upgraded = RawWebSocket::upgrade(ws, "/mqtt")
         .await
-        .unwrap();
-    upgraded
-        .write_all(
-            b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-              Sec-WebSocket-Protocol: mqtt\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut response = [0u8; 12];
-    upgraded.read_exact(&mut response).await.unwrap();
-    assert_eq!(&response, b"HTTP/1.1 101", "the upgrade is answered");
+        .expect("the upgrade is answered")
+        .stream;
     for (name, socket) in [("silent", &mut silent), ("upgraded", &mut upgraded)] {
         let started = std::time::Instant::now();
         let mut buf = [0u8; 512];
@@ -215,21 +209,11 @@ async fn only_the_listeners_path_is_upgraded() {
     let daemon = Daemon::start(dir.path(), &config);
     let mut answers = Vec::new();
     for path in ["/gateway/mqtt", "/mqtt", "/"] {
-        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", ws))
-            .await
-            .unwrap();
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Protocol: mqtt\r\n\r\n"
-        );
-        socket.write_all(request.as_bytes()).await.unwrap();
-        let mut status = [0u8; 12];
-        tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut status))
-            .await
-            .expect("an answer within 5 s")
-            .unwrap();
-        answers.push((path, String::from_utf8_lossy(&status).into_owned()));
+        let status = match RawWebSocket::upgrade(ws, path).await {
+            Ok(_) => "HTTP/1.1 101".to_string(),
+            Err(status) => status,
+        };
+        answers.push((path, status[..12].to_string()));
     }
     assert_eq!(
         answers,
@@ -239,5 +223,144 @@ async fn only_the_listeners_path_is_upgraded() {
             ("/", "HTTP/1.1 404".to_string()),
         ]
     );
+    drop(daemon);
+}
+
+/// A daemon with a WebSocket listener on `ws` (path "/mqtt") and `broker` under `[broker]`.
+fn websocket_daemon(dir: &std::path::Path, ws: u16, broker: &str) -> Daemon {
+    let config = format!(
+        "[gateway]\nid = \"ws\"\nbase_topic = \"sensorgate\"\nstate_dir = \"{{state_dir}}\"\n\n\
+         [[broker.listener]]\nbind = \"127.0.0.1:{{port}}\"\n\n\
+         [[broker.listener]]\nbind = \"127.0.0.1:{ws}\"\ntransport = \"websocket\"\n\n\
+         [broker]\n{broker}\n"
+    );
+    Daemon::start(dir, &config)
+}
+
+/// A binary WebSocket frame holding an MQTT 3.1.1 CONNACK (accepted, no session): what the broker
+/// answers a CONNECT with.
+const CONNACK_FRAME: [u8; 6] = [0x82, 0x04, 0x20, 0x02, 0x00, 0x00];
+
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_and_frames_beyond_max_packet_size_close_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = free_port();
+    let daemon = websocket_daemon(
+        dir.path(),
+        ws,
+        "max_packet_size = \"16KiB\"\nhandshake_timeout = \"20s\"",
+    );
+
+    // An unfinished fragmented message that grows past 16 KiB (4 KiB fragments, 256 KiB at most).
+    let mut growing = RawWebSocket::upgrade(ws, "/mqtt").await.unwrap();
+    let chunk = vec![0x30u8; 4096];
+    let mut sent = 0usize;
+    if growing.send(&websocket::frame(BINARY, false, &chunk)).await {
+        sent += chunk.len();
+        while sent < 256 * 1024
+            && growing
+                .send(&websocket::frame(CONTINUATION, false, &chunk))
+                .await
+        {
+            sent += chunk.len();
+        }
+    }
+    let (_, closed) = growing.read_within(Duration::from_secs(3)).await;
+    assert!(
+        closed,
+        "an unfinished message of {sent} bytes (max_packet_size = 16 KiB) still open:\n{}",
+        daemon.log()
+    );
+
+    // One frame whose header announces 1 MiB: closed without waiting for the payload.
+    let mut announced = RawWebSocket::upgrade(ws, "/mqtt").await.unwrap();
+    assert!(
+        announced
+            .send(&websocket::frame_header(BINARY, true, 1 << 20))
+            .await
+    );
+    let (_, closed) = announced.read_within(Duration::from_secs(3)).await;
+    assert!(closed, "a 1 MiB frame header left the connection open");
+
+    // Within the bound, a CONNECT split over two fragments is answered.
+    let mut split = RawWebSocket::upgrade(ws, "/mqtt").await.unwrap();
+    let connect = raw::connect_packet(&Connect::new("ws-split"));
+    let (head, tail) = connect.split_at(5);
+    assert!(split.send(&websocket::frame(BINARY, false, head)).await);
+    assert!(
+        split
+            .send(&websocket::frame(CONTINUATION, true, tail))
+            .await
+    );
+    let (answer, _) = split.read_within(Duration::from_secs(2)).await;
+    assert!(holds(&answer, &CONNACK_FRAME), "CONNACK: {answer:02x?}");
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_text_messages_close_the_connection_and_pings_are_no_mqtt() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = free_port();
+    let daemon = websocket_daemon(dir.path(), ws, "handshake_timeout = \"20s\"");
+
+    // MQTT travels in binary messages only: a CONNECT in a text message is refused by closing.
+    let mut text = RawWebSocket::upgrade(ws, "/mqtt").await.unwrap();
+    let connect = raw::connect_packet(&Connect::new("ws-text"));
+    assert!(text.send(&websocket::frame(TEXT, true, &connect)).await);
+    let (answer, closed) = text.read_within(Duration::from_secs(3)).await;
+    assert!(
+        !holds(&answer, &CONNACK_FRAME),
+        "a text CONNECT was answered: {answer:02x?}"
+    );
+    assert!(closed, "a text message left the connection open");
+
+    // A ping (answered with a pong) before a binary CONNECT is not taken for MQTT bytes.
+    let mut pinged = RawWebSocket::upgrade(ws, "/mqtt").await.unwrap();
+    assert!(pinged.send(&websocket::frame(PING, true, b"hi")).await);
+    let connect = raw::connect_packet(&Connect::new("ws-pinged"));
+    assert!(pinged.send(&websocket::frame(BINARY, true, &connect)).await);
+    let (answer, _) = pinged.read_within(Duration::from_secs(2)).await;
+    assert!(
+        holds(&answer, &[0x8a, 0x02, b'h', b'i']),
+        "pong: {answer:02x?}"
+    );
+    assert!(
+        holds(&answer, &CONNACK_FRAME),
+        "CONNACK after a ping: {answer:02x?}\n{}",
+        daemon.log()
+    );
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_websocket_upgrades_cost_what_tcp_connections_cost() {
+    const UPGRADES: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let ws = free_port();
+    let daemon = websocket_daemon(dir.path(), ws, "handshake_timeout = \"30s\"");
+    let before = daemon.status_kib("VmRSS");
+    let mut upgraded = Vec::new();
+    for _ in 0..UPGRADES {
+        upgraded.push(RawWebSocket::upgrade(ws, "/mqtt").await.unwrap());
+    }
+    // Every connection has reached its first read (the broker answers a ping on each).
+    for socket in &mut upgraded {
+        assert!(socket.send(&websocket::frame(PING, true, b"p")).await);
+        let pong = socket.read_exact_within(3, Duration::from_secs(5)).await;
+        assert_eq!(pong, Some(vec![0x8a, 0x01, b'p']), "pong");
+    }
+    let after = daemon.status_kib("VmRSS");
+    let per_connection = after.saturating_sub(before) * 1024 / UPGRADES as u64;
+    eprintln!("{UPGRADES} silent upgrades: VmRSS {before} -> {after} KiB, {per_connection} B each");
+    // tungstenite's default read buffer alone was 128 KiB per connection.
+    assert!(
+        per_connection < 48 * 1024,
+        "{per_connection} bytes per silent WebSocket connection (VmRSS {before} -> {after} KiB)"
+    );
+    drop(upgraded);
     drop(daemon);
 }

@@ -180,6 +180,22 @@ struct Broken {
 
 const BROKEN: &[Broken] = &[
     Broken {
+        what: "a WebSocket path without its leading '/'",
+        toml: "[[broker.listener]]\nbind = \"127.0.0.1:9001\"\ntransport = \"websocket\"\npath = \"mqtt\"\n",
+        line: 4,
+        at: "\"mqtt\"",
+        key: "path",
+        fix: &["starting with '/'", "\"/mqtt\""],
+    },
+    Broken {
+        what: "an empty WebSocket path",
+        toml: "[[broker.listener]]\nbind = \"127.0.0.1:9001\"\ntransport = \"websocket\"\npath = \"\"\n",
+        line: 4,
+        at: "\"\"",
+        key: "path",
+        fix: &["is empty", "starting with '/'", "\"/mqtt\""],
+    },
+    Broken {
         what: "unknown key, with a suggestion",
         toml: "[[source]]\nname = \"uart0\"\nkind = \"serial\"\npath = \"/dev/ttyUSB0\"\nbuad = 9600\n",
         line: 5,

@@ -2,7 +2,7 @@
 //! helper: the real daemon started on a free 127.0.0.1 port ([`daemon`]), pseudo-terminals as serial
 //! dongles ([`pty`]), Debian's mosquitto as a peer or cloud broker ([`mosquitto`]), a cloud that closes
 //! the connection on a publish it refuses ([`fake_cloud`]), MQTT subscribers
-//! ([`mqtt`]) and a byte-level client ([`raw`]), the embedded broker's test settings ([`broker`]), a
+//! ([`mqtt`]), a byte-level client ([`raw`]) and WebSocket client ([`websocket`]), the embedded broker's test settings ([`broker`]), a
 //! throw-away PKI ([`certs`]), a small tmpfs to fill for full-disk cases ([`tmpfs`]), and the Python
 //! that independent implementations run on ([`python`]). It starts only processes and listeners on
 //! 127.0.0.1 and stops what it started by PID.
@@ -17,3 +17,4 @@ pub mod pty;
 pub mod python;
 pub mod raw;
 pub mod tmpfs;
+pub mod websocket;

@@ -107,6 +107,54 @@ pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The CONNECT packet for `options` (a 5.0 one without clean start asks for a 1 h session).
+pub fn connect_packet(options: &Connect<'_>) -> Vec<u8> {
+    let mut body = Vec::new();
+    push_str(&mut body, b"MQTT");
+    body.push(if options.v5 { 5 } else { 4 });
+    let mut flags = 0u8;
+    if options.clean {
+        flags |= 0x02;
+    }
+    if let Some(will) = &options.will {
+        flags |= 0x04 | (will.qos << 3);
+        if will.retain {
+            flags |= 0x20;
+        }
+    }
+    if options.user.is_some() {
+        flags |= 0x80;
+    }
+    if options.password.is_some() {
+        flags |= 0x40;
+    }
+    body.push(flags);
+    body.extend_from_slice(&options.keep_alive.to_be_bytes());
+    if options.v5 {
+        if options.clean {
+            body.push(0);
+        } else {
+            // Session Expiry Interval = 1 h so the session outlives the connection.
+            body.extend_from_slice(&[5, 0x11, 0, 0, 0x0e, 0x10]);
+        }
+    }
+    push_str(&mut body, options.client_id.as_bytes());
+    if let Some(will) = &options.will {
+        if options.v5 {
+            body.push(0);
+        }
+        push_str(&mut body, will.topic.as_bytes());
+        push_str(&mut body, will.payload);
+    }
+    if let Some(user) = options.user {
+        push_str(&mut body, user.as_bytes());
+    }
+    if let Some(password) = options.password {
+        push_str(&mut body, password.as_bytes());
+    }
+    frame(0x10, &body)
+}
+
 impl RawClient {
     /// Connects and returns the client with the CONNACK return/reason code and session-present flag.
     pub async fn connect(addr: SocketAddr, options: &Connect<'_>) -> (RawClient, u8, bool) {
@@ -118,50 +166,7 @@ impl RawClient {
             stream,
             v5: options.v5,
         };
-        let mut body = Vec::new();
-        push_str(&mut body, b"MQTT");
-        body.push(if options.v5 { 5 } else { 4 });
-        let mut flags = 0u8;
-        if options.clean {
-            flags |= 0x02;
-        }
-        if let Some(will) = &options.will {
-            flags |= 0x04 | (will.qos << 3);
-            if will.retain {
-                flags |= 0x20;
-            }
-        }
-        if options.user.is_some() {
-            flags |= 0x80;
-        }
-        if options.password.is_some() {
-            flags |= 0x40;
-        }
-        body.push(flags);
-        body.extend_from_slice(&options.keep_alive.to_be_bytes());
-        if options.v5 {
-            if options.clean {
-                body.push(0);
-            } else {
-                // Session Expiry Interval = 1 h so the session outlives the connection.
-                body.extend_from_slice(&[5, 0x11, 0, 0, 0x0e, 0x10]);
-            }
-        }
-        push_str(&mut body, options.client_id.as_bytes());
-        if let Some(will) = &options.will {
-            if options.v5 {
-                body.push(0);
-            }
-            push_str(&mut body, will.topic.as_bytes());
-            push_str(&mut body, will.payload);
-        }
-        if let Some(user) = options.user {
-            push_str(&mut body, user.as_bytes());
-        }
-        if let Some(password) = options.password {
-            push_str(&mut body, password.as_bytes());
-        }
-        client.send(&frame(0x10, &body)).await;
+        client.send(&connect_packet(options)).await;
         let connack = client.expect(CONNACK).await;
         let session_present = connack.body.first().is_some_and(|b| b & 1 == 1);
         let code = connack.body.get(1).copied().unwrap_or(0xFF);
@@ -212,15 +217,21 @@ impl RawClient {
         self.send(&frame(first, &id)).await;
     }
 
-    /// Subscribes and returns the SUBACK return codes.
-    pub async fn subscribe(&mut self, filter: &str, qos: u8, packet_id: u16) -> Vec<u8> {
+    /// The SUBSCRIBE packet of one filter (no properties on 5.0).
+    pub fn subscribe_packet(&self, filter: &str, qos: u8, packet_id: u16) -> Vec<u8> {
         let mut body = packet_id.to_be_bytes().to_vec();
         if self.v5 {
             body.push(0);
         }
         push_str(&mut body, filter.as_bytes());
         body.push(qos);
-        self.send(&frame(0x82, &body)).await;
+        frame(0x82, &body)
+    }
+
+    /// Subscribes and returns the SUBACK return codes.
+    pub async fn subscribe(&mut self, filter: &str, qos: u8, packet_id: u16) -> Vec<u8> {
+        self.send(&self.subscribe_packet(filter, qos, packet_id))
+            .await;
         let suback = self.expect(SUBACK).await;
         let skip = if self.v5 {
             2 + 1 + suback.body.get(2).copied().unwrap_or(0) as usize

@@ -36,7 +36,9 @@ use std::time::Duration;
 
 #[cfg(feature = "quic")]
 use crate::quic::QuinnBiStream;
+use crate::half_open::within;
 use crate::stream::Dispatcher;
+use crate::HalfOpenSlot;
 #[cfg(feature = "ws")]
 use crate::ws::WsStream;
 #[cfg(feature = "tls")]
@@ -67,7 +69,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 #[cfg(feature = "ws")]
 use tokio_tungstenite::{
-    accept_hdr_async,
+    accept_hdr_async_with_config,
     tungstenite::handshake::server::{ErrorResponse, Request, Response},
 };
 
@@ -154,6 +156,9 @@ pub struct Builder {
     pub proxy_protocol_timeout: Duration,
     /// sensorgate patch: the one request path a WebSocket listener upgrades (`None`: any path).
     pub ws_path: Option<String>,
+    /// sensorgate patch: connections that have not sent their CONNECT yet, bounded in time and number
+    /// (`None`: upstream's behaviour, the first packet is awaited without a timeout).
+    pub half_open: Option<Arc<crate::HalfOpen>>,
 
     /// Use TLS Certificate CN as Username
     pub cert_cn_as_username: bool,
@@ -236,6 +241,7 @@ impl Builder {
             proxy_protocol: false,
             proxy_protocol_timeout: Duration::from_secs(5),
             ws_path: None,
+            half_open: None,
 
             cert_cn_as_username: false,
             cert_subject_dn_as_username: false,
@@ -474,6 +480,14 @@ impl Builder {
     /// Enable proxy protocol parse
     pub fn proxy_protocol(mut self, enable_protocol_proxy: bool) -> Self {
         self.proxy_protocol = enable_protocol_proxy;
+        self
+    }
+
+    /// sensorgate patch: every connection gets `handshake_timeout` in all to deliver its CONNECT, and
+    /// at most `half_open.max()` of them wait at once (the oldest ends beyond it); share one among the
+    /// listeners whose connections it bounds.
+    pub fn half_open(mut self, half_open: Option<Arc<crate::HalfOpen>>) -> Self {
+        self.half_open = half_open;
         self
     }
 
@@ -774,6 +788,8 @@ impl Listener {
             acceptor: self.tls_acceptor.clone(),
             cfg: self.cfg.clone(),
             typ: self.typ,
+            // sensorgate patch: a half-open slot from the moment of the accept.
+            half_open: self.cfg.half_open.as_ref().map(|gate| gate.enter(self.cfg.handshake_timeout)),
         })
     }
 
@@ -795,6 +811,7 @@ impl Listener {
                 acceptor: self.tls_acceptor.clone(),
                 cfg: self.cfg.clone(),
                 typ: self.typ,
+                half_open: self.cfg.half_open.as_ref().map(|gate| gate.enter(self.cfg.handshake_timeout)),
             })
         } else {
             Err(anyhow!(
@@ -832,6 +849,8 @@ pub struct Acceptor<S> {
     pub cfg: Arc<Builder>,
     /// Active protocol type
     pub typ: ListenerType,
+    /// sensorgate patch: the connection's place among those that have not sent CONNECT yet.
+    pub(crate) half_open: Option<HalfOpenSlot>,
 }
 
 impl<S> Acceptor<S>
@@ -842,7 +861,7 @@ where
     #[inline]
     pub fn tcp(self) -> Result<Dispatcher<S>> {
         if matches!(self.typ, ListenerType::TCP) {
-            Ok(Dispatcher::new(self.socket, self.remote_addr, None, self.cfg))
+            Ok(Dispatcher::new(self.socket, self.remote_addr, None, self.cfg, self.half_open))
         } else {
             Err(anyhow!("Protocol mismatch: Expected TCP listener"))
         }
@@ -857,8 +876,10 @@ where
         }
 
         let acceptor = self.acceptor.ok_or_else(|| crate::MqttError::ServiceUnavailable)?;
-        let tls_s = match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(self.socket)).await
-        {
+        // sensorgate patch: the handshake runs under the connection's half-open slot.
+        let half_open = self.half_open;
+        let handshake = tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(self.socket));
+        let tls_s = match within(half_open.as_ref(), async { Ok(handshake.await) }).await? {
             Ok(Ok(tls_s)) => tls_s,
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(crate::MqttError::ReadTimeout.into()),
@@ -871,7 +892,7 @@ where
             self.cfg.collect_cert_info,
         );
 
-        Ok(Dispatcher::new(tls_s, self.remote_addr, cert_info, self.cfg))
+        Ok(Dispatcher::new(tls_s, self.remote_addr, cert_info, self.cfg, half_open))
     }
 
     #[cfg(feature = "ws")]
@@ -884,12 +905,22 @@ where
 
         let path = self.cfg.ws_path.clone();
         let on_handshake = move |req: &Request, response: Response| on_handshake(path.as_deref(), req, response);
-        match tokio::time::timeout(self.cfg.handshake_timeout, accept_hdr_async(self.socket, on_handshake))
-            .await
-        {
-            Ok(Ok(ws_stream)) => {
-                Ok(Dispatcher::new(WsStream::new(ws_stream), self.remote_addr, None, self.cfg.clone()))
-            }
+        // sensorgate patch: message, frame and buffer sizes bounded by the listener's (`ws::config`).
+        let config = Some(crate::ws::config(self.cfg.max_packet_size));
+        // sensorgate patch: the upgrade runs under the connection's half-open slot.
+        let half_open = self.half_open;
+        let upgrade = tokio::time::timeout(
+            self.cfg.handshake_timeout,
+            accept_hdr_async_with_config(self.socket, on_handshake, config),
+        );
+        match within(half_open.as_ref(), async { Ok(upgrade.await) }).await? {
+            Ok(Ok(ws_stream)) => Ok(Dispatcher::new(
+                WsStream::new(ws_stream),
+                self.remote_addr,
+                None,
+                self.cfg.clone(),
+                half_open,
+            )),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(crate::MqttError::ReadTimeout.into()),
         }
@@ -905,8 +936,10 @@ where
         }
 
         let acceptor = self.acceptor.ok_or_else(|| crate::MqttError::ServiceUnavailable)?;
-        let tls_s = match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(self.socket)).await
-        {
+        // sensorgate patch: the handshake runs under the connection's half-open slot.
+        let half_open = self.half_open;
+        let handshake = tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(self.socket));
+        let tls_s = match within(half_open.as_ref(), async { Ok(handshake.await) }).await? {
             Ok(Ok(tls_s)) => tls_s,
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(crate::MqttError::ReadTimeout.into()),
@@ -921,10 +954,20 @@ where
 
         let path = self.cfg.ws_path.clone();
         let on_handshake = move |req: &Request, response: Response| on_handshake(path.as_deref(), req, response);
-        match tokio::time::timeout(self.cfg.handshake_timeout, accept_hdr_async(tls_s, on_handshake)).await {
-            Ok(Ok(ws_stream)) => {
-                Ok(Dispatcher::new(WsStream::new(ws_stream), self.remote_addr, cert_info, self.cfg.clone()))
-            }
+        // sensorgate patch: message, frame and buffer sizes bounded by the listener's (`ws::config`).
+        let config = Some(crate::ws::config(self.cfg.max_packet_size));
+        let upgrade = tokio::time::timeout(
+            self.cfg.handshake_timeout,
+            accept_hdr_async_with_config(tls_s, on_handshake, config),
+        );
+        match within(half_open.as_ref(), async { Ok(upgrade.await) }).await? {
+            Ok(Ok(ws_stream)) => Ok(Dispatcher::new(
+                WsStream::new(ws_stream),
+                self.remote_addr,
+                cert_info,
+                self.cfg.clone(),
+                half_open,
+            )),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(crate::MqttError::ReadTimeout.into()),
         }
@@ -936,7 +979,7 @@ where
         if !matches!(self.typ, ListenerType::QUIC) {
             return Err(anyhow!("Protocol mismatch: Expected QUIC listener"));
         }
-        Ok(Dispatcher::new(self.socket, self.remote_addr, None, self.cfg))
+        Ok(Dispatcher::new(self.socket, self.remote_addr, None, self.cfg, self.half_open))
     }
 
     #[inline]

@@ -29,6 +29,7 @@
 mod builder;
 mod cert_extractor;
 mod error;
+mod half_open;
 #[cfg(feature = "quic")]
 mod quic;
 mod stream;
@@ -47,6 +48,8 @@ pub use cert_extractor::TlsCertExtractor;
 
 /// Error types for MQTT operations
 pub use error::MqttError;
+
+pub use half_open::{HalfOpen, HalfOpenSlot};
 
 /// TLS implementation providers
 #[cfg(feature = "tls")]

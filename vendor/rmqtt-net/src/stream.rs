@@ -23,6 +23,9 @@ use rmqtt_codec::v5::Codec as CodecV5;
 use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
 use rmqtt_codec::{MqttCodec, MqttPacket};
 
+use crate::half_open::within;
+use crate::HalfOpenSlot;
+
 /// MQTT protocol dispatcher handling version negotiation
 ///
 /// Manages initial protocol detection and creates version-specific streams
@@ -35,6 +38,9 @@ pub struct Dispatcher<Io> {
     pub cfg: Arc<Builder>,
 
     pub cert_info: Option<CertInfo>,
+
+    /// sensorgate patch: this connection's place among those that have not sent CONNECT yet.
+    pub half_open: Option<HalfOpenSlot>,
 }
 
 /// sensorgate patch: the read buffer a connection starts with (a CONNECT and a few small packets).
@@ -50,6 +56,7 @@ where
         remote_addr: SocketAddr,
         cert_info: Option<CertInfo>,
         cfg: Arc<Builder>,
+        half_open: Option<HalfOpenSlot>,
     ) -> Self {
         let mut io = Framed::new(io, MqttCodec::Version(VersionCodec));
         // sensorgate patch: tokio-util's Framed starts every connection with 8 KiB to read into and 8 KiB
@@ -57,7 +64,12 @@ where
         // only for the connections whose packets need it, as mosquitto's buffers do.
         *io.read_buffer_mut() = tokio_util::bytes::BytesMut::with_capacity(READ_BUFFER_START);
         *io.write_buffer_mut() = tokio_util::bytes::BytesMut::new();
-        Dispatcher { io, remote_addr, cfg, cert_info }
+        // sensorgate patch: from here the connection has `handshake_timeout` to deliver its CONNECT.
+        let half_open = half_open.map(|mut slot| {
+            slot.restart(cfg.handshake_timeout);
+            slot
+        });
+        Dispatcher { io, remote_addr, cfg, cert_info, half_open }
     }
 
     /// Negotiates protocol version and returns appropriate stream
@@ -70,6 +82,7 @@ where
                 cfg: self.cfg,
                 #[cfg(feature = "tls")]
                 cert_info: self.cert_info,
+                half_open: self.half_open,
             }),
             ProtocolVersion::MQTT5 => MqttStream::V5(v5::MqttStream {
                 io: self.io,
@@ -77,6 +90,7 @@ where
                 cfg: self.cfg,
                 #[cfg(feature = "tls")]
                 cert_info: self.cert_info,
+                half_open: self.half_open,
             }),
         })
     }
@@ -84,7 +98,11 @@ where
     /// Detects protocol version from initial handshake
     #[inline]
     async fn probe_version(&mut self) -> Result<ProtocolVersion> {
-        let Some(Ok((MqttPacket::Version(ver), _))) = self.io.next().await else {
+        // sensorgate patch: the first packet is read under the connection's half-open slot (a
+        // timeout and the bound on waiting connections); upstream waited for it for ever.
+        let io = &mut self.io;
+        let first = within(self.half_open.as_ref(), async { Ok(io.next().await) }).await?;
+        let Some(Ok((MqttPacket::Version(ver), _))) = first else {
             return Err(anyhow!(DecodeError::InvalidProtocol));
         };
 
@@ -122,7 +140,7 @@ pub mod v3 {
     use tokio_util::codec::Framed;
 
     use crate::error::MqttError;
-    use crate::{Builder, Result};
+    use crate::{Builder, HalfOpenSlot, Result};
     #[cfg(feature = "tls")]
     use rmqtt_codec::cert::CertInfo;
     use rmqtt_codec::error::DecodeError;
@@ -141,6 +159,8 @@ pub mod v3 {
         #[cfg(feature = "tls")]
         /// TLS certificate information (if available)
         pub cert_info: Option<CertInfo>,
+        /// sensorgate patch: the connection's half-open slot, given back once its CONNECT is read.
+        pub half_open: Option<HalfOpenSlot>,
     }
 
     /// # Examples
@@ -160,6 +180,7 @@ pub mod v3 {
     ///     remote_addr: addr,
     ///     cfg: Arc::new(Builder::default()),
     ///     cert_info: None,
+    ///     half_open: None,
     /// };
     ///
     /// // Send a PING request
@@ -285,7 +306,11 @@ pub mod v3 {
         /// Waits for CONNECT packet with timeout
         #[inline]
         pub async fn recv_connect(&mut self, tm: Duration) -> Result<Box<Connect>> {
-            let connect = match self.recv(tm).await {
+            // sensorgate patch: the CONNECT is read under the half-open slot (what is left of the
+            // connection's time), which is given back when this returns.
+            let half_open = self.half_open.take();
+            let received = crate::half_open::within(half_open.as_ref(), self.recv(tm)).await;
+            let connect = match received {
                 #[allow(unused_mut)]
                 Ok(Some(Packet::Connect(mut connect))) => {
                     #[cfg(feature = "tls")]
@@ -351,7 +376,7 @@ pub mod v5 {
     use tokio_util::codec::Framed;
 
     use crate::error::MqttError;
-    use crate::{Builder, Result};
+    use crate::{Builder, HalfOpenSlot, Result};
     #[cfg(feature = "tls")]
     use rmqtt_codec::cert::CertInfo;
     use rmqtt_codec::error::DecodeError;
@@ -370,6 +395,8 @@ pub mod v5 {
         #[cfg(feature = "tls")]
         /// TLS certificate information (if available)
         pub cert_info: Option<CertInfo>,
+        /// sensorgate patch: the connection's half-open slot, given back once its CONNECT is read.
+        pub half_open: Option<HalfOpenSlot>,
     }
 
     /// # Examples
@@ -389,7 +416,8 @@ pub mod v5 {
     ///     io: Framed::new(stream, MqttCodec::V5(Default::default())),
     ///     remote_addr: addr,
     ///     cfg: Arc::new(Builder::default()),
-    ///     cert_info: None
+    ///     cert_info: None,
+    ///     half_open: None,
     /// };
     ///
     /// // Send authentication packet
@@ -514,7 +542,11 @@ pub mod v5 {
         /// Waits for CONNECT packet with timeout
         #[inline]
         pub async fn recv_connect(&mut self, tm: Duration) -> Result<Box<Connect>> {
-            let connect = match self.recv(tm).await {
+            // sensorgate patch: the CONNECT is read under the half-open slot (what is left of the
+            // connection's time), which is given back when this returns.
+            let half_open = self.half_open.take();
+            let received = crate::half_open::within(half_open.as_ref(), self.recv(tm)).await;
+            let connect = match received {
                 #[allow(unused_mut)]
                 Ok(Some(Packet::Connect(mut connect))) => {
                     #[cfg(feature = "tls")]

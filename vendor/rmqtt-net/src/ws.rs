@@ -12,10 +12,29 @@ use bytes::Bytes;
 use futures::{ready, Sink, Stream};
 use tokio::io::ReadBuf;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WSError;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::bytes;
+
+/// sensorgate patch: the read buffer a WebSocket connection starts with, as a TCP one's
+/// (`stream::READ_BUFFER_START`); tungstenite's default allocates 128 KiB per connection up front.
+const READ_BUFFER: usize = 512;
+
+/// sensorgate patch: the WebSocket limits of a listener whose MQTT packets are at most
+/// `max_packet_size` bytes. A message (and so each of its frames) carries MQTT bytes, so none may be
+/// larger; tungstenite's defaults (64 MiB messages, 16 MiB frames) let a client that never logged in
+/// make the broker hold 60 MiB of one unfinished fragmented message. Reading starts with a TCP
+/// connection's buffer; writing buffers nothing beyond the frame being written.
+pub(crate) fn config(max_packet_size: u32) -> WebSocketConfig {
+    let max = usize::try_from(max_packet_size).unwrap_or(usize::MAX).max(1);
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
 
 /// WebSocket stream adapter implementing [`AsyncRead`] and [`AsyncWrite`] for MQTT.
 ///
@@ -63,26 +82,38 @@ where
             return Poll::Ready(Ok(()));
         }
 
-        match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
-            Some(Ok(msg)) => {
-                let data = msg.into_data();
-                let remaining = buf.remaining();
-                if data.len() <= remaining {
-                    buf.put_slice(data.as_ref());
-                } else {
-                    let cached_buf = &data[0..remaining];
-                    buf.put_slice(cached_buf);
-                    self.idx = cached_buf.len();
-                    self.cached_data = Some(data)
+        // sensorgate patch: only binary messages carry MQTT (MQTT 5, section 6: "If any other type of
+        // data frame is received the recipient MUST close the Network Connection"); a text message
+        // ends the connection. Pings and pongs (answered by tungstenite) are skipped and a Close is the
+        // end of the stream; upstream passed the payload of every kind on as MQTT bytes.
+        let data = loop {
+            match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+                Some(Ok(Message::Binary(data))) => break data,
+                Some(Ok(Message::Text(_))) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        ErrorKind::InvalidData,
+                        "a WebSocket text message (MQTT travels in binary messages only)",
+                    )));
                 }
-                Poll::Ready(Ok(()))
+                Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
+                None => return Poll::Ready(Err(io::Error::from(ErrorKind::UnexpectedEof))),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Err(e)) => {
+                    log::debug!("{e}");
+                    return Poll::Ready(Err(to_error(e)));
+                }
             }
-            Some(Err(e)) => {
-                log::warn!("{e}");
-                Poll::Ready(Err(to_error(e)))
-            }
-            None => Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))),
+        };
+        let remaining = buf.remaining();
+        if data.len() <= remaining {
+            buf.put_slice(data.as_ref());
+        } else {
+            let cached_buf = &data[0..remaining];
+            buf.put_slice(cached_buf);
+            self.idx = cached_buf.len();
+            self.cached_data = Some(data)
         }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -250,6 +250,7 @@ impl ServerContextBuilder {
                 handshakings: Counter::new(),
                 connections: Counter::new(),
                 sessions: Counter::new(),
+                subscribe_order: Default::default(),
 
                 task_exec_workers: self.task_exec_workers,
                 task_exec_queue_max: self.task_exec_queue_max,
@@ -304,6 +305,8 @@ pub struct ServerContextInner {
     pub connections: Counter,
     /// Active session counter
     pub sessions: Counter,
+    /// sensorgate patch: SUBSCRIBEs being applied, which a client's PUBLISH waits for.
+    pub subscribe_order: Arc<crate::subscribe_order::SubscribeOrder>,
 
     task_exec_workers: usize,
     task_exec_queue_max: usize,

@@ -86,6 +86,7 @@ pub mod shared; // Shared state management
 // Subscription Management
 #[cfg(any(feature = "auto-subscription", feature = "shared-subscription"))]
 pub mod subscribe; // Subscription services
+pub mod subscribe_order; // sensorgate patch: SUBSCRIBEs read before a PUBLISH are applied first
 
 // Topic Handling
 pub mod topic; // Topic parsing and validation

@@ -60,6 +60,9 @@
 //! Implements MQTT 5.0 best practices from OASIS specifications while maintaining
 //! backward compatibility through protocol negotiation and feature detection.
 
+// sensorgate patch: SUBSCRIBEs read before a PUBLISH are applied first.
+use crate::subscribe_order::{SubscribeOrder, SubscribeTicket};
+
 use std::collections::vec_deque::VecDeque;
 use std::convert::From as _f;
 use std::fmt;
@@ -118,6 +121,9 @@ pub struct SessionState {
     pub server_topic_aliases: Option<Arc<ServerTopicAliases>>,
     pub client_topic_aliases: Option<Arc<ClientTopicAliases>>,
     in_inflight: InInflight,
+    /// sensorgate patch: a new connection's ticket, held until its first packet is read (see
+    /// `subscribe_order`).
+    pub(crate) startup: Option<SubscribeTicket>,
 }
 
 impl fmt::Debug for SessionState {
@@ -172,6 +178,7 @@ impl SessionState {
             server_topic_aliases,
             client_topic_aliases,
             in_inflight: InInflight::new(scx, max_inflight.get()),
+            startup: None,
         }
     }
 
@@ -219,6 +226,9 @@ impl SessionState {
         if let Err(e) = sink.close().await {
             log::info!("{} close io error, {e}", self.id);
         }
+        // sensorgate patch: the socket is released here; upstream kept `sink` (and its descriptor)
+        // until the session ended, so each absent persistent session held its closed socket's fd.
+        drop(sink);
 
         let disconnect = self.disconnect().await.unwrap_or(None);
         let clean_session = self.clean_session(disconnect.as_ref()).await;
@@ -379,6 +389,10 @@ impl SessionState {
 
         tokio::pin!(deliver_timeout_delay);
 
+        // sensorgate patch: a new connection's ticket ends with its first packet or this grace.
+        let startup_grace = tokio::time::sleep(SubscribeOrder::STARTUP_GRACE);
+        tokio::pin!(startup_grace);
+
         loop {
             log::debug!("{:?} tokio::select! loop", state.id);
             deliver_timeout_delay.as_mut().reset(
@@ -394,6 +408,10 @@ impl SessionState {
             tokio::select! {
                  _ = &mut keep_alive_delay => {
                     return Err(Reason::ConnectKeepaliveTimeout)
+                },
+
+                _ = &mut startup_grace, if state.startup.is_some() => {
+                    state.startup = None;
                 },
 
                 _ = &mut deliver_timeout_delay => {
@@ -434,6 +452,16 @@ impl SessionState {
                     keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
                     match pkt? {
                         Some(pkt) => {
+                            // sensorgate patch: the startup ticket is given back once the first packet
+                            // is handled if it is a SUBSCRIBE (which takes its own ticket first), else
+                            // at once (a PUBLISH must not wait for its own connection).
+                            let startup = state.startup.take();
+                            if !matches!(
+                                pkt,
+                                Packet::V3(v3::Packet::Subscribe { .. }) | Packet::V5(v5::Packet::Subscribe(_))
+                            ) {
+                                drop(startup);
+                            }
                             state.process_mqtt_message(sink, pkt, flags).await?;
                         },
                         None => {
@@ -826,6 +854,8 @@ impl SessionState {
             }
 
             Packet::V3(v3::Packet::Subscribe { packet_id, topic_filters }) => {
+                // sensorgate patch: publishes routed from now on wait for this SUBSCRIBE (bounded).
+                let _applying = self.scx.subscribe_order.begin();
                 let status = match self.subscribes_v3(topic_filters).await {
                     Ok(status) => status,
                     Err(e) => {
@@ -836,6 +866,8 @@ impl SessionState {
                 sink.v3_mut().send_subscribe_ack(packet_id, status).await?;
             }
             Packet::V5(v5::Packet::Subscribe(subs)) => {
+                // sensorgate patch: publishes routed from now on wait for this SUBSCRIBE (bounded).
+                let _applying = self.scx.subscribe_order.begin();
                 let ack = match self.subscribes_v5(subs).await {
                     Err(e) => {
                         log::warn!("{} Subscribe Refused, reason: {e}", self.id);
@@ -1150,6 +1182,12 @@ impl SessionState {
         } else {
             None
         };
+
+        // sensorgate patch: a SUBSCRIBE read before this point, on any connection, is applied first.
+        // The yield lets a connection woken with this one (its SUBSCRIBE written first) read it and
+        // take its ticket before this PUBLISH looks.
+        tokio::task::yield_now().await;
+        self.scx.subscribe_order.wait_for_earlier(SubscribeOrder::WAIT).await;
 
         Self::forwards(&self.scx, from, publish, message_storage_available, message_expiry_interval).await?;
 

@@ -313,7 +313,10 @@ async fn _handshake(
         hook.session_created().await;
     }
 
-    let state = SessionState::new(session, hook, 0, 0);
+    let mut state = SessionState::new(session, hook, 0, 0);
+    // sensorgate patch: from before its CONNACK until its first packet is read, this connection may be
+    // about to SUBSCRIBE: other clients' publishes wait for it (bounded; see `subscribe_order`).
+    state.startup = Some(state.scx.subscribe_order.begin());
 
     if let Err(e) = entry.set(state.session().clone(), state.tx().clone()).await {
         return Err((ConnectAckReason::V3(ConnectAckReasonV3::ServiceUnavailable), e));

@@ -355,7 +355,10 @@ async fn _handshake(
 
     let client_topic_alias_max = session.fitter.max_client_topic_aliases();
     let server_topic_alias_max = session.fitter.max_server_topic_aliases();
-    let state = SessionState::new(session, hook, server_topic_alias_max, client_topic_alias_max);
+    let mut state = SessionState::new(session, hook, server_topic_alias_max, client_topic_alias_max);
+    // sensorgate patch: from before its CONNACK until its first packet is read, this connection may be
+    // about to SUBSCRIBE: other clients' publishes wait for it (bounded; see `subscribe_order`).
+    state.startup = Some(state.scx.subscribe_order.begin());
 
     if let Err(e) = entry.set(state.session().clone(), state.tx().clone()).await {
         return Err((ConnectAckReason::V5(ConnectAckReasonV5::ServerUnavailable), e));
