@@ -64,6 +64,7 @@ pub mod allocator;
 pub mod app;
 pub mod backoff;
 pub mod broker;
+pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod crypto;
