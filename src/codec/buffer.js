@@ -1,6 +1,6 @@
 // A small Node.js `Buffer` for the vendor codecs that use one (evaluated before the codec, see
 // src/codec/engine.rs): Buffer.from(array | hex | base64 | text), Buffer.alloc, the integer and float
-// readers, slice/subarray, toString("hex" | "base64" | "utf8"). A Uint8Array underneath.
+// readers and writers, slice/subarray, toString("hex" | "base64" | "utf8"). A Uint8Array underneath.
 (function (global) {
   "use strict";
   if (typeof global.Buffer !== "undefined") return;
@@ -48,6 +48,16 @@
   P.readFloatLE = function (o) { return view(this).getFloat32(o || 0, true); };
   P.readDoubleBE = function (o) { return view(this).getFloat64(o || 0, false); };
   P.readDoubleLE = function (o) { return view(this).getFloat64(o || 0, true); };
+  function writer(method, size, little) {
+    return function (value, o) { o = o || 0; view(this)[method](o, value, little); return o + size; };
+  }
+  P.writeUInt8 = writer("setUint8", 1); P.writeInt8 = writer("setInt8", 1);
+  P.writeUInt16BE = writer("setUint16", 2, false); P.writeUInt16LE = writer("setUint16", 2, true);
+  P.writeInt16BE = writer("setInt16", 2, false); P.writeInt16LE = writer("setInt16", 2, true);
+  P.writeUInt32BE = writer("setUint32", 4, false); P.writeUInt32LE = writer("setUint32", 4, true);
+  P.writeInt32BE = writer("setInt32", 4, false); P.writeInt32LE = writer("setInt32", 4, true);
+  P.writeFloatBE = writer("setFloat32", 4, false); P.writeFloatLE = writer("setFloat32", 4, true);
+  P.writeDoubleBE = writer("setFloat64", 8, false); P.writeDoubleLE = writer("setFloat64", 8, true);
   P.readUint8 = P.readUInt8; P.readUint16BE = P.readUInt16BE; P.readUint16LE = P.readUInt16LE;
   P.readUint32BE = P.readUInt32BE; P.readUint32LE = P.readUInt32LE;
   P.slice = P.subarray = function (start, end) { return wrap(Uint8Array.prototype.subarray.call(this, start, end)); };

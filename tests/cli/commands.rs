@@ -15,14 +15,14 @@ use serde_json::json;
 const RUN_BOUND: Duration = Duration::from_secs(30);
 
 /// What one invocation of the binary did.
-struct Outcome {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(super) struct Outcome {
+    pub(super) status: ExitStatus,
+    pub(super) stdout: String,
+    pub(super) stderr: String,
 }
 
 impl Outcome {
-    fn code(&self) -> Option<i32> {
+    pub(super) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
@@ -31,7 +31,7 @@ impl Outcome {
     }
 
     /// Everything it printed, for assertion messages.
-    fn dump(&self) -> String {
+    pub(super) fn dump(&self) -> String {
         format!(
             "status {}\n--- stdout\n{}--- stderr\n{}",
             self.status, self.stdout, self.stderr
@@ -54,7 +54,7 @@ impl Drop for KillOnDrop {
 /// Runs `sensorgate ARGS` in the crate's directory (so `config/demo.toml` means what it says in a checkout),
 /// feeding `stdin` when given, with the systemd and logging variables cleared and then `env` set; waits at
 /// most [`RUN_BOUND`] for it to exit.
-fn sensorgate(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Outcome {
+pub(super) fn sensorgate(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Outcome {
     let mut stdout = tempfile::tempfile().unwrap();
     let mut stderr = tempfile::tempfile().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_sensorgate"));

@@ -2,5 +2,6 @@
 //! and the errors of the security keys. One test binary; one module per concern.
 
 mod agreement;
+mod codec;
 mod commands;
 mod security_keys;
