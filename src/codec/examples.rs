@@ -291,7 +291,7 @@ fn element_positions(text: &str) -> Vec<(usize, usize)> {
     positions
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "codecs"))]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -14,6 +14,7 @@
 //! [`engine::Codec::decode_uplink`]: bytes, FPort and variables in, fields or a [`CodecError`] out.
 
 pub mod cli;
+#[cfg_attr(not(feature = "codecs"), path = "engine_absent.rs")]
 pub mod engine;
 pub mod examples;
 pub mod settings;

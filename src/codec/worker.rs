@@ -65,7 +65,7 @@ impl CodecWorker {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "codecs"))]
 mod tests {
     use super::*;
     use std::time::Duration;

@@ -2,6 +2,7 @@
 //! and the errors of the security keys. One test binary; one module per concern.
 
 mod agreement;
+#[cfg(feature = "codecs")]
 mod codec;
 mod commands;
 mod security_keys;
