@@ -19,10 +19,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
+use crate::codec::settings::CodecSettings;
+use crate::codec::sources::{CodecOutcome, CodecSources};
+use crate::codec::CodecError;
 use crate::crypto::FrameGuard;
-use crate::decode::PacketDecoder;
+use crate::decode::{PacketDecoder, PayloadFields, PayloadFormat};
 use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
-use crate::model::Message;
+use crate::model::{Message, Reading};
 use crate::publish;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::SourceEvent;
@@ -38,6 +41,8 @@ pub type CommandStatsProbe = Box<
 /// The stage's parts, built by `app`.
 pub struct Pipeline {
     pub decoders: HashMap<String, PacketDecoder>,
+    /// The codecs of the sources with `payload = "codec"`, by source name.
+    pub codecs: HashMap<String, CodecSettings>,
     pub registry: Registry,
     pub base_topic: String,
     pub stats_interval: Duration,
@@ -57,6 +62,7 @@ pub struct Pipeline {
 #[derive(Debug)]
 pub struct PipelineUpdate {
     pub decoders: HashMap<String, PacketDecoder>,
+    pub codecs: HashMap<String, CodecSettings>,
     pub registry: RegistrySettings,
     /// The frame keys of the new configuration (`None`: keep the running ones).
     pub frame_keys: Option<crate::crypto::FrameKeys>,
@@ -96,6 +102,7 @@ impl Pipeline {
         let mut stats_ticker = tokio::time::interval(self.stats_interval);
         stats_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat_ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut codecs = CodecSources::start(&self.codecs);
         loop {
             let deadline = self
                 .registry
@@ -109,16 +116,22 @@ impl Pipeline {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => {
-                        let messages = self.handle(event, &frames, &mut stats, &warnings);
+                        let messages = self.handle(event, &frames, &codecs, &mut stats, &warnings);
                         refusals.publish(broker, &messages).await;
                     }
                     None => break,
                 },
+                outcome = codecs.next() => {
+                    let messages = self.on_codec_outcome(outcome, &mut stats, &warnings);
+                    refusals.publish(broker, &messages).await;
+                }
                 Some(update) = updates.recv() => {
                     for source in update.decoders.keys() {
                         stats.source(source);
                     }
                     self.decoders = update.decoders;
+                    codecs.reconfigure(&update.codecs);
+                    self.codecs = update.codecs;
                     if let Some(keys) = update.frame_keys {
                         frames.set_keys(keys);
                     }
@@ -207,6 +220,7 @@ impl Pipeline {
         &mut self,
         event: SourceEvent,
         frames: &FrameGuard,
+        codecs: &CodecSources,
         stats: &mut Stats,
         warnings: &RateLimiter,
     ) -> Vec<Message> {
@@ -247,40 +261,25 @@ impl Pipeline {
                         return Vec::new();
                     }
                 };
-                match decoder.decode(&packet) {
+                let decoded = match decoder.payload {
+                    // A codec decodes off this task; its outcome comes back through `codecs`.
+                    PayloadFormat::Codec => match decoder.split(&packet) {
+                        Ok(Some((link, payload))) => {
+                            return match codecs.submit(&packet, &link, payload) {
+                                Ok(()) => Vec::new(),
+                                Err(outcome) => self.on_codec_outcome(*outcome, stats, warnings),
+                            };
+                        }
+                        Ok(None) => Ok(Vec::new()),
+                        Err(error) => Err(error),
+                    },
+                    _ => decoder.decode(&packet),
+                };
+                match decoded {
                     Ok(readings) => {
                         let mut messages = Vec::new();
                         for reading in &readings {
-                            match self.registry.on_reading(reading, clock_now()) {
-                                ReadingOutcome::Publish {
-                                    messages: mut out,
-                                    fields_dropped,
-                                    newly_capped,
-                                } => {
-                                    stats.source(&source).readings += 1;
-                                    stats.fields_dropped += fields_dropped as u64;
-                                    if let Some(device) = newly_capped {
-                                        let max = self.registry.max_fields();
-                                        log::warn!(
-                                            source = source.as_str(), device = device.as_str();
-                                            "device {device} sent more field names than [devices] max_fields = {max}: \
-                                             it keeps its first {max}, new names are dropped and counted in \
-                                             devices.fields_dropped (logged once per device)"
-                                        );
-                                    }
-                                    messages.append(&mut out);
-                                    if let Some(stage) = &mut self.discovery {
-                                        let discovery = stage.after_reading(
-                                            &mut self.registry,
-                                            &reading.source,
-                                            &reading.address,
-                                        );
-                                        messages.extend(discovery);
-                                    }
-                                }
-                                ReadingOutcome::Duplicate => stats.source(&source).duplicates += 1,
-                                ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
-                            }
+                            self.admit(reading, stats, &mut messages);
                         }
                         messages
                     }
@@ -295,6 +294,103 @@ impl Pipeline {
                 }
             }
         }
+    }
+    /// One reading through the registry: its messages appended to `messages`, and counted.
+    fn admit(&mut self, reading: &Reading, stats: &mut Stats, messages: &mut Vec<Message>) {
+        let source = &reading.source;
+        match self.registry.on_reading(reading, clock_now()) {
+            ReadingOutcome::Publish {
+                messages: mut out,
+                fields_dropped,
+                newly_capped,
+            } => {
+                stats.source(source).readings += 1;
+                stats.fields_dropped += fields_dropped as u64;
+                if let Some(device) = newly_capped {
+                    let max = self.registry.max_fields();
+                    log::warn!(
+                        source = source.as_str(), device = device.as_str();
+                        "device {device} sent more field names than [devices] max_fields = {max}: \
+                         it keeps its first {max}, new names are dropped and counted in \
+                         devices.fields_dropped (logged once per device)"
+                    );
+                }
+                messages.append(&mut out);
+                if let Some(stage) = &mut self.discovery {
+                    let discovery =
+                        stage.after_reading(&mut self.registry, &reading.source, &reading.address);
+                    messages.extend(discovery);
+                }
+            }
+            ReadingOutcome::Duplicate => stats.source(source).duplicates += 1,
+            ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
+        }
+    }
+
+    /// A codec's answer for one payload: its fields become a reading; a failure still gives the device
+    /// a reading without fields (it stays online), is counted, logged at most once a minute per device,
+    /// and published on `{base}/{device}/error` (not retained) with the raw payload and its FPort.
+    fn on_codec_outcome(
+        &mut self,
+        outcome: CodecOutcome,
+        stats: &mut Stats,
+        warnings: &RateLimiter,
+    ) -> Vec<Message> {
+        let (found, failure) = match outcome.result {
+            Ok(found) => (found, None),
+            Err(error) => (PayloadFields::default(), Some(error)),
+        };
+        let reading = Reading {
+            address: if outcome.address.is_empty() {
+                found.address.unwrap_or_default()
+            } else {
+                outcome.address
+            },
+            seq: outcome.seq.or(found.seq),
+            fields: found.fields,
+            source: outcome.source,
+            received_at: outcome.received_at,
+            radio: outcome.radio,
+        };
+        let mut messages = Vec::new();
+        self.admit(&reading, stats, &mut messages);
+        let Some(error) = failure else {
+            return messages;
+        };
+        let counters = stats.source(&reading.source);
+        counters.decode_errors += 1;
+        counters.codec_errors += 1;
+        if error == CodecError::Busy {
+            counters.codec_dropped += 1;
+        }
+        let device = self
+            .registry
+            .device(&reading.source, &reading.address)
+            .map(|(name, _, _)| name.to_string());
+        let key = format!("codec:{}:{}", reading.source, reading.address);
+        if let Some(suppressed) = warnings.admit_at(&key, clock_now()) {
+            log::warn!(
+                source = reading.source.as_str(), device = device.as_deref().unwrap_or("");
+                "codec failed on a payload of {}: {error}{}",
+                device.as_deref().unwrap_or("a device over the device cap"),
+                suppressed_suffix(suppressed)
+            );
+        }
+        if let Some(device) = device {
+            messages.push(Message {
+                topic: crate::topic::gateway::error_topic(&self.base_topic, &device),
+                payload: serde_json::json!({
+                    "error": error.to_string(),
+                    "raw": crate::crypto::to_hex(&outcome.raw),
+                    "fport": outcome.fport,
+                })
+                .to_string()
+                .into_bytes(),
+                qos: 0,
+                retain: false,
+            });
+        }
+        messages
     }
 }
 

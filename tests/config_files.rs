@@ -713,7 +713,7 @@ fn the_demo_runs_without_hardware_or_root() {
 fn the_reference_is_valid() {
     let config = Config::parse(REFERENCE, Path::new("config/sensorgate.toml"))
         .unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(config.sources.len(), 5);
+    assert_eq!(config.sources.len(), 6);
     assert_eq!(config.broker.users.len(), 1);
     assert!(config.upstream.is_some());
 }

@@ -180,6 +180,17 @@ pub fn registry(config: &Config) -> RegistrySettings {
     }
 }
 
+/// The codecs of the sources with `payload = "codec"`, by source name.
+pub fn codecs(
+    config: &Config,
+) -> std::collections::HashMap<String, crate::codec::settings::CodecSettings> {
+    config
+        .sources
+        .iter()
+        .filter_map(|source| Some((source.name.clone(), source.codec.clone()?)))
+        .collect()
+}
+
 /// The decoder of a source's packets: serial and simulated frames carry the configured CRC; radios check
 /// their CRC in the chip, so their packets have none.
 pub fn decoder(source: &SourceConfig) -> PacketDecoder {

@@ -9,6 +9,7 @@
 //! - [`examples`]: the codec's own examples (ChirpStack `test_decode_*.json` / `test_encode_*.json`),
 //!   run and compared before the codec is used and by `sensorgate codec test`.
 //! - [`settings`]: the configuration keys of a codec source. [`cli`]: `sensorgate codec ...`.
+//! - [`sources`]: the running sources' codecs, as the pipeline uses them.
 //!
 //! The API for any caller that has an FPort (a LoRaWAN stage included) is
 //! [`engine::Codec::decode_uplink`]: bytes, FPort and variables in, fields or a [`CodecError`] out.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod engine;
 pub mod examples;
 pub mod settings;
+pub mod sources;
 pub mod worker;
 
 use std::time::Duration;

@@ -321,7 +321,7 @@ impl AddressReader {
         match self.decoder.payload {
             PayloadFormat::Json => crate::decode::json::decode(payload).ok()?.address,
             PayloadFormat::MySensors => crate::decode::mysensors::decode(payload).ok()??.address,
-            PayloadFormat::Lpp => None,
+            PayloadFormat::Lpp | PayloadFormat::Codec => None,
         }
     }
 }

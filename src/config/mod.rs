@@ -114,7 +114,37 @@ impl Config {
             column: 0,
             message: format!("cannot read the configuration file: {error}"),
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        config.load_codecs(&text, path)?;
+        Ok(config)
+    }
+
+    /// Reads, compiles and checks the codec of each `payload = "codec"` source (relative paths from
+    /// the folder of `path`); a problem is reported at the source's `codec` key.
+    fn load_codecs(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            let Some(codec) = &mut source.codec else {
+                continue;
+            };
+            if let Err(message) = crate::codec::settings::load(codec, base_dir) {
+                let at = KeyPath::root().key("source").index(i).key("codec");
+                let (line, column, message) = match Locator::new(text) {
+                    Ok(locator) => {
+                        let (line, column) = locator.position(&at, locate::Part::Value);
+                        (line, column, locator.message(&at, &message))
+                    }
+                    Err(_) => (0, 0, message),
+                };
+                return Err(ConfigError {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Parses and checks configuration text; `path_for_messages` is the file name errors carry.

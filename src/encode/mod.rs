@@ -30,6 +30,9 @@ pub enum EncodeError {
     /// Longer than the link carries (a radio packet is at most 255 bytes).
     #[error("{len} bytes, longer than the {max} bytes the link carries")]
     TooLong { len: usize, max: usize },
+    /// The source decodes with a JavaScript codec (`crate::codec`), whose own encoder writes its commands.
+    #[error("the source's payload is a JavaScript codec; its commands are its encodeDownlink's")]
+    Codec,
     /// Sealing failed (only for payloads beyond AES-CCM's length field).
     #[error("cannot seal the frame: {0}")]
     Seal(String),
@@ -71,6 +74,7 @@ pub fn encode_payload(
         CommandPayload::Fields(fields) => fields,
     };
     match format {
+        PayloadFormat::Codec => Err(EncodeError::Codec),
         PayloadFormat::Json => Ok(vec![EncodedPayload {
             bytes: json::encode(address, fields)?,
             fields: fields.clone(),
@@ -111,7 +115,7 @@ pub enum Control {
 /// `set`; this is only what is worth announcing.
 pub fn control_of(format: PayloadFormat, field: &str) -> Option<Control> {
     match format {
-        PayloadFormat::Json => None,
+        PayloadFormat::Json | PayloadFormat::Codec => None,
         PayloadFormat::Lpp => lpp::control_of(field),
         PayloadFormat::MySensors => mysensors::control_of(field),
     }

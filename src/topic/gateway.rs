@@ -16,6 +16,8 @@ pub const ONLINE: &str = "online";
 pub const OFFLINE: &str = "offline";
 /// The last level of an availability topic.
 pub const AVAILABILITY_LEVEL: &str = "availability";
+/// The last level of a device's error topic (a codec that failed on its payload).
+pub const ERROR_LEVEL: &str = "error";
 /// The longest topic level made from outside data, in bytes; longer ones are cut (on a character boundary).
 pub const MAX_LEVEL_BYTES: usize = 128;
 
@@ -58,13 +60,18 @@ pub fn device_topic(base: &str, device: &str) -> String {
 }
 
 /// `{base}/{device}/{field}`: one field as plain text. The field name is sanitised; a field named
-/// `availability` goes to `availability_`.
+/// `availability` goes to `availability_`, one named `error` to `error_`.
 pub fn field_topic(base: &str, device: &str, field: &str) -> String {
     let mut level = sanitize_level(field);
-    if level == AVAILABILITY_LEVEL {
+    if level == AVAILABILITY_LEVEL || level == ERROR_LEVEL {
         level.push('_');
     }
     format!("{base}/{device}/{level}")
+}
+
+/// `{base}/{device}/error`: what a codec said about a payload it failed on (not retained).
+pub fn error_topic(base: &str, device: &str) -> String {
+    format!("{base}/{device}/{ERROR_LEVEL}")
 }
 
 /// `{base}/{device}/availability`: `online` / `offline`.
