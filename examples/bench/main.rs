@@ -7,7 +7,7 @@
 //! then checks the budgets (`budgets.rs`). Every comparison is a ratio measured in the same run.
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
-//! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
+//! repository; `-` prints only), `--only a,b` (sections: decoders, codecs, broker, memory, spool, e2e, baseline,
 //! resources, physical, flash, commits, security, sizes; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
@@ -17,6 +17,7 @@ use sensorgate_testkit::mosquitto;
 mod baseline;
 mod broker;
 mod budgets;
+mod codecs;
 mod commits;
 mod daemon;
 mod decoders;
@@ -36,9 +37,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "physical",
     "decoders",
+    "codecs",
     "broker",
     "memory",
     "spool",
@@ -144,6 +146,10 @@ async fn main() {
     if wanted("decoders") {
         eprintln!("decoders...");
         sections.push(decoders::markdown(&decoders::run(options.quick).await));
+    }
+    if wanted("codecs") {
+        eprintln!("payload codecs...");
+        sections.push(codecs::markdown(&codecs::run(options.quick)));
     }
     if wanted("broker") {
         eprintln!("broker vs mosquitto...");

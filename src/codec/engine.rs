@@ -432,6 +432,31 @@ mod tests {
     }
 
     #[test]
+    fn a_200_kb_codec_compiles_once_and_its_calls_do_not_pay_for_it() {
+        let mut script = String::from("var TABLE = [");
+        while script.len() < 200 * 1024 {
+            script.push_str("{ name: 'sensor', scale: 0.1, offset: -40.5, unit: 'degC' },\n");
+        }
+        script.push_str("];\nfunction decodeUplink(i) { var e = TABLE[i.bytes[0]]; return { data: { v: i.bytes[1] * e.scale + e.offset } }; }");
+        assert!(script.len() >= 200 * 1024);
+        let mut codec = Codec::load("big.js", &script, CodecLimits::default())
+            .expect("loads within its budget");
+        let started = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(
+                Json::Object(codec.decode_uplink(&input(&[7, 100], 1)).unwrap().data),
+                json!({"v": -30.5})
+            );
+        }
+        // 100 calls in well under one call's budget each: the 200 KB are not compiled again.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn encode_downlink_checks_the_bytes() {
         let mut codec = load(
             "function encodeDownlink(i) { if (i.data.bad) return { bytes: [300] }; \
