@@ -7,8 +7,8 @@
 //! then checks the budgets (`budgets.rs`). Every comparison is a ratio measured in the same run.
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
-//! repository; `-` prints only), `--only a,b` (sections: decoders, codecs, broker, memory, spool, e2e, baseline,
-//! resources, physical, flash, commits, security, sizes; printed only unless `--out` is given). The flash section (what the
+//! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
+//! resources, physical, flash, commits, security, sizes, codecs; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
@@ -40,7 +40,6 @@ use std::time::Instant;
 const SECTIONS: [&str; 13] = [
     "physical",
     "decoders",
-    "codecs",
     "broker",
     "memory",
     "spool",
@@ -51,6 +50,7 @@ const SECTIONS: [&str; 13] = [
     "commits",
     "security",
     "sizes",
+    "codecs",
 ];
 
 /// The command line.
@@ -147,10 +147,6 @@ async fn main() {
         eprintln!("decoders...");
         sections.push(decoders::markdown(&decoders::run(options.quick).await));
     }
-    if wanted("codecs") {
-        eprintln!("payload codecs...");
-        sections.push(codecs::markdown(&codecs::run(options.quick)));
-    }
     if wanted("broker") {
         eprintln!("broker vs mosquitto...");
         sections.push(broker::markdown(&broker::run(options.quick).await));
@@ -210,6 +206,10 @@ async fn main() {
     let sizes = wanted("sizes").then(sizes::run);
     if let Some(rows) = &sizes {
         sections.push(sizes::markdown(rows));
+    }
+    if wanted("codecs") {
+        eprintln!("payload codecs...");
+        sections.push(codecs::markdown(&codecs::run(options.quick)));
     }
     let budgets = budgets::check(&budgets::Figures {
         sensorgate: &ours,
