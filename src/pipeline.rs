@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
-use crate::codec::settings::CodecSettings;
-use crate::codec::sources::{CodecOutcome, CodecSources};
+use crate::codec::sources::{CodecMap, CodecOutcome, CodecSources};
 use crate::codec::CodecError;
 use crate::crypto::FrameGuard;
 use crate::decode::{PacketDecoder, PayloadFields, PayloadFormat};
@@ -41,8 +40,8 @@ pub type CommandStatsProbe = Box<
 /// The stage's parts, built by `app`.
 pub struct Pipeline {
     pub decoders: HashMap<String, PacketDecoder>,
-    /// The codecs of the sources with `payload = "codec"`, by source name.
-    pub codecs: HashMap<String, CodecSettings>,
+    /// The codecs of the sources with `payload = "codec"` and of their devices with their own.
+    pub codecs: CodecMap,
     pub registry: Registry,
     pub base_topic: String,
     pub stats_interval: Duration,
@@ -62,7 +61,7 @@ pub struct Pipeline {
 #[derive(Debug)]
 pub struct PipelineUpdate {
     pub decoders: HashMap<String, PacketDecoder>,
-    pub codecs: HashMap<String, CodecSettings>,
+    pub codecs: CodecMap,
     pub registry: RegistrySettings,
     /// The frame keys of the new configuration (`None`: keep the running ones).
     pub frame_keys: Option<crate::crypto::FrameKeys>,

@@ -96,6 +96,91 @@ address = "17"
     assert!(status.success(), "clean stop: {status}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_gets_its_own_codec_and_variables_over_its_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyMIX");
+    let mut dongle = FakeDongle::plug(&link);
+    std::fs::write(
+        dir.path().join("site.js"),
+        "function decodeUplink(i) { return { data: { site: i.variables.site, bed: i.variables.bed || 'none', v: i.bytes[0] } }; }",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("other.js"),
+        "function Decoder(bytes, port) { return { other: bytes[0] * 2, port: port }; }",
+    )
+    .unwrap();
+    // Relative codec paths are taken from the configuration file's folder (the daemon runs elsewhere).
+    let config = format!(
+        r#"{HEAD}
+[[source]]
+name = "uart0"
+kind = "serial"
+path = "{link}"
+framing = "cobs"
+header = "node16"
+payload = "codec"
+codec = "site.js"
+fport = 7
+variables = {{ site = "north", bed = "1" }}
+
+[[device]]
+name = "with-variables"
+source = "uart0"
+address = "17"
+variables = {{ bed = "2" }}
+
+[[device]]
+name = "own-codec"
+source = "uart0"
+address = "18"
+codec = "other.js"
+"#,
+        link = link.display(),
+    );
+    let daemon = Daemon::start(dir.path(), &config);
+    daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
+    let mut states = mqtt::subscribe(daemon.addr, "states", "sensorgate/+", 0).await;
+    for address in [17u16, 18, 19] {
+        let mut frame = encode_header(HeaderFormat::Node16, address, 1);
+        frame.push(21);
+        dongle.write(&encode_frame(Framing::Cobs, &frame)).await;
+    }
+    let got = states
+        .collect_until(Duration::from_secs(10), |got| {
+            ["with-variables", "own-codec", "uart0-19"]
+                .iter()
+                .all(|device| got.contains_key(&format!("sensorgate/{device}")))
+        })
+        .await;
+    let state = |device: &str| -> Json {
+        let message = got
+            .get(&format!("sensorgate/{device}"))
+            .unwrap_or_else(|| panic!("no state of {device}: {:?}", got.keys()));
+        serde_json::from_slice(&message.payload).unwrap()
+    };
+    let with_variables = state("with-variables");
+    assert_eq!(
+        (
+            &with_variables["site"],
+            &with_variables["bed"],
+            &with_variables["v"]
+        ),
+        (&json!("north"), &json!("2"), &json!(21))
+    );
+    let own = state("own-codec");
+    assert_eq!((&own["other"], &own["port"]), (&json!(42), &json!(7)));
+    assert!(own.get("site").is_none(), "{own}");
+    let plain = state("uart0-19");
+    assert_eq!(
+        (&plain["site"], &plain["bed"]),
+        (&json!("north"), &json!("1"))
+    );
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "clean stop: {status}");
+}
+
 const GOOD_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Each hostile codec, and the words its error must carry.

@@ -37,6 +37,25 @@ pub enum ExamplesPolicy {
     Warn,
 }
 
+/// A device's codec: its source's, with the device's own `codec` file (not yet loaded) and its
+/// `variables` over the source's.
+pub fn for_device(
+    source: &CodecSettings,
+    codec: Option<&Path>,
+    variables: Option<&Map<String, Json>>,
+) -> CodecSettings {
+    let mut settings = source.clone();
+    if let Some(path) = codec {
+        settings.path = path.to_path_buf();
+        settings.script = String::new();
+        settings.example_failures = Vec::new();
+    }
+    for (name, value) in variables.into_iter().flatten() {
+        settings.variables.insert(name.clone(), value.clone());
+    }
+    settings
+}
+
 /// The codec keys as written (all optional; `codec` is required with `payload = "codec"`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CodecKeys {
@@ -63,8 +82,8 @@ impl CodecKeys {
     }
 }
 
-/// A codec source's checked settings.
-#[derive(Debug, Clone, PartialEq)]
+/// A codec source's (or device's) checked settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CodecSettings {
     pub path: PathBuf,
     /// The script, as read by [`load`] (empty until then).

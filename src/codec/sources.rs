@@ -21,6 +21,10 @@ use crate::decode::header::HeaderFields;
 use crate::decode::{json, PayloadFields};
 use crate::model::{Packet, RadioMeta};
 
+/// The codecs to run: by (source name, `None`) for a source's, (source name, `Some(address)`) for a
+/// device's own.
+pub type CodecMap = HashMap<(String, Option<String>), CodecSettings>;
+
 /// Payloads waiting per codec; beyond it they are dropped and counted.
 pub const QUEUE: usize = 64;
 /// Outcomes waiting for the pipeline (all codecs together); a full channel holds the codec threads
@@ -50,14 +54,14 @@ struct SourceCodec {
 
 /// The codec workers of the configured sources and the channel their outcomes arrive on.
 pub struct CodecSources {
-    sources: HashMap<String, SourceCodec>,
+    sources: HashMap<(String, Option<String>), SourceCodec>,
     outcomes_tx: mpsc::Sender<CodecOutcome>,
     outcomes: mpsc::Receiver<CodecOutcome>,
 }
 
 impl CodecSources {
-    /// Starts a worker per codec source (`settings` by source name).
-    pub fn start(settings: &HashMap<String, CodecSettings>) -> CodecSources {
+    /// Starts a worker per codec source and per device with a codec of its own.
+    pub fn start(settings: &CodecMap) -> CodecSources {
         let (outcomes_tx, outcomes) = mpsc::channel(OUTCOMES);
         let mut codecs = CodecSources {
             sources: HashMap::new(),
@@ -70,15 +74,16 @@ impl CodecSources {
 
     /// A reload: sources whose codec settings are unchanged keep their worker; the others get a new
     /// one (the old thread ends after its queued calls) or none.
-    pub fn reconfigure(&mut self, settings: &HashMap<String, CodecSettings>) {
+    pub fn reconfigure(&mut self, settings: &CodecMap) {
         self.sources
             .retain(|name, running| settings.get(name) == Some(&running.settings));
         for (name, wanted) in settings {
             if self.sources.contains_key(name) {
                 continue;
             }
+            let (source, _) = name;
             for failure in &wanted.example_failures {
-                log::warn!(source = name.as_str(); "codec used despite a failing example (codec_examples = \"warn\"): {failure}");
+                log::warn!(source = source.as_str(); "codec used despite a failing example (codec_examples = \"warn\"): {failure}");
             }
             match CodecWorker::spawn(
                 &wanted.path.display().to_string(),
@@ -97,7 +102,7 @@ impl CodecSources {
                     );
                 }
                 Err(error) => {
-                    log::error!(source = name.as_str(); "codec thread not started, its frames are reported as errors: {error}");
+                    log::error!(source = source.as_str(); "codec thread not started, its frames are reported as errors: {error}");
                 }
             }
         }
@@ -111,10 +116,12 @@ impl CodecSources {
         link: &HeaderFields,
         payload: &[u8],
     ) -> Result<(), Box<CodecOutcome>> {
-        let fport = self
+        let device_key = (packet.source.clone(), link.address.clone());
+        let codec = self
             .sources
-            .get(&packet.source)
-            .map_or(1, |codec| codec.settings.fport);
+            .get(&device_key)
+            .or_else(|| self.sources.get(&(packet.source.clone(), None)));
+        let fport = codec.map_or(1, |codec| codec.settings.fport);
         let outcome = CodecOutcome {
             source: packet.source.clone(),
             address: link.address.clone().unwrap_or_default(),
@@ -125,7 +132,7 @@ impl CodecSources {
             fport,
             result: Err(CodecError::Busy),
         };
-        let Some(codec) = self.sources.get(&packet.source) else {
+        let Some(codec) = codec else {
             return Err(Box::new(CodecOutcome {
                 result: Err(CodecError::Engine(
                     "no codec running for this source".into(),

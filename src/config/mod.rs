@@ -119,30 +119,65 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads, compiles and checks the codec of each `payload = "codec"` source (relative paths from
-    /// the folder of `path`); a problem is reported at the source's `codec` key.
+    /// Reads, compiles and checks the codec of each `payload = "codec"` source, then each device's with
+    /// a `codec` or `variables` of its own (relative paths from the folder of `path`); a problem is
+    /// reported at the key at fault.
     fn load_codecs(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        use crate::codec::settings;
         let base_dir = path.parent().unwrap_or(Path::new("."));
+        let located = |at: KeyPath, message: String| {
+            let (line, column, message) = match Locator::new(text) {
+                Ok(locator) => {
+                    let (line, column) = locator.position(&at, locate::Part::Value);
+                    (line, column, locator.message(&at, &message))
+                }
+                Err(_) => (0, 0, message),
+            };
+            ConfigError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
         for (i, source) in self.sources.iter_mut().enumerate() {
             let Some(codec) = &mut source.codec else {
                 continue;
             };
-            if let Err(message) = crate::codec::settings::load(codec, base_dir) {
-                let at = KeyPath::root().key("source").index(i).key("codec");
-                let (line, column, message) = match Locator::new(text) {
-                    Ok(locator) => {
-                        let (line, column) = locator.position(&at, locate::Part::Value);
-                        (line, column, locator.message(&at, &message))
-                    }
-                    Err(_) => (0, 0, message),
-                };
-                return Err(ConfigError {
-                    path: path.to_path_buf(),
-                    line,
-                    column,
-                    message,
-                });
+            settings::load(codec, base_dir).map_err(|message| {
+                located(KeyPath::root().key("source").index(i).key("codec"), message)
+            })?;
+        }
+        for (i, device) in self.device.iter_mut().enumerate() {
+            let at = KeyPath::root().key("device").index(i);
+            let key = match (&device.codec, &device.variables) {
+                (Some(_), _) => "codec",
+                (None, Some(_)) => "variables",
+                (None, None) => continue,
+            };
+            let source = self.sources.iter().find(|s| s.name == device.source);
+            let Some(source_codec) = source.and_then(|s| s.codec.as_ref()) else {
+                return Err(located(
+                    at.key(key),
+                    format!("`{key}` applies to a device of a source with payload = \"codec\""),
+                ));
+            };
+            if source.is_some_and(|s| s.header == crate::decode::HeaderFormat::None) {
+                return Err(located(
+                    at.key(key),
+                    format!("a device's own `{key}` needs its source's header (node16 or radiohead) to carry its address before the codec runs"),
+                ));
             }
+            let mut codec = settings::for_device(
+                source_codec,
+                device.codec.as_deref(),
+                device.variables.as_ref(),
+            );
+            if device.codec.is_some() {
+                settings::load(&mut codec, base_dir)
+                    .map_err(|message| located(at.key("codec"), message))?;
+            }
+            device.codec_settings = Some(codec);
         }
         Ok(())
     }

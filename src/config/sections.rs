@@ -374,6 +374,15 @@ pub struct DeviceConfig {
     /// When this device gets its commands, instead of its source's `deliver`.
     #[serde(default)]
     pub deliver: Option<crate::commands::Deliver>,
+    /// Its own codec file, instead of its `payload = "codec"` source's.
+    #[serde(default)]
+    pub codec: Option<PathBuf>,
+    /// Its codec's `input.variables` (over its source's `variables`).
+    #[serde(default)]
+    pub variables: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Its codec as checked when the file was loaded (`codec` or `variables` given), else `None`.
+    #[serde(skip)]
+    pub codec_settings: Option<crate::codec::settings::CodecSettings>,
 }
 
 /// One `fields.<name>` of a `[[device]]`: what Home Assistant is told about that field instead of what
