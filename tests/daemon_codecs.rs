@@ -352,3 +352,47 @@ fn broken_codecs_are_refused_at_the_codec_key_unless_examples_may_warn() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A device's own codec or variables need a codec source with a header, said at the device's key.
+#[test]
+fn device_codec_keys_need_a_codec_source_with_a_header() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.js"),
+        "function decodeUplink(i) { return { data: { v: 1 } }; }",
+    )
+    .unwrap();
+    let check = |text: &str| {
+        let file = dir.path().join("sensorgate.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sensorgate"))
+            .args(["check-config", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let json_source = "[[source]]\nname = \"s\"\nkind = \"simulator\"\npayload = \"json\"\n";
+    let device = "[[device]]\nname = \"d\"\nsource = \"s\"\naddress = \"1\"\n";
+    let (code, stderr) = check(&format!(
+        "{json_source}{device}variables = {{ a = \"b\" }}\n"
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("sensorgate.toml:9:13:"), "{stderr}");
+    assert!(
+        stderr.contains("`variables` applies to a device of a source with payload = \"codec\""),
+        "{stderr}"
+    );
+    let headerless = "[[source]]\nname = \"s\"\nkind = \"simulator\"\nheader = \"none\"\npayload = \"codec\"\ncodec = \"c.js\"\n";
+    let (code, stderr) = check(&format!("{headerless}{device}codec = \"c.js\"\n"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sensorgate.toml:11:9:") && stderr.contains("header"),
+        "{stderr}"
+    );
+    let with_header = headerless.replace("header = \"none\"\n", "");
+    let (code, stderr) = check(&format!("{with_header}{device}codec = \"c.js\"\n"));
+    assert_eq!(code, Some(0), "{stderr}");
+}
