@@ -6,7 +6,8 @@
 //! Topic levels made from outside data go through [`sanitize_level`]: `+`, `#`, `/`, NUL and other control
 //! characters become `_`, so does a leading `$` (the broker refuses a `$` level anywhere but first), an
 //! empty level becomes `_`, and a level is cut to [`MAX_LEVEL_BYTES`]. A field named `availability` is
-//! published on `{base}/{device}/availability_` so that it can never overwrite the device's availability.
+//! published on `{base}/{device}/availability_` so that it can never overwrite the device's availability,
+//! and one named `error` on `{base}/{device}/error_`, clear of the device's codec errors.
 
 /// The topic level reserved for the gateway itself (`{base}/gateway/...`); no device is given this name.
 pub const GATEWAY_NAME: &str = "gateway";
@@ -144,6 +145,8 @@ mod tests {
     fn topic_helpers() {
         assert_eq!(device_topic("sg", "kitchen"), "sg/kitchen");
         assert_eq!(field_topic("sg", "kitchen", "temp/1"), "sg/kitchen/temp_1");
+        assert_eq!(field_topic("sg", "kitchen", "error"), "sg/kitchen/error_");
+        assert_eq!(error_topic("sg", "kitchen"), "sg/kitchen/error");
         assert_eq!(
             field_topic("sg", "kitchen", "availability"),
             "sg/kitchen/availability_"
