@@ -885,10 +885,4 @@ fn codec_keys_point_at_the_key_and_say_what_to_write() {
             "framing = \"cobs\"",
         ],
     );
-    assert_error(
-        &format!("{codec}codec = \"x.js\"\ncommands = true\n"),
-        "true",
-        0,
-        &["commands to the devices of a codec source are not supported yet"],
-    );
 }

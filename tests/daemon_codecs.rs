@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use sensorgate::decode::{encode_header, HeaderFormat};
-use sensorgate::frame::{encode_frame, Framing};
+use sensorgate::frame::{encode_frame, Deframer, Framing};
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty::FakeDongle;
@@ -176,6 +176,101 @@ codec = "other.js"
     assert_eq!(
         (&plain["site"], &plain["bed"]),
         (&json!("north"), &json!("1"))
+    );
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "clean stop: {status}");
+}
+
+/// `{base}/{device}/set` on a codec source: the fields go through the codec's encodeDownlink and its bytes
+/// reach the node behind the header; the codec's errors refuse the command with its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_to_a_codec_device_go_through_encode_downlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyCMD");
+    let mut dongle = FakeDongle::plug(&link);
+    let config = format!(
+        r#"{HEAD}
+[broker]
+anonymous_write = ["sensorgate/+/set"]
+
+[[source]]
+name = "uart0"
+kind = "serial"
+path = "{link}"
+framing = "cobs"
+header = "node16"
+payload = "codec"
+codec = "{codec}"
+commands = true
+
+[[device]]
+name = "node"
+source = "uart0"
+address = "17"
+"#,
+        link = link.display(),
+        codec = format!("{}/config/codecs/example-th.js", env!("CARGO_MANIFEST_DIR")),
+    );
+    let daemon = Daemon::start(dir.path(), &config);
+    daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
+    let mut results = mqtt::subscribe(daemon.addr, "ops", "sensorgate/node/set/result", 0).await;
+    results
+        .client
+        .publish(
+            "sensorgate/node/set",
+            mqtt::qos(0),
+            false,
+            r#"{"interval": 600}"#,
+        )
+        .await
+        .unwrap();
+    let wire = dongle
+        .read_until(Duration::from_secs(10), |got| got.contains(&0))
+        .await;
+    let mut deframer = Deframer::new(Framing::Cobs, 1024);
+    deframer.push(&wire);
+    let frame = deframer
+        .next_frame()
+        .unwrap_or_else(|| panic!("no whole frame in {wire:02x?}"))
+        .expect("a valid frame");
+    // node16: address 17, the gateway's sequence number; then encodeDownlink's bytes for 600 s.
+    assert_eq!(&frame[..2], &[0, 17]);
+    assert_eq!(&frame[3..], &[2, 88]);
+    let result = results
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a result");
+    assert_eq!(
+        serde_json::from_slice::<Json>(&result.payload).unwrap()["status"],
+        json!("queued")
+    );
+
+    results
+        .client
+        .publish(
+            "sensorgate/node/set",
+            mqtt::qos(0),
+            false,
+            r#"{"interval": 1}"#,
+        )
+        .await
+        .unwrap();
+    // The first command's "sent" may come first.
+    let mut seen = Vec::new();
+    let refused = results
+        .wait_for(Duration::from_secs(10), &mut seen, |m| {
+            serde_json::from_slice::<Json>(&m.payload)
+                .is_ok_and(|r| r["status"] == json!("refused"))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no refusal; results: {seen:?}"));
+    let result: Json = serde_json::from_slice(&refused.payload).unwrap();
+    assert!(
+        result["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("interval must be 10 to 65535 seconds"),
+        "{result}"
     );
     let (status, _) = daemon.stop();
     assert!(status.success(), "clean stop: {status}");

@@ -183,17 +183,7 @@ pub fn registry(config: &Config) -> RegistrySettings {
 /// The codecs of the sources with `payload = "codec"` (by source name), and of the devices with a codec
 /// or variables of their own (by source name and address).
 pub fn codecs(config: &Config) -> crate::codec::sources::CodecMap {
-    let sources = config
-        .sources
-        .iter()
-        .filter_map(|source| Some(((source.name.clone(), None), source.codec.clone()?)));
-    let devices = config.device.iter().filter_map(|device| {
-        Some((
-            (device.source.clone(), Some(device.address.clone())),
-            device.codec_settings.clone()?,
-        ))
-    });
-    sources.chain(devices).collect()
+    config.codecs()
 }
 
 /// The decoder of a source's packets: serial and simulated frames carry the configured CRC; radios check

@@ -16,6 +16,7 @@
 //! task), [`dutycycle`] (the frequency plan and the budget), [`dispatch`] (the per-source sender). What
 //! Home Assistant announces as `switch`/`number` entities is [`commandable_fields`].
 
+pub mod codec;
 pub mod dispatch;
 pub mod dutycycle;
 pub mod outbox;
@@ -89,6 +90,8 @@ pub struct CommandSettings {
     pub qos: u8,
     pub sources: Vec<SourceCommands>,
     pub devices: Vec<DeviceEntry>,
+    /// The codecs of the `payload = "codec"` sources with commands (their `encodeDownlink`).
+    pub codecs: crate::codec::sources::CodecMap,
 }
 
 impl CommandSettings {
@@ -153,6 +156,16 @@ impl CommandSettings {
             qos: config.publish.qos,
             sources,
             devices,
+            codecs: config
+                .codecs()
+                .into_iter()
+                .filter(|((source, _), _)| {
+                    config
+                        .sources
+                        .iter()
+                        .any(|s| &s.name == source && s.commands.is_some())
+                })
+                .collect(),
         }
     }
 
@@ -277,6 +290,8 @@ pub struct Router {
     counters: HashMap<(String, String), u32>,
     stats: CommandStats,
     refusal_log: RateLimiter,
+    /// `encodeDownlink` of the codec sources.
+    codecs: codec::CodecEncoders,
 }
 
 /// The router and the dispatchers, before they run.
@@ -358,6 +373,7 @@ impl Commands {
                 counters: HashMap::new(),
                 stats: stats.clone(),
                 refusal_log: RateLimiter::new(Duration::from_secs(10)),
+                codecs: codec::CodecEncoders::start(&settings.codecs),
             },
             dispatchers,
             outcomes,
@@ -496,7 +512,26 @@ impl Router {
         let fields_shown = topics::parse_payload(target.field, &publish.payload)
             .map(|p| topics::fields_json(&p))
             .unwrap_or(serde_json::Value::Null);
-        match self.accept(&device, target.field, &publish, resolved) {
+        let field = target.field.map(str::to_string);
+        let (publish, field) = match self.through_codec(&resolved, field, publish).await {
+            Ok(encoded) => encoded,
+            Err(reason) => {
+                if let Some(source) = &source_name {
+                    self.stats.refused(source);
+                }
+                self.result(
+                    broker,
+                    &device,
+                    "refused",
+                    Some(reason),
+                    fields_shown,
+                    &reply,
+                )
+                .await;
+                return;
+            }
+        };
+        match self.accept(&device, field.as_deref(), &publish, resolved) {
             Ok((frames, source)) => {
                 self.stats.received(&source);
                 for (command, downlink) in frames {
@@ -540,6 +575,33 @@ impl Router {
                 .await;
             }
         }
+    }
+
+    /// A command to a device of a codec source (with the write right): its fields through the codec's
+    /// `encodeDownlink`, the publish then carrying the bytes as `{"raw": ...}` (and no field of the
+    /// topic). Other commands pass unchanged; `Err` is the codec's refusal.
+    async fn through_codec(
+        &self,
+        resolved: &Option<Resolved>,
+        field: Option<String>,
+        mut publish: ClientPublish,
+    ) -> Result<(ClientPublish, Option<String>), String> {
+        let Some(resolved) = resolved else {
+            return Ok((publish, field));
+        };
+        if !publish.allowed || !self.codecs.covers(&resolved.source) {
+            return Ok((publish, field));
+        }
+        publish.payload = self
+            .codecs
+            .encode(
+                &resolved.source,
+                &resolved.address,
+                field.as_deref(),
+                &publish.payload,
+            )
+            .await?;
+        Ok((publish, None))
     }
 
     /// Checks and encodes a command: its frames with their outbox, and the source's name.

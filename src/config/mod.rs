@@ -119,6 +119,22 @@ impl Config {
         Ok(config)
     }
 
+    /// The codecs to run, as loaded: each `payload = "codec"` source's (by source name), and each device's
+    /// with a codec or variables of its own (by source name and address).
+    pub fn codecs(&self) -> crate::codec::sources::CodecMap {
+        let sources = self
+            .sources
+            .iter()
+            .filter_map(|source| Some(((source.name.clone(), None), source.codec.clone()?)));
+        let devices = self.device.iter().filter_map(|device| {
+            Some((
+                (device.source.clone(), Some(device.address.clone())),
+                device.codec_settings.clone()?,
+            ))
+        });
+        sources.chain(devices).collect()
+    }
+
     /// Reads, compiles and checks the codec of each `payload = "codec"` source, then each device's with
     /// a `codec` or `variables` of its own (relative paths from the folder of `path`); a problem is
     /// reported at the key at fault.

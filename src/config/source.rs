@@ -934,8 +934,7 @@ fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Prob
 }
 
 /// The codec keys: required with `payload = "codec"` (the codec read, compiled and its examples run),
-/// refused without it. Commands to codec devices are not sent yet (their codec's encodeDownlink would
-/// write them).
+/// refused without it.
 fn codec_settings(
     source: &SourceConfig,
     keys: crate::codec::settings::CodecKeys,
@@ -949,12 +948,6 @@ fn codec_settings(
             )),
             None => Ok(None),
         };
-    }
-    if source.commands.is_some() {
-        return Err(Problem::value(
-            at.key("commands"),
-            "commands to the devices of a codec source are not supported yet; remove commands = true",
-        ));
     }
     crate::codec::settings::build(keys)
         .map(Some)
