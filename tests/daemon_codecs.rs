@@ -209,7 +209,7 @@ source = "uart0"
 address = "17"
 "#,
         link = link.display(),
-        codec = format!("{}/config/codecs/example-th.js", env!("CARGO_MANIFEST_DIR")),
+        codec = concat!(env!("CARGO_MANIFEST_DIR"), "/config/codecs/example-th.js"),
     );
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
