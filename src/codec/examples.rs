@@ -1,6 +1,8 @@
 //! A codec's own examples, run before the codec is trusted: ChirpStack's `test_decode_{name}.json` and
 //! `test_encode_{name}.json` beside `{name}.js` (arrays of `{name, input, expected}`; written as
-//! JavaScript literals, so comments and hex numbers are allowed, and read by QuickJS itself). Decode
+//! JavaScript literals, so comments and hex numbers are allowed, and read by QuickJS itself), and The
+//! Things Network's codec file `{name}.yaml` (`uplinkDecoder.examples`, `downlinkEncoder.examples` of
+//! `{description, input, output}`, read by [`super::yaml`]). Decode
 //! examples compare `data`, `errors` and `warnings`; encode examples compare `bytes` and, when given,
 //! `fPort`. Comparison is deep equality with key order free and numbers compared numerically
 //! (`1` equals `1.0`); an omitted `errors` or `warnings` means none.
@@ -20,6 +22,8 @@ use super::{Codec, CodecError, CodecLimits, UplinkInput};
 pub enum ExampleKind {
     Decode,
     Encode,
+    /// A TTN codec file (`NAME.yaml`): `uplinkDecoder.examples` and `downlinkEncoder.examples`.
+    TtnYaml,
 }
 
 /// One example that did not match (or could not run).
@@ -61,7 +65,7 @@ pub struct ExampleReport {
 }
 
 /// The example files beside `codec` (`dir/name.js`): `dir/test_decode_name.json`,
-/// `dir/test_encode_name.json`, those that exist.
+/// `dir/test_encode_name.json` and `dir/name.yaml`, those that exist.
 pub fn example_files(codec: &Path) -> Vec<(ExampleKind, PathBuf)> {
     let (Some(dir), Some(stem)) = (codec.parent(), codec.file_stem()) else {
         return Vec::new();
@@ -70,6 +74,7 @@ pub fn example_files(codec: &Path) -> Vec<(ExampleKind, PathBuf)> {
     [
         (ExampleKind::Decode, format!("test_decode_{stem}.json")),
         (ExampleKind::Encode, format!("test_encode_{stem}.json")),
+        (ExampleKind::TtnYaml, format!("{stem}.yaml")),
     ]
     .into_iter()
     .map(|(kind, file)| (kind, dir.join(file)))
@@ -84,18 +89,11 @@ pub fn run_examples(codec_path: &Path, codec: &mut Codec) -> Result<ExampleRepor
     for (kind, path) in example_files(codec_path) {
         let text = std::fs::read_to_string(&path)
             .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
-        let examples = read_literal(&text)
-            .map_err(|error| format!("{}: not an array of examples: {error}", path.display()))?;
-        let Json::Array(examples) = examples else {
-            return Err(format!("{}: not an array of examples", path.display()));
-        };
-        let positions = element_positions(&text);
-        for (index, example) in examples.iter().enumerate() {
+        for (kind, example, (line, column)) in examples_in(kind, &path, &text)? {
             report.run += 1;
-            let (line, column) = positions.get(index).copied().unwrap_or((1, 1));
             let (expected, actual) = match kind {
-                ExampleKind::Decode => run_decode(codec, example),
-                ExampleKind::Encode => run_encode(codec, example),
+                ExampleKind::Encode => run_encode(codec, &example),
+                _ => run_decode(codec, &example),
             };
             let matched = matches!(&actual, Ok(actual) if deep_equal(&expected, actual));
             if !matched {
@@ -105,7 +103,7 @@ pub fn run_examples(codec_path: &Path, codec: &mut Codec) -> Result<ExampleRepor
                     column,
                     name: example["name"]
                         .as_str()
-                        .map_or_else(|| format!("#{}", index + 1), str::to_string),
+                        .map_or_else(|| format!("#{}", report.run), str::to_string),
                     expected,
                     actual,
                 });
@@ -113,6 +111,56 @@ pub fn run_examples(codec_path: &Path, codec: &mut Codec) -> Result<ExampleRepor
         }
     }
     Ok(report)
+}
+
+/// One example: the function it exercises, `{name, input, expected}`, and its (line, column).
+type Example = (ExampleKind, Json, (usize, usize));
+
+/// The examples of one file as `{name, input, expected}` with the kind they exercise and where each
+/// starts. TTN's `{description, input, output}` are taken as that shape.
+fn examples_in(kind: ExampleKind, path: &Path, text: &str) -> Result<Vec<Example>, String> {
+    if kind == ExampleKind::TtnYaml {
+        let document = super::yaml::read(text)
+            .map_err(|error| format!("{}: not a codec file: {error}", path.display()))?;
+        let mut found = Vec::new();
+        for (section, kind) in [
+            ("uplinkDecoder", ExampleKind::Decode),
+            ("downlinkEncoder", ExampleKind::Encode),
+        ] {
+            let examples = document.value[section]["examples"].as_array();
+            for (index, example) in examples.into_iter().flatten().enumerate() {
+                let at = document
+                    .items
+                    .get(&format!("/{section}/examples/{index}"))
+                    .copied()
+                    .unwrap_or((1, 1));
+                let shaped = serde_json::json!({
+                    "name": example["description"],
+                    "input": example["input"],
+                    "expected": example["output"],
+                });
+                found.push((kind, shaped, at));
+            }
+        }
+        return Ok(found);
+    }
+    let examples = read_literal(text)
+        .map_err(|error| format!("{}: not an array of examples: {error}", path.display()))?;
+    let Json::Array(examples) = examples else {
+        return Err(format!("{}: not an array of examples", path.display()));
+    };
+    let positions = element_positions(text);
+    Ok(examples
+        .into_iter()
+        .enumerate()
+        .map(|(index, example)| {
+            (
+                kind,
+                example,
+                positions.get(index).copied().unwrap_or((1, 1)),
+            )
+        })
+        .collect())
 }
 
 /// The expected part and what the codec gave, both in the shape compared.

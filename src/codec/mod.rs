@@ -6,8 +6,8 @@
 //! - [`engine`]: one compiled codec and its bounded calls (time from each call's start, heap, stack).
 //! - [`worker`]: a thread per codec that owns it, fed through a bounded queue; the async side never runs
 //!   JavaScript.
-//! - [`examples`]: the codec's own examples (ChirpStack `test_decode_*.json` / `test_encode_*.json`),
-//!   run and compared before the codec is used and by `sensorgate codec test`.
+//! - [`examples`]: the codec's own examples (ChirpStack `test_decode_*.json` / `test_encode_*.json`, TTN's
+//!   codec YAML read by [`yaml`]), run and compared before the codec is used and by `sensorgate codec test`.
 //! - [`settings`]: the configuration keys of a codec source. [`cli`]: `sensorgate codec ...`.
 //! - [`sources`]: the running sources' codecs, as the pipeline uses them.
 //!
@@ -21,6 +21,7 @@ pub mod examples;
 pub mod settings;
 pub mod sources;
 pub mod worker;
+pub mod yaml;
 
 use std::time::Duration;
 

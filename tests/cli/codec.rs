@@ -170,3 +170,40 @@ fn codec_decode_agrees_with_node_on_every_example() {
     }
     assert_eq!(compared, 5, "every decode example of the three codecs");
 }
+
+#[test]
+fn codec_test_reads_ttn_codec_yaml_examples_too() {
+    let outcome = sensorgate(&["codec", "test", "config/codecs/example-th.js"], None, &[]);
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.dump());
+    // 3 + 1 ChirpStack-style examples, 2 + 1 in the TTN codec file.
+    assert!(
+        outcome.stdout.contains(": 7 examples, 0 failed"),
+        "{}",
+        outcome.dump()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("config/codecs/example-th.js", dir.path().join("th.js")).unwrap();
+    std::fs::write(
+        dir.path().join("th.yaml"),
+        "uplinkDecoder:\n  fileName: th.js\n  examples:\n    - description: wrong on purpose\n      input:\n        fPort: 1\n        bytes: [0, 215, 48, 12, 238]\n      output:\n        data: {temperature: 22, humidity: 48, battery_voltage: 3.31}\n",
+    )
+    .unwrap();
+    let file = dir.path().join("th.js");
+    let outcome = sensorgate(&["codec", "test", file.to_str().unwrap()], None, &[]);
+    assert_eq!(outcome.code(), Some(1), "{}", outcome.dump());
+    let yaml = dir.path().join("th.yaml");
+    assert!(
+        outcome.stdout.starts_with(&format!(
+            "{}:4:5: example \"wrong on purpose\" failed: expected ",
+            yaml.display()
+        )),
+        "{}",
+        outcome.dump()
+    );
+    assert!(
+        outcome.stdout.contains("\"temperature\":21.5"),
+        "{}",
+        outcome.dump()
+    );
+}
