@@ -319,6 +319,27 @@ mod tests {
     }
 
     #[test]
+    fn decode_downlink_reads_what_encode_downlink_wrote() {
+        let mut codec = load(
+            "function encodeDownlink(i) { return { bytes: [i.data.level], fPort: 3 }; } \
+             function decodeDownlink(i) { return { data: { level: i.bytes[0], port: i.fPort } }; }",
+        );
+        let encoded = codec
+            .encode_downlink(&json!({"level": 9}), None, &Map::new())
+            .unwrap();
+        let decoded = codec
+            .decode_downlink_raw(&input(&encoded.bytes, encoded.fport.unwrap_or(0)))
+            .unwrap();
+        assert_eq!(decoded["data"], json!({"level": 9, "port": 3}));
+        let mut uplink_only = load("function decodeUplink(i) { return { data: {} }; }");
+        let missing = uplink_only.decode_downlink_raw(&input(&[1], 1)).unwrap();
+        assert_eq!(
+            missing["errors"],
+            json!(["the codec has no decodeDownlink function"])
+        );
+    }
+
+    #[test]
     fn normalize_uplink_runs_when_present() {
         let mut codec = load(
             "function decodeUplink(i) { return { data: { t: 215 } }; } \
