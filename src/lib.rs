@@ -78,6 +78,7 @@ pub mod app;
 pub mod backoff;
 pub mod ble;
 pub mod broker;
+pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod crypto;

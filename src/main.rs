@@ -100,6 +100,11 @@ enum Command {
         command: LorawanCommand,
     },
     /// Read an end-to-end encrypted uplink payload on standard input and print the payload it carries.
+    /// Payload codecs in JavaScript: decode, encode, or run a codec's examples.
+    Codec {
+        #[command(subcommand)]
+        action: CodecAction,
+    },
     Decrypt {
         /// The forward rule's key: a file of 64 hex digits.
         #[arg(long, value_name = "PATH")]
@@ -130,6 +135,27 @@ enum LorawanCommand {
         /// The PHYPayload as hexadecimal (spaces allowed).
         phy: String,
     },
+}
+
+#[derive(Subcommand)]
+enum CodecAction {
+    /// Print decodeUplink's result {data, warnings, errors} as JSON; exit 1 when it has errors.
+    Decode {
+        file: PathBuf,
+        /// The FPort the payload arrived on.
+        #[arg(long, default_value_t = 1)]
+        fport: u8,
+        /// The payload as hexadecimal.
+        hex: String,
+    },
+    /// Print encodeDownlink's result {bytes, fPort, warnings, errors} as JSON; exit 1 when it has errors.
+    Encode {
+        file: PathBuf,
+        /// The command's data, a JSON object.
+        json: String,
+    },
+    /// Run the codec's examples (test_decode_NAME.json / test_encode_NAME.json beside it); exit 1 when one fails.
+    Test { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -207,6 +233,20 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Codec { action } => {
+            use sensorgate::codec::cli;
+            let outcome = match action {
+                CodecAction::Decode { file, fport, hex } => cli::decode(&file, fport, &hex),
+                CodecAction::Encode { file, json } => cli::encode(&file, &json),
+                CodecAction::Test { file } => cli::test(&file),
+            };
+            println!("{}", outcome.output);
+            if outcome.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
         Command::Decrypt {
             key_file,
             topic,

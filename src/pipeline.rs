@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
+use crate::codec::sources::{CodecMap, CodecOutcome, CodecSources};
+use crate::codec::CodecError;
 use crate::crypto::FrameGuard;
-use crate::decode::PacketDecoder;
+use crate::decode::{PacketDecoder, PayloadFields, PayloadFormat};
 use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
 use crate::heard::HeardList;
 use crate::model::{Message, Reading};
@@ -42,6 +44,8 @@ pub type CommandStatsProbe = Box<
 /// The stage's parts, built by `app`.
 pub struct Pipeline {
     pub decoders: HashMap<String, PacketDecoder>,
+    /// The codecs of the sources with `payload = "codec"` and of their devices with their own.
+    pub codecs: CodecMap,
     pub registry: Registry,
     pub base_topic: String,
     pub stats_interval: Duration,
@@ -63,6 +67,7 @@ pub struct Pipeline {
 #[derive(Debug)]
 pub struct PipelineUpdate {
     pub decoders: HashMap<String, PacketDecoder>,
+    pub codecs: CodecMap,
     pub registry: RegistrySettings,
     /// The frame keys of the new configuration (`None`: keep the running ones).
     pub frame_keys: Option<crate::crypto::FrameKeys>,
@@ -105,6 +110,7 @@ impl Pipeline {
         let mut stats_ticker = tokio::time::interval(self.stats_interval);
         stats_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat_ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut codecs = CodecSources::start(&self.codecs);
         loop {
             let deadline = self
                 .registry
@@ -118,7 +124,7 @@ impl Pipeline {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => {
-                        let messages = self.handle(event, &frames, &mut stats, &warnings, &mut heard);
+                        let messages = self.handle(event, &frames, &codecs, &mut stats, &warnings, &mut heard);
                         refusals.publish(broker, &messages).await;
                         if heard_due.is_none() && heard.take_changed() {
                             heard_due = Some(heard_published_at.map_or_else(tokio::time::Instant::now, |at| at + HEARD_EVERY));
@@ -126,11 +132,17 @@ impl Pipeline {
                     }
                     None => break,
                 },
+                outcome = codecs.next() => {
+                    let messages = self.on_codec_outcome(outcome, &mut stats, &warnings);
+                    refusals.publish(broker, &messages).await;
+                }
                 Some(update) = updates.recv() => {
                     for source in update.decoders.keys() {
                         stats.source(source);
                     }
                     self.decoders = update.decoders;
+                    codecs.reconfigure(&update.codecs);
+                    self.codecs = update.codecs;
                     if let Some(keys) = update.frame_keys {
                         frames.set_keys(keys);
                     }
@@ -234,6 +246,7 @@ impl Pipeline {
         &mut self,
         event: SourceEvent,
         frames: &FrameGuard,
+        codecs: &CodecSources,
         stats: &mut Stats,
         warnings: &RateLimiter,
         heard: &mut HeardList,
@@ -242,7 +255,7 @@ impl Pipeline {
             SourceEvent::Reading { reading, trigger } => {
                 let source = reading.source.clone();
                 stats.source(&source).frames += 1;
-                let messages = self.register(std::slice::from_ref(&reading), &source, stats);
+                let messages = self.register(std::slice::from_ref(&reading), stats);
                 if trigger {
                     self.registry
                         .keep_online_while_silent(&reading.source, &reading.address);
@@ -319,8 +332,22 @@ impl Pipeline {
                         return Vec::new();
                     }
                 };
-                match decoder.decode(&packet) {
-                    Ok(readings) => self.register(&readings, &source, stats),
+                let decoded = match decoder.payload {
+                    // A codec decodes off this task; its outcome comes back through `codecs`.
+                    PayloadFormat::Codec => match decoder.split(&packet) {
+                        Ok(Some((link, payload))) => {
+                            return match codecs.submit(&packet, &link, payload) {
+                                Ok(()) => Vec::new(),
+                                Err(outcome) => self.on_codec_outcome(*outcome, stats, warnings),
+                            };
+                        }
+                        Ok(None) => Ok(Vec::new()),
+                        Err(error) => Err(error),
+                    },
+                    _ => decoder.decode(&packet),
+                };
+                match decoded {
+                    Ok(readings) => self.register(&readings, stats),
                     Err(error) => {
                         stats.source(&source).decode_errors += 1;
                         log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", packet.bytes);
@@ -333,43 +360,113 @@ impl Pipeline {
             }
         }
     }
+
+    /// One reading through the registry: its messages appended to `messages`, and counted.
+    fn admit(&mut self, reading: &Reading, stats: &mut Stats, messages: &mut Vec<Message>) {
+        let source = &reading.source;
+        match self.registry.on_reading(reading, clock_now()) {
+            ReadingOutcome::Publish {
+                messages: mut out,
+                fields_dropped,
+                newly_capped,
+            } => {
+                stats.source(source).readings += 1;
+                stats.fields_dropped += fields_dropped as u64;
+                if let Some(device) = newly_capped {
+                    let max = self.registry.max_fields();
+                    log::warn!(
+                        source = source.as_str(), device = device.as_str();
+                        "device {device} sent more field names than [devices] max_fields = {max}: \
+                         it keeps its first {max}, new names are dropped and counted in \
+                         devices.fields_dropped (logged once per device)"
+                    );
+                }
+                messages.append(&mut out);
+                if let Some(stage) = &mut self.discovery {
+                    let discovery =
+                        stage.after_reading(&mut self.registry, &reading.source, &reading.address);
+                    messages.extend(discovery);
+                }
+            }
+            ReadingOutcome::Duplicate => stats.source(source).duplicates += 1,
+            ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
+        }
+    }
+
+    /// A codec's answer for one payload: its fields become a reading; a failure still gives the device
+    /// a reading without fields (it stays online), is counted, logged at most once a minute per device,
+    /// and published on `{base}/{device}/error` (not retained) with the raw payload and its FPort.
+    fn on_codec_outcome(
+        &mut self,
+        outcome: CodecOutcome,
+        stats: &mut Stats,
+        warnings: &RateLimiter,
+    ) -> Vec<Message> {
+        let (found, failure) = match outcome.result {
+            Ok(found) => (found, None),
+            Err(error) => (PayloadFields::default(), Some(error)),
+        };
+        let reading = Reading {
+            address: if outcome.address.is_empty() {
+                found.address.unwrap_or_default()
+            } else {
+                outcome.address
+            },
+            seq: outcome.seq.or(found.seq),
+            fields: found.fields,
+            source: outcome.source,
+            received_at: outcome.received_at,
+            radio: outcome.radio,
+            lorawan: None,
+        };
+        let mut messages = Vec::new();
+        self.admit(&reading, stats, &mut messages);
+        let Some(error) = failure else {
+            return messages;
+        };
+        let counters = stats.source(&reading.source);
+        counters.decode_errors += 1;
+        counters.codec_errors += 1;
+        if error == CodecError::Busy {
+            counters.codec_dropped += 1;
+        }
+        let device = self
+            .registry
+            .device(&reading.source, &reading.address)
+            .map(|(name, _, _)| name.to_string());
+        let key = format!("codec:{}:{}", reading.source, reading.address);
+        if let Some(suppressed) = warnings.admit_at(&key, clock_now()) {
+            log::warn!(
+                source = reading.source.as_str(), device = device.as_deref().unwrap_or("");
+                "codec failed on a payload of {}: {error}{}",
+                device.as_deref().unwrap_or("a device over the device cap"),
+                suppressed_suffix(suppressed)
+            );
+        }
+        if let Some(device) = device {
+            messages.push(Message {
+                topic: crate::topic::gateway::error_topic(&self.base_topic, &device),
+                payload: serde_json::json!({
+                    "error": error.to_string(),
+                    "raw": crate::crypto::to_hex(&outcome.raw),
+                    "fport": outcome.fport,
+                })
+                .to_string()
+                .into_bytes(),
+                qos: 0,
+                retain: false,
+            });
+        }
+        messages
+    }
 }
 
 impl Pipeline {
-    /// Readings of `source` through the registry (and discovery): the messages to publish, counted.
-    fn register(&mut self, readings: &[Reading], source: &str, stats: &mut Stats) -> Vec<Message> {
+    /// Readings through the registry (and discovery): the messages to publish, counted.
+    fn register(&mut self, readings: &[Reading], stats: &mut Stats) -> Vec<Message> {
         let mut messages = Vec::new();
         for reading in readings {
-            match self.registry.on_reading(reading, clock_now()) {
-                ReadingOutcome::Publish {
-                    messages: mut out,
-                    fields_dropped,
-                    newly_capped,
-                } => {
-                    stats.source(source).readings += 1;
-                    stats.fields_dropped += fields_dropped as u64;
-                    if let Some(device) = newly_capped {
-                        let max = self.registry.max_fields();
-                        log::warn!(
-                            source = source, device = device.as_str();
-                            "device {device} sent more field names than [devices] max_fields = {max}: \
-                             it keeps its first {max}, new names are dropped and counted in \
-                             devices.fields_dropped (logged once per device)"
-                        );
-                    }
-                    messages.append(&mut out);
-                    if let Some(stage) = &mut self.discovery {
-                        let discovery = stage.after_reading(
-                            &mut self.registry,
-                            &reading.source,
-                            &reading.address,
-                        );
-                        messages.extend(discovery);
-                    }
-                }
-                ReadingOutcome::Duplicate => stats.source(source).duplicates += 1,
-                ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
-            }
+            self.admit(reading, stats, &mut messages);
         }
         messages
     }

@@ -21,6 +21,11 @@ pub struct SourceCounters {
     pub frame_errors: u64,
     /// Frames that could not be decoded into a reading.
     pub decode_errors: u64,
+    /// Payloads a JavaScript codec failed on (also counted in `decode_errors`; each published on
+    /// `{base}/{device}/error`).
+    pub codec_errors: u64,
+    /// Payloads dropped unrun because their codec's queue was full (also counted in `codec_errors`).
+    pub codec_dropped: u64,
     /// Readings dropped as duplicates.
     pub duplicates: u64,
     /// Encrypted frames that failed authentication (wrong key, changed bytes, no key for the device).
@@ -135,7 +140,7 @@ impl Stats {
 
 /// The JSON of `{base}/gateway/stats`:
 /// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap", "fields_dropped"},
-/// "sources": {name: counters (a supervised receiver adds "state", "stalls", "restarts")}, "totals": {frames, readings, frame_errors, decode_errors, duplicates,
+/// "sources": {name: counters (a supervised receiver adds "state", "stalls", "restarts")}, "totals": {frames, readings, frame_errors, decode_errors, codec_errors, codec_dropped, duplicates,
 /// auth_failed, replayed, link_losses}, "broker": {"dropped_for_slow_subscribers", "dropped_for_the_uplink", "sessions_evicted",
 /// "silent_connections_closed", "retained_refused", "retained_torn_tails", "dropped_for_commands", "refused_gateway_publishes"}, "uplink"}`;
 /// `broker` is what the broker dropped, refused or closed to stay within its bounds. `uplink` (the uplink's own counters: spool depth and age...) is left
@@ -154,6 +159,8 @@ pub fn stats_json(
         totals.readings += counters.readings;
         totals.frame_errors += counters.frame_errors;
         totals.decode_errors += counters.decode_errors;
+        totals.codec_errors += counters.codec_errors;
+        totals.codec_dropped += counters.codec_dropped;
         totals.duplicates += counters.duplicates;
         totals.auth_failed += counters.auth_failed;
         totals.replayed += counters.replayed;
@@ -178,6 +185,8 @@ pub fn stats_json(
             "readings": totals.readings,
             "frame_errors": totals.frame_errors,
             "decode_errors": totals.decode_errors,
+            "codec_errors": totals.codec_errors,
+            "codec_dropped": totals.codec_dropped,
             "duplicates": totals.duplicates,
             "auth_failed": totals.auth_failed,
             "replayed": totals.replayed,
@@ -242,14 +251,14 @@ mod tests {
                 "devices": {"online": 2, "known": 4, "dropped_over_cap": 3, "fields_dropped": 9},
                 "sources": {
                     "lora": {"frames": 5, "readings": 0, "frame_errors": 0, "decode_errors": 0,
-                             "duplicates": 1, "auth_failed": 0, "replayed": 0, "link_losses": 1,
+                             "codec_errors": 0, "codec_dropped": 0, "duplicates": 1, "auth_failed": 0, "replayed": 0, "link_losses": 1,
                              "up": false},
                     "uart0": {"frames": 10, "readings": 8, "frame_errors": 0, "decode_errors": 2,
-                              "duplicates": 0, "auth_failed": 0, "replayed": 0, "link_losses": 0,
+                              "codec_errors": 0, "codec_dropped": 0, "duplicates": 0, "auth_failed": 0, "replayed": 0, "link_losses": 0,
                               "up": true},
                 },
                 "totals": {"frames": 15, "readings": 8, "frame_errors": 0, "decode_errors": 2,
-                           "duplicates": 1, "auth_failed": 0, "replayed": 0, "link_losses": 1},
+                           "codec_errors": 0, "codec_dropped": 0, "duplicates": 1, "auth_failed": 0, "replayed": 0, "link_losses": 1},
                 "broker": {"dropped_for_slow_subscribers": 12, "dropped_for_the_uplink": 2,
                            "sessions_evicted": 3, "silent_connections_closed": 4,
                            "retained_refused": 5, "retained_torn_tails": 1,

@@ -1131,3 +1131,30 @@ fn the_reference_mentions_every_key() {
         }
     }
 }
+
+#[test]
+fn codec_keys_point_at_the_key_and_say_what_to_write() {
+    let codec = format!("{SERIAL}framing = \"cobs\"\npayload = \"codec\"\n");
+    assert_error(&codec, "\"codec\"", 0, &["codec = \"codecs/NAME.js\""]);
+    assert_error(
+        &format!("{SERIAL}fport = 2\n"),
+        "fport",
+        0,
+        &["`fport` applies to a source with payload = \"codec\""],
+    );
+    assert_error(
+        &format!("{codec}codec = \"x.js\"\ncodec_timeout = \"10s\"\n"),
+        "\"10s\"",
+        0,
+        &["codec_timeout", "at most \"5s\""],
+    );
+    assert_error(
+        &format!("{SERIAL}framing = \"lines\"\npayload = \"codec\"\ncodec = \"x.js\"\n"),
+        "\"lines\"",
+        0,
+        &[
+            "payload = \"codec\" decodes binary vendor payloads",
+            "framing = \"cobs\"",
+        ],
+    );
+}

@@ -22,6 +22,7 @@ const OFFLINE_AFTER: Duration = Duration::from_secs(15 * 60);
 
 fn pipeline(state_dir: &std::path::Path) -> Pipeline {
     Pipeline {
+        codecs: HashMap::new(),
         decoders: HashMap::from([(
             "uart0".to_string(),
             PacketDecoder {

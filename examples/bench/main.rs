@@ -8,7 +8,7 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
-//! resources, physical, flash, commits, security, rtl433, sizes; printed only unless `--out` is given). The flash section (what the
+//! resources, physical, flash, commits, security, rtl433, sizes, codecs; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
@@ -17,6 +17,7 @@ use sensorgate_testkit::mosquitto;
 mod baseline;
 mod broker;
 mod budgets;
+mod codecs;
 mod commits;
 mod daemon;
 mod decoders;
@@ -37,7 +38,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "physical",
     "decoders",
     "broker",
@@ -51,6 +52,7 @@ const SECTIONS: [&str; 13] = [
     "security",
     "rtl433",
     "sizes",
+    "codecs",
 ];
 
 /// The command line.
@@ -210,6 +212,10 @@ async fn main() {
     let sizes = wanted("sizes").then(sizes::run);
     if let Some(rows) = &sizes {
         sections.push(sizes::markdown(rows));
+    }
+    if wanted("codecs") {
+        eprintln!("payload codecs...");
+        sections.push(codecs::markdown(&codecs::run(options.quick)));
     }
     let budgets = budgets::check(&budgets::Figures {
         sensorgate: &ours,

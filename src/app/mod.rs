@@ -467,6 +467,7 @@ fn build_pipeline(
             .iter()
             .map(|s| (s.name.clone(), settings::decoder(s)))
             .collect(),
+        codecs: settings::codecs(config),
         registry,
         base_topic: config.gateway.base_topic.clone(),
         stats_interval: config.publish.stats_interval,
@@ -664,6 +665,7 @@ impl Gateway {
                 .iter()
                 .map(|s| (s.name.clone(), settings::decoder(s)))
                 .collect(),
+            codecs: settings::codecs(&new),
             registry: settings::registry(&new),
             frame_keys: Some(keys.frames),
             homeassistant: settings::homeassistant(&new),

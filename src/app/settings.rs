@@ -188,6 +188,12 @@ pub fn registry(config: &Config) -> RegistrySettings {
     }
 }
 
+/// The codecs of the sources with `payload = "codec"` (by source name), and of the devices with a codec
+/// or variables of their own (by source name and address).
+pub fn codecs(config: &Config) -> crate::codec::sources::CodecMap {
+    config.codecs()
+}
+
 /// The decoder of a source's packets: serial and simulated frames carry the configured CRC; radios check
 /// their CRC in the chip, so their packets have none.
 pub fn decoder(source: &SourceConfig) -> PacketDecoder {

@@ -25,6 +25,7 @@
 //! Home Assistant announces as `switch`/`number` entities is [`commandable_fields`].
 
 pub mod counters;
+pub mod codec;
 pub mod dispatch;
 pub mod dutycycle;
 pub mod heard;
@@ -107,6 +108,8 @@ pub struct CommandSettings {
     pub qos: u8,
     pub sources: Vec<SourceCommands>,
     pub devices: Vec<DeviceEntry>,
+    /// The codecs of the `payload = "codec"` sources with commands (their `encodeDownlink`).
+    pub codecs: crate::codec::sources::CodecMap,
 }
 
 impl CommandSettings {
@@ -180,6 +183,16 @@ impl CommandSettings {
             qos: config.publish.qos,
             sources,
             devices,
+            codecs: config
+                .codecs()
+                .into_iter()
+                .filter(|((source, _), _)| {
+                    config
+                        .sources
+                        .iter()
+                        .any(|s| &s.name == source && s.commands.is_some())
+                })
+                .collect(),
         }
     }
 
@@ -324,6 +337,8 @@ pub struct Router {
     stats: CommandStats,
     refusal_log: RateLimiter,
     results: ResultThrottle,
+    /// `encodeDownlink` of the codec sources.
+    codecs: codec::CodecEncoders,
 }
 
 /// The router and the dispatchers, before they run.
@@ -414,6 +429,7 @@ impl Commands {
                 stats: stats.clone(),
                 refusal_log: RateLimiter::new(Duration::from_secs(10)),
                 results: ResultThrottle::default(),
+                codecs: codec::CodecEncoders::start(&settings.codecs),
             },
             dispatchers,
             outcomes,
@@ -578,6 +594,7 @@ impl Router {
             return;
         };
         let device = target.device.to_string();
+        let topic_field = target.field.map(str::to_string);
         let reply = Arc::new(Reply {
             client_id: publish.client_id.clone(),
             user: publish.user.clone(),
@@ -587,8 +604,12 @@ impl Router {
         let resolved = self.resolve(&device);
         let real = resolved.as_ref().is_some_and(|r| self.is_real(r));
         let source_name = resolved.as_ref().map(|r| r.source.clone());
-        let outcome = self
-            .accept(&device, target.field, &publish, &reply, resolved)
+        let (publish, field, encoded) = self
+            .through_codec(&resolved, topic_field.clone(), publish)
+            .await;
+        let outcome = encoded
+            .map_err(Refused::quiet)
+            .and_then(|()| self.accept(&device, field.as_deref(), &publish, &reply, resolved))
             .and_then(|(frames, downlink, source, sealed)| {
                 let shown: Vec<serde_json::Value> =
                     frames.iter().map(|c| c.fields.clone()).collect();
@@ -646,12 +667,45 @@ impl Router {
                     }
                     return;
                 }
-                let fields = topics::parse_payload(target.field, &publish.payload)
+                let fields = topics::parse_payload(topic_field.as_deref(), &publish.payload)
                     .map(|p| topics::fields_json(&p))
                     .unwrap_or(serde_json::Value::Null);
                 self.refusal_result(broker, &device, refusal.reason, public, fields, &reply)
                     .await;
             }
+        }
+    }
+
+    /// A command to a device of a codec source (with the write right): its fields through the codec's
+    /// `encodeDownlink`, the publish then carrying the bytes as `{"raw": ...}` (and no field of the
+    /// topic). Other commands pass unchanged; the `Err` is the codec's refusal.
+    async fn through_codec(
+        &self,
+        resolved: &Option<Resolved>,
+        field: Option<String>,
+        mut publish: ClientPublish,
+    ) -> (ClientPublish, Option<String>, Result<(), String>) {
+        let Some(resolved) = resolved else {
+            return (publish, field, Ok(()));
+        };
+        if !publish.allowed || !self.codecs.covers(&resolved.source) {
+            return (publish, field, Ok(()));
+        }
+        match self
+            .codecs
+            .encode(
+                &resolved.source,
+                &resolved.address,
+                field.as_deref(),
+                &publish.payload,
+            )
+            .await
+        {
+            Ok(payload) => {
+                publish.payload = payload;
+                (publish, None, Ok(()))
+            }
+            Err(reason) => (publish, field, Err(reason)),
         }
     }
 

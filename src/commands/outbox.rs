@@ -495,7 +495,7 @@ impl AddressReader {
         let address = match self.decoder.payload {
             PayloadFormat::Json => crate::decode::json::decode(payload).ok()?.address,
             PayloadFormat::MySensors => crate::decode::mysensors::decode(payload).ok()??.address,
-            PayloadFormat::Lpp => None,
+            PayloadFormat::Lpp | PayloadFormat::Codec => None,
         };
         Some(address.unwrap_or_default())
     }

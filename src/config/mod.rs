@@ -119,7 +119,88 @@ impl Config {
             column: 0,
             message: format!("cannot read the configuration file: {error}"),
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        config.load_codecs(&text, path)?;
+        Ok(config)
+    }
+
+    /// The codecs to run, as loaded: each `payload = "codec"` source's (by source name), and each device's
+    /// with a codec or variables of its own (by source name and address).
+    pub fn codecs(&self) -> crate::codec::sources::CodecMap {
+        let sources = self
+            .sources
+            .iter()
+            .filter_map(|source| Some(((source.name.clone(), None), source.codec.clone()?)));
+        let devices = self.device.iter().filter_map(|device| {
+            Some((
+                (device.source.clone(), Some(device.address.clone())),
+                device.codec_settings.clone()?,
+            ))
+        });
+        sources.chain(devices).collect()
+    }
+
+    /// Reads, compiles and checks the codec of each `payload = "codec"` source, then each device's with
+    /// a `codec` or `variables` of its own (relative paths from the folder of `path`); a problem is
+    /// reported at the key at fault.
+    fn load_codecs(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        use crate::codec::settings;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let located = |at: KeyPath, message: String| {
+            let (line, column, message) = match Locator::new(text) {
+                Ok(locator) => {
+                    let (line, column) = locator.position(&at, locate::Part::Value);
+                    (line, column, locator.message(&at, &message))
+                }
+                Err(_) => (0, 0, message),
+            };
+            ConfigError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            let Some(codec) = &mut source.codec else {
+                continue;
+            };
+            settings::load(codec, base_dir).map_err(|message| {
+                located(KeyPath::root().key("source").index(i).key("codec"), message)
+            })?;
+        }
+        for (i, device) in self.device.iter_mut().enumerate() {
+            let at = KeyPath::root().key("device").index(i);
+            let key = match (&device.codec, &device.variables) {
+                (Some(_), _) => "codec",
+                (None, Some(_)) => "variables",
+                (None, None) => continue,
+            };
+            let source = self.sources.iter().find(|s| s.name == device.source);
+            let Some(source_codec) = source.and_then(|s| s.codec.as_ref()) else {
+                return Err(located(
+                    at.key(key),
+                    format!("`{key}` applies to a device of a source with payload = \"codec\""),
+                ));
+            };
+            if source.is_some_and(|s| s.header == crate::decode::HeaderFormat::None) {
+                return Err(located(
+                    at.key(key),
+                    format!("a device's own `{key}` needs its source's header (node16 or radiohead) to carry its address before the codec runs"),
+                ));
+            }
+            let mut codec = settings::for_device(
+                source_codec,
+                device.codec.as_deref(),
+                device.variables.as_ref(),
+            );
+            if device.codec.is_some() {
+                settings::load(&mut codec, base_dir)
+                    .map_err(|message| located(at.key("codec"), message))?;
+            }
+            device.codec_settings = Some(codec);
+        }
+        Ok(())
     }
 
     /// Parses and checks configuration text; `path_for_messages` is the file name errors carry.

@@ -399,6 +399,15 @@ pub struct DeviceConfig {
     pub payload: Option<crate::decode::PayloadFormat>,
     #[serde(default)]
     pub fports: std::collections::BTreeMap<String, crate::decode::PayloadFormat>,
+    /// Its own codec file, instead of its `payload = "codec"` source's.
+    #[serde(default)]
+    pub codec: Option<PathBuf>,
+    /// Its codec's `input.variables` (over its source's `variables`).
+    #[serde(default)]
+    pub variables: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Its codec as checked when the file was loaded (`codec` or `variables` given), else `None`.
+    #[serde(skip)]
+    pub codec_settings: Option<crate::codec::settings::CodecSettings>,
 }
 
 impl DeviceConfig {

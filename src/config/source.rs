@@ -35,6 +35,8 @@ pub struct SourceConfig {
     pub encryption: Option<FrameEncryption>,
     /// `commands = true`: the source sends commands to its devices (`crate::commands`); `None`: off.
     pub commands: Option<CommandConfig>,
+    /// `payload = "codec"`: its JavaScript codec, read, compiled and checked against its examples.
+    pub codec: Option<crate::codec::settings::CodecSettings>,
 }
 
 /// The command keys of a source with `commands = true`.
@@ -174,7 +176,7 @@ impl SimulatorConfig {
             devices: 3,
             interval: Duration::from_secs(2),
             framing: match payload {
-                PayloadFormat::Lpp => Framing::Cobs,
+                PayloadFormat::Lpp | PayloadFormat::Codec => Framing::Cobs,
                 PayloadFormat::Json | PayloadFormat::MySensors => Framing::Lines,
             },
             crc: CrcMode::None,
@@ -443,6 +445,7 @@ pub fn keys_for_kind(kind: &str) -> Option<Vec<&'static str>> {
     Some(
         COMMON_KEYS
             .iter()
+            .chain(&crate::codec::settings::KEYS)
             .chain(specific)
             .chain(commands)
             .copied()
@@ -542,6 +545,12 @@ pub(crate) struct SourceToml {
     usb_reset: Option<bool>,
     bind: Option<String>,
     gateways: Option<Vec<String>>,
+    codec: Option<PathBuf>,
+    variables: Option<serde_json::Map<String, serde_json::Value>>,
+    fport: Option<u8>,
+    codec_examples: Option<crate::codec::settings::ExamplesPolicy>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    codec_timeout: Option<Duration>,
 }
 
 impl SourceToml {
@@ -575,6 +584,13 @@ impl SourceToml {
         check_name(&self.name, at)?;
         let encryption = self.frame_encryption(at)?;
         let commands = self.command_config(at)?;
+        let codec_keys = crate::codec::settings::CodecKeys {
+            codec: self.codec.clone(),
+            variables: self.variables.clone(),
+            fport: self.fport,
+            codec_examples: self.codec_examples,
+            codec_timeout: self.codec_timeout,
+        };
         let mut source = match self.kind {
             KindName::Serial => self.build_serial(at),
             KindName::Simulator => self.build_simulator(at),
@@ -588,6 +604,7 @@ impl SourceToml {
             check_encryption_fits(&source, at)?;
         }
         source.commands = commands;
+        source.codec = codec_settings(&source, codec_keys, at)?;
         Ok(source)
     }
 
@@ -747,6 +764,7 @@ impl SourceToml {
             kind: SourceKind::SemtechUdp(udp),
             encryption: None,
             commands: None,
+            codec: None,
         })
     }
 
@@ -808,13 +826,14 @@ impl SourceToml {
             kind: SourceKind::Serial(serial),
             encryption: None,
             commands: None,
+            codec: None,
         })
     }
 
     fn build_simulator(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
         let payload = self.payload.unwrap_or(PayloadFormat::Lpp);
         let header = self.header.unwrap_or(match payload {
-            PayloadFormat::Lpp => HeaderFormat::Node16,
+            PayloadFormat::Lpp | PayloadFormat::Codec => HeaderFormat::Node16,
             PayloadFormat::Json | PayloadFormat::MySensors => HeaderFormat::None,
         });
         let defaults = SimulatorConfig::default_for(payload);
@@ -839,6 +858,7 @@ impl SourceToml {
             kind: SourceKind::Simulator(simulator),
             encryption: None,
             commands: None,
+            codec: None,
         })
     }
 
@@ -888,6 +908,7 @@ impl SourceToml {
             kind: SourceKind::Radio(radio),
             encryption: None,
             commands: None,
+            codec: None,
         })
     }
 
@@ -1065,6 +1086,7 @@ impl SourceToml {
             kind: SourceKind::Rtl433(Box::new(settings)),
             encryption: None,
             commands: None,
+            codec: None,
         })
     }
 }
@@ -1194,6 +1216,27 @@ fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Prob
     Ok(())
 }
 
+/// The codec keys: required with `payload = "codec"` (the codec read, compiled and its examples run),
+/// refused without it.
+fn codec_settings(
+    source: &SourceConfig,
+    keys: crate::codec::settings::CodecKeys,
+    at: &KeyPath,
+) -> Result<Option<crate::codec::settings::CodecSettings>, Problem> {
+    if source.payload != PayloadFormat::Codec {
+        return match keys.first_given() {
+            Some(key) => Err(Problem::key(
+                at.key(key),
+                format!("`{key}` applies to a source with payload = \"codec\""),
+            )),
+            None => Ok(None),
+        };
+    }
+    crate::codec::settings::build(keys)
+        .map(Some)
+        .map_err(|(key, message)| Problem::value(at.key(key), message))
+}
+
 /// Line framing carries text only: a binary payload, header or CRC trailer needs COBS or SLIP.
 fn check_text_framing(
     framing: Framing,
@@ -1207,6 +1250,8 @@ fn check_text_framing(
     }
     let binary = if payload == PayloadFormat::Lpp {
         Some("payload = \"lpp\" is binary".to_string())
+    } else if payload == PayloadFormat::Codec {
+        Some("payload = \"codec\" decodes binary vendor payloads".to_string())
     } else if header != HeaderFormat::None {
         Some(format!("header = \"{}\" is binary", header.name()))
     } else if crc != CrcMode::None {

@@ -44,7 +44,7 @@ impl HeaderFormat {
     }
 }
 
-/// How the payload is encoded; set per source (`payload = "json" | "lpp" | "mysensors"`).
+/// How the payload is encoded; set per source (`payload = "json" | "lpp" | "mysensors" | "codec"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 pub enum PayloadFormat {
     /// One UTF-8 JSON object (see [`json`]).
@@ -56,6 +56,10 @@ pub enum PayloadFormat {
     /// A MySensors serial API 2.x line (see [`mysensors`]).
     #[serde(rename = "mysensors")]
     MySensors,
+    /// The source's JavaScript codec (`codec = "path.js"`, see `crate::codec`): decoded off this
+    /// module, by the pipeline's codec workers.
+    #[serde(rename = "codec")]
+    Codec,
 }
 
 /// Why a packet gave no reading.
@@ -99,6 +103,10 @@ pub enum DecodeError {
     MySensorsBadNumber { field: &'static str, text: String },
     #[error("MySensors value type {0} is unknown")]
     MySensorsUnknownValueType(u8),
+    /// `payload = "codec"`: the payload is the source's JavaScript codec's to decode
+    /// ([`PacketDecoder::split`] gives it), not this module's.
+    #[error("payload is decoded by the source's codec")]
+    CodecPayload,
 }
 
 /// What a payload decoder found: the fields, plus the address and sequence number the payload itself
@@ -119,6 +127,17 @@ pub struct PacketDecoder {
 }
 
 impl PacketDecoder {
+    /// crc -> header: what the link header says and the payload behind it, for a payload this module
+    /// does not decode itself (a JavaScript codec's). `Ok(None)` for a packet that carries no reading.
+    pub fn split<'p>(
+        &self,
+        packet: &'p Packet,
+    ) -> Result<Option<(header::HeaderFields, &'p [u8])>, DecodeError> {
+        let body = crc::check_and_strip(self.crc, &packet.bytes)?;
+        let (link, payload) = header::split_header(self.header, body)?;
+        Ok(link.carries_reading.then_some((link, payload)))
+    }
+
     /// crc -> header -> payload. `Ok(vec![])` for messages that carry no reading (MySensors
     /// presentation, requests, internal messages other than the battery level; RadioHead ACKs). Every
     /// reading copies source, arrival time and radio metadata from the packet.
@@ -135,6 +154,7 @@ impl PacketDecoder {
                 Some(found) => found,
                 None => return Ok(Vec::new()),
             },
+            PayloadFormat::Codec => return Err(DecodeError::CodecPayload),
         };
         Ok(vec![Reading {
             source: packet.source.clone(),
@@ -321,6 +341,7 @@ mod tests {
                 .voltage(3, 3.3)
                 .into_bytes(),
             PayloadFormat::MySensors => b"12;6;1;0;0;21.5".to_vec(),
+            PayloadFormat::Codec => Vec::new(),
         }
     }
 

@@ -33,6 +33,9 @@ pub enum EncodeError {
     /// A frame on a line link holding a newline, which would reach the node as two frames.
     #[error("the frame holds a newline, which ends a frame on this line link: it would reach the node as two frames")]
     Delimiter,
+    /// The source decodes with a JavaScript codec (`crate::codec`), whose own encoder writes its commands.
+    #[error("the source's payload is a JavaScript codec; its commands are its encodeDownlink's")]
+    Codec,
     /// Sealing failed (only for payloads beyond AES-CCM's length field).
     #[error("cannot seal the frame: {0}")]
     Seal(String),
@@ -74,6 +77,7 @@ pub fn encode_payload(
         CommandPayload::Fields(fields) => fields,
     };
     match format {
+        PayloadFormat::Codec => Err(EncodeError::Codec),
         PayloadFormat::Json => Ok(vec![EncodedPayload {
             bytes: json::encode(address, fields)?,
             fields: fields.clone(),
@@ -102,7 +106,8 @@ pub fn encode_payload(
 pub fn address_in_payload(format: PayloadFormat) -> bool {
     match format {
         PayloadFormat::Json | PayloadFormat::MySensors => true,
-        PayloadFormat::Lpp => false,
+        // A codec source carries a header (its devices' addresses), and its codec writes the payload.
+        PayloadFormat::Lpp | PayloadFormat::Codec => false,
     }
 }
 
@@ -123,7 +128,7 @@ pub enum Control {
 /// `set`; this is only what is worth announcing.
 pub fn control_of(format: PayloadFormat, field: &str) -> Option<Control> {
     match format {
-        PayloadFormat::Json => None,
+        PayloadFormat::Json | PayloadFormat::Codec => None,
         PayloadFormat::Lpp => lpp::control_of(field),
         PayloadFormat::MySensors => mysensors::control_of(field),
     }

@@ -738,6 +738,7 @@ fn model(info: &SourceInfo) -> String {
         PayloadFormat::Json => "JSON",
         PayloadFormat::Lpp => "Cayenne LPP",
         PayloadFormat::MySensors => "MySensors",
+        PayloadFormat::Codec => "JavaScript codec",
     };
     match &info.link {
         Link::Serial => format!("{payload} over serial"),

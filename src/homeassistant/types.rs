@@ -584,7 +584,8 @@ pub fn infer(payload: PayloadFormat, field: &str, value: ValueKind) -> Option<En
     let table = match payload {
         PayloadFormat::Lpp => LPP,
         PayloadFormat::MySensors => MYSENSORS,
-        PayloadFormat::Json => JSON,
+        // A codec's data is named like a JSON payload's fields.
+        PayloadFormat::Json | PayloadFormat::Codec => JSON,
     };
     infer_from(&[table], payload, field, value)
 }

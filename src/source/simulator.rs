@@ -147,7 +147,8 @@ fn encode_reading(
             format_float(battery)
         )
         .into_bytes()],
-        PayloadFormat::Lpp => {
+        // A simulator in front of a codec sends LPP, for a codec that reads it.
+        PayloadFormat::Lpp | PayloadFormat::Codec => {
             vec![LppWriter::new()
                 .temperature(1, temperature)
                 .relative_humidity(2, humidity)

@@ -6,7 +6,8 @@
 //! Topic levels made from outside data go through [`sanitize_level`]: `+`, `#`, `/`, NUL and other control
 //! characters become `_`, so does a leading `$` (the broker refuses a `$` level anywhere but first), an
 //! empty level becomes `_`, and a level is cut to [`MAX_LEVEL_BYTES`]. A field named `availability` is
-//! published on `{base}/{device}/availability_` so that it can never overwrite the device's availability.
+//! published on `{base}/{device}/availability_` so that it can never overwrite the device's availability,
+//! and one named `error` on `{base}/{device}/error_`, clear of the device's codec errors.
 
 /// The topic level reserved for the gateway itself (`{base}/gateway/...`); no device is given this name.
 pub const GATEWAY_NAME: &str = "gateway";
@@ -16,6 +17,8 @@ pub const ONLINE: &str = "online";
 pub const OFFLINE: &str = "offline";
 /// The last level of an availability topic.
 pub const AVAILABILITY_LEVEL: &str = "availability";
+/// The last level of a device's error topic (a codec that failed on its payload).
+pub const ERROR_LEVEL: &str = "error";
 /// The longest topic level made from outside data, in bytes; longer ones are cut (on a character boundary).
 pub const MAX_LEVEL_BYTES: usize = 128;
 
@@ -58,13 +61,18 @@ pub fn device_topic(base: &str, device: &str) -> String {
 }
 
 /// `{base}/{device}/{field}`: one field as plain text. The field name is sanitised; a field named
-/// `availability` goes to `availability_`.
+/// `availability` goes to `availability_`, one named `error` to `error_`.
 pub fn field_topic(base: &str, device: &str, field: &str) -> String {
     let mut level = sanitize_level(field);
-    if level == AVAILABILITY_LEVEL {
+    if level == AVAILABILITY_LEVEL || level == ERROR_LEVEL {
         level.push('_');
     }
     format!("{base}/{device}/{level}")
+}
+
+/// `{base}/{device}/error`: what a codec said about a payload it failed on (not retained).
+pub fn error_topic(base: &str, device: &str) -> String {
+    format!("{base}/{device}/{ERROR_LEVEL}")
 }
 
 /// `{base}/{device}/availability`: `online` / `offline`.
@@ -142,6 +150,8 @@ mod tests {
     fn topic_helpers() {
         assert_eq!(device_topic("sg", "kitchen"), "sg/kitchen");
         assert_eq!(field_topic("sg", "kitchen", "temp/1"), "sg/kitchen/temp_1");
+        assert_eq!(field_topic("sg", "kitchen", "error"), "sg/kitchen/error_");
+        assert_eq!(error_topic("sg", "kitchen"), "sg/kitchen/error");
         assert_eq!(
             field_topic("sg", "kitchen", "availability"),
             "sg/kitchen/availability_"

@@ -54,7 +54,7 @@ impl Drop for KillOnDrop {
 /// Runs `sensorgate ARGS` in the crate's directory (so `config/demo.toml` means what it says in a checkout),
 /// feeding `stdin` when given, with the systemd and logging variables cleared and then `env` set; waits at
 /// most [`RUN_BOUND`] for it to exit.
-fn sensorgate(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Outcome {
+pub(super) fn sensorgate(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Outcome {
     let mut stdout = tempfile::tempfile().unwrap();
     let mut stderr = tempfile::tempfile().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_sensorgate"));

@@ -4,6 +4,8 @@
 
 mod agreement;
 mod ble;
+#[cfg(feature = "codecs")]
+mod codec;
 mod commands;
 mod packaged;
 mod security_keys;

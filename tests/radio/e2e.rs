@@ -185,6 +185,7 @@ impl Rig {
         };
         let pipeline = Pipeline {
             decoders: HashMap::from([(SOURCE.to_string(), decoder)]),
+            codecs: HashMap::new(),
             registry,
             base_topic: BASE.to_string(),
             stats_interval: Duration::from_millis(100),
