@@ -879,9 +879,9 @@ fn the_demo_runs_without_hardware_or_root() {
 fn the_reference_is_valid() {
     let config = Config::parse(REFERENCE, Path::new("config/sensorgate.toml"))
         .unwrap_or_else(|error| panic!("{error}"));
-    // uart0, demo, lora, lora-sim, lora-sx1262, rf433 (rtl_433) and lns (semtech-udp).
+    // uart0, demo, lora, lora-sim, lora-sx1262, rf433 (rtl_433), lns (semtech-udp), uart1 (a codec).
     let kinds: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(config.sources.len(), 7, "{kinds:?}");
+    assert_eq!(config.sources.len(), 8, "{kinds:?}");
     assert_eq!(config.broker.users.len(), 1);
     assert!(config.upstream.is_some());
     assert!(config.lorawan.is_some());
