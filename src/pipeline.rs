@@ -22,6 +22,7 @@ use crate::broker::Broker;
 use crate::crypto::FrameGuard;
 use crate::decode::PacketDecoder;
 use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
+use crate::live::{FrameOutcome, LiveView, Snapshot};
 use crate::model::Message;
 use crate::publish;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
@@ -51,6 +52,10 @@ pub struct Pipeline {
     pub discovery: Option<crate::homeassistant::stage::Stage>,
     /// Where discovery keeps its state file, for a reload that switches it on.
     pub state_dir: std::path::PathBuf,
+    /// The live view the status page reads (counters, devices, the frame inspector), when `[http]` is on.
+    pub live: Option<LiveView>,
+    /// The status page's own counters, added to `{base}/gateway/stats` as `http`, when `[http]` is on.
+    pub http_stats: Option<UplinkStatsProbe>,
 }
 
 /// A new configuration for the running stage (a reload): decoders per source and the registry's settings.
@@ -109,6 +114,9 @@ impl Pipeline {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => {
+                        if let Some(live) = &self.live {
+                            live.touch();
+                        }
                         let messages = self.handle(event, &frames, &mut stats, &warnings);
                         refusals.publish(broker, &messages).await;
                     }
@@ -144,6 +152,9 @@ impl Pipeline {
                     }
                 }
                 _ = sleep_until_or_forever(deadline) => {
+                    if let Some(live) = &self.live {
+                        live.touch();
+                    }
                     let messages = self.registry.expire(clock_now());
                     refusals.publish(broker, &messages).await;
                 }
@@ -157,6 +168,7 @@ impl Pipeline {
                     if let Some(heartbeat) = &self.heartbeat {
                         heartbeat.beat();
                     }
+                    self.refresh_live_view(&stats, started);
                     if let Some(stage) = &mut self.discovery {
                         stage.persist().await;
                     }
@@ -178,6 +190,30 @@ impl Pipeline {
         self.registry
     }
 
+    /// Gives the live view a new snapshot when anything changed since the last one.
+    fn refresh_live_view(&self, stats: &Stats, started: Instant) {
+        let Some(live) = &self.live else { return };
+        if !live.take_changed() {
+            return;
+        }
+        live.store(Snapshot {
+            stats: stats.clone(),
+            devices: self.registry.snapshot(),
+            devices_online: self.registry.devices_online(),
+            devices_known: self.registry.devices_known(),
+            started,
+            taken: clock_now(),
+            taken_wall: std::time::SystemTime::now(),
+        });
+    }
+
+    /// Adds a frame and what became of it to the live view's inspector.
+    fn inspect(&self, packet: &crate::model::Packet, outcome: impl FnOnce() -> FrameOutcome) {
+        if let Some(live) = &self.live {
+            live.record(&packet.source, &packet.bytes, packet.received_at, outcome());
+        }
+    }
+
     fn stats_message(&self, stats: &Stats, broker: &Broker, started: Instant) -> Message {
         let uplink = self.uplink_stats.as_ref().map(|probe| probe());
         let mut json = stats_json(
@@ -193,6 +229,9 @@ impl Pipeline {
         }
         if let Some(stage) = &self.discovery {
             crate::stats::add_discovery_counters(&mut json, stage.entities_dropped());
+        }
+        if let (Some(probe), serde_json::Value::Object(fields)) = (&self.http_stats, &mut json) {
+            fields.insert("http".to_string(), probe());
         }
         Message {
             topic: publish::gateway_stats_topic(&self.base_topic),
@@ -223,6 +262,10 @@ impl Pipeline {
             }
             SourceEvent::FrameError { source, error } => {
                 stats.source(&source).frame_errors += 1;
+                if let Some(live) = &self.live {
+                    let outcome = FrameOutcome::Refused(format!("framing: {error}"));
+                    live.record(&source, &[], std::time::SystemTime::now(), outcome);
+                }
                 log::debug!(source = source.as_str(); "frame refused: {error}");
                 if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
                     log::warn!(source = source.as_str(); "frame refused: {error}{}", suppressed_suffix(suppressed));
@@ -236,9 +279,10 @@ impl Pipeline {
                     return Vec::new();
                 };
                 // Encrypted sources: authenticate, decrypt and check the counter first.
-                let (decoder, packet) = match frames.open(decoder, &packet) {
+                let (decoder, opened) = match frames.open(decoder, &packet) {
                     Ok(opened) => opened,
                     Err(refusal) => {
+                        self.inspect(&packet, || FrameOutcome::Refused(refusal.to_string()));
                         refusal.count(stats.source(&source));
                         log::debug!(source = source.as_str(); "frame refused: {refusal}");
                         if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
@@ -247,11 +291,16 @@ impl Pipeline {
                         return Vec::new();
                     }
                 };
-                match decoder.decode(&packet) {
+                match decoder.decode(&opened) {
                     Ok(readings) => {
                         let mut messages = Vec::new();
+                        let mut inspected = Vec::new();
                         for reading in &readings {
-                            match self.registry.on_reading(reading, clock_now()) {
+                            let outcome = self.registry.on_reading(reading, clock_now());
+                            if self.live.is_some() {
+                                inspected.push(self.inspected_reading(reading, &outcome));
+                            }
+                            match outcome {
                                 ReadingOutcome::Publish {
                                     messages: mut out,
                                     fields_dropped,
@@ -282,11 +331,13 @@ impl Pipeline {
                                 ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
                             }
                         }
+                        self.inspect(&packet, || FrameOutcome::Decoded(inspected));
                         messages
                     }
                     Err(error) => {
+                        self.inspect(&packet, || FrameOutcome::Refused(error.to_string()));
                         stats.source(&source).decode_errors += 1;
-                        log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", packet.bytes);
+                        log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", opened.bytes);
                         if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
                             log::warn!(source = source.as_str(); "undecodable frame: {error}{}", suppressed_suffix(suppressed));
                         }
@@ -295,6 +346,37 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+impl Pipeline {
+    /// One reading as the frame inspector shows it: address, device name, fields and what the registry
+    /// did with it.
+    fn inspected_reading(
+        &self,
+        reading: &crate::model::Reading,
+        outcome: &ReadingOutcome,
+    ) -> serde_json::Value {
+        let device = self
+            .registry
+            .device(&reading.source, &reading.address)
+            .map(|(name, _, _)| name.to_string());
+        let fields: serde_json::Map<String, serde_json::Value> = reading
+            .fields
+            .iter()
+            .map(|(name, value)| (name.clone(), value.to_json()))
+            .collect();
+        let result = match outcome {
+            ReadingOutcome::Publish { .. } => "published",
+            ReadingOutcome::Duplicate => "duplicate",
+            ReadingOutcome::OverDeviceCap => "dropped: device cap",
+        };
+        serde_json::json!({
+            "address": reading.address,
+            "device": device,
+            "fields": fields,
+            "result": result,
+        })
     }
 }
 

@@ -56,11 +56,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Run
     let notifier = Notifier::from_env();
     let shutdown = CancellationToken::new();
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
-    spawn_signal_handler(shutdown.clone(), reload_tx)?;
+    spawn_signal_handler(shutdown.clone(), reload_tx.clone())?;
 
     let health = Health::new();
     let (failures, mut failure_reports) = supervise::failures();
-    let mut gateway = Gateway::start(config, health.clone(), failures).await?;
+    let reload = config_path.as_ref().map(|_| reload_tx);
+    let mut gateway = Gateway::start(config, health.clone(), failures, reload).await?;
     notifier.ready();
     notifier.status(&gateway.status_line());
     let watchdog = crate::systemd::watchdog_interval_from_env().map(|interval| {
@@ -166,6 +167,8 @@ struct Gateway {
     commands: Option<(JoinHandle<()>, CancellationToken)>,
     /// The port of each source with `commands = true`, handed to its task at every (re)start.
     command_ports: HashMap<String, crate::commands::CommandPort>,
+    /// The status page (`[http]`); stopped first.
+    http: Option<crate::http::HttpServer>,
 }
 
 /// Reads every key file the configuration names, on a blocking thread, and logs a warning for each one
@@ -372,6 +375,7 @@ fn build_pipeline(
     uplink_stats: Option<UplinkStatsHandle>,
     command_stats: Option<crate::commands::CommandStats>,
     health: &Health,
+    web: Option<&WebParts>,
 ) -> Pipeline {
     Pipeline {
         decoders: config
@@ -390,6 +394,81 @@ fn build_pipeline(
         devices_online: Arc::new(AtomicUsize::new(0)),
         discovery,
         state_dir: state_dir.to_path_buf(),
+        live: web.map(|web| web.live.clone()),
+        http_stats: web.map(|web| {
+            let counters = web.counters.clone();
+            Box::new(move || counters.json()) as crate::pipeline::UplinkStatsProbe
+        }),
+    }
+}
+
+/// What the pipeline and the status page share when `[http]` is on.
+struct WebParts {
+    live: crate::live::LiveView,
+    counters: crate::http::HttpCounters,
+}
+
+/// The name of a source's kind as the configuration writes it.
+fn kind_name(kind: &SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Serial(_) => "serial",
+        SourceKind::Simulator(_) => "simulator",
+        SourceKind::Radio(radio) => match radio.chip {
+            crate::config::RadioChip::Sx1276 => "sx1276",
+            crate::config::RadioChip::Sx1262 => "sx1262",
+        },
+    }
+}
+
+/// Starts the status page on what the pipeline shares, the watchdog's health and the broker's logins;
+/// logs its address (or why it could not start).
+#[allow(clippy::too_many_arguments)]
+async fn start_http(
+    config: &Config,
+    web: WebParts,
+    health: &Health,
+    broker: &Arc<Broker>,
+    uplink_stats: Option<UplinkStatsHandle>,
+    command_stats: Option<crate::commands::CommandStats>,
+    reload: Option<mpsc::Sender<()>>,
+) -> Option<crate::http::HttpServer> {
+    let http = config.http.as_ref()?;
+    let rights = config
+        .broker
+        .users
+        .iter()
+        .filter_map(|user| Some((user.name.clone(), user.http?)));
+    let access = crate::http::Access::new(http.anonymous, rights, broker.logins());
+    let views = crate::http::Views {
+        live: web.live,
+        health: health.clone(),
+        broker: Arc::downgrade(broker),
+        uplink: uplink_stats
+            .map(|stats| Box::new(move || stats.snapshot()) as crate::http::JsonProbe),
+        commands: command_stats
+            .map(|stats| Box::new(move || stats.snapshot()) as crate::http::CommandsProbe),
+        sources: config
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), kind_name(&s.kind).to_string()))
+            .collect(),
+        version: env!("CARGO_PKG_VERSION"),
+        started: std::time::Instant::now(),
+        counters: web.counters,
+        reload,
+    };
+    // The page is an aid, not the gateway's work: when its port is taken or its TLS files cannot be
+    // read, the gateway runs without it and says so.
+    match crate::http::HttpServer::start(http, access, views).await {
+        Ok(server) => {
+            let scheme = if http.tls.is_some() { "https" } else { "http" };
+            log::info!("status page on {scheme}://{}/", server.local_addr);
+            Some(server)
+        }
+        Err(error) => {
+            log::error!("status page not started: {error:#}; the gateway runs without it");
+            None
+        }
     }
 }
 
@@ -429,6 +508,7 @@ impl Gateway {
         config: Config,
         health: Health,
         failures: Failures,
+        reload: Option<mpsc::Sender<()>>,
     ) -> Result<Gateway, RunError> {
         let state_dir = create_state_dir(&config)?;
         let keys = load_keys(&config).await?;
@@ -439,18 +519,39 @@ impl Gateway {
         let uplink =
             start_uplink(&config, &state_dir, uplink_input, keys.sealers, &failures).await?;
         let commands = start_commands(&config, &broker, &keys.frames);
+        let web = config.http.as_ref().map(|_| WebParts {
+            live: crate::live::LiveView::new(),
+            counters: crate::http::HttpCounters::default(),
+        });
         let pipeline = build_pipeline(
             &config,
             &state_dir,
             registry,
             discovery,
             uplink.stats.clone(),
-            commands.stats,
+            commands.stats.clone(),
             &health,
+            web.as_ref(),
         );
         let devices_online = pipeline.devices_online.clone();
         let frames = crate::crypto::FrameGuard::new(keys.frames, replay.guard);
         let pipeline = spawn_pipeline(pipeline, &broker, frames, &failures);
+        let http = match web {
+            Some(web) => {
+                let uplink_stats = uplink.stats.clone();
+                start_http(
+                    &config,
+                    web,
+                    &health,
+                    &broker,
+                    uplink_stats,
+                    commands.stats,
+                    reload,
+                )
+                .await
+            }
+            None => None,
+        };
 
         let mut gateway = Gateway {
             config,
@@ -469,6 +570,7 @@ impl Gateway {
             replay_stop: replay.stop,
             commands: commands.running,
             command_ports: commands.ports,
+            http,
         };
         gateway.start_sources();
         Ok(gateway)
@@ -588,6 +690,9 @@ impl Gateway {
     }
 
     async fn stop(self) {
+        if let Some(http) = self.http {
+            http.stop().await;
+        }
         for running in self.sources.values() {
             running.stop.cancel();
         }

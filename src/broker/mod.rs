@@ -303,6 +303,7 @@ pub struct Broker {
     pacer: Arc<RetainedPacer>,
     /// Torn or corrupt tails of the retained log cut at start (0 or 1).
     retained_torn_tails: u64,
+    logins: Arc<Logins>,
 }
 
 impl Broker {
@@ -352,17 +353,18 @@ impl Broker {
             scx.clone(),
             settings.max_offline_sessions.min(settings.max_connections),
         ));
+        let logins = Arc::new(Logins::new(
+            settings
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), u.password_hash.clone())),
+            settings.allow_anonymous,
+            Throttle::default(),
+        ));
         let policy = Arc::new(Policy::new(
             scx.clone(),
             access_policy(settings),
-            Logins::new(
-                settings
-                    .users
-                    .iter()
-                    .map(|u| (u.name.clone(), u.password_hash.clone())),
-                settings.allow_anonymous,
-                Throttle::default(),
-            ),
+            logins.clone(),
             PolicyLimits {
                 max_connections: settings.max_connections.max(1),
                 max_packet_size: settings.max_packet_size,
@@ -405,7 +407,14 @@ impl Broker {
             server_task,
             snapshotter,
             retained_torn_tails,
+            logins,
         })
+    }
+
+    /// The broker's login checker (users, argon2 slots, the brake), for other front doors that take the
+    /// same logins (the status page): failures anywhere count in the same brake.
+    pub fn logins(&self) -> Arc<Logins> {
+        self.logins.clone()
     }
 
     /// The addresses the listeners are bound to (useful when a bind port was 0).

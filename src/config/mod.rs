@@ -80,6 +80,8 @@ pub struct Config {
     pub upstream: Option<UpstreamConfig>,
     /// `[homeassistant]`: MQTT discovery.
     pub homeassistant: HomeAssistantConfig,
+    /// `[http]`: the status page, `/metrics` and `/healthz`; `None`: no web server.
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 /// The file as written, before the sources are checked per kind.
@@ -103,6 +105,7 @@ struct ConfigToml {
     upstream: Option<UpstreamConfig>,
     #[serde(default)]
     homeassistant: HomeAssistantConfig,
+    http: Option<crate::http::HttpConfig>,
 }
 
 impl Config {
@@ -162,6 +165,7 @@ impl Config {
             device: raw.device,
             upstream: raw.upstream,
             homeassistant: raw.homeassistant,
+            http: raw.http,
         };
         config.fill_derived_defaults();
         validate::validate(&config, &locator).map_err(problem)?;
