@@ -375,7 +375,6 @@ fn build_pipeline(
     uplink_stats: Option<UplinkStatsHandle>,
     command_stats: Option<crate::commands::CommandStats>,
     health: &Health,
-    web: Option<&WebParts>,
 ) -> Pipeline {
     Pipeline {
         decoders: config
@@ -394,11 +393,8 @@ fn build_pipeline(
         devices_online: Arc::new(AtomicUsize::new(0)),
         discovery,
         state_dir: state_dir.to_path_buf(),
-        live: web.map(|web| web.live.clone()),
-        http_stats: web.map(|web| {
-            let counters = web.counters.clone();
-            Box::new(move || counters.json()) as crate::pipeline::UplinkStatsProbe
-        }),
+        live: None,
+        http_stats: None,
     }
 }
 
@@ -406,6 +402,16 @@ fn build_pipeline(
 struct WebParts {
     live: crate::live::LiveView,
     counters: crate::http::HttpCounters,
+}
+
+impl WebParts {
+    /// Lets the pipeline feed the live view and report the page's counters in `{base}/gateway/stats`.
+    fn attach(&self, pipeline: &mut Pipeline) {
+        pipeline.live = Some(self.live.clone());
+        let counters = self.counters.clone();
+        pipeline.http_stats =
+            Some(Box::new(move || counters.json()) as crate::pipeline::UplinkStatsProbe);
+    }
 }
 
 /// The name of a source's kind as the configuration writes it.
@@ -422,7 +428,6 @@ fn kind_name(kind: &SourceKind) -> &'static str {
 
 /// Starts the status page on what the pipeline shares, the watchdog's health and the broker's logins;
 /// logs its address (or why it could not start).
-#[allow(clippy::too_many_arguments)]
 async fn start_http(
     config: &Config,
     web: WebParts,
@@ -523,7 +528,7 @@ impl Gateway {
             live: crate::live::LiveView::new(),
             counters: crate::http::HttpCounters::default(),
         });
-        let pipeline = build_pipeline(
+        let mut pipeline = build_pipeline(
             &config,
             &state_dir,
             registry,
@@ -531,8 +536,10 @@ impl Gateway {
             uplink.stats.clone(),
             commands.stats.clone(),
             &health,
-            web.as_ref(),
         );
+        if let Some(web) = &web {
+            web.attach(&mut pipeline);
+        }
         let devices_online = pipeline.devices_online.clone();
         let frames = crate::crypto::FrameGuard::new(keys.frames, replay.guard);
         let pipeline = spawn_pipeline(pipeline, &broker, frames, &failures);

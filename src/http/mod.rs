@@ -361,3 +361,36 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
         _ => Response::text(404, "not found"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn views(health: &Health) -> Views {
+        Views {
+            live: LiveView::new(),
+            health: health.clone(),
+            broker: Weak::new(),
+            uplink: None,
+            commands: None,
+            sources: Vec::new(),
+            version: "0.0.0",
+            started: Instant::now(),
+            counters: HttpCounters::default(),
+            reload: None,
+        }
+    }
+
+    #[test]
+    fn healthz_tells_what_the_watchdog_sees() {
+        let health = Health::new();
+        let views = views(&health);
+        let alive = health.register("pipeline", Duration::from_secs(30));
+        assert_eq!(views.healthz(), Response::text(200, "ok"));
+        // A stage that ended without retiring is what makes the watchdog stop feeding systemd.
+        drop(alive);
+        let _uplink = health.register("uplink", Duration::from_secs(30));
+        assert_eq!(views.healthz(), Response::text(503, "wedged: pipeline"));
+        assert_eq!(api::gateway(&views)["wedged"], json!(["pipeline"]));
+    }
+}

@@ -6,14 +6,19 @@ use std::process::Command;
 
 use sensorgate_testkit::daemon::sensorgate_binary;
 
-use crate::client::get;
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::client::{exchange, get};
 use crate::daemon::start;
 
 fn users(hash: &str) -> String {
     format!(
         "[http]\nbind = \"127.0.0.1:0\"\nanonymous = \"none\"\n\n\
          [[broker.user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nread = [\"#\"]\nhttp = \"read\"\n\n\
-         [[broker.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nread = [\"#\"]\n"
+         [[broker.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nread = [\"#\"]\n\n\
+         [[broker.user]]\nname = \"root\"\npassword_hash = \"{hash}\"\nhttp = \"admin\"\n"
     )
 }
 
@@ -47,6 +52,19 @@ async fn a_login_is_required_and_a_wrong_password_is_refused() {
         405,
         "reload is a POST"
     );
+    // Reloading is for admins; it takes the SIGHUP path (the file is validated, then applied).
+    let post = |user: &str| {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:wonderland"));
+        let request = format!(
+            "POST /api/reload HTTP/1.1\r\nAuthorization: Basic {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        exchange(page, request.as_bytes()).status
+    };
+    assert_eq!(post("alice"), 403, "alice may only read");
+    assert_eq!(post("root"), 202);
+    running
+        .daemon
+        .wait_for_log("configuration reloaded from", 1, Duration::from_secs(10));
     let healthz = get(page, "/healthz", None);
     assert_eq!((healthz.status, healthz.body.as_str()), (200, "ok\n"));
 
@@ -57,7 +75,7 @@ async fn a_login_is_required_and_a_wrong_password_is_refused() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no login refusals in\n{metrics}"));
-    assert_eq!(refused_logins, 6, "{metrics}");
+    assert_eq!(refused_logins, 7, "{metrics}");
     let log = running.daemon.log();
     assert!(!log.contains("wonderland"), "a password reached the log");
     running.daemon.stop();

@@ -12,7 +12,7 @@ use crate::daemon::{kitchen_frame, start, wait_for, ANONYMOUS_READ};
 /// output; bounded by a 60 s kill.
 fn chromium(dir: &Path, url: &str, args: &[&str]) -> String {
     let profile = dir.join("chromium-profile");
-    let mut child = Command::new("chromium")
+    let child = Command::new("chromium")
         .args([
             "--headless",
             "--no-sandbox",
