@@ -1,7 +1,8 @@
 //! HTTP/1.1 requests, read with hard bounds: the request line and headers together at most
 //! [`MAX_HEAD_BYTES`], a body only with a `Content-Length` of at most [`MAX_BODY_BYTES`] (no chunked
 //! bodies), and the whole request within [`READ_TIMEOUT`] of its first byte being awaited, so a slow or
-//! silent client holds its connection slot for a bounded time. The target is split into a path and a
+//! silent client holds its connection slot for a bounded time (a connection that sent nothing by then,
+//! an idle keep-alive one, is closed without an answer; one stuck inside a request gets 408). The target is split into a path and a
 //! query; the path is only ever matched against fixed routes (nothing here touches the file system).
 
 use std::time::Duration;
@@ -55,6 +56,9 @@ pub enum RequestError {
     /// The connection closed before a request started (a normal end of keep-alive).
     #[error("connection closed")]
     Closed,
+    /// No byte of a next request within the timeout: an idle keep-alive connection, closed quietly.
+    #[error("idle")]
+    Idle,
     #[error("request head over {MAX_HEAD_BYTES} bytes")]
     HeadTooLarge,
     #[error("body over {MAX_BODY_BYTES} bytes")]
@@ -69,7 +73,7 @@ impl RequestError {
     /// The status to answer with, or `None` to close without answering.
     pub fn status(&self) -> Option<u16> {
         match self {
-            RequestError::Closed => None,
+            RequestError::Closed | RequestError::Idle => None,
             RequestError::HeadTooLarge => Some(431),
             RequestError::BodyTooLarge => Some(413),
             RequestError::Timeout => Some(408),
@@ -85,6 +89,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(
 ) -> Result<Request, RequestError> {
     match tokio::time::timeout(READ_TIMEOUT, read_request_untimed(stream, buffer)).await {
         Ok(result) => result,
+        Err(_) if buffer.is_empty() => Err(RequestError::Idle),
         Err(_) => Err(RequestError::Timeout),
     }
 }
@@ -268,5 +273,12 @@ mod tests {
             .unwrap();
         assert_eq!(reading.await.unwrap(), Err(RequestError::Timeout));
         drop(client);
+        let (_client, mut server) = tokio::io::duplex(64);
+        let idle = read_request(&mut server, &mut Vec::new()).await;
+        assert_eq!(
+            idle,
+            Err(RequestError::Idle),
+            "no byte at all: closed without an answer"
+        );
     }
 }

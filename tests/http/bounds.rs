@@ -6,6 +6,8 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use sensorgate_testkit::mqtt;
+
 use crate::client::{exchange, get};
 use crate::daemon::{start, wait_for, ANONYMOUS_READ};
 
@@ -57,6 +59,25 @@ async fn oversize_headers_traversal_and_slow_clients_are_refused() {
 
     let metrics = get(page, "/metrics", None).body;
     assert_eq!(refused(&metrics, "request"), 3, "{metrics}");
+    // The same counts in {base}/gateway/stats (published every second here).
+    let mut stats = mqtt::subscribe(
+        running.daemon.addr,
+        "watch-stats",
+        "sensorgate/gateway/stats",
+        0,
+    )
+    .await;
+    let mut seen = Vec::new();
+    let report = stats
+        .wait_for(Duration::from_secs(10), &mut seen, |message| {
+            serde_json::from_slice::<serde_json::Value>(&message.payload)
+                .is_ok_and(|report| report["http"]["requests_refused"] == 3)
+        })
+        .await;
+    assert!(
+        report.is_some(),
+        "no stats with http.requests_refused = 3: {seen:?}"
+    );
     assert_eq!(get(page, "/healthz", None).status, 200);
     running.daemon.stop();
 }
