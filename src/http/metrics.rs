@@ -37,6 +37,8 @@ struct Exposition {
 }
 
 impl Exposition {
+    /// One family: its HELP and TYPE lines, then its samples. Only the loop is generic; the writing is
+    /// not, so that each family's call adds little code.
     fn family<'a>(
         &mut self,
         name: &str,
@@ -44,22 +46,30 @@ impl Exposition {
         help: &str,
         samples: impl IntoIterator<Item = (Labels<'a>, f64)>,
     ) {
+        self.header(name, kind, help);
+        for (labels, value) in samples {
+            self.sample(name, &labels, value);
+        }
+    }
+
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            self.out.push_str(name);
-            if !labels.is_empty() {
-                self.out.push('{');
-                for (i, (key, value)) in labels.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push(',');
-                    }
-                    let _ = write!(self.out, "{key}=\"{}\"", escape_label(value));
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&'static str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
                 }
-                self.out.push('}');
+                let _ = write!(self.out, "{key}=\"{}\"", escape_label(value));
             }
-            let _ = writeln!(self.out, " {}", format_value(value));
+            self.out.push('}');
         }
+        let _ = writeln!(self.out, " {}", format_value(value));
     }
 
     fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {

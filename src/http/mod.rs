@@ -243,22 +243,23 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
 ) {
     match acceptor {
-        None => serve(stream, peer, &shared).await,
+        None => serve(Box::new(stream), peer, &shared).await,
         Some(acceptor) => {
             match tokio::time::timeout(request::READ_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve(stream, peer, &shared).await,
+                Ok(Ok(stream)) => serve(Box::new(stream), peer, &shared).await,
                 _ => shared.views.counters.request_refused(),
             }
         }
     }
 }
 
+/// A plain or TLS connection, behind one type so that the request loop is compiled once.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection for S {}
+
 /// Serves requests on one connection until the client closes it, asks to, or misbehaves.
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    peer: SocketAddr,
-    shared: &Shared,
-) {
+async fn serve(mut stream: Box<dyn Connection>, peer: SocketAddr, shared: &Shared) {
     let mut buffer = Vec::new();
     loop {
         let request = match read_request(&mut stream, &mut buffer).await {

@@ -64,11 +64,12 @@ pub fn start(dir: &Path, http: &str) -> Running {
         .replace("{http}", http);
     let daemon = Daemon::start(dir, &config);
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
-    daemon.wait_for_log("status page on http://", 1, Duration::from_secs(10));
+    daemon.wait_for_log("status page on http", 1, Duration::from_secs(10));
     let log = daemon.log();
     let page = log
-        .split("status page on http://")
+        .split("status page on http")
         .nth(1)
+        .and_then(|rest| rest.split("://").nth(1))
         .and_then(|rest| rest.split('/').next())
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| panic!("no status page address in the log:\n{log}"));

@@ -10,3 +10,4 @@ mod access;
 mod bounds;
 mod metrics;
 mod page;
+mod tls;
