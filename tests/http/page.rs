@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use sensorgate_testkit::daemon::Daemon;
+
 use crate::client::get;
 use crate::daemon::{kitchen_frame, start, wait_for, ANONYMOUS_READ};
 
@@ -133,4 +135,83 @@ async fn the_browser_is_asked_for_a_login_when_one_is_configured() {
     assert!(with_login.contains("data-loaded=\"yes\""), "{with_login}");
     assert!(with_login.contains("data-device=\"sim-3\""), "{with_login}");
     running.daemon.stop();
+}
+
+/// `config/demo.toml` as it ships, with the test's broker port, state directory and a free page port.
+fn demo_config() -> String {
+    let text = include_str!("../../config/demo.toml");
+    let mut config: toml::Table = text.parse().expect("config/demo.toml parses");
+    let table = |config: &mut toml::Table, key: &str| -> toml::Table {
+        config
+            .get(key)
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_else(|| panic!("[{key}] in the demo"))
+    };
+    let mut gateway = table(&mut config, "gateway");
+    gateway.insert("state_dir".into(), "{state_dir}".into());
+    config.insert("gateway".into(), toml::Value::Table(gateway));
+    let mut broker = table(&mut config, "broker");
+    let mut listener = toml::Table::new();
+    listener.insert("bind".into(), "127.0.0.1:{port}".into());
+    broker.insert("listener".into(), toml::Value::Array(vec![listener.into()]));
+    config.insert("broker".into(), toml::Value::Table(broker));
+    let mut http = table(&mut config, "http");
+    http.insert("bind".into(), "127.0.0.1:0".into());
+    config.insert("http".into(), toml::Value::Table(http));
+    toml::to_string(&config).expect("serialise the demo")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_shows_the_demo_devices_with_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &demo_config());
+    daemon.wait_for_log("status page on http://", 1, Duration::from_secs(10));
+    let log = daemon.log();
+    let page: std::net::SocketAddr = log
+        .split("status page on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in\n{log}"));
+    // The demo's serial-style simulator, its encrypted nodes and its radio's configured node.
+    let expected = [
+        "sim-1",
+        "sim-2",
+        "sim-3",
+        "vault-1",
+        "vault-2",
+        "greenhouse",
+    ];
+    wait_for(
+        Duration::from_secs(20),
+        "the demo's devices in the API",
+        || {
+            let devices = get(page, "/api/devices", None).body;
+            expected
+                .iter()
+                .all(|name| devices.contains(&format!("\"name\":\"{name}\"")))
+                .then_some(())
+        },
+    );
+    let url = format!("http://{page}/");
+    let dom = tokio::task::block_in_place(|| chromium(dir.path(), &url, &["--dump-dom"]));
+    assert!(dom.contains("data-loaded=\"yes\""), "{dom}");
+    for name in expected {
+        let row = dom
+            .split(&format!("data-device=\"{name}\""))
+            .nth(1)
+            .and_then(|rest| rest.split("</tr>").next())
+            .unwrap_or_else(|| panic!("{name} not rendered:\n{dom}"));
+        assert!(row.contains("online"), "{name}: {row}");
+        assert!(row.contains(" = "), "{name} shows no field values: {row}");
+    }
+    let screenshot = artifacts().join("demo-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let shot_arg = format!("--screenshot={}", screenshot.display());
+    tokio::task::block_in_place(|| chromium(dir.path(), &url, &[&shot_arg]));
+    let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "{status}");
 }
