@@ -461,6 +461,7 @@ async fn start_http(
         started: std::time::Instant::now(),
         counters: web.counters,
         reload,
+        base_topic: config.gateway.base_topic.clone(),
     };
     // The page is an aid, not the gateway's work: when its port is taken or its TLS files cannot be
     // read, the gateway runs without it and says so.

@@ -464,6 +464,12 @@ impl Broker {
         self.commands.install(filters, capacity)
     }
 
+    /// Gives the command router a command from another front door (the status page), as if a client
+    /// had published it; false when no router takes that topic or its input is full.
+    pub fn inject_command(&self, command: ClientPublish) -> bool {
+        self.commands.inject(command)
+    }
+
     /// Command publishes that found the command router's input full.
     pub fn commands_dropped(&self) -> u64 {
         self.commands.dropped()

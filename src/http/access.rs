@@ -43,16 +43,17 @@ impl Access {
         }
     }
 
-    /// Lets a request with this `Authorization` header from `peer` do what needs `needed`.
+    /// Lets a request with this `Authorization` header from `peer` do what needs `needed`; the user
+    /// name when it logged in, `None` for an anonymous reader.
     pub async fn check(
         &self,
         peer: SocketAddr,
         authorization: Option<&str>,
         needed: HttpRight,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<String>, Refusal> {
         let Some(header) = authorization else {
             return match (self.anonymous, needed) {
-                (Anonymous::Read, HttpRight::Read) => Ok(()),
+                (Anonymous::Read, HttpRight::Read) => Ok(None),
                 _ => Err(Refusal::Unauthorized),
             };
         };
@@ -65,7 +66,7 @@ impl Access {
             .await
         {
             LoginOutcome::Accepted => match self.rights.get(&user) {
-                Some(right) if *right >= needed => Ok(()),
+                Some(right) if *right >= needed => Ok(Some(user)),
                 _ => Err(Refusal::Forbidden),
             },
             LoginOutcome::BadCredentials | LoginOutcome::NotAuthorized => {
@@ -132,14 +133,14 @@ mod tests {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("bob:wonderland")
         );
-        assert_eq!(access.check(peer, None, HttpRight::Read).await, Ok(()));
+        assert_eq!(access.check(peer, None, HttpRight::Read).await, Ok(None));
         assert_eq!(
             access.check(peer, None, HttpRight::Admin).await,
             Err(Refusal::Unauthorized)
         );
         assert_eq!(
             access.check(peer, Some(&alice), HttpRight::Read).await,
-            Ok(())
+            Ok(Some("alice".to_string()))
         );
         assert_eq!(
             access.check(peer, Some(&alice), HttpRight::Admin).await,

@@ -74,6 +74,8 @@ pub struct Views {
     pub counters: HttpCounters,
     /// The SIGHUP path: a reload request (admins only).
     pub reload: Option<mpsc::Sender<()>>,
+    /// `[gateway] base_topic`: where an admin's command goes (`{base}/{device}/set`).
+    pub base_topic: String,
 }
 
 impl Views {
@@ -295,6 +297,9 @@ async fn serve(mut stream: Box<dyn Connection>, peer: SocketAddr, shared: &Share
     }
 }
 
+/// The admin paths (POST).
+const ADMIN_PATHS: [&str; 2] = ["/api/reload", "/api/command"];
+
 /// The paths that only read, and what they need.
 const READ_PATHS: [&str; 7] = [
     "/",
@@ -315,25 +320,28 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
     }
     let needed = match (reading, path) {
         (true, p) if READ_PATHS.contains(&p) => HttpRight::Read,
-        (false, "/api/reload") if request.method == "POST" => HttpRight::Admin,
-        (_, p) if READ_PATHS.contains(&p) || p == "/api/reload" || p == "/healthz" => {
+        (false, p) if request.method == "POST" && ADMIN_PATHS.contains(&p) => HttpRight::Admin,
+        (_, p) if READ_PATHS.contains(&p) || ADMIN_PATHS.contains(&p) || p == "/healthz" => {
             return Response::text(405, "method not allowed");
         }
         _ => return Response::text(404, "not found"),
     };
     let authorization = request.header("authorization");
-    if let Err(refusal) = shared.access.check(peer, authorization, needed).await {
-        views.counters.login_refused();
-        return match refusal {
-            Refusal::Unauthorized => Response::text(401, "login required").with_header(
-                "WWW-Authenticate",
-                "Basic realm=\"sensorgate\", charset=\"UTF-8\"".into(),
-            ),
-            Refusal::Forbidden => {
-                Response::text(403, "this user may not do that (see its http right)")
-            }
-        };
-    }
+    let user = match shared.access.check(peer, authorization, needed).await {
+        Ok(user) => user,
+        Err(refusal) => {
+            views.counters.login_refused();
+            return match refusal {
+                Refusal::Unauthorized => Response::text(401, "login required").with_header(
+                    "WWW-Authenticate",
+                    "Basic realm=\"sensorgate\", charset=\"UTF-8\"".into(),
+                ),
+                Refusal::Forbidden => {
+                    Response::text(403, "this user may not do that (see its http right)")
+                }
+            };
+        }
+    };
     match path {
         "/" => Response::new(200, response::HTML, PAGE),
         "/metrics" => Response::new(200, response::METRICS, views.metrics()),
@@ -359,7 +367,53 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
             }
             None => Response::text(404, "no configuration file to reload"),
         },
+        "/api/command" => command(views, user.as_deref().unwrap_or_default(), &request.body),
         _ => Response::text(404, "not found"),
+    }
+}
+
+/// `POST /api/command` `{"device": NAME, "command": JSON or "text"}`: the command goes to the command
+/// router as if the admin had published it on `{base}/{device}/set` (same queues, refusals and result
+/// on `{base}/{device}/set/result`); 202 when the router took it.
+fn command(views: &Views, user: &str, body: &[u8]) -> Response {
+    let Ok(request) = serde_json::from_slice::<Json>(body) else {
+        return Response::text(
+            400,
+            "the body is not JSON: {\"device\": ..., \"command\": ...}",
+        );
+    };
+    let device = request["device"].as_str().unwrap_or_default();
+    if device.is_empty() || device.contains(['/', '+', '#', '\0']) {
+        return Response::text(400, "\"device\" must be a device name (one topic level)");
+    }
+    let payload = match &request["command"] {
+        Json::Null => return Response::text(400, "\"command\" is missing"),
+        Json::String(text) => text.clone().into_bytes(),
+        other => other.to_string().into_bytes(),
+    };
+    let topic = format!("{}/{device}/set", views.base_topic);
+    let injected = views.broker.upgrade().is_some_and(|broker| {
+        broker.inject_command(crate::broker::ClientPublish {
+            topic: topic.clone(),
+            payload,
+            client_id: format!("http-{user}"),
+            user: Some(user.to_string()),
+            allowed: true,
+            response_topic: None,
+            correlation_data: None,
+        })
+    });
+    if injected {
+        log::info!("http: {user} sent a command on {topic}");
+        Response::json(
+            202,
+            &json!({"topic": topic, "result_topic": format!("{topic}/result")}),
+        )
+    } else {
+        Response::text(
+            503,
+            "no source takes commands here, or the command queue is full",
+        )
     }
 }
 
@@ -379,6 +433,7 @@ mod tests {
             started: Instant::now(),
             counters: HttpCounters::default(),
             reload: None,
+            base_topic: "sensorgate".into(),
         }
     }
 

@@ -105,3 +105,33 @@ pub fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Opti
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `config/demo.toml` as it ships, with the test's broker port, state directory and a free page port;
+/// `users` (`[[broker.user]]` tables) are appended, anonymous MQTT clients still allowed.
+pub fn demo_config(users: &str) -> String {
+    let text = include_str!("../../config/demo.toml");
+    let mut config: toml::Table = text.parse().expect("config/demo.toml parses");
+    let table = |config: &mut toml::Table, key: &str| -> toml::Table {
+        config
+            .get(key)
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_else(|| panic!("[{key}] in the demo"))
+    };
+    let mut gateway = table(&mut config, "gateway");
+    gateway.insert("state_dir".into(), "{state_dir}".into());
+    config.insert("gateway".into(), toml::Value::Table(gateway));
+    let mut broker = table(&mut config, "broker");
+    let mut listener = toml::Table::new();
+    listener.insert("bind".into(), "127.0.0.1:{port}".into());
+    broker.insert("listener".into(), toml::Value::Array(vec![listener.into()]));
+    broker.insert("allow_anonymous".into(), true.into());
+    config.insert("broker".into(), toml::Value::Table(broker));
+    let mut http = table(&mut config, "http");
+    http.insert("bind".into(), "127.0.0.1:0".into());
+    config.insert("http".into(), toml::Value::Table(http));
+    format!(
+        "{}\n{users}",
+        toml::to_string(&config).expect("serialise the demo")
+    )
+}

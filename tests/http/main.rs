@@ -7,6 +7,7 @@ mod client;
 mod daemon;
 
 mod access;
+mod admin;
 mod bounds;
 mod metrics;
 mod page;

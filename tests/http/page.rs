@@ -8,7 +8,7 @@ use std::time::Duration;
 use sensorgate_testkit::daemon::Daemon;
 
 use crate::client::get;
-use crate::daemon::{kitchen_frame, start, wait_for, ANONYMOUS_READ};
+use crate::daemon::{demo_config, kitchen_frame, start, wait_for, ANONYMOUS_READ};
 
 /// Runs headless Chromium on `url` with `args` (a fresh profile in `dir`), returning its standard
 /// output; bounded by a 60 s kill.
@@ -137,35 +137,10 @@ async fn the_browser_is_asked_for_a_login_when_one_is_configured() {
     running.daemon.stop();
 }
 
-/// `config/demo.toml` as it ships, with the test's broker port, state directory and a free page port.
-fn demo_config() -> String {
-    let text = include_str!("../../config/demo.toml");
-    let mut config: toml::Table = text.parse().expect("config/demo.toml parses");
-    let table = |config: &mut toml::Table, key: &str| -> toml::Table {
-        config
-            .get(key)
-            .and_then(toml::Value::as_table)
-            .cloned()
-            .unwrap_or_else(|| panic!("[{key}] in the demo"))
-    };
-    let mut gateway = table(&mut config, "gateway");
-    gateway.insert("state_dir".into(), "{state_dir}".into());
-    config.insert("gateway".into(), toml::Value::Table(gateway));
-    let mut broker = table(&mut config, "broker");
-    let mut listener = toml::Table::new();
-    listener.insert("bind".into(), "127.0.0.1:{port}".into());
-    broker.insert("listener".into(), toml::Value::Array(vec![listener.into()]));
-    config.insert("broker".into(), toml::Value::Table(broker));
-    let mut http = table(&mut config, "http");
-    http.insert("bind".into(), "127.0.0.1:0".into());
-    config.insert("http".into(), toml::Value::Table(http));
-    toml::to_string(&config).expect("serialise the demo")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_shows_the_demo_devices_with_their_values() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), &demo_config());
+    let daemon = Daemon::start(dir.path(), &demo_config(""));
     daemon.wait_for_log("status page on http://", 1, Duration::from_secs(10));
     let log = daemon.log();
     let page: std::net::SocketAddr = log
