@@ -5,7 +5,10 @@
 //! (the sources stop first on shutdown, so whatever they sent is still decoded and published), then
 //! publishes every device's will and hands the registry back. With Home Assistant discovery on, each
 //! reading, reload and birth message also goes through [`crate::homeassistant::stage`], whose discovery
-//! configs are published with the rest.
+//! configs are published with the rest. With `[http]` on, it also feeds [`crate::live`]: every frame
+//! with what became of it (the frame inspector), and once a second, when anything changed, a snapshot of
+//! its counters and the registry for the status page; the page's own counters join `{base}/gateway/stats`
+//! as `http`.
 //!
 //! Logs stay bounded whatever a node sends: frame and decode warnings at most one per source a minute, a
 //! device over `max_fields` one WARN per device, a publish the broker refuses at most one ERROR a minute
