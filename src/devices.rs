@@ -106,6 +106,23 @@ pub enum ReadingOutcome {
     OverDeviceCap,
 }
 
+/// One tracked device as [`Registry::snapshot`] copies it out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSnapshot {
+    pub name: String,
+    pub source: String,
+    pub address: String,
+    /// Whether a `[[device]]` names it (else it is an unknown sender, named `{source}-{address}`).
+    pub configured: bool,
+    pub online: bool,
+    /// When its last reading arrived (the registry's clock).
+    pub last_heard: Instant,
+    /// How long it may stay silent before it is taken offline.
+    pub offline_after: Duration,
+    /// Its merged JSON state (fields plus the gateway's keys, [`publish::STATE_KEYS`]).
+    pub state: Map<String, Json>,
+}
+
 type DeviceId = u64;
 
 /// What the configuration says about one (source, address).
@@ -502,6 +519,26 @@ impl Registry {
     /// How many devices are tracked (heard since start and not evicted by the cap).
     pub fn devices_known(&self) -> usize {
         self.devices.len()
+    }
+
+    /// Every tracked device as it is now, sorted by name, for read-only views (the status page).
+    pub fn snapshot(&self) -> Vec<DeviceSnapshot> {
+        let mut devices: Vec<DeviceSnapshot> = self
+            .devices
+            .values()
+            .map(|device| DeviceSnapshot {
+                name: device.name.clone(),
+                source: device.source.clone(),
+                address: device.address.clone(),
+                configured: device.configured,
+                online: device.online,
+                last_heard: device.last_heard,
+                offline_after: device.offline_after,
+                state: device.state.clone(),
+            })
+            .collect();
+        devices.sort_by(|a, b| a.name.cmp(&b.name));
+        devices
     }
 
     /// Starts tracking the device (source, address), first evicting an offline device when at the cap.

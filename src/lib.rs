@@ -64,6 +64,8 @@
 //!   ([`topic::gateway`]); the one owner of those rules.
 //! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
 //! - [`app`]: the wiring: builds each stage from the configuration, owns the start, stop and reload order.
+//! - [`http`]: the status page, its JSON API, the frame inspector, `/metrics` and `/healthz` (`[http]`),
+//!   reading [`live`], the pipeline's read-only view (counters, devices, the last frames per source).
 //! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`ratelimit`] (log lines
 //!   at most once per key and interval, with a suppressed count), [`backoff`] (retry delays),
 //!   [`allocator`] (one glibc malloc arena, for a steady memory footprint), [`full_disk`] (what a full
@@ -89,6 +91,8 @@ pub mod frame;
 pub mod full_disk;
 pub mod heard;
 pub mod homeassistant;
+pub mod http;
+pub mod live;
 pub mod logging;
 pub mod lorawan;
 pub mod model;

@@ -5,7 +5,10 @@
 //! (the sources stop first on shutdown, so whatever they sent is still decoded and published), then
 //! publishes every device's will and hands the registry back. With Home Assistant discovery on, each
 //! reading, reload and birth message also goes through [`crate::homeassistant::stage`], whose discovery
-//! configs are published with the rest.
+//! configs are published with the rest. With `[http]` on, it also feeds [`crate::live`]: every frame
+//! with what became of it (the frame inspector), and once a second, when anything changed, a snapshot of
+//! its counters and the registry for the status page; the page's own counters join `{base}/gateway/stats`
+//! as `http`.
 //!
 //! Logs stay bounded whatever a node sends: frame and decode warnings at most one per source a minute, a
 //! device over `max_fields` one WARN per device, a publish the broker refuses at most one ERROR a minute
@@ -25,6 +28,7 @@ use crate::crypto::FrameGuard;
 use crate::decode::{PacketDecoder, PayloadFields, PayloadFormat};
 use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
 use crate::heard::HeardList;
+use crate::live::{FrameOutcome, LiveView, Snapshot};
 use crate::model::{Message, Reading};
 use crate::publish;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
@@ -61,6 +65,10 @@ pub struct Pipeline {
     pub discovery: Option<crate::homeassistant::stage::Stage>,
     /// Where discovery keeps its state file, for a reload that switches it on.
     pub state_dir: std::path::PathBuf,
+    /// The live view the status page reads (counters, devices, the frame inspector), when `[http]` is on.
+    pub live: Option<LiveView>,
+    /// The status page's own counters, added to `{base}/gateway/stats` as `http`, when `[http]` is on.
+    pub http_stats: Option<UplinkStatsProbe>,
 }
 
 /// A new configuration for the running stage (a reload): decoders per source and the registry's settings.
@@ -124,6 +132,9 @@ impl Pipeline {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => {
+                        if let Some(live) = &self.live {
+                            live.touch();
+                        }
                         let messages = self.handle(event, &frames, &codecs, &mut stats, &warnings, &mut heard);
                         refusals.publish(broker, &messages).await;
                         if heard_due.is_none() && heard.take_changed() {
@@ -180,6 +191,9 @@ impl Pipeline {
                     refusals.publish(broker, &[message]).await;
                 }
                 _ = sleep_until_or_forever(deadline) => {
+                    if let Some(live) = &self.live {
+                        live.touch();
+                    }
                     let messages = self.registry.expire(clock_now());
                     refusals.publish(broker, &messages).await;
                 }
@@ -193,6 +207,7 @@ impl Pipeline {
                     if let Some(heartbeat) = &self.heartbeat {
                         heartbeat.beat();
                     }
+                    self.refresh_live_view(&stats, started);
                     if let Some(stage) = &mut self.discovery {
                         stage.persist().await;
                     }
@@ -214,6 +229,30 @@ impl Pipeline {
         self.registry
     }
 
+    /// Gives the live view a new snapshot when anything changed since the last one.
+    fn refresh_live_view(&self, stats: &Stats, started: Instant) {
+        let Some(live) = &self.live else { return };
+        if !live.take_changed() {
+            return;
+        }
+        live.store(Snapshot {
+            stats: stats.clone(),
+            devices: self.registry.snapshot(),
+            devices_online: self.registry.devices_online(),
+            devices_known: self.registry.devices_known(),
+            started,
+            taken: clock_now(),
+            taken_wall: std::time::SystemTime::now(),
+        });
+    }
+
+    /// Adds a frame and what became of it to the live view's inspector.
+    fn inspect(&self, packet: &crate::model::Packet, outcome: impl FnOnce() -> FrameOutcome) {
+        if let Some(live) = &self.live {
+            live.record(&packet.source, &packet.bytes, packet.received_at, outcome());
+        }
+    }
+
     fn stats_message(&self, stats: &Stats, broker: &Broker, started: Instant) -> Message {
         let uplink = self.uplink_stats.as_ref().map(|probe| probe());
         let mut json = stats_json(
@@ -232,6 +271,9 @@ impl Pipeline {
         }
         if let (Some(probe), serde_json::Value::Object(fields)) = (&self.lorawan_stats, &mut json) {
             fields.insert("lorawan".to_string(), probe());
+        }
+        if let (Some(probe), serde_json::Value::Object(fields)) = (&self.http_stats, &mut json) {
+            fields.insert("http".to_string(), probe());
         }
         Message {
             topic: publish::gateway_stats_topic(&self.base_topic),
@@ -308,6 +350,10 @@ impl Pipeline {
             }
             SourceEvent::FrameError { source, error } => {
                 stats.source(&source).frame_errors += 1;
+                if let Some(live) = &self.live {
+                    let outcome = FrameOutcome::Refused(format!("framing: {error}"));
+                    live.record(&source, &[], std::time::SystemTime::now(), outcome);
+                }
                 log::debug!(source = source.as_str(); "frame refused: {error}");
                 if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
                     log::warn!(source = source.as_str(); "frame refused: {error}{}", suppressed_suffix(suppressed));
@@ -321,9 +367,10 @@ impl Pipeline {
                     return Vec::new();
                 };
                 // Encrypted sources: authenticate, decrypt and check the counter first.
-                let (decoder, packet) = match frames.open(decoder, &packet) {
+                let (decoder, opened) = match frames.open(decoder, &packet) {
                     Ok(opened) => opened,
                     Err(refusal) => {
+                        self.inspect(&packet, || FrameOutcome::Refused(refusal.to_string()));
                         refusal.count(stats.source(&source));
                         log::debug!(source = source.as_str(); "frame refused: {refusal}");
                         if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
@@ -334,9 +381,9 @@ impl Pipeline {
                 };
                 let decoded = match decoder.payload {
                     // A codec decodes off this task; its outcome comes back through `codecs`.
-                    PayloadFormat::Codec => match decoder.split(&packet) {
+                    PayloadFormat::Codec => match decoder.split(&opened) {
                         Ok(Some((link, payload))) => {
-                            return match codecs.submit(&packet, &link, payload) {
+                            return match codecs.submit(&opened, &link, payload) {
                                 Ok(()) => Vec::new(),
                                 Err(outcome) => self.on_codec_outcome(*outcome, stats, warnings),
                             };
@@ -344,13 +391,24 @@ impl Pipeline {
                         Ok(None) => Ok(Vec::new()),
                         Err(error) => Err(error),
                     },
-                    _ => decoder.decode(&packet),
+                    _ => decoder.decode(&opened),
                 };
                 match decoded {
-                    Ok(readings) => self.register(&readings, stats),
+                    Ok(readings) => {
+                        let mut messages = Vec::new();
+                        let mut inspected = Vec::new();
+                        for reading in &readings {
+                            if let Some(entry) = self.admit(reading, stats, &mut messages) {
+                                inspected.push(entry);
+                            }
+                        }
+                        self.inspect(&packet, || FrameOutcome::Decoded(inspected));
+                        messages
+                    }
                     Err(error) => {
+                        self.inspect(&packet, || FrameOutcome::Refused(error.to_string()));
                         stats.source(&source).decode_errors += 1;
-                        log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", packet.bytes);
+                        log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", opened.bytes);
                         if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
                             log::warn!(source = source.as_str(); "undecodable frame: {error}{}", suppressed_suffix(suppressed));
                         }
@@ -361,10 +419,21 @@ impl Pipeline {
         }
     }
 
-    /// One reading through the registry: its messages appended to `messages`, and counted.
-    fn admit(&mut self, reading: &Reading, stats: &mut Stats, messages: &mut Vec<Message>) {
+    /// One reading through the registry: its messages appended to `messages`, and counted; what the
+    /// frame inspector shows of it, when the status page runs.
+    fn admit(
+        &mut self,
+        reading: &Reading,
+        stats: &mut Stats,
+        messages: &mut Vec<Message>,
+    ) -> Option<serde_json::Value> {
         let source = &reading.source;
-        match self.registry.on_reading(reading, clock_now()) {
+        let outcome = self.registry.on_reading(reading, clock_now());
+        let inspected = self
+            .live
+            .is_some()
+            .then(|| self.inspected_reading(reading, &outcome));
+        match outcome {
             ReadingOutcome::Publish {
                 messages: mut out,
                 fields_dropped,
@@ -391,6 +460,7 @@ impl Pipeline {
             ReadingOutcome::Duplicate => stats.source(source).duplicates += 1,
             ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
         }
+        inspected
     }
 
     /// A codec's answer for one payload: its fields become a reading; a failure still gives the device
@@ -469,6 +539,37 @@ impl Pipeline {
             self.admit(reading, stats, &mut messages);
         }
         messages
+    }
+}
+
+impl Pipeline {
+    /// One reading as the frame inspector shows it: address, device name, fields and what the registry
+    /// did with it.
+    fn inspected_reading(
+        &self,
+        reading: &crate::model::Reading,
+        outcome: &ReadingOutcome,
+    ) -> serde_json::Value {
+        let device = self
+            .registry
+            .device(&reading.source, &reading.address)
+            .map(|(name, _, _)| name.to_string());
+        let fields: serde_json::Map<String, serde_json::Value> = reading
+            .fields
+            .iter()
+            .map(|(name, value)| (name.clone(), value.to_json()))
+            .collect();
+        let result = match outcome {
+            ReadingOutcome::Publish { .. } => "published",
+            ReadingOutcome::Duplicate => "duplicate",
+            ReadingOutcome::OverDeviceCap => "dropped: device cap",
+        };
+        serde_json::json!({
+            "address": reading.address,
+            "device": device,
+            "fields": fields,
+            "result": result,
+        })
     }
 }
 

@@ -47,6 +47,10 @@ fn demo_config() -> String {
         toml::Value::Array(vec![toml::Value::Table(listener)]),
     );
     config.insert("broker".into(), toml::Value::Table(broker));
+    if let Some(http) = config.get_mut("http").and_then(toml::Value::as_table_mut) {
+        // The demo's status page on a free port, so that parallel tests never compete for 8088.
+        http.insert("bind".into(), "127.0.0.1:0".into());
+    }
     let sources = config
         .get_mut("source")
         .and_then(toml::Value::as_array_mut)

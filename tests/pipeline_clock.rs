@@ -50,6 +50,8 @@ fn pipeline(state_dir: &std::path::Path) -> Pipeline {
         devices_online: Arc::new(AtomicUsize::new(0)),
         discovery: None,
         state_dir: state_dir.to_path_buf(),
+        live: None,
+        http_stats: None,
     }
 }
 

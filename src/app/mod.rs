@@ -56,11 +56,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Run
     let notifier = Notifier::from_env();
     let shutdown = CancellationToken::new();
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
-    spawn_signal_handler(shutdown.clone(), reload_tx)?;
+    spawn_signal_handler(shutdown.clone(), reload_tx.clone())?;
 
     let health = Health::new();
     let (failures, mut failure_reports) = supervise::failures();
-    let mut gateway = Gateway::start(config, health.clone(), failures).await?;
+    let reload = config_path.as_ref().map(|_| reload_tx);
+    let mut gateway = Gateway::start(config, health.clone(), failures, reload).await?;
     notifier.ready();
     notifier.status(&gateway.status_line());
     let watchdog = crate::systemd::watchdog_interval_from_env().map(|interval| {
@@ -168,6 +169,8 @@ struct Gateway {
     command_ports: HashMap<String, crate::commands::CommandPort>,
     /// What each semtech-udp source starts with (its devices' keys, its counters).
     lorawan: HashMap<String, crate::lorawan::udp::LorawanStart>,
+    /// The status page (`[http]`); stopped first.
+    http: Option<crate::http::HttpServer>,
 }
 
 /// Reads the LoRaWAN devices' key files (blocking thread) and builds each semtech-udp source's start,
@@ -480,6 +483,90 @@ fn build_pipeline(
         devices_online: Arc::new(AtomicUsize::new(0)),
         discovery,
         state_dir: state_dir.to_path_buf(),
+        live: None,
+        http_stats: None,
+    }
+}
+
+/// What the pipeline and the status page share when `[http]` is on.
+struct WebParts {
+    live: crate::live::LiveView,
+    counters: crate::http::HttpCounters,
+}
+
+impl WebParts {
+    /// Lets the pipeline feed the live view and report the page's counters in `{base}/gateway/stats`.
+    fn attach(&self, pipeline: &mut Pipeline) {
+        pipeline.live = Some(self.live.clone());
+        let counters = self.counters.clone();
+        pipeline.http_stats =
+            Some(Box::new(move || counters.json()) as crate::pipeline::UplinkStatsProbe);
+    }
+}
+
+/// The name of a source's kind as the configuration writes it.
+fn kind_name(kind: &SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Serial(_) => "serial",
+        SourceKind::Simulator(_) => "simulator",
+        SourceKind::Radio(radio) => match radio.chip {
+            crate::config::RadioChip::Sx1276 => "sx1276",
+            crate::config::RadioChip::Sx1262 => "sx1262",
+        },
+        SourceKind::Rtl433(_) => "rtl_433",
+        SourceKind::SemtechUdp(_) => "semtech-udp",
+    }
+}
+
+/// Starts the status page on what the pipeline shares, the watchdog's health and the broker's logins;
+/// logs its address (or why it could not start).
+async fn start_http(
+    config: &Config,
+    web: WebParts,
+    health: &Health,
+    broker: &Arc<Broker>,
+    uplink_stats: Option<UplinkStatsHandle>,
+    command_stats: Option<crate::commands::CommandStats>,
+    reload: Option<mpsc::Sender<()>>,
+) -> Option<crate::http::HttpServer> {
+    let http = config.http.as_ref()?;
+    let rights = config
+        .broker
+        .users
+        .iter()
+        .filter_map(|user| Some((user.name.clone(), user.http?)));
+    let access = crate::http::Access::new(http.anonymous, rights, broker.logins());
+    let views = crate::http::Views {
+        live: web.live,
+        health: health.clone(),
+        broker: Arc::downgrade(broker),
+        uplink: uplink_stats
+            .map(|stats| Box::new(move || stats.snapshot()) as crate::http::JsonProbe),
+        commands: command_stats
+            .map(|stats| Box::new(move || stats.snapshot()) as crate::http::CommandsProbe),
+        sources: config
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), kind_name(&s.kind).to_string()))
+            .collect(),
+        version: env!("CARGO_PKG_VERSION"),
+        started: std::time::Instant::now(),
+        counters: web.counters,
+        reload,
+        base_topic: config.gateway.base_topic.clone(),
+    };
+    // The page is an aid, not the gateway's work: when its port is taken or its TLS files cannot be
+    // read, the gateway runs without it and says so.
+    match crate::http::HttpServer::start(http, access, views).await {
+        Ok(server) => {
+            let scheme = if http.tls.is_some() { "https" } else { "http" };
+            log::info!("status page on {scheme}://{}/", server.local_addr);
+            Some(server)
+        }
+        Err(error) => {
+            log::error!("status page not started: {error:#}; the gateway runs without it");
+            None
+        }
     }
 }
 
@@ -519,6 +606,7 @@ impl Gateway {
         config: Config,
         health: Health,
         failures: Failures,
+        reload: Option<mpsc::Sender<()>>,
     ) -> Result<Gateway, RunError> {
         let state_dir = create_state_dir(&config)?;
         let keys = load_keys(&config).await?;
@@ -531,22 +619,45 @@ impl Gateway {
             start_uplink(&config, &state_dir, uplink_input, keys.sealers, &failures).await?;
         let counters = open_downlink_counters(&config, &state_dir).await?;
         let commands = start_commands(&config, &broker, &keys.frames, counters);
+        let web = config.http.as_ref().map(|_| WebParts {
+            live: crate::live::LiveView::new(),
+            counters: crate::http::HttpCounters::default(),
+        });
         let pipeline = build_pipeline(
             &config,
             &state_dir,
             registry,
             discovery,
             uplink.stats.clone(),
-            commands.stats,
+            commands.stats.clone(),
             &health,
         );
-        let pipeline = Pipeline {
+        let mut pipeline = Pipeline {
             lorawan_stats: lorawan_probe(&lorawan),
             ..pipeline
         };
+        if let Some(web) = &web {
+            web.attach(&mut pipeline);
+        }
         let devices_online = pipeline.devices_online.clone();
         let frames = crate::crypto::FrameGuard::new(keys.frames, replay.guard);
         let pipeline = spawn_pipeline(pipeline, &broker, frames, &failures);
+        let http = match web {
+            Some(web) => {
+                let uplink_stats = uplink.stats.clone();
+                start_http(
+                    &config,
+                    web,
+                    &health,
+                    &broker,
+                    uplink_stats,
+                    commands.stats,
+                    reload,
+                )
+                .await
+            }
+            None => None,
+        };
 
         let mut gateway = Gateway {
             config,
@@ -566,6 +677,7 @@ impl Gateway {
             commands: commands.running,
             command_ports: commands.ports,
             lorawan,
+            http,
         };
         gateway.start_sources();
         Ok(gateway)
@@ -705,6 +817,9 @@ impl Gateway {
     }
 
     async fn stop(self) {
+        if let Some(http) = self.http {
+            http.stop().await;
+        }
         for running in self.sources.values() {
             running.stop.cancel();
         }

@@ -182,6 +182,21 @@ impl CommandTap {
         })
     }
 
+    /// Hands a command that did not come over MQTT (the status page's admins) to the router, like a
+    /// client's publish; false when no router listens on that topic or its input is full (counted).
+    pub fn inject(&self, message: ClientPublish) -> bool {
+        let Some(inner) = self.selecting(&message.topic) else {
+            return false;
+        };
+        match inner.sender.try_send(message) {
+            Ok(()) => true,
+            Err(_) => {
+                inner.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
     /// Command publishes that found the router's input full.
     pub fn dropped(&self) -> u64 {
         self.0

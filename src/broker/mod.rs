@@ -320,6 +320,7 @@ pub struct Broker {
     pacer: Arc<RetainedPacer>,
     /// Torn or corrupt tails of the retained log cut at start (0 or 1).
     retained_torn_tails: u64,
+    logins: Arc<Logins>,
 }
 
 impl Broker {
@@ -368,17 +369,18 @@ impl Broker {
             scx.clone(),
             settings.max_offline_sessions.min(settings.max_connections),
         ));
+        let logins = Arc::new(Logins::new(
+            settings
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), u.password_hash.clone())),
+            settings.allow_anonymous,
+            Throttle::default(),
+        ));
         let policy = Arc::new(Policy::new(
             scx.clone(),
             access_policy(settings),
-            Logins::new(
-                settings
-                    .users
-                    .iter()
-                    .map(|u| (u.name.clone(), u.password_hash.clone())),
-                settings.allow_anonymous,
-                Throttle::default(),
-            ),
+            logins.clone(),
             PolicyLimits {
                 max_connections: settings.max_connections.max(1),
                 max_packet_size: settings.max_packet_size,
@@ -413,7 +415,14 @@ impl Broker {
             server_task,
             snapshotter,
             retained_torn_tails,
+            logins,
         })
+    }
+
+    /// The broker's login checker (users, argon2 slots, the brake), for other front doors that take the
+    /// same logins (the status page): failures anywhere count in the same brake.
+    pub fn logins(&self) -> Arc<Logins> {
+        self.logins.clone()
     }
 
     /// The addresses the listeners are bound to (useful when a bind port was 0).
@@ -461,6 +470,12 @@ impl Broker {
         capacity: usize,
     ) -> Option<tokio::sync::mpsc::Receiver<ClientPublish>> {
         self.commands.install(filters, capacity)
+    }
+
+    /// Gives the command router a command from another front door (the status page), as if a client
+    /// had published it; false when no router takes that topic or its input is full.
+    pub fn inject_command(&self, command: ClientPublish) -> bool {
+        self.commands.inject(command)
     }
 
     /// Command publishes that found the command router's input full.

@@ -41,7 +41,8 @@ pub struct PolicyLimits {
 /// What the hook needs, shared by every hook point.
 pub struct Policy {
     pub access: AccessPolicy,
-    pub logins: Logins,
+    /// Shared with the status page's logins (`Broker::logins`): one brake for both.
+    pub logins: Arc<Logins>,
     /// Sessions the engine admits.
     pub max_sessions: usize,
     pub max_packet_size: u32,
@@ -60,7 +61,7 @@ impl Policy {
     pub fn new(
         scx: ServerContext,
         access: AccessPolicy,
-        logins: Logins,
+        logins: Arc<Logins>,
         limits: PolicyLimits,
         offline: Arc<OfflineSessions>,
     ) -> Self {

@@ -84,6 +84,8 @@ pub struct Config {
     pub homeassistant: HomeAssistantConfig,
     /// `[lorawan]`: the network server of the semtech-udp sources (`crate::lorawan`).
     pub lorawan: Option<crate::lorawan::settings::LorawanConfig>,
+    /// `[http]`: the status page, `/metrics` and `/healthz`; `None`: no web server.
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 /// The file as written, before the sources are checked per kind.
@@ -108,6 +110,7 @@ struct ConfigToml {
     #[serde(default)]
     homeassistant: HomeAssistantConfig,
     lorawan: Option<crate::lorawan::settings::LorawanConfig>,
+    http: Option<crate::http::HttpConfig>,
 }
 
 impl Config {
@@ -249,6 +252,7 @@ impl Config {
             upstream: raw.upstream,
             homeassistant: raw.homeassistant,
             lorawan: raw.lorawan,
+            http: raw.http,
         };
         config.fill_derived_defaults();
         validate::validate(&config, &locator).map_err(problem)?;

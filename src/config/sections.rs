@@ -298,6 +298,9 @@ pub struct UserConfig {
     /// Topic filters the user may publish to; `%u` and `%c` as for `read`.
     #[serde(default)]
     pub write: Vec<String>,
+    /// What the user may do on the status page (`[http]`); `None`: no web access.
+    #[serde(default)]
+    pub http: Option<crate::http::HttpRight>,
 }
 
 /// `[publish]`: how the gateway publishes readings on the embedded broker.
@@ -715,6 +718,7 @@ mod tests {
             password_hash: "$argon2id$x".into(),
             read: vec![],
             write: vec![],
+            http: None,
         });
         assert!(!broker.anonymous_allowed());
         broker.allow_anonymous = Some(true);

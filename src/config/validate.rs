@@ -163,7 +163,23 @@ pub fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> {
     check_lorawan(config)?;
     check_devices(config, locator)?;
     check_homeassistant(config)?;
+    check_http(config, &root.key("http"))?;
     check_upstream(config, &root.key("upstream"))
+}
+
+/// `[http]`: the feature's own rules, at the key they name.
+fn check_http(config: &Config, at: &KeyPath) -> Result<(), Problem> {
+    let Some(http) = &config.http else {
+        return Ok(());
+    };
+    let users_with_right = config
+        .broker
+        .users
+        .iter()
+        .filter(|u| u.http.is_some())
+        .count();
+    http.check(users_with_right)
+        .map_err(|problem| Problem::value(at.key(problem.key), problem.message))
 }
 
 fn check_gateway(config: &Config, at: &KeyPath) -> Result<(), Problem> {

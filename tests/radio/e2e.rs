@@ -196,6 +196,8 @@ impl Rig {
             devices_online: Arc::new(AtomicUsize::new(0)),
             discovery: None,
             state_dir: std::path::PathBuf::new(),
+            live: None,
+            http_stats: None,
         };
         let (events, events_rx) = mpsc::channel(64);
         let (updates, updates_rx) = mpsc::channel(1);

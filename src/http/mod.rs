@@ -1,0 +1,452 @@
+//! The web side of the gateway (`[http]`, off unless configured): the status page `/`, its JSON under
+//! `/api/`, `/metrics` (Prometheus text format 0.0.4) and `/healthz`, served by a small HTTP/1.1 server
+//! on tokio (plain or TLS). It only reads: the pipeline's live view ([`crate::live`]), the watchdog's
+//! [`Health`], the broker's counters, the uplink's and the commands' statistics; the one thing it can
+//! change is asking for a reload through the SIGHUP path (admins only).
+//!
+//! Bounds, so that no client can grow the daemon: at most [`MAX_CONNECTIONS`] connections (more are
+//! closed at once and counted), request heads of 8 KiB, bodies of 64 KiB, a whole request within 10 s
+//! ([`request`]), an answer written within [`WRITE_TIMEOUT`]; the page is compiled in (no file system
+//! access, so no path can reach a file). Every refusal is counted ([`HttpCounters`], in
+//! `{base}/gateway/stats` as `http` and in `/metrics`) and logged at most once a minute per kind.
+//!
+//! Access ([`access`]): the broker's `[[broker.user]]` logins over HTTP Basic, with their `http` right;
+//! `[http] anonymous = "read"` (loopback binds only) lets requests without credentials read. `/healthz`
+//! is open to every client (it names stages, nothing else).
+
+mod access;
+mod api;
+mod counters;
+mod metrics;
+mod request;
+mod response;
+mod settings;
+mod tls;
+
+pub use access::{Access, Refusal};
+pub use counters::{HttpCounters, HttpCounts};
+pub use settings::{Anonymous, HttpConfig, HttpConfigProblem, HttpRight, HttpTls, DEFAULT_BIND};
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as Json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::live::{LiveView, Snapshot};
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
+use crate::stats::CommandCounters;
+use crate::systemd::Health;
+use request::{read_request, Request};
+use response::Response;
+
+/// Connections open at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time an answer may take to be written to a slow reader.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The status page: one HTML file with its CSS and script.
+const PAGE: &str = include_str!("page.html");
+
+/// A probe of JSON statistics (the uplink's).
+pub type JsonProbe = Box<dyn Fn() -> Json + Send + Sync>;
+/// A probe of the commands' counters per source.
+pub type CommandsProbe = Box<dyn Fn() -> BTreeMap<String, CommandCounters> + Send + Sync>;
+
+/// The read-only handles the server shows.
+pub struct Views {
+    pub live: LiveView,
+    pub health: Health,
+    /// Weak, so that the broker's shutdown never waits for a page.
+    pub broker: Weak<Broker>,
+    pub uplink: Option<JsonProbe>,
+    pub commands: Option<CommandsProbe>,
+    /// Configured sources: name and kind.
+    pub sources: Vec<(String, String)>,
+    pub version: &'static str,
+    pub started: Instant,
+    pub counters: HttpCounters,
+    /// The SIGHUP path: a reload request (admins only).
+    pub reload: Option<mpsc::Sender<()>>,
+    /// `[gateway] base_topic`: where an admin's command goes (`{base}/{device}/set`).
+    pub base_topic: String,
+}
+
+impl Views {
+    fn broker_clients(&self) -> i64 {
+        self.broker
+            .upgrade()
+            .map_or(0, |broker| broker.connections() as i64)
+    }
+
+    /// The `{base}/gateway/stats` report as of the last snapshot, with the uplink and commands now.
+    fn stats_report(&self, snapshot: Option<&Snapshot>) -> Json {
+        let Some(snapshot) = snapshot else {
+            return json!({});
+        };
+        let broker = self
+            .broker
+            .upgrade()
+            .map(|b| b.counters())
+            .unwrap_or_default();
+        let mut report = crate::stats::stats_json(
+            &snapshot.stats,
+            snapshot.devices_online,
+            snapshot.devices_known,
+            &broker,
+            self.uplink.as_ref().map(|probe| probe()),
+            snapshot.taken.saturating_duration_since(snapshot.started),
+        );
+        if let Some(probe) = &self.commands {
+            crate::stats::add_command_counters(&mut report, &probe());
+        }
+        if let Json::Object(fields) = &mut report {
+            fields.insert("http".into(), self.counters.json());
+        }
+        report
+    }
+
+    fn metrics(&self) -> String {
+        let snapshot = self.live.snapshot();
+        let broker = self.broker.upgrade();
+        metrics::render(&metrics::MetricsInput {
+            version: self.version,
+            snapshot: snapshot.as_deref(),
+            broker: broker.as_ref().map(|b| b.counters()).unwrap_or_default(),
+            broker_clients: broker.as_ref().map_or(0, |b| b.connections() as i64),
+            broker_sessions: broker.as_ref().map_or(0, |b| b.sessions() as i64),
+            uplink: self.uplink.as_ref().map(|probe| probe()),
+            commands: self
+                .commands
+                .as_ref()
+                .map(|probe| probe())
+                .unwrap_or_default(),
+            inspector_overwritten: self.live.frames_overwritten(),
+            http: self.counters.counts(),
+        })
+    }
+
+    /// The stages the watchdog finds wedged now (empty when all is well): the systemd watchdog's truth.
+    fn wedged(&self) -> Vec<String> {
+        self.health.wedged(tokio::time::Instant::now())
+    }
+
+    /// 200 `ok` when every stage the watchdog watches is alive, else 503 naming the wedged ones.
+    fn healthz(&self) -> Response {
+        let wedged = self.wedged();
+        if wedged.is_empty() {
+            Response::text(200, "ok")
+        } else {
+            Response::text(503, &format!("wedged: {}", wedged.join(", ")))
+        }
+    }
+}
+
+struct Shared {
+    access: Access,
+    views: Views,
+    log: RateLimiter,
+}
+
+/// The running server.
+pub struct HttpServer {
+    /// Where it listens (the configured port, or the one the system chose for port 0).
+    pub local_addr: SocketAddr,
+    task: JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl HttpServer {
+    /// Binds `config.bind` (and reads the TLS files) and starts serving.
+    pub async fn start(config: &HttpConfig, access: Access, views: Views) -> anyhow::Result<Self> {
+        let acceptor = match config.tls.clone() {
+            Some(files) => Some(
+                tokio::task::spawn_blocking(move || tls::acceptor(&files))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("[http] tls: {e}"))??,
+            ),
+            None => None,
+        };
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("[http] bind {}: {e}", config.bind))?;
+        let local_addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            access,
+            views,
+            log: RateLimiter::new(Duration::from_secs(60)),
+        });
+        let task = tokio::spawn(accept_loop(listener, acceptor, shared, stop.clone()));
+        Ok(HttpServer {
+            local_addr,
+            task,
+            stop,
+        })
+    }
+
+    /// Stops listening and ends every connection.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<rumqttc::tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        shared.views.counters.connection_refused();
+                        if let Some(suppressed) = shared.log.admit("busy") {
+                            log::warn!(
+                                "http: {MAX_CONNECTIONS} connections open, {peer} closed at once{}",
+                                suppressed_suffix(suppressed)
+                            );
+                        }
+                        continue;
+                    };
+                    connections.spawn(connection(stream, peer, acceptor.clone(), shared.clone(), permit));
+                }
+                Err(error) => {
+                    if let Some(suppressed) = shared.log.admit("accept") {
+                        log::warn!("http: accept failed: {error}{}", suppressed_suffix(suppressed));
+                    }
+                    // Out of descriptors, most likely: let connections end before trying again.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    connections.shutdown().await;
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<rumqttc::tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
+    match acceptor {
+        None => serve(Box::new(stream), peer, &shared).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(request::READ_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve(Box::new(stream), peer, &shared).await,
+                _ => shared.views.counters.request_refused(),
+            }
+        }
+    }
+}
+
+/// A plain or TLS connection, behind one type so that the request loop is compiled once.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection for S {}
+
+/// Serves requests on one connection until the client closes it, asks to, or misbehaves.
+async fn serve(mut stream: Box<dyn Connection>, peer: SocketAddr, shared: &Shared) {
+    let mut buffer = Vec::new();
+    loop {
+        let request = match read_request(&mut stream, &mut buffer).await {
+            Ok(request) => request,
+            Err(error) => {
+                if let Some(status) = error.status() {
+                    shared.views.counters.request_refused();
+                    if let Some(suppressed) = shared.log.admit("request") {
+                        log::warn!(
+                            "http: request from {peer} refused: {error}{}",
+                            suppressed_suffix(suppressed)
+                        );
+                    }
+                    let answer = Response::text(status, &error.to_string());
+                    let _ =
+                        tokio::time::timeout(WRITE_TIMEOUT, answer.write(&mut stream, true, false))
+                            .await;
+                }
+                return;
+            }
+        };
+        shared.views.counters.request();
+        let response = route(shared, peer, &request).await;
+        let head_only = request.method == "HEAD";
+        let written = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            response.write(&mut stream, request.close, head_only),
+        )
+        .await;
+        if request.close || !matches!(written, Ok(Ok(()))) {
+            return;
+        }
+    }
+}
+
+/// The admin paths (POST).
+const ADMIN_PATHS: [&str; 2] = ["/api/reload", "/api/command"];
+
+/// The paths that only read, and what they need.
+const READ_PATHS: [&str; 7] = [
+    "/",
+    "/metrics",
+    "/api/gateway",
+    "/api/sources",
+    "/api/devices",
+    "/api/frames",
+    "/api/heard",
+];
+
+async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response {
+    let views = &shared.views;
+    let path = request.path.as_str();
+    let reading = request.method == "GET" || request.method == "HEAD";
+    if path == "/healthz" && reading {
+        return views.healthz();
+    }
+    let needed = match (reading, path) {
+        (true, p) if READ_PATHS.contains(&p) => HttpRight::Read,
+        (false, p) if request.method == "POST" && ADMIN_PATHS.contains(&p) => HttpRight::Admin,
+        (_, p) if READ_PATHS.contains(&p) || ADMIN_PATHS.contains(&p) || p == "/healthz" => {
+            return Response::text(405, "method not allowed");
+        }
+        _ => return Response::text(404, "not found"),
+    };
+    let authorization = request.header("authorization");
+    let user = match shared.access.check(peer, authorization, needed).await {
+        Ok(user) => user,
+        Err(refusal) => {
+            views.counters.login_refused();
+            return match refusal {
+                Refusal::Unauthorized => Response::text(401, "login required").with_header(
+                    "WWW-Authenticate",
+                    "Basic realm=\"sensorgate\", charset=\"UTF-8\"".into(),
+                ),
+                Refusal::Forbidden => {
+                    Response::text(403, "this user may not do that (see its http right)")
+                }
+            };
+        }
+    };
+    match path {
+        "/" => Response::new(200, response::HTML, PAGE),
+        "/metrics" => Response::new(200, response::METRICS, views.metrics()),
+        "/api/gateway" => Response::json(200, &api::gateway(views)),
+        "/api/sources" => Response::json(200, &api::sources(views)),
+        "/api/devices" => Response::json(200, &api::devices(views)),
+        "/api/heard" => Response::json(200, &api::heard(views)),
+        "/api/frames" => Response::json(
+            200,
+            &api::frames(
+                views,
+                request.query_param("after"),
+                request.query_param("source"),
+                request.query_param("device"),
+                request.query_param("limit"),
+            ),
+        ),
+        "/api/reload" => match &views.reload {
+            Some(reload) => {
+                let _ = reload.try_send(());
+                log::info!("http: reload asked for by {peer}");
+                Response::json(202, &json!({"reload": "requested"}))
+            }
+            None => Response::text(404, "no configuration file to reload"),
+        },
+        "/api/command" => command(views, user.as_deref().unwrap_or_default(), &request.body),
+        _ => Response::text(404, "not found"),
+    }
+}
+
+/// `POST /api/command` `{"device": NAME, "command": JSON or "text"}`: the command goes to the command
+/// router as if the admin had published it on `{base}/{device}/set` (same queues, refusals and result
+/// on `{base}/{device}/set/result`); 202 when the router took it.
+fn command(views: &Views, user: &str, body: &[u8]) -> Response {
+    let Ok(request) = serde_json::from_slice::<Json>(body) else {
+        return Response::text(
+            400,
+            "the body is not JSON: {\"device\": ..., \"command\": ...}",
+        );
+    };
+    let device = request["device"].as_str().unwrap_or_default();
+    if device.is_empty() || device.contains(['/', '+', '#', '\0']) {
+        return Response::text(400, "\"device\" must be a device name (one topic level)");
+    }
+    let payload = match &request["command"] {
+        Json::Null => return Response::text(400, "\"command\" is missing"),
+        Json::String(text) => text.clone().into_bytes(),
+        other => other.to_string().into_bytes(),
+    };
+    let topic = format!("{}/{device}/set", views.base_topic);
+    let injected = views.broker.upgrade().is_some_and(|broker| {
+        broker.inject_command(crate::broker::ClientPublish {
+            topic: topic.clone(),
+            payload,
+            client_id: format!("http-{user}"),
+            user: Some(user.to_string()),
+            allowed: true,
+            response_topic: None,
+            correlation_data: None,
+        })
+    });
+    if injected {
+        log::info!("http: {user} sent a command on {topic}");
+        Response::json(
+            202,
+            &json!({"topic": topic, "result_topic": format!("{topic}/result")}),
+        )
+    } else {
+        Response::text(
+            503,
+            "no source takes commands here, or the command queue is full",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn views(health: &Health) -> Views {
+        Views {
+            live: LiveView::new(),
+            health: health.clone(),
+            broker: Weak::new(),
+            uplink: None,
+            commands: None,
+            sources: Vec::new(),
+            version: "0.0.0",
+            started: Instant::now(),
+            counters: HttpCounters::default(),
+            reload: None,
+            base_topic: "sensorgate".into(),
+        }
+    }
+
+    #[test]
+    fn healthz_tells_what_the_watchdog_sees() {
+        let health = Health::new();
+        let views = views(&health);
+        let alive = health.register("pipeline", Duration::from_secs(30));
+        assert_eq!(views.healthz(), Response::text(200, "ok"));
+        // A stage that ended without retiring is what makes the watchdog stop feeding systemd.
+        drop(alive);
+        let _uplink = health.register("uplink", Duration::from_secs(30));
+        assert_eq!(views.healthz(), Response::text(503, "wedged: pipeline"));
+        assert_eq!(api::gateway(&views)["wedged"], json!(["pipeline"]));
+    }
+}

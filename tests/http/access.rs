@@ -1,0 +1,105 @@
+//! Logins: the broker's `[[broker.user]]` over HTTP Basic with their `http` right; a wrong password is
+//! refused (and counted), a user without the right is forbidden, `/healthz` stays open; and
+//! check-config refuses `anonymous = "read"` on an address other machines can reach, at its line.
+
+use std::process::Command;
+
+use sensorgate_testkit::daemon::sensorgate_binary;
+
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::client::{exchange, get};
+use crate::daemon::start;
+
+fn users(hash: &str) -> String {
+    format!(
+        "[http]\nbind = \"127.0.0.1:0\"\nanonymous = \"none\"\n\n\
+         [[broker.user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nread = [\"#\"]\nhttp = \"read\"\n\n\
+         [[broker.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nread = [\"#\"]\n\n\
+         [[broker.user]]\nname = \"root\"\npassword_hash = \"{hash}\"\nhttp = \"admin\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_is_required_and_a_wrong_password_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = sensorgate::broker::hash_password("wonderland").unwrap();
+    let running = start(dir.path(), &users(&hash));
+    let page = running.page;
+
+    let anonymous = get(page, "/", None);
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some("Basic realm=\"sensorgate\", charset=\"UTF-8\"")
+    );
+    assert_eq!(get(page, "/metrics", None).status, 401);
+    assert_eq!(get(page, "/api/devices", None).status, 401);
+    assert_eq!(get(page, "/", Some(("alice", "guess"))).status, 401);
+    assert_eq!(get(page, "/", Some(("mallory", "wonderland"))).status, 401);
+    assert_eq!(
+        get(page, "/", Some(("bob", "wonderland"))).status,
+        403,
+        "bob has no http right"
+    );
+    let alice = get(page, "/", Some(("alice", "wonderland")));
+    assert_eq!(alice.status, 200);
+    assert!(alice.body.contains("<title>sensorgate</title>"));
+    assert_eq!(
+        get(page, "/api/reload", Some(("alice", "wonderland"))).status,
+        405,
+        "reload is a POST"
+    );
+    // Reloading is for admins; it takes the SIGHUP path (the file is validated, then applied).
+    let post = |user: &str| {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:wonderland"));
+        let request = format!(
+            "POST /api/reload HTTP/1.1\r\nAuthorization: Basic {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        exchange(page, request.as_bytes()).status
+    };
+    assert_eq!(post("alice"), 403, "alice may only read");
+    assert_eq!(post("root"), 202);
+    running
+        .daemon
+        .wait_for_log("configuration reloaded from", 1, Duration::from_secs(10));
+    let healthz = get(page, "/healthz", None);
+    assert_eq!((healthz.status, healthz.body.as_str()), (200, "ok\n"));
+
+    let metrics = get(page, "/metrics", Some(("alice", "wonderland"))).body;
+    let refused_logins = metrics
+        .lines()
+        .find(|l| l.starts_with("sensorgate_http_refused_total{reason=\"login\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no login refusals in\n{metrics}"));
+    assert_eq!(refused_logins, 7, "{metrics}");
+    let log = running.daemon.log();
+    assert!(!log.contains("wonderland"), "a password reached the log");
+    running.daemon.stop();
+}
+
+#[test]
+fn check_config_refuses_anonymous_reading_on_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nstate_dir = \"/tmp\"\n\n[http]\nbind = \"0.0.0.0:8088\"\nanonymous = \"read\"\n",
+    )
+    .unwrap();
+    for command in ["check-config", "run"] {
+        let output = Command::new(sensorgate_binary())
+            .args([command, "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{command}");
+        let said = String::from_utf8_lossy(&output.stderr);
+        let expected = format!("{}:6:13: ", path.display());
+        assert!(said.contains(&expected), "{command}: {said}");
+        assert!(said.contains("loopback"), "{command}: {said}");
+    }
+}

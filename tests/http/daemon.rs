@@ -1,0 +1,137 @@
+//! The daemon these tests run: a simulator (three LPP nodes), a pty serial port whose LPP frames carry
+//! a CRC, and `[http]` on a free port, whose address is read from the log line the daemon writes.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sensorgate_testkit::daemon::Daemon;
+use sensorgate_testkit::pty::FakeDongle;
+
+pub const CONFIG: &str = r#"
+[gateway]
+id = "test-gw"
+base_topic = "sensorgate"
+state_dir = "{state_dir}"
+
+[[broker.listener]]
+bind = "127.0.0.1:{port}"
+
+[publish]
+stats_interval = "1s"
+
+[[source]]
+name = "sim"
+kind = "simulator"
+devices = 3
+interval = "1s"
+payload = "lpp"
+
+[[source]]
+name = "uart0"
+kind = "serial"
+path = "{link}"
+baud = 115200
+framing = "cobs"
+payload = "lpp"
+header = "node16"
+crc = "crc16-ccitt-false"
+
+[[device]]
+name = "kitchen"
+source = "uart0"
+address = "7"
+
+{http}
+"#;
+
+/// `[http]` open for reading from this machine.
+pub const ANONYMOUS_READ: &str = "[http]\nbind = \"127.0.0.1:0\"\nanonymous = \"read\"\n";
+
+pub struct Running {
+    pub daemon: Daemon,
+    pub dongle: FakeDongle,
+    pub page: SocketAddr,
+}
+
+/// Starts the daemon with `http` as its `[http]` section (and any `[[broker.user]]`), waits for the
+/// serial port to open and the page to listen.
+pub fn start(dir: &Path, http: &str) -> Running {
+    let link = dir.join("usb-serial-port0");
+    let dongle = FakeDongle::plug(&link);
+    let config = CONFIG
+        .replace("{link}", &link.display().to_string())
+        .replace("{http}", http);
+    let daemon = Daemon::start(dir, &config);
+    daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
+    daemon.wait_for_log("status page on http", 1, Duration::from_secs(10));
+    let log = daemon.log();
+    let page = log
+        .split("status page on http")
+        .nth(1)
+        .and_then(|rest| rest.split("://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no status page address in the log:\n{log}"));
+    Running {
+        daemon,
+        dongle,
+        page,
+    }
+}
+
+/// A node16 header (address 7, sequence `seq`), an LPP temperature of 21.5 °C, its CRC, COBS, delimiter.
+pub fn kitchen_frame(seq: u8, good_crc: bool) -> Vec<u8> {
+    use sensorgate::frame::crc::{append_crc, CrcMode};
+    let body = [0x00, 0x07, seq, 0x01, 0x67, 0x00, 0xd7];
+    let mut framed = append_crc(CrcMode::Crc16CcittFalse, &body);
+    if !good_crc {
+        let last = framed.len() - 1;
+        framed[last] ^= 0x5a;
+    }
+    let mut bytes = sensorgate::frame::cobs::encode(&framed);
+    bytes.push(0);
+    bytes
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `within`.
+pub fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `config/demo.toml` as it ships, with the test's broker port, state directory and a free page port;
+/// `users` (`[[broker.user]]` tables) are appended, anonymous MQTT clients still allowed.
+pub fn demo_config(users: &str) -> String {
+    let text = include_str!("../../config/demo.toml");
+    let mut config: toml::Table = text.parse().expect("config/demo.toml parses");
+    let table = |config: &mut toml::Table, key: &str| -> toml::Table {
+        config
+            .get(key)
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_else(|| panic!("[{key}] in the demo"))
+    };
+    let mut gateway = table(&mut config, "gateway");
+    gateway.insert("state_dir".into(), "{state_dir}".into());
+    config.insert("gateway".into(), toml::Value::Table(gateway));
+    let mut broker = table(&mut config, "broker");
+    let mut listener = toml::Table::new();
+    listener.insert("bind".into(), "127.0.0.1:{port}".into());
+    broker.insert("listener".into(), toml::Value::Array(vec![listener.into()]));
+    broker.insert("allow_anonymous".into(), true.into());
+    config.insert("broker".into(), toml::Value::Table(broker));
+    let mut http = table(&mut config, "http");
+    http.insert("bind".into(), "127.0.0.1:0".into());
+    config.insert("http".into(), toml::Value::Table(http));
+    format!(
+        "{}\n{users}",
+        toml::to_string(&config).expect("serialise the demo")
+    )
+}

@@ -1,0 +1,192 @@
+//! The page in a real browser: a headless Chromium loads it from the running daemon and runs its script;
+//! the tests read the DOM it rendered (not the HTML sent) and keep a screenshot.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sensorgate_testkit::daemon::Daemon;
+
+use crate::client::get;
+use crate::daemon::{demo_config, kitchen_frame, start, wait_for, ANONYMOUS_READ};
+
+/// Runs headless Chromium on `url` with `args` (a fresh profile in `dir`), returning its standard
+/// output; bounded by a 60 s kill.
+fn chromium(dir: &Path, url: &str, args: &[&str]) -> String {
+    let profile = dir.join("chromium-profile");
+    let child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=4000",
+            "--window-size=1280,1400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium (scripts/test installs Debian's chromium)");
+    let pid = child.id();
+    let guard = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        // Only the process this test started, by its PID.
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    let output = child.wait_with_output().expect("chromium output");
+    drop(guard);
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_devices_values_and_a_bad_crc_frame_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = start(dir.path(), ANONYMOUS_READ);
+    let page = running.page;
+    running.dongle.write(&kitchen_frame(1, true)).await;
+    running.dongle.write(&kitchen_frame(2, false)).await;
+    // The devices are in the snapshot and the bad frame in the inspector before the browser looks.
+    wait_for(
+        Duration::from_secs(15),
+        "kitchen and sim-3 in the API",
+        || {
+            let devices = get(page, "/api/devices", None).body;
+            (devices.contains("\"kitchen\"") && devices.contains("\"sim-3\"")).then_some(())
+        },
+    );
+    wait_for(Duration::from_secs(10), "the bad frame in the API", || {
+        get(page, "/api/frames?source=uart0", None)
+            .body
+            .contains("CRC mismatch")
+            .then_some(())
+    });
+    let url = format!("http://{page}/");
+    let dom = tokio::task::block_in_place(|| chromium(dir.path(), &url, &["--dump-dom"]));
+    assert!(
+        dom.contains("data-loaded=\"yes\""),
+        "the script did not finish:\n{dom}"
+    );
+    for device in ["kitchen", "sim-1", "sim-2", "sim-3"] {
+        assert!(
+            dom.contains(&format!("data-device=\"{device}\"")),
+            "{device} not rendered:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("temperature_1 = 21.5"),
+        "kitchen's value:\n{dom}"
+    );
+    let error_cell = dom
+        .split("class=\"frame-error\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no refused frame rendered:\n{dom}"));
+    let error_row = error_cell.split("</tr>").next().unwrap();
+    assert!(error_row.contains("uart0"), "{error_row}");
+    assert!(error_row.contains("CRC mismatch: computed"), "{error_row}");
+    // The raw bytes of the refused frame, in hex (header 0007, seq 02, LPP 0167 00d7, bad CRC).
+    assert!(error_row.contains("0007020167"), "{error_row}");
+
+    let screenshot = artifacts().join("status-page.png");
+    let shot_arg = format!("--screenshot={}", screenshot.display());
+    let _ = std::fs::remove_file(&screenshot);
+    tokio::task::block_in_place(|| chromium(dir.path(), &url, &[&shot_arg]));
+    let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    running.daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_is_asked_for_a_login_when_one_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = sensorgate::broker::hash_password("wonderland").unwrap();
+    let http = format!(
+        "[http]\nbind = \"127.0.0.1:0\"\n\n[[broker.user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nhttp = \"read\"\n"
+    );
+    let running = start(dir.path(), &http);
+    let page = running.page;
+    wait_for(Duration::from_secs(15), "sim-3 in the API", || {
+        let devices = get(page, "/api/devices", Some(("alice", "wonderland"))).body;
+        devices.contains("\"sim-3\"").then_some(())
+    });
+    let refused = chromium(dir.path(), &format!("http://{page}/"), &["--dump-dom"]);
+    assert!(!refused.contains("data-device"), "{refused}");
+    assert!(!refused.contains("Frame inspector"), "{refused}");
+    let with_login = chromium(
+        dir.path(),
+        &format!("http://alice:wonderland@{page}/"),
+        &["--dump-dom"],
+    );
+    assert!(with_login.contains("data-loaded=\"yes\""), "{with_login}");
+    assert!(with_login.contains("data-device=\"sim-3\""), "{with_login}");
+    running.daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_shows_the_demo_devices_with_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &demo_config(""));
+    daemon.wait_for_log("status page on http://", 1, Duration::from_secs(10));
+    let log = daemon.log();
+    let page: std::net::SocketAddr = log
+        .split("status page on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in\n{log}"));
+    // The demo's serial-style simulator, its encrypted nodes and its radio's configured node.
+    let expected = [
+        "sim-1",
+        "sim-2",
+        "sim-3",
+        "vault-1",
+        "vault-2",
+        "greenhouse",
+    ];
+    wait_for(
+        Duration::from_secs(20),
+        "the demo's devices in the API",
+        || {
+            let devices = get(page, "/api/devices", None).body;
+            expected
+                .iter()
+                .all(|name| devices.contains(&format!("\"name\":\"{name}\"")))
+                .then_some(())
+        },
+    );
+    let url = format!("http://{page}/");
+    let dom = tokio::task::block_in_place(|| chromium(dir.path(), &url, &["--dump-dom"]));
+    assert!(dom.contains("data-loaded=\"yes\""), "{dom}");
+    for name in expected {
+        let row = dom
+            .split(&format!("data-device=\"{name}\""))
+            .nth(1)
+            .and_then(|rest| rest.split("</tr>").next())
+            .unwrap_or_else(|| panic!("{name} not rendered:\n{dom}"));
+        assert!(row.contains("online"), "{name}: {row}");
+        assert!(row.contains(" = "), "{name} shows no field values: {row}");
+    }
+    let screenshot = artifacts().join("demo-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let shot_arg = format!("--screenshot={}", screenshot.display());
+    tokio::task::block_in_place(|| chromium(dir.path(), &url, &[&shot_arg]));
+    let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "{status}");
+}
