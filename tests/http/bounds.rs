@@ -88,6 +88,7 @@ async fn a_thousand_idle_connections_are_bounded_and_the_page_comes_back() {
     let running = start(dir.path(), ANONYMOUS_READ);
     let page = running.page;
     let mut idle = Vec::new();
+    let opening = std::time::Instant::now();
     for _ in 0..1000 {
         let mut stream =
             TcpStream::connect_timeout(&page, Duration::from_secs(5)).expect("connect");
@@ -109,10 +110,16 @@ async fn a_thousand_idle_connections_are_bounded_and_the_page_comes_back() {
         let answer = std::panic::catch_unwind(|| get(page, "/metrics", None)).ok()?;
         (answer.status == 200).then_some(answer.body)
     });
+    // 64 slots, each freed by the 10 s read timeout: while the 1,000 connections were being opened
+    // (slowly on a loaded machine), at most 64 per started 10 s got a slot; the others were refused,
+    // except those still waiting in the listen backlog when the test let go: accepted then, already
+    // closed by their client, they need no refusal (128 of them allowed for).
+    let periods = opening.elapsed().as_secs() / 10 + 1;
+    let least = 1000u64.saturating_sub(64 * periods + 128);
     let busy = refused(&metrics, "busy");
     assert!(
-        (900..=1000).contains(&busy),
-        "{busy} refused as busy:\n{metrics}"
+        (least..=1000).contains(&busy),
+        "{busy} refused as busy, expected at least {least}:\n{metrics}"
     );
     assert_eq!(get(page, "/healthz", None).status, 200);
     let (status, _) = running.daemon.stop();
