@@ -54,7 +54,8 @@
 //! - [`crypto`]: payload security: AES-128-CCM sensor frames opened before decoding, the
 //!   ChaCha20-Poly1305 envelope of end-to-end encrypted uplink payloads, key files. [`replay`] keeps the
 //!   per-device frame counter marks and what survives a power cut; [`statefile`] keeps such small state
-//!   as two checksummed copies, so that one damaged write cannot lose it.
+//!   as two checksummed copies, so that one damaged write cannot lose it; [`record`] frames the records
+//!   of the append-only logs (spool, retained log) and finds where a torn tail starts.
 //! - [`topic`]: MQTT topic names and filters (grammar, depth, matching) and every topic the gateway builds
 //!   ([`topic::gateway`]); the one owner of those rules.
 //! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
@@ -87,6 +88,7 @@ pub mod model;
 pub mod pipeline;
 pub mod publish;
 pub mod ratelimit;
+pub mod record;
 pub mod replay;
 pub mod reserve;
 pub mod source;
