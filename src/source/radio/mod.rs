@@ -15,6 +15,7 @@
 pub mod hal;
 #[cfg(feature = "pi")]
 pub mod pi;
+pub mod sim_chip;
 pub mod sim_sx1262;
 pub mod sim_sx1276;
 pub mod source;
