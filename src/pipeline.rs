@@ -22,7 +22,7 @@ use crate::broker::Broker;
 use crate::crypto::FrameGuard;
 use crate::decode::PacketDecoder;
 use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
-use crate::model::Message;
+use crate::model::{Message, Packet, Reading};
 use crate::publish;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::SourceEvent;
@@ -115,22 +115,7 @@ impl Pipeline {
                     None => break,
                 },
                 Some(update) = updates.recv() => {
-                    for source in update.decoders.keys() {
-                        stats.source(source);
-                    }
-                    self.decoders = update.decoders;
-                    if let Some(keys) = update.frame_keys {
-                        frames.set_keys(keys);
-                    }
-                    let wills = self.registry.reconfigure(update.registry);
-                    refusals.publish(broker, &wills).await;
-                    let mut discovery = crate::homeassistant::stage::reconfigure(
-                        &mut self.discovery, update.homeassistant, &self.state_dir, broker, &self.registry,
-                    ).await;
-                    if let Some(stage) = &mut self.discovery {
-                        discovery.extend(stage.forgotten(&mut self.registry));
-                    }
-                    refusals.publish(broker, &discovery).await;
+                    self.reconfigure(update, &mut frames, &mut stats, &mut refusals, broker).await;
                 }
                 birth = crate::homeassistant::stage::next_birth(&mut self.discovery) => {
                     if let Some(stage) = &mut self.discovery {
@@ -152,17 +137,68 @@ impl Pipeline {
                     let message = self.stats_message(&stats, broker, started);
                     refusals.publish(broker, &[message]).await;
                 }
-                _ = heartbeat_ticker.tick() => {
-                    self.devices_online.store(self.registry.devices_online(), Ordering::Relaxed);
-                    if let Some(heartbeat) = &self.heartbeat {
-                        heartbeat.beat();
-                    }
-                    if let Some(stage) = &mut self.discovery {
-                        stage.persist().await;
-                    }
-                }
+                _ = heartbeat_ticker.tick() => self.beat().await,
             }
         }
+        self.shut_down(&mut stats, &mut refusals, broker, started)
+            .await;
+        self.registry
+    }
+
+    /// A configuration update: new decoders and frame keys, the registry and discovery reconfigured,
+    /// and what that publishes (wills of devices no longer known, discovery changes).
+    async fn reconfigure(
+        &mut self,
+        update: PipelineUpdate,
+        frames: &mut FrameGuard,
+        stats: &mut Stats,
+        refusals: &mut Refusals,
+        broker: &Broker,
+    ) {
+        for source in update.decoders.keys() {
+            stats.source(source);
+        }
+        self.decoders = update.decoders;
+        if let Some(keys) = update.frame_keys {
+            frames.set_keys(keys);
+        }
+        let wills = self.registry.reconfigure(update.registry);
+        refusals.publish(broker, &wills).await;
+        let mut discovery = crate::homeassistant::stage::reconfigure(
+            &mut self.discovery,
+            update.homeassistant,
+            &self.state_dir,
+            broker,
+            &self.registry,
+        )
+        .await;
+        if let Some(stage) = &mut self.discovery {
+            discovery.extend(stage.forgotten(&mut self.registry));
+        }
+        refusals.publish(broker, &discovery).await;
+    }
+
+    /// Once a second: the devices online for the stats, the watchdog's heartbeat, discovery persisted.
+    async fn beat(&mut self) {
+        self.devices_online
+            .store(self.registry.devices_online(), Ordering::Relaxed);
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.beat();
+        }
+        if let Some(stage) = &mut self.discovery {
+            stage.persist().await;
+        }
+    }
+
+    /// The end of the input: the heartbeat retired, every device's will and the last stats published,
+    /// discovery persisted.
+    async fn shut_down(
+        &mut self,
+        stats: &mut Stats,
+        refusals: &mut Refusals,
+        broker: &Broker,
+        started: Instant,
+    ) {
         if let Some(heartbeat) = self.heartbeat.take() {
             heartbeat.retire(); // a clean end, not a wedged stage
         }
@@ -170,12 +206,11 @@ impl Pipeline {
         self.devices_online.store(0, Ordering::Relaxed);
         refusals.publish(broker, &wills).await;
         stats.refused_publishes = refusals.count;
-        let message = self.stats_message(&stats, broker, started);
+        let message = self.stats_message(stats, broker, started);
         refusals.publish(broker, &[message]).await;
         if let Some(stage) = &mut self.discovery {
             stage.persist().await;
         }
-        self.registry
     }
 
     fn stats_message(&self, stats: &Stats, broker: &Broker, started: Instant) -> Message {
@@ -229,72 +264,90 @@ impl Pipeline {
                 }
                 Vec::new()
             }
-            SourceEvent::Packet(packet) => {
-                let source = packet.source.clone();
-                stats.source(&source).frames += 1;
-                let Some(decoder) = self.decoders.get(&source) else {
-                    return Vec::new();
-                };
-                // Encrypted sources: authenticate, decrypt and check the counter first.
-                let (decoder, packet) = match frames.open(decoder, &packet) {
-                    Ok(opened) => opened,
-                    Err(refusal) => {
-                        refusal.count(stats.source(&source));
-                        log::debug!(source = source.as_str(); "frame refused: {refusal}");
-                        if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
-                            log::warn!(source = source.as_str(); "frame refused: {refusal}{}", suppressed_suffix(suppressed));
-                        }
-                        return Vec::new();
-                    }
-                };
-                match decoder.decode(&packet) {
-                    Ok(readings) => {
-                        let mut messages = Vec::new();
-                        for reading in &readings {
-                            match self.registry.on_reading(reading, clock_now()) {
-                                ReadingOutcome::Publish {
-                                    messages: mut out,
-                                    fields_dropped,
-                                    newly_capped,
-                                } => {
-                                    stats.source(&source).readings += 1;
-                                    stats.fields_dropped += fields_dropped as u64;
-                                    if let Some(device) = newly_capped {
-                                        let max = self.registry.max_fields();
-                                        log::warn!(
-                                            source = source.as_str(), device = device.as_str();
-                                            "device {device} sent more field names than [devices] max_fields = {max}: \
-                                             it keeps its first {max}, new names are dropped and counted in \
-                                             devices.fields_dropped (logged once per device)"
-                                        );
-                                    }
-                                    messages.append(&mut out);
-                                    if let Some(stage) = &mut self.discovery {
-                                        let discovery = stage.after_reading(
-                                            &mut self.registry,
-                                            &reading.source,
-                                            &reading.address,
-                                        );
-                                        messages.extend(discovery);
-                                    }
-                                }
-                                ReadingOutcome::Duplicate => stats.source(&source).duplicates += 1,
-                                ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
-                            }
-                        }
-                        messages
-                    }
-                    Err(error) => {
-                        stats.source(&source).decode_errors += 1;
-                        log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", packet.bytes);
-                        if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
-                            log::warn!(source = source.as_str(); "undecodable frame: {error}{}", suppressed_suffix(suppressed));
-                        }
-                        Vec::new()
-                    }
+            SourceEvent::Packet(packet) => self.handle_packet(packet, frames, stats, warnings),
+        }
+    }
+
+    /// A frame from a source: opened when its source is encrypted, decoded, and its readings published.
+    fn handle_packet(
+        &mut self,
+        packet: Packet,
+        frames: &FrameGuard,
+        stats: &mut Stats,
+        warnings: &RateLimiter,
+    ) -> Vec<Message> {
+        let source = packet.source.clone();
+        stats.source(&source).frames += 1;
+        let Some(decoder) = self.decoders.get(&source) else {
+            return Vec::new();
+        };
+        // Encrypted sources: authenticate, decrypt and check the counter first.
+        let (decoder, packet) = match frames.open(decoder, &packet) {
+            Ok(opened) => opened,
+            Err(refusal) => {
+                refusal.count(stats.source(&source));
+                log::debug!(source = source.as_str(); "frame refused: {refusal}");
+                if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
+                    log::warn!(source = source.as_str(); "frame refused: {refusal}{}", suppressed_suffix(suppressed));
                 }
+                return Vec::new();
+            }
+        };
+        match decoder.decode(&packet) {
+            Ok(readings) => self.publish_readings(&readings, &source, stats),
+            Err(error) => {
+                stats.source(&source).decode_errors += 1;
+                log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", packet.bytes);
+                if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
+                    log::warn!(source = source.as_str(); "undecodable frame: {error}{}", suppressed_suffix(suppressed));
+                }
+                Vec::new()
             }
         }
+    }
+
+    /// The readings of one frame through the registry (and discovery): the messages to publish, with
+    /// duplicates, readings over the device cap and fields over `max_fields` counted.
+    fn publish_readings(
+        &mut self,
+        readings: &[Reading],
+        source: &str,
+        stats: &mut Stats,
+    ) -> Vec<Message> {
+        let mut messages = Vec::new();
+        for reading in readings {
+            match self.registry.on_reading(reading, clock_now()) {
+                ReadingOutcome::Publish {
+                    messages: mut out,
+                    fields_dropped,
+                    newly_capped,
+                } => {
+                    stats.source(source).readings += 1;
+                    stats.fields_dropped += fields_dropped as u64;
+                    if let Some(device) = newly_capped {
+                        let max = self.registry.max_fields();
+                        log::warn!(
+                            source = source, device = device.as_str();
+                            "device {device} sent more field names than [devices] max_fields = {max}: \
+                             it keeps its first {max}, new names are dropped and counted in \
+                             devices.fields_dropped (logged once per device)"
+                        );
+                    }
+                    messages.append(&mut out);
+                    if let Some(stage) = &mut self.discovery {
+                        let discovery = stage.after_reading(
+                            &mut self.registry,
+                            &reading.source,
+                            &reading.address,
+                        );
+                        messages.extend(discovery);
+                    }
+                }
+                ReadingOutcome::Duplicate => stats.source(source).duplicates += 1,
+                ReadingOutcome::OverDeviceCap => stats.dropped_over_device_cap += 1,
+            }
+        }
+        messages
     }
 }
 

@@ -321,15 +321,7 @@ impl Broker {
         check_password_hashes(settings)?;
         descriptors::ensure_budget(&descriptors::Budget::of(settings))?;
         warn_about_open_listeners(settings);
-        let scx = ServerContext::new()
-            .busy_check_enable(false)
-            .mqtt_max_sessions(settings.max_connections.max(1) as isize)
-            .build()
-            .await;
-        *scx.extends.fitter_mgr_mut().await = Box::new(CappedFitterManager(SessionLifetimes {
-            expiry: settings.session_expiry,
-            anonymous_expiry: settings.anonymous_session_expiry,
-        }));
+        let scx = engine_context(settings).await;
         let retained = RetainedStore::new(RetainLimits {
             max_messages: settings.max_retained_messages.max(1),
             max_topic_levels: settings.max_topic_levels,
@@ -339,14 +331,7 @@ impl Broker {
         let pacer = RetainedPacer::new(pacing::RETAINED_WINDOW);
         BoundedShared::install(&scx, backlog.clone(), retained.clone(), pacer.clone()).await;
         *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
-        let system_from = From::from_system(Id::new(
-            scx.node.id(),
-            0,
-            None,
-            None,
-            ClientId::from("sensorgate"),
-            Some(UserName::from("sensorgate")),
-        ));
+        let system_from = system_sender(&scx);
         let retained_torn_tails = match &settings.state_dir {
             Some(dir) => restore_retained(&retained, &system_from, dir).await,
             None => 0,
@@ -357,26 +342,7 @@ impl Broker {
             scx.clone(),
             settings.max_offline_sessions.min(settings.max_connections),
         ));
-        let policy = Arc::new(Policy::new(
-            scx.clone(),
-            access_policy(settings),
-            Logins::new(
-                settings
-                    .users
-                    .iter()
-                    .map(|u| (u.name.clone(), u.password_hash.clone())),
-                settings.allow_anonymous,
-                Throttle::default(),
-            ),
-            PolicyLimits {
-                max_connections: settings.max_connections.max(1),
-                max_packet_size: settings.max_packet_size,
-                max_queued_messages: settings.max_queued_messages,
-                max_topic_levels: settings.max_topic_levels,
-            },
-            spoken.clone(),
-            offline.clone(),
-        ));
+        let policy = Arc::new(client_policy(settings, &scx, &spoken, &offline));
         let tap = Tap::new(tap);
         let commands = CommandTap::default();
         register_hooks(&scx, &backlog, &policy, &offline, &tap, &commands).await;
@@ -576,6 +542,62 @@ impl Drop for Broker {
             snapshotter.abort();
         }
     }
+}
+
+/// The engine's context: sessions capped at the connection limit, and session lifetimes fitted to the
+/// settings.
+async fn engine_context(settings: &BrokerSettings) -> ServerContext {
+    let scx = ServerContext::new()
+        .busy_check_enable(false)
+        .mqtt_max_sessions(settings.max_connections.max(1) as isize)
+        .build()
+        .await;
+    *scx.extends.fitter_mgr_mut().await = Box::new(CappedFitterManager(SessionLifetimes {
+        expiry: settings.session_expiry,
+        anonymous_expiry: settings.anonymous_session_expiry,
+    }));
+    scx
+}
+
+/// The sender of what the gateway publishes itself (client id and user `sensorgate`).
+fn system_sender(scx: &ServerContext) -> From {
+    From::from_system(Id::new(
+        scx.node.id(),
+        0,
+        None,
+        None,
+        ClientId::from("sensorgate"),
+        Some(UserName::from("sensorgate")),
+    ))
+}
+
+/// The policy hook's state: access rules, logins and the limits a client meets.
+fn client_policy(
+    settings: &BrokerSettings,
+    scx: &ServerContext,
+    spoken: &Arc<SpokenPeers>,
+    offline: &Arc<OfflineSessions>,
+) -> Policy {
+    Policy::new(
+        scx.clone(),
+        access_policy(settings),
+        Logins::new(
+            settings
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), u.password_hash.clone())),
+            settings.allow_anonymous,
+            Throttle::default(),
+        ),
+        PolicyLimits {
+            max_connections: settings.max_connections.max(1),
+            max_packet_size: settings.max_packet_size,
+            max_queued_messages: settings.max_queued_messages,
+            max_topic_levels: settings.max_topic_levels,
+        },
+        spoken.clone(),
+        offline.clone(),
+    )
 }
 
 fn check_password_hashes(settings: &BrokerSettings) -> Result<(), BrokerError> {
