@@ -140,13 +140,13 @@ impl Sx1262State {
         let Some((&opcode, params)) = mosi.split_first() else {
             return;
         };
-        let Ok(expected) = parameter_counts(opcode) else {
-            self.violation(format!("unknown opcode {opcode:#04x}"));
-            self.command_status = 0x5;
-            return;
-        };
-        if let Some(range) = expected {
-            if !range.contains(&params.len()) {
+        match parameter_counts(opcode) {
+            Parameters::UnknownOpcode => {
+                self.violation(format!("unknown opcode {opcode:#04x}"));
+                self.command_status = 0x5;
+                return;
+            }
+            Parameters::Count(range) if !range.contains(&params.len()) => {
                 self.violation(format!(
                     "opcode {opcode:#04x} with {} parameter bytes, expected {range:?}",
                     params.len()
@@ -154,6 +154,7 @@ impl Sx1262State {
                 self.command_status = 0x4;
                 return;
             }
+            Parameters::Count(_) | Parameters::Any => {}
         }
         self.apply(opcode, params);
     }
@@ -291,37 +292,45 @@ impl ChipState for Sx1262State {
     }
 }
 
-/// The parameter bytes a command takes (`None`: a read, any length), or `Err` for an opcode the chip
-/// does not know.
-#[allow(clippy::result_unit_err)]
-fn parameter_counts(opcode: u8) -> Result<Option<RangeInclusive<usize>>, ()> {
-    Ok(match opcode {
+/// The parameter bytes a command takes.
+enum Parameters {
+    Count(RangeInclusive<usize>),
+    /// A read: as many bytes as the response is long.
+    Any,
+    /// An opcode the chip does not know.
+    UnknownOpcode,
+}
+
+fn parameter_counts(opcode: u8) -> Parameters {
+    match opcode {
         OP_SET_STANDBY
         | OP_CALIBRATE
         | OP_SET_REGULATOR_MODE
         | OP_SET_DIO2_AS_RF_SWITCH_CTRL
-        | OP_SET_PACKET_TYPE => Some(1..=1),
-        OP_SET_DIO3_AS_TCXO_CTRL | OP_SET_RF_FREQUENCY | OP_SET_PA_CONFIG => Some(4..=4),
+        | OP_SET_PACKET_TYPE => Parameters::Count(1..=1),
+        OP_SET_DIO3_AS_TCXO_CTRL | OP_SET_RF_FREQUENCY | OP_SET_PA_CONFIG => {
+            Parameters::Count(4..=4)
+        }
         OP_CALIBRATE_IMAGE
         | OP_SET_BUFFER_BASE_ADDRESS
         | OP_CLEAR_IRQ_STATUS
-        | OP_SET_TX_PARAMS => Some(2..=2),
-        OP_SET_TX => Some(3..=3),
-        OP_SET_MODULATION_PARAMS => Some(4..=8),
-        OP_SET_PACKET_PARAMS => Some(6..=9),
-        OP_SET_DIO_IRQ_PARAMS => Some(8..=8),
-        OP_SET_RX => Some(3..=3),
-        OP_WRITE_REGISTER => Some(3..=255),
-        OP_WRITE_BUFFER => Some(2..=256),
+        | OP_SET_TX_PARAMS => Parameters::Count(2..=2),
+        OP_SET_TX => Parameters::Count(3..=3),
+        OP_SET_MODULATION_PARAMS => Parameters::Count(4..=8),
+        OP_SET_PACKET_PARAMS => Parameters::Count(6..=9),
+        OP_SET_DIO_IRQ_PARAMS => Parameters::Count(8..=8),
+        OP_SET_RX => Parameters::Count(3..=3),
+        OP_WRITE_REGISTER => Parameters::Count(3..=255),
+        OP_WRITE_BUFFER => Parameters::Count(2..=256),
         OP_GET_STATUS
         | OP_GET_IRQ_STATUS
         | OP_GET_RX_BUFFER_STATUS
         | OP_GET_PACKET_STATUS
         | OP_GET_PACKET_TYPE
         | OP_READ_REGISTER
-        | OP_READ_BUFFER => None,
-        _ => return Err(()),
-    })
+        | OP_READ_BUFFER => Parameters::Any,
+        _ => Parameters::UnknownOpcode,
+    }
 }
 
 impl SimChip<Sx1262State> {
