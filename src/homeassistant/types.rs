@@ -1438,7 +1438,7 @@ mod tests {
     }
 
     #[test]
-    fn overrides_replace_what_is_inferred_and_are_checked() {
+    fn overrides_replace_what_is_inferred() {
         let soil = FieldOverride {
             device_class: Some("moisture".into()),
             unit: Some("%".into()),
@@ -1498,7 +1498,24 @@ mod tests {
             (e.device_class.as_deref(), e.unit.as_deref()),
             (Some("temperature"), Some("°F"))
         );
-        // Refusals name the key.
+        // `none`: not announced.
+        let none = FieldOverride {
+            component: Some("none".into()),
+            ..FieldOverride::default()
+        };
+        assert_eq!(
+            resolve(
+                PayloadFormat::Lpp,
+                "temperature_1",
+                ValueKind::Number,
+                Some(&none)
+            ),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn override_refusals_name_the_key() {
         let bad = |over: FieldOverride| {
             resolve(
                 PayloadFormat::Lpp,
@@ -1566,19 +1583,6 @@ mod tests {
                 ..FieldOverride::default()
             }),
             "device_class"
-        );
-        let none = FieldOverride {
-            component: Some("none".into()),
-            ..FieldOverride::default()
-        };
-        assert_eq!(
-            resolve(
-                PayloadFormat::Lpp,
-                "temperature_1",
-                ValueKind::Number,
-                Some(&none)
-            ),
-            Ok(None)
         );
     }
 
