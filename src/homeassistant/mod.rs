@@ -1244,8 +1244,15 @@ mod tests {
             configs(&changed).iter().all(|t| !t.contains("/number/")),
             "JSON has no output types"
         );
-        // A named switch the device has not reported yet: announced with the device's first reading.
-        let mut pump = discovery.settings().clone();
+    }
+
+    #[test]
+    fn a_named_switch_not_reported_yet_is_announced_with_the_first_reading() {
+        let mut fake = Fake::default();
+        let mut pump = settings();
+        let source = pump.sources.get_mut("uart0").unwrap();
+        source.commands = true;
+        source.payload = PayloadFormat::Json;
         pump.devices.insert(
             ("uart0".into(), "18".into()),
             one_field_rules(
@@ -1256,7 +1263,7 @@ mod tests {
                 },
             ),
         );
-        discovery.reconfigure(pump, &fake);
+        let mut discovery = Discovery::new(pump, None);
         hear(&mut fake, "uart0", "18", "pond", &["temperature"]);
         let first = discovery.after_reading(&fake, "uart0", "18");
         assert!(
