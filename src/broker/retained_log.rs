@@ -11,7 +11,8 @@
 //!   u32 LE body length | u32 LE CRC-32 of the body | body:
 //!     u8 kind (1 set, 2 clear) | u8 QoS | u16 LE topic length | topic (UTF-8) | payload (set only)
 //! ```
-//! Replaying the records in order gives the retained set. A sync compares the store with what the log
+//! The record framing is [`crate::record`]'s, shared with the uplink spool. Replaying the records in
+//! order gives the retained set. A sync compares the store with what the log
 //! holds and appends only the differences, in one write and one fdatasync; nothing changed, nothing
 //! written. When the log outgrows twice the live set (plus [`COMPACT_SLACK`]) it is rewritten with the
 //! live set only: a temporary file, fsync, rename, directory fsync, so a power cut leaves the old log or

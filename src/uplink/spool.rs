@@ -15,6 +15,7 @@
 //!   | u16 LE topic length | topic (UTF-8) | payload
 //! ```
 //!
+//! The length, checksum and torn-tail rules are [`crate::record`]'s, shared with the retained log.
 //! 28 bytes of overhead per record. Sequence numbers grow strictly, inside a segment and across segments,
 //! but need not be contiguous: the uplink numbers every message it forwards, and those the cloud broker
 //! acknowledged before their `sync` deadline never reach the disk ([`Spool::append_numbered`]). The `ack`
