@@ -568,37 +568,13 @@ impl Registry {
         }
         let (name, offline_after, will) = match configured {
             Some(configured) => configured,
-            None => {
-                let wanted = if address.is_empty() {
-                    source.to_string()
-                } else {
-                    format!("{source}-{address}")
-                };
-                let name = unique_name(&self.names_taken, &publish::sanitize_level(&wanted));
-                self.names_taken.insert(name.clone());
-                self.unconfigured_tracked += 1;
-                (name, self.default_offline_after, None)
-            }
+            None => (
+                self.name_unconfigured(source, address),
+                self.default_offline_after,
+                None,
+            ),
         };
-        let (will, online_message) = match &will {
-            Some(will) => {
-                let online = Message {
-                    payload: publish::ONLINE.as_bytes().to_vec(),
-                    ..custom_will_message(will)
-                };
-                (custom_will_message(will), online)
-            }
-            None => {
-                let topic = publish::availability_topic(&self.publish.base_topic, &name);
-                let message = |payload: &str| Message {
-                    topic: topic.clone(),
-                    payload: payload.as_bytes().to_vec(),
-                    qos: self.publish.qos,
-                    retain: true,
-                };
-                (message(publish::OFFLINE), message(publish::ONLINE))
-            }
-        };
+        let (will, online_message) = self.availability_messages(will.as_ref(), &name);
         let id = self.next_id;
         self.next_id += 1;
         let state = self.restored_states.remove(&name).unwrap_or_default();
@@ -624,6 +600,44 @@ impl Registry {
             .or_default()
             .insert(address.to_string(), id);
         Some((id, cleared))
+    }
+
+    /// A new unconfigured device's name: `{source}-{address}` (or the source alone) made a topic level,
+    /// and unique; it counts against `max_devices`.
+    fn name_unconfigured(&mut self, source: &str, address: &str) -> String {
+        let wanted = if address.is_empty() {
+            source.to_string()
+        } else {
+            format!("{source}-{address}")
+        };
+        let name = unique_name(&self.names_taken, &publish::sanitize_level(&wanted));
+        self.names_taken.insert(name.clone());
+        self.unconfigured_tracked += 1;
+        name
+    }
+
+    /// A device's will (published when it goes offline) and its online message: the configured will's
+    /// topic, or the device's availability topic.
+    fn availability_messages(&self, will: Option<&WillSettings>, name: &str) -> (Message, Message) {
+        match will {
+            Some(will) => {
+                let online = Message {
+                    payload: publish::ONLINE.as_bytes().to_vec(),
+                    ..custom_will_message(will)
+                };
+                (custom_will_message(will), online)
+            }
+            None => {
+                let topic = publish::availability_topic(&self.publish.base_topic, name);
+                let message = |payload: &str| Message {
+                    topic: topic.clone(),
+                    payload: payload.as_bytes().to_vec(),
+                    qos: self.publish.qos,
+                    retain: true,
+                };
+                (message(publish::OFFLINE), message(publish::ONLINE))
+            }
+        }
     }
 
     /// Forgets the unconfigured offline device silent the longest and returns the messages that clear its

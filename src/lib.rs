@@ -56,7 +56,8 @@
 //! - [`crypto`]: payload security: AES-128-CCM sensor frames opened before decoding, the
 //!   ChaCha20-Poly1305 envelope of end-to-end encrypted uplink payloads, key files. [`replay`] keeps the
 //!   per-device frame counter marks and what survives a power cut; [`statefile`] keeps such small state
-//!   as two checksummed copies, so that one damaged write cannot lose it.
+//!   as two checksummed copies, so that one damaged write cannot lose it; [`record`] frames the records
+//!   of the append-only logs (spool, retained log) and finds where a torn tail starts.
 //! - [`lorawan`]: a local LoRaWAN 1.0.x Class A network and join server behind packet-forwarder
 //!   gateways (`kind = "semtech-udp"`): the forwarder protocol, regions, OTAA/ABP sessions stored with
 //!   counter marks, dedup across gateways; its source emits decoded readings straight to the registry.
@@ -99,6 +100,7 @@ pub mod model;
 pub mod pipeline;
 pub mod publish;
 pub mod ratelimit;
+pub mod record;
 pub mod replay;
 pub mod reserve;
 pub mod source;

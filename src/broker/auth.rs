@@ -733,86 +733,20 @@ impl Logins {
     ) -> LoginOutcome {
         let ip = peer.map(|p| p.ip());
         let Some(user) = user else {
-            if self.allow_anonymous {
-                return LoginOutcome::Accepted;
-            }
-            self.warn(peer, || {
-                format!(
-                    "broker: anonymous login from {} refused (not authorized): anonymous access is off, give a user name",
-                    peer_text(peer)
-                )
-            });
-            return LoginOutcome::NotAuthorized;
+            return self.check_anonymous(peer);
         };
         let name = self.keys.name(user);
         let deadline = Instant::now() + self.throttle.max_delay;
         let mut waiting = None;
-        let (slots, until) = loop {
-            let notified = self.settled.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let admission = lock(&self.brake).admit(ip, name, Instant::now());
-            match admission {
-                Admission::Exempt => break (None, None),
-                Admission::Go(until) => {
-                    let slots = Slots {
-                        logins: self,
-                        ip,
-                        user: name,
-                    };
-                    break (Some(slots), until);
-                }
-                Admission::Full => {
-                    return self.refuse_unchecked(peer, user, "the login brake's tables are full")
-                }
-                Admission::Busy => {
-                    if waiting.is_none() {
-                        match self.start_waiting() {
-                            Some(w) => waiting = Some(w),
-                            None => {
-                                return self.refuse_unchecked(peer, user, "too many logins waiting")
-                            }
-                        }
-                    }
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return self.refuse_unchecked(
-                            peer,
-                            user,
-                            "waited too long behind repeated failures",
-                        );
-                    }
-                }
-            }
+        let (slots, until) = match self.admit(ip, name, deadline, &mut waiting).await {
+            Ok(admitted) => admitted,
+            Err(why) => return self.refuse_unchecked(peer, user, why),
         };
         if let Some(until) = until {
-            if until > deadline {
+            if let Err(why) = self.hold(peer, user, until, deadline, &mut waiting).await {
                 drop(slots);
-                return self.refuse_unchecked(
-                    peer,
-                    user,
-                    "waited too long behind repeated failures",
-                );
+                return self.refuse_unchecked(peer, user, why);
             }
-            if waiting.is_none() {
-                match self.start_waiting() {
-                    Some(w) => waiting = Some(w),
-                    None => {
-                        drop(slots);
-                        return self.refuse_unchecked(peer, user, "too many logins waiting");
-                    }
-                }
-            }
-            self.delayed.fetch_add(1, Ordering::Relaxed);
-            let pause = until.saturating_duration_since(Instant::now());
-            self.info(peer, || {
-                format!(
-                    "broker: login of {} from {} held {} ms after repeated failures from this address or for this user",
-                    shown(user),
-                    peer_text(peer),
-                    pause.as_millis()
-                )
-            });
-            tokio::time::sleep_until(until).await;
         }
         drop(waiting);
         let verified = self.verify(user, password).await;
@@ -823,6 +757,100 @@ impl Logins {
         }
         let owed = lock(&self.brake).failed(ip, name, Instant::now());
         drop(slots);
+        self.refuse_credentials(peer, user, password, owed)
+    }
+
+    /// A login without a user name: accepted only when anonymous access is on.
+    fn check_anonymous(&self, peer: Option<SocketAddr>) -> LoginOutcome {
+        if self.allow_anonymous {
+            return LoginOutcome::Accepted;
+        }
+        self.warn(peer, || {
+            format!(
+                "broker: anonymous login from {} refused (not authorized): anonymous access is off, give a user name",
+                peer_text(peer)
+            )
+        });
+        LoginOutcome::NotAuthorized
+    }
+
+    /// Waits until the login brake lets this address and user through: their slots (none when exempt)
+    /// and the time the login is held until, or why it is refused unchecked. Starts `waiting` when the
+    /// login has to wait.
+    async fn admit<'a>(
+        &'a self,
+        ip: Option<IpAddr>,
+        name: NameKey,
+        deadline: Instant,
+        waiting: &mut Option<Waiting<'a>>,
+    ) -> Result<(Option<Slots<'a>>, Option<Instant>), &'static str> {
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let admission = lock(&self.brake).admit(ip, name, Instant::now());
+            match admission {
+                Admission::Exempt => return Ok((None, None)),
+                Admission::Go(until) => {
+                    let slots = Slots {
+                        logins: self,
+                        ip,
+                        user: name,
+                    };
+                    return Ok((Some(slots), until));
+                }
+                Admission::Full => return Err("the login brake's tables are full"),
+                Admission::Busy => {
+                    if waiting.is_none() {
+                        *waiting = Some(self.start_waiting().ok_or("too many logins waiting")?);
+                    }
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return Err("waited too long behind repeated failures");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Holds an admitted login until `until` (after repeated failures), logged; or why it is refused
+    /// unchecked (the hold would pass the deadline, too many logins waiting).
+    async fn hold<'a>(
+        &'a self,
+        peer: Option<SocketAddr>,
+        user: &str,
+        until: Instant,
+        deadline: Instant,
+        waiting: &mut Option<Waiting<'a>>,
+    ) -> Result<(), &'static str> {
+        if until > deadline {
+            return Err("waited too long behind repeated failures");
+        }
+        if waiting.is_none() {
+            *waiting = Some(self.start_waiting().ok_or("too many logins waiting")?);
+        }
+        self.delayed.fetch_add(1, Ordering::Relaxed);
+        let pause = until.saturating_duration_since(Instant::now());
+        self.info(peer, || {
+            format!(
+                "broker: login of {} from {} held {} ms after repeated failures from this address or for this user",
+                shown(user),
+                peer_text(peer),
+                pause.as_millis()
+            )
+        });
+        tokio::time::sleep_until(until).await;
+        Ok(())
+    }
+
+    /// Refuses a login whose credentials were checked and found wrong, logging why and what the next
+    /// login from this address or for this user waits.
+    fn refuse_credentials(
+        &self,
+        peer: Option<SocketAddr>,
+        user: &str,
+        password: Option<&[u8]>,
+        owed: Duration,
+    ) -> LoginOutcome {
         let why = match (self.users.contains_key(user), password.is_some()) {
             (false, _) => "unknown user",
             (true, false) => "missing password",

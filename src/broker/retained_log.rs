@@ -11,7 +11,8 @@
 //!   u32 LE body length | u32 LE CRC-32 of the body | body:
 //!     u8 kind (1 set, 2 clear) | u8 QoS | u16 LE topic length | topic (UTF-8) | payload (set only)
 //! ```
-//! Replaying the records in order gives the retained set. A sync compares the store with what the log
+//! The record framing is [`crate::record`]'s, shared with the uplink spool. Replaying the records in
+//! order gives the retained set. A sync compares the store with what the log
 //! holds and appends only the differences, in one write and one fdatasync; nothing changed, nothing
 //! written. When the log outgrows twice the live set (plus [`COMPACT_SLACK`]) it is rewritten with the
 //! live set only: a temporary file, fsync, rename, directory fsync, so a power cut leaves the old log or
@@ -35,12 +36,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::model::Message;
+use crate::record;
 use crate::reserve::Reserver;
 
 /// File name of the log inside the state directory.
 pub const LOG_FILE: &str = "retained.log";
 const MAGIC: &[u8; 8] = b"SGRLOG01";
-const HEADER: usize = 8;
 const BODY_FIXED: usize = 4;
 const SET: u8 = 1;
 const CLEAR: u8 = 2;
@@ -118,40 +119,30 @@ pub struct RetainedLog {
 }
 
 fn record_len(topic: &str, payload: usize) -> u64 {
-    (HEADER + BODY_FIXED + topic.len() + payload) as u64
+    (record::HEADER + BODY_FIXED + topic.len() + payload) as u64
 }
 
 fn encode(buf: &mut Vec<u8>, kind: u8, qos: u8, topic: &str, payload: &[u8]) {
-    let body_len = BODY_FIXED + topic.len() + payload.len();
-    let start = buf.len();
-    buf.extend_from_slice(&(body_len as u32).to_le_bytes());
-    buf.extend_from_slice(&[0; 4]);
-    buf.push(kind);
-    buf.push(qos);
-    buf.extend_from_slice(&(topic.len().min(u16::MAX as usize) as u16).to_le_bytes());
-    buf.extend_from_slice(topic.as_bytes());
-    buf.extend_from_slice(payload);
-    let crc = crc32fast::hash(&buf[start + HEADER..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    record::append(buf, |body| {
+        body.push(kind);
+        body.push(qos);
+        body.extend_from_slice(&(topic.len().min(u16::MAX as usize) as u16).to_le_bytes());
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(payload);
+    });
 }
 
 /// One record: `(kind, qos, topic, payload)`.
 type Record = (u8, u8, String, Vec<u8>);
 
-/// One record read back and the offset after it, or `None` at a torn or corrupt record.
-fn decode(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
-    let header = bytes.get(at..at + HEADER)?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-    if !(BODY_FIXED..=MAX_BODY).contains(&len) {
-        return None;
-    }
-    let body = bytes.get(at + HEADER..at + HEADER + len)?;
-    if crc32fast::hash(body) != crc {
-        return None;
-    }
+/// The lengths a record body may have.
+const BODY_LENS: std::ops::RangeInclusive<usize> = BODY_FIXED..=MAX_BODY;
+
+/// Decodes a body whose length and checksum already matched; `None` if its fields are inconsistent.
+fn decode_body(body: &[u8]) -> Option<Record> {
     let (kind, qos) = (body[0], body[1]);
     let topic_len = u16::from_le_bytes([body[2], body[3]]) as usize;
+    let len = body.len();
     if !(kind == SET || kind == CLEAR) || qos > 2 || topic_len == 0 || BODY_FIXED + topic_len > len
     {
         return None;
@@ -161,7 +152,7 @@ fn decode(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
         return None;
     }
     let payload = body[BODY_FIXED + topic_len..].to_vec();
-    Some(((kind, qos, topic.to_string(), payload), at + HEADER + len))
+    Some((kind, qos, topic.to_string(), payload))
 }
 
 impl RetainedLog {
@@ -212,14 +203,13 @@ impl RetainedLog {
             }
             return Ok(());
         }
-        let mut at = MAGIC.len();
-        while at < bytes.len() {
-            let Some(((kind, qos, topic, payload), next)) = decode(bytes, at) else {
-                break;
+        let at = record::valid_prefix(bytes, MAGIC.len(), &BODY_LENS, |body| {
+            let Some((kind, qos, topic, payload)) = decode_body(body) else {
+                return false;
             };
             self.apply(kind, qos, topic, payload);
-            at = next;
-        }
+            true
+        });
         let file = OpenOptions::new()
             .read(true)
             .append(true)

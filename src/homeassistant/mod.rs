@@ -1164,6 +1164,23 @@ mod tests {
         assert_eq!(discovery.entities_dropped(), 1);
     }
 
+    /// The rules of a device that announces and overrides one field.
+    fn one_field_rules(field: &str, over: FieldOverride) -> DeviceRules {
+        DeviceRules {
+            announce: true,
+            fields: [(field.to_string(), over)].into(),
+        }
+    }
+
+    /// The discovery config published on `topic` among `messages`.
+    fn config_on(messages: &[Message], topic: &str) -> Json {
+        let message = messages
+            .iter()
+            .find(|m| m.topic == topic)
+            .unwrap_or_else(|| panic!("no config on {topic}"));
+        serde_json::from_slice(&message.payload).unwrap()
+    }
+
     #[test]
     fn outputs_are_controls_on_a_source_with_commands() {
         let mut fake = Fake::default();
@@ -1187,30 +1204,19 @@ mod tests {
         assert!(
             topics.contains(&format!("homeassistant/sensor/{node}/temperature_3/config").as_str())
         );
-        let config: Json = serde_json::from_slice(
-            &announced
-                .iter()
-                .find(|m| m.topic == switch)
-                .unwrap()
-                .payload,
-        )
-        .unwrap();
+        let config = config_on(&announced, &switch);
         assert_eq!(config["command_topic"], "sg/relay/set/digital_out_1");
         // Override to a sensor: the switch is cleared, a binary_sensor takes its place.
         let mut read_only = with_commands.clone();
         read_only.devices.insert(
             ("uart0".into(), "17".into()),
-            DeviceRules {
-                announce: true,
-                fields: [(
-                    "digital_out_1".to_string(),
-                    FieldOverride {
-                        component: Some("binary_sensor".into()),
-                        ..FieldOverride::default()
-                    },
-                )]
-                .into(),
-            },
+            one_field_rules(
+                "digital_out_1",
+                FieldOverride {
+                    component: Some("binary_sensor".into()),
+                    ..FieldOverride::default()
+                },
+            ),
         );
         let changed = discovery.reconfigure(read_only, &fake);
         assert!(cleared(&changed).contains(&switch.as_str()));
@@ -1228,25 +1234,17 @@ mod tests {
         json.sources.get_mut("uart0").unwrap().payload = PayloadFormat::Json;
         json.devices.insert(
             ("uart0".into(), "17".into()),
-            DeviceRules {
-                announce: true,
-                fields: [(
-                    "digital_out_1".to_string(),
-                    FieldOverride {
-                        component: Some("switch".into()),
-                        name: Some("Pump".into()),
-                        ..FieldOverride::default()
-                    },
-                )]
-                .into(),
-            },
+            one_field_rules(
+                "digital_out_1",
+                FieldOverride {
+                    component: Some("switch".into()),
+                    name: Some("Pump".into()),
+                    ..FieldOverride::default()
+                },
+            ),
         );
         let changed = discovery.reconfigure(json, &fake);
-        let pump = changed
-            .iter()
-            .find(|m| m.topic == switch)
-            .expect("a switch again");
-        let config: Json = serde_json::from_slice(&pump.payload).unwrap();
+        let config = config_on(&changed, &switch);
         assert_eq!(
             (&config["name"], &config["command_topic"]),
             (
@@ -1258,23 +1256,26 @@ mod tests {
             configs(&changed).iter().all(|t| !t.contains("/number/")),
             "JSON has no output types"
         );
-        // A named switch the device has not reported yet: announced with the device's first reading.
-        let mut pump = discovery.settings().clone();
+    }
+
+    #[test]
+    fn a_named_switch_not_reported_yet_is_announced_with_the_first_reading() {
+        let mut fake = Fake::default();
+        let mut pump = settings();
+        let source = pump.sources.get_mut("uart0").unwrap();
+        source.commands = true;
+        source.payload = PayloadFormat::Json;
         pump.devices.insert(
             ("uart0".into(), "18".into()),
-            DeviceRules {
-                announce: true,
-                fields: [(
-                    "pump".to_string(),
-                    FieldOverride {
-                        component: Some("switch".into()),
-                        ..FieldOverride::default()
-                    },
-                )]
-                .into(),
-            },
+            one_field_rules(
+                "pump",
+                FieldOverride {
+                    component: Some("switch".into()),
+                    ..FieldOverride::default()
+                },
+            ),
         );
-        discovery.reconfigure(pump, &fake);
+        let mut discovery = Discovery::new(pump, None);
         hear(&mut fake, "uart0", "18", "pond", &["temperature"]);
         let first = discovery.after_reading(&fake, "uart0", "18");
         assert!(

@@ -160,7 +160,38 @@ pub fn entity_config(
         "unique_id".into(),
         Json::from(format!("{}_{}", device.node_id, id_part(field, true))),
     );
-    match &entity.render {
+    insert_state_source(&mut config, device, field, &entity.render);
+    if entity.component == Component::BinarySensor {
+        config.insert("payload_on".into(), Json::from("ON"));
+        config.insert("payload_off".into(), Json::from("OFF"));
+    }
+    for (key, value) in [
+        ("device_class", &entity.device_class),
+        ("unit_of_measurement", &entity.unit),
+        ("state_class", &entity.state_class),
+        ("icon", &entity.icon),
+    ] {
+        if let Some(value) = value {
+            config.insert(key.into(), Json::from(value.as_str()));
+        }
+    }
+    if entity.diagnostic {
+        config.insert("entity_category".into(), Json::from("diagnostic"));
+    }
+    insert_availability_and_device(&mut config, common, device);
+    config.insert("origin".into(), origin(common));
+    (topic, Json::Object(config))
+}
+
+/// Where the entity's state comes from: a tracker's attributes from the device's state topic, any
+/// other entity's value from the state topic through its template.
+fn insert_state_source(
+    config: &mut Map<String, Json>,
+    device: &DeviceBlock,
+    field: &str,
+    render: &Render,
+) {
+    match render {
         Render::Location {
             latitude,
             longitude,
@@ -186,23 +217,14 @@ pub fn entity_config(
             }
         }
     }
-    if entity.component == Component::BinarySensor {
-        config.insert("payload_on".into(), Json::from("ON"));
-        config.insert("payload_off".into(), Json::from("OFF"));
-    }
-    for (key, value) in [
-        ("device_class", &entity.device_class),
-        ("unit_of_measurement", &entity.unit),
-        ("state_class", &entity.state_class),
-        ("icon", &entity.icon),
-    ] {
-        if let Some(value) = value {
-            config.insert(key.into(), Json::from(value.as_str()));
-        }
-    }
-    if entity.diagnostic {
-        config.insert("entity_category".into(), Json::from("diagnostic"));
-    }
+}
+
+/// The entity's availability (the device's and the gateway's, both needed) and its device block.
+fn insert_availability_and_device(
+    config: &mut Map<String, Json>,
+    common: &Common,
+    device: &DeviceBlock,
+) {
     config.insert(
         "availability".into(),
         json!([
@@ -225,8 +247,6 @@ pub fn entity_config(
             "via_device": common.gateway_node_id,
         }),
     );
-    config.insert("origin".into(), origin(common));
-    (topic, Json::Object(config))
 }
 
 /// The config of a control (a `switch` or `number` entity from [`super::types::control_entity`]): what

@@ -596,34 +596,30 @@ pub fn infer_ble(field: &str, value: ValueKind) -> Option<EntityType> {
     infer_from(&[BLE, JSON], PayloadFormat::Json, field, value)
 }
 
-/// [`infer`] over `tables`, searched in order: whole names first, then type names (`temperature` of
-/// `temperature_2`).
-fn infer_from(
+/// The row of `tables` that names the lower-cased field: the whole name first, then its key without a
+/// channel number or part (`temperature_2`, `gps_1_latitude`).
+fn find_known<'n>(
     tables: &[&'static [Known]],
-    payload: PayloadFormat,
-    field: &str,
-    value: ValueKind,
-) -> Option<EntityType> {
+    lower: &'n str,
+) -> Option<(&'static Known, Parts<'n>)> {
     let rows = || tables.iter().flat_map(|table| table.iter());
-    let lower = field.to_lowercase();
-    let parts = split(&lower);
-    let exact = rows().find(|known| known.key == lower);
-    let found = match exact {
-        Some(known) => Some((
-            known,
-            Parts {
-                key: &lower,
-                channel: None,
-                part: None,
-            },
-        )),
-        None => rows()
-            .find(|known| known.key == parts.key)
-            .map(|known| (known, split(&lower))),
-    };
-    let Some((known, parts)) = found else {
-        return Some(fallback(field, value));
-    };
+    if let Some(known) = rows().find(|known| known.key == lower) {
+        let whole = Parts {
+            key: lower,
+            channel: None,
+            part: None,
+        };
+        return Some((known, whole));
+    }
+    let parts = split(lower);
+    rows()
+        .find(|known| known.key == parts.key)
+        .map(|known| (known, parts))
+}
+
+/// The entity name of a known field: its label, then its channel and part (a location's part is the
+/// tracker's, not the name's).
+fn known_name(known: &Known, parts: &Parts<'_>) -> String {
     let mut name = known.label.to_string();
     for extra in [parts.channel, parts.part].into_iter().flatten() {
         if parts.part == Some(extra) && matches!(known.kind, Kind::Latitude | Kind::PartOfLocation)
@@ -633,6 +629,22 @@ fn infer_from(
         name.push(' ');
         name.push_str(&humanize(extra));
     }
+    name
+}
+
+/// [`infer`] over `tables`, searched in order: whole names first, then type names (`temperature` of
+/// `temperature_2`).
+fn infer_from(
+    tables: &[&'static [Known]],
+    payload: PayloadFormat,
+    field: &str,
+    value: ValueKind,
+) -> Option<EntityType> {
+    let lower = field.to_lowercase();
+    let Some((known, parts)) = find_known(tables, &lower) else {
+        return Some(fallback(field, value));
+    };
+    let name = known_name(known, &parts);
     let base = |component, render| EntityType {
         component,
         name: name.clone(),
@@ -758,13 +770,47 @@ pub fn resolve(
     let Some(over) = over else {
         return Ok(inferred);
     };
-    let component = match over.component.as_deref() {
-        Some("none") => return Ok(None),
-        Some("sensor") => Some(Component::Sensor),
-        Some("binary_sensor") => Some(Component::BinarySensor),
-        Some("switch") => {
+    let inferred_component = inferred.as_ref().map(|e| e.component);
+    let component = match chosen_component(over)? {
+        Chosen::Nothing => return Ok(None),
+        Chosen::Switch => {
             return control_entity(payload, field, value, Some(over), Control::Switch).map(Some)
         }
+        Chosen::Component(component) => component,
+        Chosen::Implied => implied_component(over, inferred_component),
+    };
+    let mut entity = match inferred {
+        Some(entity) if inferred_component == Some(component) => entity,
+        _ => plain_entity(component, field),
+    };
+    override_name_and_icon(&mut entity, over)?;
+    match component {
+        Component::BinarySensor => override_binary_sensor(&mut entity, over)?,
+        Component::Sensor | Component::DeviceTracker | Component::Switch | Component::Number => {
+            override_sensor(&mut entity, over)?;
+            check_sensor(&entity)?;
+        }
+    }
+    Ok(Some(entity))
+}
+
+/// What an override's `component` key asks for.
+enum Chosen {
+    /// `none`: the field is not announced.
+    Nothing,
+    /// `switch`: the field is a control.
+    Switch,
+    Component(Component),
+    /// No `component` key: implied by the other keys and what was inferred.
+    Implied,
+}
+
+fn chosen_component(over: &FieldOverride) -> Result<Chosen, OverrideError> {
+    Ok(match over.component.as_deref() {
+        Some("none") => Chosen::Nothing,
+        Some("sensor") => Chosen::Component(Component::Sensor),
+        Some("binary_sensor") => Chosen::Component(Component::BinarySensor),
+        Some("switch") => Chosen::Switch,
         Some(other) => {
             return Err(OverrideError {
                 key: "component",
@@ -773,40 +819,49 @@ pub fn resolve(
                 ),
             })
         }
-        None => None,
-    };
-    let inferred_component = inferred.as_ref().map(|e| e.component);
-    let component = component.unwrap_or_else(|| {
-        if over.unit.is_some() || over.state_class.is_some() {
-            return Component::Sensor;
+        None => Chosen::Implied,
+    })
+}
+
+/// The component an override without a `component` key implies: a unit or state class makes a sensor,
+/// a device class the component it belongs to; otherwise what was inferred (a sensor for a tracker).
+fn implied_component(over: &FieldOverride, inferred: Option<Component>) -> Component {
+    if over.unit.is_some() || over.state_class.is_some() {
+        return Component::Sensor;
+    }
+    match (&over.device_class, inferred) {
+        (Some(class), Some(Component::BinarySensor)) if is_binary_class(class) => {
+            Component::BinarySensor
         }
-        match (&over.device_class, inferred_component) {
-            (Some(class), Some(Component::BinarySensor)) if is_binary_class(class) => {
-                Component::BinarySensor
-            }
-            (Some(class), _) if is_sensor_class(class) => Component::Sensor,
-            (Some(class), _) if is_binary_class(class) => Component::BinarySensor,
-            (_, Some(Component::DeviceTracker)) | (_, None) => Component::Sensor,
-            (_, Some(component)) => component,
-        }
-    });
-    let same = inferred_component == Some(component);
-    let mut entity = match inferred {
-        Some(entity) if same => entity,
-        _ => EntityType {
-            component,
-            name: humanize(field),
-            device_class: None,
-            unit: None,
-            state_class: None,
-            icon: None,
-            diagnostic: false,
-            render: match component {
-                Component::BinarySensor => Render::Binary,
-                _ => Render::Plain,
-            },
+        (Some(class), _) if is_sensor_class(class) => Component::Sensor,
+        (Some(class), _) if is_binary_class(class) => Component::BinarySensor,
+        (_, Some(Component::DeviceTracker)) | (_, None) => Component::Sensor,
+        (_, Some(component)) => component,
+    }
+}
+
+/// An entity of `component` named after the field, with nothing inferred.
+fn plain_entity(component: Component, field: &str) -> EntityType {
+    EntityType {
+        component,
+        name: humanize(field),
+        device_class: None,
+        unit: None,
+        state_class: None,
+        icon: None,
+        diagnostic: false,
+        render: match component {
+            Component::BinarySensor => Render::Binary,
+            _ => Render::Plain,
         },
-    };
+    }
+}
+
+/// The override's `name` and `icon`, checked.
+fn override_name_and_icon(
+    entity: &mut EntityType,
+    over: &FieldOverride,
+) -> Result<(), OverrideError> {
     if let Some(name) = &over.name {
         if name.trim().is_empty() {
             return Err(OverrideError {
@@ -827,75 +882,81 @@ pub fn resolve(
         }
         entity.icon = Some(icon.clone());
     }
-    match component {
-        Component::BinarySensor => {
-            for (key, given) in [("unit", &over.unit), ("state_class", &over.state_class)] {
-                if given.is_some() {
-                    return Err(OverrideError {
-                        key,
-                        message: "a binary_sensor has no unit or state_class; remove it, or write component = \"sensor\""
-                            .to_string(),
-                    });
-                }
-            }
-            if let Some(class) = &over.device_class {
-                if !is_binary_class(class) {
-                    return Err(OverrideError {
-                        key: "device_class",
-                        message: format!(
-                            "\"{class}\" is not a binary_sensor device class; write one of {}",
-                            quoted(BINARY_SENSOR_CLASSES)
-                        ),
-                    });
-                }
-                entity.device_class = Some(class.clone());
-            }
-        }
-        Component::Sensor | Component::DeviceTracker | Component::Switch | Component::Number => {
-            if let Some(class) = &over.device_class {
-                let Some(rules) = sensor_class(class) else {
-                    return Err(OverrideError {
-                        key: "device_class",
-                        message: format!(
-                            "\"{class}\" is not a sensor device class; write one of {}",
-                            quoted(&SENSOR_CLASSES.iter().map(|c| c.name).collect::<Vec<_>>())
-                        ),
-                    });
-                };
-                if entity.device_class.as_deref() != Some(class.as_str()) {
-                    // Another class: its own default unit and state class, unless given below.
-                    entity.device_class = Some(class.clone());
-                    entity.unit = rules.units.first().map(|unit| unit.to_string());
-                    entity.state_class = rules.default_state_class().map(str::to_string);
-                    entity.render = Render::Plain;
-                }
-            }
-            if let Some(unit) = &over.unit {
-                if unit.trim().is_empty() {
-                    return Err(OverrideError {
-                        key: "unit",
-                        message: "is empty; write the unit, e.g. \"%\", or leave the key out"
-                            .to_string(),
-                    });
-                }
-                entity.unit = Some(unit.clone());
-            }
-            if let Some(state_class) = &over.state_class {
-                if !STATE_CLASSES.contains(&state_class.as_str()) {
-                    return Err(OverrideError {
-                        key: "state_class",
-                        message: format!(
-                            "\"{state_class}\" is not a state class; write one of {}",
-                            quoted(STATE_CLASSES)
-                        ),
-                    });
-                }
-                entity.state_class = Some(state_class.clone());
-            }
-            check_sensor(&entity)?;
+    Ok(())
+}
+
+/// A binary sensor's override: a binary device class, and no unit or state class.
+fn override_binary_sensor(
+    entity: &mut EntityType,
+    over: &FieldOverride,
+) -> Result<(), OverrideError> {
+    for (key, given) in [("unit", &over.unit), ("state_class", &over.state_class)] {
+        if given.is_some() {
+            return Err(OverrideError {
+                key,
+                message: "a binary_sensor has no unit or state_class; remove it, or write component = \"sensor\""
+                    .to_string(),
+            });
         }
     }
-    Ok(Some(entity))
+    if let Some(class) = &over.device_class {
+        if !is_binary_class(class) {
+            return Err(OverrideError {
+                key: "device_class",
+                message: format!(
+                    "\"{class}\" is not a binary_sensor device class; write one of {}",
+                    quoted(BINARY_SENSOR_CLASSES)
+                ),
+            });
+        }
+        entity.device_class = Some(class.clone());
+    }
+    Ok(())
+}
+
+/// A sensor's override: its device class (another class brings its own default unit and state class),
+/// unit and state class, each checked.
+fn override_sensor(entity: &mut EntityType, over: &FieldOverride) -> Result<(), OverrideError> {
+    if let Some(class) = &over.device_class {
+        let Some(rules) = sensor_class(class) else {
+            return Err(OverrideError {
+                key: "device_class",
+                message: format!(
+                    "\"{class}\" is not a sensor device class; write one of {}",
+                    quoted(&SENSOR_CLASSES.iter().map(|c| c.name).collect::<Vec<_>>())
+                ),
+            });
+        };
+        if entity.device_class.as_deref() != Some(class.as_str()) {
+            // Another class: its own default unit and state class, unless given below.
+            entity.device_class = Some(class.clone());
+            entity.unit = rules.units.first().map(|unit| unit.to_string());
+            entity.state_class = rules.default_state_class().map(str::to_string);
+            entity.render = Render::Plain;
+        }
+    }
+    if let Some(unit) = &over.unit {
+        if unit.trim().is_empty() {
+            return Err(OverrideError {
+                key: "unit",
+                message: "is empty; write the unit, e.g. \"%\", or leave the key out".to_string(),
+            });
+        }
+        entity.unit = Some(unit.clone());
+    }
+    if let Some(state_class) = &over.state_class {
+        if !STATE_CLASSES.contains(&state_class.as_str()) {
+            return Err(OverrideError {
+                key: "state_class",
+                message: format!(
+                    "\"{state_class}\" is not a state class; write one of {}",
+                    quoted(STATE_CLASSES)
+                ),
+            });
+        }
+        entity.state_class = Some(state_class.clone());
+    }
+    Ok(())
 }
 
 /// The control of a field the device accepts commands for: a `switch` (its state read as `ON`/`OFF`
@@ -1457,7 +1518,7 @@ mod tests {
     }
 
     #[test]
-    fn overrides_replace_what_is_inferred_and_are_checked() {
+    fn overrides_replace_what_is_inferred() {
         let soil = FieldOverride {
             device_class: Some("moisture".into()),
             unit: Some("%".into()),
@@ -1517,7 +1578,24 @@ mod tests {
             (e.device_class.as_deref(), e.unit.as_deref()),
             (Some("temperature"), Some("°F"))
         );
-        // Refusals name the key.
+        // `none`: not announced.
+        let none = FieldOverride {
+            component: Some("none".into()),
+            ..FieldOverride::default()
+        };
+        assert_eq!(
+            resolve(
+                PayloadFormat::Lpp,
+                "temperature_1",
+                ValueKind::Number,
+                Some(&none)
+            ),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn override_refusals_name_the_key() {
         let bad = |over: FieldOverride| {
             resolve(
                 PayloadFormat::Lpp,
@@ -1585,19 +1663,6 @@ mod tests {
                 ..FieldOverride::default()
             }),
             "device_class"
-        );
-        let none = FieldOverride {
-            component: Some("none".into()),
-            ..FieldOverride::default()
-        };
-        assert_eq!(
-            resolve(
-                PayloadFormat::Lpp,
-                "temperature_1",
-                ValueKind::Number,
-                Some(&none)
-            ),
-            Ok(None)
         );
     }
 

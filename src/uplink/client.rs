@@ -156,6 +156,34 @@ fn publish_event(happened: Happened) -> Option<LinkEvent> {
     }
 }
 
+/// A CONNACK: counted (a reconnect after the first), the link up, logged.
+fn mark_connected(stats: &UplinkStatsHandle, peer: &str) {
+    {
+        let mut c = stats.lock();
+        if c.connects > 0 {
+            c.reconnects += 1;
+        }
+        c.connects += 1;
+        c.state = LinkState::Connected;
+    }
+    log::info!("uplink: connected to {peer}");
+}
+
+/// The link down for `reason`: its state and last error, logged as lost (it `was_up`) or as a failed
+/// connect, with the `delay` before the next attempt.
+fn mark_down(stats: &UplinkStatsHandle, reason: &str, was_up: bool, delay: Duration) {
+    {
+        let mut c = stats.lock();
+        c.state = LinkState::Disconnected;
+        c.last_error = Some(reason.to_string());
+    }
+    if was_up {
+        log::warn!("uplink: connection lost: {reason}; retrying in {delay:?}");
+    } else {
+        log::error!("uplink: cannot connect: {reason}; retrying in {delay:?}");
+    }
+}
+
 /// Drives connections until `stop`: one fresh rumqttc `EventLoop` per attempt.
 pub async fn drive(
     options: ConnectOptions,
@@ -181,15 +209,7 @@ pub async fn drive(
             let event = match polled {
                 Ok(Happened::ConnAck { receive_maximum }) => {
                     up_since = Some(Instant::now());
-                    {
-                        let mut c = stats.lock();
-                        if c.connects > 0 {
-                            c.reconnects += 1;
-                        }
-                        c.connects += 1;
-                        c.state = LinkState::Connected;
-                    }
-                    log::info!("uplink: connected to {peer}");
+                    mark_connected(&stats, &peer);
                     LinkEvent::Connected {
                         client: client.clone(),
                         receive_maximum,
@@ -221,16 +241,7 @@ pub async fn drive(
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        {
-            let mut c = stats.lock();
-            c.state = LinkState::Disconnected;
-            c.last_error = Some(reason.clone());
-        }
-        if up_since.is_some() {
-            log::warn!("uplink: connection lost: {reason}; retrying in {delay:?}");
-        } else {
-            log::error!("uplink: cannot connect: {reason}; retrying in {delay:?}");
-        }
+        mark_down(&stats, &reason, up_since.is_some(), delay);
         if events.send(LinkEvent::Down(reason)).await.is_err() {
             return;
         }

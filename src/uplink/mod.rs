@@ -252,26 +252,7 @@ impl Uplink {
         } else {
             None
         };
-        let password = match &settings.password_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map(|text| text.trim_end_matches(['\r', '\n']).to_string())
-                    .map_err(|source| UplinkError::PasswordFile {
-                        path: path.clone(),
-                        source,
-                    })?,
-            ),
-            None => None,
-        };
-        let credentials = match (&settings.username, password) {
-            (Some(user), password) => Some((user.clone(), password.unwrap_or_default())),
-            (None, Some(_)) => {
-                return Err(UplinkError::Config(
-                    "upstream.password_file is set but upstream.username is not".into(),
-                ))
-            }
-            (None, None) => None,
-        };
+        let credentials = credentials(&settings)?;
         let forwarder = Forwarder::new(settings.forwards.clone(), &settings.base_topic)?;
         let window = Window::new(settings.max_inflight as usize);
         let connect = ConnectOptions {
@@ -794,60 +775,18 @@ impl Pump {
             writes_unread: batch.len() > held,
             flushing_from: batch.first().map(|n| n.seq),
         };
+        let job = SpoolJob {
+            batch,
+            held,
+            refused,
+            ack,
+            commit,
+            want,
+        };
         let spool = self.spool.clone();
         self.job = Some(tokio::task::spawn_blocking(move || {
             let mut spool = spool.lock().unwrap_or_else(|e| e.into_inner());
-            let now = spool::now_ms();
-            let mut full = None;
-            let mut unwritten = Vec::new();
-            let mut held_unwritten = 0;
-            let wrote = !batch.is_empty() || commit;
-            if !batch.is_empty() {
-                // Group commit: everything memory held, in one write and one fsync.
-                let written = spool.append_numbered(&batch, held, now);
-                if let Err(error) = written.and_then(|()| spool.sync()) {
-                    // A full disk leaves the spool as it was: what it did not take goes back to memory.
-                    full = Some(disk_full_or(error)?);
-                    let through = spool.last_appended();
-                    for (index, numbered) in batch.into_iter().enumerate() {
-                        if numbered.seq > through && spool::fits(&numbered.message) {
-                            held_unwritten += usize::from(index < held);
-                            unwritten.push(numbered);
-                        }
-                    }
-                }
-            }
-            for record in &refused {
-                // Kept before the spool forgets it; a failure loses only this copy (it is counted).
-                if let Err(error) = spool.set_aside(record) {
-                    log::error!(
-                        "uplink: the refused message on {} not kept: {error}",
-                        record.topic
-                    );
-                }
-            }
-            if let Some(seq) = ack {
-                spool.ack_through(seq)?;
-            }
-            if commit {
-                if let Err(error) = spool.commit(now) {
-                    // The cursor stays due; the next commit writes it.
-                    full = full.or(Some(disk_full_or(error)?));
-                }
-            }
-            let read = if want > 0 {
-                spool.read(want, now)?
-            } else {
-                Vec::new()
-            };
-            Ok(JobOutcome {
-                read,
-                stats: spool.stats().clone(),
-                full: full.map(|_| crate::full_disk::describe(spool.dir())),
-                unwritten,
-                held_unwritten,
-                wrote,
-            })
+            job.run(&mut spool)
         }));
     }
 
@@ -1083,6 +1022,98 @@ impl Pump {
         c.window = self.window.counters();
         c.in_flight = self.window.outstanding() as u64;
         c.window_oldest_ms = self.window.oldest_ms();
+    }
+}
+
+/// The spool's work of one blocking job, in order: the messages memory held written (one write, one
+/// fsync), the refused messages set aside, the acknowledgement cursor moved, a commit, and a read.
+struct SpoolJob {
+    batch: Vec<Numbered>,
+    /// How many of `batch` (a prefix) the window holds already.
+    held: usize,
+    refused: Vec<Record>,
+    ack: Option<u64>,
+    commit: bool,
+    /// How many records to read (0: none).
+    want: usize,
+}
+
+impl SpoolJob {
+    fn run(self, spool: &mut Spool) -> Result<JobOutcome, SpoolError> {
+        let now = spool::now_ms();
+        let mut full = None;
+        let mut unwritten = Vec::new();
+        let mut held_unwritten = 0;
+        let wrote = !self.batch.is_empty() || self.commit;
+        if !self.batch.is_empty() {
+            // Group commit: everything memory held, in one write and one fsync.
+            let written = spool.append_numbered(&self.batch, self.held, now);
+            if let Err(error) = written.and_then(|()| spool.sync()) {
+                // A full disk leaves the spool as it was: what it did not take goes back to memory.
+                full = Some(disk_full_or(error)?);
+                let through = spool.last_appended();
+                for (index, numbered) in self.batch.into_iter().enumerate() {
+                    if numbered.seq > through && spool::fits(&numbered.message) {
+                        held_unwritten += usize::from(index < self.held);
+                        unwritten.push(numbered);
+                    }
+                }
+            }
+        }
+        for record in &self.refused {
+            // Kept before the spool forgets it; a failure loses only this copy (it is counted).
+            if let Err(error) = spool.set_aside(record) {
+                log::error!(
+                    "uplink: the refused message on {} not kept: {error}",
+                    record.topic
+                );
+            }
+        }
+        if let Some(seq) = self.ack {
+            spool.ack_through(seq)?;
+        }
+        if self.commit {
+            if let Err(error) = spool.commit(now) {
+                // The cursor stays due; the next commit writes it.
+                full = full.or(Some(disk_full_or(error)?));
+            }
+        }
+        let read = if self.want > 0 {
+            spool.read(self.want, now)?
+        } else {
+            Vec::new()
+        };
+        Ok(JobOutcome {
+            read,
+            stats: spool.stats().clone(),
+            full: full.map(|_| crate::full_disk::describe(spool.dir())),
+            unwritten,
+            held_unwritten,
+            wrote,
+        })
+    }
+}
+
+/// The user name and password the uplink logs in with (the password read from its file, without the
+/// line end), or none.
+fn credentials(settings: &UplinkSettings) -> Result<Option<(String, String)>, UplinkError> {
+    let password = match &settings.password_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map(|text| text.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|source| UplinkError::PasswordFile {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    match (&settings.username, password) {
+        (Some(user), password) => Ok(Some((user.clone(), password.unwrap_or_default()))),
+        (None, Some(_)) => Err(UplinkError::Config(
+            "upstream.password_file is set but upstream.username is not".into(),
+        )),
+        (None, None) => Ok(None),
     }
 }
 

@@ -15,6 +15,7 @@
 //!   | u16 LE topic length | topic (UTF-8) | payload
 //! ```
 //!
+//! The length, checksum and torn-tail rules are [`crate::record`]'s, shared with the retained log.
 //! 28 bytes of overhead per record. Sequence numbers grow strictly, inside a segment and across segments,
 //! but need not be contiguous: the uplink numbers every message it forwards, and those the cloud broker
 //! acknowledged before their `sync` deadline never reach the disk ([`Spool::append_numbered`]). The `ack`
@@ -55,6 +56,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::record;
 use crate::reserve::Reserver;
 
 use super::refused::Refused;
@@ -188,7 +190,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
 pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"SGSPOOL1";
 const ACK_MAGIC: &[u8; 8] = b"SGACK001";
-const RECORD_HEADER: usize = 8;
+const RECORD_HEADER: usize = record::HEADER;
 const BODY_FIXED: usize = 20;
 const MAX_BODY: usize = BODY_FIXED + u16::MAX as usize + MAX_PAYLOAD_BYTES;
 /// What a record adds to its message's topic and payload on disk (length, CRC, sequence, time, QoS,
@@ -1170,19 +1172,15 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 
 /// Appends one encoded record to `buf`.
 pub(super) fn encode_record(buf: &mut Vec<u8>, seq: u64, now_ms: u64, message: &Outbound) {
-    let body_len = BODY_FIXED + message.topic.len() + message.payload.len();
-    let start = buf.len();
-    buf.extend_from_slice(&(body_len as u32).to_le_bytes());
-    buf.extend_from_slice(&[0u8; 4]);
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&now_ms.to_le_bytes());
-    buf.push(message.qos.min(2));
-    buf.push(u8::from(message.retain));
-    buf.extend_from_slice(&(message.topic.len() as u16).to_le_bytes());
-    buf.extend_from_slice(message.topic.as_bytes());
-    buf.extend_from_slice(&message.payload);
-    let crc = crc32fast::hash(&buf[start + RECORD_HEADER..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    record::append(buf, |body| {
+        body.extend_from_slice(&seq.to_le_bytes());
+        body.extend_from_slice(&now_ms.to_le_bytes());
+        body.push(message.qos.min(2));
+        body.push(u8::from(message.retain));
+        body.extend_from_slice(&(message.topic.len() as u16).to_le_bytes());
+        body.extend_from_slice(message.topic.as_bytes());
+        body.extend_from_slice(&message.payload);
+    });
 }
 
 /// Decodes a body whose checksum already matched; `None` if its fields are inconsistent.
@@ -1253,19 +1251,18 @@ fn next_record(file: &File, offset: u64, limit: u64, cache: &mut ReadCache) -> i
     let Some(header) = cache.get(file, offset, RECORD_HEADER, limit)? else {
         return Ok(Next::Corrupt);
     };
-    let len = u32_at(header, 0) as usize;
-    let crc = u32_at(header, 4);
-    if !(BODY_FIXED..=MAX_BODY).contains(&len) {
-        return Ok(Next::Corrupt);
-    }
-    let Some(body) = cache.get(file, offset + RECORD_HEADER as u64, len, limit)? else {
+    let Some(header) = record::Header::parse(header, &(BODY_FIXED..=MAX_BODY)) else {
         return Ok(Next::Corrupt);
     };
-    if crc32fast::hash(body) != crc {
+    let body_offset = offset + RECORD_HEADER as u64;
+    let Some(body) = cache.get(file, body_offset, header.body_len(), limit)? else {
+        return Ok(Next::Corrupt);
+    };
+    if !header.matches(body) {
         return Ok(Next::Corrupt);
     }
     Ok(match decode_body(body) {
-        Some(record) => Next::Record(record, offset + (RECORD_HEADER + len) as u64),
+        Some(record) => Next::Record(record, offset + header.record_len() as u64),
         None => Next::Corrupt,
     })
 }

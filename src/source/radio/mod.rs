@@ -15,6 +15,7 @@
 pub mod hal;
 #[cfg(feature = "pi")]
 pub mod pi;
+pub mod sim_chip;
 pub mod sim_sx1262;
 pub mod sim_sx1276;
 pub mod source;
@@ -222,9 +223,20 @@ pub fn time_on_air(settings: &RadioSettings, payload_len: usize) -> Duration {
 /// The driver's own guard on the settings: ranges per chip, the allowed bandwidths, coding rate,
 /// preamble, TCXO voltage. Messages name the configuration key.
 pub fn validate(settings: &RadioSettings) -> Result<(), RadioError> {
-    let (sf_range, freq_range) = match settings.chip {
-        Chip::Sx1276 => (7..=12, 137_000_000..=1_020_000_000),
-        Chip::Sx1262 => (5..=12, 150_000_000..=960_000_000),
+    check_modulation(settings)?;
+    check_frequency(settings)?;
+    check_chip_options(settings)?;
+    if settings.health_interval.is_zero() {
+        return Err(invalid("health_interval", "must be longer than zero"));
+    }
+    Ok(())
+}
+
+/// Spreading factor (the chip's range), bandwidth, coding rate and preamble length.
+fn check_modulation(settings: &RadioSettings) -> Result<(), RadioError> {
+    let sf_range = match settings.chip {
+        Chip::Sx1276 => 7..=12,
+        Chip::Sx1262 => 5..=12,
     };
     if !sf_range.contains(&settings.spreading_factor) {
         let extra = if settings.chip == Chip::Sx1276 && settings.spreading_factor == 6 {
@@ -262,6 +274,24 @@ pub fn validate(settings: &RadioSettings) -> Result<(), RadioError> {
             ),
         ));
     }
+    if settings.preamble_len < 6 {
+        return Err(invalid(
+            "preamble",
+            format!(
+                "{} symbols is too short; use 6 or more (8 is usual)",
+                settings.preamble_len
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The frequency, within the chip's range.
+fn check_frequency(settings: &RadioSettings) -> Result<(), RadioError> {
+    let freq_range = match settings.chip {
+        Chip::Sx1276 => 137_000_000..=1_020_000_000,
+        Chip::Sx1262 => 150_000_000..=960_000_000,
+    };
     if !freq_range.contains(&settings.frequency_hz) {
         return Err(invalid(
             "frequency",
@@ -274,15 +304,11 @@ pub fn validate(settings: &RadioSettings) -> Result<(), RadioError> {
             ),
         ));
     }
-    if settings.preamble_len < 6 {
-        return Err(invalid(
-            "preamble",
-            format!(
-                "{} symbols is too short; use 6 or more (8 is usual)",
-                settings.preamble_len
-            ),
-        ));
-    }
+    Ok(())
+}
+
+/// The SX1262's own options (TCXO voltage, DIO2 as RF switch): refused for the SX1276, checked for it.
+fn check_chip_options(settings: &RadioSettings) -> Result<(), RadioError> {
     if settings.chip == Chip::Sx1276 {
         if settings.tcxo_voltage.is_some() {
             return Err(invalid("tcxo_voltage", "applies to the sx1262 only"));
@@ -298,9 +324,6 @@ pub fn validate(settings: &RadioSettings) -> Result<(), RadioError> {
                 format!("{volts} V is not one of 1.6, 1.7, 1.8, 2.2, 2.4, 2.7, 3.0, 3.3"),
             ));
         }
-    }
-    if settings.health_interval.is_zero() {
-        return Err(invalid("health_interval", "must be longer than zero"));
     }
     Ok(())
 }

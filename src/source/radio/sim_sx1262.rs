@@ -19,21 +19,26 @@
 //! to DIO1, and a chip left in standby after a transmission (the next packets are missed).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::ops::RangeInclusive;
+use std::time::Duration;
 
-use embedded_hal::spi::Operation;
-
-use super::hal::{BusyLine, IrqLine, Wakeup};
-use super::sim_sx1276::{
-    mosi_of, scatter_miso, Trace, TraceLog, Transmitted, TxLog, TRACE_CAPACITY,
+use super::hal::BusyLine;
+use super::sim_chip::{
+    read_wrapping, write_wrapping, Bench, Buffer, ChipState, SimChip, SimIrq, Transmitted,
 };
 use super::sx1262::*;
 use super::RadioError;
 
 /// Protocol violations kept (the first ones: they say what went wrong first); later ones are only counted.
 pub const MAX_VIOLATIONS: usize = 256;
+
+/// The simulated SX1262. Clones share one chip; hand [`spi`](SimChip::spi),
+/// [`reset_pin`](SimChip::reset_pin), [`dio1`](SimChip::dio1) and [`busy`](SimChip::busy) to the driver,
+/// keep a clone to inject packets and faults.
+pub type Sx1262Sim = SimChip<Sx1262State>;
+
+/// The simulated DIO1 line.
+pub type SimDio1 = SimIrq<Sx1262State>;
 
 /// Register reset values the simulator knows. 0x0736's is the simulator's own choice (bit 2 clear),
 /// so that the errata read-modify-write shows in traces; the datasheet does not list it.
@@ -45,8 +50,10 @@ fn reset_registers() -> BTreeMap<u16, u8> {
     ])
 }
 
+/// The SX1262's own state: modes, buffer, registers, IRQ status, what it recorded, and the bench
+/// around it.
 #[derive(Debug)]
-struct State {
+pub struct Sx1262State {
     mode: u8,
     command_status: u8,
     packet_type: u8,
@@ -54,97 +61,30 @@ struct State {
     busy_stuck: bool,
     irq: u16,
     dio1_mask: u16,
-    buffer: [u8; 256],
+    buffer: Buffer,
     rx_base: u8,
     rx_start: u8,
     rx_len: u8,
     rssi_pkt: u8,
     snr_pkt: u8,
     registers: BTreeMap<u16, u8>,
-    log: TraceLog,
     violations: Vec<String>,
     violations_dropped: u64,
-    silent: Option<u8>,
-    irq_stuck: bool,
-    irq_cut: bool,
-    in_reset: bool,
-    missed: u32,
     tx_base: u8,
     /// The payload length of the last SetPacketParams.
     payload_len: u8,
     pa_configured: bool,
     frequency_hz: u32,
-    tx: TxLog,
+    bench: Bench,
 }
 
-impl State {
-    fn powered_on() -> State {
-        State {
-            mode: MODE_STBY_RC,
-            command_status: 0,
-            packet_type: 0,
-            busy: true,
-            busy_stuck: false,
-            irq: 0,
-            dio1_mask: 0,
-            buffer: [0; 256],
-            rx_base: 0,
-            rx_start: 0,
-            rx_len: 0,
-            rssi_pkt: 0,
-            snr_pkt: 0,
-            registers: reset_registers(),
-            log: TraceLog::off(),
-            violations: Vec::new(),
-            violations_dropped: 0,
-            silent: None,
-            irq_stuck: false,
-            irq_cut: false,
-            in_reset: false,
-            missed: 0,
-            tx_base: 0,
-            payload_len: 0,
-            pa_configured: false,
-            frequency_hz: 0,
-            tx: TxLog::default(),
-        }
-    }
-
-    /// Back to the reset state, keeping the log, the faults and the counters.
-    fn reset(&mut self) {
-        let fresh = State {
-            log: std::mem::take(&mut self.log),
-            violations: std::mem::take(&mut self.violations),
-            violations_dropped: self.violations_dropped,
-            silent: self.silent,
-            irq_stuck: self.irq_stuck,
-            irq_cut: self.irq_cut,
-            busy_stuck: self.busy_stuck,
-            in_reset: self.in_reset,
-            missed: self.missed,
-            tx: std::mem::take(&mut self.tx),
-            ..State::powered_on()
-        };
-        *self = fresh;
-    }
-
+impl Sx1262State {
     fn status(&self) -> u8 {
         (self.mode << 4) | (self.command_status << 1)
     }
 
-    fn dio1(&self) -> bool {
-        self.irq_stuck
-            || (!self.irq_cut
-                && self.silent.is_none()
-                && !self.in_reset
-                && self.irq & self.dio1_mask != 0)
-    }
-
     fn receiving(&self) -> bool {
-        self.silent.is_none()
-            && !self.in_reset
-            && self.mode == MODE_RX
-            && self.packet_type == PACKET_TYPE_LORA
+        self.bench.answering() && self.mode == MODE_RX && self.packet_type == PACKET_TYPE_LORA
     }
 
     fn violation(&mut self, what: String) {
@@ -186,9 +126,7 @@ impl State {
             }
             Some(OP_READ_BUFFER) if mosi.len() >= 3 => {
                 let offset = mosi[1];
-                let values: Vec<u8> = (0..mosi.len() - 3)
-                    .map(|i| self.buffer[usize::from(offset.wrapping_add(i as u8))])
-                    .collect();
+                let values = read_wrapping(&self.buffer, offset, mosi.len() - 3);
                 data_from(3, &values, &mut miso);
             }
             _ => {}
@@ -196,44 +134,19 @@ impl State {
         miso
     }
 
-    /// Carries out a command once chip select rises.
+    /// Carries out a command once chip select rises: refused (and recorded) when the opcode is unknown
+    /// or its parameters the wrong length, else applied.
     fn execute(&mut self, mosi: &[u8]) {
         let Some((&opcode, params)) = mosi.split_first() else {
             return;
         };
-        let expected = match opcode {
-            OP_SET_STANDBY
-            | OP_CALIBRATE
-            | OP_SET_REGULATOR_MODE
-            | OP_SET_DIO2_AS_RF_SWITCH_CTRL
-            | OP_SET_PACKET_TYPE => Some(1..=1),
-            OP_SET_DIO3_AS_TCXO_CTRL | OP_SET_RF_FREQUENCY | OP_SET_PA_CONFIG => Some(4..=4),
-            OP_CALIBRATE_IMAGE
-            | OP_SET_BUFFER_BASE_ADDRESS
-            | OP_CLEAR_IRQ_STATUS
-            | OP_SET_TX_PARAMS => Some(2..=2),
-            OP_SET_TX => Some(3..=3),
-            OP_SET_MODULATION_PARAMS => Some(4..=8),
-            OP_SET_PACKET_PARAMS => Some(6..=9),
-            OP_SET_DIO_IRQ_PARAMS => Some(8..=8),
-            OP_SET_RX => Some(3..=3),
-            OP_WRITE_REGISTER => Some(3..=255),
-            OP_WRITE_BUFFER => Some(2..=256),
-            OP_GET_STATUS
-            | OP_GET_IRQ_STATUS
-            | OP_GET_RX_BUFFER_STATUS
-            | OP_GET_PACKET_STATUS
-            | OP_GET_PACKET_TYPE
-            | OP_READ_REGISTER
-            | OP_READ_BUFFER => None,
-            other => {
-                self.violation(format!("unknown opcode {other:#04x}"));
+        match parameter_counts(opcode) {
+            Parameters::UnknownOpcode => {
+                self.violation(format!("unknown opcode {opcode:#04x}"));
                 self.command_status = 0x5;
                 return;
             }
-        };
-        if let Some(range) = expected {
-            if !range.contains(&params.len()) {
+            Parameters::Count(range) if !range.contains(&params.len()) => {
                 self.violation(format!(
                     "opcode {opcode:#04x} with {} parameter bytes, expected {range:?}",
                     params.len()
@@ -241,7 +154,13 @@ impl State {
                 self.command_status = 0x4;
                 return;
             }
+            Parameters::Count(_) | Parameters::Any => {}
         }
+        self.apply(opcode, params);
+    }
+
+    /// What a well-formed command does, given the mode and the setup order the datasheet requires.
+    fn apply(&mut self, opcode: u8, params: &[u8]) {
         let standby = matches!(self.mode, MODE_STBY_RC | MODE_STBY_XOSC);
         match opcode {
             OP_SET_STANDBY => {
@@ -267,11 +186,10 @@ impl State {
                 self.violation("SetTx before SetPaConfig".to_string());
             }
             OP_SET_TX => {
-                let bytes = (0..self.payload_len)
-                    .map(|i| self.buffer[usize::from(self.tx_base.wrapping_add(i))])
-                    .collect();
+                let bytes =
+                    read_wrapping(&self.buffer, self.tx_base, usize::from(self.payload_len));
                 let frequency_hz = self.frequency_hz;
-                self.tx.push(Transmitted {
+                self.bench.tx.push(Transmitted {
                     bytes,
                     frequency_hz,
                 });
@@ -295,9 +213,7 @@ impl State {
                 }
             }
             OP_WRITE_BUFFER => {
-                for (i, &value) in params[1..].iter().enumerate() {
-                    self.buffer[usize::from(params[0].wrapping_add(i as u8))] = value;
-                }
+                write_wrapping(&mut self.buffer, params[0], &params[1..]);
             }
             OP_SET_DIO_IRQ_PARAMS => self.dio1_mask = u16::from_be_bytes([params[2], params[3]]),
             OP_SET_RX => self.mode = MODE_RX,
@@ -306,14 +222,62 @@ impl State {
             _ => {}
         }
     }
+}
 
+impl ChipState for Sx1262State {
+    fn powered_on() -> Self {
+        Sx1262State {
+            mode: MODE_STBY_RC,
+            command_status: 0,
+            packet_type: 0,
+            busy: true,
+            busy_stuck: false,
+            irq: 0,
+            dio1_mask: 0,
+            buffer: [0; 256],
+            rx_base: 0,
+            rx_start: 0,
+            rx_len: 0,
+            rssi_pkt: 0,
+            snr_pkt: 0,
+            registers: reset_registers(),
+            violations: Vec::new(),
+            violations_dropped: 0,
+            tx_base: 0,
+            payload_len: 0,
+            pa_configured: false,
+            frequency_hz: 0,
+            bench: Bench::default(),
+        }
+    }
+
+    fn bench(&self) -> &Bench {
+        &self.bench
+    }
+
+    fn bench_mut(&mut self) -> &mut Bench {
+        &mut self.bench
+    }
+
+    /// Back to the reset state, keeping the bench, the violations and a stuck BUSY.
+    fn reset(&mut self) {
+        let fresh = Sx1262State {
+            bench: std::mem::take(&mut self.bench),
+            violations: std::mem::take(&mut self.violations),
+            violations_dropped: self.violations_dropped,
+            busy_stuck: self.busy_stuck,
+            ..Sx1262State::powered_on()
+        };
+        *self = fresh;
+    }
+
+    /// DIO1 from the IRQ status through its mask.
+    fn irq_raised(&self) -> bool {
+        self.irq & self.dio1_mask != 0
+    }
+
+    /// One chip-select window: ignored while BUSY is high; otherwise answered, then carried out.
     fn exchange(&mut self, mosi: &[u8]) -> Vec<u8> {
-        if let Some(byte) = self.silent {
-            return vec![byte; mosi.len()];
-        }
-        if self.in_reset {
-            return vec![0; mosi.len()];
-        }
         if self.busy {
             let opcode = mosi.first().copied().unwrap_or(0);
             self.violation(format!(
@@ -328,86 +292,54 @@ impl State {
     }
 }
 
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
+/// The parameter bytes a command takes.
+enum Parameters {
+    Count(RangeInclusive<usize>),
+    /// A read: as many bytes as the response is long.
+    Any,
+    /// An opcode the chip does not know.
+    UnknownOpcode,
 }
 
-/// The simulated chip. Clones share one chip; hand [`spi`](Self::spi), [`reset_pin`](Self::reset_pin),
-/// [`dio1`](Self::dio1) and [`busy`](Self::busy) to the driver, keep a clone to inject packets and faults.
-#[derive(Debug, Clone)]
-pub struct Sx1262Sim {
-    shared: Arc<Shared>,
-}
-
-impl Default for Sx1262Sim {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Sx1262Sim {
-    /// A chip just powered on (BUSY high until first waited for), keeping no trace (what the demo runs).
-    pub fn new() -> Self {
-        Self::with_log(TraceLog::off())
-    }
-
-    /// A chip just powered on that logs its last [`TRACE_CAPACITY`] resets and SPI windows, for tests
-    /// that compare [`trace`](Self::trace) against golden bytes.
-    pub fn with_trace() -> Self {
-        Self::with_log(TraceLog::keeping(TRACE_CAPACITY))
-    }
-
-    fn with_log(log: TraceLog) -> Self {
-        Sx1262Sim {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    log,
-                    ..State::powered_on()
-                }),
-                changed: Condvar::new(),
-            }),
+fn parameter_counts(opcode: u8) -> Parameters {
+    match opcode {
+        OP_SET_STANDBY
+        | OP_CALIBRATE
+        | OP_SET_REGULATOR_MODE
+        | OP_SET_DIO2_AS_RF_SWITCH_CTRL
+        | OP_SET_PACKET_TYPE => Parameters::Count(1..=1),
+        OP_SET_DIO3_AS_TCXO_CTRL | OP_SET_RF_FREQUENCY | OP_SET_PA_CONFIG => {
+            Parameters::Count(4..=4)
         }
+        OP_CALIBRATE_IMAGE
+        | OP_SET_BUFFER_BASE_ADDRESS
+        | OP_CLEAR_IRQ_STATUS
+        | OP_SET_TX_PARAMS => Parameters::Count(2..=2),
+        OP_SET_TX => Parameters::Count(3..=3),
+        OP_SET_MODULATION_PARAMS => Parameters::Count(4..=8),
+        OP_SET_PACKET_PARAMS => Parameters::Count(6..=9),
+        OP_SET_DIO_IRQ_PARAMS => Parameters::Count(8..=8),
+        OP_SET_RX => Parameters::Count(3..=3),
+        OP_WRITE_REGISTER => Parameters::Count(3..=255),
+        OP_WRITE_BUFFER => Parameters::Count(2..=256),
+        OP_GET_STATUS
+        | OP_GET_IRQ_STATUS
+        | OP_GET_RX_BUFFER_STATUS
+        | OP_GET_PACKET_STATUS
+        | OP_GET_PACKET_TYPE
+        | OP_READ_REGISTER
+        | OP_READ_BUFFER => Parameters::Any,
+        _ => Parameters::UnknownOpcode,
     }
+}
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn update<T>(&self, change: impl FnOnce(&mut State) -> T) -> T {
-        let result = change(&mut self.state());
-        self.shared.changed.notify_all();
-        result
-    }
-
-    pub fn spi(&self) -> SimSpi {
-        SimSpi { chip: self.clone() }
-    }
-
-    pub fn reset_pin(&self) -> SimResetPin {
-        SimResetPin { chip: self.clone() }
-    }
-
-    /// The DIO1 line of this chip (each call a line with its own [`Wakeup`]).
+impl SimChip<Sx1262State> {
+    /// The DIO1 line of this chip (each call a line with its own [`super::Wakeup`]).
     pub fn dio1(&self) -> SimDio1 {
-        let shared = self.shared.clone();
-        SimDio1 {
-            chip: self.clone(),
-            wakeup: Wakeup::new(move || {
-                // Under the lock the waiter checks its wakeup under: no notification is lost.
-                let _state = shared
-                    .state
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                shared.changed.notify_all();
-            }),
-        }
+        self.irq()
     }
 
+    /// The BUSY line of this chip.
     pub fn busy(&self) -> SimBusy {
         SimBusy { chip: self.clone() }
     }
@@ -416,12 +348,10 @@ impl Sx1262Sim {
     pub fn inject(&self, packet: &[u8], rssi_dbm: f32, snr_db: f32, crc_ok: bool) -> bool {
         self.update(|s| {
             if !s.receiving() || packet.len() > 255 {
-                s.missed += 1;
+                s.bench.missed += 1;
                 return false;
             }
-            for (i, &byte) in packet.iter().enumerate() {
-                s.buffer[usize::from(s.rx_base.wrapping_add(i as u8))] = byte;
-            }
+            write_wrapping(&mut s.buffer, s.rx_base, packet);
             s.rx_start = s.rx_base;
             s.rx_len = packet.len() as u8;
             s.rssi_pkt = (-rssi_dbm * 2.0).round().clamp(0.0, 255.0) as u8;
@@ -436,40 +366,12 @@ impl Sx1262Sim {
     pub fn inject_header_error(&self) -> bool {
         self.update(|s| {
             if !s.receiving() {
-                s.missed += 1;
+                s.bench.missed += 1;
                 return false;
             }
             s.irq |= IRQ_HEADER_ERROR;
             true
         })
-    }
-
-    /// The chip stops answering: MISO reads `miso`, commands are lost.
-    pub fn stop_answering(&self, miso: u8) {
-        self.update(|s| s.silent = Some(miso));
-    }
-
-    /// The chip answers again, as after a power cycle.
-    pub fn recover(&self) {
-        self.update(|s| {
-            s.silent = None;
-            s.reset();
-        });
-    }
-
-    /// A brown-out: the chip answers but is back in its reset state.
-    pub fn power_cycle(&self) {
-        self.update(State::reset);
-    }
-
-    /// Cuts DIO1: it reads low whatever the chip does (a broken wire), or mends it.
-    pub fn cut_irq(&self, cut: bool) {
-        self.update(|s| s.irq_cut = cut);
-    }
-
-    /// Holds DIO1 high regardless of the IRQ status.
-    pub fn stick_irq(&self, stuck: bool) {
-        self.update(|s| s.irq_stuck = stuck);
     }
 
     /// Holds BUSY high.
@@ -497,157 +399,6 @@ impl Sx1262Sim {
     pub fn violations_dropped(&self) -> u64 {
         self.state().violations_dropped
     }
-
-    /// The resets and SPI windows since the start or the last [`clear_trace`](Self::clear_trace), at most
-    /// the last [`TRACE_CAPACITY`]; empty unless the chip was made [`with_trace`](Self::with_trace).
-    pub fn trace(&self) -> Vec<Trace> {
-        self.state().log.entries()
-    }
-
-    /// Entries the trace had to drop because it was full.
-    pub fn trace_dropped(&self) -> u64 {
-        self.state().log.dropped()
-    }
-
-    /// Empties the log.
-    pub fn clear_trace(&self) {
-        self.state().log.clear();
-    }
-
-    /// Injections the chip did not hear.
-    pub fn missed(&self) -> u32 {
-        self.state().missed
-    }
-
-    /// The packets the chip transmitted and nobody took yet, oldest first.
-    pub fn transmitted(&self) -> Vec<Transmitted> {
-        self.state().tx.packets()
-    }
-
-    /// Takes the transmitted packets, oldest first: what a simulated node hears.
-    pub fn take_transmitted(&self) -> Vec<Transmitted> {
-        self.state().tx.take()
-    }
-
-    /// Notified whenever the chip transmits.
-    pub fn on_transmit(&self) -> Arc<tokio::sync::Notify> {
-        self.state().tx.notifier()
-    }
-
-    /// Packets transmitted since power-on, and how many the log dropped.
-    pub fn transmit_counts(&self) -> (u64, u64) {
-        let state = self.state();
-        (state.tx.sent(), state.tx.dropped())
-    }
-}
-
-/// The simulated chip's SPI device.
-#[derive(Debug, Clone)]
-pub struct SimSpi {
-    chip: Sx1262Sim,
-}
-
-impl embedded_hal::spi::ErrorType for SimSpi {
-    type Error = Infallible;
-}
-
-impl embedded_hal::spi::SpiDevice for SimSpi {
-    fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
-        let mosi = mosi_of(operations);
-        self.chip.update(|s| {
-            let miso = s.exchange(&mosi);
-            scatter_miso(operations, &miso);
-            if s.log.is_on() {
-                s.log.push(Trace::Spi { mosi, miso });
-            }
-        });
-        Ok(())
-    }
-}
-
-/// The simulated NRESET pin; the rising edge restarts the chip with BUSY high.
-#[derive(Debug, Clone)]
-pub struct SimResetPin {
-    chip: Sx1262Sim,
-}
-
-impl embedded_hal::digital::ErrorType for SimResetPin {
-    type Error = Infallible;
-}
-
-impl embedded_hal::digital::OutputPin for SimResetPin {
-    fn set_low(&mut self) -> Result<(), Infallible> {
-        self.chip.update(|s| {
-            if !s.in_reset {
-                s.in_reset = true;
-                s.log.push(Trace::Reset);
-            }
-        });
-        Ok(())
-    }
-
-    fn set_high(&mut self) -> Result<(), Infallible> {
-        self.chip.update(|s| {
-            if s.in_reset {
-                s.in_reset = false;
-                if s.silent.is_none() {
-                    s.reset();
-                }
-            }
-        });
-        Ok(())
-    }
-}
-
-/// Waits on the chip's condition variable until `ready`, the timeout, or `wakeup` (when given) was woken.
-fn wait_until(
-    chip: &Sx1262Sim,
-    timeout: Duration,
-    wakeup: Option<&Wakeup>,
-    ready: impl Fn(&State) -> bool,
-) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut state = chip.state();
-    loop {
-        if ready(&state) {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline || wakeup.is_some_and(Wakeup::ends_wait) {
-            return false;
-        }
-        state = match chip.shared.changed.wait_timeout(state, deadline - now) {
-            Ok((guard, _)) => guard,
-            Err(poisoned) => poisoned.into_inner().0,
-        };
-    }
-}
-
-/// The simulated DIO1 line: wakes for a packet injected, any other change of the chip, or its
-/// [`Wakeup`].
-#[derive(Debug, Clone)]
-pub struct SimDio1 {
-    chip: Sx1262Sim,
-    wakeup: Wakeup,
-}
-
-impl IrqLine for SimDio1 {
-    fn is_high(&mut self) -> Result<bool, RadioError> {
-        Ok(self.chip.state().dio1())
-    }
-
-    fn wait_high(&mut self, timeout: Duration) -> Result<bool, RadioError> {
-        Ok(wait_until(
-            &self.chip,
-            timeout,
-            Some(&self.wakeup),
-            State::dio1,
-        ))
-    }
-
-    fn wakeup(&self) -> Wakeup {
-        self.wakeup.clone()
-    }
 }
 
 /// The simulated BUSY line: the chip finishes its work when the driver waits for it, unless stuck.
@@ -658,7 +409,7 @@ pub struct SimBusy {
 
 impl BusyLine for SimBusy {
     fn wait_low(&mut self, timeout: Duration) -> Result<bool, RadioError> {
-        let low = wait_until(&self.chip, timeout, None, |s| !s.busy_stuck);
+        let low = self.chip.wait_until(timeout, None, |s| !s.busy_stuck);
         if low {
             self.chip.update(|s| s.busy = false);
         }
@@ -669,7 +420,8 @@ impl BusyLine for SimBusy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embedded_hal::spi::SpiDevice;
+    use crate::source::radio::IrqLine;
+    use embedded_hal::spi::{Operation, SpiDevice};
 
     #[test]
     fn commands_without_waiting_for_busy_are_ignored_and_recorded() {
