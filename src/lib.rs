@@ -82,6 +82,8 @@ pub mod encode;
 pub mod frame;
 pub mod full_disk;
 pub mod homeassistant;
+#[cfg(test)]
+mod layering;
 pub mod logging;
 pub mod model;
 pub mod pipeline;

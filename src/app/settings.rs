@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::broker::{BrokerSettings, ListenerSettings, TlsFiles, UserSettings, WebSocketListener};
+use crate::commands::{CommandSettings, DeviceEntry, OutboxSettings, QueueBounds, SourceCommands};
 use crate::config::{
     Config, Parity, RadioConfig, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, SyncMode,
     UpstreamConfig,
@@ -12,6 +13,7 @@ use crate::config::{
 use crate::config::{ListenerConfig, Transport};
 use crate::decode::PacketDecoder;
 use crate::devices::{DeviceSettings, RegistrySettings, WillSettings};
+use crate::encode::link::LinkSpec;
 use crate::frame::crc::CrcMode;
 use crate::source::radio::{RadioBackend, RadioSettings};
 use crate::source::serial::SerialSettings;
@@ -156,6 +158,71 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
         sw_version: env!("CARGO_PKG_VERSION").to_string(),
         max_entities: crate::homeassistant::DEFAULT_MAX_ENTITIES,
     })
+}
+
+/// The command settings of a configuration: every source (with or without `commands`) and every
+/// `[[device]]`; results at `[publish] qos`.
+pub fn commands(config: &Config) -> CommandSettings {
+    let sources = config
+        .sources
+        .iter()
+        .map(|source| {
+            let (crc, framing, radio) = match &source.kind {
+                SourceKind::Serial(serial) => (serial.crc, Some(serial.framing), None),
+                SourceKind::Simulator(simulator) => (simulator.crc, Some(simulator.framing), None),
+                SourceKind::Radio(radio) => (CrcMode::None, None, Some(radio.stage_settings().0)),
+            };
+            let commands = source.commands.clone().unwrap_or_default();
+            SourceCommands {
+                name: source.name.clone(),
+                enabled: source.commands.is_some(),
+                payload: source.payload,
+                link: LinkSpec {
+                    header: source.header,
+                    crc,
+                    framing,
+                    gateway_address: commands.address,
+                },
+                decoder: PacketDecoder {
+                    crc,
+                    header: source.header,
+                    payload: source.payload,
+                },
+                encrypted: source.encryption.is_some(),
+                deliver: commands.deliver,
+                outbox: OutboxSettings {
+                    depth: commands.queue,
+                    ttl: commands.ttl,
+                    rx_delay: commands.rx_delay,
+                    bounds: QueueBounds {
+                        client_commands: commands.client_queue,
+                        client_bytes: commands.client_queue_bytes,
+                        source_bytes: commands.command_queue_bytes,
+                    },
+                },
+                duty_cycle: commands.duty_cycle,
+                client_airtime: commands.client_airtime,
+                radio,
+            }
+        })
+        .collect();
+    let devices = config
+        .device
+        .iter()
+        .map(|device| DeviceEntry {
+            name: device.name.clone(),
+            source: device.source.clone(),
+            address: device.address.clone(),
+            deliver: device.deliver,
+            raw_commands: device.raw_commands,
+        })
+        .collect();
+    CommandSettings {
+        base_topic: config.gateway.base_topic.clone(),
+        qos: config.publish.qos,
+        sources,
+        devices,
+    }
 }
 
 pub fn registry(config: &Config) -> RegistrySettings {

@@ -42,9 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use dispatch::{Dispatcher, Outcome};
 pub use dutycycle::DutyCycleSetting;
-pub use outbox::{
-    CommandPort, Deliver, Downlink, OutboxSettings, QueueBounds, Reply, TxRequest, TxResult,
-};
+pub use outbox::{Deliver, Downlink, OutboxSettings, QueueBounds, Reply};
 
 use crate::broker::{Broker, ClientPublish};
 use crate::crypto::FrameKeys;
@@ -54,6 +52,7 @@ use crate::encode::{self, CommandPayload, Control};
 use crate::model::Message;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::radio::{time_on_air, RadioSettings};
+use crate::source::transmit::CommandPort;
 use crate::stats::CommandCounters;
 use outbox::Command;
 use throttle::ResultThrottle;
@@ -110,77 +109,6 @@ pub struct CommandSettings {
 }
 
 impl CommandSettings {
-    /// The command settings of a configuration: every source (with or without `commands`) and every
-    /// `[[device]]`; results at `[publish] qos`.
-    pub fn from_config(config: &crate::config::Config) -> CommandSettings {
-        use crate::config::SourceKind;
-        use crate::frame::crc::CrcMode;
-        let sources = config
-            .sources
-            .iter()
-            .map(|source| {
-                let (crc, framing, radio) = match &source.kind {
-                    SourceKind::Serial(serial) => (serial.crc, Some(serial.framing), None),
-                    SourceKind::Simulator(simulator) => {
-                        (simulator.crc, Some(simulator.framing), None)
-                    }
-                    SourceKind::Radio(radio) => {
-                        (CrcMode::None, None, Some(radio.stage_settings().0))
-                    }
-                };
-                let commands = source.commands.clone().unwrap_or_default();
-                SourceCommands {
-                    name: source.name.clone(),
-                    enabled: source.commands.is_some(),
-                    payload: source.payload,
-                    link: LinkSpec {
-                        header: source.header,
-                        crc,
-                        framing,
-                        gateway_address: commands.address,
-                    },
-                    decoder: PacketDecoder {
-                        crc,
-                        header: source.header,
-                        payload: source.payload,
-                    },
-                    encrypted: source.encryption.is_some(),
-                    deliver: commands.deliver,
-                    outbox: OutboxSettings {
-                        depth: commands.queue,
-                        ttl: commands.ttl,
-                        rx_delay: commands.rx_delay,
-                        bounds: QueueBounds {
-                            client_commands: commands.client_queue,
-                            client_bytes: commands.client_queue_bytes,
-                            source_bytes: commands.command_queue_bytes,
-                        },
-                    },
-                    duty_cycle: commands.duty_cycle,
-                    client_airtime: commands.client_airtime,
-                    radio,
-                }
-            })
-            .collect();
-        let devices = config
-            .device
-            .iter()
-            .map(|device| DeviceEntry {
-                name: device.name.clone(),
-                source: device.source.clone(),
-                address: device.address.clone(),
-                deliver: device.deliver,
-                raw_commands: device.raw_commands,
-            })
-            .collect();
-        CommandSettings {
-            base_topic: config.gateway.base_topic.clone(),
-            qos: config.publish.qos,
-            sources,
-            devices,
-        }
-    }
-
     /// Whether any source sends commands.
     pub fn any_enabled(&self) -> bool {
         self.sources.iter().any(|s| s.enabled)

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{
-    clear_stored, load, remove_state, save, state_file, Counters, Discovery, DiscoverySettings,
+    clear_stored, load, remove_state, save, state_file, Discovery, DiscoverySettings,
     REPUBLISH_SPREAD,
 };
 use crate::broker::Broker;
 use crate::devices::Registry;
 use crate::model::Message;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
+use crate::stats::DiscoveryCounters;
 
 /// The running discovery stage.
 pub struct Stage {
@@ -152,7 +153,7 @@ impl Stage {
     }
 
     /// Discovery's counters (for `{base}/gateway/stats`).
-    pub fn counters(&self) -> Counters {
+    pub fn counters(&self) -> DiscoveryCounters {
         self.discovery.counters()
     }
 

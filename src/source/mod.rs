@@ -5,6 +5,7 @@
 pub mod radio;
 pub mod serial;
 pub mod simulator;
+pub mod transmit;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

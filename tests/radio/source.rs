@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use sensorgate::frame::FrameError;
 use sensorgate::model::RadioMeta;
+use sensorgate::source::radio::hal::Opener;
 use sensorgate::source::radio::sim_sx1262::Sx1262Sim;
 use sensorgate::source::radio::sim_sx1276::{Injection, Sx1276Sim};
-use sensorgate::source::radio::source::{sx1262_sim_opener, sx1276_sim_opener, Opener};
+use sensorgate::source::radio::source::{sx1262_sim_opener, sx1276_sim_opener};
 use sensorgate::source::radio::{run, run_with, Chip, RadioBackend, RadioSettings};
 use sensorgate::source::{SourceContext, SourceEvent};
 use tokio::sync::mpsc;

@@ -149,6 +149,10 @@ pub trait Radio: Send {
     fn transmit(&mut self, payload: &[u8]) -> Result<Duration, RadioError>;
 }
 
+/// Opens the backend and builds a driver; called again before every re-initialisation (the Pi backend
+/// and the chip simulators make one each).
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn Radio>, RadioError> + Send>;
+
 /// How long a driver waits for TxDone: twice the time on air, plus 100 ms.
 pub(crate) fn tx_done_timeout(time_on_air: Duration) -> Duration {
     time_on_air * 2 + Duration::from_millis(100)

@@ -24,8 +24,7 @@ use embedded_hal::spi::{Operation, SpiBus, SpiDevice};
 use rpi_pal::gpio::{Gpio, InputPin, OutputPin, Trigger};
 use rpi_pal::spi::{Bus, Mode, SimpleHalSpiDevice, SlaveSelect, Spi};
 
-use super::hal::{BusyLine, IrqLine, Radio, ThreadDelay, Wakeup};
-use super::source::Opener;
+use super::hal::{BusyLine, IrqLine, Opener, Radio, ThreadDelay, Wakeup};
 use super::sx1262::Sx1262;
 use super::sx1276::Sx1276;
 use super::{Chip, RadioError, RadioSettings};

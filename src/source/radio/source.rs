@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
-use super::hal::{Radio, RxEvent, ThreadDelay, Wakeup};
+use super::hal::{Opener, Radio, RxEvent, ThreadDelay, Wakeup};
 use super::sim_sx1262::Sx1262Sim;
 use super::sim_sx1276::Sx1276Sim;
 use super::sx1262::Sx1262;
@@ -28,16 +28,13 @@ use super::sx1276::Sx1276;
 use super::traffic::{self, SimChip, Traffic};
 use super::{validate, validate_backend, Chip, RadioBackend, RadioError, RadioSettings};
 use crate::backoff::Backoff;
-use crate::commands::CommandPort;
 use crate::frame::FrameError;
 use crate::model::{Packet, RadioMeta};
+use crate::source::transmit::CommandPort;
 use crate::source::{SourceContext, SourceEvent};
 
 /// How long shutdown waits for the radio thread to finish its current SPI exchange.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Opens the backend and builds a driver; called again before every re-initialisation.
-pub type Opener = Box<dyn FnMut() -> Result<Box<dyn Radio>, RadioError> + Send>;
 
 /// Runs a radio source until `ctx.shutdown`: emits `Up`, `Packet` (with [`RadioMeta`]), `FrameError`
 /// (`RadioCrc`, `RadioHeader`) and `Lost`, and retries with [`Backoff`]. Settings the driver refuses are
