@@ -318,7 +318,7 @@ pub fn radio(radio: &RadioConfig) -> (RadioSettings, RadioBackend) {
 
 pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> UplinkSettings {
     UplinkSettings {
-        url: upstream.url.to_string(),
+        url: upstream.url.clone(),
         allow_plaintext: upstream.allow_plaintext,
         client_id: upstream.client_id.clone(),
         ca_file: upstream.ca_file.clone(),

@@ -48,8 +48,7 @@ use serde::Deserialize;
 pub use sections::{
     defaults, BrokerConfig, DeviceConfig, DevicesConfig, FieldConfig, ForwardEncrypt, ForwardRule,
     GatewayConfig, HomeAssistantConfig, HomeAssistantDevices, ListenerConfig, LogConfig, LogLevel,
-    PublishConfig, SpoolConfig, TlsConfig, Transport, UpstreamConfig, UpstreamUrl, UserConfig,
-    WillConfig,
+    PublishConfig, SpoolConfig, TlsConfig, Transport, UpstreamConfig, UserConfig, WillConfig,
 };
 pub use source::{
     keys_for_kind, CommandConfig, FrameEncryption, Parity, RadioBackendConfig, RadioChip,
