@@ -973,3 +973,140 @@ fn the_reference_mentions_every_key() {
         }
     }
 }
+
+/// The `Default: VALUE` of every key of the reference whose comment states one as a TOML value (a
+/// string, number, boolean or array, followed by `.`, `,`, `(` or the end of the comment; not a template
+/// such as `"sensorgate-{gateway.id}"`), with the
+/// table it is in: `(table, key, value)`. Keys of array tables (`[[source]]`, ...) are left out: their
+/// defaults depend on the entry's kind.
+fn commented_defaults(reference: &str) -> Vec<(String, String, String)> {
+    let value_at_start = |text: &str| -> Option<String> {
+        let text = text.trim_start();
+        let end = if text.starts_with('"') {
+            text[1..].find('"')? + 2
+        } else if text.starts_with('[') {
+            text.find(']')? + 1
+        } else {
+            text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .unwrap_or(text.len())
+        };
+        let (value, rest) = text.split_at(end);
+        let ends_there = rest.is_empty() || rest.starts_with(['.', ',', ' ', ';']);
+        let plain_word = rest.trim_start().is_empty()
+            || rest.starts_with(['.', ','])
+            || rest.trim_start().starts_with('(');
+        let parses = format!("v = {value}").parse::<toml::Table>().is_ok();
+        let template = value.contains('{');
+        (ends_there && plain_word && parses && !template).then(|| value.to_string())
+    };
+    let mut found = Vec::new();
+    let mut table = String::new();
+    let mut array_table = false;
+    let mut comment = String::new();
+    for line in reference.lines() {
+        let line = line.trim();
+        if let Some(text) = line.strip_prefix('#') {
+            comment.push(' ');
+            comment.push_str(text.trim());
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("[[") {
+            table = name.trim_end_matches("]]").to_string();
+            array_table = true;
+        } else if let Some(name) = line.strip_prefix('[') {
+            table = name.trim_end_matches(']').to_string();
+            array_table = false;
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            let default = comment
+                .rsplit_once("Default: ")
+                .and_then(|(_, text)| value_at_start(text));
+            if let (false, Some(default)) = (array_table, default) {
+                found.push((table.clone(), key.trim().to_string(), default));
+            }
+        }
+        comment.clear();
+    }
+    found
+}
+
+/// What the reference's comments give as defaults is what a configuration without the key gets: for each
+/// key, a configuration with just that key at its commented default parses to the configuration without
+/// it (`[upstream]` tables next to a minimal upstream). And the broker a test starts with
+/// `BrokerSettings::default()` keeps retained messages as long as an empty configuration does.
+#[test]
+fn the_commented_defaults_of_the_reference_are_the_defaults() {
+    let defaults = commented_defaults(REFERENCE);
+    let keys: Vec<String> = defaults
+        .iter()
+        .map(|(t, k, _)| format!("{t}.{k}"))
+        .collect();
+    for expected in [
+        "broker.retained_sync",
+        "broker.max_packet_size",
+        "publish.qos",
+    ] {
+        assert!(
+            keys.contains(&expected.to_string()),
+            "{expected} not read: {keys:?}"
+        );
+    }
+    assert!(
+        defaults.len() >= 30,
+        "only {} defaults read: {keys:?}",
+        defaults.len()
+    );
+    let mut wrong = Vec::new();
+    for (table, key, value) in &defaults {
+        let mut base = toml::Table::new();
+        if table.starts_with("upstream") {
+            let upstream: toml::Table = "url = \"mqtts://mqtt.example.com\"".parse().unwrap();
+            base.insert("upstream".into(), toml::Value::Table(upstream));
+        }
+        let mut with_key = base.clone();
+        let mut at = &mut with_key;
+        for name in table.split('.') {
+            at = at
+                .entry(name.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .unwrap();
+        }
+        let parsed: toml::Table = format!("v = {value}").parse().unwrap();
+        at.insert(key.clone(), parsed["v"].clone());
+        let without = parse(&toml::to_string(&base).unwrap());
+        let with = parse(&toml::to_string(&with_key).unwrap());
+        match (without, with) {
+            (Ok(without), Ok(with)) if without == with => {}
+            (without, with) => wrong.push(format!(
+                "[{table}] {key}: the comment says the default is {value}, but {}",
+                match (without, with) {
+                    (Ok(_), Ok(_)) => "writing it changes the configuration".to_string(),
+                    (Err(e), _) | (_, Err(e)) => format!("it does not parse: {e}"),
+                }
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    eprintln!("{} commented defaults checked: {keys:?}", defaults.len());
+
+    let empty = parse("").unwrap();
+    let broker = sensorgate::broker::BrokerSettings::default();
+    assert_eq!(broker.snapshot_interval, empty.broker.retained_sync);
+    assert_eq!(
+        (
+            broker.max_connections,
+            u64::from(broker.max_packet_size),
+            broker.max_inflight
+        ),
+        (
+            empty.broker.max_connections,
+            empty.broker.max_packet_size,
+            empty.broker.max_inflight
+        )
+    );
+    assert_eq!(broker.listeners[0].bind, empty.broker.listeners[0].bind);
+    assert_eq!(
+        broker.gateway_topics,
+        vec![format!("{}/#", empty.gateway.base_topic)]
+    );
+}

@@ -39,7 +39,10 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
             .map(|listener| WebSocketListener {
                 bind: listener.bind,
                 tls: tls_files(listener),
-                path: listener.path.clone().unwrap_or_else(|| "/mqtt".to_string()),
+                path: listener
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| crate::broker::defaults::WEBSOCKET_PATH.to_string()),
             })
             .collect(),
         anonymous_read: broker.anonymous_read.clone(),
@@ -55,7 +58,9 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
             })
             .collect(),
         allow_anonymous: broker.anonymous_allowed(),
-        gateway_topics: vec![format!("{}/#", config.gateway.base_topic)],
+        gateway_topics: vec![crate::topic::gateway::everything_below(
+            &config.gateway.base_topic,
+        )],
         gateway_discovery: config.homeassistant.discovery.then(|| {
             crate::broker::owned::DiscoveryNodes {
                 prefix: config.homeassistant.prefix.clone(),

@@ -196,7 +196,7 @@ impl Config {
             }
             if upstream.forward.is_empty() {
                 upstream.forward.push(ForwardRule {
-                    filter: format!("{base}/#"),
+                    filter: crate::topic::gateway::everything_below(&base),
                     prefix: String::new(),
                     qos: defaults::FORWARD_QOS,
                     encrypt: None,

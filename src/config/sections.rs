@@ -14,31 +14,21 @@ use super::units::{self, SyncMode};
 
 /// Every default of these sections, in one place. `config/sensorgate.toml` documents the same values.
 pub mod defaults {
-    use std::net::SocketAddr;
     use std::time::Duration;
 
     use crate::config::units::SyncMode;
 
     /// The gateway id when none is configured and the host name cannot be read.
     pub const GATEWAY_ID: &str = "sensorgate";
-    pub const BASE_TOPIC: &str = "sensorgate";
+    pub const BASE_TOPIC: &str = crate::topic::gateway::DEFAULT_BASE_TOPIC;
     pub const STATE_DIR: &str = "/var/lib/sensorgate";
-    /// The one listener when no `[[broker.listener]]` is configured.
-    pub const LISTENER: SocketAddr =
-        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1883);
-    pub const MAX_CONNECTIONS: usize = 1024;
-    pub const MAX_PACKET_SIZE: u64 = 256 * 1024;
-    pub const MAX_INFLIGHT: u16 = 32;
-    /// Must stay above the number of retained topics a late `#` subscriber receives.
-    pub const MAX_QUEUED_MESSAGES: usize = 10_000;
-    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-    /// As EMQX: deeper topics and filters are refused.
-    pub const MAX_TOPIC_LEVELS: usize = 128;
-    pub const MAX_RETAINED_MESSAGES: usize = 100_000;
-    pub const MAX_OFFLINE_SESSIONS: usize = 256;
-    pub const SESSION_EXPIRY: Duration = Duration::from_secs(2 * 60 * 60);
-    pub const ANONYMOUS_SESSION_EXPIRY: Duration = Duration::from_secs(5 * 60);
-    pub const RETAINED_SYNC: Duration = Duration::from_secs(15 * 60);
+    /// `[broker]`: the broker's own defaults.
+    pub use crate::broker::defaults::{
+        ANONYMOUS_RIGHTS, ANONYMOUS_SESSION_EXPIRY, HANDSHAKE_TIMEOUT, LISTENER, MAX_CONNECTIONS,
+        MAX_INFLIGHT, MAX_OFFLINE_SESSIONS, MAX_QUEUED_MESSAGES, MAX_RETAINED_MESSAGES,
+        MAX_TOPIC_LEVELS, RETAINED_SYNC, SESSION_EXPIRY,
+    };
+    pub const MAX_PACKET_SIZE: u64 = crate::broker::defaults::MAX_PACKET_SIZE as u64;
     pub const PERSIST_RETAINED: bool = true;
     pub const PUBLISH_QOS: u8 = 1;
     pub const PUBLISH_RETAIN: bool = true;
@@ -235,8 +225,8 @@ impl Default for BrokerConfig {
             anonymous_session_expiry: defaults::ANONYMOUS_SESSION_EXPIRY,
             persist_retained: defaults::PERSIST_RETAINED,
             retained_sync: defaults::RETAINED_SYNC,
-            anonymous_read: vec!["#".to_string()],
-            anonymous_write: vec!["#".to_string()],
+            anonymous_read: vec![defaults::ANONYMOUS_RIGHTS.to_string()],
+            anonymous_write: vec![defaults::ANONYMOUS_RIGHTS.to_string()],
         }
     }
 }

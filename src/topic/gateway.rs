@@ -8,6 +8,8 @@
 //! empty level becomes `_`, and a level is cut to [`MAX_LEVEL_BYTES`]. A field named `availability` is
 //! published on `{base}/{device}/availability_` so that it can never overwrite the device's availability.
 
+/// The base topic when none is configured (`[gateway] base_topic`).
+pub const DEFAULT_BASE_TOPIC: &str = "sensorgate";
 /// The topic level reserved for the gateway itself (`{base}/gateway/...`); no device is given this name.
 pub const GATEWAY_NAME: &str = "gateway";
 /// The availability payload of a device or the gateway that is up.
@@ -70,6 +72,11 @@ pub fn field_topic(base: &str, device: &str, field: &str) -> String {
 /// `{base}/{device}/availability`: `online` / `offline`.
 pub fn availability_topic(base: &str, device: &str) -> String {
     format!("{base}/{device}/{AVAILABILITY_LEVEL}")
+}
+
+/// `{base}/#`: every topic the gateway publishes (the topics only it may write; the default forward rule).
+pub fn everything_below(base: &str) -> String {
+    format!("{base}/#")
 }
 
 /// `{base}/gateway/availability`: the gateway's own `online` / `offline`.
