@@ -357,7 +357,7 @@ fn start_commands(
     let mut command_ports = HashMap::new();
     let mut commands = None;
     if command_settings.any_enabled() {
-        let filters = crate::commands::topics::filters(&command_settings.base_topic);
+        let filters = crate::topic::commands::filters(&command_settings.base_topic);
         let mut router = crate::commands::Commands::new(command_settings, frames.clone());
         let mut counter_writer = None;
         if let Some((handle, writer)) = counters {

@@ -18,8 +18,8 @@
 //! wrote. Refusal results are limited per client ([`throttle`]); the dropped ones are counted. Counters
 //! per source go into `{base}/gateway/stats`.
 //!
-//! Layout: [`topics`] (topics and payloads), [`outbox`] (queues, their bounds, delivery windows, the seam
-//! to the source task), [`heard`] (the addresses a source heard), [`throttle`] (refusal results per
+//! Layout: [`payload`] (command payloads; the topics are `crate::topic::commands`'), [`outbox`] (queues,
+//! their bounds, delivery windows; the source's end is `crate::source::transmit`), [`heard`] (the addresses a source heard), [`throttle`] (refusal results per
 //! client), [`dutycycle`] (the frequency plan and the budget), [`dispatch`] (the per-source sender),
 //! [`counters`] (the gateway's frame counters for sealing, reserved on disk ahead of use). What
 //! Home Assistant announces as `switch`/`number` entities is [`commandable_fields`].
@@ -29,8 +29,8 @@ pub mod dispatch;
 pub mod dutycycle;
 pub mod heard;
 pub mod outbox;
+pub mod payload;
 pub mod throttle;
-pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -54,6 +54,7 @@ use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::radio::{time_on_air, RadioSettings};
 use crate::source::transmit::CommandPort;
 use crate::stats::CommandCounters;
+use crate::topic;
 use outbox::Command;
 use throttle::ResultThrottle;
 
@@ -207,7 +208,7 @@ pub fn commandable_fields(
             out.push(Commandable {
                 field: field.clone(),
                 control,
-                command_topic: topics::field_command_topic(base, device, field),
+                command_topic: topic::commands::field_command_topic(base, device, field),
             });
         }
     }
@@ -500,7 +501,7 @@ impl Router {
 
     /// One client publish on a command topic.
     async fn handle(&mut self, broker: &Broker, publish: ClientPublish) {
-        let Some(target) = topics::parse_topic(&self.base_topic, &publish.topic) else {
+        let Some(target) = topic::commands::parse_topic(&self.base_topic, &publish.topic) else {
             return;
         };
         let device = target.device.to_string();
@@ -572,8 +573,8 @@ impl Router {
                     }
                     return;
                 }
-                let fields = topics::parse_payload(target.field, &publish.payload)
-                    .map(|p| topics::fields_json(&p))
+                let fields = payload::parse_payload(target.field, &publish.payload)
+                    .map(|p| payload::fields_json(&p))
                     .unwrap_or(serde_json::Value::Null);
                 self.refusal_result(broker, &device, refusal.reason, public, fields, &reply)
                     .await;
@@ -619,7 +620,7 @@ impl Router {
         if !self.is_real(&resolved) {
             return Err(unknown());
         }
-        let payload = topics::parse_payload(field, &publish.payload)
+        let payload = payload::parse_payload(field, &publish.payload)
             .map_err(|e| Refused::quiet(e.to_string()))?;
         let settings = source.settings.clone();
         let budget_allows = source.budget_allows.clone();
@@ -679,9 +680,9 @@ impl Router {
                 }
             }
             let fields = if payload.fields.is_empty() {
-                topics::fields_json(&CommandPayload::Raw(payload.bytes.clone()))
+                payload::fields_json(&CommandPayload::Raw(payload.bytes.clone()))
             } else {
-                topics::fields_json(&CommandPayload::Fields(payload.fields.clone()))
+                payload::fields_json(&CommandPayload::Fields(payload.fields.clone()))
             };
             let reply_share = if frames.is_empty() { reply.cost() } else { 0 };
             frames.push(Command {
@@ -748,7 +749,7 @@ impl Router {
             let payload = serde_json::json!({ "status": "refused", "reason": public });
             self.publish_result(
                 broker,
-                topics::result_topic(&self.base_topic, device),
+                topic::commands::result_topic(&self.base_topic, device),
                 payload,
             )
             .await;
@@ -804,7 +805,7 @@ impl Router {
         reply: &Reply,
     ) {
         let payload = serde_json::json!({ "status": status, "reason": reason, "fields": fields });
-        let topic = topics::result_topic(&self.base_topic, device);
+        let topic = topic::commands::result_topic(&self.base_topic, device);
         self.publish_result(broker, topic, payload.clone()).await;
         if let Some(topic) = &reply.response_topic {
             self.publish_response(broker, topic, payload, reply).await;

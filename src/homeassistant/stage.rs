@@ -18,6 +18,7 @@ use crate::devices::Registry;
 use crate::model::Message;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::stats::DiscoveryCounters;
+use crate::topic::gateway::HOME_ASSISTANT_BIRTH;
 
 /// The running discovery stage.
 pub struct Stage {
@@ -135,7 +136,7 @@ impl Stage {
     /// A message on the birth topic: `online` starts a re-publication of every config, or is coalesced
     /// into the one that follows the current window.
     pub fn on_birth(&mut self, message: &Message, now: Instant) {
-        if message.payload != b"online" {
+        if message.payload != HOME_ASSISTANT_BIRTH.as_bytes() {
             return;
         }
         if self.discovery.on_birth(now) {

@@ -16,6 +16,8 @@ pub const GATEWAY_NAME: &str = "gateway";
 pub const ONLINE: &str = "online";
 /// The availability payload (and default will) of a device or the gateway that is gone.
 pub const OFFLINE: &str = "offline";
+/// Home Assistant's birth payload on `{prefix}/status`, on which discovery is published again.
+pub const HOME_ASSISTANT_BIRTH: &str = "online";
 /// The last level of an availability topic.
 pub const AVAILABILITY_LEVEL: &str = "availability";
 /// The longest topic level made from outside data, in bytes; longer ones are cut (on a character boundary).

@@ -115,6 +115,7 @@ use tokio_util::sync::CancellationToken;
 use crate::full_disk::FullEpisode;
 use crate::model::Message;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
+use crate::topic::gateway::{OFFLINE, ONLINE};
 
 pub use endpoint::Endpoint;
 pub use forward::{ForwardError, ForwardRule};
@@ -620,7 +621,7 @@ impl Pump {
         self.wait_job().await?;
         if let Some(client) = &self.link {
             if self.window.submit_control(1) {
-                let _ = client.try_publish(self.availability_topic.as_str(), 1, true, "offline");
+                let _ = client.try_publish(self.availability_topic.as_str(), 1, true, OFFLINE);
             }
         }
         let deadline = Instant::now() + STOP_GRACE;
@@ -953,7 +954,7 @@ impl Pump {
                     self.window.limit_cycle(receive_maximum);
                 }
                 if self.window.submit_control(1) {
-                    let _ = client.try_publish(self.availability_topic.as_str(), 1, true, "online");
+                    let _ = client.try_publish(self.availability_topic.as_str(), 1, true, ONLINE);
                 }
                 self.link = Some(client);
                 self.reconnect_requested = false;
