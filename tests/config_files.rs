@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sensorgate::config::{
-    defaults, BrokerConfig, Config, ConfigError, DevicesConfig, PublishConfig, RadioBackendConfig,
+    defaults, BrokerConfig, Config, ConfigError, DevicesConfig, PublishConfig, RadioBackend,
     RadioChip, SourceKind, SpoolConfig, SyncMode,
 };
 use sensorgate::decode::{HeaderFormat, PayloadFormat};
@@ -633,10 +633,10 @@ fn source_defaults_per_kind() {
         (7, 125_000, 5)
     );
     assert_eq!((radio.sync_word, radio.preamble), (0x12, 8));
-    let RadioBackendConfig::Pi(pins) = &radio.backend else {
+    let RadioBackend::Pi(pins) = &radio.backend else {
         panic!("{radio:?}")
     };
-    assert_eq!(pins.spi, PathBuf::from("/dev/spidev0.0"));
+    assert_eq!(pins.spi_path, PathBuf::from("/dev/spidev0.0"));
     assert_eq!((pins.reset_pin, pins.irq_pin, pins.cs_pin), (17, 4, None));
 }
 
@@ -810,13 +810,13 @@ fn the_demo_runs_without_hardware_or_root() {
         .any(|s| matches!(s.kind, SourceKind::Simulator(_))));
     assert!(config.sources.iter().any(|s| matches!(
         &s.kind,
-        SourceKind::Radio(radio) if matches!(radio.backend, RadioBackendConfig::Simulator { .. })
+        SourceKind::Radio(radio) if matches!(radio.backend, RadioBackend::Simulator { .. })
     )));
     for source in &config.sources {
         assert!(!matches!(source.kind, SourceKind::Serial(_)), "{source:?}");
         if let SourceKind::Radio(radio) = &source.kind {
             assert!(
-                matches!(radio.backend, RadioBackendConfig::Simulator { .. }),
+                matches!(radio.backend, RadioBackend::Simulator { .. }),
                 "{source:?}"
             );
         }

@@ -51,8 +51,8 @@ pub use sections::{
     PublishConfig, SpoolConfig, TlsConfig, Transport, UpstreamConfig, UserConfig, WillConfig,
 };
 pub use source::{
-    keys_for_kind, CommandConfig, FrameEncryption, Parity, RadioBackendConfig, RadioChip,
-    RadioConfig, RadioPins, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
+    keys_for_kind, CommandConfig, FrameEncryption, Parity, RadioBackend, RadioChip, RadioConfig,
+    RadioPins, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size, SyncMode};
 pub use validate::{check_topic_filter, check_topic_name};
