@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sensorgate::config::{
     defaults, BrokerConfig, Config, ConfigError, DevicesConfig, PublishConfig, RadioBackend,
-    RadioChip, SourceKind, SpoolConfig, SyncMode,
+    RadioChip, SourceKind, SpoolConfig, SyncPolicy,
 };
 use sensorgate::decode::{HeaderFormat, PayloadFormat};
 use sensorgate::frame::crc::CrcMode;
@@ -664,7 +664,10 @@ fn upstream_defaults_fill_client_id_and_forward_rule() {
     assert_eq!(upstream.keep_alive, Duration::from_secs(30));
     assert_eq!(upstream.max_inflight, 100);
     assert_eq!(upstream.spool, SpoolConfig::default());
-    assert_eq!(upstream.spool.sync, SyncMode::Every(Duration::from_secs(1)));
+    assert_eq!(
+        upstream.spool.sync,
+        SyncPolicy::Every(Duration::from_secs(1))
+    );
     assert_eq!(upstream.spool.max_bytes, 64 << 20);
 }
 

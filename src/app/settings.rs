@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::broker::{BrokerSettings, ListenerSettings, TlsFiles, UserSettings, WebSocketListener};
 use crate::commands::{CommandSettings, DeviceEntry, OutboxSettings, QueueBounds, SourceCommands};
 use crate::config::{
-    Config, Parity, RadioConfig, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, SyncMode,
+    Config, Parity, RadioConfig, SerialConfig, SimulatorConfig, SourceConfig, SourceKind,
     UpstreamConfig,
 };
 use crate::config::{ListenerConfig, Transport};
@@ -18,7 +18,7 @@ use crate::frame::crc::CrcMode;
 use crate::source::radio::{RadioBackend, RadioSettings};
 use crate::source::serial::SerialSettings;
 use crate::source::simulator::{SimulatorEncryption, SimulatorSettings};
-use crate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, UplinkSettings};
+use crate::uplink::{ForwardRule, SpoolSettings, UplinkSettings};
 
 pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
     let broker = &config.broker;
@@ -347,10 +347,7 @@ pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> U
         spool: SpoolSettings {
             max_bytes: upstream.spool.max_bytes,
             max_age: upstream.spool.max_age,
-            sync: match upstream.spool.sync {
-                SyncMode::Always => SyncPolicy::Always,
-                SyncMode::Every(interval) => SyncPolicy::Every(interval),
-            },
+            sync: upstream.spool.sync,
             segment_bytes: upstream.spool.segment_bytes,
         },
         state_dir: state_dir.to_path_buf(),

@@ -54,7 +54,7 @@ pub use source::{
     keys_for_kind, CommandConfig, FrameEncryption, Parity, RadioBackend, RadioChip, RadioConfig,
     RadioPins, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
 };
-pub use units::{format_duration, format_size, parse_duration, parse_size, SyncMode};
+pub use units::{format_duration, format_size, parse_duration, parse_size, SyncPolicy};
 pub use validate::{check_topic_filter, check_topic_name};
 
 use locate::{line_col, KeyPath, Locator};

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units::{self, SyncMode};
+use super::units::{self, SyncPolicy};
 
 /// Every default of these sections, in one place. `config/sensorgate.toml` documents the same values.
 pub mod defaults {
     use std::time::Duration;
 
-    use crate::config::units::SyncMode;
+    use crate::config::units::SyncPolicy;
 
     /// The gateway id when none is configured and the host name cannot be read.
     pub const GATEWAY_ID: &str = "sensorgate";
@@ -48,7 +48,7 @@ pub mod defaults {
     pub const FORWARD_QOS: u8 = 1;
     pub const SPOOL_MAX_BYTES: u64 = 64 << 20;
     pub const SPOOL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-    pub const SPOOL_SYNC: SyncMode = SyncMode::Every(Duration::from_secs(1));
+    pub const SPOOL_SYNC: SyncPolicy = SyncPolicy::Every(Duration::from_secs(1));
     pub const SPOOL_SEGMENT_BYTES: u64 = 4 << 20;
     /// `[homeassistant]`: discovery is off unless asked for.
     pub const HA_DISCOVERY: bool = false;
@@ -498,7 +498,7 @@ pub struct SpoolConfig {
     /// Messages older than this are dropped instead of sent.
     #[serde(deserialize_with = "units::duration")]
     pub max_age: Duration,
-    pub sync: SyncMode,
+    pub sync: SyncPolicy,
     /// Size of one spool file.
     #[serde(deserialize_with = "units::size")]
     pub segment_bytes: u64,
