@@ -985,8 +985,8 @@ fn the_reference_mentions_every_key() {
 fn commented_defaults(reference: &str) -> Vec<(String, String, String)> {
     let value_at_start = |text: &str| -> Option<String> {
         let text = text.trim_start();
-        let end = if text.starts_with('"') {
-            text[1..].find('"')? + 2
+        let end = if let Some(quoted) = text.strip_prefix('"') {
+            quoted.find('"')? + 2
         } else if text.starts_with('[') {
             text.find(']')? + 1
         } else {
