@@ -1,8 +1,8 @@
 //! The seams between the radio drivers and a board: the embedded-hal 1.0 traits the drivers use for SPI
 //! and the reset pin, plus two small waits of our own ("until the interrupt line is high", "until BUSY is
 //! low") that a backend implements with an edge interrupt, a poll or a condition variable, the [`Wakeup`]
-//! another thread uses to end the interrupt wait (shutdown), and the [`Radio`] trait the run loop drives.
-//! It also holds what a driver reports per interrupt ([`RxEvent`]). Nothing here touches hardware or the
+//! another thread uses to end the interrupt wait (shutdown), the [`Radio`] trait the run loop drives and
+//! the [`Opener`] that builds one (the Pi backend's and the chip simulators'). It also holds what a driver reports per interrupt ([`RxEvent`]). Nothing here touches hardware or the
 //! async runtime: every wait blocks the driver's own thread, never a tokio worker.
 
 use std::fmt;
