@@ -26,8 +26,10 @@
 //!   reopened with backoff when a dongle vanishes), [`source::simulator`] (virtual nodes through the real
 //!   framing and decoders), [`source::radio`] (register-level SX1276/SX1262 drivers behind embedded-hal
 //!   traits, their chip simulators, the Raspberry Pi backend), [`source::rtl433`] (rtl_433 run and
-//!   supervised for 433/868 MHz sensors: stalls, USB reset, repeats, identities; it hands over readings).
-//!   [`heard`] lists the senders such sources hear but do not publish (`{base}/gateway/heard`).
+//!   supervised for 433/868 MHz sensors: stalls, USB reset, repeats, identities; it hands over readings),
+//!   [`source::transmit`] (the seam a source takes commands' frames through: `CommandPort`,
+//!   `TxRequest`). [`heard`] lists the senders such sources hear but do not publish
+//!   (`{base}/gateway/heard`).
 //! - [`frame`]: bytes -> frames (`lines`, COBS, SLIP, CRC-16/CCITT-FALSE). Pure functions.
 //! - [`decode`]: frames -> readings (headers `node16`/`radiohead`; payloads JSON, Cayenne LPP, MySensors).
 //!   Pure functions, tested with byte fixtures.
@@ -61,16 +63,44 @@
 //! - [`lorawan`]: a local LoRaWAN 1.0.x Class A network and join server behind packet-forwarder
 //!   gateways (`kind = "semtech-udp"`): the forwarder protocol, regions, OTAA/ABP sessions stored with
 //!   counter marks, dedup across gateways; its source emits decoded readings straight to the registry.
-//! - [`topic`]: MQTT topic names and filters (grammar, depth, matching) and every topic the gateway builds
-//!   ([`topic::gateway`]); the one owner of those rules.
+//! - [`topic`]: MQTT topic names and filters (grammar, depth, matching), every topic the gateway builds
+//!   and the availability payloads ([`topic::gateway`]), the command topics ([`topic::commands`]); the
+//!   one owner of those rules.
 //! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
-//! - [`app`]: the wiring: builds each stage from the configuration, owns the start, stop and reload order.
+//! - [`app`]: the wiring: builds each stage from the configuration (`app/settings.rs`, and
+//!   [`app::keys`] for the key files it names), owns the start, stop and reload order.
 //! - [`http`]: the status page, its JSON API, the frame inspector, `/metrics` and `/healthz` (`[http]`),
 //!   reading [`live`], the pipeline's read-only view (counters, devices, the last frames per source).
 //! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`ratelimit`] (log lines
 //!   at most once per key and interval, with a suppressed count), [`backoff`] (retry delays),
 //!   [`allocator`] (one glibc malloc arena, for a steady memory footprint), [`full_disk`] (what a full
 //!   state file system means to the writers: one WARN naming it, keep in memory, retry).
+//!
+//! # Layers
+//!
+//! The modules stand on layers, and a module names (`crate::...`, `super::...` climbing to the root)
+//! only modules on layers below its own, so there is no circle between modules. Lowest first:
+//!
+//! ```text
+//!  0  model backoff ratelimit reserve topic allocator systemd full_disk   data, grammar, helpers
+//!  1  logging publish frame statefile
+//!  2  decode devices broker replay                                        codecs, registry, engine
+//!  3  stats                                                               the counters
+//!  4  crypto
+//!  5  encode source uplink ble                                            sources (source::transmit is
+//!  6  commands                                                            the seam commands implement)
+//!  7  homeassistant
+//!  8  pipeline
+//!  9  config        composes the features' settings types, runs their validators
+//! 10  app           the wiring: hands each feature its own settings (app/settings.rs, app/keys.rs)
+//! ```
+//!
+//! So: no feature imports `config` or `app` (a feature takes its own settings type, which `config`
+//! composes); sources never import `commands` (a source transmits through `source::transmit`, which
+//! `commands` implements); topics and availability payloads come from [`topic`] only. A new module goes
+//! on the lowest layer above everything it names; a new source sits with `source`. The table and the test
+//! that reads every path against it are in `src/layering.rs` (`cargo test --lib layering`): it names the
+//! file and line of an import that reaches up.
 //!
 //! Sources get a cancellation token; downstream stages end when their input channel closes, so a stop
 //! drains instead of dropping. Blocking work (serial opens, SPI transfers, fsync) runs off the async
@@ -94,6 +124,8 @@ pub mod heard;
 pub mod homeassistant;
 pub mod http;
 pub mod live;
+#[cfg(test)]
+mod layering;
 pub mod logging;
 pub mod lorawan;
 pub mod model;

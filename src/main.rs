@@ -169,7 +169,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
             // The key files too, read as `run` reads them at start.
             let checked = Config::load(&path).and_then(|config| {
-                sensorgate::crypto::load_keys(&config)?;
+                sensorgate::app::keys::load_keys(&config)?;
                 sensorgate::lorawan::settings::load_devices(&config).map(|_| ())
             });
             match checked {

@@ -94,12 +94,23 @@ pub fn add_command_counters(report: &mut Json, commands: &BTreeMap<String, Comma
     }
 }
 
+/// Discovery's counters for `{base}/gateway/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DiscoveryCounters {
+    /// Fields not announced because discovery tracked `max_entities` fields.
+    pub fields_over_cap: u64,
+    /// Birth messages answered by the re-publication that follows the current window.
+    pub births_coalesced: u64,
+    /// Removals published once but not kept for Home Assistant's next birth (`max_entities` were kept).
+    pub removals_over_cap: u64,
+}
+
 /// Adds Home Assistant discovery's counters to a `{base}/gateway/stats` report made by [`stats_json`]:
 /// `"homeassistant": {"fields_over_cap", "births_coalesced", "removals_over_cap"}`: the fields not
 /// announced because discovery tracked its maximum (20,000) over all devices, the birth messages answered
 /// by the re-publication that follows the current window instead of one of their own, and the removals
 /// published once but not kept for Home Assistant's next birth. Left out while discovery is off.
-pub fn add_discovery_counters(report: &mut Json, counters: &crate::homeassistant::Counters) {
+pub fn add_discovery_counters(report: &mut Json, counters: &DiscoveryCounters) {
     if let Json::Object(fields) = report {
         fields.insert("homeassistant".to_string(), json!(counters));
     }
@@ -279,7 +290,7 @@ mod tests {
         let mut with_discovery = without_uplink;
         add_discovery_counters(
             &mut with_discovery,
-            &crate::homeassistant::Counters {
+            &DiscoveryCounters {
                 fields_over_cap: 3,
                 births_coalesced: 2,
                 removals_over_cap: 1,

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sensorgate::config::{
-    defaults, BrokerConfig, Config, ConfigError, DevicesConfig, PublishConfig, RadioBackendConfig,
-    RadioChip, SourceKind, SpoolConfig, SyncMode,
+    defaults, BrokerConfig, Config, ConfigError, DevicesConfig, PublishConfig, RadioBackend,
+    RadioChip, SourceKind, SpoolConfig, SyncPolicy,
 };
 use sensorgate::decode::{HeaderFormat, PayloadFormat};
 use sensorgate::frame::crc::CrcMode;
@@ -685,10 +685,10 @@ fn source_defaults_per_kind() {
         (7, 125_000, 5)
     );
     assert_eq!((radio.sync_word, radio.preamble), (0x12, 8));
-    let RadioBackendConfig::Pi(pins) = &radio.backend else {
+    let RadioBackend::Pi(pins) = &radio.backend else {
         panic!("{radio:?}")
     };
-    assert_eq!(pins.spi, PathBuf::from("/dev/spidev0.0"));
+    assert_eq!(pins.spi_path, PathBuf::from("/dev/spidev0.0"));
     assert_eq!((pins.reset_pin, pins.irq_pin, pins.cs_pin), (17, 4, None));
 }
 
@@ -716,7 +716,10 @@ fn upstream_defaults_fill_client_id_and_forward_rule() {
     assert_eq!(upstream.keep_alive, Duration::from_secs(30));
     assert_eq!(upstream.max_inflight, 100);
     assert_eq!(upstream.spool, SpoolConfig::default());
-    assert_eq!(upstream.spool.sync, SyncMode::Every(Duration::from_secs(1)));
+    assert_eq!(
+        upstream.spool.sync,
+        SyncPolicy::Every(Duration::from_secs(1))
+    );
     assert_eq!(upstream.spool.max_bytes, 64 << 20);
 }
 
@@ -862,13 +865,13 @@ fn the_demo_runs_without_hardware_or_root() {
         .any(|s| matches!(s.kind, SourceKind::Simulator(_))));
     assert!(config.sources.iter().any(|s| matches!(
         &s.kind,
-        SourceKind::Radio(radio) if matches!(radio.backend, RadioBackendConfig::Simulator { .. })
+        SourceKind::Radio(radio) if matches!(radio.backend, RadioBackend::Simulator { .. })
     )));
     for source in &config.sources {
         assert!(!matches!(source.kind, SourceKind::Serial(_)), "{source:?}");
         if let SourceKind::Radio(radio) = &source.kind {
             assert!(
-                matches!(radio.backend, RadioBackendConfig::Simulator { .. }),
+                matches!(radio.backend, RadioBackend::Simulator { .. }),
                 "{source:?}"
             );
         }
@@ -1156,5 +1159,142 @@ fn codec_keys_point_at_the_key_and_say_what_to_write() {
             "payload = \"codec\" decodes binary vendor payloads",
             "framing = \"cobs\"",
         ],
+    );
+}
+
+/// The `Default: VALUE` of every key of the reference whose comment states one as a TOML value (a
+/// string, number, boolean or array, followed by `.`, `,`, `(` or the end of the comment; not a template
+/// such as `"sensorgate-{gateway.id}"`), with the
+/// table it is in: `(table, key, value)`. Keys of array tables (`[[source]]`, ...) are left out: their
+/// defaults depend on the entry's kind.
+fn commented_defaults(reference: &str) -> Vec<(String, String, String)> {
+    let value_at_start = |text: &str| -> Option<String> {
+        let text = text.trim_start();
+        let end = if let Some(quoted) = text.strip_prefix('"') {
+            quoted.find('"')? + 2
+        } else if text.starts_with('[') {
+            text.find(']')? + 1
+        } else {
+            text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .unwrap_or(text.len())
+        };
+        let (value, rest) = text.split_at(end);
+        let ends_there = rest.is_empty() || rest.starts_with(['.', ',', ' ', ';']);
+        let plain_word = rest.trim_start().is_empty()
+            || rest.starts_with(['.', ','])
+            || rest.trim_start().starts_with('(');
+        let parses = format!("v = {value}").parse::<toml::Table>().is_ok();
+        let template = value.contains('{');
+        (ends_there && plain_word && parses && !template).then(|| value.to_string())
+    };
+    let mut found = Vec::new();
+    let mut table = String::new();
+    let mut array_table = false;
+    let mut comment = String::new();
+    for line in reference.lines() {
+        let line = line.trim();
+        if let Some(text) = line.strip_prefix('#') {
+            comment.push(' ');
+            comment.push_str(text.trim());
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("[[") {
+            table = name.trim_end_matches("]]").to_string();
+            array_table = true;
+        } else if let Some(name) = line.strip_prefix('[') {
+            table = name.trim_end_matches(']').to_string();
+            array_table = false;
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            let default = comment
+                .rsplit_once("Default: ")
+                .and_then(|(_, text)| value_at_start(text));
+            if let (false, Some(default)) = (array_table, default) {
+                found.push((table.clone(), key.trim().to_string(), default));
+            }
+        }
+        comment.clear();
+    }
+    found
+}
+
+/// What the reference's comments give as defaults is what a configuration without the key gets: for each
+/// key, a configuration with just that key at its commented default parses to the configuration without
+/// it (`[upstream]` tables next to a minimal upstream). And the broker a test starts with
+/// `BrokerSettings::default()` keeps retained messages as long as an empty configuration does.
+#[test]
+fn the_commented_defaults_of_the_reference_are_the_defaults() {
+    let defaults = commented_defaults(REFERENCE);
+    let keys: Vec<String> = defaults
+        .iter()
+        .map(|(t, k, _)| format!("{t}.{k}"))
+        .collect();
+    for expected in [
+        "broker.retained_sync",
+        "broker.max_packet_size",
+        "publish.qos",
+    ] {
+        assert!(
+            keys.contains(&expected.to_string()),
+            "{expected} not read: {keys:?}"
+        );
+    }
+    assert!(
+        defaults.len() >= 30,
+        "only {} defaults read: {keys:?}",
+        defaults.len()
+    );
+    let mut wrong = Vec::new();
+    for (table, key, value) in &defaults {
+        let mut base = toml::Table::new();
+        if table.starts_with("upstream") {
+            let upstream: toml::Table = "url = \"mqtts://mqtt.example.com\"".parse().unwrap();
+            base.insert("upstream".into(), toml::Value::Table(upstream));
+        }
+        let mut with_key = base.clone();
+        let mut at = &mut with_key;
+        for name in table.split('.') {
+            at = at
+                .entry(name.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .unwrap();
+        }
+        let parsed: toml::Table = format!("v = {value}").parse().unwrap();
+        at.insert(key.clone(), parsed["v"].clone());
+        let without = parse(&toml::to_string(&base).unwrap());
+        let with = parse(&toml::to_string(&with_key).unwrap());
+        match (without, with) {
+            (Ok(without), Ok(with)) if without == with => {}
+            (without, with) => wrong.push(format!(
+                "[{table}] {key}: the comment says the default is {value}, but {}",
+                match (without, with) {
+                    (Ok(_), Ok(_)) => "writing it changes the configuration".to_string(),
+                    (Err(e), _) | (_, Err(e)) => format!("it does not parse: {e}"),
+                }
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    eprintln!("{} commented defaults checked: {keys:?}", defaults.len());
+
+    let empty = parse("").unwrap();
+    let broker = sensorgate::broker::BrokerSettings::default();
+    assert_eq!(broker.snapshot_interval, empty.broker.retained_sync);
+    assert_eq!(
+        (
+            broker.max_connections,
+            u64::from(broker.max_packet_size),
+            broker.max_inflight
+        ),
+        (
+            empty.broker.max_connections,
+            empty.broker.max_packet_size,
+            empty.broker.max_inflight
+        )
+    );
+    assert_eq!(broker.listeners[0].bind, empty.broker.listeners[0].bind);
+    assert_eq!(
+        broker.gateway_topics,
+        vec![format!("{}/#", empty.gateway.base_topic)]
     );
 }

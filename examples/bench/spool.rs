@@ -189,7 +189,7 @@ fn fill(state: &Path, count: u64) {
 
 fn uplink_settings(url: String, state_dir: PathBuf) -> UplinkSettings {
     UplinkSettings {
-        url,
+        url: url.parse().expect("the bench broker's URL is an MQTT URL"),
         allow_plaintext: true,
         client_id: "bench-gw".into(),
         ca_file: None,

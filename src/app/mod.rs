@@ -9,6 +9,7 @@
 //! fsyncs and ends. Reload (SIGHUP): the new file is validated first; sources whose settings changed
 //! restart, the others keep running; the broker's clients and the spool are never dropped.
 
+pub mod keys;
 mod settings;
 mod supervise;
 
@@ -166,7 +167,7 @@ struct Gateway {
     /// stopped right after the sources.
     commands: Option<(JoinHandle<()>, CancellationToken)>,
     /// The port of each source with `commands = true`, handed to its task at every (re)start.
-    command_ports: HashMap<String, crate::commands::CommandPort>,
+    command_ports: HashMap<String, crate::source::transmit::CommandPort>,
     /// What each semtech-udp source starts with (its devices' keys, its counters).
     lorawan: HashMap<String, crate::lorawan::udp::LorawanStart>,
     /// The status page (`[http]`); stopped first.
@@ -233,9 +234,9 @@ fn lorawan_probe(
 
 /// Reads every key file the configuration names, on a blocking thread, and logs a warning for each one
 /// readable by group or others. A malformed file is a configuration error, located in the key file.
-async fn load_keys(config: &Config) -> Result<crate::crypto::LoadedKeys, RunError> {
+async fn load_keys(config: &Config) -> Result<keys::LoadedKeys, RunError> {
     let config = config.clone();
-    let loaded = tokio::task::spawn_blocking(move || crate::crypto::load_keys(&config))
+    let loaded = tokio::task::spawn_blocking(move || keys::load_keys(&config))
         .await
         .map_err(|e| anyhow::anyhow!("reading the key files: {e}"))??;
     for warning in &loaded.warnings {
@@ -383,7 +384,7 @@ async fn start_uplink(
 /// source with `commands = true`, and the router's statistics.
 struct StartedCommands {
     running: Option<(JoinHandle<()>, CancellationToken)>,
-    ports: HashMap<String, crate::commands::CommandPort>,
+    ports: HashMap<String, crate::source::transmit::CommandPort>,
     stats: Option<crate::commands::CommandStats>,
 }
 
@@ -414,12 +415,12 @@ fn start_commands(
     frames: &crate::crypto::FrameKeys,
     counters: Option<crate::commands::counters::Opened>,
 ) -> StartedCommands {
-    let command_settings = crate::commands::CommandSettings::from_config(config);
+    let command_settings = settings::commands(config);
     let mut command_stats = None;
     let mut command_ports = HashMap::new();
     let mut commands = None;
     if command_settings.any_enabled() {
-        let filters = crate::commands::topics::filters(&command_settings.base_topic);
+        let filters = crate::topic::commands::filters(&command_settings.base_topic);
         let mut router = crate::commands::Commands::new(command_settings, frames.clone());
         let mut counter_writer = None;
         if let Some((handle, writer)) = counters {
@@ -879,7 +880,7 @@ fn availability(base: &str, payload: &str, qos: u8) -> Message {
 async fn run_source(
     ctx: SourceContext,
     config: SourceConfig,
-    commands: Option<crate::commands::CommandPort>,
+    commands: Option<crate::source::transmit::CommandPort>,
     lorawan: Option<crate::lorawan::udp::LorawanStart>,
 ) {
     match &config.kind {
@@ -959,22 +960,9 @@ pub fn decode_one(
     let readings = decoder.decode(&packet)?;
     let json: Vec<serde_json::Value> = readings
         .iter()
-        .map(|reading| reading_json(&reading.address, reading.seq, &reading.fields))
+        .map(|reading| crate::decode::reading_json(&reading.address, reading.seq, &reading.fields))
         .collect();
     Ok(serde_json::to_string_pretty(&json)?)
-}
-
-/// One reading as `sensorgate decode` prints it: `{"address", "seq", "fields": {name: value}}`.
-pub fn reading_json(
-    address: &str,
-    seq: Option<u32>,
-    fields: &[(String, crate::model::Value)],
-) -> serde_json::Value {
-    let fields: serde_json::Map<String, serde_json::Value> = fields
-        .iter()
-        .map(|(name, value)| (name.clone(), value.to_json()))
-        .collect();
-    serde_json::json!({ "address": address, "seq": seq, "fields": fields })
 }
 
 fn parse_name<T: serde::de::DeserializeOwned>(

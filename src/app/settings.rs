@@ -5,18 +5,20 @@
 use std::path::Path;
 
 use crate::broker::{BrokerSettings, ListenerSettings, TlsFiles, UserSettings, WebSocketListener};
+use crate::commands::{CommandSettings, DeviceEntry, OutboxSettings, QueueBounds, SourceCommands};
 use crate::config::{
-    Config, Parity, RadioConfig, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, SyncMode,
+    Config, Parity, RadioConfig, SerialConfig, SimulatorConfig, SourceConfig, SourceKind,
     UpstreamConfig,
 };
 use crate::config::{ListenerConfig, Transport};
 use crate::decode::PacketDecoder;
 use crate::devices::{DeviceSettings, RegistrySettings, WillSettings};
+use crate::encode::link::LinkSpec;
 use crate::frame::crc::CrcMode;
 use crate::source::radio::{RadioBackend, RadioSettings};
 use crate::source::serial::SerialSettings;
 use crate::source::simulator::{SimulatorEncryption, SimulatorSettings};
-use crate::uplink::{ForwardRule, SpoolSettings, SyncPolicy, UplinkSettings};
+use crate::uplink::{ForwardRule, SpoolSettings, UplinkSettings};
 
 pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
     let broker = &config.broker;
@@ -37,7 +39,10 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
             .map(|listener| WebSocketListener {
                 bind: listener.bind,
                 tls: tls_files(listener),
-                path: listener.path.clone().unwrap_or_else(|| "/mqtt".to_string()),
+                path: listener
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| crate::broker::defaults::WEBSOCKET_PATH.to_string()),
             })
             .collect(),
         anonymous_read: broker.anonymous_read.clone(),
@@ -53,7 +58,9 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
             })
             .collect(),
         allow_anonymous: broker.anonymous_allowed(),
-        gateway_topics: vec![format!("{}/#", config.gateway.base_topic)],
+        gateway_topics: vec![crate::topic::gateway::everything_below(
+            &config.gateway.base_topic,
+        )],
         gateway_discovery: config.homeassistant.discovery.then(|| {
             crate::broker::owned::DiscoveryNodes {
                 prefix: config.homeassistant.prefix.clone(),
@@ -160,6 +167,82 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
     })
 }
 
+/// The command settings of a configuration: every source (with or without `commands`) and every
+/// `[[device]]`; results at `[publish] qos`.
+pub fn commands(config: &Config) -> CommandSettings {
+    let sources = config
+        .sources
+        .iter()
+        .map(|source| {
+            let (crc, framing, radio) = match &source.kind {
+                SourceKind::Serial(serial) => (serial.crc, Some(serial.framing), None),
+                SourceKind::Simulator(simulator) => (simulator.crc, Some(simulator.framing), None),
+                SourceKind::Radio(radio) => (CrcMode::None, None, Some(radio.stage_settings().0)),
+                SourceKind::Rtl433(_) | SourceKind::SemtechUdp(_) => (CrcMode::None, None, None),
+            };
+            let commands = source.commands.clone().unwrap_or_default();
+            SourceCommands {
+                name: source.name.clone(),
+                enabled: source.commands.is_some(),
+                payload: source.payload,
+                link: LinkSpec {
+                    header: source.header,
+                    crc,
+                    framing,
+                    gateway_address: commands.address,
+                },
+                decoder: PacketDecoder {
+                    crc,
+                    header: source.header,
+                    payload: source.payload,
+                },
+                encrypted: source.encryption.is_some(),
+                deliver: commands.deliver,
+                outbox: OutboxSettings {
+                    depth: commands.queue,
+                    ttl: commands.ttl,
+                    rx_delay: commands.rx_delay,
+                    bounds: QueueBounds {
+                        client_commands: commands.client_queue,
+                        client_bytes: commands.client_queue_bytes,
+                        source_bytes: commands.command_queue_bytes,
+                    },
+                },
+                duty_cycle: commands.duty_cycle,
+                client_airtime: commands.client_airtime,
+                radio,
+            }
+        })
+        .collect();
+    let devices = config
+        .device
+        .iter()
+        .map(|device| DeviceEntry {
+            name: device.name.clone(),
+            source: device.source.clone(),
+            address: device.address.clone(),
+            deliver: device.deliver,
+            raw_commands: device.raw_commands,
+        })
+        .collect();
+    CommandSettings {
+        base_topic: config.gateway.base_topic.clone(),
+        qos: config.publish.qos,
+        sources,
+        devices,
+        codecs: config
+            .codecs()
+            .into_iter()
+            .filter(|((source, _), _)| {
+                config
+                    .sources
+                    .iter()
+                    .any(|s| &s.name == source && s.commands.is_some())
+            })
+            .collect(),
+    }
+}
+
 pub fn registry(config: &Config) -> RegistrySettings {
     RegistrySettings {
         base_topic: config.gateway.base_topic.clone(),
@@ -259,7 +342,7 @@ pub fn radio(radio: &RadioConfig) -> (RadioSettings, RadioBackend) {
 
 pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> UplinkSettings {
     UplinkSettings {
-        url: upstream.url.to_string(),
+        url: upstream.url.clone(),
         allow_plaintext: upstream.allow_plaintext,
         client_id: upstream.client_id.clone(),
         ca_file: upstream.ca_file.clone(),
@@ -283,10 +366,7 @@ pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> U
         spool: SpoolSettings {
             max_bytes: upstream.spool.max_bytes,
             max_age: upstream.spool.max_age,
-            sync: match upstream.spool.sync {
-                SyncMode::Always => SyncPolicy::Always,
-                SyncMode::Every(interval) => SyncPolicy::Every(interval),
-            },
+            sync: upstream.spool.sync,
             segment_bytes: upstream.spool.segment_bytes,
         },
         state_dir: state_dir.to_path_buf(),

@@ -36,7 +36,7 @@ pub fn decode_one(
         }
     };
     let reading = decode_service_data(format, &bytes, mac, key.as_ref())?;
-    let mut json = crate::app::reading_json(
+    let mut json = crate::decode::reading_json(
         reading.fields.address.as_deref().unwrap_or_default(),
         reading.fields.seq,
         &reading.fields.fields,

@@ -106,6 +106,7 @@
 pub mod acl;
 pub mod auth;
 pub mod backlog;
+pub mod defaults;
 pub mod delivery_counts;
 pub mod descriptors;
 pub mod exactly_once;
@@ -238,31 +239,34 @@ pub struct BrokerSettings {
 }
 
 impl Default for BrokerSettings {
+    /// The broker of an empty configuration ([`defaults`]), with retained messages in memory only.
     fn default() -> Self {
         BrokerSettings {
             listeners: vec![ListenerSettings {
-                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                bind: defaults::LISTENER,
                 tls: None,
             }],
             websockets: Vec::new(),
             users: Vec::new(),
             allow_anonymous: true,
-            anonymous_read: vec!["#".to_string()],
-            anonymous_write: vec!["#".to_string()],
-            gateway_topics: vec!["sensorgate/#".to_string()],
+            anonymous_read: vec![defaults::ANONYMOUS_RIGHTS.to_string()],
+            anonymous_write: vec![defaults::ANONYMOUS_RIGHTS.to_string()],
+            gateway_topics: vec![crate::topic::gateway::everything_below(
+                crate::topic::gateway::DEFAULT_BASE_TOPIC,
+            )],
             gateway_discovery: None,
-            max_connections: 1024,
-            max_packet_size: 256 * 1024,
-            max_inflight: 32,
-            max_queued_messages: 10_000,
-            handshake_timeout: Duration::from_secs(5),
-            max_topic_levels: 128,
-            max_retained_messages: 100_000,
-            max_offline_sessions: 256,
-            session_expiry: Duration::from_secs(2 * 60 * 60),
-            anonymous_session_expiry: Duration::from_secs(5 * 60),
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_packet_size: defaults::MAX_PACKET_SIZE,
+            max_inflight: defaults::MAX_INFLIGHT,
+            max_queued_messages: defaults::MAX_QUEUED_MESSAGES,
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            max_topic_levels: defaults::MAX_TOPIC_LEVELS,
+            max_retained_messages: defaults::MAX_RETAINED_MESSAGES,
+            max_offline_sessions: defaults::MAX_OFFLINE_SESSIONS,
+            session_expiry: defaults::SESSION_EXPIRY,
+            anonymous_session_expiry: defaults::ANONYMOUS_SESSION_EXPIRY,
             state_dir: None,
-            snapshot_interval: Duration::from_secs(10),
+            snapshot_interval: defaults::RETAINED_SYNC,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::topics;
+use super::payload;
 use crate::codec::settings::CodecSettings;
 use crate::codec::sources::CodecMap;
 use crate::codec::worker::CodecWorker;
@@ -69,11 +69,11 @@ impl CodecEncoders {
         field: Option<&str>,
         payload: &[u8],
     ) -> Result<Vec<u8>, String> {
-        let parsed = topics::parse_payload(field, payload).map_err(|error| error.to_string())?;
+        let parsed = payload::parse_payload(field, payload).map_err(|error| error.to_string())?;
         if let CommandPayload::Raw(_) = parsed {
             return Ok(payload.to_vec());
         }
-        let data = topics::fields_json(&parsed);
+        let data = payload::fields_json(&parsed);
         let encoder = self
             .encoders
             .get(&(source.to_string(), Some(address.to_string())))

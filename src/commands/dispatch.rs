@@ -12,9 +12,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::dutycycle::{Budget, Wait};
-use super::outbox::{Downlink, Queued, TxRequest};
+use super::outbox::{Downlink, Queued};
 use super::CommandStats;
 use crate::source::radio::{time_on_air, RadioSettings};
+use crate::source::transmit::TxRequest;
 
 /// How long the source gets to send one frame before the command goes back into its queue.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);

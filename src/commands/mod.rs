@@ -18,8 +18,8 @@
 //! wrote. Refusal results are limited per client ([`throttle`]); the dropped ones are counted. Counters
 //! per source go into `{base}/gateway/stats`.
 //!
-//! Layout: [`topics`] (topics and payloads), [`outbox`] (queues, their bounds, delivery windows, the seam
-//! to the source task), [`heard`] (the addresses a source heard), [`throttle`] (refusal results per
+//! Layout: [`payload`] (command payloads; the topics are `crate::topic::commands`'), [`outbox`] (queues,
+//! their bounds, delivery windows; the source's end is `crate::source::transmit`), [`heard`] (the addresses a source heard), [`throttle`] (refusal results per
 //! client), [`dutycycle`] (the frequency plan and the budget), [`dispatch`] (the per-source sender),
 //! [`counters`] (the gateway's frame counters for sealing, reserved on disk ahead of use). What
 //! Home Assistant announces as `switch`/`number` entities is [`commandable_fields`].
@@ -30,8 +30,8 @@ pub mod dispatch;
 pub mod dutycycle;
 pub mod heard;
 pub mod outbox;
+pub mod payload;
 pub mod throttle;
-pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -43,9 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use dispatch::{Dispatcher, Outcome};
 pub use dutycycle::DutyCycleSetting;
-pub use outbox::{
-    CommandPort, Deliver, Downlink, OutboxSettings, QueueBounds, Reply, TxRequest, TxResult,
-};
+pub use outbox::{Deliver, Downlink, OutboxSettings, QueueBounds, Reply};
 
 use crate::broker::{Broker, ClientPublish};
 use crate::crypto::FrameKeys;
@@ -55,7 +53,9 @@ use crate::encode::{self, CommandPayload, Control};
 use crate::model::Message;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::radio::{time_on_air, RadioSettings};
+use crate::source::transmit::CommandPort;
 use crate::stats::CommandCounters;
+use crate::topic;
 use outbox::Command;
 use throttle::ResultThrottle;
 
@@ -113,89 +113,6 @@ pub struct CommandSettings {
 }
 
 impl CommandSettings {
-    /// The command settings of a configuration: every source (with or without `commands`) and every
-    /// `[[device]]`; results at `[publish] qos`.
-    pub fn from_config(config: &crate::config::Config) -> CommandSettings {
-        use crate::config::SourceKind;
-        use crate::frame::crc::CrcMode;
-        let sources = config
-            .sources
-            .iter()
-            .map(|source| {
-                let (crc, framing, radio) = match &source.kind {
-                    SourceKind::Serial(serial) => (serial.crc, Some(serial.framing), None),
-                    SourceKind::Simulator(simulator) => {
-                        (simulator.crc, Some(simulator.framing), None)
-                    }
-                    SourceKind::Radio(radio) => {
-                        (CrcMode::None, None, Some(radio.stage_settings().0))
-                    }
-                    SourceKind::Rtl433(_) => (CrcMode::None, None, None),
-                    SourceKind::SemtechUdp(_) => (CrcMode::None, None, None),
-                };
-                let commands = source.commands.clone().unwrap_or_default();
-                SourceCommands {
-                    name: source.name.clone(),
-                    enabled: source.commands.is_some(),
-                    payload: source.payload,
-                    link: LinkSpec {
-                        header: source.header,
-                        crc,
-                        framing,
-                        gateway_address: commands.address,
-                    },
-                    decoder: PacketDecoder {
-                        crc,
-                        header: source.header,
-                        payload: source.payload,
-                    },
-                    encrypted: source.encryption.is_some(),
-                    deliver: commands.deliver,
-                    outbox: OutboxSettings {
-                        depth: commands.queue,
-                        ttl: commands.ttl,
-                        rx_delay: commands.rx_delay,
-                        bounds: QueueBounds {
-                            client_commands: commands.client_queue,
-                            client_bytes: commands.client_queue_bytes,
-                            source_bytes: commands.command_queue_bytes,
-                        },
-                    },
-                    duty_cycle: commands.duty_cycle,
-                    client_airtime: commands.client_airtime,
-                    radio,
-                }
-            })
-            .collect();
-        let devices = config
-            .device
-            .iter()
-            .map(|device| DeviceEntry {
-                name: device.name.clone(),
-                source: device.source.clone(),
-                address: device.address.clone(),
-                deliver: device.deliver,
-                raw_commands: device.raw_commands,
-            })
-            .collect();
-        CommandSettings {
-            base_topic: config.gateway.base_topic.clone(),
-            qos: config.publish.qos,
-            sources,
-            devices,
-            codecs: config
-                .codecs()
-                .into_iter()
-                .filter(|((source, _), _)| {
-                    config
-                        .sources
-                        .iter()
-                        .any(|s| &s.name == source && s.commands.is_some())
-                })
-                .collect(),
-        }
-    }
-
     /// Whether any source sends commands.
     pub fn any_enabled(&self) -> bool {
         self.sources.iter().any(|s| s.enabled)
@@ -294,7 +211,7 @@ pub fn commandable_fields(
             out.push(Commandable {
                 field: field.clone(),
                 control,
-                command_topic: topics::field_command_topic(base, device, field),
+                command_topic: topic::commands::field_command_topic(base, device, field),
             });
         }
     }
@@ -590,7 +507,7 @@ impl Router {
 
     /// One client publish on a command topic.
     async fn handle(&mut self, broker: &Broker, publish: ClientPublish) {
-        let Some(target) = topics::parse_topic(&self.base_topic, &publish.topic) else {
+        let Some(target) = topic::commands::parse_topic(&self.base_topic, &publish.topic) else {
             return;
         };
         let device = target.device.to_string();
@@ -667,8 +584,8 @@ impl Router {
                     }
                     return;
                 }
-                let fields = topics::parse_payload(topic_field.as_deref(), &publish.payload)
-                    .map(|p| topics::fields_json(&p))
+                let fields = payload::parse_payload(topic_field.as_deref(), &publish.payload)
+                    .map(|p| payload::fields_json(&p))
                     .unwrap_or(serde_json::Value::Null);
                 self.refusal_result(broker, &device, refusal.reason, public, fields, &reply)
                     .await;
@@ -747,7 +664,7 @@ impl Router {
         if !self.is_real(&resolved) {
             return Err(unknown());
         }
-        let payload = topics::parse_payload(field, &publish.payload)
+        let payload = payload::parse_payload(field, &publish.payload)
             .map_err(|e| Refused::quiet(e.to_string()))?;
         let settings = source.settings.clone();
         let budget_allows = source.budget_allows.clone();
@@ -807,9 +724,9 @@ impl Router {
                 }
             }
             let fields = if payload.fields.is_empty() {
-                topics::fields_json(&CommandPayload::Raw(payload.bytes.clone()))
+                payload::fields_json(&CommandPayload::Raw(payload.bytes.clone()))
             } else {
-                topics::fields_json(&CommandPayload::Fields(payload.fields.clone()))
+                payload::fields_json(&CommandPayload::Fields(payload.fields.clone()))
             };
             let reply_share = if frames.is_empty() { reply.cost() } else { 0 };
             frames.push(Command {
@@ -876,7 +793,7 @@ impl Router {
             let payload = serde_json::json!({ "status": "refused", "reason": public });
             self.publish_result(
                 broker,
-                topics::result_topic(&self.base_topic, device),
+                topic::commands::result_topic(&self.base_topic, device),
                 payload,
             )
             .await;
@@ -932,7 +849,7 @@ impl Router {
         reply: &Reply,
     ) {
         let payload = serde_json::json!({ "status": status, "reason": reason, "fields": fields });
-        let topic = topics::result_topic(&self.base_topic, device);
+        let topic = topic::commands::result_topic(&self.base_topic, device);
         self.publish_result(broker, topic, payload.clone()).await;
         if let Some(topic) = &reply.response_topic {
             self.publish_response(broker, topic, payload, reply).await;

@@ -10,11 +10,13 @@
 //! publishes and never touches a device.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::heard::{HeardAddresses, MAX_HEARD};
@@ -24,6 +26,7 @@ use crate::frame::crc;
 use crate::model::Packet;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::radio::Wakeup;
+use crate::source::transmit::{CommandPort, CommandQueue, TxRequest};
 
 /// How long after `rx_delay` a device still listens: a command sent later waits for its next uplink.
 pub const RX_WINDOW: Duration = Duration::from_millis(200);
@@ -463,16 +466,6 @@ impl Outbox {
     }
 }
 
-/// What a source reports back for one transmission: the time on air (radios), or why it failed.
-pub type TxResult = Result<Option<Duration>, String>;
-
-/// One transmission handed to the source task.
-#[derive(Debug)]
-pub struct TxRequest {
-    pub bytes: Vec<u8>,
-    pub done: oneshot::Sender<TxResult>,
-}
-
 /// How the source finds the address of a frame it heard.
 #[derive(Debug, Clone, Copy)]
 struct AddressReader {
@@ -547,10 +540,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct Downlink(Arc<Shared>);
 
-/// The source task's handle on its outbox.
-#[derive(Clone)]
-pub struct CommandPort(Arc<Shared>);
-
 impl Downlink {
     /// An outbox for `source`, whose frames `decoder` reads (to find who was heard); `stats` counts the
     /// heard addresses it forgets.
@@ -583,7 +572,7 @@ impl Downlink {
 
     /// The source task's end.
     pub fn port(&self) -> CommandPort {
-        CommandPort(self.0.clone())
+        CommandPort::new(self.0.clone())
     }
 
     /// The queues, locked (briefly: never across an await).
@@ -639,52 +628,39 @@ impl Downlink {
     }
 }
 
-impl CommandPort {
-    /// The source's link is up (port open, radio receiving) or down; a request waiting when it goes down
-    /// is answered as failed, so the command goes back into its queue.
-    pub fn set_link(&self, up: bool) {
-        self.0.link_up.store(up, Ordering::SeqCst);
+impl CommandQueue for Shared {
+    fn set_link(&self, up: bool) {
+        self.link_up.store(up, Ordering::SeqCst);
         if !up {
-            if let Some(request) = lock(&self.0.request).take() {
+            if let Some(request) = lock(&self.request).take() {
                 let _ = request.done.send(Err("the link went down".to_string()));
             }
         }
-        self.0.changed.notify_one();
+        self.changed.notify_one();
     }
 
-    /// A frame arrived (its end is now): its device's receive window opens `rx_delay` from now.
-    pub fn heard(&self, packet: &Packet) {
-        if let Some(address) = self.0.reader.address(packet) {
-            self.0.remember(&address);
-            lock(&self.0.outbox).heard(&address, Instant::now());
-            self.0.changed.notify_one();
+    fn heard(&self, packet: &Packet) {
+        if let Some(address) = self.reader.address(packet) {
+            self.remember(&address);
+            lock(&self.outbox).heard(&address, Instant::now());
+            self.changed.notify_one();
         }
     }
 
-    /// The next transmission to make, when there is one.
-    pub fn take_request(&self) -> Option<TxRequest> {
-        lock(&self.0.request).take()
+    fn take_request(&self) -> Option<TxRequest> {
+        lock(&self.request).take()
     }
 
-    /// Waits for the next transmission (serial sources, in their `select!`).
-    pub async fn next_request(&self) -> TxRequest {
-        loop {
-            if let Some(request) = self.take_request() {
-                return request;
-            }
-            self.0.request_ready.notified().await;
-        }
+    fn request_ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.request_ready.notified())
     }
 
-    /// The interrupt line the radio thread parks on now (`None` between sessions), poked when a request
-    /// arrives.
-    pub fn set_doorbell(&self, line: Option<Wakeup>) {
-        *lock(&self.0.doorbell) = line;
+    fn set_doorbell(&self, line: Option<Wakeup>) {
+        *lock(&self.doorbell) = line;
     }
 
-    /// The source's name.
-    pub fn source(&self) -> &str {
-        &self.0.source
+    fn source(&self) -> &str {
+        &self.source
     }
 }
 

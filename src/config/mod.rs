@@ -48,15 +48,14 @@ use serde::Deserialize;
 pub use sections::{
     defaults, BrokerConfig, DeviceConfig, DevicesConfig, FieldConfig, ForwardEncrypt, ForwardRule,
     GatewayConfig, HomeAssistantConfig, HomeAssistantDevices, ListenerConfig, LogConfig, LogLevel,
-    PublishConfig, SpoolConfig, TlsConfig, Transport, UpstreamConfig, UpstreamUrl, UserConfig,
-    WillConfig,
+    PublishConfig, SpoolConfig, TlsConfig, Transport, UpstreamConfig, UserConfig, WillConfig,
 };
 pub use source::{
-    keys_for_kind, CommandConfig, FrameEncryption, Parity, RadioBackendConfig, RadioChip,
-    RadioConfig, RadioPins, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
+    keys_for_kind, CommandConfig, FrameEncryption, Parity, RadioBackend, RadioChip, RadioConfig,
+    RadioPins, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
 };
 pub use units::{
-    format_duration, format_size, option_duration, parse_duration, parse_size, SyncMode,
+    format_duration, format_size, option_duration, parse_duration, parse_size, SyncPolicy,
 };
 pub use validate::{check_topic_filter, check_topic_name};
 
@@ -307,7 +306,7 @@ impl Config {
             }
             if upstream.forward.is_empty() {
                 upstream.forward.push(ForwardRule {
-                    filter: format!("{base}/#"),
+                    filter: crate::topic::gateway::everything_below(&base),
                     prefix: String::new(),
                     qos: defaults::FORWARD_QOS,
                     encrypt: None,
@@ -329,6 +328,35 @@ pub struct ConfigError {
     pub column: usize,
     /// What is wrong and what to write instead, naming the key.
     pub message: String,
+}
+
+impl ConfigError {
+    /// A key file's error as a configuration error: the key file's path, line and column, and which
+    /// configuration key names it (`named_by`). No byte of the key is shown.
+    pub fn from_key_error(error: crate::crypto::KeyError, named_by: &str) -> ConfigError {
+        use crate::crypto::KeyError;
+        match error {
+            KeyError::Read { path, source } => ConfigError {
+                path,
+                line: 0,
+                column: 0,
+                message: format!(
+                    "cannot read the key file: {source} ({named_by}; check the path and that sensorgate may read it)"
+                ),
+            },
+            KeyError::Malformed {
+                path,
+                line,
+                column,
+                message,
+            } => ConfigError {
+                path,
+                line,
+                column,
+                message: format!("{message} ({named_by})"),
+            },
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {

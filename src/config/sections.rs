@@ -4,42 +4,31 @@
 //! never checks how values relate to each other (that is `validate.rs`) and never reads the environment.
 
 use std::ffi::OsStr;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units::{self, SyncMode};
+use super::units::{self, SyncPolicy};
 
 /// Every default of these sections, in one place. `config/sensorgate.toml` documents the same values.
 pub mod defaults {
-    use std::net::SocketAddr;
     use std::time::Duration;
 
-    use crate::config::units::SyncMode;
+    use crate::config::units::SyncPolicy;
 
     /// The gateway id when none is configured and the host name cannot be read.
     pub const GATEWAY_ID: &str = "sensorgate";
-    pub const BASE_TOPIC: &str = "sensorgate";
+    pub const BASE_TOPIC: &str = crate::topic::gateway::DEFAULT_BASE_TOPIC;
     pub const STATE_DIR: &str = "/var/lib/sensorgate";
-    /// The one listener when no `[[broker.listener]]` is configured.
-    pub const LISTENER: SocketAddr =
-        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1883);
-    pub const MAX_CONNECTIONS: usize = 1024;
-    pub const MAX_PACKET_SIZE: u64 = 256 * 1024;
-    pub const MAX_INFLIGHT: u16 = 32;
-    /// Must stay above the number of retained topics a late `#` subscriber receives.
-    pub const MAX_QUEUED_MESSAGES: usize = 10_000;
-    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-    /// As EMQX: deeper topics and filters are refused.
-    pub const MAX_TOPIC_LEVELS: usize = 128;
-    pub const MAX_RETAINED_MESSAGES: usize = 100_000;
-    pub const MAX_OFFLINE_SESSIONS: usize = 256;
-    pub const SESSION_EXPIRY: Duration = Duration::from_secs(2 * 60 * 60);
-    pub const ANONYMOUS_SESSION_EXPIRY: Duration = Duration::from_secs(5 * 60);
-    pub const RETAINED_SYNC: Duration = Duration::from_secs(15 * 60);
+    /// `[broker]`: the broker's own defaults.
+    pub use crate::broker::defaults::{
+        ANONYMOUS_RIGHTS, ANONYMOUS_SESSION_EXPIRY, HANDSHAKE_TIMEOUT, LISTENER, MAX_CONNECTIONS,
+        MAX_INFLIGHT, MAX_OFFLINE_SESSIONS, MAX_QUEUED_MESSAGES, MAX_RETAINED_MESSAGES,
+        MAX_TOPIC_LEVELS, RETAINED_SYNC, SESSION_EXPIRY,
+    };
+    pub const MAX_PACKET_SIZE: u64 = crate::broker::defaults::MAX_PACKET_SIZE as u64;
     pub const PERSIST_RETAINED: bool = true;
     pub const PUBLISH_QOS: u8 = 1;
     pub const PUBLISH_RETAIN: bool = true;
@@ -59,7 +48,7 @@ pub mod defaults {
     pub const FORWARD_QOS: u8 = 1;
     pub const SPOOL_MAX_BYTES: u64 = 64 << 20;
     pub const SPOOL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-    pub const SPOOL_SYNC: SyncMode = SyncMode::Every(Duration::from_secs(1));
+    pub const SPOOL_SYNC: SyncPolicy = SyncPolicy::Every(Duration::from_secs(1));
     pub const SPOOL_SEGMENT_BYTES: u64 = 4 << 20;
     /// `[homeassistant]`: discovery is off unless asked for.
     pub const HA_DISCOVERY: bool = false;
@@ -236,8 +225,8 @@ impl Default for BrokerConfig {
             anonymous_session_expiry: defaults::ANONYMOUS_SESSION_EXPIRY,
             persist_retained: defaults::PERSIST_RETAINED,
             retained_sync: defaults::RETAINED_SYNC,
-            anonymous_read: vec!["#".to_string()],
-            anonymous_write: vec!["#".to_string()],
+            anonymous_read: vec![defaults::ANONYMOUS_RIGHTS.to_string()],
+            anonymous_write: vec![defaults::ANONYMOUS_RIGHTS.to_string()],
         }
     }
 }
@@ -495,7 +484,7 @@ pub struct WillConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    pub url: UpstreamUrl,
+    pub url: crate::uplink::Endpoint,
     /// Default (and when empty): `sensorgate-{gateway.id}`; filled in by `Config::parse`.
     #[serde(default)]
     pub client_id: String,
@@ -558,7 +547,7 @@ pub struct SpoolConfig {
     /// Messages older than this are dropped instead of sent.
     #[serde(deserialize_with = "units::duration")]
     pub max_age: Duration,
-    pub sync: SyncMode,
+    pub sync: SyncPolicy,
     /// Size of one spool file.
     #[serde(deserialize_with = "units::size")]
     pub segment_bytes: u64,
@@ -572,79 +561,6 @@ impl Default for SpoolConfig {
             sync: defaults::SPOOL_SYNC,
             segment_bytes: defaults::SPOOL_SEGMENT_BYTES,
         }
-    }
-}
-
-/// The upstream broker's address: `mqtts://host:port` (port default 8883) or, when allowed,
-/// `mqtt://host:port` (default 1883). IPv6 hosts are written in brackets: `mqtts://[::1]:8883`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamUrl {
-    /// `true` for `mqtts://`.
-    pub tls: bool,
-    /// Host name or IP address, without brackets.
-    pub host: String,
-    pub port: u16,
-}
-
-impl fmt::Display for UpstreamUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl std::str::FromStr for UpstreamUrl {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let example = "write e.g. \"mqtts://mqtt.example.com:8883\"";
-        let (tls, rest) = if let Some(rest) = text.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = text.strip_prefix("mqtt://") {
-            (false, rest)
-        } else {
-            return Err(format!("\"{text}\" is not an MQTT URL; {example}"));
-        };
-        let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| format!("\"{text}\": unclosed '[' around the IPv6 address"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match rest.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
-            return Err(format!(
-                "\"{text}\": no usable host (only scheme://host:port, without path or user); {example}"
-            ));
-        }
-        let port = match port {
-            None => default_port,
-            Some(port) => match port.parse::<u16>() {
-                Ok(port) if port > 0 => port,
-                _ => return Err(format!("\"{text}\": \"{port}\" is not a port (1-65535)")),
-            },
-        };
-        Ok(UpstreamUrl {
-            tls,
-            host: host.to_string(),
-            port,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for UpstreamUrl {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -670,42 +586,6 @@ mod tests {
         assert_eq!(
             gateway.state_dir_with(Some(OsStr::new(""))),
             PathBuf::from("/srv/gw")
-        );
-    }
-
-    #[test]
-    fn upstream_urls_parse_with_default_ports() {
-        let url: UpstreamUrl = "mqtts://mqtt.example.com".parse().unwrap();
-        assert_eq!(
-            (url.tls, url.host.as_str(), url.port),
-            (true, "mqtt.example.com", 8883)
-        );
-        let url: UpstreamUrl = "mqtt://10.0.0.1:1884".parse().unwrap();
-        assert_eq!(
-            (url.tls, url.host.as_str(), url.port),
-            (false, "10.0.0.1", 1884)
-        );
-        let url: UpstreamUrl = "mqtts://[::1]:9000".parse().unwrap();
-        assert_eq!((url.host.as_str(), url.port), ("::1", 9000));
-        assert_eq!(url.to_string(), "mqtts://[::1]:9000");
-    }
-
-    #[test]
-    fn bad_upstream_urls_say_what_to_write() {
-        for bad in [
-            "https://x",
-            "mqtts://",
-            "mqtts://host:0",
-            "mqtts://host:99999",
-            "mqtts://host/path",
-            "mqtts://[::1",
-        ] {
-            assert!(bad.parse::<UpstreamUrl>().is_err(), "{bad}");
-        }
-        let message = "tcp://x:1".parse::<UpstreamUrl>().unwrap_err();
-        assert!(
-            message.contains("mqtts://mqtt.example.com:8883"),
-            "{message}"
         );
     }
 

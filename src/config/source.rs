@@ -17,7 +17,7 @@ use crate::commands::{Deliver, DutyCycleSetting};
 use crate::decode::{HeaderFormat, PayloadFormat};
 use crate::frame::crc::CrcMode;
 use crate::frame::Framing;
-use crate::source::radio::{self as radio_stage, Chip, RadioBackend, RadioError, RadioSettings};
+use crate::source::radio::{self as radio_stage, Chip, RadioError, RadioSettings};
 use crate::source::rtl433::{DevicesMode, Rtl433Settings};
 
 /// One `[[source]]`, checked and with its defaults filled in.
@@ -188,7 +188,7 @@ impl SimulatorConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RadioConfig {
     pub chip: RadioChip,
-    pub backend: RadioBackendConfig,
+    pub backend: RadioBackend,
     /// Hz, within the chip's range: the radio driver's [`validate`](crate::source::radio::validate)
     /// owns the ranges of this and the keys below, and the configuration calls it.
     pub frequency: u32,
@@ -208,7 +208,7 @@ pub struct RadioConfig {
 
 impl RadioConfig {
     /// SF7, 125 kHz, 4/5, private sync word 0x12, preamble 8; the frequency is always configured.
-    pub fn default_for(chip: RadioChip, backend: RadioBackendConfig, frequency: u32) -> Self {
+    pub fn default_for(chip: RadioChip, backend: RadioBackend, frequency: u32) -> Self {
         RadioConfig {
             chip,
             backend,
@@ -243,20 +243,7 @@ impl RadioConfig {
             dio2_rf_switch: self.dio2_rf_switch,
             ..RadioSettings::default()
         };
-        let backend = match &self.backend {
-            RadioBackendConfig::Pi(pins) => RadioBackend::Pi {
-                spi_path: pins.spi.clone(),
-                reset_pin: pins.reset_pin,
-                irq_pin: pins.irq_pin,
-                busy_pin: pins.busy_pin,
-                cs_pin: pins.cs_pin,
-            },
-            RadioBackendConfig::Simulator { devices, interval } => RadioBackend::Simulator {
-                devices: *devices,
-                interval: *interval,
-            },
-        };
-        (settings, backend)
+        (settings, self.backend.clone())
     }
 }
 
@@ -284,7 +271,7 @@ fn check_as_the_radio_does(radio: &RadioConfig, at: &KeyPath) -> Result<(), Prob
 #[cfg(feature = "pi")]
 fn check_spi_path(backend: &RadioBackend) -> Result<(), RadioError> {
     match backend {
-        RadioBackend::Pi { spi_path, .. } => radio_stage::pi::parse_spi_path(spi_path).map(|_| ()),
+        RadioBackend::Pi(pins) => radio_stage::pi::parse_spi_path(&pins.spi_path).map(|_| ()),
         RadioBackend::Simulator { .. } => Ok(()),
     }
 }
@@ -302,28 +289,9 @@ pub enum RadioChip {
     Sx1262,
 }
 
-/// Where the radio is.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RadioBackendConfig {
-    /// `backend = "pi"`: a chip on the Pi's SPI bus and GPIO pins.
-    Pi(RadioPins),
-    /// `backend = "simulator"`: a simulated chip with simulated RadioHead + LPP nodes.
-    Simulator { devices: u32, interval: Duration },
-}
-
-/// SPI device and BCM GPIO pins of a radio.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RadioPins {
-    /// Default `/dev/spidev0.0`.
-    pub spi: PathBuf,
-    pub reset_pin: u8,
-    /// DIO0 (SX1276) or DIO1 (SX1262).
-    pub irq_pin: u8,
-    /// SX1262 only.
-    pub busy_pin: Option<u8>,
-    /// Chip select on a plain GPIO (the Dragino HAT's NSS is GPIO25).
-    pub cs_pin: Option<u8>,
-}
+/// Where the radio is (`backend = "pi"` with its SPI device and pins, or `"simulator"`), and the
+/// pins: the radio driver's types.
+pub use crate::source::radio::{RadioBackend, RadioPins};
 
 /// The LoRa bandwidths both chips support, Hz: the radio driver's table, re-exported.
 pub use crate::source::radio::BANDWIDTHS_HZ;
@@ -919,7 +887,7 @@ impl SourceToml {
         chip: RadioChip,
         irq_key: &'static str,
         at: &KeyPath,
-    ) -> Result<RadioBackendConfig, Problem> {
+    ) -> Result<RadioBackend, Problem> {
         let irq = match chip {
             RadioChip::Sx1276 => self.dio0_pin,
             RadioChip::Sx1262 => self.dio1_pin,
@@ -964,13 +932,13 @@ impl SourceToml {
     }
 
     /// `backend = "simulator"`: its node count and interval, defaulted.
-    fn simulated_radio(&self, at: &KeyPath) -> Result<RadioBackendConfig, Problem> {
+    fn simulated_radio(&self, at: &KeyPath) -> Result<RadioBackend, Problem> {
         // The node count is the radio's to check (`check_as_the_radio_does`); the interval's
         // range is the configuration's.
         let devices = device_count(self.devices.as_ref(), at)?.unwrap_or(3);
         let interval = self.interval.unwrap_or(Duration::from_secs(2));
         check_duration(&limits::SOURCE_INTERVAL, interval, at.key("interval"))?;
-        Ok(RadioBackendConfig::Simulator { devices, interval })
+        Ok(RadioBackend::Simulator { devices, interval })
     }
 
     /// `backend = "pi"` (the default): no simulator keys, the reset and interrupt pins (and BUSY for the
@@ -981,7 +949,7 @@ impl SourceToml {
         irq_key: &'static str,
         irq: Option<u8>,
         at: &KeyPath,
-    ) -> Result<RadioBackendConfig, Problem> {
+    ) -> Result<RadioBackend, Problem> {
         for key in ["devices", "interval"] {
             let present = match key {
                 "devices" => self.devices.is_some(),
@@ -1015,8 +983,8 @@ impl SourceToml {
                 "is empty; e.g. \"/dev/spidev0.0\"",
             ));
         }
-        Ok(RadioBackendConfig::Pi(RadioPins {
-            spi,
+        Ok(RadioBackend::Pi(RadioPins {
+            spi_path: spi,
             reset_pin,
             irq_pin,
             busy_pin: self.busy_pin,
@@ -1191,7 +1159,7 @@ fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Prob
             Some(simulator.framing)
         }
         SourceKind::Radio(radio) => {
-            if matches!(radio.backend, RadioBackendConfig::Simulator { .. }) {
+            if matches!(radio.backend, RadioBackend::Simulator { .. }) {
                 return Err(Problem::value(
                     at.key("encryption"),
                     "the radio simulator's nodes send plain frames; use encryption with backend = \"pi\", or a kind = \"simulator\" source to try it",

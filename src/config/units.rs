@@ -115,32 +115,27 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
-/// How often the spool makes appended messages durable: `sync = "always"` or `sync = "1s"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncMode {
-    /// fsync after every append.
-    Always,
-    /// fsync at most this often.
-    Every(Duration),
-}
+/// How often the spool makes appended messages durable (the spool's own type): written `sync =
+/// "always"` or `sync = "1s"`.
+pub use crate::uplink::SyncPolicy;
 
-impl fmt::Display for SyncMode {
+impl fmt::Display for SyncPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SyncMode::Always => f.write_str("always"),
-            SyncMode::Every(period) => f.write_str(&format_duration(*period)),
+            SyncPolicy::Always => f.write_str("always"),
+            SyncPolicy::Every(period) => f.write_str(&format_duration(*period)),
         }
     }
 }
 
-impl<'de> serde::Deserialize<'de> for SyncMode {
+impl<'de> serde::Deserialize<'de> for SyncPolicy {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         if text == "always" {
-            return Ok(SyncMode::Always);
+            return Ok(SyncPolicy::Always);
         }
         parse_duration(&text)
-            .map(SyncMode::Every)
+            .map(SyncPolicy::Every)
             .map_err(|message| de::Error::custom(format!("{message}, or \"always\"")))
     }
 }
@@ -286,7 +281,7 @@ mod tests {
         interval: Duration,
         #[serde(deserialize_with = "size")]
         bytes: u64,
-        sync: SyncMode,
+        sync: SyncPolicy,
     }
 
     #[test]
@@ -295,11 +290,11 @@ mod tests {
             toml::from_str("interval = \"2s\"\nbytes = 1024\nsync = \"always\"").unwrap();
         assert_eq!(probe.interval, Duration::from_secs(2));
         assert_eq!(probe.bytes, 1024);
-        assert_eq!(probe.sync, SyncMode::Always);
+        assert_eq!(probe.sync, SyncPolicy::Always);
         let probe: Probe =
             toml::from_str("interval = \"1m\"\nbytes = \"1KiB\"\nsync = \"1s\"").unwrap();
         assert_eq!(probe.bytes, 1024);
-        assert_eq!(probe.sync, SyncMode::Every(Duration::from_secs(1)));
+        assert_eq!(probe.sync, SyncPolicy::Every(Duration::from_secs(1)));
         let error = toml::from_str::<Probe>("interval = 5\nbytes = 1\nsync = \"1s\"").unwrap_err();
         assert!(error.message().contains("\"5s\""), "{}", error.message());
         let error =

@@ -742,7 +742,7 @@ fn check_spool(spool: &SpoolConfig, at: &KeyPath) -> Result<(), Problem> {
         at.key("max_bytes"),
     )?;
     check_duration(&limits::SPOOL_MAX_AGE, spool.max_age, at.key("max_age"))?;
-    if let super::SyncMode::Every(period) = spool.sync {
+    if let super::SyncPolicy::Every(period) = spool.sync {
         check_duration(&limits::SPOOL_SYNC, period, at.key("sync")).map_err(|mut problem| {
             problem.message.push_str(", or \"always\"");
             problem

@@ -168,6 +168,19 @@ impl PacketDecoder {
     }
 }
 
+/// One reading as `sensorgate decode` prints it: `{"address", "seq", "fields": {name: value}}`.
+pub fn reading_json(
+    address: &str,
+    seq: Option<u32>,
+    fields: &[(String, Value)],
+) -> serde_json::Value {
+    let fields: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(name, value)| (name.clone(), value.to_json()))
+        .collect();
+    serde_json::json!({ "address": address, "seq": seq, "fields": fields })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,7 @@ use serde_json::{Map, Value as Json};
 use crate::decode::PayloadFormat;
 use crate::model::Message;
 use crate::publish;
+use crate::stats::DiscoveryCounters;
 use payload::{Common, DeviceBlock};
 use republish::Republication;
 pub use republish::REPUBLISH_SPREAD;
@@ -164,17 +165,6 @@ pub struct Stored {
     /// Config topics cleared and not yet seen cleared by Home Assistant (no birth since).
     #[serde(default)]
     unseen_removals: BTreeSet<String>,
-}
-
-/// Discovery's counters for `{base}/gateway/stats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counters {
-    /// Fields not announced because discovery tracked `max_entities` fields.
-    pub fields_over_cap: u64,
-    /// Birth messages answered by the re-publication that follows the current window.
-    pub births_coalesced: u64,
-    /// Removals published once but not kept for Home Assistant's next birth (`max_entities` were kept).
-    pub removals_over_cap: u64,
 }
 
 type Key = (String, String);
@@ -414,8 +404,8 @@ impl Discovery {
     }
 
     /// The counters for `{base}/gateway/stats`.
-    pub fn counters(&self) -> Counters {
-        Counters {
+    pub fn counters(&self) -> DiscoveryCounters {
+        DiscoveryCounters {
             fields_over_cap: self.entities_dropped,
             births_coalesced: self.republication.coalesced(),
             removals_over_cap: self.removals_over_cap,

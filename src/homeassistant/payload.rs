@@ -14,6 +14,7 @@
 use serde_json::{json, Map, Value as Json};
 
 use super::types::{Component, Control, EntityType, Render};
+use crate::topic::gateway::{OFFLINE, ONLINE};
 
 /// The device-level facts every entity's config carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,10 +138,10 @@ fn origin(common: &Common) -> Json {
 fn availability_entry(topic: &str, online: &str, offline: &str) -> Json {
     let mut entry = Map::new();
     entry.insert("topic".into(), Json::from(topic));
-    if online != "online" {
+    if online != ONLINE {
         entry.insert("payload_available".into(), Json::from(online));
     }
-    if offline != "offline" {
+    if offline != OFFLINE {
         entry.insert("payload_not_available".into(), Json::from(offline));
     }
     Json::Object(entry)
@@ -233,7 +234,7 @@ fn insert_availability_and_device(
                 &device.online_payload,
                 &device.offline_payload
             ),
-            availability_entry(&common.gateway_availability_topic, "online", "offline"),
+            availability_entry(&common.gateway_availability_topic, ONLINE, OFFLINE),
         ]),
     );
     config.insert("availability_mode".into(), Json::from("all"));
@@ -360,7 +361,7 @@ pub fn gateway_configs(
                 "value_template": entity.template,
                 "entity_category": "diagnostic",
                 "icon": entity.icon,
-                "availability": [availability_entry(&common.gateway_availability_topic, "online", "offline")],
+                "availability": [availability_entry(&common.gateway_availability_topic, ONLINE, OFFLINE)],
                 "availability_mode": "all",
                 "device": {
                     "identifiers": [common.gateway_node_id],

@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{
-    clear_stored, load, remove_state, save, state_file, Counters, Discovery, DiscoverySettings,
+    clear_stored, load, remove_state, save, state_file, Discovery, DiscoverySettings,
     REPUBLISH_SPREAD,
 };
 use crate::broker::Broker;
 use crate::devices::Registry;
 use crate::model::Message;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
+use crate::stats::DiscoveryCounters;
+use crate::topic::gateway::HOME_ASSISTANT_BIRTH;
 
 /// The running discovery stage.
 pub struct Stage {
@@ -134,7 +136,7 @@ impl Stage {
     /// A message on the birth topic: `online` starts a re-publication of every config, or is coalesced
     /// into the one that follows the current window.
     pub fn on_birth(&mut self, message: &Message, now: Instant) {
-        if message.payload != b"online" {
+        if message.payload != HOME_ASSISTANT_BIRTH.as_bytes() {
             return;
         }
         if self.discovery.on_birth(now) {
@@ -152,7 +154,7 @@ impl Stage {
     }
 
     /// Discovery's counters (for `{base}/gateway/stats`).
-    pub fn counters(&self) -> Counters {
+    pub fn counters(&self) -> DiscoveryCounters {
         self.discovery.counters()
     }
 

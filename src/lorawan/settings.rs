@@ -454,7 +454,7 @@ pub fn load_served_device(
     let mut warnings = Vec::new();
     let mut read = |path: &PathBuf, key: &str| -> Result<[u8; 16], crate::config::ConfigError> {
         let file = crate::crypto::keys::load_frame_key(path)
-            .map_err(|e| crate::crypto::config_error(e, &named_by(key)))?;
+            .map_err(|e| crate::config::ConfigError::from_key_error(e, &named_by(key)))?;
         warnings.extend(file.warning(path));
         Ok(file.key.0)
     };

@@ -9,6 +9,7 @@ pub mod radio;
 pub mod rtl433;
 pub mod serial;
 pub mod simulator;
+pub mod transmit;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

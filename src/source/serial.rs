@@ -21,8 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_serial::{DataBits, Parity, SerialPortBuilderExt, SerialStream, StopBits};
 
 use crate::backoff::Backoff;
-use crate::commands::{CommandPort, TxRequest};
 use crate::frame::{Deframer, Framing};
+use crate::source::transmit::{CommandPort, TxRequest};
 use crate::source::{SourceContext, SourceEvent};
 
 /// How long a port must have stayed open before the backoff starts over.

@@ -9,12 +9,16 @@
 //! published on `{base}/{device}/availability_` so that it can never overwrite the device's availability,
 //! and one named `error` on `{base}/{device}/error_`, clear of the device's codec errors.
 
+/// The base topic when none is configured (`[gateway] base_topic`).
+pub const DEFAULT_BASE_TOPIC: &str = "sensorgate";
 /// The topic level reserved for the gateway itself (`{base}/gateway/...`); no device is given this name.
 pub const GATEWAY_NAME: &str = "gateway";
 /// The availability payload of a device or the gateway that is up.
 pub const ONLINE: &str = "online";
 /// The availability payload (and default will) of a device or the gateway that is gone.
 pub const OFFLINE: &str = "offline";
+/// Home Assistant's birth payload on `{prefix}/status`, on which discovery is published again.
+pub const HOME_ASSISTANT_BIRTH: &str = "online";
 /// The last level of an availability topic.
 pub const AVAILABILITY_LEVEL: &str = "availability";
 /// The last level of a device's error topic (a codec that failed on its payload).
@@ -78,6 +82,11 @@ pub fn error_topic(base: &str, device: &str) -> String {
 /// `{base}/{device}/availability`: `online` / `offline`.
 pub fn availability_topic(base: &str, device: &str) -> String {
     format!("{base}/{device}/{AVAILABILITY_LEVEL}")
+}
+
+/// `{base}/#`: every topic the gateway publishes (the topics only it may write; the default forward rule).
+pub fn everything_below(base: &str) -> String {
+    format!("{base}/#")
 }
 
 /// `{base}/gateway/availability`: the gateway's own `online` / `offline`.

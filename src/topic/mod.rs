@@ -13,6 +13,7 @@
 //! - Depth is counted in levels (`a/b/c` has 3); the broker refuses anything deeper than its
 //!   `max_topic_levels` before it reaches the engine, whose topic tree recurses per level.
 
+pub mod commands;
 pub mod gateway;
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The MQTT connection to the cloud broker: parses `upstream.url` and drives the connection in a task of
+//! The MQTT connection to the cloud broker: drives the connection to [`super::Endpoint`] in a task of
 //! its own (rumqttc's options, persistent session, will, credentials and TLS, for MQTT 3.1.1 or 5, are
 //! [`super::protocol`]'s), reporting what the uplink needs (connected, publish written with packet id N,
 //! N acknowledged, N refused, connection lost) on a channel. Answers read just before a connection
@@ -13,110 +13,16 @@
 //! truth. `poll` is never cancelled while a connection is up (its flush is not cancel-safe), except at
 //! stop, when the connection is dropped anyway.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::tokio_rustls::rustls::ClientConfig;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 
-use super::protocol::{Client, Happened, Protocol, Session};
+use super::protocol::{Client, ConnectOptions, Happened, Session};
 use super::stats::{LinkState, UplinkStatsHandle};
-
-/// Where the cloud broker is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-impl Endpoint {
-    /// Parses `mqtts://host[:port]` (default 8883) or `mqtt://host[:port]` (default 1883, only with
-    /// `allow_plaintext`). IPv6 hosts go in brackets.
-    pub fn parse(url: &str, allow_plaintext: bool) -> Result<Endpoint, String> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("mqtt://") {
-            if !allow_plaintext {
-                return Err(format!(
-                    "upstream.url {url:?}: mqtt:// sends readings and passwords in clear; use mqtts://, \
-                     or set allow_plaintext = true"
-                ));
-            }
-            (false, rest)
-        } else {
-            return Err(format!(
-                "upstream.url {url:?}: must start with mqtts:// (or mqtt://)"
-            ));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#', '@']) {
-            return Err(format!(
-                "upstream.url {url:?}: only scheme, host and port are allowed"
-            ));
-        }
-        let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("upstream.url {url:?}: unclosed ["))?;
-            match after.strip_prefix(':') {
-                Some(port) => (host, Some(port)),
-                None if after.is_empty() => (host, None),
-                None => return Err(format!("upstream.url {url:?}: bad port")),
-            }
-        } else {
-            match rest.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("upstream.url {url:?}: no host"));
-        }
-        let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("upstream.url {url:?}: bad port {p:?}"))?,
-            None => default_port,
-        };
-        Ok(Endpoint {
-            host: host.to_string(),
-            port,
-            tls,
-        })
-    }
-
-    /// `host:port`, as errors name the peer.
-    pub fn peer(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// The connection options of one uplink.
-#[derive(Debug, Clone)]
-pub struct ConnectOptions {
-    pub endpoint: Endpoint,
-    pub tls: Option<Arc<ClientConfig>>,
-    pub client_id: String,
-    pub credentials: Option<(String, String)>,
-    pub keep_alive: Duration,
-    /// rumqttc's `inflight` (the packet-id cycle), from the window.
-    pub client_inflight: u16,
-    pub availability_topic: String,
-    /// MQTT 3.1.1 or 5 ([`super::protocol`]).
-    pub protocol: Protocol,
-}
 
 /// What the connection task reports.
 #[derive(Debug)]
@@ -250,35 +156,5 @@ pub async fn drive(
             _ = events.closed() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_parse_with_default_ports() {
-        let e = Endpoint::parse("mqtts://mqtt.example.com", false).unwrap();
-        assert_eq!(
-            (e.host.as_str(), e.port, e.tls),
-            ("mqtt.example.com", 8883, true)
-        );
-        let e = Endpoint::parse("mqtts://127.0.0.1:18883/", false).unwrap();
-        assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 18883));
-        let e = Endpoint::parse("mqtt://[::1]:1884", true).unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.tls), ("::1", 1884, false));
-        assert_eq!(e.peer(), "[::1]:1884");
-    }
-
-    #[test]
-    fn plaintext_needs_consent_and_junk_is_refused() {
-        let error = Endpoint::parse("mqtt://broker:1883", false).unwrap_err();
-        assert!(error.contains("allow_plaintext"), "{error}");
-        assert!(Endpoint::parse("http://broker", true).is_err());
-        assert!(Endpoint::parse("mqtts://broker:0", true).is_err());
-        assert!(Endpoint::parse("mqtts://broker:99999", true).is_err());
-        assert!(Endpoint::parse("mqtts://user@broker", true).is_err());
-        assert!(Endpoint::parse("mqtts://:8883", true).is_err());
     }
 }

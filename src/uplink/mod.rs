@@ -93,6 +93,7 @@
 //! daemon writes per day at a real site, cloud up and down, is the bench's "flash writes" section.
 
 pub mod client;
+pub mod endpoint;
 pub mod forward;
 pub mod protocol;
 pub mod refused;
@@ -114,15 +115,17 @@ use tokio_util::sync::CancellationToken;
 use crate::full_disk::FullEpisode;
 use crate::model::Message;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
+use crate::topic::gateway::{OFFLINE, ONLINE};
 
+pub use endpoint::Endpoint;
 pub use forward::{ForwardError, ForwardRule};
 pub use protocol::Protocol;
 pub use spool::{SpoolError, SpoolSettings, SyncPolicy};
 pub use stats::UplinkStatsHandle;
 
-use client::{ConnectOptions, Endpoint, LinkEvent, Reconnect};
+use client::{LinkEvent, Reconnect};
 use forward::Forwarder;
-use protocol::Client;
+use protocol::{Client, ConnectOptions};
 use spool::{Numbered, Outbound, Record, Spool, SpoolStats};
 use stats::LinkState;
 use window::Window;
@@ -131,7 +134,7 @@ use window::Window;
 #[derive(Debug, Clone)]
 pub struct UplinkSettings {
     /// `mqtts://host:port`, or `mqtt://host:port` with `allow_plaintext`.
-    pub url: String,
+    pub url: Endpoint,
     pub allow_plaintext: bool,
     /// MQTT client id; must not be empty (the session is persistent).
     pub client_id: String,
@@ -241,8 +244,12 @@ impl Uplink {
                 "upstream.max_inflight: must be between 1 and {MAX_INFLIGHT_LIMIT}"
             )));
         }
-        let endpoint = Endpoint::parse(&settings.url, settings.allow_plaintext)
-            .map_err(UplinkError::Config)?;
+        let endpoint = settings.url.clone();
+        if !endpoint.tls && !settings.allow_plaintext {
+            return Err(UplinkError::Config(format!(
+                "upstream.url \"{endpoint}\": mqtt:// sends readings and passwords in clear; use mqtts://, or set allow_plaintext = true"
+            )));
+        }
         let tls = if endpoint.tls {
             Some(tls::client_config(
                 settings.ca_file.as_deref(),
@@ -595,7 +602,7 @@ impl Pump {
         self.wait_job().await?;
         if let Some(client) = &self.link {
             if self.window.submit_control(1) {
-                let _ = client.try_publish(self.availability_topic.as_str(), 1, true, "offline");
+                let _ = client.try_publish(self.availability_topic.as_str(), 1, true, OFFLINE);
             }
         }
         let deadline = Instant::now() + STOP_GRACE;
@@ -886,7 +893,7 @@ impl Pump {
                     self.window.limit_cycle(receive_maximum);
                 }
                 if self.window.submit_control(1) {
-                    let _ = client.try_publish(self.availability_topic.as_str(), 1, true, "online");
+                    let _ = client.try_publish(self.availability_topic.as_str(), 1, true, ONLINE);
                 }
                 self.link = Some(client);
                 self.reconnect_requested = false;

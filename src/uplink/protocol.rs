@@ -6,6 +6,7 @@
 //! the device's policy) names the message, which is then set aside at once instead of being guessed
 //! from disconnects; and the server's receive maximum, which bounds the packet-id cycle.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::tokio_rustls::rustls::ClientConfig;
@@ -13,7 +14,7 @@ use rumqttc::v5::mqttbytes::v5::PubRecReason;
 use rumqttc::v5::mqttbytes::v5::{LastWill as LastWill5, Packet as Packet5, PubAckReason};
 use rumqttc::{Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 
-use super::client::ConnectOptions;
+use super::endpoint::Endpoint;
 use super::tls::{describe_connection_error, describe_connection_error_v5};
 
 /// `[upstream] protocol`: `"mqtt311"` or `"mqtt5"`.
@@ -25,6 +26,21 @@ pub enum Protocol {
     Mqtt311,
     /// MQTT 5: the broker says which publish it refused, and why.
     Mqtt5,
+}
+
+/// The connection options of one uplink.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub endpoint: Endpoint,
+    pub tls: Option<Arc<ClientConfig>>,
+    pub client_id: String,
+    pub credentials: Option<(String, String)>,
+    pub keep_alive: Duration,
+    /// rumqttc's `inflight` (the packet-id cycle), from the window.
+    pub client_inflight: u16,
+    pub availability_topic: String,
+    /// MQTT 3.1.1 or 5.
+    pub protocol: Protocol,
 }
 
 /// Maps 0/1/2 to rumqttc's QoS (anything above 2 is 2; the spool never stores more).

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use sensorgate::frame::FrameError;
 use sensorgate::model::RadioMeta;
+use sensorgate::source::radio::hal::Opener;
 use sensorgate::source::radio::sim_sx1262::Sx1262Sim;
 use sensorgate::source::radio::sim_sx1276::{Injection, Sx1276Sim};
-use sensorgate::source::radio::source::{sx1262_sim_opener, sx1276_sim_opener, Opener};
-use sensorgate::source::radio::{run, run_with, Chip, RadioBackend, RadioSettings};
+use sensorgate::source::radio::source::{sx1262_sim_opener, sx1276_sim_opener};
+use sensorgate::source::radio::{run, run_with, Chip, RadioBackend, RadioPins, RadioSettings};
 use sensorgate::source::{SourceContext, SourceEvent};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -335,13 +336,13 @@ async fn an_absent_chip_is_reported_with_the_wiring_then_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pi_backend_without_hardware_reports_the_spi_device_and_keeps_retrying() {
     let settings = fast(Chip::Sx1276, 868_100_000);
-    let backend = RadioBackend::Pi {
+    let backend = RadioBackend::Pi(RadioPins {
         spi_path: "/dev/spidev0.0".into(),
         reset_pin: 17,
         irq_pin: 4,
         busy_pin: None,
         cs_pin: Some(25),
-    };
+    });
     let mut source = Running::spawn(|ctx| run(ctx, settings, backend));
     let reason = source.expect_lost().await;
     if cfg!(feature = "pi") {

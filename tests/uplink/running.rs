@@ -18,7 +18,7 @@ pub fn settings(
     spool: SpoolSettings,
 ) -> UplinkSettings {
     UplinkSettings {
-        url,
+        url: url.parse().expect("the test broker's URL is an MQTT URL"),
         allow_plaintext: true,
         client_id: client_id.into(),
         ca_file: None,

@@ -1,8 +1,8 @@
 //! The seams between the radio drivers and a board: the embedded-hal 1.0 traits the drivers use for SPI
 //! and the reset pin, plus two small waits of our own ("until the interrupt line is high", "until BUSY is
 //! low") that a backend implements with an edge interrupt, a poll or a condition variable, the [`Wakeup`]
-//! another thread uses to end the interrupt wait (shutdown), and the [`Radio`] trait the run loop drives.
-//! It also holds what a driver reports per interrupt ([`RxEvent`]). Nothing here touches hardware or the
+//! another thread uses to end the interrupt wait (shutdown), the [`Radio`] trait the run loop drives and
+//! the [`Opener`] that builds one (the Pi backend's and the chip simulators'). It also holds what a driver reports per interrupt ([`RxEvent`]). Nothing here touches hardware or the
 //! async runtime: every wait blocks the driver's own thread, never a tokio worker.
 
 use std::fmt;
@@ -148,6 +148,10 @@ pub trait Radio: Send {
     /// after is lost. An error means the chip must be re-initialised.
     fn transmit(&mut self, payload: &[u8]) -> Result<Duration, RadioError>;
 }
+
+/// Opens the backend and builds a driver; called again before every re-initialisation (the Pi backend
+/// and the chip simulators make one each).
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn Radio>, RadioError> + Send>;
 
 /// How long a driver waits for TxDone: twice the time on air, plus 100 ms.
 pub(crate) fn tx_done_timeout(time_on_air: Duration) -> Duration {

@@ -103,16 +103,24 @@ pub enum RadioBackend {
     /// A chip on the Pi's SPI bus. Pins are BCM GPIO numbers. `irq_pin` is DIO0 (SX1276) or DIO1
     /// (SX1262); `busy_pin` is required for the SX1262; `cs_pin` drives chip select from a plain GPIO
     /// (the Dragino HAT's NSS on GPIO25) instead of the SPI device's own CE line.
-    Pi {
-        spi_path: PathBuf,
-        reset_pin: u8,
-        irq_pin: u8,
-        busy_pin: Option<u8>,
-        cs_pin: Option<u8>,
-    },
+    Pi(RadioPins),
     /// A simulated chip with `devices` simulated nodes, each sending a RadioHead + Cayenne LPP packet
     /// every `interval`.
     Simulator { devices: u32, interval: Duration },
+}
+
+/// Where a chip is wired on the Pi (BCM GPIO numbers), as `[[source]] kind = "radio"` writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RadioPins {
+    /// The spidev device, e.g. `/dev/spidev0.0`.
+    pub spi_path: PathBuf,
+    pub reset_pin: u8,
+    /// DIO0 (SX1276) or DIO1 (SX1262).
+    pub irq_pin: u8,
+    /// SX1262 only.
+    pub busy_pin: Option<u8>,
+    /// Chip select on a plain GPIO (the Dragino HAT's NSS is GPIO25).
+    pub cs_pin: Option<u8>,
 }
 
 /// The LoRa bandwidths both chips support, Hz.
@@ -335,13 +343,13 @@ pub fn validate_backend(
     backend: &RadioBackend,
 ) -> Result<(), RadioError> {
     match backend {
-        RadioBackend::Pi {
+        RadioBackend::Pi(RadioPins {
             spi_path,
             reset_pin,
             irq_pin,
             busy_pin,
             cs_pin,
-        } => {
+        }) => {
             if spi_path.as_os_str().is_empty() {
                 return Err(invalid("spi", "is empty; e.g. \"/dev/spidev0.0\""));
             }
@@ -492,12 +500,14 @@ mod tests {
             chip: Chip::Sx1262,
             ..RadioSettings::default()
         };
-        let pi = |busy_pin, cs_pin, irq_pin| RadioBackend::Pi {
-            spi_path: "/dev/spidev0.0".into(),
-            reset_pin: 18,
-            irq_pin,
-            busy_pin,
-            cs_pin,
+        let pi = |busy_pin, cs_pin, irq_pin| {
+            RadioBackend::Pi(RadioPins {
+                spi_path: "/dev/spidev0.0".into(),
+                reset_pin: 18,
+                irq_pin,
+                busy_pin,
+                cs_pin,
+            })
         };
         assert_eq!(
             validate_backend(&sx1262, &pi(Some(20), Some(21), 16)),

@@ -16,7 +16,7 @@
 //! thread parks on that mutex's condition variable, which the line's [`Wakeup`] also signals at shutdown.
 //! So an idle radio costs no wakeups but its health check's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,26 +24,15 @@ use embedded_hal::spi::{Operation, SpiBus, SpiDevice};
 use rpi_pal::gpio::{Gpio, InputPin, OutputPin, Trigger};
 use rpi_pal::spi::{Bus, Mode, SimpleHalSpiDevice, SlaveSelect, Spi};
 
-use super::hal::{BusyLine, IrqLine, Radio, ThreadDelay, Wakeup};
-use super::source::Opener;
+use super::hal::{BusyLine, IrqLine, Opener, Radio, ThreadDelay, Wakeup};
 use super::sx1262::Sx1262;
 use super::sx1276::Sx1276;
-use super::{Chip, RadioError, RadioSettings};
+use super::{Chip, RadioError, RadioPins, RadioSettings};
 
 /// SPI clock: both chips take 8 MHz comfortably (SX1276 up to 10, SX1262 up to 16) over HAT traces.
 const SPI_CLOCK_HZ: u32 = 8_000_000;
 /// How often BUSY is sampled while waiting for it.
 const BUSY_POLL: Duration = Duration::from_micros(20);
-
-/// Where the chip is wired (BCM numbers).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PiPins {
-    pub spi_path: PathBuf,
-    pub reset_pin: u8,
-    pub irq_pin: u8,
-    pub busy_pin: Option<u8>,
-    pub cs_pin: Option<u8>,
-}
 
 /// `/dev/spidev0.1` -> bus 0, slave select 1.
 pub fn parse_spi_path(path: &Path) -> Result<(Bus, SlaveSelect), RadioError> {
@@ -82,11 +71,11 @@ pub fn parse_spi_path(path: &Path) -> Result<(Bus, SlaveSelect), RadioError> {
 
 /// An opener for the chip in `settings` wired as `pins`: every call opens the SPI device and GPIO lines
 /// afresh (so a HAT re-seated after a fault is found again).
-pub fn opener(settings: RadioSettings, pins: PiPins) -> Opener {
+pub fn opener(settings: RadioSettings, pins: RadioPins) -> Opener {
     Box::new(move || open(&settings, &pins))
 }
 
-fn open(settings: &RadioSettings, pins: &PiPins) -> Result<Box<dyn Radio>, RadioError> {
+fn open(settings: &RadioSettings, pins: &RadioPins) -> Result<Box<dyn Radio>, RadioError> {
     let (bus, select) = parse_spi_path(&pins.spi_path)?;
     let spi = Spi::new(bus, select, SPI_CLOCK_HZ, Mode::Mode0).map_err(|e| RadioError::Open {
         what: format!("SPI device {}", pins.spi_path.display()),
@@ -310,7 +299,7 @@ mod tests {
     #[test]
     fn a_missing_spi_device_is_an_open_error_naming_it() {
         let settings = RadioSettings::default();
-        let pins = PiPins {
+        let pins = RadioPins {
             spi_path: "/dev/spidev6.3".into(),
             reset_pin: 17,
             irq_pin: 4,

@@ -20,24 +20,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
-use super::hal::{Radio, RxEvent, ThreadDelay, Wakeup};
+use super::hal::{Opener, Radio, RxEvent, ThreadDelay, Wakeup};
 use super::sim_sx1262::Sx1262Sim;
 use super::sim_sx1276::Sx1276Sim;
 use super::sx1262::Sx1262;
 use super::sx1276::Sx1276;
 use super::traffic::{self, SimChip, Traffic};
-use super::{validate, validate_backend, Chip, RadioBackend, RadioError, RadioSettings};
+use super::{validate, validate_backend, Chip, RadioBackend, RadioError, RadioPins, RadioSettings};
 use crate::backoff::Backoff;
-use crate::commands::CommandPort;
 use crate::frame::FrameError;
 use crate::model::{Packet, RadioMeta};
+use crate::source::transmit::CommandPort;
 use crate::source::{SourceContext, SourceEvent};
 
 /// How long shutdown waits for the radio thread to finish its current SPI exchange.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Opens the backend and builds a driver; called again before every re-initialisation.
-pub type Opener = Box<dyn FnMut() -> Result<Box<dyn Radio>, RadioError> + Send>;
 
 /// Runs a radio source until `ctx.shutdown`: emits `Up`, `Packet` (with [`RadioMeta`]), `FrameError`
 /// (`RadioCrc`, `RadioHeader`) and `Lost`, and retries with [`Backoff`]. Settings the driver refuses are
@@ -77,24 +74,10 @@ pub async fn run_with_commands(
             traffic_stop.cancel();
             let _ = feeder.await;
         }
-        RadioBackend::Pi {
-            spi_path,
-            reset_pin,
-            irq_pin,
-            busy_pin,
-            cs_pin,
-        } => {
-            let wiring =
-                describe_wiring(&settings, &spi_path, reset_pin, irq_pin, busy_pin, cs_pin);
+        RadioBackend::Pi(pins) => {
+            let wiring = describe_wiring(&settings, &pins);
             #[cfg(feature = "pi")]
             {
-                let pins = super::pi::PiPins {
-                    spi_path,
-                    reset_pin,
-                    irq_pin,
-                    busy_pin,
-                    cs_pin,
-                };
                 let opener = super::pi::opener(settings.clone(), pins);
                 run_with_port(ctx, settings, opener, wiring, commands).await;
             }
@@ -165,14 +148,14 @@ pub fn sx1262_sim_opener(chip: &Sx1262Sim, settings: &RadioSettings) -> Opener {
 }
 
 /// What an operator should check when the chip does not answer.
-fn describe_wiring(
-    settings: &RadioSettings,
-    spi_path: &std::path::Path,
-    reset_pin: u8,
-    irq_pin: u8,
-    busy_pin: Option<u8>,
-    cs_pin: Option<u8>,
-) -> String {
+fn describe_wiring(settings: &RadioSettings, pins: &RadioPins) -> String {
+    let RadioPins {
+        spi_path,
+        reset_pin,
+        irq_pin,
+        busy_pin,
+        cs_pin,
+    } = pins;
     let irq = match settings.chip {
         Chip::Sx1276 => "DIO0",
         Chip::Sx1262 => "DIO1",

@@ -1,57 +1,12 @@
-//! The command topics and payloads: `{base}/{device}/set` with a JSON object of fields (or `{"raw":
-//! "hex"}`), `{base}/{device}/set/{field}` with a plain value, and `{base}/{device}/set/result` where
-//! results go. This module parses a topic into the device and field it names and a payload into a
-//! [`CommandPayload`]; it never looks a device up and never encodes for a source.
+//! The command payloads: on `{base}/{device}/set` a JSON object of fields (or `{"raw": "hex"}`), on
+//! `{base}/{device}/set/{field}` a plain value (the topics are `crate::topic::commands`'). This module
+//! parses a payload into a [`CommandPayload`]; it never looks a device up and never encodes for a source.
 
 use crate::encode::{parse_hex, CommandPayload};
 use crate::model::Value;
 
-/// The last level of the result topic; not a field anyone can set.
-pub const RESULT_LEVEL: &str = "result";
 /// The most fields one command may set.
 pub const MAX_FIELDS: usize = 64;
-
-/// What a command topic names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target<'t> {
-    pub device: &'t str,
-    /// `Some` for `set/{field}`.
-    pub field: Option<&'t str>,
-}
-
-/// The filters the router listens on.
-pub fn filters(base: &str) -> Vec<String> {
-    vec![format!("{base}/+/set"), format!("{base}/+/set/+")]
-}
-
-/// `{base}/{device}/set/result`.
-pub fn result_topic(base: &str, device: &str) -> String {
-    format!("{base}/{device}/set/{RESULT_LEVEL}")
-}
-
-/// `{base}/{device}/set/{field}` (what Home Assistant's switch and number entities command).
-pub fn field_command_topic(base: &str, device: &str, field: &str) -> String {
-    format!("{base}/{device}/set/{field}")
-}
-
-/// The device (and field) a topic under `base` names, or `None` when it is not a command topic (the
-/// result topic included).
-pub fn parse_topic<'t>(base: &str, topic: &'t str) -> Option<Target<'t>> {
-    let rest = topic.strip_prefix(base)?.strip_prefix('/')?;
-    let mut levels = rest.split('/');
-    let device = levels.next().filter(|d| !d.is_empty())?;
-    if levels.next()? != "set" {
-        return None;
-    }
-    let field = levels.next();
-    if levels.next().is_some() {
-        return None;
-    }
-    match field {
-        Some(RESULT_LEVEL) | Some("") => None,
-        field => Some(Target { device, field }),
-    }
-}
 
 /// Why a payload is not a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,26 +116,6 @@ pub fn fields_json(payload: &CommandPayload) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn topics() {
-        let t = parse_topic("sensorgate", "sensorgate/greenhouse/set").unwrap();
-        assert_eq!(t.device, "greenhouse");
-        assert_eq!(t.field, None);
-        let t = parse_topic("a/b", "a/b/kitchen/set/relay").unwrap();
-        assert_eq!((t.device, t.field), ("kitchen", Some("relay")));
-        for topic in [
-            "sensorgate/greenhouse/set/result",
-            "sensorgate/greenhouse",
-            "sensorgate//set",
-            "sensorgate/x/set/a/b",
-            "other/x/set",
-            "sensorgatex/x/set",
-        ] {
-            assert_eq!(parse_topic("sensorgate", topic), None, "{topic}");
-        }
-        assert_eq!(result_topic("s", "d"), "s/d/set/result");
-    }
 
     #[test]
     fn payloads() {
