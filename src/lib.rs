@@ -123,9 +123,9 @@ pub mod full_disk;
 pub mod heard;
 pub mod homeassistant;
 pub mod http;
-pub mod live;
 #[cfg(test)]
 mod layering;
+pub mod live;
 pub mod logging;
 pub mod lorawan;
 pub mod model;

@@ -24,8 +24,8 @@
 //! [`counters`] (the gateway's frame counters for sealing, reserved on disk ahead of use). What
 //! Home Assistant announces as `switch`/`number` entities is [`commandable_fields`].
 
-pub mod counters;
 pub mod codec;
+pub mod counters;
 pub mod dispatch;
 pub mod dutycycle;
 pub mod heard;
