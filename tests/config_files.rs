@@ -1250,6 +1250,19 @@ fn the_commented_defaults_of_the_reference_are_the_defaults() {
             let upstream: toml::Table = "url = \"mqtts://mqtt.example.com\"".parse().unwrap();
             base.insert("upstream".into(), toml::Value::Table(upstream));
         }
+        if table == "lorawan" {
+            let lorawan: toml::Table = "region = \"EU868\"".parse().unwrap();
+            base.insert("lorawan".into(), toml::Value::Table(lorawan));
+        }
+        if table == "http" {
+            // A page somebody can open: a user with the right to read it.
+            let broker: toml::Table =
+                format!("[[user]]\nname = \"u\"\npassword_hash = \"{HASH}\"\nhttp = \"read\"\n")
+                    .parse()
+                    .unwrap();
+            base.insert("broker".into(), toml::Value::Table(broker));
+            base.insert("http".into(), toml::Value::Table(toml::Table::new()));
+        }
         let mut with_key = base.clone();
         let mut at = &mut with_key;
         for name in table.split('.') {

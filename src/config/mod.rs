@@ -55,7 +55,7 @@ pub use source::{
     RadioPins, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
 };
 pub use units::{
-    format_duration, format_size, option_duration, parse_duration, parse_size, SyncPolicy,
+    duration, format_duration, format_size, option_duration, parse_duration, parse_size, SyncPolicy,
 };
 pub use validate::{check_topic_filter, check_topic_name};
 

@@ -60,11 +60,22 @@ pub struct LorawanConfig {
     #[serde(default)]
     pub rx2_data_rate: Option<u8>,
     /// Copies of one uplink within it are one uplink (default 200 ms).
-    #[serde(default, deserialize_with = "crate::config::option_duration")]
-    pub dedup_window: Option<Duration>,
+    #[serde(
+        default = "default_dedup_window",
+        deserialize_with = "crate::config::duration"
+    )]
+    pub dedup_window: Duration,
     /// At most this many LoRaWAN devices (default 1000).
-    #[serde(default)]
-    pub max_devices: Option<usize>,
+    #[serde(default = "default_max_devices")]
+    pub max_devices: usize,
+}
+
+fn default_dedup_window() -> Duration {
+    DEFAULT_DEDUP_WINDOW
+}
+
+fn default_max_devices() -> usize {
+    DEFAULT_MAX_DEVICES
 }
 
 impl LorawanConfig {
@@ -143,11 +154,11 @@ impl LorawanConfig {
     }
 
     pub fn dedup_window(&self) -> Duration {
-        self.dedup_window.unwrap_or(DEFAULT_DEDUP_WINDOW)
+        self.dedup_window
     }
 
     pub fn max_devices(&self) -> usize {
-        self.max_devices.unwrap_or(DEFAULT_MAX_DEVICES)
+        self.max_devices
     }
 }
 
