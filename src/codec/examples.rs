@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
 
-use super::{Codec, CodecError, CodecLimits, UplinkInput};
+use super::literal::read_literal;
+use super::{Codec, UplinkInput};
 
 /// Which function an example file exercises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,21 +249,6 @@ pub fn deep_equal(a: &Json, b: &Json) -> bool {
         }
         _ => a == b,
     }
-}
-
-/// Reads a JavaScript literal (JSON plus comments, hex numbers, trailing commas) in a bounded QuickJS
-/// runtime of its own.
-pub fn read_literal(text: &str) -> Result<Json, CodecError> {
-    let script =
-        format!("function decodeUplink(i) {{ return {{ data: {{ v: (\n{text}\n) }} }}; }}");
-    let mut reader = Codec::load("examples", &script, CodecLimits::default())?;
-    let decoded = reader.decode_uplink(&UplinkInput {
-        bytes: Vec::new(),
-        fport: 1,
-        recv_time_ms: None,
-        variables: Map::new(),
-    })?;
-    Ok(decoded.data.get("v").cloned().unwrap_or(Json::Null))
 }
 
 /// The 1-based line and column of each element of the top-level array in `text`, skipping strings and

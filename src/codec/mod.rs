@@ -18,6 +18,7 @@ pub mod cli;
 #[cfg_attr(not(feature = "codecs"), path = "engine_absent.rs")]
 pub mod engine;
 pub mod examples;
+pub mod literal;
 pub mod settings;
 pub mod sources;
 pub mod worker;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json};
 
-use super::examples::read_literal;
+use super::literal::read_literal;
 
 /// A document read, with the 1-based (line, column) of each sequence item by JSON pointer
 /// (`/uplinkDecoder/examples/0`).
