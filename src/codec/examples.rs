@@ -328,6 +328,7 @@ fn element_positions(text: &str) -> Vec<(usize, usize)> {
 #[cfg(all(test, feature = "codecs"))]
 mod tests {
     use super::*;
+    use crate::codec::CodecLimits;
     use serde_json::json;
 
     #[test]
