@@ -505,20 +505,6 @@ impl WebParts {
     }
 }
 
-/// The name of a source's kind as the configuration writes it.
-fn kind_name(kind: &SourceKind) -> &'static str {
-    match kind {
-        SourceKind::Serial(_) => "serial",
-        SourceKind::Simulator(_) => "simulator",
-        SourceKind::Radio(radio) => match radio.chip {
-            crate::config::RadioChip::Sx1276 => "sx1276",
-            crate::config::RadioChip::Sx1262 => "sx1262",
-        },
-        SourceKind::Rtl433(_) => "rtl_433",
-        SourceKind::SemtechUdp(_) => "semtech-udp",
-    }
-}
-
 /// Starts the status page on what the pipeline shares, the watchdog's health and the broker's logins;
 /// logs its address (or why it could not start).
 async fn start_http(
@@ -548,7 +534,7 @@ async fn start_http(
         sources: config
             .sources
             .iter()
-            .map(|s| (s.name.clone(), kind_name(&s.kind).to_string()))
+            .map(|s| (s.name.clone(), s.kind.name().to_string()))
             .collect(),
         version: env!("CARGO_PKG_VERSION"),
         started: std::time::Instant::now(),

@@ -116,6 +116,22 @@ pub enum SourceKind {
     SemtechUdp(crate::lorawan::settings::SemtechUdpConfig),
 }
 
+impl SourceKind {
+    /// The kind as the configuration writes it (`kind = "..."`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceKind::Serial(_) => "serial",
+            SourceKind::Simulator(_) => "simulator",
+            SourceKind::Radio(radio) => match radio.chip {
+                RadioChip::Sx1276 => "sx1276",
+                RadioChip::Sx1262 => "sx1262",
+            },
+            SourceKind::Rtl433(_) => "rtl_433",
+            SourceKind::SemtechUdp(_) => "semtech-udp",
+        }
+    }
+}
+
 /// A serial port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SerialConfig {
