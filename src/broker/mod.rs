@@ -5,7 +5,7 @@
 //! and [`policy`] applies both at the engine's hook points.
 //!
 //! Engine behaviours (rmqtt 0.24.0) configured or contained here, and how; the upgrade gate is
-//! `tests/broker/`, `tests/broker_*.rs` (docs/DEVELOPING.md, "Upgrading the engine"):
+//! `tests/broker/` (docs/DEVELOPING.md, "Upgrading the engine"):
 //!
 //! - Retained messages expire in the stock store: a host store ([`retained`]) without time-to-live
 //!   (only an MQTT 5 Message Expiry Interval limits a retained message), logged to `state_dir` as it changes ([`retained_log`]).

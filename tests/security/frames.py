@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An independent node-side implementation of sensorgate's encrypted sensor frames (docs/formats.md,
 "Encrypted sensor frames"), with the `cryptography` package (Debian: python3-cryptography), for
-tests/security_frames.rs. Reads one request per line on stdin and prints one frame per line as hex:
+tests/sources/security_frames.rs. Reads one request per line on stdin and prints one frame per line as hex:
 
     KEYHEX ADDRESS SEQ COUNTER PAYLOADHEX [TAMPER]
 

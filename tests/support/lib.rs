@@ -3,10 +3,12 @@
 //! dongles ([`pty`]), Debian's mosquitto as a peer or cloud broker ([`mosquitto`]), a cloud that closes
 //! the connection on a publish it refuses ([`fake_cloud`]), MQTT subscribers
 //! ([`mqtt`]), a byte-level client ([`raw`]) and WebSocket client ([`websocket`]), the embedded broker's test settings ([`broker`]), a
-//! throw-away PKI ([`certs`]), a small tmpfs to fill for full-disk cases ([`tmpfs`]), and the Python
-//! that independent implementations run on ([`python`]). It starts only processes and listeners on
+//! throw-away PKI ([`certs`]), a small tmpfs to fill for full-disk cases ([`tmpfs`]), the Python
+//! that independent implementations run on ([`python`]), and a process of its own for a test that
+//! measures its own memory ([`alone`]). It starts only processes and listeners on
 //! 127.0.0.1 and stops what it started by PID.
 
+pub mod alone;
 pub mod broker;
 pub mod certs;
 pub mod daemon;

@@ -1,8 +1,9 @@
 //! A flood of connects to the embedded broker stays bounded in memory: thousands of clients with unique
 //! ids, persistent sessions and wills, connecting and vanishing, leave at most `max_connections` sessions
-//! and no growth of the process's resident memory beyond a small margin. Alone in its binary so the RSS
-//! reading is not disturbed by other tests.
+//! and no growth of the process's resident memory beyond a small margin. Alone in a process of its own
+//! (`sensorgate_testkit::alone`) so the RSS reading is not disturbed by other tests.
 
+use sensorgate_testkit::alone;
 use sensorgate_testkit::broker as support;
 use sensorgate_testkit::raw;
 
@@ -47,6 +48,9 @@ async fn wave(addr: std::net::SocketAddr, wave: usize, clients: usize) -> (usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_connects_is_bounded_in_sessions_and_memory() {
+    if !alone::in_own_process("flood::a_flood_of_connects_is_bounded_in_sessions_and_memory") {
+        return;
+    }
     let settings = BrokerSettings {
         max_connections: 300,
         ..support::local_settings()

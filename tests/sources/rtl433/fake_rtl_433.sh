@@ -1,5 +1,5 @@
 #!/bin/bash
-# A fake rtl_433 for tests/rtl433/main.rs: ignores its arguments and behaves as $FAKE_RTL433_MODE says,
+# A fake rtl_433 for tests/sources/rtl433/mod.rs: ignores its arguments and behaves as $FAKE_RTL433_MODE says,
 # keeping its run count in $FAKE_RTL433_DIR/runs and the pid of a child it starts (to check that the
 # whole process group is killed) in $FAKE_RTL433_DIR/child.pid.
 dir="${FAKE_RTL433_DIR:?}"

@@ -14,8 +14,8 @@ use sensorgate::decode::{HeaderFormat, PayloadFormat};
 use sensorgate::frame::crc::CrcMode;
 use sensorgate::frame::Framing;
 
-const REFERENCE: &str = include_str!("../config/sensorgate.toml");
-const DEMO: &str = include_str!("../config/demo.toml");
+const REFERENCE: &str = include_str!("../../config/sensorgate.toml");
+const DEMO: &str = include_str!("../../config/demo.toml");
 const HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$3sQb/oS76o0ntavCgRHTkA$+1c2Qovu3erxCEPu6yQ6S2w/+XtsmKapSGA31X+Gxc0";
 

@@ -40,7 +40,7 @@ address = "Nexus-TH/91/1"
 "#;
 
 fn fake() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rtl433/fake_rtl_433.sh")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sources/rtl433/fake_rtl_433.sh")
 }
 
 /// The daemon running the fake in `mode`.

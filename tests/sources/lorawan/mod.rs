@@ -1,5 +1,5 @@
 //! LoRaWAN end to end through the real daemon on 127.0.0.1: an independent end device and two packet
-//! forwarders in Python (`tests/lorawan/device.py`, `cryptography` only) speak the Semtech UDP protocol
+//! forwarders in Python (`tests/sources/lorawan/device.py`, `cryptography` only) speak the Semtech UDP protocol
 //! to a `kind = "semtech-udp"` source. OTAA join (the JoinAccept decrypted and its MIC and keys checked
 //! on the device side, its replay refused), an uplink heard by two gateways published once with the
 //! best one, a confirmed uplink ACKed in RX1 with the right `tmst` (and in RX2 after the forwarder's
@@ -108,7 +108,7 @@ async fn device_with(phase: &str, dir: &Path, udp: u16, fcnts: &[u32]) -> serde_
         python::run_script(
             "cryptography",
             "python3-cryptography",
-            "tests/lorawan/device.py",
+            "tests/sources/lorawan/device.py",
             &[Path::new(&phase), &state],
             &params,
         )
