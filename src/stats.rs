@@ -251,6 +251,7 @@ mod tests {
                 retained_refused: 5,
                 commands_dropped: 6,
                 retained_torn_tails: 1,
+                ..BrokerCounters::default()
             },
             Some(json!({"spool_messages": 7})),
             Duration::from_millis(61_900),
