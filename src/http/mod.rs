@@ -40,6 +40,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::forget::{ForgetOutcome, ForgetSender};
 use crate::live::{LiveView, Snapshot};
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::stats::CommandCounters;
@@ -76,6 +77,8 @@ pub struct Views {
     pub reload: Option<mpsc::Sender<()>>,
     /// `[gateway] base_topic`: where an admin's command goes (`{base}/{device}/set`).
     pub base_topic: String,
+    /// The pipeline's queue of requests to forget a device (admins only).
+    pub forget: Option<ForgetSender>,
 }
 
 impl Views {
@@ -298,7 +301,9 @@ async fn serve(mut stream: Box<dyn Connection>, peer: SocketAddr, shared: &Share
 }
 
 /// The admin paths (POST).
-const ADMIN_PATHS: [&str; 2] = ["/api/reload", "/api/command"];
+const ADMIN_PATHS: [&str; 3] = ["/api/reload", "/api/command", "/api/forget"];
+/// How long `POST /api/forget` waits for the pipeline's answer.
+const FORGET_WAIT: Duration = Duration::from_secs(5);
 
 /// The paths that only read, and what they need.
 const READ_PATHS: [&str; 7] = [
@@ -368,7 +373,50 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
             None => Response::text(404, "no configuration file to reload"),
         },
         "/api/command" => command(views, user.as_deref().unwrap_or_default(), &request.body),
+        "/api/forget" => forget(views, user.as_deref().unwrap_or_default(), &request.body).await,
         _ => Response::text(404, "not found"),
+    }
+}
+
+/// The `"device"` of an admin request's JSON body: one topic level, or the answer that refuses it.
+fn device_of(body: &[u8], shape: &str) -> Result<(Json, String), Response> {
+    let Ok(request) = serde_json::from_slice::<Json>(body) else {
+        return Err(Response::text(
+            400,
+            &format!("the body is not JSON: {shape}"),
+        ));
+    };
+    let device = request["device"].as_str().unwrap_or_default().to_string();
+    if device.is_empty() || device.contains(['/', '+', '#', '\0']) {
+        return Err(Response::text(
+            400,
+            "\"device\" must be a device name (one topic level)",
+        ));
+    }
+    Ok((request, device))
+}
+
+/// `POST /api/forget` `{"device": NAME}`: the pipeline forgets the device (its retained availability,
+/// state, fields and Home Assistant configs cleared, its registry entry removed); 200 with the number of
+/// topics cleared, 404 when no tracked device has that name, 503 when the pipeline is busy or gone.
+async fn forget(views: &Views, user: &str, body: &[u8]) -> Response {
+    let (_, device) = match device_of(body, "{\"device\": ...}") {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused,
+    };
+    let Some(queue) = &views.forget else {
+        return Response::text(503, "the pipeline takes no requests here");
+    };
+    match queue.ask(&device, FORGET_WAIT).await {
+        Ok(ForgetOutcome::Forgotten { cleared_topics }) => {
+            log::info!("http: {user} had device {device:?} forgotten");
+            Response::json(
+                200,
+                &json!({"forgotten": device, "cleared_topics": cleared_topics}),
+            )
+        }
+        Ok(ForgetOutcome::Unknown) => Response::text(404, "no tracked device has that name"),
+        Err(error) => Response::text(503, &error.to_string()),
     }
 }
 
@@ -376,16 +424,10 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
 /// router as if the admin had published it on `{base}/{device}/set` (same queues, refusals and result
 /// on `{base}/{device}/set/result`); 202 when the router took it.
 fn command(views: &Views, user: &str, body: &[u8]) -> Response {
-    let Ok(request) = serde_json::from_slice::<Json>(body) else {
-        return Response::text(
-            400,
-            "the body is not JSON: {\"device\": ..., \"command\": ...}",
-        );
+    let (request, device) = match device_of(body, "{\"device\": ..., \"command\": ...}") {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused,
     };
-    let device = request["device"].as_str().unwrap_or_default();
-    if device.is_empty() || device.contains(['/', '+', '#', '\0']) {
-        return Response::text(400, "\"device\" must be a device name (one topic level)");
-    }
     let payload = match &request["command"] {
         Json::Null => return Response::text(400, "\"command\" is missing"),
         Json::String(text) => text.clone().into_bytes(),
@@ -434,6 +476,7 @@ mod tests {
             counters: HttpCounters::default(),
             reload: None,
             base_topic: "sensorgate".into(),
+            forget: None,
         }
     }
 

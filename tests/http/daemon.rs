@@ -82,8 +82,13 @@ pub fn start(dir: &Path, http: &str) -> Running {
 
 /// A node16 header (address 7, sequence `seq`), an LPP temperature of 21.5 °C, its CRC, COBS, delimiter.
 pub fn kitchen_frame(seq: u8, good_crc: bool) -> Vec<u8> {
+    frame_from(7, seq, good_crc)
+}
+
+/// [`kitchen_frame`] from the node at `address` (`uart0-{address}` when no `[[device]]` names it).
+pub fn frame_from(address: u8, seq: u8, good_crc: bool) -> Vec<u8> {
     use sensorgate::frame::crc::{append_crc, CrcMode};
-    let body = [0x00, 0x07, seq, 0x01, 0x67, 0x00, 0xd7];
+    let body = [0x00, address, seq, 0x01, 0x67, 0x00, 0xd7];
     let mut framed = append_crc(CrcMode::Crc16CcittFalse, &body);
     if !good_crc {
         let last = framed.len() - 1;
