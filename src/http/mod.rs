@@ -1,8 +1,10 @@
 //! The web side of the gateway (`[http]`, off unless configured): the status page `/`, its JSON under
 //! `/api/`, `/metrics` (Prometheus text format 0.0.4) and `/healthz`, served by a small HTTP/1.1 server
 //! on tokio (plain or TLS). It only reads: the pipeline's live view ([`crate::live`]), the watchdog's
-//! [`Health`], the broker's counters, the uplink's and the commands' statistics; the one thing it can
-//! change is asking for a reload through the SIGHUP path (admins only).
+//! [`Health`], the broker's counters, the uplink's and the commands' statistics. Admins (and only they:
+//! the page shows its buttons to them alone) can ask for a reload through the SIGHUP path, send a command
+//! through the commands path, and have the pipeline forget a device ([`crate::forget`]); every admin
+//! request must carry the header [`csrf::ADMIN_HEADER`] and come from the page's own origin ([`csrf`]).
 //!
 //! Bounds, so that no client can grow the daemon: at most [`MAX_CONNECTIONS`] connections (more are
 //! closed at once and counted), request heads of 8 KiB, bodies of 64 KiB, a whole request within 10 s
@@ -17,6 +19,7 @@
 mod access;
 mod api;
 mod counters;
+mod csrf;
 mod metrics;
 mod request;
 mod response;
@@ -331,6 +334,18 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
         }
         _ => return Response::text(404, "not found"),
     };
+    if needed == HttpRight::Admin {
+        if let Some(why) = csrf::forged(request) {
+            views.counters.request_refused();
+            if let Some(suppressed) = shared.log.admit("forged") {
+                log::warn!(
+                    "http: admin request from {peer} refused: {why}{}",
+                    suppressed_suffix(suppressed)
+                );
+            }
+            return Response::text(403, why);
+        }
+    }
     let authorization = request.header("authorization");
     let user = match shared.access.check(peer, authorization, needed).await {
         Ok(user) => user,
@@ -350,7 +365,10 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
     match path {
         "/" => Response::new(200, response::HTML, PAGE),
         "/metrics" => Response::new(200, response::METRICS, views.metrics()),
-        "/api/gateway" => Response::json(200, &api::gateway(views)),
+        "/api/gateway" => Response::json(
+            200,
+            &api::gateway(views, shared.access.is_admin(user.as_deref())),
+        ),
         "/api/sources" => Response::json(200, &api::sources(views)),
         "/api/devices" => Response::json(200, &api::devices(views)),
         "/api/heard" => Response::json(200, &api::heard(views)),
@@ -490,6 +508,6 @@ mod tests {
         drop(alive);
         let _uplink = health.register("uplink", Duration::from_secs(30));
         assert_eq!(views.healthz(), Response::text(503, "wedged: pipeline"));
-        assert_eq!(api::gateway(&views)["wedged"], json!(["pipeline"]));
+        assert_eq!(api::gateway(&views, false)["wedged"], json!(["pipeline"]));
     }
 }

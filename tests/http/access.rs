@@ -56,7 +56,7 @@ async fn a_login_is_required_and_a_wrong_password_is_refused() {
     let post = |user: &str| {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:wonderland"));
         let request = format!(
-            "POST /api/reload HTTP/1.1\r\nAuthorization: Basic {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "POST /api/reload HTTP/1.1\r\nAuthorization: Basic {token}\r\nX-Sensorgate-Request: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         exchange(page, request.as_bytes()).status
     };

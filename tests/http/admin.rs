@@ -13,13 +13,7 @@ use crate::client::{exchange, get, Answer};
 use crate::daemon::{demo_config, frame_from, start, wait_for};
 
 fn post(page: std::net::SocketAddr, user: &str, body: &str) -> u16 {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:wonderland"));
-    let request = format!(
-        "POST /api/command HTTP/1.1\r\nAuthorization: Basic {token}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    exchange(page, request.as_bytes()).status
+    post_to(page, "/api/command", user, body).status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,12 +72,13 @@ async fn an_admin_switches_the_demo_relay_through_the_commands_path() {
     assert!(status.success(), "{status}");
 }
 
-/// `POST path` with `user`'s login (password "wonderland") and `body`; the answer.
+/// `POST path` with `user`'s login (password "wonderland") and `body`, as a script does it (with the
+/// header admin requests need); the answer.
 fn post_to(page: std::net::SocketAddr, path: &str, user: &str, body: &str) -> Answer {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:wonderland"));
     let request = format!(
-        "POST {path} HTTP/1.1\r\nAuthorization: Basic {token}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nAuthorization: Basic {token}\r\nX-Sensorgate-Request: test\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     exchange(page, request.as_bytes())

@@ -57,11 +57,14 @@ pub struct Running {
 /// Starts the daemon with `http` as its `[http]` section (and any `[[broker.user]]`), waits for the
 /// serial port to open and the page to listen.
 pub fn start(dir: &Path, http: &str) -> Running {
+    start_with(dir, &CONFIG.replace("{http}", http))
+}
+
+/// [`start`] with a whole configuration (`{link}` is the serial port's path).
+pub fn start_with(dir: &Path, config: &str) -> Running {
     let link = dir.join("usb-serial-port0");
     let dongle = FakeDongle::plug(&link);
-    let config = CONFIG
-        .replace("{link}", &link.display().to_string())
-        .replace("{http}", http);
+    let config = config.replace("{link}", &link.display().to_string());
     let daemon = Daemon::start(dir, &config);
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
     daemon.wait_for_log("status page on http", 1, Duration::from_secs(10));
