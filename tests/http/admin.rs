@@ -104,7 +104,7 @@ async fn an_admin_forgets_a_device_its_retained_topics_and_discovery_configs_are
     let mut discovery: BTreeSet<String> = BTreeSet::new();
     let mut state_seen = false;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !(state_seen && !discovery.is_empty()) {
+    while !state_seen || discovery.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         let message = watch
             .next(left)

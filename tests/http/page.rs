@@ -320,7 +320,7 @@ async fn admin_requests_without_the_page_header_or_from_another_site_are_refused
         crate::client::exchange(page, request.as_bytes())
     };
     // What another site's form makes the browser send: the remembered login, no header.
-    let forged = post(&format!("Origin: http://evil.example\r\n"));
+    let forged = post("Origin: http://evil.example\r\n");
     assert_eq!(forged.status, 403, "{}", forged.body);
     let forged = post("X-Sensorgate-Request: page\r\nOrigin: http://evil.example\r\n");
     assert_eq!(forged.status, 403, "{}", forged.body);
