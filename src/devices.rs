@@ -644,16 +644,41 @@ impl Registry {
     /// retained topics; `None` when there is no such device.
     fn evict_longest_silent(&mut self) -> Option<Vec<Message>> {
         let (_, id) = self.evictable.pop_first()?;
+        Some(self.remove(id))
+    }
+
+    /// Forgets the tracked device named `name` (an admin asked): it leaves the registry as one the cap
+    /// evicts does (noted for [`Registry::take_forgotten`], so that discovery removes its entities), and
+    /// the returned messages clear its retained availability, state and field topics. `None` when no
+    /// tracked device has that name. A configured device is tracked again when it is next heard.
+    pub fn forget(&mut self, name: &str) -> Option<Vec<Message>> {
+        let id = self
+            .devices
+            .iter()
+            .find(|(_, device)| device.name == name)
+            .map(|(id, _)| *id)?;
+        Some(self.remove(id))
+    }
+
+    /// Removes device `id` from every index and returns the messages that clear its retained topics.
+    fn remove(&mut self, id: DeviceId) -> Vec<Message> {
         let Some(device) = self.devices.remove(&id) else {
-            return Some(Vec::new()); // Unreachable: every evictable id is in `devices`.
+            return Vec::new();
         };
-        self.names_taken.remove(&device.name);
+        if let Some(deadline) = device.deadline {
+            self.deadlines.remove(&(deadline, id));
+        }
+        self.evictable.remove(&(device.last_heard, id));
+        if !device.configured {
+            // A configured name stays taken: the configuration still names it.
+            self.names_taken.remove(&device.name);
+            self.unconfigured_tracked = self.unconfigured_tracked.saturating_sub(1);
+        }
         self.note_forgotten(&device.source, &device.address);
-        self.unconfigured_tracked = self.unconfigured_tracked.saturating_sub(1);
         if let Some(by_address) = self.ids.get_mut(&device.source) {
             by_address.remove(&device.address);
         }
-        Some(self.clearing_messages(&device))
+        self.clearing_messages(&device)
     }
 
     /// Empty retained messages on every retained topic `device` was published on: its availability (an
@@ -1259,6 +1284,41 @@ mod tests {
         assert_eq!(
             topics(&wills),
             ["sg/lora-1/availability", "sg/lora-3/availability"]
+        );
+    }
+
+    #[test]
+    fn forgetting_a_device_clears_its_topics_and_leaves_room_and_no_deadline() {
+        let mut registry = Registry::with_device_cap(settings(vec![kitchen()]), 1);
+        let t0 = Instant::now();
+        registry.on_reading(&reading("uart0", "17", None), t0);
+        registry.on_reading(&reading("lora", "1", None), t0);
+        assert_eq!(registry.forget("nobody"), None);
+        let cleared = registry.forget("lora-1").expect("lora-1 is tracked");
+        assert_eq!(topics(&cleared), ["sg/lora-1/availability", "sg/lora-1"]);
+        assert!(cleared.iter().all(|m| m.payload.is_empty() && m.retain));
+        assert_eq!(registry.take_forgotten(), [("lora".into(), "1".into())]);
+        assert_eq!(registry.devices_known(), 1);
+        // Its place under the cap is free again (lora-2 is tracked while kitchen stays online), and
+        // its deadline went with it: only kitchen's will comes when they expire.
+        assert!(matches!(
+            registry.on_reading(&reading("lora", "2", None), t0),
+            ReadingOutcome::Publish { .. }
+        ));
+        let cleared = registry.forget("kitchen").expect("kitchen is tracked");
+        assert_eq!(topics(&cleared), ["sg/kitchen/availability", "sg/kitchen"]);
+        assert_eq!(
+            topics(&registry.expire(t0 + 60 * MINUTE)),
+            ["sg/lora-2/availability"]
+        );
+        // A configured device keeps its name and is tracked again when heard.
+        assert_eq!(
+            state_topic_of(
+                &mut registry,
+                &reading("uart0", "17", None),
+                t0 + 61 * MINUTE
+            ),
+            "sg/kitchen"
         );
     }
 

@@ -70,7 +70,8 @@
 //! - [`app`]: the wiring: builds each stage from the configuration (`app/settings.rs`, and
 //!   [`app::keys`] for the key files it names), owns the start, stop and reload order.
 //! - [`http`]: the status page, its JSON API, the frame inspector, `/metrics` and `/healthz` (`[http]`),
-//!   reading [`live`], the pipeline's read-only view (counters, devices, the last frames per source).
+//!   reading [`live`], the pipeline's read-only view (counters, devices, the last frames per source);
+//!   an admin's request to forget a device reaches the pipeline through [`forget`].
 //! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`ratelimit`] (log lines
 //!   at most once per key and interval, with a suppressed count), [`backoff`] (retry delays),
 //!   [`allocator`] (one glibc malloc arena, for a steady memory footprint), [`full_disk`] (what a full
@@ -83,6 +84,7 @@
 //!
 //! ```text
 //!  0  model backoff ratelimit reserve topic allocator systemd full_disk   data, grammar, helpers
+//!     forget
 //!  1  logging publish frame statefile
 //!  2  decode devices broker replay                                        codecs, registry, engine
 //!  3  stats                                                               the counters
@@ -118,6 +120,7 @@ pub mod crypto;
 pub mod decode;
 pub mod devices;
 pub mod encode;
+pub mod forget;
 pub mod frame;
 pub mod full_disk;
 pub mod heard;

@@ -27,6 +27,7 @@ use crate::codec::CodecError;
 use crate::crypto::FrameGuard;
 use crate::decode::{PacketDecoder, PayloadFields, PayloadFormat};
 use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
+use crate::forget::{ForgetOutcome, ForgetRequest};
 use crate::heard::HeardList;
 use crate::live::{FrameOutcome, LiveView, Snapshot};
 use crate::model::{Message, Reading};
@@ -69,6 +70,8 @@ pub struct Pipeline {
     pub live: Option<LiveView>,
     /// The status page's own counters, added to `{base}/gateway/stats` as `http`, when `[http]` is on.
     pub http_stats: Option<UplinkStatsProbe>,
+    /// An admin's requests to forget a device (`POST /api/forget`), when `[http]` is on.
+    pub forget: Option<mpsc::Receiver<ForgetRequest>>,
 }
 
 /// A new configuration for the running stage (a reload): decoders per source and the registry's settings.
@@ -167,6 +170,17 @@ impl Pipeline {
                     }
                     refusals.publish(broker, &discovery).await;
                 }
+                request = crate::forget::next(&mut self.forget) => {
+                    let outcome = match self.forget_device(&request.device, &mut stats) {
+                        Some(cleared) => {
+                            refusals.publish(broker, &cleared).await;
+                            self.refresh_live_view(&stats, started);
+                            ForgetOutcome::Forgotten { cleared_topics: cleared.len() }
+                        }
+                        None => ForgetOutcome::Unknown,
+                    };
+                    request.answer(outcome);
+                }
                 birth = crate::homeassistant::stage::next_birth(&mut self.discovery) => {
                     if let Some(stage) = &mut self.discovery {
                         stage.on_birth(&birth, clock_now());
@@ -230,6 +244,24 @@ impl Pipeline {
     }
 
     /// Gives the live view a new snapshot when anything changed since the last one.
+    /// Forgets the device `name` at an admin's request: the registry drops it, discovery removes its
+    /// entities; returns the messages that clear its retained topics (`None`: no such device).
+    fn forget_device(&mut self, name: &str, stats: &mut Stats) -> Option<Vec<Message>> {
+        let mut cleared = self.registry.forget(name)?;
+        if let Some(stage) = &mut self.discovery {
+            cleared.extend(stage.forgotten(&mut self.registry));
+        }
+        stats.devices_forgotten += 1;
+        if let Some(live) = &self.live {
+            live.touch();
+        }
+        log::info!(
+            "device {name:?} forgotten at an admin's request: {} retained topics cleared",
+            cleared.len()
+        );
+        Some(cleared)
+    }
+
     fn refresh_live_view(&self, stats: &Stats, started: Instant) {
         let Some(live) = &self.live else { return };
         if !live.take_changed() {

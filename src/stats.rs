@@ -127,6 +127,8 @@ pub struct Stats {
     pub fields_dropped: u64,
     /// The pipeline's own publishes the broker refused.
     pub refused_publishes: u64,
+    /// Devices an admin had forgotten (the status page's `POST /api/forget`).
+    pub devices_forgotten: u64,
 }
 
 impl Stats {
@@ -150,7 +152,7 @@ impl Stats {
 }
 
 /// The JSON of `{base}/gateway/stats`:
-/// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap", "fields_dropped"},
+/// `{"uptime_s", "devices": {"online", "known", "dropped_over_cap", "fields_dropped", "forgotten"},
 /// "sources": {name: counters (a supervised receiver adds "state", "stalls", "restarts")}, "totals": {frames, readings, frame_errors, decode_errors, codec_errors, codec_dropped, duplicates,
 /// auth_failed, replayed, link_losses}, "broker": {"dropped_for_slow_subscribers", "dropped_for_the_uplink", "sessions_evicted",
 /// "silent_connections_closed", "retained_refused", "retained_torn_tails", "dropped_for_commands", "refused_gateway_publishes"}, "uplink"}`;
@@ -189,6 +191,7 @@ pub fn stats_json(
             "known": devices_known,
             "dropped_over_cap": stats.dropped_over_device_cap,
             "fields_dropped": stats.fields_dropped,
+            "forgotten": stats.devices_forgotten,
         },
         "sources": sources,
         "totals": {
@@ -251,6 +254,7 @@ mod tests {
                 retained_refused: 5,
                 commands_dropped: 6,
                 retained_torn_tails: 1,
+                ..BrokerCounters::default()
             },
             Some(json!({"spool_messages": 7})),
             Duration::from_millis(61_900),
@@ -259,7 +263,7 @@ mod tests {
             report,
             json!({
                 "uptime_s": 61,
-                "devices": {"online": 2, "known": 4, "dropped_over_cap": 3, "fields_dropped": 9},
+                "devices": {"online": 2, "known": 4, "dropped_over_cap": 3, "fields_dropped": 9, "forgotten": 0},
                 "sources": {
                     "lora": {"frames": 5, "readings": 0, "frame_errors": 0, "decode_errors": 0,
                              "codec_errors": 0, "codec_dropped": 0, "duplicates": 1, "auth_failed": 0, "replayed": 0, "link_losses": 1,

@@ -486,6 +486,7 @@ fn build_pipeline(
         state_dir: state_dir.to_path_buf(),
         live: None,
         http_stats: None,
+        forget: None,
     }
 }
 
@@ -493,12 +494,27 @@ fn build_pipeline(
 struct WebParts {
     live: crate::live::LiveView,
     counters: crate::http::HttpCounters,
+    /// The page's end of the forget queue; the pipeline's end is handed over by [`WebParts::attach`].
+    forget: crate::forget::ForgetSender,
+    forget_requests: Option<mpsc::Receiver<crate::forget::ForgetRequest>>,
 }
 
 impl WebParts {
-    /// Lets the pipeline feed the live view and report the page's counters in `{base}/gateway/stats`.
-    fn attach(&self, pipeline: &mut Pipeline) {
+    fn new() -> Self {
+        let (forget, forget_requests) = crate::forget::channel();
+        WebParts {
+            live: crate::live::LiveView::new(),
+            counters: crate::http::HttpCounters::default(),
+            forget,
+            forget_requests: Some(forget_requests),
+        }
+    }
+
+    /// Lets the pipeline feed the live view, report the page's counters in `{base}/gateway/stats` and
+    /// take an admin's requests to forget a device.
+    fn attach(&mut self, pipeline: &mut Pipeline) {
         pipeline.live = Some(self.live.clone());
+        pipeline.forget = self.forget_requests.take();
         let counters = self.counters.clone();
         pipeline.http_stats =
             Some(Box::new(move || counters.json()) as crate::pipeline::UplinkStatsProbe);
@@ -540,6 +556,7 @@ async fn start_http(
         started: std::time::Instant::now(),
         counters: web.counters,
         reload,
+        forget: Some(web.forget),
         base_topic: config.gateway.base_topic.clone(),
     };
     // The page is an aid, not the gateway's work: when its port is taken or its TLS files cannot be
@@ -606,10 +623,7 @@ impl Gateway {
             start_uplink(&config, &state_dir, uplink_input, keys.sealers, &failures).await?;
         let counters = open_downlink_counters(&config, &state_dir).await?;
         let commands = start_commands(&config, &broker, &keys.frames, counters);
-        let web = config.http.as_ref().map(|_| WebParts {
-            live: crate::live::LiveView::new(),
-            counters: crate::http::HttpCounters::default(),
-        });
+        let mut web = config.http.as_ref().map(|_| WebParts::new());
         let pipeline = build_pipeline(
             &config,
             &state_dir,
@@ -623,7 +637,7 @@ impl Gateway {
             lorawan_stats: lorawan_probe(&lorawan),
             ..pipeline
         };
-        if let Some(web) = &web {
+        if let Some(web) = &mut web {
             web.attach(&mut pipeline);
         }
         let devices_online = pipeline.devices_online.clone();

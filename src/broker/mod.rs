@@ -111,6 +111,7 @@ pub mod delivery_counts;
 pub mod descriptors;
 pub mod exactly_once;
 pub mod gate;
+pub mod message_counts;
 pub mod owned;
 pub mod pacing;
 pub mod password;
@@ -143,6 +144,7 @@ use backlog::{Backlog, BoundedShared};
 use delivery_counts::DeliveryCountHook;
 pub use gate::{tap, ClientPublish, TapSender, TAP_CAPACITY};
 use gate::{CommandTap, PublishGate, RefusedCommands, Tap};
+use message_counts::MessageCounts;
 use pacing::RetainedPacer;
 pub use password::{hash_password, verify_password, PasswordError};
 use policy::{Policy, PolicyHook, PolicyLimits};
@@ -288,7 +290,8 @@ pub enum BrokerError {
     Descriptors(#[from] descriptors::DescriptorError),
 }
 
-/// What the broker dropped, refused or closed to stay within its bounds, for `{base}/gateway/stats`.
+/// What the broker dropped, refused or closed to stay within its bounds (for `{base}/gateway/stats`), and
+/// the messages that went through it (for `/metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BrokerCounters {
     /// Messages dropped for subscribers that had `max_queued_messages` waiting.
@@ -305,6 +308,12 @@ pub struct BrokerCounters {
     pub commands_dropped: u64,
     /// Torn or corrupt tails of the retained log cut at start (a power cut mid-write; 0 or 1).
     pub retained_torn_tails: u64,
+    /// PUBLISH packets received from MQTT clients.
+    pub messages_received: u64,
+    /// Client publishes the policy refused (invalid topic name, no write right).
+    pub publishes_refused: u64,
+    /// Messages handed to subscribers (fresh, retained and wills).
+    pub messages_sent: u64,
 }
 
 /// A running embedded broker.
@@ -325,6 +334,7 @@ pub struct Broker {
     /// Torn or corrupt tails of the retained log cut at start (0 or 1).
     retained_torn_tails: u64,
     logins: Arc<Logins>,
+    messages: Arc<MessageCounts>,
 }
 
 impl Broker {
@@ -381,6 +391,7 @@ impl Broker {
             settings.allow_anonymous,
             Throttle::default(),
         ));
+        let messages = Arc::new(MessageCounts::default());
         let policy = Arc::new(Policy::new(
             scx.clone(),
             access_policy(settings),
@@ -392,6 +403,7 @@ impl Broker {
                 max_topic_levels: settings.max_topic_levels,
             },
             offline.clone(),
+            messages.clone(),
         ));
         let tap = Tap::new(tap);
         let commands = CommandTap::default();
@@ -420,6 +432,7 @@ impl Broker {
             snapshotter,
             retained_torn_tails,
             logins,
+            messages,
         })
     }
 
@@ -527,6 +540,9 @@ impl Broker {
             retained_refused: self.retained_refused(),
             commands_dropped: self.commands_dropped(),
             retained_torn_tails: self.retained_torn_tails,
+            messages_received: self.messages.received(),
+            publishes_refused: self.messages.refused(),
+            messages_sent: self.messages.sent(),
         }
     }
 

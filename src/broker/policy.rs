@@ -21,6 +21,7 @@ use rmqtt::types::{
 use super::acl::{AccessPolicy, Client};
 use super::auth::{LoginOutcome, Logins};
 use super::exactly_once::{fingerprint, Qos2Memory, Verdict};
+use super::message_counts::MessageCounts;
 use super::sessions::{ends_at_disconnect, OfflineSessions};
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::topic;
@@ -55,6 +56,8 @@ pub struct Policy {
     protocol_log: LogLimit,
     /// Absent persistent sessions, one of which is ended when a new client needs its place.
     offline: Arc<OfflineSessions>,
+    /// Client publishes received and refused, deliveries let through.
+    messages: Arc<MessageCounts>,
 }
 
 impl Policy {
@@ -64,6 +67,7 @@ impl Policy {
         logins: Arc<Logins>,
         limits: PolicyLimits,
         offline: Arc<OfflineSessions>,
+        messages: Arc<MessageCounts>,
     ) -> Self {
         Policy {
             access,
@@ -78,6 +82,7 @@ impl Policy {
             acl_log: LogLimit::new(),
             protocol_log: LogLimit::new(),
             offline,
+            messages,
         }
     }
 
@@ -289,12 +294,14 @@ impl Policy {
         publish: &rmqtt::types::Publish,
         acc: Option<HookResult>,
     ) -> ReturnType {
+        self.messages.received_one();
         if let Some(HookResult::PublishAclResult(earlier)) = &acc {
             if earlier.is_rejected() {
                 return (false, acc);
             }
         }
         if let Err(error) = topic::check_name(&publish.topic, self.max_topic_levels) {
+            self.messages.refused_one();
             self.protocol_log.warn(&session.id.client_id, || {
                 format!(
                     "broker: publish of {:?} ({}, {}) refused: the topic {} {error}",
@@ -316,6 +323,7 @@ impl Policy {
             .access
             .may_write(client_of(&session.id), &publish.topic)
         {
+            self.messages.refused_one();
             self.acl_log.info(&session.id.client_id, || {
                 format!(
                     "broker: publish of {:?} ({}, {}) to {:?} dropped: not writable",
@@ -368,6 +376,7 @@ impl Policy {
                 );
                 return (false, Some(HookResult::MessageExpiry));
             }
+            self.messages.sent_one();
             return (true, acc);
         }
         log::debug!(

@@ -43,6 +43,11 @@ impl Access {
         }
     }
 
+    /// Whether `user` (a login [`Access::check`] let in; `None` for an anonymous reader) is an admin.
+    pub fn is_admin(&self, user: Option<&str>) -> bool {
+        user.and_then(|name| self.rights.get(name)) == Some(&HttpRight::Admin)
+    }
+
     /// Lets a request with this `Authorization` header from `peer` do what needs `needed`; the user
     /// name when it logged in, `None` for an anonymous reader.
     pub async fn check(

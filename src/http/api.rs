@@ -1,8 +1,9 @@
 //! The JSON the page shows, one function per `/api/` path, built from the read-only views the server
 //! holds ([`super::Views`]). Pure apart from reading those views and the clock.
 //!
-//! - `/api/gateway`: version, uptime, broker clients, health, and the `{base}/gateway/stats` report
-//!   (sources, totals, broker drops, uplink, commands) as the pipeline last counted it.
+//! - `/api/gateway`: version, uptime, broker clients, health, whether the login asking is an admin (the
+//!   page then shows its admin actions), and the `{base}/gateway/stats` report (sources, totals, broker
+//!   drops, uplink, commands) as the pipeline last counted it.
 //! - `/api/sources`: per configured source: kind, state (`receiving`, `up`, `lost`), counters, last frame.
 //! - `/api/devices`: per tracked device: name, source, address, configured, online, last seen (RFC 3339
 //!   and seconds ago), stale, RSSI, SNR, battery, and its fields.
@@ -30,8 +31,8 @@ fn age_s(now: SystemTime, at: SystemTime) -> u64 {
     now.duration_since(at).map_or(0, |d| d.as_secs())
 }
 
-/// `/api/gateway`.
-pub fn gateway(views: &Views) -> Json {
+/// `/api/gateway`; `admin`: whether the login asking has the `admin` right.
+pub fn gateway(views: &Views, admin: bool) -> Json {
     let snapshot = views.live.snapshot();
     let report = views.stats_report(snapshot.as_deref());
     let wedged = views.wedged();
@@ -41,6 +42,7 @@ pub fn gateway(views: &Views) -> Json {
         "broker_clients": views.broker_clients(),
         "healthy": wedged.is_empty(),
         "wedged": wedged,
+        "admin": admin,
         "stats": report,
     })
 }

@@ -294,6 +294,18 @@ fn broker(x: &mut Exposition, input: &MetricsInput<'_>) {
         "MQTT sessions: connected clients plus persistent sessions kept for absent ones.",
         input.broker_sessions as f64,
     );
+    x.single(
+        "sensorgate_broker_messages_received_total",
+        "counter",
+        "PUBLISH packets the embedded broker received from MQTT clients (not the gateway's own publishes).",
+        b.messages_received as f64,
+    );
+    x.single(
+        "sensorgate_broker_messages_sent_total",
+        "counter",
+        "Messages the embedded broker handed to subscribers' connections: fresh, retained and wills, after each receiver's read right.",
+        b.messages_sent as f64,
+    );
     let refused = input.snapshot.map_or(0, |s| s.stats.refused_publishes);
     x.family(
         "sensorgate_broker_dropped_total",
@@ -308,6 +320,7 @@ fn broker(x: &mut Exposition, input: &MetricsInput<'_>) {
             ("retained_full", b.retained_refused),
             ("retained_torn_tail", b.retained_torn_tails),
             ("gateway_publish_refused", refused),
+            ("client_publish_refused", b.publishes_refused),
         ]
         .map(|(reason, n)| (vec![("reason", reason)], n as f64)),
     );
@@ -441,6 +454,23 @@ mod tests {
         assert!(families >= 25, "{families} families");
         assert!(text.contains("sensorgate_build_info{version=\"1.2.3\"} 1\n"));
         assert!(text.contains("sensorgate_broker_clients 2\n"));
+    }
+
+    #[test]
+    fn broker_messages_in_out_and_refused_come_from_its_counters() {
+        let mut input = input_with(None);
+        input.broker.messages_received = 5;
+        input.broker.messages_sent = 9;
+        input.broker.publishes_refused = 2;
+        let text = render(&input);
+        for expected in [
+            "# TYPE sensorgate_broker_messages_received_total counter\n",
+            "sensorgate_broker_messages_received_total 5\n",
+            "sensorgate_broker_messages_sent_total 9\n",
+            "sensorgate_broker_dropped_total{reason=\"client_publish_refused\"} 2\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The web side of the gateway (`[http]`, off unless configured): the status page `/`, its JSON under
 //! `/api/`, `/metrics` (Prometheus text format 0.0.4) and `/healthz`, served by a small HTTP/1.1 server
 //! on tokio (plain or TLS). It only reads: the pipeline's live view ([`crate::live`]), the watchdog's
-//! [`Health`], the broker's counters, the uplink's and the commands' statistics; the one thing it can
-//! change is asking for a reload through the SIGHUP path (admins only).
+//! [`Health`], the broker's counters, the uplink's and the commands' statistics. Admins (and only they:
+//! the page shows its buttons to them alone) can ask for a reload through the SIGHUP path, send a command
+//! through the commands path, and have the pipeline forget a device ([`crate::forget`]); every admin
+//! request must carry the header [`csrf::ADMIN_HEADER`] and come from the page's own origin ([`csrf`]).
 //!
 //! Bounds, so that no client can grow the daemon: at most [`MAX_CONNECTIONS`] connections (more are
 //! closed at once and counted), request heads of 8 KiB, bodies of 64 KiB, a whole request within 10 s
@@ -17,6 +19,7 @@
 mod access;
 mod api;
 mod counters;
+mod csrf;
 mod metrics;
 mod request;
 mod response;
@@ -40,6 +43,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::forget::{ForgetOutcome, ForgetSender};
 use crate::live::{LiveView, Snapshot};
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::stats::CommandCounters;
@@ -51,8 +55,11 @@ use response::Response;
 pub const MAX_CONNECTIONS: usize = 64;
 /// Time an answer may take to be written to a slow reader.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The status page: one HTML file with its CSS and script.
-const PAGE: &str = include_str!("page.html");
+/// The status page (`page.html`: one HTML file with its CSS and script), gzip-compressed once and kept
+/// so (`gzip -9n -c src/http/page.html > src/http/page.html.gz`; a unit test checks that it is the
+/// page's current text): about a third of the page's size in the binary. Every browser takes gzip; a
+/// client that does not is answered 406 with how to ask.
+const PAGE_GZIP: &[u8] = include_bytes!("page.html.gz");
 
 /// A probe of JSON statistics (the uplink's).
 pub type JsonProbe = Box<dyn Fn() -> Json + Send + Sync>;
@@ -76,6 +83,8 @@ pub struct Views {
     pub reload: Option<mpsc::Sender<()>>,
     /// `[gateway] base_topic`: where an admin's command goes (`{base}/{device}/set`).
     pub base_topic: String,
+    /// The pipeline's queue of requests to forget a device (admins only).
+    pub forget: Option<ForgetSender>,
 }
 
 impl Views {
@@ -298,7 +307,9 @@ async fn serve(mut stream: Box<dyn Connection>, peer: SocketAddr, shared: &Share
 }
 
 /// The admin paths (POST).
-const ADMIN_PATHS: [&str; 2] = ["/api/reload", "/api/command"];
+const ADMIN_PATHS: [&str; 3] = ["/api/reload", "/api/command", "/api/forget"];
+/// How long `POST /api/forget` waits for the pipeline's answer.
+const FORGET_WAIT: Duration = Duration::from_secs(5);
 
 /// The paths that only read, and what they need.
 const READ_PATHS: [&str; 7] = [
@@ -326,6 +337,18 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
         }
         _ => return Response::text(404, "not found"),
     };
+    if needed == HttpRight::Admin {
+        if let Some(why) = csrf::forged(request) {
+            views.counters.request_refused();
+            if let Some(suppressed) = shared.log.admit("forged") {
+                log::warn!(
+                    "http: admin request from {peer} refused: {why}{}",
+                    suppressed_suffix(suppressed)
+                );
+            }
+            return Response::text(403, why);
+        }
+    }
     let authorization = request.header("authorization");
     let user = match shared.access.check(peer, authorization, needed).await {
         Ok(user) => user,
@@ -343,9 +366,18 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
         }
     };
     match path {
-        "/" => Response::new(200, response::HTML, PAGE),
+        "/" if request.accepts_gzip() => Response::new(200, response::HTML, PAGE_GZIP)
+            .with_header("Content-Encoding", "gzip".into())
+            .with_header("Vary", "Accept-Encoding".into()),
+        "/" => Response::text(
+            406,
+            "the page is sent gzip-compressed: ask with Accept-Encoding: gzip (curl --compressed)",
+        ),
         "/metrics" => Response::new(200, response::METRICS, views.metrics()),
-        "/api/gateway" => Response::json(200, &api::gateway(views)),
+        "/api/gateway" => Response::json(
+            200,
+            &api::gateway(views, shared.access.is_admin(user.as_deref())),
+        ),
         "/api/sources" => Response::json(200, &api::sources(views)),
         "/api/devices" => Response::json(200, &api::devices(views)),
         "/api/heard" => Response::json(200, &api::heard(views)),
@@ -368,7 +400,50 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
             None => Response::text(404, "no configuration file to reload"),
         },
         "/api/command" => command(views, user.as_deref().unwrap_or_default(), &request.body),
+        "/api/forget" => forget(views, user.as_deref().unwrap_or_default(), &request.body).await,
         _ => Response::text(404, "not found"),
+    }
+}
+
+/// The `"device"` of an admin request's JSON body: one topic level, or the answer that refuses it.
+fn device_of(body: &[u8], shape: &str) -> Result<(Json, String), Response> {
+    let Ok(request) = serde_json::from_slice::<Json>(body) else {
+        return Err(Response::text(
+            400,
+            &format!("the body is not JSON: {shape}"),
+        ));
+    };
+    let device = request["device"].as_str().unwrap_or_default().to_string();
+    if device.is_empty() || device.contains(['/', '+', '#', '\0']) {
+        return Err(Response::text(
+            400,
+            "\"device\" must be a device name (one topic level)",
+        ));
+    }
+    Ok((request, device))
+}
+
+/// `POST /api/forget` `{"device": NAME}`: the pipeline forgets the device (its retained availability,
+/// state, fields and Home Assistant configs cleared, its registry entry removed); 200 with the number of
+/// topics cleared, 404 when no tracked device has that name, 503 when the pipeline is busy or gone.
+async fn forget(views: &Views, user: &str, body: &[u8]) -> Response {
+    let (_, device) = match device_of(body, "{\"device\": ...}") {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused,
+    };
+    let Some(queue) = &views.forget else {
+        return Response::text(503, "the pipeline takes no requests here");
+    };
+    match queue.ask(&device, FORGET_WAIT).await {
+        Ok(ForgetOutcome::Forgotten { cleared_topics }) => {
+            log::info!("http: {user} had device {device:?} forgotten");
+            Response::json(
+                200,
+                &json!({"forgotten": device, "cleared_topics": cleared_topics}),
+            )
+        }
+        Ok(ForgetOutcome::Unknown) => Response::text(404, "no tracked device has that name"),
+        Err(error) => Response::text(503, &error.to_string()),
     }
 }
 
@@ -376,16 +451,10 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
 /// router as if the admin had published it on `{base}/{device}/set` (same queues, refusals and result
 /// on `{base}/{device}/set/result`); 202 when the router took it.
 fn command(views: &Views, user: &str, body: &[u8]) -> Response {
-    let Ok(request) = serde_json::from_slice::<Json>(body) else {
-        return Response::text(
-            400,
-            "the body is not JSON: {\"device\": ..., \"command\": ...}",
-        );
+    let (request, device) = match device_of(body, "{\"device\": ..., \"command\": ...}") {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused,
     };
-    let device = request["device"].as_str().unwrap_or_default();
-    if device.is_empty() || device.contains(['/', '+', '#', '\0']) {
-        return Response::text(400, "\"device\" must be a device name (one topic level)");
-    }
     let payload = match &request["command"] {
         Json::Null => return Response::text(400, "\"command\" is missing"),
         Json::String(text) => text.clone().into_bytes(),
@@ -434,7 +503,25 @@ mod tests {
             counters: HttpCounters::default(),
             reload: None,
             base_topic: "sensorgate".into(),
+            forget: None,
         }
+    }
+
+    #[test]
+    fn the_compressed_page_is_the_current_page() {
+        let unzipped = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/http/page.html.gz"
+            ))
+            .output()
+            .expect("gzip (Debian: gzip)");
+        assert!(unzipped.status.success());
+        assert!(
+            unzipped.stdout == include_bytes!("page.html"),
+            "src/http/page.html.gz is not page.html: gzip -9n -c src/http/page.html > src/http/page.html.gz"
+        );
     }
 
     #[test]
@@ -447,6 +534,6 @@ mod tests {
         drop(alive);
         let _uplink = health.register("uplink", Duration::from_secs(30));
         assert_eq!(views.healthz(), Response::text(503, "wedged: pipeline"));
-        assert_eq!(api::gateway(&views)["wedged"], json!(["pipeline"]));
+        assert_eq!(api::gateway(&views, false)["wedged"], json!(["pipeline"]));
     }
 }

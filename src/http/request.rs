@@ -40,6 +40,23 @@ impl Request {
             .map(|(_, value)| value.as_str())
     }
 
+    /// Whether the client takes a gzip-compressed body (`Accept-Encoding` names `gzip` or `*`, without
+    /// `q=0`).
+    pub fn accepts_gzip(&self) -> bool {
+        self.header("accept-encoding").is_some_and(|codings| {
+            codings.split(',').any(|coding| {
+                let mut parts = coding.split(';').map(str::trim);
+                let name = parts.next().unwrap_or_default();
+                let refused = parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q == 0.0)
+                });
+                (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+            })
+        })
+    }
+
     /// The value of query parameter `name` (no percent-decoding: the API's parameters are plain words).
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query
@@ -207,6 +224,24 @@ pub fn parse_head(head: &[u8]) -> Result<Request, RequestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_is_taken_when_named_or_starred_and_not_refused() {
+        let with = |codings: &str| {
+            parse_head(format!("GET / HTTP/1.1\r\nAccept-Encoding: {codings}\r\n\r\n").as_bytes())
+                .unwrap()
+                .accepts_gzip()
+        };
+        assert!(with("gzip, deflate, br, zstd"));
+        assert!(with("br;q=1.0, GZIP;q=0.5"));
+        assert!(with("*"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("deflate, br"));
+        assert!(!with("identity"));
+        assert!(!parse_head(b"GET / HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .accepts_gzip());
+    }
 
     #[test]
     fn parses_a_request_head() {

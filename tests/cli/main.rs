@@ -1,5 +1,5 @@
 //! The command line as a user runs it: check-config and run agreeing on every key, the shipped files,
-//! the configuration the Debian package installs, the errors of the security keys, and decoding BLE
+//! the configuration and the systemd unit the Debian package installs, the errors of the security keys, and decoding BLE
 //! adverts. One test binary; one module per concern.
 
 mod agreement;
@@ -9,3 +9,4 @@ mod codec;
 mod commands;
 mod packaged;
 mod security_keys;
+mod unit;

@@ -52,6 +52,7 @@ fn pipeline(state_dir: &std::path::Path) -> Pipeline {
         state_dir: state_dir.to_path_buf(),
         live: None,
         http_stats: None,
+        forget: None,
     }
 }
 

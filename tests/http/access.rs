@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::client::{exchange, get};
+use crate::client::{exchange, get, get_page};
 use crate::daemon::start;
 
 fn users(hash: &str) -> String {
@@ -44,9 +44,19 @@ async fn a_login_is_required_and_a_wrong_password_is_refused() {
         403,
         "bob has no http right"
     );
-    let alice = get(page, "/", Some(("alice", "wonderland")));
+    let alice = get_page(page, Some(("alice", "wonderland")));
     assert_eq!(alice.status, 200);
+    assert_eq!(alice.header("content-encoding"), Some("gzip"));
+    assert_eq!(alice.header("vary"), Some("Accept-Encoding"));
     assert!(alice.body.contains("<title>sensorgate</title>"));
+    // A client that takes no gzip is told how to ask.
+    let plain = get(page, "/", Some(("alice", "wonderland")));
+    assert_eq!(plain.status, 406, "{}", plain.body);
+    assert!(
+        plain.body.contains("Accept-Encoding: gzip"),
+        "{}",
+        plain.body
+    );
     assert_eq!(
         get(page, "/api/reload", Some(("alice", "wonderland"))).status,
         405,
@@ -56,7 +66,7 @@ async fn a_login_is_required_and_a_wrong_password_is_refused() {
     let post = |user: &str| {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:wonderland"));
         let request = format!(
-            "POST /api/reload HTTP/1.1\r\nAuthorization: Basic {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "POST /api/reload HTTP/1.1\r\nAuthorization: Basic {token}\r\nX-Sensorgate-Request: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         exchange(page, request.as_bytes()).status
     };

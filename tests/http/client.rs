@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use base64::Engine;
 
-/// One answer: status, headers (names in lower case) and body.
+/// One answer: status, headers (names in lower case) and body (as text, and as the bytes sent).
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    pub raw_body: Vec<u8>,
 }
 
 impl Answer {
@@ -38,10 +39,12 @@ pub fn exchange(addr: SocketAddr, request: &[u8]) -> Answer {
 
 /// Parses one answer's bytes.
 pub fn parse(bytes: &[u8]) -> Answer {
-    let text = String::from_utf8_lossy(bytes).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no complete answer: {text:?}"));
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete answer: {:?}", String::from_utf8_lossy(bytes)));
+    let head = String::from_utf8_lossy(&bytes[..end]).to_string();
+    let raw_body = bytes[end + 4..].to_vec();
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
@@ -55,7 +58,8 @@ pub fn parse(bytes: &[u8]) -> Answer {
     Answer {
         status,
         headers,
-        body: body.to_string(),
+        body: String::from_utf8_lossy(&raw_body).to_string(),
+        raw_body,
     }
 }
 
@@ -68,4 +72,36 @@ pub fn get(addr: SocketAddr, path: &str, login: Option<(&str, &str)>) -> Answer 
     }
     request.push_str("\r\n");
     exchange(addr, request.as_bytes())
+}
+
+/// `GET /` as a browser asks for it (gzip accepted): the answer, with the page's text unzipped (by
+/// Debian's gzip) into `body`.
+pub fn get_page(addr: SocketAddr, login: Option<(&str, &str)>) -> Answer {
+    let mut request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: gzip, deflate\r\nConnection: close\r\n"
+    );
+    if let Some((user, password)) = login {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut answer = exchange(addr, request.as_bytes());
+    if answer.header("content-encoding") == Some("gzip") {
+        let mut gunzip = std::process::Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gzip");
+        gunzip
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&answer.raw_body)
+            .unwrap();
+        let output = gunzip.wait_with_output().unwrap();
+        assert!(output.status.success(), "the page is not gzip");
+        answer.body = String::from_utf8(output.stdout).expect("the page is UTF-8");
+    }
+    answer
 }

@@ -57,11 +57,14 @@ pub struct Running {
 /// Starts the daemon with `http` as its `[http]` section (and any `[[broker.user]]`), waits for the
 /// serial port to open and the page to listen.
 pub fn start(dir: &Path, http: &str) -> Running {
+    start_with(dir, &CONFIG.replace("{http}", http))
+}
+
+/// [`start`] with a whole configuration (`{link}` is the serial port's path).
+pub fn start_with(dir: &Path, config: &str) -> Running {
     let link = dir.join("usb-serial-port0");
     let dongle = FakeDongle::plug(&link);
-    let config = CONFIG
-        .replace("{link}", &link.display().to_string())
-        .replace("{http}", http);
+    let config = config.replace("{link}", &link.display().to_string());
     let daemon = Daemon::start(dir, &config);
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
     daemon.wait_for_log("status page on http", 1, Duration::from_secs(10));
@@ -82,8 +85,13 @@ pub fn start(dir: &Path, http: &str) -> Running {
 
 /// A node16 header (address 7, sequence `seq`), an LPP temperature of 21.5 °C, its CRC, COBS, delimiter.
 pub fn kitchen_frame(seq: u8, good_crc: bool) -> Vec<u8> {
+    frame_from(7, seq, good_crc)
+}
+
+/// [`kitchen_frame`] from the node at `address` (`uart0-{address}` when no `[[device]]` names it).
+pub fn frame_from(address: u8, seq: u8, good_crc: bool) -> Vec<u8> {
     use sensorgate::frame::crc::{append_crc, CrcMode};
-    let body = [0x00, 0x07, seq, 0x01, 0x67, 0x00, 0xd7];
+    let body = [0x00, address, seq, 0x01, 0x67, 0x00, 0xd7];
     let mut framed = append_crc(CrcMode::Crc16CcittFalse, &body);
     if !good_crc {
         let last = framed.len() - 1;

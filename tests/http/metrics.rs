@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sensorgate_testkit::python;
+use sensorgate_testkit::{mqtt, python};
 
 use crate::client::get;
 use crate::daemon::{start, wait_for, ANONYMOUS_READ};
@@ -130,5 +130,74 @@ async fn promtool_and_prometheus_client_read_every_family_and_counters_only_grow
         let later = after.get(sample).unwrap_or_else(|| panic!("{sample} gone"));
         assert!(later >= value, "{sample} went down: {value} -> {later}");
     }
+    running.daemon.stop();
+}
+
+/// One sample's value in a scrape's text (`name{labels} value`), 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_messages_in_out_and_refused_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), ANONYMOUS_READ);
+    let scrape = || get(running.page, "/metrics", None).body;
+    let received = "sensorgate_broker_messages_received_total";
+    let sent = "sensorgate_broker_messages_sent_total";
+    let refused = "sensorgate_broker_dropped_total{reason=\"client_publish_refused\"}";
+    let before = scrape();
+    let mut subscriber =
+        mqtt::subscribe(running.daemon.addr, "metrics-in-out", "metrics/#", 1).await;
+    const COUNT: usize = 20;
+    for i in 0..COUNT {
+        subscriber
+            .client
+            .publish(format!("metrics/{i}"), mqtt::qos(1), false, vec![b'x'])
+            .await
+            .unwrap();
+    }
+    // A topic the gateway owns: anonymous clients may not write it.
+    subscriber
+        .client
+        .publish("sensorgate/kitchen", mqtt::qos(1), false, vec![b'x'])
+        .await
+        .unwrap();
+    let mut seen = 0;
+    while seen < COUNT {
+        let got = subscriber.next(Duration::from_secs(10)).await;
+        assert!(got.is_some(), "only {seen} of {COUNT} delivered");
+        seen += 1;
+    }
+    let after = wait_for(Duration::from_secs(10), "the refusal counted", || {
+        let text = scrape();
+        (sample(&text, refused) >= sample(&before, refused) + 1.0).then_some(text)
+    });
+    let (ok, said) = promtool(&after);
+    assert!(ok, "promtool: {said}");
+    assert!(
+        sample(&after, received) >= sample(&before, received) + (COUNT + 1) as f64,
+        "received {} -> {}",
+        sample(&before, received),
+        sample(&after, received)
+    );
+    assert!(
+        sample(&after, sent) >= sample(&before, sent) + COUNT as f64,
+        "sent {} -> {}",
+        sample(&before, sent),
+        sample(&after, sent)
+    );
+    let families = parse(&after);
+    assert_eq!(
+        families["sensorgate_broker_messages_received"]["type"],
+        "counter"
+    );
+    assert_eq!(
+        families["sensorgate_broker_messages_sent"]["type"],
+        "counter"
+    );
     running.daemon.stop();
 }

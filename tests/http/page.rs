@@ -1,14 +1,19 @@
 //! The page in a real browser: a headless Chromium loads it from the running daemon and runs its script;
-//! the tests read the DOM it rendered (not the HTML sent) and keep a screenshot.
+//! the tests read the DOM it rendered (not the HTML sent) and keep a screenshot, and click the admin
+//! buttons through the DevTools protocol (tests/http/cdp.py).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use base64::Engine;
 use sensorgate_testkit::daemon::Daemon;
+use sensorgate_testkit::mqtt;
 
 use crate::client::get;
-use crate::daemon::{demo_config, kitchen_frame, start, wait_for, ANONYMOUS_READ};
+use crate::daemon::{
+    demo_config, frame_from, kitchen_frame, start, start_with, wait_for, ANONYMOUS_READ, CONFIG,
+};
 
 /// Runs headless Chromium on `url` with `args` (a fresh profile in `dir`), returning its standard
 /// output; bounded by a 60 s kill.
@@ -189,4 +194,152 @@ async fn the_demo_page_shows_the_demo_devices_with_their_values() {
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     let (status, _) = daemon.stop();
     assert!(status.success(), "{status}");
+}
+
+/// Runs `steps` (JavaScript function bodies, see tests/http/cdp.py) in the page at `url` in a headless
+/// Chromium driven over the DevTools protocol; their return values.
+fn drive(dir: &Path, url: &str, steps: &[&str]) -> Vec<serde_json::Value> {
+    let profile = tempfile::tempdir_in(dir).unwrap();
+    let output = sensorgate_testkit::python::run_script(
+        "json",
+        "python3",
+        "tests/http/cdp.py",
+        &[Path::new(url), profile.path()],
+        &serde_json::to_string(steps).unwrap(),
+    );
+    serde_json::from_str(&output).unwrap_or_else(|_| panic!("cdp.py printed {output:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_buttons_are_shown_to_admins_only_and_forget_reload_and_command_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = sensorgate::broker::hash_password("wonderland").unwrap();
+    let sections = format!(
+        "[http]\nbind = \"127.0.0.1:0\"\n\n\
+         [[broker.user]]\nname = \"root\"\npassword_hash = \"{hash}\"\nhttp = \"admin\"\n\n\
+         [[broker.user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nhttp = \"read\"\n\n\
+         [broker]\nallow_anonymous = true\n"
+    );
+    // The serial port takes commands, so that the page's command goes the whole commands path.
+    let config = CONFIG.replace("{http}", &sections).replace(
+        "crc = \"crc16-ccitt-false\"\n",
+        "crc = \"crc16-ccitt-false\"\ncommands = true\n",
+    );
+    let mut running = start_with(dir.path(), &config);
+    let page = running.page;
+    running.dongle.write(&frame_from(9, 1, true)).await;
+    running.dongle.write(&kitchen_frame(1, true)).await;
+    wait_for(
+        Duration::from_secs(15),
+        "uart0-9 and kitchen in the API",
+        || {
+            let devices = get(page, "/api/devices", Some(("alice", "wonderland"))).body;
+            (devices.contains("\"uart0-9\"") && devices.contains("\"kitchen\"")).then_some(())
+        },
+    );
+
+    // A reader sees no admin section and no forget buttons.
+    let seen = tokio::task::block_in_place(|| {
+        drive(
+            dir.path(),
+            &format!("http://alice:wonderland@{page}/"),
+            &[
+                "await until(() => document.querySelector('tr[data-device=\"uart0-9\"]'));
+               return { hidden: document.getElementById('admin').hidden,
+                        forget: document.querySelectorAll('button.forget').length };",
+            ],
+        )
+    });
+    assert_eq!(seen[0], serde_json::json!({"hidden": true, "forget": 0}));
+
+    // An admin sees them; forget takes two clicks; reload and a command answer in the admin line.
+    let mut results =
+        mqtt::subscribe(running.daemon.addr, "watch-set", "sensorgate/+/set/#", 0).await;
+    let seen = tokio::task::block_in_place(|| {
+        drive(
+            dir.path(),
+            &format!("http://root:wonderland@{page}/"),
+            &[
+                "await until(() => !document.getElementById('admin').hidden);
+                 const row = () => document.querySelector('tr[data-device=\"uart0-9\"]');
+                 (await until(() => row() && row().querySelector('button.forget'))).click();
+                 (await until(() => row() && row().querySelector('button.confirming'))).click();
+                 return await until(() => { const t = document.getElementById('admin-result').textContent;
+                                           return t.includes('forgotten') && t; });",
+                "await until(() => !document.querySelector('tr[data-device=\"uart0-9\"]'));
+                 document.getElementById('admin-reload').click();
+                 return await until(() => { const t = document.getElementById('admin-result').textContent;
+                                           return t.startsWith('reload: ') && t; });",
+                "await until(() => [...document.getElementById('command-device').options].some(o => o.value === 'kitchen'));
+                 document.getElementById('command-device').value = 'kitchen';
+                 document.getElementById('command-text').value = '{\"digital_output_1\": 1}';
+                 document.getElementById('command-send').click();
+                 return await until(() => { const t = document.getElementById('admin-result').textContent;
+                                           return t.startsWith('command to kitchen: ') && t; });",
+            ],
+        )
+    });
+    let text = |i: usize| seen[i].as_str().unwrap_or_default().to_string();
+    assert!(text(0).starts_with("forget uart0-9: 200 "), "{seen:?}");
+    assert!(text(1).starts_with("reload: 202 "), "{seen:?}");
+    assert!(text(2).contains("sensorgate/kitchen/set"), "{seen:?}");
+    let devices = get(page, "/api/devices", Some(("alice", "wonderland"))).body;
+    assert!(!devices.contains("\"uart0-9\""), "{devices}");
+    running
+        .daemon
+        .wait_for_log("configuration reloaded", 1, Duration::from_secs(10));
+    // The command went the commands path: its result is published.
+    let mut set_seen = Vec::new();
+    let result = results
+        .wait_for(Duration::from_secs(10), &mut set_seen, |m| {
+            m.topic == "sensorgate/kitchen/set/result"
+        })
+        .await;
+    assert!(result.is_some(), "{set_seen:?}");
+    running.daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_requests_without_the_page_header_or_from_another_site_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = sensorgate::broker::hash_password("wonderland").unwrap();
+    let sections = format!(
+        "[http]\nbind = \"127.0.0.1:0\"\n\n\
+         [[broker.user]]\nname = \"root\"\npassword_hash = \"{hash}\"\nhttp = \"admin\"\n"
+    );
+    let running = start(dir.path(), &sections);
+    let page = running.page;
+    let token = base64::engine::general_purpose::STANDARD.encode("root:wonderland");
+    let post = |extra: &str| {
+        let body = r#"{"device": "nobody"}"#;
+        let request = format!(
+            "POST /api/forget HTTP/1.1\r\nHost: {page}\r\nAuthorization: Basic {token}\r\n{extra}\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        crate::client::exchange(page, request.as_bytes())
+    };
+    // What another site's form makes the browser send: the remembered login, no header.
+    let forged = post("Origin: http://evil.example\r\n");
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let forged = post("X-Sensorgate-Request: page\r\nOrigin: http://evil.example\r\n");
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    // The page itself (same origin, with the header), and a script without an Origin, get through.
+    let same = post(&format!(
+        "X-Sensorgate-Request: page\r\nOrigin: http://{page}\r\n"
+    ));
+    assert_eq!(same.status, 404, "{}", same.body);
+    assert_eq!(post("X-Sensorgate-Request: curl\r\n").status, 404);
+    // A CORS preflight gets no permission.
+    let preflight = crate::client::exchange(
+        page,
+        format!(
+            "OPTIONS /api/forget HTTP/1.1\r\nHost: {page}\r\nOrigin: http://evil.example\r\n\
+             Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert!(preflight.header("access-control-allow-origin").is_none());
+    assert_ne!(preflight.status / 100, 2);
+    running.daemon.stop();
 }

@@ -198,6 +198,7 @@ impl Rig {
             state_dir: std::path::PathBuf::new(),
             live: None,
             http_stats: None,
+            forget: None,
         };
         let (events, events_rx) = mpsc::channel(64);
         let (updates, updates_rx) = mpsc::channel(1);
