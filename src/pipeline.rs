@@ -39,6 +39,33 @@ use crate::stats::{stats_json, Stats};
 /// `{base}/gateway/heard` is published at most this often, whatever the sources hear.
 const HEARD_EVERY: Duration = Duration::from_secs(1);
 
+/// When `{base}/gateway/heard` is next due: only after the list changed, and at most every
+/// [`HEARD_EVERY`].
+#[derive(Debug, Default)]
+struct HeardSchedule {
+    due: Option<tokio::time::Instant>,
+    published_at: Option<tokio::time::Instant>,
+}
+
+impl HeardSchedule {
+    /// After an event: when nothing is due yet and the list changed, due now, or [`HEARD_EVERY`] after
+    /// the last publish.
+    fn after_event(&mut self, heard: &mut HeardList) {
+        if self.due.is_none() && heard.take_changed() {
+            self.due = Some(
+                self.published_at
+                    .map_or_else(tokio::time::Instant::now, |at| at + HEARD_EVERY),
+            );
+        }
+    }
+
+    /// The list was just published.
+    fn published(&mut self) {
+        self.due = None;
+        self.published_at = Some(tokio::time::Instant::now());
+    }
+}
+
 /// A cheap probe the stats line calls for the uplink's part (spool depth, link state).
 pub type UplinkStatsProbe = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 /// The same for the commands' counters per source (`crate::commands::CommandStats`).
@@ -110,14 +137,11 @@ impl Pipeline {
     ) -> Registry {
         let started = clock_now();
         let mut stats = Stats::new();
-        for source in self.decoders.keys() {
-            stats.source(source);
-        }
+        count_sources(&mut stats, &self.decoders);
         let warnings = RateLimiter::new(Duration::from_secs(60));
         let mut refusals = Refusals::default();
         let mut heard = HeardList::new();
-        let mut heard_due: Option<tokio::time::Instant> = None;
-        let mut heard_published_at: Option<tokio::time::Instant> = None;
+        let mut heard_schedule = HeardSchedule::default();
         let mut stats_ticker = tokio::time::interval(self.stats_interval);
         stats_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat_ticker = tokio::time::interval(Duration::from_secs(1));
@@ -140,9 +164,7 @@ impl Pipeline {
                         }
                         let messages = self.handle(event, &frames, &codecs, &mut stats, &warnings, &mut heard);
                         refusals.publish(broker, &messages).await;
-                        if heard_due.is_none() && heard.take_changed() {
-                            heard_due = Some(heard_published_at.map_or_else(tokio::time::Instant::now, |at| at + HEARD_EVERY));
-                        }
+                        heard_schedule.after_event(&mut heard);
                     }
                     None => break,
                 },
@@ -151,24 +173,8 @@ impl Pipeline {
                     refusals.publish(broker, &messages).await;
                 }
                 Some(update) = updates.recv() => {
-                    for source in update.decoders.keys() {
-                        stats.source(source);
-                    }
-                    self.decoders = update.decoders;
-                    codecs.reconfigure(&update.codecs);
-                    self.codecs = update.codecs;
-                    if let Some(keys) = update.frame_keys {
-                        frames.set_keys(keys);
-                    }
-                    let wills = self.registry.reconfigure(update.registry);
-                    refusals.publish(broker, &wills).await;
-                    let mut discovery = crate::homeassistant::stage::reconfigure(
-                        &mut self.discovery, update.homeassistant, &self.state_dir, broker, &self.registry,
-                    ).await;
-                    if let Some(stage) = &mut self.discovery {
-                        discovery.extend(stage.forgotten(&mut self.registry));
-                    }
-                    refusals.publish(broker, &discovery).await;
+                    count_sources(&mut stats, &update.decoders);
+                    self.apply_update(update, broker, &mut codecs, &mut frames, &mut refusals).await;
                 }
                 request = crate::forget::next(&mut self.forget) => {
                     let outcome = match self.forget_device(&request.device, &mut stats) {
@@ -192,23 +198,13 @@ impl Pipeline {
                         refusals.publish(broker, &messages).await;
                     }
                 }
-                _ = sleep_until_or_forever(heard_due) => {
+                _ = sleep_until_or_forever(heard_schedule.due) => {
                     heard.take_changed();
-                    heard_due = None;
-                    heard_published_at = Some(tokio::time::Instant::now());
-                    let message = Message {
-                        topic: publish::gateway_heard_topic(&self.base_topic),
-                        payload: heard.to_json().to_string().into_bytes(),
-                        qos: 0,
-                        retain: true,
-                    };
-                    refusals.publish(broker, &[message]).await;
+                    heard_schedule.published();
+                    refusals.publish(broker, &[self.heard_message(&heard)]).await;
                 }
                 _ = sleep_until_or_forever(deadline) => {
-                    if let Some(live) = &self.live {
-                        live.touch();
-                    }
-                    let messages = self.registry.expire(clock_now());
+                    let messages = self.expire();
                     refusals.publish(broker, &messages).await;
                 }
                 _ = stats_ticker.tick() => {
@@ -216,18 +212,85 @@ impl Pipeline {
                     let message = self.stats_message(&stats, broker, started);
                     refusals.publish(broker, &[message]).await;
                 }
-                _ = heartbeat_ticker.tick() => {
-                    self.devices_online.store(self.registry.devices_online(), Ordering::Relaxed);
-                    if let Some(heartbeat) = &self.heartbeat {
-                        heartbeat.beat();
-                    }
-                    self.refresh_live_view(&stats, started);
-                    if let Some(stage) = &mut self.discovery {
-                        stage.persist().await;
-                    }
-                }
+                _ = heartbeat_ticker.tick() => self.on_heartbeat(&stats, started).await,
             }
         }
+        self.finish(broker, stats, refusals, started).await
+    }
+
+    /// A reload: the new decoders, codecs and frame keys, the registry's new settings (the wills of
+    /// devices it forgot published), and discovery switched or reconfigured.
+    async fn apply_update(
+        &mut self,
+        update: PipelineUpdate,
+        broker: &Broker,
+        codecs: &mut CodecSources,
+        frames: &mut FrameGuard,
+        refusals: &mut Refusals,
+    ) {
+        self.decoders = update.decoders;
+        codecs.reconfigure(&update.codecs);
+        self.codecs = update.codecs;
+        if let Some(keys) = update.frame_keys {
+            frames.set_keys(keys);
+        }
+        let wills = self.registry.reconfigure(update.registry);
+        refusals.publish(broker, &wills).await;
+        let mut discovery = crate::homeassistant::stage::reconfigure(
+            &mut self.discovery,
+            update.homeassistant,
+            &self.state_dir,
+            broker,
+            &self.registry,
+        )
+        .await;
+        if let Some(stage) = &mut self.discovery {
+            discovery.extend(stage.forgotten(&mut self.registry));
+        }
+        refusals.publish(broker, &discovery).await;
+    }
+
+    /// A liveness deadline passed: what the registry publishes for the devices now silent too long.
+    fn expire(&mut self) -> Vec<Message> {
+        if let Some(live) = &self.live {
+            live.touch();
+        }
+        self.registry.expire(clock_now())
+    }
+
+    /// `{base}/gateway/heard`: what the sources heard, retained.
+    fn heard_message(&self, heard: &HeardList) -> Message {
+        Message {
+            topic: publish::gateway_heard_topic(&self.base_topic),
+            payload: heard.to_json().to_string().into_bytes(),
+            qos: 0,
+            retain: true,
+        }
+    }
+
+    /// Once a second: the devices online for systemd's status, the watchdog's beat, the live view, and
+    /// discovery's state file.
+    async fn on_heartbeat(&mut self, stats: &Stats, started: Instant) {
+        self.devices_online
+            .store(self.registry.devices_online(), Ordering::Relaxed);
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.beat();
+        }
+        self.refresh_live_view(stats, started);
+        if let Some(stage) = &mut self.discovery {
+            stage.persist().await;
+        }
+    }
+
+    /// The end, once every source is gone: the watchdog retired, every device's will and a last stats
+    /// line published, discovery's state saved; the registry handed back.
+    async fn finish(
+        mut self,
+        broker: &Broker,
+        mut stats: Stats,
+        mut refusals: Refusals,
+        started: Instant,
+    ) -> Registry {
         if let Some(heartbeat) = self.heartbeat.take() {
             heartbeat.retire(); // a clean end, not a wedged stage
         }
@@ -353,21 +416,11 @@ impl Pipeline {
             }
             SourceEvent::DecodeError { source, error } => {
                 stats.source(&source).decode_errors += 1;
-                log::debug!(source = source.as_str(); "not a reading: {error}");
-                if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
-                    log::warn!(source = source.as_str(); "not a reading: {error}{}", suppressed_suffix(suppressed));
-                }
+                log_refused(warnings, &source, &format!("not a reading: {error}"));
                 Vec::new()
             }
             SourceEvent::State { source, state } => {
-                let counters = stats.source(&source);
-                counters.state = Some(state.as_str());
-                match state {
-                    ReceiverState::Stalled => counters.stalls += 1,
-                    ReceiverState::Restarting => counters.restarts += 1,
-                    ReceiverState::Finished => counters.up = false,
-                    ReceiverState::Starting | ReceiverState::Running | ReceiverState::Lost => {}
-                }
+                count_state(stats, &source, state);
                 Vec::new()
             }
             SourceEvent::Up { source } => {
@@ -386,67 +439,74 @@ impl Pipeline {
                     let outcome = FrameOutcome::Refused(format!("framing: {error}"));
                     live.record(&source, &[], std::time::SystemTime::now(), outcome);
                 }
-                log::debug!(source = source.as_str(); "frame refused: {error}");
-                if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
-                    log::warn!(source = source.as_str(); "frame refused: {error}{}", suppressed_suffix(suppressed));
-                }
+                log_refused(warnings, &source, &format!("frame refused: {error}"));
                 Vec::new()
             }
             SourceEvent::Packet(packet) => {
-                let source = packet.source.clone();
-                stats.source(&source).frames += 1;
-                let Some(decoder) = self.decoders.get(&source) else {
-                    return Vec::new();
-                };
-                // Encrypted sources: authenticate, decrypt and check the counter first.
-                let (decoder, opened) = match frames.open(decoder, &packet) {
-                    Ok(opened) => opened,
-                    Err(refusal) => {
-                        self.inspect(&packet, || FrameOutcome::Refused(refusal.to_string()));
-                        refusal.count(stats.source(&source));
-                        log::debug!(source = source.as_str(); "frame refused: {refusal}");
-                        if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
-                            log::warn!(source = source.as_str(); "frame refused: {refusal}{}", suppressed_suffix(suppressed));
-                        }
-                        return Vec::new();
-                    }
-                };
-                let decoded = match decoder.payload {
-                    // A codec decodes off this task; its outcome comes back through `codecs`.
-                    PayloadFormat::Codec => match decoder.split(&opened) {
-                        Ok(Some((link, payload))) => {
-                            return match codecs.submit(&opened, &link, payload) {
-                                Ok(()) => Vec::new(),
-                                Err(outcome) => self.on_codec_outcome(*outcome, stats, warnings),
-                            };
-                        }
-                        Ok(None) => Ok(Vec::new()),
-                        Err(error) => Err(error),
-                    },
-                    _ => decoder.decode(&opened),
-                };
-                match decoded {
-                    Ok(readings) => {
-                        let mut messages = Vec::new();
-                        let mut inspected = Vec::new();
-                        for reading in &readings {
-                            if let Some(entry) = self.admit(reading, stats, &mut messages) {
-                                inspected.push(entry);
-                            }
-                        }
-                        self.inspect(&packet, || FrameOutcome::Decoded(inspected));
-                        messages
-                    }
-                    Err(error) => {
-                        self.inspect(&packet, || FrameOutcome::Refused(error.to_string()));
-                        stats.source(&source).decode_errors += 1;
-                        log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", opened.bytes);
-                        if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
-                            log::warn!(source = source.as_str(); "undecodable frame: {error}{}", suppressed_suffix(suppressed));
-                        }
-                        Vec::new()
+                stats.source(&packet.source).frames += 1;
+                self.on_packet(packet, frames, codecs, stats, warnings)
+            }
+        }
+    }
+
+    /// A packet from a source: opened when the source is encrypted, then decoded (by a codec off this
+    /// task, whose outcome comes back through `codecs`), and its readings through the registry.
+    fn on_packet(
+        &mut self,
+        packet: crate::model::Packet,
+        frames: &FrameGuard,
+        codecs: &CodecSources,
+        stats: &mut Stats,
+        warnings: &RateLimiter,
+    ) -> Vec<Message> {
+        let source = packet.source.clone();
+        let Some(decoder) = self.decoders.get(&source) else {
+            return Vec::new();
+        };
+        // Encrypted sources: authenticate, decrypt and check the counter first.
+        let (decoder, opened) = match frames.open(decoder, &packet) {
+            Ok(opened) => opened,
+            Err(refusal) => {
+                self.inspect(&packet, || FrameOutcome::Refused(refusal.to_string()));
+                refusal.count(stats.source(&source));
+                log_refused(warnings, &source, &format!("frame refused: {refusal}"));
+                return Vec::new();
+            }
+        };
+        let decoded = match decoder.payload {
+            // A codec decodes off this task; its outcome comes back through `codecs`.
+            PayloadFormat::Codec => match decoder.split(&opened) {
+                Ok(Some((link, payload))) => {
+                    return match codecs.submit(&opened, &link, payload) {
+                        Ok(()) => Vec::new(),
+                        Err(outcome) => self.on_codec_outcome(*outcome, stats, warnings),
+                    };
+                }
+                Ok(None) => Ok(Vec::new()),
+                Err(error) => Err(error),
+            },
+            _ => decoder.decode(&opened),
+        };
+        match decoded {
+            Ok(readings) => {
+                let mut messages = Vec::new();
+                let mut inspected = Vec::new();
+                for reading in &readings {
+                    if let Some(entry) = self.admit(reading, stats, &mut messages) {
+                        inspected.push(entry);
                     }
                 }
+                self.inspect(&packet, || FrameOutcome::Decoded(inspected));
+                messages
+            }
+            Err(error) => {
+                self.inspect(&packet, || FrameOutcome::Refused(error.to_string()));
+                stats.source(&source).decode_errors += 1;
+                log::debug!(source = source.as_str(); "undecodable frame {:02X?}: {error}", opened.bytes);
+                if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
+                    log::warn!(source = source.as_str(); "undecodable frame: {error}{}", suppressed_suffix(suppressed));
+                }
+                Vec::new()
             }
         }
     }
@@ -602,6 +662,34 @@ impl Pipeline {
             "fields": fields,
             "result": result,
         })
+    }
+}
+
+/// Gives every source of `decoders` its counters, so a source that has sent nothing yet shows zeros.
+fn count_sources(stats: &mut Stats, decoders: &HashMap<String, PacketDecoder>) {
+    for source in decoders.keys() {
+        stats.source(source);
+    }
+}
+
+/// A source's receiver state, and the stalls, restarts and end it counts.
+fn count_state(stats: &mut Stats, source: &str, state: ReceiverState) {
+    let counters = stats.source(source);
+    counters.state = Some(state.as_str());
+    match state {
+        ReceiverState::Stalled => counters.stalls += 1,
+        ReceiverState::Restarting => counters.restarts += 1,
+        ReceiverState::Finished => counters.up = false,
+        ReceiverState::Starting | ReceiverState::Running | ReceiverState::Lost => {}
+    }
+}
+
+/// What a source sent that was refused: logged at debug every time, and as a warning at most once a
+/// minute per source with the number suppressed since.
+fn log_refused(warnings: &RateLimiter, source: &str, what: &str) {
+    log::debug!(source = source; "{what}");
+    if let Some(suppressed) = warnings.admit_at(source, clock_now()) {
+        log::warn!(source = source; "{what}{}", suppressed_suffix(suppressed));
     }
 }
 

@@ -348,32 +348,9 @@ impl Broker {
         check_password_hashes(settings)?;
         descriptors::ensure_budget(&descriptors::Budget::of(settings))?;
         warn_about_open_listeners(settings);
-        let scx = ServerContext::new()
-            .busy_check_enable(false)
-            .mqtt_max_sessions(settings.max_connections.max(1) as isize)
-            .build()
-            .await;
-        *scx.extends.fitter_mgr_mut().await = Box::new(CappedFitterManager(SessionLifetimes {
-            expiry: settings.session_expiry,
-            anonymous_expiry: settings.anonymous_session_expiry,
-        }));
-        let retained = RetainedStore::new(RetainLimits {
-            max_messages: settings.max_retained_messages.max(1),
-            max_topic_levels: settings.max_topic_levels,
-        });
-        *scx.extends.retain_mut().await = Box::new(EngineRetainStorage(retained.clone()));
-        let backlog = Arc::new(Backlog::new(settings.max_queued_messages));
-        let pacer = RetainedPacer::new(pacing::RETAINED_WINDOW);
-        BoundedShared::install(&scx, backlog.clone(), retained.clone(), pacer.clone()).await;
-        *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
-        let system_from = From::from_system(Id::new(
-            scx.node.id(),
-            0,
-            None,
-            None,
-            ClientId::from("sensorgate"),
-            Some(UserName::from("sensorgate")),
-        ));
+        let scx = engine_context(settings).await;
+        let (retained, backlog, pacer) = install_stores(&scx, settings).await;
+        let system_from = system_sender(&scx);
         let retained_torn_tails = match &settings.state_dir {
             Some(dir) => restore_retained(&retained, &system_from, dir).await,
             None => 0,
@@ -383,28 +360,9 @@ impl Broker {
             scx.clone(),
             settings.max_offline_sessions.min(settings.max_connections),
         ));
-        let logins = Arc::new(Logins::new(
-            settings
-                .users
-                .iter()
-                .map(|u| (u.name.clone(), u.password_hash.clone())),
-            settings.allow_anonymous,
-            Throttle::default(),
-        ));
+        let logins = logins_of(settings);
         let messages = Arc::new(MessageCounts::default());
-        let policy = Arc::new(Policy::new(
-            scx.clone(),
-            access_policy(settings),
-            logins.clone(),
-            PolicyLimits {
-                max_connections: settings.max_connections.max(1),
-                max_packet_size: settings.max_packet_size,
-                max_queued_messages: settings.max_queued_messages,
-                max_topic_levels: settings.max_topic_levels,
-            },
-            offline.clone(),
-            messages.clone(),
-        ));
+        let policy = policy_of(&scx, settings, &logins, &offline, &messages);
         let tap = Tap::new(tap);
         let commands = CommandTap::default();
         register_hooks(&scx, &backlog, &policy, &offline, &tap, &commands).await;
@@ -614,6 +572,85 @@ impl Drop for Broker {
             snapshotter.abort();
         }
     }
+}
+
+/// The engine's context: its busy check off, the session cap, and the lifetimes of absent sessions.
+async fn engine_context(settings: &BrokerSettings) -> ServerContext {
+    let scx = ServerContext::new()
+        .busy_check_enable(false)
+        .mqtt_max_sessions(settings.max_connections.max(1) as isize)
+        .build()
+        .await;
+    *scx.extends.fitter_mgr_mut().await = Box::new(CappedFitterManager(SessionLifetimes {
+        expiry: settings.session_expiry,
+        anonymous_expiry: settings.anonymous_session_expiry,
+    }));
+    scx
+}
+
+/// Puts the project's stores into the engine: the bounded retained store, the subscribers' backlog and
+/// the retained pacer (behind [`BoundedShared`]), and round-robin shared subscriptions.
+async fn install_stores(
+    scx: &ServerContext,
+    settings: &BrokerSettings,
+) -> (Arc<RetainedStore>, Arc<Backlog>, Arc<RetainedPacer>) {
+    let retained = RetainedStore::new(RetainLimits {
+        max_messages: settings.max_retained_messages.max(1),
+        max_topic_levels: settings.max_topic_levels,
+    });
+    *scx.extends.retain_mut().await = Box::new(EngineRetainStorage(retained.clone()));
+    let backlog = Arc::new(Backlog::new(settings.max_queued_messages));
+    let pacer = RetainedPacer::new(pacing::RETAINED_WINDOW);
+    BoundedShared::install(scx, backlog.clone(), retained.clone(), pacer.clone()).await;
+    *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
+    (retained, backlog, pacer)
+}
+
+/// The sender of the gateway's own publishes: the engine's system client `sensorgate`.
+fn system_sender(scx: &ServerContext) -> From {
+    From::from_system(Id::new(
+        scx.node.id(),
+        0,
+        None,
+        None,
+        ClientId::from("sensorgate"),
+        Some(UserName::from("sensorgate")),
+    ))
+}
+
+/// The login checker of the configured users.
+fn logins_of(settings: &BrokerSettings) -> Arc<Logins> {
+    Arc::new(Logins::new(
+        settings
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.password_hash.clone())),
+        settings.allow_anonymous,
+        Throttle::default(),
+    ))
+}
+
+/// The policy the hooks apply: the rights, the logins and the limits a client meets.
+fn policy_of(
+    scx: &ServerContext,
+    settings: &BrokerSettings,
+    logins: &Arc<Logins>,
+    offline: &Arc<OfflineSessions>,
+    messages: &Arc<MessageCounts>,
+) -> Arc<Policy> {
+    Arc::new(Policy::new(
+        scx.clone(),
+        access_policy(settings),
+        logins.clone(),
+        PolicyLimits {
+            max_connections: settings.max_connections.max(1),
+            max_packet_size: settings.max_packet_size,
+            max_queued_messages: settings.max_queued_messages,
+            max_topic_levels: settings.max_topic_levels,
+        },
+        offline.clone(),
+        messages.clone(),
+    ))
 }
 
 fn check_password_hashes(settings: &BrokerSettings) -> Result<(), BrokerError> {

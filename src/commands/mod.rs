@@ -288,14 +288,7 @@ impl Commands {
                     source.encrypted,
                     stats.clone(),
                 );
-                let budget = source.radio.as_ref().and_then(|radio| {
-                    dutycycle::limit_for(source.duty_cycle, radio.frequency_hz).map(
-                        |(share, text)| {
-                            dutycycle::Budget::new(share, text)
-                                .with_client_share(source.client_airtime)
-                        },
-                    )
-                });
+                let budget = airtime_budget(source);
                 budget_allows = budget
                     .as_ref()
                     .map(|b| (b.client_allowed(), b.client_description()));
@@ -320,19 +313,7 @@ impl Commands {
         }
         let mut source_names: Vec<String> = sources.keys().cloned().collect();
         source_names.sort_by_key(|name| std::cmp::Reverse(name.len()));
-        let mut devices = HashMap::new();
-        for device in &settings.devices {
-            let resolved = Resolved {
-                source: device.source.clone(),
-                address: device.address.clone(),
-                deliver: device.deliver,
-                configured: true,
-                raw_commands: device.raw_commands,
-            };
-            devices
-                .entry(crate::topic::gateway::sanitize_level(&device.name))
-                .or_insert(resolved);
-        }
+        let devices = configured_devices(&settings.devices);
         Commands {
             router: Router {
                 base_topic: settings.base_topic,
@@ -408,6 +389,93 @@ impl Commands {
             }
         })
     }
+}
+
+/// Where a command goes: the device, its source's settings and outbox, and the time on air one client
+/// may use there.
+struct Route {
+    resolved: Resolved,
+    settings: SourceCommands,
+    downlink: Downlink,
+    budget_allows: Option<(Duration, String)>,
+}
+
+/// The command a client wrote, parsed; raw bytes refused where the source's payload carries the node's
+/// address and the device does not allow them.
+fn command_payload(
+    field: Option<&str>,
+    publish: &ClientPublish,
+    settings: &SourceCommands,
+    resolved: &Resolved,
+) -> Result<CommandPayload, Refused> {
+    let payload = payload::parse_payload(field, &publish.payload)
+        .map_err(|e| Refused::quiet(e.to_string()))?;
+    if matches!(payload, CommandPayload::Raw(_))
+        && encode::address_in_payload(settings.payload)
+        && !resolved.raw_commands
+    {
+        return Err(Refused::logged(format!(
+            "raw bytes are refused on source {:?}: its payload (JSON lines or MySensors) carries the node's address, so raw bytes could reach another node; set raw_commands = true on the device's [[device]] to allow them",
+            settings.name
+        )));
+    }
+    Ok(payload)
+}
+
+/// Refuses a frame of `frame_len` bytes whose time on air is more than one client may use on the
+/// source's radio (`budget_allows`: that time and its description).
+fn check_airtime(
+    settings: &SourceCommands,
+    budget_allows: Option<&(Duration, String)>,
+    frame_len: usize,
+) -> Result<(), Refused> {
+    if let (Some(radio), Some((allowed, description))) = (&settings.radio, budget_allows) {
+        let airtime = time_on_air(radio, frame_len);
+        if airtime > *allowed {
+            return Err(Refused::quiet(format!(
+                "{} ms on air is more than {description}",
+                airtime.as_millis()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The fields a frame sets, as its results show them (the raw bytes when it sets none).
+fn result_fields(payload: &encode::EncodedPayload) -> serde_json::Value {
+    if payload.fields.is_empty() {
+        payload::fields_json(&CommandPayload::Raw(payload.bytes.clone()))
+    } else {
+        payload::fields_json(&CommandPayload::Fields(payload.fields.clone()))
+    }
+}
+
+/// A radio source's duty-cycle budget, with the share one client may use; `None` for serial sources and
+/// where the frequency plan sets no limit.
+fn airtime_budget(source: &SourceCommands) -> Option<dutycycle::Budget> {
+    source.radio.as_ref().and_then(|radio| {
+        dutycycle::limit_for(source.duty_cycle, radio.frequency_hz).map(|(share, text)| {
+            dutycycle::Budget::new(share, text).with_client_share(source.client_airtime)
+        })
+    })
+}
+
+/// The configured devices by their name as a topic level; the first of two with the same level wins.
+fn configured_devices(devices: &[DeviceEntry]) -> HashMap<String, Resolved> {
+    let mut by_level = HashMap::new();
+    for device in devices {
+        let resolved = Resolved {
+            source: device.source.clone(),
+            address: device.address.clone(),
+            deliver: device.deliver,
+            configured: true,
+            raw_commands: device.raw_commands,
+        };
+        by_level
+            .entry(crate::topic::gateway::sanitize_level(&device.name))
+            .or_insert(resolved);
+    }
+    by_level
 }
 
 impl Router {
@@ -550,17 +618,7 @@ impl Router {
                 self.stats
                     .refused(source_name.as_deref().unwrap_or(NO_SOURCE));
                 if refusal.log {
-                    let client = match &publish.user {
-                        Some(user) => format!("client {:?} (user {user:?})", publish.client_id),
-                        None => format!("client {:?} (anonymous)", publish.client_id),
-                    };
-                    if let Some(suppressed) = self.refusal_log.admit(&publish.client_id) {
-                        log::warn!(
-                            "command for {device:?} from {client} refused: {}{}",
-                            refusal.reason,
-                            suppressed_suffix(suppressed)
-                        );
-                    }
+                    self.log_refusal(&device, &publish, &refusal.reason);
                 }
                 let public = match (real, publish.allowed) {
                     (false, _) => None,
@@ -570,18 +628,7 @@ impl Router {
                 if public.is_none() && reply.response_topic.is_none() {
                     return; // Nowhere to answer.
                 }
-                let requester = reply.requester();
-                if !self.results.admit(&requester, tokio::time::Instant::now()) {
-                    self.stats.result_dropped(source_name.as_deref());
-                    let key = format!("results of {requester}");
-                    if let Some(suppressed) = self.refusal_log.admit(&key) {
-                        log::warn!(
-                            "results of refused commands from {requester} dropped: at most {} at once, then one per {} s{}",
-                            throttle::BURST,
-                            throttle::REFILL.as_secs(),
-                            suppressed_suffix(suppressed)
-                        );
-                    }
+                if !self.admit_refusal_result(&reply, source_name.as_deref()) {
                     return;
                 }
                 let fields = payload::parse_payload(topic_field.as_deref(), &publish.payload)
@@ -591,6 +638,40 @@ impl Router {
                     .await;
             }
         }
+    }
+
+    /// A refused command, logged at most once per client per rate-limit period.
+    fn log_refusal(&self, device: &str, publish: &ClientPublish, reason: &str) {
+        let client = match &publish.user {
+            Some(user) => format!("client {:?} (user {user:?})", publish.client_id),
+            None => format!("client {:?} (anonymous)", publish.client_id),
+        };
+        if let Some(suppressed) = self.refusal_log.admit(&publish.client_id) {
+            log::warn!(
+                "command for {device:?} from {client} refused: {reason}{}",
+                suppressed_suffix(suppressed)
+            );
+        }
+    }
+
+    /// Whether the requester may have one more refusal result now ([`throttle`]); a dropped one is
+    /// counted under `source` and logged at most once per rate-limit period.
+    fn admit_refusal_result(&mut self, reply: &Reply, source: Option<&str>) -> bool {
+        let requester = reply.requester();
+        if self.results.admit(&requester, tokio::time::Instant::now()) {
+            return true;
+        }
+        self.stats.result_dropped(source);
+        let key = format!("results of {requester}");
+        if let Some(suppressed) = self.refusal_log.admit(&key) {
+            log::warn!(
+                "results of refused commands from {requester} dropped: at most {} at once, then one per {} s{}",
+                throttle::BURST,
+                throttle::REFILL.as_secs(),
+                suppressed_suffix(suppressed)
+            );
+        }
+        false
     }
 
     /// A command to a device of a codec source (with the write right): its fields through the codec's
@@ -637,6 +718,59 @@ impl Router {
         reply: &Arc<Reply>,
         resolved: Option<Resolved>,
     ) -> Result<(Vec<Command>, Downlink, String, Option<(u16, u32)>), Refused> {
+        let Route {
+            resolved,
+            settings,
+            downlink,
+            budget_allows,
+        } = self.route(device, publish, resolved)?;
+        let payload = command_payload(field, publish, &settings, &resolved)?;
+        let encoded = encode::encode_payload(settings.payload, &resolved.address, &payload)
+            .map_err(|e| Refused::quiet(e.to_string()))?;
+        let to = link::destination(settings.link.header, &resolved.address)
+            .map_err(|e| Refused::quiet(e.to_string()))?;
+        let key = self.sealing_key(&settings, to, device)?;
+        let deliver = resolved.deliver.unwrap_or(settings.deliver);
+        let mut frames = Vec::with_capacity(encoded.len());
+        let mut sealed = None;
+        for (offset, payload) in (0u64..).zip(encoded) {
+            let seq = self.next_seq(&settings.name, &resolved.address);
+            let seal = match &key {
+                Some(key) => Some(Seal {
+                    key,
+                    counter: self.next_counter(&settings.name, to, key, offset)?,
+                }),
+                None => None,
+            };
+            if let Some(seal) = &seal {
+                sealed = Some((to, seal.counter));
+            }
+            let bytes = link::wrap(&settings.link, to, seq, &payload.bytes, seal)
+                .map_err(|e| Refused::quiet(e.to_string()))?;
+            check_airtime(&settings, budget_allows.as_ref(), bytes.len())?;
+            let fields = result_fields(&payload);
+            let reply_share = if frames.is_empty() { reply.cost() } else { 0 };
+            frames.push(Command {
+                cost: Command::cost_of(device, &resolved.address, &bytes, &fields, reply_share),
+                device: device.to_string(),
+                address: resolved.address.clone(),
+                bytes,
+                fields,
+                deliver,
+                reply: reply.clone(),
+            });
+        }
+        Ok((frames, downlink, settings.name, sealed))
+    }
+
+    /// Where a command for `device` goes, once the client may write it, the device is known, and its
+    /// source exists and sends commands.
+    fn route(
+        &self,
+        device: &str,
+        publish: &ClientPublish,
+        resolved: Option<Resolved>,
+    ) -> Result<Route, Refused> {
         if !publish.allowed {
             return Err(Refused::logged(format!(
                 "not authorized: this client may not write {:?} (a [[broker.user]] write filter, or anonymous_write, must allow it)",
@@ -664,82 +798,37 @@ impl Router {
         if !self.is_real(&resolved) {
             return Err(unknown());
         }
-        let payload = payload::parse_payload(field, &publish.payload)
-            .map_err(|e| Refused::quiet(e.to_string()))?;
-        let settings = source.settings.clone();
-        let budget_allows = source.budget_allows.clone();
-        if matches!(payload, CommandPayload::Raw(_))
-            && encode::address_in_payload(settings.payload)
-            && !resolved.raw_commands
-        {
-            return Err(Refused::logged(format!(
-                "raw bytes are refused on source {:?}: its payload (JSON lines or MySensors) carries the node's address, so raw bytes could reach another node; set raw_commands = true on the device's [[device]] to allow them",
-                settings.name
-            )));
+        Ok(Route {
+            settings: source.settings.clone(),
+            budget_allows: source.budget_allows.clone(),
+            resolved,
+            downlink,
+        })
+    }
+
+    /// The key that seals a command to `to` on an encrypted source (the device's own, else the
+    /// source's); `None` on a source that is not encrypted.
+    fn sealing_key(
+        &self,
+        settings: &SourceCommands,
+        to: u16,
+        device: &str,
+    ) -> Result<Option<crate::crypto::FrameKey>, Refused> {
+        if !settings.encrypted {
+            return Ok(None);
         }
-        let encoded = encode::encode_payload(settings.payload, &resolved.address, &payload)
-            .map_err(|e| Refused::quiet(e.to_string()))?;
-        let to = link::destination(settings.link.header, &resolved.address)
-            .map_err(|e| Refused::quiet(e.to_string()))?;
-        let key = if settings.encrypted {
-            let keys = self.keys.sources.get(&settings.name);
-            let key = keys.and_then(|k| {
-                k.devices
-                    .get(&u32::from(to))
-                    .or(k.default.as_ref())
-                    .cloned()
-            });
-            Some(key.ok_or_else(|| {
-                Refused::logged(format!(
-                    "no key for {device:?}: its encrypted source has neither a key_file nor a [[device]] key_file for it"
-                ))
-            })?)
-        } else {
-            None
-        };
-        let deliver = resolved.deliver.unwrap_or(settings.deliver);
-        let mut frames = Vec::with_capacity(encoded.len());
-        let mut sealed = None;
-        for (offset, payload) in (0u64..).zip(encoded) {
-            let seq = self.next_seq(&settings.name, &resolved.address);
-            let seal = match &key {
-                Some(key) => Some(Seal {
-                    key,
-                    counter: self.next_counter(&settings.name, to, key, offset)?,
-                }),
-                None => None,
-            };
-            if let Some(seal) = &seal {
-                sealed = Some((to, seal.counter));
-            }
-            let bytes = link::wrap(&settings.link, to, seq, &payload.bytes, seal)
-                .map_err(|e| Refused::quiet(e.to_string()))?;
-            if let (Some(radio), Some((allowed, description))) = (&settings.radio, &budget_allows) {
-                let airtime = time_on_air(radio, bytes.len());
-                if airtime > *allowed {
-                    return Err(Refused::quiet(format!(
-                        "{} ms on air is more than {description}",
-                        airtime.as_millis()
-                    )));
-                }
-            }
-            let fields = if payload.fields.is_empty() {
-                payload::fields_json(&CommandPayload::Raw(payload.bytes.clone()))
-            } else {
-                payload::fields_json(&CommandPayload::Fields(payload.fields.clone()))
-            };
-            let reply_share = if frames.is_empty() { reply.cost() } else { 0 };
-            frames.push(Command {
-                cost: Command::cost_of(device, &resolved.address, &bytes, &fields, reply_share),
-                device: device.to_string(),
-                address: resolved.address.clone(),
-                bytes,
-                fields,
-                deliver,
-                reply: reply.clone(),
-            });
-        }
-        Ok((frames, downlink, settings.name, sealed))
+        let keys = self.keys.sources.get(&settings.name);
+        let key = keys.and_then(|k| {
+            k.devices
+                .get(&u32::from(to))
+                .or(k.default.as_ref())
+                .cloned()
+        });
+        key.map(Some).ok_or_else(|| {
+            Refused::logged(format!(
+                "no key for {device:?}: its encrypted source has neither a key_file nor a [[device]] key_file for it"
+            ))
+        })
     }
 
     /// A dispatcher's outcome, published.

@@ -539,51 +539,66 @@ impl Discovery {
                     .and_then(|o| o.component.as_deref())
                     .is_some_and(|component| component != "switch");
                 if !read_only {
-                    let entity =
-                        types::control_entity(info.payload, field, *kind, over, control.control)
-                            .or_else(|_| {
-                                types::control_entity(
-                                    info.payload,
-                                    field,
-                                    *kind,
-                                    None,
-                                    control.control,
-                                )
-                            });
-                    if let Ok(entity) = entity {
-                        let (topic, config) = payload::control_config(
-                            &self.common,
-                            &block,
-                            field,
-                            &entity,
-                            control.control,
-                            &control.command_topic,
-                        );
-                        configs.insert(topic, config);
-                    }
+                    configs.extend(self.control_config(&block, info, field, *kind, over, control));
                     continue;
                 }
             }
-            let entity = if publish::is_state_key(field) {
-                types::gateway_key_type(field)
-            } else {
-                // The configuration was checked with the same rules; an override refused here is ignored.
-                types::resolve(info.payload, field, *kind, over)
-                    .unwrap_or_else(|_| types::infer(info.payload, field, *kind))
-            };
-            let Some(entity) = entity else { continue };
-            if matches!(entity.component, Component::Switch | Component::Number) {
-                continue; // A control without a command topic (its source has no commands).
-            }
-            if let types::Render::Location { longitude, .. } = &entity.render {
-                if !device.fields.contains_key(longitude) {
-                    continue; // A tracker needs both coordinates.
-                }
-            }
-            let (topic, config) = payload::entity_config(&self.common, &block, field, &entity);
-            configs.insert(topic, config);
+            configs.extend(self.reading_config(&block, info, device, field, *kind, over));
         }
         configs
+    }
+
+    /// The config of a field announced as a control (`switch`, `number`), by its topic; its override
+    /// is ignored when Home Assistant would refuse it.
+    fn control_config(
+        &self,
+        block: &DeviceBlock,
+        info: &SourceInfo,
+        field: &str,
+        kind: ValueKind,
+        over: Option<&FieldOverride>,
+        control: &crate::commands::Commandable,
+    ) -> Option<(String, Json)> {
+        let entity = types::control_entity(info.payload, field, kind, over, control.control)
+            .or_else(|_| types::control_entity(info.payload, field, kind, None, control.control))
+            .ok()?;
+        Some(payload::control_config(
+            &self.common,
+            block,
+            field,
+            &entity,
+            control.control,
+            &control.command_topic,
+        ))
+    }
+
+    /// The config of a field announced as a reading (a sensor, a binary sensor, a tracker), by its
+    /// topic; `None` when the field is not announced.
+    fn reading_config(
+        &self,
+        block: &DeviceBlock,
+        info: &SourceInfo,
+        device: &Announced,
+        field: &str,
+        kind: ValueKind,
+        over: Option<&FieldOverride>,
+    ) -> Option<(String, Json)> {
+        let entity = if publish::is_state_key(field) {
+            types::gateway_key_type(field)
+        } else {
+            // The configuration was checked with the same rules; an override refused here is ignored.
+            types::resolve(info.payload, field, kind, over)
+                .unwrap_or_else(|_| types::infer(info.payload, field, kind))
+        }?;
+        if matches!(entity.component, Component::Switch | Component::Number) {
+            return None; // A control without a command topic (its source has no commands).
+        }
+        if let types::Render::Location { longitude, .. } = &entity.render {
+            if !device.fields.contains_key(longitude) {
+                return None; // A tracker needs both coordinates.
+            }
+        }
+        Some(payload::entity_config(&self.common, block, field, &entity))
     }
 
     /// The fields of `device` announced as controls: those it reported that accept commands, when its

@@ -99,6 +99,12 @@ impl SourceContext {
         self.out.send(event).await.is_ok()
     }
 
+    /// Says the source lost its link, for `reason`. Returns false when the pipeline is gone.
+    pub async fn emit_lost(&self, reason: String) -> bool {
+        let source = self.name.clone();
+        self.emit(SourceEvent::Lost { source, reason }).await
+    }
+
     /// Emits every complete frame the deframer holds (a packet, or a frame error), stamped `received_at`.
     /// Returns false when the pipeline is gone.
     pub async fn emit_frames(&self, deframer: &mut Deframer, received_at: SystemTime) -> bool {

@@ -103,13 +103,7 @@ pub async fn run_with_commands(
                 };
                 log::warn!(source = ctx.name.as_str(); "serial port {} lost: {reason}; retrying", settings.path.display());
                 outage_reported = true;
-                if !ctx
-                    .emit(SourceEvent::Lost {
-                        source: ctx.name.clone(),
-                        reason,
-                    })
-                    .await
-                {
+                if !ctx.emit_lost(reason).await {
                     return;
                 }
                 if opened_at.elapsed() >= STABLE_AFTER {
@@ -127,13 +121,7 @@ pub async fn run_with_commands(
                         settings.retry_max.as_secs()
                     );
                     outage_reported = true;
-                    if !ctx
-                        .emit(SourceEvent::Lost {
-                            source: ctx.name.clone(),
-                            reason,
-                        })
-                        .await
-                    {
+                    if !ctx.emit_lost(reason).await {
                         return;
                     }
                 }
@@ -221,13 +209,7 @@ async fn read_until_lost(
                     Ok(count) => count,
                     Err(e) => return Some(e.to_string()),
                 };
-                deframer.push(&buffer[..count]);
-                let received_at = SystemTime::now();
-                let emitted = match commands {
-                    None => ctx.emit_frames(&mut deframer, received_at).await,
-                    Some(port) => emit_frames_heard(ctx, port, &mut deframer, received_at).await,
-                };
-                if !emitted {
+                if !emit_read(ctx, commands, &mut deframer, &buffer[..count]).await {
                     return None;
                 }
             }
@@ -240,22 +222,45 @@ async fn read_until_lost(
             Step::Written(writer, written) => {
                 writing = None;
                 idle_writer = Some(writer);
-                let request = in_flight.take();
-                match written {
-                    Ok(()) => {
-                        if let Some(request) = request {
-                            let _ = request.done.send(Ok(None));
-                        }
-                    }
-                    Err(e) => {
-                        let reason = format!("writing to the port failed: {e}");
-                        if let Some(request) = request {
-                            let _ = request.done.send(Err(reason.clone()));
-                        }
-                        return Some(reason);
-                    }
+                if let Err(reason) = answer_written(in_flight.take(), written) {
+                    return Some(reason);
                 }
             }
+        }
+    }
+}
+
+/// Bytes read from the port through the deframer, and the frames they complete sent on; `false` when
+/// the pipeline is gone.
+async fn emit_read(
+    ctx: &SourceContext,
+    commands: Option<&CommandPort>,
+    deframer: &mut Deframer,
+    bytes: &[u8],
+) -> bool {
+    deframer.push(bytes);
+    let received_at = SystemTime::now();
+    match commands {
+        None => ctx.emit_frames(deframer, received_at).await,
+        Some(port) => emit_frames_heard(ctx, port, deframer, received_at).await,
+    }
+}
+
+/// Answers the command whose frame was written; a failed write is the reason the port is lost.
+fn answer_written(request: Option<TxRequest>, written: std::io::Result<()>) -> Result<(), String> {
+    match written {
+        Ok(()) => {
+            if let Some(request) = request {
+                let _ = request.done.send(Ok(None));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let reason = format!("writing to the port failed: {e}");
+            if let Some(request) = request {
+                let _ = request.done.send(Err(reason.clone()));
+            }
+            Err(reason)
         }
     }
 }

@@ -97,6 +97,7 @@ pub mod endpoint;
 pub mod forward;
 pub mod protocol;
 pub mod refused;
+pub mod segment;
 pub mod spool;
 pub mod stats;
 pub mod tls;

@@ -1,5 +1,5 @@
 //! The messages the cloud broker refused, set aside so that the rest flows: `{state_dir}/spool/refused`
-//! holds them in the spool's segment format (magic `SGSPOOL1`, then records; see [`super::spool`]), for
+//! holds them in the spool's segment format (magic `SGSPOOL1`, then records; see [`super::segment`]), for
 //! the operator to read (`refused.old` holds the ones before). A cloud that refuses a publish says so
 //! with an MQTT 5 PUBACK reason code, or, over MQTT 3.1.1 (AWS IoT Core and Azure IoT Hub for a topic
 //! outside the device's policy, EMQX with `acl_deny_action = disconnect`), by closing the connection
@@ -18,8 +18,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::spool::{
-    encode_record, read_valid_records, Outbound, Record, SpoolError, SEGMENT_MAGIC,
+use super::segment::{
+    encode_record, io_err, read_valid_records, Outbound, Record, SpoolError, SEGMENT_MAGIC,
 };
 
 /// File name of the refused messages, inside the spool directory.
@@ -42,13 +42,6 @@ pub struct Refused {
     old_count: u64,
     /// Refused messages not kept (too big, or pushed out with an old file) since open.
     dropped: u64,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 impl Refused {

@@ -15,7 +15,8 @@
 //!   | u16 LE topic length | topic (UTF-8) | payload
 //! ```
 //!
-//! The length, checksum and torn-tail rules are [`crate::record`]'s, shared with the retained log.
+//! The length, checksum and torn-tail rules are [`crate::record`]'s, shared with the retained log; the
+//! encoding and reading of a record are [`super::segment`]'s, shared with the refused-message file.
 //! 28 bytes of overhead per record. Sequence numbers grow strictly, inside a segment and across segments,
 //! but need not be contiguous: the uplink numbers every message it forwards, and those the cloud broker
 //! acknowledged before their `sync` deadline never reach the disk ([`Spool::append_numbered`]). The `ack`
@@ -51,15 +52,19 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::record;
 use crate::reserve::Reserver;
 
 use super::refused::Refused;
+use super::segment::{
+    encode_record, io_err, next_record, u32_at, u64_at, Next, ReadCache, RECORD_HEADER,
+    SEGMENT_MAGIC,
+};
+pub use super::segment::{fits, Outbound, Record, SpoolError, MAX_PAYLOAD_BYTES, RECORD_OVERHEAD};
 
 /// How often appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,30 +96,6 @@ pub const MIN_SEGMENT_BYTES: u64 = 4096;
 /// A segment is at most `max_bytes / SEGMENTS_PER_BUDGET`; larger ones are lowered to it (the
 /// configuration refuses them).
 pub const SEGMENTS_PER_BUDGET: u64 = 4;
-
-/// One spooled message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// Position in the log; strictly increasing.
-    pub seq: u64,
-    /// When it was appended, Unix milliseconds.
-    pub appended_ms: u64,
-    /// Remote topic (the forward rule's prefix already applied).
-    pub topic: String,
-    pub payload: Vec<u8>,
-    /// 0, 1 or 2.
-    pub qos: u8,
-    pub retain: bool,
-}
-
-/// What [`Spool::append`] takes: a message bound for the cloud broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outbound {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub qos: u8,
-    pub retain: bool,
-}
 
 /// What [`Spool::append_numbered`] takes: a message the uplink already numbered, with its arrival time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,39 +145,7 @@ pub struct SpoolStats {
     pub refused_not_kept: u64,
 }
 
-/// Why the spool could not do its job. Every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
-    #[error("spool file {path}: {source} (check that the state directory exists, is writable by sensorgate, and the disk is not full)")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl SpoolError {
-    /// Whether the file system is full ([`crate::full_disk::is_full`]): the spool is as it was before
-    /// the call that failed, and the same records may be written again later.
-    pub fn is_disk_full(&self) -> bool {
-        match self {
-            SpoolError::Io { source, .. } => crate::full_disk::is_full(source),
-        }
-    }
-}
-
-/// Largest payload a record takes; bigger messages are refused and counted.
-pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
-
-pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"SGSPOOL1";
 const ACK_MAGIC: &[u8; 8] = b"SGACK001";
-const RECORD_HEADER: usize = record::HEADER;
-const BODY_FIXED: usize = 20;
-const MAX_BODY: usize = BODY_FIXED + u16::MAX as usize + MAX_PAYLOAD_BYTES;
-/// What a record adds to its message's topic and payload on disk (length, CRC, sequence, time, QoS,
-/// retain flag, topic length).
-pub const RECORD_OVERHEAD: usize = RECORD_HEADER + BODY_FIXED;
-const READ_CHUNK: usize = 64 * 1024;
 /// 2020-01-01 in Unix ms: records stamped earlier were written before the clock was set.
 const SANE_CLOCK_MS: u64 = 1_577_836_800_000;
 
@@ -295,13 +244,6 @@ pub struct Spool {
     reserver: Reserver,
     /// The messages the cloud refused, set aside.
     refused: Refused,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -1141,11 +1083,6 @@ impl Pending {
     }
 }
 
-/// Whether a message is within what a record takes ([`MAX_PAYLOAD_BYTES`], a u16 topic length).
-pub fn fits(message: &Outbound) -> bool {
-    message.topic.len() <= u16::MAX as usize && message.payload.len() <= MAX_PAYLOAD_BYTES
-}
-
 #[derive(Debug, Default)]
 struct SegmentScan {
     count: u64,
@@ -1158,152 +1095,9 @@ struct SegmentScan {
     first_unacked: Option<(u64, u64, u64, u64)>,
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut raw = [0u8; 4];
-    raw.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(raw)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut raw = [0u8; 8];
-    raw.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(raw)
-}
-
-/// Appends one encoded record to `buf`.
-pub(super) fn encode_record(buf: &mut Vec<u8>, seq: u64, now_ms: u64, message: &Outbound) {
-    record::append(buf, |body| {
-        body.extend_from_slice(&seq.to_le_bytes());
-        body.extend_from_slice(&now_ms.to_le_bytes());
-        body.push(message.qos.min(2));
-        body.push(u8::from(message.retain));
-        body.extend_from_slice(&(message.topic.len() as u16).to_le_bytes());
-        body.extend_from_slice(message.topic.as_bytes());
-        body.extend_from_slice(&message.payload);
-    });
-}
-
-/// Decodes a body whose checksum already matched; `None` if its fields are inconsistent.
-fn decode_body(body: &[u8]) -> Option<Record> {
-    let seq = u64_at(body, 0);
-    let appended_ms = u64_at(body, 8);
-    let qos = body[16];
-    let flags = body[17];
-    let topic_len = u16::from_le_bytes([body[18], body[19]]) as usize;
-    if qos > 2 || flags > 1 || BODY_FIXED + topic_len > body.len() {
-        return None;
-    }
-    let topic = std::str::from_utf8(&body[BODY_FIXED..BODY_FIXED + topic_len]).ok()?;
-    Some(Record {
-        seq,
-        appended_ms,
-        topic: topic.to_string(),
-        payload: body[BODY_FIXED + topic_len..].to_vec(),
-        qos,
-        retain: flags & 1 == 1,
-    })
-}
-
-/// A window of one file, read in chunks so that sequential records cost one syscall per 64 KiB.
-#[derive(Debug, Default)]
-struct ReadCache {
-    start: u64,
-    data: Vec<u8>,
-}
-
-impl ReadCache {
-    /// The `len` bytes at `offset`, or `None` when the file (up to `limit`) ends before them.
-    fn get(
-        &mut self,
-        file: &File,
-        offset: u64,
-        len: usize,
-        limit: u64,
-    ) -> io::Result<Option<&[u8]>> {
-        if offset + len as u64 > limit {
-            return Ok(None);
-        }
-        let cached_end = self.start + self.data.len() as u64;
-        if offset < self.start || offset + len as u64 > cached_end {
-            let want = (len.max(READ_CHUNK) as u64).min(limit - offset) as usize;
-            self.data.resize(want, 0);
-            file.read_exact_at(&mut self.data, offset)?;
-            self.start = offset;
-        }
-        let at = (offset - self.start) as usize;
-        Ok(Some(&self.data[at..at + len]))
-    }
-}
-
-enum Next {
-    /// A valid record and the offset after it.
-    Record(Record, u64),
-    /// The segment ends cleanly here.
-    End,
-    /// Torn or corrupt from here on.
-    Corrupt,
-}
-
-fn next_record(file: &File, offset: u64, limit: u64, cache: &mut ReadCache) -> io::Result<Next> {
-    if offset >= limit {
-        return Ok(Next::End);
-    }
-    let Some(header) = cache.get(file, offset, RECORD_HEADER, limit)? else {
-        return Ok(Next::Corrupt);
-    };
-    let Some(header) = record::Header::parse(header, &(BODY_FIXED..=MAX_BODY)) else {
-        return Ok(Next::Corrupt);
-    };
-    let body_offset = offset + RECORD_HEADER as u64;
-    let Some(body) = cache.get(file, body_offset, header.body_len(), limit)? else {
-        return Ok(Next::Corrupt);
-    };
-    if !header.matches(body) {
-        return Ok(Next::Corrupt);
-    }
-    Ok(match decode_body(body) {
-        Some(record) => Next::Record(record, offset + header.record_len() as u64),
-        None => Next::Corrupt,
-    })
-}
-
-/// The valid records of a file in the segment format (magic, then records) of `len` bytes, and where
-/// they end (0 when the magic is wrong: nothing in it is trusted).
-pub(super) fn read_valid_records(file: &File, len: u64) -> io::Result<(Vec<Record>, u64)> {
-    let mut magic = [0u8; 8];
-    if len < 8 || file.read_exact_at(&mut magic, 0).is_err() || &magic != SEGMENT_MAGIC {
-        return Ok((Vec::new(), 0));
-    }
-    let mut records = Vec::new();
-    let mut cache = ReadCache::default();
-    let mut offset = SEGMENT_MAGIC.len() as u64;
-    while let Next::Record(record, next) = next_record(file, offset, len, &mut cache)? {
-        records.push(record);
-        offset = next;
-    }
-    Ok((records, offset))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_record_is_its_topic_and_payload_plus_the_stated_overhead() {
-        let message = Outbound {
-            topic: "site/sg/meter".into(),
-            payload: b"{\"kwh\":1.5}".to_vec(),
-            qos: 1,
-            retain: true,
-        };
-        let mut buf = Vec::new();
-        encode_record(&mut buf, 7, 1_000, &message);
-        assert_eq!(
-            buf.len(),
-            RECORD_OVERHEAD + message.topic.len() + message.payload.len()
-        );
-        assert_eq!(RECORD_OVERHEAD, 28);
-    }
 
     fn settings(max_bytes: u64, segment_bytes: u64) -> SpoolSettings {
         SpoolSettings {

@@ -87,8 +87,7 @@ pub async fn run_with_commands(
                     "this build has no `pi` feature, so it cannot drive the {wiring}; the source stays idle"
                 );
                 log::error!("radio source {}: {reason}", ctx.name);
-                let source = ctx.name.clone();
-                if ctx.emit(SourceEvent::Lost { source, reason }).await {
+                if ctx.emit_lost(reason).await {
                     ctx.shutdown.cancelled().await;
                 }
             }
@@ -390,96 +389,112 @@ impl Worker {
 
     /// One life of the chip: open, init, Up, then interrupts and health checks until something fails.
     fn session(&mut self, backoff: &mut Backoff) -> Ended {
-        let failed = |error| Ended::Failed {
-            error,
-            was_up: false,
-        };
-        let mut radio = match (self.open)() {
+        let mut radio = match self.start_chip() {
             Ok(radio) => radio,
-            Err(error) => return failed(error),
+            Err(ended) => return ended,
         };
-        if let Err(error) = radio.init() {
-            return failed(error);
-        }
-        self.bell.watch(radio.wakeup());
-        log::info!("radio source {}: {} receiving", self.ctx.name, self.wiring);
-        if !self.emit(SourceEvent::Up {
-            source: self.ctx.name.clone(),
-        }) {
-            return Ended::Stopped;
-        }
-        if let Some(port) = &self.commands {
-            port.set_doorbell(Some(radio.wakeup()));
-            port.set_link(true);
-        }
-        let meta = |rssi_dbm, snr_db| RadioMeta {
-            rssi_dbm,
-            snr_db,
-            frequency_hz: self.settings.frequency_hz,
-            spreading_factor: self.settings.spreading_factor,
+        let up_failed = |error| Ended::Failed {
+            error,
+            was_up: true,
         };
         let mut next_health = Instant::now() + self.settings.health_interval;
         loop {
             if self.bell.is_rung() {
                 return Ended::Stopped;
             }
-            if let Some(request) = self.commands.as_ref().and_then(CommandPort::take_request) {
-                match radio.transmit(&request.bytes) {
-                    Ok(airtime) => {
-                        let _ = request.done.send(Ok(Some(airtime)));
-                    }
-                    Err(error) => {
-                        let _ = request.done.send(Err(format!("transmit failed: {error}")));
-                        return Ended::Failed {
-                            error,
-                            was_up: true,
-                        };
-                    }
-                }
+            if let Err(error) = self.transmit_requested(radio.as_mut()) {
+                return up_failed(error);
             }
             // Parked until a packet, the health check, a command, or the bell (through the line's wakeup).
             let wait = next_health.saturating_duration_since(Instant::now());
-            let event = match radio.wait_event(wait) {
-                Ok(Some(RxEvent::Packet(received))) => {
-                    let packet = Packet {
-                        source: self.ctx.name.clone(),
-                        bytes: received.bytes,
-                        received_at: SystemTime::now(),
-                        radio: Some(meta(received.rssi_dbm, received.snr_db)),
-                    };
-                    if let Some(port) = &self.commands {
-                        port.heard(&packet);
-                    }
-                    Some(SourceEvent::Packet(packet))
-                }
-                Ok(Some(RxEvent::CrcError)) => Some(self.frame_error(FrameError::RadioCrc)),
-                Ok(Some(RxEvent::HeaderError(why))) => {
-                    Some(self.frame_error(FrameError::RadioHeader(why)))
-                }
-                Ok(None) => None,
-                Err(error) => {
-                    return Ended::Failed {
-                        error,
-                        was_up: true,
+            match self.next_event(radio.as_mut(), wait) {
+                Ok(Some(event)) => {
+                    if !self.emit(event) {
+                        return Ended::Stopped;
                     }
                 }
-            };
-            if let Some(event) = event {
-                if !self.emit(event) {
-                    return Ended::Stopped;
-                }
+                Ok(None) => {}
+                Err(error) => return up_failed(error),
             }
             if Instant::now() >= next_health {
                 if let Err(error) = radio.check_health() {
-                    return Ended::Failed {
-                        error,
-                        was_up: true,
-                    };
+                    return up_failed(error);
                 }
                 // The chip stayed up for a whole interval: retries start from the beginning again.
                 backoff.reset();
                 next_health = Instant::now() + self.settings.health_interval;
             }
         }
+    }
+
+    /// Opens and initialises the chip, then says `Up` and opens the command port's link.
+    fn start_chip(&mut self) -> Result<Box<dyn Radio>, Ended> {
+        let failed = |error| Ended::Failed {
+            error,
+            was_up: false,
+        };
+        let mut radio = (self.open)().map_err(failed)?;
+        radio.init().map_err(failed)?;
+        self.bell.watch(radio.wakeup());
+        log::info!("radio source {}: {} receiving", self.ctx.name, self.wiring);
+        if !self.emit(SourceEvent::Up {
+            source: self.ctx.name.clone(),
+        }) {
+            return Err(Ended::Stopped);
+        }
+        if let Some(port) = &self.commands {
+            port.set_doorbell(Some(radio.wakeup()));
+            port.set_link(true);
+        }
+        Ok(radio)
+    }
+
+    /// Sends the command waiting on the port, if any, and answers it with its time on air; a failed
+    /// transmission ends the session.
+    fn transmit_requested(&self, radio: &mut dyn Radio) -> Result<(), RadioError> {
+        let Some(request) = self.commands.as_ref().and_then(CommandPort::take_request) else {
+            return Ok(());
+        };
+        match radio.transmit(&request.bytes) {
+            Ok(airtime) => {
+                let _ = request.done.send(Ok(Some(airtime)));
+                Ok(())
+            }
+            Err(error) => {
+                let _ = request.done.send(Err(format!("transmit failed: {error}")));
+                Err(error)
+            }
+        }
+    }
+
+    /// Waits at most `wait` for the chip's next interrupt: a packet (told to the command port, which
+    /// times its replies after it), a CRC or header error, or nothing.
+    fn next_event(
+        &self,
+        radio: &mut dyn Radio,
+        wait: Duration,
+    ) -> Result<Option<SourceEvent>, RadioError> {
+        Ok(match radio.wait_event(wait)? {
+            Some(RxEvent::Packet(received)) => {
+                let packet = Packet {
+                    source: self.ctx.name.clone(),
+                    bytes: received.bytes,
+                    received_at: SystemTime::now(),
+                    radio: Some(RadioMeta {
+                        rssi_dbm: received.rssi_dbm,
+                        snr_db: received.snr_db,
+                        frequency_hz: self.settings.frequency_hz,
+                        spreading_factor: self.settings.spreading_factor,
+                    }),
+                };
+                if let Some(port) = &self.commands {
+                    port.heard(&packet);
+                }
+                Some(SourceEvent::Packet(packet))
+            }
+            Some(RxEvent::CrcError) => Some(self.frame_error(FrameError::RadioCrc)),
+            Some(RxEvent::HeaderError(why)) => Some(self.frame_error(FrameError::RadioHeader(why))),
+            None => None,
+        })
     }
 }
