@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
         "allocator",
         "systemd",
         "full_disk",
+        "units",
     ],
     &["logging", "publish", "frame", "statefile", "record"],
     &["decode", "devices", "broker", "replay", "heard"],
