@@ -1358,15 +1358,20 @@ mod tests {
         segs.remove(0)
     }
 
-    #[test]
-    fn a_torn_tail_is_cut_and_the_records_before_it_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::open(dir.path(), settings(1 << 20, 1 << 20)).unwrap();
+    /// A spool of ten records in one segment, closed; the segment's path.
+    fn closed_with_ten_records(dir: &Path) -> PathBuf {
+        let mut spool = Spool::open(dir, settings(1 << 20, 1 << 20)).unwrap();
         spool
             .append(&(1..=10).map(message).collect::<Vec<_>>(), NOW)
             .unwrap();
         drop(spool);
-        let path = only_segment(dir.path());
+        only_segment(dir)
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_the_records_before_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = closed_with_ten_records(dir.path());
         let len = fs::metadata(&path).unwrap().len();
         OpenOptions::new()
             .write(true)
@@ -1389,12 +1394,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_cuts_from_that_record_on() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::open(dir.path(), settings(1 << 20, 1 << 20)).unwrap();
-        spool
-            .append(&(1..=10).map(message).collect::<Vec<_>>(), NOW)
-            .unwrap();
-        drop(spool);
-        let path = only_segment(dir.path());
+        let path = closed_with_ten_records(dir.path());
         let mut bytes = fs::read(&path).unwrap();
         // Somewhere inside the 6th record.
         let mut offset = 8;
