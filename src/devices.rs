@@ -61,13 +61,35 @@ pub struct DeviceSettings {
     pub will: Option<WillSettings>,
 }
 
-/// A device's custom last will.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A device's custom last will: `will = { topic, payload, qos, retain }` of a `[[device]]`, which the
+/// configuration reads as written (what is not given is [`will_defaults`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WillSettings {
     pub topic: String,
+    #[serde(default = "will_defaults::payload")]
     pub payload: String,
+    #[serde(default = "will_defaults::qos")]
     pub qos: u8,
+    #[serde(default = "will_defaults::retain")]
     pub retain: bool,
+}
+
+/// What a custom will is when its `payload`, `qos` or `retain` is not given: `offline`, QoS 1, retained.
+pub mod will_defaults {
+    pub const PAYLOAD: &str = crate::topic::gateway::OFFLINE;
+    pub const QOS: u8 = 1;
+    pub const RETAIN: bool = true;
+
+    pub(super) fn payload() -> String {
+        PAYLOAD.to_string()
+    }
+    pub(super) fn qos() -> u8 {
+        QOS
+    }
+    pub(super) fn retain() -> bool {
+        RETAIN
+    }
 }
 
 /// Everything the registry needs from the configuration.
@@ -1464,5 +1486,21 @@ mod tests {
         assert_eq!(messages[0].topic, "sg/lora-1/availability");
         assert!(messages[0].payload.is_empty());
         assert_eq!(messages.iter().filter(|m| m.payload.is_empty()).count(), 1);
+    }
+
+    #[test]
+    fn a_will_written_with_its_topic_only_takes_the_defaults() {
+        let will: WillSettings = toml::from_str("topic = \"alarms/kitchen\"").unwrap();
+        assert_eq!(
+            will,
+            WillSettings {
+                topic: "alarms/kitchen".into(),
+                payload: crate::topic::gateway::OFFLINE.into(),
+                qos: 1,
+                retain: true,
+            }
+        );
+        let unknown = toml::from_str::<WillSettings>("topic = \"t\"\nzz = 1").unwrap_err();
+        assert!(unknown.message().contains("zz"), "{}", unknown.message());
     }
 }

@@ -30,6 +30,7 @@ const LAYERS: &[&[&str]] = &[
         "systemd",
         "full_disk",
         "forget",
+        "units",
     ],
     &["logging", "publish", "frame", "statefile", "record"],
     &["decode", "devices", "broker", "replay", "heard"],

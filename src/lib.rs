@@ -75,7 +75,9 @@
 //! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`ratelimit`] (log lines
 //!   at most once per key and interval, with a suppressed count), [`backoff`] (retry delays),
 //!   [`allocator`] (one glibc malloc arena, for a steady memory footprint), [`full_disk`] (what a full
-//!   state file system means to the writers: one WARN naming it, keep in memory, retry).
+//!   state file system means to the writers: one WARN naming it, keep in memory, retry), [`units`]
+//!   (durations and sizes as the configuration writes them, and the serde helpers a feature's settings
+//!   type reads them with).
 //!
 //! # Layers
 //!
@@ -84,7 +86,7 @@
 //!
 //! ```text
 //!  0  model backoff ratelimit reserve topic allocator systemd full_disk   data, grammar, helpers
-//!     forget
+//!     forget units
 //!  1  logging publish frame statefile
 //!  2  decode devices broker replay                                        codecs, registry, engine
 //!  3  stats                                                               the counters
@@ -143,4 +145,5 @@ pub mod statefile;
 pub mod stats;
 pub mod systemd;
 pub mod topic;
+pub mod units;
 pub mod uplink;

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::config::{Config, ConfigError, SourceConfig, SourceKind};
+use crate::crypto::cli::parse_name;
 use crate::decode::{HeaderFormat, PacketDecoder, PayloadFormat};
 use crate::devices::Registry;
 use crate::frame::crc::CrcMode;
@@ -963,15 +964,6 @@ pub fn decode_one(
         .map(|reading| crate::decode::reading_json(&reading.address, reading.seq, &reading.fields))
         .collect();
     Ok(serde_json::to_string_pretty(&json)?)
-}
-
-fn parse_name<T: serde::de::DeserializeOwned>(
-    value: &str,
-    what: &str,
-    valid: &str,
-) -> anyhow::Result<T> {
-    serde_json::from_value(serde_json::Value::String(value.to_string()))
-        .map_err(|_| anyhow::anyhow!("unknown {what} {value:?}: write {valid}"))
 }
 
 fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {

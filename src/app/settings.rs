@@ -12,13 +12,13 @@ use crate::config::{
 };
 use crate::config::{ListenerConfig, Transport};
 use crate::decode::PacketDecoder;
-use crate::devices::{DeviceSettings, RegistrySettings, WillSettings};
+use crate::devices::{DeviceSettings, RegistrySettings};
 use crate::encode::link::LinkSpec;
 use crate::frame::crc::CrcMode;
 use crate::source::radio::{RadioBackend, RadioSettings};
 use crate::source::serial::SerialSettings;
 use crate::source::simulator::{SimulatorEncryption, SimulatorSettings};
-use crate::uplink::{ForwardRule, SpoolSettings, UplinkSettings};
+use crate::uplink::{ForwardRule, UplinkSettings};
 
 pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
     let broker = &config.broker;
@@ -93,7 +93,7 @@ fn tls_files(listener: &ListenerConfig) -> Option<TlsFiles> {
 /// Home Assistant discovery's settings; `None` when `[homeassistant] discovery` is off.
 pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoverySettings> {
     use crate::config::{HomeAssistantDevices, RadioChip};
-    use crate::homeassistant::{Announce, DeviceRules, FieldOverride, Link, SourceInfo};
+    use crate::homeassistant::{Announce, DeviceRules, Link, SourceInfo};
     let ha = &config.homeassistant;
     if !ha.discovery {
         return None;
@@ -127,24 +127,9 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
         .device
         .iter()
         .map(|device| {
-            let fields = device
-                .fields
-                .iter()
-                .map(|(name, field)| {
-                    let over = FieldOverride {
-                        component: field.component.clone(),
-                        device_class: field.device_class.clone(),
-                        unit: field.unit.clone(),
-                        state_class: field.state_class.clone(),
-                        name: field.name.clone(),
-                        icon: field.icon.clone(),
-                    };
-                    (name.clone(), over)
-                })
-                .collect();
             let rules = DeviceRules {
                 announce: device.homeassistant,
-                fields,
+                fields: device.fields.clone(),
             };
             ((device.source.clone(), device.address.clone()), rules)
         })
@@ -260,12 +245,7 @@ pub fn registry(config: &Config) -> RegistrySettings {
                 source: device.source.clone(),
                 address: device.address.clone(),
                 offline_after: device.offline_after,
-                will: device.will.as_ref().map(|will| WillSettings {
-                    topic: will.topic.clone(),
-                    payload: will.payload.clone(),
-                    qos: will.qos,
-                    retain: will.retain,
-                }),
+                will: device.will.clone(),
             })
             .collect(),
     }
@@ -363,12 +343,7 @@ pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> U
                 qos: rule.qos,
             })
             .collect(),
-        spool: SpoolSettings {
-            max_bytes: upstream.spool.max_bytes,
-            max_age: upstream.spool.max_age,
-            sync: upstream.spool.sync,
-            segment_bytes: upstream.spool.segment_bytes,
-        },
+        spool: upstream.spool.clone(),
         state_dir: state_dir.to_path_buf(),
     }
 }

@@ -336,16 +336,9 @@ impl Counters {
     }
 }
 
-/// The first counter of earlier versions: 16 per second since 1_700_000_000 (2023-11-14); saturates at
-/// 4294967295 in 2032, which is why it is used only at a first start.
-pub fn clock_counter(now: SystemTime) -> u32 {
-    let seconds = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        .saturating_sub(1_700_000_000);
-    u32::try_from(seconds.saturating_mul(16)).unwrap_or(u32::MAX)
-}
+/// The first counter of earlier versions, from the clock; saturates in 2032, which is why it is used
+/// only at a first start.
+pub use crate::crypto::frame::clock_counter;
 
 /// The router's handle: takes counters and wakes the [`Writer`] when more must be reserved.
 #[derive(Debug, Clone)]
@@ -788,13 +781,5 @@ mod tests {
         assert!(sealed.is_ok(), "{sealed:?}");
         stop.cancel();
         task.await.unwrap();
-    }
-
-    #[test]
-    fn the_clock_counter_of_earlier_versions() {
-        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
-        assert_eq!(clock_counter(at(1_700_000_000)), 0);
-        assert_eq!(clock_counter(at(1_700_000_010)), 160);
-        assert_eq!(clock_counter(at(2_000_000_000)), u32::MAX);
     }
 }

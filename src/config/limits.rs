@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::units::{format_duration, format_size};
+use crate::units::{format_duration, format_size};
 
 const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -352,13 +352,13 @@ mod tests {
         assert_eq!(keys.len(), count);
         for range in DURATIONS {
             assert!(range.min <= range.max, "{}", range.key);
-            let example = super::super::units::parse_duration(range.example).unwrap();
+            let example = crate::units::parse_duration(range.example).unwrap();
             assert!(check_duration(&range, example).is_ok(), "{}", range.key);
             // Every maximum can be added to the clock without overflow.
             assert!(std::time::Instant::now().checked_add(range.max).is_some());
         }
         for range in SIZES {
-            let example = super::super::units::parse_size(range.example).unwrap();
+            let example = crate::units::parse_size(range.example).unwrap();
             assert!(check_size(&range, example).is_ok(), "{}", range.key);
         }
         for range in COUNTS {

@@ -6,9 +6,10 @@
 //! never logs.
 //!
 //! Files: `sections.rs` (every section but `[[source]]`, with the defaults), `source.rs` (`[[source]]`
-//! and its per-kind keys), `units.rs` (durations and sizes), `limits.rs` (the range of every duration,
-//! size and bounded count), `locate.rs` (key paths <-> line:column), `diagnose.rs` (parser and serde
-//! messages reworded), `validate.rs` (cross-field checks, topic rules).
+//! and its per-kind keys), `limits.rs` (the range of every duration, size and bounded count),
+//! `locate.rs` (key paths <-> line:column), `diagnose.rs` (parser and serde messages reworded),
+//! `validate.rs` (cross-field checks, topic rules). Durations and sizes are spelled as `crate::units`
+//! reads them.
 //! `config/sensorgate.toml` in the repository is the reference users read; its tests keep it complete.
 //!
 //! # One owner per fact: the configuration calls the stages' own validators
@@ -29,7 +30,10 @@
 //! refusal lands on the key they name; the uplink's forward-rule check runs on the rules; the uplink's
 //! in-flight limit and the spool's segment bounds are the stages' constants, imported into `limits.rs`.
 //! Ranges that only the configuration decides (how long a duration may be, the broker's new bounds)
-//! live in `limits.rs`, once, and the defaults in `sections.rs` `defaults`, once. What depends on the
+//! live in `limits.rs`, once, and the defaults in `sections.rs` `defaults`, once (re-exporting the
+//! defaults a stage owns, like the broker's and the spool's). Where the file's section is exactly a
+//! stage's settings (`[upstream.spool]`), `config` composes the stage's own serde type instead of a
+//! copy (`crate::uplink::SpoolSettings`), and `crate::units` gives it the grammar. What depends on the
 //! machine (readable files, free ports, the descriptor limit) can only be found at start.
 
 mod diagnose;
@@ -37,7 +41,6 @@ pub mod limits;
 mod locate;
 mod sections;
 mod source;
-mod units;
 mod validate;
 
 use std::fmt;
@@ -45,17 +48,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::units::{
+    duration, format_duration, format_size, option_duration, parse_duration, parse_size,
+};
+pub use crate::uplink::SyncPolicy;
 pub use sections::{
-    defaults, BrokerConfig, DeviceConfig, DevicesConfig, FieldConfig, ForwardEncrypt, ForwardRule,
+    defaults, BrokerConfig, DeviceConfig, DevicesConfig, ForwardEncrypt, ForwardRule,
     GatewayConfig, HomeAssistantConfig, HomeAssistantDevices, ListenerConfig, LogConfig, LogLevel,
-    PublishConfig, SpoolConfig, TlsConfig, Transport, UpstreamConfig, UserConfig, WillConfig,
+    PublishConfig, TlsConfig, Transport, UpstreamConfig, UserConfig,
 };
 pub use source::{
     keys_for_kind, CommandConfig, FrameEncryption, Parity, RadioBackend, RadioChip, RadioConfig,
     RadioPins, SerialConfig, SimulatorConfig, SourceConfig, SourceKind, BANDWIDTHS_HZ,
-};
-pub use units::{
-    duration, format_duration, format_size, option_duration, parse_duration, parse_size, SyncPolicy,
 };
 pub use validate::{check_topic_filter, check_topic_name};
 

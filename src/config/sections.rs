@@ -10,13 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units::{self, SyncPolicy};
+use crate::units;
 
 /// Every default of these sections, in one place. `config/sensorgate.toml` documents the same values.
 pub mod defaults {
     use std::time::Duration;
-
-    use crate::config::units::SyncPolicy;
 
     /// The gateway id when none is configured and the host name cannot be read.
     pub const GATEWAY_ID: &str = "sensorgate";
@@ -38,28 +36,24 @@ pub mod defaults {
     pub const DEDUP_WINDOW: Duration = Duration::from_secs(10);
     /// Fields a device keeps; new names beyond them are dropped and counted.
     pub const MAX_FIELDS: usize = 64;
-    pub const WILL_PAYLOAD: &str = crate::topic::gateway::OFFLINE;
-    pub const WILL_QOS: u8 = 1;
-    pub const WILL_RETAIN: bool = true;
+    /// `will` of a `[[device]]`: the registry's own defaults.
+    pub use crate::devices::will_defaults::{
+        PAYLOAD as WILL_PAYLOAD, QOS as WILL_QOS, RETAIN as WILL_RETAIN,
+    };
     /// `client_id` is `"{CLIENT_ID_PREFIX}{gateway.id}"` when not configured.
     pub const CLIENT_ID_PREFIX: &str = "sensorgate-";
     pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
     pub const UPSTREAM_MAX_INFLIGHT: u16 = 100;
     pub const FORWARD_QOS: u8 = 1;
-    pub const SPOOL_MAX_BYTES: u64 = 64 << 20;
-    pub const SPOOL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-    pub const SPOOL_SYNC: SyncPolicy = SyncPolicy::Every(Duration::from_secs(1));
-    pub const SPOOL_SEGMENT_BYTES: u64 = 4 << 20;
+    /// `[upstream.spool]`: the spool's own defaults.
+    pub use crate::uplink::spool::defaults::{
+        MAX_AGE as SPOOL_MAX_AGE, MAX_BYTES as SPOOL_MAX_BYTES,
+        SEGMENT_BYTES as SPOOL_SEGMENT_BYTES, SYNC as SPOOL_SYNC,
+    };
     /// `[homeassistant]`: discovery is off unless asked for.
     pub const HA_DISCOVERY: bool = false;
     pub const HA_PREFIX: &str = "homeassistant";
 
-    pub(super) fn will_payload() -> String {
-        WILL_PAYLOAD.to_string()
-    }
-    pub(super) fn will_qos() -> u8 {
-        WILL_QOS
-    }
     pub(super) fn yes() -> bool {
         true
     }
@@ -355,7 +349,7 @@ pub struct DeviceConfig {
     #[serde(default, deserialize_with = "units::option_duration")]
     pub offline_after: Option<Duration>,
     /// Replaces the default will (`offline` on `{base}/{name}/availability`).
-    pub will: Option<WillConfig>,
+    pub will: Option<crate::devices::WillSettings>,
     /// This device's own frame key (32 hex digits), instead of its encrypted source's `key_file`.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
@@ -364,7 +358,7 @@ pub struct DeviceConfig {
     pub homeassistant: bool,
     /// Home Assistant overrides per field name: `fields = { soil = { device_class = "moisture" } }`.
     #[serde(default)]
-    pub fields: std::collections::BTreeMap<String, FieldConfig>,
+    pub fields: std::collections::BTreeMap<String, crate::homeassistant::FieldOverride>,
     /// When this device gets its commands, instead of its source's `deliver`.
     #[serde(default)]
     pub deliver: Option<crate::commands::Deliver>,
@@ -418,20 +412,6 @@ impl DeviceConfig {
     }
 }
 
-/// One `fields.<name>` of a `[[device]]`: what Home Assistant is told about that field instead of what
-/// the type table infers (`crate::homeassistant::types`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FieldConfig {
-    /// `"sensor"`, `"binary_sensor"`, or `"none"` (not announced).
-    pub component: Option<String>,
-    pub device_class: Option<String>,
-    pub unit: Option<String>,
-    pub state_class: Option<String>,
-    pub name: Option<String>,
-    pub icon: Option<String>,
-}
-
 /// `[homeassistant]`: MQTT discovery for Home Assistant.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -467,19 +447,6 @@ pub enum HomeAssistantDevices {
     All,
 }
 
-/// `will = { topic, payload, qos, retain }` of a device.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WillConfig {
-    pub topic: String,
-    #[serde(default = "defaults::will_payload")]
-    pub payload: String,
-    #[serde(default = "defaults::will_qos")]
-    pub qos: u8,
-    #[serde(default = "defaults::yes")]
-    pub retain: bool,
-}
-
 /// `[upstream]`: the cloud broker the uplink forwards to.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -509,8 +476,9 @@ pub struct UpstreamConfig {
     /// `[[upstream.forward]]`; `Config::parse` fills in `{base}/#` with an empty prefix when none is given.
     #[serde(default)]
     pub forward: Vec<ForwardRule>,
+    /// `[upstream.spool]`, read into the spool's own settings.
     #[serde(default)]
-    pub spool: SpoolConfig,
+    pub spool: crate::uplink::SpoolSettings,
 }
 
 /// One `[[upstream.forward]]`: local messages matching `filter` go upstream as `prefix + topic`.
@@ -535,33 +503,6 @@ pub struct ForwardEncrypt {
     pub key_file: PathBuf,
     /// 0-255, the envelope's second byte, so the receiver can tell keys apart.
     pub key_id: u64,
-}
-
-/// `[upstream.spool]`: the disk queue between the embedded broker and the cloud broker.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SpoolConfig {
-    /// Disk budget; the oldest messages are dropped (and counted) beyond it.
-    #[serde(deserialize_with = "units::size")]
-    pub max_bytes: u64,
-    /// Messages older than this are dropped instead of sent.
-    #[serde(deserialize_with = "units::duration")]
-    pub max_age: Duration,
-    pub sync: SyncPolicy,
-    /// Size of one spool file.
-    #[serde(deserialize_with = "units::size")]
-    pub segment_bytes: u64,
-}
-
-impl Default for SpoolConfig {
-    fn default() -> Self {
-        SpoolConfig {
-            max_bytes: defaults::SPOOL_MAX_BYTES,
-            max_age: defaults::SPOOL_MAX_AGE,
-            sync: defaults::SPOOL_SYNC,
-            segment_bytes: defaults::SPOOL_SEGMENT_BYTES,
-        }
-    }
 }
 
 #[cfg(test)]

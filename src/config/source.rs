@@ -11,7 +11,6 @@ use serde::Deserialize;
 
 use super::limits;
 use super::locate::{KeyPath, Locator};
-use super::units;
 use super::validate::{check_duration, Problem};
 use crate::commands::{Deliver, DutyCycleSetting};
 use crate::decode::{HeaderFormat, PayloadFormat};
@@ -19,6 +18,7 @@ use crate::frame::crc::CrcMode;
 use crate::frame::Framing;
 use crate::source::radio::{self as radio_stage, Chip, RadioError, RadioSettings};
 use crate::source::rtl433::{DevicesMode, Rtl433Settings};
+use crate::units;
 
 /// One `[[source]]`, checked and with its defaults filled in.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use super::limits::{self, CountRange, DurationRange, SizeRange};
 use super::locate::{KeyPath, Locator, Part};
-use super::{BrokerConfig, Config, ForwardRule, SpoolConfig, UpstreamConfig, UserConfig};
+use super::{BrokerConfig, Config, ForwardRule, UpstreamConfig, UserConfig};
 use crate::topic::{self, TopicError};
+use crate::uplink::SpoolSettings;
 
 /// A validation failure: the key path at fault, which part of it to point at, and what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,46 +390,8 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
     for (i, device) in config.device.iter().enumerate() {
         let path = KeyPath::root().key("device").index(i);
         let max_levels = config.broker.max_topic_levels;
-        check_gateway_topic(&device.name, 0, max_levels, "kitchen")
-            .map_err(|message| Problem::value(path.key("name"), message))?;
-        if device.name.contains('/') || device.name == "gateway" {
-            return Err(Problem::value(
-                path.key("name"),
-                format!(
-                    "\"{}\" cannot be a device name: it must be one topic level without '/', and \"gateway\" is the gateway's own",
-                    device.name
-                ),
-            ));
-        }
-        if let Some(first) = names.insert(device.name.as_str(), i) {
-            let first_line = line_of(
-                locator,
-                &KeyPath::root().key("device").index(first).key("name"),
-            );
-            return Err(Problem::value(
-                path.key("name"),
-                format!(
-                    "\"{}\" is already the name of the [[device]] on line {first_line}",
-                    device.name
-                ),
-            ));
-        }
-        if !config.sources.iter().any(|s| s.name == device.source) {
-            let known: Vec<String> = config
-                .sources
-                .iter()
-                .map(|s| format!("\"{}\"", s.name))
-                .collect();
-            let known = if known.is_empty() {
-                "there is no [[source]] yet".to_string()
-            } else {
-                format!("the sources are {}", known.join(", "))
-            };
-            return Err(Problem::value(
-                path.key("source"),
-                format!("no [[source]] is named \"{}\"; {known}", device.source),
-            ));
-        }
+        check_device_name(config, locator, i, &mut names)?;
+        check_device_source(config, &device.source, &path)?;
         if device.deliver.is_some() {
             check_device_command_key(config, locator, device, &path, "deliver")?;
         }
@@ -467,6 +430,64 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
                 .map_err(|message| Problem::value(path.key("will").key("topic"), message))?;
             check_qos(will.qos, path.key("will").key("qos"))?;
         }
+    }
+    Ok(())
+}
+
+/// A `[[device]]`'s name: one topic level, not `gateway`, and not the name of an earlier device
+/// (`names`: the names so far, with their index).
+fn check_device_name<'c>(
+    config: &'c Config,
+    locator: &Locator<'_>,
+    i: usize,
+    names: &mut HashMap<&'c str, usize>,
+) -> Result<(), Problem> {
+    let device = &config.device[i];
+    let path = KeyPath::root().key("device").index(i);
+    check_gateway_topic(&device.name, 0, config.broker.max_topic_levels, "kitchen")
+        .map_err(|message| Problem::value(path.key("name"), message))?;
+    if device.name.contains('/') || device.name == "gateway" {
+        return Err(Problem::value(
+                path.key("name"),
+                format!(
+                    "\"{}\" cannot be a device name: it must be one topic level without '/', and \"gateway\" is the gateway's own",
+                    device.name
+                ),
+            ));
+    }
+    if let Some(first) = names.insert(device.name.as_str(), i) {
+        let first_line = line_of(
+            locator,
+            &KeyPath::root().key("device").index(first).key("name"),
+        );
+        return Err(Problem::value(
+            path.key("name"),
+            format!(
+                "\"{}\" is already the name of the [[device]] on line {first_line}",
+                device.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A `[[device]]`'s `source`: the name of a `[[source]]`, else the names there are.
+fn check_device_source(config: &Config, source: &str, path: &KeyPath) -> Result<(), Problem> {
+    if !config.sources.iter().any(|s| s.name == source) {
+        let known: Vec<String> = config
+            .sources
+            .iter()
+            .map(|s| format!("\"{}\"", s.name))
+            .collect();
+        let known = if known.is_empty() {
+            "there is no [[source]] yet".to_string()
+        } else {
+            format!("the sources are {}", known.join(", "))
+        };
+        return Err(Problem::value(
+            path.key("source"),
+            format!("no [[source]] is named \"{}\"; {known}", source),
+        ));
     }
     Ok(())
 }
@@ -735,7 +756,7 @@ fn check_forward_rule(rule: &ForwardRule, path: &KeyPath) -> Result<(), Problem>
 
 /// `[upstream.spool]` at `at`: size, age and sync period against their ranges, and the segment size
 /// within a quarter of the budget, as the spool clamps it.
-fn check_spool(spool: &SpoolConfig, at: &KeyPath) -> Result<(), Problem> {
+fn check_spool(spool: &SpoolSettings, at: &KeyPath) -> Result<(), Problem> {
     check_size(
         &limits::SPOOL_MAX_BYTES,
         spool.max_bytes,
@@ -799,6 +820,22 @@ fn check_forward_rules_as_the_uplink_does(config: &Config, at: &KeyPath) -> Resu
 /// field override passes Home Assistant's rules as `crate::homeassistant::types` applies them (the
 /// same function the discovery stage runs), so a config Home Assistant would refuse is refused here.
 fn check_homeassistant(config: &Config) -> Result<(), Problem> {
+    check_discovery_prefix(config)?;
+    for (i, device) in config.device.iter().enumerate() {
+        let Some(source) = config.sources.iter().find(|s| s.name == device.source) else {
+            continue; // check_devices reported it.
+        };
+        let path = KeyPath::root().key("device").index(i).key("fields");
+        for (field, over) in &device.fields {
+            check_field_override(source, field, over, path.key(field))?;
+        }
+    }
+    Ok(())
+}
+
+/// `[homeassistant] prefix`: a topic with room for discovery's four levels below it, apart from the
+/// gateway's base topic.
+fn check_discovery_prefix(config: &Config) -> Result<(), Problem> {
     let at = KeyPath::root().key("homeassistant");
     let prefix = &config.homeassistant.prefix;
     // {prefix}/{component}/{node_id}/{object_id}/config: four levels below the prefix.
@@ -815,69 +852,54 @@ fn check_homeassistant(config: &Config) -> Result<(), Problem> {
             ),
         ));
     }
-    for (i, device) in config.device.iter().enumerate() {
-        let Some(source) = config.sources.iter().find(|s| s.name == device.source) else {
-            continue; // check_devices reported it.
-        };
-        let path = KeyPath::root().key("device").index(i).key("fields");
-        for (field, over) in &device.fields {
-            let at_field = path.key(field);
-            if field.is_empty() {
-                return Err(Problem::key(
-                    at_field,
-                    "an empty field name; write the field's name as the device sends it",
-                ));
-            }
-            if over.component.as_deref() == Some("switch") {
-                if source.commands.is_none() {
-                    return Err(Problem::value(
+    Ok(())
+}
+
+/// One `fields.<name>` override of a device on `source` at `at_field`: a named field, a switch only
+/// where the source sends commands and its field fits a topic level, and what Home Assistant accepts.
+fn check_field_override(
+    source: &super::SourceConfig,
+    field: &str,
+    over: &crate::homeassistant::FieldOverride,
+    at_field: KeyPath,
+) -> Result<(), Problem> {
+    if field.is_empty() {
+        return Err(Problem::key(
+            at_field,
+            "an empty field name; write the field's name as the device sends it",
+        ));
+    }
+    if over.component.as_deref() == Some("switch") {
+        if source.commands.is_none() {
+            return Err(Problem::value(
                         at_field.key("component"),
                         format!(
                             "a switch sends commands, and [[source]] \"{}\" has none; write commands = true in that [[source]], or another component",
                             source.name
                         ),
                     ));
-                }
-                if field.contains(['/', '+', '#']) || field.chars().any(char::is_control) {
-                    return Err(Problem::key(
+        }
+        if field.contains(['/', '+', '#']) || field.chars().any(char::is_control) {
+            return Err(Problem::key(
                         at_field.clone(),
                         "a switch's field is a level of its command topic ({base}/{device}/set/{field}) and cannot hold '/', '+', '#' or control characters",
                     ));
-                }
-            }
-            let rules = crate::homeassistant::FieldOverride {
-                component: over.component.clone(),
-                device_class: over.device_class.clone(),
-                unit: over.unit.clone(),
-                state_class: over.state_class.clone(),
-                name: over.name.clone(),
-                icon: over.icon.clone(),
-            };
-            crate::homeassistant::types::resolve(
-                source.payload,
-                field,
-                crate::homeassistant::ValueKind::Number,
-                Some(&rules),
-            )
-            .map_err(|error| {
-                let given = match error.key {
-                    "component" => over.component.is_some(),
-                    "device_class" => over.device_class.is_some(),
-                    "unit" => over.unit.is_some(),
-                    "state_class" => over.state_class.is_some(),
-                    "name" => over.name.is_some(),
-                    "icon" => over.icon.is_some(),
-                    _ => false,
-                };
-                let path = if given {
-                    at_field.key(error.key)
-                } else {
-                    at_field.clone()
-                };
-                Problem::value(path, error.message)
-            })?;
         }
     }
+    crate::homeassistant::types::resolve(
+        source.payload,
+        field,
+        crate::homeassistant::ValueKind::Number,
+        Some(over),
+    )
+    .map_err(|error| {
+        let path = if over.gives(error.key) {
+            at_field.key(error.key)
+        } else {
+            at_field.clone()
+        };
+        Problem::value(path, error.message)
+    })?;
     Ok(())
 }
 

@@ -12,7 +12,9 @@ use crate::decode::HeaderFormat;
 use crate::frame::crc::CrcMode;
 use crate::frame::Framing;
 
-fn parse_name<T: serde::de::DeserializeOwned>(
+/// A name given on the command line (`lpp`, `node16`, `crc16-ccitt-false`) read as the configuration
+/// spells it; the error names `what` and the `valid` names.
+pub fn parse_name<T: serde::de::DeserializeOwned>(
     value: &str,
     what: &str,
     valid: &str,

@@ -186,6 +186,17 @@ pub fn open(
     Ok(Opened { counter, plaintext })
 }
 
+/// The first frame counter a sealer takes from the clock: 16 per second since 1_700_000_000
+/// (2023-11-14), so counters keep growing across restarts; saturates at u32::MAX in 2032.
+pub fn clock_counter(now: std::time::SystemTime) -> u32 {
+    let seconds = now
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .saturating_sub(1_700_000_000);
+    u32::try_from(seconds.saturating_mul(16)).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +318,14 @@ mod tests {
             renumbered[..4].copy_from_slice(&counter.wrapping_add(1).to_le_bytes());
             prop_assert!(open(&key, Direction::Uplink, address, h, &renumbered).is_err());
         }
+    }
+
+    #[test]
+    fn the_clock_counter_counts_16_a_second_from_2023_and_saturates() {
+        let at = |s| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        assert_eq!(clock_counter(at(1_000_000_000)), 0);
+        assert_eq!(clock_counter(at(1_700_000_000)), 0);
+        assert_eq!(clock_counter(at(1_700_000_010)), 160);
+        assert_eq!(clock_counter(at(2_000_000_000)), u32::MAX);
     }
 }

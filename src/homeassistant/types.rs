@@ -99,8 +99,10 @@ pub struct EntityType {
     pub render: Render,
 }
 
-/// A `[[device]] fields.<name>` override: whatever is given replaces what the table infers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A `[[device]] fields.<name>` override: whatever is given replaces what the table infers. The
+/// configuration reads it as written (`fields = { soil = { device_class = "moisture" } }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FieldOverride {
     /// `"sensor"`, `"binary_sensor"`, `"switch"` (a field the device accepts commands for, on a source
     /// with `commands = true`), or `"none"` (the field is not announced).
@@ -110,6 +112,21 @@ pub struct FieldOverride {
     pub state_class: Option<String>,
     pub name: Option<String>,
     pub icon: Option<String>,
+}
+
+impl FieldOverride {
+    /// Whether the override gives `key` (`component`, `device_class`, ...: an [`OverrideError`]'s key).
+    pub fn gives(&self, key: &str) -> bool {
+        match key {
+            "component" => self.component.is_some(),
+            "device_class" => self.device_class.is_some(),
+            "unit" => self.unit.is_some(),
+            "state_class" => self.state_class.is_some(),
+            "name" => self.name.is_some(),
+            "icon" => self.icon.is_some(),
+            _ => false,
+        }
+    }
 }
 
 /// Why an override cannot be announced: the key at fault (`component`, `device_class`, ...) and what to
@@ -1606,64 +1623,23 @@ mod tests {
             .unwrap_err()
             .key
         };
-        assert_eq!(
-            bad(FieldOverride {
-                device_class: Some("temprature".into()),
-                ..FieldOverride::default()
-            }),
-            "device_class"
-        );
-        assert_eq!(
-            bad(FieldOverride {
-                unit: Some("%".into()),
-                ..FieldOverride::default()
-            }),
-            "unit"
-        );
-        assert_eq!(
-            bad(FieldOverride {
-                state_class: Some("total".into()),
-                ..FieldOverride::default()
-            }),
-            "state_class"
-        );
-        assert_eq!(
-            bad(FieldOverride {
-                state_class: Some("average".into()),
-                ..FieldOverride::default()
-            }),
-            "state_class"
-        );
-        assert_eq!(
-            bad(FieldOverride {
-                component: Some("light".into()),
-                ..FieldOverride::default()
-            }),
-            "component"
-        );
-        assert_eq!(
-            bad(FieldOverride {
-                icon: Some("sprout".into()),
-                ..FieldOverride::default()
-            }),
-            "icon"
-        );
-        assert_eq!(
-            bad(FieldOverride {
-                component: Some("binary_sensor".into()),
-                unit: Some("%".into()),
-                ..FieldOverride::default()
-            }),
-            "unit"
-        );
-        assert_eq!(
-            bad(FieldOverride {
-                component: Some("binary_sensor".into()),
-                device_class: Some("temperature".into()),
-                ..FieldOverride::default()
-            }),
-            "device_class"
-        );
+        let refused = [
+            ("device_class = \"temprature\"", "device_class"),
+            ("unit = \"%\"", "unit"),
+            ("state_class = \"total\"", "state_class"),
+            ("state_class = \"average\"", "state_class"),
+            ("component = \"light\"", "component"),
+            ("icon = \"sprout\"", "icon"),
+            ("component = \"binary_sensor\"\nunit = \"%\"", "unit"),
+            (
+                "component = \"binary_sensor\"\ndevice_class = \"temperature\"",
+                "device_class",
+            ),
+        ];
+        for (written, key) in refused {
+            let over: FieldOverride = toml::from_str(written).unwrap();
+            assert_eq!(bad(over), key, "{written}");
+        }
     }
 
     #[test]
@@ -1734,5 +1710,16 @@ mod tests {
             ),
             (Some("voltage"), Some("V"), true)
         );
+    }
+
+    #[test]
+    fn an_override_is_read_as_written_and_says_which_keys_it_gives() {
+        let over: FieldOverride =
+            toml::from_str("device_class = \"moisture\"\nunit = \"%\"\n").unwrap();
+        assert_eq!(over.device_class.as_deref(), Some("moisture"));
+        assert!(over.gives("device_class") && over.gives("unit"));
+        assert!(!over.gives("component") && !over.gives("icon") && !over.gives("colour"));
+        let unknown = toml::from_str::<FieldOverride>("colour = \"red\"\n").unwrap_err();
+        assert!(unknown.to_string().contains("colour"), "{unknown}");
     }
 }

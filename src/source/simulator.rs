@@ -64,17 +64,6 @@ impl NodeKeys {
     }
 }
 
-/// The first frame counter of a node: 16 per second since 1_700_000_000 (2023-11-14), so counters keep
-/// growing across restarts; u32 lasts until 2032.
-fn clock_counter(now: SystemTime) -> u32 {
-    let seconds = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        .saturating_sub(1_700_000_000);
-    u32::try_from(seconds.saturating_mul(16)).unwrap_or(u32::MAX)
-}
-
 /// One virtual node's state.
 #[derive(Debug, Clone)]
 struct Node {
@@ -97,7 +86,7 @@ impl Node {
             humidity: rng.random_range(35.0..65.0),
             battery_volts: rng.random_range(3.0..3.3),
             silent_for: 0,
-            counter: clock_counter(SystemTime::now()),
+            counter: crate::crypto::frame::clock_counter(SystemTime::now()),
         }
     }
 

@@ -51,6 +51,7 @@
 //! plus the segment being filled.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -58,6 +59,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::reserve::Reserver;
+use crate::units;
 
 use super::refused::Refused;
 use super::segment::{
@@ -66,7 +68,7 @@ use super::segment::{
 };
 pub use super::segment::{fits, Outbound, Record, SpoolError, MAX_PAYLOAD_BYTES, RECORD_OVERHEAD};
 
-/// How often appended records are made durable.
+/// How often appended records are made durable: written `sync = "always"` or `sync = "1s"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncPolicy {
     /// fsync after every append batch, before its records are sent.
@@ -76,19 +78,68 @@ pub enum SyncPolicy {
     Every(Duration),
 }
 
-/// The spool's limits and durability.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncPolicy::Always => f.write_str("always"),
+            SyncPolicy::Every(period) => f.write_str(&units::format_duration(*period)),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SyncPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "always" {
+            return Ok(SyncPolicy::Always);
+        }
+        units::parse_duration(&text)
+            .map(SyncPolicy::Every)
+            .map_err(|message| serde::de::Error::custom(format!("{message}, or \"always\"")))
+    }
+}
+
+/// The spool's limits and durability: `[upstream.spool]` as the configuration file writes it, each key
+/// defaulting to [`defaults`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SpoolSettings {
     /// Disk budget of the segment files; oldest segments are dropped beyond it.
+    #[serde(deserialize_with = "units::size")]
     pub max_bytes: u64,
     /// Records older than this are dropped instead of sent.
+    #[serde(deserialize_with = "units::duration")]
     pub max_age: Duration,
     /// When appends are fsync'ed.
     pub sync: SyncPolicy,
     /// Size at which a segment is sealed and a new one started. Clamped to
     /// `[MIN_SEGMENT_BYTES, max_bytes / SEGMENTS_PER_BUDGET]` so that dropping one segment never throws
     /// away more than a quarter of the budget.
+    #[serde(deserialize_with = "units::size")]
     pub segment_bytes: u64,
+}
+
+/// The spool's defaults, which `config/sensorgate.toml` documents.
+pub mod defaults {
+    use std::time::Duration;
+
+    use super::SyncPolicy;
+
+    pub const MAX_BYTES: u64 = 64 << 20;
+    pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+    pub const SYNC: SyncPolicy = SyncPolicy::Every(Duration::from_secs(1));
+    pub const SEGMENT_BYTES: u64 = 4 << 20;
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        SpoolSettings {
+            max_bytes: defaults::MAX_BYTES,
+            max_age: defaults::MAX_AGE,
+            sync: defaults::SYNC,
+            segment_bytes: defaults::SEGMENT_BYTES,
+        }
+    }
 }
 
 /// The smallest segment; smaller `segment_bytes` are raised to it (the configuration refuses them).
@@ -1099,6 +1150,31 @@ struct SegmentScan {
 mod tests {
     use super::*;
 
+    #[test]
+    fn settings_are_read_as_the_configuration_writes_them() {
+        let read: SpoolSettings =
+            toml::from_str("max_bytes = \"1MiB\"\nmax_age = \"1h\"\nsync = \"always\"").unwrap();
+        assert_eq!(read.max_bytes, 1 << 20);
+        assert_eq!(read.max_age, Duration::from_secs(3600));
+        assert_eq!(read.sync, SyncPolicy::Always);
+        assert_eq!(read.segment_bytes, defaults::SEGMENT_BYTES);
+        let read: SpoolSettings = toml::from_str("sync = \"250ms\"").unwrap();
+        assert_eq!(read.sync, SyncPolicy::Every(Duration::from_millis(250)));
+        assert_eq!(read.sync.to_string(), "250ms");
+        let often = toml::from_str::<SpoolSettings>("sync = \"often\"").unwrap_err();
+        assert!(
+            often.message().contains("\"always\""),
+            "{}",
+            often.message()
+        );
+        let unknown = toml::from_str::<SpoolSettings>("max_size = 1").unwrap_err();
+        assert!(
+            unknown.message().contains("max_size"),
+            "{}",
+            unknown.message()
+        );
+    }
+
     fn settings(max_bytes: u64, segment_bytes: u64) -> SpoolSettings {
         SpoolSettings {
             max_bytes,
@@ -1282,15 +1358,20 @@ mod tests {
         segs.remove(0)
     }
 
-    #[test]
-    fn a_torn_tail_is_cut_and_the_records_before_it_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::open(dir.path(), settings(1 << 20, 1 << 20)).unwrap();
+    /// A spool of ten records in one segment, closed; the segment's path.
+    fn closed_with_ten_records(dir: &Path) -> PathBuf {
+        let mut spool = Spool::open(dir, settings(1 << 20, 1 << 20)).unwrap();
         spool
             .append(&(1..=10).map(message).collect::<Vec<_>>(), NOW)
             .unwrap();
         drop(spool);
-        let path = only_segment(dir.path());
+        only_segment(dir)
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_the_records_before_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = closed_with_ten_records(dir.path());
         let len = fs::metadata(&path).unwrap().len();
         OpenOptions::new()
             .write(true)
@@ -1313,12 +1394,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_cuts_from_that_record_on() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::open(dir.path(), settings(1 << 20, 1 << 20)).unwrap();
-        spool
-            .append(&(1..=10).map(message).collect::<Vec<_>>(), NOW)
-            .unwrap();
-        drop(spool);
-        let path = only_segment(dir.path());
+        let path = closed_with_ten_records(dir.path());
         let mut bytes = fs::read(&path).unwrap();
         // Somewhere inside the 6th record.
         let mut offset = 8;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sensorgate::config::{
     defaults, BrokerConfig, Config, ConfigError, DevicesConfig, PublishConfig, RadioBackend,
-    RadioChip, SourceKind, SpoolConfig, SyncPolicy,
+    RadioChip, SourceKind, SyncPolicy,
 };
 use sensorgate::decode::{HeaderFormat, PayloadFormat};
 use sensorgate::frame::crc::CrcMode;
@@ -715,7 +715,7 @@ fn upstream_defaults_fill_client_id_and_forward_rule() {
     );
     assert_eq!(upstream.keep_alive, Duration::from_secs(30));
     assert_eq!(upstream.max_inflight, 100);
-    assert_eq!(upstream.spool, SpoolConfig::default());
+    assert_eq!(upstream.spool, sensorgate::uplink::SpoolSettings::default());
     assert_eq!(
         upstream.spool.sync,
         SyncPolicy::Every(Duration::from_secs(1))
@@ -1041,7 +1041,7 @@ fn the_reference_shows_the_defaults() {
     assert_eq!(config.devices, DevicesConfig::default());
     assert_eq!(config.gateway.base_topic, defaults::BASE_TOPIC);
     let upstream = config.upstream.unwrap();
-    assert_eq!(upstream.spool, SpoolConfig::default());
+    assert_eq!(upstream.spool, sensorgate::uplink::SpoolSettings::default());
     assert_eq!(upstream.keep_alive, defaults::KEEP_ALIVE);
     assert_eq!(upstream.max_inflight, defaults::UPSTREAM_MAX_INFLIGHT);
     // The serial source and the simulator are written with their kind's defaults.

@@ -1,7 +1,8 @@
 //! Durations and sizes as the configuration spells them: `"90s"`, `"15m"`, `"7d"`, `"1h30m"`; `"64MiB"`,
-//! `"512KiB"`, `"100B"` or a plain integer of bytes; and the spool's `sync = "1s" | "always"`. This module
-//! owns their grammar, their serde helpers and the suggestions printed when a value does not fit; it never
-//! decides which values a key accepts (that is validation's job).
+//! `"512KiB"`, `"100B"` or a plain integer of bytes. This module owns their grammar, their serde helpers
+//! (which a feature's own settings type names, so that `config` can compose it) and the suggestions
+//! printed when a value does not fit; it never decides which values a key accepts (that is validation's
+//! job).
 //!
 //! Durations accept a deliberately small subset of what `humantime` reads: integer amounts with the units
 //! `ms`, `s`, `m`, `h`, `d`, written together (`"1h30m"`). `humantime` alone would also take `"15 minutes"`
@@ -113,31 +114,6 @@ pub fn format_size(bytes: u64) -> String {
         }
     }
     format!("{bytes}B")
-}
-
-/// How often the spool makes appended messages durable (the spool's own type): written `sync =
-/// "always"` or `sync = "1s"`.
-pub use crate::uplink::SyncPolicy;
-
-impl fmt::Display for SyncPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SyncPolicy::Always => f.write_str("always"),
-            SyncPolicy::Every(period) => f.write_str(&format_duration(*period)),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for SyncPolicy {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        if text == "always" {
-            return Ok(SyncPolicy::Always);
-        }
-        parse_duration(&text)
-            .map(SyncPolicy::Every)
-            .map_err(|message| de::Error::custom(format!("{message}, or \"always\"")))
-    }
 }
 
 /// `deserialize_with` for a [`Duration`] written as a string.
@@ -281,28 +257,16 @@ mod tests {
         interval: Duration,
         #[serde(deserialize_with = "size")]
         bytes: u64,
-        sync: SyncPolicy,
     }
 
     #[test]
     fn serde_helpers_read_strings_and_integers() {
-        let probe: Probe =
-            toml::from_str("interval = \"2s\"\nbytes = 1024\nsync = \"always\"").unwrap();
+        let probe: Probe = toml::from_str("interval = \"2s\"\nbytes = 1024").unwrap();
         assert_eq!(probe.interval, Duration::from_secs(2));
         assert_eq!(probe.bytes, 1024);
-        assert_eq!(probe.sync, SyncPolicy::Always);
-        let probe: Probe =
-            toml::from_str("interval = \"1m\"\nbytes = \"1KiB\"\nsync = \"1s\"").unwrap();
+        let probe: Probe = toml::from_str("interval = \"1m\"\nbytes = \"1KiB\"").unwrap();
         assert_eq!(probe.bytes, 1024);
-        assert_eq!(probe.sync, SyncPolicy::Every(Duration::from_secs(1)));
-        let error = toml::from_str::<Probe>("interval = 5\nbytes = 1\nsync = \"1s\"").unwrap_err();
+        let error = toml::from_str::<Probe>("interval = 5\nbytes = 1").unwrap_err();
         assert!(error.message().contains("\"5s\""), "{}", error.message());
-        let error =
-            toml::from_str::<Probe>("interval = \"5s\"\nbytes = 1\nsync = \"often\"").unwrap_err();
-        assert!(
-            error.message().contains("\"always\""),
-            "{}",
-            error.message()
-        );
     }
 }
