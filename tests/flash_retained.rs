@@ -293,7 +293,9 @@ async fn retained_payloads_are_held_once_the_log_keeps_no_copy() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let grown = (daemon.status_kib("VmHWM").saturating_sub(before_kib)) * 1024;
-    eprintln!("peak resident memory grew by {grown} bytes for {payload_bytes} bytes of retained payload");
+    eprintln!(
+        "peak resident memory grew by {grown} bytes for {payload_bytes} bytes of retained payload"
+    );
     assert!(
         grown * 2 < payload_bytes * 3,
         "peak resident memory grew by {grown} bytes for {payload_bytes} bytes of retained payload"

@@ -403,8 +403,7 @@ impl RetainedLog {
             .values()
             .copied()
             .filter(|m| {
-                self.live.get(m.topic()).copied()
-                    != Some(Held::of(m.qos().min(2), m.payload()))
+                self.live.get(m.topic()).copied() != Some(Held::of(m.qos().min(2), m.payload()))
             })
             .collect();
         let clears: Vec<String> = self
@@ -424,7 +423,14 @@ impl RetainedLog {
         self.append(bytes, |out| {
             let mut scratch = Vec::new();
             for m in &sets {
-                write_record(out, &mut scratch, SET, m.qos().min(2), m.topic(), m.payload())?;
+                write_record(
+                    out,
+                    &mut scratch,
+                    SET,
+                    m.qos().min(2),
+                    m.topic(),
+                    m.payload(),
+                )?;
             }
             for topic in &clears {
                 write_record(out, &mut scratch, CLEAR, 0, topic, &[])?;
@@ -526,7 +532,10 @@ impl RetainedLog {
 
     /// Writes `messages` to a temporary file and renames it over the log; a temporary file that could
     /// not be finished is removed (it would hold the space a full disk needs).
-    fn write_live<M: RetainedView>(&mut self, messages: &BTreeMap<&str, &M>) -> Result<(), LogError> {
+    fn write_live<M: RetainedView>(
+        &mut self,
+        messages: &BTreeMap<&str, &M>,
+    ) -> Result<(), LogError> {
         let path = self.path();
         let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
         let len = MAGIC.len() as u64
@@ -539,7 +548,14 @@ impl RetainedLog {
             out.write_all(MAGIC)?;
             let mut scratch = Vec::new();
             for m in messages.values() {
-                write_record(&mut out, &mut scratch, SET, m.qos().min(2), m.topic(), m.payload())?;
+                write_record(
+                    &mut out,
+                    &mut scratch,
+                    SET,
+                    m.qos().min(2),
+                    m.topic(),
+                    m.payload(),
+                )?;
             }
             out.flush()?;
             drop(out);
