@@ -174,8 +174,8 @@ pub fn markdown(report: &Report) -> String {
          state, three field topics and availability, and four retained discovery configs (one per field\n\
          and one for its last-seen time), and `[broker] retained_sync = \"1s\"`, so that the retained\n\
          log's share (written after 15 minutes by default) is in the figure. The baseline is the Python\n\
-         bridge into mosquitto of the\n\
-         section above, summed over both processes: it keeps nothing per device. RSS is read once it\n\
+         bridge into mosquitto of the section above, summed over both processes: it keeps nothing per\n\
+         device. RSS is read once it\n\
          has settled (VmRSS, summed over the system's processes), before the first reading and after\n\
          the last arrived; peak is VmHWM. A count in bold: readings that did not arrive within\n\
          {} s.\n\n\
