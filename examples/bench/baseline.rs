@@ -63,7 +63,7 @@ async fn bridge(serial: &str, broker_port: u16, qos: QoS) -> Result<Child, Strin
 }
 
 /// mosquitto plus one bridge per port.
-async fn start(case: Case) -> Result<Target, String> {
+pub async fn start(case: Case) -> Result<Target, String> {
     let broker = Mosquitto::start(BrokerConfig::default());
     let mut pids: Vec<u32> = broker.pid().into_iter().collect();
     let mut masters = Vec::new();

@@ -6,7 +6,7 @@ use rumqttc::QoS;
 
 use crate::e2e::Row;
 use crate::measure::ratio;
-use crate::{flash, resources, sizes, spool};
+use crate::{devices, flash, memory, resources, sizes, spool};
 
 /// One budget and how the run did.
 #[derive(Debug, PartialEq)]
@@ -25,6 +25,8 @@ pub struct Figures<'a> {
     pub resources: Option<&'a resources::Report>,
     pub flash: Option<&'a flash::Report>,
     pub sizes: Option<&'a [sizes::Row]>,
+    pub memory: Option<&'a memory::Report>,
+    pub devices: Option<&'a devices::Report>,
 }
 
 fn saturation_one_port(rows: &[Row]) -> Option<&Row> {
@@ -206,6 +208,55 @@ pub fn check(f: &Figures) -> Vec<Budget> {
                 )
             }),
         ),
+        budget(
+            "idle MQTT client ≤ 2 KiB resident (the largest idle-client count)",
+            f.memory.and_then(|m| {
+                let row = m
+                    .rows
+                    .iter()
+                    .filter(|r| r.case.kind == memory::Kind::IdleClients)
+                    .max_by_key(|r| r.case.count)?;
+                let bytes = row.sensorgate.bytes_each(row.case.count)?;
+                Some((
+                    format!(
+                        "{} bytes ({} clients)",
+                        crate::thousands(bytes),
+                        crate::thousands(row.case.count as f64)
+                    ),
+                    bytes <= 2048.0,
+                ))
+            }),
+        ),
+        budget(
+            "a device with three fields ≤ 1.5 KiB all in (with Home Assistant discovery)",
+            f.devices.map(|d| {
+                let bytes = d.sensorgate.bytes_each(d.devices);
+                (
+                    format!(
+                        "{} bytes ({} devices)",
+                        crate::thousands(bytes),
+                        crate::thousands(d.devices as f64)
+                    ),
+                    bytes <= 1536.0,
+                )
+            }),
+        ),
+        budget(
+            "the devices end to end ≤ 1/3 of the Python + mosquitto baseline's RSS",
+            f.devices.and_then(|d| {
+                let ratio = devices::rss_ratio(d)?;
+                let theirs = d.baseline.as_ref().ok()?;
+                Some((
+                    format!(
+                        "{ratio:.2} ({} vs {} KiB, {} devices)",
+                        crate::thousands(d.sensorgate.after_kib as f64),
+                        crate::thousands(theirs.after_kib as f64),
+                        crate::thousands(d.devices as f64)
+                    ),
+                    ratio <= 1.0 / 3.0,
+                ))
+            }),
+        ),
     ]
 }
 
@@ -260,6 +311,8 @@ mod tests {
             resources: None,
             flash: None,
             sizes: None,
+            memory: None,
+            devices: None,
         });
         let met: Vec<Option<bool>> = budgets.iter().map(|b| b.met).collect();
         assert_eq!(
@@ -278,6 +331,9 @@ mod tests {
                 None, // flash: cloud down, per spooled byte
                 None, // flash: idle
                 None, // binary size (no sizes)
+                None, // idle client (no memory report)
+                None, // per device (no devices report)
+                None, // devices vs the baseline
             ]
         );
         assert_eq!(budgets[2].figure, "13.3×");
@@ -298,6 +354,8 @@ mod tests {
             resources: None,
             flash: None,
             sizes: None,
+            memory: None,
+            devices: None,
         });
         assert_eq!(budgets[2].met, Some(false), "8× is not 10×");
         assert_eq!(budgets[3].met, Some(false), "20/60 is over a quarter");
@@ -319,6 +377,8 @@ mod tests {
             resources: None,
             flash: None,
             sizes: None,
+            memory: None,
+            devices: None,
         });
         assert_eq!((budgets[2].met, budgets[3].met), (None, None));
         assert_eq!(
@@ -346,6 +406,8 @@ mod tests {
                 resources: Some(r),
                 flash: None,
                 sizes: None,
+                memory: None,
+                devices: None,
             })
         };
         let budgets = check_idle(&coarse);

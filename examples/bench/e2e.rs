@@ -144,7 +144,7 @@ pub fn line(device: u64, sent_ns: u64) -> Vec<u8> {
 }
 
 /// A subscriber to `filter`; yields (receive time ns, the reading's `t` stamp) per reading.
-async fn subscribe(
+pub async fn subscribe(
     port: u16,
     filter: &str,
     qos: QoS,

@@ -8,7 +8,7 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
-//! resources, physical, flash, commits, security, rtl433, sizes, codecs; printed only unless `--out` is given). The flash section (what the
+//! devices, resources, physical, flash, commits, security, rtl433, sizes, codecs; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
@@ -21,6 +21,7 @@ mod codecs;
 mod commits;
 mod daemon;
 mod decoders;
+mod devices;
 mod e2e;
 mod ext4;
 mod flash;
@@ -38,7 +39,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "physical",
     "decoders",
     "broker",
@@ -46,6 +47,7 @@ const SECTIONS: [&str; 14] = [
     "spool",
     "e2e",
     "baseline",
+    "devices",
     "resources",
     "flash",
     "commits",
@@ -153,10 +155,14 @@ async fn main() {
         eprintln!("broker vs mosquitto...");
         sections.push(broker::markdown(&broker::run(options.quick).await));
     }
-    if wanted("memory") {
+    let memory = if wanted("memory") {
         eprintln!("broker memory vs mosquitto...");
-        sections.push(memory::markdown(&memory::run(options.quick).await));
-    }
+        let report = memory::run(options.quick).await;
+        sections.push(memory::markdown(&report));
+        Some(report)
+    } else {
+        None
+    };
     let spool = if wanted("spool") {
         eprintln!("spool...");
         let report = spool::run(options.quick).await;
@@ -180,6 +186,14 @@ async fn main() {
         report.rows
     } else {
         Vec::new()
+    };
+    let devices = if wanted("devices") {
+        eprintln!("memory per device (sensorgate and the baseline)...");
+        let report = devices::run(options.quick).await;
+        sections.push(devices::markdown(&report));
+        Some(report)
+    } else {
+        None
     };
     let resources = if wanted("resources") {
         eprintln!("resources...");
@@ -224,6 +238,8 @@ async fn main() {
         resources: resources.as_ref(),
         flash: flash.as_ref(),
         sizes: sizes.as_deref(),
+        memory: memory.as_ref(),
+        devices: devices.as_ref(),
     });
     let mut report = format!(
         "# Benchmarks\n\n\

@@ -98,6 +98,9 @@ pub struct Side {
     pub after_kib: Result<u64, String>,
     /// Retained cases: how many retained messages the late subscriber received.
     pub retained_seen: Option<usize>,
+    /// Retained cases: the broker's peak resident memory (VmHWM, KiB) once the late subscriber had
+    /// its retained messages, to show that handing them all out does not blow it up.
+    pub late_peak_kib: Option<u64>,
 }
 
 impl Side {
@@ -112,6 +115,7 @@ impl Side {
             before_kib,
             after_kib: Err(why),
             retained_seen: None,
+            late_peak_kib: None,
         }
     }
 }
@@ -173,13 +177,14 @@ impl Broker {
     }
 }
 
-/// VmRSS of `pid` once three readings 100 ms apart agree within 16 KiB, or after 3 s (the last reading).
-async fn settled_rss_kib(pid: u32) -> u64 {
+/// VmRSS of `pids` (summed) once three readings 100 ms apart agree within 16 KiB, or after 3 s (the
+/// last reading).
+pub async fn settled_rss_kib(pids: &[u32]) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(3);
-    let mut readings = vec![Usage::of(&[pid]).rss_kib];
+    let mut readings = vec![Usage::of(pids).rss_kib];
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        readings.push(Usage::of(&[pid]).rss_kib);
+        readings.push(Usage::of(pids).rss_kib);
         if let [.., a, b, c] = readings[..] {
             if a.max(b).max(c) - a.min(b).min(c) <= 16 {
                 return c;
@@ -247,7 +252,7 @@ async fn retained(port: u16, pid: u32, count: usize, tag: &str) -> Side {
             ),
         );
     }
-    let before = settled_rss_kib(pid).await;
+    let before = settled_rss_kib(&[pid]).await;
 
     let start = Instant::now();
     let deadline = start + PUBLISH_LIMIT;
@@ -290,7 +295,7 @@ async fn retained(port: u16, pid: u32, count: usize, tag: &str) -> Side {
             ),
         );
     }
-    let after = settled_rss_kib(pid).await;
+    let after = settled_rss_kib(&[pid]).await;
     eprintln!(
         "    {tag}: {} retained published and acknowledged in {:.1} s",
         crate::thousands(count as f64),
@@ -305,6 +310,7 @@ async fn retained(port: u16, pid: u32, count: usize, tag: &str) -> Side {
         before_kib: before,
         after_kib: Ok(after),
         retained_seen: Some(seen),
+        late_peak_kib: Some(Usage::of(&[pid]).peak_rss_kib),
     }
 }
 
@@ -403,7 +409,7 @@ async fn idle_client(port: u16, client_id: &str) -> Result<TcpStream, String> {
 /// Opens `count` idle connections to the broker `pid` on `port`, reading its RSS before and once all
 /// are accepted; closes them.
 async fn idle_clients(port: u16, pid: u32, count: usize, tag: &str) -> Side {
-    let before = settled_rss_kib(pid).await;
+    let before = settled_rss_kib(&[pid]).await;
     let start = Instant::now();
     let deadline = start + CONNECT_LIMIT;
     let mut clients = Vec::with_capacity(count);
@@ -433,7 +439,7 @@ async fn idle_clients(port: u16, pid: u32, count: usize, tag: &str) -> Side {
             ),
         );
     }
-    let after = settled_rss_kib(pid).await;
+    let after = settled_rss_kib(&[pid]).await;
     eprintln!(
         "    {tag}: {} idle clients connected in {:.1} s",
         crate::thousands(count as f64),
@@ -444,6 +450,7 @@ async fn idle_clients(port: u16, pid: u32, count: usize, tag: &str) -> Side {
         before_kib: before,
         after_kib: Ok(after),
         retained_seen: None,
+        late_peak_kib: None,
     }
 }
 
@@ -612,11 +619,21 @@ pub fn markdown(report: &Report) -> String {
                 Some(n) => crate::thousands(n as f64),
                 None => "-".to_string(),
             };
+            let peak = |side: &Side| match (side.late_peak_kib, &side.after_kib) {
+                (Some(peak), Ok(after)) => format!(
+                    "{} KiB ({} after the publishes)",
+                    crate::thousands(peak as f64),
+                    crate::thousands(*after as f64)
+                ),
+                _ => "-".to_string(),
+            };
             format!(
-                "of {}: sensorgate {}, mosquitto {}",
+                "of {}: sensorgate {}, mosquitto {}; peak RSS (VmHWM) once the subscriber had them: sensorgate {}, mosquitto {}",
                 crate::thousands(r.case.count as f64),
                 seen(&r.sensorgate),
-                r.mosquitto.as_ref().map(seen).unwrap_or_else(dash)
+                r.mosquitto.as_ref().map(seen).unwrap_or_else(dash),
+                peak(&r.sensorgate),
+                r.mosquitto.as_ref().map(peak).unwrap_or_else(dash)
             )
         })
         .collect();
@@ -688,6 +705,7 @@ mod tests {
             before_kib,
             after_kib: Ok(after_kib),
             retained_seen,
+            late_peak_kib: None,
         };
         let report = Report {
             rows: vec![
@@ -732,7 +750,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("of 10,000: sensorgate **9,000**, mosquitto 10,000."),
+            text.contains("of 10,000: sensorgate **9,000**, mosquitto 10,000; peak RSS"),
             "{text}"
         );
         assert!(!text.contains("not installed"), "{text}");
@@ -751,6 +769,7 @@ mod tests {
                     before_kib: 8_000,
                     after_kib: Ok(8_400),
                     retained_seen: None,
+                    late_peak_kib: None,
                 },
                 mosquitto: None,
             }],
@@ -772,6 +791,7 @@ mod tests {
             before_kib: 9_000,
             after_kib: Ok(8_900),
             retained_seen: None,
+            late_peak_kib: None,
         };
         assert_eq!(side.bytes_each(100), Some(-1024.0));
         assert_eq!(bytes_cell(&side, 100), "-1,024");

@@ -74,6 +74,14 @@ impl Held {
     }
 }
 
+/// A retained message as [`RetainedStore::shared`] gives it: the topic and payload are the store's,
+/// reference-counted.
+pub struct SharedMessage {
+    pub topic: TopicName,
+    pub payload: bytes::Bytes,
+    pub qos: u8,
+}
+
 /// Where a chunked read of the messages matching a filter goes on: after this topic.
 pub type Cursor = Option<TopicName>;
 
@@ -126,6 +134,21 @@ impl RetainedStore {
     /// Whether a snapshot message may be restored: a topic the broker would accept today.
     pub fn restorable(&self, topic: &str) -> bool {
         crate::topic::check_name(topic, self.limits.max_topic_levels).is_ok()
+    }
+
+    /// Every retained message, sorted by topic, sharing the store's bytes (what the retained log's
+    /// sync reads: no copy of the payloads).
+    pub fn shared(&self) -> Vec<SharedMessage> {
+        let now = Instant::now();
+        self.read()
+            .iter()
+            .filter(|(_, held)| held.live(now))
+            .map(|(topic, held)| SharedMessage {
+                topic: topic.clone(),
+                payload: held.retain.publish.payload.clone(),
+                qos: held.retain.publish.qos.value(),
+            })
+            .collect()
     }
 
     /// Every retained message, sorted by topic.

@@ -133,7 +133,7 @@ async fn save(retained: &RetainedStore, dir: PathBuf, log: SharedLog) -> Result<
 
 /// Makes the log hold what the store holds (on a blocking thread).
 async fn write(retained: &RetainedStore, dir: PathBuf, log: SharedLog) -> Result<(), Unsaved> {
-    let messages = retained.all().await;
+    let messages = retained.shared();
     tokio::task::spawn_blocking(move || {
         let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
         let synced = match log.as_mut() {
