@@ -602,3 +602,56 @@ codec = "vendor-x.js"
     let (status, _) = daemon.stop();
     assert!(status.success(), "clean stop: {status}");
 }
+
+/// The demo's codec source as config/demo.toml ships it: the simulator's payload decoded by
+/// config/codecs/demo-node.js (its examples checked at start), the fields typed from its
+/// normalizeUplink in Home Assistant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_codec_source_decodes_the_simulators_payload() {
+    let demo: toml::Table = include_str!("../config/demo.toml").parse().unwrap();
+    let mut coded = demo["source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(toml::Value::as_table)
+        .find(|source| source.get("payload").and_then(toml::Value::as_str) == Some("codec"))
+        .expect("the demo has a codec source")
+        .clone();
+    let codec = coded["codec"].as_str().unwrap().to_string();
+    coded.insert(
+        "codec".into(),
+        format!("{}/config/{codec}", env!("CARGO_MANIFEST_DIR")).into(),
+    );
+    coded.insert("interval".into(), "200ms".into());
+    let mut sources = toml::Table::new();
+    sources.insert("source".into(), vec![toml::Value::Table(coded)].into());
+    let config = format!(
+        "{HEAD}\n[homeassistant]\ndiscovery = true\n\n{}",
+        toml::to_string(&sources).unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut state = mqtt::subscribe(daemon.addr, "state", "sensorgate/coded-1", 0).await;
+    let mut ha = mqtt::subscribe(daemon.addr, "ha", "homeassistant/sensor/+/+/config", 0).await;
+    let message = state
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the codec device's state within 10 s");
+    let device: Json = serde_json::from_slice(&message.payload).unwrap();
+    for field in ["TempC", "Hum", "BatV"] {
+        assert!(device[field].is_number(), "{field} in {device}");
+    }
+    let got = ha
+        .collect_until(Duration::from_secs(10), |got| {
+            got.keys().any(|topic| topic.ends_with("/TempC/config"))
+        })
+        .await;
+    let (_, temperature) = got
+        .iter()
+        .find(|(topic, _)| topic.ends_with("/TempC/config"))
+        .unwrap_or_else(|| panic!("TempC announced: {:?}", got.keys()));
+    let temperature: Json = serde_json::from_slice(&temperature.payload).unwrap();
+    assert_eq!(temperature["device_class"], json!("temperature"));
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "clean stop: {status}");
+}
