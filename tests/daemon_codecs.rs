@@ -522,7 +522,7 @@ path = "{link}"
 framing = "cobs"
 header = "node16"
 payload = "codec"
-codec = "{codec}"
+codec = "{manifest}/tests/fixtures/codecs/ttn/em300-th.js"
 
 [[device]]
 name = "em300"
@@ -536,10 +536,7 @@ address = "18"
 codec = "vendor-x.js"
 "#,
         link = link.display(),
-        codec = format!(
-            "{}/tests/fixtures/codecs/ttn/em300-th.js",
-            env!("CARGO_MANIFEST_DIR")
-        ),
+        manifest = env!("CARGO_MANIFEST_DIR"),
     );
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
