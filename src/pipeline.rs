@@ -519,6 +519,18 @@ impl Pipeline {
         stats: &mut Stats,
         messages: &mut Vec<Message>,
     ) -> Option<serde_json::Value> {
+        self.admit_decoded(reading, &[], stats, messages)
+    }
+
+    /// [`Pipeline::admit`] with what a codec's `normalizeUplink` said of the reading's fields (field,
+    /// path in TTN's normalized schema), for their Home Assistant types.
+    fn admit_decoded(
+        &mut self,
+        reading: &Reading,
+        normalized: &[(String, String)],
+        stats: &mut Stats,
+        messages: &mut Vec<Message>,
+    ) -> Option<serde_json::Value> {
         let source = &reading.source;
         let outcome = self.registry.on_reading(reading, clock_now());
         let inspected = self
@@ -544,8 +556,12 @@ impl Pipeline {
                 }
                 messages.append(&mut out);
                 if let Some(stage) = &mut self.discovery {
-                    let discovery =
-                        stage.after_reading(&mut self.registry, &reading.source, &reading.address);
+                    let discovery = stage.after_codec_reading(
+                        &mut self.registry,
+                        &reading.source,
+                        &reading.address,
+                        normalized,
+                    );
                     messages.extend(discovery);
                 }
             }
@@ -582,7 +598,7 @@ impl Pipeline {
             lorawan: None,
         };
         let mut messages = Vec::new();
-        self.admit(&reading, stats, &mut messages);
+        self.admit_decoded(&reading, &outcome.normalized, stats, &mut messages);
         let Some(error) = failure else {
             return messages;
         };

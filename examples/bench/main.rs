@@ -132,8 +132,25 @@ pub fn thousands(value: f64) -> String {
     out
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Run again as the codec section's helper process, the bench answers codec calls on its pipes.
+    if let Some(path) = std::env::var_os(codecs::HELPER_ENV) {
+        if let Err(error) = codecs::serve_helper(&path.to_string_lossy()) {
+            eprintln!("codec helper: {error}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run_all()),
+        Err(error) => {
+            eprintln!("bench: no tokio runtime: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run_all() {
     let options = match parse(std::env::args().skip(1)) {
         Ok(options) => options,
         Err(message) => {

@@ -1,7 +1,7 @@
 //! A codec's own examples, run before the codec is trusted: ChirpStack's `test_decode_{name}.json` and
 //! `test_encode_{name}.json` beside `{name}.js` (arrays of `{name, input, expected}`; written as
 //! JavaScript literals, so comments and hex numbers are allowed, and read by QuickJS itself), and The
-//! Things Network's codec file `{name}.yaml` (`uplinkDecoder.examples`, `downlinkEncoder.examples` of
+//! Things Network's codec file `{name}.yaml` or `{name}-codec.yaml` (`uplinkDecoder.examples`, `downlinkEncoder.examples` of
 //! `{description, input, output}`, read by [`super::yaml`]). Decode
 //! examples compare `data`, `errors` and `warnings`; encode examples compare `bytes` and, when given,
 //! `fPort`. Comparison is deep equality with key order free and numbers compared numerically
@@ -66,7 +66,8 @@ pub struct ExampleReport {
 }
 
 /// The example files beside `codec` (`dir/name.js`): `dir/test_decode_name.json`,
-/// `dir/test_encode_name.json` and `dir/name.yaml`, those that exist.
+/// `dir/test_encode_name.json`, `dir/name.yaml` and `dir/name-codec.yaml` (the name TTN's device
+/// repository gives a codec file), those that exist.
 pub fn example_files(codec: &Path) -> Vec<(ExampleKind, PathBuf)> {
     let (Some(dir), Some(stem)) = (codec.parent(), codec.file_stem()) else {
         return Vec::new();
@@ -76,6 +77,7 @@ pub fn example_files(codec: &Path) -> Vec<(ExampleKind, PathBuf)> {
         (ExampleKind::Decode, format!("test_decode_{stem}.json")),
         (ExampleKind::Encode, format!("test_encode_{stem}.json")),
         (ExampleKind::TtnYaml, format!("{stem}.yaml")),
+        (ExampleKind::TtnYaml, format!("{stem}-codec.yaml")),
     ]
     .into_iter()
     .map(|(kind, file)| (kind, dir.join(file)))

@@ -10,6 +10,7 @@
 //!   codec YAML read by [`yaml`]), run and compared before the codec is used and by `sensorgate codec test`.
 //! - [`settings`]: the configuration keys of a codec source. [`cli`]: `sensorgate codec ...`.
 //! - [`sources`]: the running sources' codecs, as the pipeline uses them.
+//! - [`normalized`]: which fields TTN's `normalizeUplink` output names (`air.temperature`...).
 //!
 //! The API for any caller that has an FPort (a LoRaWAN stage included) is
 //! [`engine::Codec::decode_uplink`]: bytes, FPort and variables in, fields or a [`CodecError`] out.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod engine;
 pub mod examples;
 pub mod literal;
+pub mod normalized;
 pub mod settings;
 pub mod sources;
 pub mod worker;

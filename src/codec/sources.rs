@@ -5,7 +5,8 @@
 //! `{base}/gateway/stats`) and answered at once as an error outcome, so that the frame is still reported.
 //!
 //! The decoded `data` goes through the JSON payload decoder ([`crate::decode::json`]), so it is
-//! flattened and named exactly as a JSON payload's fields are.
+//! flattened and named exactly as a JSON payload's fields are; what the codec's `normalizeUplink` said
+//! of them comes along ([`CodecOutcome::normalized`]) for Home Assistant's types.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value as Json};
 use tokio::sync::mpsc;
 
+use super::normalized::field_paths;
 use super::settings::CodecSettings;
 use super::worker::CodecWorker;
 use super::{CodecError, UplinkInput};
@@ -44,6 +46,9 @@ pub struct CodecOutcome {
     pub raw: Vec<u8>,
     pub fport: u8,
     pub result: Result<PayloadFields, CodecError>,
+    /// (field, path in TTN's normalized schema) for the fields the codec's `normalizeUplink` named
+    /// ([`super::normalized::field_paths`]); empty without one.
+    pub normalized: Vec<(String, String)>,
 }
 
 struct SourceCodec {
@@ -131,6 +136,7 @@ impl CodecSources {
             raw: payload.to_vec(),
             fport,
             result: Err(CodecError::Busy),
+            normalized: Vec::new(),
         };
         let Some(codec) = codec else {
             return Err(Box::new(CodecOutcome {
@@ -160,17 +166,27 @@ impl CodecSources {
             raw: outcome.raw.clone(),
             fport,
             result,
+            normalized: Vec::new(),
         };
         let busy = answer(Err(CodecError::Busy));
         codec
             .worker
             .submit(Box::new(move |loaded| {
-                let result = loaded
+                let decoded = loaded
                     .map_err(Clone::clone)
-                    .and_then(|codec| codec.decode_uplink(&input))
-                    .and_then(|decoded| fields_of(&decoded.data));
+                    .and_then(|codec| codec.decode_uplink(&input));
+                let normalized = decoded.as_ref().ok().and_then(|d| d.normalized.clone());
+                let result = decoded.and_then(|decoded| fields_of(&decoded.data));
+                let normalized = match (&result, normalized) {
+                    (Ok(found), Some(normalized)) => field_paths(&found.fields, &normalized),
+                    _ => Vec::new(),
+                };
                 // The pipeline is gone only at shutdown, when nothing waits for this outcome.
-                let _ = back.blocking_send(CodecOutcome { result, ..outcome });
+                let _ = back.blocking_send(CodecOutcome {
+                    result,
+                    normalized,
+                    ..outcome
+                });
             }))
             .map_err(|_| Box::new(busy))
     }

@@ -152,6 +152,10 @@ struct Announced {
     /// Every field seen (and the gateway keys `rssi`, `snr`, `last_seen`), with its first value's kind,
     /// and the switches the configuration names (seen or not; text until seen).
     fields: BTreeMap<String, ValueKind>,
+    /// The fields a codec's `normalizeUplink` named when they were first seen, with their path in
+    /// TTN's normalized schema (`air.temperature`); they type fields whose names say nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    normalized: BTreeMap<String, String>,
     /// Every config topic published and not cleared.
     topics: BTreeSet<String>,
 }
@@ -305,6 +309,18 @@ impl Discovery {
         source: &str,
         address: &str,
     ) -> Vec<Message> {
+        self.after_codec_reading(lookup, source, address, &[])
+    }
+
+    /// [`Discovery::after_reading`] for a reading a codec decoded: `normalized` holds (field, path in
+    /// TTN's normalized schema) for the fields its `normalizeUplink` named, which type the new ones.
+    pub fn after_codec_reading(
+        &mut self,
+        lookup: &dyn DeviceLookup,
+        source: &str,
+        address: &str,
+        normalized: &[(String, String)],
+    ) -> Vec<Message> {
         let Some((identity, state)) = lookup.tracked(source, address) else {
             return Vec::new();
         };
@@ -320,6 +336,7 @@ impl Discovery {
                 address: address.to_string(),
                 identity: identity.clone(),
                 fields: BTreeMap::new(),
+                normalized: BTreeMap::new(),
                 topics: BTreeSet::new(),
             });
         let renamed = device.identity != identity;
@@ -343,6 +360,9 @@ impl Discovery {
                 continue;
             }
             device.fields.insert(field.clone(), ValueKind::of(value));
+            if let Some((_, path)) = normalized.iter().find(|(named, _)| named == field) {
+                device.normalized.insert(field.clone(), path.clone());
+            }
             self.entities += 1;
             grew = true;
         }
@@ -583,8 +603,11 @@ impl Discovery {
         kind: ValueKind,
         over: Option<&FieldOverride>,
     ) -> Option<(String, Json)> {
+        let normalized = device.normalized.get(field).filter(|_| over.is_none());
         let entity = if publish::is_state_key(field) {
             types::gateway_key_type(field)
+        } else if let Some(path) = normalized {
+            types::infer_normalized(field, path, kind)
         } else {
             // The configuration was checked with the same rules; an override refused here is ignored.
             types::resolve(info.payload, field, kind, over)

@@ -112,8 +112,23 @@ impl Stage {
         source: &str,
         address: &str,
     ) -> Vec<Message> {
+        self.after_codec_reading(registry, source, address, &[])
+    }
+
+    /// [`Stage::after_reading`] for a reading a codec decoded, with the fields its `normalizeUplink`
+    /// named (field, path in TTN's normalized schema).
+    pub fn after_codec_reading(
+        &mut self,
+        registry: &mut Registry,
+        source: &str,
+        address: &str,
+        normalized: &[(String, String)],
+    ) -> Vec<Message> {
         let mut messages = self.forgotten(registry);
-        messages.extend(self.discovery.after_reading(registry, source, address));
+        messages.extend(
+            self.discovery
+                .after_codec_reading(registry, source, address, normalized),
+        );
         if self.discovery.entities_dropped() > 0 && !self.capped_logged {
             self.capped_logged = true;
             log::warn!(

@@ -513,6 +513,55 @@ const BLE: &[Known] = &[
     text("firmware_version", "Firmware version"),
 ];
 
+/// The measurements of The Things Network's normalized payload schema (what a codec's
+/// `normalizeUplink` returns; its units are the schema's), by dotted path in lower case.
+const TTN_NORMALIZED: &[Known] = &[
+    measured("air.temperature", "Air temperature", "temperature", "°C"),
+    measured("air.relativehumidity", "Humidity", "humidity", "%"),
+    measured("air.pressure", "Pressure", "atmospheric_pressure", "hPa"),
+    measured("air.co2", "CO₂", "carbon_dioxide", "ppm"),
+    measured("air.lightintensity", "Illuminance", "illuminance", "lx"),
+    measured("soil.temperature", "Soil temperature", "temperature", "°C"),
+    measured("soil.moisture", "Soil moisture", "moisture", "%"),
+    number("soil.ec", "Soil conductivity", Some("dS/m")),
+    number("soil.ph", "Soil pH", None),
+    number("soil.n", "Soil nitrogen", Some("ppm")),
+    number("soil.p", "Soil phosphorus", Some("ppm")),
+    number("soil.k", "Soil potassium", Some("ppm")),
+    measured("soil.depth", "Soil depth", "distance", "cm"),
+    measured(
+        "water.temperature",
+        "Water temperature",
+        "temperature",
+        "°C",
+    ),
+    measured("wind.speed", "Wind speed", "wind_speed", "m/s"),
+    number("wind.direction", "Wind direction", Some("°")),
+    Known {
+        key: "battery",
+        label: "Battery voltage",
+        kind: Kind::Sensor {
+            device_class: Some("voltage"),
+            unit: Some("V"),
+            state_class: MEASUREMENT,
+            diagnostic: true,
+        },
+    },
+];
+
+/// What the tables infer for `field` of a codec device whose `normalizeUplink` put the field's value
+/// at `normalized` (`air.temperature`): a name the JSON table knows keeps its type (the name is
+/// certain, the normalized match is by value); otherwise the normalized schema's type, named by the
+/// schema; otherwise as [`infer`].
+pub fn infer_normalized(field: &str, normalized: &str, value: ValueKind) -> Option<EntityType> {
+    let lower = normalized.to_lowercase();
+    let known_name = find_known(&[JSON], &field.to_lowercase()).is_some();
+    if known_name || !TTN_NORMALIZED.iter().any(|known| known.key == lower) {
+        return infer(PayloadFormat::Codec, field, value);
+    }
+    infer_from(&[TTN_NORMALIZED], PayloadFormat::Json, &lower, value)
+}
+
 /// The gateway's own keys in a device's state that become diagnostic entities (`seq` and `source` do not).
 pub fn gateway_key_type(key: &str) -> Option<EntityType> {
     let sensor =
@@ -1471,6 +1520,31 @@ mod tests {
     }
 
     #[test]
+    fn a_normalized_path_types_a_name_the_table_does_not_know() {
+        let temperature =
+            infer_normalized("TempC_SHT", "air.temperature", ValueKind::Number).unwrap();
+        assert_eq!(
+            (
+                temperature.device_class.as_deref(),
+                temperature.unit.as_deref()
+            ),
+            (Some("temperature"), Some("°C"))
+        );
+        let volts = infer_normalized("BatV", "battery", ValueKind::Number).unwrap();
+        assert_eq!(
+            (volts.device_class.as_deref(), volts.unit.as_deref()),
+            (Some("voltage"), Some("V"))
+        );
+        // A name the table knows keeps its type: `battery` is a percentage, whatever the codec's
+        // normalizeUplink claims (TTN's schema has volts there).
+        let percent = infer_normalized("battery", "battery", ValueKind::Number).unwrap();
+        assert_eq!(percent.unit.as_deref(), Some("%"));
+        // A path outside the schema says nothing.
+        let plain = infer_normalized("x", "air.smell", ValueKind::Number).unwrap();
+        assert_eq!((plain.device_class, plain.unit), (None, None));
+    }
+
+    #[test]
     fn every_table_entry_passes_home_assistants_rules() {
         for (payload, table) in [
             (PayloadFormat::Lpp, LPP),
@@ -1496,6 +1570,11 @@ mod tests {
                     }
                 }
             }
+        }
+        for known in TTN_NORMALIZED {
+            let entity = infer_normalized("x_7", known.key, ValueKind::Number).unwrap();
+            check_sensor(&entity).unwrap_or_else(|e| panic!("{}: {e:?}", known.key));
+            assert_eq!(entity.name, known.label);
         }
         for known in BLE {
             let field = format!("{}_1", known.key);

@@ -1,5 +1,5 @@
-//! `sensorgate codec decode | encode | test` on real vendor codecs (tests/fixtures/codecs/chirpstack, MIT),
-//! with node as an independent oracle: the same codec run by node on the same payloads must give the same
+//! `sensorgate codec decode | encode | test` on real vendor codecs (tests/fixtures/codecs/chirpstack, MIT;
+//! tests/fixtures/codecs/ttn, one codec of The Things Network's device repository), with node as an independent oracle: the same codec run by node on the same payloads must give the same
 //! `data`.
 
 use std::process::Command;
@@ -9,6 +9,7 @@ use serde_json::{json, Value as Json};
 use super::commands::sensorgate;
 
 const CHIRPSTACK: &str = "tests/fixtures/codecs/chirpstack";
+const TTN_EM300: &str = "tests/fixtures/codecs/ttn/em300-th.js";
 
 fn stdout_json(args: &[&str]) -> (Option<i32>, Json) {
     let outcome = sensorgate(args, None, &[]);
@@ -206,4 +207,70 @@ fn codec_test_reads_ttn_codec_yaml_examples_too() {
         "{}",
         outcome.dump()
     );
+}
+
+#[test]
+fn a_ttn_codec_runs_the_examples_of_its_codec_yaml() {
+    // TTN names the codec file NAME-codec.yaml; its one example must be found and pass.
+    let outcome = sensorgate(&["codec", "test", TTN_EM300], None, &[]);
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.dump());
+    assert!(
+        outcome.stdout.contains(": 1 examples, 0 failed"),
+        "{}",
+        outcome.dump()
+    );
+}
+
+/// node as the oracle for the TTN codec: `decodeUplink` then `normalizeUplink`, as The Things Stack
+/// chains them, on the codec file's example and on payloads around it (a negative temperature, a
+/// frame with one channel, an unknown channel that ends the loop).
+#[test]
+fn a_ttn_codec_decodes_and_normalizes_as_node_does() {
+    let node_script = r#"
+        const fs = require('fs'), vm = require('vm');
+        const [codecPath, ...hexes] = process.argv.slice(1);
+        const ctx = vm.createContext({});
+        vm.runInContext(fs.readFileSync(codecPath, 'utf8'), ctx);
+        const out = hexes.map(hex => {
+            const bytes = Array.from(Buffer.from(hex, 'hex'));
+            const decoded = ctx.decodeUplink({ bytes, fPort: 1 });
+            const normalized = ctx.normalizeUplink({ data: decoded.data });
+            return JSON.parse(JSON.stringify({ hex, data: decoded.data, normalized: normalized.data }));
+        });
+        console.log(JSON.stringify(out));
+    "#;
+    let payloads = [
+        "0175320367c80004683c",
+        "01756403679cff046891",
+        "0367fa00",
+        "04685a0501ff",
+    ];
+    let mut args = vec!["-e", node_script, TTN_EM300];
+    args.extend(payloads);
+    let node = Command::new("node")
+        .args(&args)
+        .output()
+        .expect("node runs (the oracle)");
+    assert!(
+        node.status.success(),
+        "node: {}",
+        String::from_utf8_lossy(&node.stderr)
+    );
+    let cases: Vec<Json> = serde_json::from_slice(&node.stdout).unwrap();
+    assert_eq!(cases.len(), payloads.len());
+    // The codec file's example, as node computed it: the oracle agrees with the vendor.
+    assert_eq!(
+        cases[0]["data"],
+        json!({"battery": 50, "temperature": 20, "humidity": 30})
+    );
+    for case in cases {
+        let hex = case["hex"].as_str().unwrap();
+        let (code, ours) = stdout_json(&["codec", "decode", TTN_EM300, "--fport", "1", hex]);
+        assert_eq!(code, Some(0), "{hex}: {ours}");
+        assert_eq!(ours["data"], case["data"], "data of {hex}");
+        assert_eq!(
+            ours["normalized"], case["normalized"],
+            "normalized of {hex}"
+        );
+    }
 }

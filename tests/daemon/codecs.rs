@@ -491,3 +491,164 @@ fn device_codec_keys_need_a_codec_source_with_a_header() {
     let (code, stderr) = check(&format!("{with_header}{device}codec = \"c.js\"\n"));
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// Home Assistant types from a codec's `normalizeUplink`: a vendor's names that say nothing
+/// (`TempC_SHT`) are typed by the normalized schema's measurement of the same value; a name the table
+/// knows keeps its type even where the normalized output disagrees (TTN's Milesight EM300-TH puts its
+/// battery percentage where the schema has volts). The TTN codec's own example (its `-codec.yaml`) is
+/// checked at start: the daemon would refuse it otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_types_codec_fields_from_normalize_uplink() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyNORM");
+    let mut dongle = FakeDongle::plug(&link);
+    std::fs::write(
+        dir.path().join("vendor-x.js"),
+        "function decodeUplink(i) { var b = i.bytes; return { data: { TempC_SHT: ((b[0] << 8) | b[1]) / 10, \
+         Hum_SHT: b[2], BatV: ((b[3] << 8) | b[4]) / 1000, Mode: 0 } }; } \
+         function normalizeUplink(i) { return { data: { air: { temperature: i.data.TempC_SHT, \
+         relativeHumidity: i.data.Hum_SHT }, battery: i.data.BatV } }; }",
+    )
+    .unwrap();
+    let config = format!(
+        r#"{HEAD}
+[homeassistant]
+discovery = true
+
+[[source]]
+name = "uart0"
+kind = "serial"
+path = "{link}"
+framing = "cobs"
+header = "node16"
+payload = "codec"
+codec = "{manifest}/tests/fixtures/codecs/ttn/em300-th.js"
+
+[[device]]
+name = "em300"
+source = "uart0"
+address = "17"
+
+[[device]]
+name = "vendor-x"
+source = "uart0"
+address = "18"
+codec = "vendor-x.js"
+"#,
+        link = link.display(),
+        manifest = env!("CARGO_MANIFEST_DIR"),
+    );
+    let daemon = Daemon::start(dir.path(), &config);
+    daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
+    let mut configs = mqtt::subscribe(daemon.addr, "ha", "homeassistant/+/+/+/config", 0).await;
+    let mut em300 = encode_header(HeaderFormat::Node16, 17, 1);
+    // The example of em300-th-codec.yaml: battery 50 %, 20.0 degC, 30 %RH.
+    em300.extend([0x01, 0x75, 0x32, 0x03, 0x67, 0xC8, 0x00, 0x04, 0x68, 0x3C]);
+    dongle.write(&encode_frame(Framing::Cobs, &em300)).await;
+    let mut vendor = encode_header(HeaderFormat::Node16, 18, 1);
+    vendor.extend([0x00, 0xD7, 40, 0x0B, 0xEA]); // 21.5 degC, 40 %RH, 3.05 V
+    dongle.write(&encode_frame(Framing::Cobs, &vendor)).await;
+
+    let entity =
+        |device: &str, field: &str| format!("_uart0_{device}/{}/config", field.to_lowercase());
+    let wanted: Vec<String> = [
+        ("17", "battery"),
+        ("17", "temperature"),
+        ("18", "TempC_SHT"),
+        ("18", "Hum_SHT"),
+        ("18", "BatV"),
+        ("18", "Mode"),
+    ]
+    .iter()
+    .map(|(device, field)| entity(device, field))
+    .collect();
+    let got = configs
+        .collect_until(Duration::from_secs(10), |got| {
+            wanted
+                .iter()
+                .all(|end| got.keys().any(|topic| topic.to_lowercase().ends_with(end)))
+        })
+        .await;
+    let config_of = |device: &str, field: &str| -> Json {
+        let end = entity(device, field);
+        let (_, message) = got
+            .iter()
+            .find(|(topic, _)| topic.to_lowercase().ends_with(&end))
+            .unwrap_or_else(|| panic!("no config for {field} of {device}: {:?}", got.keys()));
+        serde_json::from_slice(&message.payload).unwrap()
+    };
+    let typed = |config: &Json| {
+        (
+            config["device_class"].as_str().map(str::to_string),
+            config["unit_of_measurement"].as_str().map(str::to_string),
+        )
+    };
+    let expect = |class: &str, unit: &str| (Some(class.to_string()), Some(unit.to_string()));
+    assert_eq!(
+        typed(&config_of("18", "TempC_SHT")),
+        expect("temperature", "°C")
+    );
+    assert_eq!(typed(&config_of("18", "Hum_SHT")), expect("humidity", "%"));
+    assert_eq!(typed(&config_of("18", "BatV")), expect("voltage", "V"));
+    assert_eq!(typed(&config_of("18", "Mode")), (None, None));
+    assert_eq!(
+        typed(&config_of("17", "temperature")),
+        expect("temperature", "°C")
+    );
+    assert_eq!(typed(&config_of("17", "battery")), expect("battery", "%"));
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "clean stop: {status}");
+}
+
+/// The demo's codec source as config/demo.toml ships it: the simulator's payload decoded by
+/// config/codecs/demo-node.js (its examples checked at start), the fields typed from its
+/// normalizeUplink in Home Assistant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_codec_source_decodes_the_simulators_payload() {
+    let demo: toml::Table = include_str!("../../config/demo.toml").parse().unwrap();
+    let mut coded = demo["source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(toml::Value::as_table)
+        .find(|source| source.get("payload").and_then(toml::Value::as_str) == Some("codec"))
+        .expect("the demo has a codec source")
+        .clone();
+    let codec = coded["codec"].as_str().unwrap().to_string();
+    coded.insert(
+        "codec".into(),
+        format!("{}/config/{codec}", env!("CARGO_MANIFEST_DIR")).into(),
+    );
+    coded.insert("interval".into(), "200ms".into());
+    let mut sources = toml::Table::new();
+    sources.insert("source".into(), vec![toml::Value::Table(coded)].into());
+    let config = format!(
+        "{HEAD}\n[homeassistant]\ndiscovery = true\n\n{}",
+        toml::to_string(&sources).unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &config);
+    let mut state = mqtt::subscribe(daemon.addr, "state", "sensorgate/coded-1", 0).await;
+    let mut ha = mqtt::subscribe(daemon.addr, "ha", "homeassistant/sensor/+/+/config", 0).await;
+    let message = state
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the codec device's state within 10 s");
+    let device: Json = serde_json::from_slice(&message.payload).unwrap();
+    for field in ["TempC", "Hum", "BatV"] {
+        assert!(device[field].is_number(), "{field} in {device}");
+    }
+    let got = ha
+        .collect_until(Duration::from_secs(10), |got| {
+            got.keys().any(|topic| topic.ends_with("/TempC/config"))
+        })
+        .await;
+    let (_, temperature) = got
+        .iter()
+        .find(|(topic, _)| topic.ends_with("/TempC/config"))
+        .unwrap_or_else(|| panic!("TempC announced: {:?}", got.keys()));
+    let temperature: Json = serde_json::from_slice(&temperature.payload).unwrap();
+    assert_eq!(temperature["device_class"], json!("temperature"));
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "clean stop: {status}");
+}

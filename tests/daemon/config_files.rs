@@ -573,7 +573,22 @@ fn load_reads_a_file() {
         "{error}"
     );
     std::fs::write(&path, DEMO).unwrap();
-    assert_eq!(Config::load(&path).unwrap(), Config::default_demo());
+    // The demo's codec path is relative to the file: its codecs go beside it.
+    let codecs = dir.path().join("codecs");
+    std::fs::create_dir(&codecs).unwrap();
+    for name in ["demo-node.js", "demo-node.yaml"] {
+        std::fs::copy(format!("config/codecs/{name}"), codecs.join(name)).unwrap();
+    }
+    let mut loaded = Config::load(&path).unwrap();
+    // Loading read the codec and made its path absolute; parsing alone (default_demo) does neither.
+    for source in &mut loaded.sources {
+        if let Some(codec) = &mut source.codec {
+            assert!(codec.script.contains("function decodeUplink"));
+            codec.script.clear();
+            codec.path = codec.path.strip_prefix(dir.path()).unwrap().to_path_buf();
+        }
+    }
+    assert_eq!(loaded, Config::default_demo());
 }
 
 #[test]

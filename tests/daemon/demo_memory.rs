@@ -51,6 +51,7 @@ fn demo_config() -> String {
         // The demo's status page on a free port, so that parallel tests never compete for 8088.
         http.insert("bind".into(), "127.0.0.1:0".into());
     }
+    absolute_codec_paths(&mut config);
     let sources = config
         .get_mut("source")
         .and_then(toml::Value::as_array_mut)
@@ -145,4 +146,20 @@ async fn the_demo_configuration_runs_in_flat_memory() {
         "resident memory grew {growth} KiB after the warm-up (allowed {ALLOWED_GROWTH_KIB} KiB): \
          {reference} -> {last} KiB"
     );
+}
+
+/// The demo's `codec` paths are relative to config/demo.toml; the test writes the configuration
+/// elsewhere, so they become absolute.
+fn absolute_codec_paths(config: &mut toml::Table) {
+    let sources = config
+        .get_mut("source")
+        .and_then(toml::Value::as_array_mut)
+        .into_iter()
+        .flatten();
+    for source in sources.filter_map(toml::Value::as_table_mut) {
+        if let Some(codec) = source.get("codec").and_then(toml::Value::as_str) {
+            let path = format!("{}/config/{codec}", env!("CARGO_MANIFEST_DIR"));
+            source.insert("codec".into(), path.into());
+        }
+    }
 }

@@ -135,6 +135,7 @@ pub fn demo_config(users: &str) -> String {
     broker.insert("listener".into(), toml::Value::Array(vec![listener.into()]));
     broker.insert("allow_anonymous".into(), true.into());
     config.insert("broker".into(), toml::Value::Table(broker));
+    absolute_codec_paths(&mut config);
     let mut http = table(&mut config, "http");
     http.insert("bind".into(), "127.0.0.1:0".into());
     config.insert("http".into(), toml::Value::Table(http));
@@ -142,4 +143,20 @@ pub fn demo_config(users: &str) -> String {
         "{}\n{users}",
         toml::to_string(&config).expect("serialise the demo")
     )
+}
+
+/// The demo's `codec` paths are relative to config/demo.toml; the test writes the configuration
+/// elsewhere, so they become absolute.
+fn absolute_codec_paths(config: &mut toml::Table) {
+    let sources = config
+        .get_mut("source")
+        .and_then(toml::Value::as_array_mut)
+        .into_iter()
+        .flatten();
+    for source in sources.filter_map(toml::Value::as_table_mut) {
+        if let Some(codec) = source.get("codec").and_then(toml::Value::as_str) {
+            let path = format!("{}/config/{codec}", env!("CARGO_MANIFEST_DIR"));
+            source.insert("codec".into(), path.into());
+        }
+    }
 }
