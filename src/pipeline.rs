@@ -8,7 +8,8 @@
 //! configs are published with the rest. With `[http]` on, it also feeds [`crate::live`]: every frame
 //! with what became of it (the frame inspector), and once a second, when anything changed, a snapshot of
 //! its counters and the registry for the status page; the page's own counters join `{base}/gateway/stats`
-//! as `http`.
+//! as `http`; and it forgets the device an admin names on the page ([`crate::forget`]): out of the
+//! registry, its retained topics and discovery configs cleared, counted as `devices.forgotten`.
 //!
 //! Logs stay bounded whatever a node sends: frame and decode warnings at most one per source a minute, a
 //! device over `max_fields` one WARN per device, a publish the broker refuses at most one ERROR a minute
@@ -306,7 +307,6 @@ impl Pipeline {
         self.registry
     }
 
-    /// Gives the live view a new snapshot when anything changed since the last one.
     /// Forgets the device `name` at an admin's request: the registry drops it, discovery removes its
     /// entities; returns the messages that clear its retained topics (`None`: no such device).
     fn forget_device(&mut self, name: &str, stats: &mut Stats) -> Option<Vec<Message>> {
@@ -325,6 +325,7 @@ impl Pipeline {
         Some(cleared)
     }
 
+    /// Gives the live view a new snapshot when anything changed since the last one.
     fn refresh_live_view(&self, stats: &Stats, started: Instant) {
         let Some(live) = &self.live else { return };
         if !live.take_changed() {
