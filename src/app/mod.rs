@@ -10,6 +10,7 @@
 //! restart, the others keep running; the broker's clients and the spool are never dropped.
 
 pub mod keys;
+pub mod lorawan_cli;
 mod settings;
 mod supervise;
 
@@ -185,7 +186,7 @@ async fn load_lorawan(
     };
     let copy = config.clone();
     let (devices, warnings) =
-        tokio::task::spawn_blocking(move || crate::lorawan::settings::load_devices(&copy))
+        tokio::task::spawn_blocking(move || keys::load_lorawan_devices(&copy))
             .await
             .map_err(|e| anyhow::anyhow!("reading the LoRaWAN key files: {e}"))??;
     for warning in &warnings {

@@ -2,8 +2,8 @@
 //! the LoRaWAN keys of a `[[device]]` (OTAA: `dev_eui`, `join_eui`, `app_key_file`; ABP: `dev_addr`,
 //! `nwk_s_key_file`, `app_s_key_file`; `payload` or `fports`). This module owns their types, defaults
 //! and checks; `crate::config` composes them into the file's tree and points a [`SettingError`] at its
-//! key as `FILE:LINE:COL`. Key files are read through `crate::crypto::keys` (hex, permission warning,
-//! never logged).
+//! key as `FILE:LINE:COL`. The key files are read by `crate::app::keys` (hex, permission warning, never
+//! logged).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::region::Region;
-use super::server::{Activation, ServedDevice, ServerSettings};
+use super::server::ServerSettings;
 use crate::decode::PayloadFormat;
 
 /// A check that failed: the key (relative to its table) and what to write instead.
@@ -48,10 +48,10 @@ pub struct LorawanConfig {
     #[serde(default, deserialize_with = "net_id")]
     pub net_id: u32,
     /// RX1 delay of data downlinks (from the region: 1 s).
-    #[serde(default, deserialize_with = "crate::config::option_duration")]
+    #[serde(default, deserialize_with = "crate::duration::option_duration")]
     pub rx1_delay: Option<Duration>,
     /// JOIN_ACCEPT_DELAY1 (from the region: 5 s).
-    #[serde(default, deserialize_with = "crate::config::option_duration")]
+    #[serde(default, deserialize_with = "crate::duration::option_duration")]
     pub join_accept_delay1: Option<Duration>,
     /// RX2 frequency, Hz (from the region: 869.525 MHz in EU868).
     #[serde(default)]
@@ -62,7 +62,7 @@ pub struct LorawanConfig {
     /// Copies of one uplink within it are one uplink (default 200 ms).
     #[serde(
         default = "default_dedup_window",
-        deserialize_with = "crate::config::duration"
+        deserialize_with = "crate::duration::duration"
     )]
     pub dedup_window: Duration,
     /// At most this many LoRaWAN devices (default 1000).
@@ -453,82 +453,6 @@ fn key_file(path: &Option<PathBuf>, key: &'static str) -> Result<PathBuf, Settin
             format!("missing key `{key}`: a file holding the 32 hex digits of the key"),
         )),
     }
-}
-
-/// A device's keys read from its files (blocking IO): the served device, and a warning per key file
-/// readable by group or others. Errors name the file and the configuration key.
-pub fn load_served_device(
-    name: &str,
-    device: &LorawanDevice,
-    named_by: &dyn Fn(&str) -> String,
-) -> Result<(ServedDevice, Vec<String>), crate::config::ConfigError> {
-    let mut warnings = Vec::new();
-    let mut read = |path: &PathBuf, key: &str| -> Result<[u8; 16], crate::config::ConfigError> {
-        let file = crate::crypto::keys::load_frame_key(path)
-            .map_err(|e| crate::config::ConfigError::from_key_error(e, &named_by(key)))?;
-        warnings.extend(file.warning(path));
-        Ok(file.key.0)
-    };
-    let activation = match &device.activation {
-        DeviceActivation::Otaa {
-            dev_eui,
-            join_eui,
-            app_key_file,
-        } => Activation::Otaa {
-            dev_eui: *dev_eui,
-            join_eui: *join_eui,
-            app_key: read(app_key_file, "app_key_file")?,
-        },
-        DeviceActivation::Abp {
-            dev_addr,
-            nwk_s_key_file,
-            app_s_key_file,
-        } => Activation::Abp {
-            dev_addr: *dev_addr,
-            nwk_s_key: read(nwk_s_key_file, "nwk_s_key_file")?,
-            app_s_key: read(app_s_key_file, "app_s_key_file")?,
-        },
-    };
-    Ok((
-        ServedDevice {
-            name: name.to_string(),
-            activation,
-        },
-        warnings,
-    ))
-}
-
-/// Every LoRaWAN device of the configuration with its keys read, by semtech-udp source, and the
-/// permission warnings of their key files. Blocking IO: `run` and `check-config` both call it, so both
-/// refuse the same key files.
-pub type DevicesBySource = BTreeMap<String, Vec<(ServedDevice, LorawanDevice)>>;
-
-/// See [`DevicesBySource`].
-pub fn load_devices(
-    config: &crate::config::Config,
-) -> Result<(DevicesBySource, Vec<String>), crate::config::ConfigError> {
-    let mut by_source = DevicesBySource::new();
-    let mut warnings = Vec::new();
-    for source in &config.sources {
-        if matches!(source.kind, crate::config::SourceKind::SemtechUdp(_)) {
-            by_source.insert(source.name.clone(), Vec::new());
-        }
-    }
-    for (i, device) in config.device.iter().enumerate() {
-        let Some(list) = by_source.get_mut(&device.source) else {
-            continue;
-        };
-        // The configuration's validation guarantees the keys check; a device that still does not is
-        // skipped rather than served wrongly.
-        let Ok(lorawan) = device.lorawan_keys().check() else {
-            continue;
-        };
-        let named_by = |key: &str| format!("device[{i}].{key} of [[device]] \"{}\"", device.name);
-        let (served, found) = load_served_device(&device.name, &lorawan, &named_by)?;
-        warnings.extend(found);
-        list.push((served, lorawan));
-    }
-    Ok((by_source, warnings))
 }
 
 #[cfg(test)]
