@@ -118,6 +118,7 @@ fn load_served_device(
         ServedDevice {
             name: name.to_string(),
             activation,
+            version: device.version,
         },
         warnings,
     ))

@@ -28,8 +28,7 @@ pub struct CliDevice<'a> {
 
 /// The stored sessions of `source`, read without taking the state file over.
 fn stored(state_dir: &Path, source: &str) -> Vec<super::session::SessionRecord> {
-    let name = format!("{}{source}", persist::STATE_PREFIX);
-    match StateFile::open(state_dir, &name).1 {
+    match StateFile::open(state_dir, &persist::state_name(source)).1 {
         Loaded::Found(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
         Loaded::Fresh | Loaded::Lost(_) => Vec::new(),
     }

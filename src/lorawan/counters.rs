@@ -127,7 +127,7 @@ impl LorawanCounters {
             Refusal::WrongJoinEui { .. } | Refusal::DevNonceReused(_) => c.join_refused += 1,
             Refusal::JoinRateLimited(_) => c.join_rate_limited += 1,
             Refusal::BadMic => c.bad_mic += 1,
-            Refusal::Replay(_) => c.replayed += 1,
+            Refusal::Replay(_) | Refusal::AbpCountersLost => c.replayed += 1,
             Refusal::CounterGap | Refusal::CounterExhausted => c.counter_gaps += 1,
         });
     }

@@ -3,7 +3,7 @@
 //! device's; joins, ACKs and MAC answers go back through the gateway that heard the device best.
 //!
 //! Files: `region.rs` (the regional parameters table), `session.rs` (a device's session and what of it
-//! is stored), `keys.rs` (session key derivation), `join_accept.rs` (the JoinAccept), `join_limit.rs` (joins rate-limited), `server.rs` (the network/join server state machine),
+//! is stored), `keys.rs` (session key derivation), `dev_nonce.rs` (which join requests are replays, by LoRaWAN version), `join_accept.rs` (the JoinAccept), `join_limit.rs` (joins rate-limited), `server.rs` (the network/join server state machine),
 //! `dedup.rs` (one uplink heard by several gateways), `payload.rs` (FRMPayload to fields), `semtech.rs` (the forwarder protocol v2 codec),
 //! `persist.rs` (sessions on disk through `crate::statefile`), `settings.rs` (the configuration keys and
 //! their checks), `udp.rs` (the source task), `cli.rs` (`sensorgate lorawan keys` and `decode`).
@@ -24,6 +24,7 @@
 pub mod cli;
 pub mod counters;
 pub mod dedup;
+pub mod dev_nonce;
 pub mod join_accept;
 pub mod join_limit;
 pub mod keys;

@@ -59,6 +59,7 @@ mod tests {
             },
             payload: None,
             fports: BTreeMap::from([(2, PayloadFormat::Lpp)]),
+            version: Default::default(),
         };
         assert_eq!(
             decode_fields(&device, Some(2), &[1, 0x67, 0, 0xd7]),

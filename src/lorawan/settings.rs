@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::dev_nonce::LorawanVersion;
 use super::region::Region;
 use super::server::ServerSettings;
 use crate::decode::PayloadFormat;
@@ -301,6 +302,7 @@ pub struct LorawanDeviceKeys {
     pub app_s_key_file: Option<PathBuf>,
     pub payload: Option<PayloadFormat>,
     pub fports: BTreeMap<String, PayloadFormat>,
+    pub lorawan_version: Option<LorawanVersion>,
 }
 
 /// How a LoRaWAN device joins, with the paths of its key files.
@@ -325,6 +327,8 @@ pub struct LorawanDevice {
     /// The decoder of every FPort not in `fports`; `None`: only the FPorts listed are decoded.
     pub payload: Option<PayloadFormat>,
     pub fports: BTreeMap<u8, PayloadFormat>,
+    /// `lorawan_version` (default 1.0.3): which DevNonce rule its joins follow.
+    pub version: LorawanVersion,
 }
 
 impl LorawanDevice {
@@ -354,6 +358,7 @@ impl LorawanDeviceKeys {
             ("app_s_key_file", self.app_s_key_file.is_some()),
             ("payload", self.payload.is_some()),
             ("fports", !self.fports.is_empty()),
+            ("lorawan_version", self.lorawan_version.is_some()),
         ]
         .iter()
         .find(|(_, written)| *written)
@@ -370,6 +375,7 @@ impl LorawanDeviceKeys {
             || self.app_s_key_file.is_some()
             || self.payload.is_some()
             || !self.fports.is_empty()
+            || self.lorawan_version.is_some()
     }
 
     /// OTAA (all three OTAA keys) or ABP (all three ABP keys), not both; a decoder.
@@ -433,6 +439,7 @@ impl LorawanDeviceKeys {
             activation,
             payload: self.payload,
             fports,
+            version: self.lorawan_version.unwrap_or_default(),
         })
     }
 }

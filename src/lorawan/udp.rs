@@ -68,7 +68,7 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
     let dir = start.state_dir.clone();
     let name = ctx.name.clone();
     let loaded = tokio::task::spawn_blocking(move || persist::load(&dir, &name)).await;
-    let (file, records) = match loaded {
+    let (file, stored) = match loaded {
         Ok(loaded) => loaded,
         Err(error) => {
             log::error!(source = ctx.name.as_str(); "LoRaWAN sessions could not be read: {error}");
@@ -76,7 +76,17 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
         }
     };
     let (served, decoders): (Vec<_>, Vec<_>) = start.devices.into_iter().unzip();
-    let server = NetworkServer::new(start.server, served, &records);
+    let (mut server, file) = match stored {
+        persist::Stored::Sessions(records) => (
+            NetworkServer::new(start.server, served, &records),
+            Some(file),
+        ),
+        // Nothing is written over the damaged copies: every restart fails closed again until reset.
+        persist::Stored::Lost => (NetworkServer::new(start.server, served, &[]), None),
+    };
+    if file.is_none() {
+        server.fail_closed();
+    }
     let Some(socket) = bind(&ctx, start.udp.bind).await else {
         return;
     };
@@ -88,7 +98,7 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
         decoders,
         dedup: Dedup::new(start.dedup_window, MAX_PENDING_UPLINKS),
         counters: start.counters,
-        file: Some(file),
+        file,
         pull_addresses: HashMap::new(),
         seen: HashSet::new(),
         token: 0,

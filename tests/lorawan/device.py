@@ -14,6 +14,8 @@ stranger's DevAddr is heard. The session is saved to STATE_FILE.
 PHASE "resume": after the daemon restarted, the OTAA device continues its session (no new join).
 PHASE "extra": after a reload added an ABP device, it sends; the OTAA device goes on once more.
 PHASE "abp": the ABP device sends the frame counters listed in the parameters' "fcnts".
+PHASE "joins": the OTAA device sends a join request with each DevNonce of the parameters' "nonces", 2.1 s
+apart (past the join rate limit); the report lists which got a JoinAccept (decrypted, MIC checked).
 """
 
 import base64
@@ -276,6 +278,22 @@ def abp(params, _state_path):
     print(json.dumps({"sent": len(params["fcnts"])}))
 
 
+def joins(params, _state_path):
+    a = Gateway(GATEWAY_A, params["port"])
+    a.pull()
+    app_key = bytes.fromhex(params["app_key"])
+    answered = []
+    for i, nonce in enumerate(params["nonces"]):
+        if i:
+            time.sleep(2.1)
+        a.push(join_request(app_key, params["join_eui"], params["dev_eui"], nonce), tmst=1_000_000 * (i + 1), rssi=-80)
+        txpk = a.pull_resp(timeout=1.5)
+        if txpk is not None:
+            open_join_accept(app_key, base64.b64decode(txpk["data"]))
+        answered.append(txpk is not None)
+    print(json.dumps({"answered": answered}))
+
+
 def main():
     phase, state_path = sys.argv[1], sys.argv[2]
     params = json.loads(sys.stdin.read())
@@ -287,6 +305,8 @@ def main():
         extra(params, state_path)
     elif phase == "abp":
         abp(params, state_path)
+    elif phase == "joins":
+        joins(params, state_path)
     else:
         fail("unknown phase " + phase)
 
