@@ -70,6 +70,9 @@ pub struct GatewayState {
     pub last_pull: Option<String>,
     /// Its last `stat` object, as sent.
     pub stat: Option<Json>,
+    /// Pulling (online) or silent for its missed keepalives (offline); `None` before its first
+    /// PULL_DATA.
+    pub online: Option<bool>,
 }
 
 /// Shared between the source task and the stats line.

@@ -33,6 +33,8 @@ impl SettingError {
     }
 }
 
+/// Default `keepalive` of a semtech-udp source: lora_pkt_fwd's `keepalive_interval`.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 /// Default `bind` of a semtech-udp source: every interface, the forwarders' usual port.
 pub const DEFAULT_BIND: &str = "0.0.0.0:1700";
 /// Default dedup window of one uplink heard by several gateways.
@@ -234,13 +236,24 @@ impl Gateways {
 pub struct SemtechUdpConfig {
     pub bind: SocketAddr,
     pub gateways: Gateways,
+    /// The forwarders' PULL_DATA interval (`keepalive_interval` of lora_pkt_fwd); a gateway silent for
+    /// `crate::lorawan::gateway_watch::MISSED_KEEPALIVES` of them is offline.
+    pub keepalive: Duration,
 }
 
-/// A semtech-udp source's `bind` and `gateways` as written.
+/// A semtech-udp source's `bind`, `gateways` and `keepalive` (1 s to 5 min) as written.
 pub fn semtech_udp_config(
     bind: Option<&str>,
     gateways: Option<&[String]>,
+    keepalive: Option<Duration>,
 ) -> Result<SemtechUdpConfig, SettingError> {
+    let keepalive = keepalive.unwrap_or(DEFAULT_KEEPALIVE);
+    if keepalive < Duration::from_secs(1) || keepalive > Duration::from_secs(300) {
+        return Err(SettingError::new(
+            "keepalive",
+            "must be between \"1s\" and \"5m\": the forwarders' keepalive_interval (\"10s\" in lora_pkt_fwd)",
+        ));
+    }
     let bind_text = bind.unwrap_or(DEFAULT_BIND);
     let bind: SocketAddr = bind_text.parse().map_err(|_| {
         SettingError::new(
@@ -266,6 +279,7 @@ pub fn semtech_udp_config(
         return Ok(SemtechUdpConfig {
             bind,
             gateways: Gateways::Any,
+            keepalive,
         });
     }
     if list.is_empty() {
@@ -287,6 +301,7 @@ pub fn semtech_udp_config(
     Ok(SemtechUdpConfig {
         bind,
         gateways: Gateways::Only(euis),
+        keepalive,
     })
 }
 
@@ -468,11 +483,15 @@ mod tests {
 
     #[test]
     fn gateways_are_euis_or_any_alone() {
-        let any = semtech_udp_config(None, Some(&["any".to_string()])).unwrap();
+        let any = semtech_udp_config(None, Some(&["any".to_string()]), None).unwrap();
         assert_eq!(any.gateways, Gateways::Any);
         assert_eq!(any.bind.port(), 1700);
-        let one = semtech_udp_config(Some("127.0.0.1:1"), Some(&["B827EBFFFE6F4E3C".to_string()]))
-            .unwrap();
+        let one = semtech_udp_config(
+            Some("127.0.0.1:1"),
+            Some(&["B827EBFFFE6F4E3C".to_string()]),
+            None,
+        )
+        .unwrap();
         assert!(one.gateways.allows(0xb827_ebff_fe6f_4e3c));
         assert!(!one.gateways.allows(1));
         for bad in [
@@ -481,17 +500,26 @@ mod tests {
             vec!["xyz".to_string()],
         ] {
             assert_eq!(
-                semtech_udp_config(None, Some(&bad)).unwrap_err().key,
+                semtech_udp_config(None, Some(&bad), None).unwrap_err().key,
                 "gateways"
             );
         }
-        assert_eq!(semtech_udp_config(None, None).unwrap_err().key, "gateways");
         assert_eq!(
-            semtech_udp_config(Some("nowhere"), Some(&["any".to_string()]))
+            semtech_udp_config(None, None, None).unwrap_err().key,
+            "gateways"
+        );
+        assert_eq!(
+            semtech_udp_config(Some("nowhere"), Some(&["any".to_string()]), None)
                 .unwrap_err()
                 .key,
             "bind"
         );
+        assert_eq!(any.keepalive, DEFAULT_KEEPALIVE);
+        for bad in [Duration::from_millis(500), Duration::from_secs(301)] {
+            let any = ["any".to_string()];
+            let error = semtech_udp_config(None, Some(&any), Some(bad)).unwrap_err();
+            assert_eq!(error.key, "keepalive");
+        }
     }
 
     #[test]

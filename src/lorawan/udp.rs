@@ -5,7 +5,9 @@
 //! PULL_DATA of the gateway that heard the device best, in RX1, and again in RX2 when the gateway's
 //! TX_ACK says RX1 was not possible (TOO_LATE, TOO_EARLY, COLLISION_PACKET...). Sessions are written through `persist.rs` on a
 //! blocking thread when a counter mark is passed or a device joins, and at a clean stop with the
-//! counters exactly.
+//! counters exactly. Each gateway's availability (`gateway_watch.rs`: online from its first PULL_DATA,
+//! offline after missed keepalives, with the devices only it heard) is emitted as
+//! `SourceEvent::GatewayAvailability` and shown as `online` in its stats.
 //!
 //! Bounds: datagrams from gateways not allowed are dropped and counted; malformed datagrams are counted
 //! and never stop the task; the dedup window holds at most [`MAX_PENDING_UPLINKS`] uplinks; at most
@@ -21,6 +23,7 @@ use tokio::net::UdpSocket;
 
 use super::counters::{self, LorawanCounters};
 use super::dedup::{Dedup, Heard, Offered};
+use super::gateway_watch::{GatewayChange, GatewayWatch};
 use super::payload::{decode_fields, Fields};
 use super::persist;
 use super::semtech::{self, FromGateway, Txpk};
@@ -104,6 +107,7 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
         token: 0,
         awaiting_ack: std::collections::VecDeque::new(),
         warnings: RateLimiter::new(Duration::from_secs(60)),
+        watch: GatewayWatch::new(start.udp.keepalive),
     };
     if !ctx
         .emit(SourceEvent::Up {
@@ -119,12 +123,27 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
             .dedup
             .next_deadline()
             .map(tokio::time::Instant::from_std);
+        let silent_gateway = task
+            .watch
+            .next_deadline()
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             received = task.socket.recv_from(&mut buffer) => match received {
-                Ok((len, from)) => task.on_datagram(&buffer[..len], from).await,
+                Ok((len, from)) => {
+                    if !task.on_datagram(&ctx, &buffer[..len], from).await {
+                        return;
+                    }
+                }
                 Err(error) => task.warn("recv", format!("receiving: {error}")),
             },
+            _ = sleep_until_or_forever(silent_gateway) => {
+                for change in task.watch.expire(Instant::now()) {
+                    if !task.announce(&ctx, change).await {
+                        return;
+                    }
+                }
+            }
             _ = sleep_until_or_forever(deadline) => {
                 for heard in task.dedup.due(Instant::now()) {
                     if !task.on_uplink(&ctx, heard).await {
@@ -186,6 +205,7 @@ struct Task {
     /// Downlinks sent in RX1 and not acknowledged yet, by token (bounded: the oldest are forgotten).
     awaiting_ack: std::collections::VecDeque<(u16, Downlink)>,
     warnings: RateLimiter,
+    watch: GatewayWatch,
 }
 
 impl Task {
@@ -195,7 +215,36 @@ impl Task {
         }
     }
 
-    async fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+    /// A gateway's availability changed: its stats, and the event the pipeline publishes. Returns false
+    /// when the pipeline is gone.
+    async fn announce(&self, ctx: &SourceContext, change: GatewayChange) -> bool {
+        self.counters
+            .gateway(change.gateway, |g| g.online = Some(change.online));
+        if !change.online {
+            log::warn!(
+                source = ctx.name.as_str();
+                "LoRaWAN gateway {:016x} is offline: no PULL_DATA for {} keepalive intervals ({} of its devices go offline with it)",
+                change.gateway,
+                super::gateway_watch::MISSED_KEEPALIVES,
+                change.devices_offline.len()
+            );
+        }
+        ctx.emit(SourceEvent::GatewayAvailability {
+            source: ctx.name.clone(),
+            gateway: change.gateway,
+            online: change.online,
+            devices_offline: change.devices_offline,
+        })
+        .await
+    }
+
+    /// One datagram. Returns false when the pipeline is gone.
+    async fn on_datagram(
+        &mut self,
+        ctx: &SourceContext,
+        datagram: &[u8],
+        from: SocketAddr,
+    ) -> bool {
         let parsed = match semtech::parse(datagram) {
             Ok(parsed) => parsed,
             Err(error) => {
@@ -204,7 +253,7 @@ impl Task {
                     "malformed",
                     format!("malformed datagram from {from}: {error}"),
                 );
-                return;
+                return true;
             }
         };
         let gateway = match &parsed {
@@ -218,7 +267,7 @@ impl Task {
                 "gateway",
                 format!("datagram from gateway {gateway:016x} ({from}) dropped: not in gateways"),
             );
-            return;
+            return true;
         }
         if self.gateways == Gateways::Any
             && self.seen.len() < counters::MAX_GATEWAYS
@@ -259,6 +308,9 @@ impl Task {
                     self.pull_addresses.insert(gateway, from);
                 }
                 self.counters.pulled(gateway, SystemTime::now());
+                if let Some(change) = self.watch.pulled(gateway, Instant::now()) {
+                    return self.announce(ctx, change).await;
+                }
             }
             FromGateway::TxAck { token, error, .. } => {
                 let position = self.awaiting_ack.iter().position(|(t, _)| *t == token);
@@ -280,6 +332,7 @@ impl Task {
                 }
             }
         }
+        true
     }
 
     async fn send(&self, datagram: &[u8], to: SocketAddr) {
@@ -308,6 +361,10 @@ impl Task {
                 true
             }
             Outcome::Data(accepted) => {
+                if let Some(device) = self.decoders.get(accepted.device) {
+                    self.watch
+                        .heard(&device.address(), heard.gateways.iter().copied());
+                }
                 self.counters.count(|c| {
                     c.uplinks += 1;
                     c.unknown_mac_commands += u64::from(accepted.unknown_mac_commands);

@@ -16,6 +16,7 @@ use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::python;
 
+mod gateway_availability;
 mod joins_and_lost_sessions;
 
 const APP_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";
