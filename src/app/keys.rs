@@ -152,6 +152,10 @@ pub fn load_lorawan_devices(
         let named_by = |key: &str| format!("device[{i}].{key} of [[device]] \"{}\"", device.name);
         let (served, found) = load_served_device(&device.name, &lorawan, &named_by)?;
         warnings.extend(found);
+        let lorawan = LorawanDevice {
+            codec: device.codec_settings.clone(),
+            ..lorawan
+        };
         list.push((served, lorawan));
     }
     Ok((by_source, warnings))

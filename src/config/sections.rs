@@ -418,6 +418,7 @@ impl DeviceConfig {
             payload: self.payload,
             fports: self.fports.clone(),
             lorawan_version: self.lorawan_version,
+            codec: self.codec.is_some(),
         }
     }
 }

@@ -68,6 +68,36 @@ pub fn keys(device: &CliDevice) -> Result<String, String> {
     serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
 }
 
+/// The fields the device's codec makes of `payload` on `port` (compiled here, once).
+fn codec_fields(device: &LorawanDevice, port: u8, payload: &[u8]) -> Json {
+    let Some(codec) = &device.codec else {
+        return json!("no codec loaded for this device");
+    };
+    let input = crate::codec::UplinkInput {
+        bytes: payload.to_vec(),
+        fport: port,
+        recv_time_ms: None,
+        variables: codec.variables.clone(),
+    };
+    let decoded = crate::codec::Codec::load(
+        &codec.path.display().to_string(),
+        &codec.script,
+        codec.limits,
+    )
+    .and_then(|mut loaded| loaded.decode_uplink(&input))
+    .and_then(|decoded| crate::codec::sources::fields_of(&decoded.data));
+    match decoded {
+        Ok(fields) => Json::Object(
+            fields
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        ),
+        Err(error) => json!(format!("not decoded by the codec: {error}")),
+    }
+}
+
 /// `lorawan decode --dev-eui ID HEX`: the PHYPayload checked as the server would (MIC, counter against
 /// the stored session, decryption) and decoded with the device's decoder; `devices` are the source's
 /// devices with their keys. Returns the report and whether the server would accept the frame.
@@ -111,6 +141,7 @@ pub fn decode(
                     ),
                     Fields::NoDecoder(port) => json!(format!("no decoder for FPort {port}")),
                     Fields::Refused(_, error) => json!(format!("not decoded: {error}")),
+                    Fields::ByCodec(port) => codec_fields(decoder, port, &accepted.payload),
                 },
                 None => Json::Null,
             };

@@ -318,6 +318,8 @@ pub struct LorawanDeviceKeys {
     pub payload: Option<PayloadFormat>,
     pub fports: BTreeMap<String, PayloadFormat>,
     pub lorawan_version: Option<LorawanVersion>,
+    /// Whether the device names a `codec` file (for `payload = "codec"` or an FPort's `"codec"`).
+    pub codec: bool,
 }
 
 /// How a LoRaWAN device joins, with the paths of its key files.
@@ -344,6 +346,9 @@ pub struct LorawanDevice {
     pub fports: BTreeMap<u8, PayloadFormat>,
     /// `lorawan_version` (default 1.0.3): which DevNonce rule its joins follow.
     pub version: LorawanVersion,
+    /// Its `codec`, loaded, for the FPorts decoded with `"codec"` (set by whoever loaded the file; the
+    /// checks of [`LorawanDeviceKeys::check`] leave it `None`).
+    pub codec: Option<crate::codec::settings::CodecSettings>,
 }
 
 impl LorawanDevice {
@@ -444,6 +449,25 @@ impl LorawanDeviceKeys {
                 })?;
             fports.insert(number, *format);
         }
+        let uses_codec = self.payload == Some(PayloadFormat::Codec)
+            || fports.values().any(|f| *f == PayloadFormat::Codec);
+        if uses_codec && !self.codec {
+            let key = if self.payload == Some(PayloadFormat::Codec) {
+                "payload"
+            } else {
+                "fports"
+            };
+            return Err(SettingError::new(
+                key,
+                "\"codec\" decodes with the device's codec: add codec = \"vendor-codec.js\" (its decodeUplink gets the real FPort)",
+            ));
+        }
+        if self.codec && !uses_codec {
+            return Err(SettingError::new(
+                "codec",
+                "the device's codec runs for the FPorts it decodes: write payload = \"codec\", or \"codec\" in fports, e.g. fports = { 5 = \"codec\" }",
+            ));
+        }
         if self.payload.is_none() && fports.is_empty() {
             return Err(SettingError::new(
                 "payload",
@@ -455,6 +479,7 @@ impl LorawanDeviceKeys {
             payload: self.payload,
             fports,
             version: self.lorawan_version.unwrap_or_default(),
+            codec: None,
         })
     }
 }
@@ -551,6 +576,17 @@ mod tests {
         assert_eq!(checked.decoder(3), None);
         ports.fports.insert("0".into(), PayloadFormat::Json);
         assert_eq!(ports.check().unwrap_err().key, "fports");
+        let mut codec_port = otaa.clone();
+        codec_port.fports.insert("5".into(), PayloadFormat::Codec);
+        assert_eq!(codec_port.check().unwrap_err().key, "fports");
+        codec_port.codec = true;
+        assert_eq!(
+            codec_port.check().unwrap().decoder(5),
+            Some(PayloadFormat::Codec)
+        );
+        let mut unused_codec = otaa.clone();
+        unused_codec.codec = true;
+        assert_eq!(unused_codec.check().unwrap_err().key, "codec");
         let mut no_decoder = otaa;
         no_decoder.payload = None;
         assert_eq!(no_decoder.check().unwrap_err().key, "payload");

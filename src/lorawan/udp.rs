@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 
+use super::codecs::{CodecDone, DeviceCodecs};
 use super::counters::{self, LorawanCounters};
 use super::dedup::{Dedup, Heard, Offered};
 use super::gateway_watch::{GatewayChange, GatewayWatch};
@@ -94,7 +95,9 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
         return;
     };
     log::info!(source = ctx.name.as_str(); "LoRaWAN packet forwarders: listening on {}", start.udp.bind);
+    let codecs = DeviceCodecs::start(&ctx.name, &decoders);
     let mut task = Task {
+        codecs,
         socket,
         gateways: start.udp.gateways,
         server,
@@ -137,6 +140,11 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
                 }
                 Err(error) => task.warn("recv", format!("receiving: {error}")),
             },
+            done = task.codecs.next() => {
+                if !task.on_codec_done(&ctx, done).await {
+                    return;
+                }
+            }
             _ = sleep_until_or_forever(silent_gateway) => {
                 for change in task.watch.expire(Instant::now()) {
                     if !task.announce(&ctx, change).await {
@@ -189,6 +197,7 @@ async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
 }
 
 struct Task {
+    codecs: DeviceCodecs,
     socket: UdpSocket,
     gateways: Gateways,
     server: NetworkServer,
@@ -234,6 +243,30 @@ impl Task {
             gateway: change.gateway,
             online: change.online,
             devices_offline: change.devices_offline,
+        })
+        .await
+    }
+
+    /// A codec's reading: its fields, or no fields with the error counted and logged. Returns false
+    /// when the pipeline is gone.
+    async fn on_codec_done(&self, ctx: &SourceContext, done: CodecDone) -> bool {
+        let mut reading = done.reading;
+        match done.result {
+            Ok(fields) => reading.fields = fields,
+            Err(error) => {
+                self.counters.count(|c| c.payload_errors += 1);
+                self.warn(
+                    "payload",
+                    format!(
+                        "FRMPayload on FPort {} not decoded by the codec: {error}",
+                        done.fport
+                    ),
+                );
+            }
+        }
+        ctx.emit(SourceEvent::Reading {
+            reading,
+            trigger: false,
         })
         .await
     }
@@ -397,7 +430,9 @@ impl Task {
     }
 
     /// The reading of an accepted uplink: the FRMPayload decoded with the device's decoder of its
-    /// FPort (no fields when it has none or the decoder refuses it: counted).
+    /// FPort (no fields when it has none or the decoder refuses it: counted). `None` also when the
+    /// device's codec decodes it: the reading then comes back from the codec (or is reported at once
+    /// when the codec's queue is full).
     fn reading(
         &self,
         ctx: &SourceContext,
@@ -412,26 +447,11 @@ impl Task {
             frequency_hz: heard.best.frequency,
             spreading_factor: heard.best.spreading_factor,
         };
-        let fields = match decode_fields(decoder, accepted.fport, &accepted.payload) {
-            Fields::Decoded(fields) => fields,
-            Fields::NoDecoder(_) => {
-                self.counters.count(|c| c.undecoded_fport += 1);
-                Vec::new()
-            }
-            Fields::Refused(fport, error) => {
-                self.counters.count(|c| c.payload_errors += 1);
-                self.warn(
-                    "payload",
-                    format!("FRMPayload on FPort {fport} not decoded: {error}"),
-                );
-                Vec::new()
-            }
-        };
-        Some(Reading {
+        let mut reading = Reading {
             source: ctx.name.clone(),
             address: decoder.address(),
             seq: None,
-            fields,
+            fields: Vec::new(),
             received_at: now,
             radio: Some(radio),
             lorawan: Some(LorawanMeta {
@@ -439,7 +459,44 @@ impl Task {
                 fport: accepted.fport,
                 gateway: format!("{:016x}", heard.best.gateway),
             }),
-        })
+        };
+        match decode_fields(decoder, accepted.fport, &accepted.payload) {
+            Fields::Decoded(fields) => reading.fields = fields,
+            Fields::NoDecoder(_) => self.counters.count(|c| c.undecoded_fport += 1),
+            Fields::Refused(fport, error) => {
+                self.counters.count(|c| c.payload_errors += 1);
+                self.warn(
+                    "payload",
+                    format!("FRMPayload on FPort {fport} not decoded: {error}"),
+                );
+            }
+            Fields::ByCodec(fport) => {
+                let Some(codec) = &decoder.codec else {
+                    self.counters.count(|c| c.undecoded_fport += 1);
+                    return Some(reading);
+                };
+                let payload = accepted.payload.clone();
+                return match self.codecs.submit(codec, fport, payload, reading) {
+                    Ok(()) => None,
+                    Err(done) => {
+                        self.counters.count(|c| c.payload_errors += 1);
+                        self.warn(
+                            "payload",
+                            format!(
+                                "FRMPayload on FPort {fport} not decoded by the codec: {}",
+                                done.result
+                                    .as_ref()
+                                    .err()
+                                    .map(ToString::to_string)
+                                    .unwrap_or_default()
+                            ),
+                        );
+                        Some(done.reading)
+                    }
+                };
+            }
+        }
+        Some(reading)
     }
 
     /// Sends a downlink as PULL_RESP through the gateway's last PULL_DATA address.
