@@ -325,6 +325,19 @@ impl Registry {
         self.take_offline(ids)
     }
 
+    /// The wills of `source`'s devices at `addresses` (the devices only a LoRaWAN gateway that went
+    /// offline heard); unknown addresses are skipped.
+    pub fn on_devices_unheard(&mut self, source: &str, addresses: &[String]) -> Vec<Message> {
+        let ids: Vec<DeviceId> = match self.ids.get(source) {
+            Some(by_address) => addresses
+                .iter()
+                .filter_map(|address| by_address.get(address).copied())
+                .collect(),
+            None => Vec::new(),
+        };
+        self.take_offline(ids)
+    }
+
     /// A device whose silence says nothing (a button, a door contact): unless its `[[device]]` sets
     /// `offline_after`, silence no longer takes it offline. Its source being lost still does.
     pub fn keep_online_while_silent(&mut self, source: &str, address: &str) {

@@ -31,6 +31,7 @@ const LAYERS: &[&[&str]] = &[
         "full_disk",
         "forget",
         "units",
+        "duration",
     ],
     &["logging", "publish", "frame", "statefile", "record"],
     &["decode", "devices", "broker", "replay", "heard"],
@@ -46,11 +47,7 @@ const LAYERS: &[&[&str]] = &[
 
 /// Imports that break the rule today, each with what moving it takes; the test lets exactly these
 /// pass, so no new one can come in unseen. `(module, names, why it is still here)`.
-const NOT_YET: &[(&str, &str, &str)] = &[(
-    "lorawan",
-    "config",
-    "src/lorawan/settings.rs reads its durations with config's serde parser and builds its served      devices from the whole Config (key files, errors as ConfigError), and src/lorawan/cli.rs looks      devices up in the Config: move the duration parser below config, load_devices into app::keys, and      the command line's lookup into app",
-)];
+const NOT_YET: &[(&str, &str, &str)] = &[];
 
 /// The layer of a top-level module, when the table has it.
 fn layer_of(module: &str) -> Option<usize> {

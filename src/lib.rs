@@ -66,7 +66,8 @@
 //! - [`topic`]: MQTT topic names and filters (grammar, depth, matching), every topic the gateway builds
 //!   and the availability payloads ([`topic::gateway`]), the command topics ([`topic::commands`]); the
 //!   one owner of those rules.
-//! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`.
+//! - [`config`]: the TOML tree, its defaults, and errors as `PATH:LINE:COL: message`; [`duration`]: the
+//!   grammar of its durations (`"90s"`, `"1h30m"`), which the features' own settings types read too.
 //! - [`app`]: the wiring: builds each stage from the configuration (`app/settings.rs`, and
 //!   [`app::keys`] for the key files it names), owns the start, stop and reload order.
 //! - [`http`]: the status page, its JSON API, the frame inspector, `/metrics` and `/healthz` (`[http]`),
@@ -86,7 +87,7 @@
 //!
 //! ```text
 //!  0  model backoff ratelimit reserve topic allocator systemd full_disk   data, grammar, helpers
-//!     forget units
+//!     forget units duration
 //!  1  logging publish frame statefile
 //!  2  decode devices broker replay                                        codecs, registry, engine
 //!  3  stats                                                               the counters
@@ -121,6 +122,7 @@ pub mod config;
 pub mod crypto;
 pub mod decode;
 pub mod devices;
+pub mod duration;
 pub mod encode;
 pub mod forget;
 pub mod frame;

@@ -170,7 +170,7 @@ fn main() -> ExitCode {
             // The key files too, read as `run` reads them at start.
             let checked = Config::load(&path).and_then(|config| {
                 sensorgate::app::keys::load_keys(&config)?;
-                sensorgate::lorawan::settings::load_devices(&config).map(|_| ())
+                sensorgate::app::keys::load_lorawan_devices(&config).map(|_| ())
             });
             match checked {
                 Ok(()) => {
@@ -269,10 +269,10 @@ fn lorawan(config_path: PathBuf, command: LorawanCommand) -> ExitCode {
     };
     let result = match &command {
         LorawanCommand::Keys { dev_eui } => {
-            sensorgate::lorawan::cli::keys(&config, dev_eui).map(|report| (report, true))
+            sensorgate::app::lorawan_cli::keys(&config, dev_eui).map(|report| (report, true))
         }
         LorawanCommand::Decode { dev_eui, phy } => {
-            sensorgate::lorawan::cli::decode(&config, dev_eui, phy)
+            sensorgate::app::lorawan_cli::decode(&config, dev_eui, phy)
         }
     };
     match result {

@@ -424,6 +424,29 @@ impl Pipeline {
                 count_state(stats, &source, state);
                 Vec::new()
             }
+            SourceEvent::GatewayAvailability {
+                source,
+                gateway,
+                online,
+                devices_offline,
+            } => {
+                let payload = if online {
+                    publish::ONLINE
+                } else {
+                    publish::OFFLINE
+                };
+                let mut messages = vec![Message {
+                    topic: crate::topic::gateway::lorawan_gateway_availability_topic(
+                        &self.base_topic,
+                        gateway,
+                    ),
+                    payload: payload.as_bytes().to_vec(),
+                    qos: 1,
+                    retain: true,
+                }];
+                messages.extend(self.registry.on_devices_unheard(&source, &devices_offline));
+                messages
+            }
             SourceEvent::Up { source } => {
                 stats.source(&source).up = true;
                 Vec::new()

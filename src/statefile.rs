@@ -164,6 +164,18 @@ impl StateFile {
     }
 }
 
+/// Renames both copies of `name` to `*.damaged` (those that exist) and makes the renames durable, so
+/// that the next open is a first start. Blocking IO.
+pub fn move_copies_aside(dir: &Path, name: &str) -> std::io::Result<()> {
+    for slot in 0..2 {
+        let path = StateFile::copy_path(dir, name, slot);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            std::fs::rename(&path, path.with_extension(format!("{slot}.damaged")))?;
+        }
+    }
+    File::open(dir)?.sync_all()
+}
+
 /// Moves both copies of `{dir}/{name}` aside (`.0.damaged`, `.1.damaged`) when no good copy is left, so
 /// that the next start is a first start for that state. Returns what was done; a state with a good copy
 /// is left alone, since nothing is lost then.
@@ -179,13 +191,7 @@ pub fn reset(dir: &Path, name: &str) -> std::io::Result<String> {
             dir.display()
         )),
         Loaded::Lost(_) => {
-            for slot in 0..2 {
-                let path = StateFile::copy_path(dir, name, slot);
-                if std::fs::symlink_metadata(&path).is_ok() {
-                    std::fs::rename(&path, path.with_extension(format!("{slot}.damaged")))?;
-                }
-            }
-            File::open(dir)?.sync_all()?;
+            move_copies_aside(dir, name)?;
             Ok(format!(
                 "{name}: the damaged copies in {} were moved aside (*.damaged)",
                 dir.display()

@@ -8,7 +8,7 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
-//! devices, resources, physical, flash, commits, security, rtl433, sizes, codecs; printed only unless `--out` is given). The flash section (what the
+//! devices, resources, physical, flash, commits, security, rtl433, sizes, codecs, lorawan; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
@@ -25,6 +25,7 @@ mod devices;
 mod e2e;
 mod ext4;
 mod flash;
+mod lorawan;
 mod machine;
 mod measure;
 mod memory;
@@ -39,7 +40,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "physical",
     "decoders",
     "broker",
@@ -55,6 +56,7 @@ const SECTIONS: [&str; 15] = [
     "rtl433",
     "sizes",
     "codecs",
+    "lorawan",
 ];
 
 /// The command line.
@@ -247,6 +249,10 @@ async fn run_all() {
     if wanted("codecs") {
         eprintln!("payload codecs...");
         sections.push(codecs::markdown(&codecs::run(options.quick)));
+    }
+    if wanted("lorawan") {
+        eprintln!("lorawan network server...");
+        sections.push(lorawan::markdown(&lorawan::run(options.quick)));
     }
     let budgets = budgets::check(&budgets::Figures {
         sensorgate: &ours,

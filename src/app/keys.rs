@@ -1,12 +1,17 @@
 //! The key files the configuration names, read into keys at start and reload (blocking IO: callers run
 //! it on a blocking thread), with errors as `KEYFILE:LINE:COL: message` naming the configuration key that
 //! points at the file, and a warning for each key file readable by group or others. The formats of the
-//! files are `crate::crypto`'s; which files there are is the configuration's, so they meet here.
+//! files are `crate::crypto`'s; which files there are is the configuration's, so they meet here. The
+//! LoRaWAN devices' key files (`app_key_file`, `nwk_s_key_file`, `app_s_key_file`) are read here too,
+//! into the `crate::lorawan` server's devices.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SourceKind};
 use crate::crypto::{guard, keys, FrameKey, FrameKeys, Sealer, SourceKeys};
+use crate::lorawan::server::{Activation, ServedDevice};
+use crate::lorawan::settings::{DeviceActivation, LorawanDevice};
 
 /// What loading the key files found: the keys, and one warning per file readable by group or others.
 #[derive(Debug, Default)]
@@ -73,4 +78,85 @@ pub fn load_keys(config: &Config) -> Result<LoadedKeys, ConfigError> {
         }
     }
     Ok(loaded)
+}
+
+/// A device's keys read from its files (blocking IO): the served device, and a warning per key file
+/// readable by group or others. Errors name the file and the configuration key.
+fn load_served_device(
+    name: &str,
+    device: &LorawanDevice,
+    named_by: &dyn Fn(&str) -> String,
+) -> Result<(ServedDevice, Vec<String>), ConfigError> {
+    let mut warnings = Vec::new();
+    let mut read = |path: &PathBuf, key: &str| -> Result<[u8; 16], ConfigError> {
+        let file = keys::load_frame_key(path)
+            .map_err(|e| ConfigError::from_key_error(e, &named_by(key)))?;
+        warnings.extend(file.warning(path));
+        Ok(file.key.0)
+    };
+    let activation = match &device.activation {
+        DeviceActivation::Otaa {
+            dev_eui,
+            join_eui,
+            app_key_file,
+        } => Activation::Otaa {
+            dev_eui: *dev_eui,
+            join_eui: *join_eui,
+            app_key: read(app_key_file, "app_key_file")?,
+        },
+        DeviceActivation::Abp {
+            dev_addr,
+            nwk_s_key_file,
+            app_s_key_file,
+        } => Activation::Abp {
+            dev_addr: *dev_addr,
+            nwk_s_key: read(nwk_s_key_file, "nwk_s_key_file")?,
+            app_s_key: read(app_s_key_file, "app_s_key_file")?,
+        },
+    };
+    Ok((
+        ServedDevice {
+            name: name.to_string(),
+            activation,
+            version: device.version,
+        },
+        warnings,
+    ))
+}
+
+/// Every LoRaWAN device of the configuration with its keys read, by semtech-udp source, and the
+/// permission warnings of their key files. Blocking IO: `run` and `check-config` both call it, so both
+/// refuse the same key files.
+pub type LorawanDevicesBySource = BTreeMap<String, Vec<(ServedDevice, LorawanDevice)>>;
+
+/// See [`LorawanDevicesBySource`].
+pub fn load_lorawan_devices(
+    config: &Config,
+) -> Result<(LorawanDevicesBySource, Vec<String>), ConfigError> {
+    let mut by_source = LorawanDevicesBySource::new();
+    let mut warnings = Vec::new();
+    for source in &config.sources {
+        if matches!(source.kind, SourceKind::SemtechUdp(_)) {
+            by_source.insert(source.name.clone(), Vec::new());
+        }
+    }
+    for (i, device) in config.device.iter().enumerate() {
+        let Some(list) = by_source.get_mut(&device.source) else {
+            continue;
+        };
+        // The configuration's validation guarantees the keys check; a device that still does not is
+        // skipped rather than served wrongly.
+        let Ok(lorawan) = device.lorawan_keys().check() else {
+            continue;
+        };
+        let named_by = |key: &str| format!("device[{i}].{key} of [[device]] \"{}\"", device.name);
+        let (served, found) = load_served_device(&device.name, &lorawan, &named_by)?;
+        warnings.extend(found);
+        let lorawan = LorawanDevice {
+            codec: device.codec_settings.clone(),
+            ..lorawan
+        };
+        list.push((served, lorawan));
+    }
+    Ok((by_source, warnings))
 }

@@ -10,6 +10,7 @@
 //! restart, the others keep running; the broker's clients and the spool are never dropped.
 
 pub mod keys;
+pub mod lorawan_cli;
 mod settings;
 mod supervise;
 
@@ -186,7 +187,7 @@ async fn load_lorawan(
     };
     let copy = config.clone();
     let (devices, warnings) =
-        tokio::task::spawn_blocking(move || crate::lorawan::settings::load_devices(&copy))
+        tokio::task::spawn_blocking(move || keys::load_lorawan_devices(&copy))
             .await
             .map_err(|e| anyhow::anyhow!("reading the LoRaWAN key files: {e}"))??;
     for warning in &warnings {
@@ -906,7 +907,7 @@ async fn run_source(
 }
 
 /// `sensorgate reset-state`: for every durable state that fails closed when lost (the replay marks, the
-/// downlink frame counters), moves the damaged copies in the configuration's state directory aside when
+/// downlink frame counters, each semtech-udp source's LoRaWAN sessions), moves the damaged copies in the configuration's state directory aside when
 /// no good copy is left, so that the next start begins that state anew; a state with a good copy is left
 /// alone. One line per state saying what was done. Run it with the gateway stopped. Blocking IO.
 pub fn reset_lost_state(config: &Config) -> Result<Vec<String>, String> {
@@ -919,11 +920,25 @@ pub fn reset_lost_state(config: &Config) -> Result<Vec<String>, String> {
             crate::commands::counters::reset_lost,
         ),
     ];
+    let lorawan = config
+        .sources
+        .iter()
+        .filter(|source| matches!(source.kind, SourceKind::SemtechUdp(_)))
+        .map(|source| {
+            crate::lorawan::persist::reset_lost(&state_dir, &source.name).map_err(|error| {
+                format!(
+                    "{} in {}: {error}",
+                    crate::lorawan::persist::state_name(&source.name),
+                    state_dir.display()
+                )
+            })
+        });
     resets
         .iter()
         .map(|(name, reset)| {
             reset(&state_dir).map_err(|error| format!("{name} in {}: {error}", state_dir.display()))
         })
+        .chain(lorawan)
         .collect()
 }
 

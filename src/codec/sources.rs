@@ -202,7 +202,7 @@ impl CodecSources {
 }
 
 /// The codec's `data` as fields, flattened and named as a JSON payload's.
-fn fields_of(data: &Map<String, Json>) -> Result<PayloadFields, CodecError> {
+pub fn fields_of(data: &Map<String, Json>) -> Result<PayloadFields, CodecError> {
     let text =
         serde_json::to_vec(data).map_err(|error| CodecError::BadResult(error.to_string()))?;
     json::decode(&text).map_err(|error| CodecError::BadResult(error.to_string()))

@@ -130,19 +130,30 @@ impl Config {
         Ok(config)
     }
 
-    /// The codecs to run, as loaded: each `payload = "codec"` source's (by source name), and each device's
-    /// with a codec or variables of its own (by source name and address).
+    /// The codecs the pipeline runs, as loaded: each `payload = "codec"` source's (by source name), and
+    /// each device's with a codec or variables of its own (by source name and address). A LoRaWAN
+    /// device's codec is not among them: its semtech-udp source runs it.
     pub fn codecs(&self) -> crate::codec::sources::CodecMap {
         let sources = self
             .sources
             .iter()
             .filter_map(|source| Some(((source.name.clone(), None), source.codec.clone()?)));
-        let devices = self.device.iter().filter_map(|device| {
-            Some((
-                (device.source.clone(), Some(device.address.clone())),
-                device.codec_settings.clone()?,
-            ))
-        });
+        let lorawan: Vec<&str> = self
+            .sources
+            .iter()
+            .filter(|source| matches!(source.kind, SourceKind::SemtechUdp(_)))
+            .map(|source| source.name.as_str())
+            .collect();
+        let devices = self
+            .device
+            .iter()
+            .filter(|device| !lorawan.contains(&device.source.as_str()))
+            .filter_map(|device| {
+                Some((
+                    (device.source.clone(), Some(device.address.clone())),
+                    device.codec_settings.clone()?,
+                ))
+            });
         sources.chain(devices).collect()
     }
 
@@ -183,6 +194,25 @@ impl Config {
                 (None, None) => continue,
             };
             let source = self.sources.iter().find(|s| s.name == device.source);
+            if source.is_some_and(|s| matches!(s.kind, SourceKind::SemtechUdp(_))) {
+                // A LoRaWAN device's own codec, for the FPorts it decodes with "codec".
+                let Some(file) = &device.codec else {
+                    return Err(located(
+                        at.key(key),
+                        "`variables` of a LoRaWAN device go with its `codec`, e.g. codec = \"vendor-codec.js\"".to_string(),
+                    ));
+                };
+                let mut codec = settings::build(settings::CodecKeys {
+                    codec: Some(file.clone()),
+                    variables: device.variables.clone(),
+                    ..Default::default()
+                })
+                .map_err(|(key, message)| located(at.key(key), message))?;
+                settings::load(&mut codec, base_dir)
+                    .map_err(|message| located(at.key("codec"), message))?;
+                device.codec_settings = Some(codec);
+                continue;
+            }
             let Some(source_codec) = source.and_then(|s| s.codec.as_ref()) else {
                 return Err(located(
                     at.key(key),

@@ -367,7 +367,8 @@ pub struct DeviceConfig {
     #[serde(default)]
     pub raw_commands: bool,
     /// LoRaWAN (a device of a semtech-udp source): OTAA `dev_eui`, `join_eui`, `app_key_file`; ABP
-    /// `dev_addr`, `nwk_s_key_file`, `app_s_key_file`; the decoder `payload` or per FPort `fports`.
+    /// `dev_addr`, `nwk_s_key_file`, `app_s_key_file`; the decoder `payload` or per FPort `fports`;
+    /// `lorawan_version` (the DevNonce rule of its joins).
     /// Checked by `crate::lorawan::settings`.
     #[serde(default)]
     pub dev_eui: Option<crate::lorawan::settings::Eui>,
@@ -385,6 +386,8 @@ pub struct DeviceConfig {
     pub payload: Option<crate::decode::PayloadFormat>,
     #[serde(default)]
     pub fports: std::collections::BTreeMap<String, crate::decode::PayloadFormat>,
+    #[serde(default)]
+    pub lorawan_version: Option<crate::lorawan::dev_nonce::LorawanVersion>,
     /// Its own codec file, instead of its `payload = "codec"` source's.
     #[serde(default)]
     pub codec: Option<PathBuf>,
@@ -408,6 +411,8 @@ impl DeviceConfig {
             app_s_key_file: self.app_s_key_file.clone(),
             payload: self.payload,
             fports: self.fports.clone(),
+            lorawan_version: self.lorawan_version,
+            codec: self.codec.is_some(),
         }
     }
 }

@@ -407,7 +407,7 @@ const SX1262_KEYS: &[&str] = &[
 ];
 
 /// A semtech-udp source's keys (its devices carry their own decoders and keys).
-const SEMTECH_UDP_KEYS: &[&str] = &["name", "kind", "bind", "gateways"];
+const SEMTECH_UDP_KEYS: &[&str] = &["name", "kind", "bind", "gateways", "keepalive"];
 
 /// The keys a `[[source]]` of this `kind` takes, or `None` for an unknown kind.
 pub fn keys_for_kind(kind: &str) -> Option<Vec<&'static str>> {
@@ -529,6 +529,8 @@ pub(crate) struct SourceToml {
     usb_reset: Option<bool>,
     bind: Option<String>,
     gateways: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    keepalive: Option<Duration>,
     codec: Option<PathBuf>,
     variables: Option<serde_json::Map<String, serde_json::Value>>,
     fport: Option<u8>,
@@ -727,11 +729,12 @@ impl SourceToml {
         }
     }
 
-    /// A LoRaWAN packet-forwarder source: `bind` and `gateways` as `crate::lorawan::settings` checks them.
+    /// A LoRaWAN packet-forwarder source: `bind`, `gateways` and `keepalive` as `crate::lorawan::settings` checks them.
     fn build_semtech_udp(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
         let udp = crate::lorawan::settings::semtech_udp_config(
             self.bind.as_deref(),
             self.gateways.as_deref(),
+            self.keepalive,
         )
         .map_err(|error| {
             let path = if error.key == "gateways" && self.gateways.is_none() {

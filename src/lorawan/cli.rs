@@ -1,7 +1,9 @@
 //! `sensorgate lorawan keys` and `sensorgate lorawan decode`: "why is my device not showing up". Both
-//! read the configuration, the device's key files and the stored sessions (blocking IO, read only:
-//! nothing is written, the running daemon is not disturbed) and print JSON. No key is ever printed.
+//! read the stored sessions (blocking IO, read only: nothing is written, the running daemon is not
+//! disturbed) and build the JSON report; `crate::app` finds the device in the configuration and reads
+//! its key files. No key is ever printed.
 
+use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Value as Json};
@@ -10,33 +12,23 @@ use super::dedup::Heard;
 use super::payload::{decode_fields, Fields};
 use super::persist;
 use super::server::{Activation, NetworkServer, Outcome};
-use super::settings::{load_devices, DeviceActivation, LorawanDevice};
+use super::server::{ServedDevice, ServerSettings};
+use super::settings::{DeviceActivation, LorawanDevice};
 use super::RxMeta;
-use crate::config::Config;
 use crate::statefile::{Loaded, StateFile};
 
-/// The device whose DevEUI (OTAA) or DevAddr (ABP) is `id` (hex, any case): its name, source and keys.
-fn find<'c>(
-    config: &'c Config,
-    id: &str,
-) -> Result<(&'c crate::config::DeviceConfig, LorawanDevice), String> {
-    let id = id.to_ascii_lowercase();
-    for device in &config.device {
-        if let Ok(lorawan) = device.lorawan_keys().check() {
-            if lorawan.address() == id {
-                return Ok((device, lorawan));
-            }
-        }
-    }
-    Err(format!(
-        "no LoRaWAN [[device]] has dev_eui or dev_addr \"{id}\" in the configuration"
-    ))
+/// The configured device a command is about.
+pub struct CliDevice<'a> {
+    pub name: &'a str,
+    /// Its semtech-udp source, whose state file holds its session.
+    pub source: &'a str,
+    pub lorawan: LorawanDevice,
+    pub state_dir: &'a Path,
 }
 
 /// The stored sessions of `source`, read without taking the state file over.
-fn stored(config: &Config, source: &str) -> Vec<super::session::SessionRecord> {
-    let name = format!("{}{source}", persist::STATE_PREFIX);
-    match StateFile::open(&config.state_dir(), &name).1 {
+fn stored(state_dir: &Path, source: &str) -> Vec<super::session::SessionRecord> {
+    match StateFile::open(state_dir, &persist::state_name(source)).1 {
         Loaded::Found(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
         Loaded::Fresh | Loaded::Lost(_) => Vec::new(),
     }
@@ -44,11 +36,10 @@ fn stored(config: &Config, source: &str) -> Vec<super::session::SessionRecord> {
 
 /// `lorawan keys --dev-eui ID`: the device's activation and its stored session (DevAddr, counters,
 /// join inputs), never a key.
-pub fn keys(config: &Config, id: &str) -> Result<String, String> {
-    let (device, lorawan) = find(config, id)?;
-    let records = stored(config, &device.source);
+pub fn keys(device: &CliDevice) -> Result<String, String> {
+    let records = stored(device.state_dir, device.source);
     let record = records.iter().find(|r| r.device == device.name);
-    let activation = match &lorawan.activation {
+    let activation = match &device.lorawan.activation {
         DeviceActivation::Otaa {
             dev_eui, join_eui, ..
         } => {
@@ -77,26 +68,51 @@ pub fn keys(config: &Config, id: &str) -> Result<String, String> {
     serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
 }
 
+/// The fields the device's codec makes of `payload` on `port` (compiled here, once).
+fn codec_fields(device: &LorawanDevice, port: u8, payload: &[u8]) -> Json {
+    let Some(codec) = &device.codec else {
+        return json!("no codec loaded for this device");
+    };
+    let input = crate::codec::UplinkInput {
+        bytes: payload.to_vec(),
+        fport: port,
+        recv_time_ms: None,
+        variables: codec.variables.clone(),
+    };
+    let decoded = crate::codec::Codec::load(
+        &codec.path.display().to_string(),
+        &codec.script,
+        codec.limits,
+    )
+    .and_then(|mut loaded| loaded.decode_uplink(&input))
+    .and_then(|decoded| crate::codec::sources::fields_of(&decoded.data));
+    match decoded {
+        Ok(fields) => Json::Object(
+            fields
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        ),
+        Err(error) => json!(format!("not decoded by the codec: {error}")),
+    }
+}
+
 /// `lorawan decode --dev-eui ID HEX`: the PHYPayload checked as the server would (MIC, counter against
-/// the stored session, decryption) and decoded with the device's decoder. Returns the report and
-/// whether the server would accept the frame.
-pub fn decode(config: &Config, id: &str, phy_hex: &str) -> Result<(String, bool), String> {
-    let (device, _) = find(config, id)?;
-    let lorawan = config
-        .lorawan
-        .as_ref()
-        .ok_or("the configuration has no [lorawan] table")?;
-    let settings = lorawan
-        .server_settings()
-        .map_err(|e| format!("[lorawan] {}: {}", e.key, e.message))?;
+/// the stored session, decryption) and decoded with the device's decoder; `devices` are the source's
+/// devices with their keys. Returns the report and whether the server would accept the frame.
+pub fn decode(
+    device: &CliDevice,
+    settings: ServerSettings,
+    devices: Vec<(ServedDevice, LorawanDevice)>,
+    phy_hex: &str,
+) -> Result<(String, bool), String> {
     let phy = crate::crypto::parse_hex(phy_hex)?;
-    let (mut by_source, _) = load_devices(config).map_err(|e| e.to_string())?;
-    let devices = by_source.remove(&device.source).unwrap_or_default();
     let (served, decoders): (Vec<_>, Vec<_>) = devices.into_iter().unzip();
     let otaa = served
         .iter()
         .any(|d| d.name == device.name && matches!(d.activation, Activation::Otaa { .. }));
-    let mut server = NetworkServer::new(settings, served, &stored(config, &device.source));
+    let mut server = NetworkServer::new(settings, served, &stored(device.state_dir, device.source));
     let heard = Heard {
         phy,
         best: RxMeta {
@@ -125,6 +141,7 @@ pub fn decode(config: &Config, id: &str, phy_hex: &str) -> Result<(String, bool)
                     ),
                     Fields::NoDecoder(port) => json!(format!("no decoder for FPort {port}")),
                     Fields::Refused(_, error) => json!(format!("not decoded: {error}")),
+                    Fields::ByCodec(port) => codec_fields(decoder, port, &accepted.payload),
                 },
                 None => Json::Null,
             };

@@ -70,6 +70,9 @@ pub struct GatewayState {
     pub last_pull: Option<String>,
     /// Its last `stat` object, as sent.
     pub stat: Option<Json>,
+    /// Pulling (online) or silent for its missed keepalives (offline); `None` before its first
+    /// PULL_DATA.
+    pub online: Option<bool>,
 }
 
 /// Shared between the source task and the stats line.
@@ -127,7 +130,7 @@ impl LorawanCounters {
             Refusal::WrongJoinEui { .. } | Refusal::DevNonceReused(_) => c.join_refused += 1,
             Refusal::JoinRateLimited(_) => c.join_rate_limited += 1,
             Refusal::BadMic => c.bad_mic += 1,
-            Refusal::Replay(_) => c.replayed += 1,
+            Refusal::Replay(_) | Refusal::AbpCountersLost => c.replayed += 1,
             Refusal::CounterGap | Refusal::CounterExhausted => c.counter_gaps += 1,
         });
     }

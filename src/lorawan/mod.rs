@@ -3,8 +3,8 @@
 //! device's; joins, ACKs and MAC answers go back through the gateway that heard the device best.
 //!
 //! Files: `region.rs` (the regional parameters table), `session.rs` (a device's session and what of it
-//! is stored), `keys.rs` (session key derivation), `join_accept.rs` (the JoinAccept), `join_limit.rs` (joins rate-limited), `server.rs` (the network/join server state machine),
-//! `dedup.rs` (one uplink heard by several gateways), `payload.rs` (FRMPayload to fields), `semtech.rs` (the forwarder protocol v2 codec),
+//! is stored), `keys.rs` (session key derivation), `dev_nonce.rs` (which join requests are replays, by LoRaWAN version), `join_accept.rs` (the JoinAccept), `join_limit.rs` (joins rate-limited), `server.rs` (the network/join server state machine),
+//! `dedup.rs` (one uplink heard by several gateways), `gateway_watch.rs` (gateways online or offline by their keepalives), `payload.rs` (FRMPayload to fields), `codecs.rs` (the devices' JavaScript codecs, per FPort), `semtech.rs` (the forwarder protocol v2 codec),
 //! `persist.rs` (sessions on disk through `crate::statefile`), `settings.rs` (the configuration keys and
 //! their checks), `udp.rs` (the source task), `cli.rs` (`sensorgate lorawan keys` and `decode`).
 //!
@@ -22,8 +22,11 @@
 //! The network-server logic (sessions, windows, dedup, counters) is ours.
 
 pub mod cli;
+pub mod codecs;
 pub mod counters;
 pub mod dedup;
+pub mod dev_nonce;
+pub mod gateway_watch;
 pub mod join_accept;
 pub mod join_limit;
 pub mod keys;

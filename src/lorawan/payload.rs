@@ -15,6 +15,8 @@ pub enum Fields {
     NoDecoder(u8),
     /// The decoder refused the bytes.
     Refused(u8, DecodeError),
+    /// The device's codec decodes this FPort (a call on its own thread: the caller submits it).
+    ByCodec(u8),
 }
 
 /// Decodes `payload` of `fport` with `device`'s decoder.
@@ -25,6 +27,9 @@ pub fn decode_fields(device: &LorawanDevice, fport: Option<u8>, payload: &[u8]) 
     let Some(format) = device.decoder(fport) else {
         return Fields::NoDecoder(fport);
     };
+    if format == crate::decode::PayloadFormat::Codec {
+        return Fields::ByCodec(fport);
+    }
     let decoder = PacketDecoder {
         crc: CrcMode::None,
         header: HeaderFormat::None,
@@ -59,6 +64,8 @@ mod tests {
             },
             payload: None,
             fports: BTreeMap::from([(2, PayloadFormat::Lpp)]),
+            version: Default::default(),
+            codec: None,
         };
         assert_eq!(
             decode_fields(&device, Some(2), &[1, 0x67, 0, 0xd7]),

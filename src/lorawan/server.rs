@@ -18,7 +18,7 @@
 //! - Joins are rate-limited per DevEUI and in total (`join_limit.rs`).
 //! - LoRaWAN 1.1 frames (RejoinRequest, or a major version other than R1) are refused with a reason.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lorawan::creator::DataPayloadCreator;
@@ -28,11 +28,12 @@ use lorawan::maccommands::{parse_uplink_mac_commands, SerializableMacCommand, Up
 use lorawan::parser::{parse, DataHeader, DataPayload, FCtrl, PhyPayload};
 
 use super::dedup::Heard;
+use super::dev_nonce::{DevNonces, LorawanVersion};
 use super::join_accept::JoinAccept;
 use super::join_limit::JoinLimit;
 use super::keys::derive_session_keys;
 use super::region::{DataRate, RegionParams};
-use super::session::{JoinInputs, Session, SessionRecord, DEV_NONCE_HISTORY};
+use super::session::{JoinInputs, Session, SessionRecord};
 use super::RxMeta;
 
 /// The largest forward jump of the uplink counter accepted (LoRaWAN 1.0's MAX_FCNT_GAP).
@@ -76,6 +77,8 @@ pub struct ServedDevice {
     /// The `[[device]]` name.
     pub name: String,
     pub activation: Activation,
+    /// Which DevNonce rule its joins follow.
+    pub version: LorawanVersion,
 }
 
 /// The server's settings.
@@ -170,12 +173,14 @@ pub enum Refusal {
     Replay(u32),
     #[error("frame counter jumped by more than {MAX_FCNT_GAP}")]
     CounterGap,
-    #[error("DevNonce {0} was used before (a replayed join request)")]
+    #[error("DevNonce {0} was used before (a replayed join request; a LoRaWAN 1.0.4 device's DevNonce must be above its last)")]
     DevNonceReused(u16),
     #[error("join request of DevEUI {0:016x} over the join rate limit")]
     JoinRateLimited(u64),
     #[error("the frame counter is exhausted; the device must join again")]
     CounterExhausted,
+    #[error("the stored LoRaWAN sessions were lost, so this ABP device's last counter is unknown: its frames are refused until an operator runs `sensorgate reset-state -c CONFIG` and restarts the gateway")]
+    AbpCountersLost,
 }
 
 impl Refusal {
@@ -194,6 +199,7 @@ impl Refusal {
             Refusal::DevNonceReused(_) => "devnonce reused",
             Refusal::JoinRateLimited(_) => "join rate",
             Refusal::CounterExhausted => "counter exhausted",
+            Refusal::AbpCountersLost => "abp counters lost",
         }
     }
 }
@@ -216,11 +222,13 @@ pub struct NetworkServer {
     settings: ServerSettings,
     devices: Vec<ServedDevice>,
     sessions: Vec<Option<Session>>,
-    nonces: Vec<VecDeque<u16>>,
+    nonces: Vec<DevNonces>,
     by_addr: HashMap<u32, Vec<usize>>,
     by_eui: HashMap<u64, usize>,
     next_join_nonce: u32,
     join_limit: JoinLimit,
+    /// The stored sessions were lost: ABP devices' frames are refused (see [`Self::fail_closed`]).
+    abp_counters_lost: bool,
 }
 
 impl NetworkServer {
@@ -234,11 +242,12 @@ impl NetworkServer {
         let mut server = NetworkServer {
             settings,
             sessions: vec![None; devices.len()],
-            nonces: vec![VecDeque::new(); devices.len()],
+            nonces: Vec::with_capacity(devices.len()),
             by_addr: HashMap::new(),
             by_eui: HashMap::new(),
             next_join_nonce: 0,
             join_limit: JoinLimit::default(),
+            abp_counters_lost: false,
             devices,
         };
         for (index, device) in server.devices.iter().enumerate() {
@@ -266,14 +275,13 @@ impl NetworkServer {
             if let Activation::Otaa { dev_eui, .. } = device.activation {
                 server.by_eui.insert(dev_eui, index);
             }
-            if let Some(record) = record.filter(|r| r.join.is_some()) {
-                let stored = record.dev_nonces.iter().rev().take(DEV_NONCE_HISTORY).rev();
-                server.nonces[index].extend(stored);
-            }
+            let joined = record.filter(|r| r.join.is_some());
+            server.nonces.push(DevNonces::restore(
+                device.version,
+                joined.map_or(&[], |r| r.dev_nonces.as_slice()),
+                joined.and_then(|r| r.join).map(|inputs| inputs.dev_nonce),
+            ));
             if let Some(inputs) = record.and_then(|r| r.join) {
-                if !server.nonces[index].contains(&inputs.dev_nonce) {
-                    server.nonces[index].push_back(inputs.dev_nonce);
-                }
                 server.next_join_nonce = server.next_join_nonce.max(inputs.join_nonce + 1);
             }
             if let Some(session) = session {
@@ -286,6 +294,14 @@ impl NetworkServer {
             }
         }
         server
+    }
+
+    /// The stored sessions were lost (no good copy): an ABP device's counter could restart at 0 and
+    /// every frame it ever sent would be accepted again, so its frames are refused, as the replay marks
+    /// refuse encrypted frames when they are lost, until an operator resets the state. OTAA devices
+    /// join again (a join gives new keys, so no old frame is accepted).
+    pub fn fail_closed(&mut self) {
+        self.abp_counters_lost = true;
     }
 
     pub fn device(&self, index: usize) -> Option<&ServedDevice> {
@@ -327,7 +343,7 @@ impl NetworkServer {
             .zip(&self.nonces)
             .filter_map(|((session, name), nonces)| {
                 session.as_mut().map(|s| SessionRecord {
-                    dev_nonces: nonces.iter().copied().collect(),
+                    dev_nonces: nonces.stored(),
                     ..record(s, &name)
                 })
             })
@@ -375,7 +391,7 @@ impl NetworkServer {
                         want,
                     });
                 }
-                if self.nonces[index].contains(&dev_nonce) {
+                if !self.nonces[index].admits(dev_nonce) {
                     return Outcome::Refused(Refusal::DevNonceReused(dev_nonce));
                 }
                 if !self.join_limit.admit(dev_eui, now) {
@@ -417,6 +433,11 @@ impl NetworkServer {
                         }
                         continue;
                     }
+                    if self.abp_counters_lost
+                        && matches!(self.devices[index].activation, Activation::Abp { .. })
+                    {
+                        return Outcome::Refused(Refusal::AbpCountersLost);
+                    }
                     if let Some(last) = session.fcnt_up {
                         if full - last > MAX_FCNT_GAP {
                             return Outcome::Refused(Refusal::CounterGap);
@@ -443,10 +464,7 @@ impl NetworkServer {
     }
 
     fn join(&mut self, index: usize, app_key: [u8; 16], dev_nonce: u16, best: &RxMeta) -> Outcome {
-        if self.nonces[index].len() >= DEV_NONCE_HISTORY {
-            self.nonces[index].pop_front();
-        }
-        self.nonces[index].push_back(dev_nonce);
+        self.nonces[index].record(dev_nonce);
         let inputs = JoinInputs {
             join_nonce: self.next_join_nonce & 0x00FF_FFFF,
             net_id: self.settings.net_id & 0x00FF_FFFF,

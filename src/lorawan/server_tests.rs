@@ -70,6 +70,7 @@ fn otaa() -> ServedDevice {
             join_eui: 0x0102_0304_0102_0304,
             app_key: [1; 16],
         },
+        version: LorawanVersion::default(),
     }
 }
 
@@ -81,6 +82,7 @@ fn abp() -> ServedDevice {
             nwk_s_key: [2; 16],
             app_s_key: [1; 16],
         },
+        version: LorawanVersion::default(),
     }
 }
 
@@ -353,4 +355,51 @@ fn a_restart_resumes_above_the_stored_mark_with_fresh_downlink_counters() {
         restarted.handle(&heard(&JOIN_REQUEST), later(), now()),
         Outcome::Refused(Refusal::DevNonceReused(0x102d))
     );
+}
+
+/// [`JOIN_REQUEST`] with another DevNonce and its MIC computed again with the AppKey.
+fn join_request_with_nonce(nonce: u16) -> [u8; 23] {
+    let mut request = JOIN_REQUEST;
+    request[17..19].copy_from_slice(&nonce.to_le_bytes());
+    let mic = {
+        let mut mac = <cmac::Cmac<aes::Aes128> as aes::cipher::KeyInit>::new(&[1u8; 16].into());
+        cmac::Mac::update(&mut mac, &request[..19]);
+        cmac::Mac::finalize(mac).into_bytes()
+    };
+    request[19..].copy_from_slice(&mic[..4]);
+    request
+}
+
+#[test]
+fn a_1_0_4_device_joins_only_with_a_dev_nonce_above_its_last_across_a_restart() {
+    let device = ServedDevice {
+        version: LorawanVersion::V1_0_4,
+        ..otaa()
+    };
+    let mut server = NetworkServer::new(settings(), vec![device.clone()], &[]);
+    let mut at = Instant::now();
+    let mut join = |server: &mut NetworkServer, nonce: u16| {
+        at += later_step();
+        server.handle(&heard(&join_request_with_nonce(nonce)), at, now())
+    };
+    assert!(matches!(join(&mut server, 5), Outcome::Joined { .. }));
+    // Unused but lower: a 1.0.3 device could send it, a 1.0.4 device never does.
+    assert_eq!(
+        join(&mut server, 4),
+        Outcome::Refused(Refusal::DevNonceReused(4))
+    );
+    assert!(matches!(join(&mut server, 6), Outcome::Joined { .. }));
+    let records = server.all_records();
+    assert_eq!(records[0].dev_nonces, vec![6], "one number stored");
+    let mut restarted = NetworkServer::new(settings(), vec![device], &records);
+    for old in [0, 5, 6] {
+        assert_eq!(
+            join(&mut restarted, old),
+            Outcome::Refused(Refusal::DevNonceReused(old))
+        );
+    }
+    assert!(matches!(join(&mut restarted, 7), Outcome::Joined { .. }));
+    // The same requests from a 1.0.3 device: an unused lower DevNonce joins.
+    let mut random = NetworkServer::new(settings(), vec![otaa()], &records);
+    assert!(matches!(join(&mut random, 2), Outcome::Joined { .. }));
 }

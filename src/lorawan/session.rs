@@ -117,7 +117,8 @@ pub struct SessionRecord {
     /// The first downlink counter a restart may use.
     pub fcnt_down_lease: u32,
     pub join: Option<JoinInputs>,
-    /// OTAA: the DevNonces used (the last [`DEV_NONCE_HISTORY`]), refused again after a restart.
+    /// OTAA: the DevNonces used (the last [`DEV_NONCE_HISTORY`]; for a LoRaWAN 1.0.4 device only the
+    /// last one, `crate::lorawan::dev_nonce`), refused again after a restart.
     #[serde(default)]
     pub dev_nonces: Vec<u16>,
 }

@@ -2,8 +2,8 @@
 //! the LoRaWAN keys of a `[[device]]` (OTAA: `dev_eui`, `join_eui`, `app_key_file`; ABP: `dev_addr`,
 //! `nwk_s_key_file`, `app_s_key_file`; `payload` or `fports`). This module owns their types, defaults
 //! and checks; `crate::config` composes them into the file's tree and points a [`SettingError`] at its
-//! key as `FILE:LINE:COL`. Key files are read through `crate::crypto::keys` (hex, permission warning,
-//! never logged).
+//! key as `FILE:LINE:COL`. The key files are read by `crate::app::keys` (hex, permission warning, never
+//! logged).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::dev_nonce::LorawanVersion;
 use super::region::Region;
-use super::server::{Activation, ServedDevice, ServerSettings};
+use super::server::ServerSettings;
 use crate::decode::PayloadFormat;
 
 /// A check that failed: the key (relative to its table) and what to write instead.
@@ -32,6 +33,8 @@ impl SettingError {
     }
 }
 
+/// Default `keepalive` of a semtech-udp source: lora_pkt_fwd's `keepalive_interval`.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 /// Default `bind` of a semtech-udp source: every interface, the forwarders' usual port.
 pub const DEFAULT_BIND: &str = "0.0.0.0:1700";
 /// Default dedup window of one uplink heard by several gateways.
@@ -48,10 +51,10 @@ pub struct LorawanConfig {
     #[serde(default, deserialize_with = "net_id")]
     pub net_id: u32,
     /// RX1 delay of data downlinks (from the region: 1 s).
-    #[serde(default, deserialize_with = "crate::config::option_duration")]
+    #[serde(default, deserialize_with = "crate::duration::option_duration")]
     pub rx1_delay: Option<Duration>,
     /// JOIN_ACCEPT_DELAY1 (from the region: 5 s).
-    #[serde(default, deserialize_with = "crate::config::option_duration")]
+    #[serde(default, deserialize_with = "crate::duration::option_duration")]
     pub join_accept_delay1: Option<Duration>,
     /// RX2 frequency, Hz (from the region: 869.525 MHz in EU868).
     #[serde(default)]
@@ -62,7 +65,7 @@ pub struct LorawanConfig {
     /// Copies of one uplink within it are one uplink (default 200 ms).
     #[serde(
         default = "default_dedup_window",
-        deserialize_with = "crate::config::duration"
+        deserialize_with = "crate::duration::duration"
     )]
     pub dedup_window: Duration,
     /// At most this many LoRaWAN devices (default 1000).
@@ -233,13 +236,24 @@ impl Gateways {
 pub struct SemtechUdpConfig {
     pub bind: SocketAddr,
     pub gateways: Gateways,
+    /// The forwarders' PULL_DATA interval (`keepalive_interval` of lora_pkt_fwd); a gateway silent for
+    /// `crate::lorawan::gateway_watch::MISSED_KEEPALIVES` of them is offline.
+    pub keepalive: Duration,
 }
 
-/// A semtech-udp source's `bind` and `gateways` as written.
+/// A semtech-udp source's `bind`, `gateways` and `keepalive` (1 s to 5 min) as written.
 pub fn semtech_udp_config(
     bind: Option<&str>,
     gateways: Option<&[String]>,
+    keepalive: Option<Duration>,
 ) -> Result<SemtechUdpConfig, SettingError> {
+    let keepalive = keepalive.unwrap_or(DEFAULT_KEEPALIVE);
+    if keepalive < Duration::from_secs(1) || keepalive > Duration::from_secs(300) {
+        return Err(SettingError::new(
+            "keepalive",
+            "must be between \"1s\" and \"5m\": the forwarders' keepalive_interval (\"10s\" in lora_pkt_fwd)",
+        ));
+    }
     let bind_text = bind.unwrap_or(DEFAULT_BIND);
     let bind: SocketAddr = bind_text.parse().map_err(|_| {
         SettingError::new(
@@ -265,6 +279,7 @@ pub fn semtech_udp_config(
         return Ok(SemtechUdpConfig {
             bind,
             gateways: Gateways::Any,
+            keepalive,
         });
     }
     if list.is_empty() {
@@ -286,6 +301,7 @@ pub fn semtech_udp_config(
     Ok(SemtechUdpConfig {
         bind,
         gateways: Gateways::Only(euis),
+        keepalive,
     })
 }
 
@@ -301,6 +317,9 @@ pub struct LorawanDeviceKeys {
     pub app_s_key_file: Option<PathBuf>,
     pub payload: Option<PayloadFormat>,
     pub fports: BTreeMap<String, PayloadFormat>,
+    pub lorawan_version: Option<LorawanVersion>,
+    /// Whether the device names a `codec` file (for `payload = "codec"` or an FPort's `"codec"`).
+    pub codec: bool,
 }
 
 /// How a LoRaWAN device joins, with the paths of its key files.
@@ -325,6 +344,11 @@ pub struct LorawanDevice {
     /// The decoder of every FPort not in `fports`; `None`: only the FPorts listed are decoded.
     pub payload: Option<PayloadFormat>,
     pub fports: BTreeMap<u8, PayloadFormat>,
+    /// `lorawan_version` (default 1.0.3): which DevNonce rule its joins follow.
+    pub version: LorawanVersion,
+    /// Its `codec`, loaded, for the FPorts decoded with `"codec"` (set by whoever loaded the file; the
+    /// checks of [`LorawanDeviceKeys::check`] leave it `None`).
+    pub codec: Option<crate::codec::settings::CodecSettings>,
 }
 
 impl LorawanDevice {
@@ -354,6 +378,7 @@ impl LorawanDeviceKeys {
             ("app_s_key_file", self.app_s_key_file.is_some()),
             ("payload", self.payload.is_some()),
             ("fports", !self.fports.is_empty()),
+            ("lorawan_version", self.lorawan_version.is_some()),
         ]
         .iter()
         .find(|(_, written)| *written)
@@ -370,6 +395,7 @@ impl LorawanDeviceKeys {
             || self.app_s_key_file.is_some()
             || self.payload.is_some()
             || !self.fports.is_empty()
+            || self.lorawan_version.is_some()
     }
 
     /// OTAA (all three OTAA keys) or ABP (all three ABP keys), not both; a decoder.
@@ -423,6 +449,25 @@ impl LorawanDeviceKeys {
                 })?;
             fports.insert(number, *format);
         }
+        let uses_codec = self.payload == Some(PayloadFormat::Codec)
+            || fports.values().any(|f| *f == PayloadFormat::Codec);
+        if uses_codec && !self.codec {
+            let key = if self.payload == Some(PayloadFormat::Codec) {
+                "payload"
+            } else {
+                "fports"
+            };
+            return Err(SettingError::new(
+                key,
+                "\"codec\" decodes with the device's codec: add codec = \"vendor-codec.js\" (its decodeUplink gets the real FPort)",
+            ));
+        }
+        if self.codec && !uses_codec {
+            return Err(SettingError::new(
+                "codec",
+                "the device's codec runs for the FPorts it decodes: write payload = \"codec\", or \"codec\" in fports, e.g. fports = { 5 = \"codec\" }",
+            ));
+        }
         if self.payload.is_none() && fports.is_empty() {
             return Err(SettingError::new(
                 "payload",
@@ -433,6 +478,8 @@ impl LorawanDeviceKeys {
             activation,
             payload: self.payload,
             fports,
+            version: self.lorawan_version.unwrap_or_default(),
+            codec: None,
         })
     }
 }
@@ -455,93 +502,21 @@ fn key_file(path: &Option<PathBuf>, key: &'static str) -> Result<PathBuf, Settin
     }
 }
 
-/// A device's keys read from its files (blocking IO): the served device, and a warning per key file
-/// readable by group or others. Errors name the file and the configuration key.
-pub fn load_served_device(
-    name: &str,
-    device: &LorawanDevice,
-    named_by: &dyn Fn(&str) -> String,
-) -> Result<(ServedDevice, Vec<String>), crate::config::ConfigError> {
-    let mut warnings = Vec::new();
-    let mut read = |path: &PathBuf, key: &str| -> Result<[u8; 16], crate::config::ConfigError> {
-        let file = crate::crypto::keys::load_frame_key(path)
-            .map_err(|e| crate::config::ConfigError::from_key_error(e, &named_by(key)))?;
-        warnings.extend(file.warning(path));
-        Ok(file.key.0)
-    };
-    let activation = match &device.activation {
-        DeviceActivation::Otaa {
-            dev_eui,
-            join_eui,
-            app_key_file,
-        } => Activation::Otaa {
-            dev_eui: *dev_eui,
-            join_eui: *join_eui,
-            app_key: read(app_key_file, "app_key_file")?,
-        },
-        DeviceActivation::Abp {
-            dev_addr,
-            nwk_s_key_file,
-            app_s_key_file,
-        } => Activation::Abp {
-            dev_addr: *dev_addr,
-            nwk_s_key: read(nwk_s_key_file, "nwk_s_key_file")?,
-            app_s_key: read(app_s_key_file, "app_s_key_file")?,
-        },
-    };
-    Ok((
-        ServedDevice {
-            name: name.to_string(),
-            activation,
-        },
-        warnings,
-    ))
-}
-
-/// Every LoRaWAN device of the configuration with its keys read, by semtech-udp source, and the
-/// permission warnings of their key files. Blocking IO: `run` and `check-config` both call it, so both
-/// refuse the same key files.
-pub type DevicesBySource = BTreeMap<String, Vec<(ServedDevice, LorawanDevice)>>;
-
-/// See [`DevicesBySource`].
-pub fn load_devices(
-    config: &crate::config::Config,
-) -> Result<(DevicesBySource, Vec<String>), crate::config::ConfigError> {
-    let mut by_source = DevicesBySource::new();
-    let mut warnings = Vec::new();
-    for source in &config.sources {
-        if matches!(source.kind, crate::config::SourceKind::SemtechUdp(_)) {
-            by_source.insert(source.name.clone(), Vec::new());
-        }
-    }
-    for (i, device) in config.device.iter().enumerate() {
-        let Some(list) = by_source.get_mut(&device.source) else {
-            continue;
-        };
-        // The configuration's validation guarantees the keys check; a device that still does not is
-        // skipped rather than served wrongly.
-        let Ok(lorawan) = device.lorawan_keys().check() else {
-            continue;
-        };
-        let named_by = |key: &str| format!("device[{i}].{key} of [[device]] \"{}\"", device.name);
-        let (served, found) = load_served_device(&device.name, &lorawan, &named_by)?;
-        warnings.extend(found);
-        list.push((served, lorawan));
-    }
-    Ok((by_source, warnings))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn gateways_are_euis_or_any_alone() {
-        let any = semtech_udp_config(None, Some(&["any".to_string()])).unwrap();
+        let any = semtech_udp_config(None, Some(&["any".to_string()]), None).unwrap();
         assert_eq!(any.gateways, Gateways::Any);
         assert_eq!(any.bind.port(), 1700);
-        let one = semtech_udp_config(Some("127.0.0.1:1"), Some(&["B827EBFFFE6F4E3C".to_string()]))
-            .unwrap();
+        let one = semtech_udp_config(
+            Some("127.0.0.1:1"),
+            Some(&["B827EBFFFE6F4E3C".to_string()]),
+            None,
+        )
+        .unwrap();
         assert!(one.gateways.allows(0xb827_ebff_fe6f_4e3c));
         assert!(!one.gateways.allows(1));
         for bad in [
@@ -550,17 +525,26 @@ mod tests {
             vec!["xyz".to_string()],
         ] {
             assert_eq!(
-                semtech_udp_config(None, Some(&bad)).unwrap_err().key,
+                semtech_udp_config(None, Some(&bad), None).unwrap_err().key,
                 "gateways"
             );
         }
-        assert_eq!(semtech_udp_config(None, None).unwrap_err().key, "gateways");
         assert_eq!(
-            semtech_udp_config(Some("nowhere"), Some(&["any".to_string()]))
+            semtech_udp_config(None, None, None).unwrap_err().key,
+            "gateways"
+        );
+        assert_eq!(
+            semtech_udp_config(Some("nowhere"), Some(&["any".to_string()]), None)
                 .unwrap_err()
                 .key,
             "bind"
         );
+        assert_eq!(any.keepalive, DEFAULT_KEEPALIVE);
+        for bad in [Duration::from_millis(500), Duration::from_secs(301)] {
+            let any = ["any".to_string()];
+            let error = semtech_udp_config(None, Some(&any), Some(bad)).unwrap_err();
+            assert_eq!(error.key, "keepalive");
+        }
     }
 
     #[test]
@@ -592,6 +576,17 @@ mod tests {
         assert_eq!(checked.decoder(3), None);
         ports.fports.insert("0".into(), PayloadFormat::Json);
         assert_eq!(ports.check().unwrap_err().key, "fports");
+        let mut codec_port = otaa.clone();
+        codec_port.fports.insert("5".into(), PayloadFormat::Codec);
+        assert_eq!(codec_port.check().unwrap_err().key, "fports");
+        codec_port.codec = true;
+        assert_eq!(
+            codec_port.check().unwrap().decoder(5),
+            Some(PayloadFormat::Codec)
+        );
+        let mut unused_codec = otaa.clone();
+        unused_codec.codec = true;
+        assert_eq!(unused_codec.check().unwrap_err().key, "codec");
         let mut no_decoder = otaa;
         no_decoder.payload = None;
         assert_eq!(no_decoder.check().unwrap_err().key, "payload");

@@ -5,7 +5,9 @@
 //! PULL_DATA of the gateway that heard the device best, in RX1, and again in RX2 when the gateway's
 //! TX_ACK says RX1 was not possible (TOO_LATE, TOO_EARLY, COLLISION_PACKET...). Sessions are written through `persist.rs` on a
 //! blocking thread when a counter mark is passed or a device joins, and at a clean stop with the
-//! counters exactly.
+//! counters exactly. Each gateway's availability (`gateway_watch.rs`: online from its first PULL_DATA,
+//! offline after missed keepalives, with the devices only it heard) is emitted as
+//! `SourceEvent::GatewayAvailability` and shown as `online` in its stats.
 //!
 //! Bounds: datagrams from gateways not allowed are dropped and counted; malformed datagrams are counted
 //! and never stop the task; the dedup window holds at most [`MAX_PENDING_UPLINKS`] uplinks; at most
@@ -19,8 +21,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 
+use super::codecs::{CodecDone, DeviceCodecs};
 use super::counters::{self, LorawanCounters};
 use super::dedup::{Dedup, Heard, Offered};
+use super::gateway_watch::{GatewayChange, GatewayWatch};
 use super::payload::{decode_fields, Fields};
 use super::persist;
 use super::semtech::{self, FromGateway, Txpk};
@@ -68,7 +72,7 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
     let dir = start.state_dir.clone();
     let name = ctx.name.clone();
     let loaded = tokio::task::spawn_blocking(move || persist::load(&dir, &name)).await;
-    let (file, records) = match loaded {
+    let (file, stored) = match loaded {
         Ok(loaded) => loaded,
         Err(error) => {
             log::error!(source = ctx.name.as_str(); "LoRaWAN sessions could not be read: {error}");
@@ -76,24 +80,37 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
         }
     };
     let (served, decoders): (Vec<_>, Vec<_>) = start.devices.into_iter().unzip();
-    let server = NetworkServer::new(start.server, served, &records);
+    let (mut server, file) = match stored {
+        persist::Stored::Sessions(records) => (
+            NetworkServer::new(start.server, served, &records),
+            Some(file),
+        ),
+        // Nothing is written over the damaged copies: every restart fails closed again until reset.
+        persist::Stored::Lost => (NetworkServer::new(start.server, served, &[]), None),
+    };
+    if file.is_none() {
+        server.fail_closed();
+    }
     let Some(socket) = bind(&ctx, start.udp.bind).await else {
         return;
     };
     log::info!(source = ctx.name.as_str(); "LoRaWAN packet forwarders: listening on {}", start.udp.bind);
+    let codecs = DeviceCodecs::start(&ctx.name, &decoders);
     let mut task = Task {
+        codecs,
         socket,
         gateways: start.udp.gateways,
         server,
         decoders,
         dedup: Dedup::new(start.dedup_window, MAX_PENDING_UPLINKS),
         counters: start.counters,
-        file: Some(file),
+        file,
         pull_addresses: HashMap::new(),
         seen: HashSet::new(),
         token: 0,
         awaiting_ack: std::collections::VecDeque::new(),
         warnings: RateLimiter::new(Duration::from_secs(60)),
+        watch: GatewayWatch::new(start.udp.keepalive),
     };
     if !ctx
         .emit(SourceEvent::Up {
@@ -109,12 +126,32 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
             .dedup
             .next_deadline()
             .map(tokio::time::Instant::from_std);
+        let silent_gateway = task
+            .watch
+            .next_deadline()
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             received = task.socket.recv_from(&mut buffer) => match received {
-                Ok((len, from)) => task.on_datagram(&buffer[..len], from).await,
+                Ok((len, from)) => {
+                    if !task.on_datagram(&ctx, &buffer[..len], from).await {
+                        return;
+                    }
+                }
                 Err(error) => task.warn("recv", format!("receiving: {error}")),
             },
+            done = task.codecs.next() => {
+                if !task.on_codec_done(&ctx, done).await {
+                    return;
+                }
+            }
+            _ = sleep_until_or_forever(silent_gateway) => {
+                for change in task.watch.expire(Instant::now()) {
+                    if !task.announce(&ctx, change).await {
+                        return;
+                    }
+                }
+            }
             _ = sleep_until_or_forever(deadline) => {
                 for heard in task.dedup.due(Instant::now()) {
                     if !task.on_uplink(&ctx, heard).await {
@@ -160,6 +197,7 @@ async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
 }
 
 struct Task {
+    codecs: DeviceCodecs,
     socket: UdpSocket,
     gateways: Gateways,
     server: NetworkServer,
@@ -176,6 +214,7 @@ struct Task {
     /// Downlinks sent in RX1 and not acknowledged yet, by token (bounded: the oldest are forgotten).
     awaiting_ack: std::collections::VecDeque<(u16, Downlink)>,
     warnings: RateLimiter,
+    watch: GatewayWatch,
 }
 
 impl Task {
@@ -185,7 +224,60 @@ impl Task {
         }
     }
 
-    async fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+    /// A gateway's availability changed: its stats, and the event the pipeline publishes. Returns false
+    /// when the pipeline is gone.
+    async fn announce(&self, ctx: &SourceContext, change: GatewayChange) -> bool {
+        self.counters
+            .gateway(change.gateway, |g| g.online = Some(change.online));
+        if !change.online {
+            log::warn!(
+                source = ctx.name.as_str();
+                "LoRaWAN gateway {:016x} is offline: no PULL_DATA for {} keepalive intervals ({} of its devices go offline with it)",
+                change.gateway,
+                super::gateway_watch::MISSED_KEEPALIVES,
+                change.devices_offline.len()
+            );
+        }
+        ctx.emit(SourceEvent::GatewayAvailability {
+            source: ctx.name.clone(),
+            gateway: change.gateway,
+            online: change.online,
+            devices_offline: change.devices_offline,
+        })
+        .await
+    }
+
+    /// A codec's reading: its fields, or no fields with the error counted and logged. Returns false
+    /// when the pipeline is gone.
+    async fn on_codec_done(&self, ctx: &SourceContext, done: CodecDone) -> bool {
+        let mut reading = done.reading;
+        match done.result {
+            Ok(fields) => reading.fields = fields,
+            Err(error) => {
+                self.counters.count(|c| c.payload_errors += 1);
+                self.warn(
+                    "payload",
+                    format!(
+                        "FRMPayload on FPort {} not decoded by the codec: {error}",
+                        done.fport
+                    ),
+                );
+            }
+        }
+        ctx.emit(SourceEvent::Reading {
+            reading,
+            trigger: false,
+        })
+        .await
+    }
+
+    /// One datagram. Returns false when the pipeline is gone.
+    async fn on_datagram(
+        &mut self,
+        ctx: &SourceContext,
+        datagram: &[u8],
+        from: SocketAddr,
+    ) -> bool {
         let parsed = match semtech::parse(datagram) {
             Ok(parsed) => parsed,
             Err(error) => {
@@ -194,7 +286,7 @@ impl Task {
                     "malformed",
                     format!("malformed datagram from {from}: {error}"),
                 );
-                return;
+                return true;
             }
         };
         let gateway = match &parsed {
@@ -208,7 +300,7 @@ impl Task {
                 "gateway",
                 format!("datagram from gateway {gateway:016x} ({from}) dropped: not in gateways"),
             );
-            return;
+            return true;
         }
         if self.gateways == Gateways::Any
             && self.seen.len() < counters::MAX_GATEWAYS
@@ -249,6 +341,9 @@ impl Task {
                     self.pull_addresses.insert(gateway, from);
                 }
                 self.counters.pulled(gateway, SystemTime::now());
+                if let Some(change) = self.watch.pulled(gateway, Instant::now()) {
+                    return self.announce(ctx, change).await;
+                }
             }
             FromGateway::TxAck { token, error, .. } => {
                 let position = self.awaiting_ack.iter().position(|(t, _)| *t == token);
@@ -270,6 +365,7 @@ impl Task {
                 }
             }
         }
+        true
     }
 
     async fn send(&self, datagram: &[u8], to: SocketAddr) {
@@ -298,6 +394,10 @@ impl Task {
                 true
             }
             Outcome::Data(accepted) => {
+                if let Some(device) = self.decoders.get(accepted.device) {
+                    self.watch
+                        .heard(&device.address(), heard.gateways.iter().copied());
+                }
                 self.counters.count(|c| {
                     c.uplinks += 1;
                     c.unknown_mac_commands += u64::from(accepted.unknown_mac_commands);
@@ -330,7 +430,9 @@ impl Task {
     }
 
     /// The reading of an accepted uplink: the FRMPayload decoded with the device's decoder of its
-    /// FPort (no fields when it has none or the decoder refuses it: counted).
+    /// FPort (no fields when it has none or the decoder refuses it: counted). `None` also when the
+    /// device's codec decodes it: the reading then comes back from the codec (or is reported at once
+    /// when the codec's queue is full).
     fn reading(
         &self,
         ctx: &SourceContext,
@@ -345,26 +447,11 @@ impl Task {
             frequency_hz: heard.best.frequency,
             spreading_factor: heard.best.spreading_factor,
         };
-        let fields = match decode_fields(decoder, accepted.fport, &accepted.payload) {
-            Fields::Decoded(fields) => fields,
-            Fields::NoDecoder(_) => {
-                self.counters.count(|c| c.undecoded_fport += 1);
-                Vec::new()
-            }
-            Fields::Refused(fport, error) => {
-                self.counters.count(|c| c.payload_errors += 1);
-                self.warn(
-                    "payload",
-                    format!("FRMPayload on FPort {fport} not decoded: {error}"),
-                );
-                Vec::new()
-            }
-        };
-        Some(Reading {
+        let mut reading = Reading {
             source: ctx.name.clone(),
             address: decoder.address(),
             seq: None,
-            fields,
+            fields: Vec::new(),
             received_at: now,
             radio: Some(radio),
             lorawan: Some(LorawanMeta {
@@ -372,7 +459,44 @@ impl Task {
                 fport: accepted.fport,
                 gateway: format!("{:016x}", heard.best.gateway),
             }),
-        })
+        };
+        match decode_fields(decoder, accepted.fport, &accepted.payload) {
+            Fields::Decoded(fields) => reading.fields = fields,
+            Fields::NoDecoder(_) => self.counters.count(|c| c.undecoded_fport += 1),
+            Fields::Refused(fport, error) => {
+                self.counters.count(|c| c.payload_errors += 1);
+                self.warn(
+                    "payload",
+                    format!("FRMPayload on FPort {fport} not decoded: {error}"),
+                );
+            }
+            Fields::ByCodec(fport) => {
+                let Some(codec) = &decoder.codec else {
+                    self.counters.count(|c| c.undecoded_fport += 1);
+                    return Some(reading);
+                };
+                let payload = accepted.payload.clone();
+                return match self.codecs.submit(codec, fport, payload, reading) {
+                    Ok(()) => None,
+                    Err(done) => {
+                        self.counters.count(|c| c.payload_errors += 1);
+                        self.warn(
+                            "payload",
+                            format!(
+                                "FRMPayload on FPort {fport} not decoded by the codec: {}",
+                                done.result
+                                    .as_ref()
+                                    .err()
+                                    .map(ToString::to_string)
+                                    .unwrap_or_default()
+                            ),
+                        );
+                        Some(done.reading)
+                    }
+                };
+            }
+        }
+        Some(reading)
     }
 
     /// Sends a downlink as PULL_RESP through the gateway's last PULL_DATA address.

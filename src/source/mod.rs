@@ -47,6 +47,15 @@ pub enum SourceEvent {
     Duplicate { source: String },
     /// Output of a self-decoding source that is no reading (not JSON, no model): counted.
     DecodeError { source: String, error: String },
+    /// A LoRaWAN packet forwarder came online (its first PULL_DATA, or again) or went offline (its
+    /// keepalives stopped), with the devices (their addresses) whose last uplink only offline gateways
+    /// heard: they go offline with it.
+    GatewayAvailability {
+        source: String,
+        gateway: u64,
+        online: bool,
+        devices_offline: Vec<String>,
+    },
     /// The state of a supervised receiver process, for the stats.
     State {
         source: String,

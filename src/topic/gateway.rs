@@ -1,5 +1,6 @@
 //! Every topic the gateway itself builds: `{base}/{device}`, `{base}/{device}/{field}`,
-//! `{base}/{device}/availability`, `{base}/gateway/availability` and `{base}/gateway/stats`, the availability
+//! `{base}/{device}/availability`, `{base}/gateway/availability`, `{base}/gateway/stats`, each LoRaWAN
+//! packet forwarder's `{base}/gateway/lorawan/{eui}/availability`, the availability
 //! payloads, and how a level made from outside data (a device name, a field name) is made safe.
 //! Other modules take topic strings from here instead of formatting them again.
 //!
@@ -92,6 +93,12 @@ pub fn everything_below(base: &str) -> String {
 /// `{base}/gateway/availability`: the gateway's own `online` / `offline`.
 pub fn gateway_availability_topic(base: &str) -> String {
     availability_topic(base, GATEWAY_NAME)
+}
+
+/// `{base}/gateway/lorawan/{eui}/availability`: a LoRaWAN packet forwarder's `online` / `offline` (its
+/// EUI as 16 lowercase hex digits), retained.
+pub fn lorawan_gateway_availability_topic(base: &str, eui: u64) -> String {
+    format!("{base}/{GATEWAY_NAME}/lorawan/{eui:016x}/{AVAILABILITY_LEVEL}")
 }
 
 /// `{base}/gateway/stats`: the gateway's counters (not retained).

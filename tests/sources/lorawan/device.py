@@ -13,7 +13,10 @@ gateway with tmst + 1 s; the forwarder answers TOO_LATE, so it comes again in RX
 stranger's DevAddr is heard. The session is saved to STATE_FILE.
 PHASE "resume": after the daemon restarted, the OTAA device continues its session (no new join).
 PHASE "extra": after a reload added an ABP device, it sends; the OTAA device goes on once more.
-PHASE "abp": the ABP device sends the frame counters listed in the parameters' "fcnts".
+PHASE "abp": the ABP device sends the frame counters listed in the parameters' "fcnts" (an LPP temperature
+on FPort 2, or "payload_hex" on "fport" when given).
+PHASE "joins": the OTAA device sends a join request with each DevNonce of the parameters' "nonces", 2.1 s
+apart (past the join rate limit); the report lists which got a JoinAccept (decrypted, MIC checked).
 """
 
 import base64
@@ -270,10 +273,28 @@ def abp(params, _state_path):
     a.pull()
     abp_nwk, abp_app = bytes.fromhex(params["abp_nwk"]), bytes.fromhex(params["abp_app"])
     abp_addr = int(params["abp_dev_addr"], 16)
+    fport = params.get("fport", 2)
     for i, fcnt in enumerate(params["fcnts"]):
-        a.push(uplink(abp_nwk, abp_app, abp_addr, fcnt, 2, lpp_temperature(fcnt / 10)), tmst=1_000_000 * (i + 1), rssi=-70)
+        payload = bytes.fromhex(params["payload_hex"]) if "payload_hex" in params else lpp_temperature(fcnt / 10)
+        a.push(uplink(abp_nwk, abp_app, abp_addr, fcnt, fport, payload), tmst=1_000_000 * (i + 1), rssi=-70)
         time.sleep(0.3)
     print(json.dumps({"sent": len(params["fcnts"])}))
+
+
+def joins(params, _state_path):
+    a = Gateway(GATEWAY_A, params["port"])
+    a.pull()
+    app_key = bytes.fromhex(params["app_key"])
+    answered = []
+    for i, nonce in enumerate(params["nonces"]):
+        if i:
+            time.sleep(2.1)
+        a.push(join_request(app_key, params["join_eui"], params["dev_eui"], nonce), tmst=1_000_000 * (i + 1), rssi=-80)
+        txpk = a.pull_resp(timeout=1.5)
+        if txpk is not None:
+            open_join_accept(app_key, base64.b64decode(txpk["data"]))
+        answered.append(txpk is not None)
+    print(json.dumps({"answered": answered}))
 
 
 def main():
@@ -287,6 +308,8 @@ def main():
         extra(params, state_path)
     elif phase == "abp":
         abp(params, state_path)
+    elif phase == "joins":
+        joins(params, state_path)
     else:
         fail("unknown phase " + phase)
 

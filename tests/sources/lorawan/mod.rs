@@ -16,6 +16,10 @@ use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::python;
 
+mod fport_codec;
+mod gateway_availability;
+mod joins_and_lost_sessions;
+
 const APP_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";
 const ABP_NWK: &str = "000102030405060708090a0b0c0d0e0f";
 const ABP_APP: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
@@ -90,9 +94,18 @@ async fn device(phase: &str, dir: &Path, udp: u16) -> serde_json::Value {
 }
 
 async fn device_with(phase: &str, dir: &Path, udp: u16, fcnts: &[u32]) -> serde_json::Value {
+    device_json(phase, dir, udp, serde_json::json!({ "fcnts": fcnts })).await
+}
+
+/// Runs `device.py PHASE` with the scenario's parameters and `extra` (an object) over them.
+async fn device_json(
+    phase: &str,
+    dir: &Path,
+    udp: u16,
+    extra: serde_json::Value,
+) -> serde_json::Value {
     let state = dir.join("device-session.json");
-    let params = serde_json::json!({
-        "fcnts": fcnts,
+    let mut params = serde_json::json!({
         "port": udp,
         "app_key": APP_KEY,
         "dev_eui": DEV_EUI,
@@ -101,8 +114,11 @@ async fn device_with(phase: &str, dir: &Path, udp: u16, fcnts: &[u32]) -> serde_
         "abp_app": ABP_APP,
         "abp_dev_addr": ABP_DEV_ADDR,
         "extra_dev_addr": EXTRA_DEV_ADDR,
-    })
-    .to_string();
+    });
+    if let (Some(params), Some(extra)) = (params.as_object_mut(), extra.as_object()) {
+        params.extend(extra.clone());
+    }
+    let params = params.to_string();
     let phase = phase.to_string();
     let output = tokio::task::spawn_blocking(move || {
         python::run_script(

@@ -1,0 +1,83 @@
+//! A LoRaWAN device decoded per FPort: LPP on one, a vendor's ChirpStack codec (a fixture of
+//! tests/fixtures/codecs) on another, its decodeUplink given the frame's real FPort.
+
+use sensorgate_testkit::daemon::Daemon;
+use sensorgate_testkit::mqtt;
+
+use super::{
+    device_json, device_with, free_udp_port, wait_state, write_key, ABP_APP, ABP_NWK, APP_KEY,
+    CONFIG, WAIT,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fport_decoded_by_the_devices_codec_gets_the_real_fport() {
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path(), "door.key", APP_KEY);
+    write_key(dir.path(), "meter-nwk.key", ABP_NWK);
+    write_key(dir.path(), "meter-app.key", ABP_APP);
+    let codec = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/codecs/chirpstack/tabs-tbhh100.js");
+    let udp = free_udp_port();
+    let config = CONFIG
+        .replace("{udp}", &udp.to_string())
+        .replace("{dir}", &dir.path().display().to_string())
+        .replace(
+            "fports = { 2 = \"lpp\" }",
+            &format!(
+                "fports = {{ 2 = \"lpp\", 103 = \"codec\" }}\ncodec = \"{}\"",
+                codec.display()
+            ),
+        );
+    let daemon = Daemon::start(dir.path(), &config);
+    daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
+    let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    // FPort 2: LPP, as before.
+    device_with("abp", dir.path(), udp, &[1]).await;
+    let lpp = wait_state(&mut states, "meter", |s| s["fcnt"] == 1).await;
+    assert_eq!(lpp["temperature_1"], 0.1, "{lpp}");
+    // FPort 103: the TBHH100's temperature/humidity frame, through its codec.
+    let params = serde_json::json!({
+        "fcnts": [2],
+        "fport": 103,
+        "payload_hex": "080b232fffffffff",
+    });
+    device_json("abp", dir.path(), udp, params).await;
+    let decoded = wait_state(&mut states, "meter", |s| s["fcnt"] == 2).await;
+    assert_eq!(decoded["fPort"], 103, "{decoded}");
+    assert_eq!(decoded["temperature"], 3, "{decoded}");
+    assert_eq!(decoded["humidity"], 47, "{decoded}");
+    assert_eq!(decoded["battery_volt"], 3.6, "{decoded}");
+    assert_eq!(decoded["fport"], 103, "{decoded}");
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_codec_fport_without_a_codec_is_refused_at_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG
+        .replace("{udp}", "1700")
+        .replace("{dir}", &dir.path().display().to_string())
+        .replace("{state_dir}", &dir.path().display().to_string())
+        .replace("{port}", "1883")
+        .replace("fports = { 2 = \"lpp\" }", "fports = { 2 = \"codec\" }");
+    let path = dir.path().join("sensorgate.toml");
+    std::fs::write(&path, &config).unwrap();
+    let line = config
+        .lines()
+        .position(|l| l.starts_with("fports"))
+        .unwrap()
+        + 1;
+    let output = std::process::Command::new(sensorgate_testkit::daemon::sensorgate_binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!("sensorgate.toml:{line}:")) && said.contains("add codec ="),
+        "{said}"
+    );
+}
