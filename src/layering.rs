@@ -31,7 +31,6 @@ const LAYERS: &[&[&str]] = &[
         "full_disk",
         "forget",
         "units",
-        "duration",
     ],
     &["logging", "publish", "frame", "statefile", "record"],
     &["decode", "devices", "broker", "replay", "heard"],

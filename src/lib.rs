@@ -87,7 +87,7 @@
 //!
 //! ```text
 //!  0  model backoff ratelimit reserve topic allocator systemd full_disk   data, grammar, helpers
-//!     forget units duration
+//!     forget units
 //!  1  logging publish frame statefile
 //!  2  decode devices broker replay                                        codecs, registry, engine
 //!  3  stats                                                               the counters
@@ -122,7 +122,6 @@ pub mod config;
 pub mod crypto;
 pub mod decode;
 pub mod devices;
-pub mod duration;
 pub mod encode;
 pub mod forget;
 pub mod frame;

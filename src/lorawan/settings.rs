@@ -51,10 +51,10 @@ pub struct LorawanConfig {
     #[serde(default, deserialize_with = "net_id")]
     pub net_id: u32,
     /// RX1 delay of data downlinks (from the region: 1 s).
-    #[serde(default, deserialize_with = "crate::duration::option_duration")]
+    #[serde(default, deserialize_with = "crate::units::option_duration")]
     pub rx1_delay: Option<Duration>,
     /// JOIN_ACCEPT_DELAY1 (from the region: 5 s).
-    #[serde(default, deserialize_with = "crate::duration::option_duration")]
+    #[serde(default, deserialize_with = "crate::units::option_duration")]
     pub join_accept_delay1: Option<Duration>,
     /// RX2 frequency, Hz (from the region: 869.525 MHz in EU868).
     #[serde(default)]
@@ -65,7 +65,7 @@ pub struct LorawanConfig {
     /// Copies of one uplink within it are one uplink (default 200 ms).
     #[serde(
         default = "default_dedup_window",
-        deserialize_with = "crate::duration::duration"
+        deserialize_with = "crate::units::duration"
     )]
     pub dedup_window: Duration,
     /// At most this many LoRaWAN devices (default 1000).
