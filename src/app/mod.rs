@@ -10,6 +10,7 @@
 //! restart, the others keep running; the broker's clients and the spool are never dropped.
 
 pub mod keys;
+pub mod ports;
 mod settings;
 mod supervise;
 
@@ -596,6 +597,7 @@ impl Gateway {
         reload: Option<mpsc::Sender<()>>,
     ) -> Result<Gateway, RunError> {
         let state_dir = create_state_dir(&config)?;
+        ports::forget(&state_dir).await;
         let keys = load_keys(&config).await?;
         let lorawan = load_lorawan(&config, &state_dir).await?;
         let replay = open_replay(&state_dir).await?;
@@ -645,6 +647,11 @@ impl Gateway {
             }
             None => None,
         };
+        let mut bound =
+            ports::broker_listeners(&settings::broker(&config, &state_dir), broker.local_addrs());
+        if let (Some(server), Some(http)) = (&http, &config.http) {
+            bound.push(ports::http_listener(http.tls.is_some(), server.local_addr));
+        }
 
         let mut gateway = Gateway {
             config,
@@ -667,6 +674,7 @@ impl Gateway {
             http,
         };
         gateway.start_sources();
+        ports::write(&state_dir, &bound).await;
         Ok(gateway)
     }
 
