@@ -1,49 +1,42 @@
-//! The daemon under test: the real `sensorgate` binary of the same build as this benchmark (or
-//! `$SENSORGATE_BIN`), started on a generated configuration with its own state directory and a free
-//! 127.0.0.1 broker port, and killed by PID when dropped.
+//! The daemon under test: the testkit's harness (`sensorgate_testkit::daemon`, the one the tests use)
+//! with the benchmark's configuration preamble, the binary of the same build as this benchmark (or
+//! `$SENSORGATE_BIN`), its own state directory and a broker port the kernel chose; killed by PID when
+//! dropped.
 
 use std::ffi::OsString;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::mosquitto::free_port;
+use sensorgate_testkit::daemon::{self as harness, READY_WITHIN};
 
 /// A running daemon.
 pub struct Daemon {
-    pub child: Child,
-    /// Port of its embedded broker's plain listener on 127.0.0.1.
+    process: harness::Daemon,
+    /// Port of its embedded broker's plain listener on 127.0.0.1 (0 until [`Daemon::wait_listening`]).
     pub port: u16,
-    /// Holds the configuration file and the state directory.
+    /// Holds the configuration file, the log and the state directory.
     _dir: tempfile::TempDir,
     /// When it was spawned.
     pub spawned_at: Instant,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The daemon binary: `$SENSORGATE_BIN`, or `sensorgate` of the profile this benchmark was built with
 /// (`target/<profile>/examples/bench` -> `target/<profile>/sensorgate`).
-pub fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("SENSORGATE_BIN") {
-        return path.into();
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("sensorgate")))
-        .unwrap_or_else(|| "target/release/sensorgate".into())
+pub fn binary() -> std::path::PathBuf {
+    harness::sensorgate_binary()
+}
+
+/// The configuration the benchmark runs: `[gateway] state_dir`, `[log] level = "warn"`, one broker
+/// listener on the port the kernel chooses, then `body` (sources, `[publish]`, `[broker]` limits...).
+pub fn configuration(body: &str, state_dir: &str) -> String {
+    format!(
+        "[gateway]\nstate_dir = \"{state_dir}\"\n[log]\nlevel = \"warn\"\n[[broker.listener]]\nbind = \"127.0.0.1:{{port}}\"\n{body}"
+    )
 }
 
 impl Daemon {
-    /// Writes a configuration of `[gateway] state_dir`, `[log] level = "warn"`, one broker listener and
-    /// then `body` (sources, `[publish]`, `[broker]` limits...), and spawns the daemon on it with `env`
-    /// added to the environment. Does not wait: see [`Daemon::wait_listening`].
+    /// Spawns the daemon on [`configuration`] of `body` with `env` added to the environment. Does not
+    /// wait: see [`Daemon::wait_listening`].
     pub fn spawn(body: &str, env: &[(&str, OsString)]) -> Daemon {
         Daemon::spawn_in(body, env, None)
     }
@@ -56,77 +49,68 @@ impl Daemon {
 
     fn spawn_in(body: &str, env: &[(&str, OsString)], state_dir: Option<&Path>) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let state = state_dir
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| dir.path().join("state"));
-        let config = format!(
-            "[gateway]\nstate_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[[broker.listener]]\nbind = \"127.0.0.1:{port}\"\n{body}",
-            state.display()
-        );
-        let config_path = dir.path().join("bench.toml");
-        std::fs::write(&config_path, config).expect("write the bench configuration");
-        let binary = binary();
-        let mut command = Command::new(&binary);
-        command
-            .args(["run", "-c"])
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let spawned_at = Instant::now();
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "start {}: {e} (build it first: bench/run.sh does)",
-                binary.display()
-            )
-        });
+            .map(|dir| dir.display().to_string())
+            .unwrap_or_else(|| "{state_dir}".to_string());
+        // The daemon logs at the configured level, not the tests' debug.
+        let mut env: Vec<(&str, &std::ffi::OsStr)> =
+            env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        env.push(("RUST_LOG", std::ffi::OsStr::new("warn")));
+        let process = harness::Daemon::launch(dir.path(), &configuration(body, &state), 0, &env);
+        let spawned_at = process.spawned_at;
         Daemon {
-            child,
-            port,
+            process,
+            port: 0,
             _dir: dir,
             spawned_at,
         }
     }
 
-    /// [`Daemon::spawn`], then waits (up to 20 s) until the broker accepts connections and gives the
-    /// sources half a second to open their ports.
+    /// [`Daemon::spawn`], then waits until it listens and gives the sources half a second to open their
+    /// ports.
     pub async fn start(body: &str) -> Daemon {
-        let daemon = Daemon::spawn(body, &[]);
+        let mut daemon = Daemon::spawn(body, &[]);
         daemon.wait_listening().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         daemon
     }
 
-    /// Waits (up to 20 s) until the embedded broker accepts a TCP connection.
-    pub async fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not listen within 20 s"
-            );
+    /// Waits (up to the harness's 20 s) until the daemon's ports file says where its broker listens.
+    pub async fn wait_listening(&mut self) {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            match self.process.poll_ready() {
+                Some(Ok(())) => break,
+                Some(Err(why)) => panic!("{why}"),
+                None => assert!(
+                    Instant::now() < deadline,
+                    "the daemon did not listen within {READY_WITHIN:?}"
+                ),
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.port = self.process.addr.port();
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
+    }
+
+    /// Whether it has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.child.try_wait().ok().flatten()
     }
 
     /// A clean stop: SIGTERM, then up to 20 s for the daemon to write what it holds and exit (killed
     /// after that). Whether it exited by itself.
     pub async fn stop(mut self) -> bool {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32);
+        let pid = rustix::process::Pid::from_raw(self.process.pid() as i32);
         if let Some(pid) = pid {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if self.exited().is_some() {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

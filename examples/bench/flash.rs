@@ -226,13 +226,13 @@ async fn measure(case: &Case, cloud: Option<&Mosquitto>) -> Result<(Row, Option<
     let body = config(case, cloud_port);
     // A gateway that has run before: its retained log exists (a first start creates it, once in the
     // card's life), written by a clean stop after the devices' first readings.
-    let first_run = Daemon::spawn_with_state(&body, &[], &state);
+    let mut first_run = Daemon::spawn_with_state(&body, &[], &state);
     first_run.wait_listening().await;
     tokio::time::sleep(WARM_UP).await;
     if !first_run.stop().await {
         return Err("the first run did not stop within 20 s of SIGTERM".into());
     }
-    let daemon = Daemon::spawn_with_state(&body, &[], &state);
+    let mut daemon = Daemon::spawn_with_state(&body, &[], &state);
     daemon.wait_listening().await;
     let mut tap = Tap::connect(daemon.port).await;
     // Start-up: the spool directory, the first retained state, the devices' first readings.

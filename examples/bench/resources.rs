@@ -224,7 +224,7 @@ impl NotifySocket {
                 }
                 Ok(Err(e)) => return Ready::Failed(format!("notify socket: {e}")),
                 Err(_) => {
-                    if let Ok(Some(status)) = daemon.child.try_wait() {
+                    if let Some(status) = daemon.exited() {
                         return Ready::Failed(format!("the daemon exited before READY: {status}"));
                     }
                 }
@@ -305,9 +305,10 @@ async fn idle(window: Duration, report: &mut Report) {
         Ready::After(elapsed) => report.idle_ready_ms = Some(elapsed.as_secs_f64() * 1e3),
         Ready::Failed(why) => {
             eprintln!("  idle daemon: {why}; measuring once its broker listens");
-            daemon.wait_listening().await;
         }
     }
+    // Its ports file (written before READY) says which port the kernel gave its broker.
+    daemon.wait_listening().await;
     let notifications = Arc::new(AtomicUsize::new(0));
     let notify_task = tokio::spawn(socket.count_into(notifications.clone()));
     let messages = Arc::new(AtomicUsize::new(0));
@@ -533,11 +534,7 @@ mod tests {
     #[test]
     fn the_configurations_are_valid() {
         for body in [ready_body("/dev/pts/77"), idle_body("/dev/pts/77")] {
-            // As crate::daemon::Daemon::spawn writes it.
-            let text = format!(
-                "[gateway]\nstate_dir = \"/tmp/x/state\"\n[log]\nlevel = \"warn\"\n\
-                 [[broker.listener]]\nbind = \"127.0.0.1:18830\"\n{body}"
-            );
+            let text = crate::daemon::configuration(&body, "/tmp/x/state").replace("{port}", "0");
             let config = sensorgate::config::Config::parse(&text, Path::new("bench.toml"))
                 .unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert!(!config.sources.is_empty());

@@ -86,7 +86,7 @@ async fn one(rate: u32, window: Duration) -> Row {
             .and_then(|text| text.trim().parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    let daemon = Daemon::spawn(&body, &env);
+    let mut daemon = Daemon::spawn(&body, &env);
     daemon.wait_listening().await;
     tokio::time::sleep(Duration::from_secs(2)).await; // every sensor seen once, discovery of none
     let before = Usage::of(&[daemon.pid()]);

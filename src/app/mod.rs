@@ -11,6 +11,7 @@
 
 pub mod keys;
 pub mod lorawan_cli;
+pub mod ports;
 mod settings;
 mod supervise;
 
@@ -615,6 +616,7 @@ impl Gateway {
         reload: Option<mpsc::Sender<()>>,
     ) -> Result<Gateway, RunError> {
         let state_dir = create_state_dir(&config)?;
+        ports::forget(&state_dir).await;
         let keys = load_keys(&config).await?;
         let lorawan = load_lorawan(&config, &state_dir).await?;
         let replay = open_replay(&state_dir).await?;
@@ -661,6 +663,11 @@ impl Gateway {
             }
             None => None,
         };
+        let mut bound =
+            ports::broker_listeners(&settings::broker(&config, &state_dir), broker.local_addrs());
+        if let (Some(server), Some(http)) = (&http, &config.http) {
+            bound.push(ports::http_listener(http.tls.is_some(), server.local_addr));
+        }
 
         let mut gateway = Gateway {
             config,
@@ -683,6 +690,7 @@ impl Gateway {
             http,
         };
         gateway.start_sources();
+        ports::write(&state_dir, &bound).await;
         Ok(gateway)
     }
 

@@ -228,7 +228,9 @@ fn check_listeners(
     let mut binds = HashMap::new();
     for (i, listener) in broker.listeners.iter().enumerate() {
         let path = at.key("listener").index(i);
-        if let Some(first) = binds.insert(listener.bind, i) {
+        // Port 0 is the kernel's choice, a different port for each listener (the ports file says which).
+        let fixed = listener.bind.port() != 0;
+        if let Some(first) = binds.insert(listener.bind, i).filter(|_| fixed) {
             let first_line = line_of(locator, &at.key("listener").index(first).key("bind"));
             return Err(Problem::value(
                 path.key("bind"),

@@ -47,6 +47,7 @@ async fn wave(addr: std::net::SocketAddr, wave: usize, clients: usize) -> (usize
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "volume: 5,000 connects, then the process's memory"]
 async fn a_flood_of_connects_is_bounded_in_sessions_and_memory() {
     if !alone::in_own_process("flood::a_flood_of_connects_is_bounded_in_sessions_and_memory") {
         return;

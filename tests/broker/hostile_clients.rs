@@ -5,6 +5,7 @@
 //! daemon, and asserts that it now stays alive and keeps serving. Every loop is bounded in count and time.
 
 use sensorgate_testkit::certs;
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty;
@@ -18,18 +19,18 @@ use daemon::Daemon;
 use raw::{frame, Connect, RawClient, Will, PUBACK};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BROKER_ONLY: &str = r#"
-[gateway]
-id = "hostile"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[broker]
-handshake_timeout = "1s"
-"#;
+/// The broker alone, with `[broker] handshake_timeout = "1s"` unless `broker` sets it.
+fn broker_only(broker: &str) -> String {
+    let handshake = if broker.contains("handshake_timeout") {
+        ""
+    } else {
+        "handshake_timeout = \"1s\""
+    };
+    ConfigBuilder::new("hostile")
+        .broker(handshake)
+        .broker(broker)
+        .toml()
+}
 
 fn with_len(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -93,7 +94,7 @@ fn fd_count(daemon: &Daemon) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_filters_and_topics_are_refused_and_the_daemon_lives() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(dir.path(), BROKER_ONLY);
+    let mut daemon = Daemon::start(dir.path(), &broker_only(""));
 
     // A SUBSCRIBE with a 6,000-level filter (12 KB) once overflowed the stack.
     let deep_filter = format!("x{}", "/+".repeat(5_999));
@@ -151,7 +152,7 @@ async fn a_stored_deep_topic_is_skipped_at_start() {
     // The old whole-file format: migrated into the retained log at start, the deep topic skipped.
     sensorgate::broker::retained::write_snapshot(&state, &[deep, fine]).unwrap();
 
-    let mut daemon = Daemon::start(dir.path(), BROKER_ONLY);
+    let mut daemon = Daemon::start(dir.path(), &broker_only(""));
     daemon.wait_for_log("1 messages skipped", 1, Duration::from_secs(5));
     let mut subscriber = mqtt::subscribe(daemon.addr, "restore", "kept/#", 0).await;
     let kept = subscriber
@@ -166,7 +167,7 @@ async fn a_stored_deep_topic_is_skipped_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_and_nul_topic_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(dir.path(), BROKER_ONLY);
+    let mut daemon = Daemon::start(dir.path(), &broker_only(""));
     let mut watcher = mqtt::subscribe(daemon.addr, "watcher", "#", 0).await;
 
     for topic in [&b"+"[..], b"#", b"a/#", b"a/+/b", b"a\0b"] {
@@ -220,7 +221,7 @@ async fn wildcard_and_nul_topic_names_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_plain_connections_are_closed_within_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), BROKER_ONLY);
+    let daemon = Daemon::start(dir.path(), &broker_only(""));
     let before = fd_count(&daemon);
     let mut silent = Vec::new();
     for _ in 0..200 {
@@ -294,10 +295,12 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_that_spoke_once_shields_no_silent_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let second = daemon::free_port();
-    let config = format!("{BROKER_ONLY}\n[[broker.listener]]\nbind = \"127.0.0.1:{second}\"\n");
+    let config = ConfigBuilder::new("hostile")
+        .broker("handshake_timeout = \"1s\"")
+        .listener("")
+        .toml();
     let daemon = Daemon::start(dir.path(), &config);
-    let second = SocketAddr::from(([127, 0, 0, 1], second));
+    let second = daemon.listener("mqtt", 1);
 
     // From one source port: a client that logs in on the first listener, and a silent socket to the
     // second listener (same peer address, another connection).
@@ -370,10 +373,7 @@ async fn a_port_that_spoke_once_shields_no_silent_socket() {
 async fn beyond_the_half_open_bound_the_oldest_silent_sockets_go_and_clients_get_in() {
     let dir = tempfile::tempdir().unwrap();
     // max_connections = 16 bounds half-open connections at 16; the timeout alone would take 30 s.
-    let config = BROKER_ONLY.replace(
-        "handshake_timeout = \"1s\"",
-        "handshake_timeout = \"30s\"\nmax_connections = 16",
-    );
+    let config = broker_only("handshake_timeout = \"30s\"\nmax_connections = 16");
     let daemon = Daemon::start(dir.path(), &config);
     let mut silent = Vec::new();
     for _ in 0..40 {
@@ -407,16 +407,16 @@ async fn beyond_the_half_open_bound_the_oldest_silent_sockets_go_and_clients_get
 async fn a_silent_connection_after_a_finished_tls_handshake_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let pki = certs::make_pki();
-    let config = format!(
-        "{BROKER_ONLY}\n[[broker.listener]]\nbind = \"127.0.0.1:{{tls_port}}\"\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
-        pki.server_cert_file.display(),
-        pki.server_key_file.display()
-    );
-    let tls_port = daemon::free_port();
-    let daemon = Daemon::start(
-        dir.path(),
-        &config.replace("{tls_port}", &tls_port.to_string()),
-    );
+    let config = ConfigBuilder::new("hostile")
+        .broker("handshake_timeout = \"1s\"")
+        .listener(&format!(
+            "tls = {{ cert_file = \"{}\", key_file = \"{}\" }}",
+            pki.server_cert_file.display(),
+            pki.server_key_file.display()
+        ))
+        .toml();
+    let daemon = Daemon::start(dir.path(), &config);
+    let tls_port = daemon.listener("mqtts", 0).port();
     // Python's ssl module: finish the handshake, say nothing, report how long until the server closes.
     let script = format!(
         r#"
@@ -468,7 +468,7 @@ print("closed after %.2f s" % (time.monotonic() - start))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absent_persistent_sessions_never_lock_new_clients_out() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!("{BROKER_ONLY}max_offline_sessions = 64\nmax_connections = 256\n");
+    let config = broker_only("max_offline_sessions = 64\nmax_connections = 256");
     let daemon = Daemon::start(dir.path(), &config);
     let before = fd_count(&daemon);
     // 1,100 anonymous clients with clean session = 0 connect and vanish without DISCONNECT.
@@ -503,18 +503,12 @@ async fn absent_persistent_sessions_never_lock_new_clients_out() {
     assert!(session_present, "the absent session was kept");
 }
 
-const SERIAL: &str = r#"
-[gateway]
-id = "hostile"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[broker]
-max_queued_messages = 200
-
+/// A daemon with a serial source.
+fn serial_config() -> String {
+    ConfigBuilder::new("hostile")
+        .broker("max_queued_messages = 200")
+        .table(
+            r#"
 [[source]]
 name = "uart0"
 kind = "serial"
@@ -522,7 +516,10 @@ path = "{link}"
 baud = 115200
 framing = "lines"
 payload = "json"
-"#;
+"#,
+        )
+        .toml()
+}
 
 /// A QoS 1 subscriber to `sensorgate/#` with a tiny receive buffer that never reads after its SUBACK.
 async fn stalled_subscriber(addr: SocketAddr, n: usize) -> tokio::net::TcpStream {
@@ -550,7 +547,10 @@ async fn stalled_subscriber(addr: SocketAddr, n: usize) -> tokio::net::TcpStream
 fn start_serial(dir: &Path) -> (Daemon, pty::FakeDongle) {
     let link = dir.join("usb-hostile-if00");
     let dongle = pty::FakeDongle::plug(&link);
-    let daemon = Daemon::start(dir, &SERIAL.replace("{link}", &link.display().to_string()));
+    let daemon = Daemon::start(
+        dir,
+        &serial_config().replace("{link}", &link.display().to_string()),
+    );
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
     (daemon, dongle)
 }

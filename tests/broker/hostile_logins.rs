@@ -5,6 +5,7 @@
 //! The tests take turns (one daemon at a time), since some of them measure time and memory.
 
 use sensorgate_testkit::broker as broker_support;
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon;
 
 use std::time::{Duration, Instant};
@@ -42,25 +43,24 @@ fn storm_password(i: usize) -> String {
     format!("storm-password-{i:02}")
 }
 
-const BASE: &str = r#"
-[gateway]
-id = "hostile"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
+/// The daemon of these tests, before its users.
+fn base_config() -> String {
+    ConfigBuilder::new("hostile")
+        .table(
+            r#"
 [[source]]
 name = "sim"
 kind = "simulator"
 devices = 1
 interval = "1h"
 payload = "json"
-"#;
+"#,
+        )
+        .toml()
+}
 
 fn config(users: &[(String, String)]) -> String {
-    let mut text = BASE.to_string();
+    let mut text = base_config();
     for (name, hash) in users {
         text.push_str(&format!(
             "\n[[broker.user]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\nread = [\"#\"]\n"
@@ -144,6 +144,7 @@ fn slots() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "volume: 200 argon2 logins, then the daemon's memory"]
 async fn two_hundred_logins_eight_at_a_time_keep_memory_flat() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
@@ -323,6 +324,7 @@ async fn another_user_of_the_same_address_gets_in_while_a_guesser_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: argon2 timings sampled by the dozen"]
 async fn unknown_user_names_are_answered_as_slowly_as_known_ones() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@
 //! persistent sessions, and a SUBSCRIBE written before another client's PUBLISH getting that publish.
 
 use sensorgate_testkit::broker as support;
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::raw;
@@ -425,11 +426,7 @@ async fn a_subscribe_written_before_another_clients_publish_gets_that_publish() 
     // The Paho MQTT 5 suite's test_request_response: one client's SUBSCRIBE is written, and another
     // client publishes to that topic at once, without waiting for the SUBACK.
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(
-        dir.path(),
-        "[gateway]\nid = \"order\"\nbase_topic = \"sensorgate\"\nstate_dir = \"{state_dir}\"\n\n\
-         [[broker.listener]]\nbind = \"127.0.0.1:{port}\"\n",
-    );
+    let daemon = Daemon::start(dir.path(), &ConfigBuilder::new("order").toml());
     let mut missed = Vec::new();
     for v5 in [false, true] {
         let mut options = Connect::new("order-publisher");

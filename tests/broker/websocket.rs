@@ -14,7 +14,8 @@ use sensorgate_testkit::websocket::{self, RawWebSocket, BINARY, CONTINUATION, PI
 
 use std::time::Duration;
 
-use daemon::{free_port, Daemon};
+use daemon::Daemon;
+use sensorgate_testkit::config::ConfigBuilder;
 use tokio::io::AsyncReadExt;
 
 /// One run over one WebSocket listener; prints one line per check, `ok NAME` or `FAIL NAME: why`.
@@ -105,36 +106,25 @@ fn run_paho(port: u16, tls: bool, ca: &str) -> String {
 async fn paho_over_ws_and_wss_publishes_subscribes_and_gets_retained_and_wills() {
     let pki = certs::make_pki();
     let dir = tempfile::tempdir().unwrap();
-    let (ws, wss) = (free_port(), free_port());
-    let config = format!(
-        r#"
-[gateway]
-id = "ws"
-base_topic = "sensorgate"
-state_dir = "{{state_dir}}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{{port}}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{ws}"
-transport = "websocket"
-
-[[broker.listener]]
-bind = "127.0.0.1:{wss}"
-transport = "websocket"
-path = "/mqtt"
-tls = {{ cert_file = "{cert}", key_file = "{key}" }}
-
-[broker]
-handshake_timeout = "1s"
-anonymous_read = ["ws/#"]
-anonymous_write = ["ws/#"]
-"#,
-        cert = pki.server_cert_file.display(),
-        key = pki.server_key_file.display(),
+    let tls = format!(
+        "tls = {{ cert_file = {:?}, key_file = {:?} }}",
+        pki.server_cert_file.display().to_string(),
+        pki.server_key_file.display().to_string()
     );
+    let config = ConfigBuilder::new("ws")
+        .broker(
+            "handshake_timeout = \"1s\"\nanonymous_read = [\"ws/#\"]\nanonymous_write = [\"ws/#\"]",
+        )
+        .listener("transport = \"websocket\"")
+        .listener(&format!(
+            "transport = \"websocket\"\npath = \"/mqtt\"\n{tls}"
+        ))
+        .toml();
     let daemon = Daemon::start(dir.path(), &config);
+    let (ws, wss) = (
+        daemon.listener("ws", 0).port(),
+        daemon.listener("wss", 0).port(),
+    );
     let ca = pki.ca_file.display().to_string();
     for (port, tls) in [(ws, false), (wss, true)] {
         let out = tokio::task::spawn_blocking({
@@ -159,14 +149,8 @@ anonymous_write = ["ws/#"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_connection_that_never_sends_connect_is_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let ws = free_port();
-    let config = format!(
-        "[gateway]\nid = \"ws\"\nbase_topic = \"sensorgate\"\nstate_dir = \"{{state_dir}}\"\n\n\
-         [[broker.listener]]\nbind = \"127.0.0.1:{{port}}\"\n\n\
-         [[broker.listener]]\nbind = \"127.0.0.1:{ws}\"\ntransport = \"websocket\"\n\n\
-         [broker]\nhandshake_timeout = \"1s\"\n"
-    );
-    let daemon = Daemon::start(dir.path(), &config);
+    let daemon = websocket_daemon(dir.path(), "handshake_timeout = \"1s\"");
+    let ws = daemon.listener("ws", 0).port();
     // One socket that says nothing, one that completes the WebSocket upgrade and then says nothing.
     let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", ws))
         .await
@@ -200,13 +184,11 @@ async fn a_websocket_connection_that_never_sends_connect_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_listeners_path_is_upgraded() {
     let dir = tempfile::tempdir().unwrap();
-    let ws = free_port();
-    let config = format!(
-        "[gateway]\nid = \"ws\"\nbase_topic = \"sensorgate\"\nstate_dir = \"{{state_dir}}\"\n\n\
-         [[broker.listener]]\nbind = \"127.0.0.1:{{port}}\"\n\n\
-         [[broker.listener]]\nbind = \"127.0.0.1:{ws}\"\ntransport = \"websocket\"\npath = \"/gateway/mqtt\"\n"
-    );
+    let config = ConfigBuilder::new("ws")
+        .listener("transport = \"websocket\"\npath = \"/gateway/mqtt\"")
+        .toml();
     let daemon = Daemon::start(dir.path(), &config);
+    let ws = daemon.listener("ws", 0).port();
     let mut answers = Vec::new();
     for path in ["/gateway/mqtt", "/mqtt", "/"] {
         let status = match RawWebSocket::upgrade(ws, path).await {
@@ -226,14 +208,13 @@ async fn only_the_listeners_path_is_upgraded() {
     drop(daemon);
 }
 
-/// A daemon with a WebSocket listener on `ws` (path "/mqtt") and `broker` under `[broker]`.
-fn websocket_daemon(dir: &std::path::Path, ws: u16, broker: &str) -> Daemon {
-    let config = format!(
-        "[gateway]\nid = \"ws\"\nbase_topic = \"sensorgate\"\nstate_dir = \"{{state_dir}}\"\n\n\
-         [[broker.listener]]\nbind = \"127.0.0.1:{{port}}\"\n\n\
-         [[broker.listener]]\nbind = \"127.0.0.1:{ws}\"\ntransport = \"websocket\"\n\n\
-         [broker]\n{broker}\n"
-    );
+/// A daemon with a WebSocket listener (path "/mqtt", its port `listener("ws", 0)`) and `broker` under
+/// `[broker]`.
+fn websocket_daemon(dir: &std::path::Path, broker: &str) -> Daemon {
+    let config = ConfigBuilder::new("ws")
+        .broker(broker)
+        .listener("transport = \"websocket\"")
+        .toml();
     Daemon::start(dir, &config)
 }
 
@@ -248,12 +229,11 @@ fn holds(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_messages_and_frames_beyond_max_packet_size_close_the_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let ws = free_port();
     let daemon = websocket_daemon(
         dir.path(),
-        ws,
         "max_packet_size = \"16KiB\"\nhandshake_timeout = \"20s\"",
     );
+    let ws = daemon.listener("ws", 0).port();
 
     // An unfinished fragmented message that grows past 16 KiB (4 KiB fragments, 256 KiB at most).
     let mut growing = RawWebSocket::upgrade(ws, "/mqtt").await.unwrap();
@@ -304,8 +284,8 @@ async fn websocket_messages_and_frames_beyond_max_packet_size_close_the_connecti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_text_messages_close_the_connection_and_pings_are_no_mqtt() {
     let dir = tempfile::tempdir().unwrap();
-    let ws = free_port();
-    let daemon = websocket_daemon(dir.path(), ws, "handshake_timeout = \"20s\"");
+    let daemon = websocket_daemon(dir.path(), "handshake_timeout = \"20s\"");
+    let ws = daemon.listener("ws", 0).port();
 
     // MQTT travels in binary messages only: a CONNECT in a text message is refused by closing.
     let mut text = RawWebSocket::upgrade(ws, "/mqtt").await.unwrap();
@@ -340,8 +320,8 @@ async fn websocket_text_messages_close_the_connection_and_pings_are_no_mqtt() {
 async fn silent_websocket_upgrades_cost_what_tcp_connections_cost() {
     const UPGRADES: usize = 200;
     let dir = tempfile::tempdir().unwrap();
-    let ws = free_port();
-    let daemon = websocket_daemon(dir.path(), ws, "handshake_timeout = \"30s\"");
+    let daemon = websocket_daemon(dir.path(), "handshake_timeout = \"30s\"");
+    let ws = daemon.listener("ws", 0).port();
     let before = daemon.status_kib("VmRSS");
     let mut upgraded = Vec::new();
     for _ in 0..UPGRADES {

@@ -13,14 +13,13 @@
 //! machine, not on the file (documented in the reference).
 
 use sensorgate_testkit::broker;
-use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon::Daemon;
+use sensorgate_testkit::daemon::Daemon;
 
 /// How long one refused invocation may take before the test calls it hung (and kills it).
 const RUN_BOUND: Duration = Duration::from_secs(20);
@@ -510,12 +509,7 @@ async fn assert_starts_and_runs(
     let (text, _) = render(&values, bandwidths);
     let text = text.replace("{cloud_port}", &cloud_addr.port().to_string());
     let daemon = tokio::task::block_in_place(|| {
-        Daemon::start_with_env(
-            dir.path(),
-            &text,
-            daemon::free_port(),
-            &[("RUST_LOG", "info")],
-        )
+        Daemon::start_with_env(dir.path(), &text, &[("RUST_LOG", "info")])
     });
     let value = |table: Table, key: &str, default: &'static str| {
         values

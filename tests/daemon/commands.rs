@@ -7,6 +7,7 @@
 //! bounded.
 
 use sensorgate_testkit::broker;
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::pty;
 
@@ -30,18 +31,13 @@ use sensorgate::model::Value;
 
 const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f";
 
-const CONFIG: &str = r##"
-[gateway]
-id = "cmd-gw"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[broker]
-allow_anonymous = false
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
+/// The configuration of the commands test, its placeholders filled by the test.
+fn base_config() -> String {
+    ConfigBuilder::new("cmd-gw")
+        .broker("allow_anonymous = false")
+        .publish(r#"stats_interval = "1s""#)
+        .table(
+            r##"
 [[broker.user]]
 name = "ops"
 password_hash = "{ops_hash}"
@@ -53,9 +49,6 @@ name = "viewer"
 password_hash = "{viewer_hash}"
 read = ["#"]
 write = []
-
-[publish]
-stats_interval = "1s"
 
 [[source]]
 name = "uart0"
@@ -119,7 +112,10 @@ address = "12"
 name = "sealed"
 source = "uart3"
 address = "5"
-"##;
+"##,
+        )
+        .toml()
+}
 
 /// An MQTT 5 client whose publishes arrive on a channel.
 struct Client {
@@ -253,7 +249,7 @@ async fn commands_reach_nodes_on_serial_ports_in_every_format_and_results_come_b
     let mut dongles: Vec<FakeDongle> = (0..5)
         .map(|i| FakeDongle::plug(&dir.path().join(format!("dongle{i}"))))
         .collect();
-    let mut config = CONFIG
+    let mut config = base_config()
         .replace("{ops_hash}", &broker::cheap_hash("ops-password"))
         .replace("{viewer_hash}", &broker::cheap_hash("viewer-password"))
         .replace("{key_file}", &key_file.display().to_string());
@@ -477,18 +473,12 @@ async fn commands_reach_nodes_on_serial_ports_in_every_format_and_results_come_b
 
 /// Sources and devices for the bounds: `uart0` and `uart1` keep commands until the device's next uplink
 /// (`uart1` with small byte bounds), `uart2` is a JSON-lines link whose payload carries the node's id.
-const BOUNDS_CONFIG: &str = r##"
-[gateway]
-id = "bounds-gw"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[broker]
-allow_anonymous = false
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
+fn bounds_config() -> String {
+    ConfigBuilder::new("bounds-gw")
+        .broker("allow_anonymous = false")
+        .publish(r#"stats_interval = "1s""#)
+        .table(
+            r##"
 [[broker.user]]
 name = "ops"
 password_hash = "{ops_hash}"
@@ -512,9 +502,6 @@ name = "viewer"
 password_hash = "{viewer_hash}"
 read = ["#"]
 write = []
-
-[publish]
-stats_interval = "1s"
 
 [[source]]
 name = "uart0"
@@ -568,14 +555,17 @@ name = "lamp2"
 source = "uart2"
 address = "18"
 raw_commands = true
-"##;
+"##,
+        )
+        .toml()
+}
 
-/// The daemon with [`BOUNDS_CONFIG`], its three dongles plugged in and open.
+/// The daemon with [`bounds_config()`], its three dongles plugged in and open.
 fn start_bounds(dir: &std::path::Path) -> (Daemon, Vec<FakeDongle>) {
     let dongles: Vec<FakeDongle> = (0..3)
         .map(|i| FakeDongle::plug(&dir.join(format!("dongle{i}"))))
         .collect();
-    let mut config = BOUNDS_CONFIG.to_string();
+    let mut config = bounds_config().to_string();
     for user in ["ops", "ops2", "ops3", "viewer"] {
         config = config.replace(
             &format!("{{{user}_hash}}"),
@@ -956,18 +946,12 @@ async fn a_read_only_clients_refused_commands_reach_no_subscriber() {
 
 /// A simulated SX1276 at SF12 whose nodes 1 and 2 send every second, with a duty cycle of 0.2 % (7.2 s
 /// an hour): about six 7-byte frames (1.16 s on air each), three per client at the default share.
-const RADIO_CONFIG: &str = r##"
-[gateway]
-id = "airtime-gw"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[broker]
-allow_anonymous = false
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
+fn radio_config() -> String {
+    ConfigBuilder::new("airtime-gw")
+        .broker("allow_anonymous = false")
+        .publish(r#"stats_interval = "1s""#)
+        .table(
+            r##"
 [[broker.user]]
 name = "ops"
 password_hash = "{ops_hash}"
@@ -979,9 +963,6 @@ name = "ops2"
 password_hash = "{ops2_hash}"
 read = ["#"]
 write = ["sensorgate/+/set", "sensorgate/+/set/+", "replies/ops2/#"]
-
-[publish]
-stats_interval = "1s"
 
 [[source]]
 name = "lora"
@@ -995,12 +976,15 @@ interval = "1s"
 commands = true
 command_queue = 16
 duty_cycle = "0.2%"
-"##;
+"##,
+        )
+        .toml()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_clients_sf12_commands_leave_airtime_for_another() {
     let dir = tempfile::tempdir().unwrap();
-    let config = RADIO_CONFIG
+    let config = radio_config()
         .replace("{ops_hash}", &broker::cheap_hash("ops-password"))
         .replace("{ops2_hash}", &broker::cheap_hash("ops2-password"));
     let daemon = Daemon::start(dir.path(), &config);

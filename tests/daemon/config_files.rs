@@ -182,6 +182,23 @@ fn wrong_type_points_at_the_value() {
 }
 
 #[test]
+fn a_bind_twice_is_refused_but_port_0_is_the_kernels_choice_each_time() {
+    let twice = "[[broker.listener]]\nbind = \"127.0.0.1:1883\"\n\n[[broker.listener]]\nbind = \"127.0.0.1:1883\"\n";
+    assert_error(
+        twice,
+        "\"127.0.0.1:1883\"",
+        1,
+        &[
+            "broker.listener[1].bind",
+            "already the bind of the listener on line 2",
+        ],
+    );
+    let kernel = "[[broker.listener]]\nbind = \"127.0.0.1:0\"\n\n[[broker.listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"websocket\"\n";
+    let config = parse(kernel).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.broker.listeners.len(), 2);
+}
+
+#[test]
 fn a_baud_rate_that_is_not_a_number() {
     let text = format!("{SERIAL}baud = \"fast\"\n");
     assert_error(

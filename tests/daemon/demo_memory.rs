@@ -78,6 +78,7 @@ fn vm_rss_kib(pid: u32) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: 80 s of real time (the demo's memory sampled for a minute)"]
 async fn the_demo_configuration_runs_in_flat_memory() {
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(dir.path(), &demo_config());

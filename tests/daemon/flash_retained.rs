@@ -7,6 +7,7 @@
 //! The one timed wait is the property under test itself: after a burst of changes the test lets the
 //! documented window (`retained_sync` = 1 s) plus slack for a loaded machine pass, then cuts the power.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 
@@ -17,21 +18,13 @@ use std::time::Duration;
 use daemon::Daemon;
 use rumqttc::QoS;
 
-const CONFIG: &str = r#"
-[gateway]
-id = "flash-retained"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[broker]
-retained_sync = "{retained_sync}"
-
-[publish]
-stats_interval = "1s"
-"#;
+/// The configuration, its placeholders filled by `config`.
+fn base_config() -> String {
+    ConfigBuilder::new("flash-retained")
+        .broker(r#"retained_sync = "{retained_sync}""#)
+        .publish(r#"stats_interval = "1s""#)
+        .toml()
+}
 
 /// The window the kill test configures, and the slack it allows a loaded machine for the write itself.
 const WINDOW: Duration = Duration::from_secs(1);
@@ -41,7 +34,7 @@ const SLACK: Duration = Duration::from_secs(2);
 const TOPICS: usize = 300;
 
 fn config(retained_sync: &str) -> String {
-    CONFIG.replace("{retained_sync}", retained_sync)
+    base_config().replace("{retained_sync}", retained_sync)
 }
 
 fn log_path(dir: &Path) -> std::path::PathBuf {

@@ -12,6 +12,7 @@
 //! on a source with `commands = true` gets a `switch` and a `number`, and `ON` published on the switch's
 //! command topic, as Home Assistant does, reaches the node on its serial port. Every wait is bounded.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty;
@@ -489,18 +490,12 @@ fn live(seen: &Seen, part: &str) -> usize {
         .count()
 }
 
-const CONFIG: &str = r#"
-[gateway]
-id = "ha-test"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[publish]
-stats_interval = "1s"
-
+/// The configuration, its placeholders filled by `config`.
+fn base_config() -> String {
+    ConfigBuilder::new("ha-test")
+        .publish(r#"stats_interval = "1s""#)
+        .table(
+            r#"
 [[source]]
 name = "uart0"
 kind = "serial"
@@ -529,7 +524,10 @@ address = "17"
 offline_after = "2s"
 fields = { soil = { device_class = "moisture" } }
 {devices}
-"#;
+"#,
+        )
+        .toml()
+}
 
 const GREENHOUSE: &str =
     "\n[[device]]\nname = \"greenhouse\"\nsource = \"lora\"\naddress = \"1\"\n";
@@ -537,7 +535,7 @@ const SHED_OFF: &str =
     "\n[[device]]\nname = \"shed\"\nsource = \"uart0\"\naddress = \"5\"\nhomeassistant = false\n";
 
 fn config(dir: &Path, kitchen: &str, devices: &str) -> String {
-    CONFIG
+    base_config()
         .replace("{link}", &dir.join("ttyUSB-ha").display().to_string())
         .replace("{kitchen}", kitchen)
         .replace("{devices}", devices)
@@ -1064,18 +1062,12 @@ async fn home_assistant_running_across_a_restart_sees_the_removals() {
     assert!(status.success());
 }
 
-const SIMULATED: &str = r#"
-[gateway]
-id = "ha-flood"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[publish]
-stats_interval = "1s"
-
+/// A daemon of simulated nodes.
+fn simulated_config() -> String {
+    ConfigBuilder::new("ha-flood")
+        .publish(r#"stats_interval = "1s""#)
+        .table(
+            r#"
 [[source]]
 name = "sim"
 kind = "simulator"
@@ -1085,7 +1077,10 @@ payload = "json"
 
 [homeassistant]
 discovery = true
-"#;
+"#,
+        )
+        .toml()
+}
 
 /// 100 birth messages within a second cost at most two complete re-publications (the first answers at
 /// once, the others are coalesced into one that follows the 3 s window); the coalesced births are counted
@@ -1095,7 +1090,7 @@ discovery = true
 async fn a_flood_of_births_is_coalesced() {
     const BIRTHS: usize = 100;
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), SIMULATED);
+    let daemon = Daemon::start(dir.path(), &simulated_config());
     let mut watch = Watch::new(daemon.addr, "ha-flood", "homeassistant/#").await;
     let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
     watch
@@ -1204,19 +1199,17 @@ async fn a_flood_of_births_is_coalesced() {
     assert!(status.success());
 }
 
-const CONTROLS: &str = r#"
-[gateway]
-id = "ha-cmd"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[broker]
+/// A daemon whose devices have controls.
+fn controls_config() -> String {
+    ConfigBuilder::new("ha-cmd")
+        .broker(
+            r#"
 # What an anonymous Home Assistant needs: its birth/will topic and the controls' command topics.
 anonymous_write = ["sensorgate/+/set/+", "homeassistant/status"]
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
+"#,
+        )
+        .table(
+            r#"
 [[source]]
 name = "uart0"
 kind = "serial"
@@ -1235,9 +1228,12 @@ discovery = true
 name = "relay"
 source = "uart0"
 address = "17"
-"#;
+"#,
+        )
+        .toml()
+}
 
-/// The link of [`CONTROLS`]'s source, as the node puts its frames on it and reads the gateway's.
+/// The link of [`controls_config()`]'s source, as the node puts its frames on it and reads the gateway's.
 const LINK: sensorgate::encode::link::LinkSpec = sensorgate::encode::link::LinkSpec {
     header: sensorgate::decode::HeaderFormat::Node16,
     crc: sensorgate::frame::crc::CrcMode::Crc16CcittFalse,
@@ -1250,7 +1246,7 @@ async fn outputs_become_controls_and_home_assistant_switches_a_relay() {
     use sensorgate::model::Value;
     let dir = tempfile::tempdir().unwrap();
     let mut dongle = FakeDongle::plug(&dir.path().join("ttyUSB-relay"));
-    let config = CONTROLS.replace("{link}", &dongle.link.display().to_string());
+    let config = controls_config().replace("{link}", &dongle.link.display().to_string());
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("open at 115200 baud", 1, WAIT);
     let mut watch = Watch::new(daemon.addr, "ha-controls", "#").await;

@@ -6,6 +6,7 @@
 //! (`_x`, `a_b`, `_`) and never reach the log once per frame, and a state restored with more fields than a
 //! lowered `max_fields` keeps only that many. Every wait is bounded.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty;
@@ -18,19 +19,17 @@ use daemon::Daemon;
 use pty::FakeDongle;
 use serde_json::{json, Map, Value};
 
-const CONFIG: &str = r#"
-[gateway]
-id = "test-gw"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[publish]
+/// The configuration, its placeholders filled by the test.
+fn base_config() -> String {
+    ConfigBuilder::new("test-gw")
+        .publish(
+            r#"
 stats_interval = "1s"
 field_topics = true
-
+"#,
+        )
+        .table(
+            r#"
 [[source]]
 name = "uart0"
 kind = "serial"
@@ -42,7 +41,10 @@ max_frame_len = 4096
 
 [devices]
 max_fields = {max_fields}
-"#;
+"#,
+        )
+        .toml()
+}
 
 const OPENED: &str = "open at 115200 baud";
 const FRAMES: usize = 200;
@@ -57,7 +59,7 @@ const GATEWAY_KEYS: [&str; 5] = ["last_seen", "rssi", "snr", "seq", "source"];
 fn start(dir: &Path, max_fields: usize) -> (Daemon, FakeDongle) {
     let link = dir.join("usb-hostile-node");
     let dongle = FakeDongle::plug(&link);
-    let config = CONFIG
+    let config = base_config()
         .replace("{link}", &link.display().to_string())
         .replace("{max_fields}", &max_fields.to_string());
     let daemon = Daemon::start(dir, &config);

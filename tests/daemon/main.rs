@@ -14,6 +14,7 @@ mod flash_retained;
 mod homeassistant;
 mod hostile_fields;
 mod pipeline_clock;
+mod ports;
 mod serial;
 mod systemd;
 mod systemd_notify;

@@ -1,6 +1,7 @@
 //! The daemon end to end: the real binary, a pseudo-terminal as its serial dongle, a real MQTT client
 //! (rumqttc) on 127.0.0.1. Every wait is bounded.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty;
@@ -11,21 +12,13 @@ use std::time::Duration;
 use daemon::Daemon;
 use pty::FakeDongle;
 
-const CONFIG: &str = r#"
-[gateway]
-id = "test-gw"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[broker]
-retained_sync = "1s"
-
-[publish]
-stats_interval = "1s"
-
+/// The configuration, its placeholders filled by `start`.
+fn base_config() -> String {
+    ConfigBuilder::new("test-gw")
+        .broker(r#"retained_sync = "1s""#)
+        .publish(r#"stats_interval = "1s""#)
+        .table(
+            r#"
 [[source]]
 name = "uart0"
 kind = "serial"
@@ -42,14 +35,17 @@ dedup_window = "10s"
 name = "kitchen"
 source = "uart0"
 address = "17"
-"#;
+"#,
+        )
+        .toml()
+}
 
 const OPENED: &str = "open at 115200 baud";
 
 fn start(dir: &Path, offline_after: &str) -> (Daemon, FakeDongle) {
     let link = dir.join("usb-FTDI_FT232R_A50285BI-if00-port0");
     let dongle = FakeDongle::plug(&link);
-    let config = CONFIG
+    let config = base_config()
         .replace("{link}", &link.display().to_string())
         .replace("{offline_after}", offline_after);
     let daemon = Daemon::start(dir, &config);

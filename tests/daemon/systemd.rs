@@ -2,7 +2,7 @@
 //! `NOTIFY_SOCKET`, and configuration reload on SIGHUP (valid, invalid, partly changed). The real binary,
 //! a pseudo-terminal as its serial port, a real MQTT client; every wait bounded.
 
-use sensorgate_testkit::daemon;
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty;
 
@@ -10,17 +10,14 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon::Daemon;
 use pty::FakeDongle;
+use sensorgate_testkit::daemon::Daemon;
 
-const CONFIG: &str = r#"
-[gateway]
-id = "test-gw"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
+/// The configuration, its placeholders filled by `config`.
+fn base_config() -> String {
+    ConfigBuilder::new("test-gw")
+        .table(
+            r#"
 [[source]]
 name = "uart0"
 kind = "serial"
@@ -34,10 +31,13 @@ devices = 1
 interval = "{interval}"
 payload = "json"
 {devices}
-"#;
+"#,
+        )
+        .toml()
+}
 
 fn config(link: &Path, interval: &str, devices: &str) -> String {
-    CONFIG
+    base_config()
         .replace("{link}", &link.display().to_string())
         .replace("{interval}", interval)
         .replace("{devices}", devices)
@@ -83,7 +83,6 @@ async fn ready_after_start_watchdog_pings_while_healthy_and_stopping_on_sigterm(
     let daemon = Daemon::start_with_env(
         dir.path(),
         &config(&link, "1s", ""),
-        daemon::free_port(),
         &[
             ("NOTIFY_SOCKET", socket_env.as_str()),
             ("WATCHDOG_USEC", "400000"),

@@ -36,9 +36,10 @@ const DEMO: &str = include_str!("../../config/demo.toml");
 const PATH: &str = "fuzz/sensorgate.toml";
 const CASES: u32 = 2_000;
 
+/// `cases` cases (a tenth of them in `scripts/test --quick`, `sensorgate_testkit::quick`).
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
-        cases,
+        cases: sensorgate_testkit::quick::cases(cases),
         max_shrink_iters: 2_048,
         ..ProptestConfig::default()
     }

@@ -48,9 +48,10 @@ const PAYLOADS: [PayloadFormat; 3] = [
     PayloadFormat::MySensors,
 ];
 
+/// `cases` cases (a tenth of them in `scripts/test --quick`, `sensorgate_testkit::quick`).
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
-        cases,
+        cases: sensorgate_testkit::quick::cases(cases),
         max_shrink_iters: 4_096,
         ..ProptestConfig::default()
     }

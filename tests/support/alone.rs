@@ -24,7 +24,13 @@ pub fn in_own_process(test: &str) -> bool {
     // Its output goes to files, not pipes: a pipe nobody reads while we wait could fill and stall it.
     let mut stdout = tempfile::tempfile().expect("a file for the test's output");
     let mut child = Command::new(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
+        .args([
+            test,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(ALONE, test)
         .stdout(stdout.try_clone().expect("the output file"))
         .stderr(stdout.try_clone().expect("the output file"))

@@ -49,8 +49,10 @@ impl SmallFs {
     }
 
     /// Writes a filler file until the file system refuses (ENOSPC) and returns its path; removing it
-    /// gives the space back.
+    /// gives the space back. A daemon's ports file of an earlier run goes first: the next start
+    /// removes it, and the block it held would make the disk no longer full.
     pub fn fill(&self) -> PathBuf {
+        self.forget_ports();
         let path = self.path.join("filler");
         let mut file = File::create(&path).expect("create the filler file");
         let chunk = vec![0xA5u8; 4096];
@@ -72,6 +74,7 @@ impl SmallFs {
     /// Creates empty files until the file system has no inode left (ENOSPC) and returns them;
     /// removing them gives the inodes back.
     pub fn fill_inodes(&self) -> Vec<PathBuf> {
+        self.forget_ports();
         let mut made = Vec::new();
         for i in 0..MAX_INODES {
             let path = self.path.join(format!("inode-{i}"));
@@ -82,6 +85,13 @@ impl SmallFs {
             }
         }
         panic!("{} inodes did not fill {}", MAX_INODES, self.path.display());
+    }
+}
+
+impl SmallFs {
+    /// Removes the ports file a daemon with its state here wrote (see [`SmallFs::fill`]).
+    fn forget_ports(&self) {
+        let _ = std::fs::remove_file(self.path.join(sensorgate::app::ports::PORTS_FILE));
     }
 }
 

@@ -95,6 +95,7 @@ async fn collect_in_order(sub: &mut Subscriber, first: u64, expected_last: u64) 
 }
 
 #[tokio::test]
+#[ignore = "volume: 10,000 messages after an outage"]
 async fn a_backlog_of_10000_arrives_complete_and_in_order_after_an_outage() {
     let (mut broker, mut sub) = broker_in_outage().await;
     let state = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 //! under another topic (a moved payload), other rules stay plain, and `sensorgate decrypt` agrees. Every
 //! wait is bounded.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::mosquitto;
 use sensorgate_testkit::mqtt;
@@ -27,14 +28,11 @@ const KITCHEN: &str = "sites/garden/sensorgate/kitchen";
 const KITCHEN_FIELD: &str = "sites/garden/sensorgate/kitchen/temperature";
 const HALL: &str = "sites/garden/sensorgate/hall";
 
-const CONFIG: &str = r#"
-[gateway]
-id = "garden"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
+/// The configuration, its placeholders filled by the test.
+fn base_config() -> String {
+    ConfigBuilder::new("garden")
+        .table(
+            r#"
 [[source]]
 name = "uart0"
 kind = "serial"
@@ -65,7 +63,10 @@ encrypt = { key_file = "{key_file}", key_id = 7 }
 [[upstream.forward]]
 filter = "sensorgate/#"
 prefix = "sites/garden/"
-"#;
+"#,
+        )
+        .toml()
+}
 
 /// What `mosquitto_sub` received: `(topic, payload)`, bounded in count and time.
 fn cloud_messages(port: u16, topics: &[&str]) -> Vec<(String, Vec<u8>)> {
@@ -128,7 +129,7 @@ async fn the_cloud_stores_envelopes_that_only_the_key_and_the_right_topic_open()
     }
     let link = dir.path().join("usb-serial");
     let mut dongle = FakeDongle::plug(&link);
-    let config = CONFIG
+    let config = base_config()
         .replace("{link}", &link.display().to_string())
         .replace("{url}", &cloud.plain_url())
         .replace("{key_file}", &key_file.display().to_string());

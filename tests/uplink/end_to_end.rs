@@ -5,6 +5,7 @@
 //! a 2,000-reading outage, `kill -9` after a group commit, the cloud-side will (process death and
 //! keep-alive expiry) and the stats' `uplink` section. Every wait is bounded and waits for an event.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::mosquitto;
 use sensorgate_testkit::mqtt;
@@ -26,18 +27,12 @@ const PREFIX: &str = "sites/garden/";
 const CLOUD_STATE: &str = "sites/garden/sensorgate/meter";
 const CLOUD_AVAILABILITY: &str = "sites/garden/sensorgate/gateway/availability";
 
-const CONFIG: &str = r#"
-[gateway]
-id = "garden"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[publish]
-stats_interval = "1s"
-
+/// The configuration, its placeholders filled by the tests.
+fn base_config() -> String {
+    ConfigBuilder::new("garden")
+        .publish(r#"stats_interval = "1s""#)
+        .table(
+            r#"
 [[source]]
 name = "uart0"
 kind = "serial"
@@ -66,7 +61,10 @@ qos = 1
 max_bytes = "64MiB"
 max_age = "7d"
 sync = "{sync}"
-"#;
+"#,
+        )
+        .toml()
+}
 
 /// The cloud broker: mosquitto with a TLS listener (certificate from a CA made here) and persistence, so
 /// the dashboard's session and its queued messages survive a stop and start.
@@ -117,7 +115,7 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let link: PathBuf = dir.path().join("usb-meter-if00-port0");
         let dongle = FakeDongle::plug(&link);
-        let config = CONFIG
+        let config = base_config()
             .replace("{link}", &link.display().to_string())
             .replace("{url}", &cloud.broker.tls_url())
             .replace("{ca}", &cloud.certs.ca.display().to_string())
@@ -423,6 +421,7 @@ async fn readings_reach_the_cloud_under_the_forward_prefix_in_order_with_retain_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "volume: 2,150 readings through an outage"]
 async fn a_2000_reading_outage_arrives_complete_and_in_order_and_the_stats_show_the_spool() {
     let mut cloud = Cloud::start();
     let mut dashboard = cloud.subscribe("dashboard", CLOUD_STATE, true).await;
@@ -697,6 +696,7 @@ fn check_order_accepts_window_duplicates_and_refuses_gaps() {
 /// A 100,000-message burst from a local client on a forwarded topic: the broker's tap to the uplink is
 /// bounded, and with the uplink's spool-first back-pressure nothing is dropped on the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "volume: 100,000 messages through the real daemon"]
 async fn a_burst_of_100000_messages_reaches_the_cloud_without_a_drop_at_the_tap() {
     use tokio::io::AsyncWriteExt;
     const BURST: usize = 100_000;

@@ -6,6 +6,7 @@
 //! a retry is what the next start restores. Below that, the two writers on a filled tmpfs in
 //! process: a write the full disk refuses leaves the spool and the retained log as they were.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mosquitto::{BrokerConfig, Mosquitto, Subscriber as CloudSubscriber};
 use sensorgate_testkit::mqtt;
@@ -22,21 +23,13 @@ use crate::end_to_end::{
     collect_cloud, number, send_readings, seq_of, wait_local, wait_port_open, wait_uplink_stats,
 };
 
-const CONFIG: &str = r#"
-[gateway]
-id = "full"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[broker]
-retained_sync = "1s"
-
-[publish]
-stats_interval = "1s"
-
+/// The configuration, its placeholders filled by the test.
+fn base_config() -> String {
+    ConfigBuilder::new("full")
+        .broker(r#"retained_sync = "1s""#)
+        .publish(r#"stats_interval = "1s""#)
+        .table(
+            r#"
 [[source]]
 name = "uart0"
 kind = "serial"
@@ -64,7 +57,10 @@ qos = 1
 [upstream.spool]
 max_bytes = "64MiB"
 sync = "1s"
-"#;
+"#,
+        )
+        .toml()
+}
 
 const CLOUD_STATE: &str = "sites/full/sensorgate/meter";
 /// More readings than the uplink's memory holds ([`sensorgate::uplink::MAX_BATCH`]) while the disk
@@ -92,7 +88,7 @@ async fn a_full_state_file_system_degrades_and_the_spool_resumes_when_space_retu
 
     let link = dir.path().join("usb-meter-if00-port0");
     let mut dongle = FakeDongle::plug(&link);
-    let config = CONFIG
+    let config = base_config()
         .replace("{link}", &link.display().to_string())
         .replace("{url}", &cloud.plain_url());
     let filler = small.fill();

@@ -5,6 +5,7 @@
 //! never has anything set aside. With `protocol = "mqtt5"`, Debian's mosquitto with an ACL that denies
 //! the topic refuses it by reason code, and it is set aside at once.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::fake_cloud::FakeCloud;
 use sensorgate_testkit::mosquitto::{BrokerConfig, Mosquitto};
@@ -18,18 +19,12 @@ use serde_json::Value;
 
 use crate::end_to_end::{number, seq_of, wait_port_open, wait_uplink_stats};
 
-const CONFIG: &str = r#"
-[gateway]
-id = "refused"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[publish]
-stats_interval = "1s"
-
+/// The configuration, its placeholders filled by the tests.
+fn base_config() -> String {
+    ConfigBuilder::new("refused")
+        .publish(r#"stats_interval = "1s""#)
+        .table(
+            r#"
 [[source]]
 name = "uart0"
 kind = "serial"
@@ -58,14 +53,17 @@ max_inflight = 100
 filter = "sensorgate/+"
 prefix = "sites/r/"
 qos = 1
-"#;
+"#,
+        )
+        .toml()
+}
 
 const METER: &str = "sites/r/sensorgate/meter";
 /// The topic outside the device's policy.
 const VAULT: &str = "sites/r/sensorgate/vault";
 
 fn config(cloud: &FakeCloud, link: &std::path::Path) -> String {
-    CONFIG
+    base_config()
         .replace("{link}", &link.display().to_string())
         .replace("{url}", &cloud.url())
 }
@@ -225,7 +223,7 @@ async fn with_mqtt5_a_refusal_by_reason_code_sets_the_message_aside_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("usb-meter-if00-port0");
     let mut dongle = FakeDongle::plug(&link);
-    let config = CONFIG
+    let config = base_config()
         .replace("{link}", &link.display().to_string())
         .replace("{url}", &cloud.plain_url())
         .replace(

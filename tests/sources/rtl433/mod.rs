@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sensorgate_testkit::daemon::{self, Daemon};
+use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt::{self, Received, Subscriber};
 use serde_json::Value as Json;
 
@@ -61,7 +61,6 @@ fn start_fake_with(dir: &Path, mode: &str, devices: &str, more: &str) -> Daemon 
     Daemon::start_with_env(
         dir,
         config,
-        daemon::free_port(),
         &[("FAKE_RTL433_MODE", mode), ("FAKE_RTL433_DIR", &fake_dir)],
     )
 }
