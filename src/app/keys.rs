@@ -3,10 +3,14 @@
 //! points at the file, and a warning for each key file readable by group or others. The formats of the
 //! files are `crate::crypto`'s; which files there are is the configuration's, so they meet here.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SourceKind};
 use crate::crypto::{guard, keys, FrameKey, FrameKeys, Sealer, SourceKeys};
+
+/// Bindkeys per Bluetooth LE source, per device MAC.
+pub type BleKeys = HashMap<String, HashMap<crate::ble::Mac, FrameKey>>;
 
 /// What loading the key files found: the keys, and one warning per file readable by group or others.
 #[derive(Debug, Default)]
@@ -14,6 +18,8 @@ pub struct LoadedKeys {
     pub frames: FrameKeys,
     /// `(index of the [[upstream.forward]] rule, its sealer)`.
     pub sealers: Vec<(usize, Sealer)>,
+    /// The bindkeys of Bluetooth LE devices, per source and MAC.
+    pub ble: BleKeys,
     pub warnings: Vec<String>,
 }
 
@@ -48,6 +54,19 @@ pub fn load_keys(config: &Config) -> Result<LoadedKeys, ConfigError> {
         };
         let named_by = format!("device[{i}].key_file of [[device]] \"{}\"", device.name);
         let source = config.sources.iter().find(|s| s.name == device.source);
+        if let Some(source) = source.filter(|s| matches!(s.kind, SourceKind::Ble(_))) {
+            // Validation guarantees a MAC.
+            let Some(mac) = crate::ble::Mac::parse(&device.address) else {
+                continue;
+            };
+            let key = frame_key(path, &named_by, &mut loaded.warnings)?;
+            loaded
+                .ble
+                .entry(source.name.clone())
+                .or_default()
+                .insert(mac, key);
+            continue;
+        }
         // The configuration's validation guarantees an encrypted source with a header and a numeric
         // address; a device that still does not fit is skipped rather than given a wrong key.
         let Some(source) = source else { continue };
