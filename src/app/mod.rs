@@ -923,7 +923,7 @@ async fn run_source(
         SourceKind::Rtl433(rtl433) => source::rtl433::run(ctx, (**rtl433).clone()).await,
         SourceKind::Ble(_) => {
             if let Some(start) = ble {
-                crate::ble::scan::run(ctx, start).await
+                crate::ble::scan::run(ctx, start, commands).await
             }
         }
     }

@@ -119,7 +119,8 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
             let info = SourceInfo {
                 link,
                 payload: source.payload,
-                commands: source.commands.is_some(),
+                // A Bluetooth LE sensor's fields are never controls (its commands are the source's).
+                commands: source.commands.is_some() && !matches!(source.kind, SourceKind::Ble(_)),
             };
             (source.name.clone(), info)
         })

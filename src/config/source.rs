@@ -618,7 +618,15 @@ impl SourceToml {
             source.encryption = encryption;
             check_encryption_fits(&source, at)?;
         }
-        source.commands = commands;
+        source.commands = match source.kind {
+            // Its one command, `reset_counter`, is the source's own business and takes effect at
+            // once: always on, and what the source cannot do expires within a minute.
+            SourceKind::Ble(_) => Some(CommandConfig {
+                ttl: Duration::from_secs(60),
+                ..CommandConfig::default()
+            }),
+            _ => commands,
+        };
         source.codec = codec_settings(&source, codec_keys, at)?;
         Ok(source)
     }

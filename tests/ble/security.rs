@@ -167,3 +167,50 @@ async fn a_battery_change_is_accepted_after_counter_reset_after_adverts() {
     .await;
     daemon.wait_for_log("counter starts anew at 3", 1, Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_battery_change_is_accepted_after_the_reset_counter_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let devices = devices(dir.path());
+    let first = start(dir.path(), &[io_advert(5000, "02e803")], "", &devices);
+    state_until(first.addr, "thermo", Duration::from_secs(20), |s| {
+        s["temperature"] == 10.0
+    })
+    .await;
+    let (status, _) = first.stop();
+    assert!(status.success(), "{status:?}");
+
+    // The sensor's battery was changed: it counts from 7. The adapter (the replay file) is missing
+    // while the command is given, then comes back.
+    let replay = dir.path().join("after.hci");
+    let source = "[broker]\nanonymous_write = [\"sensorgate/+/set\"]\n";
+    let config = crate::config(&replay, "", &format!("{devices}\n{source}"));
+    let second = sensorgate_testkit::daemon::Daemon::start(dir.path(), &config);
+    let mut sub = mqtt::subscribe(second.addr, "watch", "sensorgate/thermo/set/result", 1).await;
+    let published = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &second.addr.port().to_string()])
+        .args([
+            "-t",
+            "sensorgate/thermo/set",
+            "-m",
+            r#"{"reset_counter": true}"#,
+        ])
+        .status()
+        .expect("mosquitto_pub (Debian: mosquitto-clients)");
+    assert!(published.success());
+    let mut seen = Vec::new();
+    let result = sub
+        .wait_for(Duration::from_secs(20), &mut seen, |m| {
+            crate::json(m)["status"] != "queued"
+        })
+        .await
+        .expect("a result after queued");
+    let result = crate::json(&result);
+    assert_eq!(result["status"], "sent", "{result}");
+    std::fs::write(&replay, io_advert(7, "022c01") + "\n").unwrap();
+    state_until(second.addr, "thermo", Duration::from_secs(30), |s| {
+        s["temperature"] == 3.0
+    })
+    .await;
+    second.wait_for_log("counter is reset by command", 1, Duration::from_secs(5));
+}

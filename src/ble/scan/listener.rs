@@ -59,9 +59,27 @@ impl Listener {
         }
     }
 
-    /// The `reset_counter` command: the device's next authentic counter is accepted whatever it is.
-    pub fn reset_counter(&mut self, mac: Mac) {
-        self.freshness.reset(mac);
+    /// A command the command router queued for one of the source's devices, as the JSON it encodes
+    /// (`{"id": MAC, fields...}`): `{"reset_counter": true}` is the only one a sensor that only
+    /// advertises can take; anything else fails with the reason.
+    pub fn command(&mut self, bytes: &[u8]) -> Result<Option<std::time::Duration>, String> {
+        let refused =
+            || "a Bluetooth LE sensor takes no commands but {\"reset_counter\": true}".to_string();
+        let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(bytes) else {
+            return Err(refused());
+        };
+        let mac = object
+            .remove("id")
+            .and_then(|id| id.as_str().and_then(Mac::parse))
+            .ok_or_else(refused)?;
+        match object.remove("reset_counter") {
+            Some(serde_json::Value::Bool(true)) if object.is_empty() => {
+                log::info!(source = self.source.as_str(); "{mac}: its counter is reset by command; its next authentic advert starts it anew");
+                self.freshness.reset(mac);
+                Ok(None)
+            }
+            _ => Err(refused()),
+        }
     }
 
     /// The events of one advertisement.
@@ -283,6 +301,30 @@ mod tests {
                     ..
                 }]
             ),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn reset_counter_is_the_one_command_and_it_lets_the_next_counter_in() {
+        let mut listener = listener(DevicesMode::Configured, true);
+        let events = listener.hear(&heard(IO_MAC, ENCRYPTED));
+        assert!(matches!(events.as_slice(), [SourceEvent::Reading { .. }]));
+        for refused in [
+            &br#"{"id":"54:48:E6:8F:80:A5","reset_counter":false}"#[..],
+            br#"{"id":"54:48:E6:8F:80:A5","reset_counter":true,"led":1}"#,
+            br#"{"id":"nobody","reset_counter":true}"#,
+            br#"{"reset_counter":true}"#,
+            b"\x00\x01",
+        ] {
+            assert!(listener.command(refused).is_err(), "{refused:?}");
+        }
+        let command = br#"{"id":"54:48:E6:8F:80:A5","reset_counter":true}"#;
+        assert_eq!(listener.command(command), Ok(None));
+        // The same advert again, now the first of a new count.
+        let events = listener.hear(&heard(IO_MAC, ENCRYPTED));
+        assert!(
+            matches!(events.as_slice(), [SourceEvent::Reading { .. }]),
             "{events:?}"
         );
     }

@@ -25,6 +25,7 @@ use super::Mac;
 use crate::crypto::keys::FrameKey;
 use crate::replay::ReplayGuard;
 use crate::source::rtl433::DevicesMode;
+use crate::source::transmit::CommandPort;
 use crate::source::SourceContext;
 
 /// Where advertisements come from.
@@ -137,13 +138,18 @@ pub struct BleStart {
     pub marks: ReplayGuard,
 }
 
-/// Runs the source until `ctx.shutdown` is cancelled or the pipeline goes away.
-pub async fn run(ctx: SourceContext, start: BleStart) {
+/// Runs the source until `ctx.shutdown` is cancelled or the pipeline goes away. `commands`: the
+/// `reset_counter` commands of its devices ([`listener::Listener::command`]).
+pub async fn run(ctx: SourceContext, start: BleStart, commands: Option<CommandPort>) {
     let listener = listener::Listener::new(&ctx.name, &start);
+    let parts = supervisor::Parts {
+        settings: &start.settings,
+        listener,
+        commands,
+    };
     match start.settings.backend.clone() {
         Backend::Hci { adapter } => {
-            let opener = hci_socket::HciOpener::new(&adapter);
-            supervisor::run(ctx, &start.settings, listener, opener).await
+            supervisor::run(ctx, parts, hci_socket::HciOpener::new(&adapter)).await
         }
         Backend::Replay {
             file,
@@ -151,7 +157,7 @@ pub async fn run(ctx: SourceContext, start: BleStart) {
             looping,
         } => {
             let opener = replay_file::ReplayOpener::new(file, interval, looping);
-            supervisor::run(ctx, &start.settings, listener, opener).await
+            supervisor::run(ctx, parts, opener).await
         }
     }
 }

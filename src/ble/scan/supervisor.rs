@@ -4,7 +4,9 @@
 //! counted as the source's `restarts` with the state `restarting` then `running`. An adapter that is lost
 //! (removed, powered off, a write refused, a replay file gone) marks the source lost, which publishes its
 //! devices' wills once, and it is reopened with backoff from `retry_initial` up to `retry_max`; the
-//! backoff starts over once an advertisement arrives. Warnings are rate-limited per kind.
+//! backoff starts over once an advertisement arrives. Warnings are rate-limited per kind. The source's
+//! commands (`reset_counter`) are taken between two advertisements, whatever the adapter's state: its
+//! command link is always up.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use super::listener::Listener;
 use super::BleSettings;
 use crate::backoff::Backoff;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
+use crate::source::transmit::{CommandPort, TxRequest};
 use crate::source::{ReceiverState, SourceContext, SourceEvent};
 
 /// How a scan ended.
@@ -24,13 +27,39 @@ enum Ending {
     Lost(AdapterLost),
 }
 
+/// What the supervision works with besides the adapter.
+pub struct Parts<'a> {
+    pub settings: &'a BleSettings,
+    pub listener: Listener,
+    /// The source's commands, when the command router runs.
+    pub commands: Option<CommandPort>,
+}
+
+/// The next command, or never without a port.
+async fn next_command(commands: &Option<CommandPort>) -> TxRequest {
+    match commands {
+        Some(port) => port.next_request().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers one command.
+fn answer(listener: &mut Listener, request: TxRequest) {
+    let result = listener.command(&request.bytes);
+    // The dispatcher gone (stopping) needs no answer.
+    let _ = request.done.send(result);
+}
+
 /// Runs the source until `ctx.shutdown` is cancelled or the pipeline goes away.
-pub async fn run<O: Opener>(
-    ctx: SourceContext,
-    settings: &BleSettings,
-    mut listener: Listener,
-    mut opener: O,
-) {
+pub async fn run<O: Opener>(ctx: SourceContext, parts: Parts<'_>, mut opener: O) {
+    let Parts {
+        settings,
+        mut listener,
+        commands,
+    } = parts;
+    if let Some(port) = &commands {
+        port.set_link(true);
+    }
     let source = ctx.name.clone();
     let warnings = RateLimiter::new(Duration::from_secs(60));
     let mut backoff = Backoff::new(settings.retry_initial, settings.retry_max);
@@ -50,16 +79,14 @@ pub async fn run<O: Opener>(
                 if !ctx.emit(up).await || !state(&ctx, ReceiverState::Running).await {
                     return;
                 }
-                match scan(
-                    &ctx,
+                let scanning = Scanning {
+                    ctx: &ctx,
                     settings,
-                    &mut listener,
-                    &mut adapter,
-                    &mut backoff,
-                    &warnings,
-                )
-                .await
-                {
+                    listener: &mut listener,
+                    commands: &commands,
+                    warnings: &warnings,
+                };
+                match scanning.scan(&mut adapter, &mut backoff).await {
                     Ending::Stop => return,
                     Ending::Lost(lost) => lost,
                 }
@@ -87,9 +114,14 @@ pub async fn run<O: Opener>(
         if !state(&ctx, ReceiverState::Lost).await {
             return;
         }
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        let retry = tokio::time::sleep(backoff.next_delay());
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = &mut retry => break,
+                request = next_command(&commands) => answer(&mut listener, request),
+            }
         }
     }
 }
@@ -102,54 +134,69 @@ async fn state(ctx: &SourceContext, state: ReceiverState) -> bool {
     .await
 }
 
-/// Reads the adapter until it is lost or the daemon stops; restarts the scan on silence.
-async fn scan<A: Adapter>(
-    ctx: &SourceContext,
-    settings: &BleSettings,
-    listener: &mut Listener,
-    adapter: &mut A,
-    backoff: &mut Backoff,
-    warnings: &RateLimiter,
-) -> Ending {
-    let source = ctx.name.as_str();
-    let mut deadline = Instant::now() + settings.scan_watchdog;
-    loop {
-        let next = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return Ending::Stop,
-            next = tokio::time::timeout_at(deadline, adapter.next()) => next,
-        };
-        match next {
-            Err(_silence) => {
-                if let Some(suppressed) = warnings.admit("watchdog") {
-                    log::warn!(
-                        source = source;
-                        "no advertisement for {}s: restarting the scan{}",
-                        settings.scan_watchdog.as_secs(),
-                        suppressed_suffix(suppressed)
-                    );
-                }
-                if !state(ctx, ReceiverState::Restarting).await {
-                    return Ending::Stop;
-                }
-                if let Err(lost) = adapter.restart_scan().await {
-                    return Ending::Lost(lost);
-                }
-                if !state(ctx, ReceiverState::Running).await {
-                    return Ending::Stop;
-                }
-                deadline = Instant::now() + settings.scan_watchdog;
-            }
-            Ok(Err(lost)) => return Ending::Lost(lost),
-            Ok(Ok(heard)) => {
-                if heard.is_empty() {
+/// One open adapter's scan and what it needs.
+struct Scanning<'a> {
+    ctx: &'a SourceContext,
+    settings: &'a BleSettings,
+    listener: &'a mut Listener,
+    commands: &'a Option<CommandPort>,
+    warnings: &'a RateLimiter,
+}
+
+impl Scanning<'_> {
+    /// Reads the adapter until it is lost or the daemon stops; restarts the scan on silence.
+    async fn scan<A: Adapter>(self, adapter: &mut A, backoff: &mut Backoff) -> Ending {
+        let Scanning {
+            ctx,
+            settings,
+            listener,
+            commands,
+            warnings,
+        } = self;
+        let source = ctx.name.as_str();
+        let mut deadline = Instant::now() + settings.scan_watchdog;
+        loop {
+            let next = tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ending::Stop,
+                request = next_command(commands) => {
+                    answer(listener, request);
                     continue;
                 }
-                deadline = Instant::now() + settings.scan_watchdog;
-                backoff.reset();
-                for one in &heard {
-                    for event in listener.hear(one) {
-                        if !ctx.emit(event).await {
-                            return Ending::Stop;
+                next = tokio::time::timeout_at(deadline, adapter.next()) => next,
+            };
+            match next {
+                Err(_silence) => {
+                    if let Some(suppressed) = warnings.admit("watchdog") {
+                        log::warn!(
+                            source = source;
+                            "no advertisement for {}s: restarting the scan{}",
+                            settings.scan_watchdog.as_secs(),
+                            suppressed_suffix(suppressed)
+                        );
+                    }
+                    if !state(ctx, ReceiverState::Restarting).await {
+                        return Ending::Stop;
+                    }
+                    if let Err(lost) = adapter.restart_scan().await {
+                        return Ending::Lost(lost);
+                    }
+                    if !state(ctx, ReceiverState::Running).await {
+                        return Ending::Stop;
+                    }
+                    deadline = Instant::now() + settings.scan_watchdog;
+                }
+                Ok(Err(lost)) => return Ending::Lost(lost),
+                Ok(Ok(heard)) => {
+                    if heard.is_empty() {
+                        continue;
+                    }
+                    deadline = Instant::now() + settings.scan_watchdog;
+                    backoff.reset();
+                    for one in &heard {
+                        for event in listener.hear(one) {
+                            if !ctx.emit(event).await {
+                                return Ending::Stop;
+                            }
                         }
                     }
                 }
@@ -272,7 +319,14 @@ mod tests {
         };
         let listener = Listener::new("ble", &start);
         let began = Instant::now();
-        let task = tokio::spawn(async move { run(ctx, &settings, listener, script).await });
+        let task = tokio::spawn(async move {
+            let parts = Parts {
+                settings: &settings,
+                listener,
+                commands: None,
+            };
+            run(ctx, parts, script).await
+        });
         let mut events = Vec::new();
         let stop = tokio::time::sleep(run_for);
         tokio::pin!(stop);
