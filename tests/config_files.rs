@@ -923,6 +923,21 @@ fn the_demo_runs_without_hardware_or_root() {
         &s.kind,
         SourceKind::Radio(radio) if matches!(radio.backend, RadioBackend::Simulator { .. })
     )));
+    // The Bluetooth LE thermometer is a replay of a file that ships beside the demo, with its device.
+    let replayed = config.sources.iter().find_map(|s| match &s.kind {
+        SourceKind::Ble(ble) => match &ble.backend {
+            sensorgate::ble::scan::Backend::Replay { file, looping, .. } => Some((file, *looping)),
+            _ => None,
+        },
+        _ => None,
+    });
+    let (file, looping) = replayed.expect("a replayed ble source in the demo");
+    assert!(looping);
+    let capture =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+    let (steps, refused) = sensorgate::ble::scan::replay_file::parse(&capture);
+    assert!(steps.len() >= 8 && refused.is_empty(), "{refused:?}");
+    assert!(config.device.iter().any(|d| d.source == "ble"));
     for source in &config.sources {
         assert!(!matches!(source.kind, SourceKind::Serial(_)), "{source:?}");
         if let SourceKind::Radio(radio) = &source.kind {
