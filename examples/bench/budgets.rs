@@ -25,6 +25,7 @@ pub struct Figures<'a> {
     pub resources: Option<&'a resources::Report>,
     pub flash: Option<&'a flash::Report>,
     pub sizes: Option<&'a [sizes::Row]>,
+    pub ble: Option<&'a crate::ble::Report>,
 }
 
 fn saturation_one_port(rows: &[Row]) -> Option<&Row> {
@@ -206,6 +207,15 @@ pub fn check(f: &Figures) -> Vec<Budget> {
                 )
             }),
         ),
+        budget(
+            "≥ 50,000 Bluetooth LE adverts/s through parse, decrypt, dedup and publish",
+            f.ble.map(|r| {
+                (
+                    format!("{} encrypted adverts/s", crate::thousands(r.encrypted_per_second)),
+                    r.encrypted_per_second >= 50_000.0,
+                )
+            }),
+        ),
     ]
 }
 
@@ -260,6 +270,7 @@ mod tests {
             resources: None,
             flash: None,
             sizes: None,
+            ble: None,
         });
         let met: Vec<Option<bool>> = budgets.iter().map(|b| b.met).collect();
         assert_eq!(
@@ -278,6 +289,7 @@ mod tests {
                 None, // flash: cloud down, per spooled byte
                 None, // flash: idle
                 None, // binary size (no sizes)
+                None, // Bluetooth LE (no ble report)
             ]
         );
         assert_eq!(budgets[2].figure, "13.3×");
@@ -298,6 +310,7 @@ mod tests {
             resources: None,
             flash: None,
             sizes: None,
+            ble: None,
         });
         assert_eq!(budgets[2].met, Some(false), "8× is not 10×");
         assert_eq!(budgets[3].met, Some(false), "20/60 is over a quarter");
@@ -319,6 +332,7 @@ mod tests {
             resources: None,
             flash: None,
             sizes: None,
+            ble: None,
         });
         assert_eq!((budgets[2].met, budgets[3].met), (None, None));
         assert_eq!(
@@ -346,6 +360,7 @@ mod tests {
                 resources: Some(r),
                 flash: None,
                 sizes: None,
+                ble: None,
             })
         };
         let budgets = check_idle(&coarse);

@@ -8,13 +8,14 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
-//! resources, physical, flash, commits, security, rtl433, sizes, codecs; printed only unless `--out` is given). The flash section (what the
+//! resources, physical, flash, commits, security, rtl433, ble, sizes, codecs; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
 use sensorgate_testkit::mosquitto;
 
 mod baseline;
+mod ble;
 mod broker;
 mod budgets;
 mod codecs;
@@ -38,7 +39,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "physical",
     "decoders",
     "broker",
@@ -51,6 +52,7 @@ const SECTIONS: [&str; 14] = [
     "commits",
     "security",
     "rtl433",
+    "ble",
     "sizes",
     "codecs",
 ];
@@ -209,6 +211,13 @@ async fn main() {
         eprintln!("rtl_433 source...");
         sections.push(rtl433::markdown(&rtl433::run(options.quick).await));
     }
+    let mut ble = None;
+    if wanted("ble") {
+        eprintln!("Bluetooth LE source...");
+        let report = ble::run(options.quick).await;
+        sections.push(ble::markdown(&report));
+        ble = Some(report);
+    }
     let sizes = wanted("sizes").then(sizes::run);
     if let Some(rows) = &sizes {
         sections.push(sizes::markdown(rows));
@@ -224,6 +233,7 @@ async fn main() {
         resources: resources.as_ref(),
         flash: flash.as_ref(),
         sizes: sizes.as_deref(),
+        ble: ble.as_ref(),
     });
     let mut report = format!(
         "# Benchmarks\n\n\
