@@ -328,4 +328,15 @@ mod tests {
             "{events:?}"
         );
     }
+
+    #[test]
+    fn a_trigger_based_device_says_so_to_the_registry() {
+        let mut listener = listener(DevicesMode::Configured, false);
+        // BTHome, trigger-based (device information 0x44): a button press.
+        let events = listener.hear(&heard(IO_MAC, "d2fc443a01"));
+        let [SourceEvent::Reading { reading, trigger }] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert!(*trigger, "{reading:?}");
+    }
 }
