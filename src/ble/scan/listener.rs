@@ -61,7 +61,8 @@ impl Listener {
 
     /// A command the command router queued for one of the source's devices, as the JSON it encodes
     /// (`{"id": MAC, fields...}`): `{"reset_counter": true}` is the only one a sensor that only
-    /// advertises can take; anything else fails with the reason.
+    /// advertises can take, and only a device with a bindkey has a counter (so what is remembered is
+    /// bounded by the configuration); anything else fails with the reason.
     pub fn command(&mut self, bytes: &[u8]) -> Result<Option<std::time::Duration>, String> {
         let refused =
             || "a Bluetooth LE sensor takes no commands but {\"reset_counter\": true}".to_string();
@@ -72,6 +73,11 @@ impl Listener {
             .remove("id")
             .and_then(|id| id.as_str().and_then(Mac::parse))
             .ok_or_else(refused)?;
+        if !self.keys.contains_key(&mac) {
+            return Err(format!(
+                "{mac} has no bindkey ([[device]] key_file): its adverts carry no counter to reset"
+            ));
+        }
         match object.remove("reset_counter") {
             Some(serde_json::Value::Bool(true)) if object.is_empty() => {
                 log::info!(source = self.source.as_str(); "{mac}: its counter is reset by command; its next authentic advert starts it anew");
@@ -315,6 +321,7 @@ mod tests {
             br#"{"id":"54:48:E6:8F:80:A5","reset_counter":true,"led":1}"#,
             br#"{"id":"nobody","reset_counter":true}"#,
             br#"{"reset_counter":true}"#,
+            br#"{"id":"01:02:03:04:05:06","reset_counter":true}"#,
             b"\x00\x01",
         ] {
             assert!(listener.command(refused).is_err(), "{refused:?}");
