@@ -139,7 +139,11 @@ impl Adapter for ReplayAdapter {
                 "the replay file says `lost` at line {line}"
             ))),
             Step::Event(adverts) => {
-                if !std::mem::take(&mut self.first) && !self.interval.is_zero() {
+                let first = std::mem::take(&mut self.first);
+                if !first && self.interval.is_zero() {
+                    // As fast as the pipeline takes them, but never without letting other tasks run.
+                    tokio::task::yield_now().await;
+                } else if !first {
                     tokio::time::sleep(self.interval).await;
                 }
                 let at = SystemTime::now();
