@@ -36,6 +36,9 @@
 //! - [`ble`]: Bluetooth LE advertisements, the pure layer: HCI LE Advertising Report events (legacy and
 //!   extended) -> advertisements -> 16-bit-UUID service data -> readings (BTHome v2 plain and encrypted,
 //!   pvvx, atc1441), with Home Assistant's BTHome field names. Tested with the published vectors.
+//!   [`ble::scan`] is the `kind = "ble"` source built on it: a passive scan through the raw HCI socket
+//!   or a replayed capture, devices by MAC with their bindkeys, counters in the replay marks, the scan
+//!   watchdog.
 //! - [`devices`]: the registry: device names, duplicate drops, liveness, per-device wills. A pure state
 //!   machine with time passed in. [`publish`] turns its readings into topics and payloads; [`stats`] holds
 //!   the counters of `{base}/gateway/stats`.
@@ -92,8 +95,9 @@
 //!  2  decode devices broker replay                                        codecs, registry, engine
 //!  3  stats                                                               the counters
 //!  4  crypto
-//!  5  encode source uplink ble                                            sources (source::transmit is
-//!  6  commands                                                            the seam commands implement)
+//!  5  encode source uplink                                                sources (source::transmit is
+//!  6  commands lorawan ble                                                the seam commands implement;
+//!                                                                         sources built on the sources)
 //!  7  homeassistant
 //!  8  pipeline
 //!  9  config        composes the features' settings types, runs their validators

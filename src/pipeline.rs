@@ -34,7 +34,7 @@ use crate::live::{FrameOutcome, LiveView, Snapshot};
 use crate::model::{Message, Reading};
 use crate::publish;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
-use crate::source::{ReceiverState, SourceEvent};
+use crate::source::{ReceiverState, Refusal, SourceEvent};
 use crate::stats::{stats_json, Stats};
 
 /// `{base}/gateway/heard` is published at most this often, whatever the sources hear.
@@ -418,6 +418,23 @@ impl Pipeline {
             SourceEvent::DecodeError { source, error } => {
                 stats.source(&source).decode_errors += 1;
                 log_refused(warnings, &source, &format!("not a reading: {error}"));
+                Vec::new()
+            }
+            SourceEvent::Refused {
+                source,
+                refusal,
+                detail,
+            } => {
+                let counters = stats.source(&source);
+                match refusal {
+                    Refusal::AuthFailed => counters.auth_failed += 1,
+                    Refusal::Replayed => counters.replayed += 1,
+                    Refusal::Plaintext => counters.plaintext_refused += 1,
+                }
+                log::debug!(source = source.as_str(); "refused: {detail}");
+                if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
+                    log::warn!(source = source.as_str(); "refused: {detail}{}", suppressed_suffix(suppressed));
+                }
                 Vec::new()
             }
             SourceEvent::State { source, state } => {

@@ -220,6 +220,28 @@ impl Marks {
         Ok(())
     }
 
+    /// The device's floor (a counter is accepted only above it), when it has a mark; `None` also when
+    /// the marks were lost.
+    pub fn floor(&self, source: &str, address: u32) -> Option<u32> {
+        self.entries
+            .get(&(source.to_string(), address))
+            .map(|entry| entry.floor)
+    }
+
+    /// Forgets the device's mark, so that its next counter starts it anew (an explicit counter reset:
+    /// a battery change, a counter that ran through its space). The caller checks the new counter
+    /// right after, which writes the new mark as a first-seen device's.
+    pub fn forget(&mut self, source: &str, address: u32) {
+        if !self.lost
+            && self
+                .entries
+                .remove(&(source.to_string(), address))
+                .is_some()
+        {
+            self.dirty = true;
+        }
+    }
+
     /// Whether some device needs its mark written (first seen, or grown by [`WRITE_AFTER_ADVANCE`]).
     pub fn wants_write(&self) -> bool {
         !self.lost && self.entries.values().any(Entry::wants_write)
@@ -304,6 +326,22 @@ impl ReplayGuard {
     /// [`Marks::check`], then a wake-up for the persister if a write is due.
     pub fn check(&self, source: &str, address: u32, counter: u32) -> Result<(), Replay> {
         let mut marks = self.lock();
+        let outcome = marks.check(source, address, counter);
+        if outcome.is_ok() && marks.wants_write() {
+            self.wake.notify_one();
+        }
+        outcome
+    }
+
+    /// [`Marks::floor`].
+    pub fn floor(&self, source: &str, address: u32) -> Option<u32> {
+        self.lock().floor(source, address)
+    }
+
+    /// [`Marks::forget`] then [`Marks::check`] of `counter`, in one step: the device starts anew there.
+    pub fn restart_at(&self, source: &str, address: u32, counter: u32) -> Result<(), Replay> {
+        let mut marks = self.lock();
+        marks.forget(source, address);
         let outcome = marks.check(source, address, counter);
         if outcome.is_ok() && marks.wants_write() {
             self.wake.notify_one();
@@ -559,6 +597,24 @@ mod tests {
         assert_eq!(marks.check("uart0", 18, 1), Ok(()));
         assert_eq!(marks.check("lora", 17, 1), Ok(()));
         assert_eq!(marks.len(), 3);
+    }
+
+    #[test]
+    fn a_forgotten_mark_starts_anew_and_is_written_again() {
+        let guard = ReplayGuard::in_memory();
+        guard.check("ble/A4:C1:38:8D:18:B2", 0, 900).unwrap();
+        assert_eq!(guard.floor("ble/A4:C1:38:8D:18:B2", 0), Some(900));
+        assert!(guard.check("ble/A4:C1:38:8D:18:B2", 0, 3).is_err());
+        guard.restart_at("ble/A4:C1:38:8D:18:B2", 0, 3).unwrap();
+        assert_eq!(guard.floor("ble/A4:C1:38:8D:18:B2", 0), Some(3));
+        assert!(
+            guard.lock().wants_write(),
+            "the new mark is written like a new device's"
+        );
+        assert_eq!(guard.floor("other", 0), None);
+        let mut lost = Marks::lost();
+        lost.forget("s", 1);
+        assert_eq!(lost.check("s", 1, 5), Err(Replay::MarksLost));
     }
 
     #[test]

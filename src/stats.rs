@@ -32,6 +32,9 @@ pub struct SourceCounters {
     pub auth_failed: u64,
     /// Authentic encrypted frames refused because their counter was not above the device's mark.
     pub replayed: u64,
+    /// Plaintext adverts of a Bluetooth LE device that has a bindkey, refused.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub plaintext_refused: u64,
     /// Times the link was lost (port vanished, radio stopped answering).
     pub link_losses: u64,
     /// Whether the link is up now.

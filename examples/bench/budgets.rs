@@ -27,6 +27,7 @@ pub struct Figures<'a> {
     pub sizes: Option<&'a [sizes::Row]>,
     pub memory: Option<&'a memory::Report>,
     pub devices: Option<&'a devices::Report>,
+    pub ble: Option<&'a crate::ble::Report>,
 }
 
 fn saturation_one_port(rows: &[Row]) -> Option<&Row> {
@@ -257,6 +258,15 @@ pub fn check(f: &Figures) -> Vec<Budget> {
                 ))
             }),
         ),
+        budget(
+            "≥ 50,000 Bluetooth LE adverts/s through parse, decrypt, dedup and publish",
+            f.ble.map(|r| {
+                (
+                    format!("{} encrypted adverts/s", crate::thousands(r.encrypted_per_second)),
+                    r.encrypted_per_second >= 50_000.0,
+                )
+            }),
+        ),
     ]
 }
 
@@ -313,6 +323,7 @@ mod tests {
             sizes: None,
             memory: None,
             devices: None,
+            ble: None,
         });
         let met: Vec<Option<bool>> = budgets.iter().map(|b| b.met).collect();
         assert_eq!(
@@ -334,6 +345,7 @@ mod tests {
                 None, // idle client (no memory report)
                 None, // per device (no devices report)
                 None, // devices vs the baseline
+                None, // Bluetooth LE (no ble report)
             ]
         );
         assert_eq!(budgets[2].figure, "13.3×");
@@ -356,6 +368,7 @@ mod tests {
             sizes: None,
             memory: None,
             devices: None,
+            ble: None,
         });
         assert_eq!(budgets[2].met, Some(false), "8× is not 10×");
         assert_eq!(budgets[3].met, Some(false), "20/60 is over a quarter");
@@ -379,6 +392,7 @@ mod tests {
             sizes: None,
             memory: None,
             devices: None,
+            ble: None,
         });
         assert_eq!((budgets[2].met, budgets[3].met), (None, None));
         assert_eq!(
@@ -408,6 +422,7 @@ mod tests {
                 sizes: None,
                 memory: None,
                 devices: None,
+                ble: None,
             })
         };
         let budgets = check_idle(&coarse);

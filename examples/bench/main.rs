@@ -8,13 +8,14 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
-//! devices, resources, physical, flash, commits, security, rtl433, sizes, codecs, lorawan; printed only unless `--out` is given). The flash section (what the
+//! devices, resources, physical, flash, commits, security, rtl433, ble, sizes, codecs, lorawan; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
 use sensorgate_testkit::mosquitto;
 
 mod baseline;
+mod ble;
 mod broker;
 mod budgets;
 mod codecs;
@@ -40,7 +41,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 16] = [
+const SECTIONS: [&str; 17] = [
     "physical",
     "decoders",
     "broker",
@@ -54,6 +55,7 @@ const SECTIONS: [&str; 16] = [
     "commits",
     "security",
     "rtl433",
+    "ble",
     "sizes",
     "codecs",
     "lorawan",
@@ -242,6 +244,13 @@ async fn run_all() {
         eprintln!("rtl_433 source...");
         sections.push(rtl433::markdown(&rtl433::run(options.quick).await));
     }
+    let mut ble = None;
+    if wanted("ble") {
+        eprintln!("Bluetooth LE source...");
+        let report = ble::run(options.quick).await;
+        sections.push(ble::markdown(&report));
+        ble = Some(report);
+    }
     let sizes = wanted("sizes").then(sizes::run);
     if let Some(rows) = &sizes {
         sections.push(sizes::markdown(rows));
@@ -263,6 +272,7 @@ async fn run_all() {
         sizes: sizes.as_deref(),
         memory: memory.as_ref(),
         devices: devices.as_ref(),
+        ble: ble.as_ref(),
     });
     let mut report = format!(
         "# Benchmarks\n\n\

@@ -5,7 +5,7 @@
 //! LoRaWAN devices' key files (`app_key_file`, `nwk_s_key_file`, `app_s_key_file`) are read here too,
 //! into the `crate::lorawan` server's devices.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ConfigError, SourceKind};
@@ -13,12 +13,17 @@ use crate::crypto::{guard, keys, FrameKey, FrameKeys, Sealer, SourceKeys};
 use crate::lorawan::server::{Activation, ServedDevice};
 use crate::lorawan::settings::{DeviceActivation, LorawanDevice};
 
+/// Bindkeys per Bluetooth LE source, per device MAC.
+pub type BleKeys = HashMap<String, HashMap<crate::ble::Mac, FrameKey>>;
+
 /// What loading the key files found: the keys, and one warning per file readable by group or others.
 #[derive(Debug, Default)]
 pub struct LoadedKeys {
     pub frames: FrameKeys,
     /// `(index of the [[upstream.forward]] rule, its sealer)`.
     pub sealers: Vec<(usize, Sealer)>,
+    /// The bindkeys of Bluetooth LE devices, per source and MAC.
+    pub ble: BleKeys,
     pub warnings: Vec<String>,
 }
 
@@ -53,6 +58,19 @@ pub fn load_keys(config: &Config) -> Result<LoadedKeys, ConfigError> {
         };
         let named_by = format!("device[{i}].key_file of [[device]] \"{}\"", device.name);
         let source = config.sources.iter().find(|s| s.name == device.source);
+        if let Some(source) = source.filter(|s| matches!(s.kind, SourceKind::Ble(_))) {
+            // Validation guarantees a MAC.
+            let Some(mac) = crate::ble::Mac::parse(&device.address) else {
+                continue;
+            };
+            let key = frame_key(path, &named_by, &mut loaded.warnings)?;
+            loaded
+                .ble
+                .entry(source.name.clone())
+                .or_default()
+                .insert(mac, key);
+            continue;
+        }
         // The configuration's validation guarantees an encrypted source with a header and a numeric
         // address; a device that still does not fit is skipped rather than given a wrong key.
         let Some(source) = source else { continue };

@@ -173,6 +173,9 @@ struct Gateway {
     command_ports: HashMap<String, crate::source::transmit::CommandPort>,
     /// What each semtech-udp source starts with (its devices' keys, its counters).
     lorawan: HashMap<String, crate::lorawan::udp::LorawanStart>,
+    /// The bindkeys of each Bluetooth LE source's devices, and the marks their counters are kept in.
+    ble_keys: keys::BleKeys,
+    marks: crate::replay::ReplayGuard,
     /// The status page (`[http]`); stopped first.
     http: Option<crate::http::HttpServer>,
 }
@@ -645,6 +648,7 @@ impl Gateway {
             web.attach(&mut pipeline);
         }
         let devices_online = pipeline.devices_online.clone();
+        let marks = replay.guard.clone();
         let frames = crate::crypto::FrameGuard::new(keys.frames, replay.guard);
         let pipeline = spawn_pipeline(pipeline, &broker, frames, &failures);
         let http = match web {
@@ -687,6 +691,8 @@ impl Gateway {
             commands: commands.running,
             command_ports: commands.ports,
             lorawan,
+            ble_keys: keys.ble,
+            marks,
             http,
         };
         gateway.start_sources();
@@ -715,10 +721,23 @@ impl Gateway {
                 config.clone(),
                 self.command_ports.get(&config.name).cloned(),
                 self.lorawan.get(&config.name).cloned(),
+                self.ble_start(&config),
             ),
         );
         self.sources
             .insert(config.name.clone(), RunningSource { config, stop, task });
+    }
+
+    /// What a Bluetooth LE source starts with: its settings, its devices' bindkeys, the marks.
+    fn ble_start(&self, config: &SourceConfig) -> Option<crate::ble::scan::BleStart> {
+        let SourceKind::Ble(settings) = &config.kind else {
+            return None;
+        };
+        Some(crate::ble::scan::BleStart {
+            settings: (**settings).clone(),
+            keys: self.ble_keys.get(&config.name).cloned().unwrap_or_default(),
+            marks: self.marks.clone(),
+        })
     }
 
     fn status_line(&self) -> String {
@@ -782,6 +801,20 @@ impl Gateway {
             }
         }
         self.lorawan = lorawan;
+        // A Bluetooth LE source restarts when its devices' bindkeys changed.
+        let names: Vec<String> = self
+            .ble_keys
+            .keys()
+            .chain(keys.ble.keys())
+            .cloned()
+            .collect();
+        for name in names {
+            let same = self.ble_keys.get(&name) == keys.ble.get(&name);
+            if !same && !changed.contains(&name) {
+                changed.push(name);
+            }
+        }
+        self.ble_keys = keys.ble.clone();
         let update = PipelineUpdate {
             decoders: new
                 .sources
@@ -892,6 +925,7 @@ async fn run_source(
     config: SourceConfig,
     commands: Option<crate::source::transmit::CommandPort>,
     lorawan: Option<crate::lorawan::udp::LorawanStart>,
+    ble: Option<crate::ble::scan::BleStart>,
 ) {
     match &config.kind {
         SourceKind::SemtechUdp(_) => match lorawan {
@@ -911,6 +945,11 @@ async fn run_source(
             source::radio::run_with_commands(ctx, radio_settings, backend, commands).await
         }
         SourceKind::Rtl433(rtl433) => source::rtl433::run(ctx, (**rtl433).clone()).await,
+        SourceKind::Ble(_) => {
+            if let Some(start) = ble {
+                crate::ble::scan::run(ctx, start, commands).await
+            }
+        }
     }
 }
 

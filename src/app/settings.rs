@@ -106,6 +106,7 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
                 SourceKind::Serial(_) => Link::Serial,
                 SourceKind::Simulator(_) => Link::Simulator,
                 SourceKind::Rtl433(_) => Link::Rtl433,
+                SourceKind::Ble(_) => Link::Radio("Bluetooth LE".to_string()),
                 SourceKind::SemtechUdp(_) => Link::Radio("LoRaWAN".to_string()),
                 SourceKind::Radio(radio) => Link::Radio(
                     match radio.chip {
@@ -118,7 +119,8 @@ pub fn homeassistant(config: &Config) -> Option<crate::homeassistant::DiscoveryS
             let info = SourceInfo {
                 link,
                 payload: source.payload,
-                commands: source.commands.is_some(),
+                // A Bluetooth LE sensor's fields are never controls (its commands are the source's).
+                commands: source.commands.is_some() && !matches!(source.kind, SourceKind::Ble(_)),
             };
             (source.name.clone(), info)
         })
@@ -163,7 +165,9 @@ pub fn commands(config: &Config) -> CommandSettings {
                 SourceKind::Serial(serial) => (serial.crc, Some(serial.framing), None),
                 SourceKind::Simulator(simulator) => (simulator.crc, Some(simulator.framing), None),
                 SourceKind::Radio(radio) => (CrcMode::None, None, Some(radio.stage_settings().0)),
-                SourceKind::Rtl433(_) | SourceKind::SemtechUdp(_) => (CrcMode::None, None, None),
+                SourceKind::Rtl433(_) | SourceKind::SemtechUdp(_) | SourceKind::Ble(_) => {
+                    (CrcMode::None, None, None)
+                }
             };
             let commands = source.commands.clone().unwrap_or_default();
             SourceCommands {
@@ -263,7 +267,10 @@ pub fn decoder(source: &SourceConfig) -> PacketDecoder {
     let crc = match &source.kind {
         SourceKind::Serial(serial) => serial.crc,
         SourceKind::Simulator(simulator) => simulator.crc,
-        SourceKind::Radio(_) | SourceKind::Rtl433(_) | SourceKind::SemtechUdp(_) => CrcMode::None,
+        SourceKind::Radio(_)
+        | SourceKind::Rtl433(_)
+        | SourceKind::SemtechUdp(_)
+        | SourceKind::Ble(_) => CrcMode::None,
     };
     PacketDecoder {
         crc,

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod hci;
 pub mod objects;
 pub mod pvvx;
+pub mod scan;
 #[cfg(test)]
 mod vectors;
 

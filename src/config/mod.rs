@@ -322,14 +322,31 @@ impl Config {
                 }
             }
         }
+        // A Bluetooth LE device's MAC as its readings name it (`A4:C1:38:8D:18:B2`), however written.
+        for device in &mut self.device {
+            let on_ble = self
+                .sources
+                .iter()
+                .any(|s| s.name == device.source && matches!(s.kind, SourceKind::Ble(_)));
+            if let Some(mac) = crate::ble::Mac::parse(&device.address).filter(|_| on_ble) {
+                device.address = mac.to_string();
+            }
+        }
         for source in &mut self.sources {
-            if let SourceKind::Rtl433(settings) = &mut source.kind {
-                settings.configured = self
-                    .device
-                    .iter()
-                    .filter(|device| device.source == source.name)
-                    .map(|device| device.address.clone())
-                    .collect();
+            let addresses = self
+                .device
+                .iter()
+                .filter(|device| device.source == source.name)
+                .map(|device| device.address.as_str());
+            match &mut source.kind {
+                SourceKind::Rtl433(settings) => {
+                    settings.configured = addresses.map(str::to_string).collect()
+                }
+                // Validation refuses a device whose address is no MAC.
+                SourceKind::Ble(settings) => {
+                    settings.configured = addresses.filter_map(crate::ble::Mac::parse).collect()
+                }
+                _ => {}
             }
         }
         let base = self.gateway.base_topic.clone();

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::limits;
 use super::locate::{KeyPath, Locator};
 use super::validate::{check_duration, Problem};
+use crate::ble::scan::{Backend as BleBackend, BleSettings};
 use crate::commands::{Deliver, DutyCycleSetting};
 use crate::decode::{HeaderFormat, PayloadFormat};
 use crate::frame::crc::CrcMode;
@@ -114,6 +115,9 @@ pub enum SourceKind {
     Rtl433(Box<Rtl433Settings>),
     /// `kind = "semtech-udp"`: LoRaWAN packet forwarders (`crate::lorawan`).
     SemtechUdp(crate::lorawan::settings::SemtechUdpConfig),
+    /// `kind = "ble"`: Bluetooth LE advertisements (`crate::ble::scan`); its `configured` MACs are
+    /// filled in from `[[device]]` like rtl_433's.
+    Ble(Box<BleSettings>),
 }
 
 impl SourceKind {
@@ -128,6 +132,7 @@ impl SourceKind {
             },
             SourceKind::Rtl433(_) => "rtl_433",
             SourceKind::SemtechUdp(_) => "semtech-udp",
+            SourceKind::Ble(_) => "ble",
         }
     }
 }
@@ -406,6 +411,20 @@ const SX1262_KEYS: &[&str] = &[
     "interval",
 ];
 
+/// Every key of a Bluetooth LE source (like rtl_433, it decodes itself: no header, payload or frame
+/// encryption; bindkeys are per `[[device]] key_file`).
+const BLE_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "adapter",
+    "hci_replay",
+    "replay_interval",
+    "replay_loop",
+    "devices",
+    "scan_watchdog",
+    "counter_reset_after",
+];
+
 /// A semtech-udp source's keys (its devices carry their own decoders and keys).
 const SEMTECH_UDP_KEYS: &[&str] = &["name", "kind", "bind", "gateways", "keepalive"];
 
@@ -416,6 +435,7 @@ pub fn keys_for_kind(kind: &str) -> Option<Vec<&'static str>> {
     }
     let specific = match kind {
         "rtl_433" => return Some(RTL433_KEYS.to_vec()),
+        "ble" => return Some(BLE_KEYS.to_vec()),
         "serial" => SERIAL_KEYS,
         "simulator" => SIMULATOR_KEYS,
         "sx1276" => SX1276_KEYS,
@@ -449,6 +469,7 @@ pub(crate) enum KindName {
     Rtl433,
     #[serde(rename = "semtech-udp")]
     SemtechUdp,
+    Ble,
 }
 
 /// The `backend` key of a radio.
@@ -537,6 +558,14 @@ pub(crate) struct SourceToml {
     codec_examples: Option<crate::codec::settings::ExamplesPolicy>,
     #[serde(default, deserialize_with = "units::option_duration")]
     codec_timeout: Option<Duration>,
+    adapter: Option<String>,
+    hci_replay: Option<PathBuf>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    replay_interval: Option<Duration>,
+    replay_loop: Option<bool>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    scan_watchdog: Option<Duration>,
+    counter_reset_after: Option<u32>,
 }
 
 impl SourceToml {
@@ -554,6 +583,7 @@ impl SourceToml {
             KindName::Sx1262 => "sx1262",
             KindName::Rtl433 => "rtl_433",
             KindName::SemtechUdp => "semtech-udp",
+            KindName::Ble => "ble",
         };
         let allowed = keys_for_kind(kind_name).unwrap_or_default();
         for (key, _) in locator.keys(at) {
@@ -584,12 +614,21 @@ impl SourceToml {
             KindName::Sx1262 => self.build_radio(RadioChip::Sx1262, at),
             KindName::Rtl433 => self.build_rtl433(at),
             KindName::SemtechUdp => self.build_semtech_udp(at),
+            KindName::Ble => self.build_ble(at),
         }?;
         if encryption.is_some() {
             source.encryption = encryption;
             check_encryption_fits(&source, at)?;
         }
-        source.commands = commands;
+        source.commands = match source.kind {
+            // Its one command, `reset_counter`, is the source's own business and takes effect at
+            // once: always on, and what the source cannot do expires within a minute.
+            SourceKind::Ble(_) => Some(CommandConfig {
+                ttl: Duration::from_secs(60),
+                ..CommandConfig::default()
+            }),
+            _ => commands,
+        };
         source.codec = codec_settings(&source, codec_keys, at)?;
         Ok(source)
     }
@@ -1078,6 +1117,70 @@ impl SourceToml {
     }
 }
 
+impl SourceToml {
+    /// `kind = "ble"`: its keys into the source's settings, then the source's own checks.
+    fn build_ble(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
+        let mut settings = BleSettings::default();
+        match (self.adapter, self.hci_replay) {
+            (Some(_), Some(_)) => {
+                return Err(Problem::key(
+                    at.key("hci_replay"),
+                    "a source scans an adapter or replays a file, not both: remove adapter or hci_replay",
+                ))
+            }
+            (Some(adapter), None) => settings.backend = BleBackend::Hci { adapter },
+            (None, Some(file)) => {
+                settings.backend = BleBackend::Replay {
+                    file,
+                    interval: self.replay_interval.unwrap_or(Duration::from_secs(1)),
+                    looping: self.replay_loop.unwrap_or(false),
+                }
+            }
+            (None, None) => {}
+        }
+        if !matches!(settings.backend, BleBackend::Replay { .. }) {
+            for (key, given) in [
+                ("replay_interval", self.replay_interval.is_some()),
+                ("replay_loop", self.replay_loop.is_some()),
+            ] {
+                if given {
+                    return Err(Problem::key(
+                        at.key(key),
+                        format!("`{key}` applies to a source with hci_replay = \"FILE\""),
+                    ));
+                }
+            }
+        }
+        settings.devices = match &self.devices {
+            None => settings.devices,
+            Some(toml::Value::String(text)) if text == "configured" => DevicesMode::Configured,
+            Some(toml::Value::String(text)) if text == "all" => DevicesMode::All,
+            Some(_) => {
+                return Err(Problem::value(
+                    at.key("devices"),
+                    "write \"configured\" (only [[device]] entries are published; other sensors are listed in {base}/gateway/heard) or \"all\"",
+                ))
+            }
+        };
+        settings.scan_watchdog = self.scan_watchdog.unwrap_or(settings.scan_watchdog);
+        settings.counter_reset_after = self
+            .counter_reset_after
+            .unwrap_or(settings.counter_reset_after);
+        settings
+            .check()
+            .map_err(|refusal| Problem::value(at.key(refusal.key), refusal.message))?;
+        Ok(SourceConfig {
+            name: self.name,
+            header: HeaderFormat::None,
+            payload: PayloadFormat::Json,
+            kind: SourceKind::Ble(Box::new(settings)),
+            encryption: None,
+            commands: None,
+            codec: None,
+        })
+    }
+}
+
 /// `devices` as a number of simulated devices.
 fn device_count(value: Option<&toml::Value>, at: &KeyPath) -> Result<Option<u32>, Problem> {
     match value {
@@ -1186,7 +1289,7 @@ fn check_encryption_fits(source: &SourceConfig, at: &KeyPath) -> Result<(), Prob
             }
             None
         }
-        SourceKind::Rtl433(_) => None,
+        SourceKind::Rtl433(_) | SourceKind::Ble(_) => None,
     };
     if framing == Some(Framing::Lines) {
         return Err(Problem::value(

@@ -407,6 +407,17 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
                 "is empty; write the address its header or payload carries, e.g. \"17\"",
             ));
         }
+        let source = config.sources.iter().find(|s| s.name == device.source);
+        let on_ble = source.is_some_and(|s| matches!(s.kind, super::SourceKind::Ble(_)));
+        if on_ble && crate::ble::Mac::parse(&device.address).is_none() {
+            return Err(Problem::value(
+                path.key("address"),
+                format!(
+                    "\"{}\" is not a Bluetooth MAC; write its six bytes, e.g. \"A4:C1:38:8D:18:B2\" (`{{base}}/gateway/heard` lists the sensors heard)",
+                    device.address
+                ),
+            ));
+        }
         let key = (device.source.as_str(), device.address.as_str());
         if let Some(first) = addresses.insert(key, i) {
             return Err(Problem::value(
@@ -623,6 +634,10 @@ fn check_device_key(
     let Some(source) = config.sources.iter().find(|s| s.name == device.source) else {
         return Ok(());
     };
+    // A Bluetooth LE device's bindkey: its adverts say themselves whether they are encrypted.
+    if matches!(source.kind, super::SourceKind::Ble(_)) {
+        return Ok(());
+    }
     if source.encryption.is_none() {
         return Err(Problem::key(
             path.key("key_file"),

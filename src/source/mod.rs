@@ -56,11 +56,30 @@ pub enum SourceEvent {
         online: bool,
         devices_offline: Vec<String>,
     },
+    /// Something a self-decoding source authenticated itself and refused (a Bluetooth LE advertisement:
+    /// wrong bindkey, an old counter, plaintext from a keyed device): counted by its reason, logged
+    /// rate-limited with `detail`.
+    Refused {
+        source: String,
+        refusal: Refusal,
+        detail: String,
+    },
     /// The state of a supervised receiver process, for the stats.
     State {
         source: String,
         state: ReceiverState,
     },
+}
+
+/// Why a self-decoding source refused what it heard ([`SourceEvent::Refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// It did not authenticate (wrong key or address, changed bytes): `auth_failed`.
+    AuthFailed,
+    /// Authentic, but its counter is not new: `replayed`.
+    Replayed,
+    /// Plaintext from a device that has a key: `plaintext_refused`.
+    Plaintext,
 }
 
 /// Where a supervised receiver (rtl_433) is.

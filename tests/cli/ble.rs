@@ -1,6 +1,6 @@
 //! `sensorgate decode --payload bthome|pvvx|atc1441 [--mac MAC] [--key-file F] HEX`, run as a user runs
 //! it: the published example adverts, and encrypted adverts sealed by an independent encoder (Python's
-//! `cryptography`, `tests/ble/adverts.py`, which checks bthome.io's and ble_monitor's published adverts
+//! `cryptography`, `tests/sources/ble/adverts.py`, which checks bthome.io's and ble_monitor's published adverts
 //! first) that the real binary must open to the fields they were made from; the wrong bindkey, a missing
 //! key or MAC, and options that do not belong are refused with exit 2 and one line saying what to do.
 
@@ -169,7 +169,7 @@ fn adverts_sealed_by_an_independent_encoder_open_to_their_fields() {
     let sealed = python::run_script(
         "cryptography",
         "python3-cryptography",
-        "tests/ble/adverts.py",
+        "tests/sources/ble/adverts.py",
         &[],
         &input,
     );

@@ -151,6 +151,62 @@ fn rtl433_devices_get_the_configured_addresses() {
     assert!(settings.usb_reset);
 }
 
+const BLE: &str = "[[source]]\nname = \"air\"\nkind = \"ble\"\n";
+
+#[test]
+fn ble_keys_are_checked_where_they_are_written() {
+    let text = format!("{BLE}adapter = \"bluetooth0\"\n");
+    assert_error(&text, "\"bluetooth0\"", 0, &["\"hci0\""]);
+    let text = format!("{BLE}adapter = \"hci0\"\nhci_replay = \"c.hci\"\n");
+    assert_error(&text, "hci_replay", 0, &["not both"]);
+    let text = format!("{BLE}replay_loop = true\n");
+    assert_error(&text, "replay_loop", 0, &["hci_replay"]);
+    let text = format!("{BLE}scan_watchdog = \"0s\"\n");
+    assert_error(&text, "\"0s\"", 0, &["\"1s\" and \"24h\""]);
+    let text = format!("{BLE}devices = 3\n");
+    assert_error(&text, "3", 0, &["\"configured\"", "\"all\""]);
+    let text = format!("{BLE}payload = \"lpp\"\n");
+    assert_error(&text, "payload", 0, &["not a key of a ble source"]);
+    let text = format!("{BLE}[[device]]\nname = \"t\"\nsource = \"air\"\naddress = \"17\"\n");
+    assert_error(
+        &text,
+        "\"17\"",
+        0,
+        &["not a Bluetooth MAC", "A4:C1:38:8D:18:B2"],
+    );
+}
+
+#[test]
+fn ble_devices_get_their_macs_and_keys_need_no_encryption_key() {
+    let text = format!(
+        "{BLE}hci_replay = \"c.hci\"\nreplay_interval = \"0s\"\ndevices = \"all\"\ncounter_reset_after = 5\n\
+         [[device]]\nname = \"fridge\"\nsource = \"air\"\naddress = \"a4-c1-38-8d-18-b2\"\nkey_file = \"f.key\"\n"
+    );
+    let config = Config::parse(&text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let SourceKind::Ble(settings) = &config.sources[0].kind else {
+        panic!("not ble")
+    };
+    let mac = sensorgate::ble::Mac::parse("A4:C1:38:8D:18:B2").unwrap();
+    assert_eq!(settings.configured, [mac]);
+    assert_eq!(
+        config.device[0].address, "A4:C1:38:8D:18:B2",
+        "as readings name it"
+    );
+    assert_eq!(settings.counter_reset_after, 5);
+    assert_eq!(
+        settings.backend,
+        sensorgate::ble::scan::Backend::Replay {
+            file: "c.hci".into(),
+            interval: std::time::Duration::ZERO,
+            looping: false
+        }
+    );
+    assert_eq!(
+        settings.devices,
+        sensorgate::source::rtl433::DevicesMode::All
+    );
+}
+
 #[test]
 fn a_key_of_another_kind_is_refused_at_the_key() {
     let text = format!("{SERIAL}dio0_pin = 4\n");
@@ -899,6 +955,21 @@ fn the_demo_runs_without_hardware_or_root() {
         &s.kind,
         SourceKind::Radio(radio) if matches!(radio.backend, RadioBackend::Simulator { .. })
     )));
+    // The Bluetooth LE thermometer is a replay of a file that ships beside the demo, with its device.
+    let replayed = config.sources.iter().find_map(|s| match &s.kind {
+        SourceKind::Ble(ble) => match &ble.backend {
+            sensorgate::ble::scan::Backend::Replay { file, looping, .. } => Some((file, *looping)),
+            _ => None,
+        },
+        _ => None,
+    });
+    let (file, looping) = replayed.expect("a replayed ble source in the demo");
+    assert!(looping);
+    let capture =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+    let (steps, refused) = sensorgate::ble::scan::replay_file::parse(&capture);
+    assert!(steps.len() >= 8 && refused.is_empty(), "{refused:?}");
+    assert!(config.device.iter().any(|d| d.source == "ble"));
     for source in &config.sources {
         assert!(!matches!(source.kind, SourceKind::Serial(_)), "{source:?}");
         if let SourceKind::Radio(radio) = &source.kind {
@@ -914,9 +985,10 @@ fn the_demo_runs_without_hardware_or_root() {
 fn the_reference_is_valid() {
     let config = Config::parse(REFERENCE, Path::new("config/sensorgate.toml"))
         .unwrap_or_else(|error| panic!("{error}"));
-    // uart0, demo, lora, lora-sim, lora-sx1262, rf433 (rtl_433), lns (semtech-udp), uart1 (a codec).
+    // uart0, demo, lora, lora-sim, lora-sx1262, rf433 (rtl_433), lns (semtech-udp), uart1 (a codec),
+    // ble.
     let kinds: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(config.sources.len(), 8, "{kinds:?}");
+    assert_eq!(config.sources.len(), 9, "{kinds:?}");
     assert_eq!(config.broker.users.len(), 1);
     assert!(config.upstream.is_some());
     assert!(config.lorawan.is_some());
