@@ -5,6 +5,7 @@
 
 mod access;
 mod backlog;
+mod delivery;
 mod limits;
 mod mqtt;
 mod mqtt5;
