@@ -92,7 +92,12 @@ impl Backlog {
             .map_or(0, |slot| slot.pending.load(Ordering::Relaxed))
     }
 
+    /// The subscriber's slot: a shared lookup for every message but its first (no write lock, no copy of
+    /// the client id).
     fn slot(&self, client_id: &ClientId) -> Arc<Slot> {
+        if let Some(slot) = self.slots.get(client_id) {
+            return slot.clone();
+        }
         self.slots.entry(client_id.clone()).or_default().clone()
     }
 
