@@ -149,10 +149,14 @@ async fn main() {
         eprintln!("decoders...");
         sections.push(decoders::markdown(&decoders::run(options.quick).await));
     }
-    if wanted("broker") {
+    let broker = if wanted("broker") {
         eprintln!("broker vs mosquitto...");
-        sections.push(broker::markdown(&broker::run(options.quick).await));
-    }
+        let report = broker::run(options.quick).await;
+        sections.push(broker::markdown(&report));
+        Some(report)
+    } else {
+        None
+    };
     if wanted("memory") {
         eprintln!("broker memory vs mosquitto...");
         sections.push(memory::markdown(&memory::run(options.quick).await));
@@ -224,6 +228,7 @@ async fn main() {
         resources: resources.as_ref(),
         flash: flash.as_ref(),
         sizes: sizes.as_deref(),
+        broker: broker.as_ref(),
     });
     let mut report = format!(
         "# Benchmarks\n\n\
