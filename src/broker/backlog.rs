@@ -59,7 +59,7 @@ struct Slot {
     pending: AtomicUsize,
     /// Set when a wait timed out: no more waits (drop at once) until the backlog is half empty.
     stalled: AtomicBool,
-    /// Wakes publishers waiting for room when a full backlog loses a message.
+    /// Wakes one publisher waiting for room each time the backlog loses a message.
     room: Notify,
 }
 
@@ -161,9 +161,10 @@ impl DeliveryCounts for Backlog {
                     Some(n.saturating_sub(1))
                 })
                 .unwrap_or(0);
-            if before >= self.limit {
-                slot.room.notify_waiters();
-            }
+            // One waiting publisher per freed place (all of them, a hundred publishers held up by one
+            // subscriber, woke for each place, and all but one waited again); at every release, so
+            // that a place freed while the woken one was on its way is not left unclaimed.
+            slot.room.notify_one();
             if before <= self.limit / 2 {
                 slot.stalled.store(false, Ordering::Relaxed);
             }
