@@ -1,5 +1,6 @@
-//! The embedded broker beside Debian's mosquitto, in the same run: messages/s from one publisher to one
-//! subscriber (rumqttc clients in this process, 64-byte payloads, 127.0.0.1) at QoS 0 and QoS 1, through
+//! The embedded broker beside Debian's mosquitto, in the same run: messages/s received from publishers to
+//! subscribers of one topic (rumqttc clients in this process, 64-byte payloads, 127.0.0.1): one to one at
+//! QoS 0, 1 and 2, one to ten (fan-out) and a hundred to one at QoS 0 and 1, through
 //! the real `sensorgate` daemon (no sources, one plain listener, its default `[broker]` limits) and
 //! through `/usr/sbin/mosquitto` (the test harness's configuration), with the ratio per case, and each
 //! broker's CPU per message and peak resident memory. Both brokers are separate processes, started on
@@ -23,35 +24,47 @@ const CASE_LIMIT: Duration = Duration::from_secs(120);
 /// A case ends when nothing more arrived for this long (QoS 0 may drop).
 const QUIET: Duration = Duration::from_secs(2);
 
-/// One workload.
+/// One workload: `messages` published in all, shared among `publishers`, each received by every one of
+/// `subscribers`.
 #[derive(Clone, Copy, Debug)]
 pub struct Case {
     pub qos: QoS,
     pub messages: usize,
+    pub publishers: usize,
+    pub subscribers: usize,
 }
 
 impl Case {
     pub fn label(&self) -> String {
-        format!("QoS {}", self.qos as u8)
+        format!(
+            "{} -> {}, QoS {}",
+            self.publishers, self.subscribers, self.qos as u8
+        )
+    }
+
+    /// What the subscribers receive in all when nothing is dropped.
+    pub fn deliveries(&self) -> usize {
+        self.messages * self.subscribers
     }
 }
 
-/// The cases of a run: QoS 0 and QoS 1.
-pub fn cases(quick: bool) -> [Case; 2] {
-    let (qos0, qos1) = if quick {
-        (50_000, 20_000)
-    } else {
-        (300_000, 100_000)
+/// The cases of a run: one to one at QoS 0, 1 and 2; one to ten and a hundred to one at QoS 0 and 1.
+pub fn cases(quick: bool) -> Vec<Case> {
+    let scale = if quick { 1 } else { 5 };
+    let case = |qos, messages: usize, publishers, subscribers| Case {
+        qos,
+        messages: messages * scale,
+        publishers,
+        subscribers,
     };
-    [
-        Case {
-            qos: QoS::AtMostOnce,
-            messages: qos0,
-        },
-        Case {
-            qos: QoS::AtLeastOnce,
-            messages: qos1,
-        },
+    vec![
+        case(QoS::AtMostOnce, 60_000, 1, 1),
+        case(QoS::AtLeastOnce, 20_000, 1, 1),
+        case(QoS::ExactlyOnce, 10_000, 1, 1),
+        case(QoS::AtMostOnce, 10_000, 1, 10),
+        case(QoS::AtLeastOnce, 4_000, 1, 10),
+        case(QoS::AtMostOnce, 60_000, 100, 1),
+        case(QoS::AtLeastOnce, 20_000, 100, 1),
     ]
 }
 
@@ -95,11 +108,10 @@ fn options(id: String, port: u16) -> MqttOptions {
     options
 }
 
-/// One publisher, one subscriber, `case.messages` messages; returns messages/s received and how many.
-async fn publish_and_count(port: u16, case: Case, tag: &str) -> (f64, usize) {
-    let topic = format!("bench/{tag}");
-    let (sub, mut sub_loop) = AsyncClient::new(options(format!("sub-{tag}"), port), 100);
-    sub.subscribe(&topic, case.qos)
+/// Connects a subscriber of `topic` and waits (bounded) for its SUBACK.
+async fn subscriber(port: u16, id: String, topic: &str, qos: QoS) -> rumqttc::EventLoop {
+    let (sub, mut sub_loop) = AsyncClient::new(options(id, port), 100);
+    sub.subscribe(topic, qos)
         .await
         .expect("the subscriber's request queue is open");
     let subscribed = tokio::time::timeout(Duration::from_secs(5), async {
@@ -116,41 +128,72 @@ async fn publish_and_count(port: u16, case: Case, tag: &str) -> (f64, usize) {
         matches!(subscribed, Ok(true)),
         "the subscriber got no SUBACK from 127.0.0.1:{port} within 5 s"
     );
+    // The client handle is dropped: the event loop keeps the connection.
+    sub_loop
+}
+
+/// `case.publishers` publishers share `case.messages` messages, every one of `case.subscribers`
+/// subscribers counts what it receives; returns messages/s received (all subscribers) and how many.
+async fn publish_and_count(port: u16, case: Case, tag: &str) -> (f64, usize) {
+    let topic = format!("bench/{tag}");
+    let mut loops = Vec::with_capacity(case.subscribers);
+    for n in 0..case.subscribers {
+        loops.push(subscriber(port, format!("sub-{tag}-{n}"), &topic, case.qos).await);
+    }
 
     let received = Arc::new(AtomicUsize::new(0));
     let last_nanos = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let counter = {
-        let (received, last_nanos) = (received.clone(), last_nanos.clone());
-        tokio::spawn(async move {
-            while let Ok(event) = sub_loop.poll().await {
-                if let Event::Incoming(Packet::Publish(_)) = event {
-                    received.fetch_add(1, Ordering::Relaxed);
-                    last_nanos.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let counters: Vec<_> = loops
+        .into_iter()
+        .map(|mut sub_loop| {
+            let (received, last_nanos) = (received.clone(), last_nanos.clone());
+            tokio::spawn(async move {
+                while let Ok(event) = sub_loop.poll().await {
+                    if let Event::Incoming(Packet::Publish(_)) = event {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        last_nanos.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = start + CASE_LIMIT;
+    let mut publishers = Vec::with_capacity(case.publishers);
+    for n in 0..case.publishers {
+        let (publisher, mut pub_loop) =
+            AsyncClient::new(options(format!("pub-{tag}-{n}"), port), 1000);
+        let pump = tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
+        let share =
+            case.messages / case.publishers + usize::from(n < case.messages % case.publishers);
+        let topic = topic.clone();
+        let sending = tokio::spawn(async move {
+            let payload = vec![b'x'; PAYLOAD_BYTES];
+            for _ in 0..share {
+                let sent = tokio::time::timeout_at(
+                    deadline.into(),
+                    publisher.publish(&topic, case.qos, false, payload.clone()),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break;
                 }
             }
-        })
-    };
-    let (publisher, mut pub_loop) = AsyncClient::new(options(format!("pub-{tag}"), port), 1000);
-    let pump = tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
-    let deadline = start + CASE_LIMIT;
-    let payload = vec![b'x'; PAYLOAD_BYTES];
-    for _ in 0..case.messages {
-        let sent = tokio::time::timeout_at(
-            deadline.into(),
-            publisher.publish(&topic, case.qos, false, payload.clone()),
-        )
-        .await;
-        if !matches!(sent, Ok(Ok(()))) {
-            break;
-        }
+            publisher
+        });
+        publishers.push((pump, sending));
+    }
+    let mut kept = Vec::with_capacity(publishers.len());
+    for (pump, sending) in publishers {
+        kept.push((pump, sending.await.expect("a publisher's task ends")));
     }
     // Until everything arrived, or nothing more arrived for QUIET, or the case's time is up.
+    let expected = case.deliveries();
     let mut seen = 0;
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
         let now_received = received.load(Ordering::Relaxed);
-        if now_received >= case.messages {
+        if now_received >= expected {
             break;
         }
         if now_received != seen {
@@ -161,8 +204,12 @@ async fn publish_and_count(port: u16, case: Case, tag: &str) -> (f64, usize) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    counter.abort();
-    pump.abort();
+    for counter in counters {
+        counter.abort();
+    }
+    for (pump, _publisher) in kept {
+        pump.abort();
+    }
     let got = received.load(Ordering::Relaxed);
     let seconds = Duration::from_nanos(last_nanos.load(Ordering::Relaxed)).as_secs_f64();
     (
@@ -212,14 +259,17 @@ pub async fn run(quick: bool) -> Report {
         ..Report::default()
     };
     for case in cases(quick) {
-        let tag = format!("qos{}", case.qos as u8);
+        let tag = format!(
+            "p{}-s{}-qos{}",
+            case.publishers, case.subscribers, case.qos as u8
+        );
         let sensorgate = measure(daemon.port, daemon.pid(), case, &format!("sg-{tag}")).await;
         eprintln!(
             "  sensorgate {}: {:.0} msg/s ({} of {} received)",
             case.label(),
             sensorgate.per_second,
             sensorgate.received,
-            case.messages
+            case.deliveries()
         );
         let mosquitto = match mosquitto_at {
             Some((port, pid)) => {
@@ -229,7 +279,7 @@ pub async fn run(quick: bool) -> Report {
                     case.label(),
                     side.per_second,
                     side.received,
-                    case.messages
+                    case.deliveries()
                 );
                 Some(side)
             }
@@ -264,25 +314,27 @@ fn received(side: &Side, sent: usize) -> String {
 pub fn markdown(report: &Report) -> String {
     let mut out = String::from(
         "## Embedded broker vs Debian's mosquitto (same run)\n\n\
-         One rumqttc publisher sends 64-byte messages as fast as it can to one rumqttc subscriber of the\n\
-         same topic, over 127.0.0.1; the rate is messages received per second, from the first publish to\n\
-         the last receipt (a count in bold: the broker dropped the rest). sensorgate is the real daemon with\n\
+         rumqttc publishers send 64-byte messages as fast as they can to rumqttc subscribers of the same\n\
+         topic, over 127.0.0.1: one to one, one to ten (every subscriber receives every message) and a\n\
+         hundred publishers sharing the messages to one subscriber; the rate is messages received per\n\
+         second by all subscribers, from the first publish to the last receipt (a count in bold: the broker\n\
+         dropped the rest). sensorgate is the real daemon with\n\
          no sources and its default `[broker]` limits (`max_inflight = 32`, `max_queued_messages = 10000`);\n\
          mosquitto 2 runs with `max_inflight_messages 100`, `max_queued_messages 0` (unlimited), no\n\
          persistence, logging to a file at info level. CPU is each broker process's user + system time over\n\
          the case per message received; RSS is its peak during the case (the cases run in turn on the same\n\
-         two broker processes, so memory a broker kept from the QoS 0 case counts in the QoS 1 case). The\n\
+         two broker processes, so memory a broker kept from an earlier case counts in the later ones). The\n\
          clients run in the benchmark process and share the cores with the broker. sensorgate holds at\n\
-         most `max_queued_messages` waiting for one subscriber: beyond it a QoS 0 message is dropped (as\n\
-         mosquitto does with its default `max_queued_messages 1000`; here its queue is unlimited) and a\n\
-         QoS 1/2 publisher is held up to 500 ms first, so memory stays bounded when a publisher outruns a\n\
-         subscriber.\n\n\
-         | case | messages | sensorgate msg/s | received | mosquitto msg/s | received | sensorgate / mosquitto | sensorgate CPU µs/msg | mosquitto CPU µs/msg | sensorgate peak RSS KiB | mosquitto peak RSS KiB |\n\
+         most `max_queued_messages` waiting for one subscriber: beyond it a client's publisher is held up\n\
+         to 500 ms for room, at any QoS, and the message is dropped only if none came (mosquitto drops a\n\
+         QoS 0 message for a full queue at once; here its queue is unlimited), so memory stays bounded when\n\
+         a publisher outruns a subscriber.\n\n\
+         | case | deliveries | sensorgate msg/s | received | mosquitto msg/s | received | sensorgate / mosquitto | sensorgate CPU µs/msg | mosquitto CPU µs/msg | sensorgate peak RSS KiB | mosquitto peak RSS KiB |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let dash = || "-".to_string();
     for row in &report.rows {
-        let sent = row.case.messages;
+        let sent = row.case.deliveries();
         let (theirs_rate, theirs_received, theirs_cpu, theirs_rss, ratio_text) =
             match &row.mosquitto {
                 Some(m) => (
@@ -328,10 +380,20 @@ mod tests {
 
     #[test]
     fn quick_cases_are_smaller() {
-        let [q0, q1] = cases(true);
-        let [f0, f1] = cases(false);
-        assert_eq!((q0.qos, q1.qos), (QoS::AtMostOnce, QoS::AtLeastOnce));
-        assert!(q0.messages < f0.messages && q1.messages < f1.messages);
+        let (quick, full) = (cases(true), cases(false));
+        assert_eq!(quick.len(), full.len());
+        assert!(quick
+            .iter()
+            .zip(&full)
+            .all(|(q, f)| q.messages < f.messages));
+        let one_to_one: Vec<u8> = quick
+            .iter()
+            .filter(|c| c.publishers == 1 && c.subscribers == 1)
+            .map(|c| c.qos as u8)
+            .collect();
+        assert_eq!(one_to_one, [0, 1, 2]);
+        assert!(quick.iter().any(|c| c.subscribers == 10));
+        assert!(quick.iter().any(|c| c.publishers == 100));
     }
 
     #[test]
@@ -347,6 +409,8 @@ mod tests {
                 case: Case {
                     qos: QoS::AtMostOnce,
                     messages: 50_000,
+                    publishers: 1,
+                    subscribers: 1,
                 },
                 sensorgate: side(40_000.0, 45_000),
                 mosquitto: Some(side(80_000.0, 50_000)),
@@ -361,7 +425,7 @@ mod tests {
         assert!(text.ends_with(".\n"));
         assert!(
             text.contains(
-                "| QoS 0 | 50,000 | 40,000 | **45,000** | 80,000 | 50,000 | 0.50 | 12.5 | 12.5 | 9,000 | 9,000 |"
+                "| 1 -> 1, QoS 0 | 50,000 | 40,000 | **45,000** | 80,000 | 50,000 | 0.50 | 12.5 | 12.5 | 9,000 | 9,000 |"
             ),
             "{text}"
         );

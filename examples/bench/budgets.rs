@@ -6,7 +6,7 @@ use rumqttc::QoS;
 
 use crate::e2e::Row;
 use crate::measure::ratio;
-use crate::{devices, flash, memory, resources, sizes, spool};
+use crate::{broker, devices, flash, memory, resources, sizes, spool};
 
 /// One budget and how the run did.
 #[derive(Debug, PartialEq)]
@@ -28,6 +28,7 @@ pub struct Figures<'a> {
     pub memory: Option<&'a memory::Report>,
     pub devices: Option<&'a devices::Report>,
     pub ble: Option<&'a crate::ble::Report>,
+    pub broker: Option<&'a broker::Report>,
 }
 
 fn saturation_one_port(rows: &[Row]) -> Option<&Row> {
@@ -71,8 +72,89 @@ fn against_baseline(
     }
 }
 
+/// The broker row of `publishers -> subscribers` at `qos`, measured against mosquitto.
+fn broker_row(
+    report: Option<&broker::Report>,
+    publishers: usize,
+    subscribers: usize,
+    qos: QoS,
+) -> Option<(&broker::Side, &broker::Side)> {
+    let row = report?.rows.iter().find(|r| {
+        (r.case.publishers, r.case.subscribers, r.case.qos) == (publishers, subscribers, qos)
+    })?;
+    Some((&row.sensorgate, row.mosquitto.as_ref()?))
+}
+
+/// Throughput at least mosquitto's and CPU per message at most mosquitto's, in one row.
+fn ahead_of_mosquitto(what: &'static str, both: Option<(&broker::Side, &broker::Side)>) -> Budget {
+    budget(
+        what,
+        both.and_then(|(ours, theirs)| {
+            let speed = ratio(ours.per_second, theirs.per_second)?;
+            Some((
+                format!(
+                    "{speed:.2}x its throughput, {:.1} vs {:.1} µs CPU per message",
+                    ours.cpu_us_per_message, theirs.cpu_us_per_message
+                ),
+                speed >= 1.0 && ours.cpu_us_per_message <= theirs.cpu_us_per_message,
+            ))
+        }),
+    )
+}
+
+/// The embedded broker's budgets against mosquitto, from the broker section.
+fn broker_budgets(report: Option<&broker::Report>) -> Vec<Budget> {
+    let one_to_one_qos0 = broker_row(report, 1, 1, QoS::AtMostOnce);
+    vec![
+        ahead_of_mosquitto(
+            "broker 1 -> 1, QoS 0: throughput ≥ mosquitto's, CPU per message ≤ mosquitto's",
+            one_to_one_qos0,
+        ),
+        ahead_of_mosquitto(
+            "broker 1 -> 1, QoS 1: throughput ≥ mosquitto's, CPU per message ≤ mosquitto's",
+            broker_row(report, 1, 1, QoS::AtLeastOnce),
+        ),
+        ahead_of_mosquitto(
+            "broker 1 -> 10, QoS 0: throughput ≥ mosquitto's, CPU per message ≤ mosquitto's",
+            broker_row(report, 1, 10, QoS::AtMostOnce),
+        ),
+        ahead_of_mosquitto(
+            "broker 1 -> 10, QoS 1: throughput ≥ mosquitto's, CPU per message ≤ mosquitto's",
+            broker_row(report, 1, 10, QoS::AtLeastOnce),
+        ),
+        budget(
+            "broker 1 -> 1, QoS 0: no message dropped for a subscriber that keeps up",
+            report
+                .and_then(|r| {
+                    r.rows.iter().find(|row| {
+                        (row.case.publishers, row.case.subscribers, row.case.qos)
+                            == (1, 1, QoS::AtMostOnce)
+                    })
+                })
+                .map(|row| {
+                    let sent = row.case.deliveries();
+                    (
+                        format!(
+                            "{} of {} received",
+                            crate::thousands(row.sensorgate.received as f64),
+                            crate::thousands(sent as f64)
+                        ),
+                        row.sensorgate.received >= sent,
+                    )
+                }),
+        ),
+    ]
+}
+
 /// Every budget, in the order BENCHMARKS.md lists them.
 pub fn check(f: &Figures) -> Vec<Budget> {
+    let mut budgets = end_to_end_and_resources(f);
+    budgets.extend(broker_budgets(f.broker));
+    budgets
+}
+
+/// The budgets of the end-to-end, spool, resources, flash and sizes sections.
+fn end_to_end_and_resources(f: &Figures) -> Vec<Budget> {
     let ours = saturation_one_port(f.sensorgate);
     let theirs = saturation_one_port(f.baseline);
     let both = ours.zip(theirs);
@@ -201,7 +283,7 @@ pub fn check(f: &Figures) -> Vec<Budget> {
             }),
         ),
         budget(
-            "aarch64 binary ≤ 6 MiB (stripped)",
+            "aarch64 binary ≤ 8 MiB (stripped)",
             f.sizes.and_then(sizes::aarch64).map(|bytes| {
                 (
                     format!("{} bytes", crate::thousands(bytes as f64)),
@@ -324,6 +406,7 @@ mod tests {
             memory: None,
             devices: None,
             ble: None,
+            broker: None,
         });
         let met: Vec<Option<bool>> = budgets.iter().map(|b| b.met).collect();
         assert_eq!(
@@ -346,6 +429,11 @@ mod tests {
                 None, // per device (no devices report)
                 None, // devices vs the baseline
                 None, // Bluetooth LE (no ble report)
+                None, // broker 1 -> 1, QoS 0 (no broker report)
+                None, // broker 1 -> 1, QoS 1
+                None, // broker 1 -> 10, QoS 0
+                None, // broker 1 -> 10, QoS 1
+                None, // broker: no QoS 0 drops
             ]
         );
         assert_eq!(budgets[2].figure, "13.3×");
@@ -369,6 +457,7 @@ mod tests {
             memory: None,
             devices: None,
             ble: None,
+            broker: None,
         });
         assert_eq!(budgets[2].met, Some(false), "8× is not 10×");
         assert_eq!(budgets[3].met, Some(false), "20/60 is over a quarter");
@@ -393,6 +482,7 @@ mod tests {
             memory: None,
             devices: None,
             ble: None,
+            broker: None,
         });
         assert_eq!((budgets[2].met, budgets[3].met), (None, None));
         assert_eq!(
@@ -423,6 +513,7 @@ mod tests {
                 memory: None,
                 devices: None,
                 ble: None,
+                broker: None,
             })
         };
         let budgets = check_idle(&coarse);
@@ -441,5 +532,64 @@ mod tests {
         let budgets = check_idle(&without);
         assert_eq!(budgets[5].figure, "0.200 % over 10 s (stat)");
         assert_eq!(budgets[5].met, Some(false));
+    }
+
+    #[test]
+    fn the_broker_is_measured_against_mosquitto_row_by_row() {
+        let side = |per_second: f64, received: usize, cpu_us_per_message: f64| broker::Side {
+            per_second,
+            received,
+            cpu_us_per_message,
+            peak_rss_kib: 9_000,
+        };
+        let row = |subscribers, qos, ours: broker::Side, theirs: broker::Side| broker::Row {
+            case: broker::Case {
+                qos,
+                messages: 1_000,
+                publishers: 1,
+                subscribers,
+            },
+            sensorgate: ours,
+            mosquitto: Some(theirs),
+        };
+        let report = broker::Report {
+            rows: vec![
+                row(
+                    1,
+                    QoS::AtMostOnce,
+                    side(90_000.0, 1_000, 9.0),
+                    side(80_000.0, 1_000, 10.0),
+                ),
+                row(
+                    1,
+                    QoS::AtLeastOnce,
+                    side(30_000.0, 1_000, 30.0),
+                    side(28_000.0, 1_000, 28.0),
+                ),
+                row(
+                    10,
+                    QoS::AtMostOnce,
+                    side(50_000.0, 9_000, 5.0),
+                    side(60_000.0, 10_000, 6.0),
+                ),
+            ],
+            ..broker::Report::default()
+        };
+        let budgets = broker_budgets(Some(&report));
+        let met: Vec<Option<bool>> = budgets.iter().map(|b| b.met).collect();
+        assert_eq!(
+            met,
+            [
+                Some(true),  // faster, less CPU
+                Some(false), // faster, more CPU
+                Some(false), // slower
+                None,        // 1 -> 10 at QoS 1 not measured
+                Some(true),  // 1,000 of 1,000
+            ]
+        );
+        assert_eq!(
+            budgets[0].figure,
+            "1.12x its throughput, 9.0 vs 10.0 µs CPU per message"
+        );
     }
 }

@@ -172,10 +172,14 @@ async fn run_all() {
         eprintln!("decoders...");
         sections.push(decoders::markdown(&decoders::run(options.quick).await));
     }
-    if wanted("broker") {
+    let broker = if wanted("broker") {
         eprintln!("broker vs mosquitto...");
-        sections.push(broker::markdown(&broker::run(options.quick).await));
-    }
+        let report = broker::run(options.quick).await;
+        sections.push(broker::markdown(&report));
+        Some(report)
+    } else {
+        None
+    };
     let memory = if wanted("memory") {
         eprintln!("broker memory vs mosquitto...");
         let report = memory::run(options.quick).await;
@@ -273,6 +277,7 @@ async fn run_all() {
         memory: memory.as_ref(),
         devices: devices.as_ref(),
         ble: ble.as_ref(),
+        broker: broker.as_ref(),
     });
     let mut report = format!(
         "# Benchmarks\n\n\

@@ -1,14 +1,14 @@
 //! The daemon's binary size per target, as built in this bench's profile: the host's, and the Pi
 //! targets' where they were built (`cargo build --release --target aarch64-unknown-linux-gnu`, or
 //! `armv7-unknown-linux-gnueabihf`, with the cross linkers `.ci/cross.sh` installs). The release
-//! profile strips symbols, so the sizes are what a Pi stores and loads. The budget is 6 MiB for aarch64.
+//! profile strips symbols, so the sizes are what a Pi stores and loads. The budget is 8 MiB for aarch64.
 
 use std::path::{Path, PathBuf};
 
 /// The Pi targets, 64-bit first.
 pub const TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];
-/// The aarch64 binary's budget (docs/pi.md, "The 6 MiB budget").
-pub const BUDGET_BYTES: u64 = 6 << 20;
+/// The aarch64 binary's budget with every feature (docs/pi.md, "The 8 MiB budget").
+pub const BUDGET_BYTES: u64 = 8 << 20;
 
 /// One target's binary: where it would be and its size when it was built.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,6 +16,7 @@
 //! - As in MQTT, filters starting with a wildcard do not match topics starting with `$`; matching itself is
 //!   [`crate::topic`]'s.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::owned::GatewayTopics;
@@ -81,6 +82,14 @@ impl AccessPolicy {
         })
     }
 
+    /// May `client` read every topic `filter` matches (so that a subscription to it never needs a
+    /// per-message check)?
+    pub fn may_read_all_of(&self, client: Client<'_>, filter: &str) -> bool {
+        self.rights(client).is_some_and(|rights| {
+            expanded(&rights.read, client).any(|rule| filter_within(filter, &rule))
+        })
+    }
+
     /// May `client` subscribe to `filter` (it can match at least one topic the client may read)?
     pub fn may_subscribe(&self, client: Client<'_>, filter: &str) -> bool {
         self.rights(client).is_some_and(|rights| {
@@ -90,13 +99,20 @@ impl AccessPolicy {
 }
 
 /// The client's rules with `%u` and `%c` substituted; rules that cannot apply to this client are left out.
-fn expanded<'a>(rules: &'a [String], client: Client<'a>) -> impl Iterator<Item = String> + 'a {
+/// A rule without placeholders is borrowed, not copied (this runs for every delivery that is checked).
+fn expanded<'a>(
+    rules: &'a [String],
+    client: Client<'a>,
+) -> impl Iterator<Item = Cow<'a, str>> + 'a {
     rules
         .iter()
         .filter_map(move |rule| substitute(rule, client))
 }
 
-fn substitute(rule: &str, client: Client<'_>) -> Option<String> {
+fn substitute<'a>(rule: &'a str, client: Client<'_>) -> Option<Cow<'a, str>> {
+    if !rule.contains('%') {
+        return Some(Cow::Borrowed(rule));
+    }
     let safe = |name: &str| !name.is_empty() && !name.contains(['+', '#', '/']);
     let mut out = rule.to_string();
     if out.contains("%u") {
@@ -109,7 +125,7 @@ fn substitute(rule: &str, client: Client<'_>) -> Option<String> {
         }
         out = out.replace("%c", client.client_id);
     }
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 #[cfg(test)]
@@ -202,6 +218,26 @@ mod tests {
         );
         assert!(!anonymous_with_user_rule.may_read(ANON, "users//x"));
         assert!(!anonymous_with_user_rule.may_subscribe(ANON, "#"));
+    }
+
+    #[test]
+    fn a_filter_is_read_whole_only_inside_a_read_rule() {
+        let p = policy();
+        assert!(p.may_read_all_of(user("ha", "c"), "sensorgate/#"));
+        assert!(p.may_read_all_of(user("ha", "c"), "sensorgate/+/temperature"));
+        assert!(
+            !p.may_read_all_of(user("ha", "c"), "#"),
+            "granted, but only partly readable"
+        );
+        assert!(p.may_read_all_of(user("node", "n1"), "users/node/#"));
+        assert!(!p.may_read_all_of(user("node", "n1"), "users/+/#"));
+        assert!(p.may_read_all_of(user("node", "n1"), "clients/n1"));
+        assert!(p.may_read_all_of(ANON, "#"));
+        assert!(
+            !p.may_read_all_of(ANON, "$SYS/#"),
+            "a rule starting with a wildcard does not cover $-topics"
+        );
+        assert!(!p.may_read_all_of(user("unknown", "c"), "sensorgate/#"));
     }
 
     #[test]

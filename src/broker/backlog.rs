@@ -9,10 +9,11 @@
 //!
 //! [`BoundedShared`] wraps the engine's `Shared` (the routing to local sessions) and counts, per
 //! subscriber client id, the messages routed to it and not yet taken up for delivery (channel plus
-//! deliver queue). At `max_queued_messages` a QoS 0 message for that subscriber is dropped (as mosquitto
-//! drops for a full queue); a QoS 1/2 one first holds up its publisher's task, for up to [`BACKLOG_WAIT`]
-//! per publish however many subscribers are full (the publisher is not read meanwhile, and its own
-//! inflight window slows it), and is dropped if no room came; the gateway's own publishes (readings,
+//! deliver queue). At `max_queued_messages` a client's message for that subscriber, at any QoS, first
+//! holds up its publisher's task, for up to [`BACKLOG_WAIT`] per publish however many subscribers are
+//! full (the publisher is not read meanwhile, and its own inflight window slows it), and is dropped if no
+//! room came: a subscriber that keeps reading slows a faster publisher down to its pace and loses no
+//! QoS 0 message (mosquitto drops those for a full queue at once); the gateway's own publishes (readings,
 //! wills, stats) are never held: for them a full backlog drops at once, so no subscriber can delay the
 //! pipeline or the serial ports behind it; after such a timeout that subscriber is marked stalled and its messages are dropped without
 //! waiting until its backlog is half empty, so a subscriber that stopped reading cannot hold publishers
@@ -40,7 +41,7 @@ use rmqtt::context::ServerContext;
 use rmqtt::shared::{Entry, Shared};
 use rmqtt::types::{
     ClientId, DashMap, ForwardedCount, ForwardedRecipients, From, FromType, HealthInfo, Id, MsgID,
-    NodeHealthStatus, NodeId, Publish, QoS, Reason, Retain, SessionStatus, SubRelations,
+    NodeHealthStatus, NodeId, Publish, Reason, Retain, SessionStatus, SubRelations,
     SubRelationsMap, SubsSearchParams, SubsSearchResult, To, TopicFilter, TopicName,
 };
 use tokio::sync::Notify;
@@ -49,7 +50,7 @@ use super::delivery_counts::DeliveryCounts;
 use super::pacing::{PacedEntry, RetainedPacer};
 use super::retained::RetainedStore;
 
-/// How long routing a QoS 1/2 message waits for room in a subscriber's full backlog before dropping it.
+/// How long routing a client's message waits for room in a subscriber's full backlog before dropping it.
 pub const BACKLOG_WAIT: Duration = Duration::from_millis(500);
 
 /// Messages waiting for one subscriber, and whether a wait for room in its backlog timed out.
@@ -58,7 +59,7 @@ struct Slot {
     pending: AtomicUsize,
     /// Set when a wait timed out: no more waits (drop at once) until the backlog is half empty.
     stalled: AtomicBool,
-    /// Wakes publishers waiting for room when a full backlog loses a message.
+    /// Wakes one publisher waiting for room each time the backlog loses a message.
     room: Notify,
 }
 
@@ -91,7 +92,12 @@ impl Backlog {
             .map_or(0, |slot| slot.pending.load(Ordering::Relaxed))
     }
 
+    /// The subscriber's slot: a shared lookup for every message but its first (no write lock, no copy of
+    /// the client id).
     fn slot(&self, client_id: &ClientId) -> Arc<Slot> {
+        if let Some(slot) = self.slots.get(client_id) {
+            return slot.clone();
+        }
         self.slots.entry(client_id.clone()).or_default().clone()
     }
 
@@ -155,9 +161,10 @@ impl DeliveryCounts for Backlog {
                     Some(n.saturating_sub(1))
                 })
                 .unwrap_or(0);
-            if before >= self.limit {
-                slot.room.notify_waiters();
-            }
+            // One waiting publisher per freed place (all of them, a hundred publishers held up by one
+            // subscriber, woke for each place, and all but one waited again); at every release, so
+            // that a place freed while the woken one was on its way is not left unclaimed.
+            slot.room.notify_one();
             if before <= self.limit / 2 {
                 slot.stalled.store(false, Ordering::Relaxed);
             }
@@ -254,13 +261,11 @@ impl Shared for BoundedShared {
         for relation in relations {
             let (_, client_id, opts, _, _) = &relation;
             let keeps_retain = publish.retain && opts.retain_as_published() == Some(true);
-            // QoS 0 is dropped at once; QoS 1/2 first holds up this publisher (bounded).
-            let wait = match (publish.qos.less_value(opts.qos()), deadline) {
-                (QoS::AtMostOnce, _) | (_, None) => Duration::ZERO,
-                (_, Some(deadline)) => {
-                    deadline.saturating_duration_since(tokio::time::Instant::now())
-                }
-            };
+            // A client's publisher is held up first (bounded), at every QoS: a subscriber that keeps
+            // reading slows its publisher down to its own pace instead of losing QoS 0 messages.
+            let wait = deadline.map_or(Duration::ZERO, |deadline| {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+            });
             if keeps_retain || self.backlog.admit(client_id, wait).await {
                 admitted.push(relation);
             } else {

@@ -90,7 +90,7 @@
 //! - Routing hands messages to a subscriber's session over an unbounded channel and never throttles the
 //!   publisher, so a publisher faster than a subscriber grew the daemon without bound (300,000 QoS 0
 //!   messages: 7.8 to 84 MiB): [`backlog`] bounds the messages waiting for one connected subscriber at
-//!   `max_queued_messages`; beyond it QoS 0 is dropped, QoS 1/2 holds a client publisher up to 500 ms per
+//!   `max_queued_messages`; beyond it a client's message (any QoS) holds its publisher up to 500 ms per
 //!   publish and is then dropped, and the gateway's own publishes are never held; drops are logged at warn
 //!   naming the subscriber (rate-limited) and counted ([`Broker::backlog_drops`]).
 //! - Messages queued for an offline persistent session: at most `max_queued_messages` (plus the inflight
@@ -116,6 +116,7 @@ pub mod owned;
 pub mod pacing;
 pub mod password;
 pub mod policy;
+pub mod read_grants;
 pub mod retained;
 pub mod retained_log;
 pub mod sessions;

@@ -22,6 +22,7 @@ use super::acl::{AccessPolicy, Client};
 use super::auth::{LoginOutcome, Logins};
 use super::exactly_once::{fingerprint, Qos2Memory, Verdict};
 use super::message_counts::MessageCounts;
+use super::read_grants::ReadGrants;
 use super::sessions::{ends_at_disconnect, OfflineSessions};
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::topic;
@@ -50,6 +51,8 @@ pub struct Policy {
     pub max_queued_messages: usize,
     max_topic_levels: usize,
     qos2: Mutex<Qos2Memory>,
+    /// Clients whose every subscription is readable in whole: their deliveries skip the read check.
+    read_grants: ReadGrants,
     scx: ServerContext,
     limit_log: LogLimit,
     acl_log: LogLimit,
@@ -77,6 +80,7 @@ impl Policy {
             max_queued_messages: limits.max_queued_messages,
             max_topic_levels: limits.max_topic_levels,
             qos2: Mutex::new(Qos2Memory::new(limits.max_connections)),
+            read_grants: ReadGrants::default(),
             scx,
             limit_log: LogLimit::new(),
             acl_log: LogLimit::new(),
@@ -99,9 +103,10 @@ pub struct PolicyHook(pub Arc<Policy>);
 
 impl PolicyHook {
     /// The engine hook points this handler must be registered for.
-    pub const TYPES: [rmqtt::hook::Type; 8] = [
+    pub const TYPES: [rmqtt::hook::Type; 9] = [
         rmqtt::hook::Type::ClientConnect,
         rmqtt::hook::Type::ClientAuthenticate,
+        rmqtt::hook::Type::ClientConnected,
         rmqtt::hook::Type::ClientSubscribeCheckAcl,
         rmqtt::hook::Type::MessagePublishCheckAcl,
         rmqtt::hook::Type::MessageExpiryCheck,
@@ -148,6 +153,16 @@ impl Handler for PolicyHook {
                 (true, acc)
             }
             Parameter::ClientAuthenticate(connect) => policy.on_authenticate(connect).await,
+            Parameter::ClientConnected(session) => {
+                if let Ok(connect) = session.connect_info().await {
+                    policy.read_grants.connected(
+                        &session.id.client_id,
+                        session.id.username.as_ref(),
+                        connect.clean_start(),
+                    );
+                }
+                (true, acc)
+            }
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
                 policy.on_subscribe(session, &subscribe.topic_filter, acc)
             }
@@ -167,6 +182,7 @@ impl Handler for PolicyHook {
             }
             Parameter::SessionTerminated(session, _reason) => {
                 policy.qos2().forget(&session.id.client_id);
+                policy.read_grants.forget(&session.id.client_id);
                 (true, acc)
             }
             _ => (true, acc),
@@ -265,6 +281,11 @@ impl Policy {
             });
             SubscribeAckReason::TopicFilterInvalid
         } else if self.access.may_subscribe(client_of(&session.id), filter) {
+            self.read_grants.subscribed(
+                &session.id.client_id,
+                session.id.username.as_ref(),
+                self.access.may_read_all_of(client_of(&session.id), filter),
+            );
             return (true, acc);
         } else {
             self.acl_log.info(&session.id.client_id, || {
@@ -364,7 +385,12 @@ impl Policy {
         publish: &rmqtt::types::Publish,
         acc: Option<HookResult>,
     ) -> ReturnType {
-        let readable = self.access.may_read(client_of(&session.id), &publish.topic);
+        // Decided at SUBSCRIBE for a client whose filters all lie inside its read rules; per message
+        // only where a filter overlaps what it may not read.
+        let readable = self
+            .read_grants
+            .covers(&session.id.client_id, session.id.username.as_ref())
+            || self.access.may_read(client_of(&session.id), &publish.topic);
         let will_allowed = !matches!(from.typ(), FromType::LastWill)
             || self.access.may_write(client_of(&from.id), &publish.topic);
         if readable && will_allowed {

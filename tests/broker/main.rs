@@ -7,6 +7,7 @@
 mod access;
 mod backlog;
 mod core_promises;
+mod delivery;
 mod flood;
 mod hostile_clients;
 mod hostile_logins;

@@ -300,6 +300,27 @@ impl RawClient {
         }
     }
 
+    /// The TCP segments with data this client's socket has received so far (`tcpi_data_segs_in` of
+    /// `TCP_INFO`): over 127.0.0.1 with `TCP_NODELAY`, one per write system call of the broker.
+    pub fn data_segments_received(&self) -> u32 {
+        use std::os::fd::AsRawFd;
+        // SAFETY: tcp_info is plain data (all zeros is a valid value); getsockopt writes at most `len`
+        // bytes into it and the descriptor is this client's open socket.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let read = unsafe {
+            libc::getsockopt(
+                self.stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(read, 0, "TCP_INFO of a connected socket");
+        info.tcpi_data_segs_in
+    }
+
     /// Collects the PUBLISHes arriving within `within`, acknowledging QoS 1 and 2 as a client must.
     pub async fn collect_publishes(&mut self, within: Duration) -> Vec<RawPublish> {
         let deadline = tokio::time::Instant::now() + within;

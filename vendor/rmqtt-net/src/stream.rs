@@ -205,6 +205,14 @@ pub mod v3 {
             self.send(PacketV3::Publish(publish)).await
         }
 
+        /// sensorgate patch: writes a PUBLISH into the connection's buffer without flushing it (the
+        /// buffer is written out when it outgrows its backpressure boundary, or by the next `send` or
+        /// `flush`), so that a session can write the messages it has ready with one system call.
+        #[inline]
+        pub async fn feed_publish(&mut self, publish: Box<Publish>) -> Result<()> {
+            super::feed(&mut self.io, MqttPacket::V3(PacketV3::Publish(publish)), self.cfg.send_timeout).await
+        }
+
         /// Acknowledges a received publish (QoS 1)
         #[inline]
         pub async fn send_publish_ack(&mut self, packet_id: NonZeroU16) -> Result<()> {
@@ -444,6 +452,13 @@ pub mod v5 {
             self.send(PacketV5::Publish(publish)).await
         }
 
+        /// sensorgate patch: writes a PUBLISH into the connection's buffer without flushing it (see the
+        /// 3.1.1 stream's `feed_publish`).
+        #[inline]
+        pub async fn feed_publish(&mut self, publish: Box<Publish>) -> Result<()> {
+            super::feed(&mut self.io, MqttPacket::V5(PacketV5::Publish(publish)), self.cfg.send_timeout).await
+        }
+
         /// Acknowledges a received publish (QoS 1)
         #[inline]
         pub async fn send_publish_ack(&mut self, ack: rmqtt_codec::v5::PublishAck) -> Result<()> {
@@ -610,6 +625,26 @@ where
         Ok(())
     } else {
         match tokio::time::timeout(send_timeout, io.send(packet)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(MqttError::SendPacket(SendPacketError::Encode(e))),
+            Err(_) => Err(MqttError::WriteTimeout),
+        }?;
+        Ok(())
+    }
+}
+
+/// sensorgate patch: like `send`, without the flush (`SinkExt::feed`: waits only when the write buffer is
+/// beyond its backpressure boundary, which writes it out first).
+#[inline]
+async fn feed<Io>(io: &mut Framed<Io, MqttCodec>, packet: MqttPacket, send_timeout: Duration) -> Result<()>
+where
+    Io: AsyncWrite + Unpin,
+{
+    if send_timeout.is_zero() {
+        io.feed(packet).await?;
+        Ok(())
+    } else {
+        match tokio::time::timeout(send_timeout, io.feed(packet)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(MqttError::SendPacket(SendPacketError::Encode(e))),
             Err(_) => Err(MqttError::WriteTimeout),

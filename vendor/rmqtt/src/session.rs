@@ -107,6 +107,10 @@ use crate::types::*;
 use crate::utils::timestamp_millis;
 use crate::Result;
 
+/// sensorgate patch: at most this many messages routed to a session are moved to its deliver queue
+/// between two looks at its socket and timers while deliveries wait in its write buffer.
+const WRITE_BATCH: usize = 64;
+
 /// Runtime state for an active MQTT session.
 ///
 /// Wraps a [`Session`] with its associated send/receive channels,
@@ -393,8 +397,34 @@ impl SessionState {
         let startup_grace = tokio::time::sleep(SubscribeOrder::STARTUP_GRACE);
         tokio::pin!(startup_grace);
 
+        // sensorgate patch: deliveries are fed into the connection's buffer and written out together
+        // once no further one is ready (upstream flushed, one write system call, per message).
+        let mut unflushed = false;
         loop {
             log::debug!("{:?} tokio::select! loop", state.id);
+            if unflushed {
+                // Before writing out, the publishers' tasks get one turn (the runtime's other tasks run
+                // once), so that what they are routing to this session joins the same write.
+                tokio::task::yield_now().await;
+                // What was already routed to this session joins the deliver queue first (as the `rx`
+                // branch below would), a bounded number at a time.
+                for _ in 0..WRITE_BATCH {
+                    match state.rx.try_recv() {
+                        Ok(msg) => {
+                            #[cfg(feature = "debug")]
+                            state.scx.stats.debug_session_channels.dec();
+                            state.process_message(sink, msg, deliver_queue_tx, flags).await?
+                        }
+                        _ => break,
+                    }
+                }
+                let more_ready =
+                    !state.deliver_queue().is_empty() && state.out_inflight().read().await.has_credit();
+                if !more_ready {
+                    sink.flush().await?;
+                    unflushed = false;
+                }
+            }
             deliver_timeout_delay.as_mut().reset(
                 Instant::now()
                     + state
@@ -426,6 +456,7 @@ impl SessionState {
                     match deliver_packet {
                         Some(Some((from, p))) => {
                             state.deliver(sink, from, p).await?;
+                            unflushed = true;
                         },
                         Some(None) => {
                             log::warn!("{:?} No messages received from the delivery queue", state.id);

@@ -1450,8 +1450,10 @@ where
         server_topic_aliases: Option<&Arc<ServerTopicAliases>>,
     ) -> Result<()> {
         match self {
+            // sensorgate patch: fed into the connection's buffer, not flushed: the session flushes once
+            // it has no further message ready (upstream flushed, one system call, per message).
             Sink::V3(s) => {
-                s.send_publish(p.take()).await?;
+                s.feed_publish(p.take()).await?;
             }
             Sink::V5(s) => {
                 let (topic, alias) = {
@@ -1473,8 +1475,18 @@ where
                     }
                     properties.topic_alias = alias;
                 }
-                s.send_publish(p.take()).await?;
+                s.feed_publish(p.take()).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// sensorgate patch: writes out what `publish` left in the connection's buffer.
+    #[inline]
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        match self {
+            Sink::V3(s) => s.flush().await?,
+            Sink::V5(s) => s.flush().await?,
         }
         Ok(())
     }
