@@ -13,7 +13,9 @@
 //! ```
 //!
 //! Keys are given as TOML lines (`key = value`, one per line), so a test says exactly what it sets;
-//! tables not covered by a method go in whole with [`ConfigBuilder::table`].
+//! the feature tables (`[http]`, `[lorawan]`, `[homeassistant]`), broker users, the sources the tests
+//! run (serial, simulator, semtech-udp, ble replay, rtl_433) and devices each have a method; tables
+//! not covered by one go in whole with [`ConfigBuilder::table`].
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -25,6 +27,8 @@ pub struct ConfigBuilder {
     broker: Vec<String>,
     listeners: Vec<String>,
     publish: Vec<String>,
+    /// The feature tables (`[http]`, ...) in the order first given, each with its keys.
+    features: Vec<(&'static str, Vec<String>)>,
     tables: Vec<String>,
 }
 
@@ -41,6 +45,7 @@ impl ConfigBuilder {
             broker: Vec::new(),
             listeners: vec!["bind = \"127.0.0.1:{port}\"".into()],
             publish: Vec::new(),
+            features: Vec::new(),
             tables: Vec::new(),
         }
     }
@@ -67,19 +72,51 @@ impl ConfigBuilder {
     /// Another `[[broker.listener]]` with these keys; `bind = "127.0.0.1:0"` when they name no bind
     /// (its port is then `Daemon::listener(scheme, index)`).
     pub fn listener(mut self, keys: &str) -> ConfigBuilder {
-        let keys = keys.trim();
-        let listener = if keys.lines().any(|l| l.trim_start().starts_with("bind")) {
-            keys.to_string()
-        } else {
-            format!("bind = \"127.0.0.1:0\"\n{keys}")
-        };
-        self.listeners.push(listener);
+        self.listeners.push(bound_by_the_kernel(keys));
         self
+    }
+
+    /// A `[[broker.user]]` named `name` with this password hash (`broker::hash_password`) and more keys
+    /// (`read`, `write`, `http`...).
+    pub fn user(self, name: &str, password_hash: &str, keys: &str) -> ConfigBuilder {
+        self.table(&format!(
+            "[[broker.user]]\nname = {name:?}\npassword_hash = {password_hash:?}\n{}",
+            keys.trim()
+        ))
     }
 
     /// `[publish]` keys.
     pub fn publish(mut self, keys: &str) -> ConfigBuilder {
         push_keys(&mut self.publish, keys);
+        self
+    }
+
+    /// `[http]` keys; `bind = "127.0.0.1:0"` when they name no bind (the harness reads the page's
+    /// port from the log or the ports file).
+    pub fn http(self, keys: &str) -> ConfigBuilder {
+        self.feature("[http]", keys)
+    }
+
+    /// `[lorawan]` keys (`region`, `net_id`...).
+    pub fn lorawan(self, keys: &str) -> ConfigBuilder {
+        self.feature("[lorawan]", keys)
+    }
+
+    /// `[homeassistant]` keys (`discovery = true`...).
+    pub fn homeassistant(self, keys: &str) -> ConfigBuilder {
+        self.feature("[homeassistant]", keys)
+    }
+
+    /// Adds `keys` to the feature table `header`, written after `[publish]`.
+    fn feature(mut self, header: &'static str, keys: &str) -> ConfigBuilder {
+        match self.features.iter_mut().find(|(h, _)| *h == header) {
+            Some((_, table)) => push_keys(table, keys),
+            None => {
+                let mut table = Vec::new();
+                push_keys(&mut table, keys);
+                self.features.push((header, table));
+            }
+        }
         self
     }
 
@@ -97,10 +134,43 @@ impl ConfigBuilder {
         self.source(name, "serial", &format!("path = {path:?}\n{}", keys.trim()))
     }
 
+    /// A `kind = "semtech-udp"` `[[source]]` listening on `127.0.0.1:{udp_port}`, with more keys
+    /// (`gateways`, `keepalive`...).
+    pub fn semtech_udp(self, name: &str, udp_port: u16, keys: &str) -> ConfigBuilder {
+        let bind = format!("bind = \"127.0.0.1:{udp_port}\"\n{}", keys.trim());
+        self.source(name, "semtech-udp", &bind)
+    }
+
+    /// A `kind = "ble"` `[[source]]` replaying the HCI capture at `replay`, with more keys.
+    pub fn ble_replay(self, name: &str, replay: &Path, keys: &str) -> ConfigBuilder {
+        let replay = replay.display().to_string();
+        self.source(
+            name,
+            "ble",
+            &format!("hci_replay = {replay:?}\n{}", keys.trim()),
+        )
+    }
+
+    /// A `kind = "rtl_433"` `[[source]]` running `command`, with more keys.
+    pub fn rtl_433(self, name: &str, command: &Path, keys: &str) -> ConfigBuilder {
+        let command = command.display().to_string();
+        self.source(
+            name,
+            "rtl_433",
+            &format!("command = {command:?}\n{}", keys.trim()),
+        )
+    }
+
     /// A `[[device]]` of `source` at `address`.
     pub fn device(self, name: &str, source: &str, address: &str) -> ConfigBuilder {
+        self.device_keys(name, source, &format!("address = {address:?}"))
+    }
+
+    /// A `[[device]]` of `source` with these keys (an address, LoRaWAN identities and keys, a codec...).
+    pub fn device_keys(self, name: &str, source: &str, keys: &str) -> ConfigBuilder {
         self.table(&format!(
-            "[[device]]\nname = {name:?}\nsource = {source:?}\naddress = {address:?}"
+            "[[device]]\nname = {name:?}\nsource = {source:?}\n{}",
+            keys.trim()
         ))
     }
 
@@ -124,10 +194,27 @@ impl ConfigBuilder {
             section("[[broker.listener]]", std::slice::from_ref(listener));
         }
         section("[publish]", &self.publish);
+        for (header, keys) in &self.features {
+            if *header == "[http]" {
+                section(header, &[bound_by_the_kernel(&keys.join("\n"))]);
+            } else {
+                section(header, keys);
+            }
+        }
         for table in &self.tables {
             let _ = writeln!(text, "{table}\n");
         }
         text
+    }
+}
+
+/// A listener's or the page's keys, with `bind = "127.0.0.1:0"` first when they name no bind.
+fn bound_by_the_kernel(keys: &str) -> String {
+    let keys = keys.trim();
+    if keys.lines().any(|l| l.trim_start().starts_with("bind")) {
+        keys.to_string()
+    } else {
+        format!("bind = \"127.0.0.1:0\"\n{keys}")
     }
 }
 
@@ -164,5 +251,44 @@ mod tests {
         assert_eq!(table["device"][0]["address"].as_str(), Some("7"));
         let config = sensorgate::config::Config::parse(&text, Path::new("test.toml"));
         assert!(config.is_ok(), "{:?}\n{text}", config.err());
+    }
+
+    #[test]
+    fn feature_tables_users_and_sources_land_where_the_daemon_reads_them() {
+        let text = ConfigBuilder::new("test-gw")
+            .http("anonymous = \"read\"")
+            .lorawan("region = \"EU868\"")
+            .homeassistant("discovery = true")
+            .http("max_clients = 4")
+            .user("alice", "$argon2id$x", "http = \"read\"")
+            .semtech_udp("lns", 1700, "gateways = [\"aa555a0000000001\"]")
+            .ble_replay(
+                "air",
+                Path::new("/tmp/capture.hci"),
+                "replay_interval = \"20ms\"",
+            )
+            .rtl_433("rf", Path::new("/usr/bin/rtl_433"), "usb_reset = false")
+            .device_keys("door", "lns", "dev_eui = \"70b3d57ed0000001\"")
+            .toml();
+        let table: toml::Table = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(table["http"]["bind"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(table["http"]["anonymous"].as_str(), Some("read"));
+        assert_eq!(table["http"]["max_clients"].as_integer(), Some(4));
+        assert_eq!(table["lorawan"]["region"].as_str(), Some("EU868"));
+        assert_eq!(table["homeassistant"]["discovery"].as_bool(), Some(true));
+        let user = &table["broker"]["user"][0];
+        assert_eq!(user["name"].as_str(), Some("alice"));
+        assert_eq!(user["password_hash"].as_str(), Some("$argon2id$x"));
+        assert_eq!(user["http"].as_str(), Some("read"));
+        let sources = table["source"].as_array().unwrap();
+        let kinds: Vec<_> = sources.iter().map(|s| s["kind"].as_str()).collect();
+        assert_eq!(kinds, [Some("semtech-udp"), Some("ble"), Some("rtl_433")]);
+        assert_eq!(sources[0]["bind"].as_str(), Some("127.0.0.1:1700"));
+        assert_eq!(sources[1]["hci_replay"].as_str(), Some("/tmp/capture.hci"));
+        assert_eq!(sources[2]["command"].as_str(), Some("/usr/bin/rtl_433"));
+        assert_eq!(
+            table["device"][0]["dev_eui"].as_str(),
+            Some("70b3d57ed0000001")
+        );
     }
 }
