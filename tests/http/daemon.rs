@@ -5,48 +5,47 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::pty::FakeDongle;
 
-pub const CONFIG: &str = r#"
-[gateway]
-id = "test-gw"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
+/// The configuration these tests run: the simulator, the serial port in `dir` (with `serial_keys`
+/// more) and its kitchen node at address 7; `[http]` and users still to add.
+pub fn config_with_serial(dir: &Path, serial_keys: &str) -> ConfigBuilder {
+    ConfigBuilder::new("test-gw")
+        .publish(r#"stats_interval = "1s""#)
+        .source(
+            "sim",
+            "simulator",
+            "devices = 3\ninterval = \"1s\"\npayload = \"lpp\"",
+        )
+        .serial(
+            "uart0",
+            &serial_link(dir),
+            &format!(
+                "baud = 115200\nframing = \"cobs\"\npayload = \"lpp\"\nheader = \"node16\"\n\
+                 crc = \"crc16-ccitt-false\"\n{serial_keys}"
+            ),
+        )
+        .device("kitchen", "uart0", "7")
+}
 
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
+/// [`config_with_serial`] with the serial port as it is.
+pub fn config(dir: &Path) -> ConfigBuilder {
+    config_with_serial(dir, "")
+}
 
-[publish]
-stats_interval = "1s"
+/// Users `root` (the page's admin) and `alice` (its reader), both with password `hash`.
+pub fn admin_and_reader(config: ConfigBuilder, hash: &str) -> ConfigBuilder {
+    config
+        .user("root", hash, "http = \"admin\"")
+        .user("alice", hash, "http = \"read\"")
+}
 
-[[source]]
-name = "sim"
-kind = "simulator"
-devices = 3
-interval = "1s"
-payload = "lpp"
-
-[[source]]
-name = "uart0"
-kind = "serial"
-path = "{link}"
-baud = 115200
-framing = "cobs"
-payload = "lpp"
-header = "node16"
-crc = "crc16-ccitt-false"
-
-[[device]]
-name = "kitchen"
-source = "uart0"
-address = "7"
-
-{http}
-"#;
-
-/// `[http]` open for reading from this machine.
-pub const ANONYMOUS_READ: &str = "[http]\nbind = \"127.0.0.1:0\"\nanonymous = \"read\"\n";
+/// The serial port's pseudo-terminal in `dir`.
+fn serial_link(dir: &Path) -> std::path::PathBuf {
+    dir.join("usb-serial-port0")
+}
 
 pub struct Running {
     pub daemon: Daemon,
@@ -54,18 +53,16 @@ pub struct Running {
     pub page: SocketAddr,
 }
 
-/// Starts the daemon with `http` as its `[http]` section (and any `[[broker.user]]`), waits for the
-/// serial port to open and the page to listen.
-pub fn start(dir: &Path, http: &str) -> Running {
-    start_with(dir, &CONFIG.replace("{http}", http))
+/// Starts the daemon with [`config`] and the page open for reading from this machine.
+pub fn start_anonymous_read(dir: &Path) -> Running {
+    start(dir, config(dir).http(r#"anonymous = "read""#))
 }
 
-/// [`start`] with a whole configuration (`{link}` is the serial port's path).
-pub fn start_with(dir: &Path, config: &str) -> Running {
-    let link = dir.join("usb-serial-port0");
-    let dongle = FakeDongle::plug(&link);
-    let config = config.replace("{link}", &link.display().to_string());
-    let daemon = Daemon::start(dir, &config);
+/// Starts the daemon with `config` (a [`config`] or [`config_with_serial`] of `dir` and more), waits
+/// for the serial port to open and the page to listen.
+pub fn start(dir: &Path, config: ConfigBuilder) -> Running {
+    let dongle = FakeDongle::plug(&serial_link(dir));
+    let daemon = Daemon::start(dir, &config.toml());
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
     daemon.wait_for_log("status page on http", 1, Duration::from_secs(10));
     let log = daemon.log();
