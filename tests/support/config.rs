@@ -180,6 +180,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// The configuration's text with `{state_dir}` and `{port}` filled, for a test that writes the file
+    /// itself (check-config, or `run` outside the harness).
+    pub fn toml_at(&self, state_dir: &Path, port: u16) -> String {
+        self.toml()
+            .replace("{state_dir}", &state_dir.display().to_string())
+            .replace("{port}", &port.to_string())
+    }
+
     /// The configuration's text, placeholders left for the harness.
     pub fn toml(&self) -> String {
         let mut text = String::new();
@@ -237,9 +245,7 @@ mod tests {
             .publish("stats_interval = \"1s\"")
             .serial("uart0", Path::new("/dev/ttyX"), "payload = \"json\"")
             .device("kitchen", "uart0", "7")
-            .toml()
-            .replace("{state_dir}", "/tmp/state")
-            .replace("{port}", "0");
+            .toml_at(Path::new("/tmp/state"), 0);
         let table: toml::Table = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(table["gateway"]["id"].as_str(), Some("test-gw"));
         assert_eq!(table["gateway"]["state_dir"].as_str(), Some("/tmp/state"));

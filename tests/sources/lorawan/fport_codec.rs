@@ -53,9 +53,7 @@ fn a_codec_fport_without_a_codec_is_refused_at_its_key() {
         "",
         r#"fports = { 2 = "codec" }"#,
     )
-    .toml()
-    .replace("{state_dir}", &dir.path().display().to_string())
-    .replace("{port}", "1883");
+    .toml_at(dir.path(), 1883);
     let path = dir.path().join("sensorgate.toml");
     std::fs::write(&path, &config).unwrap();
     let line = config

@@ -2,6 +2,7 @@
 //! counter, across a restart), and lost sessions failing closed for ABP devices until
 //! `sensorgate reset-state`: through the daemon with the Python device.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 
@@ -11,10 +12,10 @@ use super::{
 };
 
 /// The scenario's configuration on `udp` with the door speaking LoRaWAN `version`, its keys written.
-fn door_speaking(dir: &std::path::Path, udp: u16, version: &str) -> String {
+fn door_speaking(dir: &std::path::Path, udp: u16, version: &str) -> ConfigBuilder {
     write_keys(dir);
     let door = format!("lorawan_version = {version:?}");
-    devices(network(udp, ""), dir, &door, r#"fports = { 2 = "lpp" }"#).toml()
+    devices(network(udp, ""), dir, &door, r#"fports = { 2 = "lpp" }"#)
 }
 
 async fn answered(dir: &std::path::Path, udp: u16, nonces: &[u16]) -> Vec<bool> {
@@ -26,7 +27,7 @@ async fn answered(dir: &std::path::Path, udp: u16, nonces: &[u16]) -> Vec<bool> 
 async fn a_1_0_4_device_joins_only_with_a_dev_nonce_above_its_last_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let udp = free_udp_port();
-    let config = door_speaking(dir.path(), udp, "1.0.4");
+    let config = door_speaking(dir.path(), udp, "1.0.4").toml();
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
     let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
@@ -106,9 +107,7 @@ async fn lost_sessions_refuse_abp_frames_until_reset_state() {
 #[test]
 fn a_lorawan_1_1_device_is_refused_at_its_key_with_what_to_write() {
     let dir = tempfile::tempdir().unwrap();
-    let config = door_speaking(dir.path(), free_udp_port(), "1.1")
-        .replace("{state_dir}", &dir.path().display().to_string())
-        .replace("{port}", "1883");
+    let config = door_speaking(dir.path(), free_udp_port(), "1.1").toml_at(dir.path(), 1883);
     let path = dir.path().join("sensorgate.toml");
     std::fs::write(&path, &config).unwrap();
     let line = config

@@ -289,13 +289,7 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
 
     // A reload that adds a device: the source restarts (its sessions written and read back), the new
     // device is heard, and the joined device goes on without joining again.
-    let reloaded = probe(scenario, dir.path())
-        .toml()
-        .replace("{port}", &port.to_string())
-        .replace(
-            "{state_dir}",
-            &dir.path().join("state").display().to_string(),
-        );
+    let reloaded = probe(scenario, dir.path()).toml_at(&dir.path().join("state"), port);
     std::fs::write(&daemon.config_path, reloaded).unwrap();
     daemon.signal("HUP");
     daemon.wait_for_log("source restarted for the new configuration", 1, WAIT);
