@@ -130,8 +130,7 @@ impl ConfigBuilder {
 
     /// A serial `[[source]]` on the pseudo-terminal (or any device) at `path`, with more keys.
     pub fn serial(self, name: &str, path: &Path, keys: &str) -> ConfigBuilder {
-        let path = path.display().to_string();
-        self.source(name, "serial", &format!("path = {path:?}\n{}", keys.trim()))
+        self.source_at(name, "serial", ("path", path), keys)
     }
 
     /// A `kind = "semtech-udp"` `[[source]]` listening on `127.0.0.1:{udp_port}`, with more keys
@@ -143,22 +142,19 @@ impl ConfigBuilder {
 
     /// A `kind = "ble"` `[[source]]` replaying the HCI capture at `replay`, with more keys.
     pub fn ble_replay(self, name: &str, replay: &Path, keys: &str) -> ConfigBuilder {
-        let replay = replay.display().to_string();
-        self.source(
-            name,
-            "ble",
-            &format!("hci_replay = {replay:?}\n{}", keys.trim()),
-        )
+        self.source_at(name, "ble", ("hci_replay", replay), keys)
     }
 
     /// A `kind = "rtl_433"` `[[source]]` running `command`, with more keys.
     pub fn rtl_433(self, name: &str, command: &Path, keys: &str) -> ConfigBuilder {
-        let command = command.display().to_string();
-        self.source(
-            name,
-            "rtl_433",
-            &format!("command = {command:?}\n{}", keys.trim()),
-        )
+        self.source_at(name, "rtl_433", ("command", command), keys)
+    }
+
+    /// A `[[source]]` whose `file` key (its device, capture or program) names a path, with more keys.
+    fn source_at(self, name: &str, kind: &str, file: (&str, &Path), keys: &str) -> ConfigBuilder {
+        let (key, path) = file;
+        let path = path.display().to_string();
+        self.source(name, kind, &format!("{key} = {path:?}\n{}", keys.trim()))
     }
 
     /// A `[[device]]` of `source` at `address`.

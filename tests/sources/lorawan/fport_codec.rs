@@ -5,7 +5,8 @@ use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 
 use super::{
-    device_json, device_with, devices, free_udp_port, network, wait_state, write_keys, WAIT,
+    check_config, device_json, device_with, devices, free_udp_port, network, wait_state,
+    write_keys, WAIT,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,21 +55,8 @@ fn a_codec_fport_without_a_codec_is_refused_at_its_key() {
         r#"fports = { 2 = "codec" }"#,
     )
     .toml_at(dir.path(), 1883);
-    let path = dir.path().join("sensorgate.toml");
-    std::fs::write(&path, &config).unwrap();
-    let line = config
-        .lines()
-        .position(|l| l.starts_with("fports"))
-        .unwrap()
-        + 1;
-    let output = std::process::Command::new(sensorgate_testkit::daemon::sensorgate_binary())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(2), "{said}");
+    let (code, said, line) = check_config(dir.path(), &config, "fports");
+    assert_eq!(code, Some(2), "{said}");
     assert!(
         said.contains(&format!("sensorgate.toml:{line}:")) && said.contains("add codec ="),
         "{said}"

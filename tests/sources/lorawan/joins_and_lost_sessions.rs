@@ -7,7 +7,7 @@ use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 
 use super::{
-    config, daemon_config, device_json, device_with, devices, free_udp_port, network,
+    check_config, config, daemon_config, device_json, device_with, devices, free_udp_port, network,
     wait_counters, wait_state, write_keys, WAIT,
 };
 
@@ -108,21 +108,8 @@ async fn lost_sessions_refuse_abp_frames_until_reset_state() {
 fn a_lorawan_1_1_device_is_refused_at_its_key_with_what_to_write() {
     let dir = tempfile::tempdir().unwrap();
     let config = door_speaking(dir.path(), free_udp_port(), "1.1").toml_at(dir.path(), 1883);
-    let path = dir.path().join("sensorgate.toml");
-    std::fs::write(&path, &config).unwrap();
-    let line = config
-        .lines()
-        .position(|l| l.starts_with("lorawan_version"))
-        .unwrap()
-        + 1;
-    let output = std::process::Command::new(sensorgate_testkit::daemon::sensorgate_binary())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(2), "{said}");
+    let (code, said, line) = check_config(dir.path(), &config, "lorawan_version");
+    assert_eq!(code, Some(2), "{said}");
     assert!(
         said.contains(&format!("sensorgate.toml:{line}:"))
             && said.contains("LoRaWAN 1.1 devices are not supported")

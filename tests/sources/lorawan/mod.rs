@@ -84,6 +84,26 @@ fn probe(config: ConfigBuilder, dir: &Path) -> ConfigBuilder {
     )
 }
 
+/// Writes `config` to `dir/sensorgate.toml` and runs `sensorgate check-config` on it: its exit code,
+/// what it said, and the file's line (from 1) that starts with `key`, where it should point.
+fn check_config(dir: &Path, config: &str, key: &str) -> (Option<i32>, String, usize) {
+    let path = dir.join("sensorgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let line = config
+        .lines()
+        .position(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} in\n{config}"))
+        + 1;
+    let output = std::process::Command::new(sensorgate_testkit::daemon::sensorgate_binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    (output.status.code(), said, line)
+}
+
 /// The door's and the meter's key files in `dir`.
 fn write_keys(dir: &Path) {
     write_key(dir, "door.key", APP_KEY);
