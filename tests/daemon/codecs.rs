@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sensorgate::decode::{encode_header, HeaderFormat};
 use sensorgate::frame::{encode_frame, Deframer, Framing};
-use sensorgate_testkit::config::ConfigBuilder;
+use sensorgate_testkit::config::{demo, ConfigBuilder};
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty::FakeDongle;
@@ -563,7 +563,7 @@ async fn discovery_types_codec_fields_from_normalize_uplink() {
 /// normalizeUplink in Home Assistant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demos_codec_source_decodes_the_simulators_payload() {
-    let demo: toml::Table = include_str!("../../config/demo.toml").parse().unwrap();
+    let demo = demo();
     let mut coded = demo["source"]
         .as_array()
         .unwrap()
@@ -572,11 +572,6 @@ async fn the_demos_codec_source_decodes_the_simulators_payload() {
         .find(|source| source.get("payload").and_then(toml::Value::as_str) == Some("codec"))
         .expect("the demo has a codec source")
         .clone();
-    let codec = coded["codec"].as_str().unwrap().to_string();
-    coded.insert(
-        "codec".into(),
-        format!("{}/config/{codec}", env!("CARGO_MANIFEST_DIR")).into(),
-    );
     coded.insert("interval".into(), "200ms".into());
     let mut sources = toml::Table::new();
     sources.insert("source".into(), vec![toml::Value::Table(coded)].into());

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sensorgate_testkit::config::ConfigBuilder;
+use sensorgate_testkit::config::{demo, ConfigBuilder};
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::pty::FakeDongle;
 
@@ -111,49 +111,15 @@ pub fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Opti
     }
 }
 
-/// `config/demo.toml` as it ships, with the test's broker port, state directory and a free page port;
-/// `users` (`[[broker.user]]` tables) are appended, anonymous MQTT clients still allowed.
+/// `config/demo.toml` as it ships, ready for the harness (the testkit's [`demo`]); `users`
+/// (`[[broker.user]]` tables) are appended, anonymous MQTT clients still allowed.
 pub fn demo_config(users: &str) -> String {
-    let text = include_str!("../../config/demo.toml");
-    let mut config: toml::Table = text.parse().expect("config/demo.toml parses");
-    let table = |config: &mut toml::Table, key: &str| -> toml::Table {
-        config
-            .get(key)
-            .and_then(toml::Value::as_table)
-            .cloned()
-            .unwrap_or_else(|| panic!("[{key}] in the demo"))
-    };
-    let mut gateway = table(&mut config, "gateway");
-    gateway.insert("state_dir".into(), "{state_dir}".into());
-    config.insert("gateway".into(), toml::Value::Table(gateway));
-    let mut broker = table(&mut config, "broker");
-    let mut listener = toml::Table::new();
-    listener.insert("bind".into(), "127.0.0.1:{port}".into());
-    broker.insert("listener".into(), toml::Value::Array(vec![listener.into()]));
-    broker.insert("allow_anonymous".into(), true.into());
-    config.insert("broker".into(), toml::Value::Table(broker));
-    absolute_codec_paths(&mut config);
-    let mut http = table(&mut config, "http");
-    http.insert("bind".into(), "127.0.0.1:0".into());
-    config.insert("http".into(), toml::Value::Table(http));
+    let mut config = demo();
+    if let Some(broker) = config.get_mut("broker").and_then(toml::Value::as_table_mut) {
+        broker.insert("allow_anonymous".into(), true.into());
+    }
     format!(
         "{}\n{users}",
         toml::to_string(&config).expect("serialise the demo")
     )
-}
-
-/// The demo's `codec` paths are relative to config/demo.toml; the test writes the configuration
-/// elsewhere, so they become absolute.
-fn absolute_codec_paths(config: &mut toml::Table) {
-    let sources = config
-        .get_mut("source")
-        .and_then(toml::Value::as_array_mut)
-        .into_iter()
-        .flatten();
-    for source in sources.filter_map(toml::Value::as_table_mut) {
-        if let Some(codec) = source.get("codec").and_then(toml::Value::as_str) {
-            let path = format!("{}/config/{codec}", env!("CARGO_MANIFEST_DIR"));
-            source.insert("codec".into(), path.into());
-        }
-    }
 }

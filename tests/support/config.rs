@@ -15,7 +15,8 @@
 //! Keys are given as TOML lines (`key = value`, one per line), so a test says exactly what it sets;
 //! the feature tables (`[http]`, `[lorawan]`, `[homeassistant]`), broker users, the sources the tests
 //! run (serial, simulator, semtech-udp, ble replay, rtl_433) and devices each have a method; tables
-//! not covered by one go in whole with [`ConfigBuilder::table`].
+//! not covered by one go in whole with [`ConfigBuilder::table`]. The demo's own file is at hand too,
+//! made ready for the harness, for the tests that run what users run first ([`demo`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -212,6 +213,44 @@ impl ConfigBuilder {
     }
 }
 
+/// `config/demo.toml` as it ships, ready for [`crate::daemon::Daemon::start`] once written with
+/// `toml::to_string`: `state_dir = "{state_dir}"`, one broker listener on `127.0.0.1:{port}` in place
+/// of the demo's (its other `[broker]` keys kept), the `[http]` page on a port the kernel chooses, and
+/// the codec paths (relative to `config/`) absolute. A test changes what it needs before writing it.
+pub fn demo() -> toml::Table {
+    let text = include_str!("../../config/demo.toml");
+    let mut config: toml::Table = text.parse().expect("config/demo.toml parses");
+    table(&mut config, "gateway").insert("state_dir".into(), "{state_dir}".into());
+    let mut listener = toml::Table::new();
+    listener.insert("bind".into(), "127.0.0.1:{port}".into());
+    let listeners = vec![toml::Value::from(listener)];
+    table(&mut config, "broker").insert("listener".into(), listeners.into());
+    table(&mut config, "http").insert("bind".into(), "127.0.0.1:0".into());
+    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let sources = config
+        .get_mut("source")
+        .and_then(toml::Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_table_mut);
+    for source in sources {
+        if let Some(codec) = source.get("codec").and_then(toml::Value::as_str) {
+            let path = config_dir.join(codec).display().to_string();
+            source.insert("codec".into(), path.into());
+        }
+    }
+    config
+}
+
+/// The table `key` of `config`, made when it has none.
+fn table<'a>(config: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+    config
+        .entry(key)
+        .or_insert_with(|| toml::Table::new().into())
+        .as_table_mut()
+        .unwrap_or_else(|| panic!("[{key}] in the demo is a table"))
+}
+
 /// A listener's or the page's keys, with `bind = "127.0.0.1:0"` first when they name no bind.
 fn bound_by_the_kernel(keys: &str) -> String {
     let keys = keys.trim();
@@ -292,5 +331,32 @@ mod tests {
             table["device"][0]["dev_eui"].as_str(),
             Some("70b3d57ed0000001")
         );
+    }
+
+    #[test]
+    fn the_demo_is_ready_for_the_harness_and_still_the_demo() {
+        let demo = demo();
+        assert_eq!(demo["gateway"]["state_dir"].as_str(), Some("{state_dir}"));
+        let listeners = demo["broker"]["listener"].as_array().unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0]["bind"].as_str(), Some("127.0.0.1:{port}"));
+        assert!(demo["broker"].get("anonymous_write").is_some(), "{demo:?}");
+        assert_eq!(demo["http"]["bind"].as_str(), Some("127.0.0.1:0"));
+        let codecs: Vec<&str> = demo["source"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|source| source.get("codec")?.as_str())
+            .collect();
+        assert!(!codecs.is_empty(), "the demo has a codec source");
+        for codec in codecs {
+            assert!(Path::new(codec).is_file(), "{codec}");
+        }
+        let text = toml::to_string(&demo)
+            .unwrap()
+            .replace("{state_dir}", "/tmp/state")
+            .replace("{port}", "0");
+        let config = sensorgate::config::Config::parse(&text, Path::new("demo.toml"));
+        assert!(config.is_ok(), "{:?}\n{text}", config.err());
     }
 }
