@@ -41,9 +41,12 @@ fn demo_config() -> String {
         sources.len() >= 2,
         "the demo has a serial-style simulator and a radio"
     );
+    // The sources that send at an `interval` (the simulators); the BLE replay keeps its own pace.
     for source in sources.iter_mut() {
         let source = source.as_table_mut().expect("a [[source]] table");
-        source.insert("interval".into(), FAST_INTERVAL.into());
+        if source.contains_key("interval") {
+            source.insert("interval".into(), FAST_INTERVAL.into());
+        }
     }
     toml::to_string(&config).expect("serialise the test configuration")
 }
