@@ -3,6 +3,7 @@
 //! QoS 0 message of a publisher's burst (its publisher is slowed down instead), and QoS 1 deliveries written together
 //! still arrive whole and in order within the inflight window.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::raw;
 
@@ -11,10 +12,6 @@ use std::time::Duration;
 use raw::{Connect, RawClient, PUBLISH};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-
-const CONFIG: &str =
-    "[gateway]\nid = \"delivery\"\nbase_topic = \"sensorgate\"\nstate_dir = \"{state_dir}\"\n\n\
-                      [[broker.listener]]\nbind = \"127.0.0.1:{port}\"\n";
 
 /// One QoS 0 or 1 PUBLISH (MQTT 3.1.1) of `payload` on `topic`.
 fn publish_frame(topic: &str, payload: &[u8], qos: u8, packet_id: u16) -> Vec<u8> {
@@ -90,7 +87,7 @@ async fn read_numbers(subscriber: &mut RawClient, expected: usize) -> Vec<usize>
 async fn a_burst_reaches_its_subscriber_in_few_writes() {
     const MESSAGES: usize = 5_000;
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), CONFIG);
+    let daemon = Daemon::start(dir.path(), &ConfigBuilder::new("delivery").toml());
     let (mut subscriber, publisher) = pair(&daemon, "writes", "writes/#", 0).await;
 
     let before = subscriber.data_segments_received();
@@ -118,10 +115,8 @@ async fn a_subscriber_that_keeps_reading_loses_no_qos0_message_at_full_speed() {
     // its publisher many times over, and reads all the time.
     const MESSAGES: usize = 30_000;
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(
-        dir.path(),
-        &format!("{CONFIG}\n[broker]\nmax_queued_messages = 100\n"),
-    );
+    let config = ConfigBuilder::new("delivery").broker("max_queued_messages = 100");
+    let daemon = Daemon::start(dir.path(), &config.toml());
     let (mut subscriber, publisher) = pair(&daemon, "full-speed", "speed/#", 0).await;
 
     let writing = write_burst(publisher, burst("speed/x", MESSAGES, 0));
@@ -141,7 +136,7 @@ async fn a_subscriber_that_keeps_reading_loses_no_qos0_message_at_full_speed() {
 async fn qos1_deliveries_written_together_arrive_whole_and_in_order() {
     const MESSAGES: usize = 3_000;
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), CONFIG);
+    let daemon = Daemon::start(dir.path(), &ConfigBuilder::new("delivery").toml());
     let (mut subscriber, publisher) = pair(&daemon, "qos1", "qos1/#", 1).await;
 
     let writing = write_burst(publisher, burst("qos1/x", MESSAGES, 1));

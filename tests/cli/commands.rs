@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use sensorgate_testkit::config::ConfigBuilder;
 use serde_json::json;
 
 /// How long one invocation may take before the test calls it hung.
@@ -352,11 +353,9 @@ fn a_missing_file_is_refused_with_how_to_name_another() {
 
 /// A file that would start a broker on `port`, a simulator and a state directory in `dir`.
 fn runnable_config(dir: &Path, port: u16) -> String {
-    format!(
-        "[gateway]\nstate_dir = \"{}\"\n\n[[broker.listener]]\nbind = \"127.0.0.1:{port}\"\n\n\
-         [[source]]\nname = \"sim\"\nkind = \"simulator\"\n",
-        dir.join("state").display()
-    )
+    ConfigBuilder::new("test-gw")
+        .source("sim", "simulator", "")
+        .toml_at(&dir.join("state"), port)
 }
 
 #[test]

@@ -9,23 +9,16 @@ use std::time::{Duration, Instant};
 
 use sensorgate::decode::{encode_header, HeaderFormat};
 use sensorgate::frame::{encode_frame, Deframer, Framing};
+use sensorgate_testkit::config::{demo, ConfigBuilder};
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::pty::FakeDongle;
 use serde_json::{json, Value as Json};
 
-const HEAD: &str = r#"
-[gateway]
-id = "test-gw"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[publish]
-stats_interval = "1s"
-"#;
+/// The gateway every test here runs: stats every second, sources and devices still to add.
+fn gateway() -> ConfigBuilder {
+    ConfigBuilder::new("test-gw").publish(r#"stats_interval = "1s""#)
+}
 
 fn fixture(name: &str) -> String {
     format!(
@@ -39,26 +32,17 @@ async fn a_vendor_codec_decodes_a_serial_nodes_payload_into_the_devices_fields()
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ttyTBHH");
     let mut dongle = FakeDongle::plug(&link);
-    let config = format!(
-        r#"{HEAD}
-[[source]]
-name = "uart0"
-kind = "serial"
-path = "{link}"
-framing = "cobs"
-header = "node16"
-payload = "codec"
-codec = "{codec}"
-fport = 103
-
-[[device]]
-name = "office"
-source = "uart0"
-address = "17"
-"#,
-        link = link.display(),
-        codec = fixture("tabs-tbhh100.js"),
-    );
+    let config = gateway()
+        .serial(
+            "uart0",
+            &link,
+            &format!(
+                "framing = \"cobs\"\nheader = \"node16\"\npayload = \"codec\"\ncodec = {:?}\nfport = 103",
+                fixture("tabs-tbhh100.js")
+            ),
+        )
+        .device("office", "uart0", "17")
+        .toml();
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
     let mut watch = mqtt::subscribe(daemon.addr, "watch", "sensorgate/office/#", 0).await;
@@ -112,33 +96,29 @@ async fn a_device_gets_its_own_codec_and_variables_over_its_sources() {
     )
     .unwrap();
     // Relative codec paths are taken from the configuration file's folder (the daemon runs elsewhere).
-    let config = format!(
-        r#"{HEAD}
-[[source]]
-name = "uart0"
-kind = "serial"
-path = "{link}"
+    let config = gateway()
+        .serial(
+            "uart0",
+            &link,
+            r#"
 framing = "cobs"
 header = "node16"
 payload = "codec"
 codec = "site.js"
 fport = 7
-variables = {{ site = "north", bed = "1" }}
-
-[[device]]
-name = "with-variables"
-source = "uart0"
-address = "17"
-variables = {{ bed = "2" }}
-
-[[device]]
-name = "own-codec"
-source = "uart0"
-address = "18"
-codec = "other.js"
-"#,
-        link = link.display(),
-    );
+variables = { site = "north", bed = "1" }"#,
+        )
+        .device_keys(
+            "with-variables",
+            "uart0",
+            "address = \"17\"\nvariables = { bed = \"2\" }",
+        )
+        .device_keys(
+            "own-codec",
+            "uart0",
+            "address = \"18\"\ncodec = \"other.js\"",
+        )
+        .toml();
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
     let mut states = mqtt::subscribe(daemon.addr, "states", "sensorgate/+", 0).await;
@@ -188,29 +168,18 @@ async fn commands_to_a_codec_device_go_through_encode_downlink() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ttyCMD");
     let mut dongle = FakeDongle::plug(&link);
-    let config = format!(
-        r#"{HEAD}
-[broker]
-anonymous_write = ["sensorgate/+/set"]
-
-[[source]]
-name = "uart0"
-kind = "serial"
-path = "{link}"
-framing = "cobs"
-header = "node16"
-payload = "codec"
-codec = "{codec}"
-commands = true
-
-[[device]]
-name = "node"
-source = "uart0"
-address = "17"
-"#,
-        link = link.display(),
-        codec = concat!(env!("CARGO_MANIFEST_DIR"), "/config/codecs/example-th.js"),
-    );
+    let codec = concat!(env!("CARGO_MANIFEST_DIR"), "/config/codecs/example-th.js");
+    let config = gateway()
+        .broker(r#"anonymous_write = ["sensorgate/+/set"]"#)
+        .serial(
+            "uart0",
+            &link,
+            &format!(
+                "framing = \"cobs\"\nheader = \"node16\"\npayload = \"codec\"\ncodec = {codec:?}\ncommands = true"
+            ),
+        )
+        .device("node", "uart0", "17")
+        .toml();
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
     let mut results = mqtt::subscribe(daemon.addr, "ops", "sensorgate/node/set/result", 0).await;
@@ -299,16 +268,13 @@ const HOSTILE: [(&str, &str, &str); 6] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_codecs_fail_only_their_own_devices_and_a_good_device_keeps_its_pace() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = format!(
-        r#"{HEAD}
-[[source]]
-name = "good"
-kind = "simulator"
-payload = "lpp"
-devices = 1
-interval = "{}ms"
-"#,
-        GOOD_INTERVAL.as_millis()
+    let mut config = gateway().source(
+        "good",
+        "simulator",
+        &format!(
+            "payload = \"lpp\"\ndevices = 1\ninterval = \"{}ms\"",
+            GOOD_INTERVAL.as_millis()
+        ),
     );
     for (name, script, _) in HOSTILE {
         let path = dir.path().join(format!("{name}.js"));
@@ -316,12 +282,16 @@ interval = "{}ms"
         // 20 payloads a second; the endless loop gets 100 a second, ten times what a codec that spends
         // its 100 ms budget on each can take, so its queue (64) fills and drops too.
         let interval = if name == "loops" { "10ms" } else { "50ms" };
-        config.push_str(&format!(
-            "\n[[source]]\nname = \"{name}\"\nkind = \"simulator\"\npayload = \"codec\"\ncodec = \"{}\"\ndevices = 1\ninterval = \"{interval}\"\n",
-            path.display()
-        ));
+        config = config.source(
+            name,
+            "simulator",
+            &format!(
+                "payload = \"codec\"\ncodec = {:?}\ndevices = 1\ninterval = \"{interval}\"",
+                path.display().to_string()
+            ),
+        );
     }
-    let daemon = Daemon::start(dir.path(), &config);
+    let daemon = Daemon::start(dir.path(), &config.toml());
     let mut all = mqtt::subscribe(daemon.addr, "all", "sensorgate/#", 0).await;
 
     let window = Duration::from_secs(6);
@@ -510,34 +480,22 @@ async fn discovery_types_codec_fields_from_normalize_uplink() {
          relativeHumidity: i.data.Hum_SHT }, battery: i.data.BatV } }; }",
     )
     .unwrap();
-    let config = format!(
-        r#"{HEAD}
-[homeassistant]
-discovery = true
-
-[[source]]
-name = "uart0"
-kind = "serial"
-path = "{link}"
-framing = "cobs"
-header = "node16"
-payload = "codec"
-codec = "{manifest}/tests/fixtures/codecs/ttn/em300-th.js"
-
-[[device]]
-name = "em300"
-source = "uart0"
-address = "17"
-
-[[device]]
-name = "vendor-x"
-source = "uart0"
-address = "18"
-codec = "vendor-x.js"
-"#,
-        link = link.display(),
-        manifest = env!("CARGO_MANIFEST_DIR"),
+    let em300_codec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/codecs/ttn/em300-th.js"
     );
+    let config = gateway()
+        .homeassistant("discovery = true")
+        .serial(
+            "uart0",
+            &link,
+            &format!(
+                "framing = \"cobs\"\nheader = \"node16\"\npayload = \"codec\"\ncodec = {em300_codec:?}"
+            ),
+        )
+        .device("em300", "uart0", "17")
+        .device_keys("vendor-x", "uart0", "address = \"18\"\ncodec = \"vendor-x.js\"")
+        .toml();
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
     let mut configs = mqtt::subscribe(daemon.addr, "ha", "homeassistant/+/+/+/config", 0).await;
@@ -605,7 +563,7 @@ codec = "vendor-x.js"
 /// normalizeUplink in Home Assistant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demos_codec_source_decodes_the_simulators_payload() {
-    let demo: toml::Table = include_str!("../../config/demo.toml").parse().unwrap();
+    let demo = demo();
     let mut coded = demo["source"]
         .as_array()
         .unwrap()
@@ -614,18 +572,13 @@ async fn the_demos_codec_source_decodes_the_simulators_payload() {
         .find(|source| source.get("payload").and_then(toml::Value::as_str) == Some("codec"))
         .expect("the demo has a codec source")
         .clone();
-    let codec = coded["codec"].as_str().unwrap().to_string();
-    coded.insert(
-        "codec".into(),
-        format!("{}/config/{codec}", env!("CARGO_MANIFEST_DIR")).into(),
-    );
     coded.insert("interval".into(), "200ms".into());
     let mut sources = toml::Table::new();
     sources.insert("source".into(), vec![toml::Value::Table(coded)].into());
-    let config = format!(
-        "{HEAD}\n[homeassistant]\ndiscovery = true\n\n{}",
-        toml::to_string(&sources).unwrap()
-    );
+    let config = gateway()
+        .homeassistant("discovery = true")
+        .table(&toml::to_string(&sources).unwrap())
+        .toml();
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &config);
     let mut state = mqtt::subscribe(daemon.addr, "state", "sensorgate/coded-1", 0).await;

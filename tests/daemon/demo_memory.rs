@@ -7,6 +7,7 @@
 //! What it caught: the simulated radio kept a trace entry for every SPI transaction forever (the demo grew
 //! about 75 KiB a minute; at this test's pace about 1.5 MiB over the measured 40 s).
 
+use sensorgate_testkit::config::demo;
 use sensorgate_testkit::daemon;
 use sensorgate_testkit::mqtt;
 
@@ -28,30 +29,10 @@ const MIN_STATES: u64 = 300;
 /// How far the last sample may lie above the warm-up sample (allocator noise is well under this).
 const ALLOWED_GROWTH_KIB: u64 = 512;
 
-/// The demo's configuration with the test's port, state directory and pace (placeholders for
-/// [`Daemon::start`]).
+/// The demo's configuration ready for the harness (the testkit's [`demo`]), its sources at the
+/// test's pace.
 fn demo_config() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml");
-    let text = std::fs::read_to_string(path).expect("read config/demo.toml");
-    let mut config: toml::Table = text.parse().expect("config/demo.toml parses");
-    let gateway = config
-        .get_mut("gateway")
-        .and_then(toml::Value::as_table_mut)
-        .expect("[gateway] in the demo");
-    gateway.insert("state_dir".into(), "{state_dir}".into());
-    let mut listener = toml::Table::new();
-    listener.insert("bind".into(), "127.0.0.1:{port}".into());
-    let mut broker = toml::Table::new();
-    broker.insert(
-        "listener".into(),
-        toml::Value::Array(vec![toml::Value::Table(listener)]),
-    );
-    config.insert("broker".into(), toml::Value::Table(broker));
-    if let Some(http) = config.get_mut("http").and_then(toml::Value::as_table_mut) {
-        // The demo's status page on a free port, so that parallel tests never compete for 8088.
-        http.insert("bind".into(), "127.0.0.1:0".into());
-    }
-    absolute_codec_paths(&mut config);
+    let mut config = demo();
     let sources = config
         .get_mut("source")
         .and_then(toml::Value::as_array_mut)
@@ -60,9 +41,9 @@ fn demo_config() -> String {
         sources.len() >= 2,
         "the demo has a serial-style simulator and a radio"
     );
+    // The sources that send at an `interval` (the simulators); the BLE replay keeps its own pace.
     for source in sources.iter_mut() {
         let source = source.as_table_mut().expect("a [[source]] table");
-        // The simulated sources speed up; a replayed one (Bluetooth LE) keeps its own pace.
         if source.contains_key("interval") {
             source.insert("interval".into(), FAST_INTERVAL.into());
         }
@@ -150,20 +131,4 @@ async fn the_demo_configuration_runs_in_flat_memory() {
         "resident memory grew {growth} KiB after the warm-up (allowed {ALLOWED_GROWTH_KIB} KiB): \
          {reference} -> {last} KiB"
     );
-}
-
-/// The demo's `codec` paths are relative to config/demo.toml; the test writes the configuration
-/// elsewhere, so they become absolute.
-fn absolute_codec_paths(config: &mut toml::Table) {
-    let sources = config
-        .get_mut("source")
-        .and_then(toml::Value::as_array_mut)
-        .into_iter()
-        .flatten();
-    for source in sources.filter_map(toml::Value::as_table_mut) {
-        if let Some(codec) = source.get("codec").and_then(toml::Value::as_str) {
-            let path = format!("{}/config/{codec}", env!("CARGO_MANIFEST_DIR"));
-            source.insert("codec".into(), path.into());
-        }
-    }
 }

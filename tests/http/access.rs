@@ -11,22 +11,24 @@ use std::time::Duration;
 use base64::Engine;
 
 use crate::client::{exchange, get, get_page};
-use crate::daemon::start;
+use crate::daemon::{config, start};
+use sensorgate_testkit::config::ConfigBuilder;
 
-fn users(hash: &str) -> String {
-    format!(
-        "[http]\nbind = \"127.0.0.1:0\"\nanonymous = \"none\"\n\n\
-         [[broker.user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nread = [\"#\"]\nhttp = \"read\"\n\n\
-         [[broker.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nread = [\"#\"]\n\n\
-         [[broker.user]]\nname = \"root\"\npassword_hash = \"{hash}\"\nhttp = \"admin\"\n"
-    )
+/// The page for logins only: `alice` reads it, `bob` (MQTT reader) has no right to it, `root` is its
+/// admin; all with password `hash`.
+fn users(dir: &std::path::Path, hash: &str) -> ConfigBuilder {
+    config(dir)
+        .http(r#"anonymous = "none""#)
+        .user("alice", hash, "read = [\"#\"]\nhttp = \"read\"")
+        .user("bob", hash, "read = [\"#\"]")
+        .user("root", hash, "http = \"admin\"")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_is_required_and_a_wrong_password_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let hash = sensorgate::broker::hash_password("wonderland").unwrap();
-    let running = start(dir.path(), &users(&hash));
+    let running = start(dir.path(), users(dir.path(), &hash));
     let page = running.page;
 
     let anonymous = get(page, "/", None);

@@ -10,7 +10,7 @@ use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 
 use crate::client::{exchange, get, Answer};
-use crate::daemon::{demo_config, frame_from, start, wait_for};
+use crate::daemon::{admin_and_reader, config, demo_config, frame_from, start, wait_for};
 
 fn post(page: std::net::SocketAddr, user: &str, body: &str) -> u16 {
     post_to(page, "/api/command", user, body).status
@@ -88,13 +88,11 @@ fn post_to(page: std::net::SocketAddr, path: &str, user: &str, body: &str) -> An
 async fn an_admin_forgets_a_device_its_retained_topics_and_discovery_configs_are_cleared() {
     let dir = tempfile::tempdir().unwrap();
     let hash = sensorgate::broker::hash_password("wonderland").unwrap();
-    let sections = format!(
-        "[http]\nbind = \"127.0.0.1:0\"\n\n\
-         [[broker.user]]\nname = \"root\"\npassword_hash = \"{hash}\"\nhttp = \"admin\"\n\n\
-         [[broker.user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nhttp = \"read\"\n\n\
-         [broker]\nallow_anonymous = true\n\n[homeassistant]\ndiscovery = true\n"
-    );
-    let mut running = start(dir.path(), &sections);
+    let config = config(dir.path())
+        .broker("allow_anonymous = true")
+        .http("")
+        .homeassistant("discovery = true");
+    let mut running = start(dir.path(), admin_and_reader(config, &hash));
     let page = running.page;
     let mut watch = mqtt::subscribe(running.daemon.addr, "watch-forget", "#", 0).await;
     // An unknown node on the serial port: uart0-9, heard once (the simulator's devices go on).

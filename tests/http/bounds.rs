@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sensorgate_testkit::mqtt;
 
 use crate::client::{exchange, get};
-use crate::daemon::{start, wait_for, ANONYMOUS_READ};
+use crate::daemon::{start_anonymous_read, wait_for};
 
 fn refused(metrics: &str, reason: &str) -> u64 {
     let prefix = format!("sensorgate_http_refused_total{{reason=\"{reason}\"}} ");
@@ -23,7 +23,7 @@ fn refused(metrics: &str, reason: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_headers_traversal_and_slow_clients_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), ANONYMOUS_READ);
+    let running = start_anonymous_read(dir.path());
     let page = running.page;
 
     let mut big = b"GET / HTTP/1.1\r\nX-Filler: ".to_vec();
@@ -85,7 +85,7 @@ async fn oversize_headers_traversal_and_slow_clients_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_are_bounded_and_the_page_comes_back() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), ANONYMOUS_READ);
+    let running = start_anonymous_read(dir.path());
     let page = running.page;
     let mut idle = Vec::new();
     let opening = std::time::Instant::now();

@@ -5,48 +5,47 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use sensorgate_testkit::config::{demo, ConfigBuilder};
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::pty::FakeDongle;
 
-pub const CONFIG: &str = r#"
-[gateway]
-id = "test-gw"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
+/// The configuration these tests run: the simulator, the serial port in `dir` (with `serial_keys`
+/// more) and its kitchen node at address 7; `[http]` and users still to add.
+pub fn config_with_serial(dir: &Path, serial_keys: &str) -> ConfigBuilder {
+    ConfigBuilder::new("test-gw")
+        .publish(r#"stats_interval = "1s""#)
+        .source(
+            "sim",
+            "simulator",
+            "devices = 3\ninterval = \"1s\"\npayload = \"lpp\"",
+        )
+        .serial(
+            "uart0",
+            &serial_link(dir),
+            &format!(
+                "baud = 115200\nframing = \"cobs\"\npayload = \"lpp\"\nheader = \"node16\"\n\
+                 crc = \"crc16-ccitt-false\"\n{serial_keys}"
+            ),
+        )
+        .device("kitchen", "uart0", "7")
+}
 
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
+/// [`config_with_serial`] with the serial port as it is.
+pub fn config(dir: &Path) -> ConfigBuilder {
+    config_with_serial(dir, "")
+}
 
-[publish]
-stats_interval = "1s"
+/// Users `root` (the page's admin) and `alice` (its reader), both with password `hash`.
+pub fn admin_and_reader(config: ConfigBuilder, hash: &str) -> ConfigBuilder {
+    config
+        .user("root", hash, "http = \"admin\"")
+        .user("alice", hash, "http = \"read\"")
+}
 
-[[source]]
-name = "sim"
-kind = "simulator"
-devices = 3
-interval = "1s"
-payload = "lpp"
-
-[[source]]
-name = "uart0"
-kind = "serial"
-path = "{link}"
-baud = 115200
-framing = "cobs"
-payload = "lpp"
-header = "node16"
-crc = "crc16-ccitt-false"
-
-[[device]]
-name = "kitchen"
-source = "uart0"
-address = "7"
-
-{http}
-"#;
-
-/// `[http]` open for reading from this machine.
-pub const ANONYMOUS_READ: &str = "[http]\nbind = \"127.0.0.1:0\"\nanonymous = \"read\"\n";
+/// The serial port's pseudo-terminal in `dir`.
+fn serial_link(dir: &Path) -> std::path::PathBuf {
+    dir.join("usb-serial-port0")
+}
 
 pub struct Running {
     pub daemon: Daemon,
@@ -54,18 +53,16 @@ pub struct Running {
     pub page: SocketAddr,
 }
 
-/// Starts the daemon with `http` as its `[http]` section (and any `[[broker.user]]`), waits for the
-/// serial port to open and the page to listen.
-pub fn start(dir: &Path, http: &str) -> Running {
-    start_with(dir, &CONFIG.replace("{http}", http))
+/// Starts the daemon with [`config`] and the page open for reading from this machine.
+pub fn start_anonymous_read(dir: &Path) -> Running {
+    start(dir, config(dir).http(r#"anonymous = "read""#))
 }
 
-/// [`start`] with a whole configuration (`{link}` is the serial port's path).
-pub fn start_with(dir: &Path, config: &str) -> Running {
-    let link = dir.join("usb-serial-port0");
-    let dongle = FakeDongle::plug(&link);
-    let config = config.replace("{link}", &link.display().to_string());
-    let daemon = Daemon::start(dir, &config);
+/// Starts the daemon with `config` (a [`config`] or [`config_with_serial`] of `dir` and more), waits
+/// for the serial port to open and the page to listen.
+pub fn start(dir: &Path, config: ConfigBuilder) -> Running {
+    let dongle = FakeDongle::plug(&serial_link(dir));
+    let daemon = Daemon::start(dir, &config.toml());
     daemon.wait_for_log("open at 115200 baud", 1, Duration::from_secs(10));
     daemon.wait_for_log("status page on http", 1, Duration::from_secs(10));
     let log = daemon.log();
@@ -114,49 +111,15 @@ pub fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Opti
     }
 }
 
-/// `config/demo.toml` as it ships, with the test's broker port, state directory and a free page port;
-/// `users` (`[[broker.user]]` tables) are appended, anonymous MQTT clients still allowed.
+/// `config/demo.toml` as it ships, ready for the harness (the testkit's [`demo`]); `users`
+/// (`[[broker.user]]` tables) are appended, anonymous MQTT clients still allowed.
 pub fn demo_config(users: &str) -> String {
-    let text = include_str!("../../config/demo.toml");
-    let mut config: toml::Table = text.parse().expect("config/demo.toml parses");
-    let table = |config: &mut toml::Table, key: &str| -> toml::Table {
-        config
-            .get(key)
-            .and_then(toml::Value::as_table)
-            .cloned()
-            .unwrap_or_else(|| panic!("[{key}] in the demo"))
-    };
-    let mut gateway = table(&mut config, "gateway");
-    gateway.insert("state_dir".into(), "{state_dir}".into());
-    config.insert("gateway".into(), toml::Value::Table(gateway));
-    let mut broker = table(&mut config, "broker");
-    let mut listener = toml::Table::new();
-    listener.insert("bind".into(), "127.0.0.1:{port}".into());
-    broker.insert("listener".into(), toml::Value::Array(vec![listener.into()]));
-    broker.insert("allow_anonymous".into(), true.into());
-    config.insert("broker".into(), toml::Value::Table(broker));
-    absolute_codec_paths(&mut config);
-    let mut http = table(&mut config, "http");
-    http.insert("bind".into(), "127.0.0.1:0".into());
-    config.insert("http".into(), toml::Value::Table(http));
+    let mut config = demo();
+    if let Some(broker) = config.get_mut("broker").and_then(toml::Value::as_table_mut) {
+        broker.insert("allow_anonymous".into(), true.into());
+    }
     format!(
         "{}\n{users}",
         toml::to_string(&config).expect("serialise the demo")
     )
-}
-
-/// The demo's `codec` paths are relative to config/demo.toml; the test writes the configuration
-/// elsewhere, so they become absolute.
-fn absolute_codec_paths(config: &mut toml::Table) {
-    let sources = config
-        .get_mut("source")
-        .and_then(toml::Value::as_array_mut)
-        .into_iter()
-        .flatten();
-    for source in sources.filter_map(toml::Value::as_table_mut) {
-        if let Some(codec) = source.get("codec").and_then(toml::Value::as_str) {
-            let path = format!("{}/config/{codec}", env!("CARGO_MANIFEST_DIR"));
-            source.insert("codec".into(), path.into());
-        }
-    }
 }

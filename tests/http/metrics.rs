@@ -8,7 +8,7 @@ use std::time::Duration;
 use sensorgate_testkit::{mqtt, python};
 
 use crate::client::get;
-use crate::daemon::{start, wait_for, ANONYMOUS_READ};
+use crate::daemon::{start_anonymous_read, wait_for};
 
 /// `promtool check metrics` on `text`: its exit status and what it said.
 fn promtool(text: &str) -> (bool, String) {
@@ -72,7 +72,7 @@ fn frames_of_sim(families: &Families) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_and_prometheus_client_read_every_family_and_counters_only_grow() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), ANONYMOUS_READ);
+    let running = start_anonymous_read(dir.path());
     let scrape = || {
         let answer = get(running.page, "/metrics", None);
         assert_eq!(answer.status, 200, "{}", answer.body);
@@ -144,7 +144,7 @@ fn sample(text: &str, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_messages_in_out_and_refused_are_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), ANONYMOUS_READ);
+    let running = start_anonymous_read(dir.path());
     let scrape = || get(running.page, "/metrics", None).body;
     let received = "sensorgate_broker_messages_received_total";
     let sent = "sensorgate_broker_messages_sent_total";

@@ -12,7 +12,8 @@ use sensorgate_testkit::mqtt;
 
 use crate::client::get;
 use crate::daemon::{
-    demo_config, frame_from, kitchen_frame, start, start_with, wait_for, ANONYMOUS_READ, CONFIG,
+    admin_and_reader, config, config_with_serial, demo_config, frame_from, kitchen_frame, start,
+    start_anonymous_read, wait_for,
 };
 
 /// Runs headless Chromium on `url` with `args` (a fresh profile in `dir`), returning its standard
@@ -58,7 +59,7 @@ fn artifacts() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_devices_values_and_a_bad_crc_frame_with_its_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut running = start(dir.path(), ANONYMOUS_READ);
+    let mut running = start_anonymous_read(dir.path());
     let page = running.page;
     running.dongle.write(&kitchen_frame(1, true)).await;
     running.dongle.write(&kitchen_frame(2, false)).await;
@@ -120,10 +121,10 @@ async fn the_page_shows_devices_values_and_a_bad_crc_frame_with_its_error() {
 async fn the_browser_is_asked_for_a_login_when_one_is_configured() {
     let dir = tempfile::tempdir().unwrap();
     let hash = sensorgate::broker::hash_password("wonderland").unwrap();
-    let http = format!(
-        "[http]\nbind = \"127.0.0.1:0\"\n\n[[broker.user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nhttp = \"read\"\n"
-    );
-    let running = start(dir.path(), &http);
+    let config = config(dir.path())
+        .http("")
+        .user("alice", &hash, r#"http = "read""#);
+    let running = start(dir.path(), config);
     let page = running.page;
     wait_for(Duration::from_secs(15), "sim-3 in the API", || {
         let devices = get(page, "/api/devices", Some(("alice", "wonderland"))).body;
@@ -214,18 +215,11 @@ fn drive(dir: &Path, url: &str, steps: &[&str]) -> Vec<serde_json::Value> {
 async fn admin_buttons_are_shown_to_admins_only_and_forget_reload_and_command_work() {
     let dir = tempfile::tempdir().unwrap();
     let hash = sensorgate::broker::hash_password("wonderland").unwrap();
-    let sections = format!(
-        "[http]\nbind = \"127.0.0.1:0\"\n\n\
-         [[broker.user]]\nname = \"root\"\npassword_hash = \"{hash}\"\nhttp = \"admin\"\n\n\
-         [[broker.user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nhttp = \"read\"\n\n\
-         [broker]\nallow_anonymous = true\n"
-    );
     // The serial port takes commands, so that the page's command goes the whole commands path.
-    let config = CONFIG.replace("{http}", &sections).replace(
-        "crc = \"crc16-ccitt-false\"\n",
-        "crc = \"crc16-ccitt-false\"\ncommands = true\n",
-    );
-    let mut running = start_with(dir.path(), &config);
+    let config = config_with_serial(dir.path(), "commands = true")
+        .broker("allow_anonymous = true")
+        .http("");
+    let mut running = start(dir.path(), admin_and_reader(config, &hash));
     let page = running.page;
     running.dongle.write(&frame_from(9, 1, true)).await;
     running.dongle.write(&kitchen_frame(1, true)).await;
@@ -303,11 +297,10 @@ async fn admin_buttons_are_shown_to_admins_only_and_forget_reload_and_command_wo
 async fn admin_requests_without_the_page_header_or_from_another_site_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let hash = sensorgate::broker::hash_password("wonderland").unwrap();
-    let sections = format!(
-        "[http]\nbind = \"127.0.0.1:0\"\n\n\
-         [[broker.user]]\nname = \"root\"\npassword_hash = \"{hash}\"\nhttp = \"admin\"\n"
-    );
-    let running = start(dir.path(), &sections);
+    let config = config(dir.path())
+        .http("")
+        .user("root", &hash, r#"http = "admin""#);
+    let running = start(dir.path(), config);
     let page = running.page;
     let token = base64::engine::general_purpose::STANDARD.encode("root:wonderland");
     let post = |extra: &str| {

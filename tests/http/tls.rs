@@ -5,18 +5,18 @@ use std::process::Command;
 
 use sensorgate_testkit::certs::Certs;
 
-use crate::daemon::start;
+use crate::daemon::{config, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_is_served_over_tls_with_the_configured_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let certs = Certs::generate(dir.path());
     let http = format!(
-        "[http]\nbind = \"127.0.0.1:0\"\nanonymous = \"read\"\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
+        "anonymous = \"read\"\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}",
         certs.server_cert.display(),
         certs.server_key.display()
     );
-    let running = start(dir.path(), &http);
+    let running = start(dir.path(), config(dir.path()).http(&http));
     assert!(running.daemon.log().contains("status page on https://"));
     let curl = |scheme: &str, ca: &std::path::Path| {
         Command::new("curl")

@@ -535,13 +535,17 @@ fn an_encrypted_source_without_a_header_is_refused_by_check_config_and_run() {
     let key = dir.path().join("uart0.key");
     write_key(&key, SOURCE_KEY, 0o600);
     // Without a header every node would seal with nonce address 0 and share one replay mark.
-    let text = format!(
-        "[gateway]\nstate_dir = \"{}\"\n[[broker.listener]]\nbind = \"127.0.0.1:0\"\n\
-         [[source]]\nname = \"uart0\"\nkind = \"serial\"\npath = \"/dev/null\"\nframing = \"cobs\"\n\
-         header = \"none\"\npayload = \"lpp\"\nencryption = \"aes-128-ccm\"\nkey_file = \"{}\"\n",
-        dir.path().join("state").display(),
-        key.display()
-    );
+    let text = ConfigBuilder::new("test-gw")
+        .serial(
+            "uart0",
+            Path::new("/dev/null"),
+            &format!(
+                "framing = \"cobs\"\nheader = \"none\"\npayload = \"lpp\"\n\
+                 encryption = \"aes-128-ccm\"\nkey_file = {:?}",
+                key.display().to_string()
+            ),
+        )
+        .toml_at(&dir.path().join("state"), 0);
     let config = dir.path().join("sensorgate.toml");
     std::fs::write(&config, &text).unwrap();
     let line = text[..text.find("encryption =").unwrap()]

@@ -12,6 +12,7 @@ mod supervision;
 use std::path::Path;
 use std::time::Duration;
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt::{self, Received, Subscriber};
 use sensorgate_testkit::python;
@@ -21,43 +22,29 @@ use serde_json::Value as Json;
 pub const IO_KEY: &str = "231d39c1d7cc1ab1aee224cd096db932";
 pub const IO_MAC: &str = "54:48:E6:8F:80:A5";
 
-/// The daemon's configuration: one `ble` source named `air` replaying `{replay}`, stats every second;
-/// `{source}` adds source keys, `{devices}` the `[[device]]` tables.
-const CONFIG: &str = r#"
-[gateway]
-id = "test-gw"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[publish]
-stats_interval = "1s"
-
-[[source]]
-name = "air"
-kind = "ble"
-hci_replay = "{replay}"
-replay_interval = "20ms"
-{source}
-
-{devices}
-"#;
-
-/// The configuration text for a replay file and extra keys.
-pub fn config(replay: &Path, source: &str, devices: &str) -> String {
-    CONFIG
-        .replace("{replay}", &replay.display().to_string())
-        .replace("{source}", source)
-        .replace("{devices}", devices)
+/// The daemon's configuration: one `ble` source named `air` replaying `replay` (an advert every 20 ms)
+/// with more `source_keys`, stats every second; devices still to add.
+pub fn config(replay: &Path, source_keys: &str) -> ConfigBuilder {
+    ConfigBuilder::new("test-gw")
+        .publish(r#"stats_interval = "1s""#)
+        .ble_replay(
+            "air",
+            replay,
+            &format!("replay_interval = \"20ms\"\n{source_keys}"),
+        )
 }
 
-/// Starts the daemon on `dir` replaying `lines` (written to `dir/capture.hci`).
-pub fn start(dir: &Path, lines: &[String], source: &str, devices: &str) -> Daemon {
+/// Starts the daemon on `dir` replaying `lines` (written to `dir/capture.hci`), the source with
+/// `source_keys`, the devices those `with_devices` adds.
+pub fn start(
+    dir: &Path,
+    lines: &[String],
+    source_keys: &str,
+    with_devices: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> Daemon {
     let replay = dir.join("capture.hci");
     std::fs::write(&replay, lines.join("\n") + "\n").unwrap();
-    Daemon::start(dir, &config(&replay, source, devices))
+    Daemon::start(dir, &with_devices(config(&replay, source_keys)).toml())
 }
 
 /// A private key file holding `hex` in `dir`; its path.

@@ -5,26 +5,18 @@
 
 use std::time::Duration;
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::mqtt;
 
 use super::{advert, json, start, IO_MAC};
 
-const DEVICES: &str = r#"
-[[device]]
-name = "thermo"
-source = "air"
-address = "54:48:e6:8f:80:a5"
-
-[[device]]
-name = "kitchen"
-source = "air"
-address = "A4-C1-38-8D-18-B2"
-
-[[device]]
-name = "balcony"
-source = "air"
-address = "A4:C1:38:BC:7C:4E"
-"#;
+/// The three sensors, their MACs written in three ways.
+fn devices(config: ConfigBuilder) -> ConfigBuilder {
+    config
+        .device("thermo", "air", "54:48:e6:8f:80:a5")
+        .device("kitchen", "air", "A4-C1-38-8D-18-B2")
+        .device("balcony", "air", "A4:C1:38:BC:7C:4E")
+}
 
 /// ble_monitor's `test_atc_custom_v2_9` (pvvx, legacy report) and `test_atc_atc1441_ext` (atc1441,
 /// extended report).
@@ -45,7 +37,7 @@ async fn configured_sensors_are_published_and_other_sensors_are_heard() {
         // A phone's service data (Battery Service, 0x180F): no sensor.
         advert("66:55:44:33:22:11", "0f1864"),
     ];
-    let daemon = start(dir.path(), &lines, "replay_loop = true", DEVICES);
+    let daemon = start(dir.path(), &lines, "replay_loop = true", devices);
     let mut sub = mqtt::subscribe(daemon.addr, "watch", "sensorgate/#", 1).await;
     let latest = sub
         .collect_until(Duration::from_secs(20), |latest| {

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::mqtt;
 
 use super::{advert, count, key_file, sealed, start, state_until, stats_until, IO_KEY, IO_MAC};
@@ -17,24 +18,21 @@ const IO_ENCRYPTED: &str = "d2fc41a47266c95f730011223378237214";
 const PVVX_ENCRYPTED_EVENT: &str = "043e1b02010000b2188d38c1a40f0e161a1811d603fbfa7b6dfb1e26fde2";
 const PVVX_KEY: &str = "b9ea895fac7eea6d30532432a516f3a3";
 
-fn devices(dir: &std::path::Path) -> String {
-    format!(
-        r#"
-[[device]]
-name = "thermo"
-source = "air"
-address = "{IO_MAC}"
-key_file = "{}"
-
-[[device]]
-name = "kitchen"
-source = "air"
-address = "A4:C1:38:8D:18:B2"
-key_file = "{}"
-"#,
-        key_file(dir, "thermo.key", IO_KEY),
-        key_file(dir, "kitchen.key", PVVX_KEY)
-    )
+/// The two encrypted sensors, their keys written to files in `dir`.
+fn keyed_devices(config: ConfigBuilder, dir: &std::path::Path) -> ConfigBuilder {
+    let thermo = key_file(dir, "thermo.key", IO_KEY);
+    let kitchen = key_file(dir, "kitchen.key", PVVX_KEY);
+    config
+        .device_keys(
+            "thermo",
+            "air",
+            &format!("address = {IO_MAC:?}\nkey_file = {thermo:?}"),
+        )
+        .device_keys(
+            "kitchen",
+            "air",
+            &format!("address = \"A4:C1:38:8D:18:B2\"\nkey_file = {kitchen:?}"),
+        )
 }
 
 /// `bthome IO_KEY IO_MAC counter plain`, sealed, as an advert line.
@@ -58,7 +56,7 @@ async fn replays_plaintext_spoofs_and_the_wrong_key_are_refused_and_counted() {
         advert(IO_MAC, &wrong_key[0]),
         io_advert(857_870_593, "021008"),
     ];
-    let daemon = start(dir.path(), &lines, "", &devices(dir.path()));
+    let daemon = start(dir.path(), &lines, "", |c| keyed_devices(c, dir.path()));
     let mut sub = mqtt::subscribe(daemon.addr, "watch", "sensorgate/#", 1).await;
     let air = stats_until(&mut sub, Duration::from_secs(20), |air| {
         count(air, "readings") >= 3
@@ -90,8 +88,8 @@ async fn replays_plaintext_spoofs_and_the_wrong_key_are_refused_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_survive_a_clean_stop_exactly_and_kill_9_with_the_margin() {
     let dir = tempfile::tempdir().unwrap();
-    let devices = devices(dir.path());
-    let first = start(dir.path(), &[io_advert(1000, "02e803")], "", &devices);
+    let devices = |c| keyed_devices(c, dir.path());
+    let first = start(dir.path(), &[io_advert(1000, "02e803")], "", devices);
     state_until(first.addr, "thermo", Duration::from_secs(20), |s| {
         s["temperature"] == 10.0
     })
@@ -106,7 +104,7 @@ async fn counters_survive_a_clean_stop_exactly_and_kill_9_with_the_margin() {
         io_advert(999, "02e703"),
         io_advert(1001, "024c04"),
     ];
-    let second = start(dir.path(), &lines, "", &devices);
+    let second = start(dir.path(), &lines, "", devices);
     let mut sub = mqtt::subscribe(second.addr, "watch", "sensorgate/#", 1).await;
     let air = stats_until(&mut sub, Duration::from_secs(20), |air| {
         count(air, "readings") >= 1
@@ -127,7 +125,7 @@ async fn counters_survive_a_clean_stop_exactly_and_kill_9_with_the_margin() {
         io_advert(1020, "02f803"),
         io_advert(1040, "021004"),
     ];
-    let third = start(dir.path(), &lines, "", &devices);
+    let third = start(dir.path(), &lines, "", devices);
     let mut sub = mqtt::subscribe(third.addr, "watch", "sensorgate/#", 1).await;
     let air = stats_until(&mut sub, Duration::from_secs(20), |air| {
         count(air, "readings") >= 1
@@ -149,12 +147,9 @@ async fn a_battery_change_is_accepted_after_counter_reset_after_adverts() {
         io_advert(2, "02c800"),
         io_advert(3, "022c01"),
     ];
-    let daemon = start(
-        dir.path(),
-        &lines,
-        "counter_reset_after = 3",
-        &devices(dir.path()),
-    );
+    let daemon = start(dir.path(), &lines, "counter_reset_after = 3", |c| {
+        keyed_devices(c, dir.path())
+    });
     let mut sub = mqtt::subscribe(daemon.addr, "watch", "sensorgate/#", 1).await;
     let air = stats_until(&mut sub, Duration::from_secs(20), |air| {
         count(air, "readings") >= 2
@@ -171,8 +166,8 @@ async fn a_battery_change_is_accepted_after_counter_reset_after_adverts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_battery_change_is_accepted_after_the_reset_counter_command() {
     let dir = tempfile::tempdir().unwrap();
-    let devices = devices(dir.path());
-    let first = start(dir.path(), &[io_advert(5000, "02e803")], "", &devices);
+    let devices = |c| keyed_devices(c, dir.path());
+    let first = start(dir.path(), &[io_advert(5000, "02e803")], "", devices);
     state_until(first.addr, "thermo", Duration::from_secs(20), |s| {
         s["temperature"] == 10.0
     })
@@ -183,8 +178,8 @@ async fn a_battery_change_is_accepted_after_the_reset_counter_command() {
     // The sensor's battery was changed: it counts from 7. The adapter (the replay file) is missing
     // while the command is given, then comes back.
     let replay = dir.path().join("after.hci");
-    let source = "[broker]\nanonymous_write = [\"sensorgate/+/set\"]\n";
-    let config = super::config(&replay, "", &format!("{devices}\n{source}"));
+    let config = super::config(&replay, "").broker(r#"anonymous_write = ["sensorgate/+/set"]"#);
+    let config = keyed_devices(config, dir.path()).toml();
     let second = sensorgate_testkit::daemon::Daemon::start(dir.path(), &config);
     let mut sub = mqtt::subscribe(second.addr, "watch", "sensorgate/thermo/set/result", 1).await;
     let published = std::process::Command::new("mosquitto_pub")

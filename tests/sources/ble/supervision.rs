@@ -4,22 +4,21 @@
 
 use std::time::Duration;
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::mqtt;
 
 use super::{advert, count, start, stats_until, IO_MAC};
 
-const DEVICES: &str = r#"
-[[device]]
-name = "thermo"
-source = "air"
-address = "54:48:E6:8F:80:A5"
-"#;
+/// bthome.io's example sensor.
+fn thermo(config: ConfigBuilder) -> ConfigBuilder {
+    config.device("thermo", "air", "54:48:E6:8F:80:A5")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_restarts_the_scan() {
     let dir = tempfile::tempdir().unwrap();
     let lines = [advert(IO_MAC, "d2fc4002c40903bf13")];
-    let daemon = start(dir.path(), &lines, "scan_watchdog = \"1s\"", DEVICES);
+    let daemon = start(dir.path(), &lines, "scan_watchdog = \"1s\"", thermo);
     let mut sub = mqtt::subscribe(daemon.addr, "watch", "sensorgate/#", 1).await;
     // A stats message may catch the source between a restart's stop and start ("restarting"): wait for
     // one that shows it running again after two restarts.
@@ -43,7 +42,7 @@ async fn a_lost_adapter_publishes_the_wills_and_is_reopened() {
         "lost".to_string(),
         advert(IO_MAC, "d2fc40000202ca09"),
     ];
-    let daemon = start(dir.path(), &lines, "", DEVICES);
+    let daemon = start(dir.path(), &lines, "", thermo);
     let mut sub = mqtt::subscribe(daemon.addr, "watch", "sensorgate/#", 1).await;
     let within = Duration::from_secs(20);
     sub.expect("sensorgate/thermo/availability", "offline", within)

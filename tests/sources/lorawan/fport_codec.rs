@@ -5,30 +5,23 @@ use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 
 use super::{
-    device_json, device_with, free_udp_port, wait_state, write_key, ABP_APP, ABP_NWK, APP_KEY,
-    CONFIG, WAIT,
+    check_config, device_json, device_with, devices, free_udp_port, network, wait_state,
+    write_keys, WAIT,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_fport_decoded_by_the_devices_codec_gets_the_real_fport() {
     let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path(), "door.key", APP_KEY);
-    write_key(dir.path(), "meter-nwk.key", ABP_NWK);
-    write_key(dir.path(), "meter-app.key", ABP_APP);
+    write_keys(dir.path());
     let codec = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/codecs/chirpstack/tabs-tbhh100.js");
     let udp = free_udp_port();
-    let config = CONFIG
-        .replace("{udp}", &udp.to_string())
-        .replace("{dir}", &dir.path().display().to_string())
-        .replace(
-            "fports = { 2 = \"lpp\" }",
-            &format!(
-                "fports = {{ 2 = \"lpp\", 103 = \"codec\" }}\ncodec = \"{}\"",
-                codec.display()
-            ),
-        );
-    let daemon = Daemon::start(dir.path(), &config);
+    let meter = format!(
+        "fports = {{ 2 = \"lpp\", 103 = \"codec\" }}\ncodec = \"{}\"",
+        codec.display()
+    );
+    let config = devices(network(udp, ""), dir.path(), "", &meter);
+    let daemon = Daemon::start(dir.path(), &config.toml());
     daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
     let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
     // FPort 2: LPP, as before.
@@ -55,27 +48,15 @@ async fn an_fport_decoded_by_the_devices_codec_gets_the_real_fport() {
 #[test]
 fn a_codec_fport_without_a_codec_is_refused_at_its_key() {
     let dir = tempfile::tempdir().unwrap();
-    let config = CONFIG
-        .replace("{udp}", "1700")
-        .replace("{dir}", &dir.path().display().to_string())
-        .replace("{state_dir}", &dir.path().display().to_string())
-        .replace("{port}", "1883")
-        .replace("fports = { 2 = \"lpp\" }", "fports = { 2 = \"codec\" }");
-    let path = dir.path().join("sensorgate.toml");
-    std::fs::write(&path, &config).unwrap();
-    let line = config
-        .lines()
-        .position(|l| l.starts_with("fports"))
-        .unwrap()
-        + 1;
-    let output = std::process::Command::new(sensorgate_testkit::daemon::sensorgate_binary())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(2), "{said}");
+    let config = devices(
+        network(1700, ""),
+        dir.path(),
+        "",
+        r#"fports = { 2 = "codec" }"#,
+    )
+    .toml_at(dir.path(), 1883);
+    let (code, said, line) = check_config(dir.path(), &config, "fports");
+    assert_eq!(code, Some(2), "{said}");
     assert!(
         said.contains(&format!("sensorgate.toml:{line}:")) && said.contains("add codec ="),
         "{said}"

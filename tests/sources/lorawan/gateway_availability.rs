@@ -4,9 +4,7 @@
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 
-use super::{
-    device_with, free_udp_port, wait_counters, write_key, ABP_APP, ABP_NWK, APP_KEY, CONFIG, WAIT,
-};
+use super::{device_with, devices, free_udp_port, network, wait_counters, write_keys, WAIT};
 
 const GATEWAY_A: &str = "aa555a0000000001";
 
@@ -28,15 +26,11 @@ async fn wait_message(watch: &mut mqtt::Subscriber, topic: &str, payload: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_stops_pulling_goes_offline_with_the_devices_only_it_heard() {
     let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path(), "door.key", APP_KEY);
-    write_key(dir.path(), "meter-nwk.key", ABP_NWK);
-    write_key(dir.path(), "meter-app.key", ABP_APP);
+    write_keys(dir.path());
     let udp = free_udp_port();
-    let config = CONFIG
-        .replace("{udp}", &udp.to_string())
-        .replace("{dir}", &dir.path().display().to_string())
-        .replace("gateways = [", "keepalive = \"1s\"\ngateways = [");
-    let daemon = Daemon::start(dir.path(), &config);
+    let network = network(udp, r#"keepalive = "1s""#);
+    let config = devices(network, dir.path(), "", r#"fports = { 2 = "lpp" }"#);
+    let daemon = Daemon::start(dir.path(), &config.toml());
     daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
     let mut watch = mqtt::subscribe(daemon.addr, "watch", "sensorgate/#", 1).await;
     let availability = format!("sensorgate/gateway/lorawan/{GATEWAY_A}/availability");

@@ -2,24 +2,20 @@
 //! counter, across a restart), and lost sessions failing closed for ABP devices until
 //! `sensorgate reset-state`: through the daemon with the Python device.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 
 use super::{
-    daemon_config, device_json, device_with, free_udp_port, wait_counters, wait_state, write_key,
-    ABP_APP, ABP_NWK, APP_KEY, CONFIG, WAIT,
+    check_config, config, daemon_config, device_json, device_with, devices, free_udp_port, network,
+    wait_counters, wait_state, write_keys, WAIT,
 };
 
-/// The scenario's configuration on `udp`, with `transform` applied to the text.
-fn config_on(dir: &std::path::Path, udp: u16, transform: impl Fn(String) -> String) -> String {
-    write_key(dir, "door.key", APP_KEY);
-    write_key(dir, "meter-nwk.key", ABP_NWK);
-    write_key(dir, "meter-app.key", ABP_APP);
-    transform(
-        CONFIG
-            .replace("{udp}", &udp.to_string())
-            .replace("{dir}", &dir.display().to_string()),
-    )
+/// The scenario's configuration on `udp` with the door speaking LoRaWAN `version`, its keys written.
+fn door_speaking(dir: &std::path::Path, udp: u16, version: &str) -> ConfigBuilder {
+    write_keys(dir);
+    let door = format!("lorawan_version = {version:?}");
+    devices(network(udp, ""), dir, &door, r#"fports = { 2 = "lpp" }"#)
 }
 
 async fn answered(dir: &std::path::Path, udp: u16, nonces: &[u16]) -> Vec<bool> {
@@ -31,12 +27,7 @@ async fn answered(dir: &std::path::Path, udp: u16, nonces: &[u16]) -> Vec<bool> 
 async fn a_1_0_4_device_joins_only_with_a_dev_nonce_above_its_last_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let udp = free_udp_port();
-    let config = config_on(dir.path(), udp, |text| {
-        text.replace(
-            "app_key_file = \"",
-            "lorawan_version = \"1.0.4\"\napp_key_file = \"",
-        )
-    });
+    let config = door_speaking(dir.path(), udp, "1.0.4").toml();
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
     let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
@@ -59,7 +50,8 @@ async fn a_1_0_4_device_joins_only_with_a_dev_nonce_above_its_last_across_a_rest
 async fn lost_sessions_refuse_abp_frames_until_reset_state() {
     let dir = tempfile::tempdir().unwrap();
     let udp = free_udp_port();
-    let config = config_on(dir.path(), udp, |text| text);
+    write_keys(dir.path());
+    let config = config(dir.path(), udp).toml();
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
     let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
@@ -115,29 +107,9 @@ async fn lost_sessions_refuse_abp_frames_until_reset_state() {
 #[test]
 fn a_lorawan_1_1_device_is_refused_at_its_key_with_what_to_write() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config_on(dir.path(), free_udp_port(), |text| {
-        text.replace("{state_dir}", &dir.path().display().to_string())
-            .replace("{port}", "1883")
-            .replace(
-                "app_key_file = \"",
-                "lorawan_version = \"1.1\"\napp_key_file = \"",
-            )
-    });
-    let path = dir.path().join("sensorgate.toml");
-    std::fs::write(&path, &config).unwrap();
-    let line = config
-        .lines()
-        .position(|l| l.starts_with("lorawan_version"))
-        .unwrap()
-        + 1;
-    let output = std::process::Command::new(sensorgate_testkit::daemon::sensorgate_binary())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(2), "{said}");
+    let config = door_speaking(dir.path(), free_udp_port(), "1.1").toml_at(dir.path(), 1883);
+    let (code, said, line) = check_config(dir.path(), &config, "lorawan_version");
+    assert_eq!(code, Some(2), "{said}");
     assert!(
         said.contains(&format!("sensorgate.toml:{line}:"))
             && said.contains("LoRaWAN 1.1 devices are not supported")

@@ -12,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::python;
@@ -27,55 +28,88 @@ const DEV_EUI: &str = "70b3d57ed0000001";
 const JOIN_EUI: &str = "0000000000000042";
 const ABP_DEV_ADDR: &str = "26011bda";
 const EXTRA_DEV_ADDR: &str = "26011bdb";
-/// The device a reload adds (the meter's keys, another DevAddr).
-const EXTRA_DEVICE: &str = r#"
-[[device]]
-name = "probe"
-source = "lns"
-dev_addr = "26011bdb"
-nwk_s_key_file = "{dir}/meter-nwk.key"
-app_s_key_file = "{dir}/meter-app.key"
-payload = "lpp"
-"#;
 const WAIT: Duration = Duration::from_secs(10);
 
-const CONFIG: &str = r#"
-[gateway]
-id = "test-gw"
-state_dir = "{state_dir}"
+/// The scenario's network before its devices: `[lorawan]` in EU868 and the `lns` source on
+/// `127.0.0.1:{udp}` for gateways A and B, with more `source_keys`; stats every second.
+fn network(udp: u16, source_keys: &str) -> ConfigBuilder {
+    ConfigBuilder::new("test-gw")
+        .publish(r#"stats_interval = "1s""#)
+        .lorawan("region = \"EU868\"\nnet_id = \"000013\"")
+        .semtech_udp(
+            "lns",
+            udp,
+            &format!("gateways = [\"aa555a0000000001\", \"aa555a0000000002\"]\n{source_keys}"),
+        )
+}
 
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
+/// The OTAA door (with `door_keys` more) and the ABP meter (its `fports` and more in `meter_keys`),
+/// their key files those [`write_keys`] writes in `dir`.
+fn devices(config: ConfigBuilder, dir: &Path, door_keys: &str, meter_keys: &str) -> ConfigBuilder {
+    let dir = dir.display();
+    config
+        .device_keys(
+            "door",
+            "lns",
+            &format!(
+                "dev_eui = {DEV_EUI:?}\njoin_eui = {JOIN_EUI:?}\n{door_keys}\n\
+                 app_key_file = \"{dir}/door.key\"\npayload = \"lpp\""
+            ),
+        )
+        .device_keys(
+            "meter",
+            "lns",
+            &format!(
+                "dev_addr = {ABP_DEV_ADDR:?}\nnwk_s_key_file = \"{dir}/meter-nwk.key\"\n\
+                 app_s_key_file = \"{dir}/meter-app.key\"\n{meter_keys}"
+            ),
+        )
+}
 
-[publish]
-stats_interval = "1s"
+/// The scenario as most tests run it: [`network`] and [`devices`], the meter's FPort 2 in LPP.
+fn config(dir: &Path, udp: u16) -> ConfigBuilder {
+    devices(network(udp, ""), dir, "", r#"fports = { 2 = "lpp" }"#)
+}
 
-[lorawan]
-region = "EU868"
-net_id = "000013"
+/// The device a reload adds: `probe`, with the meter's keys and another DevAddr.
+fn probe(config: ConfigBuilder, dir: &Path) -> ConfigBuilder {
+    let dir = dir.display();
+    config.device_keys(
+        "probe",
+        "lns",
+        &format!(
+            "dev_addr = {EXTRA_DEV_ADDR:?}\nnwk_s_key_file = \"{dir}/meter-nwk.key\"\n\
+             app_s_key_file = \"{dir}/meter-app.key\"\npayload = \"lpp\""
+        ),
+    )
+}
 
-[[source]]
-name = "lns"
-kind = "semtech-udp"
-bind = "127.0.0.1:{udp}"
-gateways = ["aa555a0000000001", "aa555a0000000002"]
+/// Writes `config` to `dir/sensorgate.toml` and runs `sensorgate check-config` on it: its exit code,
+/// what it said, and the file's line (from 1) that starts with `key`, where it should point.
+fn check_config(dir: &Path, config: &str, key: &str) -> (Option<i32>, String, usize) {
+    let path = dir.join("sensorgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let line = config
+        .lines()
+        .position(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} in\n{config}"))
+        + 1;
+    let output = std::process::Command::new(sensorgate_testkit::daemon::sensorgate_binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    (output.status.code(), said, line)
+}
 
-[[device]]
-name = "door"
-source = "lns"
-dev_eui = "70b3d57ed0000001"
-join_eui = "0000000000000042"
-app_key_file = "{dir}/door.key"
-payload = "lpp"
-
-[[device]]
-name = "meter"
-source = "lns"
-dev_addr = "26011bda"
-nwk_s_key_file = "{dir}/meter-nwk.key"
-app_s_key_file = "{dir}/meter-app.key"
-fports = { 2 = "lpp" }
-"#;
+/// The door's and the meter's key files in `dir`.
+fn write_keys(dir: &Path) {
+    write_key(dir, "door.key", APP_KEY);
+    write_key(dir, "meter-nwk.key", ABP_NWK);
+    write_key(dir, "meter-app.key", ABP_APP);
+}
 
 fn write_key(dir: &Path, name: &str, hex: &str) {
     let path = dir.join(name);
@@ -181,14 +215,10 @@ async fn wait_counters(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path(), "door.key", APP_KEY);
-    write_key(dir.path(), "meter-nwk.key", ABP_NWK);
-    write_key(dir.path(), "meter-app.key", ABP_APP);
+    write_keys(dir.path());
     let udp = free_udp_port();
-    let config = CONFIG
-        .replace("{udp}", &udp.to_string())
-        .replace("{dir}", &dir.path().display().to_string());
-    let daemon = Daemon::start(dir.path(), &config);
+    let scenario = config(dir.path(), udp);
+    let daemon = Daemon::start(dir.path(), &scenario.toml());
     daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
     let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
     let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
@@ -269,7 +299,7 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
     let port = daemon.addr.port();
     let (status, _) = daemon.stop();
     assert!(status.success(), "{status}");
-    let daemon = Daemon::start_on(dir.path(), &config, port);
+    let daemon = Daemon::start_on(dir.path(), &scenario.toml(), port);
     daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
     let mut states = mqtt::subscribe(daemon.addr, "watch-2", "sensorgate/+", 1).await;
     let resumed = device("resume", dir.path(), udp).await;
@@ -279,15 +309,7 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
 
     // A reload that adds a device: the source restarts (its sessions written and read back), the new
     // device is heard, and the joined device goes on without joining again.
-    let reloaded = format!(
-        "{config}{}",
-        EXTRA_DEVICE.replace("{dir}", &dir.path().display().to_string())
-    )
-    .replace("{port}", &port.to_string())
-    .replace(
-        "{state_dir}",
-        &dir.path().join("state").display().to_string(),
-    );
+    let reloaded = probe(scenario, dir.path()).toml_at(&dir.path().join("state"), port);
     std::fs::write(&daemon.config_path, reloaded).unwrap();
     daemon.signal("HUP");
     daemon.wait_for_log("source restarted for the new configuration", 1, WAIT);
@@ -341,13 +363,9 @@ async fn a_python_end_device_joins_sends_and_resumes_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_costs_at_most_the_counter_margin() {
     let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path(), "door.key", APP_KEY);
-    write_key(dir.path(), "meter-nwk.key", ABP_NWK);
-    write_key(dir.path(), "meter-app.key", ABP_APP);
+    write_keys(dir.path());
     let udp = free_udp_port();
-    let config = CONFIG
-        .replace("{udp}", &udp.to_string())
-        .replace("{dir}", &dir.path().display().to_string());
+    let config = config(dir.path(), udp).toml();
     let daemon = Daemon::start(dir.path(), &config);
     daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
     let mut states = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;

@@ -9,58 +9,44 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt::{self, Received, Subscriber};
 use serde_json::Value as Json;
 
-const CONFIG: &str = r#"
-[gateway]
-id = "test-gw"
-base_topic = "sensorgate"
-state_dir = "{state_dir}"
-
-[[broker.listener]]
-bind = "127.0.0.1:{port}"
-
-[publish]
-stats_interval = "1s"
-
-[[source]]
-name = "rf"
-kind = "rtl_433"
-command = "{command}"
-stats_interval = "1s"
-usb_reset = {usb_reset}
-devices = "{devices}"
-{extra}
-
-[[device]]
-name = "garden"
-source = "rf"
-address = "Nexus-TH/91/1"
-"#;
+/// The gateway running `command` as the `rf` source (stats every second, more source keys) and the
+/// garden's Nexus sensor as its device.
+fn config(command: &Path, source_keys: &str) -> ConfigBuilder {
+    ConfigBuilder::new("test-gw")
+        .publish(r#"stats_interval = "1s""#)
+        .rtl_433(
+            "rf",
+            command,
+            &format!("stats_interval = \"1s\"\n{source_keys}"),
+        )
+        .device("garden", "rf", "Nexus-TH/91/1")
+}
 
 fn fake() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sources/rtl433/fake_rtl_433.sh")
 }
 
-/// The daemon running the fake in `mode`.
-fn start_fake(dir: &Path, mode: &str, devices: &str) -> Daemon {
-    start_fake_with(dir, mode, devices, "")
+/// [`config`] running the fake, which resets the stick, publishing `devices`.
+fn fake_config(devices: &str) -> ConfigBuilder {
+    config(&fake(), &format!("usb_reset = true\ndevices = {devices:?}"))
 }
 
-/// [`start_fake`] with more configuration after the rest.
-fn start_fake_with(dir: &Path, mode: &str, devices: &str, more: &str) -> Daemon {
-    let config = format!("{CONFIG}{more}")
-        .replace("{command}", &fake().display().to_string())
-        .replace("{usb_reset}", "true")
-        .replace("{devices}", devices)
-        .replace("{extra}", "");
-    let config = config.as_str();
+/// The daemon running the fake in `mode`.
+fn start_fake(dir: &Path, mode: &str, devices: &str) -> Daemon {
+    start_fake_with(dir, mode, fake_config(devices))
+}
+
+/// The daemon running the fake in `mode` with `config` (a [`fake_config`] and more).
+fn start_fake_with(dir: &Path, mode: &str, config: ConfigBuilder) -> Daemon {
     let fake_dir = dir.display().to_string();
     Daemon::start_with_env(
         dir,
-        config,
+        &config.toml(),
         &[("FAKE_RTL433_MODE", mode), ("FAKE_RTL433_DIR", &fake_dir)],
     )
 }
@@ -352,26 +338,24 @@ const BRESSER_6IN1_CODE: &str = "{202}55555555545ba813403100058631ff77fe68100509
 const BRESSER_6IN1_ADDRESS: &str = "Bresser-6in1/411042499/0";
 
 /// Runs the daemon with Debian's rtl_433 replaying `args` once (protocol `protocol` only) and `device`
-/// (a `[[device]]` table) named; waits for the replay's end and returns the daemon and what a late
+/// (name and address of one more `[[device]]`, if any) named; waits for the replay's end and returns the daemon and what a late
 /// subscriber finds retained under `state_topic` once it and `field_topic` are there.
 async fn replay_once(
     dir: &Path,
     args: [&str; 2],
     protocol: u32,
-    device: &str,
+    device: Option<(&str, &str)>,
     state_topic: &str,
     field_topic: &str,
 ) -> (Daemon, std::collections::BTreeMap<String, Received>) {
-    let extra = format!(
-        "protocols = [{protocol}]\nargs = [\"{}\", \"{}\"]",
-        args[0], args[1]
+    let source_keys = format!(
+        "usb_reset = false\ndevices = \"configured\"\nprotocols = [{protocol}]\nargs = {args:?}"
     );
-    let config = format!("{CONFIG}{device}")
-        .replace("{command}", "rtl_433")
-        .replace("{usb_reset}", "false")
-        .replace("{devices}", "configured")
-        .replace("{extra}", &extra);
-    let daemon = Daemon::start(dir, &config);
+    let mut config = config(Path::new("rtl_433"), &source_keys);
+    if let Some((name, address)) = device {
+        config = config.device(name, "rf", address);
+    }
+    let daemon = Daemon::start(dir, &config.toml());
     daemon.wait_for_log("finished its one-shot replay", 1, Duration::from_secs(15));
     let mut late = mqtt::subscribe(daemon.addr, "late", "sensorgate/#", 1).await;
     let got = late
@@ -406,14 +390,11 @@ fn installed() {
 async fn debians_rtl_433_decodes_rtl_433s_own_test_code_into_retained_readings_and_ends() {
     installed();
     let dir = tempfile::tempdir().unwrap();
-    let station = format!(
-        "\n[[device]]\nname = \"station\"\nsource = \"rf\"\naddress = \"{BRESSER_6IN1_ADDRESS}\"\n"
-    );
     let (daemon, got) = replay_once(
         dir.path(),
         ["-y", BRESSER_6IN1_CODE],
         172,
-        &station,
+        Some(("station", BRESSER_6IN1_ADDRESS)),
         "sensorgate/station",
         "sensorgate/station/temperature_C",
     )
@@ -443,7 +424,7 @@ async fn debians_rtl_433_decodes_a_recording_into_retained_readings_and_ends() {
         dir.path(),
         ["-r", &path],
         19,
-        "",
+        None,
         "sensorgate/garden",
         "sensorgate/garden/temperature_C",
     )
@@ -462,20 +443,11 @@ async fn debians_rtl_433_decodes_a_recording_into_retained_readings_and_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_battery_swap_keeps_the_name_a_button_stays_online_and_discovery_types_the_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let more = r#"
-[[device]]
-name = "tower"
-source = "rf"
-address = "Acurite-Tower/*/A"
-
-[devices]
-offline_after = "1s"
-
-[homeassistant]
-discovery = true
-devices = "all"
-"#;
-    let daemon = start_fake_with(dir.path(), "swap", "all", more);
+    let config = fake_config("all")
+        .device("tower", "rf", "Acurite-Tower/*/A")
+        .table("[devices]\noffline_after = \"1s\"")
+        .homeassistant("discovery = true\ndevices = \"all\"");
+    let daemon = start_fake_with(dir.path(), "swap", config);
     let mut sub = mqtt::subscribe(daemon.addr, "watch", "#", 1).await;
     let mut seen = Vec::new();
     let after_swap = sub
