@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use crate::broker::{BrokerSettings, ListenerSettings, TlsFiles, UserSettings, WebSocketListener};
+use crate::broker::{BrokerSettings, ListenerSettings, UserSettings, WebSocketListener};
 use crate::commands::{CommandSettings, DeviceEntry, OutboxSettings, QueueBounds, SourceCommands};
+use crate::config::Transport;
 use crate::config::{
     Config, Parity, RadioConfig, SerialConfig, SimulatorConfig, SourceConfig, SourceKind,
     UpstreamConfig,
 };
-use crate::config::{ListenerConfig, Transport};
 use crate::decode::PacketDecoder;
 use crate::devices::{DeviceSettings, RegistrySettings};
 use crate::encode::link::LinkSpec;
@@ -29,7 +29,7 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
             .filter(|listener| listener.transport == Transport::Tcp)
             .map(|listener| ListenerSettings {
                 bind: listener.bind,
-                tls: tls_files(listener),
+                tls: listener.tls.clone(),
             })
             .collect(),
         websockets: broker
@@ -38,7 +38,7 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
             .filter(|listener| listener.transport == Transport::Websocket)
             .map(|listener| WebSocketListener {
                 bind: listener.bind,
-                tls: tls_files(listener),
+                tls: listener.tls.clone(),
                 path: listener
                     .path
                     .clone()
@@ -80,14 +80,6 @@ pub fn broker(config: &Config, state_dir: &Path) -> BrokerSettings {
         state_dir: broker.persist_retained.then(|| state_dir.to_path_buf()),
         snapshot_interval: broker.retained_sync,
     }
-}
-
-fn tls_files(listener: &ListenerConfig) -> Option<TlsFiles> {
-    listener.tls.as_ref().map(|tls| TlsFiles {
-        cert_file: tls.cert_file.clone(),
-        key_file: tls.key_file.clone(),
-        client_ca_file: tls.client_ca_file.clone(),
-    })
 }
 
 /// Home Assistant discovery's settings; `None` when `[homeassistant] discovery` is off.

@@ -158,8 +158,9 @@ use snapshotter::Snapshotter;
 /// long such a session is kept after its client went away.
 pub const OFFLINE_MESSAGE_EXPIRY: Duration = Duration::from_secs(2 * 60 * 60);
 
-/// TLS files of one listener.
-#[derive(Debug, Clone, PartialEq)]
+/// TLS files of one listener, read from its `tls = { cert_file, key_file, client_ca_file }`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,

@@ -258,15 +258,8 @@ pub enum Transport {
     Websocket,
 }
 
-/// `tls = { cert_file, key_file, client_ca_file }` of a listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    /// When set, clients must present a certificate signed by this CA.
-    pub client_ca_file: Option<PathBuf>,
-}
+/// `tls = { cert_file, key_file, client_ca_file }` of a listener: the broker's own type.
+pub use crate::broker::TlsFiles as TlsConfig;
 
 /// One `[[broker.user]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
