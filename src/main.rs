@@ -161,31 +161,11 @@ enum CodecAction {
 fn main() -> ExitCode {
     sensorgate::allocator::use_one_malloc_arena();
     let cli = Cli::parse();
+    let config = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))),
-        Command::CheckConfig { path } => {
-            let path = path
-                .or(cli.config)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            // The key files too, read as `run` reads them at start.
-            let checked = Config::load(&path).and_then(|config| {
-                sensorgate::app::keys::load_keys(&config)?;
-                sensorgate::app::keys::load_lorawan_devices(&config).map(|_| ())
-            });
-            match checked {
-                Ok(()) => {
-                    println!("{}: ok", path.display());
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    report_config_error(&error, &path, "sensorgate check-config PATH");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        Command::ResetState => {
-            reset_state(cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)))
-        }
+        Command::Run => run(config),
+        Command::CheckConfig { path } => check_config(&path.unwrap_or(config)),
+        Command::ResetState => reset_state(config),
         Command::HashPassword => hash_password(),
         Command::Decode {
             payload,
@@ -214,7 +194,7 @@ fn main() -> ExitCode {
             crc,
             framing,
             payload,
-        } => match sensorgate::crypto::cli::encrypt_one(
+        } => print_hex_or_fail(sensorgate::crypto::cli::encrypt_one(
             &key_file,
             &header,
             address,
@@ -223,39 +203,62 @@ fn main() -> ExitCode {
             &crc,
             framing.as_deref(),
             &payload,
-        ) {
-            Ok(hex) => {
-                println!("{hex}");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("sensorgate: {error:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Codec { action } => {
-            use sensorgate::codec::cli;
-            let outcome = match action {
-                CodecAction::Decode { file, fport, hex } => cli::decode(&file, fport, &hex),
-                CodecAction::Encode { file, json } => cli::encode(&file, &json),
-                CodecAction::Test { file } => cli::test(&file),
-            };
-            println!("{}", outcome.output);
-            if outcome.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+        )),
+        Command::Codec { action } => codec(action),
         Command::Decrypt {
             key_file,
             topic,
             hex,
         } => decrypt(&key_file, &topic, hex),
-        Command::Lorawan { command } => lorawan(
-            cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
-            command,
-        ),
+        Command::Lorawan { command } => lorawan(config, command),
+    }
+}
+
+/// `check-config`: the file and the key files it names, read as `run` reads them at start.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let checked = Config::load(path).and_then(|config| {
+        sensorgate::app::keys::load_keys(&config)?;
+        sensorgate::app::keys::load_lorawan_devices(&config).map(|_| ())
+    });
+    match checked {
+        Ok(()) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            report_config_error(&error, path, "sensorgate check-config PATH");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `encrypt`'s outcome: the frame's hex on standard output, or the error and exit status 2.
+fn print_hex_or_fail(encrypted: anyhow::Result<String>) -> ExitCode {
+    match encrypted {
+        Ok(hex) => {
+            println!("{hex}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sensorgate: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `codec decode|encode|test`: the JSON outcome on standard output; exit status 1 when it failed.
+fn codec(action: CodecAction) -> ExitCode {
+    use sensorgate::codec::cli;
+    let outcome = match action {
+        CodecAction::Decode { file, fport, hex } => cli::decode(&file, fport, &hex),
+        CodecAction::Encode { file, json } => cli::encode(&file, &json),
+        CodecAction::Test { file } => cli::test(&file),
+    };
+    println!("{}", outcome.output);
+    if outcome.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

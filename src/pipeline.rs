@@ -29,6 +29,7 @@ use crate::crypto::FrameGuard;
 use crate::decode::{PacketDecoder, PayloadFields, PayloadFormat};
 use crate::devices::{ReadingOutcome, Registry, RegistrySettings};
 use crate::forget::{ForgetOutcome, ForgetRequest};
+use crate::frame::FrameError;
 use crate::heard::HeardList;
 use crate::live::{FrameOutcome, LiveView, Snapshot};
 use crate::model::{Message, Reading};
@@ -178,15 +179,7 @@ impl Pipeline {
                     self.apply_update(update, broker, &mut codecs, &mut frames, &mut refusals).await;
                 }
                 request = crate::forget::next(&mut self.forget) => {
-                    let outcome = match self.forget_device(&request.device, &mut stats) {
-                        Some(cleared) => {
-                            refusals.publish(broker, &cleared).await;
-                            self.refresh_live_view(&stats, started);
-                            ForgetOutcome::Forgotten { cleared_topics: cleared.len() }
-                        }
-                        None => ForgetOutcome::Unknown,
-                    };
-                    request.answer(outcome);
+                    self.answer_forget(request, broker, &mut stats, &mut refusals, started).await;
                 }
                 birth = crate::homeassistant::stage::next_birth(&mut self.discovery) => {
                     if let Some(stage) = &mut self.discovery {
@@ -194,10 +187,7 @@ impl Pipeline {
                     }
                 }
                 _ = sleep_until_or_forever(republish_at) => {
-                    if let Some(stage) = &mut self.discovery {
-                        let messages = stage.republish_due(clock_now());
-                        refusals.publish(broker, &messages).await;
-                    }
+                    self.republish_discovery(broker, &mut refusals).await;
                 }
                 _ = sleep_until_or_forever(heard_schedule.due) => {
                     heard.take_changed();
@@ -217,6 +207,37 @@ impl Pipeline {
             }
         }
         self.finish(broker, stats, refusals, started).await
+    }
+
+    /// An admin's request to forget a device: its retained topics cleared, the live view refreshed,
+    /// the outcome answered.
+    async fn answer_forget(
+        &mut self,
+        request: ForgetRequest,
+        broker: &Broker,
+        stats: &mut Stats,
+        refusals: &mut Refusals,
+        started: Instant,
+    ) {
+        let outcome = match self.forget_device(&request.device, stats) {
+            Some(cleared) => {
+                refusals.publish(broker, &cleared).await;
+                self.refresh_live_view(stats, started);
+                ForgetOutcome::Forgotten {
+                    cleared_topics: cleared.len(),
+                }
+            }
+            None => ForgetOutcome::Unknown,
+        };
+        request.answer(outcome);
+    }
+
+    /// Home Assistant discovery's configs due again (after its republish delay), published.
+    async fn republish_discovery(&mut self, broker: &Broker, refusals: &mut Refusals) {
+        if let Some(stage) = &mut self.discovery {
+            let messages = stage.republish_due(clock_now());
+            refusals.publish(broker, &messages).await;
+        }
     }
 
     /// A reload: the new decoders, codecs and frame keys, the registry's new settings (the wills of
@@ -425,16 +446,7 @@ impl Pipeline {
                 refusal,
                 detail,
             } => {
-                let counters = stats.source(&source);
-                match refusal {
-                    Refusal::AuthFailed => counters.auth_failed += 1,
-                    Refusal::Replayed => counters.replayed += 1,
-                    Refusal::Plaintext => counters.plaintext_refused += 1,
-                }
-                log::debug!(source = source.as_str(); "refused: {detail}");
-                if let Some(suppressed) = warnings.admit_at(&source, clock_now()) {
-                    log::warn!(source = source.as_str(); "refused: {detail}{}", suppressed_suffix(suppressed));
-                }
+                count_refusal(stats, warnings, &source, refusal, &detail);
                 Vec::new()
             }
             SourceEvent::State { source, state } => {
@@ -446,24 +458,7 @@ impl Pipeline {
                 gateway,
                 online,
                 devices_offline,
-            } => {
-                let payload = if online {
-                    publish::ONLINE
-                } else {
-                    publish::OFFLINE
-                };
-                let mut messages = vec![Message {
-                    topic: crate::topic::gateway::lorawan_gateway_availability_topic(
-                        &self.base_topic,
-                        gateway,
-                    ),
-                    payload: payload.as_bytes().to_vec(),
-                    qos: 1,
-                    retain: true,
-                }];
-                messages.extend(self.registry.on_devices_unheard(&source, &devices_offline));
-                messages
-            }
+            } => self.on_gateway_availability(&source, gateway, online, &devices_offline),
             SourceEvent::Up { source } => {
                 stats.source(&source).up = true;
                 Vec::new()
@@ -475,12 +470,7 @@ impl Pipeline {
                 self.registry.on_source_lost(&source)
             }
             SourceEvent::FrameError { source, error } => {
-                stats.source(&source).frame_errors += 1;
-                if let Some(live) = &self.live {
-                    let outcome = FrameOutcome::Refused(format!("framing: {error}"));
-                    live.record(&source, &[], std::time::SystemTime::now(), outcome);
-                }
-                log_refused(warnings, &source, &format!("frame refused: {error}"));
+                self.on_frame_error(&source, &error, stats, warnings);
                 Vec::new()
             }
             SourceEvent::Packet(packet) => {
@@ -488,6 +478,49 @@ impl Pipeline {
                 self.on_packet(packet, frames, codecs, stats, warnings)
             }
         }
+    }
+
+    /// A LoRaWAN gateway came or went: its retained availability, and the devices only it heard
+    /// marked offline.
+    fn on_gateway_availability(
+        &mut self,
+        source: &str,
+        gateway: u64,
+        online: bool,
+        devices_offline: &[String],
+    ) -> Vec<Message> {
+        let payload = if online {
+            publish::ONLINE
+        } else {
+            publish::OFFLINE
+        };
+        let mut messages = vec![Message {
+            topic: crate::topic::gateway::lorawan_gateway_availability_topic(
+                &self.base_topic,
+                gateway,
+            ),
+            payload: payload.as_bytes().to_vec(),
+            qos: 1,
+            retain: true,
+        }];
+        messages.extend(self.registry.on_devices_unheard(source, devices_offline));
+        messages
+    }
+
+    /// A frame the source's framing refused: counted, shown in the frame inspector, logged.
+    fn on_frame_error(
+        &self,
+        source: &str,
+        error: &FrameError,
+        stats: &mut Stats,
+        warnings: &RateLimiter,
+    ) {
+        stats.source(source).frame_errors += 1;
+        if let Some(live) = &self.live {
+            let outcome = FrameOutcome::Refused(format!("framing: {error}"));
+            live.record(source, &[], std::time::SystemTime::now(), outcome);
+        }
+        log_refused(warnings, source, &format!("frame refused: {error}"));
     }
 
     /// A packet from a source: opened when the source is encrypted, then decoded (by a codec off this
@@ -743,6 +776,26 @@ fn count_state(stats: &mut Stats, source: &str, state: ReceiverState) {
 
 /// What a source sent that was refused: logged at debug every time, and as a warning at most once a
 /// minute per source with the number suppressed since.
+/// A frame an encrypted source refused: counted by why, logged (debug always, warn rate-limited).
+fn count_refusal(
+    stats: &mut Stats,
+    warnings: &RateLimiter,
+    source: &str,
+    refusal: Refusal,
+    detail: &str,
+) {
+    let counters = stats.source(source);
+    match refusal {
+        Refusal::AuthFailed => counters.auth_failed += 1,
+        Refusal::Replayed => counters.replayed += 1,
+        Refusal::Plaintext => counters.plaintext_refused += 1,
+    }
+    log::debug!(source = source; "refused: {detail}");
+    if let Some(suppressed) = warnings.admit_at(source, clock_now()) {
+        log::warn!(source = source; "refused: {detail}{}", suppressed_suffix(suppressed));
+    }
+}
+
 fn log_refused(warnings: &RateLimiter, source: &str, what: &str) {
     log::debug!(source = source; "{what}");
     if let Some(suppressed) = warnings.admit_at(source, clock_now()) {

@@ -531,7 +531,7 @@ impl WebParts {
 /// logs its address (or why it could not start).
 async fn start_http(
     config: &Config,
-    web: WebParts,
+    web: Option<WebParts>,
     health: &Health,
     broker: &Arc<Broker>,
     uplink_stats: Option<UplinkStatsHandle>,
@@ -539,6 +539,7 @@ async fn start_http(
     reload: Option<mpsc::Sender<()>>,
 ) -> Option<crate::http::HttpServer> {
     let http = config.http.as_ref()?;
+    let web = web?;
     let rights = config
         .broker
         .users
@@ -609,6 +610,21 @@ fn spawn_pipeline(
     }
 }
 
+/// What the ports file lists: the broker's listeners, and the status page's when it is on.
+fn bound_listeners(
+    config: &Config,
+    state_dir: &Path,
+    broker: &Broker,
+    http: Option<&crate::http::HttpServer>,
+) -> Vec<ports::BoundListener> {
+    let mut bound =
+        ports::broker_listeners(&settings::broker(config, state_dir), broker.local_addrs());
+    if let (Some(server), Some(http)) = (http, &config.http) {
+        bound.push(ports::http_listener(http.tls.is_some(), server.local_addr));
+    }
+    bound
+}
+
 impl Gateway {
     /// Starts every part in order: state directory, keys and replay marks, tap and broker, restored
     /// state and announcements, Home Assistant, uplink, commands, pipeline, then the sources.
@@ -651,28 +667,18 @@ impl Gateway {
         let marks = replay.guard.clone();
         let frames = crate::crypto::FrameGuard::new(keys.frames, replay.guard);
         let pipeline = spawn_pipeline(pipeline, &broker, frames, &failures);
-        let http = match web {
-            Some(web) => {
-                let uplink_stats = uplink.stats.clone();
-                start_http(
-                    &config,
-                    web,
-                    &health,
-                    &broker,
-                    uplink_stats,
-                    commands.stats,
-                    reload,
-                )
-                .await
-            }
-            None => None,
-        };
-        let mut bound =
-            ports::broker_listeners(&settings::broker(&config, &state_dir), broker.local_addrs());
-        if let (Some(server), Some(http)) = (&http, &config.http) {
-            bound.push(ports::http_listener(http.tls.is_some(), server.local_addr));
-        }
-
+        let uplink_stats = uplink.stats.clone();
+        let http = start_http(
+            &config,
+            web,
+            &health,
+            &broker,
+            uplink_stats,
+            commands.stats,
+            reload,
+        )
+        .await;
+        let bound = bound_listeners(&config, &state_dir, &broker, http.as_ref());
         let mut gateway = Gateway {
             config,
             health,
@@ -782,38 +788,8 @@ impl Gateway {
                 return;
             }
         };
-        let mut changed: Vec<String> = self
-            .sources
-            .iter()
-            .filter(|(name, running)| {
-                new.sources.iter().find(|s| &s.name == *name) != Some(&running.config)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        // A semtech-udp source restarts when its devices, their keys or [lorawan] changed (its sessions
-        // are written at the stop and read at the start); its counters carry on.
-        for (name, start) in &mut lorawan {
-            if let Some(old) = self.lorawan.get(name) {
-                if !old.same_setup(start) && !changed.contains(name) {
-                    changed.push(name.clone());
-                }
-                start.counters = old.counters.clone();
-            }
-        }
+        let changed = self.sources_to_restart(&new, &mut lorawan, &keys.ble);
         self.lorawan = lorawan;
-        // A Bluetooth LE source restarts when its devices' bindkeys changed.
-        let names: Vec<String> = self
-            .ble_keys
-            .keys()
-            .chain(keys.ble.keys())
-            .cloned()
-            .collect();
-        for name in names {
-            let same = self.ble_keys.get(&name) == keys.ble.get(&name);
-            if !same && !changed.contains(&name) {
-                changed.push(name);
-            }
-        }
         self.ble_keys = keys.ble.clone();
         let update = PipelineUpdate {
             decoders: new
@@ -830,7 +806,64 @@ impl Gateway {
             log::error!("pipeline gone; configuration not applied");
             return;
         }
-        for name in &changed {
+        self.stop_sources(&changed, &new).await;
+        for source in &new.sources {
+            if !self.sources.contains_key(&source.name) {
+                self.start_source(source.clone());
+            }
+        }
+        if new.broker != self.config.broker || new.upstream != self.config.upstream {
+            log::warn!("changes to [broker] and [upstream] take effect at the next restart");
+        }
+        self.config = new;
+    }
+
+    /// The running sources a reload restarts: those whose configuration changed or vanished, the
+    /// semtech-udp sources whose devices, keys or `[lorawan]` changed (their counters carried over into
+    /// `lorawan`), and the Bluetooth LE sources whose devices' bindkeys changed.
+    fn sources_to_restart(
+        &self,
+        new: &Config,
+        lorawan: &mut HashMap<String, crate::lorawan::udp::LorawanStart>,
+        ble_keys: &keys::BleKeys,
+    ) -> Vec<String> {
+        let mut changed: Vec<String> = self
+            .sources
+            .iter()
+            .filter(|(name, running)| {
+                new.sources.iter().find(|s| &s.name == *name) != Some(&running.config)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        // A semtech-udp source restarts when its devices, their keys or [lorawan] changed (its sessions
+        // are written at the stop and read at the start); its counters carry on.
+        for (name, start) in lorawan.iter_mut() {
+            if let Some(old) = self.lorawan.get(name) {
+                if !old.same_setup(start) && !changed.contains(name) {
+                    changed.push(name.clone());
+                }
+                start.counters = old.counters.clone();
+            }
+        }
+        // A Bluetooth LE source restarts when its devices' bindkeys changed.
+        let names: Vec<String> = self
+            .ble_keys
+            .keys()
+            .chain(ble_keys.keys())
+            .cloned()
+            .collect();
+        for name in names {
+            let same = self.ble_keys.get(&name) == ble_keys.get(&name);
+            if !same && !changed.contains(&name) {
+                changed.push(name);
+            }
+        }
+        changed
+    }
+
+    /// Stops the `changed` sources; those gone from `new` have their devices' wills published.
+    async fn stop_sources(&mut self, changed: &[String], new: &Config) {
+        for name in changed {
             if let Some(running) = self.sources.remove(name) {
                 running.stop.cancel();
                 let _ = running.task.await;
@@ -849,15 +882,6 @@ impl Gateway {
                 log::info!(source = name.as_str(); "source {} for the new configuration", if removed { "removed" } else { "restarted" });
             }
         }
-        for source in &new.sources {
-            if !self.sources.contains_key(&source.name) {
-                self.start_source(source.clone());
-            }
-        }
-        if new.broker != self.config.broker || new.upstream != self.config.upstream {
-            log::warn!("changes to [broker] and [upstream] take effect at the next restart");
-        }
-        self.config = new;
     }
 
     async fn stop(self) {

@@ -337,6 +337,22 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
         }
         _ => return Response::text(404, "not found"),
     };
+    let user = match authorize(shared, peer, request, needed).await {
+        Ok(user) => user,
+        Err(refused) => return refused,
+    };
+    answer(shared, peer, request, user.as_deref()).await
+}
+
+/// Who asks, when they may have `needed` (`None`: anonymous access allows it): an admin request's
+/// origin checked against forgery, then the login. `Err`: the answer that refuses it.
+async fn authorize(
+    shared: &Shared,
+    peer: SocketAddr,
+    request: &Request,
+    needed: HttpRight,
+) -> Result<Option<String>, Response> {
+    let views = &shared.views;
     if needed == HttpRight::Admin {
         if let Some(why) = csrf::forged(request) {
             views.counters.request_refused();
@@ -346,15 +362,15 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
                     suppressed_suffix(suppressed)
                 );
             }
-            return Response::text(403, why);
+            return Err(Response::text(403, why));
         }
     }
     let authorization = request.header("authorization");
-    let user = match shared.access.check(peer, authorization, needed).await {
-        Ok(user) => user,
+    match shared.access.check(peer, authorization, needed).await {
+        Ok(user) => Ok(user),
         Err(refusal) => {
             views.counters.login_refused();
-            return match refusal {
+            Err(match refusal {
                 Refusal::Unauthorized => Response::text(401, "login required").with_header(
                     "WWW-Authenticate",
                     "Basic realm=\"sensorgate\", charset=\"UTF-8\"".into(),
@@ -362,10 +378,20 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
                 Refusal::Forbidden => {
                     Response::text(403, "this user may not do that (see its http right)")
                 }
-            };
+            })
         }
-    };
-    match path {
+    }
+}
+
+/// The answer to an allowed request for one of the known paths, `user` its login.
+async fn answer(
+    shared: &Shared,
+    peer: SocketAddr,
+    request: &Request,
+    user: Option<&str>,
+) -> Response {
+    let views = &shared.views;
+    match request.path.as_str() {
         "/" if request.accepts_gzip() => Response::new(200, response::HTML, PAGE_GZIP)
             .with_header("Content-Encoding", "gzip".into())
             .with_header("Vary", "Accept-Encoding".into()),
@@ -374,10 +400,7 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
             "the page is sent gzip-compressed: ask with Accept-Encoding: gzip (curl --compressed)",
         ),
         "/metrics" => Response::new(200, response::METRICS, views.metrics()),
-        "/api/gateway" => Response::json(
-            200,
-            &api::gateway(views, shared.access.is_admin(user.as_deref())),
-        ),
+        "/api/gateway" => Response::json(200, &api::gateway(views, shared.access.is_admin(user))),
         "/api/sources" => Response::json(200, &api::sources(views)),
         "/api/devices" => Response::json(200, &api::devices(views)),
         "/api/heard" => Response::json(200, &api::heard(views)),
@@ -399,8 +422,8 @@ async fn route(shared: &Shared, peer: SocketAddr, request: &Request) -> Response
             }
             None => Response::text(404, "no configuration file to reload"),
         },
-        "/api/command" => command(views, user.as_deref().unwrap_or_default(), &request.body),
-        "/api/forget" => forget(views, user.as_deref().unwrap_or_default(), &request.body).await,
+        "/api/command" => command(views, user.unwrap_or_default(), &request.body),
+        "/api/forget" => forget(views, user.unwrap_or_default(), &request.body).await,
         _ => Response::text(404, "not found"),
     }
 }

@@ -22,10 +22,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lorawan::creator::DataPayloadCreator;
+use lorawan::default_crypto::DefaultFactory;
 use lorawan::keys::{AppSKey, NewSKey, AES128};
 use lorawan::maccommandcreator::{DeviceTimeAnsCreator, LinkCheckAnsCreator};
 use lorawan::maccommands::{parse_uplink_mac_commands, SerializableMacCommand, UplinkMacCommand};
-use lorawan::parser::{parse, DataHeader, DataPayload, FCtrl, PhyPayload};
+use lorawan::parser::{
+    parse, DataHeader, DataPayload, EncryptedDataPayload, FCtrl, JoinRequestPayload, PhyPayload,
+};
 
 use super::dedup::Heard;
 use super::dev_nonce::{DevNonces, LorawanVersion};
@@ -364,103 +367,122 @@ impl NetworkServer {
             return Outcome::Refused(Refusal::Lorawan11("RejoinRequest"));
         }
         match parse(heard.phy.clone()) {
-            Ok(PhyPayload::JoinRequest(request)) => {
-                let dev_eui = eui_of_wire(request.dev_eui().as_ref());
-                let join_eui = eui_of_wire(request.app_eui().as_ref());
-                let nonce_bytes = request.dev_nonce();
-                let dev_nonce =
-                    u16::from_le_bytes([nonce_bytes.as_ref()[0], nonce_bytes.as_ref()[1]]);
-                let Some(&index) = self.by_eui.get(&dev_eui) else {
-                    return Outcome::Refused(Refusal::UnknownDevEui(dev_eui));
-                };
-                let Activation::Otaa {
-                    join_eui: want,
-                    app_key,
-                    ..
-                } = self.devices[index].activation
-                else {
-                    return Outcome::Refused(Refusal::UnknownDevEui(dev_eui));
-                };
-                if !request.validate_mic(&AES128(app_key)) {
-                    return Outcome::Refused(Refusal::BadMic);
-                }
-                if join_eui != want {
-                    return Outcome::Refused(Refusal::WrongJoinEui {
-                        dev_eui,
-                        got: join_eui,
-                        want,
-                    });
-                }
-                if !self.nonces[index].admits(dev_nonce) {
-                    return Outcome::Refused(Refusal::DevNonceReused(dev_nonce));
-                }
-                if !self.join_limit.admit(dev_eui, now) {
-                    return Outcome::Refused(Refusal::JoinRateLimited(dev_eui));
-                }
-                self.join(index, app_key, dev_nonce, &heard.best)
-            }
+            Ok(PhyPayload::JoinRequest(request)) => self.handle_join(&request, heard, now),
             Ok(PhyPayload::Data(DataPayload::Encrypted(frame))) => {
-                if !frame.is_uplink() {
-                    return Outcome::Refused(Refusal::NotUplink);
-                }
-                let fhdr = frame.fhdr();
-                let addr = fhdr.dev_addr();
-                let wire = addr.as_ref();
-                let dev_addr = u32::from_le_bytes([wire[0], wire[1], wire[2], wire[3]]);
-                let fcnt16 = fhdr.fcnt();
-                let fopts = fhdr.data().to_vec();
-                let confirmed = frame.is_confirmed();
-                let candidates = self.by_addr.get(&dev_addr).cloned().unwrap_or_default();
-                if candidates.is_empty() {
-                    return Outcome::Refused(Refusal::UnknownDevAddr(dev_addr));
-                }
-                let mut refusal = Refusal::BadMic;
-                for index in candidates {
-                    let Some(session) = self.sessions[index].as_ref() else {
-                        continue;
-                    };
-                    let key = AES128(session.nwk_s_key);
-                    let (full, same_epoch) = rebuild_fcnt(session.fcnt_up, fcnt16);
-                    let Some(full) = full else {
-                        refusal = Refusal::CounterExhausted;
-                        continue;
-                    };
-                    if !frame.validate_mic(&key, full) {
-                        if let (Some(last), Some(same)) = (session.fcnt_up, same_epoch) {
-                            if same <= last && frame.validate_mic(&key, same) {
-                                refusal = Refusal::Replay(same);
-                            }
-                        }
-                        continue;
-                    }
-                    if self.abp_counters_lost
-                        && matches!(self.devices[index].activation, Activation::Abp { .. })
-                    {
-                        return Outcome::Refused(Refusal::AbpCountersLost);
-                    }
-                    if let Some(last) = session.fcnt_up {
-                        if full - last > MAX_FCNT_GAP {
-                            return Outcome::Refused(Refusal::CounterGap);
-                        }
-                    }
-                    let fport = frame.f_port();
-                    let app_key = AES128(session.app_s_key);
-                    let decrypted = match frame.decrypt(Some(&key), Some(&app_key), full) {
-                        Ok(decrypted) => decrypted,
-                        Err(_) => return Outcome::Refused(Refusal::Malformed),
-                    };
-                    let frm = frm_bytes(decrypted.to_inner(), fport.is_some());
-                    let (mac, payload) = match fport {
-                        Some(0) => (frm, Vec::new()),
-                        _ => (fopts, frm),
-                    };
-                    return self.accept(index, full, fport, payload, confirmed, &mac, heard, wall);
-                }
-                Outcome::Refused(refusal)
+                self.handle_data(frame, heard, wall)
             }
             Ok(_) => Outcome::Refused(Refusal::NotUplink),
             Err(_) => Outcome::Refused(Refusal::Malformed),
         }
+    }
+
+    /// A JoinRequest: the device known by its DevEUI and JoinEUI, the MIC, a fresh DevNonce and the
+    /// join rate limit checked before the JoinAccept.
+    fn handle_join(
+        &mut self,
+        request: &JoinRequestPayload<Vec<u8>, DefaultFactory>,
+        heard: &Heard,
+        now: Instant,
+    ) -> Outcome {
+        let dev_eui = eui_of_wire(request.dev_eui().as_ref());
+        let join_eui = eui_of_wire(request.app_eui().as_ref());
+        let nonce_bytes = request.dev_nonce();
+        let dev_nonce = u16::from_le_bytes([nonce_bytes.as_ref()[0], nonce_bytes.as_ref()[1]]);
+        let Some(&index) = self.by_eui.get(&dev_eui) else {
+            return Outcome::Refused(Refusal::UnknownDevEui(dev_eui));
+        };
+        let Activation::Otaa {
+            join_eui: want,
+            app_key,
+            ..
+        } = self.devices[index].activation
+        else {
+            return Outcome::Refused(Refusal::UnknownDevEui(dev_eui));
+        };
+        if !request.validate_mic(&AES128(app_key)) {
+            return Outcome::Refused(Refusal::BadMic);
+        }
+        if join_eui != want {
+            return Outcome::Refused(Refusal::WrongJoinEui {
+                dev_eui,
+                got: join_eui,
+                want,
+            });
+        }
+        if !self.nonces[index].admits(dev_nonce) {
+            return Outcome::Refused(Refusal::DevNonceReused(dev_nonce));
+        }
+        if !self.join_limit.admit(dev_eui, now) {
+            return Outcome::Refused(Refusal::JoinRateLimited(dev_eui));
+        }
+        self.join(index, app_key, dev_nonce, &heard.best)
+    }
+
+    /// A data uplink: the session among those sharing its DevAddr whose key checks the MIC, the
+    /// counter rebuilt and checked, the payload decrypted and accepted.
+    fn handle_data(
+        &mut self,
+        frame: EncryptedDataPayload<Vec<u8>, DefaultFactory>,
+        heard: &Heard,
+        wall: SystemTime,
+    ) -> Outcome {
+        if !frame.is_uplink() {
+            return Outcome::Refused(Refusal::NotUplink);
+        }
+        let fhdr = frame.fhdr();
+        let addr = fhdr.dev_addr();
+        let wire = addr.as_ref();
+        let dev_addr = u32::from_le_bytes([wire[0], wire[1], wire[2], wire[3]]);
+        let fcnt16 = fhdr.fcnt();
+        let fopts = fhdr.data().to_vec();
+        let confirmed = frame.is_confirmed();
+        let candidates = self.by_addr.get(&dev_addr).cloned().unwrap_or_default();
+        if candidates.is_empty() {
+            return Outcome::Refused(Refusal::UnknownDevAddr(dev_addr));
+        }
+        let mut refusal = Refusal::BadMic;
+        for index in candidates {
+            let Some(session) = self.sessions[index].as_ref() else {
+                continue;
+            };
+            let key = AES128(session.nwk_s_key);
+            let (full, same_epoch) = rebuild_fcnt(session.fcnt_up, fcnt16);
+            let Some(full) = full else {
+                refusal = Refusal::CounterExhausted;
+                continue;
+            };
+            if !frame.validate_mic(&key, full) {
+                if let (Some(last), Some(same)) = (session.fcnt_up, same_epoch) {
+                    if same <= last && frame.validate_mic(&key, same) {
+                        refusal = Refusal::Replay(same);
+                    }
+                }
+                continue;
+            }
+            if self.abp_counters_lost
+                && matches!(self.devices[index].activation, Activation::Abp { .. })
+            {
+                return Outcome::Refused(Refusal::AbpCountersLost);
+            }
+            if let Some(last) = session.fcnt_up {
+                if full - last > MAX_FCNT_GAP {
+                    return Outcome::Refused(Refusal::CounterGap);
+                }
+            }
+            let fport = frame.f_port();
+            let app_key = AES128(session.app_s_key);
+            let decrypted = match frame.decrypt(Some(&key), Some(&app_key), full) {
+                Ok(decrypted) => decrypted,
+                Err(_) => return Outcome::Refused(Refusal::Malformed),
+            };
+            let frm = frm_bytes(decrypted.to_inner(), fport.is_some());
+            let (mac, payload) = match fport {
+                Some(0) => (frm, Vec::new()),
+                _ => (fopts, frm),
+            };
+            return self.accept(index, full, fport, payload, confirmed, &mac, heard, wall);
+        }
+        Outcome::Refused(refusal)
     }
 
     fn join(&mut self, index: usize, app_key: [u8; 16], dev_nonce: u16, best: &RxMeta) -> Outcome {

@@ -400,6 +400,45 @@ impl LorawanDeviceKeys {
 
     /// OTAA (all three OTAA keys) or ABP (all three ABP keys), not both; a decoder.
     pub fn check(&self) -> Result<LorawanDevice, SettingError> {
+        let activation = self.activation()?;
+        let fports = self.fport_formats()?;
+        let uses_codec = self.payload == Some(PayloadFormat::Codec)
+            || fports.values().any(|f| *f == PayloadFormat::Codec);
+        if uses_codec && !self.codec {
+            let key = if self.payload == Some(PayloadFormat::Codec) {
+                "payload"
+            } else {
+                "fports"
+            };
+            return Err(SettingError::new(
+                key,
+                "\"codec\" decodes with the device's codec: add codec = \"vendor-codec.js\" (its decodeUplink gets the real FPort)",
+            ));
+        }
+        if self.codec && !uses_codec {
+            return Err(SettingError::new(
+                "codec",
+                "the device's codec runs for the FPorts it decodes: write payload = \"codec\", or \"codec\" in fports, e.g. fports = { 5 = \"codec\" }",
+            ));
+        }
+        if self.payload.is_none() && fports.is_empty() {
+            return Err(SettingError::new(
+                "payload",
+                "missing key `payload`: the decoder of the device's FRMPayload, e.g. payload = \"lpp\", or one per FPort: fports = { 10 = \"lpp\" }",
+            ));
+        }
+        Ok(LorawanDevice {
+            activation,
+            payload: self.payload,
+            fports,
+            version: self.lorawan_version.unwrap_or_default(),
+            codec: None,
+        })
+    }
+
+    /// OTAA (dev_eui, join_eui, app_key_file) or ABP (dev_addr, nwk_s_key_file, app_s_key_file),
+    /// whichever the keys given say, with all three of its keys; never both.
+    fn activation(&self) -> Result<DeviceActivation, SettingError> {
         let otaa = self.dev_eui.is_some() || self.join_eui.is_some() || self.app_key_file.is_some();
         let abp = self.dev_addr.is_some()
             || self.nwk_s_key_file.is_some()
@@ -435,6 +474,11 @@ impl LorawanDeviceKeys {
                 app_s_key_file: key_file(&self.app_s_key_file, "app_s_key_file")?,
             },
         };
+        Ok(activation)
+    }
+
+    /// `fports`: each key an application FPort (1-223).
+    fn fport_formats(&self) -> Result<BTreeMap<u8, PayloadFormat>, SettingError> {
         let mut fports = BTreeMap::new();
         for (port, format) in &self.fports {
             let number: u8 = port
@@ -449,38 +493,7 @@ impl LorawanDeviceKeys {
                 })?;
             fports.insert(number, *format);
         }
-        let uses_codec = self.payload == Some(PayloadFormat::Codec)
-            || fports.values().any(|f| *f == PayloadFormat::Codec);
-        if uses_codec && !self.codec {
-            let key = if self.payload == Some(PayloadFormat::Codec) {
-                "payload"
-            } else {
-                "fports"
-            };
-            return Err(SettingError::new(
-                key,
-                "\"codec\" decodes with the device's codec: add codec = \"vendor-codec.js\" (its decodeUplink gets the real FPort)",
-            ));
-        }
-        if self.codec && !uses_codec {
-            return Err(SettingError::new(
-                "codec",
-                "the device's codec runs for the FPorts it decodes: write payload = \"codec\", or \"codec\" in fports, e.g. fports = { 5 = \"codec\" }",
-            ));
-        }
-        if self.payload.is_none() && fports.is_empty() {
-            return Err(SettingError::new(
-                "payload",
-                "missing key `payload`: the decoder of the device's FRMPayload, e.g. payload = \"lpp\", or one per FPort: fports = { 10 = \"lpp\" }",
-            ));
-        }
-        Ok(LorawanDevice {
-            activation,
-            payload: self.payload,
-            fports,
-            version: self.lorawan_version.unwrap_or_default(),
-            codec: None,
-        })
+        Ok(fports)
     }
 }
 

@@ -30,6 +30,7 @@ use super::persist;
 use super::semtech::{self, FromGateway, Txpk};
 use super::server::{Downlink, NetworkServer, Outcome, ServedDevice, ServerSettings};
 use super::settings::{Gateways, LorawanDevice, SemtechUdpConfig};
+use super::RxMeta;
 use crate::model::{LorawanMeta, RadioMeta, Reading};
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::{SourceContext, SourceEvent};
@@ -69,48 +70,8 @@ impl LorawanStart {
 
 /// Runs the source until shutdown.
 pub async fn run(ctx: SourceContext, start: LorawanStart) {
-    let dir = start.state_dir.clone();
-    let name = ctx.name.clone();
-    let loaded = tokio::task::spawn_blocking(move || persist::load(&dir, &name)).await;
-    let (file, stored) = match loaded {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            log::error!(source = ctx.name.as_str(); "LoRaWAN sessions could not be read: {error}");
-            return;
-        }
-    };
-    let (served, decoders): (Vec<_>, Vec<_>) = start.devices.into_iter().unzip();
-    let (mut server, file) = match stored {
-        persist::Stored::Sessions(records) => (
-            NetworkServer::new(start.server, served, &records),
-            Some(file),
-        ),
-        // Nothing is written over the damaged copies: every restart fails closed again until reset.
-        persist::Stored::Lost => (NetworkServer::new(start.server, served, &[]), None),
-    };
-    if file.is_none() {
-        server.fail_closed();
-    }
-    let Some(socket) = bind(&ctx, start.udp.bind).await else {
+    let Some(mut task) = Task::start(&ctx, start).await else {
         return;
-    };
-    log::info!(source = ctx.name.as_str(); "LoRaWAN packet forwarders: listening on {}", start.udp.bind);
-    let codecs = DeviceCodecs::start(&ctx.name, &decoders);
-    let mut task = Task {
-        codecs,
-        socket,
-        gateways: start.udp.gateways,
-        server,
-        decoders,
-        dedup: Dedup::new(start.dedup_window, MAX_PENDING_UPLINKS),
-        counters: start.counters,
-        file,
-        pull_addresses: HashMap::new(),
-        seen: HashSet::new(),
-        token: 0,
-        awaiting_ack: std::collections::VecDeque::new(),
-        warnings: RateLimiter::new(Duration::from_secs(60)),
-        watch: GatewayWatch::new(start.udp.keepalive),
     };
     if !ctx
         .emit(SourceEvent::Up {
@@ -218,6 +179,52 @@ struct Task {
 }
 
 impl Task {
+    /// The stored sessions read (failing closed when they are lost), the socket bound, the codecs
+    /// started. `None` when the sessions could not be read or the source stopped while binding.
+    async fn start(ctx: &SourceContext, start: LorawanStart) -> Option<Task> {
+        let dir = start.state_dir.clone();
+        let name = ctx.name.clone();
+        let loaded = tokio::task::spawn_blocking(move || persist::load(&dir, &name)).await;
+        let (file, stored) = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                log::error!(source = ctx.name.as_str(); "LoRaWAN sessions could not be read: {error}");
+                return None;
+            }
+        };
+        let (served, decoders): (Vec<_>, Vec<_>) = start.devices.into_iter().unzip();
+        let (mut server, file) = match stored {
+            persist::Stored::Sessions(records) => (
+                NetworkServer::new(start.server, served, &records),
+                Some(file),
+            ),
+            // Nothing is written over the damaged copies: every restart fails closed again until reset.
+            persist::Stored::Lost => (NetworkServer::new(start.server, served, &[]), None),
+        };
+        if file.is_none() {
+            server.fail_closed();
+        }
+        let socket = bind(ctx, start.udp.bind).await?;
+        log::info!(source = ctx.name.as_str(); "LoRaWAN packet forwarders: listening on {}", start.udp.bind);
+        let codecs = DeviceCodecs::start(&ctx.name, &decoders);
+        Some(Task {
+            codecs,
+            socket,
+            gateways: start.udp.gateways,
+            server,
+            decoders,
+            dedup: Dedup::new(start.dedup_window, MAX_PENDING_UPLINKS),
+            counters: start.counters,
+            file,
+            pull_addresses: HashMap::new(),
+            seen: HashSet::new(),
+            token: 0,
+            awaiting_ack: std::collections::VecDeque::new(),
+            warnings: RateLimiter::new(Duration::from_secs(60)),
+            watch: GatewayWatch::new(start.udp.keepalive),
+        })
+    }
+
     fn warn(&self, kind: &str, message: String) {
         if let Some(suppressed) = self.warnings.admit(kind) {
             log::warn!("LoRaWAN: {message}{}", suppressed_suffix(suppressed));
@@ -317,55 +324,81 @@ impl Task {
                 ..
             } => {
                 self.send(&semtech::push_ack(token), from).await;
-                if skipped > 0 {
-                    self.counters.count(|c| c.rxpk_skipped += skipped as u64);
-                }
-                if let Some(stat) = stat {
-                    self.counters.stat(gateway, stat);
-                }
-                let now = Instant::now();
-                for (phy, meta) in rxpk {
-                    self.counters.gateway(gateway, |g| g.packets += 1);
-                    match self.dedup.offer(&phy, meta, now) {
-                        Offered::First => {}
-                        Offered::Merged => self.counters.count(|c| c.duplicates_merged += 1),
-                        Offered::Full => self.counters.count(|c| c.dedup_full += 1),
-                    }
-                }
+                self.on_push_data(gateway, rxpk, skipped, stat);
+                true
             }
             FromGateway::PullData { token, .. } => {
                 self.send(&semtech::pull_ack(token), from).await;
-                if self.pull_addresses.len() < counters::MAX_GATEWAYS
-                    || self.pull_addresses.contains_key(&gateway)
-                {
-                    self.pull_addresses.insert(gateway, from);
-                }
-                self.counters.pulled(gateway, SystemTime::now());
-                if let Some(change) = self.watch.pulled(gateway, Instant::now()) {
-                    return self.announce(ctx, change).await;
-                }
+                self.on_pull_data(ctx, gateway, from).await
             }
             FromGateway::TxAck { token, error, .. } => {
-                let position = self.awaiting_ack.iter().position(|(t, _)| *t == token);
-                let sent = position.and_then(|i| self.awaiting_ack.remove(i));
-                if let Some(error) = error {
-                    self.counters
-                        .count(|c| *c.tx_errors.entry(error.clone()).or_default() += 1);
-                    // RX1 not possible (too late, a collision...): the same frame in RX2.
-                    match sent.and_then(|(_, downlink)| downlink.in_rx2()) {
-                        Some(rx2) => {
-                            self.counters.count(|c| c.rx2_fallbacks += 1);
-                            self.transmit(&rx2).await;
-                        }
-                        None => self.warn(
-                            "tx",
-                            format!("gateway {gateway:016x} did not send a downlink: {error}"),
-                        ),
-                    }
-                }
+                self.on_tx_ack(gateway, token, error).await;
+                true
             }
         }
-        true
+    }
+
+    /// A PUSH_DATA's packets into deduplication; its skipped entries and `stat` counted.
+    fn on_push_data(
+        &mut self,
+        gateway: u64,
+        rxpk: Vec<(Vec<u8>, RxMeta)>,
+        skipped: usize,
+        stat: Option<serde_json::Value>,
+    ) {
+        if skipped > 0 {
+            self.counters.count(|c| c.rxpk_skipped += skipped as u64);
+        }
+        if let Some(stat) = stat {
+            self.counters.stat(gateway, stat);
+        }
+        let now = Instant::now();
+        for (phy, meta) in rxpk {
+            self.counters.gateway(gateway, |g| g.packets += 1);
+            match self.dedup.offer(&phy, meta, now) {
+                Offered::First => {}
+                Offered::Merged => self.counters.count(|c| c.duplicates_merged += 1),
+                Offered::Full => self.counters.count(|c| c.dedup_full += 1),
+            }
+        }
+    }
+
+    /// A PULL_DATA: its address becomes the gateway's downlink path (bounded), the gateway alive.
+    /// Returns false when the pipeline is gone.
+    async fn on_pull_data(&mut self, ctx: &SourceContext, gateway: u64, from: SocketAddr) -> bool {
+        if self.pull_addresses.len() < counters::MAX_GATEWAYS
+            || self.pull_addresses.contains_key(&gateway)
+        {
+            self.pull_addresses.insert(gateway, from);
+        }
+        self.counters.pulled(gateway, SystemTime::now());
+        match self.watch.pulled(gateway, Instant::now()) {
+            Some(change) => self.announce(ctx, change).await,
+            None => true,
+        }
+    }
+
+    /// A TX_ACK: the downlink it acknowledges forgotten; on an error, counted and the same frame
+    /// sent again in RX2 when it was an RX1 downlink.
+    async fn on_tx_ack(&mut self, gateway: u64, token: u16, error: Option<String>) {
+        let position = self.awaiting_ack.iter().position(|(t, _)| *t == token);
+        let sent = position.and_then(|i| self.awaiting_ack.remove(i));
+        let Some(error) = error else {
+            return;
+        };
+        self.counters
+            .count(|c| *c.tx_errors.entry(error.clone()).or_default() += 1);
+        // RX1 not possible (too late, a collision...): the same frame in RX2.
+        match sent.and_then(|(_, downlink)| downlink.in_rx2()) {
+            Some(rx2) => {
+                self.counters.count(|c| c.rx2_fallbacks += 1);
+                self.transmit(&rx2).await;
+            }
+            None => self.warn(
+                "tx",
+                format!("gateway {gateway:016x} did not send a downlink: {error}"),
+            ),
+        }
     }
 
     async fn send(&self, datagram: &[u8], to: SocketAddr) {

@@ -220,38 +220,17 @@ impl Supervisor {
                 read = running.stdout.read(&mut out_buffer), if out_open => match read {
                     Ok(0) | Err(_) => out_open = false,
                     Ok(count) => {
-                        liveness.activity(now());
-                        if !receiving {
-                            // Output means rtl_433 has the stick: the link is up.
-                            receiving = true;
-                            let up = SourceEvent::Up { source: self.ctx.name.clone() };
-                            if !self.ctx.emit(up).await || !self.state(ReceiverState::Running).await {
-                                return None;
-                            }
-                        }
-                        stdout.push(&out_buffer[..count]);
-                        while let Some(frame) = stdout.next_frame() {
-                            if !self.on_line(frame).await {
-                                return None;
-                            }
+                        let chunk = &out_buffer[..count];
+                        if !self.on_stdout(chunk, &mut stdout, &mut liveness, &mut receiving).await {
+                            return None;
                         }
                     }
                 },
                 read = running.stderr.read(&mut err_buffer), if err_open => match read {
                     Ok(0) | Err(_) => err_open = false,
                     Ok(count) => {
-                        stderr.push(&err_buffer[..count]);
-                        while let Some(frame) = stderr.next_frame() {
-                            let text = match &frame {
-                                Ok(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                                Err(error) => format!("(a stderr line was dropped: {error})"),
-                            };
-                            if text.contains(STALL_MESSAGE) {
-                                liveness.stall_message(now());
-                            }
-                            stderr_lines = stderr_lines.saturating_add(1);
-                            self.on_stderr(&text, stderr_lines);
-                        }
+                        let chunk = &err_buffer[..count];
+                        self.on_stderr_chunk(chunk, &mut stderr, &mut liveness, &mut stderr_lines);
                     }
                 },
                 status = running.child.wait(), if exit.is_none() => {
@@ -271,6 +250,58 @@ impl Supervisor {
                     }
                 }
             }
+        }
+    }
+
+    /// A chunk of rtl_433's standard output: the first one brings the link up, each whole line is
+    /// handled. Returns false when the source must stop.
+    async fn on_stdout(
+        &mut self,
+        chunk: &[u8],
+        stdout: &mut Deframer,
+        liveness: &mut Liveness,
+        receiving: &mut bool,
+    ) -> bool {
+        liveness.activity(now());
+        if !*receiving {
+            // Output means rtl_433 has the stick: the link is up.
+            *receiving = true;
+            let up = SourceEvent::Up {
+                source: self.ctx.name.clone(),
+            };
+            if !self.ctx.emit(up).await || !self.state(ReceiverState::Running).await {
+                return false;
+            }
+        }
+        stdout.push(chunk);
+        while let Some(frame) = stdout.next_frame() {
+            if !self.on_line(frame).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A chunk of rtl_433's standard error: each whole line checked for the stall message and
+    /// logged; `stderr_lines` counts them since the start.
+    fn on_stderr_chunk(
+        &mut self,
+        chunk: &[u8],
+        stderr: &mut Deframer,
+        liveness: &mut Liveness,
+        stderr_lines: &mut u32,
+    ) {
+        stderr.push(chunk);
+        while let Some(frame) = stderr.next_frame() {
+            let text = match &frame {
+                Ok(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                Err(error) => format!("(a stderr line was dropped: {error})"),
+            };
+            if text.contains(STALL_MESSAGE) {
+                liveness.stall_message(now());
+            }
+            *stderr_lines = stderr_lines.saturating_add(1);
+            self.on_stderr(&text, *stderr_lines);
         }
     }
 
