@@ -126,6 +126,36 @@ impl Subscriber {
         }
     }
 
+    /// Waits (bounded) for a `sensorgate/gateway/stats` message whose counters of `source`
+    /// (`sources.{source}`) satisfy `done`, and returns them; panics with the last ones seen when none
+    /// does within `within`.
+    pub async fn source_stats_until(
+        &mut self,
+        source: &str,
+        within: Duration,
+        mut done: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut seen = Vec::new();
+        let mut last = serde_json::Value::Null;
+        let found = self
+            .wait_for(within, &mut seen, |m| {
+                if m.topic != "sensorgate/gateway/stats" {
+                    return false;
+                }
+                let Ok(stats) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
+                    return false;
+                };
+                last = stats["sources"][source].clone();
+                done(&last)
+            })
+            .await;
+        assert!(
+            found.is_some(),
+            "stats of {source} never matched within {within:?}; last: {last}"
+        );
+        last
+    }
+
     /// Waits (bounded) for the next publish matching `predicate`; other publishes are kept in `seen`.
     pub async fn wait_for(
         &mut self,

@@ -59,24 +59,9 @@ fn json(message: &Received) -> Json {
 async fn stats_until(
     sub: &mut Subscriber,
     within: Duration,
-    mut done: impl FnMut(&Json) -> bool,
+    done: impl FnMut(&Json) -> bool,
 ) -> Json {
-    let mut seen = Vec::new();
-    let mut last = Json::Null;
-    let found = sub
-        .wait_for(within, &mut seen, |m| {
-            if m.topic != "sensorgate/gateway/stats" {
-                return false;
-            }
-            last = json(m)["sources"]["rf"].clone();
-            done(&last)
-        })
-        .await;
-    assert!(
-        found.is_some(),
-        "stats never matched within {within:?}; last: {last}"
-    );
-    last
+    sub.source_stats_until("rf", within, done).await
 }
 
 fn count(rf: &Json, key: &str) -> u64 {
