@@ -3,7 +3,8 @@
 //! QoS 0 message of a publisher's burst (its publisher is slowed down instead), QoS 1 deliveries written together
 //! still arrive whole and in order within the inflight window, and an MQTT 3.1.1 publisher with more QoS 2
 //! messages awaiting their PUBREL than the inflight window (a 3.1.1 client is never told the window) is
-//! answered, not disconnected.
+//! answered, not disconnected, while an MQTT 5 one, told the window as its Receive Maximum, is disconnected
+//! beyond it.
 
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::raw;
@@ -238,5 +239,43 @@ async fn qos2_publisher_beyond_the_inflight_window_is_answered_and_every_message
         numbers,
         (0..MESSAGES).collect::<Vec<_>>(),
         "every QoS 2 message once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_qos2_publisher_beyond_its_receive_maximum_is_disconnected() {
+    // An MQTT 5 client is told the window in CONNACK (Receive Maximum, the default max_inflight of 32):
+    // going beyond it is the client's protocol error, unlike a 3.1.1 client's, which was never told.
+    const WINDOW: usize = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), CONFIG);
+    let options = Connect {
+        v5: true,
+        ..Connect::new("qos2-v5-pub")
+    };
+    let (mut publisher, code, _) = RawClient::connect(daemon.addr, &options).await;
+    assert_eq!(code, 0);
+    for packet_id in 1..=(WINDOW as u16 + 8) {
+        publisher
+            .publish("qos2v5/x", b"payload", 2, false, packet_id, false)
+            .await;
+    }
+    let mut received = 0;
+    let disconnect = loop {
+        match publisher.read_within(Duration::from_secs(5)).await {
+            Some(packet) if packet.kind == raw::PUBREC => received += 1,
+            Some(packet) if packet.kind == raw::DISCONNECT => break packet,
+            Some(_) => {}
+            None => panic!("no DISCONNECT within 5 s after {received} PUBRECs"),
+        }
+    };
+    assert_eq!(
+        received, WINDOW,
+        "a PUBREC for each message inside the window"
+    );
+    assert_eq!(
+        disconnect.body.first(),
+        Some(&0x93),
+        "DISCONNECT with Receive Maximum exceeded (0x93)"
     );
 }
