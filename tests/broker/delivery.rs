@@ -1,7 +1,10 @@
 //! Deliveries at full speed through the real daemon: the messages ready for a subscriber are written to
 //! its socket together (not one write system call per message), a subscriber that keeps reading loses no
-//! QoS 0 message of a publisher's burst (its publisher is slowed down instead), and QoS 1 deliveries written together
-//! still arrive whole and in order within the inflight window.
+//! QoS 0 message of a publisher's burst (its publisher is slowed down instead), QoS 1 deliveries written together
+//! still arrive whole and in order within the inflight window, and an MQTT 3.1.1 publisher with more QoS 2
+//! messages awaiting their PUBREL than the inflight window (a 3.1.1 client is never told the window) is
+//! answered, not disconnected, while an MQTT 5 one, told the window as its Receive Maximum, is disconnected
+//! beyond it.
 
 use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
@@ -9,11 +12,11 @@ use sensorgate_testkit::raw;
 
 use std::time::Duration;
 
-use raw::{Connect, RawClient, PUBLISH};
-use tokio::io::AsyncWriteExt;
+use raw::{Connect, RawClient, PUBLISH, PUBREL};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-/// One QoS 0 or 1 PUBLISH (MQTT 3.1.1) of `payload` on `topic`.
+/// One QoS 0, 1 or 2 PUBLISH (MQTT 3.1.1) of `payload` on `topic`.
 fn publish_frame(topic: &str, payload: &[u8], qos: u8, packet_id: u16) -> Vec<u8> {
     let mut body = Vec::with_capacity(4 + topic.len() + payload.len());
     raw::push_str(&mut body, topic.as_bytes());
@@ -59,7 +62,8 @@ fn write_burst(mut publisher: RawClient, bytes: Vec<u8>) -> tokio::task::JoinHan
 }
 
 /// Reads PUBLISHes until `expected` arrived or none came for 2 s (bounded by 60 s in all); returns
-/// their payloads' numbers in arrival order, acknowledging QoS 1 ones.
+/// their payloads' numbers in arrival order, acknowledging QoS 1 ones (PUBACK) and QoS 2 ones (PUBREC, then
+/// PUBCOMP for the broker's PUBREL).
 async fn read_numbers(subscriber: &mut RawClient, expected: usize) -> Vec<usize> {
     let mut numbers = Vec::with_capacity(expected);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -67,12 +71,21 @@ async fn read_numbers(subscriber: &mut RawClient, expected: usize) -> Vec<usize>
         let Some(packet) = subscriber.read_within(Duration::from_secs(2)).await else {
             break;
         };
+        if packet.kind == PUBREL {
+            subscriber.ack(raw::PUBCOMP, packet_id(&packet)).await;
+            continue;
+        }
         if packet.kind != PUBLISH {
             continue;
         }
         let publish = subscriber.decode_publish(&packet);
         if let Some(id) = publish.packet_id {
-            subscriber.ack(raw::PUBACK, id).await;
+            let ack = if publish.qos == 2 {
+                raw::PUBREC
+            } else {
+                raw::PUBACK
+            };
+            subscriber.ack(ack, id).await;
         }
         let number = std::str::from_utf8(&publish.payload)
             .ok()
@@ -81,6 +94,52 @@ async fn read_numbers(subscriber: &mut RawClient, expected: usize) -> Vec<usize>
         numbers.push(number);
     }
     numbers
+}
+
+/// The packet identifier of an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP).
+fn packet_id(packet: &raw::RawPacket) -> u16 {
+    u16::from_be_bytes([packet.body[0], packet.body[1]])
+}
+
+/// Writes a burst of QoS 2 publishes from the publisher on its own task, then answers each PUBREC with its
+/// PUBREL until `expected` PUBCOMPs came, the socket closed, or nothing came for 2 s (bounded by 60 s);
+/// returns how many exchanges completed and whether the broker closed the connection.
+fn publish_exactly_once(
+    mut publisher: RawClient,
+    bytes: Vec<u8>,
+    expected: usize,
+) -> tokio::task::JoinHandle<(usize, bool)> {
+    tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(30), publisher.stream.write_all(&bytes))
+            .await
+            .expect("burst written within 30 s")
+            .expect("burst written");
+        let mut completed = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while completed < expected && Instant::now() < deadline {
+            match publisher.read_within(Duration::from_secs(2)).await {
+                Some(packet) if packet.kind == raw::PUBREC => {
+                    let pubrel = raw::frame(0x62, &packet_id(&packet).to_be_bytes());
+                    if publisher.stream.write_all(&pubrel).await.is_err() {
+                        return (completed, true);
+                    }
+                }
+                Some(packet) if packet.kind == raw::PUBCOMP => completed += 1,
+                Some(_) => {}
+                None => {
+                    // Nothing for 2 s: a closed socket reads end of file (or a reset) at once.
+                    let mut byte = [0u8; 1];
+                    let read = tokio::time::timeout(
+                        Duration::from_millis(100),
+                        publisher.stream.read(&mut byte),
+                    )
+                    .await;
+                    return (completed, matches!(read, Ok(Ok(0) | Err(_))));
+                }
+            }
+        }
+        (completed, false)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,5 +206,71 @@ async fn qos1_deliveries_written_together_arrive_whole_and_in_order() {
         numbers,
         (0..MESSAGES).collect::<Vec<_>>(),
         "every QoS 1 message once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_publisher_beyond_the_inflight_window_is_answered_and_every_message_arrives() {
+    // Ten times the default inflight window (32) awaiting their PUBREL at once, as a library client with
+    // a larger window of its own (rumqttc: 100) or none (MQTT.js) sends them.
+    const MESSAGES: usize = 320;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &ConfigBuilder::new("delivery").toml());
+    let (mut subscriber, publisher) = pair(&daemon, "qos2", "qos2/#", 2).await;
+
+    let publishing = publish_exactly_once(publisher, burst("qos2/x", MESSAGES, 2), MESSAGES);
+    let numbers = read_numbers(&mut subscriber, MESSAGES).await;
+    let (completed, closed) = publishing.await.unwrap();
+
+    assert!(
+        !closed,
+        "the broker closed the publisher's connection after {completed} QoS 2 exchanges"
+    );
+    assert_eq!(
+        completed, MESSAGES,
+        "every QoS 2 exchange completed (PUBCOMP)"
+    );
+    assert_eq!(
+        numbers,
+        (0..MESSAGES).collect::<Vec<_>>(),
+        "every QoS 2 message once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_qos2_publisher_beyond_its_receive_maximum_is_disconnected() {
+    // An MQTT 5 client is told the window in CONNACK (Receive Maximum, the default max_inflight of 32):
+    // going beyond it is the client's protocol error, unlike a 3.1.1 client's, which was never told.
+    const WINDOW: usize = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &ConfigBuilder::new("delivery").toml());
+    let options = Connect {
+        v5: true,
+        ..Connect::new("qos2-v5-pub")
+    };
+    let (mut publisher, code, _) = RawClient::connect(daemon.addr, &options).await;
+    assert_eq!(code, 0);
+    for packet_id in 1..=(WINDOW as u16 + 8) {
+        publisher
+            .publish("qos2v5/x", b"payload", 2, false, packet_id, false)
+            .await;
+    }
+    let mut received = 0;
+    let disconnect = loop {
+        match publisher.read_within(Duration::from_secs(5)).await {
+            Some(packet) if packet.kind == raw::PUBREC => received += 1,
+            Some(packet) if packet.kind == raw::DISCONNECT => break packet,
+            Some(_) => {}
+            None => panic!("no DISCONNECT within 5 s after {received} PUBRECs"),
+        }
+    };
+    assert_eq!(
+        received, WINDOW,
+        "a PUBREC for each message inside the window"
+    );
+    assert_eq!(
+        disconnect.body.first(),
+        Some(&0x93),
+        "DISCONNECT with Receive Maximum exceeded (0x93)"
     );
 }

@@ -379,34 +379,102 @@ pub struct InInflight {
     #[allow(dead_code)]
     scx: ServerContext,
     max_inflight: u16,
+    /// sensorgate patch: whether identifiers beyond `max_inflight` are held in `beyond_window` instead of
+    /// refused (see `bound_by_packet_ids`).
+    bounded_by_packet_ids: bool,
+    /// sensorgate patch: the identifiers beyond `max_inflight`, one bit each (8 KiB), allocated only
+    /// while one is held.
+    beyond_window: Option<Box<[u64]>>,
+    beyond_window_len: u16,
 }
 
 impl Drop for InInflight {
     fn drop(&mut self) {
         #[cfg(feature = "stats")]
-        self.scx.stats.in_inflights.decs(self.cached.len() as isize);
+        self.scx.stats.in_inflights.decs(self.cached.len() as isize + self.beyond_window_len as isize);
     }
 }
 
+/// sensorgate patch: the words of a bit set with one bit per packet identifier (0 included, unused).
+const PACKET_ID_WORDS: usize = (u16::MAX as usize + 1) / 64;
+
 impl InInflight {
     pub(crate) fn new(scx: ServerContext, max_inflight: u16) -> Self {
-        Self { cached: BTreeSet::default(), scx, max_inflight }
+        Self {
+            cached: BTreeSet::default(),
+            scx,
+            max_inflight,
+            bounded_by_packet_ids: false,
+            beyond_window: None,
+            beyond_window_len: 0,
+        }
+    }
+
+    /// sensorgate patch: no window: every packet identifier may await its acknowledgement (a client
+    /// cannot hold more, since a reused identifier is a duplicate). Those beyond `max_inflight` cost one
+    /// bit each, in a set of 8 KiB that exists only while one is held.
+    #[inline]
+    pub(crate) fn bound_by_packet_ids(&mut self) {
+        self.bounded_by_packet_ids = true;
     }
 
     #[inline]
     pub(crate) fn add(&mut self, pid: NonZeroU16, qos: QoS) -> std::result::Result<bool, Reason> {
-        if self.cached.len() >= self.max_inflight as usize {
+        let window_full = self.cached.len() >= self.max_inflight as usize;
+        if window_full && !self.bounded_by_packet_ids {
             return Err(Reason::InflightWindowFull);
         }
-        if self.cached.insert(pid) {
-            #[cfg(feature = "stats")]
-            self.scx.stats.in_inflights.inc();
-            Ok(true)
-        } else if matches!(qos, QoS::ExactlyOnce) {
-            Err(MqttError::PacketIdInUse(pid).into())
-        } else {
-            Ok(false)
+        if self.exist(&pid) {
+            return if matches!(qos, QoS::ExactlyOnce) {
+                Err(MqttError::PacketIdInUse(pid).into())
+            } else {
+                Ok(false)
+            };
         }
+        if window_full {
+            let bits = self
+                .beyond_window
+                .get_or_insert_with(|| vec![0u64; PACKET_ID_WORDS].into_boxed_slice());
+            let (word, bit) = Self::bit_of(pid);
+            bits[word] |= bit;
+            self.beyond_window_len += 1;
+        } else {
+            self.cached.insert(pid);
+        }
+        #[cfg(feature = "stats")]
+        self.scx.stats.in_inflights.inc();
+        Ok(true)
+    }
+
+    /// sensorgate patch: the word and the bit of `pid` in `beyond_window`.
+    #[inline]
+    fn bit_of(pid: NonZeroU16) -> (usize, u64) {
+        let pid = pid.get() as usize;
+        (pid / 64, 1 << (pid % 64))
+    }
+
+    /// sensorgate patch: whether `pid` is held beyond the window.
+    #[inline]
+    fn beyond_window_holds(&self, pid: NonZeroU16) -> bool {
+        let (word, bit) = Self::bit_of(pid);
+        self.beyond_window.as_ref().is_some_and(|bits| bits[word] & bit != 0)
+    }
+
+    /// sensorgate patch: releases `pid` held beyond the window (the set is freed with its last one).
+    #[inline]
+    fn remove_beyond_window(&mut self, pid: NonZeroU16) -> bool {
+        if !self.beyond_window_holds(pid) {
+            return false;
+        }
+        let (word, bit) = Self::bit_of(pid);
+        if let Some(bits) = self.beyond_window.as_mut() {
+            bits[word] &= !bit;
+        }
+        self.beyond_window_len -= 1;
+        if self.beyond_window_len == 0 {
+            self.beyond_window = None;
+        }
+        true
     }
 
     /// Check whether a packet id is already tracked in the inbound inflight set.
@@ -416,13 +484,13 @@ impl InInflight {
     /// complete, the broker must answer PUBREC without delivering again.
     #[inline]
     pub(crate) fn exist(&self, pid: &NonZeroU16) -> bool {
-        self.cached.contains(pid)
+        self.cached.contains(pid) || self.beyond_window_holds(*pid)
     }
 
     #[inline]
     pub(crate) fn remove(&mut self, pid: &NonZeroU16) -> bool {
         #[allow(clippy::needless_bool)]
-        if self.cached.remove(pid) {
+        if self.cached.remove(pid) || self.remove_beyond_window(*pid) {
             #[cfg(feature = "stats")]
             self.scx.stats.in_inflights.dec();
             true
@@ -439,6 +507,32 @@ mod tests {
     use bytestring::ByteString;
 
     use crate::types::{CodecPublish, Id};
+
+    /// sensorgate patch: a window bounded by packet identifiers holds every identifier beyond
+    /// `max_inflight`, still tells duplicates, and frees its bit set with the last one released.
+    #[tokio::test]
+    async fn a_window_bounded_by_packet_ids_holds_beyond_max_inflight() {
+        let scx = crate::context::ServerContext::new().build().await;
+        let mut window = InInflight::new(scx.clone(), 2);
+        let id = |n| NonZeroU16::new(n).unwrap();
+        assert!(window.add(id(1), QoS::ExactlyOnce).unwrap());
+        assert!(window.add(id(2), QoS::ExactlyOnce).unwrap());
+        assert!(matches!(window.add(id(3), QoS::ExactlyOnce), Err(Reason::InflightWindowFull)));
+
+        let mut window = InInflight::new(scx, 2);
+        window.bound_by_packet_ids();
+        for n in 1..=u16::MAX {
+            assert!(window.add(id(n), QoS::ExactlyOnce).unwrap(), "identifier {n} held");
+        }
+        assert!(window.exist(&id(u16::MAX)) && window.exist(&id(1)));
+        assert!(window.add(id(700), QoS::ExactlyOnce).is_err(), "a duplicate beyond the window");
+        assert!(window.beyond_window.is_some());
+        for n in (1..=u16::MAX).rev() {
+            assert!(window.remove(&id(n)), "identifier {n} released");
+        }
+        assert!(!window.exist(&id(700)) && !window.remove(&id(700)));
+        assert!(window.beyond_window.is_none() && window.cached.is_empty(), "nothing kept");
+    }
 
     fn make_publish(topic: &str, packet_id: u16) -> Publish {
         Publish {

@@ -186,6 +186,16 @@ impl SessionState {
         }
     }
 
+    /// sensorgate patch: the received QoS 2 messages awaiting their PUBREL are bounded by the packet
+    /// identifier space (a client cannot have more: a reused identifier is a duplicate, answered with
+    /// PUBREC and not delivered again) instead of by `max_inflight`, for a client that was never told the
+    /// window (MQTT 3.1.1 has no Receive Maximum). Only packet identifiers are held, not messages: those
+    /// beyond `max_inflight` one bit each, at most 8 KiB per connection.
+    #[inline]
+    pub(crate) fn awaiting_release_bounded_by_packet_ids(&mut self) {
+        self.in_inflight.bound_by_packet_ids();
+    }
+
     #[inline]
     pub fn session(&self) -> &Session {
         &self.inner

@@ -314,6 +314,10 @@ async fn _handshake(
     }
 
     let mut state = SessionState::new(session, hook, 0, 0);
+    // sensorgate patch: a 3.1.1 client is never told the server's inflight window (5.0 is told it as
+    // Receive Maximum in CONNACK), so its QoS 2 messages awaiting their PUBREL are bounded by the packet
+    // identifier space, not by max_inflight (upstream disconnected it at the window's end).
+    state.awaiting_release_bounded_by_packet_ids();
     // sensorgate patch: from before its CONNACK until its first packet is read, this connection may be
     // about to SUBSCRIBE: other clients' publishes wait for it (bounded; see `subscribe_order`).
     state.startup = Some(state.scx.subscribe_order.begin());
