@@ -107,6 +107,8 @@ smoke() {
     mkdir -p "$state"
     config="$work/demo.toml"
     smoke_config "$port" "$state" "$config"
+    # The demo's codec path is relative to the configuration file: its codecs go beside the copy.
+    cp -r "$(dirname "$demo_config")/codecs" "$work/"
     base=$(sed -n 's/^[[:space:]]*base_topic[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$config" | head -n1)
     base="${base:-sensorgate}"
     # STATE_DIRECTORY as systemd would set it; the journal is not ours here, so logs go to stderr.
