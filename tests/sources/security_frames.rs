@@ -165,25 +165,16 @@ async fn wait_state(sub: &mut mqtt::Subscriber, device: &str, temperature: f64) 
     );
 }
 
-/// Waits until uart0's counters in `{base}/gateway/stats` satisfy `check`; returns them.
+/// Waits until uart0's counters in `{base}/gateway/stats` satisfy `check` (`what` names the wait);
+/// returns them.
 async fn wait_counters(
     stats: &mut mqtt::Subscriber,
     what: &str,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let mut seen = Vec::new();
-    let got = stats
-        .wait_for(Duration::from_secs(10), &mut seen, |m| {
-            let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
-            check(&json["sources"]["uart0"])
-        })
-        .await;
-    match got {
-        Some(m) => serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["sources"]
-            ["uart0"]
-            .clone(),
-        None => panic!("{what}: last stats {:?}", seen.last().map(|m| m.text())),
-    }
+    stats
+        .stats_until(what, "/sources/uart0", Duration::from_secs(10), check)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,12 +126,13 @@ impl Subscriber {
         }
     }
 
-    /// Waits (bounded) for a `sensorgate/gateway/stats` message whose counters of `source`
-    /// (`sources.{source}`) satisfy `done`, and returns them; panics with the last ones seen when none
-    /// does within `within`.
-    pub async fn source_stats_until(
+    /// Waits (bounded) for a `sensorgate/gateway/stats` message whose counters at `pointer` (a JSON
+    /// pointer: `/sources/rf`, `/lorawan/lns`) satisfy `done`, and returns them; panics with the last
+    /// ones seen (and `what` the test waited for) when none does within `within`.
+    pub async fn stats_until(
         &mut self,
-        source: &str,
+        what: &str,
+        pointer: &str,
         within: Duration,
         mut done: impl FnMut(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
@@ -145,13 +146,13 @@ impl Subscriber {
                 let Ok(stats) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
                     return false;
                 };
-                last = stats["sources"][source].clone();
+                last = stats.pointer(pointer).cloned().unwrap_or_default();
                 done(&last)
             })
             .await;
         assert!(
             found.is_some(),
-            "stats of {source} never matched within {within:?}; last: {last}"
+            "{what}: stats at {pointer} never matched within {within:?}; last: {last}"
         );
         last
     }

@@ -107,7 +107,8 @@ pub async fn stats_until(
     within: Duration,
     done: impl FnMut(&Json) -> bool,
 ) -> Json {
-    sub.source_stats_until("air", within, done).await
+    sub.stats_until("air's stats", "/sources/air", within, done)
+        .await
 }
 
 pub fn count(air: &Json, key: &str) -> u64 {

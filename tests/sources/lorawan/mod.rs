@@ -192,24 +192,14 @@ async fn wait_state(
     }
 }
 
+/// Waits until the `lns` source's LoRaWAN counters in `{base}/gateway/stats` satisfy `check` (`what`
+/// names the wait); returns them.
 async fn wait_counters(
     stats: &mut mqtt::Subscriber,
     what: &str,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let mut seen = Vec::new();
-    let found = stats
-        .wait_for(WAIT, &mut seen, |m| {
-            serde_json::from_str::<serde_json::Value>(&m.text())
-                .is_ok_and(|s| check(&s["lorawan"]["lns"]))
-        })
-        .await;
-    match found {
-        Some(message) => serde_json::from_str::<serde_json::Value>(&message.text()).unwrap()
-            ["lorawan"]["lns"]
-            .clone(),
-        None => panic!("{what}: last stats {:?}", seen.last().map(|m| m.text())),
-    }
+    stats.stats_until(what, "/lorawan/lns", WAIT, check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,8 @@ async fn stats_until(
     within: Duration,
     done: impl FnMut(&Json) -> bool,
 ) -> Json {
-    sub.source_stats_until("rf", within, done).await
+    sub.stats_until("rf's stats", "/sources/rf", within, done)
+        .await
 }
 
 fn count(rf: &Json, key: &str) -> u64 {
