@@ -1,6 +1,7 @@
 //! The embedded broker beside Debian's mosquitto, in the same run: messages/s received from publishers to
 //! subscribers of one topic (rumqttc clients in this process, 64-byte payloads, 127.0.0.1): one to one at
-//! QoS 0, 1 and 2, one to ten (fan-out) and a hundred to one at QoS 0 and 1, through
+//! QoS 0, 1 and 2 (and over TLS 1.3 at QoS 0 and 1), one to ten (fan-out) and a hundred to one at QoS 0
+//! and 1, through
 //! the real `sensorgate` daemon (no sources, one plain listener, its default `[broker]` limits) and
 //! through `/usr/sbin/mosquitto` (the test harness's configuration), with the ratio per case, and each
 //! broker's CPU per message and peak resident memory. Both brokers are separate processes, started on
@@ -11,11 +12,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::tokio_rustls::rustls::ClientConfig;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
 use crate::daemon::Daemon;
 use crate::measure::{ratio, PeakRss, Usage};
-use crate::mosquitto::{BrokerConfig, Mosquitto, MOSQUITTO};
+use crate::mosquitto::{BrokerConfig, Certs, Mosquitto, TlsListener, MOSQUITTO};
 
 /// Payload size of every message.
 pub const PAYLOAD_BYTES: usize = 64;
@@ -25,20 +27,25 @@ const CASE_LIMIT: Duration = Duration::from_secs(120);
 const QUIET: Duration = Duration::from_secs(2);
 
 /// One workload: `messages` published in all, shared among `publishers`, each received by every one of
-/// `subscribers`.
+/// `subscribers`, over plain TCP or TLS.
 #[derive(Clone, Copy, Debug)]
 pub struct Case {
     pub qos: QoS,
     pub messages: usize,
     pub publishers: usize,
     pub subscribers: usize,
+    /// Every client connects to the broker's TLS listener.
+    pub tls: bool,
 }
 
 impl Case {
     pub fn label(&self) -> String {
         format!(
-            "{} -> {}, QoS {}",
-            self.publishers, self.subscribers, self.qos as u8
+            "{} -> {}, QoS {}{}",
+            self.publishers,
+            self.subscribers,
+            self.qos as u8,
+            if self.tls { ", TLS" } else { "" }
         )
     }
 
@@ -48,7 +55,8 @@ impl Case {
     }
 }
 
-/// The cases of a run: one to one at QoS 0, 1 and 2; one to ten and a hundred to one at QoS 0 and 1.
+/// The cases of a run: one to one at QoS 0, 1 and 2; one to ten and a hundred to one at QoS 0 and 1;
+/// one to one over TLS at QoS 0 and 1.
 pub fn cases(quick: bool) -> Vec<Case> {
     let scale = if quick { 1 } else { 5 };
     let case = |qos, messages: usize, publishers, subscribers| Case {
@@ -56,7 +64,9 @@ pub fn cases(quick: bool) -> Vec<Case> {
         messages: messages * scale,
         publishers,
         subscribers,
+        tls: false,
     };
+    let tls = |case: Case| Case { tls: true, ..case };
     vec![
         case(QoS::AtMostOnce, 60_000, 1, 1),
         case(QoS::AtLeastOnce, 20_000, 1, 1),
@@ -65,7 +75,41 @@ pub fn cases(quick: bool) -> Vec<Case> {
         case(QoS::AtLeastOnce, 4_000, 1, 10),
         case(QoS::AtMostOnce, 60_000, 100, 1),
         case(QoS::AtLeastOnce, 20_000, 100, 1),
+        tls(case(QoS::AtMostOnce, 60_000, 1, 1)),
+        tls(case(QoS::AtLeastOnce, 20_000, 1, 1)),
     ]
+}
+
+/// Where one broker listens: its plain port, and its TLS port with the configuration its clients
+/// trust it with.
+#[derive(Clone)]
+struct Endpoint {
+    pid: u32,
+    plain: u16,
+    tls: Option<(u16, Arc<ClientConfig>)>,
+}
+
+/// How a client of `case` reaches the broker: the port and, over TLS, the client configuration.
+struct Reach {
+    port: u16,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl Endpoint {
+    /// `None` when the case wants TLS and the broker has no TLS listener.
+    fn reach(&self, case: Case) -> Option<Reach> {
+        if !case.tls {
+            return Some(Reach {
+                port: self.plain,
+                tls: None,
+            });
+        }
+        let (port, config) = self.tls.clone()?;
+        Some(Reach {
+            port,
+            tls: Some(config),
+        })
+    }
 }
 
 /// What one broker did in one case.
@@ -100,17 +144,23 @@ pub struct Report {
     pub mosquitto_hwm_kib: Option<u64>,
 }
 
-fn options(id: String, port: u16) -> MqttOptions {
-    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+fn options(id: String, reach: &Reach) -> MqttOptions {
+    let mut options = MqttOptions::new(id, "127.0.0.1", reach.port);
     options
         .set_keep_alive(Duration::from_secs(60))
         .set_inflight(100);
+    if let Some(config) = &reach.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            config.clone(),
+        )));
+    }
     options
 }
 
 /// Connects a subscriber of `topic` and waits (bounded) for its SUBACK.
-async fn subscriber(port: u16, id: String, topic: &str, qos: QoS) -> rumqttc::EventLoop {
-    let (sub, mut sub_loop) = AsyncClient::new(options(id, port), 100);
+async fn subscriber(reach: &Reach, id: String, topic: &str, qos: QoS) -> rumqttc::EventLoop {
+    let port = reach.port;
+    let (sub, mut sub_loop) = AsyncClient::new(options(id, reach), 100);
     sub.subscribe(topic, qos)
         .await
         .expect("the subscriber's request queue is open");
@@ -134,11 +184,11 @@ async fn subscriber(port: u16, id: String, topic: &str, qos: QoS) -> rumqttc::Ev
 
 /// `case.publishers` publishers share `case.messages` messages, every one of `case.subscribers`
 /// subscribers counts what it receives; returns messages/s received (all subscribers) and how many.
-async fn publish_and_count(port: u16, case: Case, tag: &str) -> (f64, usize) {
+async fn publish_and_count(reach: &Reach, case: Case, tag: &str) -> (f64, usize) {
     let topic = format!("bench/{tag}");
     let mut loops = Vec::with_capacity(case.subscribers);
     for n in 0..case.subscribers {
-        loops.push(subscriber(port, format!("sub-{tag}-{n}"), &topic, case.qos).await);
+        loops.push(subscriber(reach, format!("sub-{tag}-{n}"), &topic, case.qos).await);
     }
 
     let received = Arc::new(AtomicUsize::new(0));
@@ -162,7 +212,7 @@ async fn publish_and_count(port: u16, case: Case, tag: &str) -> (f64, usize) {
     let mut publishers = Vec::with_capacity(case.publishers);
     for n in 0..case.publishers {
         let (publisher, mut pub_loop) =
-            AsyncClient::new(options(format!("pub-{tag}-{n}"), port), 1000);
+            AsyncClient::new(options(format!("pub-{tag}-{n}"), reach), 1000);
         let pump = tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
         let share =
             case.messages / case.publishers + usize::from(n < case.messages % case.publishers);
@@ -222,11 +272,11 @@ async fn publish_and_count(port: u16, case: Case, tag: &str) -> (f64, usize) {
     )
 }
 
-/// One case against the broker process `pid` listening on `port`, with its CPU and memory.
-async fn measure(port: u16, pid: u32, case: Case, tag: &str) -> Side {
+/// One case against the broker process `pid` reached through `reach`, with its CPU and memory.
+async fn measure(reach: &Reach, pid: u32, case: Case, tag: &str) -> Side {
     let before = Usage::of(&[pid]);
     let peak = PeakRss::start(vec![pid]);
-    let (per_second, received) = publish_and_count(port, case, tag).await;
+    let (per_second, received) = publish_and_count(reach, case, tag).await;
     let after = Usage::of(&[pid]);
     let peak_rss_kib = tokio::task::spawn_blocking(move || peak.finish())
         .await
@@ -239,31 +289,75 @@ async fn measure(port: u16, pid: u32, case: Case, tag: &str) -> Side {
     }
 }
 
-/// Starts both brokers, runs every case on each (sensorgate first), stops them.
+/// Starts both brokers (each with a plain and a TLS 1.3 listener, the same certificate), runs every
+/// case on each (sensorgate first), stops them.
 pub async fn run(quick: bool) -> Report {
-    let daemon = Daemon::start("").await;
+    let pki = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::generate(pki.path());
+    let client_tls = match sensorgate::uplink::tls::client_config(Some(&certs.ca), None, None) {
+        Ok(config) => Some(config),
+        Err(why) => {
+            eprintln!("  no TLS client configuration ({why}): the TLS cases are left out");
+            None
+        }
+    };
+    let daemon = Daemon::start(&format!(
+        "[[broker.listener]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
+        certs.server_cert.display(),
+        certs.server_key.display()
+    ))
+    .await;
+    let ours = Endpoint {
+        pid: daemon.pid(),
+        plain: daemon.port,
+        tls: client_tls
+            .clone()
+            .map(|config| (daemon.listener("mqtts", 0).port(), config)),
+    };
     let mosquitto = if Path::new(MOSQUITTO).exists() {
+        let tls = TlsListener {
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            require_client_ca: None,
+        };
         Some(
-            tokio::task::spawn_blocking(|| Mosquitto::start(BrokerConfig::default()))
-                .await
-                .expect("mosquitto starts"),
+            tokio::task::spawn_blocking(move || {
+                Mosquitto::start(BrokerConfig {
+                    tls: Some(tls),
+                    ..BrokerConfig::default()
+                })
+            })
+            .await
+            .expect("mosquitto starts"),
         )
     } else {
         eprintln!("  {MOSQUITTO} is not installed (Debian package mosquitto): sensorgate only");
         None
     };
-    let mosquitto_at = mosquitto.as_ref().and_then(|m| Some((m.port, m.pid()?)));
+    let theirs = mosquitto.as_ref().and_then(|m| {
+        Some(Endpoint {
+            pid: m.pid()?,
+            plain: m.port,
+            tls: m.tls_port.zip(client_tls.clone()),
+        })
+    });
     let mut report = Report {
-        sensorgate_idle_rss_kib: Usage::of(&[daemon.pid()]).rss_kib,
-        mosquitto_idle_rss_kib: mosquitto_at.map(|(_, pid)| Usage::of(&[pid]).rss_kib),
+        sensorgate_idle_rss_kib: Usage::of(&[ours.pid]).rss_kib,
+        mosquitto_idle_rss_kib: theirs.as_ref().map(|m| Usage::of(&[m.pid]).rss_kib),
         ..Report::default()
     };
     for case in cases(quick) {
         let tag = format!(
-            "p{}-s{}-qos{}",
-            case.publishers, case.subscribers, case.qos as u8
+            "p{}-s{}-qos{}{}",
+            case.publishers,
+            case.subscribers,
+            case.qos as u8,
+            if case.tls { "-tls" } else { "" }
         );
-        let sensorgate = measure(daemon.port, daemon.pid(), case, &format!("sg-{tag}")).await;
+        let Some(reach) = ours.reach(case) else {
+            continue;
+        };
+        let sensorgate = measure(&reach, ours.pid, case, &format!("sg-{tag}")).await;
         eprintln!(
             "  sensorgate {}: {:.0} msg/s ({} of {} received)",
             case.label(),
@@ -271,9 +365,9 @@ pub async fn run(quick: bool) -> Report {
             sensorgate.received,
             case.deliveries()
         );
-        let mosquitto = match mosquitto_at {
-            Some((port, pid)) => {
-                let side = measure(port, pid, case, &format!("mq-{tag}")).await;
+        let mosquitto = match theirs.as_ref().and_then(|m| Some((m.reach(case)?, m.pid))) {
+            Some((reach, pid)) => {
+                let side = measure(&reach, pid, case, &format!("mq-{tag}")).await;
                 eprintln!(
                     "  mosquitto {}: {:.0} msg/s ({} of {} received)",
                     case.label(),
@@ -291,8 +385,8 @@ pub async fn run(quick: bool) -> Report {
             mosquitto,
         });
     }
-    report.sensorgate_hwm_kib = Usage::of(&[daemon.pid()]).peak_rss_kib;
-    report.mosquitto_hwm_kib = mosquitto_at.map(|(_, pid)| Usage::of(&[pid]).peak_rss_kib);
+    report.sensorgate_hwm_kib = Usage::of(&[ours.pid]).peak_rss_kib;
+    report.mosquitto_hwm_kib = theirs.as_ref().map(|m| Usage::of(&[m.pid]).peak_rss_kib);
     drop(daemon);
     if let Some(mosquitto) = mosquitto {
         let _ = tokio::task::spawn_blocking(move || drop(mosquitto)).await;
@@ -316,7 +410,8 @@ pub fn markdown(report: &Report) -> String {
         "## Embedded broker vs Debian's mosquitto (same run)\n\n\
          rumqttc publishers send 64-byte messages as fast as they can to rumqttc subscribers of the same\n\
          topic, over 127.0.0.1: one to one, one to ten (every subscriber receives every message) and a\n\
-         hundred publishers sharing the messages to one subscriber; the rate is messages received per\n\
+         hundred publishers sharing the messages to one subscriber, and one to one over TLS 1.3 (each broker's\n\
+         TLS listener, the same server certificate, rustls clients with ring); the rate is messages received per\n\
          second by all subscribers, from the first publish to the last receipt (a count in bold: the broker\n\
          dropped the rest). sensorgate is the real daemon with\n\
          no sources and its default `[broker]` limits (`max_inflight = 32`, `max_queued_messages = 10000`);\n\
@@ -388,10 +483,16 @@ mod tests {
             .all(|(q, f)| q.messages < f.messages));
         let one_to_one: Vec<u8> = quick
             .iter()
-            .filter(|c| c.publishers == 1 && c.subscribers == 1)
+            .filter(|c| c.publishers == 1 && c.subscribers == 1 && !c.tls)
             .map(|c| c.qos as u8)
             .collect();
         assert_eq!(one_to_one, [0, 1, 2]);
+        let over_tls: Vec<u8> = quick
+            .iter()
+            .filter(|c| c.tls)
+            .map(|c| c.qos as u8)
+            .collect();
+        assert_eq!(over_tls, [0, 1], "one to one over TLS at QoS 0 and 1");
         assert!(quick.iter().any(|c| c.subscribers == 10));
         assert!(quick.iter().any(|c| c.publishers == 100));
     }
@@ -411,6 +512,7 @@ mod tests {
                     messages: 50_000,
                     publishers: 1,
                     subscribers: 1,
+                    tls: true,
                 },
                 sensorgate: side(40_000.0, 45_000),
                 mosquitto: Some(side(80_000.0, 50_000)),
@@ -425,7 +527,7 @@ mod tests {
         assert!(text.ends_with(".\n"));
         assert!(
             text.contains(
-                "| 1 -> 1, QoS 0 | 50,000 | 40,000 | **45,000** | 80,000 | 50,000 | 0.50 | 12.5 | 12.5 | 9,000 | 9,000 |"
+                "| 1 -> 1, QoS 0, TLS | 50,000 | 40,000 | **45,000** | 80,000 | 50,000 | 0.50 | 12.5 | 12.5 | 9,000 | 9,000 |"
             ),
             "{text}"
         );

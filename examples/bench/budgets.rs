@@ -72,7 +72,7 @@ fn against_baseline(
     }
 }
 
-/// The broker row of `publishers -> subscribers` at `qos`, measured against mosquitto.
+/// The plain-TCP broker row of `publishers -> subscribers` at `qos`, measured against mosquitto.
 fn broker_row(
     report: Option<&broker::Report>,
     publishers: usize,
@@ -80,7 +80,12 @@ fn broker_row(
     qos: QoS,
 ) -> Option<(&broker::Side, &broker::Side)> {
     let row = report?.rows.iter().find(|r| {
-        (r.case.publishers, r.case.subscribers, r.case.qos) == (publishers, subscribers, qos)
+        (
+            r.case.publishers,
+            r.case.subscribers,
+            r.case.qos,
+            r.case.tls,
+        ) == (publishers, subscribers, qos, false)
     })?;
     Some((&row.sensorgate, row.mosquitto.as_ref()?))
 }
@@ -127,8 +132,12 @@ fn broker_budgets(report: Option<&broker::Report>) -> Vec<Budget> {
             report
                 .and_then(|r| {
                     r.rows.iter().find(|row| {
-                        (row.case.publishers, row.case.subscribers, row.case.qos)
-                            == (1, 1, QoS::AtMostOnce)
+                        (
+                            row.case.publishers,
+                            row.case.subscribers,
+                            row.case.qos,
+                            row.case.tls,
+                        ) == (1, 1, QoS::AtMostOnce, false)
                     })
                 })
                 .map(|row| {
@@ -548,6 +557,7 @@ mod tests {
                 messages: 1_000,
                 publishers: 1,
                 subscribers,
+                tls: false,
             },
             sensorgate: ours,
             mosquitto: Some(theirs),

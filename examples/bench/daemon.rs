@@ -92,6 +92,12 @@ impl Daemon {
         self.port = self.process.addr.port();
     }
 
+    /// Where its `index`-th listener of `scheme` (`mqtt`, `mqtts`, `ws`...) is bound, from its ports
+    /// file (after [`Daemon::wait_listening`]).
+    pub fn listener(&self, scheme: &str, index: usize) -> std::net::SocketAddr {
+        self.process.listener(scheme, index)
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }

@@ -101,6 +101,9 @@ pub struct Side {
     /// Retained cases: the broker's peak resident memory (VmHWM, KiB) once the late subscriber had
     /// its retained messages, to show that handing them all out does not blow it up.
     pub late_peak_kib: Option<u64>,
+    /// Retained cases: from the late subscriber's SUBSCRIBE to its last retained message, when it
+    /// received every one.
+    pub late_all_after: Option<Duration>,
 }
 
 impl Side {
@@ -116,6 +119,7 @@ impl Side {
             after_kib: Err(why),
             retained_seen: None,
             late_peak_kib: None,
+            late_all_after: None,
         }
     }
 }
@@ -305,33 +309,41 @@ async fn retained(port: u16, pid: u32, count: usize, tag: &str) -> Side {
     tokio::time::sleep(Duration::from_millis(100)).await;
     pump.abort();
 
-    let seen = late_subscriber(port, count, tag).await;
+    let (seen, all_after) = late_subscriber(port, count, tag).await;
     Side {
         before_kib: before,
         after_kib: Ok(after),
         retained_seen: Some(seen),
         late_peak_kib: Some(Usage::of(&[pid]).peak_rss_kib),
+        late_all_after: all_after,
     }
 }
 
 /// A new QoS 1 subscriber to `sg/#`: how many retained messages it receives (until `count`, nothing
-/// new for [`LATE_SUBSCRIBER_QUIET`], or [`LATE_SUBSCRIBER_LIMIT`]).
-async fn late_subscriber(port: u16, count: usize, tag: &str) -> usize {
+/// new for [`LATE_SUBSCRIBER_QUIET`], or [`LATE_SUBSCRIBER_LIMIT`]), and, when it received all
+/// `count`, how long after its SUBSCRIBE the last one arrived.
+async fn late_subscriber(port: u16, count: usize, tag: &str) -> (usize, Option<Duration>) {
     let (client, mut events) = AsyncClient::new(mqtt_options(format!("late-{tag}"), port), 100);
+    let subscribed = Instant::now();
     if client.subscribe("sg/#", QoS::AtLeastOnce).await.is_err() {
-        return 0;
+        return (0, None);
     }
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = {
         let seen = seen.clone();
         tokio::spawn(async move {
+            let mut last = None;
             while let Ok(event) = events.poll().await {
                 if let Event::Incoming(Packet::Publish(p)) = event {
                     if p.retain {
-                        seen.fetch_add(1, Ordering::Relaxed);
+                        last = Some(subscribed.elapsed());
+                        if seen.fetch_add(1, Ordering::Relaxed) + 1 >= count {
+                            return last;
+                        }
                     }
                 }
             }
+            last
         })
     };
     let deadline = Instant::now() + LATE_SUBSCRIBER_LIMIT;
@@ -348,9 +360,15 @@ async fn late_subscriber(port: u16, count: usize, tag: &str) -> usize {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let seen = seen.load(Ordering::Relaxed);
+    let all_after = if seen >= count {
+        counter.await.ok().flatten()
+    } else {
+        counter.abort();
+        None
+    };
     let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;
-    counter.abort();
-    seen.load(Ordering::Relaxed)
+    (seen, all_after)
 }
 
 /// An MQTT 3.1.1 CONNECT: clean session, keep-alive 60 s, no login.
@@ -451,6 +469,7 @@ async fn idle_clients(port: u16, pid: u32, count: usize, tag: &str) -> Side {
         after_kib: Ok(after),
         retained_seen: None,
         late_peak_kib: None,
+        late_all_after: None,
     }
 }
 
@@ -614,10 +633,15 @@ pub fn markdown(report: &Report) -> String {
         .iter()
         .filter(|r| r.case.kind == Kind::Retained)
         .map(|r| {
-            let seen = |side: &Side| match side.retained_seen {
-                Some(n) if n < r.case.count => format!("**{}**", crate::thousands(n as f64)),
-                Some(n) => crate::thousands(n as f64),
-                None => "-".to_string(),
+            let seen = |side: &Side| match (side.retained_seen, side.late_all_after) {
+                (Some(n), _) if n < r.case.count => format!("**{}**", crate::thousands(n as f64)),
+                (Some(n), Some(after)) => format!(
+                    "{}, the last {} ms after its SUBSCRIBE",
+                    crate::thousands(n as f64),
+                    crate::thousands(after.as_secs_f64() * 1000.0)
+                ),
+                (Some(n), None) => crate::thousands(n as f64),
+                (None, _) => "-".to_string(),
             };
             let peak = |side: &Side| match (side.late_peak_kib, &side.after_kib) {
                 (Some(peak), Ok(after)) => format!(
@@ -639,7 +663,7 @@ pub fn markdown(report: &Report) -> String {
         .collect();
     if !checks.is_empty() {
         out.push_str(&format!(
-            "\nRetained messages a late QoS 1 subscriber to `sg/#` then received (in bold: fewer than published) {}.\n",
+            "\nRetained messages a late QoS 1 subscriber to `sg/#` then received (in bold: fewer than published) and when the last one arrived: {}.\n",
             checks.join("; ")
         ));
     }
@@ -706,6 +730,7 @@ mod tests {
             after_kib: Ok(after_kib),
             retained_seen,
             late_peak_kib: None,
+            late_all_after: None,
         };
         let report = Report {
             rows: vec![
@@ -716,7 +741,10 @@ mod tests {
                     },
                     // 2,000 KiB over 10,000 messages: 204.8 bytes each; mosquitto 1,000 KiB: 102.4.
                     sensorgate: ok(10_000, 12_000, Some(9_000)),
-                    mosquitto: Some(ok(1_000, 2_000, Some(10_000))),
+                    mosquitto: Some(Side {
+                        late_all_after: Some(Duration::from_millis(1_234)),
+                        ..ok(1_000, 2_000, Some(10_000))
+                    }),
                 },
                 Row {
                     case: Case {
@@ -750,7 +778,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("of 10,000: sensorgate **9,000**, mosquitto 10,000; peak RSS"),
+            text.contains("of 10,000: sensorgate **9,000**, mosquitto 10,000, the last 1,234 ms after its SUBSCRIBE; peak RSS"),
             "{text}"
         );
         assert!(!text.contains("not installed"), "{text}");
@@ -770,6 +798,7 @@ mod tests {
                     after_kib: Ok(8_400),
                     retained_seen: None,
                     late_peak_kib: None,
+                    late_all_after: None,
                 },
                 mosquitto: None,
             }],
@@ -792,6 +821,7 @@ mod tests {
             after_kib: Ok(8_900),
             retained_seen: None,
             late_peak_kib: None,
+            late_all_after: None,
         };
         assert_eq!(side.bytes_each(100), Some(-1024.0));
         assert_eq!(bytes_cell(&side, 100), "-1,024");
