@@ -55,9 +55,12 @@ impl CodecEncoders {
         CodecEncoders { encoders }
     }
 
-    /// Whether commands to this source go through a codec.
-    pub fn covers(&self, source: &str) -> bool {
-        self.encoders.keys().any(|(name, _)| name == source)
+    /// Whether commands to the device at `address` of `source` go through a codec (its own, or its
+    /// source's).
+    pub fn covers(&self, source: &str, address: &str) -> bool {
+        self.encoders.keys().any(|(name, device)| {
+            name == source && device.as_deref().is_none_or(|device| device == address)
+        })
     }
 
     /// The command's payload through the device's codec: `Ok` with the payload as raw bytes to send, or

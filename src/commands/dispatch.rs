@@ -130,6 +130,7 @@ impl Dispatcher {
         };
         let (done_tx, done_rx) = oneshot::channel();
         self.downlink.request(TxRequest {
+            address: queued.command.address.clone(),
             bytes: queued.command.bytes.clone(),
             done: done_tx,
         });

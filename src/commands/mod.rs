@@ -98,6 +98,9 @@ pub struct DeviceEntry {
     pub deliver: Option<Deliver>,
     /// `raw_commands = true`: `{"raw": ...}` may reach it where the address lives in the payload.
     pub raw_commands: bool,
+    /// The payload format of its commands, where it differs from its source's (a LoRaWAN device's
+    /// decoder of its downlink FPort).
+    pub payload: Option<PayloadFormat>,
 }
 
 /// Everything the router needs.
@@ -236,6 +239,8 @@ struct Resolved {
     /// A `[[device]]` (always commandable), rather than a `{source}-{address}` name.
     configured: bool,
     raw_commands: bool,
+    /// Its own payload format, over its source's.
+    payload: Option<PayloadFormat>,
 }
 
 /// The command router: client publishes in, frames queued, results out. Built with [`Commands::new`].
@@ -470,6 +475,7 @@ fn configured_devices(devices: &[DeviceEntry]) -> HashMap<String, Resolved> {
             deliver: device.deliver,
             configured: true,
             raw_commands: device.raw_commands,
+            payload: device.payload,
         };
         by_level
             .entry(crate::topic::gateway::sanitize_level(&device.name))
@@ -504,6 +510,7 @@ impl Router {
                 deliver: None,
                 configured: false,
                 raw_commands: false,
+                payload: None,
             }));
         }
         None
@@ -686,7 +693,7 @@ impl Router {
         let Some(resolved) = resolved else {
             return (publish, field, Ok(()));
         };
-        if !publish.allowed || !self.codecs.covers(&resolved.source) {
+        if !publish.allowed || !self.codecs.covers(&resolved.source, &resolved.address) {
             return (publish, field, Ok(()));
         }
         match self
@@ -725,7 +732,8 @@ impl Router {
             budget_allows,
         } = self.route(device, publish, resolved)?;
         let payload = command_payload(field, publish, &settings, &resolved)?;
-        let encoded = encode::encode_payload(settings.payload, &resolved.address, &payload)
+        let format = resolved.payload.unwrap_or(settings.payload);
+        let encoded = encode::encode_payload(format, &resolved.address, &payload)
             .map_err(|e| Refused::quiet(e.to_string()))?;
         let to = link::destination(settings.link.header, &resolved.address)
             .map_err(|e| Refused::quiet(e.to_string()))?;

@@ -334,6 +334,13 @@ impl Outbox {
         }
     }
 
+    /// Whether commands wait for the device at `address`.
+    pub fn has_waiting(&self, address: &str) -> bool {
+        self.devices
+            .get(address)
+            .is_some_and(|device| !device.queue.is_empty())
+    }
+
     /// When the device's receive window opens and closes, if it was heard.
     fn window(&self, device: &DeviceQueue) -> Option<(Instant, Instant)> {
         let opens = device.heard? + self.settings.rx_delay;
@@ -645,6 +652,17 @@ impl CommandQueue for Shared {
             lock(&self.outbox).heard(&address, Instant::now());
             self.changed.notify_one();
         }
+    }
+
+    fn heard_device(&self, address: &str) -> bool {
+        self.remember(address);
+        let waiting = {
+            let mut outbox = lock(&self.outbox);
+            outbox.heard(address, Instant::now());
+            outbox.has_waiting(address)
+        };
+        self.changed.notify_one();
+        waiting
     }
 
     fn take_request(&self) -> Option<TxRequest> {

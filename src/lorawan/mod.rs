@@ -21,6 +21,7 @@
 //! socket and the gateway table, which the source task must own to allow-list, count and bound them.
 //! The network-server logic (sessions, windows, dedup, counters) is ours.
 
+pub mod airtime;
 pub mod cli;
 pub mod codecs;
 pub mod counters;

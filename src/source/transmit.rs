@@ -21,6 +21,9 @@ pub type TxResult = Result<Option<Duration>, String>;
 /// One transmission handed to the source task.
 #[derive(Debug)]
 pub struct TxRequest {
+    /// The device it is for, as its source knows it (a source that sends only into the receive window
+    /// of the device it just heard, as LoRaWAN's does, checks it; serial and radio sources ignore it).
+    pub address: String,
     pub bytes: Vec<u8>,
     pub done: oneshot::Sender<TxResult>,
 }
@@ -32,6 +35,9 @@ pub trait CommandQueue: Send + Sync {
     fn set_link(&self, up: bool);
     /// A frame arrived (its end is now).
     fn heard(&self, packet: &Packet);
+    /// A frame of the device at `address` arrived (its end is now), for a source that finds the address
+    /// itself (LoRaWAN); returns whether commands wait for that device.
+    fn heard_device(&self, address: &str) -> bool;
     /// The next transmission to make, when there is one.
     fn take_request(&self) -> Option<TxRequest>;
     /// Waits until a request may be waiting (a wakeup may be spurious: check with `take_request`).
@@ -61,6 +67,12 @@ impl CommandPort {
     /// A frame arrived (its end is now): its device's receive window opens `rx_delay` from now.
     pub fn heard(&self, packet: &Packet) {
         self.0.heard(packet);
+    }
+
+    /// A frame of the device at `address` arrived (its end is now): its receive window opens
+    /// `rx_delay` from now. Returns whether commands wait for it.
+    pub fn heard_device(&self, address: &str) -> bool {
+        self.0.heard_device(address)
     }
 
     /// The next transmission to make, when there is one.
