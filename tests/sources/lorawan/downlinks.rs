@@ -6,6 +6,7 @@
 //! ACK bit until the device acknowledges, and given up after three transmissions (counted); a command
 //! to a device that never sends expires. Every wait is bounded.
 
+use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 
@@ -15,13 +16,10 @@ use super::{
 
 /// The `lns` source with commands (kept at most `ttl`), the ABP meter with `meter_keys` and the OTAA
 /// door that never joins in these tests.
-fn scenario(dir: &std::path::Path, udp: u16, ttl: &str, meter_keys: &str) -> String {
-    let config = network(
-        udp,
-        &format!("commands = true\ncommand_ttl = \"{ttl}\""),
-    )
-    .broker(r#"anonymous_write = ["sensorgate/+/set"]"#);
-    super::devices(config, dir, "", &format!("payload = \"lpp\"\n{meter_keys}")).toml()
+fn scenario(dir: &std::path::Path, udp: u16, ttl: &str, meter_keys: &str) -> ConfigBuilder {
+    let config = network(udp, &format!("commands = true\ncommand_ttl = \"{ttl}\""))
+        .broker(r#"anonymous_write = ["sensorgate/+/set"]"#);
+    super::devices(config, dir, "", &format!("payload = \"lpp\"\n{meter_keys}"))
 }
 
 async fn command(client: &mqtt::Subscriber, device: &str, payload: &str) {
@@ -60,7 +58,11 @@ async fn result(results: &mut mqtt::Subscriber, device: &str, status: &str) -> s
 }
 
 /// The ABP device's uplinks (`(fcnt, ack)`), and what came in each receive window.
-async fn uplinks(dir: &std::path::Path, udp: u16, uplinks: &[(u32, bool)]) -> Vec<serde_json::Value> {
+async fn uplinks(
+    dir: &std::path::Path,
+    udp: u16,
+    uplinks: &[(u32, bool)],
+) -> Vec<serde_json::Value> {
     let list: Vec<serde_json::Value> = uplinks
         .iter()
         .map(|(fcnt, ack)| serde_json::json!({ "fcnt": fcnt, "ack": ack }))
@@ -82,7 +84,7 @@ async fn a_command_reaches_the_device_in_rx1_encrypted_with_its_keys() {
     let udp = free_udp_port();
     let daemon = Daemon::start(
         dir.path(),
-        &scenario(dir.path(), udp, "4s", "downlink_fport = 3"),
+        &scenario(dir.path(), udp, "4s", "downlink_fport = 3").toml(),
     );
     daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
     let mut results = mqtt::subscribe(daemon.addr, "ops", "sensorgate/+/set/result", 1).await;
@@ -96,7 +98,10 @@ async fn a_command_reaches_the_device_in_rx1_encrypted_with_its_keys() {
 
     let windows = uplinks(dir.path(), udp, &[(1, false), (2, false)]).await;
     let first = &windows[0];
-    assert!(first.is_object(), "no downlink after the first uplink: {windows:?}");
+    assert!(
+        first.is_object(),
+        "no downlink after the first uplink: {windows:?}"
+    );
     // RX1: 1 s after the uplink, on its channel and data rate (EU868 RX1DROffset 0), inverted IQ.
     assert_eq!(first["tmst"], 1_000_000, "{first}");
     assert_eq!(first["freq"], 868.1, "{first}");
@@ -119,7 +124,10 @@ async fn a_command_reaches_the_device_in_rx1_encrypted_with_its_keys() {
     );
     let expired = result(&mut results, "door", "expired").await;
     assert!(
-        expired["reason"].as_str().unwrap().contains("sent no frame"),
+        expired["reason"]
+            .as_str()
+            .unwrap()
+            .contains("sent no frame"),
         "{expired}"
     );
     let counters = wait_counters(&mut stats, "one command downlink", |c| {
@@ -143,7 +151,7 @@ async fn a_confirmed_downlink_is_sent_again_until_acknowledged_then_given_up_aft
     let udp = free_udp_port();
     let daemon = Daemon::start(
         dir.path(),
-        &scenario(dir.path(), udp, "1h", "downlink_confirmed = true"),
+        &scenario(dir.path(), udp, "1h", "downlink_confirmed = true").toml(),
     );
     daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
     let mut results = mqtt::subscribe(daemon.addr, "ops", "sensorgate/+/set/result", 1).await;
@@ -198,4 +206,43 @@ async fn a_confirmed_downlink_is_sent_again_until_acknowledged_then_given_up_aft
     result(&mut results, "meter", "sent").await;
     let (status, _) = daemon.stop();
     assert!(status.success(), "{status}");
+}
+
+/// `downlink_fport` outside 1..=223, a downlink key on a source without commands, and `deliver` on a
+/// LoRaWAN device: refused by check-config at the key's line, saying what to write.
+#[test]
+fn downlink_keys_are_checked_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let udp = free_udp_port();
+    let cases = [
+        (
+            scenario(dir.path(), udp, "1h", "downlink_fport = 224"),
+            "downlink_fport",
+            "1..=223",
+        ),
+        (
+            super::devices(
+                network(udp, ""),
+                dir.path(),
+                "",
+                "payload = \"lpp\"\ndownlink_confirmed = true",
+            ),
+            "downlink_confirmed",
+            "write commands = true",
+        ),
+        (
+            scenario(dir.path(), udp, "1h", "deliver = \"now\""),
+            "deliver",
+            "remove deliver",
+        ),
+    ];
+    for (config, key, says) in cases {
+        let config = config.toml_at(dir.path(), 1883);
+        let (code, said, line) = super::check_config(dir.path(), &config, key);
+        assert_eq!(code, Some(2), "{key}: {said}");
+        assert!(
+            said.contains(&format!("sensorgate.toml:{line}:")) && said.contains(says),
+            "{key}: {said}"
+        );
+    }
 }
