@@ -601,7 +601,15 @@ impl Router {
             .await;
         let outcome = encoded
             .map_err(Refused::quiet)
-            .and_then(|()| self.accept(&device, field.as_deref(), &publish, &reply, resolved))
+            .and_then(|fport| {
+                self.accept(&device, field.as_deref(), &publish, &reply, resolved)
+                    .map(|(mut frames, downlink, source, sealed)| {
+                        for frame in &mut frames {
+                            frame.fport = fport;
+                        }
+                        (frames, downlink, source, sealed)
+                    })
+            })
             .and_then(|(frames, downlink, source, sealed)| {
                 let shown: Vec<serde_json::Value> =
                     frames.iter().map(|c| c.fields.clone()).collect();
@@ -683,18 +691,19 @@ impl Router {
 
     /// A command to a device of a codec source (with the write right): its fields through the codec's
     /// `encodeDownlink`, the publish then carrying the bytes as `{"raw": ...}` (and no field of the
-    /// topic). Other commands pass unchanged; the `Err` is the codec's refusal.
+    /// topic), with the fPort the codec chose. Other commands pass unchanged; the `Err` is the codec's
+    /// refusal.
     async fn through_codec(
         &self,
         resolved: &Option<Resolved>,
         field: Option<String>,
         mut publish: ClientPublish,
-    ) -> (ClientPublish, Option<String>, Result<(), String>) {
+    ) -> (ClientPublish, Option<String>, Result<Option<u8>, String>) {
         let Some(resolved) = resolved else {
-            return (publish, field, Ok(()));
+            return (publish, field, Ok(None));
         };
         if !publish.allowed || !self.codecs.covers(&resolved.source, &resolved.address) {
-            return (publish, field, Ok(()));
+            return (publish, field, Ok(None));
         }
         match self
             .codecs
@@ -706,9 +715,9 @@ impl Router {
             )
             .await
         {
-            Ok(payload) => {
+            Ok((payload, fport)) => {
                 publish.payload = payload;
-                (publish, None, Ok(()))
+                (publish, None, Ok(fport))
             }
             Err(reason) => (publish, field, Err(reason)),
         }
@@ -763,6 +772,7 @@ impl Router {
                 device: device.to_string(),
                 address: resolved.address.clone(),
                 bytes,
+                fport: None,
                 fields,
                 deliver,
                 reply: reply.clone(),
@@ -850,6 +860,36 @@ impl Router {
                     &command.device,
                     "sent",
                     reason,
+                    command.fields,
+                    &command.reply,
+                )
+                .await;
+            }
+            Outcome::Acknowledged { queued } => {
+                let command = queued.command;
+                let reason = Some("the device acknowledged it".to_string());
+                self.result(
+                    broker,
+                    &command.device,
+                    "acknowledged",
+                    reason,
+                    command.fields,
+                    &command.reply,
+                )
+                .await;
+            }
+            Outcome::Unacknowledged { queued, reason } => {
+                let command = queued.command;
+                log::info!(
+                    "command for {:?} from client {:?} not acknowledged: {reason}",
+                    command.device,
+                    command.reply.client_id
+                );
+                self.result(
+                    broker,
+                    &command.device,
+                    "expired",
+                    Some(reason),
                     command.fields,
                     &command.reply,
                 )

@@ -94,6 +94,8 @@ pub struct Command {
     pub address: String,
     /// What goes on the wire (framed) or into the radio's FIFO.
     pub bytes: Vec<u8>,
+    /// The port its payload goes on, when its encoder chose one (a codec's `encodeDownlink` fPort).
+    pub fport: Option<u8>,
     /// The fields it sets, as the result shows them.
     pub fields: serde_json::Value,
     pub deliver: Deliver,
@@ -691,6 +693,7 @@ mod tests {
             device: format!("dev-{address}"),
             address: address.to_string(),
             bytes: vec![1],
+            fport: None,
             fields: serde_json::json!({}),
             deliver,
             reply: Arc::new(Reply::default()),

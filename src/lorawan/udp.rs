@@ -37,7 +37,7 @@ use super::settings::{Gateways, LorawanDevice, SemtechUdpConfig};
 use super::RxMeta;
 use crate::model::{LorawanMeta, RadioMeta, Reading};
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
-use crate::source::transmit::{CommandPort, TxRequest, TxResult};
+use crate::source::transmit::{AckResult, CommandPort, TxRequest, TxResult};
 use crate::source::{SourceContext, SourceEvent};
 use crate::statefile::StateFile;
 
@@ -221,6 +221,16 @@ struct Confirmed {
     fport: u8,
     payload: Vec<u8>,
     transmissions: u8,
+    /// Told when the device acknowledges it or it is given up.
+    acknowledged: oneshot::Sender<AckResult>,
+}
+
+/// A command for a receive window: its downlink, its answer, and what to keep of a confirmed one.
+struct WindowCommand {
+    downlink: Downlink,
+    done: Option<oneshot::Sender<TxResult>>,
+    /// A confirmed command's first transmission (a confirmed one sent again has none).
+    confirmed: Option<Confirmed>,
 }
 
 struct Task {
@@ -516,18 +526,14 @@ impl Task {
     /// server's own downlink (ACK, MAC answers), if any.
     async fn answer_window(&mut self, ctx: &SourceContext, heard: &Heard, accepted: &Accepted) {
         self.settle_confirmed(ctx, accepted);
-        if let Some((downlink, done, confirmed)) = self.command_downlink(heard, accepted).await {
-            if self.transmit(&downlink, done).await {
+        if let Some(command) = self.command_downlink(heard, accepted).await {
+            if self.transmit(&command.downlink, command.done).await {
                 self.counters.count(|c| c.command_downlinks += 1);
-                if let Some((fport, payload)) = confirmed {
-                    self.unacknowledged
-                        .entry(accepted.device)
-                        .or_insert(Confirmed {
-                            fport,
-                            payload,
-                            transmissions: 0,
-                        })
-                        .transmissions += 1;
+                if let Some(first) = command.confirmed {
+                    self.unacknowledged.insert(accepted.device, first);
+                }
+                if let Some(pending) = self.unacknowledged.get_mut(&accepted.device) {
+                    pending.transmissions += 1;
                 }
                 return;
             }
@@ -544,10 +550,16 @@ impl Task {
             return;
         };
         if accepted.acks {
-            self.unacknowledged.remove(&accepted.device);
+            if let Some(pending) = self.unacknowledged.remove(&accepted.device) {
+                let _ = pending.acknowledged.send(Ok(()));
+            }
             self.counters.count(|c| c.confirmed_acknowledged += 1);
         } else if pending.transmissions >= CONFIRMED_TRANSMISSIONS {
-            self.unacknowledged.remove(&accepted.device);
+            if let Some(pending) = self.unacknowledged.remove(&accepted.device) {
+                let _ = pending.acknowledged.send(Err(format!(
+                    "the device did not acknowledge it in {CONFIRMED_TRANSMISSIONS} transmissions, each after one of its uplinks"
+                )));
+            }
             self.counters.count(|c| c.confirmed_unacknowledged += 1);
             let name = self.server.device(accepted.device).map(|d| d.name.clone());
             self.warn(
@@ -561,19 +573,14 @@ impl Task {
         }
     }
 
-    /// The command downlink of this receive window, with the command's answer and, when it is
-    /// confirmed, what to send again: the device's unacknowledged confirmed downlink, or the command the
-    /// dispatcher hands over within [`COMMAND_WAIT`] when one waits for the device.
-    #[allow(clippy::type_complexity)]
+    /// The command of this receive window: the device's unacknowledged confirmed downlink sent again,
+    /// or the command the dispatcher hands over within [`COMMAND_WAIT`] when one waits for the device
+    /// (on the fPort its codec chose, else the device's `downlink_fport`).
     async fn command_downlink(
         &mut self,
         heard: &Heard,
         accepted: &Accepted,
-    ) -> Option<(
-        Downlink,
-        Option<oneshot::Sender<TxResult>>,
-        Option<(u8, Vec<u8>)>,
-    )> {
+    ) -> Option<WindowCommand> {
         let port = self.commands.clone()?;
         let device = self.decoders.get(accepted.device)?;
         if let Some(pending) = self.unacknowledged.get(&accepted.device) {
@@ -583,7 +590,11 @@ impl Task {
                 confirmed: true,
             };
             return match self.server.with_command(accepted, heard, frame) {
-                Ok(downlink) => Some((downlink, None, Some((pending.fport, Vec::new())))),
+                Ok(downlink) => Some(WindowCommand {
+                    downlink,
+                    done: None,
+                    confirmed: None,
+                }),
                 Err(refusal) => {
                     self.warn(
                         "command",
@@ -605,16 +616,23 @@ impl Task {
             refuse_outside_window(request);
             return None;
         }
+        let fport = request.fport.unwrap_or(fport);
         let frame = CommandFrame {
             fport,
             payload: &request.bytes,
             confirmed,
         };
         match self.server.with_command(accepted, heard, frame) {
-            Ok(downlink) => {
-                let again = confirmed.then(|| (fport, request.bytes.clone()));
-                Some((downlink, Some(request.done), again))
-            }
+            Ok(downlink) => Some(WindowCommand {
+                downlink,
+                done: Some(request.done),
+                confirmed: confirmed.then(|| Confirmed {
+                    fport,
+                    payload: request.bytes.clone(),
+                    transmissions: 0,
+                    acknowledged: request.acknowledged,
+                }),
+            }),
             Err(refusal) => {
                 let _ = request.done.send(Err(refusal.to_string()));
                 None

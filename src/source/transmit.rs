@@ -17,6 +17,10 @@ use crate::model::Packet;
 
 /// What a source reports back for one transmission: the time on air (radios), or why it failed.
 pub type TxResult = Result<Option<Duration>, String>;
+/// What became of a transmission its device acknowledges later (LoRaWAN's confirmed downlinks): `Ok`
+/// when the device acknowledged it, `Err` with why it is given up. A source without acknowledgements
+/// drops its sender.
+pub type AckResult = Result<(), String>;
 
 /// One transmission handed to the source task.
 #[derive(Debug)]
@@ -25,7 +29,12 @@ pub struct TxRequest {
     /// of the device it just heard, as LoRaWAN's does, checks it; serial and radio sources ignore it).
     pub address: String,
     pub bytes: Vec<u8>,
+    /// The port its payload goes on, where the command's encoder chose one (a codec's
+    /// `encodeDownlink` fPort); sources without ports ignore it.
+    pub fport: Option<u8>,
     pub done: oneshot::Sender<TxResult>,
+    /// Answered after `done`, when the device acknowledges the frame or it is given up.
+    pub acknowledged: oneshot::Sender<AckResult>,
 }
 
 /// The commands' side of one source's seam: what a [`CommandPort`] calls.

@@ -3,8 +3,9 @@
 //! the uplink's frequency and data rate, inverted IQ), on the device's `downlink_fport`, its MIC right
 //! and its FRMPayload decrypted by the device with its AppSKey, and its result goes `queued` then
 //! `sent`; a confirmed downlink is sent again (a new FCntDown each time) after each uplink without the
-//! ACK bit until the device acknowledges, and given up after three transmissions (counted); a command
-//! to a device that never sends expires. Every wait is bounded.
+//! ACK bit until the device acknowledges (result `acknowledged`), and given up after three
+//! transmissions (result `expired`, counted); a command to a device that never sends expires. Every
+//! wait is bounded.
 
 use sensorgate_testkit::config::ConfigBuilder;
 use sensorgate_testkit::daemon::Daemon;
@@ -201,9 +202,19 @@ async fn a_confirmed_downlink_is_sent_again_until_acknowledged_then_given_up_aft
     })
     .await;
     assert_eq!(counters["command_downlinks"], 5, "{counters}");
-    // Both commands were sent (their first transmission); what came of them is in the counters.
+    // Both commands were sent (at their first transmission); a1 was acknowledged, b2 given up.
     result(&mut results, "meter", "sent").await;
-    result(&mut results, "meter", "sent").await;
+    let acknowledged = result(&mut results, "meter", "acknowledged").await;
+    assert_eq!(acknowledged["fields"]["raw"], "a1", "{acknowledged}");
+    let given_up = result(&mut results, "meter", "expired").await;
+    assert_eq!(given_up["fields"]["raw"], "b2", "{given_up}");
+    assert!(
+        given_up["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not acknowledge it in 3 transmissions"),
+        "{given_up}"
+    );
     let (status, _) = daemon.stop();
     assert!(status.success(), "{status}");
 }
