@@ -804,6 +804,43 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_device_heard_by_address_opens_its_window_and_says_whether_commands_wait() {
+        let downlink = Downlink::new(
+            "lns",
+            OutboxSettings {
+                rx_delay: Duration::ZERO,
+                ..settings()
+            },
+            PacketDecoder {
+                crc: crate::frame::crc::CrcMode::None,
+                header: HeaderFormat::None,
+                payload: PayloadFormat::Lpp,
+            },
+            false,
+            CommandStats::default(),
+        );
+        let port = downlink.port();
+        assert!(!port.heard_device("26011bda"), "nothing waits yet");
+        assert!(downlink.heard_from("26011bda"));
+        downlink
+            .push(command("26011bda", Deliver::AfterUplink))
+            .unwrap();
+        assert!(downlink.outbox().pop_ready(Instant::now()).is_none());
+        assert!(port.heard_device("26011bda"));
+        assert!(!port.heard_device("0badbeef"));
+        let sent = downlink
+            .outbox()
+            .pop_ready(Instant::now())
+            .expect("its window");
+        assert_eq!(sent.command.address, "26011bda");
+        // Its window closes RX_WINDOW later: the next command waits for the next uplink.
+        downlink
+            .push(command("26011bda", Deliver::AfterUplink))
+            .unwrap();
+        assert!(downlink.outbox().pop_ready(Instant::now()).is_none());
+    }
+
     #[test]
     fn depth_and_expiry() {
         let now = Instant::now();

@@ -9,6 +9,17 @@
 //! offline after missed keepalives, with the devices only it heard) is emitted as
 //! `SourceEvent::GatewayAvailability` and shown as `online` in its stats.
 //!
+//! Commands (`commands = true`): when an accepted uplink's device has commands queued, the task tells
+//! its [`CommandPort`] (`heard_device`), waits at most [`COMMAND_WAIT`] for the dispatcher's request
+//! and sends that command in the uplink's RX1 (RX2 on a TX_ACK error) in place of the server's own
+//! downlink, whose ACK and MAC answers it carries (`NetworkServer::with_command`); one command per
+//! uplink. A request handed over outside such a moment is answered as failed (back into its queue). Its
+//! answer comes with the gateway's TX_ACK, or after [`TX_ACK_WAIT`] without one. A confirmed command
+//! (`downlink_confirmed`) is sent again after each uplink without the ACK bit, [`CONFIRMED_TRANSMISSIONS`]
+//! times in all, and its end (acknowledged or given up) is answered on the request's second channel.
+//! Every downlink is charged to its gateway's duty cycle (`airtime.rs`): a command that does not fit
+//! stays queued, a JoinAccept or ACK that does not fit is dropped and counted.
+//!
 //! Bounds: datagrams from gateways not allowed are dropped and counted; malformed datagrams are counted
 //! and never stop the task; the dedup window holds at most [`MAX_PENDING_UPLINKS`] uplinks; at most
 //! [`counters::MAX_GATEWAYS`] gateway addresses are kept. Log lines are rate-limited per kind.
