@@ -257,3 +257,35 @@ fn downlink_keys_are_checked_at_their_line() {
         );
     }
 }
+
+/// A device whose downlink FPort its vendor codec decodes: a command's fields go through the codec's
+/// encodeDownlink, and the frame goes on the fPort the codec chose (3), not the device's
+/// `downlink_fport` (5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codec_command_goes_on_the_fport_its_encode_downlink_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    write_keys(dir.path());
+    let udp = free_udp_port();
+    let codec = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/codecs/chirpstack/pulsedrop.js");
+    let meter = format!(
+        "fports = {{ 5 = \"codec\" }}\ncodec = \"{}\"\ndownlink_fport = 5",
+        codec.display()
+    );
+    let config =
+        network(udp, "commands = true").broker(r#"anonymous_write = ["sensorgate/+/set"]"#);
+    let config = super::devices(config, dir.path(), "", &meter).toml();
+    let daemon = Daemon::start(dir.path(), &config);
+    daemon.wait_for_log("LoRaWAN packet forwarders: listening", 1, WAIT);
+    let mut results = mqtt::subscribe(daemon.addr, "ops", "sensorgate/+/set/result", 1).await;
+    command(&results, "meter", r#"{"factoryReset": true}"#).await;
+    result(&mut results, "meter", "queued").await;
+    let windows = uplinks(dir.path(), udp, &[(1, false)]).await;
+    let window = &windows[0];
+    assert!(window.is_object(), "{windows:?}");
+    assert_eq!(window["fport"], 3, "{window}");
+    assert_eq!(window["payload"], "46000000000000000000", "{window}");
+    result(&mut results, "meter", "sent").await;
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "{status}");
+}
