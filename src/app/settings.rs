@@ -192,6 +192,7 @@ pub fn commands(config: &Config) -> CommandSettings {
                 duty_cycle: commands.duty_cycle,
                 client_airtime: commands.client_airtime,
                 radio,
+                max_frame: lorawan_max_frame(config, source),
             }
         })
         .collect();
@@ -224,6 +225,21 @@ pub fn commands(config: &Config) -> CommandSettings {
             })
             .collect(),
     }
+}
+
+/// The longest command a semtech-udp source can send: what its region's RX2 data rate carries.
+fn lorawan_max_frame(config: &Config, source: &SourceConfig) -> Option<(usize, String)> {
+    if !matches!(source.kind, SourceKind::SemtechUdp(_)) {
+        return None;
+    }
+    let server = config.lorawan.as_ref()?.server_settings().ok()?;
+    Some((
+        server.largest_command(),
+        format!(
+            "a LoRaWAN downlink carries in {} at RX2's DR{}",
+            server.region.name, server.rx2_data_rate
+        ),
+    ))
 }
 
 /// The payload format of a LoRaWAN device's commands: its decoder of its `downlink_fport` (a device

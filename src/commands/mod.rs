@@ -86,6 +86,9 @@ pub struct SourceCommands {
     pub client_airtime: f64,
     /// A radio's settings (time on air, the sub-band); `None` for serial sources.
     pub radio: Option<RadioSettings>,
+    /// The longest frame the source can send, and what says so (a LoRaWAN region's RX2 data rate);
+    /// longer commands are refused at once.
+    pub max_frame: Option<(usize, String)>,
 }
 
 /// A `[[device]]`, as commands need it.
@@ -446,6 +449,16 @@ fn check_airtime(
     Ok(())
 }
 
+/// Refuses a frame longer than the source can ever send.
+fn check_length(settings: &SourceCommands, frame_len: usize) -> Result<(), Refused> {
+    match &settings.max_frame {
+        Some((max, why)) if frame_len > *max => Err(Refused::quiet(format!(
+            "{frame_len} bytes are more than the {max} {why}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The fields a frame sets, as its results show them (the raw bytes when it sets none).
 fn result_fields(payload: &encode::EncodedPayload) -> serde_json::Value {
     if payload.fields.is_empty() {
@@ -765,6 +778,7 @@ impl Router {
             let bytes = link::wrap(&settings.link, to, seq, &payload.bytes, seal)
                 .map_err(|e| Refused::quiet(e.to_string()))?;
             check_airtime(&settings, budget_allows.as_ref(), bytes.len())?;
+            check_length(&settings, bytes.len())?;
             let fields = result_fields(&payload);
             let reply_share = if frames.is_empty() { reply.cost() } else { 0 };
             frames.push(Command {

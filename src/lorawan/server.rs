@@ -100,6 +100,14 @@ pub struct ServerSettings {
     pub rx2_data_rate: u8,
 }
 
+impl ServerSettings {
+    /// The longest command payload a receive window can carry: RX2's (a command must fit RX2, where a
+    /// downlink goes when RX1 is not possible; RX1 may carry less, see [`NetworkServer::with_command`]).
+    pub fn largest_command(&self) -> usize {
+        usize::from(self.region.max_payload[usize::from(self.rx2_data_rate & 0x0F)])
+    }
+}
+
 /// A frame to transmit through a gateway.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Downlink {

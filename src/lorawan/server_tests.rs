@@ -385,6 +385,7 @@ fn a_command_longer_than_the_slower_window_carries_or_on_a_mac_port_is_refused()
             data_rate: 0
         })
     );
+    assert_eq!(settings().largest_command(), 51);
     for fport in [0, 224] {
         let refused = server.with_command(
             &accepted,

@@ -131,6 +131,16 @@ async fn a_command_reaches_the_device_in_rx1_encrypted_with_its_keys() {
             .contains("sent no frame"),
         "{expired}"
     );
+    // Longer than EU868's RX2 (DR0, 51 bytes) carries: refused at once, saying so.
+    let long = format!(r#"{{"raw": "{}"}}"#, "00".repeat(52));
+    command(&results, "meter", &long).await;
+    let refused = result(&mut results, "meter", "refused").await;
+    assert!(
+        refused["reason"].as_str().unwrap().contains(
+            "52 bytes are more than the 51 a LoRaWAN downlink carries in EU868 at RX2's DR0"
+        ),
+        "{refused}"
+    );
     let counters = wait_counters(&mut stats, "one command downlink", |c| {
         c["command_downlinks"] == 1
     })
