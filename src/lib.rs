@@ -65,7 +65,8 @@
 //!   of the append-only logs (spool, retained log) and finds where a torn tail starts.
 //! - [`lorawan`]: a local LoRaWAN 1.0.x Class A network and join server behind packet-forwarder
 //!   gateways (`kind = "semtech-udp"`): the forwarder protocol, regions, OTAA/ABP sessions stored with
-//!   counter marks, dedup across gateways; its source emits decoded readings straight to the registry.
+//!   counter marks, dedup across gateways; its source emits decoded readings straight to the registry
+//!   and sends its devices' commands in their receive windows, within each gateway's duty cycle.
 //! - [`topic`]: MQTT topic names and filters (grammar, depth, matching), every topic the gateway builds
 //!   and the availability payloads ([`topic::gateway`]), the command topics ([`topic::commands`]); the
 //!   one owner of those rules.
@@ -96,17 +97,18 @@
 //!  3  stats                                                               the counters
 //!  4  crypto
 //!  5  encode source uplink                                                sources (source::transmit is
-//!  6  commands lorawan ble                                                the seam commands implement;
+//!  6  commands ble                                                       the seam commands implement;
 //!                                                                         sources built on the sources)
-//!  7  homeassistant
-//!  8  pipeline
-//!  9  config        composes the features' settings types, runs their validators
-//! 10  app           the wiring: hands each feature its own settings (app/settings.rs, app/keys.rs)
+//!  7  lorawan       a source with its own network server; names commands::dutycycle (its budgets)
+//!  8  homeassistant
+//!  9  pipeline
+//! 10  config        composes the features' settings types, runs their validators
+//! 11  app           the wiring: hands each feature its own settings (app/settings.rs, app/keys.rs)
 //! ```
 //!
 //! So: no feature imports `config` or `app` (a feature takes its own settings type, which `config`
-//! composes); sources never import `commands` (a source transmits through `source::transmit`, which
-//! `commands` implements); topics and availability payloads come from [`topic`] only. A new module goes
+//! composes); sources never import `commands`' queues (a source transmits through `source::transmit`,
+//! which `commands` implements; `lorawan` names only the pure duty-cycle budgets of `commands::dutycycle`); topics and availability payloads come from [`topic`] only. A new module goes
 //! on the lowest layer above everything it names; a new source sits with `source`. The table and the test
 //! that reads every path against it are in `src/layering.rs` (`cargo test --lib layering`): it names the
 //! file and line of an import that reaches up.

@@ -86,6 +86,8 @@ fn abp_devices(count: usize) -> Vec<(ServedDevice, LorawanDevice)> {
                 fports: Default::default(),
                 version: LorawanVersion::default(),
                 codec: None,
+                downlink_fport: 1,
+                downlink_confirmed: false,
             };
             (served, decoder)
         })

@@ -953,7 +953,7 @@ async fn run_source(
 ) {
     match &config.kind {
         SourceKind::SemtechUdp(_) => match lorawan {
-            Some(start) => crate::lorawan::udp::run(ctx, start).await,
+            Some(start) => crate::lorawan::udp::run(ctx, start, commands).await,
             None => {
                 log::error!(source = config.name.as_str(); "a semtech-udp source needs [lorawan]")
             }

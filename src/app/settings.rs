@@ -192,6 +192,7 @@ pub fn commands(config: &Config) -> CommandSettings {
                 duty_cycle: commands.duty_cycle,
                 client_airtime: commands.client_airtime,
                 radio,
+                max_frame: lorawan_max_frame(config, source),
             }
         })
         .collect();
@@ -204,6 +205,7 @@ pub fn commands(config: &Config) -> CommandSettings {
             address: device.address.clone(),
             deliver: device.deliver,
             raw_commands: device.raw_commands,
+            payload: lorawan_command_payload(config, device),
         })
         .collect();
     CommandSettings {
@@ -214,6 +216,7 @@ pub fn commands(config: &Config) -> CommandSettings {
         codecs: config
             .codecs()
             .into_iter()
+            .chain(lorawan_codecs(config))
             .filter(|((source, _), _)| {
                 config
                     .sources
@@ -222,6 +225,58 @@ pub fn commands(config: &Config) -> CommandSettings {
             })
             .collect(),
     }
+}
+
+/// The longest command a semtech-udp source can send: what its region's RX2 data rate carries.
+fn lorawan_max_frame(config: &Config, source: &SourceConfig) -> Option<(usize, String)> {
+    if !matches!(source.kind, SourceKind::SemtechUdp(_)) {
+        return None;
+    }
+    let server = config.lorawan.as_ref()?.server_settings().ok()?;
+    Some((
+        server.largest_command(),
+        format!(
+            "a LoRaWAN downlink carries in {} at RX2's DR{}",
+            server.region.name, server.rx2_data_rate
+        ),
+    ))
+}
+
+/// The payload format of a LoRaWAN device's commands: its decoder of its `downlink_fport` (a device
+/// decoding that FPort with its codec gets its commands through the codec's `encodeDownlink`); `None`
+/// for other devices, which take their source's.
+fn lorawan_command_payload(
+    config: &Config,
+    device: &crate::config::DeviceConfig,
+) -> Option<crate::decode::PayloadFormat> {
+    let on_lorawan = config
+        .sources
+        .iter()
+        .any(|s| s.name == device.source && matches!(s.kind, SourceKind::SemtechUdp(_)));
+    if !on_lorawan {
+        return None;
+    }
+    let checked = device.lorawan_keys().check().ok()?;
+    checked.decoder(checked.downlink_fport)
+}
+
+/// The codecs of the LoRaWAN devices (their source runs them for uplinks; commands need their
+/// `encodeDownlink`), by source name and address.
+fn lorawan_codecs(
+    config: &Config,
+) -> impl Iterator<
+    Item = (
+        (String, Option<String>),
+        crate::codec::settings::CodecSettings,
+    ),
+> + '_ {
+    config.device.iter().filter_map(|device| {
+        lorawan_command_payload(config, device)?;
+        Some((
+            (device.source.clone(), Some(device.address.clone())),
+            device.codec_settings.clone()?,
+        ))
+    })
 }
 
 pub fn registry(config: &Config) -> RegistrySettings {

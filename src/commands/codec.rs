@@ -55,23 +55,26 @@ impl CodecEncoders {
         CodecEncoders { encoders }
     }
 
-    /// Whether commands to this source go through a codec.
-    pub fn covers(&self, source: &str) -> bool {
-        self.encoders.keys().any(|(name, _)| name == source)
+    /// Whether commands to the device at `address` of `source` go through a codec (its own, or its
+    /// source's).
+    pub fn covers(&self, source: &str, address: &str) -> bool {
+        self.encoders.keys().any(|(name, device)| {
+            name == source && device.as_deref().is_none_or(|device| device == address)
+        })
     }
 
-    /// The command's payload through the device's codec: `Ok` with the payload as raw bytes to send, or
-    /// `Err` with why it is refused. Raw commands pass unchanged.
+    /// The command's payload through the device's codec: `Ok` with the payload as raw bytes to send and
+    /// the fPort the codec chose, or `Err` with why it is refused. Raw commands pass unchanged.
     pub async fn encode(
         &self,
         source: &str,
         address: &str,
         field: Option<&str>,
         payload: &[u8],
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<(Vec<u8>, Option<u8>), String> {
         let parsed = payload::parse_payload(field, payload).map_err(|error| error.to_string())?;
         if let CommandPayload::Raw(_) = parsed {
-            return Ok(payload.to_vec());
+            return Ok((payload.to_vec(), None));
         }
         let data = payload::fields_json(&parsed);
         let encoder = self
@@ -96,8 +99,9 @@ impl CodecEncoders {
             .map_err(|_| format!("the codec did not answer within {wait:?}"))?
             .map_err(|_| "the codec's thread is gone".to_string())?
             .map_err(|error| error.to_string())?;
-        Ok(serde_json::json!({ "raw": to_hex(&encoded.bytes) })
+        let raw = serde_json::json!({ "raw": to_hex(&encoded.bytes) })
             .to_string()
-            .into_bytes())
+            .into_bytes();
+        Ok((raw, encoded.fport))
     }
 }

@@ -15,7 +15,7 @@ use super::dutycycle::{Budget, Wait};
 use super::outbox::{Downlink, Queued};
 use super::CommandStats;
 use crate::source::radio::{time_on_air, RadioSettings};
-use crate::source::transmit::TxRequest;
+use crate::source::transmit::{AckResult, TxRequest};
 
 /// How long the source gets to send one frame before the command goes back into its queue.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +31,15 @@ pub enum Outcome {
         airtime: Option<Duration>,
     },
     Expired {
+        queued: Queued,
+        reason: String,
+    },
+    /// A sent command its device acknowledged (LoRaWAN's confirmed downlinks).
+    Acknowledged {
+        queued: Queued,
+    },
+    /// A sent command its device never acknowledged, given up.
+    Unacknowledged {
         queued: Queued,
         reason: String,
     },
@@ -129,9 +138,13 @@ impl Dispatcher {
             return false;
         };
         let (done_tx, done_rx) = oneshot::channel();
+        let (acknowledged, ack_rx) = oneshot::channel();
         self.downlink.request(TxRequest {
+            address: queued.command.address.clone(),
             bytes: queued.command.bytes.clone(),
+            fport: queued.command.fport,
             done: done_tx,
+            acknowledged,
         });
         let answer = tokio::select! {
             _ = shutdown.cancelled() => None,
@@ -144,6 +157,7 @@ impl Dispatcher {
                     budget.record(Instant::now(), airtime, &queued.command.reply.requester());
                 }
                 self.stats.sent(self.downlink.source(), airtime);
+                self.await_acknowledgement(queued.clone(), ack_rx);
                 self.report(Outcome::Sent { queued, airtime }).await;
             }
             failed => {
@@ -167,6 +181,21 @@ impl Dispatcher {
             }
         }
         true
+    }
+
+    /// Reports what the device made of a sent command, if its source tells (it keeps the sender of a
+    /// confirmed downlink until the device acknowledges it or it is given up; others drop it at once,
+    /// which ends this wait).
+    fn await_acknowledgement(&self, queued: Queued, acknowledged: oneshot::Receiver<AckResult>) {
+        let outcomes = self.outcomes.clone();
+        tokio::spawn(async move {
+            let outcome = match acknowledged.await {
+                Ok(Ok(())) => Outcome::Acknowledged { queued },
+                Ok(Err(reason)) => Outcome::Unacknowledged { queued, reason },
+                Err(_) => return,
+            };
+            let _ = outcomes.send(outcome).await;
+        });
     }
 
     async fn report(&self, outcome: Outcome) {

@@ -86,6 +86,9 @@ pub struct SourceCommands {
     pub client_airtime: f64,
     /// A radio's settings (time on air, the sub-band); `None` for serial sources.
     pub radio: Option<RadioSettings>,
+    /// The longest frame the source can send, and what says so (a LoRaWAN region's RX2 data rate);
+    /// longer commands are refused at once.
+    pub max_frame: Option<(usize, String)>,
 }
 
 /// A `[[device]]`, as commands need it.
@@ -98,6 +101,9 @@ pub struct DeviceEntry {
     pub deliver: Option<Deliver>,
     /// `raw_commands = true`: `{"raw": ...}` may reach it where the address lives in the payload.
     pub raw_commands: bool,
+    /// The payload format of its commands, where it differs from its source's (a LoRaWAN device's
+    /// decoder of its downlink FPort).
+    pub payload: Option<PayloadFormat>,
 }
 
 /// Everything the router needs.
@@ -236,6 +242,8 @@ struct Resolved {
     /// A `[[device]]` (always commandable), rather than a `{source}-{address}` name.
     configured: bool,
     raw_commands: bool,
+    /// Its own payload format, over its source's.
+    payload: Option<PayloadFormat>,
 }
 
 /// The command router: client publishes in, frames queued, results out. Built with [`Commands::new`].
@@ -441,6 +449,16 @@ fn check_airtime(
     Ok(())
 }
 
+/// Refuses a frame longer than the source can ever send.
+fn check_length(settings: &SourceCommands, frame_len: usize) -> Result<(), Refused> {
+    match &settings.max_frame {
+        Some((max, why)) if frame_len > *max => Err(Refused::quiet(format!(
+            "{frame_len} bytes are more than the {max} {why}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The fields a frame sets, as its results show them (the raw bytes when it sets none).
 fn result_fields(payload: &encode::EncodedPayload) -> serde_json::Value {
     if payload.fields.is_empty() {
@@ -470,6 +488,7 @@ fn configured_devices(devices: &[DeviceEntry]) -> HashMap<String, Resolved> {
             deliver: device.deliver,
             configured: true,
             raw_commands: device.raw_commands,
+            payload: device.payload,
         };
         by_level
             .entry(crate::topic::gateway::sanitize_level(&device.name))
@@ -504,6 +523,7 @@ impl Router {
                 deliver: None,
                 configured: false,
                 raw_commands: false,
+                payload: None,
             }));
         }
         None
@@ -594,7 +614,15 @@ impl Router {
             .await;
         let outcome = encoded
             .map_err(Refused::quiet)
-            .and_then(|()| self.accept(&device, field.as_deref(), &publish, &reply, resolved))
+            .and_then(|fport| {
+                self.accept(&device, field.as_deref(), &publish, &reply, resolved)
+                    .map(|(mut frames, downlink, source, sealed)| {
+                        for frame in &mut frames {
+                            frame.fport = fport;
+                        }
+                        (frames, downlink, source, sealed)
+                    })
+            })
             .and_then(|(frames, downlink, source, sealed)| {
                 let shown: Vec<serde_json::Value> =
                     frames.iter().map(|c| c.fields.clone()).collect();
@@ -676,18 +704,19 @@ impl Router {
 
     /// A command to a device of a codec source (with the write right): its fields through the codec's
     /// `encodeDownlink`, the publish then carrying the bytes as `{"raw": ...}` (and no field of the
-    /// topic). Other commands pass unchanged; the `Err` is the codec's refusal.
+    /// topic), with the fPort the codec chose. Other commands pass unchanged; the `Err` is the codec's
+    /// refusal.
     async fn through_codec(
         &self,
         resolved: &Option<Resolved>,
         field: Option<String>,
         mut publish: ClientPublish,
-    ) -> (ClientPublish, Option<String>, Result<(), String>) {
+    ) -> (ClientPublish, Option<String>, Result<Option<u8>, String>) {
         let Some(resolved) = resolved else {
-            return (publish, field, Ok(()));
+            return (publish, field, Ok(None));
         };
-        if !publish.allowed || !self.codecs.covers(&resolved.source) {
-            return (publish, field, Ok(()));
+        if !publish.allowed || !self.codecs.covers(&resolved.source, &resolved.address) {
+            return (publish, field, Ok(None));
         }
         match self
             .codecs
@@ -699,9 +728,9 @@ impl Router {
             )
             .await
         {
-            Ok(payload) => {
+            Ok((payload, fport)) => {
                 publish.payload = payload;
-                (publish, None, Ok(()))
+                (publish, None, Ok(fport))
             }
             Err(reason) => (publish, field, Err(reason)),
         }
@@ -725,7 +754,8 @@ impl Router {
             budget_allows,
         } = self.route(device, publish, resolved)?;
         let payload = command_payload(field, publish, &settings, &resolved)?;
-        let encoded = encode::encode_payload(settings.payload, &resolved.address, &payload)
+        let format = resolved.payload.unwrap_or(settings.payload);
+        let encoded = encode::encode_payload(format, &resolved.address, &payload)
             .map_err(|e| Refused::quiet(e.to_string()))?;
         let to = link::destination(settings.link.header, &resolved.address)
             .map_err(|e| Refused::quiet(e.to_string()))?;
@@ -748,6 +778,7 @@ impl Router {
             let bytes = link::wrap(&settings.link, to, seq, &payload.bytes, seal)
                 .map_err(|e| Refused::quiet(e.to_string()))?;
             check_airtime(&settings, budget_allows.as_ref(), bytes.len())?;
+            check_length(&settings, bytes.len())?;
             let fields = result_fields(&payload);
             let reply_share = if frames.is_empty() { reply.cost() } else { 0 };
             frames.push(Command {
@@ -755,6 +786,7 @@ impl Router {
                 device: device.to_string(),
                 address: resolved.address.clone(),
                 bytes,
+                fport: None,
                 fields,
                 deliver,
                 reply: reply.clone(),
@@ -842,6 +874,36 @@ impl Router {
                     &command.device,
                     "sent",
                     reason,
+                    command.fields,
+                    &command.reply,
+                )
+                .await;
+            }
+            Outcome::Acknowledged { queued } => {
+                let command = queued.command;
+                let reason = Some("the device acknowledged it".to_string());
+                self.result(
+                    broker,
+                    &command.device,
+                    "acknowledged",
+                    reason,
+                    command.fields,
+                    &command.reply,
+                )
+                .await;
+            }
+            Outcome::Unacknowledged { queued, reason } => {
+                let command = queued.command;
+                log::info!(
+                    "command for {:?} from client {:?} not acknowledged: {reason}",
+                    command.device,
+                    command.reply.client_id
+                );
+                self.result(
+                    broker,
+                    &command.device,
+                    "expired",
+                    Some(reason),
                     command.fields,
                     &command.reply,
                 )

@@ -94,6 +94,8 @@ pub struct Command {
     pub address: String,
     /// What goes on the wire (framed) or into the radio's FIFO.
     pub bytes: Vec<u8>,
+    /// The port its payload goes on, when its encoder chose one (a codec's `encodeDownlink` fPort).
+    pub fport: Option<u8>,
     /// The fields it sets, as the result shows them.
     pub fields: serde_json::Value,
     pub deliver: Deliver,
@@ -332,6 +334,13 @@ impl Outbox {
         if let Some(device) = self.devices.get_mut(address) {
             device.heard = Some(at);
         }
+    }
+
+    /// Whether commands wait for the device at `address`.
+    pub fn has_waiting(&self, address: &str) -> bool {
+        self.devices
+            .get(address)
+            .is_some_and(|device| !device.queue.is_empty())
     }
 
     /// When the device's receive window opens and closes, if it was heard.
@@ -647,6 +656,17 @@ impl CommandQueue for Shared {
         }
     }
 
+    fn heard_device(&self, address: &str) -> bool {
+        self.remember(address);
+        let waiting = {
+            let mut outbox = lock(&self.outbox);
+            outbox.heard(address, Instant::now());
+            outbox.has_waiting(address)
+        };
+        self.changed.notify_one();
+        waiting
+    }
+
     fn take_request(&self) -> Option<TxRequest> {
         lock(&self.request).take()
     }
@@ -673,6 +693,7 @@ mod tests {
             device: format!("dev-{address}"),
             address: address.to_string(),
             bytes: vec![1],
+            fport: None,
             fields: serde_json::json!({}),
             deliver,
             reply: Arc::new(Reply::default()),
@@ -781,6 +802,43 @@ mod tests {
             by("a", Some("ops")).requester(),
             by("a", Some("ops2")).requester()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_heard_by_address_opens_its_window_and_says_whether_commands_wait() {
+        let downlink = Downlink::new(
+            "lns",
+            OutboxSettings {
+                rx_delay: Duration::ZERO,
+                ..settings()
+            },
+            PacketDecoder {
+                crc: crate::frame::crc::CrcMode::None,
+                header: HeaderFormat::None,
+                payload: PayloadFormat::Lpp,
+            },
+            false,
+            CommandStats::default(),
+        );
+        let port = downlink.port();
+        assert!(!port.heard_device("26011bda"), "nothing waits yet");
+        assert!(downlink.heard_from("26011bda"));
+        downlink
+            .push(command("26011bda", Deliver::AfterUplink))
+            .unwrap();
+        assert!(downlink.outbox().pop_ready(Instant::now()).is_none());
+        assert!(port.heard_device("26011bda"));
+        assert!(!port.heard_device("0badbeef"));
+        let sent = downlink
+            .outbox()
+            .pop_ready(Instant::now())
+            .expect("its window");
+        assert_eq!(sent.command.address, "26011bda");
+        // Its window closes RX_WINDOW later: the next command waits for the next uplink.
+        downlink
+            .push(command("26011bda", Deliver::AfterUplink))
+            .unwrap();
+        assert!(downlink.outbox().pop_ready(Instant::now()).is_none());
     }
 
     #[test]

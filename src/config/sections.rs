@@ -381,6 +381,11 @@ pub struct DeviceConfig {
     pub fports: std::collections::BTreeMap<String, crate::decode::PayloadFormat>,
     #[serde(default)]
     pub lorawan_version: Option<crate::lorawan::dev_nonce::LorawanVersion>,
+    /// LoRaWAN commands: the FPort they go on (1..=223, default 1) and whether they are confirmed.
+    #[serde(default)]
+    pub downlink_fport: Option<i64>,
+    #[serde(default)]
+    pub downlink_confirmed: Option<bool>,
     /// Its own codec file, instead of its `payload = "codec"` source's.
     #[serde(default)]
     pub codec: Option<PathBuf>,
@@ -406,6 +411,8 @@ impl DeviceConfig {
             fports: self.fports.clone(),
             lorawan_version: self.lorawan_version,
             codec: self.codec.is_some(),
+            downlink_fport: self.downlink_fport,
+            downlink_confirmed: self.downlink_confirmed,
         }
     }
 }

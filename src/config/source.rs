@@ -426,7 +426,19 @@ const BLE_KEYS: &[&str] = &[
 ];
 
 /// A semtech-udp source's keys (its devices carry their own decoders and keys).
-const SEMTECH_UDP_KEYS: &[&str] = &["name", "kind", "bind", "gateways", "keepalive"];
+const SEMTECH_UDP_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "bind",
+    "gateways",
+    "keepalive",
+    "commands",
+    "command_queue",
+    "command_ttl",
+    "client_queue",
+    "client_queue_bytes",
+    "command_queue_bytes",
+];
 
 /// The keys a `[[source]]` of this `kind` takes, or `None` for an unknown kind.
 pub fn keys_for_kind(kind: &str) -> Option<Vec<&'static str>> {
@@ -626,6 +638,13 @@ impl SourceToml {
             SourceKind::Ble(_) => Some(CommandConfig {
                 ttl: Duration::from_secs(60),
                 ..CommandConfig::default()
+            }),
+            // LoRaWAN Class A devices listen only in the receive window after their uplink, which the
+            // source times itself (RX1 at the uplink's tmst + rx1_delay): no delay on the commands' side.
+            SourceKind::SemtechUdp(_) => commands.map(|config| CommandConfig {
+                deliver: Deliver::AfterUplink,
+                rx_delay: Duration::ZERO,
+                ..config
             }),
             _ => commands,
         };

@@ -401,6 +401,14 @@ fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
             check_device_command_key(config, locator, device, &path, "raw_commands")?;
         }
         check_lorawan_device(config, locator, device, &path)?;
+        for (key, written) in [
+            ("downlink_fport", device.downlink_fport.is_some()),
+            ("downlink_confirmed", device.downlink_confirmed.is_some()),
+        ] {
+            if written {
+                check_device_command_key(config, locator, device, &path, key)?;
+            }
+        }
         if device.address.is_empty() {
             return Err(Problem::value(
                 path.key("address"),
@@ -536,6 +544,12 @@ fn check_lorawan_device(
         };
         Problem::value(at, error.message)
     })?;
+    if written.iter().any(|k| k == "deliver") {
+        return Err(Problem::key(
+            path.key("deliver"),
+            "a LoRaWAN Class A device listens only in the receive windows after its uplinks, where its commands always go; remove deliver",
+        ));
+    }
     if written.iter().any(|k| k == "address") {
         return Err(Problem::key(
             path.key("address"),

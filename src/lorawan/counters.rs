@@ -54,6 +54,13 @@ pub struct Counts {
     pub downlinks: u64,
     /// Downlinks sent again in RX2 after the gateway could not send them in RX1.
     pub rx2_fallbacks: u64,
+    /// Downlinks carrying a command (or a confirmed one sent again).
+    pub command_downlinks: u64,
+    /// JoinAccepts and ACKs not sent: their gateway's duty-cycle budget had no room.
+    pub duty_cycle_dropped: u64,
+    /// Confirmed downlinks the device acknowledged, and those given up unacknowledged.
+    pub confirmed_acknowledged: u64,
+    pub confirmed_unacknowledged: u64,
     /// TX_ACKs with an error (TOO_LATE, TOO_EARLY, COLLISION_PACKET, TX_FREQ...), by error.
     pub tx_errors: BTreeMap<String, u64>,
     /// Packets of gateways beyond [`MAX_GATEWAYS`].

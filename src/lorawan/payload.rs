@@ -66,6 +66,8 @@ mod tests {
             fports: BTreeMap::from([(2, PayloadFormat::Lpp)]),
             version: Default::default(),
             codec: None,
+            downlink_fport: 1,
+            downlink_confirmed: false,
         };
         assert_eq!(
             decode_fields(&device, Some(2), &[1, 0x67, 0, 0xd7]),

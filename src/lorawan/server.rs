@@ -100,6 +100,14 @@ pub struct ServerSettings {
     pub rx2_data_rate: u8,
 }
 
+impl ServerSettings {
+    /// The longest command payload a receive window can carry: RX2's (a command must fit RX2, where a
+    /// downlink goes when RX1 is not possible; RX1 may carry less, see [`NetworkServer::with_command`]).
+    pub fn largest_command(&self) -> usize {
+        usize::from(self.region.max_payload[usize::from(self.rx2_data_rate & 0x0F)])
+    }
+}
+
 /// A frame to transmit through a gateway.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Downlink {
@@ -148,9 +156,44 @@ pub struct Accepted {
     /// The decrypted application payload (empty with FPort 0 or no FRMPayload).
     pub payload: Vec<u8>,
     pub confirmed: bool,
+    /// The frame's ACK bit: it acknowledges the last confirmed downlink.
+    pub acks: bool,
     pub downlink: Option<Downlink>,
     /// MAC commands of the frame the server does not know (counted).
     pub unknown_mac_commands: u32,
+    /// The MAC answers `downlink` carries, and its FCntDown: what a command merged into this uplink's
+    /// receive window keeps ([`NetworkServer::with_command`]).
+    pub answers: Vec<MacAnswer>,
+    pub downlink_fcnt: Option<u32>,
+}
+
+/// A command's FRMPayload for a device's receive window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandFrame<'a> {
+    /// 1..=223.
+    pub fport: u8,
+    pub payload: &'a [u8],
+    /// Sent as a confirmed data down frame (the device's next uplink acknowledges it).
+    pub confirmed: bool,
+}
+
+/// Why a command cannot go into this receive window (it stays queued).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandRefusal {
+    #[error("FPort {0} is not an application port (1..=223)")]
+    FPort(u8),
+    #[error("{len} bytes are more than the {max} the device's downlink data rate DR{data_rate} carries with the MAC answers of this window")]
+    TooLong {
+        len: usize,
+        max: usize,
+        data_rate: u8,
+    },
+    #[error("the device has no session (it has not joined)")]
+    NoSession,
+    #[error("the frame counter is exhausted; the device must join again")]
+    CounterExhausted,
+    #[error("the downlink could not be built")]
+    Build,
 }
 
 /// Why an uplink was refused. Every refusal is counted by the caller.
@@ -436,6 +479,7 @@ impl NetworkServer {
         let fcnt16 = fhdr.fcnt();
         let fopts = fhdr.data().to_vec();
         let confirmed = frame.is_confirmed();
+        let acks = fhdr.fctrl().ack();
         let candidates = self.by_addr.get(&dev_addr).cloned().unwrap_or_default();
         if candidates.is_empty() {
             return Outcome::Refused(Refusal::UnknownDevAddr(dev_addr));
@@ -480,7 +524,12 @@ impl NetworkServer {
                 Some(0) => (frm, Vec::new()),
                 _ => (fopts, frm),
             };
-            return self.accept(index, full, fport, payload, confirmed, &mac, heard, wall);
+            let mut outcome =
+                self.accept(index, full, fport, payload, confirmed, &mac, heard, wall);
+            if let Outcome::Data(accepted) = &mut outcome {
+                accepted.acks = acks;
+            }
+            return outcome;
         }
         Outcome::Refused(refusal)
     }
@@ -565,10 +614,12 @@ impl NetworkServer {
             return Outcome::Refused(Refusal::Malformed);
         };
         session.fcnt_up = Some(fcnt);
+        let mut downlink_fcnt = None;
         let downlink = if confirmed || !answers.is_empty() {
             let fcnt_down = session.fcnt_down;
+            downlink_fcnt = Some(fcnt_down);
             session.fcnt_down = session.fcnt_down.saturating_add(1);
-            let phy = build_downlink(session, fcnt_down, confirmed, &answers);
+            let phy = build_downlink(session, fcnt_down, confirmed, &answers, None);
             phy.map(|phy| self.rx1(&heard.best, self.settings.rx1_delay, phy))
         } else {
             None
@@ -579,9 +630,76 @@ impl NetworkServer {
             fport,
             payload,
             confirmed,
+            acks: false,
             downlink,
             unknown_mac_commands: unknown,
+            answers,
+            downlink_fcnt,
         }))
+    }
+
+    /// The downlink of `accepted`'s receive window with `command` in it: the ACK and MAC answers the
+    /// server prepared ride along with the same FCntDown (that frame was not sent), or a new FCntDown
+    /// is taken when there was none. Refused when the payload does not fit the smaller of RX1's and
+    /// RX2's data rates (with the answers in FOpts), so the RX2 fallback carries it too.
+    pub fn with_command(
+        &mut self,
+        accepted: &Accepted,
+        heard: &Heard,
+        command: CommandFrame<'_>,
+    ) -> Result<Downlink, CommandRefusal> {
+        if !(1..=223).contains(&command.fport) {
+            return Err(CommandRefusal::FPort(command.fport));
+        }
+        let (rx1_dr, rx2_dr) = self.window_data_rates(&heard.best);
+        let region = self.settings.region;
+        let fopts: usize = accepted.answers.iter().map(MacAnswer::fopts_len).sum();
+        let (data_rate, limit) = [rx1_dr, rx2_dr]
+            .into_iter()
+            .map(|dr| (dr, usize::from(region.max_payload[usize::from(dr & 0x0F)])))
+            .min_by_key(|(_, limit)| *limit)
+            .unwrap_or((rx2_dr, 0));
+        let max = limit.saturating_sub(fopts);
+        if command.payload.len() > max {
+            return Err(CommandRefusal::TooLong {
+                len: command.payload.len(),
+                max,
+                data_rate,
+            });
+        }
+        let session = self.sessions[accepted.device]
+            .as_mut()
+            .ok_or(CommandRefusal::NoSession)?;
+        let fcnt_down = match accepted.downlink_fcnt {
+            Some(fcnt) => fcnt,
+            None => {
+                let fcnt = session.fcnt_down;
+                if fcnt == u32::MAX {
+                    return Err(CommandRefusal::CounterExhausted);
+                }
+                session.fcnt_down += 1;
+                fcnt
+            }
+        };
+        let phy = build_downlink(
+            session,
+            fcnt_down,
+            accepted.confirmed,
+            &accepted.answers,
+            Some(command),
+        )
+        .ok_or(CommandRefusal::Build)?;
+        Ok(self.rx1(&heard.best, self.settings.rx1_delay, phy))
+    }
+
+    /// The data rates of RX1 (following the uplink heard as `best`) and RX2.
+    fn window_data_rates(&self, best: &RxMeta) -> (u8, u8) {
+        let region = self.settings.region;
+        let uplink_dr = region
+            .uplink_data_rate(best.spreading_factor, best.bandwidth_khz)
+            .unwrap_or(0);
+        let rx1 = region.rx1(best.frequency, uplink_dr, 0).data_rate;
+        (rx1, self.settings.rx2_data_rate)
     }
 
     /// A downlink in RX1 of the uplink heard as `best`, `delay_s` seconds after it.
@@ -666,13 +784,23 @@ fn mac_answers(mac: &[u8], heard: &Heard, now: SystemTime) -> (Vec<MacAnswer>, u
 
 /// A MAC command the server answers with.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum MacAnswer {
+pub enum MacAnswer {
     LinkCheck {
         margin: u8,
         gateways: u8,
     },
     /// GPS time (seconds and fractions since 1980-01-06).
     DeviceTime(Duration),
+}
+
+impl MacAnswer {
+    /// Its bytes in FOpts (CID and payload).
+    pub fn fopts_len(&self) -> usize {
+        match self {
+            MacAnswer::LinkCheck { .. } => 3,
+            MacAnswer::DeviceTime(_) => 6,
+        }
+    }
 }
 
 /// LinkCheckAns margin: dB above the demodulation floor of the spreading factor.
@@ -687,12 +815,14 @@ fn gps_time(now: SystemTime) -> Duration {
     (unix + Duration::from_secs(18)).saturating_sub(Duration::from_secs(315_964_800))
 }
 
-/// The downlink data frame (unconfirmed, FOpts with the answers, ACK when the uplink was confirmed).
+/// The downlink data frame: FOpts with the answers, ACK when the uplink was confirmed, and a command's
+/// FRMPayload (encrypted with the AppSKey) on its FPort, confirmed when the command asks for it.
 fn build_downlink(
     session: &Session,
     fcnt: u32,
     ack: bool,
     answers: &[MacAnswer],
+    command: Option<CommandFrame<'_>>,
 ) -> Option<Vec<u8>> {
     let mut link_check = LinkCheckAnsCreator::new();
     let mut device_time = DeviceTimeAnsCreator::new();
@@ -725,14 +855,17 @@ fn build_downlink(
     let mut creator = DataPayloadCreator::new();
     let fctrl = FCtrl::new(if ack { 0x20 } else { 0x00 }, false);
     creator
-        .set_confirmed(false)
+        .set_confirmed(command.is_some_and(|c| c.confirmed))
         .set_uplink(false)
         .set_dev_addr(&session.dev_addr.to_le_bytes())
         .set_fctrl(&fctrl)
         .set_fcnt(fcnt);
+    if let Some(command) = command {
+        creator.set_f_port(command.fport);
+    }
     let built = creator
         .build(
-            &[],
+            command.map_or(&[][..], |c| c.payload),
             &commands,
             &NewSKey::from(session.nwk_s_key),
             &AppSKey::from(session.app_s_key),

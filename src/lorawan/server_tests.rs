@@ -292,6 +292,125 @@ fn a_confirmed_uplink_with_link_check_gets_an_ack_in_rx1() {
     assert!(plain.downlink.is_none());
 }
 
+/// The frame of `downlink`, decrypted with the ABP device's keys: FCntDown, ACK bit, confirmed, FOpts,
+/// FPort and FRMPayload.
+fn open_downlink(downlink: &Downlink) -> (u32, bool, bool, Vec<u8>, Option<u8>, Vec<u8>) {
+    let Ok(PhyPayload::Data(DataPayload::Encrypted(down))) = parse(downlink.phy.clone()) else {
+        panic!("not a data frame");
+    };
+    assert!(!down.is_uplink());
+    let fcnt = u32::from(down.fhdr().fcnt());
+    assert!(down.validate_mic(&AES128([2; 16]), fcnt), "MIC");
+    let (ack, confirmed) = (down.fhdr().fctrl().ack(), down.is_confirmed());
+    let fopts = down.fhdr().data().to_vec();
+    let fport = down.f_port();
+    let plain = down
+        .decrypt(Some(&AES128([2; 16])), Some(&AES128([1; 16])), fcnt)
+        .unwrap();
+    let frm = match plain.frm_payload() {
+        lorawan::parser::FRMPayload::Data(data) => data.to_vec(),
+        _ => Vec::new(),
+    };
+    (fcnt, ack, confirmed, fopts, fport, frm)
+}
+
+#[test]
+fn a_command_rides_in_the_window_with_the_ack_and_the_mac_answers() {
+    let mut server = NetworkServer::new(settings(), vec![abp()], &[]);
+    let frame = uplink(0x0102_0304, 7, true, &[0x02], b"x");
+    let up = heard(&frame);
+    let Outcome::Data(accepted) = server.handle(&up, Instant::now(), now()) else {
+        panic!("refused");
+    };
+    let command = CommandFrame {
+        fport: 5,
+        payload: &[1, 2, 3],
+        confirmed: true,
+    };
+    let downlink = server.with_command(&accepted, &up, command).unwrap();
+    // The ACK's FCntDown (its frame was never sent), RX1 as the ACK's.
+    let plain_ack = accepted.downlink.clone().unwrap();
+    assert_eq!(
+        (downlink.tmst, downlink.frequency),
+        (plain_ack.tmst, plain_ack.frequency)
+    );
+    let (fcnt, ack, confirmed, fopts, fport, frm) = open_downlink(&downlink);
+    assert_eq!(fcnt, accepted.downlink_fcnt.unwrap());
+    assert!(ack && confirmed);
+    assert_eq!(&fopts[..1], &[0x02]);
+    assert_eq!((fport, frm), (Some(5), vec![1, 2, 3]));
+
+    // An unconfirmed uplink without answers: a fresh FCntDown, no ACK bit, unconfirmed.
+    let frame = uplink(0x0102_0304, 8, false, &[], b"x");
+    let up = heard(&frame);
+    let Outcome::Data(accepted) = server.handle(&up, Instant::now(), now()) else {
+        panic!("refused");
+    };
+    let command = CommandFrame {
+        fport: 1,
+        payload: b"on",
+        confirmed: false,
+    };
+    let downlink = server.with_command(&accepted, &up, command).unwrap();
+    let (next, ack, confirmed, fopts, fport, frm) = open_downlink(&downlink);
+    assert_eq!(next, fcnt + 1);
+    assert!(!ack && !confirmed && fopts.is_empty());
+    assert_eq!((fport, frm), (Some(1), b"on".to_vec()));
+}
+
+#[test]
+fn a_command_longer_than_the_slower_window_carries_or_on_a_mac_port_is_refused() {
+    let mut server = NetworkServer::new(settings(), vec![abp()], &[]);
+    let frame = uplink(0x0102_0304, 7, false, &[], b"x");
+    let up = heard(&frame);
+    let Outcome::Data(accepted) = server.handle(&up, Instant::now(), now()) else {
+        panic!("refused");
+    };
+    // RX2 in EU868 is DR0 (51 bytes), slower than RX1's DR5.
+    let long = [0u8; 52];
+    let refused = server.with_command(
+        &accepted,
+        &up,
+        CommandFrame {
+            fport: 1,
+            payload: &long,
+            confirmed: false,
+        },
+    );
+    assert_eq!(
+        refused,
+        Err(CommandRefusal::TooLong {
+            len: 52,
+            max: 51,
+            data_rate: 0
+        })
+    );
+    assert_eq!(settings().largest_command(), 51);
+    for fport in [0, 224] {
+        let refused = server.with_command(
+            &accepted,
+            &up,
+            CommandFrame {
+                fport,
+                payload: b"x",
+                confirmed: false,
+            },
+        );
+        assert_eq!(refused, Err(CommandRefusal::FPort(fport)));
+    }
+    assert!(server
+        .with_command(
+            &accepted,
+            &up,
+            CommandFrame {
+                fport: 1,
+                payload: &long[..51],
+                confirmed: false,
+            },
+        )
+        .is_ok());
+}
+
 #[test]
 fn unknown_mac_commands_are_counted() {
     let (answers, unknown) = mac_answers(&[0x02, 0x7f, 0x01], &heard(&[]), now());

@@ -320,7 +320,14 @@ pub struct LorawanDeviceKeys {
     pub lorawan_version: Option<LorawanVersion>,
     /// Whether the device names a `codec` file (for `payload = "codec"` or an FPort's `"codec"`).
     pub codec: bool,
+    /// `downlink_fport`: the FPort of its commands (default [`DEFAULT_DOWNLINK_FPORT`]).
+    pub downlink_fport: Option<i64>,
+    /// `downlink_confirmed`: its commands go as confirmed downlinks.
+    pub downlink_confirmed: Option<bool>,
 }
+
+/// The FPort of a device's commands unless `downlink_fport` says otherwise.
+pub const DEFAULT_DOWNLINK_FPORT: u8 = 1;
 
 /// How a LoRaWAN device joins, with the paths of its key files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,6 +356,10 @@ pub struct LorawanDevice {
     /// Its `codec`, loaded, for the FPorts decoded with `"codec"` (set by whoever loaded the file; the
     /// checks of [`LorawanDeviceKeys::check`] leave it `None`).
     pub codec: Option<crate::codec::settings::CodecSettings>,
+    /// The FPort its commands go on (1..=223).
+    pub downlink_fport: u8,
+    /// Its commands go as confirmed downlinks, sent again after its next uplinks until it acknowledges.
+    pub downlink_confirmed: bool,
 }
 
 impl LorawanDevice {
@@ -379,6 +390,8 @@ impl LorawanDeviceKeys {
             ("payload", self.payload.is_some()),
             ("fports", !self.fports.is_empty()),
             ("lorawan_version", self.lorawan_version.is_some()),
+            ("downlink_fport", self.downlink_fport.is_some()),
+            ("downlink_confirmed", self.downlink_confirmed.is_some()),
         ]
         .iter()
         .find(|(_, written)| *written)
@@ -396,6 +409,8 @@ impl LorawanDeviceKeys {
             || self.payload.is_some()
             || !self.fports.is_empty()
             || self.lorawan_version.is_some()
+            || self.downlink_fport.is_some()
+            || self.downlink_confirmed.is_some()
     }
 
     /// OTAA (all three OTAA keys) or ABP (all three ABP keys), not both; a decoder.
@@ -427,12 +442,26 @@ impl LorawanDeviceKeys {
                 "missing key `payload`: the decoder of the device's FRMPayload, e.g. payload = \"lpp\", or one per FPort: fports = { 10 = \"lpp\" }",
             ));
         }
+        let downlink_fport = match self.downlink_fport {
+            None => DEFAULT_DOWNLINK_FPORT,
+            Some(port) => u8::try_from(port)
+                .ok()
+                .filter(|port| (1..=223).contains(port))
+                .ok_or_else(|| {
+                    SettingError::new(
+                        "downlink_fport",
+                        format!("{port} is not an application FPort; write one of 1..=223, e.g. downlink_fport = 1"),
+                    )
+                })?,
+        };
         Ok(LorawanDevice {
             activation,
             payload: self.payload,
             fports,
             version: self.lorawan_version.unwrap_or_default(),
             codec: None,
+            downlink_fport,
+            downlink_confirmed: self.downlink_confirmed.unwrap_or(false),
         })
     }
 
@@ -575,6 +604,18 @@ mod tests {
             DeviceActivation::Otaa { dev_eui: 1, .. }
         ));
         assert_eq!(checked.decoder(7), Some(PayloadFormat::Lpp));
+        assert_eq!(checked.downlink_fport, DEFAULT_DOWNLINK_FPORT);
+        assert!(!checked.downlink_confirmed);
+        for bad in [0, 224, -1, 300] {
+            let mut port = otaa.clone();
+            port.downlink_fport = Some(bad);
+            let error = port.check().unwrap_err();
+            assert_eq!(error.key, "downlink_fport");
+            assert!(error.message.contains("1..=223"), "{}", error.message);
+        }
+        let mut port = otaa.clone();
+        port.downlink_fport = Some(223);
+        assert_eq!(port.check().unwrap().downlink_fport, 223);
         let mut both = otaa.clone();
         both.dev_addr = Some(DevAddr(1));
         assert_eq!(both.check().unwrap_err().key, "dev_addr");

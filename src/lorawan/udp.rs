@@ -9,6 +9,17 @@
 //! offline after missed keepalives, with the devices only it heard) is emitted as
 //! `SourceEvent::GatewayAvailability` and shown as `online` in its stats.
 //!
+//! Commands (`commands = true`): when an accepted uplink's device has commands queued, the task tells
+//! its [`CommandPort`] (`heard_device`), waits at most [`COMMAND_WAIT`] for the dispatcher's request
+//! and sends that command in the uplink's RX1 (RX2 on a TX_ACK error) in place of the server's own
+//! downlink, whose ACK and MAC answers it carries (`NetworkServer::with_command`); one command per
+//! uplink. A request handed over outside such a moment is answered as failed (back into its queue). Its
+//! answer comes with the gateway's TX_ACK, or after [`TX_ACK_WAIT`] without one. A confirmed command
+//! (`downlink_confirmed`) is sent again after each uplink without the ACK bit, [`CONFIRMED_TRANSMISSIONS`]
+//! times in all, and its end (acknowledged or given up) is answered on the request's second channel.
+//! Every downlink is charged to its gateway's duty cycle (`airtime.rs`): a command that does not fit
+//! stays queued, a JoinAccept or ACK that does not fit is dropped and counted.
+//!
 //! Bounds: datagrams from gateways not allowed are dropped and counted; malformed datagrams are counted
 //! and never stop the task; the dedup window holds at most [`MAX_PENDING_UPLINKS`] uplinks; at most
 //! [`counters::MAX_GATEWAYS`] gateway addresses are kept. Log lines are rate-limited per kind.
@@ -20,7 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
 
+use super::airtime::{downlink_airtime, GatewayAirtime};
 use super::codecs::{CodecDone, DeviceCodecs};
 use super::counters::{self, LorawanCounters};
 use super::dedup::{Dedup, Heard, Offered};
@@ -28,11 +41,14 @@ use super::gateway_watch::{GatewayChange, GatewayWatch};
 use super::payload::{decode_fields, Fields};
 use super::persist;
 use super::semtech::{self, FromGateway, Txpk};
-use super::server::{Downlink, NetworkServer, Outcome, ServedDevice, ServerSettings};
+use super::server::{
+    Accepted, CommandFrame, Downlink, NetworkServer, Outcome, ServedDevice, ServerSettings,
+};
 use super::settings::{Gateways, LorawanDevice, SemtechUdpConfig};
 use super::RxMeta;
 use crate::model::{LorawanMeta, RadioMeta, Reading};
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
+use crate::source::transmit::{AckResult, CommandPort, TxRequest, TxResult};
 use crate::source::{SourceContext, SourceEvent};
 use crate::statefile::StateFile;
 
@@ -42,6 +58,15 @@ pub const MAX_PENDING_UPLINKS: usize = 1024;
 pub const DOWNLINK_POWER_DBM: u8 = 14;
 /// Downlinks remembered until their gateway's TX_ACK (to move them to RX2 when RX1 failed).
 pub const MAX_AWAITING_ACK: usize = 64;
+/// How long an accepted uplink's answer waits for a command of its device (the dispatcher hands it
+/// within milliseconds; RX1 is a second or more after the uplink).
+pub const COMMAND_WAIT: Duration = Duration::from_millis(50);
+/// How long a command's downlink waits for its gateway's TX_ACK before it counts as sent (a forwarder
+/// may send none).
+pub const TX_ACK_WAIT: Duration = Duration::from_secs(3);
+/// Transmissions of one confirmed downlink at most: the first and this many less one again, each after
+/// an uplink without the ACK bit.
+pub const CONFIRMED_TRANSMISSIONS: u8 = 3;
 /// Delay before binding again after the socket could not be bound.
 const REBIND_DELAY: Duration = Duration::from_secs(5);
 
@@ -68,11 +93,15 @@ impl LorawanStart {
     }
 }
 
-/// Runs the source until shutdown.
-pub async fn run(ctx: SourceContext, start: LorawanStart) {
-    let Some(mut task) = Task::start(&ctx, start).await else {
+/// Runs the source until shutdown; with `commands`, its devices get the commands queued for them in
+/// the receive window after their uplinks.
+pub async fn run(ctx: SourceContext, start: LorawanStart, commands: Option<CommandPort>) {
+    let Some(mut task) = Task::start(&ctx, start, commands).await else {
         return;
     };
+    if let Some(port) = &task.commands {
+        port.set_link(true);
+    }
     if !ctx
         .emit(SourceEvent::Up {
             source: ctx.name.clone(),
@@ -91,8 +120,15 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
             .watch
             .next_deadline()
             .map(tokio::time::Instant::from_std);
+        let unanswered = task
+            .awaiting_ack
+            .iter()
+            .filter_map(|a| a.command.as_ref().map(|c| c.deadline))
+            .min();
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
+            request = next_request(&task.commands) => refuse_outside_window(request),
+            _ = sleep_until_or_forever(unanswered) => task.answer_unacknowledged(tokio::time::Instant::now()),
             received = task.socket.recv_from(&mut buffer) => match received {
                 Ok((len, from)) => {
                     if !task.on_datagram(&ctx, &buffer[..len], from).await {
@@ -122,8 +158,27 @@ pub async fn run(ctx: SourceContext, start: LorawanStart) {
             }
         }
     }
+    if let Some(port) = &task.commands {
+        port.set_link(false);
+    }
     let records = task.server.exact_records();
     task.store(records).await;
+}
+
+/// The next command the dispatcher hands over, or never without commands.
+async fn next_request(commands: &Option<CommandPort>) -> TxRequest {
+    match commands {
+        Some(port) => port.next_request().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A command handed over while no receive window waits for it: back into its queue.
+fn refuse_outside_window(request: TxRequest) {
+    let _ = request.done.send(Err(format!(
+        "no receive window of {} is open (it opens after the device's next uplink)",
+        request.address
+    )));
 }
 
 /// Binds the socket, retrying every [`REBIND_DELAY`] (the source reported lost meanwhile).
@@ -157,6 +212,38 @@ async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// A downlink sent, until its gateway's TX_ACK.
+struct AwaitingAck {
+    token: u16,
+    downlink: Downlink,
+    /// The command it carries, answered at the TX_ACK (or at its deadline when none comes).
+    command: Option<PendingCommand>,
+}
+
+/// A command's downlink waiting for its TX_ACK.
+struct PendingCommand {
+    done: oneshot::Sender<TxResult>,
+    airtime: Duration,
+    deadline: tokio::time::Instant,
+}
+
+/// A confirmed downlink the device has not acknowledged yet.
+struct Confirmed {
+    fport: u8,
+    payload: Vec<u8>,
+    transmissions: u8,
+    /// Told when the device acknowledges it or it is given up.
+    acknowledged: oneshot::Sender<AckResult>,
+}
+
+/// A command for a receive window: its downlink, its answer, and what to keep of a confirmed one.
+struct WindowCommand {
+    downlink: Downlink,
+    done: Option<oneshot::Sender<TxResult>>,
+    /// A confirmed command's first transmission (a confirmed one sent again has none).
+    confirmed: Option<Confirmed>,
+}
+
 struct Task {
     codecs: DeviceCodecs,
     socket: UdpSocket,
@@ -172,8 +259,15 @@ struct Task {
     /// Gateways already logged (with `gateways = ["any"]`).
     seen: HashSet<u64>,
     token: u16,
-    /// Downlinks sent in RX1 and not acknowledged yet, by token (bounded: the oldest are forgotten).
-    awaiting_ack: std::collections::VecDeque<(u16, Downlink)>,
+    /// Downlinks sent and not acknowledged by their gateway yet (bounded: the oldest are forgotten).
+    awaiting_ack: std::collections::VecDeque<AwaitingAck>,
+    /// The commands' end, with `commands = true`.
+    commands: Option<CommandPort>,
+    /// Each gateway's duty-cycle budgets.
+    airtime: GatewayAirtime,
+    /// The confirmed downlink each device has not acknowledged yet, by device index (bounded by the
+    /// devices configured).
+    unacknowledged: HashMap<usize, Confirmed>,
     warnings: RateLimiter,
     watch: GatewayWatch,
 }
@@ -181,7 +275,11 @@ struct Task {
 impl Task {
     /// The stored sessions read (failing closed when they are lost), the socket bound, the codecs
     /// started. `None` when the sessions could not be read or the source stopped while binding.
-    async fn start(ctx: &SourceContext, start: LorawanStart) -> Option<Task> {
+    async fn start(
+        ctx: &SourceContext,
+        start: LorawanStart,
+        commands: Option<CommandPort>,
+    ) -> Option<Task> {
         let dir = start.state_dir.clone();
         let name = ctx.name.clone();
         let loaded = tokio::task::spawn_blocking(move || persist::load(&dir, &name)).await;
@@ -207,6 +305,7 @@ impl Task {
         let socket = bind(ctx, start.udp.bind).await?;
         log::info!(source = ctx.name.as_str(); "LoRaWAN packet forwarders: listening on {}", start.udp.bind);
         let codecs = DeviceCodecs::start(&ctx.name, &decoders);
+        let airtime = GatewayAirtime::new(start.server.region);
         Some(Task {
             codecs,
             socket,
@@ -220,6 +319,9 @@ impl Task {
             seen: HashSet::new(),
             token: 0,
             awaiting_ack: std::collections::VecDeque::new(),
+            commands,
+            airtime,
+            unacknowledged: HashMap::new(),
             warnings: RateLimiter::new(Duration::from_secs(60)),
             watch: GatewayWatch::new(start.udp.keepalive),
         })
@@ -378,26 +480,174 @@ impl Task {
         }
     }
 
-    /// A TX_ACK: the downlink it acknowledges forgotten; on an error, counted and the same frame
-    /// sent again in RX2 when it was an RX1 downlink.
+    /// A TX_ACK: the downlink it acknowledges forgotten (its command answered as sent); on an error,
+    /// counted and the same frame sent again in RX2 when it was an RX1 downlink (else its command goes
+    /// back to its queue).
     async fn on_tx_ack(&mut self, gateway: u64, token: u16, error: Option<String>) {
-        let position = self.awaiting_ack.iter().position(|(t, _)| *t == token);
+        let position = self.awaiting_ack.iter().position(|a| a.token == token);
         let sent = position.and_then(|i| self.awaiting_ack.remove(i));
         let Some(error) = error else {
+            if let Some(command) = sent.and_then(|a| a.command) {
+                let _ = command.done.send(Ok(Some(command.airtime)));
+            }
             return;
         };
         self.counters
             .count(|c| *c.tx_errors.entry(error.clone()).or_default() += 1);
-        // RX1 not possible (too late, a collision...): the same frame in RX2.
-        match sent.and_then(|(_, downlink)| downlink.in_rx2()) {
-            Some(rx2) => {
-                self.counters.count(|c| c.rx2_fallbacks += 1);
-                self.transmit(&rx2).await;
-            }
-            None => self.warn(
+        let Some(sent) = sent else {
+            self.warn(
                 "tx",
                 format!("gateway {gateway:016x} did not send a downlink: {error}"),
-            ),
+            );
+            return;
+        };
+        // RX1 not possible (too late, a collision...): the same frame in RX2.
+        let done = sent.command.map(|c| c.done);
+        match sent.downlink.in_rx2() {
+            Some(rx2) => {
+                self.counters.count(|c| c.rx2_fallbacks += 1);
+                self.transmit(&rx2, done).await;
+            }
+            None => {
+                self.warn(
+                    "tx",
+                    format!("gateway {gateway:016x} did not send a downlink: {error}"),
+                );
+                if let Some(done) = done {
+                    let _ = done.send(Err(format!("the gateway did not send it: {error}")));
+                }
+            }
+        }
+    }
+
+    /// The commands whose gateway sent no TX_ACK within [`TX_ACK_WAIT`]: answered as sent (a forwarder
+    /// may send no TX_ACK).
+    fn answer_unacknowledged(&mut self, now: tokio::time::Instant) {
+        for awaiting in &mut self.awaiting_ack {
+            if awaiting.command.as_ref().is_some_and(|c| c.deadline <= now) {
+                if let Some(command) = awaiting.command.take() {
+                    let _ = command.done.send(Ok(Some(command.airtime)));
+                }
+            }
+        }
+    }
+
+    /// What goes into the receive window of an accepted uplink: a confirmed command sent again, or the
+    /// next command queued for the device, with the server's ACK and MAC answers merged in; else the
+    /// server's own downlink (ACK, MAC answers), if any.
+    async fn answer_window(&mut self, ctx: &SourceContext, heard: &Heard, accepted: &Accepted) {
+        self.settle_confirmed(ctx, accepted);
+        if let Some(command) = self.command_downlink(heard, accepted).await {
+            if self.transmit(&command.downlink, command.done).await {
+                self.counters.count(|c| c.command_downlinks += 1);
+                if let Some(first) = command.confirmed {
+                    self.unacknowledged.insert(accepted.device, first);
+                }
+                if let Some(pending) = self.unacknowledged.get_mut(&accepted.device) {
+                    pending.transmissions += 1;
+                }
+                return;
+            }
+        }
+        if let Some(downlink) = &accepted.downlink {
+            self.transmit(downlink, None).await;
+        }
+    }
+
+    /// The device's confirmed downlink, acknowledged by this uplink's ACK bit (counted), or given up
+    /// after [`CONFIRMED_TRANSMISSIONS`] (counted and logged).
+    fn settle_confirmed(&mut self, ctx: &SourceContext, accepted: &Accepted) {
+        let Some(pending) = self.unacknowledged.get(&accepted.device) else {
+            return;
+        };
+        if accepted.acks {
+            if let Some(pending) = self.unacknowledged.remove(&accepted.device) {
+                let _ = pending.acknowledged.send(Ok(()));
+            }
+            self.counters.count(|c| c.confirmed_acknowledged += 1);
+        } else if pending.transmissions >= CONFIRMED_TRANSMISSIONS {
+            if let Some(pending) = self.unacknowledged.remove(&accepted.device) {
+                let _ = pending.acknowledged.send(Err(format!(
+                    "the device did not acknowledge it in {CONFIRMED_TRANSMISSIONS} transmissions, each after one of its uplinks"
+                )));
+            }
+            self.counters.count(|c| c.confirmed_unacknowledged += 1);
+            let name = self.server.device(accepted.device).map(|d| d.name.clone());
+            self.warn(
+                "unacknowledged",
+                format!(
+                    "source {}: device {} did not acknowledge a confirmed downlink sent {CONFIRMED_TRANSMISSIONS} times; given up",
+                    ctx.name,
+                    name.unwrap_or_default()
+                ),
+            );
+        }
+    }
+
+    /// The command of this receive window: the device's unacknowledged confirmed downlink sent again,
+    /// or the command the dispatcher hands over within [`COMMAND_WAIT`] when one waits for the device
+    /// (on the fPort its codec chose, else the device's `downlink_fport`).
+    async fn command_downlink(
+        &mut self,
+        heard: &Heard,
+        accepted: &Accepted,
+    ) -> Option<WindowCommand> {
+        let port = self.commands.clone()?;
+        let device = self.decoders.get(accepted.device)?;
+        if let Some(pending) = self.unacknowledged.get(&accepted.device) {
+            let frame = CommandFrame {
+                fport: pending.fport,
+                payload: &pending.payload,
+                confirmed: true,
+            };
+            return match self.server.with_command(accepted, heard, frame) {
+                Ok(downlink) => Some(WindowCommand {
+                    downlink,
+                    done: None,
+                    confirmed: None,
+                }),
+                Err(refusal) => {
+                    self.warn(
+                        "command",
+                        format!("confirmed downlink not sent again: {refusal}"),
+                    );
+                    None
+                }
+            };
+        }
+        let address = device.address();
+        let (fport, confirmed) = (device.downlink_fport, device.downlink_confirmed);
+        if !port.heard_device(&address) {
+            return None;
+        }
+        let request = tokio::time::timeout(COMMAND_WAIT, port.next_request())
+            .await
+            .ok()?;
+        if request.address != address {
+            refuse_outside_window(request);
+            return None;
+        }
+        let fport = request.fport.unwrap_or(fport);
+        let frame = CommandFrame {
+            fport,
+            payload: &request.bytes,
+            confirmed,
+        };
+        match self.server.with_command(accepted, heard, frame) {
+            Ok(downlink) => Some(WindowCommand {
+                downlink,
+                done: Some(request.done),
+                confirmed: confirmed.then(|| Confirmed {
+                    fport,
+                    payload: request.bytes.clone(),
+                    transmissions: 0,
+                    acknowledged: request.acknowledged,
+                }),
+            }),
+            Err(refusal) => {
+                let _ = request.done.send(Err(refusal.to_string()));
+                None
+            }
         }
     }
 
@@ -421,7 +671,7 @@ impl Task {
                         "LoRaWAN device {} joined as DevAddr {:08x}", served.name, session.dev_addr
                     );
                 }
-                self.transmit(&downlink).await;
+                self.transmit(&downlink, None).await;
                 let records = self.server.all_records();
                 self.store(records).await;
                 true
@@ -435,9 +685,7 @@ impl Task {
                     c.uplinks += 1;
                     c.unknown_mac_commands += u64::from(accepted.unknown_mac_commands);
                 });
-                if let Some(downlink) = &accepted.downlink {
-                    self.transmit(downlink).await;
-                }
+                self.answer_window(ctx, &heard, &accepted).await;
                 if let Some(records) = self.server.records_due() {
                     self.store(records).await;
                 }
@@ -532,19 +780,44 @@ impl Task {
         Some(reading)
     }
 
-    /// Sends a downlink as PULL_RESP through the gateway's last PULL_DATA address.
-    async fn transmit(&mut self, downlink: &Downlink) {
+    /// Sends a downlink as PULL_RESP through the gateway's last PULL_DATA address, within the
+    /// gateway's duty cycle; `done` answers the command it carries (at its TX_ACK). A downlink that
+    /// cannot be sent is counted, and its command answered as failed (it stays queued). Returns whether
+    /// it was sent.
+    async fn transmit(
+        &mut self,
+        downlink: &Downlink,
+        done: Option<oneshot::Sender<TxResult>>,
+    ) -> bool {
         let Some(&address) = self.pull_addresses.get(&downlink.gateway) else {
             self.counters.count(|c| c.no_downlink_path += 1);
-            self.warn(
-                "path",
-                format!(
-                    "no downlink path to gateway {:016x}: it has not sent PULL_DATA",
-                    downlink.gateway
-                ),
+            let reason = format!(
+                "no downlink path to gateway {:016x}: it has not sent PULL_DATA",
+                downlink.gateway
             );
-            return;
+            self.warn("path", reason.clone());
+            if let Some(done) = done {
+                let _ = done.send(Err(reason));
+            }
+            return false;
         };
+        let airtime = downlink_airtime(downlink.data_rate, downlink.phy.len());
+        let now = tokio::time::Instant::now();
+        if let Err(reason) = self
+            .airtime
+            .charge(downlink.gateway, downlink.frequency, airtime, now)
+        {
+            match done {
+                Some(done) => {
+                    let _ = done.send(Err(reason));
+                }
+                None => {
+                    self.counters.count(|c| c.duty_cycle_dropped += 1);
+                    self.warn("duty", format!("downlink dropped: {reason}"));
+                }
+            }
+            return false;
+        }
         self.token = self.token.wrapping_add(1);
         let txpk = Txpk::lorawan(
             &downlink.phy,
@@ -556,12 +829,24 @@ impl Task {
         self.send(&semtech::pull_resp(self.token, &txpk), address)
             .await;
         self.counters.count(|c| c.downlinks += 1);
-        if downlink.rx2.is_some() {
+        let command = done.map(|done| PendingCommand {
+            done,
+            airtime,
+            deadline: now + TX_ACK_WAIT,
+        });
+        if downlink.rx2.is_some() || command.is_some() {
             if self.awaiting_ack.len() >= MAX_AWAITING_ACK {
-                self.awaiting_ack.pop_front();
+                if let Some(command) = self.awaiting_ack.pop_front().and_then(|a| a.command) {
+                    let _ = command.done.send(Ok(Some(command.airtime)));
+                }
             }
-            self.awaiting_ack.push_back((self.token, downlink.clone()));
+            self.awaiting_ack.push_back(AwaitingAck {
+                token: self.token,
+                downlink: downlink.clone(),
+                command,
+            });
         }
+        true
     }
 
     /// Writes the sessions on a blocking thread.

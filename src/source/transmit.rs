@@ -17,12 +17,24 @@ use crate::model::Packet;
 
 /// What a source reports back for one transmission: the time on air (radios), or why it failed.
 pub type TxResult = Result<Option<Duration>, String>;
+/// What became of a transmission its device acknowledges later (LoRaWAN's confirmed downlinks): `Ok`
+/// when the device acknowledged it, `Err` with why it is given up. A source without acknowledgements
+/// drops its sender.
+pub type AckResult = Result<(), String>;
 
 /// One transmission handed to the source task.
 #[derive(Debug)]
 pub struct TxRequest {
+    /// The device it is for, as its source knows it (a source that sends only into the receive window
+    /// of the device it just heard, as LoRaWAN's does, checks it; serial and radio sources ignore it).
+    pub address: String,
     pub bytes: Vec<u8>,
+    /// The port its payload goes on, where the command's encoder chose one (a codec's
+    /// `encodeDownlink` fPort); sources without ports ignore it.
+    pub fport: Option<u8>,
     pub done: oneshot::Sender<TxResult>,
+    /// Answered after `done`, when the device acknowledges the frame or it is given up.
+    pub acknowledged: oneshot::Sender<AckResult>,
 }
 
 /// The commands' side of one source's seam: what a [`CommandPort`] calls.
@@ -32,6 +44,9 @@ pub trait CommandQueue: Send + Sync {
     fn set_link(&self, up: bool);
     /// A frame arrived (its end is now).
     fn heard(&self, packet: &Packet);
+    /// A frame of the device at `address` arrived (its end is now), for a source that finds the address
+    /// itself (LoRaWAN); returns whether commands wait for that device.
+    fn heard_device(&self, address: &str) -> bool;
     /// The next transmission to make, when there is one.
     fn take_request(&self) -> Option<TxRequest>;
     /// Waits until a request may be waiting (a wakeup may be spurious: check with `take_request`).
@@ -61,6 +76,12 @@ impl CommandPort {
     /// A frame arrived (its end is now): its device's receive window opens `rx_delay` from now.
     pub fn heard(&self, packet: &Packet) {
         self.0.heard(packet);
+    }
+
+    /// A frame of the device at `address` arrived (its end is now): its receive window opens
+    /// `rx_delay` from now. Returns whether commands wait for it.
+    pub fn heard_device(&self, address: &str) -> bool {
+        self.0.heard_device(address)
     }
 
     /// The next transmission to make, when there is one.

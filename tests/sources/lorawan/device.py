@@ -15,6 +15,11 @@ PHASE "resume": after the daemon restarted, the OTAA device continues its sessio
 PHASE "extra": after a reload added an ABP device, it sends; the OTAA device goes on once more.
 PHASE "abp": the ABP device sends the frame counters listed in the parameters' "fcnts" (an LPP temperature
 on FPort 2, or "payload_hex" on "fport" when given).
+PHASE "downlink": the ABP device sends the uplinks of the parameters' "uplinks" (each {"fcnt", "ack"}), 0.3 s
+apart past the receive window, through gateway A at tmst 1 000 000 x (i + 1); for each it reports the
+downlink in its receive window, if one comes within "wait" seconds: its tmst, frequency, data rate and
+IQ, the MIC checked with the NwkSKey, and the FRMPayload decrypted with the AppSKey, with FCntDown, FPort,
+ACK bit and whether it is confirmed. The forwarder answers each downlink's PULL_RESP with TX_ACK "NONE".
 PHASE "joins": the OTAA device sends a join request with each DevNonce of the parameters' "nonces", 2.1 s
 apart (past the join rate limit); the report lists which got a JoinAccept (decrypted, MIC checked).
 """
@@ -96,9 +101,10 @@ def data_mic(nwk_s_key, dev_addr, fcnt, direction, msg):
     return aes_cmac(nwk_s_key, b0 + msg)[:4]
 
 
-def uplink(nwk_s_key, app_s_key, dev_addr, fcnt, fport, payload, confirmed=False, fopts=b""):
+def uplink(nwk_s_key, app_s_key, dev_addr, fcnt, fport, payload, confirmed=False, fopts=b"", ack=False):
     mhdr = 0x80 if confirmed else 0x40
-    fhdr = struct.pack("<IBH", dev_addr, len(fopts), fcnt & 0xFFFF) + fopts
+    fctrl = len(fopts) | (0x20 if ack else 0)
+    fhdr = struct.pack("<IBH", dev_addr, fctrl, fcnt & 0xFFFF) + fopts
     msg = bytes([mhdr]) + fhdr + bytes([fport]) + crypt_frm(app_s_key, dev_addr, fcnt, 0, payload)
     return msg + data_mic(nwk_s_key, dev_addr, fcnt, 0, msg)
 
@@ -281,6 +287,49 @@ def abp(params, _state_path):
     print(json.dumps({"sent": len(params["fcnts"])}))
 
 
+def open_downlink(nwk_s_key, app_s_key, dev_addr, phy):
+    """A data downlink as the device reads it: MIC with the NwkSKey, FRMPayload decrypted with the AppSKey."""
+    mtype = phy[0] >> 5
+    if mtype not in (3, 5):
+        fail("not a data downlink: %s" % phy.hex())
+    addr, fctrl, fcnt = struct.unpack("<IBH", phy[1:8])
+    if addr != dev_addr:
+        fail("downlink for DevAddr %08x" % addr)
+    msg, mic = phy[:-4], phy[-4:]
+    if data_mic(nwk_s_key, dev_addr, fcnt, 1, msg) != mic:
+        fail("downlink MIC is wrong: %s" % phy.hex())
+    fopts_end = 8 + (fctrl & 0x0F)
+    out = {"fcnt_down": fcnt, "ack": bool(fctrl & 0x20), "confirmed": mtype == 5,
+           "fopts": phy[8:fopts_end].hex(), "fport": None, "payload": ""}
+    if len(msg) > fopts_end:
+        out["fport"] = msg[fopts_end]
+        key = nwk_s_key if out["fport"] == 0 else app_s_key
+        out["payload"] = crypt_frm(key, dev_addr, fcnt, 1, msg[fopts_end + 1:]).hex()
+    return out
+
+
+def downlink(params, _state_path):
+    a = Gateway(GATEWAY_A, params["port"])
+    a.pull()
+    nwk, app = bytes.fromhex(params["abp_nwk"]), bytes.fromhex(params["abp_app"])
+    addr = int(params["abp_dev_addr"], 16)
+    windows = []
+    for i, up in enumerate(params["uplinks"]):
+        tmst = 1_000_000 * (i + 1)
+        a.push(uplink(nwk, app, addr, up["fcnt"], 2, lpp_temperature(up["fcnt"] / 10), ack=up.get("ack", False)),
+               tmst=tmst, rssi=-70)
+        txpk = a.pull_resp(timeout=params.get("wait", 1.5))
+        if txpk is None:
+            windows.append(None)
+            continue
+        window = open_downlink(nwk, app, addr, base64.b64decode(txpk["data"]))
+        window.update({"tmst": txpk["tmst"] - tmst, "freq": txpk["freq"], "datr": txpk["datr"],
+                       "ipol": txpk["ipol"]})
+        windows.append(window)
+        time.sleep(0.3)
+    print(json.dumps({"windows": windows}))
+
+
 def joins(params, _state_path):
     a = Gateway(GATEWAY_A, params["port"])
     a.pull()
@@ -308,6 +357,8 @@ def main():
         extra(params, state_path)
     elif phase == "abp":
         abp(params, state_path)
+    elif phase == "downlink":
+        downlink(params, state_path)
     elif phase == "joins":
         joins(params, state_path)
     else:

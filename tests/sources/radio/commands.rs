@@ -146,6 +146,7 @@ fn command(address: &str, deliver: Deliver) -> Command {
     Command {
         device: format!("node-{address}"),
         address: address.to_string(),
+        fport: None,
         bytes: vec![address.parse::<u8>().unwrap(), 0, 1, 0, 1, 1, 1],
         fields: serde_json::json!({"digital_out_1": 1}),
         deliver,
