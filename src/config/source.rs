@@ -426,7 +426,15 @@ const BLE_KEYS: &[&str] = &[
 ];
 
 /// A semtech-udp source's keys (its devices carry their own decoders and keys).
-const SEMTECH_UDP_KEYS: &[&str] = &["name", "kind", "bind", "gateways", "keepalive"];
+const SEMTECH_UDP_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "bind",
+    "gateways",
+    "keepalive",
+    "simulate",
+    "simulate_interval",
+];
 
 /// The keys a `[[source]]` of this `kind` takes, or `None` for an unknown kind.
 pub fn keys_for_kind(kind: &str) -> Option<Vec<&'static str>> {
@@ -552,6 +560,9 @@ pub(crate) struct SourceToml {
     gateways: Option<Vec<String>>,
     #[serde(default, deserialize_with = "units::option_duration")]
     keepalive: Option<Duration>,
+    simulate: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    simulate_interval: Option<Duration>,
     codec: Option<PathBuf>,
     variables: Option<serde_json::Map<String, serde_json::Value>>,
     fport: Option<u8>,
@@ -775,6 +786,7 @@ impl SourceToml {
             self.gateways.as_deref(),
             self.keepalive,
         )
+        .and_then(|udp| udp.with_simulation(self.simulate.as_deref(), self.simulate_interval))
         .map_err(|error| {
             let path = if error.key == "gateways" && self.gateways.is_none() {
                 at.clone()

@@ -176,6 +176,8 @@ struct Task {
     awaiting_ack: std::collections::VecDeque<(u16, Downlink)>,
     warnings: RateLimiter,
     watch: GatewayWatch,
+    /// The simulated forwarder of `simulate`, stopped with the task.
+    _simulation: Option<super::simulated_forwarder::Simulation>,
 }
 
 impl Task {
@@ -207,10 +209,27 @@ impl Task {
         let socket = bind(ctx, start.udp.bind).await?;
         log::info!(source = ctx.name.as_str(); "LoRaWAN packet forwarders: listening on {}", start.udp.bind);
         let codecs = DeviceCodecs::start(&ctx.name, &decoders);
+        let simulation = match socket.local_addr() {
+            Ok(bound) => super::simulated_forwarder::start(
+                &ctx.name,
+                &start.udp,
+                &server,
+                &decoders,
+                start.server.region,
+                bound,
+                &ctx.shutdown,
+            ),
+            Err(_) => None,
+        };
+        let gateways = match &simulation {
+            Some(simulation) => start.udp.gateways.and(simulation.gateway),
+            None => start.udp.gateways,
+        };
         Some(Task {
             codecs,
             socket,
-            gateways: start.udp.gateways,
+            gateways,
+            _simulation: simulation,
             server,
             decoders,
             dedup: Dedup::new(start.dedup_window, MAX_PENDING_UPLINKS),
