@@ -26,6 +26,7 @@ use super::server::{NetworkServer, ServedDevice};
 use super::settings::{LorawanDevice, SemtechUdpConfig};
 use super::simulated_device::{Received, SimulatedDevice};
 use crate::decode::PayloadFormat;
+use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::simulator::seed_from_name;
 
 /// How long an OTAA device waits for its JoinAccept before it asks again (JOIN_ACCEPT_DELAY2 and a
@@ -105,6 +106,7 @@ pub fn start(
         rng: StdRng::seed_from_u64(seed_from_name(source)),
         started: Instant::now(),
         token: 0,
+        warnings: RateLimiter::new(Duration::from_secs(60)),
     };
     tokio::spawn(forwarder.run(stop.clone()));
     Some(Simulation {
@@ -158,6 +160,7 @@ struct Forwarder {
     /// Zero of the concentrator's microsecond counter.
     started: Instant,
     token: u16,
+    warnings: RateLimiter,
 }
 
 impl Forwarder {
@@ -318,7 +321,14 @@ impl Forwarder {
 
     async fn send(&self, socket: &UdpSocket, datagram: &[u8]) {
         if let Err(error) = socket.send_to(datagram, self.target).await {
-            log::debug!(source = self.source.as_str(); "LoRaWAN simulation: sending to {}: {error}", self.target);
+            if let Some(suppressed) = self.warnings.admit("send") {
+                log::warn!(
+                    source = self.source.as_str();
+                    "LoRaWAN simulation: sending to {}: {error}{}",
+                    self.target,
+                    suppressed_suffix(suppressed)
+                );
+            }
         }
     }
 }

@@ -3,7 +3,9 @@
 //! `config::demo()`: ports the kernel's). It joins (the device opens the JoinAccept), its LPP
 //! readings publish with their LoRaWAN metadata, availability and Home Assistant discovery, a
 //! confirmed uplink is acknowledged, its session survives a clean restart and a kill -9 without a new
-//! join, and a taken forwarder port does not stop the rest of the demo. Every wait is bounded.
+//! join, and a taken forwarder port does not stop the rest of the demo. Outside the demo: an ABP device
+//! simulated behind a `gateways` list that does not name the simulated gateway, and `simulate` checked
+//! by check-config as `FILE:LINE:COL`. Every wait is bounded.
 
 use std::time::Duration;
 
@@ -219,6 +221,77 @@ async fn a_taken_forwarder_port_does_not_stop_the_demo() {
     // The port is freed: the source binds it at its next try and the device joins.
     drop(taken);
     state_after(&mut watch, None).await;
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn simulate_names_only_devices_of_its_source_and_check_config_points_at_it() {
+    let dir = tempfile::tempdir().unwrap();
+    super::write_keys(dir.path());
+    let udp = super::free_udp_port();
+    for (keys, says) in [
+        (
+            "simulate = [\"nobody\"]",
+            "no [[device]] \"nobody\" has source = \"lns\"",
+        ),
+        ("simulate = [\"door\", \"door\"]", "named twice"),
+        (
+            "simulate = [\"door\"]\nsimulate_interval = \"100ms\"",
+            "must be between \"1s\" and \"1h\"",
+        ),
+    ] {
+        let network = super::network(udp, keys);
+        let config = super::devices(network, dir.path(), "", r#"fports = { 2 = "lpp" }"#)
+            .toml_at(dir.path(), 1883);
+        let key = if keys.contains("100ms") {
+            "simulate_interval"
+        } else {
+            "simulate"
+        };
+        let (code, said, line) = super::check_config(dir.path(), &config, key);
+        assert_eq!(code, Some(2), "{said}");
+        assert!(
+            said.contains(&format!("sensorgate.toml:{line}:")) && said.contains(says),
+            "{keys}: {said}"
+        );
+    }
+    // Both of the scenario's devices, OTAA and ABP, may be simulated.
+    let network = super::network(udp, "simulate = [\"door\", \"meter\"]");
+    let config = super::devices(network, dir.path(), "", r#"fports = { 2 = "lpp" }"#)
+        .toml_at(dir.path(), 1883);
+    let (code, said, _) = super::check_config(dir.path(), &config, "simulate");
+    assert_eq!(code, Some(0), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_abp_device_is_heard_through_a_gateway_list_that_does_not_name_it() {
+    let dir = tempfile::tempdir().unwrap();
+    super::write_keys(dir.path());
+    let udp = super::free_udp_port();
+    let network = super::network(udp, "simulate = [\"meter\"]\nsimulate_interval = \"1s\"");
+    let config = super::devices(network, dir.path(), "", r#"fports = { 2 = "lpp" }"#);
+    let daemon = Daemon::start(dir.path(), &config.toml());
+    let mut watch = mqtt::subscribe(daemon.addr, "watch", "sensorgate/+", 1).await;
+    let mut stats = mqtt::subscribe(daemon.addr, "stats", "sensorgate/gateway/stats", 0).await;
+    // ABP: no join; its uplinks on the FPort its configuration decodes as LPP, through the simulated
+    // gateway, which `gateways` does not list.
+    let first = wait_state(&mut watch, "meter", |s| s["fcnt"] == 0).await;
+    assert_eq!(first["fport"], 2, "{first}");
+    assert_eq!(
+        first["gateway"],
+        format!("{:016x}", gateway_eui("lns")),
+        "{first}"
+    );
+    assert!(first["temperature_1"].as_f64().is_some(), "{first}");
+    wait_state(&mut watch, "meter", |s| s["fcnt"] == 1).await;
+    let counters = stats
+        .stats_until("uplinks of the meter", "/lorawan/lns", JOINED_WITHIN, |c| {
+            c["uplinks"].as_u64() >= Some(2)
+        })
+        .await;
+    assert_eq!(counters["joins"], 0, "{counters}");
+    assert_eq!(counters["unknown_gateway_datagrams"], 0, "{counters}");
     let (status, _) = daemon.stop();
     assert!(status.success(), "{status}");
 }
