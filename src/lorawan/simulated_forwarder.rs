@@ -332,3 +332,39 @@ impl Forwarder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lorawan::region::Region;
+
+    #[test]
+    fn the_forwarder_sends_to_the_loopback_of_a_wildcard_bind() {
+        let any: SocketAddr = "0.0.0.0:1700".parse().unwrap();
+        assert_eq!(loopback_of(any), "127.0.0.1:1700".parse().unwrap());
+        let any6: SocketAddr = "[::]:1700".parse().unwrap();
+        assert_eq!(loopback_of(any6), "[::1]:1700".parse().unwrap());
+        let own: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        assert_eq!(loopback_of(own), own);
+    }
+
+    #[test]
+    fn its_gateway_eui_is_stable_per_source_and_marked() {
+        assert_eq!(gateway_eui("lorawan"), gateway_eui("lorawan"));
+        assert_ne!(gateway_eui("lorawan"), gateway_eui("lns"));
+        assert_eq!(gateway_eui("lns") >> 24, 0x0000_5eff_fe);
+    }
+
+    #[test]
+    fn devices_hop_over_the_regions_uplink_channels() {
+        let eu = uplink_channels(Region::Eu868.params());
+        assert_eq!(eu.first(), Some(&867_100_000));
+        assert_eq!(eu.len(), 5);
+        let us = uplink_channels(Region::Us915.params());
+        assert_eq!(us.first(), Some(&902_300_000));
+        assert_eq!(us.len(), 8);
+        for region in [Region::Au915, Region::As923, Region::In865, Region::Kr920] {
+            assert!(!uplink_channels(region.params()).is_empty(), "{region:?}");
+        }
+    }
+}
