@@ -219,7 +219,10 @@ impl Task {
                 bound,
                 &ctx.shutdown,
             ),
-            Err(_) => None,
+            Err(error) => {
+                log::error!(source = ctx.name.as_str(); "LoRaWAN simulation not started: {error}");
+                None
+            }
         };
         let gateways = match &simulation {
             Some(simulation) => start.udp.gateways.and(simulation.gateway),
