@@ -358,7 +358,7 @@ pub fn simulator(source: &SourceConfig, simulator: &SimulatorConfig) -> Simulato
         crc: simulator.crc,
         framing: simulator.framing,
         silence_probability: 0.002,
-        seed: seed_from_name(&source.name),
+        seed: crate::source::simulator::seed_from_name(&source.name),
         encryption: source
             .encryption
             .as_ref()
@@ -400,13 +400,6 @@ pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> U
         spool: upstream.spool.clone(),
         state_dir: state_dir.to_path_buf(),
     }
-}
-
-/// A stable seed per source name, so a demo run repeats the same walk.
-fn seed_from_name(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -438,6 +438,8 @@ const SEMTECH_UDP_KEYS: &[&str] = &[
     "client_queue",
     "client_queue_bytes",
     "command_queue_bytes",
+    "simulate",
+    "simulate_interval",
 ];
 
 /// The keys a `[[source]]` of this `kind` takes, or `None` for an unknown kind.
@@ -564,6 +566,9 @@ pub(crate) struct SourceToml {
     gateways: Option<Vec<String>>,
     #[serde(default, deserialize_with = "units::option_duration")]
     keepalive: Option<Duration>,
+    simulate: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "units::option_duration")]
+    simulate_interval: Option<Duration>,
     codec: Option<PathBuf>,
     variables: Option<serde_json::Map<String, serde_json::Value>>,
     fport: Option<u8>,
@@ -794,6 +799,7 @@ impl SourceToml {
             self.gateways.as_deref(),
             self.keepalive,
         )
+        .and_then(|udp| udp.with_simulation(self.simulate.as_deref(), self.simulate_interval))
         .map_err(|error| {
             let path = if error.key == "gateways" && self.gateways.is_none() {
                 at.clone()

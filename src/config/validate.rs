@@ -162,6 +162,7 @@ pub fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> {
         root.key("devices").key("dedup_window"),
     )?;
     check_lorawan(config)?;
+    check_simulated_lorawan_devices(config)?;
     check_devices(config, locator)?;
     check_homeassistant(config)?;
     check_http(config, &root.key("http"))?;
@@ -593,6 +594,36 @@ fn check_lorawan(config: &Config) -> Result<(), Problem> {
                 lorawan.max_devices()
             ),
         ));
+    }
+    Ok(())
+}
+
+/// A semtech-udp source's `simulate`: each name a `[[device]]` of that source.
+fn check_simulated_lorawan_devices(config: &Config) -> Result<(), Problem> {
+    for (index, source) in config.sources.iter().enumerate() {
+        let super::SourceKind::SemtechUdp(udp) = &source.kind else {
+            continue;
+        };
+        for (position, name) in udp.simulate.iter().enumerate() {
+            let of_source = config
+                .device
+                .iter()
+                .any(|d| &d.name == name && d.source == source.name);
+            if !of_source {
+                let at = KeyPath::root()
+                    .key("source")
+                    .index(index)
+                    .key("simulate")
+                    .index(position);
+                return Err(Problem::value(
+                    at,
+                    format!(
+                        "no [[device]] \"{name}\" has source = \"{}\"; simulate names this source's LoRaWAN devices (with their own keys)",
+                        source.name
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -7,7 +7,9 @@
 //! is stored), `keys.rs` (session key derivation), `dev_nonce.rs` (which join requests are replays, by LoRaWAN version), `join_accept.rs` (the JoinAccept), `join_limit.rs` (joins rate-limited), `server.rs` (the network/join server state machine),
 //! `dedup.rs` (one uplink heard by several gateways), `gateway_watch.rs` (gateways online or offline by their keepalives), `payload.rs` (FRMPayload to fields), `codecs.rs` (the devices' JavaScript codecs, per FPort), `semtech.rs` (the forwarder protocol v2 codec), `airtime.rs` (each gateway's downlinks within the region's duty cycle),
 //! `persist.rs` (sessions on disk through `crate::statefile`), `settings.rs` (the configuration keys and
-//! their checks), `udp.rs` (the source task), `cli.rs` (`sensorgate lorawan keys` and `decode`).
+//! their checks), `udp.rs` (the source task), `cli.rs` (`sensorgate lorawan keys` and `decode`),
+//! `simulated_forwarder.rs` and `simulated_device.rs` (`simulate`: devices and a forwarder to try it
+//! without a gateway).
 //!
 //! # The crates it stands on
 //! The wire formats of LoRaWAN itself come from lora-rs's `lorawan` crate (0.9, without its serde,
@@ -39,6 +41,8 @@ pub mod semtech;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod simulated_device;
+pub mod simulated_forwarder;
 pub mod udp;
 
 /// How one gateway heard one uplink.

@@ -41,6 +41,10 @@ pub const DEFAULT_BIND: &str = "0.0.0.0:1700";
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_millis(200);
 /// Default bound of LoRaWAN device sessions.
 pub const DEFAULT_MAX_DEVICES: usize = 1000;
+/// Default `simulate_interval`: how often a simulated device sends an uplink.
+pub const DEFAULT_SIMULATE_INTERVAL: Duration = Duration::from_secs(30);
+/// The most devices one semtech-udp source simulates.
+pub const MAX_SIMULATED_DEVICES: usize = 16;
 
 /// `[lorawan]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -229,6 +233,19 @@ impl Gateways {
             Gateways::Only(list) => list.contains(&eui),
         }
     }
+
+    /// These gateways and `eui` (a simulated forwarder's).
+    pub fn and(self, eui: u64) -> Gateways {
+        match self {
+            Gateways::Any => Gateways::Any,
+            Gateways::Only(mut list) => {
+                if !list.contains(&eui) {
+                    list.push(eui);
+                }
+                Gateways::Only(list)
+            }
+        }
+    }
 }
 
 /// The keys of a `kind = "semtech-udp"` source, checked.
@@ -239,6 +256,55 @@ pub struct SemtechUdpConfig {
     /// The forwarders' PULL_DATA interval (`keepalive_interval` of lora_pkt_fwd); a gateway silent for
     /// `crate::lorawan::gateway_watch::MISSED_KEEPALIVES` of them is offline.
     pub keepalive: Duration,
+    /// `simulate`: the `[[device]]` names of this source simulated behind a simulated packet forwarder
+    /// (`crate::lorawan::simulated_forwarder`); empty: none.
+    pub simulate: Vec<String>,
+    /// `simulate_interval`: each simulated device's uplink interval.
+    pub simulate_interval: Duration,
+}
+
+impl SemtechUdpConfig {
+    /// With `simulate` (device names, each once, at most [`MAX_SIMULATED_DEVICES`]) and
+    /// `simulate_interval` (1 s to 1 h) as written. Whether each name is a device of this source is
+    /// checked by `crate::config`, which knows the devices.
+    pub fn with_simulation(
+        self,
+        simulate: Option<&[String]>,
+        interval: Option<Duration>,
+    ) -> Result<SemtechUdpConfig, SettingError> {
+        let simulate = simulate.unwrap_or_default().to_vec();
+        if simulate.len() > MAX_SIMULATED_DEVICES {
+            return Err(SettingError::new(
+                "simulate",
+                format!(
+                    "names {} devices; simulate at most {MAX_SIMULATED_DEVICES}",
+                    simulate.len()
+                ),
+            ));
+        }
+        for (i, name) in simulate.iter().enumerate() {
+            if name.is_empty() || simulate[..i].contains(name) {
+                return Err(SettingError::new(
+                    "simulate",
+                    format!("\"{name}\" is empty or named twice; list each [[device]] name of this source once, e.g. simulate = [\"lorawan-1\"]"),
+                ));
+            }
+        }
+        let simulate_interval = interval.unwrap_or(DEFAULT_SIMULATE_INTERVAL);
+        if simulate_interval < Duration::from_secs(1)
+            || simulate_interval > Duration::from_secs(3600)
+        {
+            return Err(SettingError::new(
+                "simulate_interval",
+                "must be between \"1s\" and \"1h\"; \"30s\" is usual",
+            ));
+        }
+        Ok(SemtechUdpConfig {
+            simulate,
+            simulate_interval,
+            ..self
+        })
+    }
 }
 
 /// A semtech-udp source's `bind`, `gateways` and `keepalive` (1 s to 5 min) as written.
@@ -280,6 +346,8 @@ pub fn semtech_udp_config(
             bind,
             gateways: Gateways::Any,
             keepalive,
+            simulate: Vec::new(),
+            simulate_interval: DEFAULT_SIMULATE_INTERVAL,
         });
     }
     if list.is_empty() {
@@ -302,6 +370,8 @@ pub fn semtech_udp_config(
         bind,
         gateways: Gateways::Only(euis),
         keepalive,
+        simulate: Vec::new(),
+        simulate_interval: DEFAULT_SIMULATE_INTERVAL,
     })
 }
 
@@ -587,6 +657,31 @@ mod tests {
             let error = semtech_udp_config(None, Some(&any), Some(bad)).unwrap_err();
             assert_eq!(error.key, "keepalive");
         }
+    }
+
+    #[test]
+    fn simulate_names_devices_once_with_an_interval() {
+        let any = semtech_udp_config(None, Some(&["any".to_string()]), None).unwrap();
+        assert!(any.simulate.is_empty());
+        let names = ["lorawan-1".to_string()];
+        let one = any
+            .clone()
+            .with_simulation(Some(&names), Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(one.simulate, names);
+        assert_eq!(one.simulate_interval, Duration::from_secs(5));
+        let twice = ["a".to_string(), "a".to_string()];
+        let error = any.clone().with_simulation(Some(&twice), None).unwrap_err();
+        assert_eq!(error.key, "simulate");
+        for bad in [Duration::from_millis(500), Duration::from_secs(3601)] {
+            let error = any
+                .clone()
+                .with_simulation(Some(&names), Some(bad))
+                .unwrap_err();
+            assert_eq!(error.key, "simulate_interval");
+        }
+        assert_eq!(Gateways::Only(vec![1]).and(2), Gateways::Only(vec![1, 2]));
+        assert_eq!(Gateways::Any.and(2), Gateways::Any);
     }
 
     #[test]

@@ -270,6 +270,8 @@ struct Task {
     unacknowledged: HashMap<usize, Confirmed>,
     warnings: RateLimiter,
     watch: GatewayWatch,
+    /// The simulated forwarder of `simulate`, stopped with the task.
+    _simulation: Option<super::simulated_forwarder::Simulation>,
 }
 
 impl Task {
@@ -306,10 +308,30 @@ impl Task {
         log::info!(source = ctx.name.as_str(); "LoRaWAN packet forwarders: listening on {}", start.udp.bind);
         let codecs = DeviceCodecs::start(&ctx.name, &decoders);
         let airtime = GatewayAirtime::new(start.server.region);
+        let simulation = match socket.local_addr() {
+            Ok(bound) => super::simulated_forwarder::start(
+                &ctx.name,
+                &start.udp,
+                &server,
+                &decoders,
+                start.server.region,
+                bound,
+                &ctx.shutdown,
+            ),
+            Err(error) => {
+                log::error!(source = ctx.name.as_str(); "LoRaWAN simulation not started: {error}");
+                None
+            }
+        };
+        let gateways = match &simulation {
+            Some(simulation) => start.udp.gateways.and(simulation.gateway),
+            None => start.udp.gateways,
+        };
         Some(Task {
             codecs,
             socket,
-            gateways: start.udp.gateways,
+            gateways,
+            _simulation: simulation,
             server,
             decoders,
             dedup: Dedup::new(start.dedup_window, MAX_PENDING_UPLINKS),

@@ -64,9 +64,9 @@ impl NodeKeys {
     }
 }
 
-/// One virtual node's state.
+/// One virtual node's state (also the weather of `crate::lorawan`'s simulated devices).
 #[derive(Debug, Clone)]
-struct Node {
+pub struct Node {
     address: u16,
     seq: u8,
     temperature_base: f64,
@@ -78,7 +78,7 @@ struct Node {
 }
 
 impl Node {
-    fn new(address: u16, rng: &mut StdRng) -> Self {
+    pub fn new(address: u16, rng: &mut StdRng) -> Self {
         Node {
             address,
             seq: rng.random(),
@@ -92,7 +92,7 @@ impl Node {
 
     /// Advances the node one step: temperature follows a daily sine plus noise, humidity a bounded random
     /// walk, the battery drains by a few microvolts a reading.
-    fn step(&mut self, rng: &mut StdRng, now: SystemTime) -> (f64, f64, f64) {
+    pub fn step(&mut self, rng: &mut StdRng, now: SystemTime) -> (f64, f64, f64) {
         let seconds_of_day = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs() % 86_400)
@@ -110,6 +110,13 @@ impl Node {
             round_to(self.battery_volts, 0.01),
         )
     }
+}
+
+/// A stable seed per name (FNV-1a), so a demo run repeats the same walk.
+pub fn seed_from_name(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn round_to(value: f64, step: f64) -> f64 {

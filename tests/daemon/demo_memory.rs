@@ -1,7 +1,8 @@
 //! The demo configuration's resident memory stays flat: the real daemon runs `config/demo.toml` (its
 //! sources, devices and publish settings, read from the file at test time) on a free 127.0.0.1 port and a
 //! temporary state directory, with the simulators sending every 100 ms instead of every few seconds so
-//! that a minute carries the traffic of about an hour of the demo. VmRSS is sampled every second; after a
+//! that a minute carries the traffic of about an hour of the demo (the simulated LoRaWAN device every
+//! second: its sessions are written every 64 uplinks). VmRSS is sampled every second; after a
 //! warm-up, the last sample must not be more than [`ALLOWED_GROWTH_KIB`] above the warm-up sample.
 //!
 //! What it caught: the simulated radio kept a trace entry for every SPI transaction forever (the demo grew
@@ -24,6 +25,8 @@ const WARM_UP: Duration = Duration::from_secs(20);
 const RUN: Duration = Duration::from_secs(60);
 /// The interval the test gives every `[[source]]` of the demo.
 const FAST_INTERVAL: &str = "100ms";
+/// The simulated LoRaWAN device's interval in the test (its shortest).
+const FAST_SIMULATED_LORAWAN: &str = "1s";
 /// Device states each source must have produced for the run to count (about 1,800 are expected).
 const MIN_STATES: u64 = 300;
 /// How far the last sample may lie above the warm-up sample (allocator noise is well under this).
@@ -41,11 +44,15 @@ fn demo_config() -> String {
         sources.len() >= 2,
         "the demo has a serial-style simulator and a radio"
     );
-    // The sources that send at an `interval` (the simulators); the BLE replay keeps its own pace.
+    // The sources that send at an `interval` (the simulators) and the simulated LoRaWAN device at its
+    // shortest (`simulate_interval`); the BLE replay keeps its own pace.
     for source in sources.iter_mut() {
         let source = source.as_table_mut().expect("a [[source]] table");
         if source.contains_key("interval") {
             source.insert("interval".into(), FAST_INTERVAL.into());
+        }
+        if source.contains_key("simulate_interval") {
+            source.insert("simulate_interval".into(), FAST_SIMULATED_LORAWAN.into());
         }
     }
     toml::to_string(&config).expect("serialise the test configuration")
