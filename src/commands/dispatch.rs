@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::dutycycle::{Budget, Wait};
 use super::outbox::{Downlink, Queued};
 use super::CommandStats;
-use crate::source::radio::{time_on_air, RadioSettings};
+use crate::source::radio::{time_on_air, IqPolarity, RadioSettings};
 use crate::source::transmit::TxRequest;
 
 /// How long the source gets to send one frame before the command goes back into its queue.
@@ -131,6 +131,7 @@ impl Dispatcher {
         let (done_tx, done_rx) = oneshot::channel();
         self.downlink.request(TxRequest {
             bytes: queued.command.bytes.clone(),
+            polarity: IqPolarity::Standard,
             done: done_tx,
         });
         let answer = tokio::select! {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::radio::hal::Wakeup;
+use super::radio::hal::{IqPolarity, Wakeup};
 use crate::model::Packet;
 
 /// What a source reports back for one transmission: the time on air (radios), or why it failed.
@@ -22,6 +22,8 @@ pub type TxResult = Result<Option<Duration>, String>;
 #[derive(Debug)]
 pub struct TxRequest {
     pub bytes: Vec<u8>,
+    /// The IQ polarity to send with (radios; LoRaWAN downlinks are inverted).
+    pub polarity: IqPolarity,
     pub done: oneshot::Sender<TxResult>,
 }
 

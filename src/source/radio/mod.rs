@@ -26,7 +26,7 @@ pub mod traffic;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use hal::{BusyLine, IrqLine, Radio, Received, RxEvent, Wakeup};
+pub use hal::{BusyLine, IqPolarity, IrqLine, Radio, Received, RxEvent, Wakeup};
 pub use source::{run, run_with, run_with_commands, run_with_port};
 
 /// The radio chip family.

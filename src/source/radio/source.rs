@@ -455,7 +455,7 @@ impl Worker {
         let Some(request) = self.commands.as_ref().and_then(CommandPort::take_request) else {
             return Ok(());
         };
-        match radio.transmit(&request.bytes) {
+        match radio.transmit(&request.bytes, request.polarity) {
             Ok(airtime) => {
                 let _ = request.done.send(Ok(Some(airtime)));
                 Ok(())
