@@ -34,6 +34,7 @@ pub mod payload;
 pub mod persist;
 pub mod region;
 pub mod semtech;
+pub mod semtech_gateway;
 pub mod server;
 pub mod session;
 pub mod settings;
