@@ -319,6 +319,63 @@ pub fn radio(radio: &RadioConfig) -> (RadioSettings, RadioBackend) {
     radio.stage_settings()
 }
 
+/// A radio with `payload = "lorawan"`: what its packet forwarder runs with, pulling as often as its
+/// semtech-udp source (`udp`) expects.
+pub fn forwarder(
+    radio: &RadioConfig,
+    udp: &crate::lorawan::settings::SemtechUdpConfig,
+) -> Option<crate::lorawan::forwarder::ForwarderSettings> {
+    let forwarding = radio.lorawan.as_ref()?;
+    let (radio_settings, backend) = radio.stage_settings();
+    Some(crate::lorawan::forwarder::ForwarderSettings {
+        radio: radio_settings,
+        backend,
+        gateway_eui: forwarding.gateway_eui,
+        keepalive: udp.keepalive,
+    })
+}
+
+/// The semtech-udp source whose start a source takes: its own name, or a LoRaWAN radio's `forward_to`.
+pub fn lorawan_server_name(source: &SourceConfig) -> &str {
+    match &source.kind {
+        SourceKind::Radio(RadioConfig {
+            lorawan:
+                Some(crate::lorawan::radio_settings::RadioForwarding {
+                    forward_to: Some(server),
+                    ..
+                }),
+            ..
+        }) => server,
+        _ => &source.name,
+    }
+}
+
+/// The semtech-udp source `name`'s settings with the EUI of every radio of the daemon forwarding to it
+/// added to its `gateways` (an allow-list of EUIs; `["any"]` already takes them).
+pub fn with_own_radios(
+    config: &Config,
+    name: &str,
+    udp: &crate::lorawan::settings::SemtechUdpConfig,
+) -> crate::lorawan::settings::SemtechUdpConfig {
+    let mut udp = udp.clone();
+    if let crate::lorawan::settings::Gateways::Only(list) = &mut udp.gateways {
+        for source in &config.sources {
+            let SourceKind::Radio(RadioConfig {
+                lorawan: Some(forwarding),
+                ..
+            }) = &source.kind
+            else {
+                continue;
+            };
+            let forwards_here = forwarding.forward_to.as_deref() == Some(name);
+            if forwards_here && !list.contains(&forwarding.gateway_eui) {
+                list.push(forwarding.gateway_eui);
+            }
+        }
+    }
+    udp
+}
+
 pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> UplinkSettings {
     UplinkSettings {
         url: upstream.url.clone(),

@@ -7,10 +7,10 @@
 use base64::Engine;
 use serde::Deserialize;
 
+use super::semtech::{parse_datr, SemtechError};
 use super::semtech::{
     MAX_PHY_LEN, PULL_ACK, PULL_DATA, PULL_RESP, PUSH_ACK, PUSH_DATA, TX_ACK, VERSION,
 };
-use super::semtech::{parse_datr, SemtechError};
 
 /// One packet the radio heard, as an `rxpk` entry says it.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,8 +104,6 @@ pub enum TxRefusal {
     CollisionPacket,
     /// Its frequency or data rate is not the radio's one channel.
     TxFreq,
-    /// Its power is above what the radio sends.
-    TxPower,
 }
 
 impl TxRefusal {
@@ -116,7 +114,6 @@ impl TxRefusal {
             TxRefusal::TooEarly => "TOO_EARLY",
             TxRefusal::CollisionPacket => "COLLISION_PACKET",
             TxRefusal::TxFreq => "TX_FREQ",
-            TxRefusal::TxPower => "TX_POWER",
         }
     }
 }
@@ -201,8 +198,8 @@ pub fn parse(datagram: &[u8]) -> Result<FromServer, SemtechError> {
             if txpk.modu != "LORA" {
                 return Err(json(format!("modulation {:?}, not LORA", txpk.modu)));
             }
-            let (spreading_factor, bandwidth_khz) = parse_datr(&txpk.datr)
-                .ok_or_else(|| json(format!("data rate {:?}", txpk.datr)))?;
+            let (spreading_factor, bandwidth_khz) =
+                parse_datr(&txpk.datr).ok_or_else(|| json(format!("data rate {:?}", txpk.datr)))?;
             if txpk.data.len() > 4 * MAX_PHY_LEN.div_ceil(3) {
                 return Err(json(format!("data of {} characters", txpk.data.len())));
             }
@@ -301,7 +298,12 @@ mod tests {
                 })
             );
         }
-        let stat = push_stat(10, GATEWAY, "2026-12-06 22:18:30 GMT", &GatewayStat::default());
+        let stat = push_stat(
+            10,
+            GATEWAY,
+            "2026-12-06 22:18:30 GMT",
+            &GatewayStat::default(),
+        );
         assert!(matches!(
             semtech::parse(&stat),
             Ok(FromGateway::PushData { stat: Some(_), .. })
@@ -311,10 +313,16 @@ mod tests {
     #[test]
     fn the_servers_pull_resp_is_a_downlink_request() {
         let phy = [0x20, 1, 2, 3, 4, 5];
-        let txpk = Txpk::lorawan(&phy, 5_000_000, 868_100_000, DataRate {
+        let txpk = Txpk::lorawan(
+            &phy,
+            5_000_000,
+            868_100_000,
+            DataRate {
                 spreading_factor: 7,
                 bandwidth_khz: 125,
-            }, 14);
+            },
+            14,
+        );
         match parse(&semtech::pull_resp(3, &txpk)) {
             Ok(FromServer::PullResp { token, txpk }) => {
                 assert_eq!(token, 3);
