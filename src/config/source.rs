@@ -395,6 +395,7 @@ const SX1276_KEYS: &[&str] = &[
     "preamble",
     "devices",
     "interval",
+    "air",
     "forward_to",
     "gateway_eui",
 ];
@@ -415,6 +416,7 @@ const SX1262_KEYS: &[&str] = &[
     "dio2_rf_switch",
     "devices",
     "interval",
+    "air",
     "forward_to",
     "gateway_eui",
 ];
@@ -576,6 +578,7 @@ pub(crate) struct SourceToml {
     counter_reset_after: Option<u32>,
     forward_to: Option<String>,
     gateway_eui: Option<String>,
+    air: Option<String>,
 }
 
 /// The `payload` key: a decoder, or `"lorawan"` (a radio forwarding to the network server).
@@ -1093,7 +1096,20 @@ impl SourceToml {
         let devices = device_count(self.devices.as_ref(), at)?.unwrap_or(3);
         let interval = self.interval.unwrap_or(Duration::from_secs(2));
         check_duration(&limits::SOURCE_INTERVAL, interval, at.key("interval"))?;
-        Ok(RadioBackend::Simulator { devices, interval })
+        let air = match &self.air {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                Problem::value(
+                    at.key("air"),
+                    format!("\"{text}\" is not an address and port; write e.g. air = \"127.0.0.1:1701\""),
+                )
+            })?),
+        };
+        Ok(RadioBackend::Simulator {
+            devices,
+            interval,
+            air,
+        })
     }
 
     /// `backend = "pi"` (the default): no simulator keys, the reset and interrupt pins (and BUSY for the
@@ -1105,9 +1121,10 @@ impl SourceToml {
         irq: Option<u8>,
         at: &KeyPath,
     ) -> Result<RadioBackend, Problem> {
-        for key in ["devices", "interval"] {
+        for key in ["devices", "interval", "air"] {
             let present = match key {
                 "devices" => self.devices.is_some(),
+                "air" => self.air.is_some(),
                 _ => self.interval.is_some(),
             };
             if present {

@@ -102,6 +102,8 @@ pub struct Transmitted {
     /// `RegInvertIQ` without `RegInvertIQ2`, on the SX1262 SetPacketParams' InvertIQ without the errata
     /// 15.4 register, or the other way round), which no receiver demodulates.
     pub iq: Option<IqPolarity>,
+    /// When the chip started sending it (the simulator's clock).
+    pub at: Instant,
 }
 
 impl Transmitted {

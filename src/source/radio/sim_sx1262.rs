@@ -214,6 +214,7 @@ impl Sx1262State {
                     bytes,
                     frequency_hz,
                     iq,
+                    at: std::time::Instant::now(),
                 });
                 self.irq |= IRQ_TX_DONE;
                 self.mode = MODE_STBY_RC;

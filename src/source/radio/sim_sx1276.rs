@@ -115,6 +115,7 @@ impl Sx1276State {
             bytes,
             frequency_hz,
             iq,
+            at: std::time::Instant::now(),
         });
         self.regs[REG_IRQ_FLAGS as usize] |= IRQ_TX_DONE;
         let op_mode = self.regs[REG_OP_MODE as usize];

@@ -56,20 +56,32 @@ pub async fn run_with_commands(
         return;
     }
     match backend {
-        RadioBackend::Simulator { devices, interval } => {
+        RadioBackend::Simulator {
+            devices,
+            interval,
+            air,
+        } => {
             let (chip, opener) = simulated(&settings);
             let traffic_stop = ctx.shutdown.child_token();
             let seed = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
-            let feeder = tokio::spawn(traffic::drive(
-                chip,
-                Traffic::new(devices, seed),
-                interval,
-                traffic_stop.clone(),
-            ));
-            let wiring = format!("simulated {} with {devices} nodes", settings.chip.name());
+            let (feeder, wiring) = match air {
+                Some(addr) => (
+                    tokio::spawn(super::air::serve(chip, addr, traffic_stop.clone())),
+                    format!("simulated {} with its air on {addr}", settings.chip.name()),
+                ),
+                None => (
+                    tokio::spawn(traffic::drive(
+                        chip,
+                        Traffic::new(devices, seed),
+                        interval,
+                        traffic_stop.clone(),
+                    )),
+                    format!("simulated {} with {devices} nodes", settings.chip.name()),
+                ),
+            };
             run_with_port(ctx, settings, opener, wiring, commands).await;
             traffic_stop.cancel();
             let _ = feeder.await;

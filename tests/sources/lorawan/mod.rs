@@ -20,6 +20,7 @@ use sensorgate_testkit::python;
 mod fport_codec;
 mod gateway_availability;
 mod joins_and_lost_sessions;
+mod own_radio;
 
 const APP_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";
 const ABP_NWK: &str = "000102030405060708090a0b0c0d0e0f";
