@@ -132,6 +132,7 @@ impl Dispatcher {
         self.downlink.request(TxRequest {
             bytes: queued.command.bytes.clone(),
             polarity: IqPolarity::Standard,
+            start_at: None,
             done: done_tx,
         });
         let answer = tokio::select! {

@@ -13,8 +13,9 @@
 //! state (`Up`, `Lost`) and frame errors go to the pipeline as any radio's. The server's address is
 //! handed over in-process when its socket is bound ([`ServerAddress`]), and followed if it changes.
 //! Bounds: at most [`MAX_SCHEDULED`] downlinks wait for their time (more are refused COLLISION_PACKET),
-//! RxDone stamps are kept for at most [`MAX_STAMPS`] packets, malformed datagrams are counted by the
-//! server's TX_ACK-less silence and logged rate-limited here.
+//! RxDone stamps are kept for at most [`MAX_STAMPS`] packets. Refused downlinks are counted by the
+//! server from their TX_ACKs (`tx_errors` in `{base}/gateway/stats`); refusals, malformed datagrams from
+//! the server and downlinks due while the radio is down are logged here, rate-limited.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -45,6 +46,9 @@ pub const MAX_STAMPS: usize = 32;
 /// The furthest ahead a downlink may be scheduled: the second join window (6 s) plus a margin, as
 /// `lora_pkt_fwd`'s just-in-time queue allows.
 pub const MAX_ADVANCE: Duration = Duration::from_secs(7);
+/// How early a downlink is handed to the radio thread, which then waits for its instant itself (a
+/// thread's timed wait is far more precise than the async runtime's timer under load).
+const HANDOVER_LEAD: Duration = Duration::from_millis(10);
 /// Frequencies closer than this to the radio's are its channel (the protocol writes MHz as decimals).
 const FREQUENCY_TOLERANCE_HZ: u32 = 100;
 
@@ -318,7 +322,7 @@ pub async fn run(ctx: SourceContext, settings: ForwarderSettings, mut server: Se
             }
             received = socket.recv_from(&mut buffer) => match received {
                 Ok((len, from)) if from == to => {
-                    if let Some(answer) = forwarder.from_server(&buffer[..len]) {
+                    if let Some(answer) = forwarder.on_server_datagram(&buffer[..len]) {
                         forwarder.send(&socket, &answer, to).await;
                     }
                 }
@@ -431,7 +435,7 @@ impl Forwarder {
     }
 
     /// A datagram from the server; the TX_ACK to send back for a PULL_RESP.
-    fn from_server(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
+    fn on_server_datagram(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
         match semtech_gateway::parse(datagram) {
             Ok(FromServer::PushAck { .. }) => {
                 self.acknowledged += 1;
@@ -466,22 +470,33 @@ impl Forwarder {
         }
     }
 
-    /// When the next downlink starts.
+    /// When the next downlink is handed to the radio thread: [`HANDOVER_LEAD`] before it starts.
     fn next_start(&self) -> Option<tokio::time::Instant> {
         let first = self.scheduled.first()?;
-        Some(tokio::time::Instant::from_std(self.epoch + first.start))
+        let start = self.epoch + first.start;
+        Some(tokio::time::Instant::from_std(
+            start.checked_sub(HANDOVER_LEAD).unwrap_or(start),
+        ))
     }
 
-    /// Hands the downlinks whose time has come to the radio thread.
+    /// Hands the downlinks whose time has (nearly) come to the radio thread, each with its instant.
     fn start_due(&mut self) {
-        let now = self.epoch.elapsed();
+        let now = self.epoch.elapsed() + HANDOVER_LEAD;
         while self.scheduled.first().is_some_and(|s| s.start <= now) {
             let due = self.scheduled.remove(0);
+            if !self.port.link.load(Ordering::SeqCst) {
+                self.warn(
+                    "down",
+                    "a downlink came due while the radio is down: not sent".to_string(),
+                );
+                continue;
+            }
             let (done, _) = oneshot::channel();
             self.stat.transmitted += 1;
             self.port.hand_over(TxRequest {
                 bytes: due.phy,
                 polarity: due.polarity,
+                start_at: Some(self.epoch + due.start),
                 done,
             });
         }
@@ -554,14 +569,17 @@ mod tests {
         );
         let first = plan(&request(12_000_000, 868_100_000, 7), &radio, now, &[]).unwrap();
         assert_eq!(
-            refused(&request(12_010_000, 868_100_000, 7), &[first.clone()]),
+            refused(
+                &request(12_010_000, 868_100_000, 7),
+                std::slice::from_ref(&first)
+            ),
             TxRefusal::CollisionPacket
         );
         let later = plan(
             &request(12_500_000, 868_100_000, 7),
             &radio,
             now,
-            &[first.clone()],
+            std::slice::from_ref(&first),
         );
         assert!(later.is_ok());
         let full = vec![first; MAX_SCHEDULED];

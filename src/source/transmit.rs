@@ -24,6 +24,9 @@ pub struct TxRequest {
     pub bytes: Vec<u8>,
     /// The IQ polarity to send with (radios; LoRaWAN downlinks are inverted).
     pub polarity: IqPolarity,
+    /// When to start sending (a LoRaWAN downlink in its receive window, handed over a little early so
+    /// that the radio thread itself waits for the instant); `None`: at once.
+    pub start_at: Option<std::time::Instant>,
     pub done: oneshot::Sender<TxResult>,
 }
 

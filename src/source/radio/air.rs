@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::hal::IqPolarity;
 use super::sim_chip::Transmitted;
 use super::traffic::{SimChip, Transmission};
+use crate::crypto::{parse_hex, to_hex};
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 
 /// One packet put on the air.
@@ -43,21 +44,6 @@ fn default_rssi() -> f32 {
     -80.0
 }
 
-/// Decodes hex (either case, no separators).
-fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// What a transmission looks like on the air.
 fn sent(packet: &Transmitted, epoch: Instant) -> serde_json::Value {
     let iq = match packet.iq {
@@ -66,7 +52,7 @@ fn sent(packet: &Transmitted, epoch: Instant) -> serde_json::Value {
         None => "garbled",
     };
     serde_json::json!({
-        "sent": hex(&packet.bytes),
+        "sent": to_hex(&packet.bytes),
         "frequency": packet.frequency_hz,
         "iq": iq,
         "at_us": micros_since(epoch, packet.at),
@@ -98,7 +84,7 @@ pub async fn serve(chip: SimChip, addr: SocketAddr, stop: CancellationToken) {
                 let Ok((len, from)) = received else { continue };
                 let packet = serde_json::from_slice::<OnTheAir>(&buffer[..len])
                     .ok()
-                    .and_then(|p| Some((parse_hex(&p.data)?, p.rssi, p.snr)));
+                    .and_then(|p| Some((parse_hex(&p.data).ok()?, p.rssi, p.snr)));
                 let Some((bytes, rssi_dbm, snr_db)) = packet else {
                     if let Some(suppressed) = warnings.admit("air") {
                         log::warn!("simulated radio: a datagram on its air is not {{\"data\": \"<hex>\", ...}}{}", suppressed_suffix(suppressed));
@@ -118,18 +104,5 @@ pub async fn serve(chip: SimChip, addr: SocketAddr, stop: CancellationToken) {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_both_ways() {
-        assert_eq!(parse_hex("00ff7A"), Some(vec![0x00, 0xff, 0x7a]));
-        assert_eq!(parse_hex("0"), None);
-        assert_eq!(parse_hex("zz"), None);
-        assert_eq!(hex(&[0x00, 0xff, 0x7a]), "00ff7a");
     }
 }
