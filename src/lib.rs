@@ -66,6 +66,8 @@
 //! - [`lorawan`]: a local LoRaWAN 1.0.x Class A network and join server behind packet-forwarder
 //!   gateways (`kind = "semtech-udp"`): the forwarder protocol, regions, OTAA/ABP sessions stored with
 //!   counter marks, dedup across gateways; its source emits decoded readings straight to the registry.
+//!   A radio source with `payload = "lorawan"` runs as one more of those gateways: a single-channel
+//!   packet forwarder speaking the same protocol over the loopback ([`lorawan::forwarder`]).
 //! - [`topic`]: MQTT topic names and filters (grammar, depth, matching), every topic the gateway builds
 //!   and the availability payloads ([`topic::gateway`]), the command topics ([`topic::commands`]); the
 //!   one owner of those rules.
