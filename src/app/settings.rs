@@ -416,6 +416,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_lorawan_radio_is_routed_to_its_server_and_allowed_by_it() {
+        let text = r#"
+[lorawan]
+region = "EU868"
+
+[[source]]
+name = "lns"
+kind = "semtech-udp"
+gateways = ["aa555a0000000001"]
+
+[[source]]
+name = "open"
+kind = "semtech-udp"
+bind = "0.0.0.0:1701"
+gateways = ["any"]
+
+[[source]]
+name = "lora"
+kind = "sx1262"
+backend = "simulator"
+frequency = 868_100_000
+payload = "lorawan"
+forward_to = "lns"
+gateway_eui = "0102030405060708"
+
+[[device]]
+name = "meter"
+source = "lora"
+dev_addr = "26011bda"
+nwk_s_key_file = "a"
+app_s_key_file = "b"
+payload = "lpp"
+"#;
+        let config = Config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        // The device is served by the network server the radio forwards to.
+        assert_eq!(config.device[0].source, "lns");
+        let radio = &config.sources[2];
+        assert_eq!(lorawan_server_name(radio), "lns");
+        let SourceKind::Radio(radio_config) = &radio.kind else {
+            panic!("{radio:?}")
+        };
+        assert_eq!(radio_config.sync_word, 0x34);
+        let SourceKind::SemtechUdp(udp) = &config.sources[0].kind else {
+            panic!()
+        };
+        let allowed = with_own_radios(&config, "lns", udp);
+        assert!(allowed.gateways.allows(0x0102_0304_0506_0708));
+        assert!(allowed.gateways.allows(0xaa55_5a00_0000_0001));
+        assert!(!udp.gateways.allows(0x0102_0304_0506_0708));
+        let SourceKind::SemtechUdp(open) = &config.sources[1].kind else {
+            panic!()
+        };
+        assert_eq!(with_own_radios(&config, "open", open), *open);
+        let forwarder = forwarder(radio_config, &allowed).unwrap();
+        assert_eq!(forwarder.gateway_eui, 0x0102_0304_0506_0708);
+        assert_eq!(forwarder.keepalive, udp.keepalive);
+    }
+
+    #[test]
     fn the_demo_configuration_maps_to_every_stage() {
         let config = Config::default_demo();
         let broker = broker(&config, Path::new("/tmp/state"));
