@@ -67,6 +67,8 @@
 //!   gateways (`kind = "semtech-udp"`): the forwarder protocol, regions, OTAA/ABP sessions stored with
 //!   counter marks, dedup across gateways; its source emits decoded readings straight to the registry
 //!   and sends its devices' commands in their receive windows, within each gateway's duty cycle.
+//!   A radio source with `payload = "lorawan"` runs as one more of those gateways: a single-channel
+//!   packet forwarder speaking the same protocol over the loopback ([`lorawan::forwarder`]).
 //! - [`topic`]: MQTT topic names and filters (grammar, depth, matching), every topic the gateway builds
 //!   and the availability payloads ([`topic::gateway`]), the command topics ([`topic::commands`]); the
 //!   one owner of those rules.

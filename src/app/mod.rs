@@ -207,11 +207,12 @@ async fn load_lorawan(
         };
         let start = crate::lorawan::udp::LorawanStart {
             server,
-            udp: udp.clone(),
+            udp: settings::with_own_radios(config, &source.name, udp),
             dedup_window: lorawan.dedup_window(),
             devices: devices.get(&source.name).cloned().unwrap_or_default(),
             state_dir: state_dir.to_path_buf(),
             counters: Arc::default(),
+            bound: Arc::new(tokio::sync::watch::channel(None).0),
         };
         starts.insert(source.name.clone(), start);
     }
@@ -726,7 +727,9 @@ impl Gateway {
                 ctx,
                 config.clone(),
                 self.command_ports.get(&config.name).cloned(),
-                self.lorawan.get(&config.name).cloned(),
+                self.lorawan
+                    .get(settings::lorawan_server_name(&config))
+                    .cloned(),
                 self.ble_start(&config),
             ),
         );
@@ -843,6 +846,8 @@ impl Gateway {
                     changed.push(name.clone());
                 }
                 start.counters = old.counters.clone();
+                // The radios forwarding to it keep watching the same address.
+                start.bound = old.bound.clone();
             }
         }
         // A Bluetooth LE source restarts when its devices' bindkeys changed.
@@ -964,10 +969,21 @@ async fn run_source(
         SourceKind::Simulator(simulator) => {
             source::simulator::run(ctx, settings::simulator(&config, simulator)).await
         }
-        SourceKind::Radio(radio) => {
-            let (radio_settings, backend) = settings::radio(radio);
-            source::radio::run_with_commands(ctx, radio_settings, backend, commands).await
-        }
+        SourceKind::Radio(radio) => match (&radio.lorawan, lorawan) {
+            (Some(_), Some(server)) => {
+                if let Some(forwarder) = settings::forwarder(radio, &server.udp) {
+                    let address = server.bound.subscribe();
+                    crate::lorawan::forwarder::run(ctx, forwarder, address).await
+                }
+            }
+            (Some(_), None) => {
+                log::error!(source = config.name.as_str(); "a LoRaWAN radio needs its semtech-udp source and [lorawan]");
+            }
+            (None, _) => {
+                let (radio_settings, backend) = settings::radio(radio);
+                source::radio::run_with_commands(ctx, radio_settings, backend, commands).await
+            }
+        },
         SourceKind::Rtl433(rtl433) => source::rtl433::run(ctx, (**rtl433).clone()).await,
         SourceKind::Ble(_) => {
             if let Some(start) = ble {

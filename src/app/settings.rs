@@ -374,6 +374,63 @@ pub fn radio(radio: &RadioConfig) -> (RadioSettings, RadioBackend) {
     radio.stage_settings()
 }
 
+/// A radio with `payload = "lorawan"`: what its packet forwarder runs with, pulling as often as its
+/// semtech-udp source (`udp`) expects.
+pub fn forwarder(
+    radio: &RadioConfig,
+    udp: &crate::lorawan::settings::SemtechUdpConfig,
+) -> Option<crate::lorawan::forwarder::ForwarderSettings> {
+    let forwarding = radio.lorawan.as_ref()?;
+    let (radio_settings, backend) = radio.stage_settings();
+    Some(crate::lorawan::forwarder::ForwarderSettings {
+        radio: radio_settings,
+        backend,
+        gateway_eui: forwarding.gateway_eui,
+        keepalive: udp.keepalive,
+    })
+}
+
+/// The semtech-udp source whose start a source takes: its own name, or a LoRaWAN radio's `forward_to`.
+pub fn lorawan_server_name(source: &SourceConfig) -> &str {
+    match &source.kind {
+        SourceKind::Radio(RadioConfig {
+            lorawan:
+                Some(crate::lorawan::radio_settings::RadioForwarding {
+                    forward_to: Some(server),
+                    ..
+                }),
+            ..
+        }) => server,
+        _ => &source.name,
+    }
+}
+
+/// The semtech-udp source `name`'s settings with the EUI of every radio of the daemon forwarding to it
+/// added to its `gateways` (an allow-list of EUIs; `["any"]` already takes them).
+pub fn with_own_radios(
+    config: &Config,
+    name: &str,
+    udp: &crate::lorawan::settings::SemtechUdpConfig,
+) -> crate::lorawan::settings::SemtechUdpConfig {
+    let mut udp = udp.clone();
+    if let crate::lorawan::settings::Gateways::Only(list) = &mut udp.gateways {
+        for source in &config.sources {
+            let SourceKind::Radio(RadioConfig {
+                lorawan: Some(forwarding),
+                ..
+            }) = &source.kind
+            else {
+                continue;
+            };
+            let forwards_here = forwarding.forward_to.as_deref() == Some(name);
+            if forwards_here && !list.contains(&forwarding.gateway_eui) {
+                list.push(forwarding.gateway_eui);
+            }
+        }
+    }
+    udp
+}
+
 pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> UplinkSettings {
     UplinkSettings {
         url: upstream.url.clone(),
@@ -405,6 +462,65 @@ pub fn uplink(config: &Config, upstream: &UpstreamConfig, state_dir: &Path) -> U
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lorawan_radio_is_routed_to_its_server_and_allowed_by_it() {
+        let text = r#"
+[lorawan]
+region = "EU868"
+
+[[source]]
+name = "lns"
+kind = "semtech-udp"
+gateways = ["aa555a0000000001"]
+
+[[source]]
+name = "open"
+kind = "semtech-udp"
+bind = "0.0.0.0:1701"
+gateways = ["any"]
+
+[[source]]
+name = "lora"
+kind = "sx1262"
+backend = "simulator"
+frequency = 868_100_000
+payload = "lorawan"
+forward_to = "lns"
+gateway_eui = "0102030405060708"
+
+[[device]]
+name = "meter"
+source = "lora"
+dev_addr = "26011bda"
+nwk_s_key_file = "a"
+app_s_key_file = "b"
+payload = "lpp"
+"#;
+        let config = Config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        // The device is served by the network server the radio forwards to.
+        assert_eq!(config.device[0].source, "lns");
+        let radio = &config.sources[2];
+        assert_eq!(lorawan_server_name(radio), "lns");
+        let SourceKind::Radio(radio_config) = &radio.kind else {
+            panic!("{radio:?}")
+        };
+        assert_eq!(radio_config.sync_word, 0x34);
+        let SourceKind::SemtechUdp(udp) = &config.sources[0].kind else {
+            panic!()
+        };
+        let allowed = with_own_radios(&config, "lns", udp);
+        assert!(allowed.gateways.allows(0x0102_0304_0506_0708));
+        assert!(allowed.gateways.allows(0xaa55_5a00_0000_0001));
+        assert!(!udp.gateways.allows(0x0102_0304_0506_0708));
+        let SourceKind::SemtechUdp(open) = &config.sources[1].kind else {
+            panic!()
+        };
+        assert_eq!(with_own_radios(&config, "open", open), *open);
+        let forwarder = forwarder(radio_config, &allowed).unwrap();
+        assert_eq!(forwarder.gateway_eui, 0x0102_0304_0506_0708);
+        assert_eq!(forwarder.keepalive, udp.keepalive);
+    }
 
     #[test]
     fn the_demo_configuration_maps_to_every_stage() {

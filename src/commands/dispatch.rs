@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::dutycycle::{Budget, Wait};
 use super::outbox::{Downlink, Queued};
 use super::CommandStats;
-use crate::source::radio::{time_on_air, RadioSettings};
+use crate::source::radio::{time_on_air, IqPolarity, RadioSettings};
 use crate::source::transmit::{AckResult, TxRequest};
 
 /// How long the source gets to send one frame before the command goes back into its queue.
@@ -143,6 +143,8 @@ impl Dispatcher {
             address: queued.command.address.clone(),
             bytes: queued.command.bytes.clone(),
             fport: queued.command.fport,
+            polarity: IqPolarity::Standard,
+            start_at: None,
             done: done_tx,
             acknowledged,
         });

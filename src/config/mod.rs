@@ -289,7 +289,67 @@ impl Config {
         };
         config.fill_derived_defaults();
         validate::validate(&config, &locator).map_err(problem)?;
+        config.route_lorawan_radios();
         Ok(config)
+    }
+
+    /// The semtech-udp source that serves the LoRaWAN devices of `source`: itself, or for a radio with
+    /// `payload = "lorawan"` its `forward_to` (by default the only semtech-udp source). `None` for other
+    /// sources, and for a radio whose server does not exist or is ambiguous (validation refuses it).
+    pub fn lorawan_server_of<'c>(&'c self, source: &'c SourceConfig) -> Option<&'c SourceConfig> {
+        let is_server = |s: &SourceConfig| matches!(s.kind, SourceKind::SemtechUdp(_));
+        match &source.kind {
+            SourceKind::SemtechUdp(_) => Some(source),
+            SourceKind::Radio(RadioConfig {
+                lorawan: Some(forwarding),
+                ..
+            }) => match &forwarding.forward_to {
+                Some(name) => self
+                    .sources
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .filter(|s| is_server(s)),
+                None => {
+                    let mut servers = self.sources.iter().filter(|s| is_server(s));
+                    let only = servers.next();
+                    servers.next().map_or(only, |_| None)
+                }
+            },
+            _ => None,
+        }
+    }
+
+    /// After validation: each LoRaWAN radio's `forward_to` written out, and each `[[device]]` of such a
+    /// radio moved to the semtech-udp source it forwards to, which serves it (its readings carry that
+    /// source's name, as a device heard by any other gateway).
+    fn route_lorawan_radios(&mut self) {
+        let routes: Vec<(String, String)> = self
+            .sources
+            .iter()
+            .filter(|source| matches!(source.kind, SourceKind::Radio(_)))
+            .filter_map(|radio| {
+                let server = self.lorawan_server_of(radio)?;
+                Some((radio.name.clone(), server.name.clone()))
+            })
+            .collect();
+        for (radio, server) in routes {
+            for source in &mut self.sources {
+                if let SourceKind::Radio(RadioConfig {
+                    lorawan: Some(forwarding),
+                    ..
+                }) = &mut source.kind
+                {
+                    if source.name == radio {
+                        forwarding.forward_to = Some(server.clone());
+                    }
+                }
+            }
+            for device in &mut self.device {
+                if device.source == radio {
+                    device.source = server.clone();
+                }
+            }
+        }
     }
 
     /// The demo configuration (`config/demo.toml`): a simulator and a simulated radio, the broker on

@@ -225,6 +225,9 @@ pub struct RadioConfig {
     pub tcxo_voltage: Option<f32>,
     /// SX1262 modules whose RF switch is driven by DIO2.
     pub dio2_rf_switch: bool,
+    /// `payload = "lorawan"`: the radio is a single-channel packet forwarder of a semtech-udp source
+    /// (`crate::lorawan::forwarder`); `forward_to` is resolved when the whole file is read.
+    pub lorawan: Option<crate::lorawan::radio_settings::RadioForwarding>,
 }
 
 impl RadioConfig {
@@ -241,6 +244,7 @@ impl RadioConfig {
             preamble: 8,
             tcxo_voltage: None,
             dio2_rf_switch: false,
+            lorawan: None,
         }
     }
 }
@@ -391,6 +395,9 @@ const SX1276_KEYS: &[&str] = &[
     "preamble",
     "devices",
     "interval",
+    "air",
+    "forward_to",
+    "gateway_eui",
 ];
 const SX1262_KEYS: &[&str] = &[
     "backend",
@@ -409,6 +416,9 @@ const SX1262_KEYS: &[&str] = &[
     "dio2_rf_switch",
     "devices",
     "interval",
+    "air",
+    "forward_to",
+    "gateway_eui",
 ];
 
 /// Every key of a Bluetooth LE source (like rtl_433, it decodes itself: no header, payload or frame
@@ -501,7 +511,7 @@ pub(crate) struct SourceToml {
     name: String,
     kind: KindName,
     header: Option<HeaderFormat>,
-    payload: Option<PayloadFormat>,
+    payload: Option<PayloadName>,
     path: Option<PathBuf>,
     baud: Option<u32>,
     data_bits: Option<u8>,
@@ -583,9 +593,90 @@ pub(crate) struct SourceToml {
     #[serde(default, deserialize_with = "units::option_duration")]
     scan_watchdog: Option<Duration>,
     counter_reset_after: Option<u32>,
+    forward_to: Option<String>,
+    gateway_eui: Option<String>,
+    air: Option<String>,
+}
+
+/// The `payload` key: a decoder, or `"lorawan"` (a radio forwarding to the network server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) enum PayloadName {
+    #[serde(rename = "json")]
+    Json,
+    #[serde(rename = "lpp")]
+    Lpp,
+    #[serde(rename = "mysensors")]
+    MySensors,
+    #[serde(rename = "codec")]
+    Codec,
+    #[serde(rename = "lorawan")]
+    Lorawan,
 }
 
 impl SourceToml {
+    /// The payload decoder written, refusing `"lorawan"` (which only a radio takes, in `build_radio`).
+    fn payload_format(&self, at: &KeyPath) -> Result<Option<PayloadFormat>, Problem> {
+        Ok(match self.payload {
+            None => None,
+            Some(PayloadName::Json) => Some(PayloadFormat::Json),
+            Some(PayloadName::Lpp) => Some(PayloadFormat::Lpp),
+            Some(PayloadName::MySensors) => Some(PayloadFormat::MySensors),
+            Some(PayloadName::Codec) => Some(PayloadFormat::Codec),
+            Some(PayloadName::Lorawan) => {
+                return Err(Problem::value(
+                    at.key("payload"),
+                    "payload = \"lorawan\" makes an sx1276 or sx1262 radio a LoRaWAN packet forwarder; \
+                     a LoRaWAN gateway on the network is a [[source]] with kind = \"semtech-udp\"",
+                ))
+            }
+        })
+    }
+
+    /// `payload = "lorawan"` on a radio: its forwarding keys and sync word checked, the keys that do not
+    /// apply refused; `None` for any other payload (whose forwarding keys are refused).
+    fn radio_forwarding(
+        &self,
+        at: &KeyPath,
+    ) -> Result<Option<crate::lorawan::radio_settings::RadioForwarding>, Problem> {
+        if self.payload != Some(PayloadName::Lorawan) {
+            for (key, given) in [
+                ("forward_to", self.forward_to.is_some()),
+                ("gateway_eui", self.gateway_eui.is_some()),
+            ] {
+                if given {
+                    return Err(Problem::key(
+                        at.key(key),
+                        format!("`{key}` applies to a radio with payload = \"lorawan\""),
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+        for (key, given) in [
+            ("header", self.header.is_some()),
+            ("commands", self.commands.is_some()),
+            ("encryption", self.encryption.is_some()),
+        ] {
+            if given {
+                return Err(Problem::key(
+                    at.key(key),
+                    format!(
+                        "a LoRaWAN radio hands whole LoRaWAN frames to its network server, which \
+                         authenticates them and sends the downlinks: remove `{key}`"
+                    ),
+                ));
+            }
+        }
+        crate::lorawan::radio_settings::radio_forwarding(
+            &self.name,
+            self.forward_to.as_deref(),
+            self.gateway_eui.as_deref(),
+            self.sync_word,
+        )
+        .map(Some)
+        .map_err(|error| Problem::value(at.key(error.key), error.message))
+    }
+
     /// Checks this source on its own and fills in its kind's defaults. `at` is its path
     /// (`source[i]`); the locator supplies the keys actually written, for the per-kind key check.
     pub(crate) fn build(
@@ -821,6 +912,7 @@ impl SourceToml {
 
     fn build_serial(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
         let defaults = SerialConfig::default();
+        let payload = self.payload_format(at)?.unwrap_or(PayloadFormat::Json);
         let path = self.path.ok_or_else(|| {
             Problem::value(
                 at.clone(),
@@ -868,7 +960,6 @@ impl SourceToml {
             ));
         }
         let header = self.header.unwrap_or(HeaderFormat::None);
-        let payload = self.payload.unwrap_or(PayloadFormat::Json);
         check_text_framing(serial.framing, serial.crc, header, payload, at)?;
         Ok(SourceConfig {
             name: self.name,
@@ -882,7 +973,7 @@ impl SourceToml {
     }
 
     fn build_simulator(self, at: &KeyPath) -> Result<SourceConfig, Problem> {
-        let payload = self.payload.unwrap_or(PayloadFormat::Lpp);
+        let payload = self.payload_format(at)?.unwrap_or(PayloadFormat::Lpp);
         let header = self.header.unwrap_or(match payload {
             PayloadFormat::Lpp | PayloadFormat::Codec => HeaderFormat::Node16,
             PayloadFormat::Json | PayloadFormat::MySensors => HeaderFormat::None,
@@ -947,6 +1038,15 @@ impl SourceToml {
                 }
             };
         }
+        radio.lorawan = self.radio_forwarding(at)?;
+        let payload = match radio.lorawan {
+            Some(_) => {
+                radio.sync_word = crate::lorawan::radio_settings::LORAWAN_SYNC_WORD;
+                // Never decoded by the pipeline: the network server decodes per device.
+                PayloadFormat::Lpp
+            }
+            None => self.payload_format(at)?.unwrap_or(PayloadFormat::Lpp),
+        };
         radio.sync_word = self.sync_word.unwrap_or(radio.sync_word);
         radio.preamble = self.preamble.unwrap_or(radio.preamble);
         radio.tcxo_voltage = self.tcxo_voltage;
@@ -955,7 +1055,7 @@ impl SourceToml {
         Ok(SourceConfig {
             name: self.name,
             header: self.header.unwrap_or(HeaderFormat::RadioHead),
-            payload: self.payload.unwrap_or(PayloadFormat::Lpp),
+            payload,
             kind: SourceKind::Radio(radio),
             encryption: None,
             commands: None,
@@ -1021,7 +1121,20 @@ impl SourceToml {
         let devices = device_count(self.devices.as_ref(), at)?.unwrap_or(3);
         let interval = self.interval.unwrap_or(Duration::from_secs(2));
         check_duration(&limits::SOURCE_INTERVAL, interval, at.key("interval"))?;
-        Ok(RadioBackend::Simulator { devices, interval })
+        let air = match &self.air {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                Problem::value(
+                    at.key("air"),
+                    format!("\"{text}\" is not an address and port; write e.g. air = \"127.0.0.1:1701\""),
+                )
+            })?),
+        };
+        Ok(RadioBackend::Simulator {
+            devices,
+            interval,
+            air,
+        })
     }
 
     /// `backend = "pi"` (the default): no simulator keys, the reset and interrupt pins (and BUSY for the
@@ -1033,9 +1146,10 @@ impl SourceToml {
         irq: Option<u8>,
         at: &KeyPath,
     ) -> Result<RadioBackend, Problem> {
-        for key in ["devices", "interval"] {
+        for key in ["devices", "interval", "air"] {
             let present = match key {
                 "devices" => self.devices.is_some(),
+                "air" => self.air.is_some(),
                 _ => self.interval.is_some(),
             };
             if present {

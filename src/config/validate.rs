@@ -384,7 +384,59 @@ fn check_sources(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> 
             ));
         }
     }
+    for (i, source) in config.sources.iter().enumerate() {
+        check_lorawan_radio(config, source, &KeyPath::root().key("source").index(i))?;
+    }
     Ok(())
+}
+
+/// A radio with `payload = "lorawan"` forwards to one semtech-udp source: the one `forward_to` names, or
+/// the only one there is.
+fn check_lorawan_radio(
+    config: &Config,
+    source: &super::SourceConfig,
+    at: &KeyPath,
+) -> Result<(), Problem> {
+    let super::SourceKind::Radio(super::RadioConfig {
+        lorawan: Some(forwarding),
+        ..
+    }) = &source.kind
+    else {
+        return Ok(());
+    };
+    if config.lorawan_server_of(source).is_some() {
+        return Ok(());
+    }
+    let servers: Vec<String> = config
+        .sources
+        .iter()
+        .filter(|s| matches!(s.kind, super::SourceKind::SemtechUdp(_)))
+        .map(|s| format!("\"{}\"", s.name))
+        .collect();
+    if let Some(name) = &forwarding.forward_to {
+        let known = if servers.is_empty() {
+            "there is none; add one".to_string()
+        } else {
+            format!("write one of {}", servers.join(", "))
+        };
+        return Err(Problem::value(
+            at.key("forward_to"),
+            format!("\"{name}\" is not a [[source]] with kind = \"semtech-udp\"; {known}"),
+        ));
+    }
+    let message = if servers.is_empty() {
+        "payload = \"lorawan\" forwards the radio's frames to the network server of a semtech-udp source, \
+         and there is none; add one, e.g. [[source]] name = \"lns\" kind = \"semtech-udp\" \
+         bind = \"127.0.0.1:1700\" gateways = [\"any\"], with a [lorawan] table"
+            .to_string()
+    } else {
+        format!(
+            "there are several semtech-udp sources ({}); say which one the radio forwards to, e.g. forward_to = {}",
+            servers.join(", "),
+            servers[0]
+        )
+    };
+    Err(Problem::value(at.key("payload"), message))
 }
 
 fn check_devices(config: &Config, locator: &Locator<'_>) -> Result<(), Problem> {
@@ -524,12 +576,12 @@ fn check_lorawan_device(
 ) -> Result<(), Problem> {
     let keys = device.lorawan_keys();
     let source = config.sources.iter().find(|s| s.name == device.source);
-    let Some(source) = source.filter(|s| matches!(s.kind, super::SourceKind::SemtechUdp(_))) else {
+    let Some(source) = source.and_then(|s| config.lorawan_server_of(s)) else {
         if let Some(key) = keys.first_written() {
             return Err(Problem::key(
                 path.key(key),
                 format!(
-                    "`{key}` is a key of LoRaWAN devices, and the [[source]] \"{}\" is not a semtech-udp source",
+                    "`{key}` is a key of LoRaWAN devices, and the [[source]] \"{}\" is neither a semtech-udp source nor a radio with payload = \"lorawan\"",
                     device.source
                 ),
             ));

@@ -1,11 +1,14 @@
 //! LoRaWAN: a local network and join server for LoRaWAN 1.0.x Class A devices heard by packet-forwarder
-//! gateways (the Semtech UDP protocol, `kind = "semtech-udp"`). Uplinks become readings like every other
+//! gateways (the Semtech UDP protocol, `kind = "semtech-udp"`), the gateway's own radios among them.
+//! Uplinks become readings like every other
 //! device's; joins, ACKs, MAC answers and the commands of `{base}/{device}/set` go back through the
 //! gateway that heard the device best, in the receive windows after its uplinks.
 //!
 //! Files: `region.rs` (the regional parameters table), `session.rs` (a device's session and what of it
 //! is stored), `keys.rs` (session key derivation), `dev_nonce.rs` (which join requests are replays, by LoRaWAN version), `join_accept.rs` (the JoinAccept), `join_limit.rs` (joins rate-limited), `server.rs` (the network/join server state machine),
 //! `dedup.rs` (one uplink heard by several gateways), `gateway_watch.rs` (gateways online or offline by their keepalives), `payload.rs` (FRMPayload to fields), `codecs.rs` (the devices' JavaScript codecs, per FPort), `semtech.rs` (the forwarder protocol v2 codec), `airtime.rs` (each gateway's downlinks within the region's duty cycle),
+//! `semtech_gateway.rs` (the gateway's side of it), `forwarder.rs` (the gateway's own radio as a
+//! single-channel packet forwarder, `payload = "lorawan"`), `radio_settings.rs` (that radio's keys),
 //! `persist.rs` (sessions on disk through `crate::statefile`), `settings.rs` (the configuration keys and
 //! their checks), `udp.rs` (the source task), `cli.rs` (`sensorgate lorawan keys` and `decode`),
 //! `simulated_forwarder.rs` and `simulated_device.rs` (`simulate`: devices and a forwarder to try it
@@ -30,14 +33,17 @@ pub mod codecs;
 pub mod counters;
 pub mod dedup;
 pub mod dev_nonce;
+pub mod forwarder;
 pub mod gateway_watch;
 pub mod join_accept;
 pub mod join_limit;
 pub mod keys;
 pub mod payload;
 pub mod persist;
+pub mod radio_settings;
 pub mod region;
 pub mod semtech;
+pub mod semtech_gateway;
 pub mod server;
 pub mod session;
 pub mod settings;

@@ -26,12 +26,12 @@ pub const MAX_RXPK: usize = 64;
 /// The largest LoRa PHYPayload.
 pub const MAX_PHY_LEN: usize = 255;
 
-const PUSH_DATA: u8 = 0x00;
-const PUSH_ACK: u8 = 0x01;
-const PULL_DATA: u8 = 0x02;
-const PULL_RESP: u8 = 0x03;
-const PULL_ACK: u8 = 0x04;
-const TX_ACK: u8 = 0x05;
+pub(crate) const PUSH_DATA: u8 = 0x00;
+pub(crate) const PUSH_ACK: u8 = 0x01;
+pub(crate) const PULL_DATA: u8 = 0x02;
+pub(crate) const PULL_RESP: u8 = 0x03;
+pub(crate) const PULL_ACK: u8 = 0x04;
+pub(crate) const TX_ACK: u8 = 0x05;
 
 /// A datagram from a gateway.
 #[derive(Debug, Clone, PartialEq)]

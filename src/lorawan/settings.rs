@@ -25,7 +25,7 @@ pub struct SettingError {
 }
 
 impl SettingError {
-    fn new(key: &'static str, message: impl Into<String>) -> SettingError {
+    pub(crate) fn new(key: &'static str, message: impl Into<String>) -> SettingError {
         SettingError {
             key,
             message: message.into(),

@@ -80,6 +80,8 @@ pub struct LorawanStart {
     pub devices: Vec<(ServedDevice, LorawanDevice)>,
     pub state_dir: PathBuf,
     pub counters: Arc<LorawanCounters>,
+    /// Told the socket's address once bound: the daemon's own radios forward to it (`forwarder.rs`).
+    pub bound: Arc<tokio::sync::watch::Sender<Option<SocketAddr>>>,
 }
 
 impl LorawanStart {
@@ -305,6 +307,7 @@ impl Task {
             server.fail_closed();
         }
         let socket = bind(ctx, start.udp.bind).await?;
+        start.bound.send_replace(socket.local_addr().ok());
         log::info!(source = ctx.name.as_str(); "LoRaWAN packet forwarders: listening on {}", start.udp.bind);
         let codecs = DeviceCodecs::start(&ctx.name, &decoders);
         let airtime = GatewayAirtime::new(start.server.region);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::radio::hal::Wakeup;
+use super::radio::hal::{IqPolarity, Wakeup};
 use crate::model::Packet;
 
 /// What a source reports back for one transmission: the time on air (radios), or why it failed.
@@ -32,6 +32,11 @@ pub struct TxRequest {
     /// The port its payload goes on, where the command's encoder chose one (a codec's
     /// `encodeDownlink` fPort); sources without ports ignore it.
     pub fport: Option<u8>,
+    /// The IQ polarity to send with (radios; LoRaWAN downlinks are inverted).
+    pub polarity: IqPolarity,
+    /// When to start sending (a LoRaWAN downlink in its receive window, handed over a little early so
+    /// that the radio thread itself waits for the instant); `None`: at once.
+    pub start_at: Option<std::time::Instant>,
     pub done: oneshot::Sender<TxResult>,
     /// Answered after `done`, when the device acknowledges the frame or it is given up.
     pub acknowledged: oneshot::Sender<AckResult>,

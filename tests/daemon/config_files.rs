@@ -985,10 +985,10 @@ fn the_demo_runs_without_hardware_or_root() {
 fn the_reference_is_valid() {
     let config = Config::parse(REFERENCE, Path::new("config/sensorgate.toml"))
         .unwrap_or_else(|error| panic!("{error}"));
-    // uart0, demo, lora, lora-sim, lora-sx1262, rf433 (rtl_433), lns (semtech-udp), uart1 (a codec),
-    // ble.
+    // uart0, demo, lora, lora-sim, lora-sx1262, rf433 (rtl_433), lns (semtech-udp), lorawan-radio and
+    // lorawan-sim (its single-channel forwarders), uart1 (a codec), ble.
     let kinds: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(config.sources.len(), 9, "{kinds:?}");
+    assert_eq!(config.sources.len(), 11, "{kinds:?}");
     assert_eq!(config.broker.users.len(), 1);
     assert!(config.upstream.is_some());
     assert!(config.lorawan.is_some());
@@ -1047,7 +1047,7 @@ fn lorawan_mistakes_point_at_the_key() {
         (
             "[[device]]\nname = \"d\"\nsource = \"uart0\"\naddress = \"1\"\ndev_eui = \"70b3d57ed0000001\"\n",
             "dev_eui",
-            "not a semtech-udp source",
+            "neither a semtech-udp source nor a radio with payload = \"lorawan\"",
         ),
         (
             "[[device]]\nname = \"d\"\nsource = \"lns\"\ndev_addr = \"26011bda\"\nnwk_s_key_file = \"a\"\napp_s_key_file = \"b\"\nfports = { 0 = \"lpp\" }\n",

@@ -113,6 +113,19 @@ pub struct Received {
     pub snr_db: f32,
 }
 
+/// The polarity of the LoRa chirps' I and Q signals. End devices send uplinks with the standard
+/// polarity and listen for downlinks with the inverted one, so that devices do not hear each other and
+/// a gateway does not hear its own downlinks: a gateway transmits LoRaWAN downlinks inverted and
+/// receives standard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IqPolarity {
+    /// What every receive setup and every non-LoRaWAN transmission uses.
+    #[default]
+    Standard,
+    /// LoRaWAN downlinks.
+    Inverted,
+}
+
 /// What one serviced interrupt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RxEvent {
@@ -145,8 +158,9 @@ pub trait Radio: Send {
     /// FIFO or buffer, TX, TxDone on the interrupt line (bounded by twice the time on air plus a margin),
     /// flags cleared, the receive interrupt routing restored, RX continuous. Returns the time on air. A
     /// packet that arrives while the chip transmits is not heard (the chip is half-duplex); none before or
-    /// after is lost. An error means the chip must be re-initialised.
-    fn transmit(&mut self, payload: &[u8]) -> Result<Duration, RadioError>;
+    /// after is lost. `polarity` is the IQ polarity of this transmission only: receiving is always
+    /// standard again afterwards. An error means the chip must be re-initialised.
+    fn transmit(&mut self, payload: &[u8], polarity: IqPolarity) -> Result<Duration, RadioError>;
 }
 
 /// Opens the backend and builds a driver; called again before every re-initialisation (the Pi backend

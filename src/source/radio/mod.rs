@@ -8,10 +8,11 @@
 //! Layout: `hal.rs` (the traits a board implements and the [`Radio`] trait the loop drives), `sx1276.rs` and
 //! `sx1262.rs` (register- and command-level drivers), `sim_sx1276.rs` and `sim_sx1262.rs` (the chips
 //! simulated behind the same traits, the test harness), `traffic.rs` (simulated RadioHead + Cayenne LPP
-//! nodes for the demo), `pi.rs` (rpi-pal SPI and GPIO, behind the `pi` feature), `source.rs` (the run loop
+//! nodes for the demo), `air.rs` (a simulated chip's air on a UDP socket, for nodes in another process), `pi.rs` (rpi-pal SPI and GPIO, behind the `pi` feature), `source.rs` (the run loop
 //! on its own thread). Wiring tables for the Dragino, Adafruit and Waveshare boards and sample
 //! configurations are in `docs/radio.md`.
 
+pub mod air;
 pub mod hal;
 #[cfg(feature = "pi")]
 pub mod pi;
@@ -26,7 +27,7 @@ pub mod traffic;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use hal::{BusyLine, IrqLine, Radio, Received, RxEvent, Wakeup};
+pub use hal::{BusyLine, IqPolarity, IrqLine, Radio, Received, RxEvent, Wakeup};
 pub use source::{run, run_with, run_with_commands, run_with_port};
 
 /// The radio chip family.
@@ -105,8 +106,13 @@ pub enum RadioBackend {
     /// (the Dragino HAT's NSS on GPIO25) instead of the SPI device's own CE line.
     Pi(RadioPins),
     /// A simulated chip with `devices` simulated nodes, each sending a RadioHead + Cayenne LPP packet
-    /// every `interval`.
-    Simulator { devices: u32, interval: Duration },
+    /// every `interval`; or, with `air`, the chip's simulated air on that UDP address instead of the
+    /// nodes (`air.rs`: nodes in another process).
+    Simulator {
+        devices: u32,
+        interval: Duration,
+        air: Option<std::net::SocketAddr>,
+    },
 }
 
 /// Where a chip is wired on the Pi (BCM GPIO numbers), as `[[source]] kind = "radio"` writes it.
@@ -388,7 +394,9 @@ pub fn validate_backend(
             }
             Ok(())
         }
-        RadioBackend::Simulator { devices, interval } => {
+        RadioBackend::Simulator {
+            devices, interval, ..
+        } => {
             if !(1..=254).contains(devices) {
                 return Err(invalid("devices", format!("{devices} is outside 1..=254")));
             }
@@ -532,6 +540,7 @@ mod tests {
             RadioError::InvalidSetting { key: "cs_pin", .. }
         ));
         let sim = RadioBackend::Simulator {
+            air: None,
             devices: 0,
             interval: Duration::from_secs(1),
         };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use embedded_hal::spi::Operation;
 
-use super::hal::{IrqLine, Wakeup};
+use super::hal::{IqPolarity, IrqLine, Wakeup};
 use super::RadioError;
 
 /// One entry of the simulator's log.
@@ -98,6 +98,20 @@ pub struct Transmitted {
     pub bytes: Vec<u8>,
     /// The frequency the chip was tuned to, Hz.
     pub frequency_hz: u32,
+    /// The IQ polarity the chip's registers gave the chirps; `None` when they disagree (on the SX1276
+    /// `RegInvertIQ` without `RegInvertIQ2`, on the SX1262 SetPacketParams' InvertIQ without the errata
+    /// 15.4 register, or the other way round), which no receiver demodulates.
+    pub iq: Option<IqPolarity>,
+    /// When the chip started sending it (the simulator's clock).
+    pub at: Instant,
+}
+
+impl Transmitted {
+    /// Whether a receiver listening with `polarity` hears it: a LoRaWAN end device listens for downlinks
+    /// with [`IqPolarity::Inverted`], the demo's RadioHead nodes with [`IqPolarity::Standard`].
+    pub fn heard_with(&self, polarity: IqPolarity) -> bool {
+        self.iq == Some(polarity)
+    }
 }
 
 /// The packets a simulated chip sent, capped at [`TX_LOG_CAPACITY`]; shared by both chip simulators.

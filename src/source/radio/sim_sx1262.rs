@@ -16,13 +16,16 @@
 //! (reading the status byte as data), IRQ flags never cleared (DIO1 stays high), CRC and header errors
 //! passed on as packets, RSSI/SNR scaling mistakes, and the recovery path; on the transmit side, SetTx
 //! outside standby or without SetPaConfig, the wrong packet length or buffer offset, TxDone not routed
-//! to DIO1, and a chip left in standby after a transmission (the next packets are missed).
+//! to DIO1, and a chip left in standby after a transmission (the next packets are missed). IQ polarity:
+//! a transmission carries the polarity SetPacketParams' InvertIQ and register 0x0736 give it (none when
+//! they disagree), and the chip hears the simulated senders' standard uplinks only while both are back
+//! at standard.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use super::hal::BusyLine;
+use super::hal::{BusyLine, IqPolarity};
 use super::sim_chip::{
     read_wrapping, write_wrapping, Bench, Buffer, ChipState, SimChip, SimIrq, Transmitted,
 };
@@ -73,6 +76,8 @@ pub struct Sx1262State {
     tx_base: u8,
     /// The payload length of the last SetPacketParams.
     payload_len: u8,
+    /// The InvertIQ byte of the last SetPacketParams.
+    invert_iq: bool,
     pa_configured: bool,
     frequency_hz: u32,
     bench: Bench,
@@ -83,8 +88,23 @@ impl Sx1262State {
         (self.mode << 4) | (self.command_status << 1)
     }
 
+    /// The polarity SetPacketParams' InvertIQ and register 0x0736 bit 2 (errata 15.4: set for standard,
+    /// clear for inverted) give the chirps; `None` when they disagree.
+    fn polarity(&self) -> Option<IqPolarity> {
+        let fix = self.registers.get(&REG_IQ_POLARITY).copied().unwrap_or(0) & 0x04;
+        match (self.invert_iq, fix) {
+            (false, 0x04) => Some(IqPolarity::Standard),
+            (true, 0x00) => Some(IqPolarity::Inverted),
+            _ => None,
+        }
+    }
+
+    /// In LoRa RX with the standard polarity (what every sender in the simulation uses).
     fn receiving(&self) -> bool {
-        self.bench.answering() && self.mode == MODE_RX && self.packet_type == PACKET_TYPE_LORA
+        self.bench.answering()
+            && self.mode == MODE_RX
+            && self.packet_type == PACKET_TYPE_LORA
+            && self.polarity() == Some(IqPolarity::Standard)
     }
 
     fn violation(&mut self, what: String) {
@@ -189,9 +209,12 @@ impl Sx1262State {
                 let bytes =
                     read_wrapping(&self.buffer, self.tx_base, usize::from(self.payload_len));
                 let frequency_hz = self.frequency_hz;
+                let iq = self.polarity();
                 self.bench.tx.push(Transmitted {
                     bytes,
                     frequency_hz,
+                    iq,
+                    at: std::time::Instant::now(),
                 });
                 self.irq |= IRQ_TX_DONE;
                 self.mode = MODE_STBY_RC;
@@ -201,7 +224,10 @@ impl Sx1262State {
                 let frf = u32::from_be_bytes([params[0], params[1], params[2], params[3]]);
                 self.frequency_hz = ((u64::from(frf) * 32_000_000) >> 25) as u32;
             }
-            OP_SET_PACKET_PARAMS => self.payload_len = params[3],
+            OP_SET_PACKET_PARAMS => {
+                self.payload_len = params[3];
+                self.invert_iq = params[5] == 0x01;
+            }
             OP_SET_BUFFER_BASE_ADDRESS => {
                 self.tx_base = params[0];
                 self.rx_base = params[1];
@@ -245,6 +271,7 @@ impl ChipState for Sx1262State {
             violations_dropped: 0,
             tx_base: 0,
             payload_len: 0,
+            invert_iq: false,
             pa_configured: false,
             frequency_hz: 0,
             bench: Bench::default(),
@@ -485,6 +512,8 @@ mod tests {
         let mut busy = chip.busy();
         for command in [
             vec![OP_SET_PACKET_TYPE, 1],
+            // Errata 15.4: the standard IQ polarity, without which the simulated chip hears nothing.
+            vec![OP_WRITE_REGISTER, 0x07, 0x36, 0x0D],
             vec![OP_SET_DIO_IRQ_PARAMS, 0x02, 0x62, 0x02, 0x62, 0, 0, 0, 0],
             vec![OP_SET_RX, 0xFF, 0xFF, 0xFF],
         ] {

@@ -16,16 +16,19 @@
 //! answering, brown-out, stuck line) which real hardware produces rarely and never on demand. On the
 //! transmit side: the payload written at the wrong FIFO address or with the wrong length, TxDone masked
 //! or not routed to DIO0 (the driver waits for ever), and a chip left out of RX after a transmission
-//! (the next packets are missed).
+//! (the next packets are missed). IQ polarity: a transmission carries the polarity `RegInvertIQ` and
+//! `RegInvertIQ2` give it (none when they disagree), and the chip hears the simulated senders' standard
+//! uplinks only while both registers are back at standard.
 
 use super::sim_chip::{read_wrapping, write_wrapping, Bench, Buffer, ChipState, SimChip, SimIrq};
 use super::sx1276::{
     is_low_frequency, HOP_CRC_ON_PAYLOAD, IRQ_PAYLOAD_CRC_ERROR, IRQ_RX_DONE, IRQ_TX_DONE,
     IRQ_VALID_HEADER, REG_DIO_MAPPING1, REG_FIFO, REG_FIFO_ADDR_PTR, REG_FIFO_RX_BASE_ADDR,
-    REG_FIFO_RX_CURRENT_ADDR, REG_FIFO_TX_BASE_ADDR, REG_FRF_MSB, REG_HOP_CHANNEL, REG_IRQ_FLAGS,
-    REG_IRQ_FLAGS_MASK, REG_OP_MODE, REG_PAYLOAD_LENGTH, REG_PKT_RSSI, REG_PKT_SNR,
-    REG_RX_NB_BYTES, REG_VERSION,
+    REG_FIFO_RX_CURRENT_ADDR, REG_FIFO_TX_BASE_ADDR, REG_FRF_MSB, REG_HOP_CHANNEL, REG_INVERT_IQ,
+    REG_INVERT_IQ2, REG_IRQ_FLAGS, REG_IRQ_FLAGS_MASK, REG_OP_MODE, REG_PAYLOAD_LENGTH,
+    REG_PKT_RSSI, REG_PKT_SNR, REG_RX_NB_BYTES, REG_VERSION,
 };
+use super::IqPolarity;
 
 pub use super::sim_chip::{Trace, Transmitted, TRACE_CAPACITY, TX_LOG_CAPACITY};
 
@@ -73,6 +76,7 @@ fn reset_registers() -> [u8; 128] {
         (0x37, 0x0A),
         (0x39, 0x12),
         (0x3A, 0x52),
+        (0x3B, 0x1D),
         (0x42, 0x12),
     ] {
         regs[addr] = value;
@@ -106,18 +110,46 @@ impl Sx1276State {
         let len = self.regs[REG_PAYLOAD_LENGTH as usize];
         let bytes = read_wrapping(&self.fifo, base, usize::from(len));
         let frequency_hz = self.frequency_hz();
+        let iq = self.tx_polarity();
         self.bench.tx.push(Transmitted {
             bytes,
             frequency_hz,
+            iq,
+            at: std::time::Instant::now(),
         });
         self.regs[REG_IRQ_FLAGS as usize] |= IRQ_TX_DONE;
         let op_mode = self.regs[REG_OP_MODE as usize];
         self.regs[REG_OP_MODE as usize] = (op_mode & !0x07) | 0x01;
     }
 
+    /// The polarity a transmission has: `RegInvertIQ` bit 0 (1 standard, 0 inverted) with
+    /// `RegInvertIQ2` 0x1D or 0x19 to match; `None` when the two disagree.
+    fn tx_polarity(&self) -> Option<IqPolarity> {
+        let invert = self.regs[REG_INVERT_IQ as usize];
+        match (invert & 0x01, self.regs[REG_INVERT_IQ2 as usize]) {
+            (0x01, 0x1D) => Some(IqPolarity::Standard),
+            (0x00, 0x19) => Some(IqPolarity::Inverted),
+            _ => None,
+        }
+    }
+
+    /// The polarity the chip receives with: `RegInvertIQ` bit 6 with `RegInvertIQ2` to match.
+    fn rx_polarity(&self) -> Option<IqPolarity> {
+        let invert = self.regs[REG_INVERT_IQ as usize];
+        match (invert & 0x40, self.regs[REG_INVERT_IQ2 as usize]) {
+            (0x00, 0x1D) => Some(IqPolarity::Standard),
+            (0x40, 0x19) => Some(IqPolarity::Inverted),
+            _ => None,
+        }
+    }
+
+    /// In LoRa RX with the standard polarity (what every sender in the simulation uses).
     fn receiving(&self) -> bool {
         let op_mode = self.regs[REG_OP_MODE as usize];
-        self.bench.answering() && op_mode & 0x80 != 0 && matches!(op_mode & 0x07, 5 | 6)
+        self.bench.answering()
+            && op_mode & 0x80 != 0
+            && matches!(op_mode & 0x07, 5 | 6)
+            && self.rx_polarity() == Some(IqPolarity::Standard)
     }
 
     fn read_register(&mut self, addr: u8) -> u8 {
@@ -296,6 +328,27 @@ mod tests {
     use embedded_hal::digital::OutputPin;
     use embedded_hal::spi::{Operation, SpiDevice};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn iq_polarity_needs_both_registers_and_an_inverted_receiver_misses_uplinks() {
+        let chip = Sx1276Sim::new();
+        let mut spi = chip.spi();
+        // LoRa sleep, then RX continuous: standard polarity, an uplink is heard.
+        spi.write(&[0x80 | REG_OP_MODE, 0x80]).unwrap();
+        spi.write(&[0x80 | REG_OP_MODE, 0x85]).unwrap();
+        assert!(chip.inject(&[1, 2, 3], -80.0, 5.0, true));
+        // RegInvertIQ alone: neither polarity, nothing heard.
+        spi.write(&[0x80 | REG_INVERT_IQ, 0x66]).unwrap();
+        assert!(!chip.inject(&[1, 2, 3], -80.0, 5.0, true));
+        spi.write(&[0x80 | REG_OP_MODE, 0x83]).unwrap();
+        assert_eq!(chip.take_transmitted()[0].iq, None);
+        // Both registers: an inverted receiver, which misses the standard uplinks.
+        spi.write(&[0x80 | REG_INVERT_IQ2, 0x19]).unwrap();
+        spi.write(&[0x80 | REG_OP_MODE, 0x85]).unwrap();
+        assert!(!chip.inject(&[1, 2, 3], -80.0, 5.0, true));
+        spi.write(&[0x80 | REG_OP_MODE, 0x83]).unwrap();
+        assert_eq!(chip.take_transmitted()[0].iq, Some(IqPolarity::Inverted));
+    }
 
     #[test]
     fn the_trace_is_off_by_default_and_a_capped_ring_when_on() {

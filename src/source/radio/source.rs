@@ -12,7 +12,8 @@
 //! With `commands = true` ([`run_with_commands`]) the thread also transmits: the command dispatcher hands
 //! it a frame through the source's `CommandPort` and pokes the interrupt line's [`Wakeup`]; the thread
 //! sends it between two interrupts ([`Radio::transmit`]: standby, FIFO, TX, TxDone, back to continuous
-//! receive) and answers with the time on air. It tells the port which device each packet came from, so
+//! receive) and answers with the time on air; a request with a `start_at` instant (a LoRaWAN downlink)
+//! is started at that instant, the thread waiting for it itself. It tells the port which device each packet came from, so
 //! commands for battery nodes go out `rx_delay` after their uplink.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -56,20 +57,32 @@ pub async fn run_with_commands(
         return;
     }
     match backend {
-        RadioBackend::Simulator { devices, interval } => {
+        RadioBackend::Simulator {
+            devices,
+            interval,
+            air,
+        } => {
             let (chip, opener) = simulated(&settings);
             let traffic_stop = ctx.shutdown.child_token();
             let seed = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
-            let feeder = tokio::spawn(traffic::drive(
-                chip,
-                Traffic::new(devices, seed),
-                interval,
-                traffic_stop.clone(),
-            ));
-            let wiring = format!("simulated {} with {devices} nodes", settings.chip.name());
+            let (feeder, wiring) = match air {
+                Some(addr) => (
+                    tokio::spawn(super::air::serve(chip, addr, traffic_stop.clone())),
+                    format!("simulated {} with its air on {addr}", settings.chip.name()),
+                ),
+                None => (
+                    tokio::spawn(traffic::drive(
+                        chip,
+                        Traffic::new(devices, seed),
+                        interval,
+                        traffic_stop.clone(),
+                    )),
+                    format!("simulated {} with {devices} nodes", settings.chip.name()),
+                ),
+            };
             run_with_port(ctx, settings, opener, wiring, commands).await;
             traffic_stop.cancel();
             let _ = feeder.await;
@@ -455,7 +468,15 @@ impl Worker {
         let Some(request) = self.commands.as_ref().and_then(CommandPort::take_request) else {
             return Ok(());
         };
-        match radio.transmit(&request.bytes) {
+        if let Some(at) = request.start_at {
+            // A timed transmission: this thread waits for the instant itself (a stop ends the wait).
+            let wait = at.saturating_duration_since(Instant::now());
+            if !wait.is_zero() && !self.bell.sleep(wait) {
+                let _ = request.done.send(Err("the radio is stopping".to_string()));
+                return Ok(());
+            }
+        }
+        match radio.transmit(&request.bytes, request.polarity) {
             Ok(airtime) => {
                 let _ = request.done.send(Ok(Some(airtime)));
                 Ok(())

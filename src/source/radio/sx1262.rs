@@ -2,7 +2,7 @@
 //! DIO1 [`IrqLine`] and the [`BusyLine`]: reset, a status check, the receive setup as an ordered list of
 //! commands ([`configuration_commands`], the golden trace), continuous receive, and on DIO1 the packet
 //! with RSSI and SNR, or a CRC/header error. Commands go out through [`Radio::transmit`]
-//! ([`transmit_steps`] until TxDone on DIO1, then [`after_transmit_commands`] back to continuous
+//! ([`transmit_steps`] until TxDone on DIO1, then [`after_transmit_steps`] back to continuous
 //! receive), at [`TX_POWER_DBM`] on the high-power PA. Every command waits for BUSY low first. It never
 //! uses the GFSK modem; it runs on the radio source's own thread.
 //!
@@ -16,7 +16,8 @@ use embedded_hal::digital::OutputPin;
 use embedded_hal::spi::{Operation, SpiDevice};
 
 use super::hal::{
-    pin_err, spi_err, tx_done_timeout, BusyLine, IrqLine, Radio, Received, RxEvent, Wakeup,
+    pin_err, spi_err, tx_done_timeout, BusyLine, IqPolarity, IrqLine, Radio, Received, RxEvent,
+    Wakeup,
 };
 use super::{
     low_data_rate_optimize, tcxo_code, time_on_air, RadioError, RadioSettings, BANDWIDTHS_HZ,
@@ -126,8 +127,9 @@ const RAMP_200_US: u8 = 0x04;
 pub enum Step {
     /// A command: opcode and parameters.
     Command(Vec<u8>),
-    /// Errata 15.4: read register 0x0736, set bit 2 (standard IQ), write it back.
-    IqPolarityFix,
+    /// Errata 15.4: read register 0x0736, set bit 2 for the standard IQ polarity or clear it for the
+    /// inverted one, write it back.
+    IqPolarityFix(IqPolarity),
     /// Errata 15.1: read register 0x0889, clear bit 2 at 500 kHz or set it otherwise, write it back.
     TxModulationFix,
 }
@@ -152,40 +154,64 @@ fn dio_irq_params(mask: u16) -> Vec<u8> {
     ]
 }
 
-/// SetPacketParams: explicit header, `payload_len` (the maximum while receiving), CRC on, standard IQ.
-fn packet_params(settings: &RadioSettings, payload_len: u8) -> Vec<u8> {
+/// SetPacketParams: explicit header, `payload_len` (the maximum while receiving), CRC on, and the IQ
+/// polarity (0x00 standard, 0x01 inverted).
+fn packet_params(settings: &RadioSettings, payload_len: u8, polarity: IqPolarity) -> Vec<u8> {
     let [p1, p0] = settings.preamble_len.to_be_bytes();
-    vec![OP_SET_PACKET_PARAMS, p1, p0, 0x00, payload_len, 0x01, 0x00]
+    let invert_iq = u8::from(polarity == IqPolarity::Inverted);
+    vec![
+        OP_SET_PACKET_PARAMS,
+        p1,
+        p0,
+        0x00,
+        payload_len,
+        0x01,
+        invert_iq,
+    ]
 }
 
 /// From continuous receive to transmitting `payload`: STDBY_RC, the high-power PA (SetPaConfig with
 /// `04 07 00 01`) at [`TX_POWER_DBM`], the payload at buffer offset 0, its length, TxDone and Timeout on
-/// DIO1, the errata 15.1 fix, SetTx without the chip's own timeout (the driver bounds the wait). The chip
-/// returns to STDBY_RC by itself after TxDone.
-pub fn transmit_steps(settings: &RadioSettings, payload: &[u8]) -> Vec<Step> {
+/// DIO1, the errata 15.1 fix, SetTx without the chip's own timeout (the driver bounds the wait). An
+/// inverted transmission sets InvertIQ in SetPacketParams and clears bit 2 of 0x0736 (errata 15.4). The
+/// chip returns to STDBY_RC by itself after TxDone.
+pub fn transmit_steps(settings: &RadioSettings, payload: &[u8], polarity: IqPolarity) -> Vec<Step> {
     let mut buffer = vec![OP_WRITE_BUFFER, 0x00];
     buffer.extend_from_slice(payload);
-    vec![
+    let mut steps = vec![
         Step::Command(vec![OP_SET_STANDBY, 0x00]),
         Step::Command(vec![OP_SET_PA_CONFIG, 0x04, 0x07, 0x00, 0x01]),
         Step::Command(vec![OP_SET_TX_PARAMS, TX_POWER_DBM, RAMP_200_US]),
         Step::Command(buffer),
-        Step::Command(packet_params(settings, payload.len() as u8)),
+        Step::Command(packet_params(settings, payload.len() as u8, polarity)),
+    ];
+    if polarity == IqPolarity::Inverted {
+        steps.push(Step::IqPolarityFix(IqPolarity::Inverted));
+    }
+    steps.extend([
         Step::Command(dio_irq_params(TX_IRQ_MASK)),
         Step::TxModulationFix,
         Step::Command(vec![OP_SET_TX, 0x00, 0x00, 0x00]),
-    ]
+    ]);
+    steps
 }
 
 /// After TxDone (and reading the IRQ status), back to what [`configuration_commands`] left: flags
-/// cleared, the maximum payload length, the receive interrupts on DIO1, continuous receive.
-pub fn after_transmit_commands(settings: &RadioSettings) -> Vec<Vec<u8>> {
-    vec![
-        vec![OP_CLEAR_IRQ_STATUS, 0xFF, 0xFF],
-        packet_params(settings, 0xFF),
-        dio_irq_params(RX_IRQ_MASK),
-        vec![OP_SET_RX, 0xFF, 0xFF, 0xFF],
-    ]
+/// cleared, the maximum payload length with the standard IQ polarity (and, after an inverted
+/// transmission, 0x0736's bit 2 set again), the receive interrupts on DIO1, continuous receive.
+pub fn after_transmit_steps(settings: &RadioSettings, polarity: IqPolarity) -> Vec<Step> {
+    let mut steps = vec![
+        Step::Command(vec![OP_CLEAR_IRQ_STATUS, 0xFF, 0xFF]),
+        Step::Command(packet_params(settings, 0xFF, IqPolarity::Standard)),
+    ];
+    if polarity == IqPolarity::Inverted {
+        steps.push(Step::IqPolarityFix(IqPolarity::Standard));
+    }
+    steps.extend([
+        Step::Command(dio_irq_params(RX_IRQ_MASK)),
+        Step::Command(vec![OP_SET_RX, 0xFF, 0xFF, 0xFF]),
+    ]);
+    steps
 }
 
 /// The receive setup after reset, standby and the status check, as the ordered list of steps that
@@ -220,7 +246,7 @@ pub fn configuration_commands(settings: &RadioSettings) -> Vec<Step> {
     let [p1, p0] = settings.preamble_len.to_be_bytes();
     // Explicit header, maximum length, CRC on, standard IQ.
     command(&[OP_SET_PACKET_PARAMS, p1, p0, 0x00, 0xFF, 0x01, 0x00]);
-    steps.push(Step::IqPolarityFix);
+    steps.push(Step::IqPolarityFix(IqPolarity::Standard));
     let [s1, s0] = sync_word_registers(settings.sync_word);
     let [r1, r0] = REG_SYNC_WORD.to_be_bytes();
     let mut command = |bytes: &[u8]| steps.push(Step::Command(bytes.to_vec()));
@@ -349,7 +375,10 @@ where
     fn step(&mut self, step: &Step) -> Result<(), RadioError> {
         let (register, change): (u16, fn(u8, &RadioSettings) -> u8) = match step {
             Step::Command(bytes) => return self.command(bytes),
-            Step::IqPolarityFix => (REG_IQ_POLARITY, |value, _| value | 0x04),
+            Step::IqPolarityFix(IqPolarity::Standard) => (REG_IQ_POLARITY, |value, _| value | 0x04),
+            Step::IqPolarityFix(IqPolarity::Inverted) => {
+                (REG_IQ_POLARITY, |value, _| value & !0x04)
+            }
             Step::TxModulationFix => (REG_TX_MODULATION, |value, settings| {
                 if settings.bandwidth_hz == 500_000 {
                     value & !0x04
@@ -487,12 +516,12 @@ where
         Ok(())
     }
 
-    fn transmit(&mut self, payload: &[u8]) -> Result<Duration, RadioError> {
+    fn transmit(&mut self, payload: &[u8], polarity: IqPolarity) -> Result<Duration, RadioError> {
         if payload.is_empty() || payload.len() > 255 {
             return Err(RadioError::TxLength(payload.len()));
         }
         let airtime = time_on_air(&self.settings, payload.len());
-        for step in transmit_steps(&self.settings, payload) {
+        for step in transmit_steps(&self.settings, payload, polarity) {
             self.step(&step)?;
         }
         let timeout = tx_done_timeout(airtime);
@@ -518,8 +547,8 @@ where
                 found: u32::from(irq),
             });
         }
-        for command in after_transmit_commands(&self.settings) {
-            self.command(&command)?;
+        for step in after_transmit_steps(&self.settings, polarity) {
+            self.step(&step)?;
         }
         Ok(airtime)
     }

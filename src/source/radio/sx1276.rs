@@ -17,7 +17,9 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use embedded_hal::spi::{Operation, SpiDevice};
 
-use super::hal::{pin_err, spi_err, tx_done_timeout, IrqLine, Radio, Received, RxEvent, Wakeup};
+use super::hal::{
+    pin_err, spi_err, tx_done_timeout, IqPolarity, IrqLine, Radio, Received, RxEvent, Wakeup,
+};
 use super::{low_data_rate_optimize, time_on_air, RadioError, RadioSettings, BANDWIDTHS_HZ};
 
 pub const REG_FIFO: u8 = 0x00;
@@ -46,8 +48,10 @@ pub const REG_IF_FREQ2: u8 = 0x30;
 pub const REG_DETECT_OPTIMIZE: u8 = 0x31;
 pub const REG_HIGH_BW_OPTIMIZE1: u8 = 0x36;
 pub const REG_DETECTION_THRESHOLD: u8 = 0x37;
+pub const REG_INVERT_IQ: u8 = 0x33;
 pub const REG_SYNC_WORD: u8 = 0x39;
 pub const REG_HIGH_BW_OPTIMIZE2: u8 = 0x3A;
+pub const REG_INVERT_IQ2: u8 = 0x3B;
 pub const REG_DIO_MAPPING1: u8 = 0x40;
 pub const REG_VERSION: u8 = 0x42;
 
@@ -61,6 +65,13 @@ pub const IRQ_VALID_HEADER: u8 = 0x10;
 pub const IRQ_TX_DONE: u8 = 0x08;
 /// `RegHopChannel` bit 6: the received header said the payload carries a CRC.
 pub const HOP_CRC_ON_PAYLOAD: u8 = 0x40;
+
+/// `RegInvertIQ` and `RegInvertIQ2` with the standard polarity (their reset values, which receiving
+/// uses), and for an inverted transmission: bit 6 (InvertIQ, the datasheet's bit) set and bit 0
+/// (LoRaMac-node's `RFLR_INVERTIQ_TX`, which is 1 for the standard polarity) cleared, with
+/// `RegInvertIQ2` = 0x19 as Semtech's reference driver writes it beside them.
+pub const INVERT_IQ_STANDARD: [u8; 2] = [0x27, 0x1D];
+pub const INVERT_IQ_INVERTED: [u8; 2] = [0x66, 0x19];
 
 /// `RegOpMode` bits: LoRa mode, the low-frequency register bank, and the modes.
 const MODE_LORA: u8 = 0x80;
@@ -194,10 +205,15 @@ pub fn configuration_writes(settings: &RadioSettings) -> Vec<(u8, Vec<u8>)> {
 
 /// The register writes from continuous receive to transmitting `payload`: standby, PA_BOOST at
 /// [`TX_POWER_DBM`], the payload at FIFO address 0, its length, TxDone alone unmasked and routed to DIO0,
-/// flags cleared, TX. The chip returns to standby by itself after TxDone.
-pub fn transmit_writes(settings: &RadioSettings, payload: &[u8]) -> Vec<(u8, Vec<u8>)> {
+/// flags cleared, TX. An inverted transmission writes [`INVERT_IQ_INVERTED`] before TX. The chip
+/// returns to standby by itself after TxDone.
+pub fn transmit_writes(
+    settings: &RadioSettings,
+    payload: &[u8],
+    polarity: IqPolarity,
+) -> Vec<(u8, Vec<u8>)> {
     let mode = mode_base(settings);
-    vec![
+    let mut writes = vec![
         (REG_OP_MODE, vec![mode | MODE_STANDBY]),
         // PaSelect = PA_BOOST, OutputPower = Pout - 2.
         (REG_PA_CONFIG, vec![0x80 | (TX_POWER_DBM - 2)]),
@@ -208,21 +224,34 @@ pub fn transmit_writes(settings: &RadioSettings, payload: &[u8]) -> Vec<(u8, Vec
         (REG_IRQ_FLAGS_MASK, vec![TX_IRQ_MASK]),
         (REG_DIO_MAPPING1, vec![DIO0_TX_DONE]),
         (REG_IRQ_FLAGS, vec![0xFF]),
-        (REG_OP_MODE, vec![mode | MODE_TX]),
-    ]
+    ];
+    if polarity == IqPolarity::Inverted {
+        let [invert, invert2] = INVERT_IQ_INVERTED;
+        writes.push((REG_INVERT_IQ, vec![invert]));
+        writes.push((REG_INVERT_IQ2, vec![invert2]));
+    }
+    writes.push((REG_OP_MODE, vec![mode | MODE_TX]));
+    writes
 }
 
 /// The register writes after TxDone, back to what [`configuration_writes`] left: flags cleared, the
-/// receive interrupts and DIO0 = RxDone, the FIFO pointer at the receive base, RX continuous.
-pub fn after_transmit_writes(settings: &RadioSettings) -> Vec<(u8, Vec<u8>)> {
+/// receive interrupts and DIO0 = RxDone, the standard IQ polarity again after an inverted transmission
+/// ([`INVERT_IQ_STANDARD`]), the FIFO pointer at the receive base, RX continuous.
+pub fn after_transmit_writes(settings: &RadioSettings, polarity: IqPolarity) -> Vec<(u8, Vec<u8>)> {
     let mode = mode_base(settings);
-    vec![
-        (REG_IRQ_FLAGS, vec![0xFF]),
+    let mut writes = vec![(REG_IRQ_FLAGS, vec![0xFF])];
+    if polarity == IqPolarity::Inverted {
+        let [invert, invert2] = INVERT_IQ_STANDARD;
+        writes.push((REG_INVERT_IQ, vec![invert]));
+        writes.push((REG_INVERT_IQ2, vec![invert2]));
+    }
+    writes.extend([
         (REG_IRQ_FLAGS_MASK, vec![RX_IRQ_MASK]),
         (REG_DIO_MAPPING1, vec![DIO0_RX_DONE]),
         (REG_FIFO_ADDR_PTR, vec![0x00]),
         (REG_OP_MODE, vec![mode | MODE_RX_CONTINUOUS]),
-    ]
+    ]);
+    writes
 }
 
 /// The registers the health check reads back, with the values a healthy receiving chip holds.
@@ -457,12 +486,12 @@ where
         Ok(())
     }
 
-    fn transmit(&mut self, payload: &[u8]) -> Result<Duration, RadioError> {
+    fn transmit(&mut self, payload: &[u8], polarity: IqPolarity) -> Result<Duration, RadioError> {
         if payload.is_empty() || payload.len() > 255 {
             return Err(RadioError::TxLength(payload.len()));
         }
         let airtime = time_on_air(&self.settings, payload.len());
-        for (addr, bytes) in transmit_writes(&self.settings, payload) {
+        for (addr, bytes) in transmit_writes(&self.settings, payload, polarity) {
             self.write(addr, &bytes)?;
         }
         let timeout = tx_done_timeout(airtime);
@@ -485,7 +514,7 @@ where
                 found: u32::from(flags),
             });
         }
-        for (addr, bytes) in after_transmit_writes(&self.settings) {
+        for (addr, bytes) in after_transmit_writes(&self.settings, polarity) {
             self.write(addr, &bytes)?;
         }
         Ok(airtime)

@@ -17,6 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
+use super::hal::IqPolarity;
 use super::sim_sx1262::Sx1262Sim;
 use super::sim_sx1276::{Sx1276Sim, Transmitted};
 use crate::decode::header::{split_header, RADIOHEAD_LEN};
@@ -215,6 +216,9 @@ pub async fn drive(
                     _ = tokio::time::sleep_until(due) => break,
                     _ = transmitted.notified() => {
                         for packet in chip.take_transmitted() {
+                            if !packet.heard_with(IqPolarity::Standard) {
+                                continue;
+                            }
                             if let Some(answer) = traffic.hear(&packet.bytes) {
                                 tokio::time::sleep(ANSWER_DELAY).await;
                                 chip.inject(&answer);

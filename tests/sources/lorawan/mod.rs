@@ -21,6 +21,7 @@ mod downlinks;
 mod fport_codec;
 mod gateway_availability;
 mod joins_and_lost_sessions;
+mod own_radio;
 mod simulated;
 
 const APP_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";

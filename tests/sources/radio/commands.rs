@@ -18,7 +18,7 @@ use sensorgate::source::radio::sim_sx1262::Sx1262Sim;
 use sensorgate::source::radio::sim_sx1276::{Sx1276Sim, Trace};
 use sensorgate::source::radio::sx1262::Sx1262;
 use sensorgate::source::radio::sx1276::Sx1276;
-use sensorgate::source::radio::{time_on_air, Chip, RadioSettings};
+use sensorgate::source::radio::{time_on_air, Chip, IqPolarity, RadioSettings};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ fn sx1276_transmit_golden_trace_and_back_to_receive() {
     );
     radio.init().unwrap();
     chip.clear_trace();
-    let airtime = radio.transmit(&FRAME).unwrap();
+    let airtime = radio.transmit(&FRAME, IqPolarity::Standard).unwrap();
     assert_eq!(airtime, time_on_air(&settings, FRAME.len()));
     let expected: Vec<Vec<u8>> = [
         "81 81",                   // RegOpMode: LoRa standby
@@ -112,7 +112,7 @@ fn sx1262_transmit_golden_trace_and_back_to_receive() {
     );
     radio.init().unwrap();
     chip.clear_trace();
-    radio.transmit(&FRAME).unwrap();
+    radio.transmit(&FRAME, IqPolarity::Standard).unwrap();
     let expected: Vec<Vec<u8>> = [
         "80 00",                      // SetStandby(STDBY_RC)
         "95 04 07 00 01",             // SetPaConfig: SX1262 high-power PA
@@ -139,6 +139,125 @@ fn sx1262_transmit_golden_trace_and_back_to_receive() {
     assert_eq!(sent[0].bytes, FRAME);
     assert_eq!(sent[0].frequency_hz, 868_100_000);
     assert!(chip.inject(&[0xFF, 0x07, 0x02, 0x00], -80.0, 7.0, true));
+    radio.check_health().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A LoRaWAN downlink as the gateway sends it: inverted IQ written before TX (`RegInvertIQ` 0x66,
+/// `RegInvertIQ2` 0x19), the standard polarity back after TxDone (0x27, 0x1D), then receive; the simulated
+/// end device (listening inverted) hears it, and the chip hears a standard uplink afterwards.
+#[test]
+fn sx1276_inverted_iq_transmit_golden_trace_and_back_to_standard_receive() {
+    let chip = Sx1276Sim::with_trace();
+    let settings = RadioSettings {
+        sync_word: 0x34,
+        ..RadioSettings::default()
+    };
+    let mut radio = Sx1276::new(
+        chip.spi(),
+        chip.reset_pin(),
+        chip.dio0(),
+        ThreadDelay,
+        settings.clone(),
+    );
+    radio.init().unwrap();
+    chip.clear_trace();
+    radio.transmit(&FRAME, IqPolarity::Inverted).unwrap();
+    let expected: Vec<Vec<u8>> = [
+        "81 81",                   // RegOpMode: LoRa standby
+        "89 8C",                   // RegPaConfig: PA_BOOST, 14 dBm
+        "8E 00",                   // RegFifoTxBaseAddr 0
+        "8D 00",                   // RegFifoAddrPtr 0
+        "80 07 00 01 00 01 01 01", // the FIFO
+        "A2 07",                   // RegPayloadLength 7
+        "91 F7",                   // RegIrqFlagsMask: TxDone only
+        "C0 40",                   // RegDioMapping1: DIO0 = TxDone
+        "92 FF",                   // clear flags
+        "B3 66",                   // RegInvertIQ: InvertIQ (bit 6) set, bit 0 (TX standard) clear
+        "BB 19",                   // RegInvertIQ2: inverted
+        "81 83",                   // TX
+        "12 00",                   // read RegIrqFlags after DIO0
+        "92 FF",                   // clear flags
+        "B3 27",                   // RegInvertIQ: standard again
+        "BB 1D",                   // RegInvertIQ2: standard again
+        "91 1F",                   // receive interrupts again
+        "C0 00",                   // DIO0 = RxDone
+        "8D 00",                   // FIFO pointer at the receive base
+        "81 85",                   // RX continuous
+    ]
+    .iter()
+    .map(|l| hex(l))
+    .collect();
+    assert_eq!(mosi(&chip.trace()), expected);
+    let sent = chip.transmitted();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].bytes, FRAME);
+    assert_eq!(sent[0].iq, Some(IqPolarity::Inverted));
+    assert!(sent[0].heard_with(IqPolarity::Inverted));
+    assert!(!sent[0].heard_with(IqPolarity::Standard));
+    assert!(chip.inject(&[0x40, 0x01, 0x02, 0x03], -80.0, 7.0, true));
+    radio.check_health().unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        radio.wait_event(Duration::from_secs(1)),
+        Ok(Some(sensorgate::source::radio::RxEvent::Packet(_)))
+    ));
+    // A standard transmission stays standard: the RadioHead nodes hear it, an end device does not.
+    radio.transmit(&FRAME, IqPolarity::Standard).unwrap();
+    let sent = chip.take_transmitted();
+    assert_eq!(sent[1].iq, Some(IqPolarity::Standard));
+    assert!(!sent[1].heard_with(IqPolarity::Inverted));
+}
+
+/// The SX1262's LoRaWAN downlink: SetPacketParams with InvertIQ = 1 and register 0x0736 bit 2 cleared
+/// (errata 15.4) before TX; after TxDone the standard polarity (InvertIQ = 0, bit 2 set) and receive.
+#[test]
+fn sx1262_inverted_iq_transmit_golden_trace_and_back_to_standard_receive() {
+    let chip = Sx1262Sim::with_trace();
+    let settings = RadioSettings {
+        chip: Chip::Sx1262,
+        sync_word: 0x34,
+        ..RadioSettings::default()
+    };
+    let mut radio = Sx1262::new(
+        chip.spi(),
+        chip.reset_pin(),
+        chip.dio1(),
+        chip.busy(),
+        ThreadDelay,
+        settings.clone(),
+    );
+    radio.init().unwrap();
+    chip.clear_trace();
+    radio.transmit(&FRAME, IqPolarity::Inverted).unwrap();
+    let expected: Vec<Vec<u8>> = [
+        "80 00",                      // SetStandby(STDBY_RC)
+        "95 04 07 00 01",             // SetPaConfig: SX1262 high-power PA
+        "8E 0E 04",                   // SetTxParams: 14 dBm, 200 us ramp
+        "0E 00 07 00 01 00 01 01 01", // WriteBuffer at 0
+        "8C 00 08 00 07 01 01",       // SetPacketParams: ..., CRC on, IQ inverted
+        "1D 07 36 00 00",             // ReadRegister 0x0736 (errata 15.4)
+        "0D 07 36 09",                // ... bit 2 cleared for inverted IQ
+        "08 02 01 02 01 00 00 00 00", // SetDioIrqParams: TxDone | Timeout on DIO1
+        "1D 08 89 00 00",             // ReadRegister 0x0889 (errata 15.1)
+        "0D 08 89 04",                // ... bit 2 set below 500 kHz
+        "83 00 00 00",                // SetTx, no chip timeout
+        "12 00 00 00",                // GetIrqStatus
+        "02 FF FF",                   // ClearIrqStatus
+        "8C 00 08 00 FF 01 00",       // SetPacketParams: maximum length, IQ standard
+        "1D 07 36 00 00",             // ReadRegister 0x0736
+        "0D 07 36 0D",                // ... bit 2 set again for standard IQ
+        "08 02 62 02 62 00 00 00 00", // SetDioIrqParams: the receive interrupts
+        "82 FF FF FF",                // SetRx continuous
+    ]
+    .iter()
+    .map(|l| hex(l))
+    .collect();
+    assert_eq!(mosi(&chip.trace()), expected);
+    assert!(chip.violations().is_empty(), "{:?}", chip.violations());
+    let sent = chip.transmitted();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].bytes, FRAME);
+    assert_eq!(sent[0].iq, Some(IqPolarity::Inverted));
+    assert!(chip.inject(&[0x40, 0x01, 0x02, 0x03], -80.0, 7.0, true));
     radio.check_health().unwrap_or_else(|e| panic!("{e}"));
 }
 

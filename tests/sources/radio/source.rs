@@ -360,6 +360,7 @@ async fn the_simulator_backend_delivers_radiohead_lpp_packets_from_several_nodes
     for chip in [Chip::Sx1276, Chip::Sx1262] {
         let settings = fast(chip, 868_100_000);
         let backend = RadioBackend::Simulator {
+            air: None,
             devices: 3,
             interval: Duration::from_millis(150),
         };
@@ -401,6 +402,7 @@ async fn refused_settings_leave_the_source_idle_until_shutdown() {
         ..fast(Chip::Sx1276, 868_100_000)
     };
     let backend = RadioBackend::Simulator {
+        air: None,
         devices: 1,
         interval: Duration::from_millis(10),
     };
