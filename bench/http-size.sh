@@ -17,7 +17,11 @@ strip=strip
 if [ "${1:-}" = "--target" ]; then
   target_args=(--target "$2")
   dir="target/$2/release"
-  strip="${2%%-unknown-*}-linux-gnu-strip" # aarch64-linux-gnu-strip (Debian: binutils-aarch64-linux-gnu)
+  strip="${STRIP:-${2%%-unknown-*}-linux-gnu-strip}" # aarch64-linux-gnu-strip (Debian: binutils-aarch64-linux-gnu)
+  # Debian's cross linker for aarch64 as .ci/cross.sh sets it, unless one is set already (set
+  # CARGO_TARGET_<TRIPLE>_LINKER and STRIP for other targets).
+  linker_var="CARGO_TARGET_$(echo "$2" | tr 'a-z-' 'A-Z_')_LINKER"
+  export "$linker_var=${!linker_var:-${2%%-unknown-*}-linux-gnu-gcc}"
 fi
 # Every default feature but `http` (Cargo.toml [features] default).
 without="$(cargo metadata --no-deps --format-version 1 |
