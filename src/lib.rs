@@ -76,9 +76,10 @@
 //!   grammar of its durations (`"90s"`, `"1h30m"`), which the features' own settings types read too.
 //! - [`app`]: the wiring: builds each stage from the configuration (`app/settings.rs`, and
 //!   [`app::keys`] for the key files it names), owns the start, stop and reload order.
-//! - [`http`]: the status page, its JSON API, the frame inspector, `/metrics` and `/healthz` (`[http]`),
-//!   reading [`live`], the pipeline's read-only view (counters, devices, the last frames per source);
-//!   an admin's request to forget a device reaches the pipeline through [`forget`].
+//! - [`http`]: the status page, its JSON API, the frame inspector, `/metrics` and `/healthz` (`[http]`;
+//!   the cargo feature `http`, on by default), reading [`live`], the pipeline's read-only view
+//!   (counters, devices, the last frames per source); an admin's request to forget a device reaches
+//!   the pipeline through [`forget`].
 //! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`ratelimit`] (log lines
 //!   at most once per key and interval, with a suppressed count), [`backoff`] (retry delays),
 //!   [`allocator`] (one glibc malloc arena, for a steady memory footprint), [`full_disk`] (what a full

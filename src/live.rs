@@ -170,14 +170,29 @@ impl LiveView {
     /// `limit` (the newest ones when there are more).
     pub fn frames(&self, after: u64, source: Option<&str>, limit: usize) -> Vec<InspectedFrame> {
         let rings = lock(&self.inner.rings);
-        let mut frames: Vec<InspectedFrame> = rings
+        // Each ring is in id order (ids are given under this lock): merging the rings keeps that order
+        // without a sort, whose code would be compiled for this type alone.
+        let mut heads: Vec<_> = rings
             .by_source
             .iter()
             .filter(|(name, _)| source.is_none_or(|wanted| wanted == name.as_str()))
-            .flat_map(|(_, ring)| ring.iter().filter(|frame| frame.id > after).cloned())
+            .map(|(_, ring)| ring.iter().filter(|frame| frame.id > after).peekable())
             .collect();
+        let mut frames = Vec::new();
+        loop {
+            let mut oldest: Option<(usize, u64)> = None;
+            for (index, head) in heads.iter_mut().enumerate() {
+                if let Some(frame) = head.peek() {
+                    if oldest.is_none_or(|(_, id)| frame.id < id) {
+                        oldest = Some((index, frame.id));
+                    }
+                }
+            }
+            let Some((index, _)) = oldest else { break };
+            frames.extend(heads[index].next().cloned());
+        }
+        drop(heads);
         drop(rings);
-        frames.sort_by_key(|frame| frame.id);
         let skip = frames.len().saturating_sub(limit);
         frames.split_off(skip)
     }
@@ -217,6 +232,20 @@ mod tests {
         assert_eq!(newest.len(), 2);
         assert_eq!(newest[1].source, "b");
         assert!(live.frames(newest[1].id, None, 10).is_empty());
+    }
+
+    #[test]
+    fn frames_of_every_source_come_oldest_first() {
+        let live = LiveView::new();
+        let now = SystemTime::UNIX_EPOCH;
+        for source in ["b", "a", "b", "c", "a", "a", "b"] {
+            live.record(source, &[], now, FrameOutcome::Decoded(vec![]));
+        }
+        let ids = |frames: Vec<InspectedFrame>| frames.iter().map(|f| f.id).collect::<Vec<_>>();
+        assert_eq!(ids(live.frames(0, None, usize::MAX)), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(ids(live.frames(2, None, usize::MAX)), [3, 4, 5, 6, 7]);
+        assert_eq!(ids(live.frames(0, None, 3)), [5, 6, 7]);
+        assert_eq!(ids(live.frames(1, Some("b"), usize::MAX)), [3, 7]);
     }
 
     #[test]

@@ -502,6 +502,7 @@ struct WebParts {
     live: crate::live::LiveView,
     counters: crate::http::HttpCounters,
     /// The page's end of the forget queue; the pipeline's end is handed over by [`WebParts::attach`].
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     forget: crate::forget::ForgetSender,
     forget_requests: Option<mpsc::Receiver<crate::forget::ForgetRequest>>,
 }
@@ -530,6 +531,7 @@ impl WebParts {
 
 /// Starts the status page on what the pipeline shares, the watchdog's health and the broker's logins;
 /// logs its address (or why it could not start).
+#[cfg(feature = "http")]
 async fn start_http(
     config: &Config,
     web: Option<WebParts>,
@@ -580,6 +582,20 @@ async fn start_http(
             None
         }
     }
+}
+
+/// A build without the `http` feature has no page: the configuration check refused `[http]`.
+#[cfg(not(feature = "http"))]
+async fn start_http(
+    _config: &Config,
+    _web: Option<WebParts>,
+    _health: &Health,
+    _broker: &Arc<Broker>,
+    _uplink_stats: Option<UplinkStatsHandle>,
+    _command_stats: Option<crate::commands::CommandStats>,
+    _reload: Option<mpsc::Sender<()>>,
+) -> Option<crate::http::HttpServer> {
+    None
 }
 
 /// The running pipeline: the sources' queue into it, its task and its reload channel.
@@ -647,7 +663,12 @@ impl Gateway {
             start_uplink(&config, &state_dir, uplink_input, keys.sealers, &failures).await?;
         let counters = open_downlink_counters(&config, &state_dir).await?;
         let commands = start_commands(&config, &broker, &keys.frames, counters);
-        let mut web = config.http.as_ref().map(|_| WebParts::new());
+        // Without the `http` feature no page reads the live view: the build leaves it out.
+        let mut web = config
+            .http
+            .as_ref()
+            .filter(|_| cfg!(feature = "http"))
+            .map(|_| WebParts::new());
         let pipeline = build_pipeline(
             &config,
             &state_dir,

@@ -523,6 +523,10 @@ payload = "lpp"
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "http"),
+        ignore = "the demo turns the status page on, which this build refuses"
+    )]
     fn the_demo_configuration_maps_to_every_stage() {
         let config = Config::default_demo();
         let broker = broker(&config, Path::new("/tmp/state"));

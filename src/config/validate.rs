@@ -174,6 +174,13 @@ fn check_http(config: &Config, at: &KeyPath) -> Result<(), Problem> {
     let Some(http) = &config.http else {
         return Ok(());
     };
+    if !cfg!(feature = "http") {
+        return Err(Problem::key(
+            at.clone(),
+            "this sensorgate was built without the status page: rebuild with `--features http`, or \
+             remove the [http] section",
+        ));
+    }
     let users_with_right = config
         .broker
         .users
@@ -1027,6 +1034,19 @@ fn key_path(dotted: &str) -> KeyPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_is_refused_by_a_build_without_the_page() {
+        let text = "[gateway]\nstate_dir = \"/tmp\"\n\n[http]\nanonymous = \"read\"\n";
+        let parsed = crate::config::Config::parse(text, std::path::Path::new("web.toml"));
+        if cfg!(feature = "http") {
+            assert!(parsed.is_ok(), "{parsed:?}");
+        } else {
+            let error = parsed.expect_err("[http] without the http feature");
+            assert_eq!((error.line, error.column), (4, 2), "{error}");
+            assert!(error.message.contains("--features http"), "{error}");
+        }
+    }
 
     #[test]
     fn topic_names() {

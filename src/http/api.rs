@@ -208,10 +208,14 @@ pub fn heard(views: &Views) -> Json {
         return Json::Object(by_source);
     };
     let now = SystemTime::now();
-    let mut unknown: Vec<&DeviceSnapshot> =
-        snapshot.devices.iter().filter(|d| !d.configured).collect();
-    unknown.sort_by_key(|d| std::cmp::Reverse(d.last_heard));
-    for device in unknown {
+    let mut unknown: Vec<DeviceSnapshot> = snapshot
+        .devices
+        .iter()
+        .filter(|d| !d.configured)
+        .cloned()
+        .collect();
+    crate::devices::sort_snapshots(&mut unknown, |a, b| b.last_heard.cmp(&a.last_heard));
+    for device in &unknown {
         let entry = json!({
             "address": device.address,
             "name": device.name,

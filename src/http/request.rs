@@ -47,11 +47,7 @@ impl Request {
             codings.split(',').any(|coding| {
                 let mut parts = coding.split(';').map(str::trim);
                 let name = parts.next().unwrap_or_default();
-                let refused = parts.any(|p| {
-                    p.strip_prefix("q=")
-                        .and_then(|q| q.parse::<f32>().ok())
-                        .is_some_and(|q| q == 0.0)
-                });
+                let refused = parts.any(|p| p.strip_prefix("q=").is_some_and(is_zero_qvalue));
                 (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
             })
         })
@@ -65,6 +61,17 @@ impl Request {
             .find(|(key, _)| *key == name)
             .map(|(_, value)| value)
     }
+}
+
+/// Whether a weight (RFC 9110 `qvalue`: `0`, `0.`, `0.0` to `0.000`, or up to `1.000`) is zero, read
+/// as text: a float parser would add its tables to the binary for this one comparison.
+fn is_zero_qvalue(q: &str) -> bool {
+    q.strip_prefix('0').is_some_and(|rest| {
+        rest.is_empty()
+            || rest
+                .strip_prefix('.')
+                .is_some_and(|zeros| zeros.bytes().all(|b| b == b'0'))
+    })
 }
 
 /// Why no request could be read; each maps to one status (or to closing silently).
@@ -236,6 +243,9 @@ mod tests {
         assert!(with("br;q=1.0, GZIP;q=0.5"));
         assert!(with("*"));
         assert!(!with("gzip;q=0"));
+        assert!(!with("gzip; q=0.000, br"));
+        assert!(with("gzip;q=0.001"));
+        assert!(with("gzip;q=1"));
         assert!(!with("deflate, br"));
         assert!(!with("identity"));
         assert!(!parse_head(b"GET / HTTP/1.1\r\n\r\n")

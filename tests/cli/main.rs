@@ -7,6 +7,7 @@ mod ble;
 #[cfg(feature = "codecs")]
 mod codec;
 mod commands;
+mod features;
 mod packaged;
 mod security_keys;
 mod unit;
