@@ -8,7 +8,7 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
-//! devices, resources, physical, flash, commits, security, rtl433, ble, sizes, codecs, lorawan; printed only unless `--out` is given). The flash section (what the
+//! devices, resources, physical, flash, commits, security, rtl433, ble, sizes, codecs, lorawan, page; printed only unless `--out` is given). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
@@ -30,6 +30,7 @@ mod lorawan;
 mod machine;
 mod measure;
 mod memory;
+mod page;
 mod physical;
 mod resources;
 mod rtl433;
@@ -41,7 +42,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The sections, in the order they run and are written.
-const SECTIONS: [&str; 17] = [
+const SECTIONS: [&str; 18] = [
     "physical",
     "decoders",
     "broker",
@@ -59,6 +60,7 @@ const SECTIONS: [&str; 17] = [
     "sizes",
     "codecs",
     "lorawan",
+    "page",
 ];
 
 /// The command line.
@@ -266,6 +268,10 @@ async fn run_all() {
     if wanted("lorawan") {
         eprintln!("lorawan network server...");
         sections.push(lorawan::markdown(&lorawan::run(options.quick)));
+    }
+    if wanted("page") {
+        eprintln!("the status page's CPU...");
+        sections.push(page::markdown(&page::run(options.quick).await));
     }
     let budgets = budgets::check(&budgets::Figures {
         sensorgate: &ours,

@@ -138,17 +138,17 @@ fn schedstat_ns(schedstat: &str) -> Option<u64> {
 
 /// What the daemon's threads say about themselves at one moment.
 #[derive(Clone, Copy, Debug, Default)]
-struct Threads {
+pub struct Threads {
     count: usize,
     switches: u64,
     /// `None` when any thread's schedstat could not be read.
-    oncpu_ns: Option<u64>,
+    pub oncpu_ns: Option<u64>,
 }
 
 impl Threads {
     /// Sums `/proc/PID/task/*/{status,schedstat}`. Threads that end between two readings take their
     /// counts with them, so a difference is a lower bound (an idle daemon starts and ends none).
-    fn of(pid: u32) -> Threads {
+    pub fn of(pid: u32) -> Threads {
         let mut total = Threads {
             oncpu_ns: Some(0),
             ..Threads::default()
