@@ -652,9 +652,6 @@ impl NetworkServer {
             unknown,
             link_adr_accepted,
         } = mac_answers(mac, heard, now);
-        if self.sessions[index].is_none() {
-            return Outcome::Refused(Refusal::Malformed);
-        }
         let adr = self.adr_step(index, flags, link_adr_accepted, &heard.best, &mut answers);
         let Some(session) = self.sessions[index].as_mut() else {
             return Outcome::Refused(Refusal::Malformed);
