@@ -75,6 +75,7 @@ fn abp_devices(count: usize) -> Vec<(ServedDevice, LorawanDevice)> {
                     app_s_key: key(i, 2),
                 },
                 version: LorawanVersion::default(),
+                adr: false,
             };
             let decoder = LorawanDevice {
                 activation: DeviceActivation::Abp {
@@ -88,6 +89,7 @@ fn abp_devices(count: usize) -> Vec<(ServedDevice, LorawanDevice)> {
                 codec: None,
                 downlink_fport: 1,
                 downlink_confirmed: false,
+                adr: false,
             };
             (served, decoder)
         })
@@ -228,6 +230,7 @@ fn joins_per_second(count: usize) -> (usize, f64) {
                 app_key: key(i, 3),
             },
             version: LorawanVersion::V1_0_4,
+            adr: false,
         })
         .collect();
     let mut server = NetworkServer::new(settings(), served, &[]);

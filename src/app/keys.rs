@@ -137,6 +137,7 @@ fn load_served_device(
             name: name.to_string(),
             activation,
             version: device.version,
+            adr: device.adr,
         },
         warnings,
     ))

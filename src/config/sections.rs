@@ -386,6 +386,9 @@ pub struct DeviceConfig {
     pub downlink_fport: Option<i64>,
     #[serde(default)]
     pub downlink_confirmed: Option<bool>,
+    /// LoRaWAN: network-side ADR (LinkADRReqs set its data rate and power); off unless `true`.
+    #[serde(default)]
+    pub adr: Option<bool>,
     /// Its own codec file, instead of its `payload = "codec"` source's.
     #[serde(default)]
     pub codec: Option<PathBuf>,
@@ -413,6 +416,7 @@ impl DeviceConfig {
             codec: self.codec.is_some(),
             downlink_fport: self.downlink_fport,
             downlink_confirmed: self.downlink_confirmed,
+            adr: self.adr,
         }
     }
 }

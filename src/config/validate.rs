@@ -604,6 +604,16 @@ fn check_lorawan_device(
         };
         Problem::value(at, error.message)
     })?;
+    let on_own_radio = source.name != device.source;
+    if checked.adr && on_own_radio {
+        return Err(Problem::value(
+            path.key("adr"),
+            format!(
+                "the radio \"{}\" is a single-channel gateway on one data rate, and ADR would move the device off it; remove adr (or write adr = false) and set the device's data rate on the device",
+                device.source
+            ),
+        ));
+    }
     if written.iter().any(|k| k == "deliver") {
         return Err(Problem::key(
             path.key("deliver"),

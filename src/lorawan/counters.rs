@@ -45,6 +45,10 @@ pub struct Counts {
     pub lorawan11_refused: u64,
     pub malformed_frames: u64,
     pub unknown_mac_commands: u64,
+    /// ADR: LinkADRReqs sent, and the device's LinkADRAns accepting or refusing them.
+    pub adr_requests: u64,
+    pub adr_accepted: u64,
+    pub adr_refused: u64,
     /// Application FPorts with no decoder configured (the reading carries no fields).
     pub undecoded_fport: u64,
     /// FRMPayloads the device's decoder refused (the reading carries no fields).

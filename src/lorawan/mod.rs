@@ -5,7 +5,7 @@
 //! gateway that heard the device best, in the receive windows after its uplinks.
 //!
 //! Files: `region.rs` (the regional parameters table), `session.rs` (a device's session and what of it
-//! is stored), `keys.rs` (session key derivation), `dev_nonce.rs` (which join requests are replays, by LoRaWAN version), `join_accept.rs` (the JoinAccept), `join_limit.rs` (joins rate-limited), `server.rs` (the network/join server state machine),
+//! is stored), `keys.rs` (session key derivation), `dev_nonce.rs` (which join requests are replays, by LoRaWAN version), `join_accept.rs` (the JoinAccept), `join_limit.rs` (joins rate-limited), `server.rs` (the network/join server state machine), `adr.rs` (network-side ADR of the devices with `adr = true`),
 //! `dedup.rs` (one uplink heard by several gateways), `gateway_watch.rs` (gateways online or offline by their keepalives), `payload.rs` (FRMPayload to fields), `codecs.rs` (the devices' JavaScript codecs, per FPort), `semtech.rs` (the forwarder protocol v2 codec), `airtime.rs` (each gateway's downlinks within the region's duty cycle),
 //! `semtech_gateway.rs` (the gateway's side of it), `forwarder.rs` (the gateway's own radio as a
 //! single-channel packet forwarder, `payload = "lorawan"`), `radio_settings.rs` (that radio's keys),
@@ -27,6 +27,7 @@
 //! socket and the gateway table, which the source task must own to allow-list, count and bound them.
 //! The network-server logic (sessions, windows, dedup, counters) is ours.
 
+pub mod adr;
 pub mod airtime;
 pub mod cli;
 pub mod codecs;

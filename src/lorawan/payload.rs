@@ -68,6 +68,7 @@ mod tests {
             codec: None,
             downlink_fport: 1,
             downlink_confirmed: false,
+            adr: false,
         };
         assert_eq!(
             decode_fields(&device, Some(2), &[1, 0x67, 0, 0xd7]),

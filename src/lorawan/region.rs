@@ -68,6 +68,12 @@ pub struct RegionParams {
     pub cf_list: &'static [u32],
     /// The region's duty cycle limit on the default sub-band, per mille (0: dwell time rules instead).
     pub duty_cycle_per_mille: u16,
+    /// ADR: the highest data rate it moves a device to, and the highest TXPower index (0 is the
+    /// device's maximum power; each index 2 dB less).
+    pub adr_max_dr: u8,
+    pub max_tx_power_index: u8,
+    /// The channels every device has from the start (EU-style regions; the CFList's follow them).
+    pub default_channels: u8,
 }
 
 /// How RX1's frequency and data rate follow the uplink.
@@ -182,6 +188,9 @@ pub static EU868: RegionParams = RegionParams {
         867_900_000,
     ],
     duty_cycle_per_mille: 10,
+    adr_max_dr: 5,
+    max_tx_power_index: 7,
+    default_channels: 3,
 };
 
 pub static US915: RegionParams = RegionParams {
@@ -201,6 +210,9 @@ pub static US915: RegionParams = RegionParams {
     min_downlink_dr: 8,
     cf_list: &[],
     duty_cycle_per_mille: 0,
+    adr_max_dr: 3,
+    max_tx_power_index: 14,
+    default_channels: 0,
 };
 
 pub static AU915: RegionParams = RegionParams {
@@ -220,6 +232,9 @@ pub static AU915: RegionParams = RegionParams {
     min_downlink_dr: 8,
     cf_list: &[],
     duty_cycle_per_mille: 0,
+    adr_max_dr: 5,
+    max_tx_power_index: 10,
+    default_channels: 0,
 };
 
 pub static AS923: RegionParams = RegionParams {
@@ -234,6 +249,9 @@ pub static AS923: RegionParams = RegionParams {
     min_downlink_dr: 0,
     cf_list: &[],
     duty_cycle_per_mille: 10,
+    adr_max_dr: 5,
+    max_tx_power_index: 7,
+    default_channels: 2,
 };
 
 pub static IN865: RegionParams = RegionParams {
@@ -248,6 +266,9 @@ pub static IN865: RegionParams = RegionParams {
     min_downlink_dr: 0,
     cf_list: &[],
     duty_cycle_per_mille: 0,
+    adr_max_dr: 5,
+    max_tx_power_index: 10,
+    default_channels: 3,
 };
 
 pub static KR920: RegionParams = RegionParams {
@@ -262,7 +283,17 @@ pub static KR920: RegionParams = RegionParams {
     min_downlink_dr: 0,
     cf_list: &[],
     duty_cycle_per_mille: 0,
+    adr_max_dr: 5,
+    max_tx_power_index: 7,
+    default_channels: 3,
 };
+
+/// One LinkADRReq's channel mask: 16 channels (bit 0 the first) and ChMaskCntl, which says which 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelMaskBlock {
+    pub mask: u16,
+    pub control: u8,
+}
 
 /// Where and how a downlink goes out: frequency (Hz) and data rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +333,44 @@ impl RegionParams {
                     frequency: base_hz + step_hz * (channel % 8),
                     data_rate: downlink.saturating_sub(offset).max(self.min_downlink_dr),
                 }
+            }
+        }
+    }
+
+    /// The channel masks of a LinkADRReq that keep a device on the channels it has: EU-style regions
+    /// the default channels and the CFList's (one block, ChMaskCntl 0); the 64 + 8 channel regions
+    /// the sub-band of the uplink's `frequency` (two blocks: its 500 kHz channel with the 125 kHz ones
+    /// off, ChMaskCntl 7, then its eight 125 kHz channels).
+    pub fn adr_channel_masks(&self, frequency: u32, bandwidth_khz: u16) -> Vec<ChannelMaskBlock> {
+        match self.rx1 {
+            Rx1Rule::SameChannel => {
+                let channels =
+                    (u32::from(self.default_channels) + self.cf_list.len() as u32).min(16);
+                let mask = ((1u32 << channels) - 1) as u16;
+                vec![ChannelMaskBlock { mask, control: 0 }]
+            }
+            Rx1Rule::EightDownlinkChannels {
+                first_uplink_hz, ..
+            } => {
+                let offset = frequency.saturating_sub(first_uplink_hz);
+                // 125 kHz channels every 200 kHz from the first; 500 kHz channels every 1.6 MHz
+                // from 700 kHz above it.
+                let sub_band = if bandwidth_khz == 500 {
+                    offset.saturating_sub(700_000) / 1_600_000
+                } else {
+                    offset / 200_000 / 8
+                }
+                .min(7) as u8;
+                vec![
+                    ChannelMaskBlock {
+                        mask: 1 << sub_band,
+                        control: 7,
+                    },
+                    ChannelMaskBlock {
+                        mask: 0x00FF << (8 * u16::from(sub_band % 2)),
+                        control: sub_band / 2,
+                    },
+                ]
             }
         }
     }
@@ -398,6 +467,46 @@ mod tests {
             Some("SF12BW500".to_string())
         );
         assert!(us.cf_list.is_empty());
+    }
+
+    #[test]
+    fn adr_channel_masks_keep_the_channels_a_device_has() {
+        // EU868: channels 0-2 and the CFList's five.
+        assert_eq!(
+            Region::Eu868.params().adr_channel_masks(868_100_000, 125),
+            [ChannelMaskBlock {
+                mask: 0x00FF,
+                control: 0
+            }]
+        );
+        // AS923 group 1 without a CFList: its two default channels.
+        assert_eq!(
+            Region::As923.params().adr_channel_masks(923_200_000, 125)[0].mask,
+            0x0003
+        );
+        // US915 sub-band 2 (channels 8-15, 903.9-905.3 MHz): 500 kHz channel 65, then channels 8-15.
+        let us = Region::Us915.params();
+        let second_sub_band = [
+            ChannelMaskBlock {
+                mask: 0x0002,
+                control: 7,
+            },
+            ChannelMaskBlock {
+                mask: 0xFF00,
+                control: 0,
+            },
+        ];
+        assert_eq!(us.adr_channel_masks(904_100_000, 125), second_sub_band);
+        // Its 500 kHz channel 65 (904.6 MHz) is the same sub-band.
+        assert_eq!(us.adr_channel_masks(904_600_000, 500), second_sub_band);
+        // Sub-band 3 (channels 16-23): the third block's low byte.
+        assert_eq!(
+            us.adr_channel_masks(905_500_000, 125)[1],
+            ChannelMaskBlock {
+                mask: 0x00FF,
+                control: 1
+            }
+        );
     }
 
     #[test]

@@ -14,7 +14,11 @@
 //!   [`MAX_FCNT_GAP`] is refused; FRMPayload is decrypted (AppSKey, or NwkSKey for FPort 0); MAC
 //!   commands (FOpts or FPort 0) are parsed: LinkCheckReq and DeviceTimeReq are answered, the rest
 //!   ignored, unknown ones counted. A confirmed uplink gets an ACK in RX1, each downlink carrying its
-//!   RX2 twin for when the gateway cannot send in RX1.
+//!   RX2 twin for when the gateway cannot send in RX1. An uplink with ADRACKReq gets a downlink (an
+//!   empty one when nothing else is due), so the device keeps its data rate.
+//! - ADR, for devices with `adr = true` whose uplinks set the ADR bit (`adr.rs`): a LinkADRReq rides in
+//!   FOpts of the window's downlink (an empty unconfirmed one when nothing else is sent), and the
+//!   device's LinkADRAns is read back.
 //! - Joins are rate-limited per DevEUI and in total (`join_limit.rs`).
 //! - LoRaWAN 1.1 frames (RejoinRequest, or a major version other than R1) are refused with a reason.
 
@@ -24,12 +28,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lorawan::creator::DataPayloadCreator;
 use lorawan::default_crypto::DefaultFactory;
 use lorawan::keys::{AppSKey, NewSKey, AES128};
-use lorawan::maccommandcreator::{DeviceTimeAnsCreator, LinkCheckAnsCreator};
+use lorawan::maccommandcreator::{DeviceTimeAnsCreator, LinkADRReqCreator, LinkCheckAnsCreator};
 use lorawan::maccommands::{parse_uplink_mac_commands, SerializableMacCommand, UplinkMacCommand};
 use lorawan::parser::{
     parse, DataHeader, DataPayload, EncryptedDataPayload, FCtrl, JoinRequestPayload, PhyPayload,
 };
 
+use super::adr::{AdrState, Answered};
 use super::dedup::Heard;
 use super::dev_nonce::{DevNonces, LorawanVersion};
 use super::join_accept::JoinAccept;
@@ -82,6 +87,8 @@ pub struct ServedDevice {
     pub activation: Activation,
     /// Which DevNonce rule its joins follow.
     pub version: LorawanVersion,
+    /// Network-side ADR (`adr = true`): LinkADRReqs when its uplinks set the ADR bit.
+    pub adr: bool,
 }
 
 /// The server's settings.
@@ -165,6 +172,28 @@ pub struct Accepted {
     /// receive window keeps ([`NetworkServer::with_command`]).
     pub answers: Vec<MacAnswer>,
     pub downlink_fcnt: Option<u32>,
+    /// What ADR did with this uplink (counted by the caller).
+    pub adr: AdrEvents,
+}
+
+/// What ADR did with one uplink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdrEvents {
+    /// A LinkADRReq is in this window's downlink.
+    pub requested: bool,
+    /// The uplink carried the device's LinkADRAns to the pending request: accepted or refused.
+    pub accepted: bool,
+    pub refused: bool,
+}
+
+/// The flags of a data uplink's header the server acts on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct UplinkFlags {
+    confirmed: bool,
+    /// FCtrl ADR: the device lets the network set its data rate and power.
+    adr: bool,
+    /// FCtrl ADRACKReq: the device asks for any downlink before it falls back.
+    adr_ack_req: bool,
 }
 
 /// A command's FRMPayload for a device's receive window.
@@ -269,6 +298,8 @@ pub struct NetworkServer {
     devices: Vec<ServedDevice>,
     sessions: Vec<Option<Session>>,
     nonces: Vec<DevNonces>,
+    /// Each device's ADR state (not stored: it starts again after a restart or a join).
+    adr: Vec<AdrState>,
     by_addr: HashMap<u32, Vec<usize>>,
     by_eui: HashMap<u64, usize>,
     next_join_nonce: u32,
@@ -289,6 +320,7 @@ impl NetworkServer {
             settings,
             sessions: vec![None; devices.len()],
             nonces: Vec::with_capacity(devices.len()),
+            adr: vec![AdrState::default(); devices.len()],
             by_addr: HashMap::new(),
             by_eui: HashMap::new(),
             next_join_nonce: 0,
@@ -478,8 +510,13 @@ impl NetworkServer {
         let dev_addr = u32::from_le_bytes([wire[0], wire[1], wire[2], wire[3]]);
         let fcnt16 = fhdr.fcnt();
         let fopts = fhdr.data().to_vec();
-        let confirmed = frame.is_confirmed();
-        let acks = fhdr.fctrl().ack();
+        let fctrl = fhdr.fctrl();
+        let flags = UplinkFlags {
+            confirmed: frame.is_confirmed(),
+            adr: fctrl.adr(),
+            adr_ack_req: fctrl.adr_ack_req(),
+        };
+        let acks = fctrl.ack();
         let candidates = self.by_addr.get(&dev_addr).cloned().unwrap_or_default();
         if candidates.is_empty() {
             return Outcome::Refused(Refusal::UnknownDevAddr(dev_addr));
@@ -524,8 +561,7 @@ impl NetworkServer {
                 Some(0) => (frm, Vec::new()),
                 _ => (fopts, frm),
             };
-            let mut outcome =
-                self.accept(index, full, fport, payload, confirmed, &mac, heard, wall);
+            let mut outcome = self.accept(index, full, fport, payload, flags, &mac, heard, wall);
             if let Outcome::Data(accepted) = &mut outcome {
                 accepted.acks = acks;
             }
@@ -559,6 +595,7 @@ impl NetworkServer {
         let mut session = Session::new(dev_addr, nwk, app);
         session.join = Some(inputs);
         self.replace_session(index, session);
+        self.adr[index] = AdrState::default();
         let downlink = self.rx1(best, self.settings.join_accept_delay1, phy);
         Outcome::Joined {
             device: index,
@@ -604,18 +641,24 @@ impl NetworkServer {
         fcnt: u32,
         fport: Option<u8>,
         payload: Vec<u8>,
-        confirmed: bool,
+        flags: UplinkFlags,
         mac: &[u8],
         heard: &Heard,
         now: SystemTime,
     ) -> Outcome {
-        let (answers, unknown) = mac_answers(mac, heard, now);
+        let confirmed = flags.confirmed;
+        let MacUplink {
+            mut answers,
+            unknown,
+            link_adr_accepted,
+        } = mac_answers(mac, heard, now);
+        let adr = self.adr_step(index, flags, link_adr_accepted, &heard.best, &mut answers);
         let Some(session) = self.sessions[index].as_mut() else {
             return Outcome::Refused(Refusal::Malformed);
         };
         session.fcnt_up = Some(fcnt);
         let mut downlink_fcnt = None;
-        let downlink = if confirmed || !answers.is_empty() {
+        let downlink = if confirmed || flags.adr_ack_req || !answers.is_empty() {
             let fcnt_down = session.fcnt_down;
             downlink_fcnt = Some(fcnt_down);
             session.fcnt_down = session.fcnt_down.saturating_add(1);
@@ -635,7 +678,53 @@ impl NetworkServer {
             unknown_mac_commands: unknown,
             answers,
             downlink_fcnt,
+            adr,
         }))
+    }
+
+    /// ADR for one uplink of device `index`: its LinkADRAns read, and for a device with `adr = true`
+    /// whose uplink sets the ADR bit, its SNR kept and a LinkADRReq added to `answers` when one is due
+    /// and fits FOpts beside them.
+    fn adr_step(
+        &mut self,
+        index: usize,
+        flags: UplinkFlags,
+        link_adr_accepted: Option<bool>,
+        best: &RxMeta,
+        answers: &mut Vec<MacAnswer>,
+    ) -> AdrEvents {
+        let region = self.settings.region;
+        let state = &mut self.adr[index];
+        let mut events = AdrEvents::default();
+        state.uplink();
+        match link_adr_accepted.map(|accepted| state.answered(accepted)) {
+            Some(Answered::Accepted) => events.accepted = true,
+            Some(Answered::Refused) => events.refused = true,
+            Some(Answered::Unasked) | None => {}
+        }
+        if !(self.devices[index].adr && flags.adr) {
+            return events;
+        }
+        state.record(best.snr);
+        let Some(data_rate) = region.uplink_data_rate(best.spreading_factor, best.bandwidth_khz)
+        else {
+            return events;
+        };
+        let blocks = region.adr_channel_masks(best.frequency, best.bandwidth_khz);
+        let used: usize = answers.iter().map(MacAnswer::fopts_len).sum();
+        if used + blocks.len() * LINK_ADR_REQ_LEN > MAX_FOPTS {
+            return events;
+        }
+        if let Some(wanted) = state.request(region, data_rate) {
+            answers.extend(blocks.into_iter().map(|block| MacAnswer::LinkAdr {
+                data_rate: wanted.data_rate,
+                tx_power: wanted.tx_power,
+                channel_mask: block.mask,
+                control: block.control,
+            }));
+            events.requested = true;
+        }
+        events
     }
 
     /// The downlink of `accepted`'s receive window with `command` in it: the ACK and MAC answers the
@@ -761,13 +850,33 @@ fn frm_bytes(bytes: Vec<u8>, has_fport: bool) -> Vec<u8> {
     bytes[start..end].to_vec()
 }
 
-/// The MAC command answers an uplink's commands call for, and how many commands were unknown.
-fn mac_answers(mac: &[u8], heard: &Heard, now: SystemTime) -> (Vec<MacAnswer>, u32) {
+/// The bytes FOpts holds, and those of one LinkADRReq (CID and payload).
+const MAX_FOPTS: usize = 15;
+const LINK_ADR_REQ_LEN: usize = 5;
+
+/// What an uplink's MAC commands call for.
+struct MacUplink {
+    answers: Vec<MacAnswer>,
+    /// Commands the server does not know (0 or 1: parsing stops at the first).
+    unknown: u32,
+    /// The device's LinkADRAns, if it sent any: whether every one had every ACK bit set.
+    link_adr_accepted: Option<bool>,
+}
+
+/// The MAC command answers an uplink's commands call for, how many commands were unknown, and the
+/// device's LinkADRAns.
+fn mac_answers(mac: &[u8], heard: &Heard, now: SystemTime) -> MacUplink {
     let mut answers = Vec::new();
     let mut consumed = 0usize;
+    let mut link_adr_accepted: Option<bool> = None;
     for command in parse_uplink_mac_commands(mac) {
         consumed += 1 + command.len();
         match command {
+            UplinkMacCommand::LinkADRAns(answer) => {
+                let all =
+                    answer.channel_mask_ack() && answer.data_rate_ack() && answer.powert_ack();
+                link_adr_accepted = Some(link_adr_accepted.unwrap_or(true) && all);
+            }
             UplinkMacCommand::LinkCheckReq(_) => answers.push(MacAnswer::LinkCheck {
                 margin: link_margin(heard.best.spreading_factor, heard.best.snr),
                 gateways: heard.gateways.len().min(255) as u8,
@@ -779,7 +888,11 @@ fn mac_answers(mac: &[u8], heard: &Heard, now: SystemTime) -> (Vec<MacAnswer>, u
         }
     }
     let unknown = u32::from(consumed < mac.len());
-    (answers, unknown)
+    MacUplink {
+        answers,
+        unknown,
+        link_adr_accepted,
+    }
 }
 
 /// A MAC command the server answers with.
@@ -791,6 +904,14 @@ pub enum MacAnswer {
     },
     /// GPS time (seconds and fractions since 1980-01-06).
     DeviceTime(Duration),
+    /// One LinkADRReq block (ADR): the data rate and TXPower index to use, the channel mask and its
+    /// ChMaskCntl; NbTrans 1.
+    LinkAdr {
+        data_rate: u8,
+        tx_power: u8,
+        channel_mask: u16,
+        control: u8,
+    },
 }
 
 impl MacAnswer {
@@ -799,6 +920,7 @@ impl MacAnswer {
         match self {
             MacAnswer::LinkCheck { .. } => 3,
             MacAnswer::DeviceTime(_) => 6,
+            MacAnswer::LinkAdr { .. } => LINK_ADR_REQ_LEN,
         }
     }
 }
@@ -826,9 +948,26 @@ fn build_downlink(
 ) -> Option<Vec<u8>> {
     let mut link_check = LinkCheckAnsCreator::new();
     let mut device_time = DeviceTimeAnsCreator::new();
+    let mut link_adr = Vec::new();
     let mut commands: Vec<&dyn SerializableMacCommand> = Vec::new();
     for answer in answers {
         match *answer {
+            MacAnswer::LinkAdr {
+                data_rate,
+                tx_power,
+                channel_mask,
+                control,
+            } => {
+                let mut request = LinkADRReqCreator::new();
+                request
+                    .set_data_rate(data_rate)
+                    .ok()?
+                    .set_tx_power(tx_power)
+                    .ok()?
+                    .set_channel_mask(channel_mask.to_le_bytes())
+                    .set_redundancy((control & 0x07) << 4 | 1);
+                link_adr.push(request);
+            }
             MacAnswer::LinkCheck { margin, gateways } => {
                 link_check.set_margin(margin).set_gateway_count(gateways);
             }
@@ -852,6 +991,7 @@ fn build_downlink(
     {
         commands.push(&device_time);
     }
+    commands.extend(link_adr.iter().map(|r| r as &dyn SerializableMacCommand));
     let mut creator = DataPayloadCreator::new();
     let fctrl = FCtrl::new(if ack { 0x20 } else { 0x00 }, false);
     creator

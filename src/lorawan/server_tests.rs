@@ -71,6 +71,7 @@ fn otaa() -> ServedDevice {
             app_key: [1; 16],
         },
         version: LorawanVersion::default(),
+        adr: false,
     }
 }
 
@@ -83,6 +84,7 @@ fn abp() -> ServedDevice {
             app_s_key: [1; 16],
         },
         version: LorawanVersion::default(),
+        adr: false,
     }
 }
 
@@ -413,7 +415,9 @@ fn a_command_longer_than_the_slower_window_carries_or_on_a_mac_port_is_refused()
 
 #[test]
 fn unknown_mac_commands_are_counted() {
-    let (answers, unknown) = mac_answers(&[0x02, 0x7f, 0x01], &heard(&[]), now());
+    let MacUplink {
+        answers, unknown, ..
+    } = mac_answers(&[0x02, 0x7f, 0x01], &heard(&[]), now());
     assert_eq!(answers.len(), 1);
     assert_eq!(unknown, 1);
 }
@@ -521,4 +525,206 @@ fn a_1_0_4_device_joins_only_with_a_dev_nonce_above_its_last_across_a_restart() 
     // The same requests from a 1.0.3 device: an unused lower DevNonce joins.
     let mut random = NetworkServer::new(settings(), vec![otaa()], &records);
     assert!(matches!(join(&mut random, 2), Outcome::Joined { .. }));
+}
+
+fn uplink_with_fctrl(dev_addr: u32, fcnt: u32, fctrl: u8, fopts: &[u8]) -> Vec<u8> {
+    let mut creator = DataPayloadCreator::new();
+    creator
+        .set_confirmed(false)
+        .set_uplink(true)
+        .set_dev_addr(&dev_addr.to_le_bytes())
+        .set_fctrl(&FCtrl::new(fctrl, true))
+        .set_fcnt(fcnt)
+        .set_f_port(10);
+    let commands: Vec<lorawan::maccommands::UplinkMacCommand> =
+        parse_uplink_mac_commands(fopts).collect();
+    let commands: Vec<&dyn SerializableMacCommand> = commands
+        .iter()
+        .map(|c| c as &dyn SerializableMacCommand)
+        .collect();
+    creator
+        .build(
+            &[1],
+            &commands,
+            &NewSKey::from([2; 16]),
+            &AppSKey::from([1; 16]),
+        )
+        .unwrap()
+        .to_vec()
+}
+
+/// An uplink heard at SF10 on 868.1 MHz (EU868 DR2) with `snr`.
+fn heard_at(phy: &[u8], spreading_factor: u8, frequency: u32, snr: f32) -> Heard {
+    Heard {
+        phy: phy.to_vec(),
+        best: RxMeta {
+            spreading_factor,
+            frequency,
+            snr,
+            ..meta(0xaa)
+        },
+        gateways: vec![0xaa],
+    }
+}
+
+/// The FOpts of a data downlink (clear text in LoRaWAN 1.0).
+fn fopts_of(downlink: &Downlink) -> Vec<u8> {
+    let Ok(PhyPayload::Data(DataPayload::Encrypted(frame))) = parse(downlink.phy.clone()) else {
+        panic!("not a data downlink");
+    };
+    frame.fhdr().data().to_vec()
+}
+
+fn data(outcome: Outcome) -> Box<Accepted> {
+    match outcome {
+        Outcome::Data(accepted) => accepted,
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+const ADR_BIT: u8 = 0x80;
+
+#[test]
+fn adr_asks_a_device_with_margin_for_dr5_and_less_power_once_its_history_is_full() {
+    let device = ServedDevice { adr: true, ..abp() };
+    let mut server = NetworkServer::new(settings(), vec![device], &[]);
+    for fcnt in 1..20 {
+        let phy = uplink_with_fctrl(0x0102_0304, fcnt, ADR_BIT, &[]);
+        let accepted =
+            data(server.handle(&heard_at(&phy, 10, 868_100_000, 7.0), Instant::now(), now()));
+        assert_eq!(
+            accepted.downlink, None,
+            "uplink {fcnt}: history not full yet"
+        );
+    }
+    let phy = uplink_with_fctrl(0x0102_0304, 20, ADR_BIT, &[]);
+    let accepted =
+        data(server.handle(&heard_at(&phy, 10, 868_100_000, 7.0), Instant::now(), now()));
+    assert!(accepted.adr.requested);
+    let downlink = accepted
+        .downlink
+        .clone()
+        .expect("a downlink with the LinkADRReq");
+    // SF10 at 7 dB: 7 + 15 - 10 = 12 dB, four steps: DR5, TXPower 1. CID 03, DataRate_TXPower 0x51,
+    // ChMask 0x00FF (channels 0-2 and the CFList's), Redundancy: ChMaskCntl 0, NbTrans 1.
+    assert_eq!(fopts_of(&downlink), [0x03, 0x51, 0xFF, 0x00, 0x01]);
+    // An empty unconfirmed downlink: no FPort, no ACK.
+    let Ok(PhyPayload::Data(DataPayload::Encrypted(frame))) = parse(downlink.phy.clone()) else {
+        panic!("not a data downlink");
+    };
+    assert_eq!(frame.f_port(), None);
+    assert!(!frame.is_confirmed());
+    // Unanswered for a few uplinks: not asked again at once.
+    let phy = uplink_with_fctrl(0x0102_0304, 21, ADR_BIT, &[]);
+    let accepted =
+        data(server.handle(&heard_at(&phy, 10, 868_100_000, 7.0), Instant::now(), now()));
+    assert_eq!(accepted.downlink, None);
+    // Accepted (LinkADRAns with its three ACK bits): counted, and at DR5 with 4 dB (4 + 7.5 - 10 = 1.5
+    // dB, no step) no request follows.
+    let phy = uplink_with_fctrl(0x0102_0304, 22, ADR_BIT, &[0x03, 0x07]);
+    let accepted = data(server.handle(&heard_at(&phy, 7, 868_100_000, 4.0), Instant::now(), now()));
+    assert!(accepted.adr.accepted && !accepted.adr.requested);
+    for fcnt in 23..60 {
+        let phy = uplink_with_fctrl(0x0102_0304, fcnt, ADR_BIT, &[]);
+        let accepted =
+            data(server.handle(&heard_at(&phy, 7, 868_100_000, 4.0), Instant::now(), now()));
+        assert_eq!(accepted.downlink, None, "uplink {fcnt}");
+    }
+}
+
+#[test]
+fn adr_rides_with_an_ack_and_a_refusal_is_counted() {
+    let device = ServedDevice { adr: true, ..abp() };
+    let mut server = NetworkServer::new(settings(), vec![device], &[]);
+    for fcnt in 1..20 {
+        let phy = uplink_with_fctrl(0x0102_0304, fcnt, ADR_BIT, &[]);
+        data(server.handle(
+            &heard_at(&phy, 12, 868_100_000, 10.0),
+            Instant::now(),
+            now(),
+        ));
+    }
+    // The 20th is confirmed with a LinkCheckReq: ACK, LinkCheckAns and LinkADRReq in one frame.
+    let phy = uplink(0x0102_0304, 20, true, &[0x02], &[1]);
+    let accepted = data(server.handle(
+        &heard_at(&phy, 12, 868_100_000, 10.0),
+        Instant::now(),
+        now(),
+    ));
+    let downlink = accepted.downlink.clone().expect("the ACK");
+    let fopts = fopts_of(&downlink);
+    assert_eq!(fopts[0], 0x02, "{fopts:02x?}");
+    assert_eq!(&fopts[3..], [0x03, 0x51, 0xFF, 0x00, 0x01], "{fopts:02x?}");
+    let Ok(PhyPayload::Data(DataPayload::Encrypted(frame))) = parse(downlink.phy) else {
+        panic!("not a data downlink");
+    };
+    assert!(frame.fhdr().fctrl().ack());
+    // Refused (data rate not acknowledged): counted, not asked the same again for a while.
+    let phy = uplink_with_fctrl(0x0102_0304, 21, ADR_BIT, &[0x03, 0x05]);
+    let accepted = data(server.handle(
+        &heard_at(&phy, 12, 868_100_000, 10.0),
+        Instant::now(),
+        now(),
+    ));
+    assert!(accepted.adr.refused && !accepted.adr.requested);
+    for fcnt in 22..40 {
+        let phy = uplink_with_fctrl(0x0102_0304, fcnt, ADR_BIT, &[]);
+        let accepted = data(server.handle(
+            &heard_at(&phy, 12, 868_100_000, 10.0),
+            Instant::now(),
+            now(),
+        ));
+        assert!(!accepted.adr.requested, "uplink {fcnt}");
+    }
+}
+
+#[test]
+fn adr_in_us915_keeps_the_device_on_its_sub_band() {
+    let us = ServerSettings {
+        region: Region::Us915.params(),
+        rx2_frequency: 923_300_000,
+        rx2_data_rate: 8,
+        ..settings()
+    };
+    let device = ServedDevice { adr: true, ..abp() };
+    let mut server = NetworkServer::new(us, vec![device], &[]);
+    let mut last = None;
+    for fcnt in 1..=20 {
+        let phy = uplink_with_fctrl(0x0102_0304, fcnt, ADR_BIT, &[]);
+        // Channel 9 (904.1 MHz), DR0 (SF10) at 10 dB: 15 dB, five steps: DR3 and TXPower 2.
+        last = Some(data(server.handle(
+            &heard_at(&phy, 10, 904_100_000, 10.0),
+            Instant::now(),
+            now(),
+        )));
+    }
+    let downlink = last.and_then(|a| a.downlink).expect("a LinkADRReq");
+    // Two blocks: 500 kHz channel 65 with the 125 kHz channels off (ChMaskCntl 7), then channels 8-15.
+    assert_eq!(
+        fopts_of(&downlink),
+        [0x03, 0x32, 0x02, 0x00, 0x71, 0x03, 0x32, 0x00, 0xFF, 0x01]
+    );
+}
+
+#[test]
+fn without_adr_configured_no_request_and_adr_ack_req_gets_an_empty_downlink() {
+    let mut server = NetworkServer::new(settings(), vec![abp()], &[]);
+    for fcnt in 1..=40 {
+        let phy = uplink_with_fctrl(0x0102_0304, fcnt, ADR_BIT, &[]);
+        let accepted = data(server.handle(
+            &heard_at(&phy, 12, 868_100_000, 10.0),
+            Instant::now(),
+            now(),
+        ));
+        assert_eq!(accepted.downlink, None, "uplink {fcnt}");
+    }
+    // ADRACKReq (FCtrl 0x40): a downlink, with nothing in it, so the device keeps its data rate.
+    let phy = uplink_with_fctrl(0x0102_0304, 41, ADR_BIT | 0x40, &[]);
+    let accepted = data(server.handle(
+        &heard_at(&phy, 12, 868_100_000, 10.0),
+        Instant::now(),
+        now(),
+    ));
+    let downlink = accepted.downlink.expect("an answer to ADRACKReq");
+    assert!(fopts_of(&downlink).is_empty());
 }

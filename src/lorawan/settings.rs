@@ -394,6 +394,8 @@ pub struct LorawanDeviceKeys {
     pub downlink_fport: Option<i64>,
     /// `downlink_confirmed`: its commands go as confirmed downlinks.
     pub downlink_confirmed: Option<bool>,
+    /// `adr`: network-side ADR (default off).
+    pub adr: Option<bool>,
 }
 
 /// The FPort of a device's commands unless `downlink_fport` says otherwise.
@@ -430,6 +432,8 @@ pub struct LorawanDevice {
     pub downlink_fport: u8,
     /// Its commands go as confirmed downlinks, sent again after its next uplinks until it acknowledges.
     pub downlink_confirmed: bool,
+    /// Network-side ADR: LinkADRReqs set its data rate and power (`adr = true`; off by default).
+    pub adr: bool,
 }
 
 impl LorawanDevice {
@@ -462,6 +466,7 @@ impl LorawanDeviceKeys {
             ("lorawan_version", self.lorawan_version.is_some()),
             ("downlink_fport", self.downlink_fport.is_some()),
             ("downlink_confirmed", self.downlink_confirmed.is_some()),
+            ("adr", self.adr.is_some()),
         ]
         .iter()
         .find(|(_, written)| *written)
@@ -481,6 +486,7 @@ impl LorawanDeviceKeys {
             || self.lorawan_version.is_some()
             || self.downlink_fport.is_some()
             || self.downlink_confirmed.is_some()
+            || self.adr.is_some()
     }
 
     /// OTAA (all three OTAA keys) or ABP (all three ABP keys), not both; a decoder.
@@ -532,6 +538,7 @@ impl LorawanDeviceKeys {
             codec: None,
             downlink_fport,
             downlink_confirmed: self.downlink_confirmed.unwrap_or(false),
+            adr: self.adr.unwrap_or(false),
         })
     }
 

@@ -365,6 +365,7 @@ mod tests {
                 app_key: [0x2b; 16],
             },
             version,
+            adr: false,
         }
     }
 
@@ -377,6 +378,7 @@ mod tests {
                 app_s_key: [1; 16],
             },
             version: LorawanVersion::default(),
+            adr: false,
         }
     }
 

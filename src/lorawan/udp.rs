@@ -709,7 +709,20 @@ impl Task {
                 self.counters.count(|c| {
                     c.uplinks += 1;
                     c.unknown_mac_commands += u64::from(accepted.unknown_mac_commands);
+                    c.adr_requests += u64::from(accepted.adr.requested);
+                    c.adr_accepted += u64::from(accepted.adr.accepted);
+                    c.adr_refused += u64::from(accepted.adr.refused);
                 });
+                if accepted.adr.refused {
+                    let name = self.server.device(accepted.device).map(|d| d.name.clone());
+                    self.warn(
+                        "adr refused",
+                        format!(
+                            "device {} refused the data rate, power or channels of a LinkADRReq; not asked the same again for a while",
+                            name.unwrap_or_default()
+                        ),
+                    );
+                }
                 self.answer_window(ctx, &heard, &accepted).await;
                 if let Some(records) = self.server.records_due() {
                     self.store(records).await;

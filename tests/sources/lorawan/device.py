@@ -15,11 +15,12 @@ PHASE "resume": after the daemon restarted, the OTAA device continues its sessio
 PHASE "extra": after a reload added an ABP device, it sends; the OTAA device goes on once more.
 PHASE "abp": the ABP device sends the frame counters listed in the parameters' "fcnts" (an LPP temperature
 on FPort 2, or "payload_hex" on "fport" when given).
-PHASE "downlink": the ABP device sends the uplinks of the parameters' "uplinks" (each {"fcnt", "ack"}), 0.3 s
+PHASE "downlink": the ABP device sends the uplinks of the parameters' "uplinks" (each {"fcnt", "ack"}, and
+optionally "adr" (the FCtrl ADR bit), "fopts" (hex MAC commands), "datr", "lsnr" and its own "wait"), 0.3 s
 apart past the receive window, through gateway A at tmst 1 000 000 x (i + 1); for each it reports the
 downlink in its receive window, if one comes within "wait" seconds: its tmst, frequency, data rate and
 IQ, the MIC checked with the NwkSKey, and the FRMPayload decrypted with the AppSKey, with FCntDown, FPort,
-ACK bit and whether it is confirmed. The forwarder answers each downlink's PULL_RESP with TX_ACK "NONE".
+ACK bit, whether it is confirmed, and the LinkADRReqs of its FOpts as the device reads them. The forwarder answers each downlink's PULL_RESP with TX_ACK "NONE".
 PHASE "joins": the OTAA device sends a join request with each DevNonce of the parameters' "nonces", 2.1 s
 apart (past the join rate limit); the report lists which got a JoinAccept (decrypted, MIC checked).
 """
@@ -101,9 +102,9 @@ def data_mic(nwk_s_key, dev_addr, fcnt, direction, msg):
     return aes_cmac(nwk_s_key, b0 + msg)[:4]
 
 
-def uplink(nwk_s_key, app_s_key, dev_addr, fcnt, fport, payload, confirmed=False, fopts=b"", ack=False):
+def uplink(nwk_s_key, app_s_key, dev_addr, fcnt, fport, payload, confirmed=False, fopts=b"", ack=False, adr=False):
     mhdr = 0x80 if confirmed else 0x40
-    fctrl = len(fopts) | (0x20 if ack else 0)
+    fctrl = len(fopts) | (0x20 if ack else 0) | (0x80 if adr else 0)
     fhdr = struct.pack("<IBH", dev_addr, fctrl, fcnt & 0xFFFF) + fopts
     msg = bytes([mhdr]) + fhdr + bytes([fport]) + crypt_frm(app_s_key, dev_addr, fcnt, 0, payload)
     return msg + data_mic(nwk_s_key, dev_addr, fcnt, 0, msg)
@@ -140,9 +141,9 @@ class Gateway:
         if ack is None or ack[1:3] != token:
             fail("no PULL_ACK for gateway %s" % self.eui.hex())
 
-    def push(self, phy, tmst, rssi, lsnr=7.0, freq=868.1):
+    def push(self, phy, tmst, rssi, lsnr=7.0, freq=868.1, datr="SF7BW125"):
         rxpk = {"tmst": tmst, "chan": 0, "rfch": 0, "freq": freq, "stat": 1, "modu": "LORA",
-                "datr": "SF7BW125", "codr": "4/5", "rssi": rssi, "lsnr": lsnr, "size": len(phy),
+                "datr": datr, "codr": "4/5", "rssi": rssi, "lsnr": lsnr, "size": len(phy),
                 "data": base64.b64encode(phy).decode()}
         token = self.next_token()
         body = json.dumps({"rxpk": [rxpk], "stat": {"rxnb": 1, "rxok": 1}}).encode()
@@ -287,6 +288,26 @@ def abp(params, _state_path):
     print(json.dumps({"sent": len(params["fcnts"])}))
 
 
+# Downlink MAC commands (LoRaWAN 1.0.4): CID -> payload length.
+DOWNLINK_MAC_LENGTHS = {0x02: 2, 0x03: 4, 0x04: 1, 0x05: 4, 0x06: 0, 0x07: 5, 0x08: 1, 0x09: 1, 0x0A: 4, 0x0D: 5}
+
+
+def link_adr_requests(fopts):
+    """The LinkADRReqs among a downlink's MAC commands, as the device reads them."""
+    requests, i = [], 0
+    while i < len(fopts):
+        cid = fopts[i]
+        if cid not in DOWNLINK_MAC_LENGTHS:
+            fail("unknown downlink MAC command %02x in %s" % (cid, fopts.hex()))
+        body = fopts[i + 1:i + 1 + DOWNLINK_MAC_LENGTHS[cid]]
+        if cid == 0x03:
+            requests.append({"data_rate": body[0] >> 4, "tx_power": body[0] & 0x0F,
+                             "ch_mask": struct.unpack("<H", body[1:3])[0],
+                             "ch_mask_cntl": (body[3] >> 4) & 0x07, "nb_trans": body[3] & 0x0F})
+        i += 1 + DOWNLINK_MAC_LENGTHS[cid]
+    return requests
+
+
 def open_downlink(nwk_s_key, app_s_key, dev_addr, phy):
     """A data downlink as the device reads it: MIC with the NwkSKey, FRMPayload decrypted with the AppSKey."""
     mtype = phy[0] >> 5
@@ -300,7 +321,8 @@ def open_downlink(nwk_s_key, app_s_key, dev_addr, phy):
         fail("downlink MIC is wrong: %s" % phy.hex())
     fopts_end = 8 + (fctrl & 0x0F)
     out = {"fcnt_down": fcnt, "ack": bool(fctrl & 0x20), "confirmed": mtype == 5,
-           "fopts": phy[8:fopts_end].hex(), "fport": None, "payload": ""}
+           "fopts": phy[8:fopts_end].hex(), "fport": None, "payload": "",
+           "link_adr_req": link_adr_requests(phy[8:fopts_end])}
     if len(msg) > fopts_end:
         out["fport"] = msg[fopts_end]
         key = nwk_s_key if out["fport"] == 0 else app_s_key
@@ -316,9 +338,10 @@ def downlink(params, _state_path):
     windows = []
     for i, up in enumerate(params["uplinks"]):
         tmst = 1_000_000 * (i + 1)
-        a.push(uplink(nwk, app, addr, up["fcnt"], 2, lpp_temperature(up["fcnt"] / 10), ack=up.get("ack", False)),
-               tmst=tmst, rssi=-70)
-        txpk = a.pull_resp(timeout=params.get("wait", 1.5))
+        frame = uplink(nwk, app, addr, up["fcnt"], 2, lpp_temperature(up["fcnt"] / 10), ack=up.get("ack", False),
+                       fopts=bytes.fromhex(up.get("fopts", "")), adr=up.get("adr", False))
+        a.push(frame, tmst=tmst, rssi=-70, lsnr=up.get("lsnr", 7.0), datr=up.get("datr", "SF7BW125"))
+        txpk = a.pull_resp(timeout=up.get("wait", params.get("wait", 1.5)))
         if txpk is None:
             windows.append(None)
             continue

@@ -17,6 +17,7 @@ use sensorgate_testkit::daemon::Daemon;
 use sensorgate_testkit::mqtt;
 use sensorgate_testkit::python;
 
+mod adr;
 mod downlinks;
 mod fport_codec;
 mod gateway_availability;

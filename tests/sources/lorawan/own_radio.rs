@@ -174,3 +174,19 @@ fn a_lorawan_radio_refuses_another_sync_word_and_needs_a_network_server() {
         "{said}"
     );
 }
+
+/// ADR would move a device off the radio's one data rate: `adr = true` on a device of the radio is
+/// refused, pointing at the key.
+#[test]
+fn adr_is_refused_on_a_device_of_the_single_channel_radio() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "sx1276", 1700, 1701)
+        .toml_at(dir.path(), 1883)
+        .replace("payload = \"lpp\"", "payload = \"lpp\"\nadr = true");
+    let (code, said, line) = check_config(dir.path(), &config, "adr");
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains(&format!("sensorgate.toml:{line}:")) && said.contains("remove adr"),
+        "{said}"
+    );
+}
