@@ -111,7 +111,13 @@ async fn joins_and_sends_through_the_gateways_own(chip: &str) {
     assert!((frequency - 868_100_000).abs() < 100, "{report}");
     println!("JoinAccept started {delay} us after the join request was heard");
 
-    // FCnt 0, heard by the radio alone: published with the radio as its gateway.
+    // FCnt 0, confirmed and heard by the radio alone: acknowledged on the air (FCtrl ACK bit), published
+    // with the radio as its gateway.
+    assert_eq!(
+        report["ack_fctrl"].as_u64().map(|fctrl| fctrl & 0x20),
+        Some(0x20),
+        "{report}"
+    );
     let first = wait_state(&mut states, "door", |s| s["fcnt"] == 0).await;
     assert_eq!(first["temperature_1"], 19.5, "{first}");
     assert_eq!(first["gateway"], RADIO_EUI, "{first}");

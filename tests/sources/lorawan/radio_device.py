@@ -10,8 +10,8 @@ daemon does not answer as LoRaWAN says it must.
 
 It joins over the air: the JoinAccept must come back on the air with inverted IQ (a device listens
 inverted: a standard-IQ frame is not heard, so one is reported and skipped), and is decrypted, its MIC
-checked and the session keys derived here. Then FCnt 0 (an LPP temperature on FPort 10) is heard by the
-radio alone, and FCnt 1 by the radio (strong) and by gateway A, a Python packet forwarder on the LAN
+checked and the session keys derived here. Then FCnt 0 (an LPP temperature on FPort 10, confirmed: its
+ACK on the air says the server has it) is heard by the radio alone, and FCnt 1 by the radio (strong) and by gateway A, a Python packet forwarder on the LAN
 (weak), within the dedup window.
 """
 
@@ -94,8 +94,14 @@ def main():
     nwk, app = session_keys(app_key, accept, dev_nonce)
     dev_addr = accept["dev_addr"]
     report["dev_addr"] = "%08x" % dev_addr
-    # FCnt 0: the radio alone.
-    air.send(uplink(nwk, app, dev_addr, 0, 10, lpp_temperature(19.5)), -70, 8.0)
+    # FCnt 0: the radio alone, confirmed, so that its ACK (inverted, in RX1 on the air) proves the network
+    # server took it before FCnt 1 is sent: gateway A's copy of FCnt 1 reaches the server over the LAN
+    # at once, and would otherwise overtake the radio's FCnt 0 on a loaded machine (FCnt 0 then a replay).
+    air.send(uplink(nwk, app, dev_addr, 0, 10, lpp_temperature(19.5), confirmed=True), -70, 8.0)
+    ack, _ = air.hear_inverted(WAIT)
+    if ack is None:
+        fail("no ACK of the confirmed FCnt 0 on the air")
+    report["ack_fctrl"] = bytes.fromhex(ack["sent"])[5]
     # FCnt 1: gateway A (weak) and the radio (strong), within the dedup window.
     gateway = Gateway(GATEWAY_A, params["port"])
     gateway.pull()
