@@ -208,24 +208,11 @@ impl CommandQueue for RadioPort {
     }
 }
 
-/// Where to send to reach a server bound on `bound` (an unspecified address is the loopback).
-fn destination(bound: SocketAddr) -> SocketAddr {
-    match bound.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), bound.port())
-        }
-        _ => bound,
-    }
-}
-
 /// Waits until the server's socket is bound; `None` at shutdown or when its source is gone for good.
 async fn server_address(ctx: &SourceContext, server: &mut ServerAddress) -> Option<SocketAddr> {
     loop {
         if let Some(bound) = *server.borrow_and_update() {
-            return Some(destination(bound));
+            return Some(semtech_gateway::destination(bound));
         }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return None,
@@ -338,7 +325,7 @@ pub async fn run(ctx: SourceContext, settings: ForwarderSettings, mut server: Se
             changed = server.changed() => match changed {
                 Ok(()) => {
                     if let Some(bound) = *server.borrow_and_update() {
-                        to = destination(bound);
+                        to = semtech_gateway::destination(bound);
                         log::info!(source = ctx.name.as_str(); "LoRaWAN forwarder: forwarding to {to}");
                     }
                 }

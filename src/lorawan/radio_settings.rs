@@ -4,6 +4,7 @@
 //! the sync word it must listen with ([`LORAWAN_SYNC_WORD`]). Pure checks; `crate::config` composes them.
 
 use super::settings::SettingError;
+use crate::source::simulator::seed_from_name;
 
 /// The public LoRaWAN networks' sync word (0x12 is for private networks).
 pub const LORAWAN_SYNC_WORD: u8 = 0x34;
@@ -22,12 +23,7 @@ pub struct RadioForwarding {
 /// The default EUI of the radio source `name`: `5347` ("SG") then the low 48 bits of the FNV-1a hash of
 /// its name, so that it stays the same while the source keeps its name and two radios differ.
 pub fn default_gateway_eui(name: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    DEFAULT_EUI_PREFIX << 48 | (hash & 0x0000_FFFF_FFFF_FFFF)
+    DEFAULT_EUI_PREFIX << 48 | (seed_from_name(name) & 0x0000_FFFF_FFFF_FFFF)
 }
 
 /// Checks the keys of the radio source `name` with `payload = "lorawan"`.

@@ -1,8 +1,11 @@
 //! The gateway's side of the Semtech UDP packet forwarder protocol v2, as a pure codec: what the
-//! built-in single-channel forwarder (`forwarder.rs`) sends (PUSH_DATA with one `rxpk` or a `stat`,
+//! built-in single-channel forwarder (`forwarder.rs`) and the simulated one (`simulated_forwarder.rs`)
+//! send (PUSH_DATA with one `rxpk` or a `stat`,
 //! PULL_DATA, TX_ACK with its error) and parses (PUSH_ACK, PULL_ACK, PULL_RESP with its `txpk`). The
 //! network server's side is `semtech.rs`, whose constants it shares. A bad datagram is an error to
 //! count, never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use base64::Engine;
 use serde::Deserialize;
@@ -26,6 +29,17 @@ pub struct HeardPacket<'a> {
     pub rssi_dbm: f32,
     pub snr_db: f32,
     pub phy: &'a [u8],
+}
+
+/// Where a gateway on this host sends to reach a server bound on `bound`: that address, or the loopback
+/// of its family when the server listens on every interface.
+pub fn destination(bound: SocketAddr) -> SocketAddr {
+    let ip = match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, bound.port())
 }
 
 /// The header every datagram from a gateway to its server starts with: version, token, identifier,
@@ -244,6 +258,16 @@ mod tests {
     use crate::lorawan::semtech::{self, FromGateway, Txpk};
 
     const GATEWAY: u64 = 0x5347_0000_0000_0001;
+
+    #[test]
+    fn a_server_bound_on_every_interface_is_reached_on_the_loopback() {
+        let any: SocketAddr = "0.0.0.0:1700".parse().unwrap();
+        assert_eq!(destination(any), "127.0.0.1:1700".parse().unwrap());
+        let any6: SocketAddr = "[::]:1700".parse().unwrap();
+        assert_eq!(destination(any6), "[::1]:1700".parse().unwrap());
+        let own: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        assert_eq!(destination(own), own);
+    }
 
     #[test]
     fn what_the_forwarder_sends_is_what_the_server_parses() {

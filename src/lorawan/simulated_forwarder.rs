@@ -11,17 +11,17 @@
 //! Bounds: at most `crate::lorawan::settings::MAX_SIMULATED_DEVICES` devices; one datagram buffer;
 //! nothing it receives is kept beyond the device that takes it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::UdpSocket;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::region::{RegionParams, Rx1Rule};
-use super::semtech::VERSION;
+use super::semtech::{PULL_RESP, VERSION};
+use super::semtech_gateway::{self, FromServer, HeardPacket};
 use super::server::{NetworkServer, ServedDevice};
 use super::settings::{LorawanDevice, SemtechUdpConfig};
 use super::simulated_device::{Received, SimulatedDevice};
@@ -37,13 +37,9 @@ const FIRST_FRAME_AFTER: Duration = Duration::from_millis(500);
 /// The delay between a JoinAccept and the device's first uplink.
 const FIRST_UPLINK_AFTER_JOIN: Duration = Duration::from_secs(1);
 
-/// The data rate of every simulated uplink (DR5 in EU868).
-const UPLINK_DATR: &str = "SF7BW125";
-
-const PUSH_DATA: u8 = 0x00;
-const PULL_DATA: u8 = 0x02;
-const PULL_RESP: u8 = 0x03;
-const TX_ACK: u8 = 0x05;
+/// The data rate of every simulated uplink (SF7BW125: DR5 in EU868).
+const UPLINK_SPREADING_FACTOR: u8 = 7;
+const UPLINK_BANDWIDTH_KHZ: u16 = 125;
 
 /// The simulated forwarder's EUI for the source `source`: `00005efffe` and three bytes of the name's
 /// hash (00-00-5E is IANA's, never a vendor's).
@@ -98,7 +94,7 @@ pub fn start(
     let forwarder = Forwarder {
         source: source.to_string(),
         gateway,
-        target: loopback_of(bound),
+        target: semtech_gateway::destination(bound),
         interval: udp.simulate_interval,
         keepalive: udp.keepalive,
         channels: uplink_channels(region),
@@ -122,17 +118,6 @@ fn lpp_fport(device: &LorawanDevice) -> u8 {
         .iter()
         .find(|(_, format)| **format == PayloadFormat::Lpp)
         .map_or(1, |(port, _)| *port)
-}
-
-/// Where the source listens, as reached from this host: its address, or the loopback of its family
-/// when it listens on every interface.
-fn loopback_of(bound: SocketAddr) -> SocketAddr {
-    let ip = match bound.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, bound.port())
 }
 
 /// The frequencies the devices hop over: the region's CFList channels (EU-style regions), or the first
@@ -194,7 +179,7 @@ impl Forwarder {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = keepalive.tick() => {
-                    let pull = self.header(PULL_DATA);
+                    let pull = semtech_gateway::pull_data(self.next_token(), self.gateway);
                     self.send(&socket, &pull).await;
                 }
                 _ = tokio::time::sleep_until(at) => {
@@ -240,21 +225,19 @@ impl Forwarder {
     /// A datagram from the source: a PULL_RESP is acknowledged and its frame offered to the devices.
     /// Returns the device that took it and whether it joined with it.
     async fn on_datagram(&mut self, socket: &UdpSocket, datagram: &[u8]) -> Option<(usize, bool)> {
-        let [version, token_high, token_low, identifier, body @ ..] = datagram else {
+        let [version, token_high, token_low, identifier, ..] = datagram else {
             return None;
         };
         if *version != VERSION || *identifier != PULL_RESP {
             return None;
         }
-        let mut ack = vec![VERSION, *token_high, *token_low, TX_ACK];
-        ack.extend_from_slice(&self.gateway.to_be_bytes());
-        ack.extend_from_slice(br#"{"txpk_ack":{"error":"NONE"}}"#);
-        self.send(socket, &ack).await;
-        let body: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let data = body.pointer("/txpk/data")?.as_str()?;
-        let phy = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .ok()?;
+        let token = u16::from_be_bytes([*token_high, *token_low]);
+        self.send(socket, &semtech_gateway::tx_ack(token, self.gateway, None))
+            .await;
+        let Ok(FromServer::PullResp { txpk, .. }) = semtech_gateway::parse(datagram) else {
+            return None;
+        };
+        let phy = txpk.phy;
         self.devices
             .iter_mut()
             .enumerate()
@@ -279,13 +262,10 @@ impl Forwarder {
             })
     }
 
-    /// The 12-byte header of a datagram of ours with a new token.
-    fn header(&mut self, identifier: u8) -> Vec<u8> {
+    /// A new token for a datagram of ours.
+    fn next_token(&mut self) -> u16 {
         self.token = self.token.wrapping_add(1);
-        let token = self.token.to_be_bytes();
-        let mut datagram = vec![VERSION, token[0], token[1], identifier];
-        datagram.extend_from_slice(&self.gateway.to_be_bytes());
-        datagram
+        self.token
     }
 
     /// PUSH_DATA with `phy` received now on a channel of the plan, with plausible radio conditions.
@@ -297,26 +277,18 @@ impl Forwarder {
             .copied()
             .unwrap_or(868_100_000);
         let rssi: i32 = self.rng.random_range(-95..-55);
-        let lsnr = f64::from(self.rng.random_range(-20..=100_i32)) / 10.0;
-        let rxpk = serde_json::json!({
-            "rxpk": [{
-                "tmst": tmst,
-                "chan": 0,
-                "rfch": 0,
-                "freq": f64::from(frequency) / 1_000_000.0,
-                "stat": 1,
-                "modu": "LORA",
-                "datr": UPLINK_DATR,
-                "codr": "4/5",
-                "rssi": rssi,
-                "lsnr": lsnr,
-                "size": phy.len(),
-                "data": base64::engine::general_purpose::STANDARD.encode(phy),
-            }]
-        });
-        let mut datagram = self.header(PUSH_DATA);
-        datagram.extend_from_slice(rxpk.to_string().as_bytes());
-        datagram
+        let snr_tenths = self.rng.random_range(-20..=100_i32);
+        let heard = HeardPacket {
+            tmst,
+            frequency_hz: frequency,
+            spreading_factor: UPLINK_SPREADING_FACTOR,
+            bandwidth_khz: UPLINK_BANDWIDTH_KHZ,
+            coding_rate: 5,
+            rssi_dbm: rssi as f32,
+            snr_db: snr_tenths as f32 / 10.0,
+            phy,
+        };
+        semtech_gateway::push_rxpk(self.next_token(), self.gateway, &heard)
     }
 
     async fn send(&self, socket: &UdpSocket, datagram: &[u8]) {
@@ -337,16 +309,6 @@ impl Forwarder {
 mod tests {
     use super::*;
     use crate::lorawan::region::Region;
-
-    #[test]
-    fn the_forwarder_sends_to_the_loopback_of_a_wildcard_bind() {
-        let any: SocketAddr = "0.0.0.0:1700".parse().unwrap();
-        assert_eq!(loopback_of(any), "127.0.0.1:1700".parse().unwrap());
-        let any6: SocketAddr = "[::]:1700".parse().unwrap();
-        assert_eq!(loopback_of(any6), "[::1]:1700".parse().unwrap());
-        let own: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        assert_eq!(loopback_of(own), own);
-    }
 
     #[test]
     fn its_gateway_eui_is_stable_per_source_and_marked() {
