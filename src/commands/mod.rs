@@ -56,7 +56,7 @@ use crate::source::radio::{time_on_air, RadioSettings};
 use crate::source::transmit::CommandPort;
 use crate::stats::CommandCounters;
 use crate::topic;
-use outbox::Command;
+use outbox::{Command, Queued};
 use throttle::ResultThrottle;
 
 /// Client publishes the router holds at most before the broker drops them (counted).
@@ -863,6 +863,26 @@ impl Router {
         })
     }
 
+    /// A command given up (its ttl ended, or its confirmed downlink was never acknowledged: `why` says
+    /// which in the log): logged and published as `expired` with `reason`.
+    async fn gave_up(&mut self, broker: &Broker, queued: Queued, why: &str, reason: String) {
+        let command = queued.command;
+        log::info!(
+            "command for {:?} from client {:?} {why}: {reason}",
+            command.device,
+            command.reply.client_id
+        );
+        self.result(
+            broker,
+            &command.device,
+            "expired",
+            Some(reason),
+            command.fields,
+            &command.reply,
+        )
+        .await;
+    }
+
     /// A dispatcher's outcome, published.
     async fn report(&mut self, broker: &Broker, outcome: Outcome) {
         match outcome {
@@ -893,38 +913,11 @@ impl Router {
                 .await;
             }
             Outcome::Unacknowledged { queued, reason } => {
-                let command = queued.command;
-                log::info!(
-                    "command for {:?} from client {:?} not acknowledged: {reason}",
-                    command.device,
-                    command.reply.client_id
-                );
-                self.result(
-                    broker,
-                    &command.device,
-                    "expired",
-                    Some(reason),
-                    command.fields,
-                    &command.reply,
-                )
-                .await;
+                self.gave_up(broker, queued, "not acknowledged", reason)
+                    .await
             }
             Outcome::Expired { queued, reason } => {
-                let command = queued.command;
-                log::info!(
-                    "command for {:?} from client {:?} expired: {reason}",
-                    command.device,
-                    command.reply.client_id
-                );
-                self.result(
-                    broker,
-                    &command.device,
-                    "expired",
-                    Some(reason),
-                    command.fields,
-                    &command.reply,
-                )
-                .await;
+                self.gave_up(broker, queued, "expired", reason).await
             }
         }
     }
