@@ -31,6 +31,7 @@ const LAYERS: &[&[&str]] = &[
         "full_disk",
         "forget",
         "units",
+        "lock",
     ],
     &["logging", "publish", "frame", "statefile", "record"],
     &["decode", "devices", "broker", "replay", "heard"],

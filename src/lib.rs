@@ -85,7 +85,7 @@
 //!   [`allocator`] (one glibc malloc arena, for a steady memory footprint), [`full_disk`] (what a full
 //!   state file system means to the writers: one WARN naming it, keep in memory, retry), [`units`]
 //!   (durations and sizes as the configuration writes them, and the serde helpers a feature's settings
-//!   type reads them with).
+//!   type reads them with), [`lock`] (a mutex taken even when a panicking holder poisoned it).
 //!
 //! # Layers
 //!
@@ -94,7 +94,7 @@
 //!
 //! ```text
 //!  0  model backoff ratelimit reserve topic allocator systemd full_disk   data, grammar, helpers
-//!     forget units
+//!     forget units lock
 //!  1  logging publish frame statefile
 //!  2  decode devices broker replay                                        codecs, registry, engine
 //!  3  stats                                                               the counters
@@ -141,6 +141,7 @@ pub mod http;
 #[cfg(test)]
 mod layering;
 pub mod live;
+pub mod lock;
 pub mod logging;
 pub mod lorawan;
 pub mod model;

@@ -11,12 +11,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use serde_json::Value as Json;
 
 use crate::devices::DeviceSnapshot;
+use crate::lock::lock;
 use crate::stats::Stats;
 
 /// Frames the inspector keeps per source.
@@ -95,11 +96,6 @@ impl Default for LiveView {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every mutation is a single push, pop or swap: the data stays consistent if a holder panicked.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl LiveView {

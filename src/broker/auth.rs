@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use argon2::Block;
@@ -48,6 +48,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::password::{memory_for, StoredHash};
+use crate::lock::lock;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 
 /// Addresses whose failures are remembered at most.
@@ -579,13 +580,6 @@ fn release_free_memory() {
             libc::malloc_trim(0);
         }
     }
-}
-
-/// The plain data behind these locks stays consistent whatever panicked while holding them.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A user name as logged: at most 64 characters, quoted.

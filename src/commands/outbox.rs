@@ -23,6 +23,7 @@ use super::heard::{HeardAddresses, MAX_HEARD};
 use super::CommandStats;
 use crate::decode::{header, HeaderFormat, PacketDecoder, PayloadFormat};
 use crate::frame::crc;
+use crate::lock::lock;
 use crate::model::Packet;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::radio::Wakeup;
@@ -537,12 +538,6 @@ impl Shared {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The router's and dispatcher's handle on one source's outbox.

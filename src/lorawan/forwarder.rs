@@ -22,7 +22,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use super::semtech_gateway::{
     self, DownlinkRequest, FromServer, GatewayStat, HeardPacket, TxRefusal,
 };
+use crate::lock::lock;
 use crate::model::Packet;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
 use crate::source::radio::{self, IqPolarity, RadioBackend, RadioSettings, Wakeup};
@@ -139,12 +140,6 @@ struct RadioPort {
     link: AtomicBool,
     ready: Notify,
     stamps: Mutex<VecDeque<Instant>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl RadioPort {
