@@ -269,6 +269,17 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
     }
 
+    /// How many write-family system calls the daemon made so far (`syscw` of `/proc/PID/io`: every
+    /// `write`/`writev`, to sockets, files and the runtime's own wake-up descriptor alike).
+    pub fn write_system_calls(&self) -> u64 {
+        let pid = self.child.id();
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        io.lines()
+            .find_map(|line| line.strip_prefix("syscw:"))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no syscw in /proc/{pid}/io"))
+    }
+
     /// What the daemon logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

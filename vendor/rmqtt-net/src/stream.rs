@@ -288,6 +288,19 @@ pub mod v3 {
             super::send(&mut self.io, MqttPacket::V3(packet), self.cfg.send_timeout).await
         }
 
+        /// sensorgate patch: writes any packet into the connection's buffer without flushing it (see
+        /// `feed_publish`), so that a session can write its acknowledgements together.
+        #[inline]
+        pub async fn feed(&mut self, packet: rmqtt_codec::v3::Packet) -> Result<()> {
+            super::feed(&mut self.io, MqttPacket::V3(packet), self.cfg.send_timeout).await
+        }
+
+        /// sensorgate patch: whether packets fed into the connection's buffer wait for a flush.
+        #[inline]
+        pub fn has_unflushed(&self) -> bool {
+            !self.io.write_buffer().is_empty()
+        }
+
         /// Flushes write buffers
         #[inline]
         pub async fn flush(&mut self) -> Result<()> {
@@ -529,6 +542,19 @@ pub mod v5 {
         #[inline]
         pub async fn send(&mut self, packet: rmqtt_codec::v5::Packet) -> Result<()> {
             super::send(&mut self.io, MqttPacket::V5(packet), self.cfg.send_timeout).await
+        }
+
+        /// sensorgate patch: writes any packet into the connection's buffer without flushing it (see
+        /// `feed_publish`), so that a session can write its acknowledgements together.
+        #[inline]
+        pub async fn feed(&mut self, packet: rmqtt_codec::v5::Packet) -> Result<()> {
+            super::feed(&mut self.io, MqttPacket::V5(packet), self.cfg.send_timeout).await
+        }
+
+        /// sensorgate patch: whether packets fed into the connection's buffer wait for a flush.
+        #[inline]
+        pub fn has_unflushed(&self) -> bool {
+            !self.io.write_buffer().is_empty()
         }
 
         /// Flushes write buffers

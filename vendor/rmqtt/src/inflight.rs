@@ -199,6 +199,17 @@ impl OutInflight {
         }
     }
 
+    /// sensorgate patch: when the oldest message in the window times out (its last update plus the
+    /// interval, in milliseconds since the epoch); `None` if the window is empty or the interval zero.
+    /// It changes only when the window's front does, so a session arms its timer only then.
+    #[inline]
+    pub fn front_deadline(&self) -> Option<TimestampMillis> {
+        if self.interval == 0 {
+            return None;
+        }
+        self.queues.front().map(|(_, m)| m.update_time + self.interval)
+    }
+
     /// Compute the timeout duration until the next inflight message expires.
     ///
     /// Returns `None` if no messages are queued or if intervals are zero.

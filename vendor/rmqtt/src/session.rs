@@ -76,7 +76,7 @@ use async_trait::async_trait;
 use bitflags::Flags;
 use bytestring::ByteString;
 use futures::channel::mpsc::unbounded;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -410,6 +410,8 @@ impl SessionState {
         // sensorgate patch: deliveries are fed into the connection's buffer and written out together
         // once no further one is ready (upstream flushed, one write system call, per message).
         let mut unflushed = false;
+        let mut read_ahead = 0;
+        let mut armed_deadline: Option<TimestampMillis> = None;
         loop {
             log::debug!("{:?} tokio::select! loop", state.id);
             if unflushed {
@@ -428,22 +430,43 @@ impl SessionState {
                         _ => break,
                     }
                 }
-                let more_ready =
-                    !state.deliver_queue().is_empty() && state.out_inflight().read().await.has_credit();
+            }
+            // sensorgate patch: the inflight window is looked at once per turn (upstream took its lock
+            // up to three times).
+            let (credit, deadline) = {
+                let out_inflight = state.out_inflight().read().await;
+                (out_inflight.has_credit(), out_inflight.front_deadline())
+            };
+            // sensorgate patch: acknowledgements (PUBACK, PUBREC, PUBREL, PUBCOMP) are fed too; what the
+            // buffer holds is written out before the loop could wait, after the packets the client has
+            // already sent (those in the read buffer or the socket) are handled, at most WRITE_BATCH of
+            // them in a row, so that their acknowledgements join the same write.
+            if unflushed || sink.has_unflushed() {
+                let more_ready = credit && !state.deliver_queue().is_empty();
                 if !more_ready {
+                    if read_ahead < WRITE_BATCH {
+                        if let Some(pkt) = sink.recv().now_or_never() {
+                            read_ahead += 1;
+                            keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
+                            state.process_received(sink, pkt, flags).await?;
+                            continue;
+                        }
+                    }
                     sink.flush().await?;
                     unflushed = false;
+                    read_ahead = 0;
                 }
             }
-            deliver_timeout_delay.as_mut().reset(
-                Instant::now()
-                    + state
-                        .out_inflight()
-                        .read()
-                        .await
-                        .get_timeout()
-                        .unwrap_or_else(|| Duration::from_secs(120)),
-            );
+            // sensorgate patch: the deliver-timeout timer is armed for the window's oldest message and
+            // reset only when that deadline changed or the timer fired; with an empty window it is off
+            // (upstream reset it, reading two clocks, on every turn).
+            if deadline != armed_deadline {
+                if let Some(deadline) = deadline {
+                    let left = (deadline - timestamp_millis()).max(1) as u64;
+                    deliver_timeout_delay.as_mut().reset(Instant::now() + Duration::from_millis(left));
+                }
+                armed_deadline = deadline;
+            }
 
             tokio::select! {
                  _ = &mut keep_alive_delay => {
@@ -454,14 +477,15 @@ impl SessionState {
                     state.startup = None;
                 },
 
-                _ = &mut deliver_timeout_delay => {
+                _ = &mut deliver_timeout_delay, if armed_deadline.is_some() => {
+                    armed_deadline = None;
                     while let Some(iflt_msg) = state.out_inflight().write().await.pop_front_timeout(){
                         log::debug!("{:?} has timeout message in inflight: {:?}", state.id, iflt_msg);
                         state.reforward(iflt_msg).await?;
                     }
                 },
 
-                deliver_packet = deliver_queue_rx.next(), if state.out_inflight().read().await.has_credit() => {
+                deliver_packet = deliver_queue_rx.next(), if credit => {
                     log::debug!("{:?} deliver_packet: {:?}", state.id, deliver_packet);
                     match deliver_packet {
                         Some(Some((from, p))) => {
@@ -489,28 +513,41 @@ impl SessionState {
                 }
 
                 pkt = sink.recv() => {
-                    log::debug!("{:?} pkt: {:?}", state.id, pkt);
                     keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
-                    match pkt? {
-                        Some(pkt) => {
-                            // sensorgate patch: the startup ticket is given back once the first packet
-                            // is handled if it is a SUBSCRIBE (which takes its own ticket first), else
-                            // at once (a PUBLISH must not wait for its own connection).
-                            let startup = state.startup.take();
-                            if !matches!(
-                                pkt,
-                                Packet::V3(v3::Packet::Subscribe { .. }) | Packet::V5(v5::Packet::Subscribe(_))
-                            ) {
-                                drop(startup);
-                            }
-                            state.process_mqtt_message(sink, pkt, flags).await?;
-                        },
-                        None => {
-                            return Err(Reason::ConnectRemoteClose);
-                        }
-                    }
+                    state.process_received(sink, pkt, flags).await?;
                 }
             }
+        }
+    }
+
+    /// sensorgate patch: what the online loop does with what it read from the socket (a packet, the
+    /// end of the stream or an error), from its `select!` or from its look at the socket before a flush.
+    #[inline]
+    async fn process_received<Io>(
+        &mut self,
+        sink: &mut Sink<Io>,
+        pkt: Result<Option<Packet>>,
+        flags: &mut StateFlags,
+    ) -> std::result::Result<(), Reason>
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        log::debug!("{:?} pkt: {:?}", self.id, pkt);
+        match pkt? {
+            Some(pkt) => {
+                // sensorgate patch: the startup ticket is given back once the first packet is handled
+                // if it is a SUBSCRIBE (which takes its own ticket first), else at once (a PUBLISH must
+                // not wait for its own connection).
+                let startup = self.startup.take();
+                if !matches!(
+                    pkt,
+                    Packet::V3(v3::Packet::Subscribe { .. }) | Packet::V5(v5::Packet::Subscribe(_))
+                ) {
+                    drop(startup);
+                }
+                self.process_mqtt_message(sink, pkt, flags).await
+            }
+            None => Err(Reason::ConnectRemoteClose),
         }
     }
 
@@ -843,13 +880,16 @@ impl SessionState {
             Packet::V3(v3::Packet::PublishRelease { packet_id }) => {
                 log::debug!("{} PublishRelease: {:?}", self.id, packet_id);
                 self.in_inflight.remove(&packet_id);
-                sink.v3_mut().send_publish_complete(packet_id).await?;
+                sink.v3_mut().feed(v3::Packet::PublishComplete { packet_id }).await?;
             }
             Packet::V5(v5::Packet::PublishRelease(ack2)) => {
                 log::debug!("{} PublishRelease: {:?}", self.id, ack2);
                 self.in_inflight.remove(&ack2.packet_id);
                 sink.v5_mut()
-                    .send_publish_complete(PublishAck2 { packet_id: ack2.packet_id, ..Default::default() })
+                    .feed(v5::Packet::PublishComplete(PublishAck2 {
+                        packet_id: ack2.packet_id,
+                        ..Default::default()
+                    }))
                     .await?;
             }
 
@@ -868,7 +908,7 @@ impl SessionState {
 
             Packet::V3(v3::Packet::PublishReceived { packet_id }) => {
                 self.out_inflight().write().await.update_status(&packet_id.get(), MomentStatus::UnComplete);
-                sink.v3_mut().send_publish_release(packet_id).await?;
+                sink.v3_mut().feed(v3::Packet::PublishRelease { packet_id }).await?;
             }
             Packet::V5(v5::Packet::PublishReceived(ack)) => {
                 self.out_inflight()
@@ -877,7 +917,10 @@ impl SessionState {
                     .update_status(&ack.packet_id.get(), MomentStatus::UnComplete);
 
                 sink.v5_mut()
-                    .send_publish_release(PublishAck2 { packet_id: ack.packet_id, ..Default::default() })
+                    .feed(v5::Packet::PublishRelease(PublishAck2 {
+                        packet_id: ack.packet_id,
+                        ..Default::default()
+                    }))
                     .await?;
             }
 
@@ -1089,7 +1132,7 @@ impl SessionState {
                     }
                 })?;
 
-                let ack_res = sink.send_publish_ack(packet_id, pubres).await;
+                let ack_res = sink.feed_publish_ack(packet_id, pubres).await;
                 if inflight_res {
                     self.in_inflight.remove(&packet_id);
                 }
@@ -1109,13 +1152,13 @@ impl SessionState {
                     self.scx.metrics.client_publish_duplicate_inc();
                     let pub_res =
                         PublishResult::reason_code(PublishAckReason::PacketIdentifierInUse, None, false);
-                    sink.send_publish_received(packet_id, pub_res).await?;
+                    sink.feed_publish_received(packet_id, pub_res).await?;
                     return Ok(());
                 }
                 let pub_res = self.publish(publish).await?;
                 let inflight_res =
                     if pub_res.is_success() { self.in_inflight.add(packet_id, qos)? } else { false };
-                let rec_res = sink.send_publish_received(packet_id, pub_res).await;
+                let rec_res = sink.feed_publish_received(packet_id, pub_res).await;
                 if inflight_res && rec_res.is_err() {
                     self.in_inflight.remove(&packet_id);
                 }

@@ -1491,15 +1491,26 @@ where
         Ok(())
     }
 
+    /// sensorgate patch: whether packets fed into the connection's buffer wait for a flush.
     #[inline]
-    pub(crate) async fn send_publish_ack(
+    pub(crate) fn has_unflushed(&self) -> bool {
+        match self {
+            Sink::V3(s) => s.has_unflushed(),
+            Sink::V5(s) => s.has_unflushed(),
+        }
+    }
+
+    /// sensorgate patch: fed into the connection's buffer, not flushed (as `publish`): the session
+    /// flushes once nothing more is ready (upstream flushed, one system call, per acknowledgement).
+    #[inline]
+    pub(crate) async fn feed_publish_ack(
         &mut self,
         packet_id: NonZeroU16,
         pubres: PublishResult,
     ) -> Result<()> {
         match self {
             Sink::V3(s) => {
-                s.send_publish_ack(packet_id).await?;
+                s.feed(codec::v3::Packet::PublishAck { packet_id }).await?;
             }
             Sink::V5(s) => {
                 let ack = PublishAckV5 {
@@ -1508,21 +1519,22 @@ where
                     properties: pubres.properties,
                     reason_string: pubres.reason_string,
                 };
-                s.send_publish_ack(ack).await?;
+                s.feed(codec::v5::Packet::PublishAck(ack)).await?;
             }
         }
         Ok(())
     }
 
+    /// sensorgate patch: fed, not flushed (see `feed_publish_ack`).
     #[inline]
-    pub(crate) async fn send_publish_received(
+    pub(crate) async fn feed_publish_received(
         &mut self,
         packet_id: NonZeroU16,
         pubres: PublishResult,
     ) -> Result<()> {
         match self {
             Sink::V3(s) => {
-                s.send_publish_received(packet_id).await?;
+                s.feed(codec::v3::Packet::PublishReceived { packet_id }).await?;
             }
             Sink::V5(s) => {
                 let ack = PublishAckV5 {
@@ -1531,7 +1543,7 @@ where
                     properties: pubres.properties,
                     reason_string: pubres.reason_string,
                 };
-                s.send_publish_received(ack).await?;
+                s.feed(codec::v5::Packet::PublishReceived(ack)).await?;
             }
         }
         Ok(())
