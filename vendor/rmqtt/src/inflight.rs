@@ -545,6 +545,32 @@ mod tests {
         assert!(window.beyond_window.is_none() && window.cached.is_empty(), "nothing kept");
     }
 
+    /// sensorgate patch: the deadline a session arms its deliver-timeout timer for is the oldest
+    /// message's last update plus the interval; it moves only when the front changes, and there is
+    /// none for an empty window or a zero interval.
+    #[test]
+    fn the_front_deadline_moves_only_with_the_oldest_message() {
+        let mut inflight = OutInflight::new(10, 20_000, 0);
+        assert_eq!(inflight.front_deadline(), None, "an empty window has no deadline");
+        let first = make_msg("a", 1, MomentStatus::UnAck);
+        let first_update = first.update_time;
+        inflight.push_back(first);
+        let mut second = make_msg("b", 2, MomentStatus::UnAck);
+        second.update_time = first_update + 5;
+        inflight.push_back(second);
+        assert_eq!(inflight.front_deadline(), Some(first_update + 20_000), "the oldest message's");
+        inflight.remove(&2);
+        assert_eq!(inflight.front_deadline(), Some(first_update + 20_000), "a later one leaving moves nothing");
+        inflight.push_back(make_msg("c", 3, MomentStatus::UnAck));
+        inflight.remove(&1);
+        assert_eq!(inflight.front_deadline(), inflight.get(3).map(|m| m.update_time + 20_000), "the next oldest");
+        inflight.remove(&3);
+        assert_eq!(inflight.front_deadline(), None);
+        let mut no_retry = OutInflight::new(10, 0, 0);
+        no_retry.push_back(make_msg("d", 4, MomentStatus::UnAck));
+        assert_eq!(no_retry.front_deadline(), None, "a zero interval never times out");
+    }
+
     fn make_publish(topic: &str, packet_id: u16) -> Publish {
         Publish {
             inner: Box::new(CodecPublish {
