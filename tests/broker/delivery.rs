@@ -295,9 +295,10 @@ async fn read_acks(publisher: &mut RawClient, kind: u8, expected: usize) -> Vec<
 async fn a_qos1_burst_gets_its_pubacks_in_few_writes_all_in_order() {
     const MESSAGES: usize = 3_000;
     let dir = tempfile::tempdir().unwrap();
-    // No subscriber and no log lines per message: the daemon's writes are the publisher's PUBACKs.
+    // No subscriber, no log lines per message and one worker thread: the daemon's writes are the
+    // publisher's PUBACKs.
     let config = ConfigBuilder::new("delivery").toml();
-    let daemon = Daemon::start_with_env(dir.path(), &config, &[("RUST_LOG", "warn")]);
+    let daemon = Daemon::start_on_one_cpu(dir.path(), &config, &[("RUST_LOG", "warn")]);
     let (mut publisher, code, _) = RawClient::connect(daemon.addr, &Connect::new("acks-pub")).await;
     assert_eq!(code, 0);
 
@@ -313,10 +314,10 @@ async fn a_qos1_burst_gets_its_pubacks_in_few_writes_all_in_order() {
         (1..=MESSAGES as u16).collect::<Vec<_>>(),
         "a PUBACK for every message, in order"
     );
-    // One write per PUBACK was the engine's way (3,050 to 3,800 writes here); fed and written together,
-    // several PUBACKs per write.
+    // One write per PUBACK was the engine's way (3,001 writes here); fed and written together, one write
+    // per 64 PUBACKs at best (48 in a release build).
     assert!(
-        writes as usize * 2 < MESSAGES,
+        writes as usize * 10 < MESSAGES,
         "the daemon made {writes} write system calls ({segments} TCP segments) for {MESSAGES} PUBACKs"
     );
 }

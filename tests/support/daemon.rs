@@ -132,6 +132,38 @@ impl Daemon {
         Daemon::start_with_env(dir, config, &[])
     }
 
+    /// Like [`Daemon::start_with_env`], the daemon confined to one CPU (it inherits the affinity of
+    /// the thread that spawns it, so its runtime has one worker thread): its write system calls are
+    /// then its own writes, without the wake-ups one worker writes to another's event descriptor.
+    pub fn start_on_one_cpu(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        // SAFETY: cpu_set_t is plain data (all zeros is the empty set); with pid 0 the affinity calls
+        // read and change only this thread's mask, which is restored before returning.
+        let mut saved: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(
+            unsafe { libc::sched_getaffinity(0, size, &mut saved) },
+            0,
+            "this thread's CPUs"
+        );
+        let first = (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &saved) })
+            .expect("this thread may run on some CPU");
+        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(first, &mut one) };
+        assert_eq!(
+            unsafe { libc::sched_setaffinity(0, size, &one) },
+            0,
+            "pinned to one CPU"
+        );
+        let daemon = Daemon::start_with_env(dir, config, env);
+        assert_eq!(
+            unsafe { libc::sched_setaffinity(0, size, &saved) },
+            0,
+            "CPUs restored"
+        );
+        daemon
+    }
+
     /// Like [`Daemon::start`], with extra environment variables (e.g. a `NOTIFY_SOCKET`).
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         Daemon::started(Daemon::launch(dir, config, 0, &os_env(env)))
