@@ -20,9 +20,12 @@ async fn a_large_packet_leaves_no_large_buffer_with_its_idle_connection() {
     );
     let payload = vec![b'x'; PAYLOAD];
     // One client first, so that the allocator's arenas for a large packet exist before the reading.
-    let (mut warm_up, code, _) = RawClient::connect(daemon.addr, &Connect::new("large-warm-up")).await;
+    let (mut warm_up, code, _) =
+        RawClient::connect(daemon.addr, &Connect::new("large-warm-up")).await;
     assert_eq!(code, 0);
-    warm_up.publish("idle/large", &payload, 1, false, 1, false).await;
+    warm_up
+        .publish("idle/large", &payload, 1, false, 1, false)
+        .await;
     warm_up.expect(PUBACK).await;
     let before = daemon.status_kib("VmRSS");
     let mut held = Vec::new();
@@ -30,14 +33,18 @@ async fn a_large_packet_leaves_no_large_buffer_with_its_idle_connection() {
         let (mut client, code, _) =
             RawClient::connect(daemon.addr, &Connect::new(&format!("large-{i}"))).await;
         assert_eq!(code, 0);
-        client.publish("idle/large", &payload, 1, false, 1, false).await;
+        client
+            .publish("idle/large", &payload, 1, false, 1, false)
+            .await;
         client.expect(PUBACK).await;
         held.push(client);
     }
     let after = daemon.status_kib("VmRSS");
     let grown_kib = after.saturating_sub(before);
     let every_buffer_kib = (CLIENTS * PAYLOAD / 1024) as u64;
-    eprintln!("{CLIENTS} idle clients after a {PAYLOAD}-byte PUBLISH each: VmRSS {before} -> {after} KiB");
+    eprintln!(
+        "{CLIENTS} idle clients after a {PAYLOAD}-byte PUBLISH each: VmRSS {before} -> {after} KiB"
+    );
     // Each connection keeping its grown buffer holds at least the packet's size: 4.8 MiB in all (6 MiB
     // of growth was measured so, 1.3 MiB without: the clients' own sessions and the allocator's arenas).
     assert!(

@@ -75,13 +75,20 @@ where
             scx.handshakings.dec();
         }
 
-        let (state, keep_alive) = match handshake(&scx, &mut sink, lid).await {
+        // sensorgate patch: the handshake (CONNECT, authentication, the session's creation) and a
+        // refusal are futures of their own on the heap, so that the running connection's task does not
+        // reserve room for them.
+        let (state, keep_alive) = match Box::pin(handshake(&scx, &mut sink, lid)).await {
             Ok(c) => c,
             Err((ack_code, e)) => {
-                refused_ack_v3(&scx, &mut sink, None, ack_code, e.to_string()).await?;
-                if let Err(e) = sink.close().await {
-                    log::info!("{lid} close io error, {e}");
-                }
+                Box::pin(async {
+                    refused_ack_v3(&scx, &mut sink, None, ack_code, e.to_string()).await?;
+                    if let Err(e) = sink.close().await {
+                        log::info!("{lid} close io error, {e}");
+                    }
+                    Ok::<(), Error>(())
+                })
+                .await?;
                 return Err(e);
             }
         };
