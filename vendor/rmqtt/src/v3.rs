@@ -61,11 +61,15 @@ use crate::{Error, Result};
 /// * `scx` - Server context for accessing shared state
 /// * `sink` - MQTT v3.1.1 stream for I/O operations
 /// * `lid` - Listener port identifier
-pub(crate) async fn process<Io>(
+///
+/// sensorgate patch: up to the session's run only (upstream's `process` also ran it): gives the session
+/// state, the connection and its keep-alive to [`SessionState::run`], so that a connection's task can
+/// hold the run alone once it has started (`server::serve`).
+pub(crate) async fn start<Io>(
     scx: ServerContext,
     mut sink: v3::MqttStream<Io>,
     lid: ListenerId,
-) -> Result<()>
+) -> Result<(SessionState, Sink<Io>, u16)>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
@@ -95,9 +99,7 @@ where
         (state, keep_alive)
     };
 
-    state.run(Sink::V3(sink), keep_alive).await;
-
-    Ok(())
+    Ok((state, Sink::V3(sink), keep_alive))
 }
 
 #[inline]

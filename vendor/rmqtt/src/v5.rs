@@ -77,11 +77,15 @@ use crate::{Error, Result};
 /// * `scx` - Server context for accessing shared state
 /// * `sink` - MQTT v5.0 stream for I/O operations
 /// * `lid` - Listener port identifier
-pub(crate) async fn process<Io>(
+///
+/// sensorgate patch: up to the session's run only (upstream's `process` also ran it): gives the session
+/// state, the connection and its keep-alive to [`SessionState::run`], so that a connection's task can
+/// hold the run alone once it has started (`server::serve`).
+pub(crate) async fn start<Io>(
     scx: ServerContext,
     mut sink: v5::MqttStream<Io>,
     lid: ListenerId,
-) -> Result<()>
+) -> Result<(SessionState, Sink<Io>, u16)>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
@@ -111,9 +115,7 @@ where
         (state, keep_alive)
     };
 
-    state.run(Sink::V5(sink), keep_alive).await;
-
-    Ok(())
+    Ok((state, Sink::V5(sink), keep_alive))
 }
 
 #[inline]
