@@ -11,6 +11,7 @@ mod delivery;
 mod flood;
 mod hostile_clients;
 mod hostile_logins;
+mod idle_connections;
 mod limits;
 mod mqtt;
 mod mqtt5;

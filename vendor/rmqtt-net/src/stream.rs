@@ -46,6 +46,21 @@ pub struct Dispatcher<Io> {
 /// sensorgate patch: the read buffer a connection starts with (a CONNECT and a few small packets).
 const READ_BUFFER_START: usize = 512;
 
+/// sensorgate patch: a packet longer than this grew the read buffer; once it is read and nothing
+/// follows it, the buffer starts small again.
+const LARGE_PACKET: u32 = 4096;
+
+/// sensorgate patch: after a packet of `remaining_length` bytes, a read buffer that had to grow for it
+/// and holds nothing more is replaced by a small one, so that the large allocation goes with the packet
+/// instead of staying with the connection for its life (upstream kept it, or an allocation of its
+/// size, until the connection ended).
+#[inline]
+fn release_grown_read_buffer<Io>(io: &mut Framed<Io, MqttCodec>, remaining_length: u32) {
+    if remaining_length > LARGE_PACKET && io.read_buffer().is_empty() {
+        *io.read_buffer_mut() = tokio_util::bytes::BytesMut::with_capacity(READ_BUFFER_START);
+    }
+}
+
 impl<Io> Dispatcher<Io>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
@@ -374,7 +389,10 @@ pub mod v3 {
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             let next = Pin::new(&mut self.io).poll_next(cx);
             Poll::Ready(match futures::ready!(next) {
-                Some(Ok((MqttPacket::V3(packet), _))) => Some(Ok(packet)),
+                Some(Ok((MqttPacket::V3(packet), remaining_length))) => {
+                    super::release_grown_read_buffer(&mut self.io, remaining_length);
+                    Some(Ok(packet))
+                }
                 Some(Ok(_)) => Some(Err(MqttError::Decode(DecodeError::MalformedPacket).into())),
                 // sensorgate patch: as an MqttError, so that the session's DISCONNECT carries the
                 // decode error's own reason code (upstream's bare error became 0x80 Unspecified).
@@ -630,7 +648,10 @@ pub mod v5 {
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             let next = Pin::new(&mut self.io).poll_next(cx);
             Poll::Ready(match futures::ready!(next) {
-                Some(Ok((MqttPacket::V5(packet), _))) => Some(Ok(packet)),
+                Some(Ok((MqttPacket::V5(packet), remaining_length))) => {
+                    super::release_grown_read_buffer(&mut self.io, remaining_length);
+                    Some(Ok(packet))
+                }
                 Some(Ok(_)) => Some(Err(MqttError::Decode(DecodeError::MalformedPacket).into())),
                 // sensorgate patch: as an MqttError, so that the session's DISCONNECT carries the
                 // decode error's own reason code (upstream's bare error became 0x80 Unspecified).

@@ -89,7 +89,10 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::Either;
 use futures::FutureExt;
+use std::future::Future;
+use tokio::io::{AsyncRead, AsyncWrite};
 use itertools::Itertools;
 
 use crate::context::ServerContext;
@@ -217,6 +220,42 @@ impl MqttServer {
     }
 }
 
+/// sensorgate patch: one connection's task: `probe` (the transport's handshake and the protocol
+/// version), then the MQTT handshake (CONNECT to CONNACK), both in one future on the heap that ends
+/// there, and then the session's run (`SessionState::run`), chained with `then` so that the task of a
+/// connection that has started holds the run alone. Upstream's task, one `async` block awaiting all of
+/// them, kept room for the probe's and the handshake's states and a moved-from copy of the connection
+/// beside the run for the connection's whole life. `transport` names the listener in the log ("",
+/// "/TLS", "/WS", "/WSS", "/QUIC").
+fn serve<Io, P>(
+    scx: ServerContext,
+    lid: ListenerId,
+    remote_addr: std::net::SocketAddr,
+    transport: &'static str,
+    probe: P,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+    P: Future<Output = Option<MqttStream<Io>>> + Send + 'static,
+{
+    let started = Box::pin(async move {
+        match probe.await? {
+            MqttStream::V3(s) => v3::start(scx, s, lid)
+                .await
+                .map_err(|e| log::info!("MQTTv3{transport} processing error: {e}, from: {remote_addr}"))
+                .ok(),
+            MqttStream::V5(s) => v5::start(scx, s, lid)
+                .await
+                .map_err(|e| log::info!("MQTTv5{transport} processing error: {e}, from: {remote_addr}"))
+                .ok(),
+        }
+    });
+    started.then(|started| match started {
+        Some((state, sink, keep_alive)) => Either::Left(state.run(sink, keep_alive)),
+        None => Either::Right(futures::future::ready(())),
+    })
+}
+
 /// Handles incoming TCP connections
 /// # Arguments
 /// * `scx` - Server context
@@ -226,35 +265,28 @@ async fn listen_tcp(scx: ServerContext, l: &Listener, lid: ListenerId) {
         match l.accept().await {
             Ok(accept) => {
                 let scx = scx.clone();
-                tokio::spawn(async move {
-                    // Extract before `accept.tcp()` consumes the acceptor.
-                    let remote_addr = accept.remote_addr;
+                // Extract before `accept.tcp()` consumes the acceptor.
+                let remote_addr = accept.remote_addr;
+                let probe = async move {
                     log::debug!("TCP connection from {remote_addr}");
 
                     let stream = match accept.tcp() {
                         Ok(s) => s,
                         Err(e) => {
                             log::warn!("TCP accept error: {e}, from: {remote_addr}");
-                            return;
+                            return None;
                         }
                     };
 
                     match stream.mqtt().await {
-                        Ok(MqttStream::V3(s)) => {
-                            if let Err(e) = v3::process(scx.clone(), s, lid).await {
-                                log::info!("MQTTv3 processing error: {e}, from: {remote_addr}");
-                            }
-                        }
-                        Ok(MqttStream::V5(s)) => {
-                            if let Err(e) = v5::process(scx.clone(), s, lid).await {
-                                log::info!("MQTTv5 processing error: {e}, from: {remote_addr}");
-                            }
-                        }
+                        Ok(s) => Some(s),
                         Err(e) => {
                             log::info!("MQTT version detection failed: {e}, from: {remote_addr}");
+                            None
                         }
                     }
-                });
+                };
+                tokio::spawn(serve(scx, lid, remote_addr, "", probe));
             }
             Err(e) => {
                 log::info!("TCP listener error: {e}");
@@ -274,35 +306,28 @@ async fn listen_tls(scx: ServerContext, l: &Listener, lid: ListenerId) {
         match l.accept().await {
             Ok(accept) => {
                 let scx = scx.clone();
-                tokio::spawn(async move {
-                    // Extract before `accept.tls()` consumes the acceptor.
-                    let remote_addr = accept.remote_addr;
+                // Extract before `accept.tls()` consumes the acceptor.
+                let remote_addr = accept.remote_addr;
+                let probe = async move {
                     log::debug!("TLS connection from {remote_addr}");
 
                     let stream = match accept.tls().await {
                         Ok(s) => s,
                         Err(e) => {
                             log::warn!("TLS accept error: {e}, from: {remote_addr}");
-                            return;
+                            return None;
                         }
                     };
 
                     match stream.mqtt().await {
-                        Ok(MqttStream::V3(s)) => {
-                            if let Err(e) = v3::process(scx.clone(), s, lid).await {
-                                log::info!("MQTTv3/TLS processing error: {e}, from: {remote_addr}");
-                            }
-                        }
-                        Ok(MqttStream::V5(s)) => {
-                            if let Err(e) = v5::process(scx.clone(), s, lid).await {
-                                log::info!("MQTTv5/TLS processing error: {e}, from: {remote_addr}");
-                            }
-                        }
+                        Ok(s) => Some(s),
                         Err(e) => {
                             log::info!("MQTT/TLS version detection failed: {e}, from: {remote_addr}");
+                            None
                         }
                     }
-                });
+                };
+                tokio::spawn(serve(scx, lid, remote_addr, "/TLS", probe));
             }
             Err(e) => {
                 log::info!("TLS listener error: {e}");
@@ -322,35 +347,28 @@ async fn listen_ws(scx: ServerContext, l: &Listener, lid: ListenerId) {
         match l.accept().await {
             Ok(accept) => {
                 let scx = scx.clone();
-                tokio::spawn(async move {
-                    // Extract before `accept.ws()` consumes the acceptor.
-                    let remote_addr = accept.remote_addr;
+                // Extract before `accept.ws()` consumes the acceptor.
+                let remote_addr = accept.remote_addr;
+                let probe = async move {
                     log::debug!("WebSocket connection from {remote_addr}");
 
                     let stream = match accept.ws().await {
                         Ok(s) => s,
                         Err(e) => {
                             log::warn!("WebSocket accept error: {e}, from: {remote_addr}");
-                            return;
+                            return None;
                         }
                     };
 
                     match stream.mqtt().await {
-                        Ok(MqttStream::V3(s)) => {
-                            if let Err(e) = v3::process(scx.clone(), s, lid).await {
-                                log::info!("MQTTv3/WS processing error: {e}, from: {remote_addr}");
-                            }
-                        }
-                        Ok(MqttStream::V5(s)) => {
-                            if let Err(e) = v5::process(scx.clone(), s, lid).await {
-                                log::info!("MQTTv5/WS processing error: {e}, from: {remote_addr}");
-                            }
-                        }
+                        Ok(s) => Some(s),
                         Err(e) => {
                             log::info!("MQTT/WS version detection failed: {e}, from: {remote_addr}");
+                            None
                         }
                     }
-                });
+                };
+                tokio::spawn(serve(scx, lid, remote_addr, "/WS", probe));
             }
             Err(e) => {
                 log::info!("WebSocket listener error: {e}");
@@ -370,35 +388,28 @@ async fn listen_wss(scx: ServerContext, l: &Listener, lid: ListenerId) {
         match l.accept().await {
             Ok(accept) => {
                 let scx = scx.clone();
-                tokio::spawn(async move {
-                    // Extract before `accept.wss()` consumes the acceptor.
-                    let remote_addr = accept.remote_addr;
+                // Extract before `accept.wss()` consumes the acceptor.
+                let remote_addr = accept.remote_addr;
+                let probe = async move {
                     log::debug!("WSS connection from {remote_addr}");
 
                     let stream = match accept.wss().await {
                         Ok(s) => s,
                         Err(e) => {
                             log::warn!("WSS accept error: {e}, from: {remote_addr}");
-                            return;
+                            return None;
                         }
                     };
 
                     match stream.mqtt().await {
-                        Ok(MqttStream::V3(s)) => {
-                            if let Err(e) = v3::process(scx.clone(), s, lid).await {
-                                log::info!("MQTTv3/WSS processing error: {e}, from: {remote_addr}");
-                            }
-                        }
-                        Ok(MqttStream::V5(s)) => {
-                            if let Err(e) = v5::process(scx.clone(), s, lid).await {
-                                log::info!("MQTTv5/WSS processing error: {e}, from: {remote_addr}");
-                            }
-                        }
+                        Ok(s) => Some(s),
                         Err(e) => {
                             log::info!("MQTT/WSS version detection failed: {e}, from: {remote_addr}");
+                            None
                         }
                     }
-                });
+                };
+                tokio::spawn(serve(scx, lid, remote_addr, "/WSS", probe));
             }
             Err(e) => {
                 log::info!("WSS listener error: {e}");
@@ -418,35 +429,28 @@ async fn listen_quic(scx: ServerContext, l: &Listener, lid: ListenerId) {
         match l.accept_quic().await {
             Ok(accept) => {
                 let scx = scx.clone();
-                tokio::spawn(async move {
-                    // Extract before `accept.quic()` consumes the acceptor.
-                    let remote_addr = accept.remote_addr;
+                // Extract before `accept.quic()` consumes the acceptor.
+                let remote_addr = accept.remote_addr;
+                let probe = async move {
                     log::debug!("QUIC connection from {remote_addr}");
 
                     let stream = match accept.quic().await {
                         Ok(s) => s,
                         Err(e) => {
                             log::warn!("QUIC accept error: {e}, from: {remote_addr}");
-                            return;
+                            return None;
                         }
                     };
 
                     match stream.mqtt().await {
-                        Ok(MqttStream::V3(s)) => {
-                            if let Err(e) = v3::process(scx.clone(), s, lid).await {
-                                log::info!("MQTTv3/QUIC processing error: {e}, from: {remote_addr}");
-                            }
-                        }
-                        Ok(MqttStream::V5(s)) => {
-                            if let Err(e) = v5::process(scx.clone(), s, lid).await {
-                                log::info!("MQTTv5/QUIC processing error: {e}, from: {remote_addr}");
-                            }
-                        }
+                        Ok(s) => Some(s),
                         Err(e) => {
                             log::info!("MQTT/QUIC version detection failed: {e}, from: {remote_addr}");
+                            None
                         }
                     }
-                });
+                };
+                tokio::spawn(serve(scx, lid, remote_addr, "/QUIC", probe));
             }
             Err(e) => {
                 log::info!("QUIC listener error: {e}");

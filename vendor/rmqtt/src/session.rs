@@ -230,7 +230,7 @@ impl SessionState {
                 // sensorgate patch: tell an MQTT 5 client why the server ends the connection, while
                 // the socket is still open (upstream sent it only after `sink.close()`).
                 if matches!(sink, Sink::V5(_)) && reason_is_the_servers(&reason) {
-                    self.say_why_and_linger(&mut sink, &reason, &deliver_queue_tx, &mut flags).await;
+                    Box::pin(self.say_why_and_linger(&mut sink, &reason, &deliver_queue_tx, &mut flags)).await;
                 }
                 let _ = self.disconnected_reason_add(reason).await;
             }
@@ -244,6 +244,15 @@ impl SessionState {
         // until the session ended, so each absent persistent session held its closed socket's fd.
         drop(sink);
 
+        // sensorgate patch: what follows the connection (will, hooks, the offline loop of a persistent
+        // session) is a future of its own, on the heap only once the connection has ended, so that an
+        // idle connection's task does not reserve room for it.
+        Box::pin(self.after_connection(flags, deliver_queue_tx)).await;
+    }
+
+    /// sensorgate patch: the part of [`SessionState::run`] after the connection ended: the will, the
+    /// disconnected hook, then the session's end or its offline loop.
+    async fn after_connection(mut self, mut flags: StateFlags, deliver_queue_tx: MessageSender) {
         let disconnect = self.disconnect().await.unwrap_or(None);
         let clean_session = self.clean_session(disconnect.as_ref()).await;
 
@@ -403,9 +412,10 @@ impl SessionState {
 
         tokio::pin!(deliver_timeout_delay);
 
-        // sensorgate patch: a new connection's ticket ends with its first packet or this grace.
-        let startup_grace = tokio::time::sleep(SubscribeOrder::STARTUP_GRACE);
-        tokio::pin!(startup_grace);
+        // sensorgate patch: a new connection's ticket ends with its first packet or this grace (a timer
+        // on the heap while the ticket is held, so that an idle connection keeps no room for it).
+        let mut startup_grace =
+            state.startup.is_some().then(|| Box::pin(tokio::time::sleep(SubscribeOrder::STARTUP_GRACE)));
 
         // sensorgate patch: deliveries are fed into the connection's buffer and written out together
         // once no further one is ready (upstream flushed, one write system call, per message).
@@ -448,6 +458,7 @@ impl SessionState {
                         if let Some(pkt) = sink.recv().now_or_never() {
                             read_ahead += 1;
                             keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
+                            startup_grace = None;
                             state.process_received(sink, pkt, flags).await?;
                             continue;
                         }
@@ -473,15 +484,16 @@ impl SessionState {
                     return Err(Reason::ConnectKeepaliveTimeout)
                 },
 
-                _ = &mut startup_grace, if state.startup.is_some() => {
+                _ = async { if let Some(grace) = startup_grace.as_mut() { grace.await } }, if state.startup.is_some() => {
                     state.startup = None;
+                    startup_grace = None;
                 },
 
                 _ = &mut deliver_timeout_delay, if armed_deadline.is_some() => {
                     armed_deadline = None;
                     while let Some(iflt_msg) = state.out_inflight().write().await.pop_front_timeout(){
                         log::debug!("{:?} has timeout message in inflight: {:?}", state.id, iflt_msg);
-                        state.reforward(iflt_msg).await?;
+                        Box::pin(state.reforward(iflt_msg)).await?;
                     }
                 },
 
@@ -514,6 +526,7 @@ impl SessionState {
 
                 pkt = sink.recv() => {
                     keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
+                    startup_grace = None;
                     state.process_received(sink, pkt, flags).await?;
                 }
             }
@@ -545,7 +558,10 @@ impl SessionState {
                 ) {
                     drop(startup);
                 }
-                self.process_mqtt_message(sink, pkt, flags).await
+                // sensorgate patch: a client's packet is handled in a future of its own on the heap
+                // (one allocation per packet read), so that the connection's task does not reserve
+                // room for the largest packet's handling while it waits.
+                Box::pin(self.process_mqtt_message(sink, pkt, flags)).await
             }
             None => Err(Reason::ConnectRemoteClose),
         }
@@ -759,6 +775,28 @@ impl SessionState {
                         .await;
                 }
             }
+            // sensorgate patch: the session's other messages (rare) are handled in a future of their
+            // own on the heap, so that the connection's task does not reserve room for them.
+            control => {
+                Box::pin(self.process_control_message(sink, control, flags)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// sensorgate patch: [`SessionState::process_message`] for every message but `Forward`.
+    async fn process_control_message<Io>(
+        &mut self,
+        sink: &mut Sink<Io>,
+        msg: Message,
+        flags: &mut StateFlags,
+    ) -> std::result::Result<(), Reason>
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        match msg {
+            // Handled by `process_message` itself.
+            Message::Forward(..) => {}
             Message::SendRerelease(iflt_msg) => {
                 self.send_rerelease(sink, iflt_msg).await?;
             }

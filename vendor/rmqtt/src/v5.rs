@@ -77,11 +77,15 @@ use crate::{Error, Result};
 /// * `scx` - Server context for accessing shared state
 /// * `sink` - MQTT v5.0 stream for I/O operations
 /// * `lid` - Listener port identifier
-pub(crate) async fn process<Io>(
+///
+/// sensorgate patch: up to the session's run only (upstream's `process` also ran it): gives the session
+/// state, the connection and its keep-alive to [`SessionState::run`], so that a connection's task can
+/// hold the run alone once it has started (`server::serve`).
+pub(crate) async fn start<Io>(
     scx: ServerContext,
     mut sink: v5::MqttStream<Io>,
     lid: ListenerId,
-) -> Result<()>
+) -> Result<(SessionState, Sink<Io>, u16)>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
@@ -91,22 +95,27 @@ where
             scx.handshakings.dec();
         }
 
-        let (state, keep_alive) = match handshake(&scx, &mut sink, lid).await {
+        // sensorgate patch: the handshake (CONNECT, authentication, the session's creation) and a
+        // refusal are futures of their own on the heap, so that the running connection's task does not
+        // reserve room for them.
+        let (state, keep_alive) = match Box::pin(handshake(&scx, &mut sink, lid)).await {
             Ok(c) => c,
             Err((ack_code, e)) => {
-                refused_ack(&scx, &mut sink, None, ack_code, e.to_string()).await?;
-                if let Err(e) = sink.close().await {
-                    log::info!("{lid} close io error, {e}");
-                }
+                Box::pin(async {
+                    refused_ack(&scx, &mut sink, None, ack_code, e.to_string()).await?;
+                    if let Err(e) = sink.close().await {
+                        log::info!("{lid} close io error, {e}");
+                    }
+                    Ok::<(), Error>(())
+                })
+                .await?;
                 return Err(e);
             }
         };
         (state, keep_alive)
     };
 
-    state.run(Sink::V5(sink), keep_alive).await;
-
-    Ok(())
+    Ok((state, Sink::V5(sink), keep_alive))
 }
 
 #[inline]
