@@ -26,7 +26,8 @@
 //! # Memory
 //! The store holds the retained messages; the log remembers of each only its topic, its payload's
 //! length and a 64-bit digest of its QoS and payload ([`Held`]), enough to tell a changed message from
-//! an unchanged one and what its record costs, so the retained payloads are in memory once, not twice.
+//! an unchanged one and what its record costs, so the retained payloads are in memory once, not twice;
+//! its topics are the store's reference-counted names ([`RetainedView::topic_name`]), not copies.
 //! A sync reads the store's messages where they are ([`RetainedView`]: the store hands out shared
 //! references, no copies) and writes its records through a small buffer ([`WRITE_CHUNK`]), so neither
 //! a first sync of many messages nor a compaction builds the whole log in memory.
@@ -43,6 +44,8 @@ use std::fs::{self, File, OpenOptions};
 use std::hash::Hasher;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+use rmqtt::types::TopicName;
 
 use crate::model::Message;
 use crate::record;
@@ -129,6 +132,9 @@ impl Held {
 /// one ([`super::retained::SharedMessage`]), whose bytes a sync borrows instead of copying.
 pub trait RetainedView {
     fn topic(&self) -> &str;
+    /// The topic as the log's index keeps it: the store's own reference-counted name where there is
+    /// one, so that a topic is in memory once however many maps key by it.
+    fn topic_name(&self) -> TopicName;
     fn payload(&self) -> &[u8];
     fn qos(&self) -> u8;
 }
@@ -136,6 +142,9 @@ pub trait RetainedView {
 impl RetainedView for super::retained::SharedMessage {
     fn topic(&self) -> &str {
         &self.topic
+    }
+    fn topic_name(&self) -> TopicName {
+        self.topic.clone()
     }
     fn payload(&self) -> &[u8] {
         &self.payload
@@ -148,6 +157,9 @@ impl RetainedView for super::retained::SharedMessage {
 impl RetainedView for Message {
     fn topic(&self) -> &str {
         &self.topic
+    }
+    fn topic_name(&self) -> TopicName {
+        TopicName::from(self.topic.as_str())
     }
     fn payload(&self) -> &[u8] {
         &self.payload
@@ -163,8 +175,8 @@ pub struct RetainedLog {
     dir: PathBuf,
     /// Open for appending; `None` until the first write when there was no log.
     file: Option<File>,
-    /// What replaying the log gives, topic by topic.
-    live: BTreeMap<String, Held>,
+    /// What replaying the log gives, topic by topic (the names shared with the store's).
+    live: BTreeMap<TopicName, Held>,
     /// Bytes of the log file.
     log_bytes: u64,
     /// Bytes the live set takes as records (what a compacted log holds, magic included).
@@ -345,12 +357,13 @@ impl RetainedLog {
         self.live.clear();
         self.live_bytes = MAGIC.len() as u64;
         for message in messages {
-            self.set(message.topic(), message.qos().min(2), message.payload());
+            self.set(message);
         }
     }
 
-    fn set(&mut self, topic: &str, qos: u8, payload: &[u8]) {
-        let held = Held::of(qos, payload);
+    fn set<M: RetainedView>(&mut self, message: &M) {
+        let topic = message.topic();
+        let held = Held::of(message.qos().min(2), message.payload());
         self.live_bytes += record_len(topic, held.payload_len);
         match self.live.get_mut(topic) {
             Some(old) => {
@@ -358,7 +371,7 @@ impl RetainedLog {
                 *old = held;
             }
             None => {
-                self.live.insert(topic.to_string(), held);
+                self.live.insert(message.topic_name(), held);
             }
         }
     }
@@ -406,10 +419,10 @@ impl RetainedLog {
                 self.live.get(m.topic()).copied() != Some(Held::of(m.qos().min(2), m.payload()))
             })
             .collect();
-        let clears: Vec<String> = self
+        let clears: Vec<TopicName> = self
             .live
             .keys()
-            .filter(|topic| !wanted.contains_key(topic.as_str()))
+            .filter(|topic| !wanted.contains_key(topic as &str))
             .cloned()
             .collect();
         if sets.is_empty() && clears.is_empty() {
@@ -440,7 +453,7 @@ impl RetainedLog {
         let count = sets.len() + clears.len();
         self.stats.appended += count as u64;
         for m in sets {
-            self.set(m.topic(), m.qos().min(2), m.payload());
+            self.set(m);
         }
         for topic in &clears {
             self.clear(topic);
