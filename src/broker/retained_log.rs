@@ -132,9 +132,11 @@ impl Held {
 /// one ([`super::retained::SharedMessage`]), whose bytes a sync borrows instead of copying.
 pub trait RetainedView {
     fn topic(&self) -> &str;
-    /// The topic as the log's index keeps it: the store's own reference-counted name where there is
-    /// one, so that a topic is in memory once however many maps key by it.
-    fn topic_name(&self) -> TopicName;
+    /// The store's own reference-counted name of the topic, when the view has one: the log's index
+    /// keys by it, so that a topic is in memory once however many maps key by it.
+    fn shared_name(&self) -> Option<&TopicName> {
+        None
+    }
     fn payload(&self) -> &[u8];
     fn qos(&self) -> u8;
 }
@@ -143,8 +145,8 @@ impl RetainedView for super::retained::SharedMessage {
     fn topic(&self) -> &str {
         &self.topic
     }
-    fn topic_name(&self) -> TopicName {
-        self.topic.clone()
+    fn shared_name(&self) -> Option<&TopicName> {
+        Some(&self.topic)
     }
     fn payload(&self) -> &[u8] {
         &self.payload
@@ -157,9 +159,6 @@ impl RetainedView for super::retained::SharedMessage {
 impl RetainedView for Message {
     fn topic(&self) -> &str {
         &self.topic
-    }
-    fn topic_name(&self) -> TopicName {
-        TopicName::from(self.topic.as_str())
     }
     fn payload(&self) -> &[u8] {
         &self.payload
@@ -371,7 +370,26 @@ impl RetainedLog {
                 *old = held;
             }
             None => {
-                self.live.insert(message.topic_name(), held);
+                let name = message.shared_name().cloned();
+                self.live
+                    .insert(name.unwrap_or_else(|| TopicName::from(topic)), held);
+            }
+        }
+    }
+
+    /// Keys the index by the store's names where it holds copies (what replaying the file at a start
+    /// gives), so that each topic is in memory once; a name already shared is left as it is.
+    fn adopt_names<'a, M: RetainedView + 'a>(&mut self, messages: impl Iterator<Item = &'a M>) {
+        for message in messages {
+            let Some(name) = message.shared_name() else {
+                continue;
+            };
+            let copied = self
+                .live
+                .get_key_value(message.topic())
+                .is_some_and(|(key, _)| key.as_ptr() != name.as_ptr());
+            if let Some(held) = copied.then(|| self.live.remove(message.topic())).flatten() {
+                self.live.insert(name.clone(), held);
             }
         }
     }
@@ -419,6 +437,7 @@ impl RetainedLog {
                 self.live.get(m.topic()).copied() != Some(Held::of(m.qos().min(2), m.payload()))
             })
             .collect();
+        self.adopt_names(wanted.values().copied());
         let clears: Vec<TopicName> = self
             .live
             .keys()
@@ -638,6 +657,40 @@ fn file_sync_and_dir(log: &RetainedLog) -> Result<(), LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared(message: &Message) -> crate::broker::retained::SharedMessage {
+        crate::broker::retained::SharedMessage {
+            topic: TopicName::from(message.topic.as_str()),
+            payload: bytes::Bytes::from(message.payload.clone()),
+            qos: message.qos,
+        }
+    }
+
+    #[test]
+    fn after_a_start_the_index_takes_the_stores_names_instead_of_its_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let state: Vec<Message> = (0..10).map(|i| m(&format!("sg/dev{i}"), "21.5")).collect();
+        let (mut log, _) = RetainedLog::open(dir.path()).unwrap();
+        log.sync(&state).unwrap();
+        drop(log);
+        let (mut log, restored) = RetainedLog::open(dir.path()).unwrap();
+        assert_eq!(restored, state);
+        let views: Vec<_> = state.iter().map(shared).collect();
+        assert_eq!(
+            log.sync(&views).unwrap(),
+            0,
+            "nothing changed, nothing written"
+        );
+        for view in &views {
+            let (key, _) = log.live.get_key_value(&view.topic as &str).unwrap();
+            assert_eq!(
+                key.as_ptr(),
+                view.topic.as_ptr(),
+                "{key:?} is the store's name"
+            );
+        }
+        assert_eq!(log.len(), 10);
+    }
 
     fn m(topic: &str, payload: &str) -> Message {
         Message {
