@@ -237,6 +237,22 @@ fn decode_body(body: &[u8]) -> Option<Record> {
     Some((kind, qos, topic.to_string(), payload))
 }
 
+/// `messages` sorted by topic, one per topic: the last given of each (what a map filled in their order
+/// would hold, without a map's nodes: a sync of every retained message builds this).
+fn latest_by_topic<'a, M: RetainedView>(messages: impl Iterator<Item = &'a M>) -> Vec<&'a M> {
+    let mut latest: Vec<&M> = messages.collect();
+    // Stable: of one topic's messages the last given stays last (the store's view is sorted already).
+    latest.sort_by(|a, b| a.topic().cmp(b.topic()));
+    latest.dedup_by(|later, earlier| {
+        let same = later.topic() == earlier.topic();
+        if same {
+            *earlier = *later;
+        }
+        same
+    });
+    latest
+}
+
 impl RetainedLog {
     fn path(&self) -> PathBuf {
         self.dir.join(LOG_FILE)
@@ -340,15 +356,12 @@ impl RetainedLog {
             log::warn!("retained snapshot {}: {error}", old.display());
         }
         self.stats.migrated = messages.len() as u64;
-        let mut by_topic: BTreeMap<&str, &Message> = BTreeMap::new();
-        for m in &messages {
-            by_topic.insert(&m.topic, m);
-        }
+        let by_topic = latest_by_topic(messages.iter());
         self.rewrite(&by_topic)?;
         // The log holds everything now; a damaged old file was set aside by read_snapshot already.
         let _ = fs::remove_file(&old);
         self.sync_dir()?;
-        Ok(by_topic.into_values().cloned().collect())
+        Ok(by_topic.into_iter().cloned().collect())
     }
 
     /// Makes the live set `messages` (one per topic), and `live_bytes` what they take as records.
@@ -424,24 +437,27 @@ impl RetainedLog {
     /// then one fdatasync, and compacts if the log outgrew the live set. Returns the records appended;
     /// no IO when nothing changed.
     pub fn sync<M: RetainedView>(&mut self, current: &[M]) -> Result<usize, LogError> {
-        let mut wanted: BTreeMap<&str, &M> = BTreeMap::new();
-        for message in current {
-            if !message.payload().is_empty() && !message.topic().is_empty() {
-                wanted.insert(message.topic(), message);
-            }
-        }
+        let wanted = latest_by_topic(
+            current
+                .iter()
+                .filter(|m| !m.payload().is_empty() && !m.topic().is_empty()),
+        );
         let sets: Vec<&M> = wanted
-            .values()
+            .iter()
             .copied()
             .filter(|m| {
                 self.live.get(m.topic()).copied() != Some(Held::of(m.qos().min(2), m.payload()))
             })
             .collect();
-        self.adopt_names(wanted.values().copied());
+        self.adopt_names(wanted.iter().copied());
         let clears: Vec<TopicName> = self
             .live
             .keys()
-            .filter(|topic| !wanted.contains_key(topic as &str))
+            .filter(|topic| {
+                wanted
+                    .binary_search_by(|m| m.topic().cmp(topic as &str))
+                    .is_err()
+            })
             .cloned()
             .collect();
         if sets.is_empty() && clears.is_empty() {
@@ -549,37 +565,34 @@ impl RetainedLog {
 
     /// Rewrites the log with `live` only, which must be what the log holds (the set the last sync
     /// made it hold). On failure (a full disk) the log and the live set are as they were.
-    fn compact<M: RetainedView>(&mut self, live: &BTreeMap<&str, &M>) -> Result<(), LogError> {
+    fn compact<M: RetainedView>(&mut self, live: &[&M]) -> Result<(), LogError> {
         self.rewrite(live)?;
         self.stats.compactions += 1;
         Ok(())
     }
 
     /// Makes `messages` the live set, and the log hold them only.
-    fn rewrite<M: RetainedView>(&mut self, messages: &BTreeMap<&str, &M>) -> Result<(), LogError> {
+    fn rewrite<M: RetainedView>(&mut self, messages: &[&M]) -> Result<(), LogError> {
         self.write_live(messages)?;
-        self.hold_only(messages.values().copied());
+        self.hold_only(messages.iter().copied());
         Ok(())
     }
 
     /// Writes `messages` to a temporary file and renames it over the log; a temporary file that could
     /// not be finished is removed (it would hold the space a full disk needs).
-    fn write_live<M: RetainedView>(
-        &mut self,
-        messages: &BTreeMap<&str, &M>,
-    ) -> Result<(), LogError> {
+    fn write_live<M: RetainedView>(&mut self, messages: &[&M]) -> Result<(), LogError> {
         let path = self.path();
         let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
         let len = MAGIC.len() as u64
             + messages
-                .values()
+                .iter()
                 .map(|m| record_len(m.topic(), m.payload().len() as u64))
                 .sum::<u64>();
         let written = File::create(&tmp).and_then(|file| {
             let mut out = BufWriter::with_capacity(WRITE_CHUNK, &file);
             out.write_all(MAGIC)?;
             let mut scratch = Vec::new();
-            for m in messages.values() {
+            for m in messages {
                 write_record(
                     &mut out,
                     &mut scratch,
@@ -664,6 +677,25 @@ mod tests {
             payload: bytes::Bytes::from(message.payload.clone()),
             qos: message.qos,
         }
+    }
+
+    #[test]
+    fn the_latest_message_of_each_topic_is_kept_in_topic_order() {
+        let given = [
+            m("b", "1"),
+            m("a", "1"),
+            m("b", "2"),
+            m("c", "1"),
+            m("a", "2"),
+        ];
+        let latest: Vec<(&str, &[u8])> = latest_by_topic(given.iter())
+            .into_iter()
+            .map(|m| (m.topic.as_str(), m.payload.as_slice()))
+            .collect();
+        assert_eq!(
+            latest,
+            vec![("a", &b"2"[..]), ("b", &b"2"[..]), ("c", &b"1"[..])]
+        );
     }
 
     #[test]
@@ -901,7 +933,7 @@ mod tests {
                         }
                         Op::Compact => {
                             let held = as_messages(&synced);
-                            let live: BTreeMap<&str, &Message> = held.iter().map(|m| (m.topic.as_str(), m)).collect();
+                            let live = latest_by_topic(held.iter());
                             log.compact(&live).unwrap();
                             last_append = None;
                             prop_assert_eq!(on_disk(dir.path()), held);
