@@ -200,7 +200,8 @@ pub struct Registry {
     configured: HashMap<String, HashMap<String, Configured>>,
     /// source -> address -> id of the tracked device.
     ids: HashMap<String, HashMap<String, DeviceId>>,
-    devices: HashMap<DeviceId, Device>,
+    /// Boxed: the table keeps room for more devices than it holds, a pointer each, not a whole entry.
+    devices: HashMap<DeviceId, Box<Device>>,
     next_id: DeviceId,
     /// Names no new device may take: `gateway`, every configured name, every tracked device's name.
     names_taken: HashSet<String>,
@@ -462,7 +463,7 @@ impl Registry {
         for state in self.restored_states.values_mut() {
             publish::truncate_fields(state, self.max_fields);
         }
-        let mut devices: Vec<Device> = old.devices.into_values().collect();
+        let mut devices: Vec<_> = old.devices.into_values().collect();
         devices.sort_by_key(|device| device.last_heard);
         let mut wills = Vec::new();
         for device in devices {
@@ -633,12 +634,13 @@ impl Registry {
             online: false,
             last_heard: now,
             deadline: None,
-            recent_seqs: VecDeque::with_capacity(SEQ_MEMORY),
+            // Grown on a device's first sequence number: most devices' readings carry none.
+            recent_seqs: VecDeque::new(),
             state,
             capped: false,
             shadowing: 0,
         };
-        self.devices.insert(id, device);
+        self.devices.insert(id, Box::new(device));
         self.ids
             .entry(source.to_string())
             .or_default()

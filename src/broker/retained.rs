@@ -10,6 +10,13 @@
 //! the map; `$`-topics are matched as [`crate::topic::matches`] says (a filter starting with a wildcard
 //! does not match them).
 //!
+//! A message is kept as its payload, QoS and sender under its topic ([`Held`]), not as the engine's
+//! boxed `Publish` (about 220 bytes more each, most of them MQTT 5 property fields a sensor value never
+//! has): properties, an expiry and the engine's rarer fields are boxed only when a message has them, and
+//! the engine's `Retain` is rebuilt, with the same topic, payload, QoS, properties and sender, each time
+//! the engine reads one. The topic and payload are reference-counted bytes shared with the retained
+//! log's index and the readers ([`RetainedStore::shared`]), never copied.
+//!
 //! What reaches the disk is [`super::retained_log`]'s business (an append-only log of changes). The
 //! whole-file snapshot below (`retained.bin`, versioned and length-prefixed) is what earlier versions
 //! wrote: it is read once, to migrate it into the log, and a damaged one is set aside
@@ -25,8 +32,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rmqtt::codec::v5::PublishProperties;
 use rmqtt::retain::RetainStorage;
-use rmqtt::types::{Retain, TopicFilter, TopicName};
+use rmqtt::types::{ClientId, CodecPublish, MsgID, QoS, Retain, TopicFilter, TopicName};
 
 use crate::model::Message;
 use crate::ratelimit::{suppressed_suffix, RateLimiter};
@@ -62,15 +70,119 @@ pub struct RetainLimits {
     pub max_topic_levels: usize,
 }
 
-/// One retained message and, when its publisher set a Message Expiry Interval, when it expires.
+/// One retained message as the store keeps it: its payload, QoS and sender, the topic being the map's
+/// key. What only some messages carry (MQTT 5 properties other than none at all, an expiry, an engine
+/// message id, a target client or a delay) is boxed in [`Rare`] when present, so a retained sensor value
+/// costs its key, its payload and this small value, not the engine's whole boxed `Publish`. The
+/// engine's [`Retain`] is rebuilt when the engine asks ([`Held::to_retain`]), with the same topic,
+/// payload, QoS, properties and sender as were stored.
 struct Held {
-    retain: Retain,
+    payload: bytes::Bytes,
+    from: rmqtt::types::From,
+    qos: QoS,
+    /// The publish carried an empty MQTT 5 property block (what the gateway's own publishes and every
+    /// MQTT 5 client's carry) rather than none (MQTT 3.1.1); only meaningful when `rare` is `None`.
+    empty_properties: bool,
+    rare: Option<Box<Rare>>,
+}
+
+/// What few retained messages carry, kept apart from [`Held`] so that the others do not pay for it.
+struct Rare {
+    properties: Option<PublishProperties>,
     expires: Option<Instant>,
+    msg_id: Option<MsgID>,
+    target_clientid: Option<ClientId>,
+    delay_interval: Option<u32>,
 }
 
 impl Held {
+    /// Keeps what a retained publish needs to be delivered again: its payload, QoS, properties and
+    /// sender, and, when its publisher set a Message Expiry Interval, when it expires (counted from
+    /// `now`). Its flags, packet id and creation time are set afresh at each delivery by the engine.
+    fn of(retain: Retain, now: Instant) -> Held {
+        let Retain {
+            msg_id,
+            from,
+            publish,
+        } = retain;
+        let rmqtt::types::Publish {
+            inner,
+            target_clientid,
+            delay_interval,
+            create_time: _,
+        } = publish;
+        let CodecPublish {
+            qos,
+            payload,
+            properties,
+            ..
+        } = *inner;
+        // Only an explicit MQTT 5 Message Expiry Interval limits a retained message's life; the engine's
+        // listener-wide default expiry is meant for queued messages, not for the last value of a sensor.
+        let expires = properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+            .map(|secs| now + Duration::from_secs(u64::from(secs.get())));
+        let empty_properties = properties
+            .as_ref()
+            .is_some_and(|p| *p == PublishProperties::default());
+        let common = (properties.is_none() || empty_properties)
+            && expires.is_none()
+            && msg_id.is_none()
+            && target_clientid.is_none()
+            && delay_interval.is_none();
+        let rare = (!common).then(|| {
+            Box::new(Rare {
+                properties,
+                expires,
+                msg_id,
+                target_clientid,
+                delay_interval,
+            })
+        });
+        Held {
+            payload,
+            from,
+            qos,
+            empty_properties,
+            rare,
+        }
+    }
+
     fn live(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|at| at > now)
+        self.expires().is_none_or(|at| at > now)
+    }
+
+    fn expires(&self) -> Option<Instant> {
+        self.rare.as_ref().and_then(|rare| rare.expires)
+    }
+
+    /// The engine's form of this message on `topic`, as it was stored (a retained publish without a
+    /// packet id).
+    fn to_retain(&self, topic: &TopicName) -> Retain {
+        let properties = match &self.rare {
+            Some(rare) => rare.properties.clone(),
+            None => self.empty_properties.then(PublishProperties::default),
+        };
+        let codec = CodecPublish {
+            dup: false,
+            retain: true,
+            qos: self.qos,
+            topic: topic.clone(),
+            packet_id: None,
+            payload: self.payload.clone(),
+            properties,
+        };
+        let mut publish = rmqtt::types::Publish::from(codec);
+        if let Some(rare) = &self.rare {
+            publish.target_clientid = rare.target_clientid.clone();
+            publish.delay_interval = rare.delay_interval;
+        }
+        Retain {
+            msg_id: self.rare.as_ref().and_then(|rare| rare.msg_id),
+            from: self.from.clone(),
+            publish,
+        }
     }
 }
 
@@ -145,8 +257,8 @@ impl RetainedStore {
             .filter(|(_, held)| held.live(now))
             .map(|(topic, held)| SharedMessage {
                 topic: topic.clone(),
-                payload: held.retain.publish.payload.clone(),
-                qos: held.retain.publish.qos.value(),
+                payload: held.payload.clone(),
+                qos: held.qos.value(),
             })
             .collect()
     }
@@ -159,8 +271,8 @@ impl RetainedStore {
             .filter(|(_, held)| held.live(now))
             .map(|(topic, held)| Message {
                 topic: topic.to_string(),
-                payload: held.retain.publish.payload.to_vec(),
-                qos: held.retain.publish.qos.value(),
+                payload: held.payload.to_vec(),
+                qos: held.qos.value(),
                 retain: true,
             })
             .collect()
@@ -182,7 +294,7 @@ impl RetainedStore {
                 None => messages
                     .get_key_value(filter)
                     .filter(|(_, held)| held.live(now))
-                    .map(|(topic, held)| (topic.clone(), held.retain.clone()))
+                    .map(|(topic, held)| (topic.clone(), held.to_retain(topic)))
                     .into_iter()
                     .collect(),
                 Some(_) => Vec::new(),
@@ -207,7 +319,7 @@ impl RetainedStore {
                 return (found, Some(last));
             }
             if held.live(now) && crate::topic::matches(filter, topic) {
-                found.push((topic.clone(), held.retain.clone()));
+                found.push((topic.clone(), held.to_retain(topic)));
             }
             last = Some(topic.clone());
         }
@@ -239,13 +351,8 @@ impl RetainedStore {
             from: from.clone(),
             publish,
         };
-        self.write().insert(
-            topic,
-            Held {
-                retain,
-                expires: None,
-            },
-        );
+        let held = Held::of(retain, Instant::now());
+        self.write().insert(topic, held);
     }
 
     /// True once since the last call if anything changed.
@@ -260,15 +367,7 @@ impl RetainedStore {
             }
             return;
         }
-        // Only an explicit MQTT 5 Message Expiry Interval limits a retained message's life; the engine's
-        // listener-wide default expiry is meant for queued messages, not for the last value of a sensor.
-        let expires = retain
-            .publish
-            .properties
-            .as_ref()
-            .and_then(|p| p.message_expiry_interval)
-            .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs.get())));
-        let held = Held { retain, expires };
+        let held = Held::of(retain, Instant::now());
         {
             let mut messages = self.write();
             if messages.len() >= self.limits.max_messages && !messages.contains_key(topic as &str) {
@@ -348,8 +447,8 @@ impl RetainStorage for EngineRetainStorage {
             .map(|(topic, held)| {
                 (
                     topic.clone(),
-                    held.retain.clone(),
-                    held.expires.map(|at| at.saturating_duration_since(now)),
+                    held.to_retain(topic),
+                    held.expires().map(|at| at.saturating_duration_since(now)),
                 )
             })
             .collect();
@@ -609,6 +708,90 @@ mod tests {
         }
     }
 
+    fn retain_with(properties: Option<PublishProperties>) -> Retain {
+        let from = rmqtt::types::From::from_system(rmqtt::types::Id::new(
+            1,
+            0,
+            None,
+            None,
+            rmqtt::types::ClientId::from("t"),
+            None,
+        ));
+        let codec = CodecPublish {
+            dup: true,
+            retain: true,
+            qos: QoS::ExactlyOnce,
+            topic: TopicName::from("sg/kitchen"),
+            packet_id: std::num::NonZeroU16::new(7),
+            payload: bytes::Bytes::from_static(b"21.5"),
+            properties,
+        };
+        Retain {
+            msg_id: None,
+            from,
+            publish: codec.into(),
+        }
+    }
+
+    /// What a delivery depends on, as comparable values.
+    fn delivered(retain: &Retain) -> (QoS, Vec<u8>, Option<PublishProperties>, String) {
+        (
+            retain.publish.qos,
+            retain.publish.payload.to_vec(),
+            retain.publish.properties.clone(),
+            retain.from.id.client_id.to_string(),
+        )
+    }
+
+    #[test]
+    fn a_held_message_is_rebuilt_as_it_was_stored_and_boxes_only_what_is_rare() {
+        let now = Instant::now();
+        let topic = TopicName::from("sg/kitchen");
+        let rich_properties = PublishProperties {
+            message_expiry_interval: std::num::NonZeroU32::new(100),
+            content_type: Some("text/plain".into()),
+            correlation_data: Some(bytes::Bytes::from_static(b"req")),
+            response_topic: Some("answers".into()),
+            user_properties: vec![("unit".into(), "celsius".into())],
+            is_utf8_payload: true,
+            ..PublishProperties::default()
+        };
+        for (properties, boxed) in [
+            (None, false),
+            (Some(PublishProperties::default()), false),
+            (Some(rich_properties), true),
+        ] {
+            let stored = retain_with(properties);
+            let held = Held::of(stored.clone(), now);
+            assert_eq!(
+                held.rare.is_some(),
+                boxed,
+                "{:?}",
+                stored.publish.properties
+            );
+            let rebuilt = held.to_retain(&topic);
+            assert_eq!(delivered(&rebuilt), delivered(&stored));
+            assert_eq!(&rebuilt.publish.topic as &str, "sg/kitchen");
+            assert_eq!(rebuilt.publish.packet_id, None);
+            assert!(rebuilt.publish.retain && !rebuilt.publish.dup);
+            assert_eq!(
+                held.expires(),
+                boxed.then(|| now + Duration::from_secs(100))
+            );
+        }
+        let mut targeted = retain_with(None);
+        targeted.msg_id = Some(9);
+        targeted.publish.delay_interval = Some(5);
+        let rebuilt = Held::of(targeted, now).to_retain(&topic);
+        assert_eq!(rebuilt.msg_id, Some(9));
+        assert_eq!(rebuilt.publish.delay_interval, Some(5));
+        assert!(
+            std::mem::size_of::<Held>() <= 64,
+            "{} bytes",
+            std::mem::size_of::<Held>()
+        );
+    }
+
     #[test]
     fn literal_prefixes_stop_before_the_first_wildcard() {
         assert_eq!(literal_prefix("#"), "");
@@ -644,7 +827,11 @@ mod tests {
             max_topic_levels: 16,
         });
         let filled = store_with(&["a", "b"]);
-        let from = filled.read().get("a").map(|h| h.retain.clone()).unwrap();
+        let from = filled
+            .read()
+            .get_key_value("a")
+            .map(|(topic, held)| held.to_retain(topic))
+            .unwrap();
         store.store(&TopicName::from("a"), from.clone());
         store.store(&TopicName::from("b"), from.clone());
         store.store(&TopicName::from("c"), from.clone());

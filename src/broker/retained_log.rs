@@ -26,7 +26,8 @@
 //! # Memory
 //! The store holds the retained messages; the log remembers of each only its topic, its payload's
 //! length and a 64-bit digest of its QoS and payload ([`Held`]), enough to tell a changed message from
-//! an unchanged one and what its record costs, so the retained payloads are in memory once, not twice.
+//! an unchanged one and what its record costs, so the retained payloads are in memory once, not twice;
+//! its topics are the store's reference-counted names ([`RetainedView::topic_name`]), not copies.
 //! A sync reads the store's messages where they are ([`RetainedView`]: the store hands out shared
 //! references, no copies) and writes its records through a small buffer ([`WRITE_CHUNK`]), so neither
 //! a first sync of many messages nor a compaction builds the whole log in memory.
@@ -43,6 +44,8 @@ use std::fs::{self, File, OpenOptions};
 use std::hash::Hasher;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+use rmqtt::types::TopicName;
 
 use crate::model::Message;
 use crate::record;
@@ -129,6 +132,11 @@ impl Held {
 /// one ([`super::retained::SharedMessage`]), whose bytes a sync borrows instead of copying.
 pub trait RetainedView {
     fn topic(&self) -> &str;
+    /// The store's own reference-counted name of the topic, when the view has one: the log's index
+    /// keys by it, so that a topic is in memory once however many maps key by it.
+    fn shared_name(&self) -> Option<&TopicName> {
+        None
+    }
     fn payload(&self) -> &[u8];
     fn qos(&self) -> u8;
 }
@@ -136,6 +144,9 @@ pub trait RetainedView {
 impl RetainedView for super::retained::SharedMessage {
     fn topic(&self) -> &str {
         &self.topic
+    }
+    fn shared_name(&self) -> Option<&TopicName> {
+        Some(&self.topic)
     }
     fn payload(&self) -> &[u8] {
         &self.payload
@@ -163,8 +174,8 @@ pub struct RetainedLog {
     dir: PathBuf,
     /// Open for appending; `None` until the first write when there was no log.
     file: Option<File>,
-    /// What replaying the log gives, topic by topic.
-    live: BTreeMap<String, Held>,
+    /// What replaying the log gives, topic by topic (the names shared with the store's).
+    live: BTreeMap<TopicName, Held>,
     /// Bytes of the log file.
     log_bytes: u64,
     /// Bytes the live set takes as records (what a compacted log holds, magic included).
@@ -224,6 +235,22 @@ fn decode_body(body: &[u8]) -> Option<Record> {
     }
     let payload = body[BODY_FIXED + topic_len..].to_vec();
     Some((kind, qos, topic.to_string(), payload))
+}
+
+/// `messages` sorted by topic, one per topic: the last given of each (what a map filled in their order
+/// would hold, without a map's nodes: a sync of every retained message builds this).
+fn latest_by_topic<'a, M: RetainedView>(messages: impl Iterator<Item = &'a M>) -> Vec<&'a M> {
+    let mut latest: Vec<&M> = messages.collect();
+    // Stable: of one topic's messages the last given stays last (the store's view is sorted already).
+    latest.sort_by(|a, b| a.topic().cmp(b.topic()));
+    latest.dedup_by(|later, earlier| {
+        let same = later.topic() == earlier.topic();
+        if same {
+            *earlier = *later;
+        }
+        same
+    });
+    latest
 }
 
 impl RetainedLog {
@@ -329,15 +356,12 @@ impl RetainedLog {
             log::warn!("retained snapshot {}: {error}", old.display());
         }
         self.stats.migrated = messages.len() as u64;
-        let mut by_topic: BTreeMap<&str, &Message> = BTreeMap::new();
-        for m in &messages {
-            by_topic.insert(&m.topic, m);
-        }
+        let by_topic = latest_by_topic(messages.iter());
         self.rewrite(&by_topic)?;
         // The log holds everything now; a damaged old file was set aside by read_snapshot already.
         let _ = fs::remove_file(&old);
         self.sync_dir()?;
-        Ok(by_topic.into_values().cloned().collect())
+        Ok(by_topic.into_iter().cloned().collect())
     }
 
     /// Makes the live set `messages` (one per topic), and `live_bytes` what they take as records.
@@ -345,12 +369,13 @@ impl RetainedLog {
         self.live.clear();
         self.live_bytes = MAGIC.len() as u64;
         for message in messages {
-            self.set(message.topic(), message.qos().min(2), message.payload());
+            self.set(message);
         }
     }
 
-    fn set(&mut self, topic: &str, qos: u8, payload: &[u8]) {
-        let held = Held::of(qos, payload);
+    fn set<M: RetainedView>(&mut self, message: &M) {
+        let topic = message.topic();
+        let held = Held::of(message.qos().min(2), message.payload());
         self.live_bytes += record_len(topic, held.payload_len);
         match self.live.get_mut(topic) {
             Some(old) => {
@@ -358,7 +383,26 @@ impl RetainedLog {
                 *old = held;
             }
             None => {
-                self.live.insert(topic.to_string(), held);
+                let name = message.shared_name().cloned();
+                self.live
+                    .insert(name.unwrap_or_else(|| TopicName::from(topic)), held);
+            }
+        }
+    }
+
+    /// Keys the index by the store's names where it holds copies (what replaying the file at a start
+    /// gives), so that each topic is in memory once; a name already shared is left as it is.
+    fn adopt_names<'a, M: RetainedView + 'a>(&mut self, messages: impl Iterator<Item = &'a M>) {
+        for message in messages {
+            let Some(name) = message.shared_name() else {
+                continue;
+            };
+            let copied = self
+                .live
+                .get_key_value(message.topic())
+                .is_some_and(|(key, _)| key.as_ptr() != name.as_ptr());
+            if let Some(held) = copied.then(|| self.live.remove(message.topic())).flatten() {
+                self.live.insert(name.clone(), held);
             }
         }
     }
@@ -393,23 +437,27 @@ impl RetainedLog {
     /// then one fdatasync, and compacts if the log outgrew the live set. Returns the records appended;
     /// no IO when nothing changed.
     pub fn sync<M: RetainedView>(&mut self, current: &[M]) -> Result<usize, LogError> {
-        let mut wanted: BTreeMap<&str, &M> = BTreeMap::new();
-        for message in current {
-            if !message.payload().is_empty() && !message.topic().is_empty() {
-                wanted.insert(message.topic(), message);
-            }
-        }
+        let wanted = latest_by_topic(
+            current
+                .iter()
+                .filter(|m| !m.payload().is_empty() && !m.topic().is_empty()),
+        );
         let sets: Vec<&M> = wanted
-            .values()
+            .iter()
             .copied()
             .filter(|m| {
                 self.live.get(m.topic()).copied() != Some(Held::of(m.qos().min(2), m.payload()))
             })
             .collect();
-        let clears: Vec<String> = self
+        self.adopt_names(wanted.iter().copied());
+        let clears: Vec<TopicName> = self
             .live
             .keys()
-            .filter(|topic| !wanted.contains_key(topic.as_str()))
+            .filter(|topic| {
+                wanted
+                    .binary_search_by(|m| m.topic().cmp(topic as &str))
+                    .is_err()
+            })
             .cloned()
             .collect();
         if sets.is_empty() && clears.is_empty() {
@@ -440,7 +488,7 @@ impl RetainedLog {
         let count = sets.len() + clears.len();
         self.stats.appended += count as u64;
         for m in sets {
-            self.set(m.topic(), m.qos().min(2), m.payload());
+            self.set(m);
         }
         for topic in &clears {
             self.clear(topic);
@@ -517,37 +565,34 @@ impl RetainedLog {
 
     /// Rewrites the log with `live` only, which must be what the log holds (the set the last sync
     /// made it hold). On failure (a full disk) the log and the live set are as they were.
-    fn compact<M: RetainedView>(&mut self, live: &BTreeMap<&str, &M>) -> Result<(), LogError> {
+    fn compact<M: RetainedView>(&mut self, live: &[&M]) -> Result<(), LogError> {
         self.rewrite(live)?;
         self.stats.compactions += 1;
         Ok(())
     }
 
     /// Makes `messages` the live set, and the log hold them only.
-    fn rewrite<M: RetainedView>(&mut self, messages: &BTreeMap<&str, &M>) -> Result<(), LogError> {
+    fn rewrite<M: RetainedView>(&mut self, messages: &[&M]) -> Result<(), LogError> {
         self.write_live(messages)?;
-        self.hold_only(messages.values().copied());
+        self.hold_only(messages.iter().copied());
         Ok(())
     }
 
     /// Writes `messages` to a temporary file and renames it over the log; a temporary file that could
     /// not be finished is removed (it would hold the space a full disk needs).
-    fn write_live<M: RetainedView>(
-        &mut self,
-        messages: &BTreeMap<&str, &M>,
-    ) -> Result<(), LogError> {
+    fn write_live<M: RetainedView>(&mut self, messages: &[&M]) -> Result<(), LogError> {
         let path = self.path();
         let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
         let len = MAGIC.len() as u64
             + messages
-                .values()
+                .iter()
                 .map(|m| record_len(m.topic(), m.payload().len() as u64))
                 .sum::<u64>();
         let written = File::create(&tmp).and_then(|file| {
             let mut out = BufWriter::with_capacity(WRITE_CHUNK, &file);
             out.write_all(MAGIC)?;
             let mut scratch = Vec::new();
-            for m in messages.values() {
+            for m in messages {
                 write_record(
                     &mut out,
                     &mut scratch,
@@ -625,6 +670,59 @@ fn file_sync_and_dir(log: &RetainedLog) -> Result<(), LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared(message: &Message) -> crate::broker::retained::SharedMessage {
+        crate::broker::retained::SharedMessage {
+            topic: TopicName::from(message.topic.as_str()),
+            payload: bytes::Bytes::from(message.payload.clone()),
+            qos: message.qos,
+        }
+    }
+
+    #[test]
+    fn the_latest_message_of_each_topic_is_kept_in_topic_order() {
+        let given = [
+            m("b", "1"),
+            m("a", "1"),
+            m("b", "2"),
+            m("c", "1"),
+            m("a", "2"),
+        ];
+        let latest: Vec<(&str, &[u8])> = latest_by_topic(given.iter())
+            .into_iter()
+            .map(|m| (m.topic.as_str(), m.payload.as_slice()))
+            .collect();
+        assert_eq!(
+            latest,
+            vec![("a", &b"2"[..]), ("b", &b"2"[..]), ("c", &b"1"[..])]
+        );
+    }
+
+    #[test]
+    fn after_a_start_the_index_takes_the_stores_names_instead_of_its_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let state: Vec<Message> = (0..10).map(|i| m(&format!("sg/dev{i}"), "21.5")).collect();
+        let (mut log, _) = RetainedLog::open(dir.path()).unwrap();
+        log.sync(&state).unwrap();
+        drop(log);
+        let (mut log, restored) = RetainedLog::open(dir.path()).unwrap();
+        assert_eq!(restored, state);
+        let views: Vec<_> = state.iter().map(shared).collect();
+        assert_eq!(
+            log.sync(&views).unwrap(),
+            0,
+            "nothing changed, nothing written"
+        );
+        for view in &views {
+            let (key, _) = log.live.get_key_value(&view.topic as &str).unwrap();
+            assert_eq!(
+                key.as_ptr(),
+                view.topic.as_ptr(),
+                "{key:?} is the store's name"
+            );
+        }
+        assert_eq!(log.len(), 10);
+    }
 
     fn m(topic: &str, payload: &str) -> Message {
         Message {
@@ -835,7 +933,7 @@ mod tests {
                         }
                         Op::Compact => {
                             let held = as_messages(&synced);
-                            let live: BTreeMap<&str, &Message> = held.iter().map(|m| (m.topic.as_str(), m)).collect();
+                            let live = latest_by_topic(held.iter());
                             log.compact(&live).unwrap();
                             last_append = None;
                             prop_assert_eq!(on_disk(dir.path()), held);

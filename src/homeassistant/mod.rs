@@ -156,8 +156,9 @@ struct Announced {
     /// TTN's normalized schema (`air.temperature`); they type fields whose names say nothing.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     normalized: BTreeMap<String, String>,
-    /// Every config topic published and not cleared.
-    topics: BTreeSet<String>,
+    /// Every config topic published and not cleared, sorted (a vector: a device has a few, and a set's
+    /// node would hold room for eleven).
+    topics: Vec<String>,
 }
 
 /// The state file.
@@ -337,7 +338,7 @@ impl Discovery {
                 identity: identity.clone(),
                 fields: BTreeMap::new(),
                 normalized: BTreeMap::new(),
-                topics: BTreeSet::new(),
+                topics: Vec::new(),
             });
         let renamed = device.identity != identity;
         if renamed {
@@ -685,7 +686,7 @@ impl Discovery {
         for (topic, config) in due {
             messages.push(self.config_message(topic.clone(), config));
         }
-        let topics: BTreeSet<String> = desired.into_keys().collect();
+        let topics: Vec<String> = desired.into_keys().collect();
         if let Some(device) = self.devices.get_mut(key) {
             if device.topics != topics {
                 device.topics = topics;

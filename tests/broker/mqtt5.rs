@@ -575,6 +575,79 @@ async fn a_message_expiry_interval_is_sent_only_when_the_publisher_gave_one() {
     assert!((90..=100).contains(&left), "{left} s left of 100");
 }
 
+/// The store keeps a retained message as its topic, payload, QoS and sender, with MQTT 5 properties
+/// only when there are any: a late subscriber still gets each property its publisher gave (response
+/// topic, correlation data, content type, user property, the time left of its expiry) and none it did
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_message_keeps_its_properties_for_a_late_subscriber() {
+    const CONTENT_TYPE: u8 = 0x03;
+    const USER_PROPERTY: u8 = 0x26;
+    let (_broker, addr) = broker().await;
+    let (mut publisher, _) = Client::connect(addr, "props-pub", true, 60, Props::default()).await;
+    let mut user_property = Props::default().bytes(USER_PROPERTY, b"unit");
+    string(&mut user_property.0, b"celsius");
+    let mut rich = user_property
+        .bytes(RESPONSE_TOPIC, b"answers/here")
+        .bytes(CORRELATION_DATA, b"\x00\x01req")
+        .bytes(CONTENT_TYPE, b"text/plain")
+        .u32(MESSAGE_EXPIRY, 100);
+    rich.0.push(0x01); // Payload Format Indicator: UTF-8
+    rich.0.push(1);
+    let mut body = Vec::new();
+    string(&mut body, b"props/rich");
+    body.extend_from_slice(&1u16.to_be_bytes());
+    rich.encode(&mut body);
+    body.extend_from_slice(b"21.5");
+    publisher.send(0x33, &body).await; // PUBLISH, QoS 1, retain
+    publisher.expect(PUBACK).await;
+    let mut body = Vec::new();
+    string(&mut body, b"props/plain");
+    body.extend_from_slice(&2u16.to_be_bytes());
+    Props::default().encode(&mut body);
+    body.extend_from_slice(b"48");
+    publisher.send(0x33, &body).await;
+    publisher.expect(PUBACK).await;
+
+    let (mut late, _) = Client::connect(addr, "props-late", true, 60, Props::default()).await;
+    assert_eq!(late.subscribe(&[("props/#", 1)]).await, vec![1]);
+    let plain = late.next_publish(LONG, true).await.expect("props/plain");
+    assert_eq!(
+        (plain.topic.as_str(), plain.payload.as_slice()),
+        ("props/plain", &b"48"[..])
+    );
+    assert_eq!(plain.props, Vec::new(), "no property it was not given");
+    let rich = late.next_publish(LONG, true).await.expect("props/rich");
+    assert_eq!(
+        (rich.topic.as_str(), rich.payload.as_slice()),
+        ("props/rich", &b"21.5"[..])
+    );
+    assert_eq!(rich.qos, 1);
+    assert_eq!(
+        rich.prop(RESPONSE_TOPIC),
+        Some(&b"\x00\x0canswers/here"[..])
+    );
+    assert_eq!(
+        rich.prop(CORRELATION_DATA),
+        Some(&b"\x00\x05\x00\x01req"[..])
+    );
+    assert_eq!(rich.prop(CONTENT_TYPE), Some(&b"\x00\x0atext/plain"[..]));
+    assert_eq!(
+        rich.prop(0x01),
+        Some(&[1u8][..]),
+        "the payload format indicator"
+    );
+    assert_eq!(
+        rich.prop(USER_PROPERTY),
+        Some(&b"\x00\x04unit\x00\x07celsius"[..])
+    );
+    let left = rich
+        .prop(MESSAGE_EXPIRY)
+        .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+        .expect("the time left");
+    assert!((90..=100).contains(&left), "{left} s left of 100");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_subscription_gets_no_retained_messages() {
     let (_broker, addr) = broker().await;

@@ -294,3 +294,66 @@ async fn retained_payloads_are_held_once_the_log_keeps_no_copy() {
         "peak resident memory grew by {grown} bytes for {payload_bytes} bytes of retained payload"
     );
 }
+
+/// Retained messages the per-message test publishes, and the resident bytes each may cost, all in (in
+/// the debug build the tests run): its topic and payload (13 bytes here) with their reference counts,
+/// the store's entry (topic, payload, QoS, sender), the retained log's index entry (sharing the store's
+/// topic) and what the allocator keeps around them. About 590 bytes; kept as the engine's boxed
+/// `Publish` beside a second copy of each topic in the log's index, about 950.
+const SMALL_RETAINED: usize = 20_000;
+const BYTES_PER_SMALL_RETAINED: u64 = 700;
+
+/// The daemon's VmRSS once two readings 250 ms apart agree (at most 5 s of readings).
+async fn settled_rss_kib(daemon: &Daemon) -> u64 {
+    let mut last = daemon.status_kib("VmRSS");
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = daemon.status_kib("VmRSS");
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
+/// 20,000 small retained messages (a sensor's last values) raise the daemon's settled resident memory,
+/// once the retained log holds them all, by at most [`BYTES_PER_SMALL_RETAINED`] each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_retained_message_costs_little_beyond_its_topic_and_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &config("1s"));
+    let messages: Vec<(String, String)> = (0..SMALL_RETAINED)
+        .map(|i| (format!("t/{i:05}"), format!("v{i:05}")))
+        .collect();
+    // A first publish warms the allocator's arenas and the client's path, so that the figure below is
+    // the retained messages' own.
+    let warm: Vec<(String, String)> = (0..2_000)
+        .map(|i| (format!("t/w{i:04}"), format!("w{i:04}")))
+        .collect();
+    publish_all(daemon.addr, "warm", &warm).await;
+    let before_kib = settled_rss_kib(&daemon).await;
+    // In bursts of 2,000, each delivered back before the next (what one client's queue holds).
+    for (n, burst) in messages.chunks(2_000).enumerate() {
+        publish_all(daemon.addr, &format!("small-{n}"), burst).await;
+    }
+    let record_bytes: u64 = messages
+        .iter()
+        .map(|(t, p)| (8 + 4 + t.len() + p.len()) as u64)
+        .sum();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(log_path(dir.path())).map_or(0, |m| m.len()) < record_bytes {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retained log does not hold the {SMALL_RETAINED} messages after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = settled_rss_kib(&daemon).await.saturating_sub(before_kib) * 1024;
+    let each = grown / SMALL_RETAINED as u64;
+    eprintln!("settled resident memory grew by {grown} bytes: {each} per retained message");
+    assert!(
+        each <= BYTES_PER_SMALL_RETAINED,
+        "{each} resident bytes per retained message of 13 bytes (at most {BYTES_PER_SMALL_RETAINED})"
+    );
+}
