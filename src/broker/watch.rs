@@ -37,7 +37,10 @@ impl Watches {
         sender: mpsc::Sender<Message>,
         dropped: Arc<AtomicU64>,
     ) {
-        let mut watches = self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut watches = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         watches.retain(|watch| !watch.sender.is_closed());
         watches.push(Watch {
             topics,
@@ -48,7 +51,10 @@ impl Watches {
 
     /// A client publish the policy let through: copied to every watch of its topic.
     pub(super) fn offer(&self, publish: &Publish) {
-        let watches = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let watches = self
+            .0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for watch in watches.iter() {
             if watch.topics.iter().any(|topic| **topic == *publish.topic) {
                 if let Err(mpsc::error::TrySendError::Full(_)) =
