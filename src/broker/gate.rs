@@ -9,8 +9,8 @@
 //! The command tap ([`CommandTap`], filled once by [`Broker::command_tap`](super::Broker::command_tap))
 //! carries client publishes on the command topics (`{base}/+/set`, `{base}/+/set/+`) to the command
 //! router, with who sent them and their MQTT 5 response topic and correlation data: the ones the policy
-//! let through (from [`PublishGate`]), and the ones it refused for want of the write right (from
-//! [`RefusedCommands`], which runs before the policy and changes nothing), so that a refused command
+//! let through (from [`PublishGate::offer_allowed`]), and the ones it refused for want of the write right
+//! (from [`RefusedCommands`], which runs before the policy and changes nothing), so that a refused command
 //! gets a `refused` result and a log line naming the client. Bounded like the uplink's tap; what finds it
 //! full is dropped and counted ([`CommandTap::dropped`]).
 
@@ -252,8 +252,9 @@ impl CommandTap {
     }
 }
 
-/// The engine hook: registered for `MessagePublishCheckAcl` (client publishes, after the policy) and
-/// `MessagePublish` (to see client wills, which the engine publishes without an ACL check).
+/// The gate: [`PublishGate::offer_allowed`] for client publishes the policy let through (called by the
+/// per-message dispatcher, [`super::message_hooks`]), and the engine hook of `MessagePublish` (to see
+/// client wills, which the engine publishes without an ACL check).
 pub struct PublishGate {
     tap: Tap,
     policy: Arc<Policy>,
@@ -274,31 +275,35 @@ impl PublishGate {
         self.commands = commands;
         self
     }
+
+    /// A client publish the policy let through: copied to the uplink's tap and the command tap.
+    pub fn offer_allowed(&self, session: &rmqtt::session::Session, publish: &Publish) {
+        self.tap.offer(publish);
+        self.commands.offer(&self.policy, session, publish, true);
+    }
 }
 
-/// The hook that sees command publishes the policy is about to refuse: registered for
-/// `MessagePublishCheckAcl` above the policy's priority, it copies those whose client may not write the
-/// topic to the command tap (`allowed = false`) and lets every publish on to the policy unchanged.
+/// What sees command publishes the policy is about to refuse: called before the policy (by the
+/// per-message dispatcher, [`super::message_hooks`]), it copies those whose client may not write the
+/// topic to the command tap (`allowed = false`) and changes nothing.
 pub struct RefusedCommands {
     pub commands: CommandTap,
     pub policy: Arc<Policy>,
 }
 
-#[async_trait]
-impl Handler for RefusedCommands {
-    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
-        if let Parameter::MessagePublishCheckAcl(session, publish) = param {
-            if self.commands.selecting(&publish.topic).is_some() {
-                let client = Client {
-                    user: session.id.username.as_deref(),
-                    client_id: &session.id.client_id,
-                };
-                if !self.policy.access.may_write(client, &publish.topic) {
-                    self.commands.offer(&self.policy, session, publish, false);
-                }
+impl RefusedCommands {
+    /// `session`'s client published `publish`: copied to the command tap when it is a command the
+    /// client may not write.
+    pub fn offer_if_refused(&self, session: &rmqtt::session::Session, publish: &Publish) {
+        if self.commands.selecting(&publish.topic).is_some() {
+            let client = Client {
+                user: session.id.username.as_deref(),
+                client_id: &session.id.client_id,
+            };
+            if !self.policy.access.may_write(client, &publish.topic) {
+                self.commands.offer(&self.policy, session, publish, false);
             }
         }
-        (true, acc)
     }
 }
 
@@ -306,17 +311,6 @@ impl Handler for RefusedCommands {
 impl Handler for PublishGate {
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
-            Parameter::MessagePublishCheckAcl(session, publish) => {
-                let allowed = match &acc {
-                    Some(HookResult::PublishAclResult(result)) => result.is_allow(),
-                    _ => true,
-                };
-                if allowed {
-                    self.tap.offer(publish);
-                    self.commands.offer(&self.policy, session, publish, true);
-                }
-                (true, acc)
-            }
             Parameter::MessagePublish(_session, from, publish)
                 if matches!(from.typ(), FromType::LastWill) =>
             {

@@ -112,6 +112,7 @@ pub mod descriptors;
 pub mod exactly_once;
 pub mod gate;
 pub mod message_counts;
+mod message_hooks;
 pub mod owned;
 pub mod pacing;
 pub mod password;
@@ -146,6 +147,7 @@ use delivery_counts::DeliveryCountHook;
 pub use gate::{tap, ClientPublish, TapSender, TAP_CAPACITY};
 use gate::{CommandTap, PublishGate, RefusedCommands, Tap};
 use message_counts::MessageCounts;
+use message_hooks::MessageHooks;
 use pacing::RetainedPacer;
 pub use password::{hash_password, verify_password, PasswordError};
 use policy::{Policy, PolicyHook, PolicyLimits};
@@ -337,6 +339,8 @@ pub struct Broker {
     retained_torn_tails: u64,
     logins: Arc<Logins>,
     messages: Arc<MessageCounts>,
+    /// The daemon's watches of client publishes ([`Broker::watch`]).
+    watches: Arc<watch::Watches>,
 }
 
 impl Broker {
@@ -367,8 +371,9 @@ impl Broker {
         let policy = policy_of(&scx, settings, &logins, &offline, &messages);
         let tap = Tap::new(tap);
         let commands = CommandTap::default();
-        register_hooks(&scx, &backlog, &policy, &offline, &tap, &commands).await;
-        register_pacer(&scx, &pacer).await;
+        let watches = Arc::new(watch::Watches::default());
+        let counts = (&backlog, &pacer);
+        register_hooks(&scx, counts, &policy, &offline, (&tap, &commands), &watches).await;
 
         let half_open = HalfOpen::new(descriptors::max_half_open(settings));
         let (server_task, local_addrs) = serve(&scx, settings, &half_open)?;
@@ -393,6 +398,7 @@ impl Broker {
             retained_torn_tails,
             logins,
             messages,
+            watches,
         })
     }
 
@@ -430,12 +436,7 @@ impl Broker {
     pub async fn watch(&self, topics: Vec<String>) -> tokio::sync::mpsc::Receiver<Message> {
         let (sender, receiver) = tokio::sync::mpsc::channel(watch::WATCH_CAPACITY);
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let register = self.scx.extends.hook_mgr().register();
-        for typ in watch::WatchHook::TYPES {
-            let hook = watch::WatchHook::new(topics.clone(), sender.clone(), dropped.clone());
-            register.add(typ, Box::new(hook)).await;
-        }
-        register.start().await;
+        self.watches.add(topics, sender, dropped);
         receiver
     }
 
@@ -699,15 +700,19 @@ async fn restore_retained(
     restored.torn_cuts
 }
 
+/// Installs the engine hooks: the per-message dispatcher alone on the publish and delivery checks
+/// ([`MessageHooks`]), and each part on the other hook points it answers.
 async fn register_hooks(
     scx: &ServerContext,
-    backlog: &Arc<Backlog>,
+    (backlog, pacer): (&Arc<Backlog>, &Arc<RetainedPacer>),
     policy: &Arc<Policy>,
     offline: &Arc<OfflineSessions>,
-    tap: &Tap,
-    commands: &CommandTap,
+    (tap, commands): (&Tap, &CommandTap),
+    watches: &Arc<watch::Watches>,
 ) {
     let register = scx.extends.hook_mgr().register();
+    // The counts above the policy: they must see every drop and session end, also those the policy
+    // reports.
     for typ in DeliveryCountHook::<Backlog>::TYPES {
         register
             .add_priority(
@@ -716,8 +721,14 @@ async fn register_hooks(
                 Box::new(DeliveryCountHook(backlog.clone())),
             )
             .await;
+        register
+            .add_priority(
+                typ,
+                BACKLOG_PRIORITY,
+                Box::new(DeliveryCountHook(pacer.clone())),
+            )
+            .await;
     }
-    // The policy runs first (higher priority); the gate then sees its publish decision.
     for typ in PolicyHook::TYPES {
         register
             .add_priority(typ, POLICY_PRIORITY, Box::new(PolicyHook(policy.clone())))
@@ -728,35 +739,21 @@ async fn register_hooks(
             .add(typ, Box::new(OfflineSessionsHook(offline.clone())))
             .await;
     }
-    for typ in [Type::MessagePublishCheckAcl, Type::MessagePublish] {
-        let gate = PublishGate::new(tap.clone(), policy.clone()).with_commands(commands.clone());
-        register.add(typ, Box::new(gate)).await;
-    }
-    // Above the policy: sees the command publishes it is about to refuse, and changes nothing.
-    register
-        .add_priority(
-            Type::MessagePublishCheckAcl,
-            POLICY_PRIORITY + 1,
-            Box::new(RefusedCommands {
+    let gate = || PublishGate::new(tap.clone(), policy.clone()).with_commands(commands.clone());
+    register.add(Type::MessagePublish, Box::new(gate())).await;
+    for typ in MessageHooks::TYPES {
+        let hooks = MessageHooks {
+            refused_commands: RefusedCommands {
                 commands: commands.clone(),
                 policy: policy.clone(),
-            }),
-        )
-        .await;
-    register.start().await;
-}
-
-/// The retained streams' window count, above the policy like the backlog's (it must see every delivery).
-async fn register_pacer(scx: &ServerContext, pacer: &Arc<RetainedPacer>) {
-    let register = scx.extends.hook_mgr().register();
-    for typ in DeliveryCountHook::<RetainedPacer>::TYPES {
-        register
-            .add_priority(
-                typ,
-                BACKLOG_PRIORITY,
-                Box::new(DeliveryCountHook(pacer.clone())),
-            )
-            .await;
+            },
+            policy: policy.clone(),
+            gate: gate(),
+            watches: watches.clone(),
+            backlog: DeliveryCountHook(backlog.clone()),
+            pacer: DeliveryCountHook(pacer.clone()),
+        };
+        register.add(typ, Box::new(hooks)).await;
     }
     register.start().await;
 }
@@ -864,7 +861,7 @@ fn bind_listener(
 
 /// Hook priority of the policy (the engine runs higher priorities first; the tap gate runs at 0).
 const POLICY_PRIORITY: u32 = 100;
-/// Hook priority of the backlog count: before the policy, which may end a delivery check.
+/// Hook priority of the delivery counts: before the policy, which may end a chain.
 const BACKLOG_PRIORITY: u32 = 200;
 
 fn access_policy(settings: &BrokerSettings) -> AccessPolicy {

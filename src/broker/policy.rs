@@ -103,13 +103,13 @@ pub struct PolicyHook(pub Arc<Policy>);
 
 impl PolicyHook {
     /// The engine hook points this handler must be registered for.
-    pub const TYPES: [rmqtt::hook::Type; 9] = [
+    /// The per-message checks ([`Policy::on_publish`], [`Policy::on_delivery`]) are called by the
+    /// per-message dispatcher ([`super::message_hooks::MessageHooks`]).
+    pub const TYPES: [rmqtt::hook::Type; 7] = [
         rmqtt::hook::Type::ClientConnect,
         rmqtt::hook::Type::ClientAuthenticate,
         rmqtt::hook::Type::ClientConnected,
         rmqtt::hook::Type::ClientSubscribeCheckAcl,
-        rmqtt::hook::Type::MessagePublishCheckAcl,
-        rmqtt::hook::Type::MessageExpiryCheck,
         rmqtt::hook::Type::MessageDropped,
         rmqtt::hook::Type::ClientDisconnected,
         rmqtt::hook::Type::SessionTerminated,
@@ -165,12 +165,6 @@ impl Handler for PolicyHook {
             }
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
                 policy.on_subscribe(session, &subscribe.topic_filter, acc)
-            }
-            Parameter::MessagePublishCheckAcl(session, publish) => {
-                policy.on_publish(session, publish, acc).await
-            }
-            Parameter::MessageExpiryCheck(session, from, publish) => {
-                policy.on_delivery(session, from, publish, acc).await
             }
             Parameter::MessageDropped(to, _from, publish, reason) => {
                 policy.on_dropped(to.as_ref(), publish, reason);
@@ -307,18 +301,19 @@ impl Policy {
         )
     }
 
-    /// PUBLISH: a valid topic name (MQTT 3.1.1: the connection is closed; 5: reason 0x90), the write
-    /// right (dropped, "not authorized" on MQTT 5), and exactly-once for re-sent QoS 2.
-    async fn on_publish(
+    /// PUBLISH: a valid topic name (MQTT 3.1.1: the connection is closed; 5: reason 0x90, see
+    /// [`topic_name_invalid`]), the write right (dropped, "not authorized" on MQTT 5), and exactly-once
+    /// for re-sent QoS 2.
+    pub(super) fn on_publish(
         &self,
         session: &Session,
         publish: &rmqtt::types::Publish,
         acc: Option<HookResult>,
-    ) -> ReturnType {
+    ) -> PublishCheck {
         self.messages.received_one();
         if let Some(HookResult::PublishAclResult(earlier)) = &acc {
             if earlier.is_rejected() {
-                return (false, acc);
+                return PublishCheck::Refuse(acc);
             }
         }
         if let Err(error) = topic::check_name(&publish.topic, self.max_topic_levels) {
@@ -332,13 +327,7 @@ impl Policy {
                     shown_topic(&publish.topic)
                 )
             });
-            let v3 = matches!(
-                session.connect_info().await.as_deref(),
-                Ok(ConnectInfo::V3(..)) | Err(_)
-            );
-            let mut result = PublishAclResult::rejected(v3, Some("topic name invalid".into()));
-            result.0.reason_code = rmqtt::codec::v5::PublishAckReason::TopicNameInvalid;
-            return (false, Some(HookResult::PublishAclResult(result)));
+            return PublishCheck::TopicNameInvalid;
         }
         if !self
             .access
@@ -358,7 +347,7 @@ impl Policy {
             // PUBACKs with properties.
             let mut result = PublishAclResult::rejected(false, None);
             result.0.reason_string = None;
-            return (false, Some(HookResult::PublishAclResult(result)));
+            return PublishCheck::Refuse(Some(HookResult::PublishAclResult(result)));
         }
         if publish.qos == QoS::ExactlyOnce
             && qos2_verdict(self, session, publish) == Some(Verdict::Resent)
@@ -370,19 +359,21 @@ impl Policy {
             );
             let mut result = PublishAclResult::rejected(false, Some(RESENT_QOS2.into()));
             result.0.reason_code = rmqtt::codec::v5::PublishAckReason::PacketIdentifierInUse;
-            return (false, Some(HookResult::PublishAclResult(result)));
+            return PublishCheck::Refuse(Some(HookResult::PublishAclResult(result)));
         }
-        (true, acc)
+        PublishCheck::Proceed(acc)
     }
 
     /// Before every delivery (retained and wills included): the receiver's read right, for a will its
-    /// client's write right, and for an MQTT 5 receiver its Maximum Packet Size (a message too large for
-    /// it is discarded, [MQTT-3.1.2-25]; the engine's encoder would refuse it and end the connection).
-    async fn on_delivery(
+    /// client's write right, and its Maximum Packet Size (`receiver_limit`, from [`receiver_limit`]: a
+    /// message too large for it is discarded, [MQTT-3.1.2-25]; the engine's encoder would refuse it and
+    /// end the connection).
+    pub(super) fn on_delivery(
         &self,
         session: &Session,
         from: &rmqtt::types::From,
         publish: &rmqtt::types::Publish,
+        receiver_limit: Option<usize>,
         acc: Option<HookResult>,
     ) -> ReturnType {
         // Decided at SUBSCRIBE for a client whose filters all lie inside its read rules; per message
@@ -394,7 +385,7 @@ impl Policy {
         let will_allowed = !matches!(from.typ(), FromType::LastWill)
             || self.access.may_write(client_of(&from.id), &publish.topic);
         if readable && will_allowed {
-            if too_large_for(session, publish).await {
+            if receiver_limit.is_some_and(|limit| publish_remaining_length(publish) > limit) {
                 log::debug!(
                     "broker: message on {:?} not delivered to {:?}: larger than its Maximum Packet Size",
                     publish.topic.as_ref() as &str,
@@ -436,20 +427,38 @@ impl Policy {
     }
 }
 
-/// Whether `publish` as the engine sends it exceeds the Maximum Packet Size its MQTT 5 receiver announced
-/// (as the engine's encoder counts: remaining length against the maximum less 5).
-async fn too_large_for(session: &Session, publish: &rmqtt::types::Publish) -> bool {
-    let Ok(info) = session.connect_info().await else {
-        return false;
-    };
+/// What the policy answers to a client's publish ([`Policy::on_publish`]).
+pub(super) enum PublishCheck {
+    /// Allowed: on to the next part, with the result so far.
+    Proceed(Option<HookResult>),
+    /// Refused with this result: the chain stops here.
+    Refuse(Option<HookResult>),
+    /// Refused for an invalid topic name: the answer depends on the client's protocol
+    /// ([`topic_name_invalid`]).
+    TopicNameInvalid,
+}
+
+/// The refusal of a publish whose topic name is invalid: MQTT 3.1.1 closes the connection, MQTT 5
+/// answers reason 0x90.
+pub(super) async fn topic_name_invalid(session: &Session) -> ReturnType {
+    let v3 = matches!(
+        session.connect_info().await.as_deref(),
+        Ok(ConnectInfo::V3(..)) | Err(_)
+    );
+    let mut result = PublishAclResult::rejected(v3, Some("topic name invalid".into()));
+    result.0.reason_code = rmqtt::codec::v5::PublishAckReason::TopicNameInvalid;
+    (false, Some(HookResult::PublishAclResult(result)))
+}
+
+/// The largest remaining length of a PUBLISH the receiver takes: the Maximum Packet Size an MQTT 5
+/// receiver announced, as the engine's encoder counts (the maximum less 5); `None` for no limit.
+pub(super) async fn receiver_limit(session: &Session) -> Option<usize> {
+    let info = session.connect_info().await.ok()?;
     let ConnectInfo::V5(_, connect) = info.as_ref() else {
-        return false;
+        return None;
     };
-    let Some(max) = connect.max_packet_size.map(|m| m.get() as usize) else {
-        return false;
-    };
-    let limit = if max > 5 { max - 5 } else { max };
-    publish_remaining_length(publish) > limit
+    let max = connect.max_packet_size?.get() as usize;
+    Some(if max > 5 { max - 5 } else { max })
 }
 
 /// The remaining length of `publish` as sent to an MQTT 5 client, counting the Message Expiry Interval

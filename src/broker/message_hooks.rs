@@ -1,0 +1,73 @@
+//! The one engine handler for the two hook points every message passes: a client's publish
+//! (`MessagePublishCheckAcl`) and each delivery to a subscriber (`MessageExpiryCheck`). The engine runs
+//! each registered handler of a hook type as its own boxed future under its handler lock, so the parts
+//! that answer these two points are not handlers of their own: [`MessageHooks`] calls them as plain
+//! functions, in the order their priorities gave them before, and the first refusal ends the chain as
+//! it did. A publish: the command tap's copy of a command the policy is about to refuse
+//! ([`RefusedCommands`]), the policy ([`Policy::on_publish`]), then for what it let through the uplink's
+//! and the command router's taps ([`PublishGate::offer_allowed`]) and the watches ([`Watches`]). A
+//! delivery: the backlog's and the retained pacer's counts ([`DeliveryCountHook::delivered`], for every
+//! delivery, also those the policy then refuses), then the policy ([`Policy::on_delivery`]). It decides
+//! nothing itself.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+
+use super::backlog::Backlog;
+use super::delivery_counts::DeliveryCountHook;
+use super::gate::{PublishGate, RefusedCommands};
+use super::pacing::RetainedPacer;
+use super::policy::{self, Policy, PublishCheck};
+use super::watch::Watches;
+
+/// The parts of the per-message checks, in their order.
+pub(super) struct MessageHooks {
+    pub(super) refused_commands: RefusedCommands,
+    pub(super) policy: Arc<Policy>,
+    pub(super) gate: PublishGate,
+    pub(super) watches: Arc<Watches>,
+    pub(super) backlog: DeliveryCountHook<Backlog>,
+    pub(super) pacer: DeliveryCountHook<RetainedPacer>,
+}
+
+impl MessageHooks {
+    /// The engine hook points this handler must be registered for (and no other handler).
+    pub(super) const TYPES: [Type; 2] = [Type::MessagePublishCheckAcl, Type::MessageExpiryCheck];
+}
+
+#[async_trait]
+impl Handler for MessageHooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                self.refused_commands.offer_if_refused(session, publish);
+                let acc = match self.policy.on_publish(session, publish, acc) {
+                    PublishCheck::Proceed(acc) => acc,
+                    PublishCheck::Refuse(acc) => return (false, acc),
+                    PublishCheck::TopicNameInvalid => {
+                        return policy::topic_name_invalid(session).await
+                    }
+                };
+                let allowed = match &acc {
+                    Some(HookResult::PublishAclResult(result)) => result.is_allow(),
+                    _ => true,
+                };
+                if allowed {
+                    self.gate.offer_allowed(session, publish);
+                    self.watches.offer(publish);
+                }
+                (true, acc)
+            }
+            Parameter::MessageExpiryCheck(session, from, publish) => {
+                self.backlog.delivered(&session.id.client_id, publish);
+                self.pacer.delivered(&session.id.client_id, publish);
+                let receiver_limit = policy::receiver_limit(session).await;
+                self.policy
+                    .on_delivery(session, from, publish, receiver_limit, acc)
+            }
+            _ => (true, acc),
+        }
+    }
+}
