@@ -147,13 +147,19 @@ fn publish_exactly_once(
 async fn a_burst_reaches_its_subscriber_in_few_writes() {
     const MESSAGES: usize = 5_000;
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), &ConfigBuilder::new("delivery").toml());
+    // One worker thread and no log line per message: the daemon's write system calls are its writes to
+    // the subscriber, and how many messages share one does not hang on how two worker threads happen to
+    // interleave the publisher's and the subscriber's tasks on a loaded machine.
+    let config = ConfigBuilder::new("delivery").toml();
+    let daemon = Daemon::start_on_one_cpu(dir.path(), &config, &[("RUST_LOG", "warn")]);
     let (mut subscriber, publisher) = pair(&daemon, "writes", "writes/#", 0).await;
 
-    let before = subscriber.data_segments_received();
+    let writes_before = daemon.write_system_calls();
+    let segments_before = subscriber.data_segments_received();
     let writing = write_burst(publisher, burst("writes/x", MESSAGES, 0));
     let numbers = read_numbers(&mut subscriber, MESSAGES).await;
-    let writes = subscriber.data_segments_received() - before;
+    let writes = daemon.write_system_calls() - writes_before;
+    let segments = subscriber.data_segments_received() - segments_before;
     let _publisher = writing.await.unwrap();
 
     assert_eq!(
@@ -161,11 +167,11 @@ async fn a_burst_reaches_its_subscriber_in_few_writes() {
         MESSAGES,
         "every message of the burst arrived"
     );
-    // One write per delivered PUBLISH was the engine's way (about one segment per message); together,
-    // several messages per write.
+    // One write per delivered PUBLISH was the engine's way; together, about 60 writes for the 5,000 here
+    // (57-73 in ten runs, five of them with both cores busy).
     assert!(
-        writes as usize * 2 < MESSAGES,
-        "{writes} TCP segments (one per write of the broker) for {MESSAGES} messages to one subscriber"
+        writes as usize * 20 < MESSAGES,
+        "the daemon made {writes} write system calls ({segments} TCP segments) for {MESSAGES} messages to one subscriber"
     );
 }
 
