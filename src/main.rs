@@ -337,11 +337,7 @@ fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::thread::available_parallelism()
-                .map(|n| n.get().min(4))
-                .unwrap_or(2),
-        )
+        .worker_threads(config.gateway.worker_threads)
         .thread_name("sensorgate")
         .enable_all()
         .build()

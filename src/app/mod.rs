@@ -304,8 +304,16 @@ async fn start_broker(
     for addr in broker.local_addrs() {
         log::info!("MQTT broker listening on {addr}");
     }
+    // What the runtime really has (`[gateway] worker_threads`), from the runtime itself.
+    log::info!(
+        "{WORKER_THREADS_MARKER}{}",
+        tokio::runtime::Handle::current().metrics().num_workers()
+    );
     Ok((broker, uplink_input))
 }
+
+/// What the INFO line saying how many worker threads the async runtime runs starts with.
+pub const WORKER_THREADS_MARKER: &str = "async runtime worker threads: ";
 
 /// The device registry, holding the states the broker restored; publishes the devices restored
 /// `online` as `offline`, then the gateway `online`.

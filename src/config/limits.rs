@@ -197,6 +197,11 @@ pub fn segment_bytes_max(max_bytes: u64) -> u64 {
 
 /// At most Linux's default `fs.nr_open` (1,048,576): no process can hold more sockets. The broker also
 /// checks it against the process's own descriptor limit at start.
+pub const WORKER_THREADS: CountRange = CountRange {
+    key: "gateway.worker_threads",
+    min: 1,
+    max: 16,
+};
 pub const MAX_CONNECTIONS: CountRange = CountRange {
     key: "broker.max_connections",
     min: 1,
@@ -249,8 +254,9 @@ pub const CLIENT_QUEUE: CountRange = CountRange {
     max: crate::commands::outbox::MAX_DEVICES as u64,
 };
 
-/// Every bounded count of `[broker]`, `[upstream]` and the sources.
-pub const COUNTS: [CountRange; 9] = [
+/// Every bounded count of `[gateway]`, `[broker]`, `[upstream]` and the sources.
+pub const COUNTS: [CountRange; 10] = [
+    WORKER_THREADS,
     SIMULATOR_DEVICES,
     CLIENT_QUEUE,
     MAX_CONNECTIONS,

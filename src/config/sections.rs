@@ -20,6 +20,10 @@ pub mod defaults {
     pub const GATEWAY_ID: &str = "sensorgate";
     pub const BASE_TOPIC: &str = crate::topic::gateway::DEFAULT_BASE_TOPIC;
     pub const STATE_DIR: &str = "/var/lib/sensorgate";
+    /// One thread runs every connection, source and the pipeline, as mosquitto's one loop does: a
+    /// message handed from a publisher's task to a subscriber's never crosses threads (measured:
+    /// about half the broker's CPU per message of two worker threads; docs/broker-performance.md).
+    pub const WORKER_THREADS: usize = 1;
     /// `[broker]`: the broker's own defaults.
     pub use crate::broker::defaults::{
         ANONYMOUS_RIGHTS, ANONYMOUS_SESSION_EXPIRY, HANDSHAKE_TIMEOUT, LISTENER, MAX_CONNECTIONS,
@@ -79,6 +83,9 @@ pub struct GatewayConfig {
     /// Where retained state and the spool live. Use [`GatewayConfig::state_dir_with`] (or
     /// [`Config::state_dir`](super::Config::state_dir)) to apply systemd's `$STATE_DIRECTORY`.
     pub state_dir: PathBuf,
+    /// Threads of the async runtime (range: `limits::WORKER_THREADS`); blocking work (fsync, logins,
+    /// codecs, radios) has threads of its own either way.
+    pub worker_threads: usize,
 }
 
 impl Default for GatewayConfig {
@@ -87,6 +94,7 @@ impl Default for GatewayConfig {
             id: host_name().unwrap_or_else(|| defaults::GATEWAY_ID.to_string()),
             base_topic: defaults::BASE_TOPIC.to_string(),
             state_dir: PathBuf::from(defaults::STATE_DIR),
+            worker_threads: defaults::WORKER_THREADS,
         }
     }
 }

@@ -209,6 +209,11 @@ fn check_gateway(config: &Config, at: &KeyPath) -> Result<(), Problem> {
             "is empty; e.g. \"/var/lib/sensorgate\"",
         ));
     }
+    check_count(
+        &limits::WORKER_THREADS,
+        config.gateway.worker_threads as u64,
+        at.key("worker_threads"),
+    )?;
     Ok(())
 }
 

@@ -79,6 +79,7 @@ const KEYS: &[Key] = &[
         "\"sensorgate\"",
         &["\"$SYS\"", "\"$x/y\""],
     ),
+    key(Gateway, "worker_threads", "1", "16", &["0", "17"]),
     // The high end (1048576) depends on the descriptor limit; see the module documentation.
     key(Broker, "max_connections", "1", "64", &["0", "1048577"]),
     key(Broker, "max_offline_sessions", "0", "100000", &["100001"]),

@@ -15,6 +15,7 @@ mod homeassistant;
 mod hostile_fields;
 mod pipeline_clock;
 mod ports;
+mod runtime;
 mod serial;
 mod systemd;
 mod systemd_notify;
