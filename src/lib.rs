@@ -118,7 +118,8 @@
 //!
 //! Sources get a cancellation token; downstream stages end when their input channel closes, so a stop
 //! drains instead of dropping. Blocking work (serial opens, SPI transfers, fsync) runs off the async
-//! runtime's workers.
+//! runtime's workers; the runtime itself has one worker thread unless `[gateway] worker_threads` says
+//! more (`src/main.rs`), so nothing async may block, or every connection and source waits with it.
 
 pub mod allocator;
 pub mod app;
