@@ -118,8 +118,8 @@
 //!
 //! Sources get a cancellation token; downstream stages end when their input channel closes, so a stop
 //! drains instead of dropping. Blocking work (serial opens, SPI transfers, fsync) runs off the async
-//! runtime's workers; the runtime itself has one worker thread unless `[gateway] worker_threads` says
-//! more (`src/main.rs`), so nothing async may block, or every connection and source waits with it.
+//! runtime's workers (one per core, at most 4, or `[gateway] worker_threads`; `src/main.rs`): with one
+//! worker, anything async that blocked would stop every connection and source with it.
 
 pub mod allocator;
 pub mod app;

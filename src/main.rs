@@ -337,7 +337,11 @@ fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.gateway.worker_threads)
+        .worker_threads(
+            config
+                .gateway
+                .runtime_workers(std::thread::available_parallelism().ok().map(|n| n.get())),
+        )
         .thread_name("sensorgate")
         .enable_all()
         .build()

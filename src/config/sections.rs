@@ -20,10 +20,11 @@ pub mod defaults {
     pub const GATEWAY_ID: &str = "sensorgate";
     pub const BASE_TOPIC: &str = crate::topic::gateway::DEFAULT_BASE_TOPIC;
     pub const STATE_DIR: &str = "/var/lib/sensorgate";
-    /// One thread runs every connection, source and the pipeline, as mosquitto's one loop does: a
-    /// message handed from a publisher's task to a subscriber's never crosses threads (measured:
-    /// about half the broker's CPU per message of two worker threads; docs/broker-performance.md).
-    pub const WORKER_THREADS: usize = 1;
+    /// Worker threads when `worker_threads` is not written: one per core, at most this many. One
+    /// thread would halve the broker's CPU per message between MQTT clients, but the pipeline then
+    /// shares it with the subscribers and at saturation loses readings for them
+    /// (docs/broker-performance.md, "Hand-offs between threads").
+    pub const MAX_DEFAULT_WORKER_THREADS: usize = 4;
     /// `[broker]`: the broker's own defaults.
     pub use crate::broker::defaults::{
         ANONYMOUS_RIGHTS, ANONYMOUS_SESSION_EXPIRY, HANDSHAKE_TIMEOUT, LISTENER, MAX_CONNECTIONS,
@@ -83,9 +84,10 @@ pub struct GatewayConfig {
     /// Where retained state and the spool live. Use [`GatewayConfig::state_dir_with`] (or
     /// [`Config::state_dir`](super::Config::state_dir)) to apply systemd's `$STATE_DIRECTORY`.
     pub state_dir: PathBuf,
-    /// Threads of the async runtime (range: `limits::WORKER_THREADS`); blocking work (fsync, logins,
-    /// codecs, radios) has threads of its own either way.
-    pub worker_threads: usize,
+    /// Threads of the async runtime (range: `limits::WORKER_THREADS`); `None`: one per core, at most
+    /// [`defaults::MAX_DEFAULT_WORKER_THREADS`] ([`GatewayConfig::runtime_workers`]). Blocking work
+    /// (fsync, logins, codecs, radios) has threads of its own either way.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for GatewayConfig {
@@ -94,12 +96,23 @@ impl Default for GatewayConfig {
             id: host_name().unwrap_or_else(|| defaults::GATEWAY_ID.to_string()),
             base_topic: defaults::BASE_TOPIC.to_string(),
             state_dir: PathBuf::from(defaults::STATE_DIR),
-            worker_threads: defaults::WORKER_THREADS,
+            worker_threads: None,
         }
     }
 }
 
 impl GatewayConfig {
+    /// The async runtime's worker threads: `worker_threads` when written, else one per core of
+    /// `cores` (this process's, `None` when unknown: 2), at most
+    /// [`defaults::MAX_DEFAULT_WORKER_THREADS`].
+    pub fn runtime_workers(&self, cores: Option<usize>) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            cores
+                .unwrap_or(2)
+                .clamp(1, defaults::MAX_DEFAULT_WORKER_THREADS)
+        })
+    }
+
     /// The state directory, given the value of `$STATE_DIRECTORY` (`None` when unset). systemd sets it
     /// for `StateDirectory=`; it wins over `state_dir`. With several directories (colon-separated), the
     /// first is used; an empty value is ignored.
@@ -525,6 +538,20 @@ pub struct ForwardEncrypt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_threads_written_win_else_one_per_core_up_to_four() {
+        let unset = GatewayConfig::default();
+        assert_eq!(unset.runtime_workers(Some(1)), 1);
+        assert_eq!(unset.runtime_workers(Some(2)), 2);
+        assert_eq!(unset.runtime_workers(Some(64)), 4);
+        assert_eq!(unset.runtime_workers(None), 2);
+        let written = GatewayConfig {
+            worker_threads: Some(1),
+            ..GatewayConfig::default()
+        };
+        assert_eq!(written.runtime_workers(Some(4)), 1);
+    }
 
     #[test]
     fn state_directory_wins_over_state_dir() {

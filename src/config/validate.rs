@@ -209,11 +209,13 @@ fn check_gateway(config: &Config, at: &KeyPath) -> Result<(), Problem> {
             "is empty; e.g. \"/var/lib/sensorgate\"",
         ));
     }
-    check_count(
-        &limits::WORKER_THREADS,
-        config.gateway.worker_threads as u64,
-        at.key("worker_threads"),
-    )?;
+    if let Some(threads) = config.gateway.worker_threads {
+        check_count(
+            &limits::WORKER_THREADS,
+            threads as u64,
+            at.key("worker_threads"),
+        )?;
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! `[gateway] worker_threads`: the async runtime runs as many worker threads as written (one by
-//! default), as the runtime itself reports at start.
+//! `[gateway] worker_threads`: the async runtime runs as many worker threads as written (by default
+//! one per core, at most 4), as the runtime itself reports at start.
 
 use sensorgate::app::WORKER_THREADS_MARKER;
 use sensorgate_testkit::config::ConfigBuilder;
@@ -21,7 +21,14 @@ fn reported_workers(gateway_keys: &str) -> String {
 }
 
 #[test]
-fn one_worker_thread_by_default_and_as_many_as_written() {
-    assert_eq!(reported_workers(""), "1", "the default");
+fn one_worker_thread_per_core_by_default_and_as_many_as_written() {
+    // The daemon inherits this process's CPUs.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    assert_eq!(
+        reported_workers(""),
+        cores.clamp(1, 4).to_string(),
+        "the default on {cores} cores"
+    );
+    assert_eq!(reported_workers("worker_threads = 1"), "1", "written");
     assert_eq!(reported_workers("worker_threads = 3"), "3", "written");
 }
