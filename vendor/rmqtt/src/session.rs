@@ -424,9 +424,12 @@ impl SessionState {
         let mut armed_deadline: Option<TimestampMillis> = None;
         loop {
             log::debug!("{:?} tokio::select! loop", state.id);
-            if unflushed {
+            if unflushed && state.deliver_queue().is_empty() {
                 // Before writing out, the publishers' tasks get one turn (the runtime's other tasks run
-                // once), so that what they are routing to this session joins the same write.
+                // once), so that what they are routing to this session joins the same write; while the
+                // deliver queue still holds messages the loop goes on delivering them without yielding
+                // (a yield per delivery let a publisher on the same thread route a whole turn's worth of
+                // messages for each one delivered).
                 tokio::task::yield_now().await;
                 // What was already routed to this session joins the deliver queue first (as the `rx`
                 // branch below would), a bounded number at a time.
