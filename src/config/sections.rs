@@ -22,7 +22,7 @@ pub mod defaults {
     pub const STATE_DIR: &str = "/var/lib/sensorgate";
     /// Worker threads when `worker_threads` is not written: one per core, at most this many. One
     /// thread would halve the broker's CPU per message between MQTT clients, but the pipeline then
-    /// shares it with the subscribers and at saturation loses readings for them
+    /// shares it with the subscribers and at saturation loses readings for a QoS 1 one
     /// (docs/broker-performance.md, "Hand-offs between threads").
     pub const MAX_DEFAULT_WORKER_THREADS: usize = 4;
     /// `[broker]`: the broker's own defaults.
