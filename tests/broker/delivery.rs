@@ -40,6 +40,31 @@ fn burst(topic: &str, messages: usize, qos: u8) -> Vec<u8> {
 }
 
 /// A subscriber of `filter` at `qos` and a publisher, both MQTT 3.1.1.
+/// What the daemon wrote over a stretch of a test: its write system calls (with the daemon on one CPU
+/// and logging warnings only, its writes to the test's one busy client) and the TCP data segments that
+/// client received.
+struct Writes {
+    system_calls: u64,
+    segments: u32,
+}
+
+impl Writes {
+    fn start(daemon: &Daemon, client: &RawClient) -> Writes {
+        Writes {
+            system_calls: daemon.write_system_calls(),
+            segments: client.data_segments_received(),
+        }
+    }
+
+    /// Write system calls and segments since [`Writes::start`].
+    fn since(&self, daemon: &Daemon, client: &RawClient) -> (u64, u32) {
+        (
+            daemon.write_system_calls() - self.system_calls,
+            client.data_segments_received() - self.segments,
+        )
+    }
+}
+
 async fn pair(daemon: &Daemon, tag: &str, filter: &str, qos: u8) -> (RawClient, RawClient) {
     let (mut subscriber, code, _) =
         RawClient::connect(daemon.addr, &Connect::new(&format!("{tag}-sub"))).await;
@@ -154,12 +179,10 @@ async fn a_burst_reaches_its_subscriber_in_few_writes() {
     let daemon = Daemon::start_on_one_cpu(dir.path(), &config, &[("RUST_LOG", "warn")]);
     let (mut subscriber, publisher) = pair(&daemon, "writes", "writes/#", 0).await;
 
-    let writes_before = daemon.write_system_calls();
-    let segments_before = subscriber.data_segments_received();
+    let counting = Writes::start(&daemon, &subscriber);
     let writing = write_burst(publisher, burst("writes/x", MESSAGES, 0));
     let numbers = read_numbers(&mut subscriber, MESSAGES).await;
-    let writes = daemon.write_system_calls() - writes_before;
-    let segments = subscriber.data_segments_received() - segments_before;
+    let (writes, segments) = counting.since(&daemon, &subscriber);
     let _publisher = writing.await.unwrap();
 
     assert_eq!(
@@ -308,12 +331,10 @@ async fn a_qos1_burst_gets_its_pubacks_in_few_writes_all_in_order() {
     let (mut publisher, code, _) = RawClient::connect(daemon.addr, &Connect::new("acks-pub")).await;
     assert_eq!(code, 0);
 
-    let writes_before = daemon.write_system_calls();
-    let segments_before = publisher.data_segments_received();
+    let counting = Writes::start(&daemon, &publisher);
     publisher.send(&burst("acks/x", MESSAGES, 1)).await;
     let ids = read_acks(&mut publisher, raw::PUBACK, MESSAGES).await;
-    let writes = daemon.write_system_calls() - writes_before;
-    let segments = publisher.data_segments_received() - segments_before;
+    let (writes, segments) = counting.since(&daemon, &publisher);
 
     assert_eq!(
         ids,
