@@ -195,13 +195,15 @@ pub fn segment_bytes_max(max_bytes: u64) -> u64 {
     (max_bytes / crate::uplink::spool::SEGMENTS_PER_BUDGET).max(SPOOL_SEGMENT_BYTES.min)
 }
 
-/// At most Linux's default `fs.nr_open` (1,048,576): no process can hold more sockets. The broker also
-/// checks it against the process's own descriptor limit at start.
+/// The async runtime's threads when written (unwritten: one per core, `defaults::MAX_DEFAULT_WORKER_THREADS`
+/// at most); 16 is four times the largest Pi's cores.
 pub const WORKER_THREADS: CountRange = CountRange {
     key: "gateway.worker_threads",
     min: 1,
     max: 16,
 };
+/// At most Linux's default `fs.nr_open` (1,048,576): no process can hold more sockets. The broker also
+/// checks it against the process's own descriptor limit at start.
 pub const MAX_CONNECTIONS: CountRange = CountRange {
     key: "broker.max_connections",
     min: 1,
