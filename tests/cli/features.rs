@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use sensorgate_testkit::daemon::sensorgate_binary;
+use sensorgate_testkit::daemon::{refused_by_check_config_and_run, sensorgate_binary};
 
 #[test]
 fn http_needs_a_build_with_the_status_page() {
@@ -26,14 +26,7 @@ fn http_needs_a_build_with_the_status_page() {
         assert_eq!(output.status.code(), Some(0), "{said}");
         return;
     }
-    for command in ["check-config", "run"] {
-        let output = Command::new(sensorgate_binary())
-            .args([command, "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{command}");
-        let said = String::from_utf8_lossy(&output.stderr);
+    for (command, said) in refused_by_check_config_and_run(&path) {
         let expected = format!("{}:4:2: ", path.display());
         assert!(said.contains(&expected), "{command}: {said}");
         assert!(said.contains("--features http"), "{command}: {said}");

@@ -2,9 +2,7 @@
 //! refused (and counted), a user without the right is forbidden, `/healthz` stays open; and
 //! check-config refuses `anonymous = "read"` on an address other machines can reach, at its line.
 
-use std::process::Command;
-
-use sensorgate_testkit::daemon::sensorgate_binary;
+use sensorgate_testkit::daemon::refused_by_check_config_and_run;
 
 use std::time::Duration;
 
@@ -102,14 +100,7 @@ fn check_config_refuses_anonymous_reading_on_a_public_address() {
         "[gateway]\nstate_dir = \"/tmp\"\n\n[http]\nbind = \"0.0.0.0:8088\"\nanonymous = \"read\"\n",
     )
     .unwrap();
-    for command in ["check-config", "run"] {
-        let output = Command::new(sensorgate_binary())
-            .args([command, "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{command}");
-        let said = String::from_utf8_lossy(&output.stderr);
+    for (command, said) in refused_by_check_config_and_run(&path) {
         let expected = format!("{}:6:13: ", path.display());
         assert!(said.contains(&expected), "{command}: {said}");
         assert!(said.contains("loopback"), "{command}: {said}");

@@ -12,12 +12,12 @@ use sensorgate_testkit::python;
 use sensorgate_testkit::tmpfs::SmallFs;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use pty::FakeDongle;
 use sensorgate::frame::{encode_frame, Framing};
-use sensorgate_testkit::daemon::Daemon;
+use sensorgate_testkit::daemon::{refused_by_check_config_and_run, run_bounded, Daemon};
 
 const SOURCE_KEY: &str = "000102030405060708090a0b0c0d0e0f";
 const PORCH_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
@@ -428,43 +428,12 @@ fn a_malformed_key_file_is_refused_with_its_location() {
         .replace("{porch_key}", &key.display().to_string());
     std::fs::write(&config, text).unwrap();
     // check-config reads the key files as `run` does; `run` refuses before anything starts. Exit 2.
-    for command in ["check-config", "run"] {
-        let (code, stderr, _) = run_bounded(&[command.as_ref(), "-c".as_ref(), config.as_os_str()]);
-        assert_eq!(code, Some(2), "{command}: {stderr}");
+    for (command, stderr) in refused_by_check_config_and_run(&config) {
         let expected = format!("{}:2:16: not a hex digit", key.display());
         assert!(stderr.contains(&expected), "{command}: {stderr}");
         assert!(stderr.contains("source[0].key_file"), "{command}: {stderr}");
         assert!(!stderr.contains("0c0d0e"), "no key digits: {stderr}");
     }
-}
-
-/// Runs the binary with `args`, killed (by its PID) if it has not exited within 10 s: returns its exit
-/// code, its standard error and how long it ran.
-fn run_bounded(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, Duration) {
-    let started = std::time::Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sensorgate"))
-        .args(args)
-        .env_remove("STATE_DIRECTORY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = started + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sensorgate {args:?} still running after 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-        started.elapsed(),
-    )
 }
 
 /// The test configuration with `source_key` as the source's key file, written into `dir`.
@@ -543,9 +512,7 @@ fn an_encrypted_source_without_a_header_is_refused_by_check_config_and_run() {
         .matches('\n')
         .count()
         + 1;
-    for command in ["check-config", "run"] {
-        let (code, stderr, _) = run_bounded(&[command.as_ref(), "-c".as_ref(), config.as_os_str()]);
-        assert_eq!(code, Some(2), "{command}: {stderr}");
+    for (command, stderr) in refused_by_check_config_and_run(&config) {
         let located = format!("{}:{line}:", config.display());
         assert!(stderr.contains(&located), "{command}: {stderr}");
         assert!(

@@ -44,6 +44,45 @@ const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// with every call, so that the tests of one binary never get the same port twice.
 static NEXT_TEST_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// Runs the daemon binary with `args` (a command such as `check-config`), killed by its PID if it has
+/// not exited within 10 s: returns its exit code, its standard error and how long it ran.
+pub fn run_bounded(args: &[&OsStr]) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(sensorgate_binary())
+        .args(args)
+        .env_remove("STATE_DIRECTORY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = started + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sensorgate {args:?} still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// `check-config` and `run` on the configuration at `config`, each of which must refuse it with exit
+/// code 2 before anything starts: what each said on its standard error, by command.
+pub fn refused_by_check_config_and_run(config: &Path) -> [(&'static str, String); 2] {
+    ["check-config", "run"].map(|command| {
+        let (code, stderr, _) = run_bounded(&[command.as_ref(), "-c".as_ref(), config.as_os_str()]);
+        assert_eq!(code, Some(2), "{command}: {stderr}");
+        (command, stderr)
+    })
+}
+
 /// A free port on 127.0.0.1 (bound, then released for a server that will listen on it). Only for the
 /// servers that cannot report the port the kernel gave them (mosquitto, see [`on_free_ports`]) and for a
 /// port a test needs before any server exists (a client's source port); the daemon binds port 0 and
