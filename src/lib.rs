@@ -118,8 +118,9 @@
 //!
 //! Sources get a cancellation token; downstream stages end when their input channel closes, so a stop
 //! drains instead of dropping. Blocking work (serial opens, SPI transfers, fsync) runs off the async
-//! runtime's workers (one per core, at most 4, or `[gateway] worker_threads`; `src/main.rs`): with one
-//! worker, anything async that blocked would stop every connection and source with it.
+//! runtime's worker (one by default, or `[gateway] worker_threads`; `src/main.rs`), and the pipeline has
+//! a thread of its own (`app::supervise`): anything async that blocked the one worker would stop every
+//! connection and source with it.
 
 pub mod allocator;
 pub mod app;

@@ -337,11 +337,7 @@ fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            config
-                .gateway
-                .runtime_workers(std::thread::available_parallelism().ok().map(|n| n.get())),
-        )
+        .worker_threads(config.gateway.runtime_workers())
         .thread_name("sensorgate")
         .enable_all()
         .build()

@@ -623,7 +623,7 @@ fn spawn_pipeline(
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (pipeline_updates, updates_rx) = mpsc::channel(4);
     let pipeline_broker = broker.clone();
-    let task = failures.spawn("pipeline", async move {
+    let task = failures.spawn_on_own_thread("pipeline", async move {
         pipeline
             .run_with_frames(&pipeline_broker, events_rx, updates_rx, frames)
             .await

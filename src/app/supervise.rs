@@ -2,8 +2,10 @@
 //! A task that panics, or ends with an error while the daemon is meant to run, reports it here; the
 //! main loop then logs one ERROR line naming the task and what happened, stops the daemon cleanly (wills,
 //! retained state, spool) and exits with status 1, so that systemd restarts it. A daemon that runs on
-//! without forwarding, as one did when its uplink task panicked, is never the outcome. This module only
-//! carries the reports; the main loop decides what to do with them.
+//! without forwarding, as one did when its uplink task panicked, is never the outcome. A task can also
+//! be given a thread of its own ([`Failures::spawn_on_own_thread`], the pipeline's), so that it and the
+//! broker's sessions on the runtime's worker run side by side. This module only carries the reports;
+//! the main loop decides what to do with them.
 
 use std::any::Any;
 use std::future::Future;
@@ -44,17 +46,55 @@ impl Failures {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        tokio::spawn(Failures::caught(self.clone(), name.to_string(), task))
+    }
+
+    /// Runs `task` as `name` on a thread of its own, in a single-threaded runtime there, so that its work
+    /// never waits behind the broker's sessions on the main runtime's worker threads (nor they behind
+    /// it); reported like [`spawn`](Self::spawn). The returned handle, on the calling runtime, ends with
+    /// the task. Tasks it spawns run on its thread and end with it.
+    pub fn spawn_on_own_thread<F>(&self, name: &str, task: F) -> JoinHandle<Option<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
         let failures = self.clone();
+        let thread_name = format!("sensorgate-{name}");
         let name = name.to_string();
-        tokio::spawn(async move {
-            match AssertUnwindSafe(task).catch_unwind().await {
-                Ok(output) => Some(output),
-                Err(panic) => {
-                    failures.report(format!("{name} panicked: {}", panic_message(&*panic)));
-                    None
-                }
+        let started = std::thread::Builder::new().name(thread_name).spawn({
+            let failures = failures.clone();
+            let name = name.clone();
+            move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        failures.report(format!("{name}: cannot start its runtime: {error}"));
+                        return;
+                    }
+                };
+                let output = runtime.block_on(Failures::caught(failures, name, task));
+                let _ = sender.send(output);
             }
-        })
+        });
+        if let Err(error) = started {
+            failures.report(format!("{name}: cannot start its thread: {error}"));
+        }
+        tokio::spawn(async move { receiver.await.ok().flatten() })
+    }
+
+    /// `task`, with a panic caught and reported as `name`'s.
+    async fn caught<F: Future>(failures: Failures, name: String, task: F) -> Option<F::Output> {
+        match AssertUnwindSafe(task).catch_unwind().await {
+            Ok(output) => Some(output),
+            Err(panic) => {
+                failures.report(format!("{name} panicked: {}", panic_message(&*panic)));
+                None
+            }
+        }
     }
 }
 
@@ -72,6 +112,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_panicking_task_is_reported_with_its_name_and_message() {
@@ -98,6 +139,45 @@ mod tests {
         );
         drop(failures);
         assert_eq!(reports.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_task_on_its_own_thread_runs_there_and_returns_its_output() {
+        let (failures, mut reports) = failures();
+        let caller = std::thread::current().id();
+        let handle = failures.spawn_on_own_thread("pipeline", async move {
+            // Its own runtime: a timer and a spawned task work there.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let inner = tokio::spawn(async { 5 }).await.unwrap();
+            let thread = std::thread::current();
+            (
+                thread.id() != caller,
+                thread.name().map(str::to_string),
+                inner,
+            )
+        });
+        assert_eq!(
+            handle.await.unwrap(),
+            Some((true, Some("sensorgate-pipeline".to_string()), 5))
+        );
+        drop(failures);
+        assert_eq!(reports.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_panic_on_its_own_thread_is_reported_with_its_name() {
+        let (failures, mut reports) = failures();
+        let handle = failures.spawn_on_own_thread("pipeline", async {
+            if std::hint::black_box(true) {
+                panic!("index out of bounds");
+            }
+            7
+        });
+        assert_eq!(handle.await.unwrap(), None);
+        assert_eq!(
+            reports.recv().await.unwrap(),
+            "pipeline panicked: index out of bounds"
+        );
     }
 
     #[tokio::test]

@@ -20,11 +20,11 @@ pub mod defaults {
     pub const GATEWAY_ID: &str = "sensorgate";
     pub const BASE_TOPIC: &str = crate::topic::gateway::DEFAULT_BASE_TOPIC;
     pub const STATE_DIR: &str = "/var/lib/sensorgate";
-    /// Worker threads when `worker_threads` is not written: one per core, at most this many. One
-    /// thread would halve the broker's CPU per message between MQTT clients, but the pipeline then
-    /// shares it with the subscribers and at saturation loses readings for a QoS 1 one
-    /// (docs/broker-performance.md, "Hand-offs between threads").
-    pub const MAX_DEFAULT_WORKER_THREADS: usize = 4;
+    /// Worker threads when `worker_threads` is not written: one, as mosquitto's one loop. A message
+    /// handed from one client's session to another's then stays on the thread that routed it, which
+    /// halves the broker's CPU per message against a thread per core; the pipeline runs on a thread of
+    /// its own beside it (docs/broker-performance.md, "Hand-offs between threads").
+    pub const WORKER_THREADS: usize = 1;
     /// `[broker]`: the broker's own defaults.
     pub use crate::broker::defaults::{
         ANONYMOUS_RIGHTS, ANONYMOUS_SESSION_EXPIRY, HANDSHAKE_TIMEOUT, LISTENER, MAX_CONNECTIONS,
@@ -84,9 +84,9 @@ pub struct GatewayConfig {
     /// Where retained state and the spool live. Use [`GatewayConfig::state_dir_with`] (or
     /// [`Config::state_dir`](super::Config::state_dir)) to apply systemd's `$STATE_DIRECTORY`.
     pub state_dir: PathBuf,
-    /// Threads of the async runtime (range: `limits::WORKER_THREADS`); `None`: one per core, at most
-    /// [`defaults::MAX_DEFAULT_WORKER_THREADS`] ([`GatewayConfig::runtime_workers`]). Blocking work
-    /// (fsync, logins, codecs, radios) has threads of its own either way.
+    /// Worker threads of the async runtime (range: `limits::WORKER_THREADS`); `None`:
+    /// [`defaults::WORKER_THREADS`]. The pipeline and blocking work (fsync, logins, codecs, radios)
+    /// have threads of their own either way.
     pub worker_threads: Option<usize>,
 }
 
@@ -102,15 +102,10 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// The async runtime's worker threads: `worker_threads` when written, else one per core of
-    /// `cores` (this process's, `None` when unknown: 2), at most
-    /// [`defaults::MAX_DEFAULT_WORKER_THREADS`].
-    pub fn runtime_workers(&self, cores: Option<usize>) -> usize {
-        self.worker_threads.unwrap_or_else(|| {
-            cores
-                .unwrap_or(2)
-                .clamp(1, defaults::MAX_DEFAULT_WORKER_THREADS)
-        })
+    /// The async runtime's worker threads: `worker_threads` when written, else
+    /// [`defaults::WORKER_THREADS`].
+    pub fn runtime_workers(&self) -> usize {
+        self.worker_threads.unwrap_or(defaults::WORKER_THREADS)
     }
 
     /// The state directory, given the value of `$STATE_DIRECTORY` (`None` when unset). systemd sets it
@@ -540,17 +535,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn worker_threads_written_win_else_one_per_core_up_to_four() {
-        let unset = GatewayConfig::default();
-        assert_eq!(unset.runtime_workers(Some(1)), 1);
-        assert_eq!(unset.runtime_workers(Some(2)), 2);
-        assert_eq!(unset.runtime_workers(Some(64)), 4);
-        assert_eq!(unset.runtime_workers(None), 2);
+    fn worker_threads_written_win_else_one() {
+        assert_eq!(GatewayConfig::default().runtime_workers(), 1);
         let written = GatewayConfig {
-            worker_threads: Some(1),
+            worker_threads: Some(3),
             ..GatewayConfig::default()
         };
-        assert_eq!(written.runtime_workers(Some(4)), 1);
+        assert_eq!(written.runtime_workers(), 3);
     }
 
     #[test]

@@ -172,8 +172,8 @@ impl Daemon {
     }
 
     /// Like [`Daemon::start_with_env`], the daemon confined to one CPU (it inherits the affinity of
-    /// the thread that spawns it, so its runtime has one worker thread): its write system calls are
-    /// then its own writes, without the wake-ups one worker writes to another's event descriptor.
+    /// the thread that spawns it): its write system calls are then its own writes, without the
+    /// wake-ups a thread on another CPU would write to its worker's event descriptor.
     pub fn start_on_one_cpu(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         // SAFETY: cpu_set_t is plain data (all zeros is the empty set); with pid 0 the affinity calls
         // read and change only this thread's mask, which is restored before returning.
