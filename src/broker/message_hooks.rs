@@ -71,3 +71,32 @@ impl Handler for MessageHooks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+
+    struct Passes;
+
+    #[async_trait::async_trait]
+    impl Handler for Passes {
+        async fn hook(&self, _param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+            (true, acc)
+        }
+    }
+
+    /// The engine calls a per-message hook (acknowledged, delivered, keep-alive) only for a type
+    /// something registered a handler for (`patches/rmqtt/0014-skip-hooks-without-handlers.patch`).
+    #[tokio::test]
+    async fn the_engine_skips_only_the_hook_types_nobody_handles() {
+        let scx = rmqtt::context::ServerContext::new().build().await;
+        let hooks = scx.extends.hook_mgr();
+        assert!(!hooks.handles(Type::MessageAcked));
+        let register = hooks.register();
+        register.add(Type::MessageAcked, Box::new(Passes)).await;
+        register.start().await;
+        assert!(hooks.handles(Type::MessageAcked));
+        assert!(!hooks.handles(Type::MessageDelivered));
+        assert!(!hooks.handles(Type::ClientKeepalive));
+    }
+}

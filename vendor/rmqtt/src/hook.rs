@@ -127,6 +127,13 @@ pub trait HookManager: Sync + Send {
     /// and start/stop them in batch.
     fn register(&self) -> Box<dyn Register>;
 
+    /// sensorgate patch: false only when no handler can run for `t`, so that a caller on a per-message
+    /// path can skip building the hook's call (a boxed future, a copy of the sender) for nothing. The
+    /// default says true: call as upstream did.
+    fn handles(&self, _t: Type) -> bool {
+        true
+    }
+
     /// Triggered before the server starts accepting connections.
     ///
     /// Hook handlers can perform one-time initialization that must
@@ -690,6 +697,15 @@ impl HookManager for DefaultHookManager {
     #[inline]
     fn register(&self) -> Box<dyn Register> {
         Box::new(DefaultHookRegister::new(self.clone()))
+    }
+
+    /// sensorgate patch: no entry for `t`, or an empty one. A list being changed right now counts as
+    /// handling (the call then runs, as upstream's always did).
+    #[inline]
+    fn handles(&self, t: Type) -> bool {
+        self.handlers
+            .get(&t)
+            .is_some_and(|entries| entries.try_read().map_or(true, |entries| !entries.is_empty()))
     }
 
     #[inline]

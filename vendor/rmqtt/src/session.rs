@@ -936,14 +936,18 @@ impl SessionState {
 
             Packet::V3(v3::Packet::PublishAck { packet_id }) => {
                 if let Some(iflt_msg) = self.out_inflight().write().await.remove(&packet_id.get()) {
-                    //hook, message_ack
-                    self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
+                    //hook, message_ack (sensorgate patch: only when a handler is registered for it)
+                    if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageAcked) {
+                        self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
+                    }
                 }
             }
             Packet::V5(v5::Packet::PublishAck(ack)) => {
                 if let Some(iflt_msg) = self.out_inflight().write().await.remove(&ack.packet_id.get()) {
-                    //hook, message_ack
-                    self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
+                    //hook, message_ack (sensorgate patch: only when a handler is registered for it)
+                    if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageAcked) {
+                        self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
+                    }
                 }
             }
 
@@ -967,14 +971,18 @@ impl SessionState {
 
             Packet::V3(v3::Packet::PublishComplete { packet_id }) => {
                 if let Some(iflt_msg) = self.out_inflight().write().await.remove(&packet_id.get()) {
-                    //hook, message_ack
-                    self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
+                    //hook, message_ack (sensorgate patch: only when a handler is registered for it)
+                    if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageAcked) {
+                        self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
+                    }
                 }
             }
             Packet::V5(v5::Packet::PublishComplete(ack2)) => {
                 if let Some(iflt_msg) = self.out_inflight().write().await.remove(&ack2.packet_id.get()) {
-                    //hook, message_ack
-                    self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
+                    //hook, message_ack (sensorgate patch: only when a handler is registered for it)
+                    if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageAcked) {
+                        self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
+                    }
                 }
             }
 
@@ -1056,8 +1064,10 @@ impl SessionState {
         }
 
         let is_ping = flags.contains(StateFlags::Ping);
-        //hook, keepalive
-        self.hook.client_keepalive(is_ping).await;
+        //hook, keepalive (sensorgate patch: only when a handler is registered for it)
+        if self.scx.extends.hook_mgr().handles(crate::hook::Type::ClientKeepalive) {
+            self.hook.client_keepalive(is_ping).await;
+        }
         self.keepalive(is_ping).await;
         if is_ping {
             flags.remove(StateFlags::Ping);
@@ -1776,8 +1786,12 @@ impl SessionState {
             publish.packet_id = NonZeroU16::new(self.out_inflight().read().await.next_id()?)
         }
 
-        //hook, message_delivered
-        let publish = self.hook.message_delivered(from.clone(), &publish).await.unwrap_or(publish);
+        //hook, message_delivered (sensorgate patch: only when a handler is registered for it)
+        let publish = if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageDelivered) {
+            self.hook.message_delivered(from.clone(), &publish).await.unwrap_or(publish)
+        } else {
+            publish
+        };
 
         //send message
         sink.publish(
