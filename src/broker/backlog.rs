@@ -49,6 +49,7 @@ use tokio::sync::Notify;
 use super::delivery_counts::DeliveryCounts;
 use super::pacing::{PacedEntry, RetainedPacer};
 use super::retained::RetainedStore;
+use super::route_cache::RouteCache;
 
 /// How long routing a client's message waits for room in a subscriber's full backlog before dropping it.
 pub const BACKLOG_WAIT: Duration = Duration::from_millis(500);
@@ -183,16 +184,18 @@ pub struct BoundedShared {
     scx: ServerContext,
     retained: Arc<RetainedStore>,
     pacer: Arc<RetainedPacer>,
+    routes: Arc<RouteCache>,
 }
 
 impl BoundedShared {
-    /// Replaces the engine's `Shared` with one that applies `backlog` and streams retained messages
-    /// from `retained` paced by `pacer`. Call before serving.
+    /// Replaces the engine's `Shared` with one that applies `backlog`, routes through `routes` and
+    /// streams retained messages from `retained` paced by `pacer`. Call before serving.
     pub async fn install(
         scx: &ServerContext,
         backlog: Arc<Backlog>,
         retained: Arc<RetainedStore>,
         pacer: Arc<RetainedPacer>,
+        routes: Arc<RouteCache>,
     ) {
         let mut shared = scx.extends.shared_mut().await;
         let placeholder: Box<dyn Shared> =
@@ -204,6 +207,7 @@ impl BoundedShared {
             scx: scx.clone(),
             retained,
             pacer,
+            routes,
         });
     }
 }
@@ -221,8 +225,8 @@ impl Shared for BoundedShared {
         self.inner.exist(client_id)
     }
 
-    /// The engine's routing (`DefaultShared::forwards`, single node), with the backlog check between
-    /// matching the subscriptions and sending to the sessions.
+    /// The engine's routing (`DefaultShared::forwards`, single node), the subscriptions matched through
+    /// the [`RouteCache`], with the backlog check between matching them and sending to the sessions.
     async fn forwards(
         &self,
         msg_id: Option<MsgID>,
@@ -232,23 +236,20 @@ impl Shared for BoundedShared {
         if publish.target_clientid.is_some() {
             return self.inner.forwards(msg_id, from, publish).await;
         }
-        let mut relations_map = match self
-            .scx
-            .extends
-            .router()
-            .await
-            .matches(from.id.clone(), &publish.topic)
+        let mut relations = match self
+            .routes
+            .relations(&self.scx, &from.id, &publish.topic)
             .await
         {
-            Ok(relations_map) => relations_map,
+            Ok(relations) => relations,
             Err(error) => {
                 log::warn!("broker: routing {:?}: {error}", &publish.topic as &str);
-                SubRelationsMap::default()
+                return Ok(0);
             }
         };
-        let Some(mut relations) = relations_map.remove(&self.scx.node.id()) else {
+        if relations.is_empty() {
             return Ok(0);
-        };
+        }
         if publish.topic.starts_with('$') {
             relations.retain(|(filter, ..)| crate::topic::matches(filter, &publish.topic));
         }

@@ -120,6 +120,7 @@ pub mod policy;
 pub mod read_grants;
 pub mod retained;
 pub mod retained_log;
+pub mod route_cache;
 pub mod sessions;
 pub mod shared_groups;
 pub mod snapshotter;
@@ -152,6 +153,7 @@ use pacing::RetainedPacer;
 pub use password::{hash_password, verify_password, PasswordError};
 use policy::{Policy, PolicyHook, PolicyLimits};
 use retained::{EngineRetainStorage, RetainLimits, RetainedStore};
+use route_cache::WatchedRouter;
 use sessions::{CappedFitterManager, OfflineSessions, OfflineSessionsHook, SessionLifetimes};
 use shared_groups::RoundRobin;
 use snapshotter::Snapshotter;
@@ -604,7 +606,8 @@ async fn install_stores(
     *scx.extends.retain_mut().await = Box::new(EngineRetainStorage(retained.clone()));
     let backlog = Arc::new(Backlog::new(settings.max_queued_messages));
     let pacer = RetainedPacer::new(pacing::RETAINED_WINDOW);
-    BoundedShared::install(scx, backlog.clone(), retained.clone(), pacer.clone()).await;
+    let routes = WatchedRouter::install(scx).await;
+    BoundedShared::install(scx, backlog.clone(), retained.clone(), pacer.clone(), routes).await;
     *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
     (retained, backlog, pacer)
 }

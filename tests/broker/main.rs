@@ -16,5 +16,6 @@ mod limits;
 mod mqtt;
 mod mqtt5;
 mod retained;
+mod routing;
 mod tls;
 mod websocket;

@@ -806,3 +806,27 @@ async fn a_client_announcing_a_tiny_maximum_packet_size_is_accepted() {
     .await;
     assert_eq!(connack.code, 0);
 }
+
+/// No Local (MQTT 5, 3.8.3.1) holds for every publish on a topic, the first and those after it (the
+/// broker remembers a topic's routes; an answer that depends on the publisher is never remembered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_local_holds_for_every_publish_on_a_topic() {
+    const NO_LOCAL: u8 = 0x04;
+    let (_broker, addr) = broker().await;
+    let (mut own, _) = Client::connect(addr, "nl-own", true, 60, Props::default()).await;
+    assert_eq!(own.subscribe(&[("nl/t", NO_LOCAL)]).await, vec![0]);
+    let (mut other, _) = Client::connect(addr, "nl-other", true, 60, Props::default()).await;
+    assert_eq!(other.subscribe(&[("nl/t", 0)]).await, vec![0]);
+    for payload in [b"own-1", b"own-2"] {
+        own.publish("nl/t", payload, 0, 0, Props::default()).await;
+        let got = other.next_publish(LONG, true).await.expect("the other subscriber");
+        assert_eq!(got.payload, payload);
+    }
+    other
+        .publish("nl/t", b"from-other", 0, 0, Props::default())
+        .await;
+    // Anything routed to `own` before this would have come first (one session's deliveries keep
+    // their order).
+    let got = own.next_publish(LONG, true).await.expect("the other's publish");
+    assert_eq!(got.payload, b"from-other", "its own publishes are not sent back");
+}
