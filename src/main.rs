@@ -337,7 +337,7 @@ fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.gateway.runtime_workers())
+        .worker_threads(config.gateway.worker_threads)
         .thread_name("sensorgate")
         .enable_all()
         .build()

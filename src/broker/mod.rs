@@ -607,7 +607,14 @@ async fn install_stores(
     let backlog = Arc::new(Backlog::new(settings.max_queued_messages));
     let pacer = RetainedPacer::new(pacing::RETAINED_WINDOW);
     let routes = WatchedRouter::install(scx).await;
-    BoundedShared::install(scx, backlog.clone(), retained.clone(), pacer.clone(), routes).await;
+    BoundedShared::install(
+        scx,
+        backlog.clone(),
+        retained.clone(),
+        pacer.clone(),
+        routes,
+    )
+    .await;
     *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
     (retained, backlog, pacer)
 }

@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use rmqtt::context::ServerContext;
 use rmqtt::router::Router;
 use rmqtt::types::{
-    AllRelationsMap, ClientId, HashMap as EngineMap, Id, NodeId, Route, SubRelation, SubRelations, SubRelationsMap,
-    SubscriptionOptions, SubsSearchParams, SubsSearchResult, TopicName,
+    AllRelationsMap, ClientId, HashMap as EngineMap, Id, NodeId, Route, SubRelation, SubRelations,
+    SubRelationsMap, SubsSearchParams, SubsSearchResult, SubscriptionOptions, TopicName,
 };
 use rmqtt::utils::Counter;
 

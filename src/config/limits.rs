@@ -195,7 +195,7 @@ pub fn segment_bytes_max(max_bytes: u64) -> u64 {
     (max_bytes / crate::uplink::spool::SEGMENTS_PER_BUDGET).max(SPOOL_SEGMENT_BYTES.min)
 }
 
-/// The async runtime's worker threads when written (unwritten: `defaults::WORKER_THREADS`); 16 is four
+/// The async runtime's worker threads (default `defaults::WORKER_THREADS`); 16 is four
 /// times the largest Pi's cores.
 pub const WORKER_THREADS: CountRange = CountRange {
     key: "gateway.worker_threads",

@@ -84,10 +84,10 @@ pub struct GatewayConfig {
     /// Where retained state and the spool live. Use [`GatewayConfig::state_dir_with`] (or
     /// [`Config::state_dir`](super::Config::state_dir)) to apply systemd's `$STATE_DIRECTORY`.
     pub state_dir: PathBuf,
-    /// Worker threads of the async runtime (range: `limits::WORKER_THREADS`); `None`:
-    /// [`defaults::WORKER_THREADS`]. The pipeline and blocking work (fsync, logins, codecs, radios)
+    /// Worker threads of the async runtime (range: `limits::WORKER_THREADS`; default
+    /// [`defaults::WORKER_THREADS`]). The pipeline and blocking work (fsync, logins, codecs, radios)
     /// have threads of their own either way.
-    pub worker_threads: Option<usize>,
+    pub worker_threads: usize,
 }
 
 impl Default for GatewayConfig {
@@ -96,18 +96,12 @@ impl Default for GatewayConfig {
             id: host_name().unwrap_or_else(|| defaults::GATEWAY_ID.to_string()),
             base_topic: defaults::BASE_TOPIC.to_string(),
             state_dir: PathBuf::from(defaults::STATE_DIR),
-            worker_threads: None,
+            worker_threads: defaults::WORKER_THREADS,
         }
     }
 }
 
 impl GatewayConfig {
-    /// The async runtime's worker threads: `worker_threads` when written, else
-    /// [`defaults::WORKER_THREADS`].
-    pub fn runtime_workers(&self) -> usize {
-        self.worker_threads.unwrap_or(defaults::WORKER_THREADS)
-    }
-
     /// The state directory, given the value of `$STATE_DIRECTORY` (`None` when unset). systemd sets it
     /// for `StateDirectory=`; it wins over `state_dir`. With several directories (colon-separated), the
     /// first is used; an empty value is ignored.
@@ -533,16 +527,6 @@ pub struct ForwardEncrypt {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn worker_threads_written_win_else_one() {
-        assert_eq!(GatewayConfig::default().runtime_workers(), 1);
-        let written = GatewayConfig {
-            worker_threads: Some(3),
-            ..GatewayConfig::default()
-        };
-        assert_eq!(written.runtime_workers(), 3);
-    }
 
     #[test]
     fn state_directory_wins_over_state_dir() {

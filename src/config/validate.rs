@@ -209,14 +209,11 @@ fn check_gateway(config: &Config, at: &KeyPath) -> Result<(), Problem> {
             "is empty; e.g. \"/var/lib/sensorgate\"",
         ));
     }
-    if let Some(threads) = config.gateway.worker_threads {
-        check_count(
-            &limits::WORKER_THREADS,
-            threads as u64,
-            at.key("worker_threads"),
-        )?;
-    }
-    Ok(())
+    check_count(
+        &limits::WORKER_THREADS,
+        config.gateway.worker_threads as u64,
+        at.key("worker_threads"),
+    )
 }
 
 /// `[broker]`: its listeners, its limits against `limits.rs`, then its users.
@@ -1062,6 +1059,24 @@ mod tests {
             let error = parsed.expect_err("[http] without the http feature");
             assert_eq!((error.line, error.column), (4, 2), "{error}");
             assert!(error.message.contains("--features http"), "{error}");
+        }
+    }
+
+    #[test]
+    fn worker_threads_outside_1_to_16_are_refused_where_written() {
+        for (value, ok) in [("0", false), ("1", true), ("16", true), ("17", false)] {
+            let text = format!("[gateway]\nstate_dir = \"/tmp\"\nworker_threads = {value}\n");
+            let parsed = crate::config::Config::parse(&text, std::path::Path::new("t.toml"));
+            if ok {
+                assert!(parsed.is_ok(), "{value}: {parsed:?}");
+            } else {
+                let error = parsed.expect_err(value);
+                assert_eq!(error.line, 3, "{value}: {error}");
+                assert!(
+                    error.message.contains("1") && error.message.contains("16"),
+                    "{error}"
+                );
+            }
         }
     }
 

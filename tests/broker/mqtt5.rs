@@ -819,7 +819,10 @@ async fn no_local_holds_for_every_publish_on_a_topic() {
     assert_eq!(other.subscribe(&[("nl/t", 0)]).await, vec![0]);
     for payload in [b"own-1", b"own-2"] {
         own.publish("nl/t", payload, 0, 0, Props::default()).await;
-        let got = other.next_publish(LONG, true).await.expect("the other subscriber");
+        let got = other
+            .next_publish(LONG, true)
+            .await
+            .expect("the other subscriber");
         assert_eq!(got.payload, payload);
     }
     other
@@ -827,6 +830,12 @@ async fn no_local_holds_for_every_publish_on_a_topic() {
         .await;
     // Anything routed to `own` before this would have come first (one session's deliveries keep
     // their order).
-    let got = own.next_publish(LONG, true).await.expect("the other's publish");
-    assert_eq!(got.payload, b"from-other", "its own publishes are not sent back");
+    let got = own
+        .next_publish(LONG, true)
+        .await
+        .expect("the other's publish");
+    assert_eq!(
+        got.payload, b"from-other",
+        "its own publishes are not sent back"
+    );
 }

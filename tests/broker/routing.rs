@@ -32,7 +32,9 @@ async fn next(subscriber: &mut Subscriber) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_made_or_dropped_after_a_topic_was_routed_counts_for_its_next_message() {
-    let broker = Broker::start(&support::local_settings(), None).await.unwrap();
+    let broker = Broker::start(&support::local_settings(), None)
+        .await
+        .unwrap();
     let addr = broker.local_addrs()[0];
     let mut first = mqtt::subscribe(addr, "first", "r/x", 0).await;
     publish(&broker, "r/x", "1").await;
@@ -70,7 +72,9 @@ async fn a_subscription_made_or_dropped_after_a_topic_was_routed_counts_for_its_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_ends_with_its_session_for_the_next_message_on_its_topic() {
-    let broker = Broker::start(&support::local_settings(), None).await.unwrap();
+    let broker = Broker::start(&support::local_settings(), None)
+        .await
+        .unwrap();
     let addr = broker.local_addrs()[0];
     let mut gone = mqtt::subscribe(addr, "comes-back", "s/x", 0).await;
     publish(&broker, "s/x", "1").await;
