@@ -79,6 +79,8 @@ impl RouteCache {
         }
         // Asked as nobody (no client has an empty id and this node), so that a No Local subscription
         // of the publisher itself is in the answer and shows that the answer depends on the publisher.
+        // For a topic with a shared subscription this first look also takes a turn of its group
+        // (`shared_groups::RoundRobin`): once per topic after each change of the subscriptions.
         let nobody = Id::from(scx.node.id(), ClientId::default());
         let relations = matched(scx, nobody, topic).await?;
         let publisher_free = relations.iter().all(|(_, _, opts, _, group)| {
