@@ -12,8 +12,9 @@
 //! Only answers that do not depend on the publisher are kept: one with a shared subscription (a
 //! member is chosen per message) or an MQTT 5 No Local subscription (left out for its own client's
 //! publishes) is asked of the router every time, and the topic is remembered as such. The cache holds
-//! at most [`CACHED_TOPICS`] topic names (their own copies, never a slice of a packet's buffer); when a
-//! new one finds it full, it is emptied and starts again (counted by [`RouteCache::cleared`]).
+//! at most [`CACHED_TOPICS`] topic names (their own copies, never a slice of a packet's buffer) and
+//! [`CACHED_RELATIONS`] subscriptions over all of them; when a new topic finds it full, it is emptied and
+//! starts again (counted by [`RouteCache::cleared`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,10 @@ use crate::lock::lock;
 /// Topic names whose routes are kept at most (a gateway's devices publish a few hundred).
 pub const CACHED_TOPICS: usize = 1024;
 
+/// Subscriptions kept at most over all topic names (200 bytes each: about 400 KiB when full). A topic
+/// routed to more than this many is matched afresh every time.
+pub const CACHED_RELATIONS: usize = 2048;
+
 /// What routing a topic name gave, as of one generation of the subscriptions.
 struct Remembered {
     generation: u64,
@@ -40,11 +45,18 @@ struct Remembered {
     relations: Option<Arc<[SubRelation]>>,
 }
 
+/// The remembered topics and how many subscriptions they hold together.
+#[derive(Default)]
+struct Entries {
+    by_topic: HashMap<TopicName, Remembered>,
+    relations: usize,
+}
+
 /// Routes per topic name, valid while the subscriptions stay as they were.
 #[derive(Default)]
 pub struct RouteCache {
     generation: AtomicU64,
-    entries: Mutex<HashMap<TopicName, Remembered>>,
+    entries: Mutex<Entries>,
     cleared: AtomicU64,
 }
 
@@ -69,6 +81,7 @@ impl RouteCache {
     ) -> rmqtt::Result<SubRelations> {
         let generation = self.generation.load(Ordering::Acquire);
         let known = lock(&self.entries)
+            .by_topic
             .get(topic)
             .filter(|entry| entry.generation == generation)
             .map(|entry| entry.relations.clone());
@@ -96,15 +109,22 @@ impl RouteCache {
     }
 
     fn remember(&self, topic: &TopicName, generation: u64, relations: Option<Arc<[SubRelation]>>) {
+        let relations = relations.filter(|relations| relations.len() <= CACHED_RELATIONS);
+        let adding = relations.as_ref().map_or(0, |relations| relations.len());
         let mut entries = lock(&self.entries);
-        if entries.len() >= CACHED_TOPICS && !entries.contains_key(topic) {
-            self.cleared
-                .fetch_add(entries.len() as u64, Ordering::Relaxed);
-            *entries = HashMap::new();
+        if let Some(old) = entries.by_topic.remove(topic) {
+            entries.relations -= old.relations.map_or(0, |relations| relations.len());
         }
+        if entries.by_topic.len() >= CACHED_TOPICS || entries.relations + adding > CACHED_RELATIONS
+        {
+            self.cleared
+                .fetch_add(entries.by_topic.len() as u64, Ordering::Relaxed);
+            *entries = Entries::default();
+        }
+        entries.relations += adding;
         // The key is a copy: the publish's topic may be a slice of the buffer its packet was read into.
         let key = TopicName::from(topic.to_string());
-        entries.insert(
+        entries.by_topic.insert(
             key,
             Remembered {
                 generation,
@@ -219,24 +239,53 @@ impl Router for WatchedRouter {
 mod tests {
     use super::*;
 
-    fn some_relations() -> Option<Arc<[SubRelation]>> {
-        Some(Arc::from(Vec::new().as_slice()))
+    /// `n` subscriptions (all the same: the cache counts them, it does not read them).
+    fn relations(n: usize) -> Option<Arc<[SubRelation]>> {
+        let one: SubRelation = (
+            "t/#".into(),
+            "sub".into(),
+            SubscriptionOptions::default(),
+            None,
+            None,
+        );
+        Some(Arc::from(vec![one; n]))
     }
 
     #[test]
     fn a_full_cache_is_emptied_for_a_new_topic_and_counts_what_it_dropped() {
         let cache = RouteCache::default();
         for i in 0..CACHED_TOPICS {
-            cache.remember(&TopicName::from(format!("t/{i}")), 0, some_relations());
+            cache.remember(&TopicName::from(format!("t/{i}")), 0, relations(0));
         }
         assert_eq!(cache.cleared(), 0);
         // A topic it has is replaced in place, not a reason to empty it.
-        cache.remember(&TopicName::from("t/7"), 1, some_relations());
+        cache.remember(&TopicName::from("t/7"), 1, relations(1));
         assert_eq!(cache.cleared(), 0);
         cache.remember(&TopicName::from("t/new"), 1, None);
         assert_eq!(cache.cleared(), CACHED_TOPICS as u64);
         let entries = lock(&cache.entries);
-        assert_eq!(entries.len(), 1);
-        assert!(entries["t/new"].relations.is_none());
+        assert_eq!(entries.by_topic.len(), 1);
+        assert!(entries.by_topic["t/new"].relations.is_none());
+        assert_eq!(entries.relations, 0);
+    }
+
+    #[test]
+    fn the_subscriptions_held_are_bounded_too() {
+        let cache = RouteCache::default();
+        let half = CACHED_RELATIONS / 2;
+        cache.remember(&TopicName::from("a"), 0, relations(half));
+        cache.remember(&TopicName::from("b"), 0, relations(half));
+        // Replacing "b" frees what it held first.
+        cache.remember(&TopicName::from("b"), 1, relations(half));
+        assert_eq!(cache.cleared(), 0);
+        assert_eq!(lock(&cache.entries).relations, CACHED_RELATIONS);
+        cache.remember(&TopicName::from("c"), 1, relations(1));
+        assert_eq!(cache.cleared(), 2);
+        assert_eq!(lock(&cache.entries).relations, 1);
+        // A topic routed to more than the whole bound is remembered as one to match every time.
+        cache.remember(&TopicName::from("huge"), 1, relations(CACHED_RELATIONS + 1));
+        let entries = lock(&cache.entries);
+        assert!(entries.by_topic["huge"].relations.is_none());
+        assert_eq!(entries.relations, 1);
     }
 }
