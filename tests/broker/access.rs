@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use raw::{Connect, RawClient, Will, PUBACK};
 use sensorgate::broker::{Broker, BrokerSettings};
-use sensorgate::model::Message;
 
 fn settings() -> BrokerSettings {
     BrokerSettings {
@@ -39,18 +38,6 @@ fn login<'a>(client_id: &'a str, user: &'a str, password: &'a str) -> Connect<'a
         password: Some(password),
         ..Connect::new(client_id)
     }
-}
-
-async fn gateway_publish(broker: &Broker, topic: &str, payload: &str, retain: bool) {
-    broker
-        .publish(&Message {
-            topic: topic.into(),
-            payload: payload.as_bytes().to_vec(),
-            qos: 1,
-            retain,
-        })
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,8 +149,8 @@ async fn publish_rights_v3_acks_and_drops_v5_says_not_authorized() {
 async fn subscriptions_and_retained_messages_respect_read_rights() {
     let broker = Broker::start(&settings(), None).await.unwrap();
     let addr = broker.local_addrs()[0];
-    gateway_publish(&broker, "sensorgate/kitchen", "21.5", true).await;
-    gateway_publish(&broker, "secret/key", "hunter2", true).await;
+    support::gateway_publish(&broker, "sensorgate/kitchen", "21.5", true).await;
+    support::gateway_publish(&broker, "secret/key", "hunter2", true).await;
 
     let (mut alice, _, _) =
         RawClient::connect(addr, &login("alice-sub", "alice", "wonderland")).await;
@@ -186,8 +173,8 @@ async fn subscriptions_and_retained_messages_respect_read_rights() {
     );
     assert!(retained[0].retain);
 
-    gateway_publish(&broker, "secret/live", "x", false).await;
-    gateway_publish(&broker, "home/live", "y", false).await;
+    support::gateway_publish(&broker, "secret/live", "x", false).await;
+    support::gateway_publish(&broker, "home/live", "y", false).await;
     let live = alice.collect_publishes(Duration::from_millis(800)).await;
     let topics: Vec<&str> = live.iter().map(|p| p.topic.as_str()).collect();
     assert_eq!(topics, vec!["home/live"]);
@@ -293,7 +280,7 @@ async fn anonymous_defaults_read_everything_and_write_all_but_the_gateway_topics
     anon.publish("zigbee2mqtt/lamp/set", b"ON", 1, false, 2, false)
         .await;
     anon.expect(PUBACK).await;
-    gateway_publish(&broker, "sensorgate/kitchen", "real", false).await;
+    support::gateway_publish(&broker, "sensorgate/kitchen", "real", false).await;
     let mut seen = Vec::new();
     let first = sub
         .wait_for(Duration::from_secs(3), &mut seen, |m| {

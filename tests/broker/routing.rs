@@ -11,19 +11,8 @@ use sensorgate_testkit::mqtt::{self, Subscriber};
 use std::time::Duration;
 
 use sensorgate::broker::Broker;
-use sensorgate::model::Message;
 
 const WITHIN: Duration = Duration::from_secs(10);
-
-async fn publish(broker: &Broker, topic: &str, payload: &str) {
-    let message = Message {
-        topic: topic.to_string(),
-        payload: payload.as_bytes().to_vec(),
-        qos: 0,
-        retain: false,
-    };
-    broker.publish(&message).await.unwrap();
-}
 
 /// The payload of the next message `subscriber` gets.
 async fn next(subscriber: &mut Subscriber) -> String {
@@ -37,12 +26,12 @@ async fn a_subscription_made_or_dropped_after_a_topic_was_routed_counts_for_its_
         .unwrap();
     let addr = broker.local_addrs()[0];
     let mut first = mqtt::subscribe(addr, "first", "r/x", 0).await;
-    publish(&broker, "r/x", "1").await;
+    support::gateway_publish(&broker, "r/x", "1", false).await;
     assert_eq!(next(&mut first).await, "1");
 
     // A second subscriber, on a wildcard, after "r/x" was routed.
     let mut second = mqtt::subscribe(addr, "second", "r/+", 0).await;
-    publish(&broker, "r/x", "2").await;
+    support::gateway_publish(&broker, "r/x", "2", false).await;
     assert_eq!(next(&mut second).await, "2", "a new subscription");
     assert_eq!(next(&mut first).await, "2");
 
@@ -60,8 +49,8 @@ async fn a_subscription_made_or_dropped_after_a_topic_was_routed_counts_for_its_
         .await
         .unwrap();
     assert_eq!(next(&mut second).await, "sync");
-    publish(&broker, "r/x", "3").await;
-    publish(&broker, "fence/first", "fence").await;
+    support::gateway_publish(&broker, "r/x", "3", false).await;
+    support::gateway_publish(&broker, "fence/first", "fence", false).await;
     assert_eq!(next(&mut second).await, "3");
     assert_eq!(
         next(&mut first).await,
@@ -77,7 +66,7 @@ async fn a_subscription_ends_with_its_session_for_the_next_message_on_its_topic(
         .unwrap();
     let addr = broker.local_addrs()[0];
     let mut gone = mqtt::subscribe(addr, "comes-back", "s/x", 0).await;
-    publish(&broker, "s/x", "1").await;
+    support::gateway_publish(&broker, "s/x", "1", false).await;
     assert_eq!(next(&mut gone).await, "1");
     drop(gone); // the connection closes; its clean session ends with its subscriptions
 
@@ -92,8 +81,8 @@ async fn a_subscription_ends_with_its_session_for_the_next_message_on_its_topic(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(session_gone, "the old connection ended within 5 s");
-    publish(&broker, "s/x", "2").await;
-    publish(&broker, "fence/back", "fence").await;
+    support::gateway_publish(&broker, "s/x", "2", false).await;
+    support::gateway_publish(&broker, "fence/back", "fence", false).await;
     assert_eq!(
         next(&mut back).await,
         "fence",

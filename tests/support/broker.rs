@@ -1,11 +1,13 @@
-//! Test helpers: broker settings on 127.0.0.1:0 with users, and cheap password hashes (argon2id with tiny
-//! costs, so debug-build tests stay fast; the broker verifies any argon2 PHC string with its own costs).
+//! Test helpers: broker settings on 127.0.0.1:0 with users, cheap password hashes (argon2id with tiny
+//! costs, so debug-build tests stay fast; the broker verifies any argon2 PHC string with its own costs),
+//! and a publish as the gateway itself.
 #![allow(dead_code)]
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-use sensorgate::broker::{BrokerSettings, ListenerSettings, UserSettings};
+use sensorgate::broker::{Broker, BrokerSettings, ListenerSettings, UserSettings};
+use sensorgate::model::Message;
 
 /// An argon2id PHC string with minimal costs.
 pub fn cheap_hash(password: &str) -> String {
@@ -35,4 +37,17 @@ pub fn local_settings() -> BrokerSettings {
         }],
         ..BrokerSettings::default()
     }
+}
+
+/// Publishes `payload` on `topic` in-process, as the gateway does (QoS 1).
+pub async fn gateway_publish(broker: &Broker, topic: &str, payload: &str, retain: bool) {
+    broker
+        .publish(&Message {
+            topic: topic.into(),
+            payload: payload.as_bytes().to_vec(),
+            qos: 1,
+            retain,
+        })
+        .await
+        .expect("an in-process publish");
 }
