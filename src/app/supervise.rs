@@ -60,30 +60,30 @@ impl Failures {
     {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let failures = self.clone();
-        let thread_name = format!("sensorgate-{name}");
-        let name = name.to_string();
-        let started = std::thread::Builder::new().name(thread_name).spawn({
-            let failures = failures.clone();
-            let name = name.clone();
-            move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        failures.report(format!("{name}: cannot start its runtime: {error}"));
-                        return;
-                    }
-                };
-                let output = runtime.block_on(Failures::caught(failures, name, task));
-                let _ = sender.send(output);
-            }
-        });
+        let owned_name = name.to_string();
+        let started = std::thread::Builder::new()
+            .name(format!("sensorgate-{name}"))
+            .spawn(move || {
+                let _ = sender.send(failures.block_on_own_runtime(owned_name, task));
+            });
         if let Err(error) = started {
-            failures.report(format!("{name}: cannot start its thread: {error}"));
+            self.report(format!("{name}: cannot start its thread: {error}"));
         }
         tokio::spawn(async move { receiver.await.ok().flatten() })
+    }
+
+    /// Runs `task` as `name` to its end on this thread, in a single-threaded runtime of its own.
+    fn block_on_own_runtime<F: Future>(&self, name: String, task: F) -> Option<F::Output> {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(Failures::caught(self.clone(), name, task)),
+            Err(error) => {
+                self.report(format!("{name}: cannot start its runtime: {error}"));
+                None
+            }
+        }
     }
 
     /// `task`, with a panic caught and reported as `name`'s.

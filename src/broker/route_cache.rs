@@ -41,7 +41,8 @@ pub const CACHED_RELATIONS: usize = 2048;
 /// What routing a topic name gave, as of one generation of the subscriptions.
 struct Remembered {
     generation: u64,
-    /// `None`: the answer depends on the publisher; ask the router every time.
+    /// `None`: the answer depends on the publisher, or holds more than [`CACHED_RELATIONS`]; ask the
+    /// router every time.
     relations: Option<Arc<[SubRelation]>>,
 }
 
