@@ -74,6 +74,8 @@ impl Handler for MessageHooks {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 
     struct Passes;
@@ -98,5 +100,68 @@ mod tests {
         assert!(hooks.handles(Type::MessageAcked));
         assert!(!hooks.handles(Type::MessageDelivered));
         assert!(!hooks.handles(Type::ClientKeepalive));
+    }
+
+    /// Writes its name down when called, and lets the chain go on or ends it.
+    struct Records {
+        name: &'static str,
+        proceed: bool,
+        seen: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Handler for Records {
+        async fn hook(&self, _param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+            self.seen.lock().unwrap().push(self.name);
+            (self.proceed, acc)
+        }
+    }
+
+    /// The engine runs a type's handlers from a list it rebuilds on every change
+    /// (`patches/rmqtt/0015-hook-lists-without-locks.patch`): the started ones only, highest priority
+    /// first, until one ends the chain; a register's stop takes its handlers out again.
+    #[tokio::test]
+    async fn handlers_run_by_priority_while_started_until_one_ends_the_chain() {
+        let scx = rmqtt::context::ServerContext::new().build().await;
+        let hooks = scx.extends.hook_mgr();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handler = |name, proceed| {
+            Box::new(Records {
+                name,
+                proceed,
+                seen: seen.clone(),
+            })
+        };
+        let calls = || async {
+            seen.lock().unwrap().clear();
+            hooks.before_startup().await;
+            seen.lock().unwrap().clone()
+        };
+        let first = hooks.register();
+        first
+            .add_priority(Type::BeforeStartup, 10, handler("low", true))
+            .await;
+        first
+            .add_priority(Type::BeforeStartup, 20, handler("high", true))
+            .await;
+        assert!(calls().await.is_empty(), "added, not started");
+        assert!(!hooks.handles(Type::BeforeStartup));
+
+        first.start().await;
+        assert!(hooks.handles(Type::BeforeStartup));
+        assert_eq!(calls().await, ["high", "low"]);
+
+        let second = hooks.register();
+        second
+            .add_priority(Type::BeforeStartup, 15, handler("ends", false))
+            .await;
+        second.start().await;
+        assert_eq!(calls().await, ["high", "ends"]);
+
+        second.stop().await;
+        assert_eq!(calls().await, ["high", "low"]);
+        first.stop().await;
+        assert!(calls().await.is_empty());
+        assert!(!hooks.handles(Type::BeforeStartup));
     }
 }

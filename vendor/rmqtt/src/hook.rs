@@ -603,15 +603,25 @@ pub enum HookResult {
 /// Handlers can be registered but disabled, allowing
 /// deferred activation via the [`Register`] lifecycle.
 struct HookEntry {
-    handler: Box<dyn Handler>,
+    handler: Arc<dyn Handler>,
     enabled: bool,
 }
 
 impl HookEntry {
     fn new(handler: Box<dyn Handler>) -> Self {
-        Self { handler, enabled: false }
+        Self { handler: Arc::from(handler), enabled: false }
     }
 }
+
+/// sensorgate patch: the hook types, as indices of [`Running`] (every variant of [`Type`] is a unit
+/// variant, so `t as usize` is below this).
+const TYPE_COUNT: usize = Type::GrpcMessageReceived as usize + 1;
+
+/// sensorgate patch: per hook type, the enabled handlers in the order `exec` runs them (highest
+/// priority first), rebuilt whenever a type's handlers change. `exec` takes a type's list under a
+/// short lock and runs it without one, instead of looking the type up in the `DashMap` and holding
+/// a `tokio::sync::RwLock` read guard for every call of every message.
+type Running = parking_lot::RwLock<[Option<Arc<[Arc<dyn Handler>]>>; TYPE_COUNT]>;
 
 type HandlerId = String;
 
@@ -637,6 +647,8 @@ type HandlerId = String;
 pub struct DefaultHookManager {
     #[allow(clippy::type_complexity)]
     handlers: Arc<DashMap<Type, Arc<tokio::sync::RwLock<BTreeMap<(Priority, HandlerId), HookEntry>>>>>,
+    /// sensorgate patch: what `exec` runs, per type (see [`Running`]).
+    running: Arc<Running>,
 }
 
 impl Default for DefaultHookManager {
@@ -648,7 +660,15 @@ impl Default for DefaultHookManager {
 impl DefaultHookManager {
     #[inline]
     pub fn new() -> DefaultHookManager {
-        Self { handlers: Arc::new(DashMap::default()) }
+        Self { handlers: Arc::new(DashMap::default()), running: Arc::new(parking_lot::RwLock::new(Default::default())) }
+    }
+
+    /// sensorgate patch: `typ`'s enabled handlers, highest priority first, as `exec` runs them; called
+    /// with the type's list locked for writing after every change to it.
+    fn publish_running(&self, typ: Type, entries: &BTreeMap<(Priority, HandlerId), HookEntry>) {
+        let enabled: Vec<Arc<dyn Handler>> =
+            entries.values().rev().filter(|entry| entry.enabled).map(|entry| entry.handler.clone()).collect();
+        self.running.write()[typ as usize] = if enabled.is_empty() { None } else { Some(enabled.into()) };
     }
 
     #[inline]
@@ -663,6 +683,7 @@ impl DefaultHookManager {
             Err(anyhow!(format!("handler id is repetition, key is {:?}, type is {:?}", key, typ)))
         } else {
             type_handlers.insert(key, HookEntry::new(handler));
+            self.publish_running(typ, &type_handlers);
             Ok(id)
         }
     }
@@ -670,18 +691,13 @@ impl DefaultHookManager {
     #[inline]
     async fn exec<'a>(&'a self, t: Type, p: Parameter<'a>) -> Option<HookResult> {
         let mut acc = None;
-        let type_handlers = { self.handlers.get(&t).map(|h| (*h.value()).clone()) };
-        if let Some(type_handlers) = type_handlers {
-            let type_handlers = type_handlers.read().await;
-            for (_, entry) in type_handlers.iter().rev() {
-                if entry.enabled {
-                    let (proceed, new_acc) = entry.handler.hook(&p, acc).await;
-                    if !proceed {
-                        return new_acc;
-                    }
-                    acc = new_acc;
-                }
+        let running = self.running.read()[t as usize].clone();
+        for handler in running.iter().flat_map(|handlers| handlers.iter()) {
+            let (proceed, new_acc) = handler.hook(&p, acc).await;
+            if !proceed {
+                return new_acc;
             }
+            acc = new_acc;
         }
         acc
     }
@@ -699,13 +715,10 @@ impl HookManager for DefaultHookManager {
         Box::new(DefaultHookRegister::new(self.clone()))
     }
 
-    /// sensorgate patch: no entry for `t`, or an empty one. A list being changed right now counts as
-    /// handling (the call then runs, as upstream's always did).
+    /// sensorgate patch: false when no enabled handler is registered for `t`.
     #[inline]
     fn handles(&self, t: Type) -> bool {
-        self.handlers
-            .get(&t)
-            .is_some_and(|entries| entries.try_read().map_or(true, |entries| !entries.is_empty()))
+        self.running.read()[t as usize].is_some()
     }
 
     #[inline]
@@ -871,10 +884,13 @@ impl DefaultHookRegister {
     async fn adjust_status(&self, b: bool) {
         for type_id in self.type_ids.iter() {
             let (typ, key) = type_id.key();
-            if let Some(type_handlers) = self.manager.handlers.get(typ) {
-                if let Some(entry) = type_handlers.write().await.get_mut(key) {
+            let type_handlers = self.manager.handlers.get(typ).map(|entries| entries.value().clone());
+            if let Some(type_handlers) = type_handlers {
+                let mut type_handlers = type_handlers.write().await;
+                if let Some(entry) = type_handlers.get_mut(key) {
                     if entry.enabled != b {
                         entry.enabled = b;
+                        self.manager.publish_running(*typ, &type_handlers);
                     }
                 }
             }

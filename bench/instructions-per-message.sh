@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The broker's instructions per published message for two daemon builds, counted by valgrind's
+# callgrind: an A/B of a change too small for CPU time to show on a shared, noisy machine (two runs
+# of one build differ by about 0.5 %, where `bench/cpu-per-message.sh` medians differ by 10 %).
+#   bench/instructions-per-message.sh BIN_A BIN_B [ROUNDS]     (ROUNDS: 1 by default)
+# Three cases per build, as in cpu-per-message.sh but fewer messages (callgrind runs the daemon about
+# fifty times slower): 5,000 64-byte QoS 0 messages from one mosquitto_pub to one mosquitto_sub, 3,000
+# at QoS 1, and 500 at QoS 1 to ten subscribers. The daemon runs under `valgrind --tool=callgrind`
+# (one plain listener on 127.0.0.1:18851, a fresh state directory); its counts are zeroed once the
+# subscribers are connected and dumped once they have every message (`callgrind_control`), so start-up
+# is not counted. Printed: user-space instructions per published message (Debian: valgrind,
+# mosquitto-clients). Counts only user space: a change that moves work into or out of the kernel
+# (system calls) needs cpu-per-message.sh. Under callgrind the threads take turns on one CPU and a
+# packet is mostly read alone, so the counts are those of a broker that is not saturated.
+# The dumps stay in the printed directory for `callgrind_annotate` (a build with symbols, e.g. the
+# `profiling` profile of docs/broker-performance.md, names the functions). Ends only what it started.
+set -euo pipefail
+[ $# -ge 2 ] || { sed -n '4,5p' "$0"; exit 2; }
+a=$1 b=$2 rounds=${3:-1}
+port=18851
+work=$(mktemp -d)
+
+# instructions_per_message BIN QOS SUBSCRIBERS COUNT
+instructions_per_message() {
+  local bin=$1 qos=$2 subscribers=$3 count=$4 run
+  run=$(mktemp -d "$work/run.XXXX")
+  printf '[gateway]\nstate_dir = "%s/state"\n[log]\nlevel = "warn"\n[[broker.listener]]\nbind = "127.0.0.1:%s"\n' \
+    "$run" "$port" >"$run/sensorgate.toml"
+  valgrind --tool=callgrind --callgrind-out-file="$run/callgrind.%p" \
+    "$bin" run -c "$run/sensorgate.toml" >"$run/log" 2>&1 &
+  local daemon=$!
+  for _ in $(seq 600); do
+    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  python3 -c "import sys; sys.stdout.write(('x' * 64 + '\n') * $count)" >"$run/lines"
+  local subs=()
+  for _ in $(seq "$subscribers"); do
+    timeout 600 mosquitto_sub -h 127.0.0.1 -p "$port" -q "$qos" -t load/x -C "$count" >/dev/null &
+    subs+=($!)
+  done
+  sleep 2 # the subscriptions are in place
+  callgrind_control --zero "$daemon" >/dev/null 2>&1
+  mosquitto_pub -h 127.0.0.1 -p "$port" -q "$qos" -t load/x -l <"$run/lines"
+  for sub in "${subs[@]}"; do wait "$sub"; done
+  callgrind_control --dump "$daemon" >/dev/null 2>&1
+  kill "$daemon"
+  wait "$daemon" 2>/dev/null || true
+  # The dump after zeroing is part 1 of the daemon's profile.
+  awk -v n="$count" '/^summary:/ { printf "%.0f", $2 / n }' "$run"/callgrind.*.1
+}
+
+echo "build | QoS 0, 1 -> 1 | QoS 1, 1 -> 1 | QoS 1, 1 -> 10 (instructions per published message; dumps in $work)"
+for round in $(seq "$rounds"); do
+  for bin in "$a" "$b"; do
+    echo "$bin | $(instructions_per_message "$bin" 0 1 5000) | $(instructions_per_message "$bin" 1 1 3000) | $(instructions_per_message "$bin" 1 10 500)"
+  done
+done
