@@ -153,7 +153,7 @@ use pacing::RetainedPacer;
 pub use password::{hash_password, verify_password, PasswordError};
 use policy::{Policy, PolicyHook, PolicyLimits};
 use retained::{EngineRetainStorage, RetainLimits, RetainedStore};
-use route_cache::WatchedRouter;
+use route_cache::{RouteCache, WatchedRouter};
 use sessions::{CappedFitterManager, OfflineSessions, OfflineSessionsHook, SessionLifetimes};
 use shared_groups::RoundRobin;
 use snapshotter::Snapshotter;
@@ -320,6 +320,8 @@ pub struct BrokerCounters {
     pub publishes_refused: u64,
     /// Messages handed to subscribers (fresh, retained and wills).
     pub messages_sent: u64,
+    /// Topic names the route cache forgot because it was full (their routes are matched afresh).
+    pub routes_forgotten: u64,
 }
 
 /// A running embedded broker.
@@ -337,6 +339,7 @@ pub struct Broker {
     /// Connections that have not sent their CONNECT yet (bounded in time and number by the engine).
     half_open: Arc<HalfOpen>,
     pacer: Arc<RetainedPacer>,
+    routes: Arc<RouteCache>,
     /// Torn or corrupt tails of the retained log cut at start (0 or 1).
     retained_torn_tails: u64,
     logins: Arc<Logins>,
@@ -357,7 +360,12 @@ impl Broker {
         descriptors::ensure_budget(&descriptors::Budget::of(settings))?;
         warn_about_open_listeners(settings);
         let scx = engine_context(settings).await;
-        let (retained, backlog, pacer) = install_stores(&scx, settings).await;
+        let Stores {
+            retained,
+            backlog,
+            pacer,
+            routes,
+        } = install_stores(&scx, settings).await;
         let system_from = system_sender(&scx);
         let retained_torn_tails = match &settings.state_dir {
             Some(dir) => restore_retained(&retained, &system_from, dir).await,
@@ -391,6 +399,7 @@ impl Broker {
             offline,
             half_open,
             pacer,
+            routes,
             tap,
             commands,
             system_from,
@@ -506,6 +515,7 @@ impl Broker {
             messages_received: self.messages.received(),
             publishes_refused: self.messages.refused(),
             messages_sent: self.messages.sent(),
+            routes_forgotten: self.routes.cleared(),
         }
     }
 
@@ -593,12 +603,18 @@ async fn engine_context(settings: &BrokerSettings) -> ServerContext {
     scx
 }
 
-/// Puts the project's stores into the engine: the bounded retained store, the subscribers' backlog and
-/// the retained pacer (behind [`BoundedShared`]), and round-robin shared subscriptions.
-async fn install_stores(
-    scx: &ServerContext,
-    settings: &BrokerSettings,
-) -> (Arc<RetainedStore>, Arc<Backlog>, Arc<RetainedPacer>) {
+/// The project's stores inside the engine, as [`install_stores`] put them there.
+struct Stores {
+    retained: Arc<RetainedStore>,
+    backlog: Arc<Backlog>,
+    pacer: Arc<RetainedPacer>,
+    routes: Arc<RouteCache>,
+}
+
+/// Puts the project's stores into the engine: the bounded retained store, the subscribers' backlog,
+/// the retained pacer and the route cache (behind [`BoundedShared`] and [`WatchedRouter`]), and
+/// round-robin shared subscriptions.
+async fn install_stores(scx: &ServerContext, settings: &BrokerSettings) -> Stores {
     let retained = RetainedStore::new(RetainLimits {
         max_messages: settings.max_retained_messages.max(1),
         max_topic_levels: settings.max_topic_levels,
@@ -612,11 +628,16 @@ async fn install_stores(
         backlog.clone(),
         retained.clone(),
         pacer.clone(),
-        routes,
+        routes.clone(),
     )
     .await;
     *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
-    (retained, backlog, pacer)
+    Stores {
+        retained,
+        backlog,
+        pacer,
+        routes,
+    }
 }
 
 /// The sender of the gateway's own publishes: the engine's system client `sensorgate`.

@@ -306,6 +306,12 @@ fn broker(x: &mut Exposition, input: &MetricsInput<'_>) {
         "Messages the embedded broker handed to subscribers' connections: fresh, retained and wills, after each receiver's read right.",
         b.messages_sent as f64,
     );
+    x.single(
+        "sensorgate_broker_routes_forgotten_total",
+        "counter",
+        "Topic names the broker's route cache forgot because it was full; their subscribers are matched afresh.",
+        b.routes_forgotten as f64,
+    );
     let refused = input.snapshot.map_or(0, |s| s.stats.refused_publishes);
     x.family(
         "sensorgate_broker_dropped_total",
@@ -457,17 +463,19 @@ mod tests {
     }
 
     #[test]
-    fn broker_messages_in_out_and_refused_come_from_its_counters() {
+    fn broker_messages_in_out_refused_and_forgotten_routes_come_from_its_counters() {
         let mut input = input_with(None);
         input.broker.messages_received = 5;
         input.broker.messages_sent = 9;
         input.broker.publishes_refused = 2;
+        input.broker.routes_forgotten = 1024;
         let text = render(&input);
         for expected in [
             "# TYPE sensorgate_broker_messages_received_total counter\n",
             "sensorgate_broker_messages_received_total 5\n",
             "sensorgate_broker_messages_sent_total 9\n",
             "sensorgate_broker_dropped_total{reason=\"client_publish_refused\"} 2\n",
+            "sensorgate_broker_routes_forgotten_total 1024\n",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

@@ -89,3 +89,34 @@ async fn a_subscription_ends_with_its_session_for_the_next_message_on_its_topic(
         "nothing on the old session's topic"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_route_cache_is_forgotten_counted_and_still_routes_every_topic() {
+    use sensorgate::broker::route_cache::CACHED_TOPICS;
+
+    let broker = Broker::start(&support::local_settings(), None)
+        .await
+        .unwrap();
+    let addr = broker.local_addrs()[0];
+    let mut subscriber = mqtt::subscribe(addr, "all", "many/#", 0).await;
+    for n in 0..CACHED_TOPICS {
+        support::gateway_publish(&broker, &format!("many/{n}"), &n.to_string(), false).await;
+        assert_eq!(next(&mut subscriber).await, n.to_string());
+    }
+    assert_eq!(
+        broker.counters().routes_forgotten,
+        0,
+        "the cache holds them all"
+    );
+
+    // One topic more finds it full: it is emptied (every topic so far forgotten) and starts again.
+    support::gateway_publish(&broker, "many/one-more", "more", false).await;
+    assert_eq!(next(&mut subscriber).await, "more");
+    assert_eq!(broker.counters().routes_forgotten, CACHED_TOPICS as u64);
+    support::gateway_publish(&broker, "many/0", "again", false).await;
+    assert_eq!(
+        next(&mut subscriber).await,
+        "again",
+        "a forgotten topic is matched afresh"
+    );
+}
