@@ -253,8 +253,9 @@ impl CommandTap {
 }
 
 /// The gate: [`PublishGate::offer_allowed`] for client publishes the policy let through (called by the
-/// per-message dispatcher, [`super::message_hooks`]), and the engine hook of `MessagePublish` (to see
-/// client wills, which the engine publishes without an ACL check).
+/// per-message dispatcher, [`super::message_hooks`]), and the engine hook of `WillPublish` (to see
+/// client wills, which the engine publishes without an ACL check; a hook the engine runs only for wills,
+/// `patches/rmqtt/0016-will-publish-hook.patch`, so that no client publish calls it).
 pub struct PublishGate {
     tap: Tap,
     policy: Arc<Policy>,

@@ -771,7 +771,7 @@ async fn register_hooks(
             .await;
     }
     let gate = || PublishGate::new(tap.clone(), policy.clone()).with_commands(commands.clone());
-    register.add(Type::MessagePublish, Box::new(gate())).await;
+    register.add(Type::WillPublish, Box::new(gate())).await;
     for typ in MessageHooks::TYPES {
         let hooks = MessageHooks {
             refused_commands: RefusedCommands {
@@ -959,4 +959,39 @@ fn to_publish(message: &Message) -> Publish {
         properties: Some(Default::default()),
     };
     <CodecPublish as Into<Publish>>::into(codec).create_time(rmqtt::utils::timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use rmqtt::hook::Type;
+
+    use super::*;
+
+    /// The broker's handlers leave uncalled the engine's per-message hooks it has no use for: a
+    /// client's publish hook (it looks only at wills, through the engine's will hook,
+    /// `patches/rmqtt/0016-will-publish-hook.patch`) and the acknowledged, delivered and keep-alive
+    /// hooks (0014).
+    #[tokio::test]
+    async fn the_broker_handles_wills_but_no_hook_it_does_not_need_per_message() {
+        let settings = BrokerSettings {
+            listeners: vec![ListenerSettings {
+                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                tls: None,
+            }],
+            ..BrokerSettings::default()
+        };
+        let broker = Broker::start(&settings, None).await.unwrap();
+        let hooks = broker.scx.extends.hook_mgr();
+        assert!(hooks.handles(Type::WillPublish));
+        assert!(hooks.handles(Type::MessagePublishCheckAcl));
+        assert!(hooks.handles(Type::MessageExpiryCheck));
+        for unneeded in [
+            Type::MessagePublish,
+            Type::MessageAcked,
+            Type::MessageDelivered,
+            Type::ClientKeepalive,
+        ] {
+            assert!(!hooks.handles(unneeded), "{unneeded:?}");
+        }
+    }
 }

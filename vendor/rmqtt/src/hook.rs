@@ -65,7 +65,7 @@ use crate::grpc;
 use crate::inflight::OutInflightMessage;
 use crate::session::Session;
 use crate::types::{
-    AuthResult, ConnectAckReason, ConnectInfo, DashMap, DashSet, From, IsPing, MessageExpiryCheckResult,
+    AuthResult, ConnectAckReason, ConnectInfo, DashMap, DashSet, From, FromType, IsPing, MessageExpiryCheckResult,
     Publish, PublishAclResult, Reason, Subscribe, SubscribeAclResult, Superuser, To, TopicFilter,
     Unsubscribe,
 };
@@ -410,6 +410,10 @@ pub enum Type {
     MessageExpiryCheck,
     /// A published message had no matching subscribers.
     MessageNonsubscribed,
+    /// sensorgate patch: a client's last will is about to be published, after the `MessagePublish`
+    /// handlers (its parameter is `Parameter::MessagePublish`), so that a handler that looks only at
+    /// wills need not be called for every client publish.
+    WillPublish,
 
     /// A publish message queued for offline delivery.
     OfflineMessage,
@@ -447,6 +451,7 @@ impl std::convert::From<&str> for Type {
             "message_dropped" => Type::MessageDropped,
             "message_expiry_check" => Type::MessageExpiryCheck,
             "message_nonsubscribed" => Type::MessageNonsubscribed,
+            "will_publish" => Type::WillPublish,
 
             "offline_message" => Type::OfflineMessage,
             "offline_inflight_messages" => Type::OfflineInflightMessages,
@@ -819,14 +824,27 @@ impl HookManager for DefaultHookManager {
         }
     }
 
+    /// sensorgate patch: for a last will, the `WillPublish` handlers run after the `MessagePublish`
+    /// ones, on what those returned.
     #[inline]
     async fn message_publish(&self, s: Option<&Session>, from: From, publish: &Publish) -> Option<Publish> {
-        let result = self.exec(Type::MessagePublish, Parameter::MessagePublish(s, from, publish)).await;
-        if let Some(HookResult::Publish(publish)) = result {
-            Some(publish)
-        } else {
-            None
+        let is_will = matches!(from.typ(), FromType::LastWill);
+        let will_from = (is_will && self.handles(Type::WillPublish)).then(|| from.clone());
+        let mut replaced = None;
+        if let Some(HookResult::Publish(publish)) =
+            self.exec(Type::MessagePublish, Parameter::MessagePublish(s, from, publish)).await
+        {
+            replaced = Some(publish);
         }
+        if let Some(from) = will_from {
+            let will = replaced.as_ref().unwrap_or(publish);
+            if let Some(HookResult::Publish(publish)) =
+                self.exec(Type::WillPublish, Parameter::MessagePublish(s, from, will)).await
+            {
+                replaced = Some(publish);
+            }
+        }
+        replaced
     }
 
     ///Publish message Dropped

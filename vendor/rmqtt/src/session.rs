@@ -1264,8 +1264,12 @@ impl SessionState {
             publish = self.scx.extends.delayed_sender().await.parse(publish)?;
         }
 
-        //hook, message_publish
-        let publish = self.hook.message_publish(from.clone(), &publish).await.unwrap_or(publish);
+        //hook, message_publish (sensorgate patch: only when a handler is registered for it)
+        let publish = if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessagePublish) {
+            self.hook.message_publish(from.clone(), &publish).await.unwrap_or(publish)
+        } else {
+            publish
+        };
 
         //hook, message_publish_check_acl
         let acl_result = self.hook.message_publish_check_acl(&publish).await;
