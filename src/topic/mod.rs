@@ -130,28 +130,43 @@ fn starts_with_wildcard(filter: &str) -> bool {
     filter.starts_with('+') || filter.starts_with('#')
 }
 
-/// Does the filter `filter` match the topic name `topic`?
+/// Does the filter `filter` match the topic name `topic`? Level by level over the bytes (this runs for
+/// every write-right check of a client publish and every delivery that is read-checked).
 pub fn matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && starts_with_wildcard(filter) {
         return false;
     }
-    let mut topic_levels = topic.split('/');
-    for level in filter.split('/') {
-        match level {
-            "#" => return true,
-            "+" => {
-                if topic_levels.next().is_none() {
-                    return false;
-                }
-            }
-            exact => {
-                if topic_levels.next() != Some(exact) {
-                    return false;
-                }
-            }
+    let (filter, topic) = (filter.as_bytes(), topic.as_bytes());
+    let mut level_start = 0;
+    // Where the topic's next level starts; `None` once the topic has no level left.
+    let mut topic_level_start = Some(0);
+    loop {
+        let level_end = end_of_level(filter, level_start);
+        let level = &filter[level_start..level_end];
+        if level == b"#" {
+            return true;
         }
+        let Some(topic_start) = topic_level_start else {
+            return false;
+        };
+        let topic_end = end_of_level(topic, topic_start);
+        if level != b"+" && level != &topic[topic_start..topic_end] {
+            return false;
+        }
+        topic_level_start = (topic_end < topic.len()).then_some(topic_end + 1);
+        if level_end == filter.len() {
+            return topic_level_start.is_none();
+        }
+        level_start = level_end + 1;
     }
-    topic_levels.next().is_none()
+}
+
+/// The end of the level of `text` that starts at `start`: its next `/`, or the end of `text`.
+fn end_of_level(text: &[u8], start: usize) -> usize {
+    text[start..]
+        .iter()
+        .position(|&byte| byte == b'/')
+        .map_or(text.len(), |at| start + at)
 }
 
 /// Is there a topic name that both filters match?
@@ -203,6 +218,54 @@ pub fn filter_within(inner: &str, outer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`matches`] as the MQTT specification words it, level by level over `split('/')`.
+    fn matches_by_split(filter: &str, topic: &str) -> bool {
+        if topic.starts_with('$') && starts_with_wildcard(filter) {
+            return false;
+        }
+        let mut topic_levels = topic.split('/');
+        for level in filter.split('/') {
+            match level {
+                "#" => return true,
+                "+" if topic_levels.next().is_none() => return false,
+                "+" => {}
+                exact if topic_levels.next() != Some(exact) => return false,
+                _ => {}
+            }
+        }
+        topic_levels.next().is_none()
+    }
+
+    /// Every string of up to four characters from `a`, `/`, `+`, `#` and `$`: valid and invalid
+    /// filters and names, empty levels, leading and trailing slashes.
+    fn short_texts() -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..4 {
+            last = last
+                .iter()
+                .flat_map(|text| ['a', '/', '+', '#', '$'].map(|c| format!("{text}{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn matching_over_bytes_agrees_with_matching_over_split_levels() {
+        let texts = short_texts();
+        assert_eq!(texts.len(), 781);
+        let mut matched = 0;
+        for filter in &texts {
+            for topic in &texts {
+                let expected = matches_by_split(filter, topic);
+                assert_eq!(matches(filter, topic), expected, "{filter:?} {topic:?}");
+                matched += usize::from(expected);
+            }
+        }
+        assert!(matched > 10_000, "{matched} pairs matched");
+    }
 
     #[test]
     fn matching_follows_mqtt() {
