@@ -3,6 +3,7 @@
 # callgrind: an A/B of a change too small for CPU time to show on a shared, noisy machine (two runs
 # of one build differ by about 0.5 %, where `bench/cpu-per-message.sh` medians differ by 10 %).
 #   bench/instructions-per-message.sh BIN_A BIN_B [ROUNDS]     (ROUNDS: 1 by default)
+# A build named `mosquitto` is Debian's /usr/sbin/mosquitto, for the same counts of the peer.
 # Three cases per build, as in cpu-per-message.sh but fewer messages (callgrind runs the daemon about
 # fifty times slower): 5,000 64-byte QoS 0 messages from one mosquitto_pub to one mosquitto_sub, 3,000
 # at QoS 1, and 500 at QoS 1 to ten subscribers. The daemon runs under `valgrind --tool=callgrind`
@@ -15,7 +16,7 @@
 # The dumps stay in the printed directory for `callgrind_annotate` (a build with symbols, e.g. the
 # `profiling` profile of docs/broker-performance.md, names the functions). Ends only what it started.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '4,5p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '4,6p' "$0"; exit 2; }
 a=$1 b=$2 rounds=${3:-1}
 port=18851
 work=$(mktemp -d)
@@ -24,10 +25,19 @@ work=$(mktemp -d)
 instructions_per_message() {
   local bin=$1 qos=$2 subscribers=$3 count=$4 run
   run=$(mktemp -d "$work/run.XXXX")
-  printf '[gateway]\nstate_dir = "%s/state"\n[log]\nlevel = "warn"\n[[broker.listener]]\nbind = "127.0.0.1:%s"\n' \
-    "$run" "$port" >"$run/sensorgate.toml"
-  valgrind --tool=callgrind --callgrind-out-file="$run/callgrind.%p" \
-    "$bin" run -c "$run/sensorgate.toml" >"$run/log" 2>&1 &
+  local command
+  if [ "$bin" = mosquitto ]; then
+    # Debian's broker as the peer, as the bench runs it; as its own user, so that callgrind_control
+    # can reach it (started as root it would switch to the mosquitto user).
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\nuser %s\n' \
+      "$port" "$(id -un)" >"$run/mosquitto.conf"
+    command=(/usr/sbin/mosquitto -c "$run/mosquitto.conf")
+  else
+    printf '[gateway]\nstate_dir = "%s/state"\n[log]\nlevel = "warn"\n[[broker.listener]]\nbind = "127.0.0.1:%s"\n' \
+      "$run" "$port" >"$run/sensorgate.toml"
+    command=("$bin" run -c "$run/sensorgate.toml")
+  fi
+  valgrind --tool=callgrind --callgrind-out-file="$run/callgrind.%p" "${command[@]}" >"$run/log" 2>&1 &
   local daemon=$!
   for _ in $(seq 600); do
     (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
