@@ -111,14 +111,16 @@ impl Backlog {
             .is_ok()
     }
 
-    /// Counts one message for `client_id`, waiting up to `wait` for room (not at all while the
-    /// subscriber is marked stalled); false means the message is to be dropped. A dropped message is
-    /// counted all the same: the engine reports the drop to the [`DeliveryCountHook`](super::delivery_counts::DeliveryCountHook), which releases it.
-    async fn admit(&self, client_id: &ClientId, wait: Duration) -> bool {
+    /// Counts one message for `client_id`, waiting up to `wait()` for room (not at all while the
+    /// subscriber is marked stalled; `wait` is asked only when there is no room at once); false means
+    /// the message is to be dropped. A dropped message is counted all the same: the engine reports the
+    /// drop to the [`DeliveryCountHook`](super::delivery_counts::DeliveryCountHook), which releases it.
+    async fn admit(&self, client_id: &ClientId, wait: impl FnOnce() -> Duration) -> bool {
         let slot = self.slot(client_id);
         if self.try_admit(&slot) {
             return true;
         }
+        let wait = wait();
         if !wait.is_zero() && !slot.stalled.load(Ordering::Relaxed) {
             let deadline = tokio::time::Instant::now() + wait;
             loop {
@@ -212,6 +214,34 @@ impl BoundedShared {
     }
 }
 
+/// How long one publish may still wait for its full subscribers' room, all of them together
+/// ([`BACKLOG_WAIT`], counted from the first subscriber found full, so that a publish whose
+/// subscribers all have room reads no clock); none for the gateway's own publishes (pipeline, wills,
+/// stats), which a subscriber must never hold up.
+struct WaitBudget {
+    holds_publisher: bool,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl WaitBudget {
+    fn for_publisher(from: &From) -> Self {
+        WaitBudget {
+            holds_publisher: !matches!(from.typ(), FromType::System),
+            deadline: None,
+        }
+    }
+
+    fn left(&mut self) -> Duration {
+        if !self.holds_publisher {
+            return Duration::ZERO;
+        }
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + BACKLOG_WAIT);
+        deadline.saturating_duration_since(tokio::time::Instant::now())
+    }
+}
+
 #[async_trait]
 impl Shared for BoundedShared {
     fn entry(&self, id: Id) -> Box<dyn Entry> {
@@ -255,19 +285,13 @@ impl Shared for BoundedShared {
         }
         let mut admitted = SubRelations::with_capacity(relations.len());
         let mut full = Vec::new();
-        // One wait budget for the whole publish, however many subscribers are full; none for the
-        // gateway's own publishes (pipeline, wills, stats), which a subscriber must never hold up.
-        let deadline = (!matches!(from.typ(), FromType::System))
-            .then(|| tokio::time::Instant::now() + BACKLOG_WAIT);
+        let mut budget = WaitBudget::for_publisher(&from);
         for relation in relations {
             let (_, client_id, opts, _, _) = &relation;
             let keeps_retain = publish.retain && opts.retain_as_published() == Some(true);
             // A client's publisher is held up first (bounded), at every QoS: a subscriber that keeps
             // reading slows its publisher down to its own pace instead of losing QoS 0 messages.
-            let wait = deadline.map_or(Duration::ZERO, |deadline| {
-                deadline.saturating_duration_since(tokio::time::Instant::now())
-            });
-            if keeps_retain || self.backlog.admit(client_id, wait).await {
+            if keeps_retain || self.backlog.admit(client_id, || budget.left()).await {
                 admitted.push(relation);
             } else {
                 full.push(relation);

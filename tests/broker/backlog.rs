@@ -3,6 +3,7 @@
 //! either delivered or counted as dropped.
 
 use sensorgate_testkit::broker as support;
+use sensorgate_testkit::mqtt;
 use sensorgate_testkit::raw;
 
 use std::time::Duration;
@@ -167,4 +168,46 @@ async fn a_stalled_qos1_subscriber_holds_its_publisher_up_only_briefly() {
     assert!(broker.backlog("stalled-sub") <= LIMIT + 1);
     assert!(broker.backlog_drops() > 0);
     drop(subscriber);
+}
+
+/// A subscriber that stops reading is cut off once a write to it has waited for its socket for the
+/// engine's send timeout (10 s), and the broker goes on serving the others. This is the slow path of
+/// a packet fed to a connection, the only one under the timeout
+/// (`patches/rmqtt-net/0013-send-timeout-only-when-waiting.patch`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: waits out the broker's 10 s send timeout"]
+async fn a_subscriber_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    let broker = Broker::start(&support::local_settings(), None)
+        .await
+        .unwrap();
+    let addr = broker.local_addrs()[0];
+    let (mut stalled, code, _) = RawClient::connect(addr, &Connect::new("stops-reading")).await;
+    assert_eq!(code, 0);
+    assert_eq!(stalled.subscribe("big/#", 0, 1).await, vec![0]);
+    let mut reader = mqtt::subscribe(addr, "keeps-reading", "fence/#", 0).await;
+    assert_eq!(broker.connections(), 2);
+
+    // 25 MiB for the stalled subscriber, far more than its socket's buffers hold.
+    let payload = "x".repeat(64 * 1024);
+    let filled = Instant::now();
+    for _ in 0..400 {
+        support::gateway_publish(&broker, "big/x", &payload, false).await;
+    }
+    let mut cut_off = None;
+    while filled.elapsed() < Duration::from_secs(30) {
+        if broker.connections() == 1 {
+            cut_off = Some(filled.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cut_off = cut_off.expect("the stalled subscriber is cut off within 30 s");
+    assert!(
+        cut_off >= Duration::from_secs(9),
+        "cut off after {cut_off:?}, before its writes could have waited 10 s"
+    );
+    support::gateway_publish(&broker, "fence/after", "still serving", false).await;
+    let fence = reader.next(Duration::from_secs(5)).await.expect("a fence");
+    assert_eq!(fence.text(), "still serving");
+    drop(stalled);
 }

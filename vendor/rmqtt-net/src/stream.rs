@@ -687,17 +687,24 @@ async fn feed<Io>(io: &mut Framed<Io, MqttCodec>, packet: MqttPacket, send_timeo
 where
     Io: AsyncWrite + Unpin,
 {
+    // sensorgate patch: a packet that fits in the buffer is fed at the first poll; only one that has to
+    // wait for the socket is put under the send timeout (whose deadline is a clock read, upstream's for
+    // every packet).
+    let mut feeding = std::pin::pin!(io.feed(packet));
+    let fed = match futures::poll!(feeding.as_mut()) {
+        std::task::Poll::Ready(fed) => fed,
+        std::task::Poll::Pending if send_timeout.is_zero() => feeding.await,
+        std::task::Poll::Pending => match tokio::time::timeout(send_timeout, feeding).await {
+            Ok(fed) => fed,
+            Err(_) => return Err(MqttError::WriteTimeout.into()),
+        },
+    };
     if send_timeout.is_zero() {
-        io.feed(packet).await?;
-        Ok(())
+        fed?;
     } else {
-        match tokio::time::timeout(send_timeout, io.feed(packet)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(MqttError::SendPacket(SendPacketError::Encode(e))),
-            Err(_) => Err(MqttError::WriteTimeout),
-        }?;
-        Ok(())
+        fed.map_err(|e| MqttError::SendPacket(SendPacketError::Encode(e)))?;
     }
+    Ok(())
 }
 
 #[inline]
