@@ -453,8 +453,17 @@ pub(super) async fn topic_name_invalid(session: &Session) -> ReturnType {
 /// The largest remaining length of a PUBLISH the receiver takes: the Maximum Packet Size an MQTT 5
 /// receiver announced, as the engine's encoder counts (the maximum less 5); `None` for no limit.
 pub(super) async fn receiver_limit(session: &Session) -> Option<usize> {
-    let info = session.connect_info().await.ok()?;
-    let ConnectInfo::V5(_, connect) = info.as_ref() else {
+    // The engine's own sessions hold their connect info (patches/rmqtt/0017): no boxed call per
+    // delivery then.
+    if let Some(info) = session.connect_info_at_hand() {
+        return max_packet_size(info);
+    }
+    max_packet_size(session.connect_info().await.ok()?.as_ref())
+}
+
+/// The largest remaining length a client's MQTT 5 CONNECT allows in a PUBLISH sent to it.
+fn max_packet_size(info: &ConnectInfo) -> Option<usize> {
+    let ConnectInfo::V5(_, connect) = info else {
         return None;
     };
     let max = connect.max_packet_size?.get() as usize;

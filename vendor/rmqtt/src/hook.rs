@@ -990,7 +990,11 @@ impl Hook for DefaultHook {
 
     #[inline]
     async fn client_subscribe_check_acl(&self, sub: &Subscribe) -> Option<SubscribeAclResult> {
-        if self.s.superuser().await.unwrap_or_default() {
+        if match self.s.superuser_at_hand() {
+            // sensorgate patch: without a boxed call when the session knows at once.
+            Some(superuser) => superuser,
+            None => self.s.superuser().await.unwrap_or_default(),
+        } {
             return Some(SubscribeAclResult::new_success(sub.opts.qos(), None));
         }
         let reply = self
@@ -1007,7 +1011,11 @@ impl Hook for DefaultHook {
 
     #[inline]
     async fn message_publish_check_acl(&self, publish: &Publish) -> PublishAclResult {
-        if self.s.superuser().await.unwrap_or_default() {
+        if match self.s.superuser_at_hand() {
+            // sensorgate patch: without a boxed call when the session knows at once.
+            Some(superuser) => superuser,
+            None => self.s.superuser().await.unwrap_or_default(),
+        } {
             return PublishAclResult::allow();
         }
         let result = self

@@ -1068,7 +1068,10 @@ impl SessionState {
         if self.scx.extends.hook_mgr().handles(crate::hook::Type::ClientKeepalive) {
             self.hook.client_keepalive(is_ping).await;
         }
-        self.keepalive(is_ping).await;
+        // sensorgate patch: only for a session whose `keepalive` does something.
+        if self.keeps_alive() {
+            self.keepalive(is_ping).await;
+        }
         if is_ping {
             flags.remove(StateFlags::Ping);
         }
@@ -2625,6 +2628,27 @@ pub trait SessionLike: Sync + Send + 'static {
 
     #[inline]
     async fn keepalive(&self, _ping: IsPing) {}
+
+    /// sensorgate patch: whether `keepalive` does anything; false lets the session skip its call (a
+    /// boxed future) for every packet. True unless an implementation knows better.
+    #[inline]
+    fn keeps_alive(&self) -> bool {
+        true
+    }
+
+    /// sensorgate patch: the connect info when it is at hand without waiting (`None`: ask
+    /// `connect_info`), for a per-message caller.
+    #[inline]
+    fn connect_info_at_hand(&self) -> Option<&ConnectInfo> {
+        None
+    }
+
+    /// sensorgate patch: whether the session is a superuser, when that is known without waiting
+    /// (`None`: ask `superuser`), for the per-message ACL hooks.
+    #[inline]
+    fn superuser_at_hand(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// Information about an offline session, preserved for session resumption.
@@ -2855,6 +2879,21 @@ impl SessionLike for DefaultSession {
     }
     async fn superuser(&self) -> Result<bool> {
         Ok(self.state_flags.contains(SessionStateFlags::Superuser))
+    }
+    /// sensorgate patch: the flag is the session's own.
+    #[inline]
+    fn superuser_at_hand(&self) -> Option<bool> {
+        Some(self.state_flags.contains(SessionStateFlags::Superuser))
+    }
+    /// sensorgate patch: the connect info is the session's own.
+    #[inline]
+    fn connect_info_at_hand(&self) -> Option<&ConnectInfo> {
+        Some(&self.conn_info)
+    }
+    /// sensorgate patch: `keepalive` does nothing here.
+    #[inline]
+    fn keeps_alive(&self) -> bool {
+        false
     }
     async fn connected(&self) -> Result<bool> {
         Ok(self.state_flags.contains(SessionStateFlags::Connected)
