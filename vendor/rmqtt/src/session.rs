@@ -130,6 +130,26 @@ pub struct SessionState {
     pub(crate) startup: Option<SubscribeTicket>,
 }
 
+/// sensorgate patch: the inflight window for reading, without the lock's future (a semaphore
+/// acquire) when nobody holds it for writing, which is almost always: its writers are the session's
+/// own turns.
+#[inline]
+async fn inflight_read(lock: &RwLock<OutInflight>) -> tokio::sync::RwLockReadGuard<'_, OutInflight> {
+    match lock.try_read() {
+        Ok(guard) => guard,
+        Err(_) => lock.read().await,
+    }
+}
+
+/// sensorgate patch: the inflight window for writing, as [`inflight_read`].
+#[inline]
+async fn inflight_write(lock: &RwLock<OutInflight>) -> tokio::sync::RwLockWriteGuard<'_, OutInflight> {
+    match lock.try_write() {
+        Ok(guard) => guard,
+        Err(_) => lock.write().await,
+    }
+}
+
 impl fmt::Debug for SessionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SessionState {{ {:?}, {:?} }}", self.id, self.inner,)
@@ -316,7 +336,7 @@ impl SessionState {
         } else {
             let session_expiry_interval = self.fitter.session_expiry_interval(disconnect.as_ref());
             //hook, offline_inflight_messages
-            let inflight_messages = self.out_inflight().write().await.clone_inflight_messages();
+            let inflight_messages = inflight_write(self.out_inflight()).await.clone_inflight_messages();
             if !inflight_messages.is_empty() {
                 self.hook.offline_inflight_messages(inflight_messages).await;
             }
@@ -447,7 +467,7 @@ impl SessionState {
             // sensorgate patch: the inflight window is looked at once per turn (upstream took its lock
             // up to three times).
             let (credit, deadline) = {
-                let out_inflight = state.out_inflight().read().await;
+                let out_inflight = inflight_read(state.out_inflight()).await;
                 (out_inflight.has_credit(), out_inflight.front_deadline())
             };
             // sensorgate patch: acknowledgements (PUBACK, PUBREC, PUBREL, PUBCOMP) are fed too; what the
@@ -494,7 +514,7 @@ impl SessionState {
 
                 _ = &mut deliver_timeout_delay, if armed_deadline.is_some() => {
                     armed_deadline = None;
-                    while let Some(iflt_msg) = state.out_inflight().write().await.pop_front_timeout(){
+                    while let Some(iflt_msg) = inflight_write(state.out_inflight()).await.pop_front_timeout(){
                         log::debug!("{:?} has timeout message in inflight: {:?}", state.id, iflt_msg);
                         Box::pin(state.reforward(iflt_msg)).await?;
                     }
@@ -935,7 +955,7 @@ impl SessionState {
             }
 
             Packet::V3(v3::Packet::PublishAck { packet_id }) => {
-                if let Some(iflt_msg) = self.out_inflight().write().await.remove(&packet_id.get()) {
+                if let Some(iflt_msg) = inflight_write(self.out_inflight()).await.remove(&packet_id.get()) {
                     //hook, message_ack (sensorgate patch: only when a handler is registered for it)
                     if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageAcked) {
                         self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
@@ -943,7 +963,7 @@ impl SessionState {
                 }
             }
             Packet::V5(v5::Packet::PublishAck(ack)) => {
-                if let Some(iflt_msg) = self.out_inflight().write().await.remove(&ack.packet_id.get()) {
+                if let Some(iflt_msg) = inflight_write(self.out_inflight()).await.remove(&ack.packet_id.get()) {
                     //hook, message_ack (sensorgate patch: only when a handler is registered for it)
                     if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageAcked) {
                         self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
@@ -952,7 +972,7 @@ impl SessionState {
             }
 
             Packet::V3(v3::Packet::PublishReceived { packet_id }) => {
-                self.out_inflight().write().await.update_status(&packet_id.get(), MomentStatus::UnComplete);
+                inflight_write(self.out_inflight()).await.update_status(&packet_id.get(), MomentStatus::UnComplete);
                 sink.v3_mut().feed(v3::Packet::PublishRelease { packet_id }).await?;
             }
             Packet::V5(v5::Packet::PublishReceived(ack)) => {
@@ -970,7 +990,7 @@ impl SessionState {
             }
 
             Packet::V3(v3::Packet::PublishComplete { packet_id }) => {
-                if let Some(iflt_msg) = self.out_inflight().write().await.remove(&packet_id.get()) {
+                if let Some(iflt_msg) = inflight_write(self.out_inflight()).await.remove(&packet_id.get()) {
                     //hook, message_ack (sensorgate patch: only when a handler is registered for it)
                     if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageAcked) {
                         self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
@@ -978,7 +998,7 @@ impl SessionState {
                 }
             }
             Packet::V5(v5::Packet::PublishComplete(ack2)) => {
-                if let Some(iflt_msg) = self.out_inflight().write().await.remove(&ack2.packet_id.get()) {
+                if let Some(iflt_msg) = inflight_write(self.out_inflight()).await.remove(&ack2.packet_id.get()) {
                     //hook, message_ack (sensorgate patch: only when a handler is registered for it)
                     if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageAcked) {
                         self.hook.message_acked(iflt_msg.from, &iflt_msg.publish).await;
@@ -1686,7 +1706,7 @@ impl SessionState {
             .filter_map(|m| m.publish.packet_id.map(|id| id.get()))
             .max();
         if let Some(max_id) = max_transfer_id {
-            self.out_inflight().write().await.advance_next_id(max_id);
+            inflight_write(self.out_inflight()).await.advance_next_id(max_id);
         }
 
         if !clear_subscriptions && !offline_info.subscriptions.is_empty() {
@@ -1790,7 +1810,7 @@ impl SessionState {
         if matches!(publish.qos, QoS::AtLeastOnce | QoS::ExactlyOnce)
             && (!publish.dup || publish.packet_id.is_none())
         {
-            publish.packet_id = NonZeroU16::new(self.out_inflight().read().await.next_id()?)
+            publish.packet_id = NonZeroU16::new(inflight_read(self.out_inflight()).await.next_id()?)
         }
 
         //hook, message_delivered (sensorgate patch: only when a handler is registered for it)
@@ -1816,7 +1836,7 @@ impl SessionState {
         };
 
         if let Some(moment_status) = moment_status {
-            self.out_inflight().write().await.push_back(OutInflightMessage::new(
+            inflight_write(self.out_inflight()).await.push_back(OutInflightMessage::new(
                 moment_status,
                 from,
                 publish,
@@ -1873,7 +1893,7 @@ impl SessionState {
         // branch is unreachable on the resume path; if it ever fires it means a
         // concurrent deliver allocated the same id and push_back below would
         // silently overwrite an existing QoS 2 entry — make it visible instead.
-        let mut inflight = self.out_inflight().write().await;
+        let mut inflight = inflight_write(self.out_inflight()).await;
         if inflight.get(packet_id.get()).is_some() {
             log::warn!(
                 "{:?} send_rerelease: packet_id {packet_id} already registered, overwriting; \
@@ -1942,7 +1962,7 @@ impl SessionState {
         }
 
         //Session expired, discarding messages in the flight window
-        while let Some(iflt_msg) = self.out_inflight().write().await.pop_front() {
+        while let Some(iflt_msg) = inflight_write(self.out_inflight()).await.pop_front() {
             log::debug!(
                 "{:?} clean.dropped, from: {:?}, publish: {:?}",
                 self.id,
@@ -2496,7 +2516,7 @@ impl Session {
             //@TODO ..., check message expired
             offline_messages.push_back(item);
         }
-        let inflight_messages = self.out_inflight().write().await.to_inflight_messages();
+        let inflight_messages = inflight_write(self.out_inflight()).await.to_inflight_messages();
 
         Ok(OfflineInfo { id, subscriptions, offline_messages, inflight_messages, created_at })
     }
@@ -2532,7 +2552,7 @@ impl Session {
                 "topic_filters": subs,
             },
             "queues": self.deliver_queue().len(),
-            "inflights": self.out_inflight().read().await.len(),
+            "inflights": inflight_read(self.out_inflight()).await.len(),
             "created_at": self.created_at().await.unwrap_or_default(),
         });
         data
