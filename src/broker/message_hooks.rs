@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::session::Session;
+use rmqtt::types::{ConnectInfo, From, Publish};
 
 use super::backlog::Backlog;
 use super::delivery_counts::DeliveryCountHook;
@@ -37,35 +39,87 @@ impl MessageHooks {
     pub(super) const TYPES: [Type; 2] = [Type::MessagePublishCheckAcl, Type::MessageExpiryCheck];
 }
 
+impl MessageHooks {
+    /// A client's publish, the client's connect info in hand (its protocol decides how an invalid
+    /// topic name is refused).
+    fn publish_check(
+        &self,
+        session: &Session,
+        publish: &Publish,
+        acc: Option<HookResult>,
+        client: Option<&ConnectInfo>,
+    ) -> ReturnType {
+        self.refused_commands.offer_if_refused(session, publish);
+        let acc = match self.policy.on_publish(session, publish, acc) {
+            PublishCheck::Proceed(acc) => acc,
+            PublishCheck::Refuse(acc) => return (false, acc),
+            PublishCheck::TopicNameInvalid => return policy::topic_name_invalid_for(client),
+        };
+        let allowed = match &acc {
+            Some(HookResult::PublishAclResult(result)) => result.is_allow(),
+            _ => true,
+        };
+        if allowed {
+            self.gate.offer_allowed(session, publish);
+            self.watches.offer(publish);
+        }
+        (true, acc)
+    }
+
+    /// A delivery to `session`'s client, whose largest PUBLISH is `receiver_limit`.
+    fn delivery_check(
+        &self,
+        session: &Session,
+        from: &From,
+        publish: &Publish,
+        acc: Option<HookResult>,
+        receiver_limit: Option<usize>,
+    ) -> ReturnType {
+        self.backlog.delivered(&session.id.client_id, publish);
+        self.pacer.delivered(&session.id.client_id, publish);
+        self.policy
+            .on_delivery(session, from, publish, receiver_limit, acc)
+    }
+}
+
 #[async_trait]
 impl Handler for MessageHooks {
+    /// Both checks at once when the session holds its connect info, as the engine's own sessions do
+    /// (`patches/rmqtt/0019-hooks-answered-at-once.patch`): no boxed future per message.
+    fn hook_now(
+        &self,
+        param: &Parameter,
+        acc: Option<HookResult>,
+    ) -> Result<ReturnType, Option<HookResult>> {
+        match param {
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                match session.connect_info_at_hand() {
+                    Some(client) => Ok(self.publish_check(session, publish, acc, Some(client))),
+                    None => Err(acc),
+                }
+            }
+            Parameter::MessageExpiryCheck(session, from, publish) => {
+                match session.connect_info_at_hand() {
+                    Some(client) => {
+                        let limit = policy::max_packet_size(client);
+                        Ok(self.delivery_check(session, from, publish, acc, limit))
+                    }
+                    None => Err(acc),
+                }
+            }
+            _ => Ok((true, acc)),
+        }
+    }
+
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
             Parameter::MessagePublishCheckAcl(session, publish) => {
-                self.refused_commands.offer_if_refused(session, publish);
-                let acc = match self.policy.on_publish(session, publish, acc) {
-                    PublishCheck::Proceed(acc) => acc,
-                    PublishCheck::Refuse(acc) => return (false, acc),
-                    PublishCheck::TopicNameInvalid => {
-                        return policy::topic_name_invalid(session).await
-                    }
-                };
-                let allowed = match &acc {
-                    Some(HookResult::PublishAclResult(result)) => result.is_allow(),
-                    _ => true,
-                };
-                if allowed {
-                    self.gate.offer_allowed(session, publish);
-                    self.watches.offer(publish);
-                }
-                (true, acc)
+                let client = session.connect_info().await.ok();
+                self.publish_check(session, publish, acc, client.as_deref())
             }
             Parameter::MessageExpiryCheck(session, from, publish) => {
-                self.backlog.delivered(&session.id.client_id, publish);
-                self.pacer.delivered(&session.id.client_id, publish);
-                let receiver_limit = policy::receiver_limit(session).await;
-                self.policy
-                    .on_delivery(session, from, publish, receiver_limit, acc)
+                let limit = policy::receiver_limit(session).await;
+                self.delivery_check(session, from, publish, acc, limit)
             }
             _ => (true, acc),
         }

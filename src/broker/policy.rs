@@ -434,17 +434,14 @@ pub(super) enum PublishCheck {
     /// Refused with this result: the chain stops here.
     Refuse(Option<HookResult>),
     /// Refused for an invalid topic name: the answer depends on the client's protocol
-    /// ([`topic_name_invalid`]).
+    /// ([`topic_name_invalid_for`]).
     TopicNameInvalid,
 }
 
-/// The refusal of a publish whose topic name is invalid: MQTT 3.1.1 closes the connection, MQTT 5
-/// answers reason 0x90.
-pub(super) async fn topic_name_invalid(session: &Session) -> ReturnType {
-    let v3 = matches!(
-        session.connect_info().await.as_deref(),
-        Ok(ConnectInfo::V3(..)) | Err(_)
-    );
+/// The refusal of a publish whose topic name is invalid, for a client connected with `info`: MQTT
+/// 3.1.1 (or unknown) closes the connection, MQTT 5 answers reason 0x90.
+pub(super) fn topic_name_invalid_for(info: Option<&ConnectInfo>) -> ReturnType {
+    let v3 = !matches!(info, Some(ConnectInfo::V5(..)));
     let mut result = PublishAclResult::rejected(v3, Some("topic name invalid".into()));
     result.0.reason_code = rmqtt::codec::v5::PublishAckReason::TopicNameInvalid;
     (false, Some(HookResult::PublishAclResult(result)))
@@ -462,7 +459,7 @@ pub(super) async fn receiver_limit(session: &Session) -> Option<usize> {
 }
 
 /// The largest remaining length a client's MQTT 5 CONNECT allows in a PUBLISH sent to it.
-fn max_packet_size(info: &ConnectInfo) -> Option<usize> {
+pub(super) fn max_packet_size(info: &ConnectInfo) -> Option<usize> {
     let ConnectInfo::V5(_, connect) = info else {
         return None;
     };

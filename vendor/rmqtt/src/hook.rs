@@ -255,6 +255,17 @@ pub trait Handler: Sync + Send {
     /// A `ReturnType` indicating whether to proceed and the
     /// (possibly updated) accumulated result.
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType;
+
+    /// sensorgate patch: this handler's answer when it can give it at once, without waiting (and
+    /// without `hook`'s boxed future). `Err(acc)` hands `acc` back untouched, having done nothing,
+    /// and `hook` is called instead; the default always does.
+    fn hook_now(
+        &self,
+        _param: &Parameter,
+        acc: Option<HookResult>,
+    ) -> std::result::Result<ReturnType, Option<HookResult>> {
+        Err(acc)
+    }
 }
 
 /// Session-scoped hook interface for client connection events.
@@ -293,6 +304,12 @@ pub trait Hook: Sync + Send {
     /// Returns the ACL decision for the given publish message.
     /// Superuser sessions automatically pass this check.
     async fn message_publish_check_acl(&self, publish: &Publish) -> PublishAclResult;
+
+    /// sensorgate patch: `message_publish_check_acl` answered at once, without a future, or `None`
+    /// (nothing done: call it).
+    fn message_publish_check_acl_now(&self, _publish: &Publish) -> Option<PublishAclResult> {
+        None
+    }
 
     /// A SUBSCRIBE packet has been received from the client.
     ///
@@ -342,6 +359,12 @@ pub trait Hook: Sync + Send {
     /// should be discarded, or [`MessageExpiryCheckResult::Remaining`]
     /// with the time left before expiry.
     async fn message_expiry_check(&self, from: From, publish: &Publish) -> MessageExpiryCheckResult;
+
+    /// sensorgate patch: `message_expiry_check` answered at once, without a future, or `None`
+    /// (nothing done: call it).
+    fn message_expiry_check_now(&self, _from: &From, _publish: &Publish) -> Option<MessageExpiryCheckResult> {
+        None
+    }
 
     /// The client's keepalive timer has triggered.
     ///
@@ -693,6 +716,18 @@ impl DefaultHookManager {
         }
     }
 
+    /// sensorgate patch: `exec` without a future, when `t` has no started handler or one that answers
+    /// at once (`Handler::hook_now`); `None` (nothing done) when it has more, or its one cannot.
+    #[inline]
+    fn exec_now(&self, t: Type, p: &Parameter) -> Option<Option<HookResult>> {
+        let running = self.running.read()[t as usize].clone();
+        match running.as_deref() {
+            None | Some([]) => Some(None),
+            Some([handler]) => handler.hook_now(p, None).ok().map(|(_, acc)| acc),
+            Some(_) => None,
+        }
+    }
+
     #[inline]
     async fn exec<'a>(&'a self, t: Type, p: Parameter<'a>) -> Option<HookResult> {
         let mut acc = None;
@@ -964,6 +999,29 @@ impl DefaultHook {
     pub fn new(manager: DefaultHookManager, s: Session) -> Self {
         Self { manager, s }
     }
+
+    /// What is left of `publish`'s expiry once the expiry-check handlers let it through (sensorgate
+    /// patch: shared by `message_expiry_check` and `message_expiry_check_now`).
+    #[inline]
+    fn expiry_left(&self, publish: &Publish) -> MessageExpiryCheckResult {
+        let expiry_interval = publish
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval.map(|i| i.get() as i64 * 1000))
+            .unwrap_or_else(|| self.s.listen_cfg().message_expiry_interval.as_millis() as i64);
+
+        log::debug!("{:?} expiry_interval: {:?}", self.s.id, expiry_interval);
+        if expiry_interval == 0 {
+            return MessageExpiryCheckResult::Remaining(None);
+        }
+        let remaining = timestamp_millis() - publish.create_time.unwrap_or_else(timestamp_millis);
+        if remaining < expiry_interval {
+            return MessageExpiryCheckResult::Remaining(NonZeroU32::new(
+                ((expiry_interval - remaining) / 1000) as u32,
+            ));
+        }
+        MessageExpiryCheckResult::Expiry
+    }
 }
 
 #[async_trait]
@@ -1007,6 +1065,32 @@ impl Hook for DefaultHook {
         } else {
             None
         }
+    }
+
+    #[inline]
+    fn message_publish_check_acl_now(&self, publish: &Publish) -> Option<PublishAclResult> {
+        if self.s.superuser_at_hand()? {
+            return Some(PublishAclResult::allow());
+        }
+        let result = self
+            .manager
+            .exec_now(Type::MessagePublishCheckAcl, &Parameter::MessagePublishCheckAcl(&self.s, publish))?;
+        Some(if let Some(HookResult::PublishAclResult(acl_result)) = result {
+            acl_result
+        } else {
+            PublishAclResult::allow()
+        })
+    }
+
+    #[inline]
+    fn message_expiry_check_now(&self, from: &From, publish: &Publish) -> Option<MessageExpiryCheckResult> {
+        let result = self
+            .manager
+            .exec_now(Type::MessageExpiryCheck, &Parameter::MessageExpiryCheck(&self.s, from.clone(), publish))?;
+        if let Some(HookResult::MessageExpiry) = result {
+            return Some(MessageExpiryCheckResult::Expiry);
+        }
+        Some(self.expiry_left(publish))
     }
 
     #[inline]
@@ -1121,24 +1205,7 @@ impl Hook for DefaultHook {
         if let Some(HookResult::MessageExpiry) = result {
             return MessageExpiryCheckResult::Expiry;
         }
-
-        let expiry_interval = publish
-            .properties
-            .as_ref()
-            .and_then(|p| p.message_expiry_interval.map(|i| i.get() as i64 * 1000))
-            .unwrap_or_else(|| self.s.listen_cfg().message_expiry_interval.as_millis() as i64);
-
-        log::debug!("{:?} expiry_interval: {:?}", self.s.id, expiry_interval);
-        if expiry_interval == 0 {
-            return MessageExpiryCheckResult::Remaining(None);
-        }
-        let remaining = timestamp_millis() - publish.create_time.unwrap_or_else(timestamp_millis);
-        if remaining < expiry_interval {
-            return MessageExpiryCheckResult::Remaining(NonZeroU32::new(
-                ((expiry_interval - remaining) / 1000) as u32,
-            ));
-        }
-        MessageExpiryCheckResult::Expiry
+        self.expiry_left(publish)
     }
 
     #[inline]

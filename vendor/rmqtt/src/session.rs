@@ -1295,7 +1295,11 @@ impl SessionState {
         };
 
         //hook, message_publish_check_acl
-        let acl_result = self.hook.message_publish_check_acl(&publish).await;
+        // sensorgate patch: answered at once when the hook's handler can (no boxed future).
+        let acl_result = match self.hook.message_publish_check_acl_now(&publish) {
+            Some(acl_result) => acl_result,
+            None => self.hook.message_publish_check_acl(&publish).await,
+        };
         log::debug!("{:?} acl_result: {:?}", self.id, acl_result);
         if !acl_result.is_allow() {
             #[cfg(feature = "metrics")]
@@ -1796,7 +1800,11 @@ impl SessionState {
         Io: AsyncRead + AsyncWrite + Unpin,
     {
         //hook, message_expiry_check
-        let expiry_check_res = self.hook.message_expiry_check(from.clone(), &publish).await;
+        // sensorgate patch: answered at once when the hook's handler can (no boxed future).
+        let expiry_check_res = match self.hook.message_expiry_check_now(&from, &publish) {
+            Some(expiry_check_res) => expiry_check_res,
+            None => self.hook.message_expiry_check(from.clone(), &publish).await,
+        };
         if expiry_check_res.is_expiry() {
             self.scx
                 .extends
