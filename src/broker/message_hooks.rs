@@ -1,9 +1,10 @@
 //! The one engine handler for the two hook points every message passes: a client's publish
 //! (`MessagePublishCheckAcl`) and each delivery to a subscriber (`MessageExpiryCheck`). The engine runs
-//! each registered handler of a hook type as its own boxed future under its handler lock, so the parts
-//! that answer these two points are not handlers of their own: [`MessageHooks`] calls them as plain
-//! functions, in the order their priorities gave them before, and the first refusal ends the chain as
-//! it did. A publish: the command tap's copy of a command the policy is about to refuse
+//! each registered handler of a hook type as its own boxed future, so the parts that answer these two
+//! points are not handlers of their own: [`MessageHooks`] calls them as plain functions, in the order
+//! their priorities gave them before, and the first refusal ends the chain as it did. It answers at
+//! once (`Handler::hook_now`) when the session holds its connect info, as the engine's own sessions
+//! do, so that the engine runs both checks without a future. A publish: the command tap's copy of a command the policy is about to refuse
 //! ([`RefusedCommands`]), the policy ([`Policy::on_publish`]), then for what it let through the uplink's
 //! and the command router's taps ([`PublishGate::offer_allowed`]) and the watches ([`Watches`]). A
 //! delivery: the backlog's and the retained pacer's counts ([`DeliveryCountHook::delivered`], for every
