@@ -9,6 +9,8 @@
 # mosquitto-clients). Printed: microseconds of CPU per published message (with ten subscribers, ten
 # deliveries each); compare the medians. Ends only the processes it started.
 set -euo pipefail
+# shellcheck source=bench/per-message.sh
+source "$(dirname "$0")/per-message.sh"
 [ $# -ge 2 ] || { sed -n '2,3p' "$0"; exit 2; }
 a=$1 b=$2 rounds=${3:-3}
 port=18841
@@ -17,28 +19,19 @@ trap 'rm -rf "$work"' EXIT
 
 # cpu_per_message BIN QOS SUBSCRIBERS COUNT
 cpu_per_message() {
-  local bin=$1 qos=$2 subscribers=$3 count=$4 run
+  local bin=$1 qos=$2 count=$4 run
   run=$(mktemp -d "$work/run.XXXX")
-  printf '[gateway]\nstate_dir = "%s/state"\n[log]\nlevel = "warn"\n[[broker.listener]]\nbind = "127.0.0.1:%s"\n' \
-    "$run" "$port" >"$run/sensorgate.toml"
-  "$bin" run -c "$run/sensorgate.toml" >"$run/log" 2>&1 &
+  "$bin" run -c "$(daemon_config "$run" "$port")" >"$run/log" 2>&1 &
   local daemon=$!
-  for _ in $(seq 100); do
-    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-  done
-  python3 -c "import sys; sys.stdout.write(('x' * 64 + '\n') * $count)" >"$run/lines"
-  local subs=()
-  for _ in $(seq "$subscribers"); do
-    timeout 120 mosquitto_sub -h 127.0.0.1 -p "$port" -q "$qos" -t load/x -C "$count" >/dev/null &
-    subs+=($!)
-  done
+  wait_for_listener "$port" 100
+  write_lines "$run/lines" "$count"
+  start_subscribers "$port" "$qos" "$3" "$count" 120
   sleep 0.5 # the subscriptions are in place
   perf stat -e task-clock -x, -p "$daemon" -o "$run/stat" &
   local stat=$!
   sleep 0.2
-  mosquitto_pub -h 127.0.0.1 -p "$port" -q "$qos" -t load/x -l <"$run/lines"
-  for sub in "${subs[@]}"; do wait "$sub"; done
+  publish_lines "$port" "$qos" "$run/lines"
+  wait_for_subscribers
   kill -INT "$stat"
   wait "$stat" || true
   kill "$daemon"

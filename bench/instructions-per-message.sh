@@ -16,6 +16,8 @@
 # The dumps stay in the printed directory for `callgrind_annotate` (a build with symbols, e.g. the
 # `profiling` profile of docs/broker-performance.md, names the functions). Ends only what it started.
 set -euo pipefail
+# shellcheck source=bench/per-message.sh
+source "$(dirname "$0")/per-message.sh"
 [ $# -ge 2 ] || { sed -n '4,6p' "$0"; exit 2; }
 a=$1 b=$2 rounds=${3:-1}
 port=18851
@@ -23,7 +25,7 @@ work=$(mktemp -d)
 
 # instructions_per_message BIN QOS SUBSCRIBERS COUNT
 instructions_per_message() {
-  local bin=$1 qos=$2 subscribers=$3 count=$4 run
+  local bin=$1 qos=$2 count=$4 run
   run=$(mktemp -d "$work/run.XXXX")
   local command
   if [ "$bin" = mosquitto ]; then
@@ -33,26 +35,17 @@ instructions_per_message() {
       "$port" "$(id -un)" >"$run/mosquitto.conf"
     command=(/usr/sbin/mosquitto -c "$run/mosquitto.conf")
   else
-    printf '[gateway]\nstate_dir = "%s/state"\n[log]\nlevel = "warn"\n[[broker.listener]]\nbind = "127.0.0.1:%s"\n' \
-      "$run" "$port" >"$run/sensorgate.toml"
-    command=("$bin" run -c "$run/sensorgate.toml")
+    command=("$bin" run -c "$(daemon_config "$run" "$port")")
   fi
   valgrind --tool=callgrind --callgrind-out-file="$run/callgrind.%p" "${command[@]}" >"$run/log" 2>&1 &
   local daemon=$!
-  for _ in $(seq 600); do
-    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-  done
-  python3 -c "import sys; sys.stdout.write(('x' * 64 + '\n') * $count)" >"$run/lines"
-  local subs=()
-  for _ in $(seq "$subscribers"); do
-    timeout 600 mosquitto_sub -h 127.0.0.1 -p "$port" -q "$qos" -t load/x -C "$count" >/dev/null &
-    subs+=($!)
-  done
+  wait_for_listener "$port" 600
+  write_lines "$run/lines" "$count"
+  start_subscribers "$port" "$qos" "$3" "$count" 600
   sleep 2 # the subscriptions are in place
   callgrind_control --zero "$daemon" >/dev/null 2>&1
-  mosquitto_pub -h 127.0.0.1 -p "$port" -q "$qos" -t load/x -l <"$run/lines"
-  for sub in "${subs[@]}"; do wait "$sub"; done
+  publish_lines "$port" "$qos" "$run/lines"
+  wait_for_subscribers
   callgrind_control --dump "$daemon" >/dev/null 2>&1
   kill "$daemon"
   wait "$daemon" 2>/dev/null || true

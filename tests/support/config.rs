@@ -3,7 +3,11 @@
 //! listener on the port the kernel chooses) and the tables a test adds, as TOML text with the
 //! `{state_dir}` and `{port}` placeholders that [`crate::daemon::Daemon::start`] fills.
 //!
-//! ```ignore
+//! ```no_run
+//! # use sensorgate_testkit::config::ConfigBuilder;
+//! # use sensorgate_testkit::daemon::Daemon;
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let link = dir.path().join("usb-if00");
 //! let config = ConfigBuilder::new("test-gw")
 //!     .publish("stats_interval = \"1s\"")
 //!     .serial("uart0", &link, "framing = \"cobs\"\npayload = \"lpp\"")
