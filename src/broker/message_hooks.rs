@@ -4,12 +4,12 @@
 //! points are not handlers of their own: [`MessageHooks`] calls them as plain functions, in the order
 //! their priorities gave them before, and the first refusal ends the chain as it did. It answers at
 //! once (`Handler::hook_now`) when the session holds its connect info, as the engine's own sessions
-//! do, so that the engine runs both checks without a future. A publish: the command tap's copy of a command the policy is about to refuse
-//! ([`RefusedCommands`]), the policy ([`Policy::on_publish`]), then for what it let through the uplink's
-//! and the command router's taps ([`PublishGate::offer_allowed`]) and the watches ([`Watches`]). A
-//! delivery: the backlog's and the retained pacer's counts ([`DeliveryCountHook::delivered`], for every
-//! delivery, also those the policy then refuses), then the policy ([`Policy::on_delivery`]). It decides
-//! nothing itself.
+//! do, so that the engine runs both checks without a future. A publish: the command tap's copy of a
+//! command the policy is about to refuse ([`RefusedCommands`]), the policy ([`Policy::on_publish`]),
+//! then for what it let through the uplink's and the command router's taps
+//! ([`PublishGate::offer_allowed`]) and the watches ([`Watches`]). A delivery: the backlog's and the
+//! retained pacer's counts ([`DeliveryCountHook::delivered`], for every delivery, also those the policy
+//! then refuses), then the policy ([`Policy::on_delivery`]). It decides nothing itself.
 
 use std::sync::Arc;
 
@@ -38,9 +38,7 @@ pub(super) struct MessageHooks {
 impl MessageHooks {
     /// The engine hook points this handler must be registered for (and no other handler).
     pub(super) const TYPES: [Type; 2] = [Type::MessagePublishCheckAcl, Type::MessageExpiryCheck];
-}
 
-impl MessageHooks {
     /// A client's publish, the client's connect info in hand (its protocol decides how an invalid
     /// topic name is refused).
     fn publish_check(
