@@ -11,7 +11,7 @@
 set -euo pipefail
 # shellcheck source=bench/per-message.sh
 source "$(dirname "$0")/per-message.sh"
-[ $# -ge 2 ] || { sed -n '2,3p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,4p' "$0"; exit 2; }
 a=$1 b=$2 rounds=${3:-3}
 port=18841
 work=$(mktemp -d)

@@ -18,7 +18,7 @@
 set -euo pipefail
 # shellcheck source=bench/per-message.sh
 source "$(dirname "$0")/per-message.sh"
-[ $# -ge 2 ] || { sed -n '4,6p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,6p' "$0"; exit 2; }
 a=$1 b=$2 rounds=${3:-1}
 port=18851
 work=$(mktemp -d)
