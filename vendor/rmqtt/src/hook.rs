@@ -1000,10 +1000,23 @@ impl DefaultHook {
         Self { manager, s }
     }
 
-    /// What is left of `publish`'s expiry once the expiry-check handlers let it through (sensorgate
+    /// sensorgate patch: whether the session is a superuser (the ACL hooks are skipped for one),
+    /// without a boxed call when the session knows at once.
+    #[inline]
+    async fn superuser(&self) -> bool {
+        match self.s.superuser_at_hand() {
+            Some(superuser) => superuser,
+            None => self.s.superuser().await.unwrap_or_default(),
+        }
+    }
+
+    /// What the expiry-check handlers' `result` and the time left make of `publish` (sensorgate
     /// patch: shared by `message_expiry_check` and `message_expiry_check_now`).
     #[inline]
-    fn expiry_left(&self, publish: &Publish) -> MessageExpiryCheckResult {
+    fn expiry_after(&self, result: Option<HookResult>, publish: &Publish) -> MessageExpiryCheckResult {
+        if let Some(HookResult::MessageExpiry) = result {
+            return MessageExpiryCheckResult::Expiry;
+        }
         let expiry_interval = publish
             .properties
             .as_ref()
@@ -1021,6 +1034,17 @@ impl DefaultHook {
             ));
         }
         MessageExpiryCheckResult::Expiry
+    }
+}
+
+/// sensorgate patch: the publish ACL handlers' `result` as the check's answer (allowed when they gave
+/// none), shared by `message_publish_check_acl` and `message_publish_check_acl_now`.
+#[inline]
+fn publish_acl_result(result: Option<HookResult>) -> PublishAclResult {
+    if let Some(HookResult::PublishAclResult(acl_result)) = result {
+        acl_result
+    } else {
+        PublishAclResult::allow()
     }
 }
 
@@ -1048,11 +1072,7 @@ impl Hook for DefaultHook {
 
     #[inline]
     async fn client_subscribe_check_acl(&self, sub: &Subscribe) -> Option<SubscribeAclResult> {
-        if match self.s.superuser_at_hand() {
-            // sensorgate patch: without a boxed call when the session knows at once.
-            Some(superuser) => superuser,
-            None => self.s.superuser().await.unwrap_or_default(),
-        } {
+        if self.superuser().await {
             return Some(SubscribeAclResult::new_success(sub.opts.qos(), None));
         }
         let reply = self
@@ -1075,11 +1095,7 @@ impl Hook for DefaultHook {
         let result = self
             .manager
             .exec_now(Type::MessagePublishCheckAcl, &Parameter::MessagePublishCheckAcl(&self.s, publish))?;
-        Some(if let Some(HookResult::PublishAclResult(acl_result)) = result {
-            acl_result
-        } else {
-            PublishAclResult::allow()
-        })
+        Some(publish_acl_result(result))
     }
 
     #[inline]
@@ -1087,19 +1103,12 @@ impl Hook for DefaultHook {
         let result = self
             .manager
             .exec_now(Type::MessageExpiryCheck, &Parameter::MessageExpiryCheck(&self.s, from.clone(), publish))?;
-        if let Some(HookResult::MessageExpiry) = result {
-            return Some(MessageExpiryCheckResult::Expiry);
-        }
-        Some(self.expiry_left(publish))
+        Some(self.expiry_after(result, publish))
     }
 
     #[inline]
     async fn message_publish_check_acl(&self, publish: &Publish) -> PublishAclResult {
-        if match self.s.superuser_at_hand() {
-            // sensorgate patch: without a boxed call when the session knows at once.
-            Some(superuser) => superuser,
-            None => self.s.superuser().await.unwrap_or_default(),
-        } {
+        if self.superuser().await {
             return PublishAclResult::allow();
         }
         let result = self
@@ -1107,11 +1116,7 @@ impl Hook for DefaultHook {
             .exec(Type::MessagePublishCheckAcl, Parameter::MessagePublishCheckAcl(&self.s, publish))
             .await;
         log::debug!("{:?} result: {:?}", self.s.id, result);
-        if let Some(HookResult::PublishAclResult(acl_result)) = result {
-            acl_result
-        } else {
-            PublishAclResult::allow()
-        }
+        publish_acl_result(result)
     }
 
     #[inline]
@@ -1202,10 +1207,7 @@ impl Hook for DefaultHook {
             .exec(Type::MessageExpiryCheck, Parameter::MessageExpiryCheck(&self.s, from, publish))
             .await;
         log::debug!("{:?} result: {:?}", self.s.id, result);
-        if let Some(HookResult::MessageExpiry) = result {
-            return MessageExpiryCheckResult::Expiry;
-        }
-        self.expiry_left(publish)
+        self.expiry_after(result, publish)
     }
 
     #[inline]
