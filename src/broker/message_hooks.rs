@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::session::Session;
-use rmqtt::types::{ConnectInfo, From, Publish};
+use rmqtt::types::{From, Publish};
 
 use super::backlog::Backlog;
 use super::delivery_counts::DeliveryCountHook;
@@ -39,20 +39,20 @@ impl MessageHooks {
     /// The engine hook points this handler must be registered for (and no other handler).
     pub(super) const TYPES: [Type; 2] = [Type::MessagePublishCheckAcl, Type::MessageExpiryCheck];
 
-    /// A client's publish, the client's connect info in hand (its protocol decides how an invalid
-    /// topic name is refused).
+    /// A client's publish; `None` when its topic name is invalid, whose refusal depends on the
+    /// client's protocol ([`policy::topic_name_invalid_for`]), so that only then is its connect info
+    /// looked up.
     fn publish_check(
         &self,
         session: &Session,
         publish: &Publish,
         acc: Option<HookResult>,
-        client: Option<&ConnectInfo>,
-    ) -> ReturnType {
+    ) -> Option<ReturnType> {
         self.refused_commands.offer_if_refused(session, publish);
         let acc = match self.policy.on_publish(session, publish, acc) {
             PublishCheck::Proceed(acc) => acc,
-            PublishCheck::Refuse(acc) => return (false, acc),
-            PublishCheck::TopicNameInvalid => return policy::topic_name_invalid_for(client),
+            PublishCheck::Refuse(acc) => return Some((false, acc)),
+            PublishCheck::TopicNameInvalid => return None,
         };
         let allowed = match &acc {
             Some(HookResult::PublishAclResult(result)) => result.is_allow(),
@@ -62,7 +62,7 @@ impl MessageHooks {
             self.gate.offer_allowed(session, publish);
             self.watches.offer(publish);
         }
-        (true, acc)
+        Some((true, acc))
     }
 
     /// A delivery to `session`'s client, whose largest PUBLISH is `receiver_limit`.
@@ -93,7 +93,9 @@ impl Handler for MessageHooks {
         match param {
             Parameter::MessagePublishCheckAcl(session, publish) => {
                 match session.connect_info_at_hand() {
-                    Some(client) => Ok(self.publish_check(session, publish, acc, Some(client))),
+                    Some(client) => Ok(self
+                        .publish_check(session, publish, acc)
+                        .unwrap_or_else(|| policy::topic_name_invalid_for(Some(client)))),
                     None => Err(acc),
                 }
             }
@@ -113,8 +115,13 @@ impl Handler for MessageHooks {
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
             Parameter::MessagePublishCheckAcl(session, publish) => {
-                let client = session.connect_info().await.ok();
-                self.publish_check(session, publish, acc, client.as_deref())
+                match self.publish_check(session, publish, acc) {
+                    Some(answer) => answer,
+                    None => {
+                        let client = session.connect_info().await.ok();
+                        policy::topic_name_invalid_for(client.as_deref())
+                    }
+                }
             }
             Parameter::MessageExpiryCheck(session, from, publish) => {
                 let limit = policy::receiver_limit(session).await;
