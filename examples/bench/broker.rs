@@ -49,6 +49,17 @@ impl Case {
         )
     }
 
+    /// A short name without spaces, for client ids and for `--case`: `p1-s10-qos1`, `p1-s1-qos0-tls`.
+    pub fn tag(&self) -> String {
+        format!(
+            "p{}-s{}-qos{}{}",
+            self.publishers,
+            self.subscribers,
+            self.qos as u8,
+            if self.tls { "-tls" } else { "" }
+        )
+    }
+
     /// What the subscribers receive in all when nothing is dropped.
     pub fn deliveries(&self) -> usize {
         self.messages * self.subscribers
@@ -290,8 +301,9 @@ async fn measure(reach: &Reach, pid: u32, case: Case, tag: &str) -> Side {
 }
 
 /// Starts both brokers (each with a plain and a TLS 1.3 listener, the same certificate), runs every
-/// case on each (sensorgate first), stops them.
-pub async fn run(quick: bool) -> Report {
+/// case on each (sensorgate first; only the cases whose tag is in `only`, when it names some), stops
+/// them.
+pub async fn run(quick: bool, only: &[String]) -> Report {
     let pki = tempfile::tempdir().expect("tempdir");
     let certs = Certs::generate(pki.path());
     let client_tls = match sensorgate::uplink::tls::client_config(Some(&certs.ca), None, None) {
@@ -347,13 +359,10 @@ pub async fn run(quick: bool) -> Report {
         ..Report::default()
     };
     for case in cases(quick) {
-        let tag = format!(
-            "p{}-s{}-qos{}{}",
-            case.publishers,
-            case.subscribers,
-            case.qos as u8,
-            if case.tls { "-tls" } else { "" }
-        );
+        let tag = case.tag();
+        if !only.is_empty() && !only.contains(&tag) {
+            continue;
+        }
         let Some(reach) = ours.reach(case) else {
             continue;
         };

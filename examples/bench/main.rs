@@ -8,7 +8,8 @@
 //!
 //! Options: `--quick` (smaller counts, about two minutes), `--out PATH` (default: `BENCHMARKS.md` of the
 //! repository; `-` prints only), `--only a,b` (sections: decoders, broker, memory, spool, e2e, baseline,
-//! devices, resources, physical, flash, commits, security, rtl433, ble, sizes, codecs, lorawan, page; printed only unless `--out` is given). The flash section (what the
+//! devices, resources, physical, flash, commits, security, rtl433, ble, sizes, codecs, lorawan, page; printed only unless `--out` is given), `--case TAG` (the broker section runs
+//! only the cases named, e.g. `--case p1-s1-qos0,p1-s10-qos1`; `--list-cases` prints every tag). The flash section (what the
 //! daemon writes to its state directory per day) and the commits section want root for their loop-device ext4 file systems. Every run is bounded in count and time
 //! and uses 127.0.0.1 only; the processes it starts are killed by PID.
 
@@ -69,6 +70,10 @@ struct Options {
     quick: bool,
     out: Option<PathBuf>,
     only: Vec<String>,
+    /// The broker section's cases to run, by tag (`broker::Case::tag`); empty: every case.
+    cases: Vec<String>,
+    /// Print the broker section's case tags and stop.
+    list_cases: bool,
 }
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
@@ -76,6 +81,8 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         quick: false,
         out: None,
         only: SECTIONS.iter().map(|s| s.to_string()).collect(),
+        cases: Vec::new(),
+        list_cases: false,
     };
     let mut out = None;
     let mut only_given = false;
@@ -106,9 +113,26 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
                 }
                 only_given = true;
             }
+            "--case" => {
+                let list = args
+                    .next()
+                    .ok_or("--case needs a list of tags, e.g. --case p1-s1-qos0")?;
+                let tags: Vec<String> = broker::cases(false).iter().map(|c| c.tag()).collect();
+                for tag in list.split(',').map(str::trim) {
+                    if !tags.iter().any(|t| t == tag) {
+                        return Err(format!(
+                            "--case: no broker case `{tag}`; write some of {}",
+                            tags.join(",")
+                        ));
+                    }
+                    options.cases.push(tag.to_string());
+                }
+            }
+            "--list-cases" => options.list_cases = true,
             other => {
                 return Err(format!(
-                    "unknown argument `{other}`; write --quick, --out PATH or --only SECTIONS"
+                    "unknown argument `{other}`; write --quick, --out PATH, --only SECTIONS, \
+                     --case TAGS or --list-cases"
                 ))
             }
         }
@@ -164,6 +188,12 @@ async fn run_all() {
             std::process::exit(2);
         }
     };
+    if options.list_cases {
+        for case in broker::cases(options.quick) {
+            println!("{}", case.tag());
+        }
+        return;
+    }
     let wanted = |s: &str| options.only.iter().any(|o| o == s);
     let started = Instant::now();
     let mut sections = Vec::new();
@@ -176,7 +206,7 @@ async fn run_all() {
     }
     let broker = if wanted("broker") {
         eprintln!("broker vs mosquitto...");
-        let report = broker::run(options.quick).await;
+        let report = broker::run(options.quick, &options.cases).await;
         sections.push(broker::markdown(&report));
         Some(report)
     } else {
@@ -351,6 +381,19 @@ mod tests {
         );
         assert!(args(&["--fast"]).expect_err("unknown").contains("--quick"));
         assert!(args(&["--out"]).is_err());
+        let error = args(&["--case", "p1-s1-qos0,p9-s9-qos0"]).expect_err("no such case");
+        assert!(
+            error.contains("`p9-s9-qos0`") && error.contains("p1-s10-qos1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn cases_are_named_by_their_tags() {
+        let options =
+            args(&["--only", "broker", "--case", "p1-s1-qos0, p1-s1-qos1-tls"]).expect("parses");
+        assert_eq!(options.cases, ["p1-s1-qos0", "p1-s1-qos1-tls"]);
+        assert!(args(&["--list-cases"]).expect("parses").list_cases);
     }
 
     #[test]
