@@ -15,6 +15,7 @@ mod idle_connections;
 mod limits;
 mod mqtt;
 mod mqtt5;
+mod reads;
 mod retained;
 mod routing;
 mod tls;

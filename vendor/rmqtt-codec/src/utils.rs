@@ -124,6 +124,23 @@ pub(crate) fn take_properties(src: &mut Bytes) -> Result<Bytes, DecodeError> {
 ///
 /// # Returns
 /// (decoded value, bytes consumed) or None if incomplete
+/// sensorgate patch: the room a decoder makes for the next reads when it is running out: a packet
+/// of up to a quarter of it always fits in the room left.
+pub(crate) const READ_ROOM: usize = 1024;
+
+/// sensorgate patch: after a packet is split off, make room for a read of `READ_ROOM` bytes when less
+/// than a quarter of it is left. Upstream reserved the next fixed header alone (2 bytes in v3, 5 in
+/// v5) and relied on `BytesMut` growing to the buffer's original capacity, which `bytes` keeps only
+/// for buffers of 1 KiB or more: a smaller read buffer, once used up, grew by exactly the header and
+/// then by exactly the body, two reads and two allocations per packet and never two packets in one
+/// read. A room that merely ran short did the same with the packet that no longer fit.
+#[inline]
+pub(crate) fn reserve_read_room(src: &mut BytesMut) {
+    if src.capacity() - src.len() < READ_ROOM / 4 {
+        src.reserve(READ_ROOM);
+    }
+}
+
 pub(crate) fn decode_variable_length(src: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut cur = Cursor::new(src);
     match decode_variable_length_cursor(&mut cur) {

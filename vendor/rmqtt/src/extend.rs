@@ -60,6 +60,17 @@ use crate::subscribe::{AutoSubscription, DefaultAutoSubscription};
 #[cfg(feature = "shared-subscription")]
 use crate::subscribe::{DefaultSharedSubscription, SharedSubscription};
 
+/// sensorgate patch: a read lock that no writer holds (every read while the broker serves: the
+/// components are set at start-up) is taken at once, without the semaphore's acquire future; a held
+/// one is waited for as before.
+#[inline]
+async fn read_now_or_wait<T: ?Sized>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    match lock.try_read() {
+        Ok(guard) => guard,
+        Err(_) => lock.read().await,
+    }
+}
+
 /// Central management component for MQTT broker subsystems
 pub struct Manager {
     /// Thread-safe access to shared broker state
@@ -115,7 +126,7 @@ impl Manager {
     /// Gets read access to shared state
     #[inline]
     pub async fn shared(&self) -> RwLockReadGuard<'_, Box<dyn Shared>> {
-        self.shared.read().await
+        read_now_or_wait(&self.shared).await
     }
 
     /// Gets write access to shared state
@@ -127,7 +138,7 @@ impl Manager {
     /// Gets read access to router component
     #[inline]
     pub async fn router(&self) -> RwLockReadGuard<'_, Box<dyn Router>> {
-        self.router.read().await
+        read_now_or_wait(&self.router).await
     }
 
     /// Gets write access to router component
@@ -140,7 +151,7 @@ impl Manager {
     #[inline]
     #[cfg(feature = "retain")]
     pub async fn retain(&self) -> RwLockReadGuard<'_, Box<dyn RetainStorage>> {
-        self.retain.read().await
+        read_now_or_wait(&self.retain).await
     }
 
     /// Gets write access to retain storage (requires "retain" feature)
@@ -153,7 +164,7 @@ impl Manager {
     /// Gets read access to fitter manager
     #[inline]
     pub async fn fitter_mgr(&self) -> RwLockReadGuard<'_, Box<dyn FitterManager>> {
-        self.fitter_mgr.read().await
+        read_now_or_wait(&self.fitter_mgr).await
     }
 
     /// Gets write access to fitter manager
@@ -172,7 +183,7 @@ impl Manager {
     #[inline]
     #[cfg(feature = "shared-subscription")]
     pub async fn shared_subscription(&self) -> RwLockReadGuard<'_, Box<dyn SharedSubscription>> {
-        self.shared_subscription.read().await
+        read_now_or_wait(&self.shared_subscription).await
     }
 
     /// Gets write access to shared subscriptions (requires "shared-subscription" feature)
@@ -185,7 +196,7 @@ impl Manager {
     /// Gets read access to session manager
     #[inline]
     pub async fn session_mgr(&self) -> RwLockReadGuard<'_, Box<dyn SessionManager>> {
-        self.session_mgr.read().await
+        read_now_or_wait(&self.session_mgr).await
     }
 
     /// Gets write access to session manager
@@ -198,7 +209,7 @@ impl Manager {
     #[inline]
     #[cfg(feature = "msgstore")]
     pub async fn message_mgr(&self) -> RwLockReadGuard<'_, Box<dyn MessageManager>> {
-        self.message_mgr.read().await
+        read_now_or_wait(&self.message_mgr).await
     }
 
     /// Gets write access to message manager (requires "msgstore" feature)
@@ -212,7 +223,7 @@ impl Manager {
     #[inline]
     #[cfg(feature = "delayed")]
     pub async fn delayed_sender(&self) -> RwLockReadGuard<'_, Box<dyn DelayedSender>> {
-        self.delayed_sender.read().await
+        read_now_or_wait(&self.delayed_sender).await
     }
 
     /// Gets write access to delayed sender (requires "delayed" feature)
@@ -226,7 +237,7 @@ impl Manager {
     #[inline]
     #[cfg(feature = "auto-subscription")]
     pub async fn auto_subscription(&self) -> RwLockReadGuard<'_, Box<dyn AutoSubscription>> {
-        self.auto_subscription.read().await
+        read_now_or_wait(&self.auto_subscription).await
     }
 
     /// Gets write access to auto-subscription (requires "auto-subscription" feature)

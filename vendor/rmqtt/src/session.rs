@@ -2068,10 +2068,11 @@ impl SessionState {
         #[cfg(not(feature = "msgstore"))]
         let msg_id: Option<MsgID> = None;
 
+        // sensorgate patch: the retain store's lock is taken only for a retained message.
         #[cfg(feature = "retain")]
-        {
+        if publish.retain {
             let retain = scx.extends.retain().await;
-            if retain.enable() && publish.retain {
+            if retain.enable() {
                 let retain_msg = Retain { msg_id, from: from.clone(), publish: publish.clone() };
                 retain.set(&publish.topic, retain_msg.clone(), message_expiry_interval).await?;
                 let _ = scx

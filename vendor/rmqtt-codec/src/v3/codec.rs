@@ -93,7 +93,8 @@ impl Decoder for Codec {
                     let packet_buf = src.split_to(fixed.remaining_length as usize);
                     let packet = decode::decode_packet(packet_buf.freeze(), fixed.first_byte)?;
                     self.state.set(DecodeState::FrameHeader);
-                    src.reserve(2);
+                    // sensorgate patch: room for the next read, not for the next header alone.
+                    crate::utils::reserve_read_room(src);
                     return Ok(Some((packet, fixed.remaining_length)));
                 }
             }

@@ -170,7 +170,8 @@ impl Decoder for Codec {
                     let packet_buf = src.split_to(fixed.remaining_length as usize).freeze();
                     let packet = decode_packet(packet_buf, fixed.first_byte)?;
                     self.state.set(DecodeState::FrameHeader);
-                    src.reserve(5); // enough to fix 1 fixed header byte + 4 bytes max variable packet length
+                    // sensorgate patch: room for the next read, not for the next header alone.
+                    crate::utils::reserve_read_room(src);
 
                     if let Packet::Connect(ref pkt) = packet {
                         let mut flags = self.flags.get();
