@@ -42,9 +42,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Result;
 // use crossbeam::queue::SegQueue;
-use futures::{channel::mpsc, SinkExt, Stream};
+use futures::{task::AtomicWaker, Stream};
 use governor::{
     clock::DefaultClock,
     middleware::NoOpMiddleware,
@@ -56,8 +58,35 @@ use parking_lot::Mutex;
 
 type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
-pub type Receiver<'a, T> =
-    RatelimitedStream<'a, ReceiverStream<T>, InMemoryState, DefaultClock, NoOpMiddleware>;
+/// sensorgate patch: the receiving end, rate-limited only when a limit is set (upstream always went
+/// through the rate limiter, a clock read and an atomic update per message, also for the default
+/// limit of `u32::MAX` messages a second).
+pub enum Receiver<'a, T> {
+    /// Under a rate limit.
+    Limited(RatelimitedStream<'a, ReceiverStream<T>, InMemoryState, DefaultClock, NoOpMiddleware>),
+    /// Without one.
+    Unlimited(ReceiverStream<T>),
+}
+
+impl<T: Unpin> Stream for Receiver<'_, T> {
+    type Item = Option<T>;
+    #[inline]
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            Receiver::Limited(stream) => Pin::new(stream).poll_next(cx),
+            Receiver::Unlimited(stream) => Pin::new(stream).poll_next(cx),
+        }
+    }
+}
+
+/// sensorgate patch: how the sender wakes the receiver: the receiver's waker, and whether the sender
+/// is gone (upstream sent a `()` through a bounded MPSC channel per item: a cloned sender, a node
+/// allocated and freed, per message).
+#[derive(Default)]
+struct Signal {
+    waker: AtomicWaker,
+    closed: AtomicBool,
+}
 
 /// Defines the overflow policy when the bounded queue is full.
 ///
@@ -97,9 +126,17 @@ impl<T> OnEventFn for T where T: 'static + Sync + Send + Clone + Fn() {}
 /// - `Policy::Current` — The new item is rejected and returned as `Err`.
 /// - `Policy::Early` — The oldest item is evicted to make room.
 pub struct Sender<T> {
-    tx: mpsc::Sender<()>,
+    signal: Arc<Signal>,
     queue: Arc<Queue<T>>,
     policy_fn: Arc<dyn PolicyFn<T>>,
+}
+
+impl<T> Drop for Sender<T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.signal.closed.store(true, Ordering::Release);
+        self.signal.waker.wake();
+    }
 }
 
 impl<T> Sender<T> {
@@ -108,7 +145,8 @@ impl<T> Sender<T> {
     /// Signals the receiver that no more items will be sent.
     #[inline]
     pub async fn close(&mut self) -> Result<()> {
-        self.tx.close().await?;
+        self.signal.closed.store(true, Ordering::Release);
+        self.signal.waker.wake();
         Ok(())
     }
 
@@ -157,8 +195,8 @@ impl<T> Sender<T> {
                     }
                 }
             }
-        } else if let Err(e) = self.tx.clone().try_send(()) {
-            log::warn!("channel is full, {e}");
+        } else {
+            self.signal.waker.wake();
         }
         Ok(())
     }
@@ -170,21 +208,28 @@ impl<T> Sender<T> {
     }
 }
 
-/// Stream adapter that polls the underlying MPSC receiver and
-/// pops items from the bounded queue.
+/// Stream adapter that pops items from the bounded queue, waiting for the sender's signal when it
+/// is empty (sensorgate patch: the queue itself, instead of a `()` per item in an MPSC channel).
 pub struct ReceiverStream<T> {
-    rx: mpsc::Receiver<()>,
+    signal: Arc<Signal>,
     queue: Arc<Queue<T>>,
 }
 
 impl<T> Stream for ReceiverStream<T> {
     type Item = Option<T>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let result: Option<_> = futures::ready!(Pin::new(&mut self.rx).poll_next(cx));
-        Poll::Ready(match result {
-            Some(_) => Some(self.queue.pop()),
-            None => None,
-        })
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(item) = self.queue.pop() {
+            return Poll::Ready(Some(Some(item)));
+        }
+        self.signal.waker.register(cx.waker());
+        // An item pushed, or the sender closed, between the look above and the registration.
+        if let Some(item) = self.queue.pop() {
+            return Poll::Ready(Some(Some(item)));
+        }
+        if self.signal.closed.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 
@@ -199,31 +244,35 @@ impl<T> Stream for ReceiverStream<T> {
 /// `replenish_n_per / burst`, ensuring an even distribution
 /// of capacity across the burst window.
 pub struct Limiter {
-    l: DirectLimiter,
+    /// sensorgate patch: `None` for the default, `u32::MAX` messages (no limit).
+    l: Option<DirectLimiter>,
 }
 
 impl Limiter {
     #[inline]
     pub fn new(burst: NonZeroU32, replenish_n_per: Duration) -> Self {
+        if burst.get() == u32::MAX {
+            return Self { l: None };
+        }
         let period = replenish_n_per.as_nanos() as u64 / burst.get() as u64;
         let period = if period > 0 { Duration::from_nanos(period) } else { Duration::from_nanos(1) };
         log::debug!("burst: {burst:?}, {replenish_n_per:?}, {period:?}");
         let q = if let Some(q) = Quota::with_period(period) { q.allow_burst(burst) } else { unreachable!() };
         let l = RateLimiter::direct(q);
-        Self { l }
+        Self { l: Some(l) }
     }
 
+    /// The channel over `queue`; the receiver delivers what the queue already holds (a session's
+    /// offline messages) first.
     #[inline]
     pub fn channel<T>(&self, queue: Arc<Queue<T>>) -> (Sender<T>, Receiver<'_, T>) {
-        let (tx, rx) = mpsc::channel::<()>((queue.capacity() as f64 * 1.5) as usize);
-        let s = ReceiverStream { rx, queue: queue.clone() }.ratelimit_stream(&self.l);
-        (0..queue.len()).for_each(|_| {
-            if let Err(e) = tx.clone().try_send(()) {
-                //send offline message
-                log::warn!("channel is full, {e}");
-            }
-        });
-        (Sender { tx, queue, policy_fn: Arc::new(|_v: &T| -> Policy { Policy::Current }) }, s)
+        let signal = Arc::new(Signal::default());
+        let stream = ReceiverStream { signal: signal.clone(), queue: queue.clone() };
+        let receiver = match &self.l {
+            Some(l) => Receiver::Limited(stream.ratelimit_stream(l)),
+            None => Receiver::Unlimited(stream),
+        };
+        (Sender { signal, queue, policy_fn: Arc::new(|_v: &T| -> Policy { Policy::Current }) }, receiver)
     }
 }
 
