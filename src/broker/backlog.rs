@@ -111,16 +111,28 @@ impl Backlog {
             .is_ok()
     }
 
-    /// Counts one message for `client_id`, waiting up to `wait()` for room (not at all while the
-    /// subscriber is marked stalled; `wait` is asked only when there is no room at once); false means
-    /// the message is to be dropped. A dropped message is counted all the same: the engine reports the
-    /// drop to the [`DeliveryCountHook`](super::delivery_counts::DeliveryCountHook), which releases it.
-    async fn admit(&self, client_id: &ClientId, wait: impl FnOnce() -> Duration) -> bool {
+    /// Counts one message for `client_id`, waiting up to what is left of `budget` for room (not at all
+    /// while the subscriber is marked stalled); false means the message is to be dropped. A dropped
+    /// message is counted all the same: the engine reports the drop to the
+    /// [`DeliveryCountHook`](super::delivery_counts::DeliveryCountHook), which releases it.
+    ///
+    /// Once half of a subscriber's backlog waits, a client's publish first gives the runtime's other
+    /// tasks (the subscriber's among them) a turn, once per publish: the engine reads a client's packets
+    /// a socket read at a time and yields only before the first PUBLISH of each read, so a hundred
+    /// publishers could otherwise route thousands of messages to one subscriber between two of its turns.
+    async fn admit(&self, client_id: &ClientId, budget: &mut WaitBudget) -> bool {
         let slot = self.slot(client_id);
+        if budget.holds_publisher
+            && !budget.yielded
+            && slot.pending.load(Ordering::Relaxed) >= self.limit / 2
+        {
+            budget.yielded = true;
+            tokio::task::yield_now().await;
+        }
         if self.try_admit(&slot) {
             return true;
         }
-        let wait = wait();
+        let wait = budget.left();
         if !wait.is_zero() && !slot.stalled.load(Ordering::Relaxed) {
             let deadline = tokio::time::Instant::now() + wait;
             loop {
@@ -221,6 +233,8 @@ impl BoundedShared {
 struct WaitBudget {
     holds_publisher: bool,
     deadline: Option<tokio::time::Instant>,
+    /// Whether this publish already gave the other tasks a turn (see [`Backlog::admit`]).
+    yielded: bool,
 }
 
 impl WaitBudget {
@@ -228,6 +242,7 @@ impl WaitBudget {
         WaitBudget {
             holds_publisher: !matches!(from.typ(), FromType::System),
             deadline: None,
+            yielded: false,
         }
     }
 
@@ -291,7 +306,7 @@ impl Shared for BoundedShared {
             let keeps_retain = publish.retain && opts.retain_as_published() == Some(true);
             // A client's publisher is held up first (bounded), at every QoS: a subscriber that keeps
             // reading slows its publisher down to its own pace instead of losing QoS 0 messages.
-            if keeps_retain || self.backlog.admit(client_id, || budget.left()).await {
+            if keeps_retain || self.backlog.admit(client_id, &mut budget).await {
                 admitted.push(relation);
             } else {
                 full.push(relation);

@@ -108,3 +108,38 @@ fn a_packet_written_alone_takes_one_read() {
         );
     }
 }
+
+#[test]
+fn the_first_packet_of_each_read_is_marked() {
+    // The engine yields before routing a PUBLISH only when it came first in a read of its socket.
+    for version in [3u8, 5] {
+        let mut codec = if version == 5 {
+            rmqtt::codec::MqttCodec::V5(v5::Codec::new(0, 0))
+        } else {
+            rmqtt::codec::MqttCodec::V3(v3::Codec::new(0))
+        };
+        let packet = publish(version, "a/b", 4);
+        let mut buffer = BytesMut::with_capacity(READ_BUFFER_START);
+        let mut marks = Vec::new();
+        // Three reads: three packets, one packet, and two packets with half of a third.
+        for read in [packet.repeat(3), packet.clone(), {
+            let mut bytes = packet.repeat(2);
+            bytes.extend_from_slice(&packet[..3]);
+            bytes
+        }] {
+            buffer.put_slice(&read);
+            while codec.decode(&mut buffer).expect("well-formed").is_some() {
+                marks.push(codec.first_of_read());
+            }
+        }
+        buffer.put_slice(&packet[3..]);
+        while codec.decode(&mut buffer).expect("well-formed").is_some() {
+            marks.push(codec.first_of_read());
+        }
+        assert_eq!(
+            marks,
+            [true, false, false, true, true, false, true],
+            "MQTT {version}"
+        );
+    }
+}

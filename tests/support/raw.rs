@@ -187,6 +187,20 @@ impl RawClient {
         packet_id: u16,
         dup: bool,
     ) {
+        let packet = self.publish_packet(topic, payload, qos, retain, packet_id, dup);
+        self.send(&packet).await;
+    }
+
+    /// A PUBLISH's bytes, for the caller to write (with others in one write, say).
+    pub fn publish_packet(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        retain: bool,
+        packet_id: u16,
+        dup: bool,
+    ) -> Vec<u8> {
         let mut first = 0x30 | (qos << 1);
         if retain {
             first |= 0x01;
@@ -203,7 +217,7 @@ impl RawClient {
             body.push(0);
         }
         body.extend_from_slice(payload);
-        self.send(&frame(first, &body)).await;
+        frame(first, &body)
     }
 
     pub async fn pubrel(&mut self, packet_id: u16) {

@@ -124,11 +124,33 @@ impl tokio_util::codec::Decoder for MqttCodec {
     /// let packet = codec.decode(&mut buffer);
     /// ```
     fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        // sensorgate patch: each version codec notes whether it gave a packet (`first_of_read`).
         let p = match self {
-            MqttCodec::V3(codec) => codec.decode(src)?.map(|(p, remaining)| (MqttPacket::V3(p), remaining)),
-            MqttCodec::V5(codec) => codec.decode(src)?.map(|(p, remaining)| (MqttPacket::V5(p), remaining)),
+            MqttCodec::V3(codec) => {
+                let decoded = codec.decode(src)?;
+                codec.note_decoded(decoded.is_some());
+                decoded.map(|(p, remaining)| (MqttPacket::V3(p), remaining))
+            }
+            MqttCodec::V5(codec) => {
+                let decoded = codec.decode(src)?;
+                codec.note_decoded(decoded.is_some());
+                decoded.map(|(p, remaining)| (MqttPacket::V5(p), remaining))
+            }
             MqttCodec::Version(codec) => codec.decode(src)?.map(|v| (MqttPacket::Version(v), 0)),
         };
         Ok(p)
+    }
+}
+
+impl MqttCodec {
+    /// sensorgate patch: whether the packet decoded last is the first of what one read of the
+    /// connection brought (see `v3::Codec::first_of_read`); `true` while the version is negotiated.
+    #[inline]
+    pub fn first_of_read(&self) -> bool {
+        match self {
+            MqttCodec::V3(codec) => codec.first_of_read(),
+            MqttCodec::V5(codec) => codec.first_of_read(),
+            MqttCodec::Version(_) => true,
+        }
     }
 }

@@ -124,6 +124,41 @@ pub(crate) fn take_properties(src: &mut Bytes) -> Result<Bytes, DecodeError> {
 ///
 /// # Returns
 /// (decoded value, bytes consumed) or None if incomplete
+/// sensorgate patch: whether the packet decoded last is the first since the decoder last ran out of
+/// whole packets, that is, the first of what one read of the connection brought at most. A broker that
+/// lets other connections' reads be handled before it routes a PUBLISH (so that a SUBSCRIBE read first
+/// is applied first) needs that only once per read, not once per packet.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadFreshness {
+    ran_out: std::cell::Cell<bool>,
+    first: std::cell::Cell<bool>,
+}
+
+impl Default for ReadFreshness {
+    fn default() -> Self {
+        Self { ran_out: std::cell::Cell::new(true), first: std::cell::Cell::new(true) }
+    }
+}
+
+impl ReadFreshness {
+    /// After each call of a decoder: `decoded` whether it gave a packet.
+    #[inline]
+    pub(crate) fn note(&self, decoded: bool) {
+        if decoded {
+            self.first.set(self.ran_out.get());
+            self.ran_out.set(false);
+        } else {
+            self.ran_out.set(true);
+        }
+    }
+
+    /// Whether the packet decoded last came first after the decoder ran out of bytes.
+    #[inline]
+    pub(crate) fn first_of_read(&self) -> bool {
+        self.first.get()
+    }
+}
+
 /// sensorgate patch: the room a decoder makes for the next reads when it is running out: a packet
 /// of up to a quarter of it always fits in the room left.
 pub(crate) const READ_ROOM: usize = 1024;

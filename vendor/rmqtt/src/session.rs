@@ -128,6 +128,9 @@ pub struct SessionState {
     /// sensorgate patch: a new connection's ticket, held until its first packet is read (see
     /// `subscribe_order`).
     pub(crate) startup: Option<SubscribeTicket>,
+    /// sensorgate patch: whether the packet being handled is the first of what one read of the socket
+    /// brought; only such a PUBLISH yields before it is routed (see `_publish`).
+    first_of_read: bool,
 }
 
 /// sensorgate patch: the inflight window for reading, without the lock's future (a semaphore
@@ -203,6 +206,7 @@ impl SessionState {
             client_topic_aliases,
             in_inflight: InInflight::new(scx, max_inflight.get()),
             startup: None,
+            first_of_read: true,
         }
     }
 
@@ -569,6 +573,7 @@ impl SessionState {
         Io: AsyncRead + AsyncWrite + Unpin,
     {
         log::debug!("{:?} pkt: {:?}", self.id, pkt);
+        self.first_of_read = sink.first_of_read();
         match pkt? {
             Some(pkt) => {
                 // sensorgate patch: the startup ticket is given back once the first packet is handled
@@ -1351,8 +1356,12 @@ impl SessionState {
 
         // sensorgate patch: a SUBSCRIBE read before this point, on any connection, is applied first.
         // The yield lets a connection woken with this one (its SUBSCRIBE written first) read it and
-        // take its ticket before this PUBLISH looks.
-        tokio::task::yield_now().await;
+        // take its ticket before this PUBLISH looks. Once per read of this connection's socket: the
+        // other packets of that read were in the socket no later than the first, so the connections
+        // woken during the first one's yield are those that could precede them too.
+        if self.first_of_read {
+            tokio::task::yield_now().await;
+        }
         self.scx.subscribe_order.wait_for_earlier(SubscribeOrder::WAIT).await;
 
         Self::forwards(&self.scx, from, publish, message_storage_available, message_expiry_interval).await?;

@@ -1491,6 +1491,16 @@ where
         Ok(())
     }
 
+    /// sensorgate patch: whether the packet read last is the first of what one read of the socket
+    /// brought (the others of that read were in the socket as early as it).
+    #[inline]
+    pub(crate) fn first_of_read(&self) -> bool {
+        match self {
+            Sink::V3(s) => s.io.codec().first_of_read(),
+            Sink::V5(s) => s.io.codec().first_of_read(),
+        }
+    }
+
     /// sensorgate patch: whether packets fed into the connection's buffer wait for a flush.
     #[inline]
     pub(crate) fn has_unflushed(&self) -> bool {

@@ -22,6 +22,8 @@ pub struct Codec {
     max_in_size: Cell<u32>,
     max_out_size: Cell<u32>,
     flags: Cell<CodecFlags>,
+    /// sensorgate patch: see [`Codec::first_of_read`].
+    freshness: crate::utils::ReadFreshness,
 }
 
 bitflags::bitflags! {
@@ -47,7 +49,21 @@ impl Codec {
             max_in_size: Cell::new(max_in_size),
             max_out_size: Cell::new(max_out_size),
             flags: Cell::new(CodecFlags::empty()),
+            freshness: Default::default(),
         }
+    }
+
+    /// sensorgate patch: whether the packet decoded last is the first of what a read brought (the
+    /// first after a `decode` that found no whole packet; the first packet of a connection too).
+    #[inline]
+    pub fn first_of_read(&self) -> bool {
+        self.freshness.first_of_read()
+    }
+
+    /// sensorgate patch: called with whether a `decode` gave a packet.
+    #[inline]
+    pub(crate) fn note_decoded(&self, decoded: bool) {
+        self.freshness.note(decoded);
     }
 
     /// Set max inbound frame size.
