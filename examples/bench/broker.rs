@@ -424,8 +424,8 @@ pub fn markdown(report: &Report) -> String {
          second by all subscribers, from the first publish to the last receipt (a count in bold: the broker\n\
          dropped the rest). sensorgate is the real daemon with\n\
          no sources, its default `[broker]` limits (`max_inflight = 32`, `max_queued_messages = 10000`)\n\
-         and its default worker threads (one per core: two here; `[gateway] worker_threads = 1`, mosquitto's\n\
-         one loop, is measured in docs/broker-performance.md);\n\
+         and its default runtime (one worker thread for the connections, as mosquitto's one loop, and the\n\
+         pipeline on a thread of its own; docs/broker-performance.md measures more threads);\n\
          mosquitto 2 runs with `max_inflight_messages 100`, `max_queued_messages 0` (unlimited), no\n\
          persistence, logging to a file at info level. CPU is each broker process's user + system time over\n\
          the case per message received; RSS is its peak during the case (the cases run in turn on the same\n\
