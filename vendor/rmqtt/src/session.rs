@@ -128,9 +128,10 @@ pub struct SessionState {
     /// sensorgate patch: a new connection's ticket, held until its first packet is read (see
     /// `subscribe_order`).
     pub(crate) startup: Option<SubscribeTicket>,
-    /// sensorgate patch: whether the packet being handled is the first of what one read of the socket
-    /// brought; only such a PUBLISH yields before it is routed (see `_publish`).
-    first_of_read: bool,
+    /// sensorgate patch: set when a packet is the first of what one read of the socket brought, taken
+    /// by the next PUBLISH, which yields before it is routed (see `_publish`); the PUBLISHes after it
+    /// from the same read do not.
+    yield_before_routing: std::sync::atomic::AtomicBool,
 }
 
 /// sensorgate patch: the inflight window for reading, without the lock's future (a semaphore
@@ -206,7 +207,7 @@ impl SessionState {
             client_topic_aliases,
             in_inflight: InInflight::new(scx, max_inflight.get()),
             startup: None,
-            first_of_read: true,
+            yield_before_routing: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -573,7 +574,9 @@ impl SessionState {
         Io: AsyncRead + AsyncWrite + Unpin,
     {
         log::debug!("{:?} pkt: {:?}", self.id, pkt);
-        self.first_of_read = sink.first_of_read();
+        if sink.first_of_read() {
+            *self.yield_before_routing.get_mut() = true;
+        }
         match pkt? {
             Some(pkt) => {
                 // sensorgate patch: the startup ticket is given back once the first packet is handled
@@ -1356,10 +1359,11 @@ impl SessionState {
 
         // sensorgate patch: a SUBSCRIBE read before this point, on any connection, is applied first.
         // The yield lets a connection woken with this one (its SUBSCRIBE written first) read it and
-        // take its ticket before this PUBLISH looks. Once per read of this connection's socket: the
-        // other packets of that read were in the socket no later than the first, so the connections
-        // woken during the first one's yield are those that could precede them too.
-        if self.first_of_read {
+        // take its ticket before this PUBLISH looks. Once per read of this connection's socket, by the
+        // first PUBLISH handled since that read: the later packets of the read were in the socket no
+        // later than it, so the connections woken during its yield are those that could precede them.
+        if self.yield_before_routing.load(std::sync::atomic::Ordering::Relaxed) {
+            self.yield_before_routing.store(false, std::sync::atomic::Ordering::Relaxed);
             tokio::task::yield_now().await;
         }
         self.scx.subscribe_order.wait_for_earlier(SubscribeOrder::WAIT).await;
