@@ -128,12 +128,12 @@ impl tokio_util::codec::Decoder for MqttCodec {
         let p = match self {
             MqttCodec::V3(codec) => {
                 let decoded = codec.decode(src)?;
-                codec.note_decoded(decoded.is_some());
+                codec.freshness.note(decoded.is_some());
                 decoded.map(|(p, remaining)| (MqttPacket::V3(p), remaining))
             }
             MqttCodec::V5(codec) => {
                 let decoded = codec.decode(src)?;
-                codec.note_decoded(decoded.is_some());
+                codec.freshness.note(decoded.is_some());
                 decoded.map(|(p, remaining)| (MqttPacket::V5(p), remaining))
             }
             MqttCodec::Version(codec) => codec.decode(src)?.map(|v| (MqttPacket::Version(v), 0)),
@@ -144,12 +144,13 @@ impl tokio_util::codec::Decoder for MqttCodec {
 
 impl MqttCodec {
     /// sensorgate patch: whether the packet decoded last is the first of what one read of the
-    /// connection brought (see `v3::Codec::first_of_read`); `true` while the version is negotiated.
+    /// connection brought: the first after a `decode` that found no whole packet (the first packet of
+    /// a connection too); `true` while the version is negotiated.
     #[inline]
     pub fn first_of_read(&self) -> bool {
         match self {
-            MqttCodec::V3(codec) => codec.first_of_read(),
-            MqttCodec::V5(codec) => codec.first_of_read(),
+            MqttCodec::V3(codec) => codec.freshness.first_of_read(),
+            MqttCodec::V5(codec) => codec.freshness.first_of_read(),
             MqttCodec::Version(_) => true,
         }
     }

@@ -19,8 +19,9 @@ use crate::utils::decode_variable_length;
 pub struct Codec {
     state: Cell<DecodeState>,
     max_size: Cell<u32>,
-    /// sensorgate patch: see [`Codec::first_of_read`].
-    freshness: crate::utils::ReadFreshness,
+    /// sensorgate patch: whether the packet decoded last came first in its read (noted by
+    /// `MqttCodec::decode`, read by `MqttCodec::first_of_read`).
+    pub(crate) freshness: crate::utils::ReadFreshness,
 }
 
 #[derive(Debug, Copy, Clone, PartialEq, Eq)]
@@ -37,19 +38,6 @@ impl Codec {
             max_size: Cell::new(max_packet_size),
             freshness: Default::default(),
         }
-    }
-
-    /// sensorgate patch: whether the packet decoded last is the first of what a read brought (the
-    /// first after a `decode` that found no whole packet; the first packet of a connection too).
-    #[inline]
-    pub fn first_of_read(&self) -> bool {
-        self.freshness.first_of_read()
-    }
-
-    /// sensorgate patch: called with whether a `decode` gave a packet.
-    #[inline]
-    pub(crate) fn note_decoded(&self, decoded: bool) {
-        self.freshness.note(decoded);
     }
 
     /// Set max inbound frame size.

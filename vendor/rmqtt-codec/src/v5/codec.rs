@@ -22,8 +22,9 @@ pub struct Codec {
     max_in_size: Cell<u32>,
     max_out_size: Cell<u32>,
     flags: Cell<CodecFlags>,
-    /// sensorgate patch: see [`Codec::first_of_read`].
-    freshness: crate::utils::ReadFreshness,
+    /// sensorgate patch: whether the packet decoded last came first in its read (noted by
+    /// `MqttCodec::decode`, read by `MqttCodec::first_of_read`).
+    pub(crate) freshness: crate::utils::ReadFreshness,
 }
 
 bitflags::bitflags! {
@@ -51,19 +52,6 @@ impl Codec {
             flags: Cell::new(CodecFlags::empty()),
             freshness: Default::default(),
         }
-    }
-
-    /// sensorgate patch: whether the packet decoded last is the first of what a read brought (the
-    /// first after a `decode` that found no whole packet; the first packet of a connection too).
-    #[inline]
-    pub fn first_of_read(&self) -> bool {
-        self.freshness.first_of_read()
-    }
-
-    /// sensorgate patch: called with whether a `decode` gave a packet.
-    #[inline]
-    pub(crate) fn note_decoded(&self, decoded: bool) {
-        self.freshness.note(decoded);
     }
 
     /// Set max inbound frame size.
