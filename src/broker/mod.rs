@@ -46,6 +46,8 @@
 //!   text, ping and close payloads taken for MQTT bytes: patched there too; messages and frames are at
 //!   most `max_packet_size`, buffers start as a TCP connection's, and a text message closes.
 //! - A CPU "busy" check refuses connections under load: turned off.
+//! - Each listener's handshakes run on workers the engine starts on its first connection, 1,000 of them
+//!   (about 560 bytes each, kept for the daemon's life): [`HANDSHAKES_AT_ONCE`].
 //! - TLS handshake timeout defaults to 30 s: `handshake_timeout` (5 s); handshakes run on a task per
 //!   connection (50 idle TCP connections do not delay a TLS client).
 //! - A listener's client CA is ignored unless `tls_cross_certificate` is set: set when `client_ca_file` is
@@ -191,6 +193,13 @@ pub struct WebSocketListener {
 /// Topic aliases the broker accepts from each MQTT 5 client and uses towards it (at most, and at most
 /// what the client allows).
 pub const TOPIC_ALIASES: u16 = 16;
+
+/// Handshakes (a decoded CONNECT's login, session and CONNACK) each listener runs at once; more wait
+/// in its queue. The engine starts this many workers on a listener's first connection and keeps them, so
+/// it is a fixed cost: its default of 1,000 held about 560 KB per listener (resident, x86_64), more than
+/// the first hundred clients' own sessions; 64 hold about 36 KB and still run more handshakes at once
+/// than the argon2 verifications a login may wait for ([`auth::MAX_VERIFICATIONS`]).
+pub const HANDSHAKES_AT_ONCE: usize = 64;
 
 /// One `[[broker.user]]`: a login and its rights.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -844,6 +853,7 @@ fn bind_listener(
         // Every CONNECT goes through the policy hook, which applies `allow_anonymous` itself.
         .allow_anonymous(false)
         .max_connections(settings.max_connections)
+        .max_handshaking_limit(HANDSHAKES_AT_ONCE)
         .max_packet_size(settings.max_packet_size)
         .max_inflight(NonZeroU16::new(settings.max_inflight.max(1)).unwrap_or(NonZeroU16::MIN))
         // Room for the retained streams' window on top of the live messages the backlog admits.
