@@ -224,8 +224,11 @@ pub mod v3 {
         /// buffer is written out when it outgrows its backpressure boundary, or by the next `send` or
         /// `flush`), so that a session can write the messages it has ready with one system call.
         #[inline]
-        pub async fn feed_publish(&mut self, publish: Box<Publish>) -> Result<()> {
-            super::feed(&mut self.io, MqttPacket::V3(PacketV3::Publish(publish)), self.cfg.send_timeout).await
+        pub fn feed_publish(
+            &mut self,
+            publish: Box<Publish>,
+        ) -> impl std::future::Future<Output = Result<()>> + '_ {
+            super::feed(&mut self.io, MqttPacket::V3(PacketV3::Publish(publish)), self.cfg.send_timeout)
         }
 
         /// Acknowledges a received publish (QoS 1)
@@ -306,8 +309,8 @@ pub mod v3 {
         /// sensorgate patch: writes any packet into the connection's buffer without flushing it (see
         /// `feed_publish`), so that a session can write its acknowledgements together.
         #[inline]
-        pub async fn feed(&mut self, packet: rmqtt_codec::v3::Packet) -> Result<()> {
-            super::feed(&mut self.io, MqttPacket::V3(packet), self.cfg.send_timeout).await
+        pub fn feed(&mut self, packet: rmqtt_codec::v3::Packet) -> impl std::future::Future<Output = Result<()>> + '_ {
+            super::feed(&mut self.io, MqttPacket::V3(packet), self.cfg.send_timeout)
         }
 
         /// sensorgate patch: whether packets fed into the connection's buffer wait for a flush.
@@ -486,8 +489,11 @@ pub mod v5 {
         /// sensorgate patch: writes a PUBLISH into the connection's buffer without flushing it (see the
         /// 3.1.1 stream's `feed_publish`).
         #[inline]
-        pub async fn feed_publish(&mut self, publish: Box<Publish>) -> Result<()> {
-            super::feed(&mut self.io, MqttPacket::V5(PacketV5::Publish(publish)), self.cfg.send_timeout).await
+        pub fn feed_publish(
+            &mut self,
+            publish: Box<Publish>,
+        ) -> impl std::future::Future<Output = Result<()>> + '_ {
+            super::feed(&mut self.io, MqttPacket::V5(PacketV5::Publish(publish)), self.cfg.send_timeout)
         }
 
         /// Acknowledges a received publish (QoS 1)
@@ -565,8 +571,8 @@ pub mod v5 {
         /// sensorgate patch: writes any packet into the connection's buffer without flushing it (see
         /// `feed_publish`), so that a session can write its acknowledgements together.
         #[inline]
-        pub async fn feed(&mut self, packet: rmqtt_codec::v5::Packet) -> Result<()> {
-            super::feed(&mut self.io, MqttPacket::V5(packet), self.cfg.send_timeout).await
+        pub fn feed(&mut self, packet: rmqtt_codec::v5::Packet) -> impl std::future::Future<Output = Result<()>> + '_ {
+            super::feed(&mut self.io, MqttPacket::V5(packet), self.cfg.send_timeout)
         }
 
         /// sensorgate patch: whether packets fed into the connection's buffer wait for a flush.
@@ -681,30 +687,41 @@ where
 }
 
 /// sensorgate patch: like `send`, without the flush (`SinkExt::feed`: waits only when the write buffer is
-/// beyond its backpressure boundary, which writes it out first).
+/// beyond its backpressure boundary, which writes it out first). The packet is fed when this is called:
+/// one that fits in the buffer is done then, and only one that has to wait for the socket keeps its feed,
+/// on the heap, in the returned future, under the send timeout (whose deadline is a clock read, upstream's
+/// for every packet). The future holds no copy of the packet: as an `async fn` it kept the packet twice
+/// and the wait's state, inline in every connection's task.
 #[inline]
-async fn feed<Io>(io: &mut Framed<Io, MqttCodec>, packet: MqttPacket, send_timeout: Duration) -> Result<()>
+fn feed<'a, Io>(
+    io: &'a mut Framed<Io, MqttCodec>,
+    packet: MqttPacket,
+    send_timeout: Duration,
+) -> impl std::future::Future<Output = Result<()>> + 'a
 where
     Io: AsyncWrite + Unpin,
 {
-    // sensorgate patch: a packet that fits in the buffer is fed at the first poll; only one that has to
-    // wait for the socket is put under the send timeout (whose deadline is a clock read, upstream's for
-    // every packet).
-    let mut feeding = std::pin::pin!(io.feed(packet));
-    let fed = match futures::poll!(feeding.as_mut()) {
-        std::task::Poll::Ready(fed) => fed,
-        std::task::Poll::Pending if send_timeout.is_zero() => feeding.await,
-        std::task::Poll::Pending => match tokio::time::timeout(send_timeout, feeding).await {
-            Ok(fed) => fed,
-            Err(_) => return Err(MqttError::WriteTimeout.into()),
-        },
+    let mut feeding = io.feed(packet);
+    let fed_now = match futures::FutureExt::now_or_never(&mut feeding) {
+        Some(fed) => Ok(fed),
+        None => Err(Box::pin(feeding)),
     };
-    if send_timeout.is_zero() {
-        fed?;
-    } else {
-        fed.map_err(|e| MqttError::SendPacket(SendPacketError::Encode(e)))?;
+    async move {
+        let fed = match fed_now {
+            Ok(fed) => fed,
+            Err(feeding) if send_timeout.is_zero() => feeding.await,
+            Err(feeding) => match tokio::time::timeout(send_timeout, feeding).await {
+                Ok(fed) => fed,
+                Err(_) => return Err(MqttError::WriteTimeout.into()),
+            },
+        };
+        if send_timeout.is_zero() {
+            fed?;
+        } else {
+            fed.map_err(|e| MqttError::SendPacket(SendPacketError::Encode(e)))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[inline]

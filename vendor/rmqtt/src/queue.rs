@@ -177,8 +177,10 @@ impl<T> Sender<T> {
     /// If the queue is full, the configured policy determines
     /// which item is discarded. Returns `Ok(())` on success,
     /// or `Err(T)` with the rejected item.
+    ///
+    /// sensorgate patch: not `async` (it never waits), so that a caller's future keeps no state for it.
     #[inline]
-    pub async fn send(&self, v: T) -> Result<(), T> {
+    pub fn send(&self, v: T) -> Result<(), T> {
         if let Err(v) = self.queue.push(v) {
             match (self.policy_fn)(&v) {
                 Policy::Current => return Err(v),

@@ -231,22 +231,50 @@ impl SessionState {
         &self.tx
     }
 
+    /// sensorgate patch: a function returning the run's future, not an `async fn`: an `async fn` moves
+    /// its arguments into locals at its start and keeps the slots it received them in beside those, so
+    /// every connection's task held the session state and the connection twice (472 bytes in the debug
+    /// build) for its life; the `async move` block uses them where it received them.
     #[inline]
-    pub(crate) async fn run<Io>(mut self, mut sink: Sink<Io>, keep_alive: u16)
+    pub(crate) fn run<Io>(self, sink: Sink<Io>, keep_alive: u16) -> impl std::future::Future<Output = ()>
     where
         Io: AsyncRead + AsyncWrite + Unpin,
     {
-        let limiter = {
-            let (burst, replenish_n_per) = self.fitter.mqueue_rate_limit();
-            Limiter::new(burst, replenish_n_per)
-        };
+        let mut this = self;
+        let mut sink = sink;
+        async move {
+            let limiter = {
+                let (burst, replenish_n_per) = this.fitter.mqueue_rate_limit();
+                Limiter::new(burst, replenish_n_per)
+            };
 
-        let (deliver_queue_tx, mut deliver_queue_rx) = self.deliver_queue_channel(&limiter);
-        let mut flags = StateFlags::empty();
+            let (deliver_queue_tx, mut deliver_queue_rx) = this.deliver_queue_channel(&limiter);
+            let mut flags = StateFlags::empty();
 
-        self.scx.connections.inc();
-        match self.run_loop(&mut sink, keep_alive, &mut flags, &deliver_queue_tx, &mut deliver_queue_rx).await
-        {
+            this.scx.connections.inc();
+            let ran = this
+                .run_loop(&mut sink, keep_alive, &mut flags, &deliver_queue_tx, &mut deliver_queue_rx)
+                .await;
+            // sensorgate patch: what follows the connection is a future of its own, on the heap only
+            // once the connection has ended, so that an idle connection's task does not reserve room
+            // for it.
+            Box::pin(this.end_connection(sink, ran, flags, deliver_queue_tx)).await;
+        }
+    }
+
+    /// sensorgate patch: the part of [`SessionState::run`] after its online loop returned `ran`: an MQTT
+    /// 5 client told why the server ends the connection, the socket closed, then what follows the
+    /// connection (will, hooks, the offline loop of a persistent session).
+    async fn end_connection<Io>(
+        mut self,
+        mut sink: Sink<Io>,
+        ran: std::result::Result<(), Reason>,
+        mut flags: StateFlags,
+        deliver_queue_tx: MessageSender,
+    ) where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        match ran {
             Ok(()) => {
                 log::debug!("{} exit ...", self.id);
             }
@@ -255,7 +283,7 @@ impl SessionState {
                 // sensorgate patch: tell an MQTT 5 client why the server ends the connection, while
                 // the socket is still open (upstream sent it only after `sink.close()`).
                 if matches!(sink, Sink::V5(_)) && reason_is_the_servers(&reason) {
-                    Box::pin(self.say_why_and_linger(&mut sink, &reason, &deliver_queue_tx, &mut flags)).await;
+                    self.say_why_and_linger(&mut sink, &reason, &deliver_queue_tx, &mut flags).await;
                 }
                 let _ = self.disconnected_reason_add(reason).await;
             }
@@ -270,8 +298,7 @@ impl SessionState {
         drop(sink);
 
         // sensorgate patch: what follows the connection (will, hooks, the offline loop of a persistent
-        // session) is a future of its own, on the heap only once the connection has ended, so that an
-        // idle connection's task does not reserve room for it.
+        // session) is a future of its own, so that the closing's states and these share no room.
         Box::pin(self.after_connection(flags, deliver_queue_tx)).await;
     }
 
@@ -563,13 +590,16 @@ impl SessionState {
 
     /// sensorgate patch: what the online loop does with what it read from the socket (a packet, the
     /// end of the stream or an error), from its `select!` or from its look at the socket before a flush.
+    /// A function returning the handling's future, not an `async fn` (whose state, inline in every
+    /// connection's task, held the packet four times): the packet's handling is a future of its own on
+    /// the heap, and the returned future holds it, the startup ticket and a refusal's reason.
     #[inline]
-    async fn process_received<Io>(
-        &mut self,
-        sink: &mut Sink<Io>,
+    fn process_received<'a, Io>(
+        &'a mut self,
+        sink: &'a mut Sink<Io>,
         pkt: Result<Option<Packet>>,
-        flags: &mut StateFlags,
-    ) -> std::result::Result<(), Reason>
+        flags: &'a mut StateFlags,
+    ) -> impl std::future::Future<Output = std::result::Result<(), Reason>> + 'a
     where
         Io: AsyncRead + AsyncWrite + Unpin,
     {
@@ -577,24 +607,34 @@ impl SessionState {
         if sink.first_of_read() {
             *self.yield_before_routing.get_mut() = true;
         }
-        match pkt? {
-            Some(pkt) => {
+        let handling = match pkt {
+            Ok(Some(pkt)) => {
                 // sensorgate patch: the startup ticket is given back once the first packet is handled
                 // if it is a SUBSCRIBE (which takes its own ticket first), else at once (a PUBLISH must
                 // not wait for its own connection).
                 let startup = self.startup.take();
-                if !matches!(
+                let startup = if matches!(
                     pkt,
                     Packet::V3(v3::Packet::Subscribe { .. }) | Packet::V5(v5::Packet::Subscribe(_))
                 ) {
+                    startup
+                } else {
                     drop(startup);
-                }
+                    None
+                };
                 // sensorgate patch: a client's packet is handled in a future of its own on the heap
                 // (one allocation per packet read), so that the connection's task does not reserve
                 // room for the largest packet's handling while it waits.
-                Box::pin(self.process_mqtt_message(sink, pkt, flags)).await
+                Ok((startup, Box::pin(self.process_mqtt_message(sink, pkt, flags))))
             }
-            None => Err(Reason::ConnectRemoteClose),
+            Ok(None) => Err(Reason::ConnectRemoteClose),
+            Err(e) => Err(Reason::from(e)),
+        };
+        async move {
+            let (startup, handling) = handling?;
+            let handled = handling.await;
+            drop(startup);
+            handled
         }
     }
 
@@ -631,7 +671,7 @@ impl SessionState {
                                 //hook, offline_message
                                 self.hook.offline_message(from.clone(), &p).await;
 
-                                if let Err((from, p)) = deliver_queue_tx.send((from, p)).await {
+                                if let Err((from, p)) = deliver_queue_tx.send((from, p)) {
                                     log::debug!("{:?} offline deliver_dropped, from: {:?}, {:?}", self.id, from, p);
                                     //hook, message_dropped
                                    self.scx.extends.hook_mgr().message_dropped(Some(self.id.clone()), from, p, Reason::MessageQueueFull).await;
@@ -655,7 +695,7 @@ impl SessionState {
                                         // rule, sys-topic offline counters, audit plugins) do not
                                         // miss the messages drained on kick.
                                         self.hook.offline_message(from.clone(), &p).await;
-                                        if let Err((from, p)) = deliver_queue_tx.send((from, p)).await {
+                                        if let Err((from, p)) = deliver_queue_tx.send((from, p)) {
                                             log::debug!("{:?} offline deliver_dropped, from: {:?}, {:?}", self.id, from, p);
                                             self.scx
                                                 .extends
@@ -783,36 +823,49 @@ impl SessionState {
         Ok(msg_tx)
     }
 
+    /// sensorgate patch: a function returning the handling's future, not an `async fn` (whose state,
+    /// inline in every connection's task, held the message twice). A routed message (`Forward`) is put in
+    /// the deliver queue when this is called; the future holds only what has to wait, on the heap: the
+    /// drop hook of a message the full queue refused, or a control message's handling.
     #[inline]
-    async fn process_message<Io>(
-        &mut self,
-        sink: &mut Sink<Io>,
+    fn process_message<'a, Io>(
+        &'a mut self,
+        sink: &'a mut Sink<Io>,
         msg: Message,
         deliver_queue_tx: &queue::Sender<(From, Publish)>,
-        flags: &mut StateFlags,
-    ) -> std::result::Result<(), Reason>
+        flags: &'a mut StateFlags,
+    ) -> impl std::future::Future<Output = std::result::Result<(), Reason>> + 'a
     where
         Io: AsyncRead + AsyncWrite + Unpin,
     {
-        match msg {
-            Message::Forward(from, p) => {
-                if let Err((from, p)) = deliver_queue_tx.send((from, p)).await {
+        let waiting = match msg {
+            Message::Forward(from, p) => match deliver_queue_tx.send((from, p)) {
+                Ok(()) => None,
+                Err((from, p)) => {
                     log::debug!("{:?} deliver_dropped, from: {:?}, {:?}", self.id, from, p);
-                    //hook, message_dropped
-                    self.scx
-                        .extends
-                        .hook_mgr()
-                        .message_dropped(Some(self.id.clone()), from, p, Reason::MessageQueueFull)
-                        .await;
+                    let this = &*self;
+                    Some(futures::future::Either::Left(Box::pin(async move {
+                        //hook, message_dropped
+                        this.scx
+                            .extends
+                            .hook_mgr()
+                            .message_dropped(Some(this.id.clone()), from, p, Reason::MessageQueueFull)
+                            .await;
+                        Ok(())
+                    })))
                 }
-            }
-            // sensorgate patch: the session's other messages (rare) are handled in a future of their
-            // own on the heap, so that the connection's task does not reserve room for them.
-            control => {
-                Box::pin(self.process_control_message(sink, control, flags)).await?;
+            },
+            // The session's other messages (rare) are handled in a future of their own on the heap.
+            control => Some(futures::future::Either::Right(Box::pin(
+                self.process_control_message(sink, control, flags),
+            ))),
+        };
+        async move {
+            match waiting {
+                Some(waiting) => waiting.await,
+                None => Ok(()),
             }
         }
-        Ok(())
     }
 
     /// sensorgate patch: [`SessionState::process_message`] for every message but `Forward`.
@@ -1807,64 +1860,75 @@ impl SessionState {
         Ok(())
     }
 
+    /// sensorgate patch: a function returning the delivery's future, not an `async fn`, so that the
+    /// future keeps the message where it received it instead of also in a copy (see
+    /// [`SessionState::run`]): a delivery's state is inline in every connection's task.
     #[inline]
-    async fn deliver<Io>(&self, sink: &mut Sink<Io>, from: From, mut publish: Publish) -> Result<()>
+    fn deliver<'a, Io>(
+        &'a self,
+        sink: &'a mut Sink<Io>,
+        from: From,
+        publish: Publish,
+    ) -> impl std::future::Future<Output = Result<()>> + 'a
     where
         Io: AsyncRead + AsyncWrite + Unpin,
     {
-        //hook, message_expiry_check
-        // sensorgate patch: answered at once when the hook's handler can (no boxed future).
-        let expiry_check_res = match self.hook.message_expiry_check_now(&from, &publish) {
-            Some(expiry_check_res) => expiry_check_res,
-            None => self.hook.message_expiry_check(from.clone(), &publish).await,
-        };
-        if expiry_check_res.is_expiry() {
-            self.scx
-                .extends
-                .hook_mgr()
-                .message_dropped(Some(self.id.clone()), from, publish, Reason::MessageExpiration)
-                .await;
-            return Ok(());
+        let mut publish = publish;
+        async move {
+            //hook, message_expiry_check
+            // sensorgate patch: answered at once when the hook's handler can (no boxed future).
+            let expiry_check_res = match self.hook.message_expiry_check_now(&from, &publish) {
+                Some(expiry_check_res) => expiry_check_res,
+                None => self.hook.message_expiry_check(from.clone(), &publish).await,
+            };
+            if expiry_check_res.is_expiry() {
+                self.scx
+                    .extends
+                    .hook_mgr()
+                    .message_dropped(Some(self.id.clone()), from, publish, Reason::MessageExpiration)
+                    .await;
+                return Ok(());
+            }
+
+            //generate packet_id
+            if matches!(publish.qos, QoS::AtLeastOnce | QoS::ExactlyOnce)
+                && (!publish.dup || publish.packet_id.is_none())
+            {
+                publish.packet_id = NonZeroU16::new(inflight_read(self.out_inflight()).await.next_id()?)
+            }
+
+            //hook, message_delivered (sensorgate patch: only when a handler is registered for it)
+            let publish = if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageDelivered) {
+                self.hook.message_delivered(from.clone(), &publish).await.unwrap_or(publish)
+            } else {
+                publish
+            };
+
+            //send message
+            sink.publish(
+                publish.clone(),
+                expiry_check_res.message_expiry_interval(),
+                self.server_topic_aliases.as_ref(),
+            )
+            .await?; //@TODO ... at exception, send hook and or store message
+
+            //cache messages to inflight window
+            let moment_status = match publish.qos {
+                QoS::AtLeastOnce => Some(MomentStatus::UnAck),
+                QoS::ExactlyOnce => Some(MomentStatus::UnReceived),
+                _ => None,
+            };
+
+            if let Some(moment_status) = moment_status {
+                inflight_write(self.out_inflight()).await.push_back(OutInflightMessage::new(
+                    moment_status,
+                    from,
+                    publish,
+                ));
+            }
+
+            Ok(())
         }
-
-        //generate packet_id
-        if matches!(publish.qos, QoS::AtLeastOnce | QoS::ExactlyOnce)
-            && (!publish.dup || publish.packet_id.is_none())
-        {
-            publish.packet_id = NonZeroU16::new(inflight_read(self.out_inflight()).await.next_id()?)
-        }
-
-        //hook, message_delivered (sensorgate patch: only when a handler is registered for it)
-        let publish = if self.scx.extends.hook_mgr().handles(crate::hook::Type::MessageDelivered) {
-            self.hook.message_delivered(from.clone(), &publish).await.unwrap_or(publish)
-        } else {
-            publish
-        };
-
-        //send message
-        sink.publish(
-            publish.clone(),
-            expiry_check_res.message_expiry_interval(),
-            self.server_topic_aliases.as_ref(),
-        )
-        .await?; //@TODO ... at exception, send hook and or store message
-
-        //cache messages to inflight window
-        let moment_status = match publish.qos {
-            QoS::AtLeastOnce => Some(MomentStatus::UnAck),
-            QoS::ExactlyOnce => Some(MomentStatus::UnReceived),
-            _ => None,
-        };
-
-        if let Some(moment_status) = moment_status {
-            inflight_write(self.out_inflight()).await.push_back(OutInflightMessage::new(
-                moment_status,
-                from,
-                publish,
-            ));
-        }
-
-        Ok(())
     }
 
     #[inline]

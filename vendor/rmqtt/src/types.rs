@@ -1442,43 +1442,49 @@ where
         Ok(())
     }
 
+    /// sensorgate patch: a function returning the future, not an `async fn`, so that the future keeps
+    /// the message where it received it instead of also in a copy (it is inline in every connection's
+    /// task, within the session's delivery).
     #[inline]
-    pub(crate) async fn publish(
-        &mut self,
-        mut p: Publish,
+    pub(crate) fn publish<'a>(
+        &'a mut self,
+        p: Publish,
         message_expiry_interval: Option<NonZeroU32>,
-        server_topic_aliases: Option<&Arc<ServerTopicAliases>>,
-    ) -> Result<()> {
-        match self {
-            // sensorgate patch: fed into the connection's buffer, not flushed: the session flushes once
-            // it has no further message ready (upstream flushed, one system call, per message).
-            Sink::V3(s) => {
-                s.feed_publish(p.take()).await?;
-            }
-            Sink::V5(s) => {
-                let (topic, alias) = {
-                    if let Some(server_topic_aliases) = server_topic_aliases {
-                        server_topic_aliases.get(p.topic.clone()).await
-                    } else {
-                        (Some(p.topic.clone()), None)
-                    }
-                };
-
-                p.topic = topic.unwrap_or_default();
-
-                if let Some(properties) = &mut p.properties {
-                    // sensorgate patch: the time left only for a message its publisher gave a Message
-                    // Expiry Interval (MQTT 5, 3.3.2.3.3); upstream put the listener's default expiry
-                    // (2 h) on every other delivery too.
-                    if properties.message_expiry_interval.is_some() {
-                        properties.message_expiry_interval = message_expiry_interval;
-                    }
-                    properties.topic_alias = alias;
+        server_topic_aliases: Option<&'a Arc<ServerTopicAliases>>,
+    ) -> impl std::future::Future<Output = Result<()>> + 'a {
+        let mut p = p;
+        async move {
+            match self {
+                // sensorgate patch: fed into the connection's buffer, not flushed: the session flushes once
+                // it has no further message ready (upstream flushed, one system call, per message).
+                Sink::V3(s) => {
+                    s.feed_publish(p.take()).await?;
                 }
-                s.feed_publish(p.take()).await?;
+                Sink::V5(s) => {
+                    let (topic, alias) = {
+                        if let Some(server_topic_aliases) = server_topic_aliases {
+                            server_topic_aliases.get(p.topic.clone()).await
+                        } else {
+                            (Some(p.topic.clone()), None)
+                        }
+                    };
+
+                    p.topic = topic.unwrap_or_default();
+
+                    if let Some(properties) = &mut p.properties {
+                        // sensorgate patch: the time left only for a message its publisher gave a Message
+                        // Expiry Interval (MQTT 5, 3.3.2.3.3); upstream put the listener's default expiry
+                        // (2 h) on every other delivery too.
+                        if properties.message_expiry_interval.is_some() {
+                            properties.message_expiry_interval = message_expiry_interval;
+                        }
+                        properties.topic_alias = alias;
+                    }
+                    s.feed_publish(p.take()).await?;
+                }
             }
+            Ok(())
         }
-        Ok(())
     }
 
     /// sensorgate patch: writes out what `publish` left in the connection's buffer.
