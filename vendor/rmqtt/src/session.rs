@@ -2220,8 +2220,18 @@ pub struct _Session {
     pub id: Id,
     pub fitter: FitterType,
     pub auth_info: Option<AuthInfo>,
-    pub extra_attrs: Arc<RwLock<ExtraAttrs>>,
+    /// sensorgate patch: allocated on first use ([`_Session::extra_attrs`]); upstream allocated an empty
+    /// map and its lock (128 bytes) for every session, used by plugins sensorgate does not have.
+    extra_attrs: std::sync::OnceLock<Arc<RwLock<ExtraAttrs>>>,
     pub scx: ServerContext,
+}
+
+impl _Session {
+    /// The session's extra attributes (plugins' per-session values), created on first use.
+    #[inline]
+    pub fn extra_attrs(&self) -> &Arc<RwLock<ExtraAttrs>> {
+        self.extra_attrs.get_or_init(|| Arc::new(RwLock::new(ExtraAttrs::new())))
+    }
 }
 
 impl Deref for _Session {
@@ -2587,7 +2597,7 @@ impl Session {
                 last_id,
             )
             .await?;
-        let extra_attrs = Arc::new(RwLock::new(ExtraAttrs::new()));
+        let extra_attrs = std::sync::OnceLock::new();
         Ok(Self(Arc::new(_Session { inner: session_like, id, fitter, auth_info, extra_attrs, scx })))
     }
 
