@@ -46,8 +46,8 @@
 //!   text, ping and close payloads taken for MQTT bytes: patched there too; messages and frames are at
 //!   most `max_packet_size`, buffers start as a TCP connection's, and a text message closes.
 //! - A CPU "busy" check refuses connections under load: turned off.
-//! - Each listener's handshakes run on workers the engine starts on its first connection, 1,000 of them
-//!   (about 560 bytes each, kept for the daemon's life): [`HANDSHAKES_AT_ONCE`].
+//! - Each listener's handshakes run on workers the engine starts on its first connection and keeps, 1,000
+//!   of them by default: [`HANDSHAKES_AT_ONCE`] says what they cost and how many run instead.
 //! - TLS handshake timeout defaults to 30 s: `handshake_timeout` (5 s); handshakes run on a task per
 //!   connection (50 idle TCP connections do not delay a TLS client).
 //! - A listener's client CA is ignored unless `tls_cross_certificate` is set: set when `client_ca_file` is

@@ -309,7 +309,10 @@ pub mod v3 {
         /// sensorgate patch: writes any packet into the connection's buffer without flushing it (see
         /// `feed_publish`), so that a session can write its acknowledgements together.
         #[inline]
-        pub fn feed(&mut self, packet: rmqtt_codec::v3::Packet) -> impl std::future::Future<Output = Result<()>> + '_ {
+        pub fn feed(
+            &mut self,
+            packet: rmqtt_codec::v3::Packet,
+        ) -> impl std::future::Future<Output = Result<()>> + '_ {
             super::feed(&mut self.io, MqttPacket::V3(packet), self.cfg.send_timeout)
         }
 
@@ -571,7 +574,10 @@ pub mod v5 {
         /// sensorgate patch: writes any packet into the connection's buffer without flushing it (see
         /// `feed_publish`), so that a session can write its acknowledgements together.
         #[inline]
-        pub fn feed(&mut self, packet: rmqtt_codec::v5::Packet) -> impl std::future::Future<Output = Result<()>> + '_ {
+        pub fn feed(
+            &mut self,
+            packet: rmqtt_codec::v5::Packet,
+        ) -> impl std::future::Future<Output = Result<()>> + '_ {
             super::feed(&mut self.io, MqttPacket::V5(packet), self.cfg.send_timeout)
         }
 

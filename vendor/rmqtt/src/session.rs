@@ -298,7 +298,8 @@ impl SessionState {
         drop(sink);
 
         // sensorgate patch: what follows the connection (will, hooks, the offline loop of a persistent
-        // session) is a future of its own, so that the closing's states and these share no room.
+        // session, which lasts until the session expires) is a future of its own, so that an absent
+        // session does not keep room for the closing's states beside it.
         Box::pin(self.after_connection(flags, deliver_queue_tx)).await;
     }
 
@@ -612,16 +613,11 @@ impl SessionState {
                 // sensorgate patch: the startup ticket is given back once the first packet is handled
                 // if it is a SUBSCRIBE (which takes its own ticket first), else at once (a PUBLISH must
                 // not wait for its own connection).
-                let startup = self.startup.take();
-                let startup = if matches!(
+                let subscribe = matches!(
                     pkt,
                     Packet::V3(v3::Packet::Subscribe { .. }) | Packet::V5(v5::Packet::Subscribe(_))
-                ) {
-                    startup
-                } else {
-                    drop(startup);
-                    None
-                };
+                );
+                let startup = self.startup.take().filter(|_| subscribe);
                 // sensorgate patch: a client's packet is handled in a future of its own on the heap
                 // (one allocation per packet read), so that the connection's task does not reserve
                 // room for the largest packet's handling while it waits.
