@@ -1,7 +1,10 @@
 //! The task that keeps the retained state on disk current: every `snapshot_interval` (the window a power
 //! cut may lose last values from; devices re-report) it appends what changed in the store to the
 //! retained log ([`super::retained_log`]), and on a clean stop it finishes the write under way before the
-//! last one is made. An unchanged store writes nothing.
+//! last one is made. An unchanged store writes nothing. After each write the allocator's free pages are
+//! given back to the system ([`crate::allocator::give_back_free_pages`]): a write reads a view of the
+//! whole store, and the room of that view, and of the bursts of changes before it, would otherwise stay
+//! resident.
 //!
 //! The write itself runs on a blocking thread and cannot be cancelled. Aborting the task mid-write (as an
 //! earlier version did) left that thread writing while the final write began, and an older store could
@@ -143,6 +146,10 @@ async fn write(retained: &RetainedStore, dir: PathBuf, log: SharedLog) -> Result
                 opened.sync(&messages).map(|_| ())
             }),
         };
+        // The view of the whole store, and what the write built from it, are freed: their room goes
+        // back to the system instead of staying resident until the next write.
+        drop((log, messages));
+        crate::allocator::give_back_free_pages();
         synced.map_err(|error| Unsaved {
             filesystem: error
                 .is_disk_full()
