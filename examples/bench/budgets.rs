@@ -15,6 +15,18 @@ pub struct Budget {
     pub figure: String,
     /// `None`: not measured in this run.
     pub met: Option<bool>,
+    /// Where the profile of a missed budget is: why it is missed and what meeting it would take.
+    pub if_missed: Option<&'static str>,
+}
+
+impl Budget {
+    /// Names the document that explains this budget when a run misses it.
+    fn explained_in(self, document: &'static str) -> Budget {
+        Budget {
+            if_missed: Some(document),
+            ..self
+        }
+    }
 }
 
 /// What the budgets are checked against.
@@ -46,11 +58,13 @@ fn budget(what: &'static str, measured: Option<(String, bool)>) -> Budget {
             what,
             figure,
             met: Some(met),
+            if_missed: None,
         },
         None => Budget {
             what,
             figure: "not measured in this run".into(),
             met: None,
+            if_missed: None,
         },
     }
 }
@@ -67,6 +81,7 @@ fn against_baseline(
             what,
             figure: "not measured: the baseline delivered no reading".into(),
             met: None,
+            if_missed: None,
         },
         _ => budget(what, both.and_then(|(ours, theirs)| compare(ours, theirs))),
     }
@@ -318,7 +333,8 @@ fn end_to_end_and_resources(f: &Figures) -> Vec<Budget> {
                     bytes <= 2048.0,
                 ))
             }),
-        ),
+        )
+        .explained_in("docs/memory.md, \"An idle client\""),
         budget(
             "a device with three fields ≤ 1.5 KiB all in (with Home Assistant discovery)",
             f.devices.map(|d| {
@@ -332,7 +348,8 @@ fn end_to_end_and_resources(f: &Figures) -> Vec<Budget> {
                     bytes <= 1536.0,
                 )
             }),
-        ),
+        )
+        .explained_in("docs/memory.md, \"A device\""),
         budget(
             "the devices end to end ≤ 1/3 of the Python + mosquitto baseline's RSS",
             f.devices.and_then(|d| {
@@ -348,7 +365,8 @@ fn end_to_end_and_resources(f: &Figures) -> Vec<Budget> {
                     ratio <= 1.0 / 3.0,
                 ))
             }),
-        ),
+        )
+        .explained_in("docs/memory.md, \"What remains for 1.5 KiB, and the 1/3 target\""),
         budget(
             "≥ 50,000 Bluetooth LE adverts/s through parse, decrypt, dedup and publish",
             f.ble.map(|r| {
@@ -365,10 +383,13 @@ fn end_to_end_and_resources(f: &Figures) -> Vec<Budget> {
 pub fn markdown(budgets: &[Budget]) -> String {
     let mut out = String::from("| budget | this run | met |\n|---|---|---|\n");
     for b in budgets {
-        let met = match b.met {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "-",
+        let met = match (b.met, b.if_missed) {
+            (Some(true), _) => "yes".to_string(),
+            (Some(false), Some(document)) => {
+                format!("**no** (why, and what it would take: {document})")
+            }
+            (Some(false), None) => "**no**".to_string(),
+            (None, _) => "-".to_string(),
         };
         out.push_str(&format!("| {} | {} | {met} |\n", b.what, b.figure));
     }
@@ -600,6 +621,50 @@ mod tests {
         assert_eq!(
             budgets[0].figure,
             "1.12x its throughput, 9.0 vs 10.0 µs CPU per message"
+        );
+    }
+
+    #[test]
+    fn a_missed_device_budget_names_where_its_profile_is() {
+        let side = |before_kib, after_kib| devices::Side {
+            before_kib,
+            after_kib,
+            peak_kib: after_kib,
+            received: 1_000,
+        };
+        let missed = devices::Report {
+            devices: 1_000,
+            sensorgate: side(10_000, 20_000),
+            baseline: Ok(side(30_000, 30_000)),
+        };
+        let met = devices::Report {
+            sensorgate: side(10_000, 10_500),
+            ..missed.clone()
+        };
+        let device_row = |report: &devices::Report| {
+            let budgets = end_to_end_and_resources(&Figures {
+                sensorgate: &[],
+                baseline: &[],
+                spool: None,
+                resources: None,
+                flash: None,
+                sizes: None,
+                memory: None,
+                devices: Some(report),
+                ble: None,
+                broker: None,
+            });
+            let row = budgets
+                .into_iter()
+                .find(|b| b.what.starts_with("a device with three fields"));
+            row.map(|b| markdown(&[b])).unwrap_or_default()
+        };
+        assert!(device_row(&missed)
+            .contains("| **no** (why, and what it would take: docs/memory.md, \"A device\") |"));
+        assert!(
+            device_row(&met).ends_with("| yes |\n"),
+            "{}",
+            device_row(&met)
         );
     }
 }
