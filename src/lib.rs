@@ -82,7 +82,7 @@
 //!   the pipeline through [`forget`].
 //! - [`systemd`] (readiness, watchdog, status), [`logging`] (journald or stderr), [`ratelimit`] (log lines
 //!   at most once per key and interval, with a suppressed count), [`backoff`] (retry delays),
-//!   [`allocator`] (one glibc malloc arena, for a steady memory footprint), [`full_disk`] (what a full
+//!   [`allocator`] (one glibc malloc arena, freed pages given back after bursts), [`full_disk`] (what a full
 //!   state file system means to the writers: one WARN naming it, keep in memory, retry), [`units`]
 //!   (durations and sizes as the configuration writes them, and the serde helpers a feature's settings
 //!   type reads them with), [`lock`] (a mutex taken even when a panicking holder poisoned it).
