@@ -255,6 +255,21 @@ async fn a_clean_stop_writes_everything_however_long_retained_sync_is() {
     assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), before);
 }
 
+/// The memory tests' burst: [`BIG_COUNT`] retained messages of [`BIG_PAYLOAD`] bytes (16 MiB).
+const BIG_COUNT: usize = 2_000;
+const BIG_PAYLOAD: usize = 8 * 1024;
+
+fn big_messages() -> Vec<(String, String)> {
+    (0..BIG_COUNT)
+        .map(|i| {
+            (
+                format!("t/{i:04}"),
+                format!("{i:04}").repeat(BIG_PAYLOAD / 4),
+            )
+        })
+        .collect()
+}
+
 /// Retained payloads are in memory once: the retained log remembers a digest of each message, not a
 /// copy, and a sync writes its records through a small buffer instead of building them all in memory.
 /// 2,000 retained messages of 8 KiB (16 MiB of payload) raise the daemon's peak resident memory, from
@@ -263,16 +278,12 @@ async fn a_clean_stop_writes_everything_however_long_retained_sync_is() {
 /// copies of the changes and of their records, it was three times their size and more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_payloads_are_held_once_the_log_keeps_no_copy() {
-    const COUNT: usize = 2_000;
-    const PAYLOAD: usize = 8 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &config("1s"));
     let before_kib = daemon.status_kib("VmRSS");
-    let messages: Vec<(String, String)> = (0..COUNT)
-        .map(|i| (format!("t/{i:04}"), format!("{i:04}").repeat(PAYLOAD / 4)))
-        .collect();
+    let messages = big_messages();
     publish_all(daemon.addr, "big", &messages).await;
-    let payload_bytes = (COUNT * PAYLOAD) as u64;
+    let payload_bytes = (BIG_COUNT * BIG_PAYLOAD) as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let log_len = || {
         std::fs::metadata(log_path(dir.path()))
@@ -305,12 +316,13 @@ async fn retained_payloads_are_held_once_the_log_keeps_no_copy() {
 const SMALL_RETAINED: usize = 20_000;
 const BYTES_PER_SMALL_RETAINED: u64 = 700;
 
-/// The daemon's VmRSS once two readings 250 ms apart agree (at most 5 s of readings).
-async fn settled_rss_kib(daemon: &Daemon) -> u64 {
-    let mut last = daemon.status_kib("VmRSS");
+/// A kB figure of the daemon's `/proc/PID/status` (`VmRSS`, `RssAnon`) once two readings 250 ms apart
+/// agree (at most 5 s of readings).
+async fn settled_kib(daemon: &Daemon, key: &str) -> u64 {
+    let mut last = daemon.status_kib(key);
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = daemon.status_kib("VmRSS");
+        let now = daemon.status_kib(key);
         if now == last {
             break;
         }
@@ -334,7 +346,7 @@ async fn a_small_retained_message_costs_little_beyond_its_topic_and_payload() {
         .map(|i| (format!("t/w{i:04}"), format!("w{i:04}")))
         .collect();
     publish_all(daemon.addr, "warm", &warm).await;
-    let before_kib = settled_rss_kib(&daemon).await;
+    let before_kib = settled_kib(&daemon, "VmRSS").await;
     // In bursts of 2,000, each delivered back before the next (what one client's queue holds).
     for (n, burst) in messages.chunks(2_000).enumerate() {
         publish_all(daemon.addr, &format!("small-{n}"), burst).await;
@@ -351,7 +363,10 @@ async fn a_small_retained_message_costs_little_beyond_its_topic_and_payload() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let grown = settled_rss_kib(&daemon).await.saturating_sub(before_kib) * 1024;
+    let grown = settled_kib(&daemon, "VmRSS")
+        .await
+        .saturating_sub(before_kib)
+        * 1024;
     let each = grown / SMALL_RETAINED as u64;
     eprintln!("settled resident memory grew by {grown} bytes: {each} per retained message");
     assert!(
@@ -367,30 +382,14 @@ async fn a_small_retained_message_costs_little_beyond_its_topic_and_payload() {
 /// after each write (`sensorgate::allocator::give_back_free_pages`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cleared_burst_of_retained_messages_gives_its_memory_back() {
-    const COUNT: usize = 2_000;
-    const PAYLOAD: usize = 8 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &config("1s"));
     let warm: Vec<(String, String)> = (0..200)
         .map(|i| (format!("t/w{i:04}"), format!("w{i:04}")))
         .collect();
     publish_all(daemon.addr, "warm", &warm).await;
-    let settled_anon_kib = || async {
-        let mut last = daemon.status_kib("RssAnon");
-        for _ in 0..20 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let now = daemon.status_kib("RssAnon");
-            if now == last {
-                break;
-            }
-            last = now;
-        }
-        last
-    };
-    let before_kib = settled_anon_kib().await;
-    let messages: Vec<(String, String)> = (0..COUNT)
-        .map(|i| (format!("t/{i:04}"), format!("{i:04}").repeat(PAYLOAD / 4)))
-        .collect();
+    let before_kib = settled_kib(&daemon, "RssAnon").await;
+    let messages = big_messages();
     publish_all(daemon.addr, "big", &messages).await;
     let full_kib = daemon.status_kib("RssAnon");
     // The clears: an empty retained payload per topic (delivered back to the watcher as an empty
@@ -415,7 +414,7 @@ async fn a_cleared_burst_of_retained_messages_gives_its_memory_back() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let after_kib = settled_anon_kib().await;
+    let after_kib = settled_kib(&daemon, "RssAnon").await;
     eprintln!("RssAnon: {before_kib} KiB before, {full_kib} KiB holding the burst, {after_kib} KiB after its clears were written");
     assert!(
         full_kib >= before_kib + 12 * 1024,
