@@ -57,7 +57,7 @@ mod tests {
     }
 
     /// Anonymous resident memory of this process, KiB.
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn rss_anon_kib() -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         status

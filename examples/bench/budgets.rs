@@ -661,10 +661,7 @@ mod tests {
         };
         assert!(device_row(&missed)
             .contains("| **no** (why, and what it would take: docs/memory.md, \"A device\") |"));
-        assert!(
-            device_row(&met).ends_with("| yes |\n"),
-            "{}",
-            device_row(&met)
-        );
+        let met_row = device_row(&met);
+        assert!(met_row.ends_with("| yes |\n"), "{met_row}");
     }
 }
